@@ -1,0 +1,138 @@
+// EventPoll: an event poll with the semantics of Linux epoll(7), in userspace (gVisor: vfs.EpollInstance).
+//
+// Model (fs/eventpoll.c, gVisor pkg/sentry/vfs/epoll.go): a map of entries keyed by FileIdentifier {file, fd}, and
+// three intrusive lists that every entry is on exactly one of:
+//   ready    - may have events; always re-checked with Readiness() before reporting. Ordered: entries are appended
+//              when a wake-up finds them off the list; a reported level-triggered entry goes to the back, entries
+//              not examined because `max` was reached stay in front (round-robin: epoll_wait(2) NOTES).
+//   waiting  - nothing is pending until the file's wake-up calls the entry back.
+//   disabled - a one-shot entry after delivery; its mask holds only flag bits until UpdateEntry re-arms it.
+//
+// Lock order (outermost first):
+//   nest_mu (global)  - serializes loop/depth/path checks when an ADD may change the nesting graph (the only global)
+//   EventPoll::mu_    - the entries map and every entry's key, mask and data
+//   WaiterQueue::mu_  - of a watched file (held while the file calls its waiters back)
+//   EventPoll::lists_mu_ - the three lists, each entry's list tag, and the blocked-waiter count
+//   lists_mu_ of an inner EventPoll, then the state locks of the inner's files (Readiness of a nested poll)
+// Wake-up callbacks run with the file's queue lock held and take lists_mu_; they wake the poll's own watchers (outer
+// polls) after releasing lists_mu_. Files never notify with their state lock held (see file.h).
+//
+// Thread-safe: every method may run concurrently with every other and with any file's Notify.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <system_error>
+#include <vector>
+
+#include "epollcr/events.h"
+#include "epollcr/file.h"
+#include "epollcr/result.h"
+
+namespace epollcr {
+
+// Registration flags (the EP_PRIVATE_BITS of an epoll_event.events word).
+enum class EntryFlags : std::uint32_t {
+  kNone = 0,
+  kOneShot = 1u << 0,        // EPOLLONESHOT
+  kEdgeTriggered = 1u << 1,  // EPOLLET
+  kExclusive = 1u << 2,      // EPOLLEXCLUSIVE (ADD only)
+  kWakeup = 1u << 3,         // EPOLLWAKEUP (accepted and kept; no effect on delivery)
+};
+constexpr EntryFlags operator|(EntryFlags a, EntryFlags b) {
+  return static_cast<EntryFlags>(static_cast<std::uint32_t>(a) | static_cast<std::uint32_t>(b));
+}
+constexpr EntryFlags operator&(EntryFlags a, EntryFlags b) {
+  return static_cast<EntryFlags>(static_cast<std::uint32_t>(a) & static_cast<std::uint32_t>(b));
+}
+constexpr bool Any(EntryFlags f) { return static_cast<std::uint32_t>(f) != 0; }
+
+// Converting between a Linux epoll_event.events word and (flags, mask).
+EntryFlags FlagsFromLinux(std::uint32_t events);
+EventMask MaskFromLinux(std::uint32_t events);
+std::uint32_t ToLinux(EntryFlags flags, EventMask mask);
+
+// The key of an entry: not the fd alone (it can be reused), not the file alone (a file may be registered under
+// several fds). The file is borrowed for the call; the caller holds a reference.
+struct FileIdentifier {
+  File* file = nullptr;
+  int fd = -1;
+};
+
+// Which list an entry is on.
+enum class EntryList : std::uint8_t { kReady, kWaiting, kDisabled };
+
+// A copy of one entry, for inspection and tests.
+struct EntryInfo {
+  File* file = nullptr;
+  int fd = -1;
+  std::uint32_t events = 0;  // Linux form: mask (with ERR|HUP unless disabled) | flag bits
+  std::uint64_t data = 0;
+  EntryList list = EntryList::kWaiting;
+};
+
+class EventPoll final : public File {
+ public:
+  // NewEventPoll: the only way to make one (it must be shared-owned to be watched and to be released).
+  static std::shared_ptr<EventPoll> Create();
+  ~EventPoll() override;
+
+  // EPOLL_CTL_ADD. `mask` holds event bits only (EINVAL if it has flag bits; unknown event bits are accepted, as
+  // Linux does); ERR|HUP are always added. Errors: EBADF (null or released file), EINVAL (the poll itself, a file
+  // not made by MakeFile, a bad EPOLLEXCLUSIVE combination), EPERM (file cannot be polled), EEXIST, ELOOP (a cycle
+  // or more than kMaxNests links), EINVAL (too many wake-up paths: fs/eventpoll.c path_limits).
+  std::error_code AddEntry(FileIdentifier id, EntryFlags flags, EventMask mask, std::uint64_t data);
+  // EPOLL_CTL_MOD: replaces flags, mask and data and re-checks readiness (re-arms one-shot and edge-triggered
+  // entries). Errors: EBADF, EINVAL (kExclusive in flags, or the entry was added with kExclusive), EPERM, ENOENT.
+  std::error_code UpdateEntry(FileIdentifier id, EntryFlags flags, EventMask mask, std::uint64_t data);
+  // EPOLL_CTL_DEL. Errors: EBADF, EINVAL (the poll itself), EPERM, ENOENT. Never generates an event.
+  std::error_code RemoveEntry(FileIdentifier id);
+
+  // Harvests up to `max` events without blocking (the scan of epoll_wait). EINVAL if max <= 0 or max > kMaxEvents,
+  // EFAULT if events is null. Returns how many were written to events[0 .. n).
+  Result<int> ReadEvents(Event* events, int max);
+  Result<int> ReadEvents(std::span<Event> events) { return ReadEvents(events.data(), SpanMax(events)); }
+  // epoll_wait: like ReadEvents, but when nothing is ready waits up to timeout_ms (0 polls, negative blocks until an
+  // event). Returns 0 on timeout.
+  Result<int> Wait(Event* events, int max, int timeout_ms);
+  Result<int> Wait(std::span<Event> events, int timeout_ms) { return Wait(events.data(), SpanMax(events), timeout_ms); }
+
+  // The poll as a file: IN|RDNORM (masked) when at least one entry is really ready. Stale entries in front of the
+  // first ready one are moved off the ready list (__ep_eventpoll_poll).
+  EventMask Readiness(EventMask mask) override;
+  std::string_view TypeName() const override { return "eventpoll"; }
+
+  // Removes every entry (what closing the last reference to the poll does). The poll stays usable.
+  void Release();
+  // Unregisters every entry's waiter from its file's queue without removing the entries (gVisor: done before save so
+  // no waiter is saved twice). Until RegisterEpollWaiters() the poll receives no wake-ups.
+  void UnregisterEpollWaiters();
+  // Registers every entry's waiter again and re-checks readiness of waiting entries (what after_load does).
+  void RegisterEpollWaiters();
+
+  // Inspection.
+  std::vector<EntryInfo> Entries() const;     // in key order (file address, then fd) - stable within a process
+  std::vector<EntryInfo> ReadyList() const;   // in ready-list order
+  std::size_t EntryCount() const;
+  int BlockedWaiters() const;  // threads blocked in Wait right now
+
+  // The engine's state, for lib/ internals (nesting checks, release, the state model). Incomplete outside lib/.
+  struct Impl;
+  Impl* impl() const { return impl_.get(); }
+
+ private:
+  struct PrivateTag {};
+
+ public:
+  explicit EventPoll(PrivateTag);  // use Create()
+
+ private:
+  static int SpanMax(std::span<Event> s) {
+    return s.size() > static_cast<std::size_t>(kMaxEvents) ? kMaxEvents : static_cast<int>(s.size());
+  }
+
+  std::unique_ptr<Impl> impl_;  // Immutable pointer.
+};
+
+}  // namespace epollcr

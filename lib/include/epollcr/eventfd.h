@@ -1,0 +1,44 @@
+// eventfd(2), non-blocking, with Linux's readiness and wake-ups (fs/eventfd.c).
+//
+// Readiness: IN when the counter is > 0, OUT while it is < 0xfffffffffffffffe (a write of 1 would not block), ERR at
+// 0xffffffffffffffff (unreachable through write). A successful write wakes with IN (even a write of 0); a successful
+// read wakes with OUT.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+
+#include "epollcr/file.h"
+
+namespace epollcr {
+
+class EventFd final : public File {
+ public:
+  static constexpr std::uint64_t kMaxCounter = 0xfffffffffffffffeULL;
+
+  EventFd(std::uint64_t initial, bool semaphore) : count_(initial), semaphore_(semaphore) {}
+  static std::shared_ptr<EventFd> Create(std::uint64_t initial = 0, bool semaphore = false) {
+    return MakeFile<EventFd>(initial, semaphore);
+  }
+
+  EventMask Readiness(EventMask mask) override;
+  std::string_view TypeName() const override { return "eventfd"; }
+  // Reads the counter (8 bytes, host order): EINVAL if the buffer is shorter, EAGAIN when it is 0.
+  Result<std::size_t> Read(std::span<std::byte> buffer) override;
+  // Adds an 8-byte value: EINVAL unless exactly 8 bytes, or 0xffffffffffffffff, EAGAIN if the counter would pass kMaxCounter.
+  Result<std::size_t> Write(std::span<const std::byte> buffer) override;
+
+  // Typed forms of Read and Write.
+  Result<std::uint64_t> ReadValue();
+  std::error_code WriteValue(std::uint64_t value);
+
+  std::uint64_t Value() const;
+  bool semaphore() const { return semaphore_; }
+
+ private:
+  mutable std::mutex mu_;
+  std::uint64_t count_;    // Guarded by mu_.
+  const bool semaphore_;
+};
+
+}  // namespace epollcr

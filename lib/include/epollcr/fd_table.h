@@ -1,0 +1,49 @@
+// A table of file descriptors: fd numbers mapping to shared files, allocated lowest-free first like a process's.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "epollcr/file.h"
+#include "epollcr/result.h"
+
+namespace epollcr {
+
+class FdTable {
+ public:
+  // Linux's default RLIMIT_NOFILE soft limit; fds are 0 ... max_fds-1.
+  static constexpr int kDefaultMaxFds = 1024 * 1024;
+
+  explicit FdTable(int max_fds = kDefaultMaxFds) : max_fds_(max_fds) {}
+  FdTable(const FdTable&) = delete;
+  FdTable& operator=(const FdTable&) = delete;
+  ~FdTable();
+
+  // Installs `file` at the lowest free fd. EBADF for a null file, EMFILE when the table is full.
+  Result<int> Install(std::shared_ptr<File> file);
+  // Installs `file` at exactly `fd`, which must be free (EBUSY otherwise; EBADF if out of range).
+  std::error_code InstallAt(int fd, std::shared_ptr<File> file);
+  // dup(2): a new fd for the same file. EBADF, EMFILE.
+  Result<int> Dup(int fd);
+  // close(2): drops this fd's reference; the file is released when no other fd or owner holds it. EBADF.
+  std::error_code Close(int fd);
+  // The file at `fd`, or null.
+  std::shared_ptr<File> Get(int fd) const;
+  // Number of open fds.
+  int Count() const;
+  // Closes every fd (the files are released outside the table's lock).
+  void Clear();
+  // The open fds in increasing order with their files.
+  std::vector<std::pair<int, std::shared_ptr<File>>> Snapshot() const;
+
+ private:
+  const int max_fds_;
+  mutable std::mutex mu_;
+  std::vector<std::shared_ptr<File>> files_;  // Guarded by mu_. Index = fd; null = free.
+  std::set<int> free_;                         // Guarded by mu_. The free indices below files_.size().
+  int count_ = 0;                              // Guarded by mu_.
+};
+
+}  // namespace epollcr

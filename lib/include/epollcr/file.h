@@ -1,0 +1,76 @@
+// The file model: anything an EventPoll can watch.
+//
+// Files are shared-owned (std::shared_ptr) and created with MakeFile<T>(...). An EventPoll entry does not own its
+// file: when the last reference to a file goes away, the file first removes itself from every EventPoll watching it
+// (Linux: eventpoll_release() in __fput(), before the file's own release; gVisor: FileDescription.DecRef), then its
+// destructor runs. A file that was not made by MakeFile cannot be added to an EventPoll (EINVAL).
+//
+// Rule for file implementations: never call Notify() while holding the file's own state lock. EventPoll::ReadEvents
+// calls Readiness() with the poll's lists lock held, and a callback from Notify() takes that same lists lock.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <system_error>
+
+#include "epollcr/events.h"
+#include "epollcr/result.h"
+#include "epollcr/waiter_queue.h"
+
+namespace epollcr {
+
+class File : public std::enable_shared_from_this<File> {
+ public:
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  virtual ~File() = default;
+
+  // The events of `mask` that are ready now. Must not block or notify.
+  virtual EventMask Readiness(EventMask mask) = 0;
+  // Whether epoll can watch this file (false for regular files and directories: epoll_ctl gives EPERM).
+  virtual bool Epollable() const { return true; }
+  // A short name of the file's type: "pipe-read", "eventfd", "eventpoll", ...
+  virtual std::string_view TypeName() const = 0;
+
+  // I/O, non-blocking. The defaults are Linux's answers for a file without these operations.
+  virtual Result<std::size_t> Read(std::span<std::byte> buffer);         // EINVAL
+  virtual Result<std::size_t> Write(std::span<const std::byte> buffer);  // EINVAL
+  virtual std::error_code Shutdown(int how);                             // ENOTSOCK
+
+  void EventRegister(WaiterEntry* entry) { queue_.EventRegister(entry); }
+  void EventUnregister(WaiterEntry* entry) { queue_.EventUnregister(entry); }
+  const WaiterQueue& queue() const { return queue_; }
+
+  // True once MakeFile has taken ownership; only such files can be watched by an EventPoll.
+  bool managed() const { return managed_; }
+
+ protected:
+  File() = default;
+  // Wakes this file's waiters with `mask` (kAllEvents for a wake-up without a key).
+  // Preconditions: the file's own state lock is not held.
+  void Notify(EventMask mask) { queue_.Notify(mask); }
+
+ private:
+  template <typename T, typename... Args>
+  friend std::shared_ptr<T> MakeFile(Args&&... args);
+  // Removes every EventPoll entry that watches this file. Runs when the last reference is dropped.
+  void ReleaseFromPolls();
+
+  WaiterQueue queue_;
+  bool managed_ = false;  // Written once by MakeFile before the file is shared.
+};
+
+// Creates a file owned by a std::shared_ptr whose deleter removes it from every EventPoll before destroying it.
+template <typename T, typename... Args>
+std::shared_ptr<T> MakeFile(Args&&... args) {
+  T* raw = new T(std::forward<Args>(args)...);
+  static_cast<File*>(raw)->managed_ = true;
+  return std::shared_ptr<T>(raw, [](T* file) {
+    static_cast<File*>(file)->ReleaseFromPolls();
+    delete file;
+  });
+}
+
+}  // namespace epollcr

@@ -1,0 +1,59 @@
+// An anonymous pipe, with Linux's buffer geometry and readiness (fs/pipe.c).
+//
+// The buffer is 16 slots of one 4096-byte page each (65536 bytes). A write first merges its sub-page remainder into
+// the last slot when it fits there, then fills whole new slots; it is all-or-nothing up to PIPE_BUF (4096) bytes.
+// Readiness (pipe_poll): the read end is IN|RDNORM when not empty, HUP when the writer is gone; the write end is
+// OUT|WRNORM while a slot is free, ERR when the reader is gone. Wake-ups: every write wakes the read end with
+// IN|RDNORM (the "poll_usage" rule of pipe_write); a read that starts on a full pipe wakes the write end with
+// OUT|WRNORM; closing one end wakes both ends without a key.
+#pragma once
+
+#include <memory>
+
+#include "epollcr/file.h"
+
+namespace epollcr {
+
+class PipeBuffer;
+
+class PipeReadEnd final : public File {
+ public:
+  explicit PipeReadEnd(std::shared_ptr<PipeBuffer> pipe);
+  ~PipeReadEnd() override;
+  EventMask Readiness(EventMask mask) override;
+  std::string_view TypeName() const override { return "pipe-read"; }
+  Result<std::size_t> Read(std::span<std::byte> buffer) override;
+  Result<std::size_t> Write(std::span<const std::byte> buffer) override;  // EBADF, as for a read-only fd
+  const std::shared_ptr<PipeBuffer>& pipe() const { return pipe_; }
+
+ private:
+  friend class PipeBuffer;
+  void Wake(EventMask mask) { Notify(mask); }
+  std::shared_ptr<PipeBuffer> pipe_;  // Immutable.
+};
+
+class PipeWriteEnd final : public File {
+ public:
+  explicit PipeWriteEnd(std::shared_ptr<PipeBuffer> pipe);
+  ~PipeWriteEnd() override;
+  EventMask Readiness(EventMask mask) override;
+  std::string_view TypeName() const override { return "pipe-write"; }
+  Result<std::size_t> Read(std::span<std::byte> buffer) override;  // EBADF, as for a write-only fd
+  Result<std::size_t> Write(std::span<const std::byte> buffer) override;
+  const std::shared_ptr<PipeBuffer>& pipe() const { return pipe_; }
+
+ private:
+  friend class PipeBuffer;
+  void Wake(EventMask mask) { Notify(mask); }
+  std::shared_ptr<PipeBuffer> pipe_;  // Immutable.
+};
+
+struct PipeEnds {
+  std::shared_ptr<PipeReadEnd> read;
+  std::shared_ptr<PipeWriteEnd> write;
+};
+
+// pipe(2) with O_NONBLOCK on both ends.
+PipeEnds NewPipe();
+
+}  // namespace epollcr

@@ -1,0 +1,81 @@
+// A queue of waiters that are called back when an event they are interested in happens (gVisor's pkg/waiter).
+//
+// Lock order (the whole engine's; see event_poll.h): a file's WaiterQueue::mu_ is taken after the entries lock of an
+// EventPoll and before its lists lock. Notify() calls the entries' callbacks with mu_ held, so a callback may take
+// locks that come after a queue lock (an EventPoll's lists lock, the queue of an outer EventPoll), never before.
+#pragma once
+
+#include <boost/intrusive/list.hpp>
+#include <functional>
+#include <mutex>
+
+#include "epollcr/events.h"
+
+namespace epollcr {
+
+class EventPoll;
+
+// One registration in a WaiterQueue. An entry is in at most one queue at a time; the owner keeps it alive while it is
+// registered and unregisters it before destroying it.
+class WaiterEntry : public boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::normal_link>> {
+ public:
+  explicit WaiterEntry(EventMask mask = kAllEvents) : mask_(mask) {}
+  WaiterEntry(const WaiterEntry&) = delete;
+  WaiterEntry& operator=(const WaiterEntry&) = delete;
+  virtual ~WaiterEntry() = default;
+
+  // Called by WaiterQueue::Notify for a notified mask that meets this entry's mask.
+  // Preconditions: the mu_ of the queue this entry is registered in is held. Must not touch that queue.
+  virtual void NotifyEvent(EventMask mask) = 0;
+
+  // The EventPoll this entry belongs to, if it is an epoll registration (gVisor: an "epoll waiter"). Used to find the
+  // polls that watch a file when it is released, and the polls that watch a poll when nesting is checked.
+  virtual EventPoll* WatchingPoll() const { return nullptr; }
+
+ private:
+  friend class WaiterQueue;
+  EventMask mask_;  // Guarded by the mu_ of the queue the entry is in (immutable while unregistered).
+};
+
+// A waiter that runs a function: for tests, examples and host code that wants a callback.
+class CallbackWaiter final : public WaiterEntry {
+ public:
+  CallbackWaiter(EventMask mask, std::function<void(EventMask)> fn) : WaiterEntry(mask), fn_(std::move(fn)) {}
+  void NotifyEvent(EventMask mask) override { fn_(mask); }
+
+ private:
+  std::function<void(EventMask)> fn_;  // Immutable.
+};
+
+// Thread-safe. Every method may be called from any thread.
+class WaiterQueue {
+ public:
+  WaiterQueue() = default;
+  WaiterQueue(const WaiterQueue&) = delete;
+  WaiterQueue& operator=(const WaiterQueue&) = delete;
+  ~WaiterQueue();  // Preconditions: the queue is empty.
+
+  // Adds an entry that is in no queue. Newest entries are notified first, like Linux's add_wait_queue.
+  void EventRegister(WaiterEntry* entry);
+  // Removes an entry registered in this queue. Once it returns, the entry's callback is not running and will not run.
+  void EventUnregister(WaiterEntry* entry);
+  // Calls NotifyEvent(mask) on every entry whose mask meets `mask`.
+  void Notify(EventMask mask);
+  // The union of the masks of every registered entry.
+  EventMask Events() const;
+  bool IsEmpty() const;
+
+  // Calls fn(entry) for every registered entry with mu_ held. fn must not call back into this queue.
+  template <typename Fn>
+  void ForEach(Fn&& fn) const {
+    std::lock_guard lock(mu_);
+    for (const WaiterEntry& e : entries_) fn(const_cast<WaiterEntry&>(e));
+  }
+
+ private:
+  using List = boost::intrusive::list<WaiterEntry, boost::intrusive::constant_time_size<false>>;
+  mutable std::mutex mu_;
+  List entries_;  // Guarded by mu_.
+};
+
+}  // namespace epollcr

@@ -1,0 +1,391 @@
+// EventPoll: registration, wake-up and harvest. Semantics follow fs/eventpoll.c; structure follows gVisor's
+// pkg/sentry/vfs/epoll.go. Nesting checks (ELOOP, path limits) are in event_poll_nesting.cc.
+#include <cassert>
+#include <chrono>
+#include <thread>
+
+#include "event_poll_internal.h"
+
+namespace epollcr {
+
+namespace {
+
+constexpr std::size_t kInitialBuckets = 8;
+
+// An entry's armed event bits: none once a one-shot entry has fired (its events keep only flag bits).
+EventMask Armed(const PollEntry& e) { return e.events & ~kEpollPrivateBits; }
+
+}  // namespace
+
+// ---- wake-up ------------------------------------------------------------------------------------------------------
+
+// ep_poll_callback: a wake-up whose key meets the entry's mask queues the entry (once) and wakes one blocked waiter;
+// every such wake-up also wakes the poll's own watchers, even when the entry was already queued, so an outer
+// edge-triggered entry re-edges on each inner wake-up (checklist item 113; gVisor only does it on a new queueing).
+void PollEntry::NotifyEvent(EventMask mask) {
+  {
+    std::lock_guard lock(impl->lists_mu_);
+    const EventMask armed = Armed(*this);
+    if (armed == 0 || (mask & armed) == 0) return;
+    if (list != EntryList::kReady) impl->MoveToLocked(*this, EntryList::kReady);
+    impl->WakeOneWaiterLocked();
+  }
+  impl->NotifyWatchers();
+}
+
+// ---- Impl ---------------------------------------------------------------------------------------------------------
+
+EventPoll::Impl::Impl(EventPoll* self)
+    : buckets_(new EntryMap::bucket_type[kInitialBuckets]),
+      bucket_count_(kInitialBuckets),
+      entries_(EntryMap::bucket_traits(buckets_.get(), kInitialBuckets)),
+      self_(self) {}
+
+EventPoll::Impl::~Impl() { assert(entries_.empty()); }
+
+EntryList_t& EventPoll::Impl::ListOf(EntryList which) {
+  switch (which) {
+    case EntryList::kReady:
+      return ready_;
+    case EntryList::kWaiting:
+      return waiting_;
+    case EntryList::kDisabled:
+      break;
+  }
+  return disabled_;
+}
+
+void EventPoll::Impl::MoveToLocked(PollEntry& e, EntryList to) {
+  if (e.list_hook.is_linked()) {
+    EntryList_t& from = ListOf(e.list);
+    from.erase(from.iterator_to(e));
+  }
+  e.list = to;
+  ListOf(to).push_back(e);
+}
+
+bool EventPoll::Impl::QueueIfReadyLocked(PollEntry& e) {
+  if (e.list == EntryList::kReady) return false;
+  const EventMask armed = Armed(e);
+  if (armed == 0 || (e.file->Readiness(armed) & armed) == 0) return false;
+  MoveToLocked(e, EntryList::kReady);
+  return true;
+}
+
+void EventPoll::Impl::WakeOneWaiterLocked() {
+  if (blocked_ > 0) cv_.notify_one();
+}
+
+void EventPoll::Impl::NotifyWatchers() { self_->Notify(kEpollWakeKey); }
+
+PollEntry* EventPoll::Impl::FindLocked(FileIdentifier id) {
+  auto it = entries_.find(id);
+  return it == entries_.end() ? nullptr : &*it;
+}
+
+void EventPoll::Impl::MaybeGrowLocked() {
+  if (entries_.size() < bucket_count_) return;
+  const std::size_t n = bucket_count_ * 2;
+  std::unique_ptr<EntryMap::bucket_type[]> bigger(new EntryMap::bucket_type[n]);
+  entries_.rehash(EntryMap::bucket_traits(bigger.get(), n));
+  buckets_ = std::move(bigger);
+  bucket_count_ = n;
+}
+
+void EventPoll::Impl::RemoveLocked(PollEntry* e) {
+  // Unregistering waits for a running callback of this entry to finish; none can start afterwards.
+  if (e->registered) e->file->EventUnregister(e);
+  {
+    std::lock_guard lock(lists_mu_);
+    EntryList_t& from = ListOf(e->list);
+    from.erase(from.iterator_to(*e));
+  }
+  entries_.erase(entries_.iterator_to(*e));
+  delete e;
+}
+
+bool EventPoll::Impl::HasReadyLocked() {
+  while (!ready_.empty()) {
+    PollEntry& e = ready_.front();
+    const EventMask armed = Armed(e);
+    if (armed != 0 && (e.file->Readiness(armed) & armed) != 0) return true;
+    MoveToLocked(e, EntryList::kWaiting);
+  }
+  return false;
+}
+
+void EventPoll::Impl::RemoveEntriesOfFile(File& file) {
+  std::lock_guard lock(mu_);
+  std::vector<PollEntry*> mine;
+  file.queue().ForEach([&](WaiterEntry& w) {
+    if (w.WatchingPoll() == self_) mine.push_back(static_cast<PollEntry*>(&w));
+  });
+  for (PollEntry* e : mine) RemoveLocked(e);
+}
+
+// ---- release protocol (file.h) --------------------------------------------------------------------------------------
+
+void ReleaseFileFromPolls(File& file) {
+  for (;;) {
+    bool watched = false;
+    std::shared_ptr<File> holder;
+    EventPoll* poll = nullptr;
+    file.queue().ForEach([&](WaiterEntry& w) {
+      if (watched) return;
+      if (EventPoll* p = w.WatchingPoll()) {
+        watched = true;
+        poll = p;
+        holder = p->weak_from_this().lock();
+      }
+    });
+    if (!watched) return;
+    if (!holder) {
+      // That poll's last reference is going away right now; its release unregisters its entries from this file.
+      std::this_thread::yield();
+      continue;
+    }
+    poll->impl()->RemoveEntriesOfFile(file);
+    holder.reset();  // May release the poll; no lock is held here.
+  }
+}
+
+// ---- EventPoll ------------------------------------------------------------------------------------------------------
+
+std::shared_ptr<EventPoll> EventPoll::Create() { return MakeFile<EventPoll>(PrivateTag{}); }
+
+EventPoll::EventPoll(PrivateTag) : impl_(std::make_unique<Impl>(this)) {}
+
+EventPoll::~EventPoll() { Release(); }
+
+std::error_code EventPoll::AddEntry(FileIdentifier id, EntryFlags flags, EventMask mask, std::uint64_t data) {
+  if (id.file == nullptr) return Errno(EBADF);
+  if (!id.file->Epollable()) return Errno(EPERM);
+  if (id.file == this || !id.file->managed() || (mask & kEpollPrivateBits) != 0) return Errno(EINVAL);
+  auto* inner = dynamic_cast<EventPoll*>(id.file);
+  const std::uint32_t events = ToLinux(flags, mask);
+  // EPOLLEXCLUSIVE: only with kEpollExclusiveOkBits, never on a poll (do_epoll_ctl).
+  if (Any(flags & EntryFlags::kExclusive) && (inner != nullptr || (events & ~kEpollExclusiveOkBits) != 0)) {
+    return Errno(EINVAL);
+  }
+
+  // A full check (loops, depth, wake-up paths) is needed when the new link can lengthen a chain: the target is a poll,
+  // or this poll is itself watched (do_epoll_ctl's full_check). Reading "watched" without nest_mu races with a
+  // concurrent ADD of this poll elsewhere exactly as Linux's READ_ONCE(f_ep) does; it can only skip a path count.
+  const bool full_check = inner != nullptr || HasParentPolls(*this);
+  std::unique_lock<std::mutex> nest;
+  std::vector<std::shared_ptr<File>> files_to_count;
+  if (full_check) {
+    nest = std::unique_lock(NestMutex());
+    if (inner != nullptr) {
+      if (WouldLoop(*this, *inner, &files_to_count)) return Errno(ELOOP);
+    } else if (auto held = id.file->weak_from_this().lock()) {
+      files_to_count.push_back(std::move(held));
+    }
+  }
+
+  Impl& s = *impl_;
+  bool queued = false;
+  {
+    std::lock_guard lock(s.mu_);
+    if (s.FindLocked(id) != nullptr) return Errno(EEXIST);
+    // The entry starts with no armed bits, so a wake-up racing with the path check below cannot queue it.
+    auto* e = new PollEntry(this, &s, id, events & kEpollPrivateBits, data);
+    s.entries_.insert(*e);
+    s.MaybeGrowLocked();
+    {
+      std::lock_guard lists(s.lists_mu_);
+      s.waiting_.push_back(*e);
+    }
+    id.file->EventRegister(e);
+    e->registered = true;
+    if (full_check && !PathsWithinLimits(files_to_count)) {
+      s.RemoveLocked(e);  // ep_insert: too many wake-up paths -> EINVAL
+      nest = {};
+      return Errno(EINVAL);
+    }
+    std::lock_guard lists(s.lists_mu_);
+    e->events = events | kAlwaysReported;
+    queued = s.QueueIfReadyLocked(*e);
+    if (queued) s.WakeOneWaiterLocked();
+  }
+  if (nest.owns_lock()) nest.unlock();
+  if (queued) s.NotifyWatchers();
+  return {};
+}
+
+std::error_code EventPoll::UpdateEntry(FileIdentifier id, EntryFlags flags, EventMask mask, std::uint64_t data) {
+  if (id.file == nullptr) return Errno(EBADF);
+  if (!id.file->Epollable()) return Errno(EPERM);
+  if (id.file == this || (mask & kEpollPrivateBits) != 0) return Errno(EINVAL);
+  // EPOLLEXCLUSIVE is for ADD only; it is refused before the lookup, so not ENOENT (do_epoll_ctl).
+  if (Any(flags & EntryFlags::kExclusive)) return Errno(EINVAL);
+  Impl& s = *impl_;
+  bool queued = false;
+  {
+    std::lock_guard lock(s.mu_);
+    PollEntry* e = s.FindLocked(id);
+    if (e == nullptr) return Errno(ENOENT);
+    if ((e->events & kEpollExclusive) != 0) return Errno(EINVAL);  // ep_modify is skipped for exclusive entries
+    std::lock_guard lists(s.lists_mu_);
+    e->events = ToLinux(flags, mask) | kAlwaysReported;
+    e->data = data;
+    if (e->list == EntryList::kDisabled) s.MoveToLocked(*e, EntryList::kWaiting);
+    queued = s.QueueIfReadyLocked(*e);  // ep_modify re-polls: re-arms ET and one-shot entries
+    if (queued) s.WakeOneWaiterLocked();
+  }
+  if (queued) s.NotifyWatchers();
+  return {};
+}
+
+std::error_code EventPoll::RemoveEntry(FileIdentifier id) {
+  if (id.file == nullptr) return Errno(EBADF);
+  if (!id.file->Epollable()) return Errno(EPERM);
+  if (id.file == this) return Errno(EINVAL);
+  Impl& s = *impl_;
+  std::lock_guard lock(s.mu_);
+  PollEntry* e = s.FindLocked(id);
+  if (e == nullptr) return Errno(ENOENT);
+  s.RemoveLocked(e);  // Silent: no event, no wake-up (ep_remove).
+  return {};
+}
+
+Result<int> EventPoll::ReadEvents(Event* events, int max) {
+  if (max <= 0 || max > kMaxEvents) return Errno(EINVAL);
+  if (events == nullptr) return Errno(EFAULT);
+  Impl& s = *impl_;
+  std::lock_guard lock(s.mu_);
+  std::lock_guard lists(s.lists_mu_);
+  // ep_send_events: take entries from the front; re-check each; a reported level-triggered entry goes to the back
+  // (after every entry not examined), an edge-triggered one waits for its next wake-up, a one-shot one is disabled.
+  EntryList_t requeue;
+  int n = 0;
+  while (n < max && !s.ready_.empty()) {
+    PollEntry& e = s.ready_.front();
+    s.ready_.pop_front();
+    const EventMask armed = Armed(e);
+    const EventMask revents = armed == 0 ? 0 : e.file->Readiness(armed) & armed;
+    if (revents == 0) {
+      e.list = EntryList::kWaiting;
+      s.waiting_.push_back(e);
+      continue;
+    }
+    events[n].events = revents;
+    events[n].SetData(e.data);
+    ++n;
+    if ((e.events & kEpollOneShot) != 0) {
+      e.events &= kEpollPrivateBits;
+      e.list = EntryList::kDisabled;
+      s.disabled_.push_back(e);
+    } else if ((e.events & kEpollEdgeTriggered) != 0) {
+      e.list = EntryList::kWaiting;
+      s.waiting_.push_back(e);
+    } else {
+      requeue.push_back(e);  // stays kReady
+    }
+  }
+  s.ready_.splice(s.ready_.end(), requeue);
+  // ep_done_scan: while entries remain ready, pass the wake-up on to the next blocked waiter.
+  if (!s.ready_.empty()) s.WakeOneWaiterLocked();
+  return n;
+}
+
+Result<int> EventPoll::Wait(Event* events, int max, int timeout_ms) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms > 0 ? timeout_ms : 0);
+  Impl& s = *impl_;
+  for (;;) {
+    Result<int> got = ReadEvents(events, max);
+    if (!got.ok() || got.value() > 0 || timeout_ms == 0) return got;
+    std::unique_lock lists(s.lists_mu_);
+    if (!s.ready_.empty()) continue;  // An entry became ready since the harvest: harvest again.
+    if (timeout_ms > 0 && Clock::now() >= deadline) return 0;
+    ++s.blocked_;
+    if (timeout_ms < 0) {
+      s.cv_.wait(lists);
+    } else {
+      s.cv_.wait_until(lists, deadline);
+    }
+    --s.blocked_;
+  }
+}
+
+EventMask EventPoll::Readiness(EventMask mask) {
+  std::lock_guard lists(impl_->lists_mu_);
+  return impl_->HasReadyLocked() ? (kEpollReadable & mask) : 0;
+}
+
+void EventPoll::Release() {
+  Impl& s = *impl_;
+  std::lock_guard lock(s.mu_);
+  std::vector<PollEntry*> all;
+  all.reserve(s.entries_.size());
+  for (PollEntry& e : s.entries_) all.push_back(&e);
+  for (PollEntry* e : all) s.RemoveLocked(e);
+}
+
+void EventPoll::UnregisterEpollWaiters() {
+  Impl& s = *impl_;
+  std::lock_guard lock(s.mu_);
+  for (PollEntry& e : s.entries_) {
+    if (e.registered) {
+      e.file->EventUnregister(&e);
+      e.registered = false;
+    }
+  }
+}
+
+void EventPoll::RegisterEpollWaiters() {
+  Impl& s = *impl_;
+  bool queued = false;
+  {
+    std::lock_guard lock(s.mu_);
+    for (PollEntry& e : s.entries_) {
+      if (!e.registered) {
+        e.file->EventRegister(&e);
+        e.registered = true;
+      }
+    }
+    std::lock_guard lists(s.lists_mu_);
+    for (PollEntry& e : s.entries_) queued |= s.QueueIfReadyLocked(e);
+    if (queued) s.WakeOneWaiterLocked();
+  }
+  if (queued) s.NotifyWatchers();
+}
+
+namespace {
+EntryInfo InfoOf(const PollEntry& e) { return EntryInfo{e.file, e.fd, e.events, e.data, e.list}; }
+}  // namespace
+
+std::vector<EntryInfo> EventPoll::Entries() const {
+  Impl& s = *impl_;
+  std::lock_guard lock(s.mu_);
+  std::lock_guard lists(s.lists_mu_);
+  std::vector<EntryInfo> out;
+  out.reserve(s.entries_.size());
+  for (const PollEntry& e : s.entries_) out.push_back(InfoOf(e));
+  std::sort(out.begin(), out.end(), [](const EntryInfo& a, const EntryInfo& b) {
+    return std::less<const File*>()(a.file, b.file) || (a.file == b.file && a.fd < b.fd);
+  });
+  return out;
+}
+
+std::vector<EntryInfo> EventPoll::ReadyList() const {
+  Impl& s = *impl_;
+  std::lock_guard lock(s.mu_);
+  std::lock_guard lists(s.lists_mu_);
+  std::vector<EntryInfo> out;
+  for (const PollEntry& e : s.ready_) out.push_back(InfoOf(e));
+  return out;
+}
+
+std::size_t EventPoll::EntryCount() const {
+  std::lock_guard lock(impl_->mu_);
+  return impl_->entries_.size();
+}
+
+int EventPoll::BlockedWaiters() const {
+  std::lock_guard lists(impl_->lists_mu_);
+  return impl_->blocked_;
+}
+
+}  // namespace epollcr

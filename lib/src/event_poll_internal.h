@@ -1,0 +1,119 @@
+// EventPoll's fields and entries. Internal: not installed; lib/ and the project's tests include it.
+#pragma once
+
+#include <boost/intrusive/list.hpp>
+#include <boost/intrusive/unordered_set.hpp>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "epollcr/event_poll.h"
+
+namespace epollcr {
+
+namespace bi = boost::intrusive;
+
+// One registration (gVisor: epollInterest; Linux: struct epitem). Owned by its EventPoll.
+struct PollEntry final : WaiterEntry {
+  PollEntry(EventPoll* poll, EventPoll::Impl* impl, FileIdentifier id, std::uint32_t events, std::uint64_t data)
+      : WaiterEntry(kAllEvents), poll(poll), impl(impl), file(id.file), fd(id.fd), events(events), data(data) {}
+
+  // Called with the file's queue lock held (waiter_queue.h). Filters by this entry's mask and queues it.
+  void NotifyEvent(EventMask mask) override;
+  EventPoll* WatchingPoll() const override { return poll; }
+
+  bi::list_member_hook<> list_hook;       // Guarded by the poll's lists_mu_.
+  bi::unordered_set_member_hook<> map_hook;  // Guarded by the poll's mu_.
+  EventPoll* const poll;                  // Immutable.
+  EventPoll::Impl* const impl;            // Immutable.
+  File* const file;                       // Immutable. Alive while the entry exists (file.h: release protocol).
+  const int fd;                           // Immutable.
+  std::uint32_t events;                   // Linux form (mask | ERR | HUP | flags). Written with mu_ and lists_mu_
+                                          // held; read with either.
+  std::uint64_t data;                     // Guarded by mu_ (also read under lists_mu_ by ReadEvents, which holds both).
+  EntryList list = EntryList::kWaiting;   // Guarded by lists_mu_.
+  bool registered = false;                // Guarded by mu_: the waiter is in the file's queue.
+};
+
+struct EntryKeyOf {
+  using type = FileIdentifier;
+  FileIdentifier operator()(const PollEntry& e) const { return {e.file, e.fd}; }
+};
+struct FileIdentifierHash {
+  std::size_t operator()(const FileIdentifier& id) const {
+    std::size_t h = std::hash<const void*>()(id.file);
+    return h ^ (static_cast<std::size_t>(static_cast<unsigned>(id.fd)) * 0x9E3779B97F4A7C15ULL);
+  }
+};
+struct FileIdentifierEqual {
+  bool operator()(const FileIdentifier& a, const FileIdentifier& b) const { return a.file == b.file && a.fd == b.fd; }
+};
+
+using EntryList_t = bi::list<PollEntry, bi::member_hook<PollEntry, bi::list_member_hook<>, &PollEntry::list_hook>,
+                             bi::constant_time_size<true>>;
+using EntryMap = bi::unordered_set<
+    PollEntry, bi::member_hook<PollEntry, bi::unordered_set_member_hook<>, &PollEntry::map_hook>,
+    bi::key_of_value<EntryKeyOf>, bi::hash<FileIdentifierHash>, bi::equal<FileIdentifierEqual>,
+    bi::constant_time_size<true>, bi::power_2_buckets<true>>;
+
+struct EventPoll::Impl {
+  explicit Impl(EventPoll* self);
+  ~Impl();
+
+  // Lock order: see event_poll.h.
+  mutable std::mutex mu_;  // The entries map; every entry's events and data.
+  std::unique_ptr<EntryMap::bucket_type[]> buckets_;  // Guarded by mu_.
+  std::size_t bucket_count_ = 0;                      // Guarded by mu_.
+  EntryMap entries_;                                  // Guarded by mu_.
+
+  mutable std::mutex lists_mu_;  // The three lists, every entry's list tag, blocked_.
+  EntryList_t ready_;            // Guarded by lists_mu_.
+  EntryList_t waiting_;          // Guarded by lists_mu_.
+  EntryList_t disabled_;         // Guarded by lists_mu_.
+  int blocked_ = 0;              // Guarded by lists_mu_: threads blocked in Wait.
+  std::condition_variable cv_;   // Waits on lists_mu_; signalled one waiter at a time (exclusive, like ep->wq).
+
+  EventPoll* const self_;  // Immutable: the EventPoll this is the state of.
+
+  EntryList_t& ListOf(EntryList which);
+  // Moves `e` to the back of list `to` (from wherever it is). Preconditions: lists_mu_ is held.
+  void MoveToLocked(PollEntry& e, EntryList to);
+  // Queues `e` on the ready list if it is not there and the file is ready for its mask; returns true if it was newly
+  // queued. Preconditions: mu_ and lists_mu_ are held.
+  bool QueueIfReadyLocked(PollEntry& e);
+  // Wakes one blocked waiter if any. Preconditions: lists_mu_ is held.
+  void WakeOneWaiterLocked();
+  // Removes an entry: unregisters its waiter, unlinks it, deletes it. Preconditions: mu_ is held, lists_mu_ is not.
+  void RemoveLocked(PollEntry* e);
+  // The entries map grows its bucket array as it fills. Preconditions: mu_ is held.
+  void MaybeGrowLocked();
+  PollEntry* FindLocked(FileIdentifier id);
+
+  // Whether the poll has a really ready entry; stale entries in front of it leave the ready list.
+  bool HasReadyLocked();  // Preconditions: lists_mu_ is held.
+  // Wakes the poll's own watchers (outer polls) with EPOLLIN. Preconditions: lists_mu_ is not held.
+  void NotifyWatchers();
+  // Removes this poll's entries for `file` (any fd). Preconditions: mu_ is not held.
+  void RemoveEntriesOfFile(File& file);
+};
+
+// Nesting (event_poll_nesting.cc). The global lock that serializes changes to the nesting graph (nest_mu).
+std::mutex& NestMutex();
+// Whether `poll` is watched by another EventPoll (its queue holds an epoll entry).
+bool HasParentPolls(const EventPoll& poll);
+// ELOOP check for adding `inner` into `outer`: a cycle, or more than kMaxNests links in any chain through the new
+// one (fs/eventpoll.c ep_loop_check). Collects the non-poll files found below `inner` into `files_below` for the
+// path check. Preconditions: NestMutex() is held; no poll's mu_ is held.
+bool WouldLoop(EventPoll& outer, EventPoll& inner, std::vector<std::shared_ptr<File>>* files_below);
+// The wake-up path limit check once the new entry is registered (fs/eventpoll.c reverse_path_check): for each file,
+// counts the paths from it up to polls that nobody watches, by length; false when a length's limit is passed.
+// Preconditions: NestMutex() is held; no queue lock is held.
+bool PathsWithinLimits(const std::vector<std::shared_ptr<File>>& files);
+
+// Removes every entry that watches `file` from every poll (the release of a file's last reference).
+void ReleaseFileFromPolls(File& file);
+
+}  // namespace epollcr

@@ -1,0 +1,88 @@
+#include "epollcr/fd_table.h"
+
+namespace epollcr {
+
+FdTable::~FdTable() { Clear(); }
+
+Result<int> FdTable::Install(std::shared_ptr<File> file) {
+  if (!file) return Errno(EBADF);
+  std::lock_guard lock(mu_);
+  int fd;
+  if (!free_.empty()) {
+    fd = *free_.begin();
+    free_.erase(free_.begin());
+  } else {
+    if (static_cast<int>(files_.size()) >= max_fds_) return Errno(EMFILE);
+    fd = static_cast<int>(files_.size());
+    files_.emplace_back();
+  }
+  files_[fd] = std::move(file);
+  ++count_;
+  return fd;
+}
+
+std::error_code FdTable::InstallAt(int fd, std::shared_ptr<File> file) {
+  if (!file || fd < 0 || fd >= max_fds_) return Errno(EBADF);
+  std::lock_guard lock(mu_);
+  if (fd < static_cast<int>(files_.size()) && files_[fd]) return Errno(EBUSY);
+  for (int i = static_cast<int>(files_.size()); i <= fd; ++i) {
+    files_.emplace_back();
+    free_.insert(i);
+  }
+  free_.erase(fd);
+  files_[fd] = std::move(file);
+  ++count_;
+  return {};
+}
+
+Result<int> FdTable::Dup(int fd) {
+  std::shared_ptr<File> file = Get(fd);
+  if (!file) return Errno(EBADF);
+  return Install(std::move(file));
+}
+
+std::error_code FdTable::Close(int fd) {
+  std::shared_ptr<File> dropped;  // Released after the lock: releasing a file reaches into the polls watching it.
+  {
+    std::lock_guard lock(mu_);
+    if (fd < 0 || fd >= static_cast<int>(files_.size()) || !files_[fd]) return Errno(EBADF);
+    dropped = std::move(files_[fd]);
+    free_.insert(fd);
+    --count_;
+  }
+  return {};
+}
+
+std::shared_ptr<File> FdTable::Get(int fd) const {
+  std::lock_guard lock(mu_);
+  if (fd < 0 || fd >= static_cast<int>(files_.size())) return nullptr;
+  return files_[fd];
+}
+
+int FdTable::Count() const {
+  std::lock_guard lock(mu_);
+  return count_;
+}
+
+void FdTable::Clear() {
+  std::vector<std::shared_ptr<File>> dropped;
+  {
+    std::lock_guard lock(mu_);
+    dropped.swap(files_);
+    free_.clear();
+    count_ = 0;
+  }
+  // Close from the highest fd down, the order a process's exit closes them in is not specified; any order works.
+  while (!dropped.empty()) dropped.pop_back();
+}
+
+std::vector<std::pair<int, std::shared_ptr<File>>> FdTable::Snapshot() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<int, std::shared_ptr<File>>> out;
+  for (int fd = 0; fd < static_cast<int>(files_.size()); ++fd) {
+    if (files_[fd]) out.emplace_back(fd, files_[fd]);
+  }
+  return out;
+}
+
+}  // namespace epollcr

@@ -1,0 +1,52 @@
+// The shared state of a pipe: its slots and which ends are open. Internal to lib/.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <span>
+
+#include "epollcr/pipe.h"
+
+namespace epollcr {
+
+class PipeBuffer {
+ public:
+  static constexpr std::size_t kPageSize = 4096;  // PAGE_SIZE; also PIPE_BUF
+  static constexpr std::size_t kSlots = 16;       // PIPE_DEF_BUFFERS: 16 pages = 65536 bytes
+
+  // One page of data: bytes [offset, offset + len) are unread (struct pipe_buffer).
+  struct Slot {
+    std::unique_ptr<std::byte[]> page;
+    std::uint32_t offset = 0;
+    std::uint32_t len = 0;
+  };
+
+  Result<std::size_t> Write(std::span<const std::byte> data);
+  Result<std::size_t> Read(std::span<std::byte> out);
+  EventMask ReadEndReadiness() const;
+  EventMask WriteEndReadiness() const;
+
+  void Attach(PipeReadEnd* read, PipeWriteEnd* write);
+  void CloseRead();
+  void CloseWrite();
+
+  std::size_t BytesQueued() const;
+
+ private:
+  // Wakes an end if it is still alive. Preconditions: mu_ is not held.
+  template <typename End>
+  static void Wake(const std::weak_ptr<File>& end, EventMask mask);
+
+  mutable std::mutex mu_;
+  std::deque<Slot> slots_;     // Guarded by mu_. At most kSlots.
+  int readers_ = 1;            // Guarded by mu_.
+  int writers_ = 1;            // Guarded by mu_.
+  std::weak_ptr<File> read_;   // Guarded by mu_. For wake-ups only.
+  std::weak_ptr<File> write_;  // Guarded by mu_. For wake-ups only.
+};
+
+}  // namespace epollcr

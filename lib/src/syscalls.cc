@@ -1,0 +1,114 @@
+#include "epollcr/syscalls.h"
+
+#include "epollcr/eventfd.h"
+#include "epollcr/pipe.h"
+#include "epollcr/socket_pair.h"
+
+namespace epollcr::sys {
+
+Result<int> EpollCreate1(FdTable& fds, int flags) {
+  if ((flags & ~kEpollCloexec) != 0) return Errno(EINVAL);
+  return fds.Install(EventPoll::Create());
+}
+
+// do_epoll_ctl's order: EFAULT (the event is copied first, for every op but DEL), EBADF (epfd), EBADF (fd), EPERM
+// (no poll support), EINVAL (same file, or epfd not a poll), EINVAL (EPOLLEXCLUSIVE rules), then the op itself:
+// ELOOP, EEXIST/ENOENT, EINVAL for an unknown op or a MOD of an exclusive entry, EINVAL for too many paths.
+std::error_code EpollCtl(FdTable& fds, int epfd, int op, int fd, const Event* event) {
+  const bool has_event = op != kEpollCtlDel;
+  if (has_event && event == nullptr) return Errno(EFAULT);
+  std::shared_ptr<File> epfile = fds.Get(epfd);
+  if (!epfile) return Errno(EBADF);
+  std::shared_ptr<File> target = fds.Get(fd);
+  if (!target) return Errno(EBADF);
+  if (!target->Epollable()) return Errno(EPERM);
+  auto* poll = dynamic_cast<EventPoll*>(epfile.get());
+  if (poll == nullptr || epfile == target) return Errno(EINVAL);
+  const std::uint32_t events = has_event ? event->events : 0;
+  if (has_event && (events & kEpollExclusive) != 0) {
+    if (op == kEpollCtlMod) return Errno(EINVAL);
+    if (op == kEpollCtlAdd &&
+        (dynamic_cast<EventPoll*>(target.get()) != nullptr || (events & ~kEpollExclusiveOkBits) != 0)) {
+      return Errno(EINVAL);
+    }
+  }
+  const FileIdentifier id{target.get(), fd};
+  switch (op) {
+    case kEpollCtlAdd:
+      return poll->AddEntry(id, FlagsFromLinux(events), MaskFromLinux(events), event->Data());
+    case kEpollCtlDel:
+      return poll->RemoveEntry(id);
+    case kEpollCtlMod:
+      return poll->UpdateEntry(id, FlagsFromLinux(events), MaskFromLinux(events), event->Data());
+    default:
+      return Errno(EINVAL);
+  }
+}
+
+// do_epoll_wait (Linux 6.15 and later, ep_check_params): EBADF first, then maxevents, then the buffer, then whether
+// the fd is a poll. Earlier kernels checked maxevents before the fd (checklist item 76).
+Result<int> EpollWait(FdTable& fds, int epfd, Event* events, int max, int timeout_ms) {
+  std::shared_ptr<File> file = fds.Get(epfd);
+  if (!file) return Errno(EBADF);
+  if (max <= 0 || max > kMaxEvents) return Errno(EINVAL);
+  if (events == nullptr) return Errno(EFAULT);
+  auto* poll = dynamic_cast<EventPoll*>(file.get());
+  if (poll == nullptr) return Errno(EINVAL);
+  return poll->Wait(events, max, timeout_ms);
+}
+
+Result<int> EventFd(FdTable& fds, std::uint64_t initial, bool semaphore) {
+  return fds.Install(EventFd::Create(initial, semaphore));
+}
+
+std::error_code Pipe(FdTable& fds, int out[2]) {
+  PipeEnds ends = NewPipe();
+  Result<int> r = fds.Install(ends.read);
+  if (!r.ok()) return r.error();
+  Result<int> w = fds.Install(ends.write);
+  if (!w.ok()) {
+    (void)fds.Close(r.value());  // nothing half-made stays behind
+    return w.error();
+  }
+  out[0] = r.value();
+  out[1] = w.value();
+  return {};
+}
+
+std::error_code SocketPair(FdTable& fds, int out[2]) {
+  auto [a, b] = NewSocketPair();
+  Result<int> fa = fds.Install(a);
+  if (!fa.ok()) return fa.error();
+  Result<int> fb = fds.Install(b);
+  if (!fb.ok()) {
+    (void)fds.Close(fa.value());
+    return fb.error();
+  }
+  out[0] = fa.value();
+  out[1] = fb.value();
+  return {};
+}
+
+Result<std::size_t> Read(FdTable& fds, int fd, std::span<std::byte> buffer) {
+  std::shared_ptr<File> file = fds.Get(fd);
+  if (!file) return Errno(EBADF);
+  return file->Read(buffer);
+}
+
+Result<std::size_t> Write(FdTable& fds, int fd, std::span<const std::byte> buffer) {
+  std::shared_ptr<File> file = fds.Get(fd);
+  if (!file) return Errno(EBADF);
+  return file->Write(buffer);
+}
+
+std::error_code Shutdown(FdTable& fds, int fd, int how) {
+  std::shared_ptr<File> file = fds.Get(fd);
+  if (!file) return Errno(EBADF);
+  return file->Shutdown(how);
+}
+
+Result<int> Dup(FdTable& fds, int fd) { return fds.Dup(fd); }
+
+std::error_code Close(FdTable& fds, int fd) { return fds.Close(fd); }
+
+}  // namespace epollcr::sys

@@ -1,0 +1,42 @@
+#include "epollcr/waiter_queue.h"
+
+#include <cassert>
+
+namespace epollcr {
+
+WaiterQueue::~WaiterQueue() {
+  // Every owner unregisters its entries before the queue goes away; a leftover entry would dangle.
+  assert(entries_.empty());
+  entries_.clear();
+}
+
+void WaiterQueue::EventRegister(WaiterEntry* entry) {
+  std::lock_guard lock(mu_);
+  entries_.push_front(*entry);
+}
+
+void WaiterQueue::EventUnregister(WaiterEntry* entry) {
+  std::lock_guard lock(mu_);
+  entries_.erase(entries_.iterator_to(*entry));
+}
+
+void WaiterQueue::Notify(EventMask mask) {
+  std::lock_guard lock(mu_);
+  for (WaiterEntry& e : entries_) {
+    if (e.mask_ & mask) e.NotifyEvent(mask);
+  }
+}
+
+EventMask WaiterQueue::Events() const {
+  std::lock_guard lock(mu_);
+  EventMask all = 0;
+  for (const WaiterEntry& e : entries_) all |= e.mask_;
+  return all;
+}
+
+bool WaiterQueue::IsEmpty() const {
+  std::lock_guard lock(mu_);
+  return entries_.empty();
+}
+
+}  // namespace epollcr
