@@ -1,0 +1,128 @@
+// epollcr: the command-line tool. Commands: replay (docs/trace-format.md).
+//
+// Exit status: 0 success; 1 divergence between engines or a runtime failure; 2 usage error or malformed trace.
+// Errors go to stderr as "epollcr: <what>: <reason>".
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "epollcr/version.h"
+#include "replay/kernel_engine.h"
+#include "replay/runner.h"
+#include "replay/trace_parser.h"
+#include "replay/userspace_engine.h"
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+void PrintError(const std::string& what, const std::string& reason) {
+  std::cerr << "epollcr: " << what << ": " << reason << '\n';
+}
+
+// Reads a whole file, or stdin for "-". On failure returns false with a reason.
+bool ReadInput(const std::string& path, std::string* text, std::string* reason) {
+  std::ostringstream buffer;
+  if (path == "-") {
+    buffer << std::cin.rdbuf();
+    if (std::cin.bad()) {
+      *reason = "cannot read standard input";
+      return false;
+    }
+  } else {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      *reason = std::strerror(errno);
+      return false;
+    }
+    buffer << in.rdbuf();
+    if (in.bad()) {
+      *reason = std::strerror(errno);
+      return false;
+    }
+  }
+  *text = std::move(buffer).str();
+  return true;
+}
+
+int Replay(const std::string& path, const std::string& engine) {
+  using namespace epollcr::replay;
+  const std::string display = path == "-" ? "<stdin>" : path;
+  std::string text;
+  std::string reason;
+  if (!ReadInput(path, &text, &reason)) {
+    PrintError(display, reason);
+    return kExitUsage;
+  }
+  ParseResult parsed = ParseTrace(text, display);
+  if (!parsed.ok()) {
+    std::cerr << "epollcr: " << parsed.error->Message() << '\n';
+    return kExitUsage;
+  }
+  RunReport report;
+  if (engine == "kernel") {
+    KernelEngine kernel;
+    report = RunTrace(parsed.trace, kernel, std::cout);
+  } else if (engine == "userspace") {
+    UserspaceEngine userspace;
+    report = RunTrace(parsed.trace, userspace, std::cout);
+  } else {
+    KernelEngine kernel;
+    UserspaceEngine userspace;
+    report = RunLockstep(parsed.trace, kernel, userspace, std::cout);
+  }
+  std::cout.flush();
+  if (!report.ok()) {
+    std::cerr << "epollcr: " << report.error << '\n';
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"epollcr: a userspace event poll with Linux epoll(7) semantics, checkpointable and restorable",
+               "epollcr"};
+  app.set_version_flag("--version", std::string("epollcr ") + epollcr::kVersion);
+  app.require_subcommand(1);
+
+  CLI::App* replay = app.add_subcommand(
+      "replay", "Run a trace of epoll operations on the userspace engine, the kernel, or both in lockstep");
+  std::string trace_path;
+  std::string engine = "userspace";
+  replay->add_option("TRACE", trace_path, "Trace file (docs/trace-format.md), or - for standard input")->required();
+  replay
+      ->add_option("--engine", engine,
+                   "userspace: epollcr's engine (default); kernel: the Linux kernel; both: both in lockstep, "
+                   "stopping with exit status 1 at the first line where they differ")
+      ->check(CLI::IsMember({"userspace", "kernel", "both"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    PrintError("usage", e.what());
+    std::cerr << "Run 'epollcr --help' for more information.\n";
+    return kExitUsage;
+  }
+  if (replay->parsed()) return Replay(trace_path, engine);
+  return kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    PrintError("error", e.what());
+    return kExitFailure;
+  }
+}

@@ -1,0 +1,68 @@
+// The engines a trace runs on: the Linux kernel (KernelEngine) and epollcr's userspace engine (UserspaceEngine).
+//
+// An engine is a process-like world of fds. The Runner maps trace names to the fds an engine hands out, and passes
+// -1 for a dead name, so both engines answer EBADF for it. Every call is non-blocking except EpollWait with a
+// positive or negative timeout. Errors are Linux errno values, exactly as the calls return them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "epollcr/events.h"
+#include "epollcr/result.h"
+
+namespace epollcr::replay {
+
+// The outcome of an engine operation that is not a system call: success, or why the run cannot go on.
+class [[nodiscard]] Status {
+ public:
+  static Status Ok() { return Status(); }
+  static Status Error(std::string message) { return Status(std::move(message)); }
+
+  bool ok() const { return !failed_; }
+  const std::string& message() const { return message_; }
+
+ private:
+  Status() = default;
+  explicit Status(std::string message) : failed_(true), message_(std::move(message)) {}
+
+  bool failed_ = false;
+  std::string message_;
+};
+
+class Engine {
+ public:
+  Engine() = default;
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+  virtual ~Engine() = default;
+
+  // "kernel", "userspace".
+  virtual std::string_view Name() const = 0;
+
+  virtual Result<int> EpollCreate() = 0;                              // epoll_create1(EPOLL_CLOEXEC)
+  virtual std::error_code Pipe(int out[2]) = 0;                       // out[0] read end, out[1] write end
+  virtual Result<int> EventFd(std::uint32_t initial, bool semaphore) = 0;
+  virtual std::error_code SocketPair(int out[2]) = 0;                 // AF_UNIX, SOCK_STREAM
+  virtual Result<int> Dup(int fd) = 0;
+  virtual std::error_code Close(int fd) = 0;
+  // epoll_ctl(epfd, op, fd, {events, data}); op is 1 (ADD), 2 (DEL) or 3 (MOD). The event is passed for DEL too.
+  virtual std::error_code EpollCtl(int epfd, int op, int fd, std::uint32_t events, std::uint64_t data) = 0;
+  // epoll_wait(epfd, buffer, max, timeout_ms). `max` is passed as is; the caller guarantees that `buffer` holds at
+  // least as many events as the poll has registrations, so the engine never writes past it.
+  virtual Result<int> EpollWait(int epfd, std::span<Event> buffer, int max, int timeout_ms) = 0;
+  virtual Result<std::size_t> Read(int fd, std::span<std::byte> buffer) = 0;
+  virtual Result<std::size_t> Write(int fd, std::span<const std::byte> buffer) = 0;
+  virtual std::error_code Shutdown(int fd, int how) = 0;
+
+  // Saves the whole world and restores it before the run goes on (the kernel has nothing to do). A failure stops
+  // the run.
+  virtual Status Checkpoint() = 0;
+};
+
+}  // namespace epollcr::replay

@@ -1,0 +1,146 @@
+#include "replay/kernel_engine.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+
+namespace epollcr::replay {
+namespace {
+
+static_assert(sizeof(epoll_event) == sizeof(Event), "epollcr::Event mirrors struct epoll_event");
+
+std::error_code LastError() { return Errno(errno); }
+
+// Blocks SIGPIPE for the calling thread while it lives. If the guarded write raised SIGPIPE (EPIPE) and none was
+// pending before, the signal is consumed before the old mask comes back, so it is never delivered.
+class SigPipeGuard {
+ public:
+  SigPipeGuard() {
+    sigemptyset(&pipe_set_);
+    sigaddset(&pipe_set_, SIGPIPE);
+    sigset_t pending;
+    sigemptyset(&pending);
+    was_pending_ = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_set_, &old_mask_);
+  }
+  SigPipeGuard(const SigPipeGuard&) = delete;
+  SigPipeGuard& operator=(const SigPipeGuard&) = delete;
+
+  void set_broken() { broken_ = true; }
+
+  ~SigPipeGuard() {
+    if (broken_ && !was_pending_) {
+      int saved = errno;
+      const timespec zero{};
+      while (sigtimedwait(&pipe_set_, nullptr, &zero) < 0 && errno == EINTR) {
+      }
+      errno = saved;
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+  }
+
+ private:
+  sigset_t pipe_set_;
+  sigset_t old_mask_;
+  bool was_pending_ = false;
+  bool broken_ = false;
+};
+
+}  // namespace
+
+Result<int> KernelEngine::Adopt(int fd) {
+  if (fd < 0) return LastError();
+  assert(!owned_.contains(fd));
+  owned_.emplace(fd, UniqueFd(fd));
+  return fd;
+}
+
+Result<int> KernelEngine::EpollCreate() { return Adopt(::epoll_create1(EPOLL_CLOEXEC)); }
+
+std::error_code KernelEngine::Pipe(int out[2]) {
+  int fds[2];
+  if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) return LastError();
+  out[0] = Adopt(fds[0]).value();
+  out[1] = Adopt(fds[1]).value();
+  return {};
+}
+
+Result<int> KernelEngine::EventFd(std::uint32_t initial, bool semaphore) {
+  return Adopt(::eventfd(initial, EFD_NONBLOCK | EFD_CLOEXEC | (semaphore ? EFD_SEMAPHORE : 0)));
+}
+
+std::error_code KernelEngine::SocketPair(int out[2]) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0) return LastError();
+  out[0] = Adopt(fds[0]).value();
+  out[1] = Adopt(fds[1]).value();
+  return {};
+}
+
+Result<int> KernelEngine::Dup(int fd) {
+  // dup(2) with close-on-exec: the lowest free fd, sharing the open file description (and its O_NONBLOCK).
+  return Adopt(::fcntl(Owned(fd), F_DUPFD_CLOEXEC, 0));
+}
+
+std::error_code KernelEngine::Close(int fd) {
+  auto it = owned_.find(fd);
+  if (it == owned_.end()) {
+    // Not ours (a dead name passes -1): let the kernel answer for -1.
+    return ::close(-1) < 0 ? LastError() : std::error_code{};
+  }
+  int raw = it->second.Release();
+  owned_.erase(it);
+  // close(2) releases the fd even when it reports an error; never retry.
+  return ::close(raw) < 0 ? LastError() : std::error_code{};
+}
+
+std::error_code KernelEngine::EpollCtl(int epfd, int op, int fd, std::uint32_t events, std::uint64_t data) {
+  epoll_event event{};
+  event.events = events;
+  event.data.u64 = data;
+  if (::epoll_ctl(Owned(epfd), op, Owned(fd), &event) < 0) return LastError();
+  return {};
+}
+
+Result<int> KernelEngine::EpollWait(int epfd, std::span<Event> buffer, int max, int timeout_ms) {
+  if (wait_buffer_.size() < buffer.size()) wait_buffer_.resize(buffer.size());
+  int n = ::epoll_wait(Owned(epfd), wait_buffer_.data(), max, timeout_ms);
+  if (n < 0) return LastError();
+  assert(static_cast<std::size_t>(n) <= buffer.size());
+  for (int i = 0; i < n; ++i) {
+    buffer[i].events = wait_buffer_[i].events;
+    buffer[i].SetData(wait_buffer_[i].data.u64);
+  }
+  return n;
+}
+
+Result<std::size_t> KernelEngine::Read(int fd, std::span<std::byte> buffer) {
+  ssize_t n = ::read(Owned(fd), buffer.data(), buffer.size());
+  if (n < 0) return LastError();
+  return static_cast<std::size_t>(n);
+}
+
+Result<std::size_t> KernelEngine::Write(int fd, std::span<const std::byte> buffer) {
+  SigPipeGuard guard;
+  ssize_t n = ::write(Owned(fd), buffer.data(), buffer.size());
+  if (n < 0) {
+    std::error_code error = LastError();
+    if (error.value() == EPIPE) guard.set_broken();
+    return error;
+  }
+  return static_cast<std::size_t>(n);
+}
+
+std::error_code KernelEngine::Shutdown(int fd, int how) {
+  if (::shutdown(Owned(fd), how) < 0) return LastError();
+  return {};
+}
+
+}  // namespace epollcr::replay

@@ -1,0 +1,169 @@
+#include "replay/runner.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "epollcr/syscalls.h"
+
+namespace epollcr::replay {
+namespace {
+
+OpOutcome FromError(std::error_code error) { return error ? OpOutcome::Error(error.value()) : OpOutcome::Ok(); }
+
+std::string Where(const Trace& trace, const Op& op) { return trace.file + ":" + std::to_string(op.line); }
+
+}  // namespace
+
+Execution::Execution(const Trace& trace, Engine& engine)
+    : trace_(trace), engine_(engine), fds_(trace.names.size(), -1) {}
+
+std::span<std::byte> Execution::IoBuffer(std::size_t size) {
+  if (io_.size() < size) io_.resize(size);
+  return std::span<std::byte>(io_.data(), size);
+}
+
+Status Execution::Step(const Op& op, OpOutcome* outcome) {
+  switch (op.verb) {
+    case Verb::kEpoll: {
+      Result<int> fd = engine_.EpollCreate();
+      SetFd(op.defines[0], fd.ok() ? fd.value() : -1);
+      *outcome = FromError(fd.error());
+      break;
+    }
+    case Verb::kPipe:
+    case Verb::kSocketPair: {
+      int pair[2] = {-1, -1};
+      std::error_code error = op.verb == Verb::kPipe ? engine_.Pipe(pair) : engine_.SocketPair(pair);
+      SetFd(op.defines[0], error ? -1 : pair[0]);
+      SetFd(op.defines[1], error ? -1 : pair[1]);
+      *outcome = FromError(error);
+      break;
+    }
+    case Verb::kEventFd: {
+      Result<int> fd = engine_.EventFd(static_cast<std::uint32_t>(op.number), op.semaphore);
+      SetFd(op.defines[0], fd.ok() ? fd.value() : -1);
+      *outcome = FromError(fd.error());
+      break;
+    }
+    case Verb::kDup: {
+      Result<int> fd = engine_.Dup(Fd(op.target));
+      SetFd(op.defines[0], fd.ok() ? fd.value() : -1);
+      *outcome = FromError(fd.error());
+      break;
+    }
+    case Verb::kClose: {
+      std::error_code error = engine_.Close(Fd(op.target));
+      SetFd(op.target, -1);  // the name is dead whatever close said
+      *outcome = FromError(error);
+      break;
+    }
+    case Verb::kAdd:
+    case Verb::kMod:
+    case Verb::kDel: {
+      const int ctl = op.verb == Verb::kAdd   ? sys::kEpollCtlAdd
+                      : op.verb == Verb::kMod ? sys::kEpollCtlMod
+                                              : sys::kEpollCtlDel;
+      *outcome = FromError(engine_.EpollCtl(Fd(op.epoll), ctl, Fd(op.target), op.events, op.data));
+      break;
+    }
+    case Verb::kWrite: {
+      if (op.kind == FileKind::kEventFd) {
+        std::span<std::byte> value = IoBuffer(sizeof(std::uint64_t));
+        std::memcpy(value.data(), &op.number, sizeof(op.number));
+        Result<std::size_t> n = engine_.Write(Fd(op.target), value);
+        *outcome = FromError(n.error());
+      } else {
+        Result<std::size_t> n = engine_.Write(Fd(op.target), IoBuffer(static_cast<std::size_t>(op.number)));
+        *outcome = n.ok() ? OpOutcome::Number(n.value()) : OpOutcome::Error(n.error().value());
+      }
+      break;
+    }
+    case Verb::kRead: {
+      std::span<std::byte> buffer = IoBuffer(static_cast<std::size_t>(op.number));
+      Result<std::size_t> n = engine_.Read(Fd(op.target), buffer);
+      if (!n.ok()) {
+        *outcome = OpOutcome::Error(n.error().value());
+      } else if (op.kind == FileKind::kEventFd && n.value() >= sizeof(std::uint64_t)) {
+        std::uint64_t value = 0;
+        std::memcpy(&value, buffer.data(), sizeof(value));
+        *outcome = OpOutcome::Number(value);
+      } else {
+        *outcome = OpOutcome::Number(n.value());
+      }
+      break;
+    }
+    case Verb::kShutdown:
+      *outcome = FromError(engine_.Shutdown(Fd(op.target), op.how));
+      break;
+    case Verb::kWait: {
+      // No wait can return more events than there are registrations, and there are at most add_count of those: the
+      // buffer need not be `max` long (max may be up to EP_MAX_EVENTS, and is passed as is).
+      std::size_t size = static_cast<std::size_t>(std::clamp(op.max, 1, trace_.add_count + 1));
+      if (events_.size() < size) events_.resize(size);
+      Result<int> n = engine_.EpollWait(Fd(op.epoll), std::span<Event>(events_.data(), size), op.max, op.timeout_ms);
+      if (n.ok()) {
+        *outcome = OpOutcome::Events(std::vector<Event>(events_.begin(), events_.begin() + n.value()));
+      } else {
+        *outcome = OpOutcome::Error(n.error().value());
+      }
+      break;
+    }
+    case Verb::kCheckpoint: {
+      Status status = engine_.Checkpoint();
+      if (!status.ok()) return status;
+      *outcome = OpOutcome::Ok();
+      break;
+    }
+  }
+  return Status::Ok();
+}
+
+RunReport RunTrace(const Trace& trace, Engine& engine, std::ostream& out) {
+  Execution execution(trace, engine);
+  for (const Op& op : trace.ops) {
+    OpOutcome outcome;
+    Status status = execution.Step(op, &outcome);
+    if (!status.ok()) {
+      out.flush();
+      return {1, Where(trace, op) + ": " + status.message()};
+    }
+    out << FormatLine(op, outcome) << '\n';
+    out.flush();
+  }
+  return {};
+}
+
+RunReport RunLockstep(const Trace& trace, Engine& reference, Engine& candidate, std::ostream& out) {
+  Execution first(trace, reference);
+  Execution second(trace, candidate);
+  for (const Op& op : trace.ops) {
+    OpOutcome a;
+    OpOutcome b;
+    for (auto [execution, outcome] : {std::pair{&first, &a}, std::pair{&second, &b}}) {
+      Status status = execution->Step(op, outcome);
+      if (!status.ok()) {
+        out.flush();
+        return {1, Where(trace, op) + ": " + std::string(execution->engine().Name()) + ": " + status.message()};
+      }
+    }
+    std::string line_a = FormatLine(op, a);
+    std::string line_b = FormatLine(op, b);
+    if (line_a != line_b) {
+      // Pad the names to one width so the two lines line up.
+      std::string name_a = std::string(reference.Name()) + ":";
+      std::string name_b = std::string(candidate.Name()) + ":";
+      std::size_t width = std::max(name_a.size(), name_b.size()) + 1;
+      name_a.resize(width, ' ');
+      name_b.resize(width, ' ');
+      out << name_a << line_a << '\n' << name_b << line_b << '\n';
+      out.flush();
+      return {1, Where(trace, op) + ": " + std::string(reference.Name()) + " and " + std::string(candidate.Name()) +
+                     " engines differ"};
+    }
+    out << line_a << '\n';
+    out.flush();
+  }
+  return {};
+}
+
+}  // namespace epollcr::replay
