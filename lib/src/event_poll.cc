@@ -23,6 +23,7 @@ EventMask Armed(const PollEntry& e) { return e.events & ~kEpollPrivateBits; }
 // every such wake-up also wakes the poll's own watchers, even when the entry was already queued, so an outer
 // edge-triggered entry re-edges on each inner wake-up (checklist item 113; gVisor only does it on a new queueing).
 void PollEntry::NotifyEvent(EventMask mask) {
+  EventPoll::Impl* impl = poll->impl();
   {
     std::lock_guard lock(impl->lists_mu_);
     const EventMask armed = Armed(*this);
@@ -42,6 +43,8 @@ EventPoll::Impl::Impl(EventPoll* self)
       self_(self) {}
 
 EventPoll::Impl::~Impl() { assert(entries_.empty()); }
+
+static_assert(sizeof(PollEntry) <= 88, "PollEntry grew past a 96-byte heap chunk (memory per entry goal)");
 
 EntryList_t& EventPoll::Impl::ListOf(EntryList which) {
   switch (which) {
@@ -189,7 +192,7 @@ std::error_code EventPoll::AddEntry(FileIdentifier id, EntryFlags flags, EventMa
     std::lock_guard lock(s.mu_);
     if (s.FindLocked(id) != nullptr) return Errno(EEXIST);
     // The entry starts with no armed bits, so a wake-up racing with the path check below cannot queue it.
-    auto* e = new PollEntry(this, &s, id, events & kEpollPrivateBits, data);
+    auto* e = new PollEntry(this, id, events & kEpollPrivateBits, data);
     s.entries_.insert(*e);
     s.MaybeGrowLocked();
     {
