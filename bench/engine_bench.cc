@@ -1,0 +1,192 @@
+// The userspace engine against the kernel's epoll, doing the same work over eventfds (BENCHMARKS.md):
+//   NotifyHarvest  - make 1 of n level-triggered entries ready, harvest it, consume it (round-robin over the n)
+//   ReadEvents1000 - harvest 1000 level-triggered entries that stay ready, in one call
+//   AddRemove      - add and remove one entry while 1000 others are registered
+//   NullSyscall    - context: the kernel's cost of entering and leaving it for nothing (getppid)
+// Each reports `per_event` (or `per_pair`, `per_call`): seconds of wall time per unit of work, and items_per_second.
+#include <benchmark/benchmark.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <vector>
+
+#include "worlds.h"
+
+namespace epollcr::bench {
+namespace {
+
+constexpr int kHarvestMax = 8;    // the events array of NotifyHarvest
+constexpr int kReadyCount = 1000;  // entries ready in ReadEvents1000
+constexpr int kOthers = 1000;      // entries registered beside the one AddRemove adds and removes
+
+// Reports `per_iteration` units of work per iteration: a rate of units (items_per_second) and its inverse, seconds per
+// unit (the counter `name`).
+void CountWork(benchmark::State& state, const char* name, double per_iteration) {
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(per_iteration));
+  state.counters[name] =
+      benchmark::Counter(per_iteration, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+
+// ---- context: one trivial system call -----------------------------------------------------------------------------
+
+// What entering and leaving the kernel costs on this machine; every kernel iteration below makes one to three calls.
+void BM_NullSyscall_Kernel(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(::syscall(SYS_getppid));
+  CountWork(state, "per_call", 1);
+}
+
+BENCHMARK(BM_NullSyscall_Kernel)->UseRealTime();
+
+// ---- 1. notify + harvest, 1 ready among n --------------------------------------------------------------------------
+
+void BM_NotifyHarvest_Userspace(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  UserWorld world;
+  if (std::string err = world.Create(n, 0); !err.empty()) return state.SkipWithError(err.c_str());
+  Event events[kHarvestMax];
+  int next = 0;
+  for (auto _ : state) {
+    EventFd& file = *world.files[static_cast<std::size_t>(next)];
+    if (std::error_code ec = file.WriteValue(1)) {
+      state.SkipWithError(Failure("EventFd::WriteValue", ec.value()).c_str());
+      break;
+    }
+    Result<int> got = world.poll->ReadEvents(events, kHarvestMax);
+    if (!got.ok() || got.value() != 1 || events[0].Data() != static_cast<std::uint64_t>(next)) {
+      state.SkipWithError("ReadEvents did not report exactly the notified entry");
+      break;
+    }
+    Result<std::uint64_t> value = file.ReadValue();
+    if (!value.ok()) {
+      state.SkipWithError(Failure("EventFd::ReadValue", value.error().value()).c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(events);
+    benchmark::DoNotOptimize(value.value());
+    next = next + 1 == n ? 0 : next + 1;
+  }
+  CountWork(state, "per_event", 1);
+}
+
+void BM_NotifyHarvest_Kernel(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  KernelWorld world;
+  if (std::string err = world.Create(n, 0); !err.empty()) return state.SkipWithError(err.c_str());
+  epoll_event events[kHarvestMax];
+  int next = 0;
+  for (auto _ : state) {
+    const int fd = world.fds[static_cast<std::size_t>(next)].get();
+    std::uint64_t value = 1;
+    if (::write(fd, &value, sizeof value) != sizeof value) {
+      state.SkipWithError(Failure("write(eventfd)", errno).c_str());
+      break;
+    }
+    const int got = ::epoll_wait(world.epoll.get(), events, kHarvestMax, 0);
+    if (got != 1 || events[0].data.u64 != static_cast<std::uint64_t>(next)) {
+      state.SkipWithError(got < 0 ? Failure("epoll_wait", errno).c_str()
+                                  : "epoll_wait did not report exactly the notified entry");
+      break;
+    }
+    if (::read(fd, &value, sizeof value) != sizeof value) {
+      state.SkipWithError(Failure("read(eventfd)", errno).c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(events);
+    benchmark::DoNotOptimize(value);
+    next = next + 1 == n ? 0 : next + 1;
+  }
+  CountWork(state, "per_event", 1);
+}
+
+// The kernel side stops at 10000: this host's RLIMIT_NOFILE hard limit is 20000 fds per process, and nothing raises it.
+BENCHMARK(BM_NotifyHarvest_Userspace)->ArgName("n")->Arg(10)->Arg(1000)->Arg(10000)->Arg(100000)->UseRealTime();
+BENCHMARK(BM_NotifyHarvest_Kernel)->ArgName("n")->Arg(10)->Arg(1000)->Arg(10000)->UseRealTime();
+
+// ---- 2. one harvest of 1000 level-triggered ready entries ----------------------------------------------------------
+
+void BM_ReadEvents1000_Userspace(benchmark::State& state) {
+  UserWorld world;
+  if (std::string err = world.Create(kReadyCount, 1); !err.empty()) return state.SkipWithError(err.c_str());
+  std::vector<Event> events(kReadyCount);
+  for (auto _ : state) {
+    Result<int> got = world.poll->ReadEvents(events.data(), kReadyCount);
+    if (!got.ok() || got.value() != kReadyCount) {
+      state.SkipWithError("ReadEvents did not report every ready entry");
+      break;
+    }
+    benchmark::DoNotOptimize(events.data());
+    benchmark::ClobberMemory();
+  }
+  CountWork(state, "per_event", kReadyCount);
+}
+
+void BM_ReadEvents1000_Kernel(benchmark::State& state) {
+  KernelWorld world;
+  if (std::string err = world.Create(kReadyCount, 1); !err.empty()) return state.SkipWithError(err.c_str());
+  std::vector<epoll_event> events(kReadyCount);
+  for (auto _ : state) {
+    const int got = ::epoll_wait(world.epoll.get(), events.data(), kReadyCount, 0);
+    if (got != kReadyCount) {
+      state.SkipWithError(got < 0 ? Failure("epoll_wait", errno).c_str() : "epoll_wait did not report every ready fd");
+      break;
+    }
+    benchmark::DoNotOptimize(events.data());
+    benchmark::ClobberMemory();
+  }
+  CountWork(state, "per_event", kReadyCount);
+}
+
+BENCHMARK(BM_ReadEvents1000_Userspace)->UseRealTime();
+BENCHMARK(BM_ReadEvents1000_Kernel)->UseRealTime();
+
+// ---- 3. add + remove one entry beside 1000 others -------------------------------------------------------------------
+
+void BM_AddRemove_Userspace(benchmark::State& state) {
+  UserWorld world;
+  if (std::string err = world.Create(kOthers, 0); !err.empty()) return state.SkipWithError(err.c_str());
+  std::shared_ptr<EventFd> extra = EventFd::Create();
+  const FileIdentifier id{extra.get(), kOthers};
+  for (auto _ : state) {
+    if (std::error_code ec = world.poll->AddEntry(id, EntryFlags::kNone, kEventIn, kOthers)) {
+      state.SkipWithError(Failure("EventPoll::AddEntry", ec.value()).c_str());
+      break;
+    }
+    if (std::error_code ec = world.poll->RemoveEntry(id)) {
+      state.SkipWithError(Failure("EventPoll::RemoveEntry", ec.value()).c_str());
+      break;
+    }
+  }
+  CountWork(state, "per_pair", 1);
+}
+
+void BM_AddRemove_Kernel(benchmark::State& state) {
+  KernelWorld world;
+  if (std::string err = world.Create(kOthers, 0); !err.empty()) return state.SkipWithError(err.c_str());
+  const OwnedFd extra(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!extra.valid()) return state.SkipWithError(Failure("eventfd", errno).c_str());
+  const int fd = extra.get();
+  for (auto _ : state) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kOthers;
+    if (::epoll_ctl(world.epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+      state.SkipWithError(Failure("epoll_ctl ADD", errno).c_str());
+      break;
+    }
+    if (::epoll_ctl(world.epoll.get(), EPOLL_CTL_DEL, fd, nullptr) != 0) {
+      state.SkipWithError(Failure("epoll_ctl DEL", errno).c_str());
+      break;
+    }
+  }
+  CountWork(state, "per_pair", 1);
+}
+
+BENCHMARK(BM_AddRemove_Userspace)->UseRealTime();
+BENCHMARK(BM_AddRemove_Kernel)->UseRealTime();
+
+}  // namespace
+}  // namespace epollcr::bench

@@ -1,0 +1,60 @@
+#include "worlds.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+namespace epollcr::bench {
+
+OwnedFd::OwnedFd(OwnedFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+
+OwnedFd& OwnedFd::operator=(OwnedFd&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+OwnedFd::~OwnedFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string Failure(const std::string& what, int err) { return what + ": " + std::strerror(err); }
+
+void UserWorld::CreateFiles(int n, std::uint64_t initial) {
+  files.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) files.push_back(EventFd::Create(initial));
+}
+
+std::string UserWorld::RegisterAll() {
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    const int fd = static_cast<int>(i);
+    if (std::error_code ec = poll->AddEntry({files[i].get(), fd}, EntryFlags::kNone, kEventIn, i)) {
+      return Failure("EventPoll::AddEntry", ec.value());
+    }
+  }
+  return {};
+}
+
+std::string KernelWorld::Create(int n, std::uint64_t initial) {
+  epoll = OwnedFd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll.valid()) return Failure("epoll_create1", errno);
+  fds.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    OwnedFd efd(::eventfd(static_cast<unsigned>(initial), EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!efd.valid()) return Failure("eventfd (fd #" + std::to_string(i) + ")", errno);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = static_cast<std::uint64_t>(i);
+    if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, efd.get(), &ev) != 0) return Failure("epoll_ctl ADD", errno);
+    fds.push_back(std::move(efd));
+  }
+  return {};
+}
+
+}  // namespace epollcr::bench

@@ -1,0 +1,65 @@
+// The two worlds every benchmark compares: n eventfds registered level-triggered for EPOLLIN in the userspace engine
+// (epollcr::EventPoll over epollcr::EventFd), and n real eventfds registered the same way in a kernel epoll instance.
+// Entry i has fd i (userspace) and data i (both), so a harvested event names the file it came from.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "epollcr/event_poll.h"
+#include "epollcr/eventfd.h"
+
+namespace epollcr::bench {
+
+// A kernel fd owned by the benchmark: closed when it goes, so no path leaks one (STYLE.md: never a bare int).
+class OwnedFd {
+ public:
+  OwnedFd() = default;
+  explicit OwnedFd(int fd) : fd_(fd) {}
+  OwnedFd(OwnedFd&& other) noexcept;
+  OwnedFd& operator=(OwnedFd&& other) noexcept;
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  ~OwnedFd();
+
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+// Setup calls return an empty string on success, else what failed (for benchmark::State::SkipWithError).
+struct UserWorld {
+  std::shared_ptr<EventPoll> poll = EventPoll::Create();
+  std::vector<std::shared_ptr<EventFd>> files;
+
+  UserWorld() = default;
+  UserWorld(const UserWorld&) = delete;
+  UserWorld& operator=(const UserWorld&) = delete;
+  ~UserWorld() { poll->Release(); }  // Entries go before their files (either order is correct; this one is quicker).
+
+  // Creates n eventfds with counter `initial`, not yet registered.
+  void CreateFiles(int n, std::uint64_t initial);
+  // Registers every file: fd = data = its index, level-triggered, EPOLLIN.
+  std::string RegisterAll();
+  std::string Create(int n, std::uint64_t initial) {
+    CreateFiles(n, initial);
+    return RegisterAll();
+  }
+};
+
+struct KernelWorld {
+  OwnedFd epoll;
+  std::vector<OwnedFd> fds;
+
+  // epoll_create1 and n non-blocking eventfds with counter `initial`, each added with EPOLLIN, data = its index.
+  std::string Create(int n, std::uint64_t initial);
+};
+
+// "what: strerror(err)".
+std::string Failure(const std::string& what, int err);
+
+}  // namespace epollcr::bench
