@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdio>
+#include <initializer_list>
 #include <map>
 #include <utility>
 #include <vector>
@@ -37,12 +38,14 @@ class Rng {
 
 enum class Kind { kEpoll, kPipe, kEventFd, kSocket, kDup };
 
+// The static kind of a name (carried through dup), as the parser sees it.
+enum class NameKind { kEpoll, kPipeRead, kPipeWrite, kEventFd, kSocket };
+
 struct Name {
   std::string name;
   bool live = false;
   bool defined = false;
-  bool is_epoll = false;  // static kind (carried through dup)
-  bool is_eventfd = false;
+  NameKind kind = NameKind::kEpoll;
 };
 
 std::string Hex(std::uint64_t v) {
@@ -84,10 +87,23 @@ class Generator {
   std::vector<std::string> Defined(bool live_only, bool epoll_only) {
     std::vector<std::string> v;
     for (auto& [key, n] : names_) {
-      if (!n.defined || (live_only && !n.live) || (epoll_only && !n.is_epoll)) continue;
+      if (!n.defined || (live_only && !n.live) || (epoll_only && n.kind != NameKind::kEpoll)) continue;
       v.push_back(key);
     }
     return v;
+  }
+
+  // A live name of one of `kinds` most of the time; any defined name otherwise.
+  std::string NameOf(std::initializer_list<NameKind> kinds) {
+    std::vector<std::string> v;
+    for (auto& [key, n] : names_) {
+      if (!n.defined || !n.live) continue;
+      for (NameKind k : kinds) {
+        if (n.kind == k) v.push_back(key);
+      }
+    }
+    if (!v.empty() && !rng_.Percent(10)) return rng_.Pick(v);
+    return AnyName();
   }
 
   // A defined name: live most of the time, of any kind.
@@ -151,8 +167,7 @@ class Generator {
         Name& d = At(base);
         d.defined = true;
         d.live = true;
-        d.is_epoll = src.is_epoll;
-        d.is_eventfd = src.is_eventfd;
+        d.kind = src.kind;
         return true;
       }
     }
@@ -160,8 +175,12 @@ class Generator {
       Name& name = At(n);
       name.defined = true;
       name.live = true;
-      name.is_epoll = kind == Kind::kEpoll;
-      name.is_eventfd = kind == Kind::kEventFd;
+      switch (kind) {
+        case Kind::kEpoll: name.kind = NameKind::kEpoll; break;
+        case Kind::kPipe: name.kind = n.ends_with(".r") ? NameKind::kPipeRead : NameKind::kPipeWrite; break;
+        case Kind::kEventFd: name.kind = NameKind::kEventFd; break;
+        default: name.kind = NameKind::kSocket; break;
+      }
     }
     return true;
   }
@@ -169,7 +188,7 @@ class Generator {
   std::string Events() {
     if (rng_.Percent(5)) {
       static constexpr std::array<std::uint64_t, 6> kRaw = {0, 0x1, 0x5, 0x08000001, 0x4000, 0x80000004};
-      return Hex(rng_.Pick(kRaw));
+      return Hex(rng_.Pick(kRaw) | (options_.exclusive && rng_.Percent(10) ? 0x10000000 : 0));
     }
     std::vector<std::string> parts;
     if (rng_.Percent(55)) parts.push_back("in");
@@ -181,7 +200,7 @@ class Generator {
     }
     if (rng_.Percent(30)) parts.push_back("et");
     if (rng_.Percent(15)) parts.push_back("oneshot");
-    if (rng_.Percent(5)) parts.push_back("exclusive");
+    if (rng_.Percent(5) && options_.exclusive) parts.push_back("exclusive");
     if (rng_.Percent(3)) parts.push_back("wakeup");
     if (parts.empty()) return "0";
     std::string s;
@@ -204,7 +223,7 @@ class Generator {
       if (options_.nested_epolls && rng_.Percent(20)) {
         target = EpollName();
       } else {
-        target = AnyName();
+        target = NameOf({NameKind::kPipeRead, NameKind::kPipeWrite, NameKind::kEventFd, NameKind::kSocket});
       }
     }
     if (verb == "add") added_.emplace_back(e, target);
@@ -218,8 +237,8 @@ class Generator {
   }
 
   void Write() {
-    std::string name = AnyName();
-    if (At(name).is_eventfd) {
+    std::string name = NameOf({NameKind::kPipeWrite, NameKind::kEventFd, NameKind::kSocket});
+    if (At(name).kind == NameKind::kEventFd) {
       static constexpr std::array<std::uint64_t, 10> kValues = {
           0, 1, 1, 2, 3, 7, 0xfffffffffffffffeULL, 0xffffffffffffffffULL, 0xfffffffffffffffdULL, 0x7fffffffffffffffULL};
       std::uint64_t v = rng_.Pick(kValues);
@@ -235,9 +254,9 @@ class Generator {
   }
 
   void Read() {
-    std::string name = AnyName();
+    std::string name = NameOf({NameKind::kPipeRead, NameKind::kEventFd, NameKind::kSocket});
     std::string line = "read " + name;
-    if (At(name).is_eventfd) {
+    if (At(name).kind == NameKind::kEventFd) {
       static constexpr std::array<int, 4> kSizes = {4, 7, 8, 16};
       if (rng_.Percent(20)) line += " " + std::to_string(rng_.Pick(kSizes));
     } else if (rng_.Percent(60)) {
@@ -248,11 +267,7 @@ class Generator {
   }
 
   void Shutdown() {
-    std::vector<std::string> sockets;
-    for (auto& [key, n] : names_) {
-      if (n.defined && (key.ends_with(".a") || key.ends_with(".b"))) sockets.push_back(key);
-    }
-    std::string name = !sockets.empty() && rng_.Percent(85) ? rng_.Pick(sockets) : AnyName();
+    std::string name = NameOf({NameKind::kSocket});
     static constexpr std::array<const char*, 3> kHow = {"rd", "wr", "rdwr"};
     Emit("shutdown " + name + " " + rng_.Pick(kHow));
   }

@@ -17,6 +17,7 @@ namespace epollcr::replay {
 struct GeneratorOptions {
   int ops = 50;                  // operation lines per trace
   bool nested_epolls = true;     // allow `add E E2` with E2 an epoll
+  bool exclusive = true;         // use the exclusive flag in add/mod
   int checkpoint_percent = 0;    // chance, per line, of a `checkpoint` line (0 until the userspace engine has one)
 };
 

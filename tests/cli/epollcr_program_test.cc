@@ -1,0 +1,175 @@
+// End-to-end tests of the epollcr program (path in EPOLLCR_BIN): exit statuses, stdout, and the stderr format
+// "epollcr: <what>: <reason>".
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "epollcr/version.h"
+
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+struct ProgramRun {
+  int status = -1;  // exit status, or -1 if the program did not exit normally
+  std::string out;
+  std::string err;
+};
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string WriteTemp(const std::string& name, const std::string& text) {
+  std::string path = ::testing::TempDir() + "epollcr_program_test_" + name;
+  std::ofstream(path, std::ios::binary) << text;
+  return path;
+}
+
+// Runs the program with `args`, `input` on its stdin; stdout and stderr go to files.
+ProgramRun RunEpollcr(const std::vector<std::string>& args, const std::string& input = "") {
+  const char* bin = std::getenv("EPOLLCR_BIN");
+  EXPECT_NE(bin, nullptr) << "EPOLLCR_BIN must name the epollcr program";
+  ProgramRun run;
+  if (bin == nullptr) return run;
+  const std::string in_path = WriteTemp("stdin", input);
+  const std::string out_path = ::testing::TempDir() + "epollcr_program_test_stdout";
+  const std::string err_path = ::testing::TempDir() + "epollcr_program_test_stderr";
+  pid_t pid = fork();
+  if (pid == 0) {
+    int in = open(in_path.c_str(), O_RDONLY);
+    int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (in < 0 || out < 0 || err < 0) _exit(127);
+    dup2(in, 0);
+    dup2(out, 1);
+    dup2(err, 2);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(bin));
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(bin, argv.data());
+    _exit(127);
+  }
+  int wstatus = 0;
+  EXPECT_EQ(waitpid(pid, &wstatus, 0), pid);
+  if (WIFEXITED(wstatus)) run.status = WEXITSTATUS(wstatus);
+  run.out = Slurp(out_path);
+  run.err = Slurp(err_path);
+  return run;
+}
+
+constexpr const char* kGoodTrace =
+    "# good\n"
+    "epoll e\n"
+    "pipe p\n"
+    "add e p.r in 5\n"
+    "write p.w 2\n"
+    "wait e 4\n"
+    "close p.r\n"
+    "write p.w 1\n";
+
+constexpr const char* kGoodOutput =
+    "2 epoll ok\n"
+    "3 pipe ok\n"
+    "4 add ok\n"
+    "5 write ok 2\n"
+    "6 wait events 1 in@5\n"
+    "7 close ok\n"
+    "8 write err EPIPE\n";
+
+TEST(EpollcrProgramTest, Version) {
+  ProgramRun run = RunEpollcr({"--version"});
+  EXPECT_EQ(run.status, 0);
+  EXPECT_EQ(run.out, std::string("epollcr ") + epollcr::kVersion + "\n");
+}
+
+TEST(EpollcrProgramTest, Help) {
+  ProgramRun run = RunEpollcr({"--help"});
+  EXPECT_EQ(run.status, 0);
+  EXPECT_THAT(run.out, HasSubstr("replay"));
+  ProgramRun sub = RunEpollcr({"replay", "--help"});
+  EXPECT_EQ(sub.status, 0);
+  EXPECT_THAT(sub.out, HasSubstr("--engine"));
+}
+
+TEST(EpollcrProgramTest, KernelEngineRunsTraceAndSurvivesSigpipe) {
+  std::string path = WriteTemp("good.trace", kGoodTrace);
+  ProgramRun run = RunEpollcr({"replay", path, "--engine", "kernel"});
+  EXPECT_EQ(run.status, 0) << run.err;
+  EXPECT_EQ(run.out, kGoodOutput);
+  EXPECT_EQ(run.err, "");
+}
+
+TEST(EpollcrProgramTest, BothEnginesAgreeOnGoodTrace) {
+  std::string path = WriteTemp("good.trace", kGoodTrace);
+  ProgramRun run = RunEpollcr({"replay", "--engine", "both", path});
+  EXPECT_EQ(run.status, 0) << run.err;
+  EXPECT_EQ(run.out, kGoodOutput);
+}
+
+TEST(EpollcrProgramTest, MalformedTraceExits2BeforeRunningAnything) {
+  std::string path = WriteTemp("bad.trace", "epoll e\nwait e 1\nfrob e\n");
+  for (const char* engine : {"kernel", "userspace", "both"}) {
+    ProgramRun run = RunEpollcr({"replay", path, "--engine", engine});
+    EXPECT_EQ(run.status, 2) << engine;
+    EXPECT_EQ(run.out, "") << "nothing runs before the whole trace is validated";
+    EXPECT_EQ(run.err, "epollcr: " + path + ":3: unknown verb 'frob'\n");
+  }
+}
+
+TEST(EpollcrProgramTest, StdinTrace) {
+  ProgramRun run = RunEpollcr({"replay", "-", "--engine", "kernel"}, kGoodTrace);
+  EXPECT_EQ(run.status, 0) << run.err;
+  EXPECT_EQ(run.out, kGoodOutput);
+  ProgramRun bad = RunEpollcr({"replay", "-"}, "epoll e\nepoll e\n");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_EQ(bad.err, "epollcr: <stdin>:2: name 'e' is already defined (line 1) and not closed\n");
+}
+
+TEST(EpollcrProgramTest, DefaultEngineIsUserspaceAndItsCheckpointFails) {
+  std::string path = WriteTemp("checkpoint.trace", "epoll e\ncheckpoint\nwait e 1\n");
+  ProgramRun run = RunEpollcr({"replay", path});
+  EXPECT_EQ(run.status, 1);
+  EXPECT_EQ(run.out, "1 epoll ok\n");
+  EXPECT_EQ(run.err, "epollcr: " + path + ":2: checkpoint: not supported yet\n");
+  ProgramRun kernel = RunEpollcr({"replay", path, "--engine", "kernel"});
+  EXPECT_EQ(kernel.status, 0);
+  EXPECT_EQ(kernel.out, "1 epoll ok\n2 checkpoint ok\n3 wait events 0\n");
+}
+
+TEST(EpollcrProgramTest, UsageErrorsExit2) {
+  ProgramRun none = RunEpollcr({});
+  EXPECT_EQ(none.status, 2);
+  EXPECT_THAT(none.err, StartsWith("epollcr: usage: "));
+  ProgramRun no_trace = RunEpollcr({"replay"});
+  EXPECT_EQ(no_trace.status, 2);
+  EXPECT_THAT(no_trace.err, StartsWith("epollcr: usage: "));
+  ProgramRun bad_engine = RunEpollcr({"replay", "x.trace", "--engine", "qemu"});
+  EXPECT_EQ(bad_engine.status, 2);
+  EXPECT_THAT(bad_engine.err, StartsWith("epollcr: usage: "));
+  ProgramRun unknown = RunEpollcr({"frobnicate"});
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_THAT(unknown.err, StartsWith("epollcr: usage: "));
+}
+
+TEST(EpollcrProgramTest, UnreadableTraceExits2) {
+  ProgramRun run = RunEpollcr({"replay", "/nonexistent/x.trace"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_EQ(run.err, "epollcr: /nonexistent/x.trace: No such file or directory\n");
+}
+
+}  // namespace

@@ -1,0 +1,269 @@
+// Tests of the runner and the engines' contracts: output of one engine, lockstep divergence reports, runtime failures
+// (checkpoint), fds closed at the end, SIGPIPE, and fds the kernel engine does not own.
+#include "replay/runner.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <sstream>
+
+#include "replay/kernel_engine.h"
+#include "replay/trace_parser.h"
+#include "replay/unique_fd.h"
+#include "replay/userspace_engine.h"
+
+namespace epollcr::replay {
+namespace {
+
+using ::testing::HasSubstr;
+
+Trace Parse(std::string_view text) {
+  ParseResult result = ParseTrace(text, "t.trace");
+  EXPECT_TRUE(result.ok()) << result.error->Message();
+  return result.trace;
+}
+
+int OpenFdCount() {
+  int count = 0;
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] != '.') ++count;
+  }
+  closedir(dir);
+  return count - 1;  // the directory's own fd
+}
+
+// Forwards every call to another engine; tests override what they want to break.
+class ForwardingEngine : public Engine {
+ public:
+  explicit ForwardingEngine(Engine& inner) : inner_(inner) {}
+  std::string_view Name() const override { return "forwarding"; }
+  Result<int> EpollCreate() override { return inner_.EpollCreate(); }
+  std::error_code Pipe(int out[2]) override { return inner_.Pipe(out); }
+  Result<int> EventFd(std::uint32_t initial, bool semaphore) override { return inner_.EventFd(initial, semaphore); }
+  std::error_code SocketPair(int out[2]) override { return inner_.SocketPair(out); }
+  Result<int> Dup(int fd) override { return inner_.Dup(fd); }
+  std::error_code Close(int fd) override { return inner_.Close(fd); }
+  std::error_code EpollCtl(int epfd, int op, int fd, std::uint32_t events, std::uint64_t data) override {
+    return inner_.EpollCtl(epfd, op, fd, events, data);
+  }
+  Result<int> EpollWait(int epfd, std::span<Event> buffer, int max, int timeout_ms) override {
+    return inner_.EpollWait(epfd, buffer, max, timeout_ms);
+  }
+  Result<std::size_t> Read(int fd, std::span<std::byte> buffer) override { return inner_.Read(fd, buffer); }
+  Result<std::size_t> Write(int fd, std::span<const std::byte> buffer) override { return inner_.Write(fd, buffer); }
+  std::error_code Shutdown(int fd, int how) override { return inner_.Shutdown(fd, how); }
+  Status Checkpoint() override { return inner_.Checkpoint(); }
+
+ private:
+  Engine& inner_;
+};
+
+// Reads report one byte less than they got.
+class ShortReadEngine final : public ForwardingEngine {
+ public:
+  using ForwardingEngine::ForwardingEngine;
+  std::string_view Name() const override { return "shortread"; }
+  Result<std::size_t> Read(int fd, std::span<std::byte> buffer) override {
+    Result<std::size_t> n = ForwardingEngine::Read(fd, buffer);
+    if (n.ok() && n.value() > 0) return n.value() - 1;
+    return n;
+  }
+};
+
+class NoCheckpointEngine final : public ForwardingEngine {
+ public:
+  using ForwardingEngine::ForwardingEngine;
+  Status Checkpoint() override { return Status::Error("checkpoint: not supported yet"); }
+};
+
+constexpr std::string_view kSmallTrace =
+    "# a comment\n"
+    "epoll e\n"
+    "pipe p\n"
+    "add e p.r in|rdnorm 7\n"
+    "write p.w 3\n"
+    "wait e 4\n"
+    "read p.r\n"
+    "read p.r\n"
+    "close p.w\n"
+    "wait e 4\n";
+
+constexpr std::string_view kSmallTraceOutput =
+    "2 epoll ok\n"
+    "3 pipe ok\n"
+    "4 add ok\n"
+    "5 write ok 3\n"
+    "6 wait events 1 in|rdnorm@7\n"
+    "7 read ok 3\n"
+    "8 read err EAGAIN\n"
+    "9 close ok\n"
+    "10 wait events 1 hup@7\n";
+
+TEST(RunnerTest, KernelEngineOutput) {
+  Trace trace = Parse(kSmallTrace);
+  KernelEngine kernel;
+  std::ostringstream out;
+  RunReport report = RunTrace(trace, kernel, out);
+  EXPECT_TRUE(report.ok()) << report.error;
+  EXPECT_EQ(report.exit_status, 0);
+  EXPECT_EQ(out.str(), kSmallTraceOutput);
+}
+
+TEST(RunnerTest, LockstepOfAgreeingEnginesPrintsEachLineOnce) {
+  Trace trace = Parse(kSmallTrace);
+  KernelEngine a;
+  KernelEngine b;
+  std::ostringstream out;
+  RunReport report = RunLockstep(trace, a, b, out);
+  EXPECT_TRUE(report.ok()) << report.error;
+  EXPECT_EQ(out.str(), kSmallTraceOutput);
+}
+
+TEST(RunnerTest, LockstepStopsAtFirstDifferenceAndShowsBothLines) {
+  Trace trace = Parse(kSmallTrace);
+  KernelEngine a;
+  KernelEngine inner;
+  ShortReadEngine b(inner);
+  std::ostringstream out;
+  RunReport report = RunLockstep(trace, a, b, out);
+  EXPECT_EQ(report.exit_status, 1);
+  EXPECT_EQ(report.error, "t.trace:7: kernel and shortread engines differ");
+  EXPECT_EQ(out.str(),
+            "2 epoll ok\n"
+            "3 pipe ok\n"
+            "4 add ok\n"
+            "5 write ok 3\n"
+            "6 wait events 1 in|rdnorm@7\n"
+            "kernel:    7 read ok 3\n"
+            "shortread: 7 read ok 2\n");
+}
+
+TEST(RunnerTest, CheckpointFailureStopsTheRun) {
+  Trace trace = Parse("epoll e\neventfd f\ncheckpoint\nwait e 1\n");
+  KernelEngine inner;
+  NoCheckpointEngine engine(inner);
+  std::ostringstream out;
+  RunReport report = RunTrace(trace, engine, out);
+  EXPECT_EQ(report.exit_status, 1);
+  EXPECT_EQ(report.error, "t.trace:3: checkpoint: not supported yet");
+  EXPECT_EQ(out.str(), "1 epoll ok\n2 eventfd ok\n");
+}
+
+TEST(RunnerTest, CheckpointFailureInLockstepNamesTheEngine) {
+  Trace trace = Parse("epoll e\ncheckpoint\n");
+  KernelEngine a;
+  KernelEngine inner;
+  NoCheckpointEngine b(inner);
+  std::ostringstream out;
+  RunReport report = RunLockstep(trace, a, b, out);
+  EXPECT_EQ(report.exit_status, 1);
+  EXPECT_EQ(report.error, "t.trace:2: forwarding: checkpoint: not supported yet");
+  EXPECT_EQ(out.str(), "1 epoll ok\n");
+}
+
+TEST(RunnerTest, KernelCheckpointIsOk) {
+  Trace trace = Parse("checkpoint\n");
+  KernelEngine kernel;
+  std::ostringstream out;
+  EXPECT_TRUE(RunTrace(trace, kernel, out).ok());
+  EXPECT_EQ(out.str(), "1 checkpoint ok\n");
+}
+
+TEST(RunnerTest, UserspaceCheckpointIsNotSupportedYet) {
+  UserspaceEngine userspace;
+  Status status = userspace.Checkpoint();
+  EXPECT_FALSE(status.ok());
+  EXPECT_EQ(status.message(), "checkpoint: not supported yet");
+}
+
+TEST(KernelEngineTest, ClosesEveryFdAtTheEndEvenAfterAFailure) {
+  const int before = OpenFdCount();
+  ASSERT_GT(before, 0);
+  {
+    Trace trace = Parse("epoll e\npipe p\nsocketpair s\neventfd f\ndup e e2\nadd e p.r in\ncheckpoint\nepoll never\n");
+    KernelEngine kernel;
+    NoCheckpointEngine engine(kernel);
+    std::ostringstream out;
+    EXPECT_EQ(RunTrace(trace, engine, out).exit_status, 1);
+    EXPECT_EQ(kernel.OpenCount(), 7u);
+    EXPECT_EQ(OpenFdCount(), before + 7);
+  }
+  EXPECT_EQ(OpenFdCount(), before);
+}
+
+TEST(KernelEngineTest, CloseReleasesTheFd) {
+  const int before = OpenFdCount();
+  KernelEngine kernel;
+  Result<int> fd = kernel.EventFd(0, false);
+  ASSERT_TRUE(fd.ok());
+  EXPECT_EQ(OpenFdCount(), before + 1);
+  EXPECT_FALSE(kernel.Close(fd.value()));
+  EXPECT_EQ(OpenFdCount(), before);
+  EXPECT_EQ(kernel.Close(fd.value()), Errno(EBADF));
+}
+
+TEST(KernelEngineTest, FdsAreCloexecAndNonBlocking) {
+  KernelEngine kernel;
+  int pair[2];
+  ASSERT_FALSE(kernel.Pipe(pair));
+  Result<int> dup = kernel.Dup(pair[0]);
+  ASSERT_TRUE(dup.ok());
+  for (int fd : {pair[0], pair[1], dup.value()}) {
+    EXPECT_EQ(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC) << fd;
+    EXPECT_EQ(fcntl(fd, F_GETFL) & O_NONBLOCK, O_NONBLOCK) << fd;
+  }
+}
+
+TEST(KernelEngineTest, NeverTouchesFdsItDoesNotOwn) {
+  UniqueFd own(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(own.valid());
+  KernelEngine kernel;
+  EXPECT_EQ(kernel.Close(own.get()), Errno(EBADF));
+  std::byte b[1];
+  EXPECT_EQ(kernel.Read(own.get(), b).error(), Errno(EBADF));
+  EXPECT_EQ(kernel.Dup(own.get()).error(), Errno(EBADF));
+  EXPECT_GE(fcntl(own.get(), F_GETFD), 0) << "the test's fd must still be open";
+}
+
+TEST(KernelEngineTest, WriteToBrokenPipeIsEpipeAndLeavesNoSignal) {
+  KernelEngine kernel;
+  int pair[2];
+  ASSERT_FALSE(kernel.Pipe(pair));
+  ASSERT_FALSE(kernel.Close(pair[0]));
+  std::byte b[1] = {};
+  EXPECT_EQ(kernel.Write(pair[1], b).error(), Errno(EPIPE));
+  sigset_t pending;
+  sigemptyset(&pending);
+  ASSERT_EQ(sigpending(&pending), 0);
+  EXPECT_EQ(sigismember(&pending, SIGPIPE), 0);
+  sigset_t mask;
+  ASSERT_EQ(pthread_sigmask(SIG_SETMASK, nullptr, &mask), 0);
+  EXPECT_EQ(sigismember(&mask, SIGPIPE), 0) << "the signal mask is restored";
+}
+
+TEST(UserspaceEngineTest, FdsLiveInItsOwnTable) {
+  Trace trace = Parse("epoll e\npipe p\neventfd f\nadd e p.r in\n");
+  UserspaceEngine userspace;
+  std::ostringstream out;
+  EXPECT_TRUE(RunTrace(trace, userspace, out).ok());
+  EXPECT_EQ(userspace.fds().Count(), 4);
+}
+
+TEST(RunnerTest, WaitBufferIsSizedByRegistrationsNotMax) {
+  // MAX is passed as is; EP_MAX_EVENTS would be a 2 GiB buffer if it were allocated.
+  Trace trace = Parse("epoll e\neventfd a\neventfd b\nadd e a out 1\nadd e b out 2\nwait e 178956970\n");
+  KernelEngine kernel;
+  std::ostringstream out;
+  EXPECT_TRUE(RunTrace(trace, kernel, out).ok());
+  EXPECT_THAT(out.str(), HasSubstr("6 wait events 2 out@1 out@2\n"));
+}
+
+}  // namespace
+}  // namespace epollcr::replay

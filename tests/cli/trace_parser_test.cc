@@ -1,0 +1,280 @@
+// Tests of the replay trace parser: syntax, validation, and the "FILE:LINE: reason" errors.
+#include "replay/trace_parser.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "epollcr/events.h"
+
+namespace epollcr::replay {
+namespace {
+
+using ::testing::HasSubstr;
+
+Trace ParseOk(std::string_view text) {
+  ParseResult result = ParseTrace(text, "t.trace");
+  EXPECT_TRUE(result.ok()) << result.error->Message();
+  return result.trace;
+}
+
+ParseError ParseFails(std::string_view text) {
+  ParseResult result = ParseTrace(text, "t.trace");
+  EXPECT_FALSE(result.ok()) << "parsed: " << text;
+  EXPECT_TRUE(result.trace.ops.empty()) << "a failed parse returns no operations";
+  return result.error.value_or(ParseError{});
+}
+
+TEST(TraceParserTest, EmptyTraceHasNoOps) {
+  EXPECT_TRUE(ParseOk("").ops.empty());
+  EXPECT_TRUE(ParseOk("\n\n# only a comment\n   \n\t\n").ops.empty());
+}
+
+TEST(TraceParserTest, CommentsAndBlankLinesKeepLineNumbers) {
+  Trace trace = ParseOk("# header\n\nepoll e\n   # indented comment\n\t\nwait e 1\n");
+  ASSERT_EQ(trace.ops.size(), 2u);
+  EXPECT_EQ(trace.ops[0].line, 3);
+  EXPECT_EQ(trace.ops[0].verb, Verb::kEpoll);
+  EXPECT_EQ(trace.ops[1].line, 6);
+  EXPECT_EQ(trace.ops[1].verb, Verb::kWait);
+}
+
+TEST(TraceParserTest, CrLfAndTabsAndNoFinalNewline) {
+  Trace trace = ParseOk("epoll\te\r\nwait  e\t 2 \r\nwait e 3");
+  ASSERT_EQ(trace.ops.size(), 3u);
+  EXPECT_EQ(trace.ops[1].max, 2);
+  EXPECT_EQ(trace.ops[2].max, 3);
+  EXPECT_EQ(trace.ops[2].line, 3);
+}
+
+TEST(TraceParserTest, CreationVerbsDefineNames) {
+  Trace trace = ParseOk("epoll e\npipe p\neventfd f 5 semaphore\nsocketpair s\ndup p.r r2\n");
+  ASSERT_EQ(trace.ops.size(), 5u);
+  EXPECT_EQ(trace.names[trace.ops[0].defines[0]], "e");
+  EXPECT_EQ(trace.names[trace.ops[1].defines[0]], "p.r");
+  EXPECT_EQ(trace.names[trace.ops[1].defines[1]], "p.w");
+  EXPECT_EQ(trace.names[trace.ops[2].defines[0]], "f");
+  EXPECT_EQ(trace.ops[2].number, 5u);
+  EXPECT_TRUE(trace.ops[2].semaphore);
+  EXPECT_EQ(trace.names[trace.ops[3].defines[0]], "s.a");
+  EXPECT_EQ(trace.names[trace.ops[3].defines[1]], "s.b");
+  EXPECT_EQ(trace.names[trace.ops[4].target], "p.r");
+  EXPECT_EQ(trace.names[trace.ops[4].defines[0]], "r2");
+}
+
+TEST(TraceParserTest, EventFdOptionalArguments) {
+  Trace trace = ParseOk("eventfd a\neventfd b 0x10\neventfd c semaphore\neventfd d 4294967295\n");
+  EXPECT_EQ(trace.ops[0].number, 0u);
+  EXPECT_FALSE(trace.ops[0].semaphore);
+  EXPECT_EQ(trace.ops[1].number, 16u);
+  EXPECT_TRUE(trace.ops[2].semaphore);
+  EXPECT_EQ(trace.ops[2].number, 0u);
+  EXPECT_EQ(trace.ops[3].number, 4294967295u);
+}
+
+TEST(TraceParserTest, NamesWithDotsAndUnderscores) {
+  Trace trace = ParseOk("epoll _e.1.x\npipe my_pipe.v2\nadd _e.1.x my_pipe.v2.r in\n");
+  ASSERT_EQ(trace.ops.size(), 3u);
+  EXPECT_EQ(trace.names[trace.ops[2].epoll], "_e.1.x");
+  EXPECT_EQ(trace.names[trace.ops[2].target], "my_pipe.v2.r");
+}
+
+TEST(TraceParserTest, NumbersDecimalAndHex) {
+  Trace trace = ParseOk(
+      "epoll e\neventfd f\nadd e f in 0xFFFFFFFFFFFFFFFF\nmod e f in 18446744073709551615\nmod e f in 007\n"
+      "wait e 0x10 -1\nwait e -5 0x7fffffff\nwrite f 0xfffffffffffffffe\n");
+  EXPECT_EQ(trace.ops[2].data, UINT64_MAX);
+  EXPECT_EQ(trace.ops[3].data, UINT64_MAX);
+  EXPECT_EQ(trace.ops[4].data, 7u);
+  EXPECT_EQ(trace.ops[5].max, 16);
+  EXPECT_EQ(trace.ops[5].timeout_ms, -1);
+  EXPECT_EQ(trace.ops[6].max, -5);
+  EXPECT_EQ(trace.ops[6].timeout_ms, 0x7fffffff);
+  EXPECT_EQ(trace.ops[7].number, 0xfffffffffffffffeULL);
+  EXPECT_EQ(trace.ops[7].kind, FileKind::kEventFd);
+}
+
+TEST(TraceParserTest, DefaultsOfOptionalArguments) {
+  Trace trace = ParseOk("epoll e\npipe p\nadd e p.r in\nwait e 4\nread p.r\neventfd f\nread f\n");
+  EXPECT_EQ(trace.ops[2].data, 0u);
+  EXPECT_EQ(trace.ops[3].timeout_ms, 0);
+  EXPECT_EQ(trace.ops[4].number, kDefaultReadSize);
+  EXPECT_FALSE(trace.ops[4].has_number);
+  EXPECT_EQ(trace.ops[6].number, 8u);
+}
+
+TEST(TraceParserTest, EventsByNameAndNumber) {
+  Trace trace = ParseOk(
+      "epoll e\neventfd f\n"
+      "add e f in|pri|out|err|hup|rdnorm|rdband|wrnorm|wrband|msg|rdhup\n"
+      "mod e f exclusive|wakeup|oneshot|et\n"
+      "mod e f 0x08000000|in|5\n"
+      "mod e f 0\n");
+  EXPECT_EQ(trace.ops[2].events, kEventIn | kEventPri | kEventOut | kEventErr | kEventHup | kEventRdNorm |
+                                     kEventRdBand | kEventWrNorm | kEventWrBand | kEventMsg | kEventRdHup);
+  EXPECT_EQ(trace.ops[3].events, kEpollExclusive | kEpollWakeup | kEpollOneShot | kEpollEdgeTriggered);
+  EXPECT_EQ(trace.ops[4].events, 0x08000000u | kEventIn | 5u);
+  EXPECT_EQ(trace.ops[5].events, 0u);
+}
+
+TEST(TraceParserTest, StaticKindIsCarriedThroughDup) {
+  Trace trace = ParseOk(
+      "eventfd f\ndup f g\nwrite g 0xffffffffffffffff\npipe p\ndup p.w w2\nwrite w2 10\nclose g\n"
+      "socketpair g\nwrite g.a 3\n");
+  EXPECT_EQ(trace.ops[2].kind, FileKind::kEventFd);
+  EXPECT_EQ(trace.ops[5].kind, FileKind::kPipeWrite);
+  EXPECT_EQ(trace.ops[8].kind, FileKind::kSocket);
+}
+
+TEST(TraceParserTest, ClosedNameCanBeUsedAndDefinedAgain) {
+  Trace trace = ParseOk("epoll e\nclose e\nwait e 1\nclose e\nepoll e\nwait e 1\n");
+  EXPECT_EQ(trace.ops.size(), 6u);
+  // One name, one id, whatever it was bound to.
+  EXPECT_EQ(trace.ops[0].defines[0], trace.ops[4].defines[0]);
+}
+
+TEST(TraceParserTest, DupOfDeadNameMayReuseIt) {
+  Trace trace = ParseOk("eventfd a\nclose a\ndup a a\n");
+  EXPECT_EQ(trace.ops[2].target, trace.ops[2].defines[0]);
+}
+
+TEST(TraceParserTest, AddCountCountsAddLines) {
+  EXPECT_EQ(ParseOk("epoll e\neventfd f\nadd e f in\nadd e f in\nmod e f in\ndel e f\n").add_count, 2);
+}
+
+TEST(TraceParserTest, CheckpointAndShutdownModes) {
+  Trace trace = ParseOk("checkpoint\nsocketpair s\nshutdown s.a rd\nshutdown s.a wr\nshutdown s.b rdwr\n");
+  EXPECT_EQ(trace.ops[0].verb, Verb::kCheckpoint);
+  EXPECT_EQ(trace.ops[2].how, kShutRd);
+  EXPECT_EQ(trace.ops[3].how, kShutWr);
+  EXPECT_EQ(trace.ops[4].how, kShutRdWr);
+}
+
+struct Malformed {
+  const char* text;
+  int line;
+  const char* reason;  // a part of the reason
+};
+
+class MalformedTraceTest : public ::testing::TestWithParam<Malformed> {};
+
+TEST_P(MalformedTraceTest, FailsWithLineAndReason) {
+  const Malformed& m = GetParam();
+  ParseError error = ParseFails(m.text);
+  EXPECT_EQ(error.line, m.line) << m.text;
+  EXPECT_THAT(error.reason, HasSubstr(m.reason)) << m.text;
+  EXPECT_EQ(error.Message(), "t.trace:" + std::to_string(m.line) + ": " + error.reason);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllForms, MalformedTraceTest,
+    ::testing::Values(
+        // Unknown verbs (case matters).
+        Malformed{"epoll e\nfrobnicate e\n", 2, "unknown verb 'frobnicate'"},
+        Malformed{"EPOLL e\n", 1, "unknown verb 'EPOLL'"},
+        Malformed{"epoll e # trailing comment\n", 1, "wrong number of arguments"},
+        // Wrong arity, every verb.
+        Malformed{"epoll\n", 1, "usage: epoll E"},
+        Malformed{"epoll a b\n", 1, "usage: epoll E"},
+        Malformed{"pipe\n", 1, "usage: pipe P"},
+        Malformed{"eventfd\n", 1, "usage: eventfd F"},
+        Malformed{"eventfd f 1 semaphore x\n", 1, "usage: eventfd F"},
+        Malformed{"socketpair s t\n", 1, "usage: socketpair S"},
+        Malformed{"epoll e\ndup e\n", 2, "usage: dup NAME NEW"},
+        Malformed{"close\n", 1, "usage: close NAME"},
+        Malformed{"epoll e\nadd e e\n", 2, "usage: add E NAME EVENTS [DATA]"},
+        Malformed{"epoll e\nadd e e in 1 2\n", 2, "usage: add E NAME EVENTS [DATA]"},
+        Malformed{"epoll e\nmod e e\n", 2, "usage: mod E NAME EVENTS [DATA]"},
+        Malformed{"epoll e\ndel e\n", 2, "usage: del E NAME"},
+        Malformed{"epoll e\ndel e e in\n", 2, "usage: del E NAME"},
+        Malformed{"eventfd f\nwrite f\n", 2, "usage: write NAME N"},
+        Malformed{"eventfd f\nread f 8 8\n", 2, "usage: read NAME [N]"},
+        Malformed{"socketpair s\nshutdown s.a\n", 2, "usage: shutdown NAME"},
+        Malformed{"epoll e\nwait e\n", 2, "usage: wait E MAX"},
+        Malformed{"epoll e\nwait e 1 0 0\n", 2, "usage: wait E MAX"},
+        Malformed{"checkpoint now\n", 1, "usage: checkpoint"},
+        // Names.
+        Malformed{"epoll 1e\n", 1, "bad name '1e'"},
+        Malformed{"epoll e-1\n", 1, "bad name 'e-1'"},
+        Malformed{"pipe .p\n", 1, "bad name '.p'"},
+        Malformed{"epoll e\nclose e!\n", 2, "bad name 'e!'"},
+        // Defining a live name again; using a name never defined.
+        Malformed{"epoll e\neventfd e\n", 2, "name 'e' is already defined (line 1)"},
+        Malformed{"epoll p.w\npipe p\n", 2, "name 'p.w' is already defined"},
+        Malformed{"socketpair s\nepoll s.b\n", 2, "name 's.b' is already defined"},
+        Malformed{"eventfd a\neventfd b\ndup a b\n", 3, "name 'b' is already defined (line 2)"},
+        Malformed{"eventfd a\ndup a a\n", 2, "name 'a' is already defined"},
+        Malformed{"epoll e\nwait x 1\n", 2, "name 'x' is not defined"},
+        Malformed{"pipe p\nclose p\n", 2, "name 'p' is not defined"},
+        Malformed{"epoll e\nadd e f in\n", 2, "name 'f' is not defined"},
+        Malformed{"dup a b\n", 1, "name 'a' is not defined"},
+        Malformed{"epoll e\nclose e\nclose e\nepoll e\nepoll e\n", 5, "already defined (line 4)"},
+        // Numbers.
+        Malformed{"eventfd f 12x\n", 1, "bad number '12x'"},
+        Malformed{"eventfd f -1\n", 1, "bad number '-1'"},
+        Malformed{"eventfd f 0x\n", 1, "bad number '0x'"},
+        Malformed{"eventfd f 4294967296\n", 1, "INIT 4294967296 is above 4294967295"},
+        Malformed{"eventfd f 0x100000000\n", 1, "is above 4294967295"},
+        Malformed{"epoll e\nadd e e in 18446744073709551616\n", 2, "bad number '18446744073709551616' for DATA"},
+        Malformed{"epoll e\nadd e e in -1\n", 2, "bad number '-1' for DATA"},
+        Malformed{"epoll e\nwait e 2147483648\n", 2, "bad number '2147483648' for MAX"},
+        Malformed{"epoll e\nwait e -2147483649\n", 2, "for MAX"},
+        Malformed{"epoll e\nwait e 1 1.5\n", 2, "bad number '1.5' for TIMEOUT_MS"},
+        Malformed{"epoll e\nwait e +1\n", 2, "bad number '+1'"},
+        Malformed{"pipe p\nwrite p.w 16777217\n", 2, "N 16777217 is above 16777216"},
+        Malformed{"pipe p\nread p.r 0x1000001\n", 2, "is above 16777216"},
+        Malformed{"eventfd f\nwrite f 18446744073709551616\n", 2, "bad number"},
+        Malformed{"eventfd f\nread f 99999999\n", 2, "is above 16777216"},
+        // Events.
+        Malformed{"epoll e\nadd e e IN\n", 2, "unknown event 'IN'"},
+        Malformed{"epoll e\nadd e e in||out\n", 2, "empty part"},
+        Malformed{"epoll e\nadd e e in|\n", 2, "empty part"},
+        Malformed{"epoll e\nadd e e 0x100000000\n", 2, "unknown event '0x100000000'"},
+        Malformed{"epoll e\nmod e e in,out\n", 2, "unknown event 'in,out'"},
+        // Other words.
+        Malformed{"eventfd f 1 sem\n", 1, "unexpected 'sem'"},
+        Malformed{"eventfd f semaphore 1\n", 1, "unexpected '1'"},
+        Malformed{"socketpair s\nshutdown s.a both\n", 2, "bad shutdown mode 'both'"}));
+
+TEST(TraceParserTest, FirstErrorWins) {
+  ParseError error = ParseFails("epoll e\nbogus\nalso bogus\n");
+  EXPECT_EQ(error.line, 2);
+}
+
+TEST(TraceParserTest, FileNameInMessage) {
+  ParseResult result = ParseTrace("\n\nnope\n", "dir/x.trace");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error->Message(), "dir/x.trace:3: unknown verb 'nope'");
+}
+
+TEST(NumberSyntaxTest, UnsignedAndSigned) {
+  EXPECT_EQ(ParseUnsigned("0", 10), 0u);
+  EXPECT_EQ(ParseUnsigned("0x0", 10), 0u);
+  EXPECT_EQ(ParseUnsigned("0XaB", 1000), 0xabu);
+  EXPECT_EQ(ParseUnsigned("18446744073709551615", UINT64_MAX), UINT64_MAX);
+  EXPECT_FALSE(ParseUnsigned("18446744073709551616", UINT64_MAX));
+  EXPECT_FALSE(ParseUnsigned("0x10000000000000000", UINT64_MAX));
+  EXPECT_FALSE(ParseUnsigned("11", 10));
+  EXPECT_FALSE(ParseUnsigned("", 10));
+  EXPECT_FALSE(ParseUnsigned("0xg", 100));
+  EXPECT_FALSE(ParseUnsigned("1a", 100));
+  EXPECT_EQ(ParseSigned("-0x10", -100, 100), -16);
+  EXPECT_EQ(ParseSigned("-9223372036854775808", INT64_MIN, INT64_MAX), INT64_MIN);
+  EXPECT_FALSE(ParseSigned("9223372036854775808", INT64_MIN, INT64_MAX));
+  EXPECT_FALSE(ParseSigned("-", -1, 1));
+  EXPECT_FALSE(ParseSigned("--1", -5, 5));
+}
+
+TEST(NumberSyntaxTest, Names) {
+  EXPECT_TRUE(IsValidName("a"));
+  EXPECT_TRUE(IsValidName("_"));
+  EXPECT_TRUE(IsValidName("A_b.9.c"));
+  EXPECT_TRUE(IsValidName("x."));
+  EXPECT_FALSE(IsValidName(""));
+  EXPECT_FALSE(IsValidName("9"));
+  EXPECT_FALSE(IsValidName(".x"));
+  EXPECT_FALSE(IsValidName("a-b"));
+  EXPECT_FALSE(IsValidName("a@b"));
+}
+
+}  // namespace
+}  // namespace epollcr::replay
