@@ -41,10 +41,10 @@ std::string LineDiff(std::string_view expected, std::string_view actual, int con
     if (i < a.size() && j < b.size() && a[i] == b[j]) {
       rows.push_back({' ', a[i++]});
       ++j;
-    } else if (j < b.size() && (i == a.size() || lcs[i][j + 1] >= lcs[i + 1][j])) {
-      rows.push_back({'+', b[j++]});
-    } else {
+    } else if (i < a.size() && (j == b.size() || lcs[i + 1][j] >= lcs[i][j + 1])) {
       rows.push_back({'-', a[i++]});
+    } else {
+      rows.push_back({'+', b[j++]});
     }
   }
   // Keep changed rows and `context` rows around them.

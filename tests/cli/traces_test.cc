@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -44,6 +45,20 @@ std::string ReadFile(const fs::path& path) {
   return s.str();
 }
 
+// tests/traces/known-userspace-divergences: trace name -> why the userspace engine differs today.
+std::map<std::string, std::string> KnownDivergences() {
+  std::map<std::string, std::string> known;
+  std::istringstream lines(ReadFile(TracesDir() / "known-userspace-divergences"));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    std::size_t space = line.find_first_of(" \t");
+    std::string name = line.substr(0, space);
+    std::string why = space == std::string::npos ? "" : line.substr(line.find_first_not_of(" \t", space));
+    known[name] = why;
+  }
+  return known;
+}
+
 TEST(TraceCorpusTest, IsThere) {
   std::vector<std::string> names = TraceNames();
   EXPECT_GE(names.size(), 40u) << "in " << TracesDir();
@@ -74,8 +89,9 @@ TEST_P(TraceTest, KernelMatchesExpected) {
   std::ostringstream out;
   RunReport report = RunTrace(trace_, kernel, out);
   EXPECT_TRUE(report.ok()) << report.error;
-  EXPECT_EQ(out.str(), expected_) << "the kernel's output changed; diff:\n"
-                                  << testing::LineDiff(expected_, out.str());
+  EXPECT_TRUE(out.str() == expected_) << "the kernel's output differs from the expected file; diff (- expected, "
+                                      << "+ kernel):\n"
+                                      << testing::LineDiff(expected_, out.str());
 }
 
 TEST_P(TraceTest, UserspaceMatchesExpected) {
@@ -88,9 +104,16 @@ TEST_P(TraceTest, UserspaceMatchesExpected) {
                                                  << testing::LineDiff(expected_, out.str());
     GTEST_SKIP() << report.error;
   }
+  const std::map<std::string, std::string> known = KnownDivergences();
+  if (auto it = known.find(GetParam()); it != known.end()) {
+    ASSERT_FALSE(report.ok() && out.str() == expected_)
+        << GetParam() << " now matches the kernel: remove it from tests/traces/known-userspace-divergences";
+    GTEST_SKIP() << "known divergence: " << it->second << "\ndiff (- kernel, + userspace):\n"
+                 << testing::LineDiff(expected_, out.str());
+  }
   EXPECT_TRUE(report.ok()) << report.error;
-  EXPECT_EQ(out.str(), expected_) << "userspace differs from the kernel; diff (- kernel, + userspace):\n"
-                                  << testing::LineDiff(expected_, out.str());
+  EXPECT_TRUE(out.str() == expected_) << "userspace differs from the kernel; diff (- kernel, + userspace):\n"
+                                      << testing::LineDiff(expected_, out.str());
 }
 
 INSTANTIATE_TEST_SUITE_P(Corpus, TraceTest, ::testing::ValuesIn(TraceNames()),
