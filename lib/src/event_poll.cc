@@ -22,16 +22,26 @@ EventMask Armed(const PollEntry& e) { return e.events & ~kEpollPrivateBits; }
 // ep_poll_callback: a wake-up whose key meets the entry's mask queues the entry (once) and wakes one blocked waiter;
 // every such wake-up also wakes the poll's own watchers, even when the entry was already queued, so an outer
 // edge-triggered entry re-edges on each inner wake-up (checklist item 113; gVisor only does it on a new queueing).
-void PollEntry::NotifyEvent(EventMask mask) {
+// The result tells the file's queue whether an exclusive entry consumed the wake-up: only when its poll had a
+// blocked waiter and the key is IN alone, OUT alone (each requested), or no key at all.
+bool PollEntry::NotifyEvent(EventMask mask) {
   EventPoll::Impl* impl = poll->impl();
+  const bool exclusive = (events & kEpollExclusive) != 0;  // immutable for exclusive entries (no MOD)
+  bool consumed = !exclusive;
   {
     std::lock_guard lock(impl->lists_mu_);
     const EventMask armed = Armed(*this);
-    if (armed == 0 || (mask & armed) == 0) return;
+    if (armed == 0 || (mask & armed) == 0) return consumed;
     if (list != EntryList::kReady) impl->MoveToLocked(*this, EntryList::kReady);
+    if (impl->blocked_ > 0 && exclusive) {
+      const EventMask key = mask == kAllEvents ? 0 : mask & (kEventIn | kEventOut);
+      consumed = key == 0 || (key == kEventIn && (events & kEventIn) != 0) ||
+                 (key == kEventOut && (events & kEventOut) != 0);
+    }
     impl->WakeOneWaiterLocked();
   }
   impl->NotifyWatchers();
+  return consumed;
 }
 
 // ---- Impl ---------------------------------------------------------------------------------------------------------
@@ -68,9 +78,10 @@ void EventPoll::Impl::MoveToLocked(PollEntry& e, EntryList to) {
 }
 
 bool EventPoll::Impl::QueueIfReadyLocked(PollEntry& e) {
-  if (e.list == EntryList::kReady) return false;
+  // The file is polled even when the entry is already queued (ep_modify always polls): polling a nested poll drops
+  // its stale ready entries, which shows in its later order.
   const EventMask armed = Armed(e);
-  if (armed == 0 || (e.file->Readiness(armed) & armed) == 0) return false;
+  if (armed == 0 || (e.file->Readiness(armed) & armed) == 0 || e.list == EntryList::kReady) return false;
   MoveToLocked(e, EntryList::kReady);
   return true;
 }

@@ -19,10 +19,10 @@ namespace bi = boost::intrusive;
 // One registration (gVisor: epollInterest; Linux: struct epitem). Owned by its EventPoll.
 struct PollEntry final : WaiterEntry {
   PollEntry(EventPoll* poll, FileIdentifier id, std::uint32_t events, std::uint64_t data)
-      : WaiterEntry(kAllEvents), fd(id.fd), poll(poll), file(id.file), events(events), data(data) {}
+      : WaiterEntry(kAllEvents, (events & kEpollExclusive) != 0), fd(id.fd), poll(poll), file(id.file), events(events), data(data) {}
 
   // Called with the file's queue lock held (waiter_queue.h). Filters by this entry's mask and queues it.
-  void NotifyEvent(EventMask mask) override;
+  bool NotifyEvent(EventMask mask) override;
   EventPoll* WatchingPoll() const override { return poll; }
 
   // Field order keeps the record at 88 bytes (a 96-byte heap chunk): fd fills WaiterEntry's tail padding.

@@ -70,6 +70,7 @@ Result<std::size_t> PipeBuffer::Read(std::span<std::byte> out) {
   if (out.empty()) return std::size_t{0};
   std::weak_ptr<File> writer;
   bool was_full;
+  bool full_now;
   Result<std::size_t> result = std::size_t{0};
   {
     std::lock_guard lock(mu_);
@@ -85,14 +86,15 @@ Result<std::size_t> PipeBuffer::Read(std::span<std::byte> out) {
       done += n;
       if (head.len == 0) slots_.pop_front();
     }
+    full_now = slots_.size() >= kSlots;
     if (done > 0) {
       result = done;
     } else if (writers_ > 0) {
       result = Errno(EAGAIN);
     }  // else: end of file, 0
   }
-  // pipe_read wakes writers only if the pipe was full when the read started.
-  if (was_full) Wake<PipeWriteEnd>(writer, kWritableKey);
+  // pipe_read (Linux 6.14+) wakes writers only if the pipe was full when the read started and is not full now.
+  if (was_full && !full_now) Wake<PipeWriteEnd>(writer, kWritableKey);
   return result;
 }
 

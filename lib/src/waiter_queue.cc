@@ -12,7 +12,11 @@ WaiterQueue::~WaiterQueue() {
 
 void WaiterQueue::EventRegister(WaiterEntry* entry) {
   std::lock_guard lock(mu_);
-  entries_.push_front(*entry);
+  if (entry->exclusive()) {
+    entries_.push_back(*entry);
+  } else {
+    entries_.push_front(*entry);
+  }
 }
 
 void WaiterQueue::EventUnregister(WaiterEntry* entry) {
@@ -23,7 +27,7 @@ void WaiterQueue::EventUnregister(WaiterEntry* entry) {
 void WaiterQueue::Notify(EventMask mask) {
   std::lock_guard lock(mu_);
   for (WaiterEntry& e : entries_) {
-    if (e.mask_ & mask) e.NotifyEvent(mask);
+    if ((e.mask_ & mask) != 0 && e.NotifyEvent(mask) && e.exclusive()) break;
   }
 }
 
@@ -31,7 +35,7 @@ EventMask WaiterQueue::Events() const {
   std::lock_guard lock(mu_);
   EventMask all = 0;
   for (const WaiterEntry& e : entries_) all |= e.mask_;
-  return all;
+  return all & ~kEpollPrivateBits;
 }
 
 bool WaiterQueue::IsEmpty() const {

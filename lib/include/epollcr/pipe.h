@@ -4,8 +4,8 @@
 // the last slot when it fits there, then fills whole new slots; it is all-or-nothing up to PIPE_BUF (4096) bytes.
 // Readiness (pipe_poll): the read end is IN|RDNORM when not empty, HUP when the writer is gone; the write end is
 // OUT|WRNORM while a slot is free, ERR when the reader is gone. Wake-ups: every write wakes the read end with
-// IN|RDNORM (the "poll_usage" rule of pipe_write); a read that starts on a full pipe wakes the write end with
-// OUT|WRNORM; closing one end wakes both ends without a key.
+// IN|RDNORM (the "poll_usage" rule of pipe_write); a read that frees a slot of a full pipe wakes the write end with
+// OUT|WRNORM (Linux 6.14+); closing one end wakes both ends without a key.
 #pragma once
 
 #include <memory>

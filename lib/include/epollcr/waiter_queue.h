@@ -19,14 +19,16 @@ class EventPoll;
 // registered and unregisters it before destroying it.
 class WaiterEntry : public boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::normal_link>> {
  public:
-  explicit WaiterEntry(EventMask mask = kAllEvents) : mask_(mask) {}
+  explicit WaiterEntry(EventMask mask = kAllEvents, bool exclusive = false)
+      : mask_((mask & ~kEpollPrivateBits) | (exclusive ? kEpollExclusive : 0)) {}
   WaiterEntry(const WaiterEntry&) = delete;
   WaiterEntry& operator=(const WaiterEntry&) = delete;
   virtual ~WaiterEntry() = default;
 
-  // Called by WaiterQueue::Notify for a notified mask that meets this entry's mask.
+  // Called by WaiterQueue::Notify for a notified mask that meets this entry's mask. Returns whether the waiter took
+  // the wake-up; after an exclusive waiter took it, Notify wakes nobody further (Linux's exclusive wait entries).
   // Preconditions: the mu_ of the queue this entry is registered in is held. Must not touch that queue.
-  virtual void NotifyEvent(EventMask mask) = 0;
+  virtual bool NotifyEvent(EventMask mask) = 0;
 
   // The EventPoll this entry belongs to, if it is an epoll registration (gVisor: an "epoll waiter"). Used to find the
   // polls that watch a file when it is released, and the polls that watch a poll when nesting is checked.
@@ -34,14 +36,20 @@ class WaiterEntry : public boost::intrusive::list_base_hook<boost::intrusive::li
 
  private:
   friend class WaiterQueue;
-  EventMask mask_;  // Guarded by the mu_ of the queue the entry is in (immutable while unregistered).
+  bool exclusive() const { return (mask_ & kEpollExclusive) != 0; }
+  // The event bits the waiter wants, plus kEpollExclusive for an exclusive waiter (it queues behind the others:
+  // add_wait_queue_exclusive). Notified masks never carry flag bits. Immutable while the entry is registered.
+  EventMask mask_;
 };
 
 // A waiter that runs a function: for tests, examples and host code that wants a callback.
 class CallbackWaiter final : public WaiterEntry {
  public:
   CallbackWaiter(EventMask mask, std::function<void(EventMask)> fn) : WaiterEntry(mask), fn_(std::move(fn)) {}
-  void NotifyEvent(EventMask mask) override { fn_(mask); }
+  bool NotifyEvent(EventMask mask) override {
+    fn_(mask);
+    return true;
+  }
 
  private:
   std::function<void(EventMask)> fn_;  // Immutable.
@@ -55,11 +63,13 @@ class WaiterQueue {
   WaiterQueue& operator=(const WaiterQueue&) = delete;
   ~WaiterQueue();  // Preconditions: the queue is empty.
 
-  // Adds an entry that is in no queue. Newest entries are notified first, like Linux's add_wait_queue.
+  // Adds an entry that is in no queue. Newest entries are notified first, like Linux's add_wait_queue; exclusive
+  // entries go behind all others, oldest first (add_wait_queue_exclusive).
   void EventRegister(WaiterEntry* entry);
   // Removes an entry registered in this queue. Once it returns, the entry's callback is not running and will not run.
   void EventUnregister(WaiterEntry* entry);
-  // Calls NotifyEvent(mask) on every entry whose mask meets `mask`.
+  // Calls NotifyEvent(mask) on every entry whose mask meets `mask`, in queue order, stopping after the first
+  // exclusive entry that takes the wake-up (__wake_up_common with nr_exclusive = 1).
   void Notify(EventMask mask);
   // The union of the masks of every registered entry.
   EventMask Events() const;
