@@ -217,13 +217,16 @@ std::error_code EventPoll::AddEntry(FileIdentifier id, EntryFlags flags, EventMa
       nest = {};
       return Errno(EINVAL);
     }
-    std::lock_guard lists(s.lists_mu_);
-    e->events = events | kAlwaysReported;
-    queued = s.QueueIfReadyLocked(*e);
-    if (queued) s.WakeOneWaiterLocked();
+    {
+      std::lock_guard lists(s.lists_mu_);
+      e->events = events | kAlwaysReported;
+      queued = s.QueueIfReadyLocked(*e);
+      if (queued) s.WakeOneWaiterLocked();
+    }
+    // Watchers are notified before mu_ is released, so a snapshot (which holds every mu_) never sees the entry
+    // queued while the outer poll's wake-up is still in flight.
+    if (queued) s.NotifyWatchers();
   }
-  if (nest.owns_lock()) nest.unlock();
-  if (queued) s.NotifyWatchers();
   return {};
 }
 
@@ -240,14 +243,16 @@ std::error_code EventPoll::UpdateEntry(FileIdentifier id, EntryFlags flags, Even
     PollEntry* e = s.FindLocked(id);
     if (e == nullptr) return Errno(ENOENT);
     if ((e->events & kEpollExclusive) != 0) return Errno(EINVAL);  // ep_modify is skipped for exclusive entries
-    std::lock_guard lists(s.lists_mu_);
-    e->events = ToLinux(flags, mask) | kAlwaysReported;
-    e->data = data;
-    if (e->list == EntryList::kDisabled) s.MoveToLocked(*e, EntryList::kWaiting);
-    queued = s.QueueIfReadyLocked(*e);  // ep_modify re-polls: re-arms ET and one-shot entries
-    if (queued) s.WakeOneWaiterLocked();
+    {
+      std::lock_guard lists(s.lists_mu_);
+      e->events = ToLinux(flags, mask) | kAlwaysReported;
+      e->data = data;
+      if (e->list == EntryList::kDisabled) s.MoveToLocked(*e, EntryList::kWaiting);
+      queued = s.QueueIfReadyLocked(*e);  // ep_modify re-polls: re-arms ET and one-shot entries
+      if (queued) s.WakeOneWaiterLocked();
+    }
+    if (queued) s.NotifyWatchers();  // under mu_, as in AddEntry
   }
-  if (queued) s.NotifyWatchers();
   return {};
 }
 
@@ -359,11 +364,13 @@ void EventPoll::RegisterEpollWaiters() {
         e.registered = true;
       }
     }
-    std::lock_guard lists(s.lists_mu_);
-    for (PollEntry& e : s.entries_) queued |= s.QueueIfReadyLocked(e);
-    if (queued) s.WakeOneWaiterLocked();
+    {
+      std::lock_guard lists(s.lists_mu_);
+      for (PollEntry& e : s.entries_) queued |= s.QueueIfReadyLocked(e);
+      if (queued) s.WakeOneWaiterLocked();
+    }
+    if (queued) s.NotifyWatchers();
   }
-  if (queued) s.NotifyWatchers();
 }
 
 namespace {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "epollcr/event_poll.h"
+#include "epollcr/state.h"
 
 namespace epollcr {
 
@@ -25,12 +26,25 @@ struct PollEntry final : WaiterEntry {
   bool NotifyEvent(EventMask mask) override;
   EventPoll* WatchingPoll() const override { return poll; }
 
+  // Checkpoint policy (state.h). The entry belongs to its poll's manual section; its file is a wait reference.
+  template <typename V>
+  void VisitState(V& v) {
+    v.Field("fd", fd, kSave);
+    v.Field("file", file, kWait);
+    v.Field("events", events, kSave);
+    v.Field("data", data, kSave);
+    v.Field("list", list, kSave);
+    v.Field("list_hook", list_hook, kNoSave);  // the lists are rebuilt from `list` and the saved ready order
+    v.Field("map_hook", map_hook, kNoSave);
+    v.Field("registered", registered, kNoSave);  // after_load registers every waiter again
+  }
+
   // Field order keeps the record at 88 bytes (a 96-byte heap chunk): fd fills WaiterEntry's tail padding.
-  const int fd;                              // Immutable.
+  int fd;                                    // Immutable once in the map.
   bi::list_member_hook<> list_hook;          // Guarded by the poll's lists_mu_.
   bi::unordered_set_member_hook<> map_hook;  // Guarded by the poll's mu_.
   EventPoll* const poll;                     // Immutable.
-  File* const file;                          // Immutable. Alive while the entry exists (file.h: release protocol).
+  File* file;                                // Immutable once in the map. Alive while the entry exists (file.h).
   std::uint32_t events;                      // Linux form (mask | ERR | HUP | flags). Written with mu_ and lists_mu_
                                              // held; read with either.
   EntryList list = EntryList::kWaiting;      // Guarded by lists_mu_.
@@ -62,6 +76,22 @@ using EntryMap = bi::unordered_set<
 struct EventPoll::Impl {
   explicit Impl(EventPoll* self);
   ~Impl();
+
+  // Checkpoint policy (state.h). The entries and the lists they are on are saved by the poll's manual hooks (every
+  // entry with its list tag, then the ready list's order); the blocked-waiter count must be zero at save time (the
+  // seed's zerovalue waiter queue: nobody may be blocked in Wait while a snapshot is taken).
+  template <typename V>
+  void VisitState(V& v) {
+    v.Field("entries", entries_, kManual);
+    v.Field("ready", ready_, kManual);
+    v.Field("waiting", waiting_, kManual);
+    v.Field("disabled", disabled_, kManual);
+    v.Field("waiters", blocked_, kZeroValue);
+    v.Field("mu", mu_, kNoSave);
+    v.Field("lists_mu", lists_mu_, kNoSave);
+    v.Field("buckets", buckets_, kNoSave);
+    v.Field("cv", cv_, kNoSave);
+  }
 
   // Lock order: see event_poll.h.
   mutable std::mutex mu_;  // The entries map; every entry's events and data.

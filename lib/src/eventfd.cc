@@ -23,6 +23,7 @@ EventMask EventFd::Readiness(EventMask mask) {
 }
 
 Result<std::uint64_t> EventFd::ReadValue() {
+  std::lock_guard op(op_mu_);
   std::uint64_t value;
   {
     std::lock_guard lock(mu_);
@@ -36,6 +37,7 @@ Result<std::uint64_t> EventFd::ReadValue() {
 
 std::error_code EventFd::WriteValue(std::uint64_t value) {
   if (value == kErrCounter) return Errno(EINVAL);
+  std::lock_guard op(op_mu_);
   {
     std::lock_guard lock(mu_);
     if (kErrCounter - count_ <= value) return Errno(EAGAIN);

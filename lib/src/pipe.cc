@@ -18,12 +18,22 @@ void PipeBuffer::Wake(const std::weak_ptr<File>& end, EventMask mask) {
 
 void PipeBuffer::Attach(PipeReadEnd* read, PipeWriteEnd* write) {
   std::lock_guard lock(mu_);
-  read_ = read->weak_from_this();
-  write_ = write->weak_from_this();
+  if (read != nullptr) read_ = read->weak_from_this();
+  if (write != nullptr) write_ = write->weak_from_this();
+}
+
+std::string PipeBuffer::Validate() const {
+  if (slots_.size() > kSlots) return "more than 16 slots";
+  for (const Slot& s : slots_) {
+    if (s.len == 0 || s.offset + s.len > kPageSize) return "a slot outside its page";
+  }
+  if (readers_ < 0 || readers_ > 1 || writers_ < 0 || writers_ > 1) return "reader/writer counts not 0 or 1";
+  return {};
 }
 
 Result<std::size_t> PipeBuffer::Write(std::span<const std::byte> data) {
   if (data.empty()) return std::size_t{0};  // pipe_write returns before taking the lock: no wake-up
+  std::lock_guard op(op_mu_);
   std::weak_ptr<File> reader;
   Result<std::size_t> result = std::size_t{0};
   {
@@ -68,6 +78,7 @@ Result<std::size_t> PipeBuffer::Write(std::span<const std::byte> data) {
 
 Result<std::size_t> PipeBuffer::Read(std::span<std::byte> out) {
   if (out.empty()) return std::size_t{0};
+  std::lock_guard op(op_mu_);
   std::weak_ptr<File> writer;
   bool was_full;
   bool full_now;
@@ -116,6 +127,7 @@ EventMask PipeBuffer::WriteEndReadiness() const {
 
 // pipe_release: when one side's last end closes and the other side is still open, both ends are woken without a key.
 void PipeBuffer::CloseRead() {
+  std::lock_guard op(op_mu_);
   std::weak_ptr<File> writer;
   bool wake;
   {
@@ -128,6 +140,7 @@ void PipeBuffer::CloseRead() {
 }
 
 void PipeBuffer::CloseWrite() {
+  std::lock_guard op(op_mu_);
   std::weak_ptr<File> reader;
   bool wake;
   {
@@ -149,16 +162,22 @@ std::size_t PipeBuffer::BytesQueued() const {
 // ---- the two ends ---------------------------------------------------------------------------------------------------
 
 PipeReadEnd::PipeReadEnd(std::shared_ptr<PipeBuffer> pipe) : pipe_(std::move(pipe)) {}
-PipeReadEnd::~PipeReadEnd() { pipe_->CloseRead(); }
+PipeReadEnd::~PipeReadEnd() {
+  if (pipe_) pipe_->CloseRead();  // null only for an end whose load failed
+}
 EventMask PipeReadEnd::Readiness(EventMask mask) { return pipe_->ReadEndReadiness() & mask; }
 Result<std::size_t> PipeReadEnd::Read(std::span<std::byte> buffer) { return pipe_->Read(buffer); }
 Result<std::size_t> PipeReadEnd::Write(std::span<const std::byte>) { return Errno(EBADF); }
+std::mutex* PipeReadEnd::MutationLock() const { return pipe_ ? &pipe_->op_mu_ : nullptr; }
 
 PipeWriteEnd::PipeWriteEnd(std::shared_ptr<PipeBuffer> pipe) : pipe_(std::move(pipe)) {}
-PipeWriteEnd::~PipeWriteEnd() { pipe_->CloseWrite(); }
+PipeWriteEnd::~PipeWriteEnd() {
+  if (pipe_) pipe_->CloseWrite();
+}
 EventMask PipeWriteEnd::Readiness(EventMask mask) { return pipe_->WriteEndReadiness() & mask; }
 Result<std::size_t> PipeWriteEnd::Read(std::span<std::byte>) { return Errno(EBADF); }
 Result<std::size_t> PipeWriteEnd::Write(std::span<const std::byte> buffer) { return pipe_->Write(buffer); }
+std::mutex* PipeWriteEnd::MutationLock() const { return pipe_ ? &pipe_->op_mu_ : nullptr; }
 
 PipeEnds NewPipe() {
   auto buffer = std::make_shared<PipeBuffer>();

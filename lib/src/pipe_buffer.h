@@ -10,6 +10,7 @@
 #include <span>
 
 #include "epollcr/pipe.h"
+#include "epollcr/state.h"
 
 namespace epollcr {
 
@@ -35,6 +36,23 @@ class PipeBuffer {
   void CloseWrite();
 
   std::size_t BytesQueued() const;
+
+  // Checkpoint policy (state.h). The ends' weak references are rebuilt by Attach() in after_load.
+  // Preconditions: mu_ is held, or the buffer is not shared yet (load).
+  template <typename V>
+  void VisitState(V& v) {
+    v.Field("slots", slots_, kSave);
+    v.Field("readers", readers_, kSave);
+    v.Field("writers", writers_, kSave);
+    v.Field("read_end", read_, kNoSave);
+    v.Field("write_end", write_, kNoSave);
+    v.Field("mu", mu_, kNoSave);
+  }
+  std::mutex& state_mutex() const { return mu_; }
+  // Held across every read, write and close together with its wake-up (file.h MutationLock).
+  mutable std::mutex op_mu_;
+  // Checks loaded fields against the pipe's geometry; empty when they are consistent.
+  std::string Validate() const;
 
  private:
   // Wakes an end if it is still alive. Preconditions: mu_ is not held.

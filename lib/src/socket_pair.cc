@@ -48,12 +48,29 @@ void SocketPairState::Wake(const std::weak_ptr<File>& end, EventMask mask) {
 }
 
 void SocketPairState::Attach(UnixSocket* a, UnixSocket* b) {
+  AttachEnd(0, a);
+  AttachEnd(1, b);
+}
+
+void SocketPairState::AttachEnd(int side, UnixSocket* end) {
   std::lock_guard lock(mu_);
-  ends_[0].file = a->weak_from_this();
-  ends_[1].file = b->weak_from_this();
+  ends_[side].file = end->weak_from_this();
+}
+
+std::string SocketPairState::Validate() const {
+  for (const End& e : ends_) {
+    if (e.sndbuf < 4608 || e.sndbuf > (std::int64_t{1} << 31)) return "send buffer size out of range";
+    if (e.wmem < 0 || e.wmem > (std::int64_t{1} << 32)) return "send charge out of range";
+    if (e.shutdown < 0 || e.shutdown > kShutdownMask) return "shutdown bits out of range";
+    for (const Segment& seg : e.receive) {
+      if (seg.data.empty() || seg.offset >= seg.data.size() || seg.truesize <= 0) return "an empty or consumed segment";
+    }
+  }
+  return {};
 }
 
 Result<std::size_t> SocketPairState::Write(int side, std::span<const std::byte> data) {
+  std::lock_guard op(op_mu_);
   const int peer = 1 - side;
   std::weak_ptr<File> receiver;
   Result<std::size_t> result = std::size_t{0};
@@ -99,6 +116,7 @@ bool SocketPairState::UnchargeLocked(int sender, std::int64_t truesize) {
 }
 
 Result<std::size_t> SocketPairState::Read(int side, std::span<std::byte> out) {
+  std::lock_guard op(op_mu_);
   const int peer = 1 - side;
   std::weak_ptr<File> sender;
   bool wake_sender = false;
@@ -137,6 +155,7 @@ Result<std::size_t> SocketPairState::Read(int side, std::span<std::byte> out) {
 
 std::error_code SocketPairState::Shutdown(int side, int how) {
   if (how < 0 || how > 2) return Errno(EINVAL);
+  std::lock_guard op(op_mu_);
   const int mode = (how + 1) & kShutdownMask;
   const int peer = 1 - side;
   std::weak_ptr<File> self;
@@ -173,6 +192,7 @@ EventMask SocketPairState::Readiness(int side) const {
 // unix_release_sock: the peer is fully shut down (with ECONNRESET pending if this end had unread data) and woken;
 // then this end's receive queue is purged, which returns the peer's charge and may wake it as a writer.
 void SocketPairState::Close(int side) {
+  std::lock_guard op(op_mu_);
   const int peer = 1 - side;
   std::weak_ptr<File> other;
   bool wake_writer = false;
@@ -199,11 +219,14 @@ void SocketPairState::Close(int side) {
 // ---- UnixSocket ------------------------------------------------------------------------------------------------------
 
 UnixSocket::UnixSocket(std::shared_ptr<SocketPairState> pair, int side) : pair_(std::move(pair)), side_(side) {}
-UnixSocket::~UnixSocket() { pair_->Close(side_); }
+UnixSocket::~UnixSocket() {
+  if (pair_) pair_->Close(side_);  // null only for an end whose load failed
+}
 EventMask UnixSocket::Readiness(EventMask mask) { return pair_->Readiness(side_) & mask; }
 Result<std::size_t> UnixSocket::Read(std::span<std::byte> buffer) { return pair_->Read(side_, buffer); }
 Result<std::size_t> UnixSocket::Write(std::span<const std::byte> buffer) { return pair_->Write(side_, buffer); }
 std::error_code UnixSocket::Shutdown(int how) { return pair_->Shutdown(side_, how); }
+std::mutex* UnixSocket::MutationLock() const { return pair_ ? &pair_->op_mu_ : nullptr; }
 
 std::pair<std::shared_ptr<UnixSocket>, std::shared_ptr<UnixSocket>> NewSocketPair() {
   auto state = std::make_shared<SocketPairState>();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "epollcr/socket_pair.h"
+#include "epollcr/state.h"
 
 namespace epollcr {
 
@@ -43,6 +44,17 @@ class SocketPairState {
     bool error_reset = false;      // sk_err == ECONNRESET: the peer closed with unread data
     bool open = true;              // false once the end's file is released
     std::weak_ptr<File> file;      // For wake-ups only.
+
+    template <typename V>
+    void VisitState(V& v) {
+      v.Field("receive", receive, kSave);
+      v.Field("wmem", wmem, kSave);
+      v.Field("sndbuf", sndbuf, kSave);
+      v.Field("shutdown", shutdown, kSave);
+      v.Field("error_reset", error_reset, kSave);
+      v.Field("open", open, kSave);
+      v.Field("file", file, kNoSave);  // rebuilt by Attach() in after_load
+    }
   };
 
   void Attach(UnixSocket* a, UnixSocket* b);
@@ -51,6 +63,21 @@ class SocketPairState {
   std::error_code Shutdown(int side, int how);
   EventMask Readiness(int side) const;
   void Close(int side);
+
+  // Checkpoint policy (state.h). Preconditions: mu_ is held, or the state is not shared yet (load).
+  template <typename V>
+  void VisitState(V& v) {
+    v.Field("end0", ends_[0], kSave);
+    v.Field("end1", ends_[1], kSave);
+    v.Field("mu", mu_, kNoSave);
+  }
+  std::mutex& state_mutex() const { return mu_; }
+  // Held across every read, write, shutdown and close together with its wake-ups (file.h MutationLock).
+  mutable std::mutex op_mu_;
+  // Re-attaches one end after load (the other may be closed).
+  void AttachEnd(int side, UnixSocket* end);
+  // Checks loaded fields; empty when they are consistent.
+  std::string Validate() const;
 
  private:
   static void Wake(const std::weak_ptr<File>& end, EventMask mask);

@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "epollcr/file.h"
+#include "epollcr/state.h"
 
 namespace epollcr {
 
@@ -35,10 +36,21 @@ class EventFd final : public File {
   std::uint64_t Value() const;
   bool semaphore() const { return semaphore_; }
 
+  // Checkpoint policy (state.h). Preconditions: mu_ is held, or the file is not shared yet (load).
+  template <typename V>
+  void VisitState(V& v) {
+    v.Field("count", count_, kSave);
+    v.Field("semaphore", semaphore_, kSave);
+    v.Field("mu", mu_, kNoSave);
+  }
+  std::mutex& state_mutex() const { return mu_; }
+  std::mutex* MutationLock() const override { return &op_mu_; }
+
  private:
+  mutable std::mutex op_mu_;  // Held across a read or write and its wake-up (file.h MutationLock).
   mutable std::mutex mu_;
-  std::uint64_t count_;    // Guarded by mu_.
-  const bool semaphore_;
+  std::uint64_t count_;  // Guarded by mu_.
+  bool semaphore_;       // Immutable once shared.
 };
 
 }  // namespace epollcr

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string_view>
 #include <system_error>
@@ -45,6 +46,11 @@ class File : public std::enable_shared_from_this<File> {
 
   // True once MakeFile has taken ownership; only such files can be watched by an EventPoll.
   bool managed() const { return managed_; }
+
+  // The lock held across each state change of this file *and* the wake-up it sends, or null. A snapshot holds every
+  // file's mutation lock, so no change is caught between updating the file and notifying its waiters (a torn cut:
+  // state.h). Files sharing state (a pipe's two ends) return the same lock.
+  virtual std::mutex* MutationLock() const { return nullptr; }
 
  protected:
   File() = default;

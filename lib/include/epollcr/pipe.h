@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "epollcr/file.h"
+#include "epollcr/state.h"
 
 namespace epollcr {
 
@@ -24,12 +25,19 @@ class PipeReadEnd final : public File {
   std::string_view TypeName() const override { return "pipe-read"; }
   Result<std::size_t> Read(std::span<std::byte> buffer) override;
   Result<std::size_t> Write(std::span<const std::byte> buffer) override;  // EBADF, as for a read-only fd
+  std::mutex* MutationLock() const override;
   const std::shared_ptr<PipeBuffer>& pipe() const { return pipe_; }
+
+  // Checkpoint policy (state.h): the end refers to the shared buffer, which is loaded first.
+  template <typename V>
+  void VisitState(V& v) {
+    v.Field("pipe", pipe_, kWait);
+  }
 
  private:
   friend class PipeBuffer;
   void Wake(EventMask mask) { Notify(mask); }
-  std::shared_ptr<PipeBuffer> pipe_;  // Immutable.
+  std::shared_ptr<PipeBuffer> pipe_;  // Immutable once shared (set by the constructor or by load).
 };
 
 class PipeWriteEnd final : public File {
@@ -40,12 +48,19 @@ class PipeWriteEnd final : public File {
   std::string_view TypeName() const override { return "pipe-write"; }
   Result<std::size_t> Read(std::span<std::byte> buffer) override;  // EBADF, as for a write-only fd
   Result<std::size_t> Write(std::span<const std::byte> buffer) override;
+  std::mutex* MutationLock() const override;
   const std::shared_ptr<PipeBuffer>& pipe() const { return pipe_; }
+
+  // Checkpoint policy (state.h): the end refers to the shared buffer, which is loaded first.
+  template <typename V>
+  void VisitState(V& v) {
+    v.Field("pipe", pipe_, kWait);
+  }
 
  private:
   friend class PipeBuffer;
   void Wake(EventMask mask) { Notify(mask); }
-  std::shared_ptr<PipeBuffer> pipe_;  // Immutable.
+  std::shared_ptr<PipeBuffer> pipe_;  // Immutable once shared (set by the constructor or by load).
 };
 
 struct PipeEnds {

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "epollcr/file.h"
+#include "epollcr/state.h"
 
 namespace epollcr {
 
@@ -26,15 +27,23 @@ class UnixSocket final : public File {
   Result<std::size_t> Write(std::span<const std::byte> buffer) override;
   // SHUT_RD (0), SHUT_WR (1) or SHUT_RDWR (2); EINVAL otherwise.
   std::error_code Shutdown(int how) override;
+  std::mutex* MutationLock() const override;
 
   const std::shared_ptr<SocketPairState>& pair() const { return pair_; }
   int side() const { return side_; }
 
+  // Checkpoint policy (state.h): the end refers to the shared pair state, which is loaded first.
+  template <typename V>
+  void VisitState(V& v) {
+    v.Field("pair", pair_, kWait);
+    v.Field("side", side_, kSave);
+  }
+
  private:
   friend class SocketPairState;
   void Wake(EventMask mask) { Notify(mask); }
-  std::shared_ptr<SocketPairState> pair_;  // Immutable.
-  const int side_;                         // 0 or 1.
+  std::shared_ptr<SocketPairState> pair_;  // Immutable once shared (set by the constructor or by load).
+  int side_;                               // 0 or 1. Immutable once shared.
 };
 
 // socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK).

@@ -1,0 +1,90 @@
+// The state model: what of each savable type is saved, and how a saved world comes back.
+//
+// Every savable type declares its fields once, next to them, in a VisitState() member that lists each field with a
+// policy (the Go seed's stateify tags):
+//   kSave      saved and restored
+//   kNoSave    not saved; default-constructed after load, then rebuilt by after_load
+//   kZeroValue not saved; saving fails, naming the type and the field, unless it is zero/empty
+//   kWait      saved as a reference to another object; the owner's after_load runs only after that object's
+//   kManual    saved and loaded by the type's own hooks
+// A snapshot is a consistent cut of a World (its fd table and named roots, every file they reach, every EventPoll):
+// see docs/state-model.md for the locks that make it one.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "epollcr/fd_table.h"
+#include "epollcr/file.h"
+#include "epollcr/result.h"
+
+namespace epollcr {
+
+enum class FieldPolicy : std::uint8_t { kSave, kNoSave, kZeroValue, kWait, kManual };
+
+// Policy tags for VisitState declarations: v.Field("count", count_, kSave).
+template <FieldPolicy P>
+struct PolicyTag {
+  static constexpr FieldPolicy policy = P;
+};
+inline constexpr PolicyTag<FieldPolicy::kSave> kSave{};
+inline constexpr PolicyTag<FieldPolicy::kNoSave> kNoSave{};
+inline constexpr PolicyTag<FieldPolicy::kZeroValue> kZeroValue{};
+inline constexpr PolicyTag<FieldPolicy::kWait> kWait{};
+inline constexpr PolicyTag<FieldPolicy::kManual> kManual{};
+
+const char* FieldPolicyName(FieldPolicy policy);
+
+// An error with a message that says where: "eventpoll#3 field waiters: 1 thread blocked in Wait at save time".
+struct Status {
+  std::error_code code;
+  std::string message;
+
+  bool ok() const { return !code; }
+  explicit operator bool() const { return !ok(); }  // true on error, like std::error_code
+  static Status Error(int errno_value, std::string message) { return {Errno(errno_value), std::move(message)}; }
+};
+
+template <typename T>
+struct StatusOr {
+  Status status;
+  T value{};
+  bool ok() const { return status.ok(); }
+};
+
+// What a checkpoint holds: an fd table plus files the program keeps outside any fd table, by name. Files reached
+// only through an EventPoll entry are not owned by the world and make the save fail (their owner is not saved).
+struct World {
+  FdTable fds;
+  std::map<std::string, std::shared_ptr<File>> roots;
+};
+
+enum class ArchiveFormat : std::uint8_t { kBoostText, kBoostXml, kBoostBinary };
+const char* ArchiveFormatName(ArchiveFormat format);
+// "boost-text", "boost-xml", "boost-binary".
+Result<ArchiveFormat> ParseArchiveFormat(std::string_view name);
+
+// A whole world as a standalone Boost archive inside a small envelope (magic, format, length, CRC32C), so a
+// truncated or corrupted archive is refused before Boost parses it. Boost archives are for trusted input, binary
+// ones only on the same architecture and Boost version; the portable, validated format is the protobuf image.
+StatusOr<std::string> SaveWorld(const World& world, ArchiveFormat format);
+// Loads into `out`, which must be empty. On failure `out` is untouched and nothing stays registered anywhere.
+Status LoadWorld(std::string_view bytes, World* out);
+
+// Embedder file types: a File that can describe its state as bytes, and a factory registered under its kind name.
+class SavableFile : public File {
+ public:
+  // The registered kind name, e.g. "myapp.timer".
+  virtual std::string_view StateKind() const = 0;
+  virtual Result<std::string> SaveState() const = 0;
+};
+using FileFactory = std::function<Result<std::shared_ptr<File>>(std::string_view state)>;
+// EEXIST if the kind is taken; EINVAL for an empty kind or a built-in one.
+std::error_code RegisterFileType(std::string kind, FileFactory factory);
+
+}  // namespace epollcr
