@@ -53,6 +53,11 @@ class PipeBuffer {
   mutable std::mutex op_mu_;
   // Checks loaded fields against the pipe's geometry; empty when they are consistent.
   std::string Validate() const;
+  // Bit 1: the read end is open; bit 2: the write end is.
+  int OpenEnds() const {
+    std::lock_guard lock(mu_);
+    return (readers_ > 0 ? 1 : 0) | (writers_ > 0 ? 2 : 0);
+  }
 
  private:
   // Wakes an end if it is still alive. Preconditions: mu_ is not held.

@@ -220,7 +220,7 @@ void SocketPairState::Close(int side) {
 
 UnixSocket::UnixSocket(std::shared_ptr<SocketPairState> pair, int side) : pair_(std::move(pair)), side_(side) {}
 UnixSocket::~UnixSocket() {
-  if (pair_) pair_->Close(side_);  // null only for an end whose load failed
+  if (pair_ && (side_ == 0 || side_ == 1)) pair_->Close(side_);  // not so only for an end whose load failed
 }
 EventMask UnixSocket::Readiness(EventMask mask) { return pair_->Readiness(side_) & mask; }
 Result<std::size_t> UnixSocket::Read(std::span<std::byte> buffer) { return pair_->Read(side_, buffer); }

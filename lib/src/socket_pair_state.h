@@ -78,6 +78,11 @@ class SocketPairState {
   void AttachEnd(int side, UnixSocket* end);
   // Checks loaded fields; empty when they are consistent.
   std::string Validate() const;
+  // Bit 1 << side for each open end.
+  int OpenEnds() const {
+    std::lock_guard lock(mu_);
+    return (ends_[0].open ? 1 : 0) | (ends_[1].open ? 2 : 0);
+  }
 
  private:
   static void Wake(const std::weak_ptr<File>& end, EventMask mask);

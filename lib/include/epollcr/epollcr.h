@@ -9,6 +9,7 @@
 #include "epollcr/pipe.h"
 #include "epollcr/result.h"
 #include "epollcr/socket_pair.h"
+#include "epollcr/state.h"
 #include "epollcr/syscalls.h"
 #include "epollcr/version.h"
 #include "epollcr/waiter_queue.h"

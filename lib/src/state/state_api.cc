@@ -1,0 +1,195 @@
+// The public face of the state model: policy and format names, the standalone archive envelope, the registry of
+// embedder file types, and the entry points for embedders' own Boost archives.
+#include <boost/crc.hpp>
+#include <cstring>
+#include <sstream>
+
+#include "epollcr/boost_world.h"
+#include "state/visitors.h"
+#include "state/world_archive.h"
+
+namespace epollcr {
+
+const char* FieldPolicyName(FieldPolicy policy) {
+  switch (policy) {
+    case FieldPolicy::kSave: return "save";
+    case FieldPolicy::kNoSave: return "nosave";
+    case FieldPolicy::kZeroValue: return "zerovalue";
+    case FieldPolicy::kWait: return "wait";
+    case FieldPolicy::kManual: return "manual";
+  }
+  return "?";
+}
+
+const char* ArchiveFormatName(ArchiveFormat format) {
+  switch (format) {
+    case ArchiveFormat::kBoostText: return "boost-text";
+    case ArchiveFormat::kBoostXml: return "boost-xml";
+    case ArchiveFormat::kBoostBinary: return "boost-binary";
+  }
+  return "?";
+}
+
+Result<ArchiveFormat> ParseArchiveFormat(std::string_view name) {
+  for (ArchiveFormat f : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary}) {
+    if (name == ArchiveFormatName(f)) return f;
+  }
+  return Errno(EINVAL);
+}
+
+// ---- the envelope -------------------------------------------------------------------------------------------------
+//
+// offset size
+//   0     8   magic "EPCRWRLD"
+//   8     1   envelope version (1)
+//   9     1   archive format (0 text, 1 xml, 2 binary)
+//   10    2   reserved, zero
+//   12    4   CRC32C of the archive bytes, little-endian
+//   16    8   length of the archive bytes, little-endian
+//   24    -   the Boost archive
+
+namespace {
+
+constexpr char kMagic[8] = {'E', 'P', 'C', 'R', 'W', 'R', 'L', 'D'};
+constexpr std::uint8_t kEnvelopeVersion = 1;
+constexpr std::size_t kHeaderSize = 24;
+
+std::uint32_t Crc32c(std::string_view bytes) {
+  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
+  crc.process_bytes(bytes.data(), bytes.size());
+  return crc.checksum();
+}
+
+void PutLe(std::string& out, std::uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+std::uint64_t GetLe(std::string_view in, std::size_t at, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v |= std::uint64_t{static_cast<unsigned char>(in[at + i])} << (8 * i);
+  return v;
+}
+
+template <typename Oar>
+Status SaveAs(const World& world, std::string* payload) {
+  std::ostringstream os(std::ios::binary);
+  Status s;
+  {
+    Oar ar(os);
+    s = state::SaveWorldTo(ar, world);
+  }  // an xml archive closes its root element in its destructor
+  *payload = std::move(os).str();
+  return s;
+}
+
+template <typename Iar>
+Status LoadAs(std::string_view payload, World* out) {
+  try {
+    std::istringstream is(std::string(payload), std::ios::binary);
+    Iar ar(is);
+    return state::LoadWorldFrom(ar, out);
+  } catch (const std::exception& e) {  // the archive's own header was unreadable
+    return Status::Error(EINVAL, std::string("load: ") + e.what());
+  }
+}
+
+}  // namespace
+
+StatusOr<std::string> SaveWorld(const World& world, ArchiveFormat format) {
+  std::string payload;
+  Status s;
+  switch (format) {
+    case ArchiveFormat::kBoostText: s = SaveAs<boost::archive::text_oarchive>(world, &payload); break;
+    case ArchiveFormat::kBoostXml: s = SaveAs<boost::archive::xml_oarchive>(world, &payload); break;
+    case ArchiveFormat::kBoostBinary: s = SaveAs<boost::archive::binary_oarchive>(world, &payload); break;
+    default: return {Status::Error(EINVAL, "save: unknown archive format"), {}};
+  }
+  if (s) return {s, {}};
+  std::string out(kMagic, sizeof kMagic);
+  out.push_back(static_cast<char>(kEnvelopeVersion));
+  out.push_back(static_cast<char>(format));
+  PutLe(out, 0, 2);
+  PutLe(out, Crc32c(payload), 4);
+  PutLe(out, payload.size(), 8);
+  out += payload;
+  return {{}, std::move(out)};
+}
+
+Status LoadWorld(std::string_view bytes, World* out) {
+  if (bytes.size() < kHeaderSize) {
+    return Status::Error(EINVAL, "load: " + std::to_string(bytes.size()) + " bytes is too short for an archive");
+  }
+  if (std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) return Status::Error(EINVAL, "load: not an epollcr archive (bad magic)");
+  const auto version = static_cast<std::uint8_t>(bytes[8]);
+  if (version != kEnvelopeVersion) {
+    return Status::Error(EINVAL, "load: envelope version " + std::to_string(version) + " (this build reads 1)");
+  }
+  const auto format = static_cast<std::uint8_t>(bytes[9]);
+  if (format > static_cast<std::uint8_t>(ArchiveFormat::kBoostBinary) || GetLe(bytes, 10, 2) != 0) {
+    return Status::Error(EINVAL, "load: unknown archive format " + std::to_string(format));
+  }
+  const std::uint64_t length = GetLe(bytes, 16, 8);
+  if (length != bytes.size() - kHeaderSize) {
+    return Status::Error(EINVAL, "load: the archive is " + std::to_string(bytes.size() - kHeaderSize) +
+                                     " bytes, its header says " + std::to_string(length) + " (truncated?)");
+  }
+  const std::string_view payload = bytes.substr(kHeaderSize);
+  if (Crc32c(payload) != GetLe(bytes, 12, 4)) return Status::Error(EINVAL, "load: checksum mismatch (corrupted archive)");
+  switch (static_cast<ArchiveFormat>(format)) {
+    case ArchiveFormat::kBoostText: return LoadAs<boost::archive::text_iarchive>(payload, out);
+    case ArchiveFormat::kBoostXml: return LoadAs<boost::archive::xml_iarchive>(payload, out);
+    case ArchiveFormat::kBoostBinary: return LoadAs<boost::archive::binary_iarchive>(payload, out);
+  }
+  return Status::Error(EINVAL, "load: unknown archive format");
+}
+
+// ---- embedder file types ------------------------------------------------------------------------------------------
+
+namespace {
+std::mutex& RegistryMutex() {
+  static std::mutex mu;
+  return mu;
+}
+std::map<std::string, FileFactory>& Registry() {
+  static std::map<std::string, FileFactory> registry;  // Guarded by RegistryMutex().
+  return registry;
+}
+}  // namespace
+
+std::error_code RegisterFileType(std::string kind, FileFactory factory) {
+  static const char* kBuiltIn[] = {"eventpoll", "eventfd", "pipe-read", "pipe-write", "unix-stream"};
+  if (kind.empty() || !factory) return Errno(EINVAL);
+  for (const char* b : kBuiltIn) {
+    if (kind == b) return Errno(EINVAL);
+  }
+  std::lock_guard lock(RegistryMutex());
+  if (!Registry().emplace(std::move(kind), std::move(factory)).second) return Errno(EEXIST);
+  return {};
+}
+
+FileFactory state::FindFileType(const std::string& kind) {
+  std::lock_guard lock(RegistryMutex());
+  auto it = Registry().find(kind);
+  return it == Registry().end() ? FileFactory{} : it->second;
+}
+
+// ---- embedders' own archives --------------------------------------------------------------------------------------
+
+namespace {
+template <typename Ar>
+void SaveOrThrow(Ar& ar, const World& world) {
+  if (Status s = state::SaveWorldTo(ar, world)) throw CheckpointError(s);
+}
+template <typename Ar>
+void LoadOrThrow(Ar& ar, World& world) {
+  if (Status s = state::LoadWorldFrom(ar, &world)) throw CheckpointError(s);
+}
+}  // namespace
+
+void SaveWorldToArchive(boost::archive::text_oarchive& ar, const World& w) { SaveOrThrow(ar, w); }
+void SaveWorldToArchive(boost::archive::xml_oarchive& ar, const World& w) { SaveOrThrow(ar, w); }
+void SaveWorldToArchive(boost::archive::binary_oarchive& ar, const World& w) { SaveOrThrow(ar, w); }
+void LoadWorldFromArchive(boost::archive::text_iarchive& ar, World& w) { LoadOrThrow(ar, w); }
+void LoadWorldFromArchive(boost::archive::xml_iarchive& ar, World& w) { LoadOrThrow(ar, w); }
+void LoadWorldFromArchive(boost::archive::binary_iarchive& ar, World& w) { LoadOrThrow(ar, w); }
+
+}  // namespace epollcr

@@ -1,0 +1,19 @@
+// Saving and loading a World through a Boost archive (one instantiation per archive type). Internal to lib/.
+#pragma once
+
+#include "epollcr/state.h"
+
+namespace epollcr::state {
+
+// The archive layout version this build writes; it reads every version up to this one.
+inline constexpr std::uint32_t kLayoutVersion = 1;
+
+template <typename Ar>
+Status SaveWorldTo(Ar& ar, const World& world);
+template <typename Ar>
+Status LoadWorldFrom(Ar& ar, World* out);
+
+// Registered embedder file types (state.h RegisterFileType).
+FileFactory FindFileType(const std::string& kind);
+
+}  // namespace epollcr::state
