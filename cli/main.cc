@@ -2,12 +2,12 @@
 //
 // Exit status: 0 success; 1 divergence between engines or a runtime failure; 2 usage error or malformed trace.
 // Errors go to stderr as "epollcr: <what>: <reason>".
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <iostream>
-#include <memory>
-#include <sstream>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -16,6 +16,7 @@
 #include "replay/kernel_engine.h"
 #include "replay/runner.h"
 #include "replay/trace_parser.h"
+#include "replay/unique_fd.h"
 #include "replay/userspace_engine.h"
 
 namespace {
@@ -28,29 +29,29 @@ void PrintError(const std::string& what, const std::string& reason) {
   std::cerr << "epollcr: " << what << ": " << reason << '\n';
 }
 
-// Reads a whole file, or stdin for "-". On failure returns false with a reason.
+// Reads a whole file, or stdin for "-". On failure returns false with the reason (strerror).
 bool ReadInput(const std::string& path, std::string* text, std::string* reason) {
-  std::ostringstream buffer;
-  if (path == "-") {
-    buffer << std::cin.rdbuf();
-    if (std::cin.bad()) {
-      *reason = "cannot read standard input";
-      return false;
-    }
-  } else {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
+  epollcr::replay::UniqueFd owned;
+  int fd = STDIN_FILENO;
+  if (path != "-") {
+    owned.Reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!owned.valid()) {
       *reason = std::strerror(errno);
       return false;
     }
-    buffer << in.rdbuf();
-    if (in.bad()) {
-      *reason = std::strerror(errno);
-      return false;
-    }
+    fd = owned.get();
   }
-  *text = std::move(buffer).str();
-  return true;
+  char buffer[65536];
+  while (true) {
+    ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      *reason = std::strerror(errno);  // e.g. EISDIR for a directory
+      return false;
+    }
+    if (n == 0) return true;
+    text->append(buffer, static_cast<std::size_t>(n));
+  }
 }
 
 int Replay(const std::string& path, const std::string& engine) {

@@ -57,7 +57,7 @@ std::string Hex(std::uint64_t v) {
 class Generator {
  public:
   Generator(std::uint64_t seed, const GeneratorOptions& options) : rng_(seed), options_(options) {
-    for (int i = 0; i < 4; ++i) bases_.push_back({Kind::kEpoll, "e" + std::to_string(i)});
+    for (int i = 0; i < 6; ++i) bases_.push_back({Kind::kEpoll, "e" + std::to_string(i)});
     for (int i = 0; i < 3; ++i) bases_.push_back({Kind::kPipe, "p" + std::to_string(i)});
     for (int i = 0; i < 3; ++i) bases_.push_back({Kind::kEventFd, "f" + std::to_string(i)});
     for (int i = 0; i < 2; ++i) bases_.push_back({Kind::kSocket, "s" + std::to_string(i)});

@@ -170,6 +170,20 @@ TEST(EpollcrProgramTest, UnreadableTraceExits2) {
   ProgramRun run = RunEpollcr({"replay", "/nonexistent/x.trace"});
   EXPECT_EQ(run.status, 2);
   EXPECT_EQ(run.err, "epollcr: /nonexistent/x.trace: No such file or directory\n");
+  ProgramRun dir = RunEpollcr({"replay", "/"});
+  EXPECT_EQ(dir.status, 2);
+  EXPECT_EQ(dir.err, "epollcr: /: Is a directory\n");
+  EXPECT_EQ(dir.out, "");
+}
+
+TEST(EpollcrProgramTest, BothStopsWithStatus1AtTheUserspaceCheckpoint) {
+  // A divergence needs a userspace bug, so runner_test.cc checks that report with a fake engine; this is the other
+  // exit-1 path of `both`, a runtime failure, which names the engine.
+  std::string path = WriteTemp("both_checkpoint.trace", "epoll e\ncheckpoint\n");
+  ProgramRun run = RunEpollcr({"replay", path, "--engine", "both"});
+  EXPECT_EQ(run.status, 1);
+  EXPECT_EQ(run.out, "1 epoll ok\n");
+  EXPECT_EQ(run.err, "epollcr: " + path + ":2: userspace: checkpoint: not supported yet\n");
 }
 
 }  // namespace
