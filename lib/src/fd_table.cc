@@ -78,6 +78,10 @@ void FdTable::Clear() {
 
 std::vector<std::pair<int, std::shared_ptr<File>>> FdTable::Snapshot() const {
   std::lock_guard lock(mu_);
+  return SnapshotFrozen();
+}
+
+std::vector<std::pair<int, std::shared_ptr<File>>> FdTable::SnapshotFrozen() const {
   std::vector<std::pair<int, std::shared_ptr<File>>> out;
   for (int fd = 0; fd < static_cast<int>(files_.size()); ++fd) {
     if (files_[fd]) out.emplace_back(fd, files_[fd]);

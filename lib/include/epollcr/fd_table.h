@@ -38,6 +38,12 @@ class FdTable {
   // The open fds in increasing order with their files.
   std::vector<std::pair<int, std::shared_ptr<File>>> Snapshot() const;
 
+  // For a consistent checkpoint: no install, dup or close happens while the returned lock is held. The table's lock
+  // is a leaf (nothing else is locked under it), so a saver may take it before every other lock.
+  [[nodiscard]] std::unique_lock<std::mutex> Freeze() const { return std::unique_lock(mu_); }
+  // Snapshot() for a caller that holds Freeze().
+  std::vector<std::pair<int, std::shared_ptr<File>>> SnapshotFrozen() const;
+
  private:
   const int max_fds_;
   mutable std::mutex mu_;

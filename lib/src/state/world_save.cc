@@ -6,6 +6,8 @@
 // no entry can be on two lists or none, and every ready entry's file is alive. Files are read under their own state
 // lock while they are written.
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <functional>
 #include <mutex>
 
@@ -44,7 +46,8 @@ class Snapshot {
   explicit Snapshot(const World& world) : world_(world) {}
 
   Status Take() {
-    fds_ = world_.fds.Snapshot();  // the fd table of the cut; it holds every file alive until the save ends
+    frozen_ = world_.fds.Freeze();  // the fd table is part of the cut: held still until the save ends
+    fds_ = world_.fds.SnapshotFrozen();
     for (auto& [fd, file] : fds_) Own(file);
     for (const auto& [name, file] : world_.roots) {
       if (!file) return Status::Error(EINVAL, "root " + name + " is null");
@@ -102,6 +105,7 @@ class Snapshot {
       for (PollEntry& e : c.poll->impl()->entries_) {
         if (e.file->weak_from_this().expired()) continue;  // its release is waiting for mu_: already gone
         if (!ids_.ids.count(e.file)) {
+          retry_ = true;  // maybe closed an instant before the cut: the caller takes it again
           return Status::Error(EINVAL, name + " entry fd " + std::to_string(e.fd) + ": its file (" +
                                            std::string(e.file->TypeName()) +
                                            ") is not in the world (not in the fd table or the roots)");
@@ -182,6 +186,9 @@ class Snapshot {
     }
   }
 
+  // The last failure was "not in the world", which a concurrent install can cause.
+  bool retry() const { return retry_; }
+
   Status SaveCustom() {
     custom_.resize(files_.size());
     for (std::size_t i = 0; i < files_.size(); ++i) {
@@ -247,6 +254,8 @@ class Snapshot {
   std::vector<Shared> shared_;
   std::vector<PollCut> polls_;
   SaveIds ids_;
+  bool retry_ = false;
+  std::unique_lock<std::mutex> frozen_;               // taken first, released last
   std::vector<std::unique_lock<std::mutex>> locks_;  // released in reverse order of taking
 };
 
@@ -255,12 +264,29 @@ class Snapshot {
 template <typename Ar>
 Status SaveWorldTo(Ar& ar, const World& world) {
   try {
-    Snapshot snap(world);
-    if (Status s = snap.Take()) return s;
-    if (Status s = snap.SaveCustom()) return s;  // before the cut: embedder code must not run under engine locks
-    if (Status s = snap.Lock()) return s;
-    snap.Write(ar);
-    return {};
+    // A file closed just before the cut may still be registered while its release waits for a poll's lock: take
+    // the cut again once it is gone. A file that stays outside the world is the caller's error.
+    // Between attempts the saver backs off so the releasing thread gets the poll locks it needs (bounded: about
+    // 100 ms before giving up).
+    constexpr int kAttempts = 1000;
+    for (int attempt = 1;; ++attempt) {
+      if (attempt > 1) {
+        if (attempt < 10) {
+          std::this_thread::yield();
+        } else {
+          std::this_thread::sleep_for(std::chrono::microseconds(100));
+        }
+      }
+      Snapshot snap(world);
+      if (Status s = snap.Take()) return s;
+      if (Status s = snap.SaveCustom()) return s;  // before the cut: embedder code must not run under engine locks
+      if (Status s = snap.Lock()) {
+        if (snap.retry() && attempt < kAttempts) continue;
+        return s;
+      }
+      snap.Write(ar);
+      return {};
+    }
   } catch (const std::exception& e) {
     return Status::Error(EIO, std::string("save: ") + e.what());
   }
