@@ -77,7 +77,12 @@ def machine(build_dir, run):
                     compiler = line[len(marker):].strip()
     except OSError:
         pass
+    # The engine measured: the commit scripts/bench built, and whether lib/ differed from it.
+    commit = command_output(["git", "rev-parse", "--short", "HEAD"]).strip() or "unknown"
+    if command_output(["git", "status", "--porcelain", "--", "lib"]).strip():
+        commit += " with uncommitted changes in lib/"
     rows = [
+        ("epollcr commit", commit),
         ("CPU", lscpu.get("Model name", "unknown")),
         ("CPUs", lscpu.get("CPU(s)", "unknown")),
         ("Virtual machine", "yes (the CPU reports the hypervisor flag)" if "hypervisor" in lscpu.get("Flags", "").split()
