@@ -14,256 +14,21 @@
 #include "epollcr/event_poll.h"
 #include "epollcr/eventfd.h"
 #include "event_poll_internal.h"
-#include "state/visitors.h"
-#include "state/world_archive.h"
+#include "state/snapshot.h"
 
 namespace epollcr::state {
-
-namespace {
-
-using boost::serialization::make_nvp;
-
-std::string KindOf(const File& f) {
-  if (dynamic_cast<const EventPoll*>(&f)) return "eventpoll";
-  if (dynamic_cast<const EventFd*>(&f)) return "eventfd";
-  if (dynamic_cast<const PipeReadEnd*>(&f)) return "pipe-read";
-  if (dynamic_cast<const PipeWriteEnd*>(&f)) return "pipe-write";
-  if (dynamic_cast<const UnixSocket*>(&f)) return "unix-stream";
-  if (auto* s = dynamic_cast<const SavableFile*>(&f)) return std::string(s->StateKind());
-  return {};
-}
-
-struct PollCut {
-  EventPoll* poll = nullptr;
-  std::uint64_t id = 0;
-  int height = 0;  // poll levels below it: outer polls have larger heights than the polls they watch
-  std::vector<PollEntry*> entries;       // sorted by (file id, fd)
-  std::vector<std::uint32_t> ready;      // ready order, as indexes into entries
-};
-
-class Snapshot {
- public:
-  explicit Snapshot(const World& world) : world_(world) {}
-
-  Status Take() {
-    frozen_ = world_.fds.Freeze();  // the fd table is part of the cut: held still until the save ends
-    fds_ = world_.fds.SnapshotFrozen();
-    for (auto& [fd, file] : fds_) Own(file);
-    for (const auto& [name, file] : world_.roots) {
-      if (!file) return Status::Error(EINVAL, "root " + name + " is null");
-      Own(file);
-    }
-    for (const auto& f : files_) {
-      kinds_.push_back(KindOf(*f));
-      if (kinds_.back().empty()) {
-        return Status::Error(EINVAL, "file#" + std::to_string(ids_.Of(f.get())) + " (" + std::string(f->TypeName()) +
-                                         ") cannot be saved: make it a SavableFile and register its kind");
-      }
-      if (auto* p = dynamic_cast<PipeReadEnd*>(f.get())) Share(p->pipe(), "pipe");
-      if (auto* p = dynamic_cast<PipeWriteEnd*>(f.get())) Share(p->pipe(), "pipe");
-      if (auto* s = dynamic_cast<UnixSocket*>(f.get())) Share(s->pair(), "socket-pair");
-    }
-    return {};
-  }
-
-  // Takes every lock of the cut and records the polls' entries.
-  Status Lock() {
-    std::vector<std::mutex*> mutation;
-    for (const auto& f : files_) {
-      if (std::mutex* m = f->MutationLock()) mutation.push_back(m);
-    }
-    std::sort(mutation.begin(), mutation.end(), std::less<std::mutex*>());
-    mutation.erase(std::unique(mutation.begin(), mutation.end()), mutation.end());
-    for (std::mutex* m : mutation) locks_.emplace_back(*m);
-
-    for (std::size_t i = 0; i < files_.size(); ++i) {
-      if (auto* p = dynamic_cast<EventPoll*>(files_[i].get())) polls_.push_back({p, i + 1, 0, {}, {}});
-    }
-    for (PollCut& c : polls_) locks_.emplace_back(c.poll->impl()->mu_);
-    std::map<const EventPoll*, PollCut*> by_poll;
-    for (PollCut& c : polls_) by_poll[c.poll] = &c;
-    std::function<int(PollCut&, int)> height = [&](PollCut& c, int depth) {
-      if (depth > kMaxNests + 1) return depth;  // cannot happen: nesting is limited on ADD
-      int h = 0;
-      for (PollEntry& e : c.poll->impl()->entries_) {
-        auto it = by_poll.find(dynamic_cast<const EventPoll*>(e.file));
-        if (it != by_poll.end()) h = std::max(h, height(*it->second, depth + 1) + 1);
-      }
-      return h;
-    };
-    for (PollCut& c : polls_) c.height = height(c, 0);
-    std::vector<PollCut*> order;
-    for (PollCut& c : polls_) order.push_back(&c);
-    std::stable_sort(order.begin(), order.end(), [](PollCut* a, PollCut* b) { return a->height > b->height; });
-    for (PollCut* c : order) locks_.emplace_back(c->poll->impl()->lists_mu_);
-
-    for (PollCut& c : polls_) {
-      const std::string name = "eventpoll#" + std::to_string(c.id);
-      ZeroValueCheck zero{name, {}};
-      c.poll->impl()->VisitState(zero);
-      if (!zero.status.ok()) return zero.status;
-      for (PollEntry& e : c.poll->impl()->entries_) {
-        if (e.file->weak_from_this().expired()) continue;  // its release is waiting for mu_: already gone
-        if (!ids_.ids.count(e.file)) {
-          retry_ = true;  // maybe closed an instant before the cut: the caller takes it again
-          return Status::Error(EINVAL, name + " entry fd " + std::to_string(e.fd) + ": its file (" +
-                                           std::string(e.file->TypeName()) +
-                                           ") is not in the world (not in the fd table or the roots)");
-        }
-        c.entries.push_back(&e);
-      }
-      std::sort(c.entries.begin(), c.entries.end(), [&](const PollEntry* a, const PollEntry* b) {
-        const std::uint64_t ia = ids_.Of(a->file), ib = ids_.Of(b->file);
-        return ia != ib ? ia < ib : a->fd < b->fd;
-      });
-      std::map<const PollEntry*, std::uint32_t> index;
-      for (std::uint32_t i = 0; i < c.entries.size(); ++i) index[c.entries[i]] = i;
-      for (const PollEntry& e : c.poll->impl()->ready_) {
-        if (auto it = index.find(&e); it != index.end()) c.ready.push_back(it->second);
-      }
-    }
-    return {};
-  }
-
-  template <typename Ar>
-  void Write(Ar& ar) {
-    std::uint32_t layout = kLayoutVersion;
-    ar << make_nvp("layout", layout);
-    std::uint64_t shared = shared_.size();
-    ar << make_nvp("shared_objects", shared);
-    for (auto& s : shared_) {
-      ar << make_nvp("id", s.id) << make_nvp("kind", s.kind);
-      if (s.pipe) {
-        std::lock_guard lock(s.pipe->state_mutex());
-        PlainSave<Ar> v{ar};
-        s.pipe->VisitState(v);
-      } else {
-        std::lock_guard lock(s.pair->state_mutex());
-        PlainSave<Ar> v{ar};
-        s.pair->VisitState(v);
-      }
-    }
-    std::uint64_t count = files_.size();
-    ar << make_nvp("files", count);
-    for (std::size_t i = 0; i < files_.size(); ++i) {  // headers first: the loader creates every file up front
-      std::uint64_t id = i + 1;
-      ar << make_nvp("id", id) << make_nvp("kind", kinds_[i]);
-      if (auto* s = dynamic_cast<SavableFile*>(files_[i].get()); s && !IsBuiltIn(kinds_[i])) {
-        std::string bytes = custom_[i];
-        ar << make_nvp("state", bytes);
-      }
-    }
-    std::size_t next_poll = 0;
-    for (std::size_t i = 0; i < files_.size(); ++i) {
-      File* f = files_[i].get();
-      FileSave<Ar> v{ar, ids_};
-      if (auto* e = dynamic_cast<EventFd*>(f)) {
-        std::lock_guard lock(e->state_mutex());
-        e->VisitState(v);
-      } else if (auto* r = dynamic_cast<PipeReadEnd*>(f)) {
-        r->VisitState(v);
-      } else if (auto* w = dynamic_cast<PipeWriteEnd*>(f)) {
-        w->VisitState(v);
-      } else if (auto* s = dynamic_cast<UnixSocket*>(f)) {
-        s->VisitState(v);
-      } else if (dynamic_cast<EventPoll*>(f)) {
-        WritePoll(ar, polls_[next_poll++]);
-      }
-    }
-    std::uint64_t nfds = fds_.size();
-    ar << make_nvp("fds", nfds);
-    for (auto& [fd, file] : fds_) {
-      std::int32_t number = fd;
-      std::uint64_t id = ids_.Of(file.get());
-      ar << make_nvp("fd", number) << make_nvp("file", id);
-    }
-    std::uint64_t nroots = world_.roots.size();
-    ar << make_nvp("roots", nroots);
-    for (const auto& [name, file] : world_.roots) {
-      std::string n = name;
-      std::uint64_t id = ids_.Of(file.get());
-      ar << make_nvp("name", n) << make_nvp("file", id);
-    }
-  }
-
-  // The last failure was "not in the world", which a concurrent install can cause.
-  bool retry() const { return retry_; }
-
-  Status SaveCustom() {
-    custom_.resize(files_.size());
-    for (std::size_t i = 0; i < files_.size(); ++i) {
-      auto* s = dynamic_cast<SavableFile*>(files_[i].get());
-      if (!s || IsBuiltIn(kinds_[i])) continue;
-      Result<std::string> bytes = s->SaveState();
-      if (!bytes.ok()) {
-        return {bytes.error(), kinds_[i] + "#" + std::to_string(i + 1) + ": SaveState failed: " + bytes.error().message()};
-      }
-      custom_[i] = std::move(bytes).value();
-    }
-    return {};
-  }
-
-  static bool IsBuiltIn(const std::string& kind) {
-    return kind == "eventpoll" || kind == "eventfd" || kind == "pipe-read" || kind == "pipe-write" ||
-           kind == "unix-stream";
-  }
-
- private:
-  struct Shared {
-    std::uint64_t id;
-    std::string kind;
-    PipeBuffer* pipe = nullptr;
-    SocketPairState* pair = nullptr;
-  };
-
-  void Own(const std::shared_ptr<File>& f) {
-    if (ids_.ids.count(f.get())) return;
-    files_.push_back(f);
-    ids_.ids[f.get()] = files_.size();  // files take ids 1..n; shared objects follow
-  }
-  template <typename T>
-  void Share(const std::shared_ptr<T>& object, const char* kind) {
-    if (!object || ids_.ids.count(object.get())) return;
-    Shared s{0, kind};
-    if constexpr (std::is_same_v<T, PipeBuffer>) {
-      s.pipe = object.get();
-    } else {
-      s.pair = object.get();
-    }
-    s.id = files_.size() + shared_.size() + 1;  // every file is owned before the first Share
-    ids_.ids[object.get()] = s.id;
-    shared_.push_back(s);
-  }
-
-  template <typename Ar>
-  void WritePoll(Ar& ar, PollCut& c) {
-    std::uint64_t n = c.entries.size();
-    ar << make_nvp("entries", n);
-    for (PollEntry* e : c.entries) {
-      FileSave<Ar> v{ar, ids_};
-      e->VisitState(v);
-    }
-    ar << make_nvp("ready_order", c.ready);
-  }
-
-  const World& world_;
-  std::vector<std::pair<int, std::shared_ptr<File>>> fds_;
-  std::vector<std::shared_ptr<File>> files_;
-  std::vector<std::string> kinds_;
-  std::vector<std::string> custom_;
-  std::vector<Shared> shared_;
-  std::vector<PollCut> polls_;
-  SaveIds ids_;
-  bool retry_ = false;
-  std::unique_lock<std::mutex> frozen_;               // taken first, released last
-  std::vector<std::unique_lock<std::mutex>> locks_;  // released in reverse order of taking
-};
-
-}  // namespace
 
 template <typename Ar>
 Status SaveWorldTo(Ar& ar, const World& world) {
   try {
+    return WithSnapshot(world, [&](Snapshot& snap) { snap.Write(ar); });
+  } catch (const std::exception& e) {
+    return Status::Error(EIO, std::string("save: ") + e.what());
+  }
+}
+
+Status WithSnapshot(const World& world, const std::function<void(Snapshot&)>& read) {
+  {
     // A file closed just before the cut may still be registered while its release waits for a poll's lock: take
     // the cut again once it is gone. A file that stays outside the world is the caller's error.
     // Between attempts the saver backs off so the releasing thread gets the poll locks it needs (bounded: about
@@ -284,11 +49,9 @@ Status SaveWorldTo(Ar& ar, const World& world) {
         if (snap.retry() && attempt < kAttempts) continue;
         return s;
       }
-      snap.Write(ar);
+      read(snap);
       return {};
     }
-  } catch (const std::exception& e) {
-    return Status::Error(EIO, std::string("save: ") + e.what());
   }
 }
 
