@@ -11,72 +11,15 @@
 #include "event_poll_internal.h"
 #include "state/visitors.h"
 #include "state/world_archive.h"
+#include "world_fixtures.h"
 
 namespace epollcr {
 namespace {
 
+using testing::BuildWorld;
+using testing::Describe;
+
 constexpr ArchiveFormat kFormats[] = {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary};
-
-// A world with every file type, dup'd fds, nested polls and entries on all three lists.
-void BuildWorld(World& w) {
-  using sys::EpollCtl;
-  int ep = sys::EpollCreate1(w.fds, 0).value();
-  int inner = sys::EpollCreate1(w.fds, 0).value();
-  int efd = sys::EventFd(w.fds, 3, true).value();
-  int p[2], s[2];
-  ASSERT_FALSE(sys::Pipe(w.fds, p));
-  ASSERT_FALSE(sys::SocketPair(w.fds, s));
-  int dup = sys::Dup(w.fds, efd).value();
-  auto ctl = [&](int epfd, int op, int fd, std::uint32_t events, std::uint64_t data) {
-    Event e{events, {}};
-    e.SetData(data);
-    ASSERT_FALSE(EpollCtl(w.fds, epfd, op, fd, &e));
-  };
-  ctl(ep, sys::kEpollCtlAdd, efd, kEventIn | kEpollEdgeTriggered, 1);
-  ctl(ep, sys::kEpollCtlAdd, dup, kEventOut | kEpollOneShot, 2);
-  ctl(ep, sys::kEpollCtlAdd, p[0], kEventIn, 3);
-  ctl(ep, sys::kEpollCtlAdd, p[1], kEventOut, 4);
-  ctl(inner, sys::kEpollCtlAdd, s[1], kEventIn | kEventRdHup, 5);
-  ctl(ep, sys::kEpollCtlAdd, inner, kEventIn, 6);
-  ctl(ep, sys::kEpollCtlAdd, s[0], kEventOut | kEpollEdgeTriggered, 7);
-  const std::byte bytes[5000] = {};
-  ASSERT_TRUE(sys::Write(w.fds, p[1], {bytes, 4100}).ok());
-  ASSERT_TRUE(sys::Write(w.fds, s[0], {bytes, 10}).ok());
-  ASSERT_FALSE(sys::Shutdown(w.fds, s[0], 1));
-  Event ev[2];
-  ASSERT_TRUE(sys::EpollWait(w.fds, ep, ev, 2, 0).ok());  // one-shot disabled, ET consumed, LT rotated
-  std::byte got[100];
-  ASSERT_TRUE(sys::Read(w.fds, p[0], got).ok());
-  ASSERT_FALSE(sys::Close(w.fds, efd));  // the eventfd lives on through `dup`
-}
-
-// Everything observable about a world, as text: fds and kinds, file states, every poll's entries and ready order.
-std::string Describe(World& w) {
-  std::ostringstream out;
-  std::map<const File*, int> fd_of;
-  for (auto& [fd, f] : w.fds.Snapshot()) {
-    if (!fd_of.count(f.get())) fd_of[f.get()] = fd;
-  }
-  for (auto& [fd, f] : w.fds.Snapshot()) {
-    out << "fd " << fd << " " << f->TypeName() << " first " << fd_of[f.get()] << " ready "
-        << FormatEventMask(f->Readiness(kAllEvents));
-    if (auto* e = dynamic_cast<EventFd*>(f.get())) out << " count " << e->Value() << " sem " << e->semaphore();
-    if (auto* p = dynamic_cast<EventPoll*>(f.get())) {
-      std::vector<EntryInfo> entries = p->Entries();  // in key order, which depends on addresses: sort by fd, data
-      std::sort(entries.begin(), entries.end(), [](const EntryInfo& x, const EntryInfo& y) {
-        return x.fd != y.fd ? x.fd < y.fd : x.data < y.data;
-      });
-      for (const EntryInfo& e : entries) {
-        out << "\n  entry fd " << e.fd << " file " << fd_of[e.file] << " " << FormatEventMask(e.events) << " data "
-            << e.data << " list " << static_cast<int>(e.list);
-      }
-      out << "\n  ready:";
-      for (const EntryInfo& e : p->ReadyList()) out << " " << e.data;
-    }
-    out << "\n";
-  }
-  return out.str();
-}
 
 TEST(StateTest, PoliciesAreDeclaredForEveryField) {
   state::Describe d;

@@ -1,0 +1,43 @@
+// The portable image (proto/epollcr/v1/image.proto) <-> a World: capture, validation, restore, encoding, JSON.
+//
+// Capture takes the same consistent cut as every checkpoint (docs/state-model.md). Validate checks an image
+// completely before anything is created (docs/image-format.md, "Validation"); Restore runs it first, then builds
+// the world and runs after_load exactly as a Boost archive load does. A failure leaves the target world empty.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "epollcr/state.h"
+#include "epollcr/v1/image.pb.h"
+#include "restore/image_file.h"
+
+namespace epollcr::image {
+
+struct Limits {
+  std::uint64_t max_objects = 1u << 24;        // files + shared objects + fds + roots
+  std::uint64_t max_entries = 1u << 24;        // per EventPoll
+  std::uint64_t max_segment_bytes = 1u << 20;  // one socket segment
+};
+
+StatusOr<v1::Image> Capture(const World& world);
+Status Validate(const v1::Image& image, const Limits& limits = {});
+Status Restore(const v1::Image& image, World* out, const Limits& limits = {});
+
+// Deterministic bytes of an image, and parsing them back (the payload inside the framing).
+StatusOr<std::string> Encode(const v1::Image& image);
+StatusOr<v1::Image> Decode(std::string_view payload);
+
+// Protobuf's JSON mapping, both ways, without loss.
+StatusOr<std::string> ToJson(const v1::Image& image);
+StatusOr<v1::Image> FromJson(std::string_view json);
+
+// The whole way: capture, encode and frame a world; and unframe, decode, validate and restore one.
+StatusOr<std::string> SaveImage(const World& world);
+Status LoadImage(std::string_view file_bytes, World* out, const ReadLimits& read_limits = {});
+// The same through an image file, written atomically and durably (image_file.h).
+Status WriteImage(const World& world, const std::string& path);
+Status ReadImage(const std::string& path, World* out, const ReadLimits& read_limits = {});
+
+}  // namespace epollcr::image

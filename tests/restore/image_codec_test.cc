@@ -1,0 +1,268 @@
+// The portable image: lossless with the live world and with the Boost backend, JSON both ways, every validation
+// rule with a message that says where, every corruption of a framed image refused, nothing left behind on failure.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "epollcr/epollcr.h"
+#include "restore/image_codec.h"
+#include "world_fixtures.h"
+
+namespace epollcr::image {
+namespace {
+
+using testing::BuildWorld;
+using testing::Describe;
+
+std::string EncodeOrDie(const v1::Image& image) {
+  StatusOr<std::string> bytes = Encode(image);
+  EXPECT_TRUE(bytes.ok()) << bytes.status.message;
+  return bytes.value;
+}
+
+v1::Image CaptureOrDie(const World& w) {
+  StatusOr<v1::Image> image = Capture(w);
+  EXPECT_TRUE(image.ok()) << image.status.message;
+  return image.value;
+}
+
+TEST(ImageCodecTest, CaptureRestoreKeepsEverything) {
+  World a;
+  BuildWorld(a);
+  v1::Image image = CaptureOrDie(a);
+  EXPECT_TRUE(Validate(image).ok());
+  World b;
+  Status s = Restore(image, &b);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_EQ(Describe(b), Describe(a));
+  EXPECT_EQ(EncodeOrDie(CaptureOrDie(b)), EncodeOrDie(image));  // deterministic, and nothing lost
+}
+
+TEST(ImageCodecTest, ProtoToBoostToProtoIsByteIdentical) {
+  World a;
+  BuildWorld(a);
+  const std::string proto = EncodeOrDie(CaptureOrDie(a));
+  for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary}) {
+    World from_proto;
+    StatusOr<v1::Image> decoded = Decode(proto);
+    ASSERT_TRUE(decoded.ok());
+    ASSERT_TRUE(Restore(decoded.value, &from_proto).ok());
+    StatusOr<std::string> boost = SaveWorld(from_proto, format);
+    ASSERT_TRUE(boost.ok());
+    World from_boost;
+    ASSERT_TRUE(LoadWorld(boost.value, &from_boost).ok());
+    EXPECT_EQ(EncodeOrDie(CaptureOrDie(from_boost)), proto) << ArchiveFormatName(format);
+    // And the other way: the Boost archive of the proto-restored world equals the original's.
+    StatusOr<std::string> original_boost = SaveWorld(a, format);
+    EXPECT_EQ(boost.value, original_boost.value) << ArchiveFormatName(format);
+  }
+}
+
+TEST(ImageCodecTest, JsonRoundTripIsLossless) {
+  World a;
+  BuildWorld(a);
+  v1::Image image = CaptureOrDie(a);
+  StatusOr<std::string> json = ToJson(image);
+  ASSERT_TRUE(json.ok());
+  EXPECT_NE(json.value.find("\"eventpoll\""), std::string::npos);
+  StatusOr<v1::Image> back = FromJson(json.value);
+  ASSERT_TRUE(back.ok()) << back.status.message;
+  EXPECT_EQ(EncodeOrDie(back.value), EncodeOrDie(image));
+  EXPECT_FALSE(FromJson("{\"files\": 7}").ok());
+}
+
+TEST(ImageCodecTest, RestoredWorldBehavesLikeTheOriginal) {
+  World a, b;
+  BuildWorld(a);
+  StatusOr<std::string> bytes = SaveImage(a);
+  ASSERT_TRUE(bytes.ok());
+  ASSERT_TRUE(LoadImage(bytes.value, &b).ok());
+  for (World* w : {&a, &b}) {
+    const std::byte one[1] = {};
+    ASSERT_TRUE(sys::Write(w->fds, 6, one).ok());
+    const std::uint64_t two = 2;
+    ASSERT_TRUE(sys::Write(w->fds, 7, std::as_bytes(std::span(&two, 1))).ok());
+  }
+  for (int round = 0; round < 4; ++round) {
+    Event ea[8], eb[8];
+    const int na = sys::EpollWait(a.fds, 0, ea, 8, 0).value();
+    ASSERT_EQ(na, sys::EpollWait(b.fds, 0, eb, 8, 0).value()) << "round " << round;
+    for (int i = 0; i < na; ++i) {
+      EXPECT_EQ(ea[i].events, eb[i].events);
+      EXPECT_EQ(ea[i].Data(), eb[i].Data());
+    }
+  }
+}
+
+// Each rule of docs/image-format.md "Validation", by a small edit of a valid image, with the words of its message.
+TEST(ImageCodecTest, ValidationSaysWhere) {
+  World a;
+  BuildWorld(a);
+  const v1::Image good = CaptureOrDie(a);
+  int poll_index = -1;
+  for (int i = 0; i < good.files_size(); ++i) {
+    if (good.files(i).has_eventpoll() && good.files(i).eventpoll().files_size() > 3) poll_index = i;
+  }
+  ASSERT_GE(poll_index, 0);
+  struct Case {
+    const char* what;
+    std::function<void(v1::Image&)> edit;
+    const char* message;
+  };
+  const std::uint64_t poll_id = good.files(poll_index).id();
+  const std::string poll = "poll " + std::to_string(poll_id);
+  std::vector<Case> cases = {
+      {"no header", [](v1::Image& i) { i.clear_header(); }, "header: missing"},
+      {"newer major", [](v1::Image& i) { i.mutable_header()->set_format_major(2); }, "this build reads 1.x"},
+      {"repeated id", [](v1::Image& i) { i.mutable_files(1)->set_id(i.files(0).id()); }, "object id repeated"},
+      {"fd to nowhere", [](v1::Image& i) { i.mutable_fds(0)->set_file(999); }, "file 999 is not in the image"},
+      {"repeated fd", [](v1::Image& i) { i.mutable_fds(1)->set_fd(i.fds(0).fd()); }, "repeated"},
+      {"entry to nowhere",
+       [&](v1::Image& i) { i.mutable_files(poll_index)->mutable_eventpoll()->set_files(3, 99); },
+       ", entry 3: file 99 is not in the image"},
+      {"columns", [&](v1::Image& i) { i.mutable_files(poll_index)->mutable_eventpoll()->add_fds(1); }, "columns"},
+      {"duplicate entry",
+       [&](v1::Image& i) {
+         auto* p = i.mutable_files(poll_index)->mutable_eventpoll();
+         p->set_files(1, p->files(0));
+         p->set_fds(1, p->fds(0));
+       },
+       "a second entry for the same (file, fd)"},
+      {"ready order with a waiting entry",
+       [&](v1::Image& i) {
+         auto* p = i.mutable_files(poll_index)->mutable_eventpoll();
+         for (int k = 0; k < p->lists_size(); ++k) {
+           if (p->lists(k) != v1::ENTRY_LIST_READY) {
+             p->add_ready_order(static_cast<std::uint32_t>(k));
+             break;
+           }
+         }
+       },
+       "which is not a ready entry"},
+      {"ready entry missing from the order",
+       [&](v1::Image& i) { i.mutable_files(poll_index)->mutable_eventpoll()->clear_ready_order(); },
+       "not in the ready order"},
+      {"disabled but armed",
+       [&](v1::Image& i) {
+         auto* p = i.mutable_files(poll_index)->mutable_eventpoll();
+         for (int k = 0; k < p->lists_size(); ++k) {
+           if (p->lists(k) == v1::ENTRY_LIST_WAITING) {
+             p->set_lists(k, v1::ENTRY_LIST_DISABLED);
+             p->set_events(k, kEventIn | kEpollOneShot);
+             break;
+           }
+         }
+       },
+       "not a fired one-shot's"},
+      {"exclusive with oneshot",
+       [&](v1::Image& i) {
+         i.mutable_files(poll_index)->mutable_eventpoll()->set_events(0, kEventIn | kEpollExclusive | kEpollOneShot);
+       },
+       "EPOLLEXCLUSIVE with bits Linux refuses"},
+      {"pipe slot outside its page",
+       [](v1::Image& i) {
+         auto* s = i.mutable_pipes(0)->add_slots();
+         s->set_offset(4000);
+         s->set_data(std::string(200, 'x'));
+       },
+       "outside its 4096-byte page"},
+      {"host file", [](v1::Image& i) { i.mutable_files(0)->mutable_host()->set_fd(3); }, "need a resolver"},
+      {"eventfd counter", [](v1::Image& i) {
+         for (auto& f : *i.mutable_files()) {
+           if (f.has_eventfd()) f.mutable_eventfd()->set_count(~0ull);
+         }
+       }, "eventfd counter out of range"},
+  };
+  for (const Case& c : cases) {
+    v1::Image bad = good;
+    c.edit(bad);
+    Status s = Validate(bad);
+    EXPECT_FALSE(s.ok()) << c.what;
+    EXPECT_NE(s.message.find(c.message), std::string::npos) << c.what << ": " << s.message;
+    World w;
+    EXPECT_FALSE(Restore(bad, &w).ok()) << c.what;
+    EXPECT_EQ(w.fds.Count(), 0) << c.what;
+  }
+}
+
+TEST(ImageCodecTest, CyclesAndDepthAreRefused) {
+  // Two polls watching each other, and a chain of six polls: neither can be built through the API.
+  v1::Image cycle;
+  cycle.mutable_header()->set_format_major(1);
+  for (std::uint64_t id : {1, 2}) {
+    v1::File* f = cycle.add_files();
+    f->set_id(id);
+    v1::EventPollState* p = f->mutable_eventpoll();
+    p->add_files(3 - id);
+    p->add_fds(static_cast<int>(id));
+    p->add_events(kEventIn);
+    p->add_data(0);
+    p->add_lists(v1::ENTRY_LIST_WAITING);
+  }
+  Status s = Validate(cycle);
+  EXPECT_NE(s.message.find("cycle"), std::string::npos) << s.message;
+
+  v1::Image chain;
+  chain.mutable_header()->set_format_major(1);
+  for (std::uint64_t id = 1; id <= 6; ++id) {
+    v1::File* f = chain.add_files();
+    f->set_id(id);
+    v1::EventPollState* p = f->mutable_eventpoll();
+    if (id < 6) {
+      p->add_files(id + 1);
+      p->add_fds(static_cast<int>(id));
+      p->add_events(kEventIn);
+      p->add_data(0);
+      p->add_lists(v1::ENTRY_LIST_WAITING);
+    }
+  }
+  s = Validate(chain);
+  EXPECT_NE(s.message.find("nested deeper than 4"), std::string::npos) << s.message;
+  chain.mutable_files(4)->mutable_eventpoll()->Clear();  // five polls: allowed
+  EXPECT_TRUE(Validate(chain).ok());
+}
+
+TEST(ImageCodecTest, EveryTruncationAndByteFlipOfAFramedImageIsRefused) {
+  World a;
+  {
+    int ep = sys::EpollCreate1(a.fds, 0).value();
+    int efd = sys::EventFd(a.fds, 1, false).value();
+    Event e{kEventIn | kEpollEdgeTriggered, {}};
+    e.SetData(42);
+    ASSERT_FALSE(sys::EpollCtl(a.fds, ep, sys::kEpollCtlAdd, efd, &e));
+  }
+  StatusOr<std::string> bytes = SaveImage(a);
+  ASSERT_TRUE(bytes.ok());
+  const long live = File::LiveFiles();
+  for (std::size_t len = 0; len < bytes.value.size(); ++len) {
+    World w;
+    EXPECT_FALSE(LoadImage(std::string_view(bytes.value).substr(0, len), &w).ok()) << "truncated at " << len;
+  }
+  for (std::size_t at = 0; at < bytes.value.size(); ++at) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string bad = bytes.value;
+      bad[at] = static_cast<char>(bad[at] ^ (1 << bit));
+      World w;
+      EXPECT_FALSE(LoadImage(bad, &w).ok()) << "flip of bit " << bit << " at " << at;
+    }
+  }
+  EXPECT_EQ(File::LiveFiles(), live);
+}
+
+TEST(ImageCodecTest, WriteAndReadAnImageFile) {
+  World a, b;
+  BuildWorld(a);
+  char dir[] = "/tmp/epollcr-image-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/world.img";
+  Status s = WriteImage(a, path);
+  ASSERT_TRUE(s.ok()) << s.message;
+  s = ReadImage(path, &b);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_EQ(Describe(b), Describe(a));
+  ::unlink(path.c_str());
+  ::rmdir(dir);
+}
+
+}  // namespace
+}  // namespace epollcr::image
