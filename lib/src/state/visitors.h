@@ -235,3 +235,27 @@ BOOST_CLASS_VERSION(epollcr::SocketPairState::End, 1)
 BOOST_CLASS_TRACKING(epollcr::PipeBuffer::Slot, boost::serialization::track_never)
 BOOST_CLASS_TRACKING(epollcr::SocketPairState::Segment, boost::serialization::track_never)
 BOOST_CLASS_TRACKING(epollcr::SocketPairState::End, boost::serialization::track_never)
+
+namespace epollcr::state {
+
+// A declared field by name and type, through VisitState (so codecs read and write exactly the declared fields).
+template <typename T>
+struct FieldRef {
+  const char* want;
+  T* found = nullptr;
+  template <typename U, FieldPolicy P>
+  void Field(const char* name, U& value, PolicyTag<P>) {
+    if constexpr (std::is_same_v<U, T>) {
+      if (std::string_view(name) == want) found = &value;
+    }
+  }
+};
+template <typename T, typename Object>
+T& FieldOf(Object& object, const char* name) {
+  FieldRef<T> ref{name};
+  object.VisitState(ref);
+  if (ref.found == nullptr) throw LoadError(std::string("internal: no declared field ") + name);
+  return *ref.found;
+}
+
+}  // namespace epollcr::state
