@@ -249,6 +249,31 @@ TEST(ImageCodecTest, EveryTruncationAndByteFlipOfAFramedImageIsRefused) {
   EXPECT_EQ(File::LiveFiles(), live);
 }
 
+// Claims of huge counts in a small payload fail at once: a length-delimited field can never claim more bytes than
+// the payload holds, so nothing is allocated for the claim.
+TEST(ImageCodecTest, HugeClaimsInASmallPayloadFailFast) {
+  auto varint = [](std::uint64_t v) {
+    std::string out;
+    while (v >= 0x80) {
+      out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    out.push_back(static_cast<char>(v));
+    return out;
+  };
+  // files (field 6): one File claiming 2^31 bytes; and a File whose poll claims a packed column of 2^31 entries.
+  const std::string huge_file = "\x32" + varint(std::uint64_t{1} << 31) + std::string(16, '\0');
+  std::string column = "\x0a" + varint(std::uint64_t{1} << 31) + std::string(8, '\x01');  // EventPollState.files
+  std::string poll = "\x32" + varint(column.size()) + column;                             // File.eventpoll
+  const std::string huge_column = "\x32" + varint(poll.size()) + poll;
+  for (const std::string& payload : {huge_file, huge_column}) {
+    StatusOr<v1::Image> image = Decode(payload);
+    EXPECT_FALSE(image.ok());
+    World w;
+    EXPECT_FALSE(LoadImage(Frame(payload), &w).ok());
+  }
+}
+
 TEST(ImageCodecTest, WriteAndReadAnImageFile) {
   World a, b;
   BuildWorld(a);
