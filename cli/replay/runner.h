@@ -1,6 +1,7 @@
 // Running a parsed trace on one engine, or on two in lockstep (docs/trace-format.md).
 #pragma once
 
+#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -31,7 +32,10 @@ class Execution {
   const Trace& trace_;
   Engine& engine_;
   std::vector<int> fds_;  // NameId -> fd in engine_, -1 when dead
-  std::vector<std::byte> io_;
+  // Not zero-filled: the bytes written are unspecified (docs/trace-format.md), and filling a fresh 1 MiB buffer for
+  // every run (the default read size) was most of the time of the random tests.
+  std::unique_ptr<std::byte[]> io_;
+  std::size_t io_size_ = 0;
   std::vector<Event> events_;
 };
 
