@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "epollcr/state.h"
 #include "epollcr/version.h"
 #include "replay/kernel_engine.h"
 #include "replay/runner.h"
@@ -54,9 +55,20 @@ bool ReadInput(const std::string& path, std::string* text, std::string* reason) 
   }
 }
 
-int Replay(const std::string& path, const std::string& engine) {
+struct ReplayOptions {
+  std::string path;
+  std::string engine = "userspace";
+  bool checkpoint_every = false;
+  std::string checkpoint_format = "boost-text";
+};
+
+int Replay(const ReplayOptions& options) {
   using namespace epollcr::replay;
+  const std::string& path = options.path;
   const std::string display = path == "-" ? "<stdin>" : path;
+  // The option's check already refused anything else.
+  const epollcr::ArchiveFormat format = epollcr::ParseArchiveFormat(options.checkpoint_format).value();
+  const RunOptions run_options{.checkpoint_every = options.checkpoint_every};
   std::string text;
   std::string reason;
   if (!ReadInput(path, &text, &reason)) {
@@ -69,16 +81,16 @@ int Replay(const std::string& path, const std::string& engine) {
     return kExitUsage;
   }
   RunReport report;
-  if (engine == "kernel") {
+  if (options.engine == "kernel") {
     KernelEngine kernel;
-    report = RunTrace(parsed.trace, kernel, std::cout);
-  } else if (engine == "userspace") {
-    UserspaceEngine userspace;
-    report = RunTrace(parsed.trace, userspace, std::cout);
+    report = RunTrace(parsed.trace, kernel, std::cout, run_options);
+  } else if (options.engine == "userspace") {
+    UserspaceEngine userspace(format);
+    report = RunTrace(parsed.trace, userspace, std::cout, run_options);
   } else {
     KernelEngine kernel;
-    UserspaceEngine userspace;
-    report = RunLockstep(parsed.trace, kernel, userspace, std::cout);
+    UserspaceEngine userspace(format);
+    report = RunLockstep(parsed.trace, kernel, userspace, std::cout, run_options);
   }
   std::cout.flush();
   if (!report.ok()) {
@@ -96,14 +108,23 @@ int Main(int argc, char** argv) {
 
   CLI::App* replay = app.add_subcommand(
       "replay", "Run a trace of epoll operations on the userspace engine, the kernel, or both in lockstep");
-  std::string trace_path;
-  std::string engine = "userspace";
-  replay->add_option("TRACE", trace_path, "Trace file (docs/trace-format.md), or - for standard input")->required();
+  ReplayOptions options;
+  replay->add_option("TRACE", options.path, "Trace file (docs/trace-format.md), or - for standard input")->required();
   replay
-      ->add_option("--engine", engine,
+      ->add_option("--engine", options.engine,
                    "userspace: epollcr's engine (default); kernel: the Linux kernel; both: both in lockstep, "
                    "stopping with exit status 1 at the first line where they differ")
       ->check(CLI::IsMember({"userspace", "kernel", "both"}));
+  replay->add_flag("--checkpoint-every", options.checkpoint_every,
+                   "Checkpoint the userspace engine after every operation: save its whole world, load the archive "
+                   "into a fresh world and go on there. Prints nothing, so the output must be the same as without "
+                   "it. The kernel engine has nothing to checkpoint");
+  replay
+      ->add_option("--checkpoint-format", options.checkpoint_format,
+                   "Archive format of the userspace engine's checkpoints (the checkpoint verb and "
+                   "--checkpoint-every): boost-text (default), boost-xml or boost-binary. Boost archives are for "
+                   "trusted input only")
+      ->check(CLI::IsMember({"boost-text", "boost-xml", "boost-binary"}));
 
   try {
     app.parse(argc, argv);
@@ -113,7 +134,7 @@ int Main(int argc, char** argv) {
     std::cerr << "Run 'epollcr --help' for more information.\n";
     return kExitUsage;
   }
-  if (replay->parsed()) return Replay(trace_path, engine);
+  if (replay->parsed()) return Replay(options);
   return kExitUsage;
 }
 

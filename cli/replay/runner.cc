@@ -121,33 +121,36 @@ Status Execution::Step(const Op& op, OpOutcome* outcome) {
   return Status::Ok();
 }
 
-RunReport RunTrace(const Trace& trace, Engine& engine, std::ostream& out) {
+RunReport RunTrace(const Trace& trace, Engine& engine, std::ostream& out, const RunOptions& options) {
   Execution execution(trace, engine);
   for (const Op& op : trace.ops) {
     OpOutcome outcome;
     Status status = execution.Step(op, &outcome);
-    if (!status.ok()) {
-      out.flush();
-      return {1, Where(trace, op) + ": " + status.message()};
+    if (status.ok()) {
+      out << FormatLine(op, outcome) << '\n';
+      if (options.checkpoint_every) status = engine.Checkpoint();
     }
-    out << FormatLine(op, outcome) << '\n';
     out.flush();
+    if (!status.ok()) return {1, Where(trace, op) + ": " + status.message()};
   }
   return {};
 }
 
-RunReport RunLockstep(const Trace& trace, Engine& reference, Engine& candidate, std::ostream& out) {
+RunReport RunLockstep(const Trace& trace, Engine& reference, Engine& candidate, std::ostream& out,
+                      const RunOptions& options) {
   Execution first(trace, reference);
   Execution second(trace, candidate);
+  // A runtime failure of one engine names it: "t.trace:7: userspace: checkpoint: ...".
+  auto failure = [&](const Op& op, Engine& engine, const Status& status) {
+    out.flush();
+    return RunReport{1, Where(trace, op) + ": " + std::string(engine.Name()) + ": " + status.message()};
+  };
   for (const Op& op : trace.ops) {
     OpOutcome a;
     OpOutcome b;
     for (auto [execution, outcome] : {std::pair{&first, &a}, std::pair{&second, &b}}) {
       Status status = execution->Step(op, outcome);
-      if (!status.ok()) {
-        out.flush();
-        return {1, Where(trace, op) + ": " + std::string(execution->engine().Name()) + ": " + status.message()};
-      }
+      if (!status.ok()) return failure(op, execution->engine(), status);
     }
     std::string line_a = FormatLine(op, a);
     std::string line_b = FormatLine(op, b);
@@ -165,6 +168,12 @@ RunReport RunLockstep(const Trace& trace, Engine& reference, Engine& candidate, 
     }
     out << line_a << '\n';
     out.flush();
+    if (options.checkpoint_every) {
+      for (Engine* engine : {&reference, &candidate}) {
+        Status status = engine->Checkpoint();
+        if (!status.ok()) return failure(op, *engine, status);
+      }
+    }
   }
   return {};
 }

@@ -46,13 +46,21 @@ struct RunReport {
   bool ok() const { return exit_status == 0; }
 };
 
+struct RunOptions {
+  // After every operation (once its line is written), Engine::Checkpoint(); the kernel engine does nothing. These
+  // implicit checkpoints print nothing, so the output must be that of a run without them. A failed one stops the run
+  // like a `checkpoint` line, with the line number of the operation it followed.
+  bool checkpoint_every = false;
+};
+
 // Runs `trace` on `engine`, writing one line per operation to `out`. Stops at a runtime failure (exit 1).
-RunReport RunTrace(const Trace& trace, Engine& engine, std::ostream& out);
+RunReport RunTrace(const Trace& trace, Engine& engine, std::ostream& out, const RunOptions& options = {});
 
 // Runs `trace` on both engines, operation by operation. Lines on which they agree are written once. At the first
 // line where they differ, writes both lines, each after its engine's name, and stops with exit 1:
 //   kernel:    14 wait events 2 in@7 out|hup@3
 //   userspace: 14 wait events 1 in@7
-RunReport RunLockstep(const Trace& trace, Engine& reference, Engine& candidate, std::ostream& out);
+RunReport RunLockstep(const Trace& trace, Engine& reference, Engine& candidate, std::ostream& out,
+                      const RunOptions& options = {});
 
 }  // namespace epollcr::replay

@@ -18,7 +18,7 @@ struct GeneratorOptions {
   int ops = 50;                  // operation lines per trace
   bool nested_epolls = true;     // allow `add E E2` with E2 an epoll
   bool exclusive = true;         // use the exclusive flag in add/mod
-  int checkpoint_percent = 0;    // chance, per line, of a `checkpoint` line (0 until the userspace engine has one)
+  int checkpoint_percent = 0;    // chance, per line, of a `checkpoint` line
 };
 
 std::string GenerateTrace(std::uint64_t seed, const GeneratorOptions& options = {});

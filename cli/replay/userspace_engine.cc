@@ -1,44 +1,73 @@
 #include "replay/userspace_engine.h"
 
+#include <utility>
+
 #include "epollcr/syscalls.h"
 
 namespace epollcr::replay {
+namespace {
 
-UserspaceEngine::~UserspaceEngine() { fds_.Clear(); }
-
-Result<int> UserspaceEngine::EpollCreate() { return sys::EpollCreate1(fds_, sys::kEpollCloexec); }
-
-std::error_code UserspaceEngine::Pipe(int out[2]) { return sys::Pipe(fds_, out); }
-
-Result<int> UserspaceEngine::EventFd(std::uint32_t initial, bool semaphore) {
-  return sys::EventFd(fds_, initial, semaphore);
+// Closes every fd and drops every root: the world's files are released (and leave every poll) here.
+void Release(World& world) {
+  world.roots.clear();
+  world.fds.Clear();
 }
 
-std::error_code UserspaceEngine::SocketPair(int out[2]) { return sys::SocketPair(fds_, out); }
+std::string Reason(const epollcr::Status& status) {
+  return status.message.empty() ? status.code.message() : status.message;
+}
 
-Result<int> UserspaceEngine::Dup(int fd) { return sys::Dup(fds_, fd); }
+}  // namespace
 
-std::error_code UserspaceEngine::Close(int fd) { return sys::Close(fds_, fd); }
+UserspaceEngine::UserspaceEngine(ArchiveFormat format) : format_(format), world_(std::make_unique<World>()) {}
+
+UserspaceEngine::~UserspaceEngine() { Release(*world_); }
+
+Result<int> UserspaceEngine::EpollCreate() { return sys::EpollCreate1(world_->fds, sys::kEpollCloexec); }
+
+std::error_code UserspaceEngine::Pipe(int out[2]) { return sys::Pipe(world_->fds, out); }
+
+Result<int> UserspaceEngine::EventFd(std::uint32_t initial, bool semaphore) {
+  return sys::EventFd(world_->fds, initial, semaphore);
+}
+
+std::error_code UserspaceEngine::SocketPair(int out[2]) { return sys::SocketPair(world_->fds, out); }
+
+Result<int> UserspaceEngine::Dup(int fd) { return sys::Dup(world_->fds, fd); }
+
+std::error_code UserspaceEngine::Close(int fd) { return sys::Close(world_->fds, fd); }
 
 std::error_code UserspaceEngine::EpollCtl(int epfd, int op, int fd, std::uint32_t events, std::uint64_t data) {
   Event event;
   event.events = events;
   event.SetData(data);
-  return sys::EpollCtl(fds_, epfd, op, fd, &event);
+  return sys::EpollCtl(world_->fds, epfd, op, fd, &event);
 }
 
 Result<int> UserspaceEngine::EpollWait(int epfd, std::span<Event> buffer, int max, int timeout_ms) {
-  return sys::EpollWait(fds_, epfd, buffer.data(), max, timeout_ms);
+  return sys::EpollWait(world_->fds, epfd, buffer.data(), max, timeout_ms);
 }
 
-Result<std::size_t> UserspaceEngine::Read(int fd, std::span<std::byte> buffer) { return sys::Read(fds_, fd, buffer); }
+Result<std::size_t> UserspaceEngine::Read(int fd, std::span<std::byte> buffer) { return sys::Read(world_->fds, fd, buffer); }
 
 Result<std::size_t> UserspaceEngine::Write(int fd, std::span<const std::byte> buffer) {
-  return sys::Write(fds_, fd, buffer);
+  return sys::Write(world_->fds, fd, buffer);
 }
 
-std::error_code UserspaceEngine::Shutdown(int fd, int how) { return sys::Shutdown(fds_, fd, how); }
+std::error_code UserspaceEngine::Shutdown(int fd, int how) { return sys::Shutdown(world_->fds, fd, how); }
 
-Status UserspaceEngine::Checkpoint() { return Status::Error("checkpoint: not supported yet"); }
+Status UserspaceEngine::Checkpoint() {
+  StatusOr<std::string> archive = SaveWorld(*world_, format_);
+  if (!archive.ok()) return Status::Error("checkpoint: " + Reason(archive.status));
+  auto loaded = std::make_unique<World>();
+  if (epollcr::Status status = LoadWorld(archive.value, loaded.get()); !status.ok()) {
+    return Status::Error("checkpoint: " + Reason(status));
+  }
+  // The run goes on in the loaded world. The old one shares no file with it, so releasing it touches nothing there.
+  std::unique_ptr<World> old = std::exchange(world_, std::move(loaded));
+  Release(*old);
+  ++checkpoints_;
+  return Status::Ok();
+}
 
 }  // namespace epollcr::replay

@@ -104,6 +104,8 @@ TEST(EpollcrProgramTest, Help) {
   ProgramRun sub = RunEpollcr({"replay", "--help"});
   EXPECT_EQ(sub.status, 0);
   EXPECT_THAT(sub.out, HasSubstr("--engine"));
+  EXPECT_THAT(sub.out, HasSubstr("--checkpoint-every"));
+  EXPECT_THAT(sub.out, HasSubstr("--checkpoint-format"));
 }
 
 TEST(EpollcrProgramTest, KernelEngineRunsTraceAndSurvivesSigpipe) {
@@ -140,15 +142,52 @@ TEST(EpollcrProgramTest, StdinTrace) {
   EXPECT_EQ(bad.err, "epollcr: <stdin>:2: name 'e' is already defined (line 1) and not closed\n");
 }
 
-TEST(EpollcrProgramTest, DefaultEngineIsUserspaceAndItsCheckpointFails) {
-  std::string path = WriteTemp("checkpoint.trace", "epoll e\ncheckpoint\nwait e 1\n");
+TEST(EpollcrProgramTest, DefaultEngineIsUserspaceAndCheckpointsLikeTheKernel) {
+  std::string path = WriteTemp("checkpoint.trace", "epoll e\neventfd f 1\nadd e f in 3\ncheckpoint\nwait e 1\n");
+  const std::string expected = "1 epoll ok\n2 eventfd ok\n3 add ok\n4 checkpoint ok\n5 wait events 1 in@3\n";
   ProgramRun run = RunEpollcr({"replay", path});
-  EXPECT_EQ(run.status, 1);
-  EXPECT_EQ(run.out, "1 epoll ok\n");
-  EXPECT_EQ(run.err, "epollcr: " + path + ":2: checkpoint: not supported yet\n");
+  EXPECT_EQ(run.status, 0) << run.err;
+  EXPECT_EQ(run.out, expected);
+  EXPECT_EQ(run.err, "");
   ProgramRun kernel = RunEpollcr({"replay", path, "--engine", "kernel"});
-  EXPECT_EQ(kernel.status, 0);
-  EXPECT_EQ(kernel.out, "1 epoll ok\n2 checkpoint ok\n3 wait events 0\n");
+  EXPECT_EQ(kernel.status, 0) << kernel.err;
+  EXPECT_EQ(kernel.out, expected);
+}
+
+TEST(EpollcrProgramTest, CheckpointEveryPrintsTheSameAsWithout) {
+  const std::string corpus = std::getenv("EPOLLCR_TRACES_DIR") != nullptr ? std::getenv("EPOLLCR_TRACES_DIR") : "";
+  ASSERT_FALSE(corpus.empty()) << "EPOLLCR_TRACES_DIR must name tests/traces";
+  const std::string trace = corpus + "/checkpoint_between_steps.trace";
+  ProgramRun plain = RunEpollcr({"replay", trace, "--engine", "both"});
+  ASSERT_EQ(plain.status, 0) << plain.err;
+  EXPECT_EQ(plain.out, Slurp(corpus + "/checkpoint_between_steps.expected"));
+  ProgramRun every = RunEpollcr(
+      {"replay", "--checkpoint-every", "--checkpoint-format", "boost-xml", "--engine", "both", trace});
+  EXPECT_EQ(every.status, 0) << every.err;
+  EXPECT_EQ(every.out, plain.out);
+  EXPECT_EQ(every.err, "");
+  for (const char* format : {"boost-text", "boost-binary"}) {
+    ProgramRun userspace = RunEpollcr({"replay", trace, "--checkpoint-every", "--checkpoint-format", format});
+    EXPECT_EQ(userspace.status, 0) << format << ": " << userspace.err;
+    EXPECT_EQ(userspace.out, plain.out) << format;
+  }
+  ProgramRun kernel = RunEpollcr({"replay", trace, "--engine", "kernel", "--checkpoint-every"});
+  EXPECT_EQ(kernel.status, 0) << kernel.err;
+  EXPECT_EQ(kernel.out, plain.out) << "the kernel has nothing to checkpoint";
+}
+
+TEST(EpollcrProgramTest, BadCheckpointFormatExits2) {
+  std::string path = WriteTemp("good.trace", kGoodTrace);
+  for (const char* format : {"protobuf", "boost", ""}) {
+    ProgramRun run = RunEpollcr({"replay", path, "--checkpoint-format", format});
+    EXPECT_EQ(run.status, 2) << format;
+    EXPECT_THAT(run.err, StartsWith("epollcr: usage: ")) << format;
+    EXPECT_THAT(run.err, HasSubstr("--checkpoint-format")) << format;
+    EXPECT_EQ(run.out, "") << format;
+  }
+  ProgramRun missing = RunEpollcr({"replay", path, "--checkpoint-format"});
+  EXPECT_EQ(missing.status, 2);
+  EXPECT_THAT(missing.err, StartsWith("epollcr: "));
 }
 
 TEST(EpollcrProgramTest, UsageErrorsExit2) {
@@ -174,16 +213,6 @@ TEST(EpollcrProgramTest, UnreadableTraceExits2) {
   EXPECT_EQ(dir.status, 2);
   EXPECT_EQ(dir.err, "epollcr: /: Is a directory\n");
   EXPECT_EQ(dir.out, "");
-}
-
-TEST(EpollcrProgramTest, BothStopsWithStatus1AtTheUserspaceCheckpoint) {
-  // A divergence needs a userspace bug, so runner_test.cc checks that report with a fake engine; this is the other
-  // exit-1 path of `both`, a runtime failure, which names the engine.
-  std::string path = WriteTemp("both_checkpoint.trace", "epoll e\ncheckpoint\n");
-  ProgramRun run = RunEpollcr({"replay", path, "--engine", "both"});
-  EXPECT_EQ(run.status, 1);
-  EXPECT_EQ(run.out, "1 epoll ok\n");
-  EXPECT_EQ(run.err, "epollcr: " + path + ":2: userspace: checkpoint: not supported yet\n");
 }
 
 }  // namespace

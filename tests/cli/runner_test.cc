@@ -1,5 +1,6 @@
 // Tests of the runner and the engines' contracts: output of one engine, lockstep divergence reports, runtime failures
-// (checkpoint), fds closed at the end, SIGPIPE, and fds the kernel engine does not own.
+// (checkpoint), --checkpoint-every, the userspace engine's checkpoint, fds closed at the end, SIGPIPE, and fds the
+// kernel engine does not own.
 #include "replay/runner.h"
 
 #include <dirent.h>
@@ -10,7 +11,9 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <memory>
 #include <sstream>
+#include <vector>
 
 #include "replay/kernel_engine.h"
 #include "replay/trace_parser.h"
@@ -176,11 +179,107 @@ TEST(RunnerTest, KernelCheckpointIsOk) {
   EXPECT_EQ(out.str(), "1 checkpoint ok\n");
 }
 
-TEST(RunnerTest, UserspaceCheckpointIsNotSupportedYet) {
+// Counts checkpoints; the output of the inner engine is unchanged.
+class CountingEngine final : public ForwardingEngine {
+ public:
+  using ForwardingEngine::ForwardingEngine;
+  Status Checkpoint() override {
+    ++checkpoints;
+    return ForwardingEngine::Checkpoint();
+  }
+  int checkpoints = 0;
+};
+
+TEST(RunnerTest, CheckpointEveryRunsOneAfterEachOperationAndPrintsNothing) {
+  Trace trace = Parse(kSmallTrace);
+  KernelEngine kernel;
+  CountingEngine engine(kernel);
+  std::ostringstream out;
+  EXPECT_TRUE(RunTrace(trace, engine, out, {.checkpoint_every = true}).ok());
+  EXPECT_EQ(out.str(), kSmallTraceOutput);
+  EXPECT_EQ(engine.checkpoints, static_cast<int>(trace.ops.size()));
+}
+
+TEST(RunnerTest, CheckpointEveryFailureStopsAfterTheLineItFollows) {
+  Trace trace = Parse("epoll e\neventfd f\n");
+  KernelEngine inner;
+  NoCheckpointEngine engine(inner);
+  std::ostringstream out;
+  RunReport report = RunTrace(trace, engine, out, {.checkpoint_every = true});
+  EXPECT_EQ(report.exit_status, 1);
+  EXPECT_EQ(report.error, "t.trace:1: checkpoint: not supported yet");
+  EXPECT_EQ(out.str(), "1 epoll ok\n") << "the operation ran and is printed; the checkpoint after it failed";
+}
+
+TEST(RunnerTest, CheckpointEveryInLockstepCheckpointsBothAndNamesTheOneThatFails) {
+  Trace trace = Parse(kSmallTrace);
+  KernelEngine a_inner;
+  KernelEngine b_inner;
+  CountingEngine a(a_inner);
+  CountingEngine b(b_inner);
+  std::ostringstream out;
+  EXPECT_TRUE(RunLockstep(trace, a, b, out, {.checkpoint_every = true}).ok());
+  EXPECT_EQ(out.str(), kSmallTraceOutput);
+  EXPECT_EQ(a.checkpoints, static_cast<int>(trace.ops.size()));
+  EXPECT_EQ(b.checkpoints, static_cast<int>(trace.ops.size()));
+
+  KernelEngine kernel;
+  KernelEngine inner;
+  NoCheckpointEngine failing(inner);
+  std::ostringstream out2;
+  RunReport report = RunLockstep(Parse("epoll e\nwait e 1\n"), kernel, failing, out2, {.checkpoint_every = true});
+  EXPECT_EQ(report.exit_status, 1);
+  EXPECT_EQ(report.error, "t.trace:1: forwarding: checkpoint: not supported yet");
+  EXPECT_EQ(out2.str(), "1 epoll ok\n");
+}
+
+TEST(UserspaceEngineTest, CheckpointLoadsAFreshWorldWithTheSameFds) {
+  UserspaceEngine userspace(ArchiveFormat::kBoostXml);
+  EXPECT_EQ(userspace.format(), ArchiveFormat::kBoostXml);
+  Trace trace = Parse("epoll e\npipe p\neventfd f\nadd e p.r in 5\nwrite p.w 3\ncheckpoint\nwait e 4\nread p.r\n");
+  const World* before = &userspace.world();
+  std::ostringstream out;
+  EXPECT_TRUE(RunTrace(trace, userspace, out).ok());
+  EXPECT_NE(&userspace.world(), before) << "the trace goes on in the loaded world";
+  EXPECT_EQ(userspace.checkpoints(), 1);
+  EXPECT_THAT(out.str(), HasSubstr("6 checkpoint ok\n7 wait events 1 in@5\n8 read ok 3\n"));
+  std::vector<int> fds;
+  for (const auto& [fd, file] : userspace.fds().Snapshot()) fds.push_back(fd);
+  EXPECT_EQ(fds, (std::vector<int>{0, 1, 2, 3}));
+}
+
+TEST(UserspaceEngineTest, CheckpointReleasesTheOldWorld) {
+  const long before = File::LiveFiles();
+  {
+    UserspaceEngine userspace;
+    std::ostringstream out;
+    EXPECT_TRUE(RunTrace(Parse("epoll e\nsocketpair s\nadd e s.a in\n"), userspace, out).ok());
+    const long live = File::LiveFiles() - before;
+    EXPECT_TRUE(userspace.Checkpoint().ok());
+    EXPECT_EQ(File::LiveFiles() - before, live) << "the old world's files are gone, the new world's are there";
+  }
+  EXPECT_EQ(File::LiveFiles(), before);
+}
+
+// A file the state model cannot save: the checkpoint fails, names why, and the engine keeps its world.
+class UnsavableFile final : public File {
+ public:
+  EventMask Readiness(EventMask) override { return 0; }
+  std::string_view TypeName() const override { return "unsavable"; }
+};
+
+TEST(UserspaceEngineTest, CheckpointFailureSaysWhyAndKeepsTheWorld) {
   UserspaceEngine userspace;
+  ASSERT_TRUE(userspace.EpollCreate().ok());
+  ASSERT_TRUE(userspace.world().fds.Install(MakeFile<UnsavableFile>()).ok());
+  const World* before = &userspace.world();
   Status status = userspace.Checkpoint();
   EXPECT_FALSE(status.ok());
-  EXPECT_EQ(status.message(), "checkpoint: not supported yet");
+  EXPECT_THAT(status.message(), ::testing::StartsWith("checkpoint: "));
+  EXPECT_THAT(status.message(), HasSubstr("unsavable"));
+  EXPECT_EQ(&userspace.world(), before);
+  EXPECT_EQ(userspace.fds().Count(), 2);
+  EXPECT_EQ(userspace.checkpoints(), 0);
 }
 
 TEST(KernelEngineTest, ClosesEveryFdAtTheEndEvenAfterAFailure) {

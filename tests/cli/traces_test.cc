@@ -1,6 +1,8 @@
-// The trace corpus (tests/traces): every NAME.trace runs on the kernel engine and on the userspace engine, and each
-// output must equal NAME.expected, which the kernel produced (tests/traces/regenerate). A kernel failure means the
-// running kernel's epoll differs from the one the files were made on; a userspace failure is an engine bug.
+// The trace corpus (tests/traces): every NAME.trace runs on the kernel engine, on the userspace engine, and on the
+// userspace engine with a checkpoint after every operation in each archive format (--checkpoint-every); each output
+// must equal NAME.expected, which the kernel produced (tests/traces/regenerate). A kernel failure means the running
+// kernel's epoll differs from the one the files were made on; a userspace failure is an engine bug; a failure with
+// checkpoints only is a state-model bug (a checkpoint must be invisible).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "epollcr/state.h"
 #include "line_diff.h"
 #include "replay/kernel_engine.h"
 #include "replay/runner.h"
@@ -80,6 +83,11 @@ class TraceTest : public ::testing::TestWithParam<std::string> {
     ASSERT_FALSE(expected_.empty()) << base << ".expected is missing or empty";
   }
 
+  int CheckpointLines() const {
+    return static_cast<int>(std::count_if(trace_.ops.begin(), trace_.ops.end(),
+                                          [](const Op& op) { return op.verb == Verb::kCheckpoint; }));
+  }
+
   Trace trace_;
   std::string expected_;
 };
@@ -98,12 +106,6 @@ TEST_P(TraceTest, UserspaceMatchesExpected) {
   UserspaceEngine userspace;
   std::ostringstream out;
   RunReport report = RunTrace(trace_, userspace, out);
-  if (!report.ok() && report.error.ends_with(": checkpoint: not supported yet")) {
-    // Until the state model exists: everything before the checkpoint must match, and the test is skipped.
-    EXPECT_EQ(expected_.rfind(out.str(), 0), 0u) << "userspace differs from the kernel before the checkpoint:\n"
-                                                 << testing::LineDiff(expected_, out.str());
-    GTEST_SKIP() << report.error;
-  }
   const std::map<std::string, std::string> known = KnownDivergences();
   if (auto it = known.find(GetParam()); it != known.end()) {
     ASSERT_FALSE(report.ok() && out.str() == expected_)
@@ -114,6 +116,31 @@ TEST_P(TraceTest, UserspaceMatchesExpected) {
   EXPECT_TRUE(report.ok()) << report.error;
   EXPECT_TRUE(out.str() == expected_) << "userspace differs from the kernel; diff (- kernel, + userspace):\n"
                                       << testing::LineDiff(expected_, out.str());
+}
+
+// The same with a checkpoint (save -> load into a fresh world) after every operation, in each archive format. A
+// known userspace divergence is compared with the userspace output instead: the checkpoint must still be invisible.
+TEST_P(TraceTest, UserspaceWithACheckpointAfterEveryOperationMatchesExpected) {
+  std::string reference = expected_;
+  if (KnownDivergences().count(GetParam()) != 0) {
+    UserspaceEngine straight;
+    std::ostringstream out;
+    (void)RunTrace(trace_, straight, out);
+    reference = out.str();
+  }
+  for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary}) {
+    SCOPED_TRACE(ArchiveFormatName(format));
+    UserspaceEngine userspace(format);
+    std::ostringstream out;
+    RunReport report = RunTrace(trace_, userspace, out, {.checkpoint_every = true});
+    EXPECT_TRUE(report.ok()) << report.error;
+    EXPECT_TRUE(out.str() == reference)
+        << "with --checkpoint-every --checkpoint-format " << ArchiveFormatName(format)
+        << ", userspace differs from the kernel; diff (- kernel, + userspace):\n"
+        << testing::LineDiff(reference, out.str());
+    EXPECT_EQ(userspace.checkpoints(), static_cast<int>(trace_.ops.size()) + CheckpointLines())
+        << "one checkpoint after every operation, and one for each checkpoint line";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Corpus, TraceTest, ::testing::ValuesIn(TraceNames()),
