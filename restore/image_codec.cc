@@ -55,6 +55,7 @@ void CapturePair(SocketPairState& pair, v1::SocketPairState* out) {
 }
 
 void CapturePoll(state::Snapshot& snap, state::PollCut& cut, v1::EventPollState* out) {
+  for (std::uint32_t rank : cut.ranks) out->add_queue_ranks(rank);
   for (PollEntry* e : cut.entries) {
     out->add_files(snap.ids().Of(e->file));
     out->add_fds(e->fd);
@@ -276,7 +277,8 @@ class Validator {
   Status CheckPoll(std::uint64_t id, const v1::EventPollState& p) {
     const std::string where = "poll " + std::to_string(id);
     const int n = p.files_size();
-    if (p.fds_size() != n || p.events_size() != n || p.data_size() != n || p.lists_size() != n) {
+    if (p.fds_size() != n || p.events_size() != n || p.data_size() != n || p.lists_size() != n ||
+        p.queue_ranks_size() != n) {
       return Fail(where + ": entry columns of different lengths");
     }
     if (static_cast<std::uint64_t>(n) > limits_.max_entries) return Fail(where + ": too many entries");
@@ -312,6 +314,10 @@ class Validator {
         if (files_.at(file)->has_eventpoll()) return Fail(at + "EPOLLEXCLUSIVE on a poll");
       }
       if (files_.at(file)->has_eventpoll()) children_[id].push_back(file);
+      if (!ranks_.insert({file, p.queue_ranks(i)}).second) {
+        return Fail(at + "queue rank " + std::to_string(p.queue_ranks(i)) + " is taken by another entry of file " +
+                    std::to_string(file));
+      }
     }
     return {};
   }
@@ -362,6 +368,7 @@ class Validator {
   std::set<std::uint64_t> pairs_;
   std::set<std::pair<std::uint64_t, int>> ends_;
   std::map<std::uint64_t, std::vector<std::uint64_t>> children_;
+  std::set<std::pair<std::uint64_t, std::uint32_t>> ranks_;  // (file, queue rank), over all polls
 };
 
 // ---- restore ---------------------------------------------------------------------------------------------------------
@@ -481,6 +488,7 @@ void Build(const v1::Image& image, World* out) {
       pending.entries.push_back(std::move(e));
     }
     pending.ready.assign(p.ready_order().begin(), p.ready_order().end());
+    pending.ranks.assign(p.queue_ranks().begin(), p.queue_ranks().end());
   }
   for (const v1::FdEntry& e : image.fds()) {
     if (out->fds.InstallAt(e.fd(), objects.files.at(e.file()))) throw LoadError("fd " + std::to_string(e.fd()) + ": cannot be installed");

@@ -126,7 +126,8 @@ TEST(StateTest, HandMadeWaitCycleIsALoadError) {
       std::uint64_t data = 0;
       EntryList list = EntryList::kWaiting;
       std::vector<std::uint32_t> ready;
-      ar << one << fd << other << events << data << list << ready;
+      std::uint32_t queue_rank = 0;
+      ar << one << fd << other << events << data << list << queue_rank << ready;
     }
     ar << zero << zero;  // no fds, no roots
   }

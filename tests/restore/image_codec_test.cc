@@ -166,6 +166,19 @@ TEST(ImageCodecTest, ValidationSaysWhere) {
          s->set_data(std::string(200, 'x'));
        },
        "outside its 4096-byte page"},
+      {"repeated queue rank",
+       [&](v1::Image& i) {
+         auto* p = i.mutable_files(poll_index)->mutable_eventpoll();
+         for (int k = 1; k < p->files_size(); ++k) {
+           if (p->files(k) == p->files(0)) {
+             p->set_queue_ranks(k, p->queue_ranks(0));
+             return;
+           }
+         }
+         p->add_files(p->files(0)), p->add_fds(999), p->add_events(1), p->add_data(0),
+             p->add_lists(v1::ENTRY_LIST_WAITING), p->add_queue_ranks(p->queue_ranks(0));
+       },
+       "is taken by another entry"},
       {"host file", [](v1::Image& i) { i.mutable_files(0)->mutable_host()->set_fd(3); }, "need a resolver"},
       {"eventfd counter", [](v1::Image& i) {
          for (auto& f : *i.mutable_files()) {
@@ -198,6 +211,7 @@ TEST(ImageCodecTest, CyclesAndDepthAreRefused) {
     p->add_events(kEventIn);
     p->add_data(0);
     p->add_lists(v1::ENTRY_LIST_WAITING);
+    p->add_queue_ranks(0);
   }
   Status s = Validate(cycle);
   EXPECT_NE(s.message.find("cycle"), std::string::npos) << s.message;
@@ -214,6 +228,7 @@ TEST(ImageCodecTest, CyclesAndDepthAreRefused) {
       p->add_events(kEventIn);
       p->add_data(0);
       p->add_lists(v1::ENTRY_LIST_WAITING);
+      p->add_queue_ranks(0);
     }
   }
   s = Validate(chain);

@@ -79,12 +79,18 @@ void CheckDepth(LoadObjects& objects_, std::map<const EventPoll*, int>& height_,
 }
 
 
-// The EventPoll's after_load: entries back on their saved lists (the ready list in its saved order), waiters
-// registered again. An in-memory file's state was captured in the same cut as the lists, so the lists are exact
-// and are not re-derived (re-deriving would turn a consumed edge-triggered event into a new one). Entries of
-// embedder files, whose state the factory rebuilt, are re-checked: a waiting entry whose file is ready is queued.
-void RestorePoll(LoadObjects& objects_, PendingPoll& p, const std::set<const File*>& custom_,
-               std::map<const EventPoll*, int>& height_, std::uint64_t id, EventPoll* poll) {
+struct Registration {
+  PollEntry* entry;
+  std::uint32_t rank;
+};
+
+// The EventPoll's after_load: entries back on their saved lists (the ready list in its saved order); their waiters
+// are registered afterwards, all together (RegisterInQueueOrder). An in-memory file's state was captured in the same
+// cut as the lists, so the lists are exact and are not re-derived (re-deriving would turn a consumed edge-triggered
+// event into a new one).
+void RestorePoll(LoadObjects& objects_, PendingPoll& p, std::vector<Registration>& registrations,
+                 std::map<const EventPoll*, int>& height_, std::uint64_t id, EventPoll* poll) {
+  if (p.ranks.size() != p.entries.size()) throw LoadError(objects_.Name(id) + ": a queue rank is missing");
   EventPoll::Impl& s = *poll->impl();
   const std::string name = objects_.Name(id);
   std::vector<bool> in_ready(p.entries.size(), false);
@@ -128,26 +134,37 @@ void RestorePoll(LoadObjects& objects_, PendingPoll& p, const std::set<const Fil
     }
     for (std::uint32_t i : p.ready) s.ready_.push_back(*entries[i]);
   }
-  for (PollEntry* e : entries) {
-    e->file->EventRegister(e);
-    e->registered = true;
-  }
-  bool queued = false;
-  {
-    std::lock_guard lists(s.lists_mu_);
-    for (PollEntry* e : entries) {
-      if (e->list == EntryList::kWaiting && custom_.count(e->file)) queued |= s.QueueIfReadyLocked(*e);
-    }
-  }
-  if (queued) s.NotifyWatchers();
+  for (std::size_t i = 0; i < entries.size(); ++i) registrations.push_back({entries[i], p.ranks[i]});
   CheckDepth(objects_, height_, id, poll);
 }
 
+// Every waiter goes back into its file's queue at its saved place: non-exclusive waiters are pushed to the front
+// (so the highest rank first), exclusive ones to the back (lowest rank first), as WaiterQueue::EventRegister does.
+void RegisterInQueueOrder(std::vector<Registration>& registrations) {
+  std::stable_sort(registrations.begin(), registrations.end(), [](const Registration& a, const Registration& b) {
+    return a.rank > b.rank;
+  });
+  for (const Registration& r : registrations) {
+    if ((r.entry->events & kEpollExclusive) == 0) {
+      r.entry->file->EventRegister(r.entry);
+      r.entry->registered = true;
+    }
+  }
+  for (auto it = registrations.rbegin(); it != registrations.rend(); ++it) {
+    if ((it->entry->events & kEpollExclusive) != 0) {
+      it->entry->file->EventRegister(it->entry);
+      it->entry->registered = true;
+    }
+  }
+}
+
 void RunAfterLoadImpl(LoadObjects& objects_, std::map<std::uint64_t, PendingPoll>& polls_,
-                    const std::set<const File*>& custom_) {
-std::map<const EventPoll*, int> height_;
-CheckEnds(objects_);
-for (std::uint64_t id : AfterLoadOrder(objects_)) {
+                      const std::set<const File*>& custom_) {
+  std::map<const EventPoll*, int> height_;
+  std::vector<Registration> registrations;
+  std::vector<EventPoll*> restored;  // in after_load order: inner polls first
+  CheckEnds(objects_);
+  for (std::uint64_t id : AfterLoadOrder(objects_)) {
     auto f = objects_.files.find(id);
     if (f == objects_.files.end()) continue;  // shared state has no hook of its own
     File* file = f->second.get();
@@ -162,8 +179,23 @@ for (std::uint64_t id : AfterLoadOrder(objects_)) {
       auto* s = static_cast<UnixSocket*>(file);
       s->pair()->AttachEnd(s->side(), s);
     } else if (kind == "eventpoll") {
-      RestorePoll(objects_, polls_[id], custom_, height_, id, static_cast<EventPoll*>(file));
+      RestorePoll(objects_, polls_[id], registrations, height_, id, static_cast<EventPoll*>(file));
+      restored.push_back(static_cast<EventPoll*>(file));
     }
+  }
+  RegisterInQueueOrder(registrations);
+  // Entries of embedder files, whose state their factory rebuilt, are re-checked (docs/state-model.md).
+  for (EventPoll* poll : restored) {
+    EventPoll::Impl& s = *poll->impl();
+    std::lock_guard lock(s.mu_);
+    bool queued = false;
+    {
+      std::lock_guard lists(s.lists_mu_);
+      for (PollEntry& e : s.entries_) {
+        if (e.list == EntryList::kWaiting && custom_.count(e.file)) queued |= s.QueueIfReadyLocked(e);
+      }
+    }
+    if (queued) s.NotifyWatchers();
   }
 }
 

@@ -35,6 +35,7 @@ struct PollCut {
   int height = 0;  // poll levels below it: outer polls have larger heights than the polls they watch
   std::vector<PollEntry*> entries;       // sorted by (file id, fd)
   std::vector<std::uint32_t> ready;      // ready order, as indexes into entries
+  std::vector<std::uint32_t> ranks;      // each entry's place among the epoll waiters of its file's queue
 };
 
 class Snapshot {
@@ -73,7 +74,7 @@ class Snapshot {
     for (std::mutex* m : mutation) locks_.emplace_back(*m);
 
     for (std::size_t i = 0; i < files_.size(); ++i) {
-      if (auto* p = dynamic_cast<EventPoll*>(files_[i].get())) polls_.push_back({p, i + 1, 0, {}, {}});
+      if (auto* p = dynamic_cast<EventPoll*>(files_[i].get())) polls_.push_back({p, i + 1, 0, {}, {}, {}});
     }
     for (PollCut& c : polls_) locks_.emplace_back(c.poll->impl()->mu_);
     std::map<const EventPoll*, PollCut*> by_poll;
@@ -117,6 +118,20 @@ class Snapshot {
       for (const PollEntry& e : c.poll->impl()->ready_) {
         if (auto it = index.find(&e); it != index.end()) c.ready.push_back(it->second);
       }
+    }
+    // The order of each file's wait queue decides the order in which one wake-up queues entries of several polls
+    // (or several entries of one poll), so it is part of the state: each entry records its place. Queue locks are
+    // taken after lists_mu_ here, against the usual order; that is safe only because the cut holds every mutation
+    // lock and every mu_, so no wake-up (the only holder of a queue lock wanting lists_mu_) can be running.
+    std::map<const PollEntry*, std::uint32_t> rank;
+    for (const auto& f : files_) {
+      std::uint32_t next = 0;
+      f->queue().ForEach([&](WaiterEntry& w) {
+        if (w.WatchingPoll() != nullptr) rank[static_cast<const PollEntry*>(&w)] = next++;
+      });
+    }
+    for (PollCut& c : polls_) {
+      for (const PollEntry* e : c.entries) c.ranks.push_back(rank.count(e) ? rank[e] : 0);
     }
     return {};
   }
@@ -247,9 +262,10 @@ class Snapshot {
   void WritePoll(Ar& ar, PollCut& c) {
     std::uint64_t n = c.entries.size();
     ar << make_nvp("entries", n);
-    for (PollEntry* e : c.entries) {
+    for (std::size_t i = 0; i < c.entries.size(); ++i) {
       FileSave<Ar> v{ar, ids_};
-      e->VisitState(v);
+      c.entries[i]->VisitState(v);
+      ar << make_nvp("queue_rank", c.ranks[i]);  // part of the poll's manual section
     }
     ar << make_nvp("ready_order", c.ready);
   }

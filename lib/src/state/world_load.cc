@@ -131,10 +131,16 @@ class Loader {
     PendingPoll& p = polls_[id];
     const std::uint64_t n = Count("entries");
     for (std::uint64_t i = 0; i < n; ++i) {
-      auto e = std::make_unique<PollEntry>(poll, FileIdentifier{}, 0, 0);
+      PollEntry loaded(poll, FileIdentifier{}, 0, 0);
       FileLoad<Ar> v{ar_, objects_, id};
-      e->VisitState(v);
+      loaded.VisitState(v);
+      std::uint32_t rank = 0;
+      ar_ >> make_nvp("queue_rank", rank);
+      // Made again from the loaded fields: whether the waiter is exclusive is fixed when it is constructed.
+      auto e = std::make_unique<PollEntry>(poll, FileIdentifier{loaded.file, loaded.fd}, loaded.events, loaded.data);
+      e->list = loaded.list;
       p.entries.push_back(std::move(e));
+      p.ranks.push_back(rank);
     }
     ar_ >> make_nvp("ready_order", p.ready);
   }
