@@ -25,15 +25,6 @@ constexpr int kHarvestMax = 8;    // the events array of NotifyHarvest
 constexpr int kReadyCount = 1000;  // entries ready in ReadEvents1000
 constexpr int kOthers = 1000;      // entries registered beside the one AddRemove adds and removes
 
-// Reports `per_iteration` units of work per iteration: a rate of units (items_per_second) and its inverse, seconds per
-// unit (the counter `name`).
-void CountWork(benchmark::State& state, const char* name, double per_iteration) {
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(per_iteration));
-  state.counters[name] =
-      benchmark::Counter(per_iteration, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
-  state.counters["units_per_iteration"] = per_iteration;
-}
-
 // ---- context: one trivial system call -----------------------------------------------------------------------------
 
 // What entering and leaving the kernel costs on this machine; every kernel iteration below makes one to three calls.

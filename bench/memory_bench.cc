@@ -1,23 +1,16 @@
 // Heap bytes per registered entry in the userspace engine: glibc's mallinfo2() before and after registering 100000
 // eventfds that already exist, so only what registration allocates (entries, the entries map's buckets) is counted.
 #include <benchmark/benchmark.h>
-#include <malloc.h>
 
 #include <cstddef>
 
+#include "heap_meter.h"
 #include "worlds.h"
 
 namespace epollcr::bench {
 namespace {
 
 constexpr int kEntries = 100000;
-
-// Heap bytes in use: blocks from the arenas (uordblks) plus blocks malloc served with mmap (hblkhd) - at this size the
-// entries map's bucket array passes the mmap threshold, and leaving it out would under-count.
-std::size_t HeapInUse() {
-  const struct mallinfo2 info = ::mallinfo2();
-  return info.uordblks + info.hblkhd;
-}
 
 void BM_MemoryPerEntry_Userspace(benchmark::State& state) {
   for (auto _ : state) {

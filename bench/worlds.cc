@@ -26,6 +26,13 @@ OwnedFd::~OwnedFd() {
 
 std::string Failure(const std::string& what, int err) { return what + ": " + std::strerror(err); }
 
+void CountWork(benchmark::State& state, const char* name, double per_iteration) {
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(per_iteration));
+  state.counters[name] =
+      benchmark::Counter(per_iteration, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["units_per_iteration"] = per_iteration;
+}
+
 void UserWorld::CreateFiles(int n, std::uint64_t initial) {
   files.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) files.push_back(EventFd::Create(initial));

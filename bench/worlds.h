@@ -3,6 +3,8 @@
 // Entry i has fd i (userspace) and data i (both), so a harvested event names the file it came from.
 #pragma once
 
+#include <benchmark/benchmark.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -61,5 +63,10 @@ struct KernelWorld {
 
 // "what: strerror(err)".
 std::string Failure(const std::string& what, int err);
+
+// Reports `per_iteration` units of work per iteration: a rate of units (items_per_second), its inverse, seconds per
+// unit (the counter `name`), and units_per_iteration, with which scripts/bench_report.py turns the JSON's cpu_time and
+// real_time per iteration into time per unit.
+void CountWork(benchmark::State& state, const char* name, double per_iteration);
 
 }  // namespace epollcr::bench
