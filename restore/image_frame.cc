@@ -1,7 +1,7 @@
 // Framing: the 32-byte header around an image's payload (docs/image-format.md, "Framing"), and the error category
 // of format errors.
 
-#include <boost/crc.hpp>
+#include "epollcr/crc32c.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -89,11 +89,7 @@ const std::error_category& ImageCategory() {
 
 std::error_code make_error_code(ImageErrc e) { return {static_cast<int>(e), ImageCategory()}; }
 
-std::uint32_t Crc32c(std::string_view bytes) {
-  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
-  crc.process_bytes(bytes.data(), bytes.size());
-  return crc.checksum();
-}
+std::uint32_t Crc32c(std::string_view bytes) { return epollcr::Crc32c(bytes); }
 
 FrameHeaderBytes FrameHeader(std::string_view payload) {
   FrameHeaderBytes header{};

@@ -98,8 +98,13 @@ PollEntry* EventPoll::Impl::FindLocked(FileIdentifier id) {
 }
 
 void EventPoll::Impl::MaybeGrowLocked() {
-  if (entries_.size() < bucket_count_) return;
-  const std::size_t n = bucket_count_ * 2;
+  if (entries_.size() >= bucket_count_) ReserveLocked(bucket_count_ * 2);
+}
+
+void EventPoll::Impl::ReserveLocked(std::size_t want) {
+  std::size_t n = bucket_count_;
+  while (n < want) n *= 2;
+  if (n == bucket_count_) return;
   std::unique_ptr<EntryMap::bucket_type[]> bigger(new EntryMap::bucket_type[n]);
   entries_.rehash(EntryMap::bucket_traits(bigger.get(), n));
   buckets_ = std::move(bigger);
@@ -175,7 +180,7 @@ std::error_code EventPoll::AddEntry(FileIdentifier id, EntryFlags flags, EventMa
   if (id.file == nullptr) return Errno(EBADF);
   if (!id.file->Epollable()) return Errno(EPERM);
   if (id.file == this || !id.file->managed() || (mask & kEpollPrivateBits) != 0) return Errno(EINVAL);
-  auto* inner = dynamic_cast<EventPoll*>(id.file);
+  EventPoll* inner = id.file->AsEventPoll();
   const std::uint32_t events = ToLinux(flags, mask);
   // EPOLLEXCLUSIVE: only with kEpollExclusiveOkBits, never on a poll (do_epoll_ctl).
   if (Any(flags & EntryFlags::kExclusive) && (inner != nullptr || (events & ~kEpollExclusiveOkBits) != 0)) {

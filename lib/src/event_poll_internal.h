@@ -120,6 +120,8 @@ struct EventPoll::Impl {
   void RemoveLocked(PollEntry* e);
   // The entries map grows its bucket array as it fills. Preconditions: mu_ is held.
   void MaybeGrowLocked();
+  // Sizes the bucket array for `n` entries at once (a load). Preconditions: mu_ is held.
+  void ReserveLocked(std::size_t n);
   PollEntry* FindLocked(FileIdentifier id);
 
   // Whether the poll has a really ready entry; stale entries in front of it leave the ready list.

@@ -25,6 +25,11 @@ std::error_code FdTable::InstallAt(int fd, std::shared_ptr<File> file) {
   if (!file || fd < 0 || fd >= max_fds_) return Errno(EBADF);
   std::lock_guard lock(mu_);
   if (fd < static_cast<int>(files_.size()) && files_[fd]) return Errno(EBUSY);
+  if (fd == static_cast<int>(files_.size())) {  // appending, as a load in fd order does: no gap to record
+    files_.push_back(std::move(file));
+    ++count_;
+    return {};
+  }
   for (int i = static_cast<int>(files_.size()); i <= fd; ++i) {
     files_.emplace_back();
     free_.insert(i);

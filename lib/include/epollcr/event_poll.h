@@ -102,6 +102,7 @@ class EventPoll final : public File {
   // first ready one are moved off the ready list (__ep_eventpoll_poll).
   EventMask Readiness(EventMask mask) override;
   std::string_view TypeName() const override { return "eventpoll"; }
+  EventPoll* AsEventPoll() override { return this; }
 
   // Removes every entry (what closing the last reference to the poll does). The poll stays usable.
   void Release();

@@ -23,6 +23,8 @@
 
 namespace epollcr {
 
+class EventPoll;
+
 class File : public std::enable_shared_from_this<File> {
  public:
   File(const File&) = delete;
@@ -38,6 +40,8 @@ class File : public std::enable_shared_from_this<File> {
   virtual bool Epollable() const { return true; }
   // A short name of the file's type: "pipe-read", "eventfd", "eventpoll", ...
   virtual std::string_view TypeName() const = 0;
+  // This file as an EventPoll, or null (cheaper than a dynamic_cast on hot paths: ADD, load).
+  virtual EventPoll* AsEventPoll() { return nullptr; }
 
   // I/O, non-blocking. The defaults are Linux's answers for a file without these operations.
   virtual Result<std::size_t> Read(std::span<std::byte> buffer);         // EINVAL

@@ -40,6 +40,9 @@ std::vector<std::uint64_t> AfterLoadOrder(LoadObjects& objects_) {
   std::map<std::uint64_t, int> pending;  // wait references not yet satisfied
   std::multimap<std::uint64_t, std::uint64_t> waiters;  // referenced -> owner
   for (const auto& [id, kind] : objects_.kinds) pending[id] = 0;
+  // One edge per (owner, referenced): a poll's entries refer to the same file many times over.
+  std::sort(objects_.waits.begin(), objects_.waits.end());
+  objects_.waits.erase(std::unique(objects_.waits.begin(), objects_.waits.end()), objects_.waits.end());
   for (const auto& [owner, ref] : objects_.waits) {
     if (owner == ref) throw LoadError("wait cycle: " + objects_.Name(owner) + " -> " + objects_.Name(owner));
     ++pending[owner];
@@ -72,7 +75,7 @@ std::vector<std::uint64_t> AfterLoadOrder(LoadObjects& objects_) {
 void CheckDepth(LoadObjects& objects_, std::map<const EventPoll*, int>& height_, std::uint64_t id, EventPoll* poll) {
   int h = 0;
   for (PollEntry& e : poll->impl()->entries_) {
-    if (auto* inner = dynamic_cast<EventPoll*>(e.file)) h = std::max(h, height_[inner] + 1);
+    if (EventPoll* inner = e.file->AsEventPoll()) h = std::max(h, height_[inner] + 1);
   }
   if (h > kMaxNests) throw LoadError(objects_.Name(id) + ": polls nested deeper than " + std::to_string(kMaxNests));
   height_[poll] = h;
@@ -100,29 +103,31 @@ void RestorePoll(LoadObjects& objects_, PendingPoll& p, std::vector<Registration
     }
     in_ready[i] = true;
   }
-  std::set<std::pair<const File*, int>> keys;
   for (std::size_t i = 0; i < p.entries.size(); ++i) {  // everything is checked before the poll takes anything
     PollEntry& e = *p.entries[i];
-    const std::string where = name + ", entry " + std::to_string(i) + ": ";
+    auto where = [&] { return name + ", entry " + std::to_string(i) + ": "; };
     const EventMask armed = e.events & ~kEpollPrivateBits;
     if (e.list != EntryList::kReady && e.list != EntryList::kWaiting && e.list != EntryList::kDisabled) {
-      throw LoadError(where + "unknown list");
+      throw LoadError(where() + "unknown list");
     }
-    if ((e.list == EntryList::kReady) != in_ready[i]) throw LoadError(where + "ready but not in the ready order");
+    if ((e.list == EntryList::kReady) != in_ready[i]) throw LoadError(where() + "ready but not in the ready order");
     if (e.list == EntryList::kDisabled ? (armed != 0 || (e.events & kEpollOneShot) == 0)
                                        : (armed & kAlwaysReported) != kAlwaysReported) {
-      throw LoadError(where + "mask " + FormatEventMask(e.events) + " does not fit its list");
+      throw LoadError(where() + "mask " + FormatEventMask(e.events) + " does not fit its list");
     }
     if ((e.events & kEpollExclusive) != 0 && (e.events & ~kEpollExclusiveOkBits) != 0) {
-      throw LoadError(where + "EPOLLEXCLUSIVE with bits Linux refuses");
+      throw LoadError(where() + "EPOLLEXCLUSIVE with bits Linux refuses");
     }
-    if (e.fd < 0 || e.file == poll || !e.file->Epollable()) throw LoadError(where + "bad fd or file");
-    if (!keys.emplace(e.file, e.fd).second) throw LoadError(where + "a second entry for the same (file, fd)");
+    if (e.fd < 0 || e.file == poll || !e.file->Epollable()) throw LoadError(where() + "bad fd or file");
   }
   std::lock_guard lock(s.mu_);
-  for (auto& e : p.entries) {
-    s.entries_.insert(*e);
-    s.MaybeGrowLocked();
+  s.ReserveLocked(p.entries.size());
+  for (std::size_t i = 0; i < p.entries.size(); ++i) {
+    if (s.FindLocked({p.entries[i]->file, p.entries[i]->fd}) != nullptr) {
+      for (std::size_t j = 0; j < i; ++j) s.entries_.erase(s.entries_.iterator_to(*p.entries[j]));  // give them back
+      throw LoadError(name + ", entry " + std::to_string(i) + ": a second entry for the same (file, fd)");
+    }
+    s.entries_.insert(*p.entries[i]);
   }
   std::vector<PollEntry*> entries;
   for (auto& e : p.entries) entries.push_back(e.release());

@@ -1,10 +1,10 @@
 // The public face of the state model: policy and format names, the standalone archive envelope, the registry of
 // embedder file types, and the entry points for embedders' own Boost archives.
-#include <boost/crc.hpp>
 #include <cstring>
 #include <sstream>
 
 #include "epollcr/boost_world.h"
+#include "epollcr/crc32c.h"
 #include "state/visitors.h"
 #include "state/world_archive.h"
 
@@ -54,12 +54,6 @@ constexpr char kMagic[8] = {'E', 'P', 'C', 'R', 'W', 'R', 'L', 'D'};
 constexpr std::uint8_t kEnvelopeVersion = 1;
 constexpr std::size_t kHeaderSize = 24;
 
-std::uint32_t Crc32c(std::string_view bytes) {
-  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
-  crc.process_bytes(bytes.data(), bytes.size());
-  return crc.checksum();
-}
-
 void PutLe(std::string& out, std::uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
@@ -81,10 +75,20 @@ Status SaveAs(const World& world, std::string* payload) {
   return s;
 }
 
+// An input stream over bytes that stay where they are (no copy of the archive).
+class ViewBuffer : public std::streambuf {
+ public:
+  explicit ViewBuffer(std::string_view bytes) {
+    char* p = const_cast<char*>(bytes.data());  // read only: the get area is never written through
+    setg(p, p, p + bytes.size());
+  }
+};
+
 template <typename Iar>
 Status LoadAs(std::string_view payload, World* out) {
   try {
-    std::istringstream is(std::string(payload), std::ios::binary);
+    ViewBuffer buffer(payload);
+    std::istream is(&buffer);
     Iar ar(is);
     return state::LoadWorldFrom(ar, out);
   } catch (const std::exception& e) {  // the archive's own header was unreadable

@@ -120,7 +120,8 @@ struct LoadObjects {
   std::map<std::uint64_t, std::shared_ptr<SocketPairState>> pairs;
   std::map<std::uint64_t, std::shared_ptr<File>> files;
   std::map<std::uint64_t, std::string> kinds;
-  std::multimap<std::uint64_t, std::uint64_t> waits;  // owner -> referenced: owner's after_load runs later
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> waits;  // (owner, referenced): owner's after_load runs
+                                                                // later; repeats allowed
 
   std::string Name(std::uint64_t id) const {
     auto it = kinds.find(id);
@@ -141,7 +142,7 @@ struct FileLoad {
       std::uint64_t id = 0;
       ar >> boost::serialization::make_nvp(name, id);
       Resolve(name, id, value);
-      objects.waits.emplace(owner, id);
+      objects.waits.emplace_back(owner, id);
     }
   }
   template <typename T>
