@@ -432,14 +432,14 @@ void Build(const v1::Image& image, World* out) {
       case v1::File::kPipeRead: {
         auto r = MakeFile<PipeReadEnd>(nullptr);
         FieldOf<std::shared_ptr<PipeBuffer>>(*r, "pipe") = objects.pipes.at(f.pipe_read().pipe());
-        objects.waits.emplace(f.id(), f.pipe_read().pipe());
+        objects.waits.emplace_back(f.id(), f.pipe_read().pipe());
         file = r, kind = "pipe-read";
         break;
       }
       case v1::File::kPipeWrite: {
         auto w = MakeFile<PipeWriteEnd>(nullptr);
         FieldOf<std::shared_ptr<PipeBuffer>>(*w, "pipe") = objects.pipes.at(f.pipe_write().pipe());
-        objects.waits.emplace(f.id(), f.pipe_write().pipe());
+        objects.waits.emplace_back(f.id(), f.pipe_write().pipe());
         file = w, kind = "pipe-write";
         break;
       }
@@ -447,7 +447,7 @@ void Build(const v1::Image& image, World* out) {
         auto s = MakeFile<UnixSocket>(nullptr, 0);
         FieldOf<std::shared_ptr<SocketPairState>>(*s, "pair") = objects.pairs.at(f.unix_stream().pair());
         FieldOf<int>(*s, "side") = static_cast<int>(f.unix_stream().side());
-        objects.waits.emplace(f.id(), f.unix_stream().pair());
+        objects.waits.emplace_back(f.id(), f.unix_stream().pair());
         file = s, kind = "unix-stream";
         break;
       }
@@ -484,7 +484,7 @@ void Build(const v1::Image& image, World* out) {
       e->list = p.lists(i) == v1::ENTRY_LIST_READY ? EntryList::kReady
                 : disabled                         ? EntryList::kDisabled
                                                    : EntryList::kWaiting;
-      objects.waits.emplace(f.id(), p.files(i));
+      objects.waits.emplace_back(f.id(), p.files(i));
       pending.entries.push_back(std::move(e));
     }
     pending.ready.assign(p.ready_order().begin(), p.ready_order().end());
