@@ -17,14 +17,6 @@ std::string Where(const Trace& trace, const Op& op) { return trace.file + ":" + 
 Execution::Execution(const Trace& trace, Engine& engine)
     : trace_(trace), engine_(engine), fds_(trace.names.size(), -1) {}
 
-std::span<std::byte> Execution::IoBuffer(std::size_t size) {
-  if (io_size_ < size) {
-    io_ = std::make_unique_for_overwrite<std::byte[]>(size);
-    io_size_ = size;
-  }
-  return std::span<std::byte>(io_.get(), size);
-}
-
 Status Execution::Step(const Op& op, OpOutcome* outcome) {
   switch (op.verb) {
     case Verb::kEpoll: {

@@ -1,13 +1,13 @@
 // Running a parsed trace on one engine, or on two in lockstep (docs/trace-format.md).
 #pragma once
 
-#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "replay/engine.h"
 #include "replay/formatter.h"
+#include "replay/scratch_buffer.h"
 #include "replay/trace.h"
 
 namespace epollcr::replay {
@@ -27,15 +27,12 @@ class Execution {
  private:
   int Fd(NameId id) const { return id == kNoName ? -1 : fds_[static_cast<std::size_t>(id)]; }
   void SetFd(NameId id, int fd) { fds_[static_cast<std::size_t>(id)] = fd; }
-  std::span<std::byte> IoBuffer(std::size_t size);
+  std::span<std::byte> IoBuffer(std::size_t size) { return io_.Get(size); }
 
   const Trace& trace_;
   Engine& engine_;
   std::vector<int> fds_;  // NameId -> fd in engine_, -1 when dead
-  // Not zero-filled: the bytes written are unspecified (docs/trace-format.md), and filling a fresh 1 MiB buffer for
-  // every run (the default read size) was most of the time of the random tests.
-  std::unique_ptr<std::byte[]> io_;
-  std::size_t io_size_ = 0;
+  ScratchBuffer io_;
   std::vector<Event> events_;
 };
 
