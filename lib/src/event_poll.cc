@@ -26,7 +26,7 @@ EventMask Armed(const PollEntry& e) { return e.events & ~kEpollPrivateBits; }
 // blocked waiter and the key is IN alone, OUT alone (each requested), or no key at all.
 bool PollEntry::NotifyEvent(EventMask mask) {
   EventPoll::Impl* impl = poll->impl();
-  const bool exclusive = (events & kEpollExclusive) != 0;  // immutable for exclusive entries (no MOD)
+  const bool exclusive = WaiterEntry::exclusive();  // fixed at construction; `events` is read under lists_mu_ only
   bool consumed = !exclusive;
   {
     std::lock_guard lock(impl->lists_mu_);

@@ -30,13 +30,15 @@ class WaiterEntry : public boost::intrusive::list_base_hook<boost::intrusive::li
   // Preconditions: the mu_ of the queue this entry is registered in is held. Must not touch that queue.
   virtual bool NotifyEvent(EventMask mask) = 0;
 
+  // Whether the entry waits exclusively (queued behind the others; see WaiterQueue::Notify). Immutable.
+  bool exclusive() const { return (mask_ & kEpollExclusive) != 0; }
+
   // The EventPoll this entry belongs to, if it is an epoll registration (gVisor: an "epoll waiter"). Used to find the
   // polls that watch a file when it is released, and the polls that watch a poll when nesting is checked.
   virtual EventPoll* WatchingPoll() const { return nullptr; }
 
  private:
   friend class WaiterQueue;
-  bool exclusive() const { return (mask_ & kEpollExclusive) != 0; }
   // The event bits the waiter wants, plus kEpollExclusive for an exclusive waiter (it queues behind the others:
   // add_wait_queue_exclusive). Notified masks never carry flag bits. Immutable while the entry is registered.
   EventMask mask_;

@@ -77,6 +77,15 @@ class Snapshot {
       if (auto* p = dynamic_cast<EventPoll*>(files_[i].get())) polls_.push_back({p, i + 1, 0, {}, {}, {}});
     }
     for (PollCut& c : polls_) locks_.emplace_back(c.poll->impl()->mu_);
+    // The order of each file's wait queue decides the order in which one wake-up queues entries of several polls
+    // (or several entries of one poll), so it is part of the state: each entry records its place. Registrations
+    // change only under their poll's mu_, held now; queue locks come after mu_ and before lists_mu_ (lock order).
+    for (const auto& f : files_) {
+      std::uint32_t next = 0;
+      f->queue().ForEach([&](WaiterEntry& w) {
+        if (w.WatchingPoll() != nullptr) rank_[static_cast<const PollEntry*>(&w)] = next++;
+      });
+    }
     std::map<const EventPoll*, PollCut*> by_poll;
     for (PollCut& c : polls_) by_poll[c.poll] = &c;
     std::function<int(PollCut&, int)> height = [&](PollCut& c, int depth) {
@@ -119,19 +128,8 @@ class Snapshot {
         if (auto it = index.find(&e); it != index.end()) c.ready.push_back(it->second);
       }
     }
-    // The order of each file's wait queue decides the order in which one wake-up queues entries of several polls
-    // (or several entries of one poll), so it is part of the state: each entry records its place. Queue locks are
-    // taken after lists_mu_ here, against the usual order; that is safe only because the cut holds every mutation
-    // lock and every mu_, so no wake-up (the only holder of a queue lock wanting lists_mu_) can be running.
-    std::map<const PollEntry*, std::uint32_t> rank;
-    for (const auto& f : files_) {
-      std::uint32_t next = 0;
-      f->queue().ForEach([&](WaiterEntry& w) {
-        if (w.WatchingPoll() != nullptr) rank[static_cast<const PollEntry*>(&w)] = next++;
-      });
-    }
     for (PollCut& c : polls_) {
-      for (const PollEntry* e : c.entries) c.ranks.push_back(rank.count(e) ? rank[e] : 0);
+      for (const PollEntry* e : c.entries) c.ranks.push_back(rank_.count(e) ? rank_[e] : 0);
     }
     return {};
   }
@@ -279,6 +277,7 @@ class Snapshot {
   std::vector<PollCut> polls_;
   SaveIds ids_;
   bool retry_ = false;
+  std::map<const PollEntry*, std::uint32_t> rank_;  // each registration's place in its file's queue
   std::unique_lock<std::mutex> frozen_;               // taken first, released last
   std::vector<std::unique_lock<std::mutex>> locks_;  // released in reverse order of taking
 };
