@@ -59,7 +59,7 @@ struct ReplayOptions {
   std::string path;
   std::string engine = "userspace";
   bool checkpoint_every = false;
-  std::string checkpoint_format = "boost-text";
+  std::string checkpoint_format = "proto";
 };
 
 int Replay(const ReplayOptions& options) {
@@ -67,7 +67,7 @@ int Replay(const ReplayOptions& options) {
   const std::string& path = options.path;
   const std::string display = path == "-" ? "<stdin>" : path;
   // The option's check already refused anything else.
-  const epollcr::ArchiveFormat format = epollcr::ParseArchiveFormat(options.checkpoint_format).value();
+  const CheckpointFormat format = *ParseCheckpointFormat(options.checkpoint_format);
   const RunOptions run_options{.checkpoint_every = options.checkpoint_every};
   std::string text;
   std::string reason;
@@ -121,10 +121,11 @@ int Main(int argc, char** argv) {
                    "it. The kernel engine has nothing to checkpoint");
   replay
       ->add_option("--checkpoint-format", options.checkpoint_format,
-                   "Archive format of the userspace engine's checkpoints (the checkpoint verb and "
-                   "--checkpoint-every): boost-text (default), boost-xml or boost-binary. Boost archives are for "
-                   "trusted input only")
-      ->check(CLI::IsMember({"boost-text", "boost-xml", "boost-binary"}));
+                   "Format of the userspace engine's checkpoints (the checkpoint verb and --checkpoint-every). "
+                   "proto (default): the portable image, written to an image file, read back, validated and "
+                   "restored into a fresh world; boost-text, boost-xml, boost-binary: an in-memory Boost archive, "
+                   "saved and loaded (Boost archives are for trusted input only)")
+      ->check(CLI::IsMember({"proto", "boost-text", "boost-xml", "boost-binary"}));
 
   try {
     app.parse(argc, argv);

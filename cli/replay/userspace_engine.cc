@@ -1,8 +1,14 @@
 #include "replay/userspace_engine.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "epollcr/syscalls.h"
+#include "restore/image_codec.h"
 
 namespace epollcr::replay {
 namespace {
@@ -17,11 +23,37 @@ std::string Reason(const epollcr::Status& status) {
   return status.message.empty() ? status.code.message() : status.message;
 }
 
+std::optional<ArchiveFormat> BoostFormat(CheckpointFormat format) {
+  switch (format) {
+    case CheckpointFormat::kProto: return std::nullopt;
+    case CheckpointFormat::kBoostText: return ArchiveFormat::kBoostText;
+    case CheckpointFormat::kBoostXml: return ArchiveFormat::kBoostXml;
+    case CheckpointFormat::kBoostBinary: return ArchiveFormat::kBoostBinary;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
-UserspaceEngine::UserspaceEngine(ArchiveFormat format) : format_(format), world_(std::make_unique<World>()) {}
+const char* CheckpointFormatName(CheckpointFormat format) {
+  if (std::optional<ArchiveFormat> boost = BoostFormat(format)) return ArchiveFormatName(*boost);
+  return "proto";
+}
 
-UserspaceEngine::~UserspaceEngine() { Release(*world_); }
+std::optional<CheckpointFormat> ParseCheckpointFormat(std::string_view name) {
+  for (CheckpointFormat format : kAllCheckpointFormats) {
+    if (name == CheckpointFormatName(format)) return format;
+  }
+  return std::nullopt;
+}
+
+UserspaceEngine::UserspaceEngine(CheckpointFormat format) : format_(format), world_(std::make_unique<World>()) {}
+
+UserspaceEngine::~UserspaceEngine() {
+  Release(*world_);
+  if (!image_path_.empty()) ::unlink(image_path_.c_str());
+  if (!scratch_dir_.empty()) ::rmdir(scratch_dir_.c_str());
+}
 
 Result<int> UserspaceEngine::EpollCreate() { return sys::EpollCreate1(world_->fds, sys::kEpollCloexec); }
 
@@ -56,11 +88,28 @@ Result<std::size_t> UserspaceEngine::Write(int fd, std::span<const std::byte> bu
 
 std::error_code UserspaceEngine::Shutdown(int fd, int how) { return sys::Shutdown(world_->fds, fd, how); }
 
+epollcr::Status UserspaceEngine::SaveAndRestore(World* out) {
+  if (std::optional<ArchiveFormat> boost = BoostFormat(format_)) {
+    StatusOr<std::string> archive = SaveWorld(*world_, *boost);
+    if (!archive.ok()) return archive.status;
+    return LoadWorld(archive.value, out);
+  }
+  if (scratch_dir_.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/epollcr-replay-XXXXXX";
+    if (::mkdtemp(dir.data()) == nullptr) {
+      return epollcr::Status::Error(errno, "mkdtemp " + dir + ": " + std::strerror(errno));
+    }
+    scratch_dir_ = dir;
+    image_path_ = dir + "/checkpoint.epcr";
+  }
+  if (epollcr::Status status = image::WriteImage(*world_, image_path_); !status.ok()) return status;
+  return image::ReadImage(image_path_, out);
+}
+
 Status UserspaceEngine::Checkpoint() {
-  StatusOr<std::string> archive = SaveWorld(*world_, format_);
-  if (!archive.ok()) return Status::Error("checkpoint: " + Reason(archive.status));
   auto loaded = std::make_unique<World>();
-  if (epollcr::Status status = LoadWorld(archive.value, loaded.get()); !status.ok()) {
+  if (epollcr::Status status = SaveAndRestore(loaded.get()); !status.ok()) {
     return Status::Error("checkpoint: " + Reason(status));
   }
   // The run goes on in the loaded world. The old one shares no file with it, so releasing it touches nothing there.

@@ -2,22 +2,35 @@
 // of an epollcr::World, so that argument checks and errno precedence are the library's, exactly as an embedder gets
 // them.
 //
-// A checkpoint saves the whole world (SaveWorld, in the engine's archive format), loads the archive into a fresh
-// World (LoadWorld) and goes on there. A load keeps fd numbers, so the Runner's name -> fd map stays valid.
+// A checkpoint saves the whole world, restores it into a fresh World and goes on there. A restore keeps fd numbers,
+// so the Runner's name -> fd map stays valid. The format decides the way:
+//   proto (the default)  the portable image (docs/image-format.md) through an image file: WriteImage (atomic and
+//                        durable) to a scratch directory of the engine's own, then ReadImage: read, unframe, decode,
+//                        validate, restore;
+//   boost-*              SaveWorld to an in-memory Boost archive (envelope included), then LoadWorld.
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
 
 #include "epollcr/state.h"
 #include "replay/engine.h"
 
 namespace epollcr::replay {
 
+enum class CheckpointFormat : std::uint8_t { kProto, kBoostText, kBoostXml, kBoostBinary };
+inline constexpr CheckpointFormat kAllCheckpointFormats[] = {CheckpointFormat::kProto, CheckpointFormat::kBoostText,
+                                                            CheckpointFormat::kBoostXml, CheckpointFormat::kBoostBinary};
+// "proto", "boost-text", "boost-xml", "boost-binary" (the --checkpoint-format values).
+const char* CheckpointFormatName(CheckpointFormat format);
+std::optional<CheckpointFormat> ParseCheckpointFormat(std::string_view name);
+
 class UserspaceEngine final : public Engine {
  public:
-  // boost-text is the default: portable across architectures and readable (docs/trace-format.md).
-  explicit UserspaceEngine(ArchiveFormat format = ArchiveFormat::kBoostText);
-  ~UserspaceEngine() override;  // closes every fd still open
+  explicit UserspaceEngine(CheckpointFormat format = CheckpointFormat::kProto);
+  ~UserspaceEngine() override;  // closes every fd still open; removes the scratch directory
 
   std::string_view Name() const override { return "userspace"; }
 
@@ -32,21 +45,29 @@ class UserspaceEngine final : public Engine {
   Result<std::size_t> Read(int fd, std::span<std::byte> buffer) override;
   Result<std::size_t> Write(int fd, std::span<const std::byte> buffer) override;
   std::error_code Shutdown(int fd, int how) override;
-  // Save -> load into a fresh World -> swap. The old world is dropped only once the new one has loaded; on a failure
-  // ("checkpoint: <why>") the engine keeps the old world, but the Runner stops the run anyway.
+  // Save -> restore into a fresh World -> swap. The old world is dropped only once the new one has loaded; on a
+  // failure ("checkpoint: <why>") the engine keeps the old world, but the Runner stops the run anyway.
   Status Checkpoint() override;
 
-  ArchiveFormat format() const { return format_; }
+  CheckpointFormat format() const { return format_; }
   // Checkpoints that succeeded so far.
   int checkpoints() const { return checkpoints_; }
+  // The image file of the proto format's checkpoints (the last one stays there until the engine goes), or empty
+  // before the first one.
+  const std::string& image_path() const { return image_path_; }
   // The current world. Replaced by every checkpoint: do not keep references across one.
   const FdTable& fds() const { return world_->fds; }
   World& world() { return *world_; }
 
  private:
-  ArchiveFormat format_;
+  // The checkpoint's bytes, restored into `out` (empty).
+  epollcr::Status SaveAndRestore(World* out);
+
+  CheckpointFormat format_;
   int checkpoints_ = 0;
   std::unique_ptr<World> world_;  // never null
+  std::string scratch_dir_;       // made by the first proto checkpoint ($TMPDIR or /tmp)
+  std::string image_path_;
 };
 
 }  // namespace epollcr::replay

@@ -41,8 +41,8 @@
 namespace epollcr::replay {
 namespace {
 
-constexpr std::array<ArchiveFormat, 3> kFormats = {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml,
-                                                   ArchiveFormat::kBoostBinary};
+constexpr std::array<CheckpointFormat, 4> kFormats = {CheckpointFormat::kProto, CheckpointFormat::kBoostText,
+                                                      CheckpointFormat::kBoostXml, CheckpointFormat::kBoostBinary};
 
 std::uint64_t EnvNumber(const char* name, std::uint64_t fallback) {
   const char* value = std::getenv(name);
@@ -83,7 +83,7 @@ struct Outcome {
 
 // Straight vs checkpointed, on the userspace engine, in lockstep until the first line that differs. `lines` holds
 // `checkpoint` lines: the straight engine skips them, the other saves and loads its world there, in `format`.
-Outcome CheckpointIsInvisible(const std::vector<std::string>& lines, ArchiveFormat format) {
+Outcome CheckpointIsInvisible(const std::vector<std::string>& lines, CheckpointFormat format) {
   ParseResult parsed = ParseTrace(Join(lines), "t.trace");
   if (!parsed.ok()) return {true, parsed.error->Message(), ""};  // shrinking removed a definition: not a failure
   UserspaceEngine straight_engine;
@@ -94,7 +94,7 @@ Outcome CheckpointIsInvisible(const std::vector<std::string>& lines, ArchiveForm
   std::string checkpointed_out;
   auto failed = [&](std::string why) {
     return Outcome{false, std::move(why), "--- straight ---\n" + straight_out + "--- checkpointed (" +
-                                              ArchiveFormatName(format) + ") ---\n" + checkpointed_out};
+                                              CheckpointFormatName(format) + ") ---\n" + checkpointed_out};
   };
   for (const Op& op : parsed.trace.ops) {
     const std::string where = "line " + std::to_string(op.line) + ": ";
@@ -111,7 +111,7 @@ Outcome CheckpointIsInvisible(const std::vector<std::string>& lines, ArchiveForm
 }
 
 // Kernel vs userspace, in lockstep (RunLockstep), with or without a checkpoint after every operation.
-Outcome KernelAgrees(const std::vector<std::string>& lines, ArchiveFormat format, bool checkpoint_every) {
+Outcome KernelAgrees(const std::vector<std::string>& lines, CheckpointFormat format, bool checkpoint_every) {
   ParseResult parsed = ParseTrace(Join(lines), "t.trace");
   if (!parsed.ok()) return {true, parsed.error->Message(), ""};
   KernelEngine kernel;
@@ -143,7 +143,7 @@ std::vector<std::string> Shrink(std::vector<std::string> lines,
 struct Sequence {
   std::vector<std::string> lines;  // without the checkpoint
   std::size_t step = 0;            // the checkpoint goes before lines[step]
-  ArchiveFormat format = ArchiveFormat::kBoostText;
+  CheckpointFormat format = CheckpointFormat::kProto;
 
   static Sequence For(std::uint64_t seed) {
     Sequence s;
@@ -222,9 +222,9 @@ TEST(CheckpointPropertyTest, CheckpointAtARandomStepIsInvisible) {
     const Outcome minimal_outcome = CheckpointIsInvisible(minimal, s.format);
     ADD_FAILURE() << "seed " << seed << " (EPOLLCR_CKPT_SEED=" << seed << " EPOLLCR_CKPT_TRACES=1): checkpoint before "
                   << "operation " << s.step + 1 << " of " << s.lines.size() << ", format "
-                  << ArchiveFormatName(s.format) << ": " << outcome.why << "\n--- trace ---\n"
+                  << CheckpointFormatName(s.format) << ": " << outcome.why << "\n--- trace ---\n"
                   << Join(s.WithCheckpoint()) << outcome.output << "=== minimal trace, " << minimal.size()
-                  << " lines (replay: epollcr replay --engine both --checkpoint-format " << ArchiveFormatName(s.format)
+                  << " lines (replay: epollcr replay --engine both --checkpoint-format " << CheckpointFormatName(s.format)
                   << ") ===\n"
                   << Join(minimal) << minimal_outcome.why << "\n"
                   << minimal_outcome.output;
@@ -253,7 +253,7 @@ TEST(CheckpointPropertyTest, KernelAgreesWithACheckpointAfterEveryOperation) {
     });
     const Outcome minimal_outcome = KernelAgrees(minimal, s.format, true);
     ADD_FAILURE() << "seed " << seed << " (EPOLLCR_CKPT_SEED=" << seed << " EPOLLCR_CKPT_KERNEL_TRACES=1), "
-                  << "--checkpoint-every --checkpoint-format " << ArchiveFormatName(s.format) << ": " << outcome.why
+                  << "--checkpoint-every --checkpoint-format " << CheckpointFormatName(s.format) << ": " << outcome.why
                   << (agree_without ? " (the engines agree without checkpoints)"
                                     : " (the engines differ WITHOUT checkpoints too: an engine bug)")
                   << "\n--- trace ---\n"

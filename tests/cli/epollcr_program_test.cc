@@ -166,11 +166,14 @@ TEST(EpollcrProgramTest, CheckpointEveryPrintsTheSameAsWithout) {
   EXPECT_EQ(every.status, 0) << every.err;
   EXPECT_EQ(every.out, plain.out);
   EXPECT_EQ(every.err, "");
-  for (const char* format : {"boost-text", "boost-binary"}) {
+  for (const char* format : {"proto", "boost-text", "boost-binary"}) {
     ProgramRun userspace = RunEpollcr({"replay", trace, "--checkpoint-every", "--checkpoint-format", format});
     EXPECT_EQ(userspace.status, 0) << format << ": " << userspace.err;
     EXPECT_EQ(userspace.out, plain.out) << format;
   }
+  ProgramRun by_default = RunEpollcr({"replay", trace, "--checkpoint-every"});  // proto, through an image file
+  EXPECT_EQ(by_default.status, 0) << by_default.err;
+  EXPECT_EQ(by_default.out, plain.out);
   ProgramRun kernel = RunEpollcr({"replay", trace, "--engine", "kernel", "--checkpoint-every"});
   EXPECT_EQ(kernel.status, 0) << kernel.err;
   EXPECT_EQ(kernel.out, plain.out) << "the kernel has nothing to checkpoint";

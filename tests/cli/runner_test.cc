@@ -6,11 +6,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <sstream>
 #include <vector>
@@ -233,9 +236,50 @@ TEST(RunnerTest, CheckpointEveryInLockstepCheckpointsBothAndNamesTheOneThatFails
   EXPECT_EQ(out2.str(), "1 epoll ok\n");
 }
 
+TEST(UserspaceEngineTest, ProtoCheckpointsGoThroughAnImageFileThatGoesWithTheEngine) {
+  std::string dir;
+  {
+    UserspaceEngine userspace;
+    EXPECT_EQ(userspace.format(), CheckpointFormat::kProto) << "proto is the default";
+    EXPECT_EQ(userspace.image_path(), "");
+    std::ostringstream out;
+    EXPECT_TRUE(RunTrace(Parse("epoll e\neventfd f\nadd e f in|et 9\nwrite f 1\ncheckpoint\nwait e 4\nwait e 4\n"),
+                         userspace, out)
+                    .ok());
+    EXPECT_THAT(out.str(), HasSubstr("5 checkpoint ok\n6 wait events 1 in@9\n7 wait events 0\n"))
+        << "the pending edge-triggered event is delivered once after the restore";
+    const std::string path = userspace.image_path();
+    ASSERT_NE(path, "");
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0) << path;
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    std::ifstream in(path, std::ios::binary);
+    std::string magic(8, '\0');
+    in.read(magic.data(), 8);
+    EXPECT_EQ(magic, std::string("EPCRIMG\0", 8)) << "an image file (docs/image-format.md)";
+    dir = path.substr(0, path.rfind('/'));
+  }
+  struct stat st {};
+  EXPECT_NE(::stat(dir.c_str(), &st), 0) << dir << ": the scratch directory outlives the engine";
+}
+
+TEST(UserspaceEngineTest, ProtoCheckpointThatCannotWriteItsImageFailsAndKeepsTheWorld) {
+  const char* old = std::getenv("TMPDIR");
+  const std::string saved = old != nullptr ? old : "";
+  ::setenv("TMPDIR", "/nonexistent-epollcr-dir", 1);
+  UserspaceEngine userspace;
+  std::ostringstream out;
+  RunReport report = RunTrace(Parse("epoll e\ncheckpoint\nwait e 1\n"), userspace, out);
+  if (old != nullptr) ::setenv("TMPDIR", saved.c_str(), 1); else ::unsetenv("TMPDIR");
+  EXPECT_FALSE(report.ok());
+  EXPECT_THAT(report.error, HasSubstr("checkpoint: mkdtemp /nonexistent-epollcr-dir/epollcr-replay-"));
+  EXPECT_EQ(userspace.checkpoints(), 0);
+  EXPECT_EQ(userspace.fds().Count(), 1u) << "the old world is kept";
+}
+
 TEST(UserspaceEngineTest, CheckpointLoadsAFreshWorldWithTheSameFds) {
-  UserspaceEngine userspace(ArchiveFormat::kBoostXml);
-  EXPECT_EQ(userspace.format(), ArchiveFormat::kBoostXml);
+  UserspaceEngine userspace(CheckpointFormat::kBoostXml);
+  EXPECT_EQ(userspace.format(), CheckpointFormat::kBoostXml);
   Trace trace = Parse("epoll e\npipe p\neventfd f\nadd e p.r in 5\nwrite p.w 3\ncheckpoint\nwait e 4\nread p.r\n");
   const World* before = &userspace.world();
   std::ostringstream out;

@@ -128,14 +128,14 @@ TEST_P(TraceTest, UserspaceWithACheckpointAfterEveryOperationMatchesExpected) {
     (void)RunTrace(trace_, straight, out);
     reference = out.str();
   }
-  for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary}) {
-    SCOPED_TRACE(ArchiveFormatName(format));
+  for (CheckpointFormat format : kAllCheckpointFormats) {
+    SCOPED_TRACE(CheckpointFormatName(format));
     UserspaceEngine userspace(format);
     std::ostringstream out;
     RunReport report = RunTrace(trace_, userspace, out, {.checkpoint_every = true});
     EXPECT_TRUE(report.ok()) << report.error;
     EXPECT_TRUE(out.str() == reference)
-        << "with --checkpoint-every --checkpoint-format " << ArchiveFormatName(format)
+        << "with --checkpoint-every --checkpoint-format " << CheckpointFormatName(format)
         << ", userspace differs from the kernel; diff (- kernel, + userspace):\n"
         << testing::LineDiff(reference, out.str());
     EXPECT_EQ(userspace.checkpoints(), static_cast<int>(trace_.ops.size()) + CheckpointLines())
