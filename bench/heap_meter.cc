@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <new>
 
+#include "epollcr/memory.h"
+
 namespace epollcr::bench {
 namespace {
 
@@ -47,7 +49,7 @@ void Free(void* p) noexcept {
 
 std::size_t HeapInUse() {
   const struct mallinfo2 info = ::mallinfo2();
-  return info.uordblks + info.hblkhd;
+  return info.uordblks + info.hblkhd + MappedBytesInUse();
 }
 
 HeapMeter::HeapMeter() {
@@ -55,9 +57,13 @@ HeapMeter::HeapMeter() {
   peak = 0;
   [[maybe_unused]] const bool was = metering.exchange(true);
   assert(!was && "one HeapMeter at a time");
+  SetMappedBytesHook([](std::ptrdiff_t delta) { Count(delta); });
 }
 
-HeapMeter::~HeapMeter() { metering = false; }
+HeapMeter::~HeapMeter() {
+  SetMappedBytesHook(nullptr);
+  metering = false;
+}
 
 std::int64_t HeapMeter::Net() const { return net.load(std::memory_order_relaxed); }
 std::int64_t HeapMeter::Peak() const { return peak.load(std::memory_order_relaxed); }

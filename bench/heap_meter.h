@@ -14,7 +14,8 @@
 namespace epollcr::bench {
 
 // Heap bytes in use: blocks from the arenas (uordblks) plus blocks malloc served with mmap (hblkhd) - big arrays
-// pass the mmap threshold, and leaving them out would under-count.
+// pass the mmap threshold, and leaving them out would under-count - plus the buffers epollcr maps itself
+// (epollcr/memory.h). A HeapMeter counts those too, through epollcr's mapping hook.
 std::size_t HeapInUse();
 
 // Counts operator new/delete from construction to destruction. One at a time, on one thread: the metered calls run on

@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 
+#include "big_buffer.h"
 #include "epollcr/version.h"
 #include "state/after_load.h"
 #include "state/snapshot.h"
@@ -149,8 +150,9 @@ StatusOr<v1::Image> Capture(const World& world) {
 
 namespace {
 
-constexpr const char* kBuiltInKinds[] = {"eventpoll", "eventfd", "pipe-read", "pipe-write", "unix-stream"};
-
+// Object ids resolve through an IdIndex (load_objects.h) to positions: pipes, then socket pairs, then files, in
+// image order. Every per-entry check is O(1): an array lookup for the file, a comparison with the previous entry for
+// (file, fd) order, and a bit in a per-file range for the queue rank.
 class Validator {
  public:
   Validator(const v1::Image& image, const Limits& limits) : image_(image), limits_(limits) {}
@@ -166,35 +168,37 @@ class Validator {
                                   image_.files_size() + image_.fds_size() + image_.roots_size();
     if (objects > limits_.max_objects) return Fail("the image has " + std::to_string(objects) + " objects, beyond the limit");
     for (const v1::PipeState& p : image_.pipes()) {
-      if (Status s = NewId(p.id(), "pipe")) return s;
+      if (Status s = NewId(p.id(), "pipe", nullptr)) return s;
       if (Status s = CheckPipe(p)) return s;
     }
     for (const v1::SocketPairState& p : image_.socket_pairs()) {
-      if (Status s = NewId(p.id(), "socket pair")) return s;
+      if (Status s = NewId(p.id(), "socket pair", nullptr)) return s;
       for (const v1::SocketEnd* e : {&p.end0(), &p.end1()}) {
         if (Status s = CheckEnd(p.id(), *e)) return s;
       }
     }
     for (const v1::File& f : image_.files()) {
-      if (Status s = NewId(f.id(), "file")) return s;
-      files_[f.id()] = &f;
+      if (Status s = NewId(f.id(), "file", &f)) return s;
     }
+    ends_.assign(files_.size(), 0);
+    CountRanks();
     for (const v1::File& f : image_.files()) {
       if (Status s = CheckFile(f)) return s;
     }
     if (Status s = CheckEnds()) return s;
     if (Status s = CheckNesting()) return s;
-    std::set<int> fds;
+    std::int64_t last_fd = -1;
     for (const v1::FdEntry& e : image_.fds()) {
       const std::string where = "fd " + std::to_string(e.fd());
       if (e.fd() < 0) return Fail(where + ": negative");
-      if (!fds.insert(e.fd()).second) return Fail(where + ": repeated");
-      if (!files_.count(e.file())) return Fail(where + ": file " + std::to_string(e.file()) + " is not in the image");
+      if (e.fd() <= last_fd) return Fail(where + ": repeated or out of order (fds are listed in ascending order)");
+      last_fd = e.fd();
+      if (!FileAt(e.file())) return Fail(where + ": file " + std::to_string(e.file()) + " is not in the image");
     }
     std::set<std::string> names;
     for (const v1::Root& r : image_.roots()) {
       if (r.name().empty() || !names.insert(r.name()).second) return Fail("root '" + r.name() + "': empty or repeated name");
-      if (!files_.count(r.file())) return Fail("root " + r.name() + ": file " + std::to_string(r.file()) + " is not in the image");
+      if (!FileAt(r.file())) return Fail("root " + r.name() + ": file " + std::to_string(r.file()) + " is not in the image");
     }
     return {};
   }
@@ -202,10 +206,37 @@ class Validator {
  private:
   static Status Fail(std::string message) { return Status::Error(EINVAL, std::move(message)); }
 
-  Status NewId(std::uint64_t id, const char* what) {
+  Status NewId(std::uint64_t id, const char* what, const v1::File* file) {
     if (id == 0) return Fail(std::string(what) + " with object id 0");
-    if (!ids_.insert(id).second) return Fail(std::string(what) + " " + std::to_string(id) + ": object id repeated");
+    if (!index_.Insert(id, static_cast<std::uint32_t>(files_.size()))) {
+      return Fail(std::string(what) + " " + std::to_string(id) + ": object id repeated");
+    }
+    files_.push_back(file);
     return {};
+  }
+
+  // The file record of an id, or null (no such object, or shared state).
+  const v1::File* FileAt(std::uint64_t id) const {
+    const std::uint32_t at = index_.Find(id);
+    return at == state::IdIndex::kNone ? nullptr : files_[at];
+  }
+  // The position of the shared object `id` of the given kind, or kNone.
+  std::uint32_t SharedAt(std::uint64_t id, const std::set<std::uint64_t>& of_kind) const {
+    return of_kind.count(id) ? index_.Find(id) : state::IdIndex::kNone;
+  }
+
+  // Entries per file over all polls, so that each file's queue ranks can be checked to be 0..m-1, each once.
+  void CountRanks() {
+    rank_first_.assign(files_.size() + 1, 0);
+    for (const v1::File& f : image_.files()) {
+      if (!f.has_eventpoll()) continue;
+      for (std::uint64_t file : f.eventpoll().files()) {
+        const std::uint32_t at = index_.Find(file);
+        if (at != state::IdIndex::kNone) ++rank_first_[at + 1];
+      }
+    }
+    for (std::size_t i = 0; i < files_.size(); ++i) rank_first_[i + 1] += rank_first_[i];
+    rank_taken_.assign(rank_first_.back(), false);
   }
 
   Status CheckPipe(const v1::PipeState& p) {
@@ -218,7 +249,7 @@ class Validator {
       }
     }
     if (p.readers() > 1 || p.writers() > 1) return Fail(where + ": readers and writers must be 0 or 1");
-    pipes_[p.id()] = &p;
+    pipes_.insert(p.id());
     return {};
   }
 
@@ -238,6 +269,13 @@ class Validator {
     return {};
   }
 
+  // Marks end `bit` of the shared object at `at` as having its file; false if it had one already.
+  bool TakeEnd(std::uint32_t at, int bit) {
+    if (ends_[at] & bit) return false;
+    ends_[at] = static_cast<std::uint8_t>(ends_[at] | bit);
+    return true;
+  }
+
   Status CheckFile(const v1::File& f) {
     const std::string where = "file " + std::to_string(f.id());
     switch (f.kind_case()) {
@@ -247,15 +285,17 @@ class Validator {
       case v1::File::kPipeRead:
       case v1::File::kPipeWrite: {
         const std::uint64_t pipe = f.has_pipe_read() ? f.pipe_read().pipe() : f.pipe_write().pipe();
-        if (!pipes_.count(pipe)) return Fail(where + ": pipe " + std::to_string(pipe) + " is not in the image");
-        if (!ends_.insert({pipe, f.has_pipe_read() ? 1 : 2}).second) return Fail(where + ": a second file for the same pipe end");
+        const std::uint32_t at = SharedAt(pipe, pipes_);
+        if (at == state::IdIndex::kNone) return Fail(where + ": pipe " + std::to_string(pipe) + " is not in the image");
+        if (!TakeEnd(at, f.has_pipe_read() ? 1 : 2)) return Fail(where + ": a second file for the same pipe end");
         return {};
       }
       case v1::File::kUnixStream: {
         const v1::UnixStreamState& s = f.unix_stream();
-        if (!pairs_.count(s.pair())) return Fail(where + ": socket pair " + std::to_string(s.pair()) + " is not in the image");
+        const std::uint32_t at = SharedAt(s.pair(), pairs_);
+        if (at == state::IdIndex::kNone) return Fail(where + ": socket pair " + std::to_string(s.pair()) + " is not in the image");
         if (s.side() > 1) return Fail(where + ": side must be 0 or 1");
-        if (!ends_.insert({s.pair(), 1 << s.side()}).second) return Fail(where + ": a second file for the same socket end");
+        if (!TakeEnd(at, 1 << s.side())) return Fail(where + ": a second file for the same socket end");
         return {};
       }
       case v1::File::kEventpoll:
@@ -263,8 +303,8 @@ class Validator {
       case v1::File::kHost:
         return Fail(where + ": host file references need a resolver, which this build does not have yet");
       case v1::File::kEmbedder:
-        for (const char* b : kBuiltInKinds) {
-          if (f.embedder().kind() == b) return Fail(where + ": embedder kind '" + b + "' is a built-in kind");
+        if (state::BuiltInFileKind(f.embedder().kind())) {
+          return Fail(where + ": embedder kind '" + f.embedder().kind() + "' is a built-in kind");
         }
         if (f.embedder().kind().empty()) return Fail(where + ": embedder file without a kind");
         return {};
@@ -282,7 +322,6 @@ class Validator {
       return Fail(where + ": entry columns of different lengths");
     }
     if (static_cast<std::uint64_t>(n) > limits_.max_entries) return Fail(where + ": too many entries");
-    std::set<std::pair<std::uint64_t, int>> keys;
     std::vector<bool> in_ready(static_cast<std::size_t>(n), false);
     for (std::uint32_t i : p.ready_order()) {
       if (i >= static_cast<std::uint32_t>(n) || in_ready[i] || p.lists(static_cast<int>(i)) != v1::ENTRY_LIST_READY) {
@@ -291,45 +330,62 @@ class Validator {
       in_ready[i] = true;
     }
     for (int i = 0; i < n; ++i) {
-      const std::string at = where + ", entry " + std::to_string(i) + ": ";
+      auto at = [&] { return where + ", entry " + std::to_string(i) + ": "; };
       const std::uint64_t file = p.files(i);
-      if (!files_.count(file)) return Fail(at + "file " + std::to_string(file) + " is not in the image");
-      if (file == id) return Fail(at + "a poll cannot watch itself");
-      if (p.fds(i) < 0) return Fail(at + "negative fd");
-      if (!keys.insert({file, p.fds(i)}).second) return Fail(at + "a second entry for the same (file, fd)");
+      const std::uint32_t position = index_.Find(file);
+      const v1::File* target = position == state::IdIndex::kNone ? nullptr : files_[position];
+      if (!target) return Fail(at() + "file " + std::to_string(file) + " is not in the image");
+      if (file == id) return Fail(at() + "a poll cannot watch itself");
+      if (p.fds(i) < 0) return Fail(at() + "negative fd");
+      if (i > 0 && (file < p.files(i - 1) || (file == p.files(i - 1) && p.fds(i) <= p.fds(i - 1)))) {
+        return Fail(at() + (file == p.files(i - 1) && p.fds(i) == p.fds(i - 1)
+                                ? std::string("a second entry for the same (file, fd)")
+                                : "out of (file id, fd) order"));
+      }
       const std::uint32_t events = p.events(i);
       const std::uint32_t armed = events & ~kEpollPrivateBits;
       const int list = p.lists(i);
       if (list != v1::ENTRY_LIST_WAITING && list != v1::ENTRY_LIST_READY && list != v1::ENTRY_LIST_DISABLED) {
-        return Fail(at + "unknown list");
+        return Fail(at() + "unknown list");
       }
       if ((list == v1::ENTRY_LIST_READY) != in_ready[static_cast<std::size_t>(i)]) {
-        return Fail(at + "ready, but not in the ready order");
+        return Fail(at() + "ready, but not in the ready order");
       }
       if (list == v1::ENTRY_LIST_DISABLED && (armed != 0 || (events & kEpollOneShot) == 0)) {
-        return Fail(at + "disabled, but its events " + FormatEventMask(events) + " are not a fired one-shot's");
+        return Fail(at() + "disabled, but its events " + FormatEventMask(events) + " are not a fired one-shot's");
       }
       if ((events & kEpollExclusive) != 0) {
-        if ((events & ~kEpollExclusiveOkBits) != 0) return Fail(at + "EPOLLEXCLUSIVE with bits Linux refuses");
-        if (files_.at(file)->has_eventpoll()) return Fail(at + "EPOLLEXCLUSIVE on a poll");
+        if ((events & ~kEpollExclusiveOkBits) != 0) return Fail(at() + "EPOLLEXCLUSIVE with bits Linux refuses");
+        if (target->has_eventpoll()) return Fail(at() + "EPOLLEXCLUSIVE on a poll");
       }
-      if (files_.at(file)->has_eventpoll()) children_[id].push_back(file);
-      if (!ranks_.insert({file, p.queue_ranks(i)}).second) {
-        return Fail(at + "queue rank " + std::to_string(p.queue_ranks(i)) + " is taken by another entry of file " +
+      if (target->has_eventpoll()) children_[id].push_back(file);
+      const std::uint32_t rank = p.queue_ranks(i);
+      const std::uint32_t entries_of_file = rank_first_[position + 1] - rank_first_[position];
+      if (rank >= entries_of_file) {
+        return Fail(at() + "queue rank " + std::to_string(rank) + " is out of range: file " + std::to_string(file) +
+                    " has " + std::to_string(entries_of_file) + " entries in all polls (ranks 0.." +
+                    std::to_string(entries_of_file - 1) + ")");
+      }
+      auto taken = rank_taken_[rank_first_[position] + rank];
+      if (taken) {
+        return Fail(at() + "queue rank " + std::to_string(rank) + " is taken by another entry of file " +
                     std::to_string(file));
       }
+      taken = true;
     }
     return {};
   }
 
   Status CheckEnds() {
-    for (const auto& [id, p] : pipes_) {
-      const bool r = ends_.count({id, 1}) != 0, w = ends_.count({id, 2}) != 0;
-      if (r != (p->readers() == 1) || w != (p->writers() == 1)) return Fail("pipe " + std::to_string(id) + ": its open ends do not match its files");
+    for (const v1::PipeState& p : image_.pipes()) {
+      const int bits = ends_[index_.Find(p.id())];
+      if (((bits & 1) != 0) != (p.readers() == 1) || ((bits & 2) != 0) != (p.writers() == 1)) {
+        return Fail("pipe " + std::to_string(p.id()) + ": its open ends do not match its files");
+      }
     }
     for (const v1::SocketPairState& p : image_.socket_pairs()) {
-      if (ends_.count({p.id(), 1}) != static_cast<std::size_t>(p.end0().open()) ||
-          ends_.count({p.id(), 2}) != static_cast<std::size_t>(p.end1().open())) {
+      const int bits = ends_[index_.Find(p.id())];
+      if (((bits & 1) != 0) != p.end0().open() || ((bits & 2) != 0) != p.end1().open()) {
         return Fail("socket pair " + std::to_string(p.id()) + ": its open ends do not match its files");
       }
     }
@@ -362,13 +418,13 @@ class Validator {
 
   const v1::Image& image_;
   const Limits& limits_;
-  std::set<std::uint64_t> ids_;
-  std::map<std::uint64_t, const v1::File*> files_;
-  std::map<std::uint64_t, const v1::PipeState*> pipes_;
-  std::set<std::uint64_t> pairs_;
-  std::set<std::pair<std::uint64_t, int>> ends_;
-  std::map<std::uint64_t, std::vector<std::uint64_t>> children_;
-  std::set<std::pair<std::uint64_t, std::uint32_t>> ranks_;  // (file, queue rank), over all polls
+  state::IdIndex index_;                    // every object id -> position
+  std::vector<const v1::File*> files_;      // by position; null for shared state
+  std::set<std::uint64_t> pipes_, pairs_;   // ids of valid shared objects, by kind
+  std::vector<std::uint8_t> ends_;          // by position of a shared object: a bit per end that has its file
+  std::vector<std::uint32_t> rank_first_;   // by file position: its ranks' bits are rank_taken_[first[at] ..)
+  std::vector<bool> rank_taken_;
+  std::map<std::uint64_t, std::vector<std::uint64_t>> children_;  // poll id -> polls it watches
 };
 
 // ---- restore ---------------------------------------------------------------------------------------------------------
@@ -390,10 +446,11 @@ void RestoreEnd(const v1::SocketEnd& in, SocketPairState::End& end) {
   FieldOf<bool>(end, "open") = in.open();
 }
 
+// Builds the world of a validated image: objects at the positions the Validator gave them, entries straight into
+// their pending polls (already checked), then after_load exactly as for a Boost archive.
 void Build(const v1::Image& image, World* out) {
   state::LoadObjects objects;
-  std::map<std::uint64_t, state::PendingPoll> polls;
-  std::set<const File*> custom;
+  std::map<std::uint32_t, state::PendingPoll> polls;  // by the poll's position
   for (const v1::PipeState& p : image.pipes()) {
     auto pipe = std::make_shared<PipeBuffer>();
     auto& slots = FieldOf<std::deque<PipeBuffer::Slot>>(*pipe, "slots");
@@ -407,55 +464,62 @@ void Build(const v1::Image& image, World* out) {
     }
     FieldOf<int>(*pipe, "readers") = static_cast<int>(p.readers());
     FieldOf<int>(*pipe, "writers") = static_cast<int>(p.writers());
-    objects.kinds[p.id()] = "pipe";
-    objects.pipes[p.id()] = std::move(pipe);
+    objects.pipes[objects.Add(p.id(), state::ObjectKind::kPipe)] = std::move(pipe);
   }
   for (const v1::SocketPairState& p : image.socket_pairs()) {
     auto pair = std::make_shared<SocketPairState>();
     RestoreEnd(p.end0(), FieldOf<SocketPairState::End>(*pair, "end0"));
     RestoreEnd(p.end1(), FieldOf<SocketPairState::End>(*pair, "end1"));
-    objects.kinds[p.id()] = "socket-pair";
-    objects.pairs[p.id()] = std::move(pair);
+    objects.pairs[objects.Add(p.id(), state::ObjectKind::kSocketPair)] = std::move(pair);
   }
   // Every file first (entries refer to files by id), then their references.
   for (const v1::File& f : image.files()) {
     std::shared_ptr<File> file;
-    std::string kind;
+    std::uint32_t at = 0;
     switch (f.kind_case()) {
       case v1::File::kEventfd: {
+        at = objects.Add(f.id(), state::ObjectKind::kEventFd);
         auto e = MakeFile<EventFd>(0, false);
         FieldOf<std::uint64_t>(*e, "count") = f.eventfd().count();
         FieldOf<bool>(*e, "semaphore") = f.eventfd().semaphore();
-        file = e, kind = "eventfd";
+        file = std::move(e);
         break;
       }
       case v1::File::kPipeRead: {
+        at = objects.Add(f.id(), state::ObjectKind::kPipeRead);
         auto r = MakeFile<PipeReadEnd>(nullptr);
-        FieldOf<std::shared_ptr<PipeBuffer>>(*r, "pipe") = objects.pipes.at(f.pipe_read().pipe());
-        objects.waits.emplace_back(f.id(), f.pipe_read().pipe());
-        file = r, kind = "pipe-read";
+        const std::uint32_t pipe = objects.Find(f.pipe_read().pipe());
+        FieldOf<std::shared_ptr<PipeBuffer>>(*r, "pipe") = objects.pipes.at(pipe);
+        objects.Wait(at, pipe);
+        file = std::move(r);
         break;
       }
       case v1::File::kPipeWrite: {
+        at = objects.Add(f.id(), state::ObjectKind::kPipeWrite);
         auto w = MakeFile<PipeWriteEnd>(nullptr);
-        FieldOf<std::shared_ptr<PipeBuffer>>(*w, "pipe") = objects.pipes.at(f.pipe_write().pipe());
-        objects.waits.emplace_back(f.id(), f.pipe_write().pipe());
-        file = w, kind = "pipe-write";
+        const std::uint32_t pipe = objects.Find(f.pipe_write().pipe());
+        FieldOf<std::shared_ptr<PipeBuffer>>(*w, "pipe") = objects.pipes.at(pipe);
+        objects.Wait(at, pipe);
+        file = std::move(w);
         break;
       }
       case v1::File::kUnixStream: {
+        at = objects.Add(f.id(), state::ObjectKind::kUnixStream);
         auto s = MakeFile<UnixSocket>(nullptr, 0);
-        FieldOf<std::shared_ptr<SocketPairState>>(*s, "pair") = objects.pairs.at(f.unix_stream().pair());
+        const std::uint32_t pair = objects.Find(f.unix_stream().pair());
+        FieldOf<std::shared_ptr<SocketPairState>>(*s, "pair") = objects.pairs.at(pair);
         FieldOf<int>(*s, "side") = static_cast<int>(f.unix_stream().side());
-        objects.waits.emplace_back(f.id(), f.unix_stream().pair());
-        file = s, kind = "unix-stream";
+        objects.Wait(at, pair);
+        file = std::move(s);
         break;
       }
       case v1::File::kEventpoll:
-        file = EventPoll::Create(), kind = "eventpoll";
+        at = objects.Add(f.id(), state::ObjectKind::kEventPoll);
+        file = EventPoll::Create();
         break;
       case v1::File::kEmbedder: {
-        kind = f.embedder().kind();
+        const std::string& kind = f.embedder().kind();
+        at = objects.Add(f.id(), state::ObjectKind::kEmbedder, kind);
         FileFactory factory = state::FindFileType(kind);
         if (!factory) throw LoadError("file " + std::to_string(f.id()) + ": embedder kind '" + kind + "' is not registered");
         Result<std::shared_ptr<File>> made = factory(f.embedder().state());
@@ -463,38 +527,45 @@ void Build(const v1::Image& image, World* out) {
           throw LoadError("file " + std::to_string(f.id()) + ": the factory of '" + kind + "' failed");
         }
         file = std::move(made).value();
-        custom.insert(file.get());
         break;
       }
       default:
         throw LoadError("file " + std::to_string(f.id()) + ": kind not restorable");
     }
-    objects.kinds[f.id()] = kind;
-    objects.files[f.id()] = std::move(file);
+    objects.files[at] = std::move(file);
   }
   for (const v1::File& f : image.files()) {
     if (!f.has_eventpoll()) continue;
-    auto* poll = static_cast<EventPoll*>(objects.files.at(f.id()).get());
-    state::PendingPoll& pending = polls[f.id()];
+    const std::uint32_t at = objects.Find(f.id());
+    auto* poll = static_cast<EventPoll*>(objects.files[at].get());
+    state::PendingPoll& pending = polls[at];
+    pending.checked = true;
     const v1::EventPollState& p = f.eventpoll();
+    pending.entries.reserve(static_cast<std::size_t>(p.files_size()));
     for (int i = 0; i < p.files_size(); ++i) {
       const bool disabled = p.lists(i) == v1::ENTRY_LIST_DISABLED;
-      auto e = std::make_unique<PollEntry>(poll, FileIdentifier{objects.files.at(p.files(i)).get(), p.fds(i)},
-                                           disabled ? p.events(i) : p.events(i) | kAlwaysReported, p.data(i));
+      const std::uint32_t target = objects.Find(p.files(i));
+      PollEntry* e = pending.Make(static_cast<std::size_t>(p.files_size() - i), poll,
+                                  FileIdentifier{objects.files[target].get(), p.fds(i)},
+                                  disabled ? p.events(i) : p.events(i) | kAlwaysReported, p.data(i));
       e->list = p.lists(i) == v1::ENTRY_LIST_READY ? EntryList::kReady
                 : disabled                         ? EntryList::kDisabled
                                                    : EntryList::kWaiting;
-      objects.waits.emplace_back(f.id(), p.files(i));
-      pending.entries.push_back(std::move(e));
+      objects.Wait(at, target);
     }
     pending.ready.assign(p.ready_order().begin(), p.ready_order().end());
     pending.ranks.assign(p.queue_ranks().begin(), p.queue_ranks().end());
   }
-  for (const v1::FdEntry& e : image.fds()) {
-    if (out->fds.InstallAt(e.fd(), objects.files.at(e.file()))) throw LoadError("fd " + std::to_string(e.fd()) + ": cannot be installed");
+  if (image.fds_size() > 0) {  // fds are ascending: the last is the highest
+    out->fds.Reserve(static_cast<int>(std::min<std::int64_t>(image.fds(image.fds_size() - 1).fd() + 1LL, INT_MAX)));
   }
-  for (const v1::Root& r : image.roots()) out->roots.emplace(r.name(), objects.files.at(r.file()));
-  state::RunAfterLoad(objects, polls, custom);
+  for (const v1::FdEntry& e : image.fds()) {
+    if (out->fds.InstallAt(e.fd(), objects.files[objects.Find(e.file())])) {
+      throw LoadError("fd " + std::to_string(e.fd()) + ": cannot be installed");
+    }
+  }
+  for (const v1::Root& r : image.roots()) out->roots.emplace(r.name(), objects.files[objects.Find(r.file())]);
+  state::RunAfterLoad(objects, polls);
 }
 
 }  // namespace
@@ -561,12 +632,37 @@ StatusOr<std::string> SaveImage(const World& world) {
   return {{}, Frame(payload.value)};
 }
 
+namespace {
+
+// Decode + Restore without the decoded image's own heap blocks: it lives in an arena whose first block is a
+// BigBuffer (big_buffer.h) sized for what packed columns can grow to, so that decoding a million entries does not
+// fault in tens of megabytes page by page.
+Status DecodeAndRestore(std::string_view payload, World* out) {
+  if (payload.size() > static_cast<std::size_t>(INT_MAX)) {
+    return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
+  }
+  // Small images decode into the arena's own blocks; a BigBuffer pays off from a huge page on.
+  const std::size_t want = payload.size() * 8 + 64 * 1024;
+  BigBuffer block(want >= BigBuffer::kHugePage ? want : 0);  // declared first: the arena goes before its block
+  google::protobuf::ArenaOptions options;
+  if (block.size() > 0) {
+    options.initial_block = static_cast<char*>(block.data());
+    options.initial_block_size = block.size();
+  }
+  google::protobuf::Arena arena(options);
+  auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
+  if (!image->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
+  }
+  return Restore(*image, out);
+}
+
+}  // namespace
+
 Status LoadImage(std::string_view file_bytes, World* out, const ReadLimits& read_limits) {
   UnframeResult framed = Unframe(file_bytes, read_limits);
   if (!framed.ok()) return {framed.error.code, framed.error.message};
-  StatusOr<v1::Image> image = Decode(framed.payload);
-  if (!image.ok()) return image.status;
-  return Restore(image.value, out);
+  return DecodeAndRestore(framed.payload, out);
 }
 
 Status WriteImage(const World& world, const std::string& path) {
@@ -579,11 +675,10 @@ Status WriteImage(const World& world, const std::string& path) {
 }
 
 Status ReadImage(const std::string& path, World* out, const ReadLimits& read_limits) {
-  std::string payload;
-  if (ImageError e = ReadImageFile(path, &payload, read_limits)) return {e.code, e.message};
-  StatusOr<v1::Image> image = Decode(payload);
-  if (!image.ok()) return image.status;
-  return Restore(image.value, out);
+  std::string bytes;
+  std::string_view payload;
+  if (ImageError e = ReadImageFileBytes(path, &bytes, &payload, read_limits)) return {e.code, e.message};
+  return DecodeAndRestore(payload, out);
 }
 
 }  // namespace epollcr::image

@@ -266,6 +266,19 @@ ImageError WriteImageFile(const std::string& path, std::string_view payload, Fil
 ImageError ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits,
                          FileOps& ops) {
   if (payload_out == nullptr) return {Errno(EINVAL), "read image " + path + ": no place for the payload"};
+  std::string bytes;
+  std::string_view payload;
+  if (ImageError e = ReadImageFileBytes(path, &bytes, &payload, limits, ops)) return e;
+  bytes.erase(0, kHeaderSize);  // the payload is the rest: keep this buffer rather than copy it
+  *payload_out = std::move(bytes);
+  return {};
+}
+
+ImageError ReadImageFileBytes(const std::string& path, std::string* file_bytes_out, std::string_view* payload_out,
+                              const ReadLimits& limits, FileOps& ops) {
+  if (file_bytes_out == nullptr || payload_out == nullptr) {
+    return {Errno(EINVAL), "read image " + path + ": no place for the payload"};
+  }
 
   OwnedFd file;
   {
@@ -341,8 +354,8 @@ ImageError ReadImageFile(const std::string& path, std::string* payload_out, cons
 
   const UnframeResult unframed = Unframe(bytes, limits);
   if (!unframed.ok()) return FormatError(unframed.error.code, path, unframed.error.message);
-  bytes.erase(0, kHeaderSize);  // the payload is the rest: keep this buffer rather than copy it
-  *payload_out = std::move(bytes);
+  *file_bytes_out = std::move(bytes);  // a moved string keeps its buffer, so the view stays valid
+  *payload_out = std::string_view(*file_bytes_out).substr(kHeaderSize);
   return {};
 }
 

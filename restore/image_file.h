@@ -133,6 +133,10 @@ ImageError WriteImageFile(const std::string& path, std::string_view payload, Fil
 // read all, Unframe, and move the payload into *payload_out. On failure *payload_out is untouched.
 ImageError ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits = {},
                          FileOps& ops = DefaultFileOps());
+// The same without moving the payload: *file_bytes_out holds the whole file and *payload_out views its payload.
+// On failure both are untouched.
+ImageError ReadImageFileBytes(const std::string& path, std::string* file_bytes_out, std::string_view* payload_out,
+                              const ReadLimits& limits = {}, FileOps& ops = DefaultFileOps());
 
 // The name WriteImageFile gives its temporary files for `path`, without the directory and without the final
 // ".PID.RANDOM": ".NAME.tmp" (NAME cut to 200 bytes so the whole stays under NAME_MAX).

@@ -1,7 +1,10 @@
 // EventPoll: registration, wake-up and harvest. Semantics follow fs/eventpoll.c; structure follows gVisor's
 // pkg/sentry/vfs/epoll.go. Nesting checks (ELOOP, path limits) are in event_poll_nesting.cc.
+#include <algorithm>
 #include <cassert>
 #include <chrono>
+#include <new>
+#include <type_traits>
 #include <thread>
 
 #include "event_poll_internal.h"
@@ -47,7 +50,7 @@ bool PollEntry::NotifyEvent(EventMask mask) {
 // ---- Impl ---------------------------------------------------------------------------------------------------------
 
 EventPoll::Impl::Impl(EventPoll* self)
-    : buckets_(new EntryMap::bucket_type[kInitialBuckets]),
+    : buckets_(kInitialBuckets),
       bucket_count_(kInitialBuckets),
       entries_(EntryMap::bucket_traits(buckets_.get(), kInitialBuckets)),
       self_(self) {}
@@ -105,7 +108,7 @@ void EventPoll::Impl::ReserveLocked(std::size_t want) {
   std::size_t n = bucket_count_;
   while (n < want) n *= 2;
   if (n == bucket_count_) return;
-  std::unique_ptr<EntryMap::bucket_type[]> bigger(new EntryMap::bucket_type[n]);
+  BucketArray bigger(n);
   entries_.rehash(EntryMap::bucket_traits(bigger.get(), n));
   buckets_ = std::move(bigger);
   bucket_count_ = n;
@@ -120,7 +123,32 @@ void EventPoll::Impl::RemoveLocked(PollEntry* e) {
     from.erase(from.iterator_to(*e));
   }
   entries_.erase(entries_.iterator_to(*e));
-  delete e;
+  if (!e->pooled) {
+    delete e;
+    return;
+  }
+  e->~PollEntry();
+  if (--pooled_live_ == 0) pooled_.clear();
+}
+
+void EventPoll::Impl::AdoptLocked(EntryChunks chunks, std::size_t n) {
+  if (n == 0) return;
+  pooled_.push_back(std::move(chunks));
+  pooled_live_ += n;
+}
+
+PollEntry* EntryChunks::Make(std::size_t expected_more, EventPoll* poll, FileIdentifier id, std::uint32_t events,
+                             std::uint64_t data) {
+  if (room_ == 0) {
+    room_ = std::clamp<std::size_t>(expected_more, 1, kMaxBlockEntries);
+    blocks_.emplace_back(room_ * sizeof(PollEntry));
+    next_ = static_cast<std::byte*>(blocks_.back().data());
+  }
+  auto* e = new (next_) PollEntry(poll, id, events, data);
+  e->pooled = true;
+  next_ += sizeof(PollEntry);
+  --room_;
+  return e;
 }
 
 bool EventPoll::Impl::HasReadyLocked() {

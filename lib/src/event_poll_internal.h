@@ -8,10 +8,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <utility>
 #include <vector>
 
 #include "epollcr/event_poll.h"
 #include "epollcr/state.h"
+#include "big_buffer.h"
 
 namespace epollcr {
 
@@ -49,7 +52,31 @@ struct PollEntry final : WaiterEntry {
                                              // held; read with either.
   EntryList list = EntryList::kWaiting;      // Guarded by lists_mu_.
   bool registered = false;                   // Guarded by mu_: the waiter is in the file's queue.
+  bool pooled = false;                       // Immutable: made in EntryChunks (a load), not by new.
   std::uint64_t data;                        // Guarded by mu_ (ReadEvents reads it holding both locks).
+};
+
+// Storage for the entries a load makes together: a few large blocks instead of one heap block per entry, so that
+// restoring a million entries costs a few allocations, not a million (and frees as few). Entries made here are
+// `pooled`: their poll destroys them in place, and frees the blocks when the last of them goes (Impl::pooled_).
+class EntryChunks {
+ public:
+  EntryChunks() = default;
+  EntryChunks(EntryChunks&&) noexcept = default;
+  EntryChunks& operator=(EntryChunks&&) noexcept = default;
+
+  // Constructs an entry in the current block; a new block, sized for up to `expected_more` entries (at least 1, at
+  // most kMaxBlockEntries), when it is full. The caller owns the entry's lifetime (not its storage).
+  PollEntry* Make(std::size_t expected_more, EventPoll* poll, FileIdentifier id, std::uint32_t events,
+                  std::uint64_t data);
+  bool empty() const { return blocks_.empty(); }
+
+ private:
+  // Untouched pages cost nothing (big_buffer.h), so a block may be sized for all the entries still expected.
+  static constexpr std::size_t kMaxBlockEntries = std::size_t{1} << 20;
+  std::vector<BigBuffer> blocks_;
+  std::byte* next_ = nullptr;
+  std::size_t room_ = 0;  // entries that still fit in the current block
 };
 
 struct EntryKeyOf {
@@ -73,6 +100,32 @@ using EntryMap = bi::unordered_set<
     bi::key_of_value<EntryKeyOf>, bi::hash<FileIdentifierHash>, bi::equal<FileIdentifierEqual>,
     bi::constant_time_size<true>, bi::power_2_buckets<true>>;
 
+// The entries map's bucket array, in a BigBuffer (a poll of a million entries has a 8 MiB array).
+class BucketArray {
+ public:
+  BucketArray() = default;
+  explicit BucketArray(std::size_t n) : buffer_(n * sizeof(EntryMap::bucket_type)), n_(n) {
+    for (std::size_t i = 0; i < n_; ++i) new (&get()[i]) EntryMap::bucket_type();
+  }
+  BucketArray(BucketArray&& other) noexcept : buffer_(std::move(other.buffer_)), n_(std::exchange(other.n_, 0)) {}
+  BucketArray& operator=(BucketArray&& other) noexcept {
+    Destroy();
+    buffer_ = std::move(other.buffer_);
+    n_ = std::exchange(other.n_, 0);
+    return *this;
+  }
+  ~BucketArray() { Destroy(); }
+  EntryMap::bucket_type* get() const { return static_cast<EntryMap::bucket_type*>(buffer_.data()); }
+
+ private:
+  void Destroy() noexcept {
+    for (std::size_t i = 0; i < n_; ++i) std::destroy_at(&get()[i]);
+    n_ = 0;
+  }
+  BigBuffer buffer_;
+  std::size_t n_ = 0;
+};
+
 struct EventPoll::Impl {
   explicit Impl(EventPoll* self);
   ~Impl();
@@ -95,7 +148,7 @@ struct EventPoll::Impl {
 
   // Lock order: see event_poll.h.
   mutable std::mutex mu_;  // The entries map; every entry's events and data.
-  std::unique_ptr<EntryMap::bucket_type[]> buckets_;  // Guarded by mu_.
+  BucketArray buckets_;                               // Guarded by mu_.
   std::size_t bucket_count_ = 0;                      // Guarded by mu_.
   EntryMap entries_;                                  // Guarded by mu_.
 
@@ -108,6 +161,12 @@ struct EventPoll::Impl {
 
   EventPoll* const self_;  // Immutable: the EventPoll this is the state of.
 
+  // Blocks of entries a load gave this poll (EntryChunks), freed when the last pooled entry goes. Guarded by mu_.
+  std::vector<EntryChunks> pooled_;
+  std::size_t pooled_live_ = 0;
+  // Takes the blocks of `n` pooled entries that are now this poll's. Preconditions: mu_ is held.
+  void AdoptLocked(EntryChunks chunks, std::size_t n);
+
   EntryList_t& ListOf(EntryList which);
   // Moves `e` to the back of list `to` (from wherever it is). Preconditions: lists_mu_ is held.
   void MoveToLocked(PollEntry& e, EntryList to);
@@ -116,7 +175,8 @@ struct EventPoll::Impl {
   bool QueueIfReadyLocked(PollEntry& e);
   // Wakes one blocked waiter if any. Preconditions: lists_mu_ is held.
   void WakeOneWaiterLocked();
-  // Removes an entry: unregisters its waiter, unlinks it, deletes it. Preconditions: mu_ is held, lists_mu_ is not.
+  // Removes an entry: unregisters its waiter, unlinks it, deletes it (a pooled one in place). Preconditions: mu_ is
+  // held, lists_mu_ is not.
   void RemoveLocked(PollEntry* e);
   // The entries map grows its bucket array as it fills. Preconditions: mu_ is held.
   void MaybeGrowLocked();

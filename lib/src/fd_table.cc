@@ -1,5 +1,7 @@
 #include "epollcr/fd_table.h"
 
+#include <algorithm>
+
 namespace epollcr {
 
 FdTable::~FdTable() { Clear(); }
@@ -19,6 +21,14 @@ Result<int> FdTable::Install(std::shared_ptr<File> file) {
   files_[fd] = std::move(file);
   ++count_;
   return fd;
+}
+
+void FdTable::Reserve(int n) {
+  std::lock_guard lock(mu_);
+  try {
+    files_.reserve(static_cast<std::size_t>(std::clamp(n, 0, max_fds_)));
+  } catch (const std::exception&) {  // bad_alloc: the table grows as fds are installed instead
+  }
 }
 
 std::error_code FdTable::InstallAt(int fd, std::shared_ptr<File> file) {

@@ -175,10 +175,33 @@ TEST(ImageCodecTest, ValidationSaysWhere) {
              return;
            }
          }
-         p->add_files(p->files(0)), p->add_fds(999), p->add_events(1), p->add_data(0),
-             p->add_lists(v1::ENTRY_LIST_WAITING), p->add_queue_ranks(p->queue_ranks(0));
+         // Every file has one entry: a second one for the last entry's file, after it in (file, fd) order.
+         const int last = p->files_size() - 1;
+         p->add_files(p->files(last)), p->add_fds(p->fds(last) + 1000), p->add_events(1), p->add_data(0),
+             p->add_lists(v1::ENTRY_LIST_WAITING), p->add_queue_ranks(p->queue_ranks(last));
        },
        "is taken by another entry"},
+      {"queue rank beyond the file's entries",
+       [&](v1::Image& i) {
+         auto* p = i.mutable_files(poll_index)->mutable_eventpoll();
+         p->set_queue_ranks(0, static_cast<std::uint32_t>(p->files_size()) + 5);
+       },
+       "is out of range"},
+      {"entries out of (file, fd) order",
+       [&](v1::Image& i) {
+         auto* p = i.mutable_files(poll_index)->mutable_eventpoll();
+         p->mutable_files()->SwapElements(0, 1);
+         p->mutable_fds()->SwapElements(0, 1);
+         p->mutable_events()->SwapElements(0, 1);
+         p->mutable_data()->SwapElements(0, 1);
+         p->mutable_lists()->SwapElements(0, 1);
+         p->mutable_queue_ranks()->SwapElements(0, 1);
+         for (std::uint32_t& k : *p->mutable_ready_order()) k = k == 0 ? 1 : k == 1 ? 0 : k;
+       },
+       ", entry 1: out of (file id, fd) order"},
+      {"fds out of order",
+       [](v1::Image& i) { i.mutable_fds()->SwapElements(0, 1); },
+       "repeated or out of order"},
       {"host file", [](v1::Image& i) { i.mutable_files(0)->mutable_host()->set_fd(3); }, "need a resolver"},
       {"eventfd counter", [](v1::Image& i) {
          for (auto& f : *i.mutable_files()) {

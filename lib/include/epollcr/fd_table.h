@@ -25,6 +25,10 @@ class FdTable {
   Result<int> Install(std::shared_ptr<File> file);
   // Installs `file` at exactly `fd`, which must be free (EBUSY otherwise; EBADF if out of range).
   std::error_code InstallAt(int fd, std::shared_ptr<File> file);
+  // Makes room for fds below `n` (at most the table's limit), so that installing that many does not grow the table
+  // step by step (a load installs every fd of a checkpoint at once). Changes no fd. Throws nothing; a failure to make
+  // room only means the table grows later.
+  void Reserve(int n);
   // dup(2): a new fd for the same file. EBADF, EMFILE.
   Result<int> Dup(int fd);
   // close(2): drops this fd's reference; the file is released when no other fd or owner holds it. EBADF.

@@ -1,101 +1,95 @@
 // after_load (docs/state-model.md, "Loading", stage 5).
+//
+// Everything here is linear in the number of objects and entries: positions index vectors (load_objects.h), the
+// wait graph is walked with Kahn's algorithm over arrays, and registrations are put in queue order with a counting
+// sort on their ranks. A checkpoint of a million entries spends its time creating entries, not finding things.
 #include "state/after_load.h"
 
+#include "big_buffer.h"
+
 #include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace epollcr::state {
 
 namespace {
 
 // Each pipe and socket pair has its ends exactly as its counts say: one read and one write end per open side.
-void CheckEnds(LoadObjects& objects_) {
-  std::map<const void*, int> seen;  // per shared object: a bit per end
-  for (const auto& [id, f] : objects_.files) {
-    const std::string& kind = objects_.kinds[id];
+void CheckEnds(const LoadObjects& objects) {
+  std::unordered_map<const void*, int> seen;  // per shared object: a bit per end
+  for (std::uint32_t i = 0; i < objects.size(); ++i) {
+    File* f = objects.files[i].get();
     int bit = 0;
     const void* shared = nullptr;
-    if (kind == "pipe-read") {
-      shared = static_cast<PipeReadEnd*>(f.get())->pipe().get(), bit = 1;
-    } else if (kind == "pipe-write") {
-      shared = static_cast<PipeWriteEnd*>(f.get())->pipe().get(), bit = 2;
-    } else if (kind == "unix-stream") {
-      auto* s = static_cast<UnixSocket*>(f.get());
-      shared = s->pair().get(), bit = 1 << s->side();
-    } else {
-      continue;
+    switch (objects.kinds[i]) {
+      case ObjectKind::kPipeRead: shared = static_cast<PipeReadEnd*>(f)->pipe().get(), bit = 1; break;
+      case ObjectKind::kPipeWrite: shared = static_cast<PipeWriteEnd*>(f)->pipe().get(), bit = 2; break;
+      case ObjectKind::kUnixStream: {
+        auto* s = static_cast<UnixSocket*>(f);
+        shared = s->pair().get(), bit = 1 << s->side();
+        break;
+      }
+      default: continue;
     }
-    if (seen[shared] & bit) throw LoadError(objects_.Name(id) + ": a second file for the same end");
+    if (seen[shared] & bit) throw LoadError(objects.Name(i) + ": a second file for the same end");
     seen[shared] |= bit;
   }
-  for (const auto& [id, pipe] : objects_.pipes) {
-    if (seen[pipe.get()] != pipe->OpenEnds()) throw LoadError(objects_.Name(id) + ": its open ends do not match its files");
+  for (const auto& [at, pipe] : objects.pipes) {
+    if (seen[pipe.get()] != pipe->OpenEnds()) throw LoadError(objects.Name(at) + ": its open ends do not match its files");
   }
-  for (const auto& [id, pair] : objects_.pairs) {
-    if (seen[pair.get()] != pair->OpenEnds()) throw LoadError(objects_.Name(id) + ": its open ends do not match its files");
+  for (const auto& [at, pair] : objects.pairs) {
+    if (seen[pair.get()] != pair->OpenEnds()) throw LoadError(objects.Name(at) + ": its open ends do not match its files");
   }
 }
 
-// Kahn's algorithm over the wait edges; what is left over lies on a cycle.
-std::vector<std::uint64_t> AfterLoadOrder(LoadObjects& objects_) {
-  std::map<std::uint64_t, int> pending;  // wait references not yet satisfied
-  std::multimap<std::uint64_t, std::uint64_t> waiters;  // referenced -> owner
-  for (const auto& [id, kind] : objects_.kinds) pending[id] = 0;
-  // One edge per (owner, referenced): a poll's entries refer to the same file many times over.
-  std::sort(objects_.waits.begin(), objects_.waits.end());
-  objects_.waits.erase(std::unique(objects_.waits.begin(), objects_.waits.end()), objects_.waits.end());
-  for (const auto& [owner, ref] : objects_.waits) {
-    if (owner == ref) throw LoadError("wait cycle: " + objects_.Name(owner) + " -> " + objects_.Name(owner));
+// Kahn's algorithm over the wait edges; what is left over lies on a cycle. Positions in, positions out.
+std::vector<std::uint32_t> AfterLoadOrder(const LoadObjects& objects) {
+  const std::size_t n = objects.size();
+  std::vector<std::uint32_t> pending(n, 0);     // wait edges of each owner not yet satisfied
+  std::vector<std::uint32_t> first(n + 1, 0);   // owners waiting on each object: owners[first[r] .. first[r + 1])
+  for (const auto& [owner, ref] : objects.waits) {
+    if (owner == ref) throw LoadError("wait cycle: " + objects.Name(owner) + " -> " + objects.Name(owner));
     ++pending[owner];
-    waiters.emplace(ref, owner);
+    ++first[ref + 1];
   }
-  std::vector<std::uint64_t> order, ready;
-  for (const auto& [id, n] : pending) {
-    if (n == 0) ready.push_back(id);
+  for (std::size_t i = 0; i < n; ++i) first[i + 1] += first[i];
+  std::vector<std::uint32_t> owners(objects.waits.size());
+  {
+    std::vector<std::uint32_t> fill(first.begin(), first.end() - 1);
+    for (const auto& [owner, ref] : objects.waits) owners[fill[ref]++] = owner;
+  }
+  std::vector<std::uint32_t> order, ready;
+  order.reserve(n);
+  for (std::uint32_t i = static_cast<std::uint32_t>(n); i-- > 0;) {
+    if (pending[i] == 0) ready.push_back(i);  // the lowest position is taken first
   }
   while (!ready.empty()) {
-    std::uint64_t id = ready.back();
+    const std::uint32_t at = ready.back();
     ready.pop_back();
-    order.push_back(id);
-    auto [b, e] = waiters.equal_range(id);
-    for (auto it = b; it != e; ++it) {
-      if (--pending[it->second] == 0) ready.push_back(it->second);
+    order.push_back(at);
+    for (std::uint32_t k = first[at]; k < first[at + 1]; ++k) {
+      if (--pending[owners[k]] == 0) ready.push_back(owners[k]);
     }
   }
-  if (order.size() != pending.size()) {
+  if (order.size() != n) {
     std::string cycle;
-    for (const auto& [id, n] : pending) {
-      if (n > 0) cycle += (cycle.empty() ? "" : " -> ") + objects_.Name(id);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      if (pending[i] > 0) cycle += (cycle.empty() ? "" : " -> ") + objects.Name(i);
     }
     throw LoadError("wait cycle among: " + cycle);
   }
   return order;
 }
 
-// The nesting limit of ADD holds for loaded graphs too: no chain of more than kMaxNests links.
-void CheckDepth(LoadObjects& objects_, std::map<const EventPoll*, int>& height_, std::uint64_t id, EventPoll* poll) {
-  int h = 0;
-  for (PollEntry& e : poll->impl()->entries_) {
-    if (EventPoll* inner = e.file->AsEventPoll()) h = std::max(h, height_[inner] + 1);
-  }
-  if (h > kMaxNests) throw LoadError(objects_.Name(id) + ": polls nested deeper than " + std::to_string(kMaxNests));
-  height_[poll] = h;
-}
-
-
 struct Registration {
   PollEntry* entry;
   std::uint32_t rank;
 };
 
-// The EventPoll's after_load: entries back on their saved lists (the ready list in its saved order); their waiters
-// are registered afterwards, all together (RegisterInQueueOrder). An in-memory file's state was captured in the same
-// cut as the lists, so the lists are exact and are not re-derived (re-deriving would turn a consumed edge-triggered
-// event into a new one).
-void RestorePoll(LoadObjects& objects_, PendingPoll& p, std::vector<Registration>& registrations,
-                 std::map<const EventPoll*, int>& height_, std::uint64_t id, EventPoll* poll) {
-  if (p.ranks.size() != p.entries.size()) throw LoadError(objects_.Name(id) + ": a queue rank is missing");
-  EventPoll::Impl& s = *poll->impl();
-  const std::string name = objects_.Name(id);
+// The checks of a poll's loaded entries that a validated image has passed already (a Boost archive has not).
+void CheckEntries(const std::string& name, const PendingPoll& p, const EventPoll* poll) {
+  if (p.ranks.size() != p.entries.size()) throw LoadError(name + ": a queue rank is missing");
   std::vector<bool> in_ready(p.entries.size(), false);
   for (std::uint32_t i : p.ready) {
     if (i >= p.entries.size() || in_ready[i] || p.entries[i]->list != EntryList::kReady) {
@@ -103,8 +97,8 @@ void RestorePoll(LoadObjects& objects_, PendingPoll& p, std::vector<Registration
     }
     in_ready[i] = true;
   }
-  for (std::size_t i = 0; i < p.entries.size(); ++i) {  // everything is checked before the poll takes anything
-    PollEntry& e = *p.entries[i];
+  for (std::size_t i = 0; i < p.entries.size(); ++i) {
+    const PollEntry& e = *p.entries[i];
     auto where = [&] { return name + ", entry " + std::to_string(i) + ": "; };
     const EventMask armed = e.events & ~kEpollPrivateBits;
     if (e.list != EntryList::kReady && e.list != EntryList::kWaiting && e.list != EntryList::kDisabled) {
@@ -120,76 +114,124 @@ void RestorePoll(LoadObjects& objects_, PendingPoll& p, std::vector<Registration
     }
     if (e.fd < 0 || e.file == poll || !e.file->Epollable()) throw LoadError(where() + "bad fd or file");
   }
+}
+
+// The EventPoll's after_load: entries back on their saved lists (the ready list in its saved order); their waiters
+// are registered afterwards, all together (RegisterInQueueOrder). An in-memory file's state was captured in the same
+// cut as the lists, so the lists are exact and are not re-derived (re-deriving would turn a consumed edge-triggered
+// event into a new one). The nesting limit of ADD holds for loaded graphs too: no chain of more than kMaxNests links
+// (inner polls ran their after_load first, so their heights are known).
+void RestorePoll(const std::string& name, PendingPoll& p, BigArray<Registration>& registrations,
+                 std::unordered_map<const EventPoll*, int>& heights, EventPoll* poll) {
+  if (!p.checked) CheckEntries(name, p, poll);  // everything is checked before the poll takes anything
+  EventPoll::Impl& s = *poll->impl();
   std::lock_guard lock(s.mu_);
   s.ReserveLocked(p.entries.size());
+  int height = 0;
   for (std::size_t i = 0; i < p.entries.size(); ++i) {
-    if (s.FindLocked({p.entries[i]->file, p.entries[i]->fd}) != nullptr) {
+    PollEntry& e = *p.entries[i];
+    if (!s.entries_.insert(e).second) {
       for (std::size_t j = 0; j < i; ++j) s.entries_.erase(s.entries_.iterator_to(*p.entries[j]));  // give them back
       throw LoadError(name + ", entry " + std::to_string(i) + ": a second entry for the same (file, fd)");
     }
-    s.entries_.insert(*p.entries[i]);
+    if (EventPoll* inner = e.file->AsEventPoll()) height = std::max(height, heights[inner] + 1);
   }
-  std::vector<PollEntry*> entries;
-  for (auto& e : p.entries) entries.push_back(e.release());
+  if (height > kMaxNests) {
+    for (PollEntry* e : p.entries) s.entries_.erase(s.entries_.iterator_to(*e));
+    throw LoadError(name + ": polls nested deeper than " + std::to_string(kMaxNests));
+  }
+  heights[poll] = height;
+  s.AdoptLocked(std::move(p.chunks), p.entries.size());
+  p.taken = true;  // from here on the poll owns the entries (nothing below throws but bad_alloc)
   {
     std::lock_guard lists(s.lists_mu_);
-    for (PollEntry* e : entries) {
+    for (std::size_t i = 0; i < p.entries.size(); ++i) {
+      PollEntry* e = p.entries[i];
       if (e->list == EntryList::kWaiting) s.waiting_.push_back(*e);
       if (e->list == EntryList::kDisabled) s.disabled_.push_back(*e);
+      registrations.push_back({e, p.ranks[i]});
     }
-    for (std::uint32_t i : p.ready) s.ready_.push_back(*entries[i]);
+    for (std::uint32_t i : p.ready) s.ready_.push_back(*p.entries[i]);
   }
-  for (std::size_t i = 0; i < entries.size(); ++i) registrations.push_back({entries[i], p.ranks[i]});
-  CheckDepth(objects_, height_, id, poll);
 }
 
 // Every waiter goes back into its file's queue at its saved place: non-exclusive waiters are pushed to the front
 // (so the highest rank first), exclusive ones to the back (lowest rank first), as WaiterQueue::EventRegister does.
-void RegisterInQueueOrder(std::vector<Registration>& registrations) {
-  std::stable_sort(registrations.begin(), registrations.end(), [](const Registration& a, const Registration& b) {
-    return a.rank > b.rank;
-  });
-  for (const Registration& r : registrations) {
+// The order is a stable sort by descending rank: a counting sort when the ranks are dense (as every writer makes
+// them), else std::stable_sort. The arrays are BigArrays: a load's temporaries are as large as its entries.
+void RegisterInQueueOrder(BigArray<Registration>& registrations) {
+  std::uint32_t max_rank = 0;
+  for (const Registration& r : registrations) max_rank = std::max(max_rank, r.rank);
+  BigArray<Registration> sorted(registrations.size());
+  if (max_rank <= registrations.size()) {
+    BigArray<std::uint32_t> start(static_cast<std::size_t>(max_rank) + 2);  // by descending rank
+    start.resize_uninitialized(static_cast<std::size_t>(max_rank) + 2);
+    std::fill(start.begin(), start.end(), 0u);
+    for (const Registration& r : registrations) ++start[max_rank - r.rank + 1];
+    for (std::size_t k = 1; k < start.size(); ++k) start[k] += start[k - 1];
+    sorted.resize_uninitialized(registrations.size());
+    for (const Registration& r : registrations) sorted[start[max_rank - r.rank]++] = r;
+  } else {
+    for (const Registration& r : registrations) sorted.push_back(r);
+    std::stable_sort(sorted.begin(), sorted.end(),
+                     [](const Registration& a, const Registration& b) { return a.rank > b.rank; });
+  }
+  for (const Registration& r : sorted) {
     if ((r.entry->events & kEpollExclusive) == 0) {
       r.entry->file->EventRegister(r.entry);
       r.entry->registered = true;
     }
   }
-  for (auto it = registrations.rbegin(); it != registrations.rend(); ++it) {
-    if ((it->entry->events & kEpollExclusive) != 0) {
-      it->entry->file->EventRegister(it->entry);
-      it->entry->registered = true;
+  for (std::size_t i = sorted.size(); i-- > 0;) {
+    const Registration& r = sorted[i];
+    if ((r.entry->events & kEpollExclusive) != 0) {
+      r.entry->file->EventRegister(r.entry);
+      r.entry->registered = true;
     }
   }
 }
 
-void RunAfterLoadImpl(LoadObjects& objects_, std::map<std::uint64_t, PendingPoll>& polls_,
-                      const std::set<const File*>& custom_) {
-  std::map<const EventPoll*, int> height_;
-  std::vector<Registration> registrations;
+}  // namespace
+
+void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& polls) {
+  std::unordered_map<const EventPoll*, int> heights;
+  std::size_t total = 0;
+  for (const auto& [at, p] : polls) total += p.entries.size();
+  BigArray<Registration> registrations(total);
   std::vector<EventPoll*> restored;  // in after_load order: inner polls first
-  CheckEnds(objects_);
-  for (std::uint64_t id : AfterLoadOrder(objects_)) {
-    auto f = objects_.files.find(id);
-    if (f == objects_.files.end()) continue;  // shared state has no hook of its own
-    File* file = f->second.get();
-    const std::string& kind = objects_.kinds[id];
-    if (kind == "pipe-read") {
-      auto* end = static_cast<PipeReadEnd*>(file);
-      end->pipe()->Attach(end, nullptr);
-    } else if (kind == "pipe-write") {
-      auto* end = static_cast<PipeWriteEnd*>(file);
-      end->pipe()->Attach(nullptr, end);
-    } else if (kind == "unix-stream") {
-      auto* s = static_cast<UnixSocket*>(file);
-      s->pair()->AttachEnd(s->side(), s);
-    } else if (kind == "eventpoll") {
-      RestorePoll(objects_, polls_[id], registrations, height_, id, static_cast<EventPoll*>(file));
-      restored.push_back(static_cast<EventPoll*>(file));
+  CheckEnds(objects);
+  for (std::uint32_t at : AfterLoadOrder(objects)) {
+    File* file = objects.files[at].get();
+    switch (objects.kinds[at]) {
+      case ObjectKind::kPipeRead: {
+        auto* end = static_cast<PipeReadEnd*>(file);
+        end->pipe()->Attach(end, nullptr);
+        break;
+      }
+      case ObjectKind::kPipeWrite: {
+        auto* end = static_cast<PipeWriteEnd*>(file);
+        end->pipe()->Attach(nullptr, end);
+        break;
+      }
+      case ObjectKind::kUnixStream: {
+        auto* s = static_cast<UnixSocket*>(file);
+        s->pair()->AttachEnd(s->side(), s);
+        break;
+      }
+      case ObjectKind::kEventPoll: {
+        auto* poll = static_cast<EventPoll*>(file);
+        RestorePoll(objects.Name(at), polls[at], registrations, heights, poll);
+        restored.push_back(poll);
+        break;
+      }
+      default: break;  // shared state, eventfds and embedder files have no after_load here
     }
   }
   RegisterInQueueOrder(registrations);
   // Entries of embedder files, whose state their factory rebuilt, are re-checked (docs/state-model.md).
+  if (objects.custom_kinds.empty()) return;
+  std::unordered_set<const File*> custom;
+  for (const auto& [at, kind] : objects.custom_kinds) custom.insert(objects.files[at].get());
   for (EventPoll* poll : restored) {
     EventPoll::Impl& s = *poll->impl();
     std::lock_guard lock(s.mu_);
@@ -197,18 +239,11 @@ void RunAfterLoadImpl(LoadObjects& objects_, std::map<std::uint64_t, PendingPoll
     {
       std::lock_guard lists(s.lists_mu_);
       for (PollEntry& e : s.entries_) {
-        if (e.list == EntryList::kWaiting && custom_.count(e.file)) queued |= s.QueueIfReadyLocked(e);
+        if (e.list == EntryList::kWaiting && custom.count(e.file)) queued |= s.QueueIfReadyLocked(e);
       }
     }
     if (queued) s.NotifyWatchers();
   }
-}
-
-}  // namespace
-
-void RunAfterLoad(LoadObjects& objects, std::map<std::uint64_t, PendingPoll>& polls,
-                  const std::set<const File*>& custom) {
-  RunAfterLoadImpl(objects, polls, custom);
 }
 
 }  // namespace epollcr::state

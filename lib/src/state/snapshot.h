@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "epollcr/event_poll.h"
@@ -77,22 +78,28 @@ class Snapshot {
       if (auto* p = dynamic_cast<EventPoll*>(files_[i].get())) polls_.push_back({p, i + 1, 0, {}, {}, {}});
     }
     for (PollCut& c : polls_) locks_.emplace_back(c.poll->impl()->mu_);
+    std::unordered_map<const EventPoll*, PollCut*> by_poll;
+    for (PollCut& c : polls_) by_poll[c.poll] = &c;
     // The order of each file's wait queue decides the order in which one wake-up queues entries of several polls
-    // (or several entries of one poll), so it is part of the state: each entry records its place. Registrations
-    // change only under their poll's mu_, held now; queue locks come after mu_ and before lists_mu_ (lock order).
+    // (or several entries of one poll), so it is part of the state: each entry records its place among the entries
+    // of the cut's polls in that queue (0, 1, 2, ...; waiters of polls outside the world are not counted).
+    // Registrations change only under their poll's mu_, held now; queue locks come after mu_ and before lists_mu_
+    // (lock order).
     for (const auto& f : files_) {
       std::uint32_t next = 0;
       f->queue().ForEach([&](WaiterEntry& w) {
-        if (w.WatchingPoll() != nullptr) rank_[static_cast<const PollEntry*>(&w)] = next++;
+        if (w.WatchingPoll() != nullptr && by_poll.count(w.WatchingPoll())) {
+          rank_[static_cast<const PollEntry*>(&w)] = next++;
+        }
       });
     }
-    std::map<const EventPoll*, PollCut*> by_poll;
-    for (PollCut& c : polls_) by_poll[c.poll] = &c;
     std::function<int(PollCut&, int)> height = [&](PollCut& c, int depth) {
       if (depth > kMaxNests + 1) return depth;  // cannot happen: nesting is limited on ADD
       int h = 0;
       for (PollEntry& e : c.poll->impl()->entries_) {
-        auto it = by_poll.find(dynamic_cast<const EventPoll*>(e.file));
+        const EventPoll* inner = e.file->AsEventPoll();
+        if (inner == nullptr) continue;
+        auto it = by_poll.find(inner);
         if (it != by_poll.end()) h = std::max(h, height(*it->second, depth + 1) + 1);
       }
       return h;
@@ -103,6 +110,12 @@ class Snapshot {
     std::stable_sort(order.begin(), order.end(), [](PollCut* a, PollCut* b) { return a->height > b->height; });
     for (PollCut* c : order) locks_.emplace_back(c->poll->impl()->lists_mu_);
 
+    struct Keyed {  // an entry with its sort key: (file id, fd)
+      std::uint64_t id;
+      int fd;
+      PollEntry* entry;
+    };
+    std::vector<Keyed> keyed;
     for (PollCut& c : polls_) {
       const std::string name = "eventpoll#" + std::to_string(c.id);
       ZeroValueCheck zero{name, {}};
@@ -116,20 +129,25 @@ class Snapshot {
                                            std::string(e.file->TypeName()) +
                                            ") is not in the world (not in the fd table or the roots)");
         }
-        c.entries.push_back(&e);
+        keyed.push_back({ids_.Of(e.file), e.fd, &e});
       }
-      std::sort(c.entries.begin(), c.entries.end(), [&](const PollEntry* a, const PollEntry* b) {
-        const std::uint64_t ia = ids_.Of(a->file), ib = ids_.Of(b->file);
-        return ia != ib ? ia < ib : a->fd < b->fd;
+      std::sort(keyed.begin(), keyed.end(), [](const Keyed& a, const Keyed& b) {
+        return a.id != b.id ? a.id < b.id : a.fd < b.fd;
       });
-      std::map<const PollEntry*, std::uint32_t> index;
-      for (std::uint32_t i = 0; i < c.entries.size(); ++i) index[c.entries[i]] = i;
+      std::unordered_map<const PollEntry*, std::uint32_t> index;
+      index.reserve(keyed.size());
+      c.entries.reserve(keyed.size());
+      c.ranks.reserve(keyed.size());
+      for (const Keyed& k : keyed) {
+        index.emplace(k.entry, static_cast<std::uint32_t>(c.entries.size()));
+        c.entries.push_back(k.entry);
+        auto rank = rank_.find(k.entry);
+        c.ranks.push_back(rank != rank_.end() ? rank->second : 0);
+      }
+      keyed.clear();
       for (const PollEntry& e : c.poll->impl()->ready_) {
         if (auto it = index.find(&e); it != index.end()) c.ready.push_back(it->second);
       }
-    }
-    for (PollCut& c : polls_) {
-      for (const PollEntry* e : c.entries) c.ranks.push_back(rank_.count(e) ? rank_[e] : 0);
     }
     return {};
   }
@@ -221,10 +239,7 @@ class Snapshot {
   std::vector<PollCut>& polls() { return polls_; }
   const SaveIds& ids() const { return ids_; }
 
-  static bool IsBuiltIn(const std::string& kind) {
-    return kind == "eventpoll" || kind == "eventfd" || kind == "pipe-read" || kind == "pipe-write" ||
-           kind == "unix-stream";
-  }
+  static bool IsBuiltIn(const std::string& kind) { return BuiltInFileKind(kind).has_value(); }
 
   // A pipe buffer or socket pair state, shared by two files; ids follow the files'.
   struct Shared {
@@ -277,7 +292,7 @@ class Snapshot {
   std::vector<PollCut> polls_;
   SaveIds ids_;
   bool retry_ = false;
-  std::map<const PollEntry*, std::uint32_t> rank_;  // each registration's place in its file's queue
+  std::unordered_map<const PollEntry*, std::uint32_t> rank_;  // each registration's place in its file's queue
   std::unique_lock<std::mutex> frozen_;               // taken first, released last
   std::vector<std::unique_lock<std::mutex>> locks_;  // released in reverse order of taking
 };

@@ -160,11 +160,7 @@ std::map<std::string, FileFactory>& Registry() {
 }  // namespace
 
 std::error_code RegisterFileType(std::string kind, FileFactory factory) {
-  static const char* kBuiltIn[] = {"eventpoll", "eventfd", "pipe-read", "pipe-write", "unix-stream"};
-  if (kind.empty() || !factory) return Errno(EINVAL);
-  for (const char* b : kBuiltIn) {
-    if (kind == b) return Errno(EINVAL);
-  }
+  if (kind.empty() || !factory || state::BuiltInFileKind(kind)) return Errno(EINVAL);
   std::lock_guard lock(RegistryMutex());
   if (!Registry().emplace(std::move(kind), std::move(factory)).second) return Errno(EEXIST);
   return {};

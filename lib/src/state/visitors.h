@@ -20,11 +20,13 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "epollcr/state.h"
 #include "pipe_buffer.h"
 #include "socket_pair_state.h"
+#include "state/load_objects.h"
 
 namespace epollcr::state {
 
@@ -87,7 +89,7 @@ struct PlainLoad {
 
 // Object ids of a snapshot: files and the shared state behind pipes and socket pairs, one id space from 1.
 struct SaveIds {
-  std::map<const void*, std::uint64_t> ids;
+  std::unordered_map<const void*, std::uint64_t> ids;
   std::uint64_t Of(const void* object) const {
     auto it = ids.find(object);
     if (it == ids.end()) throw LoadError("internal: a referenced object has no id");
@@ -114,26 +116,13 @@ struct FileSave {
   static const void* RawOf(File* p) { return p; }
 };
 
-// The objects of an archive being loaded, and the wait edges found while loading their fields.
-struct LoadObjects {
-  std::map<std::uint64_t, std::shared_ptr<PipeBuffer>> pipes;
-  std::map<std::uint64_t, std::shared_ptr<SocketPairState>> pairs;
-  std::map<std::uint64_t, std::shared_ptr<File>> files;
-  std::map<std::uint64_t, std::string> kinds;
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> waits;  // (owner, referenced): owner's after_load runs
-                                                                // later; repeats allowed
-
-  std::string Name(std::uint64_t id) const {
-    auto it = kinds.find(id);
-    return (it == kinds.end() ? std::string("object") : it->second) + "#" + std::to_string(id);
-  }
-};
-
+// Loads the fields of the object at position `owner`; a wait field reads an object id, resolves it to an object of
+// the archive of the right type and records the wait edge.
 template <typename Ar>
 struct FileLoad {
   Ar& ar;
   LoadObjects& objects;
-  std::uint64_t owner;
+  std::uint32_t owner;
   template <typename T, FieldPolicy P>
   void Field(const char* name, T& value, PolicyTag<P>) {
     if constexpr (P == FieldPolicy::kSave) {
@@ -141,27 +130,30 @@ struct FileLoad {
     } else if constexpr (P == FieldPolicy::kWait) {
       std::uint64_t id = 0;
       ar >> boost::serialization::make_nvp(name, id);
-      Resolve(name, id, value);
-      objects.waits.emplace_back(owner, id);
+      const std::uint32_t at = objects.Find(id);
+      Resolve(name, id, at, value);
+      objects.Wait(owner, at);
     }
   }
   template <typename T>
-  void Resolve(const char* name, std::uint64_t id, std::shared_ptr<T>& out) {
+  void Resolve(const char* name, std::uint64_t id, std::uint32_t at, std::shared_ptr<T>& out) {
     if constexpr (std::is_same_v<T, PipeBuffer>) {
-      out = Find(objects.pipes, name, id);
+      auto it = objects.pipes.find(at);
+      if (it == objects.pipes.end()) Missing(name, id);
+      out = it->second;
     } else {
-      out = Find(objects.pairs, name, id);
+      auto it = objects.pairs.find(at);
+      if (it == objects.pairs.end()) Missing(name, id);
+      out = it->second;
     }
   }
-  void Resolve(const char* name, std::uint64_t id, File*& out) { out = Find(objects.files, name, id).get(); }
-  template <typename M>
-  typename M::mapped_type Find(const M& map, const char* name, std::uint64_t id) {
-    auto it = map.find(id);
-    if (it == map.end()) {
-      throw LoadError(objects.Name(owner) + " field " + name + ": object " + std::to_string(id) +
-                      " is not in the archive or has the wrong type");
-    }
-    return it->second;
+  void Resolve(const char* name, std::uint64_t id, std::uint32_t at, File*& out) {
+    if (at == IdIndex::kNone || !objects.files[at]) Missing(name, id);
+    out = objects.files[at].get();
+  }
+  [[noreturn]] void Missing(const char* name, std::uint64_t id) {
+    throw LoadError(objects.Name(owner) + " field " + name + ": object " + std::to_string(id) +
+                    " is not in the archive or has the wrong type");
   }
 };
 

@@ -5,7 +5,7 @@
 // after_load (state/after_load.cc). A failure at any stage drops everything made so far: no file, no registration
 // is left behind.
 #include <algorithm>
-#include <set>
+#include <optional>
 
 #include "epollcr/event_poll.h"
 #include "epollcr/eventfd.h"
@@ -35,7 +35,7 @@ class Loader {
     ReadShared();
     ReadFiles();
     ReadTables(out);
-    RunAfterLoad(objects_, polls_, custom_);
+    RunAfterLoad(objects_, polls_);
   }
 
  private:
@@ -46,31 +46,31 @@ class Loader {
     return n;
   }
 
-  std::uint64_t NewId() {
+  std::uint64_t ReadId() {
     std::uint64_t id = 0;
     ar_ >> make_nvp("id", id);
-    if (id == 0 || objects_.kinds.count(id)) throw LoadError("object id " + std::to_string(id) + " is 0 or repeated");
     return id;
   }
 
   void ReadShared() {
     const std::uint64_t n = Count("shared_objects");
     for (std::uint64_t i = 0; i < n; ++i) {
-      const std::uint64_t id = NewId();
+      const std::uint64_t id = ReadId();
       std::string kind;
       ar_ >> make_nvp("kind", kind);
-      objects_.kinds[id] = kind;
       PlainLoad<Ar> v{ar_};
       if (kind == "pipe") {
+        const std::uint32_t at = objects_.Add(id, ObjectKind::kPipe);
         auto pipe = std::make_shared<PipeBuffer>();
         pipe->VisitState(v);
-        if (std::string bad = pipe->Validate(); !bad.empty()) throw LoadError(objects_.Name(id) + ": " + bad);
-        objects_.pipes[id] = std::move(pipe);
+        if (std::string bad = pipe->Validate(); !bad.empty()) throw LoadError(objects_.Name(at) + ": " + bad);
+        objects_.pipes[at] = std::move(pipe);
       } else if (kind == "socket-pair") {
+        const std::uint32_t at = objects_.Add(id, ObjectKind::kSocketPair);
         auto pair = std::make_shared<SocketPairState>();
         pair->VisitState(v);
-        if (std::string bad = pair->Validate(); !bad.empty()) throw LoadError(objects_.Name(id) + ": " + bad);
-        objects_.pairs[id] = std::move(pair);
+        if (std::string bad = pair->Validate(); !bad.empty()) throw LoadError(objects_.Name(at) + ": " + bad);
+        objects_.pairs[at] = std::move(pair);
       } else {
         throw LoadError("shared object " + std::to_string(id) + " has unknown kind '" + kind + "'");
       }
@@ -79,67 +79,68 @@ class Loader {
 
   void ReadFiles() {
     const std::uint64_t n = Count("files");
-    std::vector<std::uint64_t> order;
+    std::vector<std::uint32_t> order;
     for (std::uint64_t i = 0; i < n; ++i) {
-      const std::uint64_t id = NewId();
+      const std::uint64_t id = ReadId();
       std::string kind;
       ar_ >> make_nvp("kind", kind);
-      objects_.kinds[id] = kind;
-      objects_.files[id] = Create(id, kind);
-      order.push_back(id);
+      const std::optional<ObjectKind> builtin = BuiltInFileKind(kind);
+      const std::uint32_t at = objects_.Add(id, builtin.value_or(ObjectKind::kEmbedder), kind);
+      objects_.files[at] = Create(at, kind);
+      order.push_back(at);
     }
-    for (std::uint64_t id : order) {
-      const std::string& kind = objects_.kinds[id];
-      File* f = objects_.files[id].get();
-      FileLoad<Ar> v{ar_, objects_, id};
-      if (kind == "eventfd") {
-        static_cast<EventFd*>(f)->VisitState(v);
-      } else if (kind == "pipe-read") {
-        static_cast<PipeReadEnd*>(f)->VisitState(v);
-      } else if (kind == "pipe-write") {
-        static_cast<PipeWriteEnd*>(f)->VisitState(v);
-      } else if (kind == "unix-stream") {
-        auto* s = static_cast<UnixSocket*>(f);
-        s->VisitState(v);
-        if (s->side() != 0 && s->side() != 1) throw LoadError(objects_.Name(id) + ": side is not 0 or 1");
-      } else if (kind == "eventpoll") {
-        ReadPoll(id, static_cast<EventPoll*>(f));
+    for (std::uint32_t at : order) {
+      File* f = objects_.files[at].get();
+      FileLoad<Ar> v{ar_, objects_, at};
+      switch (objects_.kinds[at]) {
+        case ObjectKind::kEventFd: static_cast<EventFd*>(f)->VisitState(v); break;
+        case ObjectKind::kPipeRead: static_cast<PipeReadEnd*>(f)->VisitState(v); break;
+        case ObjectKind::kPipeWrite: static_cast<PipeWriteEnd*>(f)->VisitState(v); break;
+        case ObjectKind::kUnixStream: {
+          auto* s = static_cast<UnixSocket*>(f);
+          s->VisitState(v);
+          if (s->side() != 0 && s->side() != 1) throw LoadError(objects_.Name(at) + ": side is not 0 or 1");
+          break;
+        }
+        case ObjectKind::kEventPoll: ReadPoll(at, static_cast<EventPoll*>(f)); break;
+        default: break;  // an embedder file: its factory made it from its state bytes
       }
     }
   }
 
-  std::shared_ptr<File> Create(std::uint64_t id, const std::string& kind) {
-    if (kind == "eventfd") return MakeFile<EventFd>(0, false);
-    if (kind == "pipe-read") return MakeFile<PipeReadEnd>(nullptr);
-    if (kind == "pipe-write") return MakeFile<PipeWriteEnd>(nullptr);
-    if (kind == "unix-stream") return MakeFile<UnixSocket>(nullptr, 0);
-    if (kind == "eventpoll") return EventPoll::Create();
+  std::shared_ptr<File> Create(std::uint32_t at, const std::string& kind) {
+    switch (objects_.kinds[at]) {
+      case ObjectKind::kEventFd: return MakeFile<EventFd>(0, false);
+      case ObjectKind::kPipeRead: return MakeFile<PipeReadEnd>(nullptr);
+      case ObjectKind::kPipeWrite: return MakeFile<PipeWriteEnd>(nullptr);
+      case ObjectKind::kUnixStream: return MakeFile<UnixSocket>(nullptr, 0);
+      case ObjectKind::kEventPoll: return EventPoll::Create();
+      default: break;
+    }
     std::string state;
     ar_ >> make_nvp("state", state);
     FileFactory factory = FindFileType(kind);
-    if (!factory) throw LoadError(objects_.Name(id) + ": file kind '" + kind + "' is not registered");
+    if (!factory) throw LoadError(objects_.Name(at) + ": file kind '" + kind + "' is not registered");
     Result<std::shared_ptr<File>> made = factory(state);
     if (!made.ok() || !made.value() || !made.value()->managed()) {
-      throw LoadError(objects_.Name(id) + ": the factory of '" + kind + "' failed" +
+      throw LoadError(objects_.Name(at) + ": the factory of '" + kind + "' failed" +
                       (made.ok() ? std::string(" (returned no managed file)") : ": " + made.error().message()));
     }
-    custom_.insert(made.value().get());
     return std::move(made).value();
   }
 
-  void ReadPoll(std::uint64_t id, EventPoll* poll) {
-    PendingPoll& p = polls_[id];
+  void ReadPoll(std::uint32_t at, EventPoll* poll) {
+    PendingPoll& p = polls_[at];
     const std::uint64_t n = Count("entries");
     for (std::uint64_t i = 0; i < n; ++i) {
       PollEntry loaded(poll, FileIdentifier{}, 0, 0);
-      FileLoad<Ar> v{ar_, objects_, id};
+      FileLoad<Ar> v{ar_, objects_, at};
       loaded.VisitState(v);
       std::uint32_t rank = 0;
       ar_ >> make_nvp("queue_rank", rank);
       // Made again from the loaded fields: whether the waiter is exclusive is fixed when it is constructed.
-      auto e = std::make_unique<PollEntry>(poll, FileIdentifier{loaded.file, loaded.fd}, loaded.events, loaded.data);
+      PollEntry* e = p.Make(n - i, poll, FileIdentifier{loaded.file, loaded.fd}, loaded.events, loaded.data);
       e->list = loaded.list;
-      p.entries.push_back(std::move(e));
       p.ranks.push_back(rank);
     }
     ar_ >> make_nvp("ready_order", p.ready);
@@ -147,13 +148,14 @@ class Loader {
 
   void ReadTables(World* out) {
     const std::uint64_t nfds = Count("fds");
+    out->fds.Reserve(static_cast<int>(std::min<std::uint64_t>(nfds, 1u << 20)));  // fds are mostly 0..n-1
     for (std::uint64_t i = 0; i < nfds; ++i) {
       std::int32_t fd = -1;
       std::uint64_t id = 0;
       ar_ >> make_nvp("fd", fd) >> make_nvp("file", id);
-      auto it = objects_.files.find(id);
-      if (it == objects_.files.end()) throw LoadError("fd " + std::to_string(fd) + ": file " + std::to_string(id) + " is not in the archive");
-      if (std::error_code ec = out->fds.InstallAt(fd, it->second)) {
+      const std::shared_ptr<File>& file = FileOf(id);
+      if (!file) throw LoadError("fd " + std::to_string(fd) + ": file " + std::to_string(id) + " is not in the archive");
+      if (std::error_code ec = out->fds.InstallAt(fd, file)) {
         throw LoadError("fd " + std::to_string(fd) + ": " + (ec == Errno(EBUSY) ? "repeated" : "out of range"));
       }
     }
@@ -162,16 +164,22 @@ class Loader {
       std::string name;
       std::uint64_t id = 0;
       ar_ >> make_nvp("name", name) >> make_nvp("file", id);
-      auto it = objects_.files.find(id);
-      if (it == objects_.files.end()) throw LoadError("root " + name + ": file " + std::to_string(id) + " is not in the archive");
-      if (!out->roots.emplace(name, it->second).second) throw LoadError("root " + name + " is repeated");
+      const std::shared_ptr<File>& file = FileOf(id);
+      if (!file) throw LoadError("root " + name + ": file " + std::to_string(id) + " is not in the archive");
+      if (!out->roots.emplace(name, file).second) throw LoadError("root " + name + " is repeated");
     }
+  }
+
+  // The file of an id, or null (no such object, or shared state).
+  const std::shared_ptr<File>& FileOf(std::uint64_t id) const {
+    static const std::shared_ptr<File> kNoFile;
+    const std::uint32_t at = objects_.Find(id);
+    return at == IdIndex::kNone ? kNoFile : objects_.files[at];
   }
 
   Ar& ar_;
   LoadObjects objects_;
-  std::map<std::uint64_t, PendingPoll> polls_;
-  std::set<const File*> custom_;
+  std::map<std::uint32_t, PendingPoll> polls_;  // by the poll's position
 };
 
 }  // namespace

@@ -1,0 +1,96 @@
+// The world every checkpoint benchmark saves and restores (checkpoint_bench.cc: Boost archives; image_bench.cc: the
+// protobuf image), and the kernel's side of the comparison.
+//
+// The world: kFiles eventfds, each dup'd so that N fds reach them, and every one of those fds registered for EPOLLIN in
+// one EventPoll (fd 0), so each (file, fd) is an entry of its own. Entry k is level-triggered, edge-triggered or
+// one-shot by k % 3; one file in kReadyEvery has counter 1, so its entries are ready; one harvest of half the ready
+// entries then moves edge-triggered ones to the waiting list and one-shot ones to the disabled list, so a checkpoint
+// holds all three lists. Entry data is the entry's fd, or with DataKind::kPointer a pointer-like 64-bit value
+// (0x7f..., 48 bytes apart, as heap pointers stored as epoll data are).
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "epollcr/event_poll.h"
+#include "epollcr/state.h"
+
+namespace epollcr::bench {
+
+inline constexpr int kCheckpointFiles = 1000;
+inline constexpr int kCheckpointReadyEvery = 10;
+// Run lengths, to keep scripts/bench to a few minutes: 1,000 and 100,000 entries take scripts/bench's repetitions with
+// kCheckpointMinTime seconds of timed work each (Google Benchmark's default is 0.5); 1,000,000 entries run one
+// iteration, once (a 1,000,000-entry call takes seconds, and the world must be torn down after each load).
+inline constexpr double kCheckpointMinTime = 0.2;
+inline constexpr int kCheckpointLargeRepetitions = 1;
+
+enum class DataKind { kFd, kPointer };
+
+// The Linux events word of entry k, for both worlds.
+std::uint32_t CheckpointEventsOf(int k);
+
+std::string StatusFailure(const char* what, const Status& s);
+
+std::shared_ptr<EventPoll> PollAt(const World& world, int epfd);
+
+// Empties a world quickly: the entries go before their files (either order is correct; this one is quicker).
+void ReleaseWorld(World& world, int epfd);
+
+struct CheckpointWorld {
+  World world;
+  int epfd = -1;
+  std::size_t ready = 0;  // entries on the ready list once built
+
+  CheckpointWorld() = default;
+  CheckpointWorld(const CheckpointWorld&) = delete;
+  CheckpointWorld& operator=(const CheckpointWorld&) = delete;
+  ~CheckpointWorld() { ReleaseWorld(world, epfd); }
+
+  // Returns an empty string, or what failed. `entries` is a multiple of kCheckpointFiles.
+  std::string Build(int entries, DataKind data);
+};
+
+// The worlds are built once per (size, data kind), then shared by every benchmark that needs them, until the program
+// exits (building the 1,000,000-entry world takes seconds). `heap` is mallinfo2 around building it: its files, fd
+// table, poll and entries.
+struct CheckpointFixture {
+  CheckpointWorld world;
+  std::string error;  // why building failed, or empty
+  double heap = 0;
+};
+CheckpointFixture& CheckpointFixtureFor(int entries, DataKind data = DataKind::kFd);
+
+// True if `loaded` has the fixture's fds, entries and ready list.
+bool SameShape(const World& loaded, const CheckpointFixture& f, int entries);
+
+// Heap use of one call: the HeapMeter's peak and net change (operator new/delete), and mallinfo2's net change.
+struct HeapUse {
+  std::int64_t peak = 0;
+  std::int64_t net = 0;
+  std::int64_t net_mallinfo = 0;
+};
+template <typename Call>
+HeapUse Metered(Call call);
+void CountHeap(benchmark::State& state, const char* call, const HeapUse& use);
+
+}  // namespace epollcr::bench
+
+#include "heap_meter.h"
+
+template <typename Call>
+epollcr::bench::HeapUse epollcr::bench::Metered(Call call) {
+  const std::size_t before = HeapInUse();
+  HeapUse use;
+  {
+    HeapMeter meter;
+    call();
+    use.peak = meter.Peak();
+    use.net = meter.Net();
+  }
+  use.net_mallinfo = static_cast<std::int64_t>(HeapInUse()) - static_cast<std::int64_t>(before);
+  return use;
+}

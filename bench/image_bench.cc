@@ -1,0 +1,207 @@
+// Checkpoints through the portable image (issue 4; BENCHMARKS.md "Checkpoint image"), beside what a kernel-based
+// restorer pays per entry (BM_CheckpointKernelAdd, checkpoint_bench.cc), in the same run:
+//   BM_ImageSave/entries:N     encode+write: image::WriteImage - capture the world, encode, frame, write the file
+//                              atomically and durably (a temporary file, fsync, rename, fsync of the directory)
+//   BM_ImageEncode/entries:N   the same into memory (image::SaveImage), without the file and its two fsyncs
+//   BM_ImageRead/entries:N     read+decode+validate: ReadImageFile (read, check the framing and CRC32C), Decode,
+//                              Validate
+//   BM_ImageRestore/entries:N  read+decode+validate+restore: image::ReadImage into an empty world (restore includes
+//                              after_load: every entry on its list, its waiter registered with its file again)
+//   BM_ImageMemory/<data>/entries:N  one save and one restore under a HeapMeter: peak heap of each, the world's heap,
+//                              and the image's bytes per entry; <data> is fd (data = the entry's fd) or pointer
+//                              (pointer-like 64-bit data; checkpoint_world.h)
+// The timed ones report per_entry and units_per_iteration (worlds.h CountWork). The world is checkpoint_world.h's.
+// Image files live in a directory of their own under $TMPDIR (or /tmp), removed at exit.
+#include <benchmark/benchmark.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "checkpoint_world.h"
+#include "restore/image_codec.h"
+#include "restore/image_file.h"
+#include "worlds.h"
+
+namespace epollcr::bench {
+namespace {
+
+// A directory for image files, made on first use and emptied and removed at exit.
+class ScratchDir {
+ public:
+  ~ScratchDir() {
+    for (const std::string& path : files_) ::unlink(path.c_str());
+    if (!dir_.empty()) ::rmdir(dir_.c_str());
+  }
+  // The path of `name` inside the directory, or empty if it cannot be made.
+  std::string Path(const std::string& name) {
+    if (dir_.empty()) {
+      const char* tmp = std::getenv("TMPDIR");
+      std::string dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/epollcr-bench-XXXXXX";
+      if (::mkdtemp(dir.data()) == nullptr) return {};
+      dir_ = dir;
+    }
+    files_.push_back(dir_ + "/" + name);
+    return files_.back();
+  }
+
+ private:
+  std::string dir_;
+  std::vector<std::string> files_;
+};
+
+ScratchDir& Scratch() {
+  static ScratchDir dir;
+  return dir;
+}
+
+// The image file of a fixture's world, written once per (size, data kind); its path, or empty after SkipWithError.
+std::string ImageFileFor(benchmark::State& state, int entries, DataKind data = DataKind::kFd) {
+  static std::map<std::pair<int, DataKind>, std::string> paths;
+  auto it = paths.find({entries, data});
+  if (it != paths.end()) return it->second;
+  CheckpointFixture& f = CheckpointFixtureFor(entries, data);
+  if (!f.error.empty()) {
+    state.SkipWithError(f.error.c_str());
+    return {};
+  }
+  const std::string path =
+      Scratch().Path("world-" + std::to_string(entries) + (data == DataKind::kFd ? "-fd" : "-pointer") + ".epcr");
+  if (path.empty()) {
+    state.SkipWithError("cannot make a scratch directory for image files");
+    return {};
+  }
+  if (Status s = image::WriteImage(f.world.world, path)) {
+    state.SkipWithError(StatusFailure("image::WriteImage", s).c_str());
+    return {};
+  }
+  paths.emplace(std::pair{entries, data}, path);
+  return path;
+}
+
+void BM_ImageSave(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  const std::string path = ImageFileFor(state, n);
+  if (path.empty()) return;
+  const World& world = CheckpointFixtureFor(n).world.world;
+  for (auto _ : state) {
+    if (Status s = image::WriteImage(world, path)) {
+      state.SkipWithError(StatusFailure("image::WriteImage", s).c_str());
+      break;
+    }
+  }
+  CountWork(state, "per_entry", n);
+}
+
+void BM_ImageEncode(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  CheckpointFixture& f = CheckpointFixtureFor(n);
+  if (!f.error.empty()) return state.SkipWithError(f.error.c_str());
+  for (auto _ : state) {
+    StatusOr<std::string> bytes = image::SaveImage(f.world.world);  // freeing them, at the end, is timed too
+    if (!bytes.ok()) {
+      state.SkipWithError(StatusFailure("image::SaveImage", bytes.status).c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(bytes.value.data());
+  }
+  CountWork(state, "per_entry", n);
+}
+
+void BM_ImageRead(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  const std::string path = ImageFileFor(state, n);
+  if (path.empty()) return;
+  for (auto _ : state) {
+    std::string payload;
+    if (image::ImageError e = image::ReadImageFile(path, &payload)) {
+      state.SkipWithError(("image::ReadImageFile: " + e.message).c_str());
+      break;
+    }
+    StatusOr<v1::Image> decoded = image::Decode(payload);
+    if (!decoded.ok()) {
+      state.SkipWithError(StatusFailure("image::Decode", decoded.status).c_str());
+      break;
+    }
+    if (Status s = image::Validate(decoded.value)) {
+      state.SkipWithError(StatusFailure("image::Validate", s).c_str());
+      break;
+    }
+  }
+  CountWork(state, "per_entry", n);
+}
+
+void BM_ImageRestore(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  const std::string path = ImageFileFor(state, n);
+  if (path.empty()) return;
+  const int epfd = CheckpointFixtureFor(n).world.epfd;
+  for (auto _ : state) {
+    auto restored = std::make_unique<World>();
+    if (Status s = image::ReadImage(path, restored.get())) {
+      state.SkipWithError(StatusFailure("image::ReadImage", s).c_str());
+      break;
+    }
+    state.PauseTiming();
+    ReleaseWorld(*restored, epfd);
+    restored.reset();
+    state.ResumeTiming();
+  }
+  CountWork(state, "per_entry", n);
+}
+
+// Peaks are deterministic (the same calls allocate the same blocks), so one run of each call is the measurement. The
+// restored world is checked against the saved one: same fds, entries and ready list.
+void BM_ImageMemory(benchmark::State& state, DataKind data) {
+  const int n = static_cast<int>(state.range(0));
+  const std::string path = ImageFileFor(state, n, data);
+  if (path.empty()) return;
+  const CheckpointFixture& f = CheckpointFixtureFor(n, data);
+  std::string bytes;
+  for (auto _ : state) {
+    Status status;
+    const HeapUse save = Metered([&] { status = image::WriteImage(f.world.world, path); });
+    if (status) return state.SkipWithError(StatusFailure("image::WriteImage", status).c_str());
+    if (image::ImageError e = image::ReadImageFile(path, &bytes)) {
+      return state.SkipWithError(("image::ReadImageFile: " + e.message).c_str());
+    }
+    World restored;
+    const HeapUse load = Metered([&] { status = image::ReadImage(path, &restored); });
+    if (status) return state.SkipWithError(StatusFailure("image::ReadImage", status).c_str());
+    const bool same = SameShape(restored, f, n);
+    ReleaseWorld(restored, f.world.epfd);
+    if (!same) return state.SkipWithError("the restored world lacks some of the saved world's fds, entries or ready list");
+    CountHeap(state, "save", save);
+    CountHeap(state, "load", load);
+  }
+  state.counters["world_heap_bytes"] = f.heap;
+  state.counters["payload_bytes"] = static_cast<double>(bytes.size());
+  state.counters["image_bytes"] = static_cast<double>(bytes.size() + image::kHeaderSize);
+  state.counters["entries"] = n;
+}
+
+[[maybe_unused]] const bool registered = [] {
+  using Function = void (*)(benchmark::State&);
+  for (auto [name, function] : {std::pair<const char*, Function>{"BM_ImageSave", BM_ImageSave},
+                                std::pair<const char*, Function>{"BM_ImageEncode", BM_ImageEncode},
+                                std::pair<const char*, Function>{"BM_ImageRead", BM_ImageRead},
+                                std::pair<const char*, Function>{"BM_ImageRestore", BM_ImageRestore}}) {
+    benchmark::RegisterBenchmark(name, function)
+        ->ArgName("entries")->Arg(1000)->Arg(100000)->MinTime(kCheckpointMinTime)->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(name, function)
+        ->ArgName("entries")->Arg(1000000)->Iterations(1)->Repetitions(kCheckpointLargeRepetitions)
+        ->Unit(benchmark::kMillisecond);
+  }
+  for (auto [name, data] : {std::pair<const char*, DataKind>{"BM_ImageMemory/fd", DataKind::kFd},
+                            std::pair<const char*, DataKind>{"BM_ImageMemory/pointer", DataKind::kPointer}}) {
+    benchmark::RegisterBenchmark(name, BM_ImageMemory, data)
+        ->ArgName("entries")->Arg(1000)->Arg(100000)->Arg(1000000)->Iterations(1)->Repetitions(1)
+        ->Unit(benchmark::kMillisecond);
+  }
+  return true;
+}();
+
+}  // namespace
+}  // namespace epollcr::bench

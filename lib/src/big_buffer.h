@@ -1,0 +1,70 @@
+// Memory for the large arrays a load fills at once (the entries it makes, a big entries map). Internal.
+//
+// Touching fresh memory costs a page fault per 4 KiB page, and on a virtual machine a fault is expensive: 11-15 us on
+// the development VM (docs/kernel-measurements.md), which would make page faults most of the cost of restoring a
+// million entries. A BigBuffer of 2 MiB or more is mapped anonymous memory with transparent huge pages requested
+// (madvise MADV_HUGEPAGE, honoured where /sys/kernel/mm/transparent_hugepage/enabled is "always" or "madvise"), so
+// that filling it takes one fault per 2 MiB. Smaller buffers come from operator new. Pages that are never touched
+// cost nothing, so a buffer may be sized generously.
+#pragma once
+
+#include <cassert>
+#include <cstddef>
+#include <type_traits>
+
+namespace epollcr {
+
+class BigBuffer {
+ public:
+  static constexpr std::size_t kHugePage = std::size_t{2} << 20;
+
+  BigBuffer() = default;
+  // At least `bytes` bytes, aligned for any type (and to 2 MiB when mapped). Throws std::bad_alloc.
+  explicit BigBuffer(std::size_t bytes);
+  BigBuffer(BigBuffer&& other) noexcept;
+  BigBuffer& operator=(BigBuffer&& other) noexcept;
+  BigBuffer(const BigBuffer&) = delete;
+  BigBuffer& operator=(const BigBuffer&) = delete;
+  ~BigBuffer();
+
+  void* data() const { return data_; }
+  std::size_t size() const { return size_; }
+
+ private:
+  void Free() noexcept;
+
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
+  void* mapping_ = nullptr;  // the whole mapping, when mapped
+  std::size_t mapped_ = 0;
+};
+
+// A fixed-capacity array of trivially copyable T in a BigBuffer, for a load's large temporary arrays.
+template <typename T>
+class BigArray {
+  static_assert(std::is_trivially_copyable_v<T>);
+
+ public:
+  explicit BigArray(std::size_t capacity) : buffer_(capacity * sizeof(T)), capacity_(capacity) {}
+  void push_back(const T& value) {
+    assert(size_ < capacity_);
+    data()[size_++] = value;
+  }
+  // Sets the size to n (at most the capacity); new elements are uninitialized.
+  void resize_uninitialized(std::size_t n) {
+    assert(n <= capacity_);
+    size_ = n;
+  }
+  T* data() const { return static_cast<T*>(buffer_.data()); }
+  std::size_t size() const { return size_; }
+  T& operator[](std::size_t i) const { return data()[i]; }
+  T* begin() const { return data(); }
+  T* end() const { return data() + size_; }
+
+ private:
+  BigBuffer buffer_;
+  std::size_t capacity_ = 0;
+  std::size_t size_ = 0;
+};
+
+}  // namespace epollcr
