@@ -675,7 +675,7 @@ Status WriteImage(const World& world, const std::string& path) {
 }
 
 Status ReadImage(const std::string& path, World* out, const ReadLimits& read_limits) {
-  std::string bytes;
+  BigBuffer bytes;
   std::string_view payload;
   if (ImageError e = ReadImageFileBytes(path, &bytes, &payload, read_limits)) return {e.code, e.message};
   return DecodeAndRestore(payload, out);

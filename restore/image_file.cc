@@ -19,6 +19,8 @@
 #include "epollcr/result.h"
 #include "restore/image_file.h"
 
+#include "big_buffer.h"
+
 namespace epollcr::image {
 namespace {
 
@@ -263,23 +265,13 @@ ImageError WriteImageFile(const std::string& path, std::string_view payload, Fil
   return {};
 }
 
-ImageError ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits,
-                         FileOps& ops) {
-  if (payload_out == nullptr) return {Errno(EINVAL), "read image " + path + ": no place for the payload"};
-  std::string bytes;
-  std::string_view payload;
-  if (ImageError e = ReadImageFileBytes(path, &bytes, &payload, limits, ops)) return e;
-  bytes.erase(0, kHeaderSize);  // the payload is the rest: keep this buffer rather than copy it
-  *payload_out = std::move(bytes);
-  return {};
-}
+namespace {
 
-ImageError ReadImageFileBytes(const std::string& path, std::string* file_bytes_out, std::string_view* payload_out,
-                              const ReadLimits& limits, FileOps& ops) {
-  if (file_bytes_out == nullptr || payload_out == nullptr) {
-    return {Errno(EINVAL), "read image " + path + ": no place for the payload"};
-  }
-
+// Reads the image file into storage from `allocate(size)` (sized by the file, which the limit bounds; never by what
+// the header claims) and unframes it. On success returns the bytes read and sets *payload to view the payload.
+template <typename Allocate>
+ImageError ReadAndUnframe(const std::string& path, const ReadLimits& limits, FileOps& ops, Allocate allocate,
+                          std::string_view* payload) {
   OwnedFd file;
   {
     int fd = -1;
@@ -318,25 +310,23 @@ ImageError ReadImageFileBytes(const std::string& path, std::string* file_bytes_o
                            std::to_string(kHeaderSize) + "-byte header");
   }
 
-  // Sized by the file, which the limit bounds; never by what the header claims.
-  std::string bytes;
+  char* bytes = nullptr;
   try {
-    bytes.resize(static_cast<std::size_t>(size));
+    bytes = allocate(static_cast<std::size_t>(size));
   } catch (const std::bad_alloc&) {
     return SystemError("read", path, Errno(ENOMEM), std::to_string(size) + " bytes");
   } catch (const std::length_error&) {
     return SystemError("read", path, Errno(ENOMEM), std::to_string(size) + " bytes");
   }
   std::size_t got = 0;
-  while (got < bytes.size()) {
+  while (got < size) {
     std::size_t done = 0;
-    const std::error_code ec = ops.Read(file.get(), bytes.data() + got, bytes.size() - got, &done);
+    const std::error_code ec = ops.Read(file.get(), bytes + got, size - got, &done);
     if (IsEintr(ec)) continue;
     if (ec) return SystemError("read", path, ec);
     if (done == 0) break;  // the file shrank since fstat: Unframe reports it as truncated
     got += done;
   }
-  bytes.resize(got);
   if (got == size) {
     // The file may have grown since fstat; a complete image never does (it is replaced by rename, not rewritten).
     char probe = 0;
@@ -352,10 +342,44 @@ ImageError ReadImageFileBytes(const std::string& path, std::string* file_bytes_o
     }
   }
 
-  const UnframeResult unframed = Unframe(bytes, limits);
+  const UnframeResult unframed = Unframe(std::string_view(bytes, got), limits);
   if (!unframed.ok()) return FormatError(unframed.error.code, path, unframed.error.message);
-  *file_bytes_out = std::move(bytes);  // a moved string keeps its buffer, so the view stays valid
-  *payload_out = std::string_view(*file_bytes_out).substr(kHeaderSize);
+  *payload = unframed.payload;
+  return {};
+}
+
+}  // namespace
+
+ImageError ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits,
+                         FileOps& ops) {
+  if (payload_out == nullptr) return {Errno(EINVAL), "read image " + path + ": no place for the payload"};
+  std::string bytes;
+  std::string_view payload;
+  auto allocate = [&](std::size_t size) {
+    bytes.resize(size);
+    return bytes.data();
+  };
+  if (ImageError e = ReadAndUnframe(path, limits, ops, allocate, &payload)) return e;
+  bytes.resize(kHeaderSize + payload.size());
+  bytes.erase(0, kHeaderSize);  // the payload is the rest: keep this buffer rather than copy it
+  *payload_out = std::move(bytes);
+  return {};
+}
+
+ImageError ReadImageFileBytes(const std::string& path, BigBuffer* file_bytes_out, std::string_view* payload_out,
+                              const ReadLimits& limits, FileOps& ops) {
+  if (file_bytes_out == nullptr || payload_out == nullptr) {
+    return {Errno(EINVAL), "read image " + path + ": no place for the payload"};
+  }
+  BigBuffer bytes;
+  std::string_view payload;
+  auto allocate = [&](std::size_t size) {
+    bytes = BigBuffer(size);
+    return static_cast<char*>(bytes.data());
+  };
+  if (ImageError e = ReadAndUnframe(path, limits, ops, allocate, &payload)) return e;
+  *file_bytes_out = std::move(bytes);  // the memory does not move, so the view stays valid
+  *payload_out = payload;
   return {};
 }
 

@@ -17,6 +17,10 @@
 #include <string_view>
 #include <system_error>
 
+namespace epollcr {
+class BigBuffer;
+}
+
 namespace epollcr::image {
 
 // --- Framing ---------------------------------------------------------------------------------------------------------
@@ -133,9 +137,9 @@ ImageError WriteImageFile(const std::string& path, std::string_view payload, Fil
 // read all, Unframe, and move the payload into *payload_out. On failure *payload_out is untouched.
 ImageError ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits = {},
                          FileOps& ops = DefaultFileOps());
-// The same without moving the payload: *file_bytes_out holds the whole file and *payload_out views its payload.
-// On failure both are untouched.
-ImageError ReadImageFileBytes(const std::string& path, std::string* file_bytes_out, std::string_view* payload_out,
+// The same into a BigBuffer (lib/src/big_buffer.h: huge pages for a large file), without moving the payload:
+// *file_bytes_out holds the whole file and *payload_out views its payload. On failure both are untouched.
+ImageError ReadImageFileBytes(const std::string& path, BigBuffer* file_bytes_out, std::string_view* payload_out,
                               const ReadLimits& limits = {}, FileOps& ops = DefaultFileOps());
 
 // The name WriteImageFile gives its temporary files for `path`, without the directory and without the final

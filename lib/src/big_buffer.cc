@@ -27,6 +27,35 @@ std::size_t MappedBytesInUse() { return mapped_in_use.load(std::memory_order_rel
 
 void SetMappedBytesHook(MappedBytesHook hook) { mapped_hook.store(hook); }
 
+namespace {
+
+constexpr std::size_t kPage = 4096;
+
+std::size_t MappedSize(std::size_t bytes) { return (bytes + kPage - 1) / kPage * kPage; }
+
+}  // namespace
+
+void* AllocateLarge(std::size_t bytes) {
+  if (bytes < BigBuffer::kHugePage) return ::operator new(bytes == 0 ? 1 : bytes);
+  if (MappedSize(bytes) < bytes) throw std::bad_alloc();
+  void* p = ::mmap(nullptr, MappedSize(bytes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  (void)::madvise(p, MappedSize(bytes), MADV_HUGEPAGE);  // a request: the 2 MiB-aligned parts get huge pages
+  CountMapped(static_cast<std::ptrdiff_t>(MappedSize(bytes)));
+  return p;
+}
+
+void FreeLarge(void* p, std::size_t bytes) noexcept {
+  if (p == nullptr) return;
+  if (bytes < BigBuffer::kHugePage) {
+    ::operator delete(p);
+    return;
+  }
+  ::munmap(p, MappedSize(bytes));
+  CountMapped(-static_cast<std::ptrdiff_t>(MappedSize(bytes)));
+}
+
 BigBuffer::BigBuffer(std::size_t bytes) {
   if (bytes < kHugePage) {
     data_ = ::operator new(bytes == 0 ? 1 : bytes);

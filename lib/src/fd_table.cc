@@ -80,7 +80,7 @@ int FdTable::Count() const {
 }
 
 void FdTable::Clear() {
-  std::vector<std::shared_ptr<File>> dropped;
+  Slots dropped;
   {
     std::lock_guard lock(mu_);
     dropped.swap(files_);

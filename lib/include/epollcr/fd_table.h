@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "epollcr/file.h"
+#include "epollcr/memory.h"
 #include "epollcr/result.h"
 
 namespace epollcr {
@@ -51,7 +52,8 @@ class FdTable {
  private:
   const int max_fds_;
   mutable std::mutex mu_;
-  std::vector<std::shared_ptr<File>> files_;  // Guarded by mu_. Index = fd; null = free.
+  using Slots = std::vector<std::shared_ptr<File>, LargeAllocator<std::shared_ptr<File>>>;
+  Slots files_;                                // Guarded by mu_. Index = fd; null = free.
   std::set<int> free_;                         // Guarded by mu_. The free indices below files_.size().
   int count_ = 0;                              // Guarded by mu_.
 };

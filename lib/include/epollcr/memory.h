@@ -17,4 +17,22 @@ std::size_t MappedBytesInUse();
 using MappedBytesHook = void (*)(std::ptrdiff_t delta);
 void SetMappedBytesHook(MappedBytesHook hook);
 
+// Memory for large arrays: under 2 MiB from operator new, from 2 MiB on a mapping with huge pages requested (counted
+// above). FreeLarge must get the size AllocateLarge got. Throws std::bad_alloc.
+void* AllocateLarge(std::size_t bytes);
+void FreeLarge(void* p, std::size_t bytes) noexcept;
+
+// A standard allocator over AllocateLarge, for containers that can grow large (an fd table of a million fds).
+template <typename T>
+struct LargeAllocator {
+  using value_type = T;
+  LargeAllocator() = default;
+  template <typename U>
+  LargeAllocator(const LargeAllocator<U>&) noexcept {}  // NOLINT: converting, as allocators are
+  T* allocate(std::size_t n) { return static_cast<T*>(AllocateLarge(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) noexcept { FreeLarge(p, n * sizeof(T)); }
+  template <typename U>
+  bool operator==(const LargeAllocator<U>&) const noexcept { return true; }
+};
+
 }  // namespace epollcr
