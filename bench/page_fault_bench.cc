@@ -1,0 +1,43 @@
+// What touching fresh memory costs on this machine, which decides how a load allocates (lib/src/big_buffer.h):
+//   BM_PageFault/huge:0  one write to each 4 KiB page of a fresh 64 MiB anonymous mapping (a page fault each)
+//   BM_PageFault/huge:1  the same with madvise(MADV_HUGEPAGE) (one fault per 2 MiB where huge pages are granted)
+// Reports per_page: time per 4 KiB of memory touched. Mapping and unmapping are outside the timed region.
+#include <benchmark/benchmark.h>
+#include <sys/mman.h>
+
+#include <cstdint>
+
+#include "worlds.h"
+
+namespace epollcr::bench {
+namespace {
+
+constexpr std::size_t kBytes = std::size_t{64} << 20;
+constexpr std::size_t kPage = 4096;
+constexpr std::size_t kHuge = std::size_t{2} << 20;
+
+void BM_PageFault(benchmark::State& state) {
+  const bool huge = state.range(0) != 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    void* mapping = ::mmap(nullptr, kBytes + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mapping == MAP_FAILED) {
+      state.SkipWithError("mmap failed");
+      break;
+    }
+    auto* start = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(mapping) + kHuge - 1) & ~(kHuge - 1));
+    if (huge) (void)::madvise(start, kBytes, MADV_HUGEPAGE);
+    state.ResumeTiming();
+    for (std::size_t at = 0; at < kBytes; at += kPage) start[at] = 1;
+    benchmark::ClobberMemory();
+    state.PauseTiming();
+    ::munmap(mapping, kBytes + kHuge);
+    state.ResumeTiming();
+  }
+  CountWork(state, "per_page", static_cast<double>(kBytes / kPage));
+}
+
+BENCHMARK(BM_PageFault)->ArgName("huge")->Arg(0)->Arg(1)->Iterations(5)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace epollcr::bench
