@@ -1,7 +1,8 @@
-// epollcr: the command-line tool. Commands: replay (docs/trace-format.md).
+// epollcr: the command-line tool. Commands: replay (docs/trace-format.md); inspect, verify, convert, diff
+// (cli/commands/, docs/cli.md).
 //
-// Exit status: 0 success; 1 divergence between engines or a runtime failure; 2 usage error or malformed trace.
-// Errors go to stderr as "epollcr: <what>: <reason>".
+// Exit status: 0 success; 1 divergence between engines, a runtime failure, an invalid or unreadable image, or a
+// difference (diff); 2 usage error or malformed trace. Errors go to stderr as "epollcr: <what>: <reason>".
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -12,6 +13,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include "commands/convert.h"
+#include "commands/diff.h"
+#include "commands/inspect.h"
+#include "commands/verify.h"
 #include "epollcr/state.h"
 #include "epollcr/version.h"
 #include "replay/kernel_engine.h"
@@ -127,6 +132,15 @@ int Main(int argc, char** argv) {
                    "saved and loaded (Boost archives are for trusted input only)")
       ->check(CLI::IsMember({"proto", "boost-text", "boost-xml", "boost-binary"}));
 
+  epollcr::cli::InspectOptions inspect_options;
+  CLI::App* inspect = epollcr::cli::AddInspectCommand(app, &inspect_options);
+  epollcr::cli::VerifyOptions verify_options;
+  CLI::App* verify = epollcr::cli::AddVerifyCommand(app, &verify_options);
+  epollcr::cli::ConvertOptions convert_options;
+  CLI::App* convert = epollcr::cli::AddConvertCommand(app, &convert_options);
+  epollcr::cli::DiffOptions diff_options;
+  CLI::App* diff = epollcr::cli::AddDiffCommand(app, &diff_options);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -136,7 +150,17 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   if (replay->parsed()) return Replay(options);
-  return kExitUsage;
+  int status = kExitUsage;
+  if (inspect->parsed()) status = epollcr::cli::RunInspect(inspect_options, std::cout, std::cerr);
+  if (verify->parsed()) status = epollcr::cli::RunVerify(verify_options, std::cout, std::cerr);
+  if (convert->parsed()) status = epollcr::cli::RunConvert(convert_options, std::cerr);
+  if (diff->parsed()) status = epollcr::cli::RunDiff(diff_options, std::cout, std::cerr);
+  // What the commands printed must have arrived: a full disk or a closed pipe is a failure, not a success.
+  if (!std::cout.flush()) {
+    PrintError("<stdout>", "write failed");
+    return kExitFailure;
+  }
+  return status;
 }
 
 }  // namespace
