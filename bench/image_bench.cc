@@ -8,8 +8,8 @@
 //   BM_ImageRestore/entries:N  read+decode+validate+restore: image::ReadImage into an empty world (restore includes
 //                              after_load: every entry on its list, its waiter registered with its file again)
 //   BM_ImageMemory/<data>/entries:N  one save and one restore under a HeapMeter: peak heap of each, the world's heap,
-//                              and the image's bytes per entry; <data> is fd (data = the entry's fd) or pointer
-//                              (pointer-like 64-bit data; checkpoint_world.h)
+//                              the image's bytes and its entry records' bytes (the polls' columns); <data> is fd
+//                              (data = the entry's fd) or pointer (pointer-like 64-bit data; checkpoint_world.h)
 // The timed ones report per_entry and units_per_iteration (worlds.h CountWork). The world is checkpoint_world.h's.
 // Image files live in a directory of their own under $TMPDIR (or /tmp), removed at exit.
 #include <benchmark/benchmark.h>
@@ -176,6 +176,15 @@ void BM_ImageMemory(benchmark::State& state, DataKind data) {
     CountHeap(state, "save", save);
     CountHeap(state, "load", load);
   }
+  // The entries' own records (the EventPollState columns, as CRIU's per-entry tfd records are), apart from the
+  // file and fd records the world would need without any poll.
+  StatusOr<v1::Image> image = image::Decode(bytes);
+  if (!image.ok()) return state.SkipWithError(StatusFailure("image::Decode", image.status).c_str());
+  std::size_t entry_bytes = 0;
+  for (const v1::File& file : image.value.files()) {
+    if (file.has_eventpoll()) entry_bytes += file.eventpoll().ByteSizeLong();
+  }
+  state.counters["entry_record_bytes"] = static_cast<double>(entry_bytes);
   state.counters["world_heap_bytes"] = f.heap;
   state.counters["payload_bytes"] = static_cast<double>(bytes.size());
   state.counters["image_bytes"] = static_cast<double>(bytes.size() + image::kHeaderSize);

@@ -367,12 +367,40 @@ EventMask EventPoll::Readiness(EventMask mask) {
 }
 
 void EventPoll::Release() {
+  // RemoveLocked for every entry, in bulk: every waiter leaves its file's queue first (each waits for a running
+  // callback of its entry, as one removal does), then the lists and the map are emptied at once rather than entry by
+  // entry, and the entries are destroyed. The lists hold every entry once, in the order they were made, which walks
+  // memory in order (the map's order is random).
   Impl& s = *impl_;
   std::lock_guard lock(s.mu_);
   std::vector<PollEntry*> all;
   all.reserve(s.entries_.size());
-  for (PollEntry& e : s.entries_) all.push_back(&e);
-  for (PollEntry* e : all) s.RemoveLocked(e);
+  {
+    std::lock_guard lists(s.lists_mu_);  // not held below: EventUnregister takes queue locks (lock order)
+    for (EntryList_t* list : {&s.waiting_, &s.ready_, &s.disabled_}) {
+      for (PollEntry& e : *list) all.push_back(&e);
+    }
+  }
+  for (PollEntry* e : all) {
+    if (e->registered) e->file->EventUnregister(e);
+    e->registered = false;
+  }
+  {
+    std::lock_guard lists(s.lists_mu_);
+    s.waiting_.clear();
+    s.ready_.clear();
+    s.disabled_.clear();
+  }
+  s.entries_.clear();
+  for (PollEntry* e : all) {
+    if (e->pooled) {
+      e->~PollEntry();
+    } else {
+      delete e;
+    }
+  }
+  s.pooled_live_ = 0;
+  s.pooled_.clear();
 }
 
 void EventPoll::UnregisterEpollWaiters() {
