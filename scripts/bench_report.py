@@ -391,9 +391,8 @@ def checkpoint_section(run):
         "freeing the returned archive is in the timed region. **Load**: `LoadWorld(archive, &empty_world)`: every "
         "file created, the fd table filled, then after_load: every entry back on its saved list and its waiter "
         "registered with its file again. Tearing the loaded world down is outside the timed region. Time per entry = "
-        "time per call / N. Runs: " + "; ".join(counts) + ". The 1,000,000-entry cases run once to keep "
-        "`scripts/bench` to a few minutes (each call takes seconds); the cv of the smaller cases shows how far one run "
-        "can stray on this machine.\n")
+        "time per call / N. Runs: " + "; ".join(counts) + ". The 1,000,000-entry cases run one call per "
+        "repetition, to keep `scripts/bench` to a few minutes.\n")
     say("**Kernel baseline**, same run: `epoll_ctl(EPOLL_CTL_ADD)` of 10,000 fds of the same mix (1,000 eventfds, "
         "one in 10 with counter 1, each dup'd to 10 fds; LT/ET/one-shot by k % 3) into a fresh epoll instance; making "
         "the instance and closing the previous one (which removes its entries) are outside the timed region. 10,000 "

@@ -13,6 +13,7 @@
 #include "epollcr/event_poll.h"
 #include "epollcr/eventfd.h"
 #include "event_poll_internal.h"
+#include "state/columns.h"
 #include "state/visitors.h"
 #include "state/world_archive.h"
 
@@ -271,15 +272,25 @@ class Snapshot {
     shared_.push_back(s);
   }
 
+  // The poll's manual section (layout 2): the entry count, then each saved field of the entries (PollEntry's
+  // VisitState: fd, file as a wait reference by object id, events, data, list) and its queue rank as a column
+  // (state/columns.h), then the ready order.
   template <typename Ar>
   void WritePoll(Ar& ar, PollCut& c) {
     std::uint64_t n = c.entries.size();
     ar << make_nvp("entries", n);
+    std::string fds, files, events, data, lists, ranks;
     for (std::size_t i = 0; i < c.entries.size(); ++i) {
-      FileSave<Ar> v{ar, ids_};
-      c.entries[i]->VisitState(v);
-      ar << make_nvp("queue_rank", c.ranks[i]);  // part of the poll's manual section
+      const PollEntry& e = *c.entries[i];
+      AppendColumn(fds, e.fd);
+      AppendColumn(files, ids_.Of(e.file));
+      AppendColumn(events, e.events);
+      AppendColumn(data, e.data);
+      AppendColumn(lists, static_cast<unsigned>(e.list));
+      AppendColumn(ranks, c.ranks[i]);
     }
+    ar << make_nvp("fds", fds) << make_nvp("files", files) << make_nvp("events", events) << make_nvp("data", data)
+       << make_nvp("lists", lists) << make_nvp("queue_ranks", ranks);
     ar << make_nvp("ready_order", c.ready);
   }
 

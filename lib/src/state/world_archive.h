@@ -5,8 +5,9 @@
 
 namespace epollcr::state {
 
-// The archive layout version this build writes; it reads every version up to this one.
-inline constexpr std::uint32_t kLayoutVersion = 1;
+// The archive layout version this build writes; it reads every version up to this one. Layout 1 saved a poll's
+// entries one field at a time; layout 2 saves them as columns (state/columns.h).
+inline constexpr std::uint32_t kLayoutVersion = 2;
 
 template <typename Ar>
 Status SaveWorldTo(Ar& ar, const World& world);

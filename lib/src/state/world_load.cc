@@ -12,6 +12,7 @@
 #include "event_poll_internal.h"
 #include "state/visitors.h"
 #include "state/after_load.h"
+#include "state/columns.h"
 #include "state/world_archive.h"
 
 namespace epollcr::state {
@@ -28,6 +29,7 @@ class Loader {
   void Read(World* out) {
     std::uint32_t layout = 0;
     ar_ >> make_nvp("layout", layout);
+    layout_ = layout;
     if (layout == 0 || layout > kLayoutVersion) {
       throw LoadError("archive layout version " + std::to_string(layout) + " is not one this build reads (1.." +
                       std::to_string(kLayoutVersion) + ")");
@@ -130,6 +132,7 @@ class Loader {
   }
 
   void ReadPoll(std::uint32_t at, EventPoll* poll) {
+    if (layout_ >= 2) return ReadPollColumns(at, poll);
     PendingPoll& p = polls_[at];
     const std::uint64_t n = Count("entries");
     for (std::uint64_t i = 0; i < n; ++i) {
@@ -142,6 +145,38 @@ class Loader {
       PollEntry* e = p.Make(n - i, poll, FileIdentifier{loaded.file, loaded.fd}, loaded.events, loaded.data);
       e->list = loaded.list;
       p.ranks.push_back(rank);
+    }
+    ar_ >> make_nvp("ready_order", p.ready);
+  }
+
+  // Layout 2: the entries' fields as columns (snapshot.h WritePoll).
+  void ReadPollColumns(std::uint32_t at, EventPoll* poll) {
+    PendingPoll& p = polls_[at];
+    const std::uint64_t n = Count("entries");
+    std::string text;
+    const std::string where = objects_.Name(at) + " column ";
+    auto column = [&]<typename T>(const char* name, T) {
+      ar_ >> make_nvp(name, text);
+      return ParseColumn<T>(text, n, where + name);
+    };
+    const std::vector<std::int32_t> fds = column("fds", std::int32_t{});
+    const std::vector<std::uint64_t> files = column("files", std::uint64_t{});
+    const std::vector<std::uint32_t> events = column("events", std::uint32_t{});
+    const std::vector<std::uint64_t> data = column("data", std::uint64_t{});
+    const std::vector<std::uint8_t> lists = column("lists", std::uint8_t{});
+    p.ranks = column("queue_ranks", std::uint32_t{});
+    for (std::uint64_t i = 0; i < n; ++i) {
+      const std::uint32_t target = objects_.Find(files[i]);
+      if (target == IdIndex::kNone || !objects_.files[target]) {
+        throw LoadError(objects_.Name(at) + ", entry " + std::to_string(i) + ": file " + std::to_string(files[i]) +
+                        " is not in the archive or is not a file");
+      }
+      if (lists[i] > static_cast<std::uint8_t>(EntryList::kDisabled)) {
+        throw LoadError(objects_.Name(at) + ", entry " + std::to_string(i) + ": unknown list");
+      }
+      PollEntry* e = p.Make(n - i, poll, FileIdentifier{objects_.files[target].get(), fds[i]}, events[i], data[i]);
+      e->list = static_cast<EntryList>(lists[i]);
+      objects_.Wait(at, target);
     }
     ar_ >> make_nvp("ready_order", p.ready);
   }
@@ -180,6 +215,7 @@ class Loader {
   Ar& ar_;
   LoadObjects objects_;
   std::map<std::uint32_t, PendingPoll> polls_;  // by the poll's position
+  std::uint32_t layout_ = 0;
 };
 
 }  // namespace
