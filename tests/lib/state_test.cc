@@ -108,6 +108,47 @@ TEST(StateTest, EntryWhoseFileIsOutsideTheWorldFailsTheSave) {
   EXPECT_TRUE(SaveWorld(w, ArchiveFormat::kBoostXml).ok());
 }
 
+// Layout 2 keeps a poll's entries as columns of decimal numbers; a hand-made archive with a bad column is refused
+// with the column's name, and leaves nothing behind.
+TEST(StateTest, BadEntryColumnsAreLoadErrors) {
+  struct Case {
+    const char* fds;
+    const char* lists;
+    const char* message;
+  };
+  for (const Case& c : {Case{"3 x", "1 1", "eventpoll#1 column fds: not a number"},
+                        Case{"3 4 5", "1 1", "column fds: more than 2 numbers"},
+                        Case{"3", "1 1", "column fds: 1 numbers for 2 entries"},
+                        Case{"3  4", "1 1", "column fds: not a number"},
+                        Case{"3 4", "1 7", "entry 1: unknown list"},
+                        Case{"3 4", "1 300", "column lists: not a number, or out of range"}}) {
+    std::ostringstream os;
+    {
+      boost::archive::text_oarchive ar(os);
+      std::uint32_t layout = 2;
+      std::uint64_t zero = 0, two = 2, one = 1, n = 2;
+      ar << layout << zero << two;  // no shared objects; two files: a poll and an eventfd
+      std::string poll = "eventpoll", efd = "eventfd";
+      ar << one << poll << two << efd;
+      std::uint64_t count = 0;
+      bool semaphore = false;
+      ar << n << std::string(c.fds) << std::string("2 2") << std::string("25 25") << std::string("7 8")
+         << std::string(c.lists) << std::string("0 1");
+      std::vector<std::uint32_t> ready;
+      ar << ready << count << semaphore;  // the eventfd's fields
+      ar << zero << zero;                 // no fds, no roots
+    }
+    const long live_before = File::LiveFiles();
+    std::istringstream is(os.str());
+    boost::archive::text_iarchive ar(is);
+    World w;
+    Status s = state::LoadWorldFrom(ar, &w);
+    ASSERT_FALSE(s.ok()) << c.fds << " / " << c.lists;
+    EXPECT_NE(s.message.find(c.message), std::string::npos) << s.message;
+    EXPECT_EQ(File::LiveFiles(), live_before);
+  }
+}
+
 // Two polls each watching the other cannot be built through the API (ELOOP); written by hand, the load refuses it.
 TEST(StateTest, HandMadeWaitCycleIsALoadError) {
   std::ostringstream os;
