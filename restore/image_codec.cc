@@ -634,21 +634,15 @@ StatusOr<std::string> SaveImage(const World& world) {
 
 namespace {
 
-// Decode + Restore without the decoded image's own heap blocks: it lives in an arena whose first block is a
-// BigBuffer (big_buffer.h) sized for what packed columns can grow to, so that decoding a million entries does not
-// fault in tens of megabytes page by page.
+// Decode + Restore with the decoded image in an arena whose blocks come from AllocateLarge (epollcr/memory.h): a
+// column of a million entries lands in huge pages instead of being faulted in 4 KiB at a time.
 Status DecodeAndRestore(std::string_view payload, World* out) {
   if (payload.size() > static_cast<std::size_t>(INT_MAX)) {
     return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
   }
-  // Small images decode into the arena's own blocks; a BigBuffer pays off from a huge page on.
-  const std::size_t want = payload.size() * 8 + 64 * 1024;
-  BigBuffer block(want >= BigBuffer::kHugePage ? want : 0);  // declared first: the arena goes before its block
   google::protobuf::ArenaOptions options;
-  if (block.size() > 0) {
-    options.initial_block = static_cast<char*>(block.data());
-    options.initial_block_size = block.size();
-  }
+  options.block_alloc = &AllocateLarge;
+  options.block_dealloc = &FreeLarge;
   google::protobuf::Arena arena(options);
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
   if (!image->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
