@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "epollcr/memory.h"
 #include "event_poll_internal.h"
 #include "state/load_objects.h"
 #include "state/visitors.h"
@@ -37,9 +38,12 @@ struct PendingPoll {
   }
 
   EntryChunks chunks;
-  std::vector<PollEntry*> entries;
+  // As large as the entries: from AllocateLarge (epollcr/memory.h), like the entries' own blocks.
+  template <typename T>
+  using Column = std::vector<T, LargeAllocator<T>>;
+  Column<PollEntry*> entries;
   std::vector<std::uint32_t> ready;
-  std::vector<std::uint32_t> ranks;  // per entry: its place among the epoll waiters of its file's queue
+  Column<std::uint32_t> ranks;  // per entry: its place among the epoll waiters of its file's queue
   bool checked = false;              // the entries were validated already (a protobuf image): skip the re-check
   bool taken = false;                // the poll took the entries (and their blocks)
 };

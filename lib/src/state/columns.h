@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "epollcr/memory.h"
 #include "state/visitors.h"
 
 namespace epollcr::state {
@@ -24,8 +25,8 @@ void AppendColumn(std::string& column, T value) {
 
 // Exactly n numbers of type T (each within T's range), or a LoadError naming the column.
 template <typename T>
-std::vector<T> ParseColumn(std::string_view column, std::uint64_t n, const std::string& what) {
-  std::vector<T> values;
+std::vector<T, LargeAllocator<T>> ParseColumn(std::string_view column, std::uint64_t n, const std::string& what) {
+  std::vector<T, LargeAllocator<T>> values;
   values.reserve(std::min<std::uint64_t>(n, column.size() / 2 + 1));  // a number takes at least a digit and a space
   const char* p = column.data();
   const char* const end = p + column.size();

@@ -159,11 +159,11 @@ class Loader {
       ar_ >> make_nvp(name, text);
       return ParseColumn<T>(text, n, where + name);
     };
-    const std::vector<std::int32_t> fds = column("fds", std::int32_t{});
-    const std::vector<std::uint64_t> files = column("files", std::uint64_t{});
-    const std::vector<std::uint32_t> events = column("events", std::uint32_t{});
-    const std::vector<std::uint64_t> data = column("data", std::uint64_t{});
-    const std::vector<std::uint8_t> lists = column("lists", std::uint8_t{});
+    const auto fds = column("fds", std::int32_t{});
+    const auto files = column("files", std::uint64_t{});
+    const auto events = column("events", std::uint32_t{});
+    const auto data = column("data", std::uint64_t{});
+    const auto lists = column("lists", std::uint8_t{});
     p.ranks = column("queue_ranks", std::uint32_t{});
     for (std::uint64_t i = 0; i < n; ++i) {
       const std::uint32_t target = objects_.Find(files[i]);
