@@ -645,7 +645,7 @@ Status DecodeAndRestore(std::string_view payload, World* out) {
   options.block_dealloc = &FreeLarge;
   // Blocks double up to this size (protobuf's default stops at 8 KiB): a million fd records then take a few huge-page
   // blocks instead of thousands of 8 KiB heap blocks faulted in page by page.
-  options.max_block_size = std::size_t{16} << 20;
+  options.max_block_size = std::size_t{4} << 20;
   google::protobuf::Arena arena(options);
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
   if (!image->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
