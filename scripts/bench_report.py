@@ -116,10 +116,11 @@ def machine(build_dir, run):
                     compiler = line[len(marker):].strip()
     except OSError:
         pass
-    # The engine measured: the commit scripts/bench built, and whether lib/ differed from it.
+    # The code measured: the commit scripts/bench built, and whether the measured folders differed from it.
     commit = command_output(["git", "rev-parse", "--short", "HEAD"]).strip() or "unknown"
-    if command_output(["git", "status", "--porcelain", "--", "lib"]).strip():
-        commit += " with uncommitted changes in lib/"
+    measured = ["lib", "restore", "proto", "bench"]
+    if command_output(["git", "status", "--porcelain", "--"] + measured).strip():
+        commit += " with uncommitted changes in " + ", ".join(d + "/" for d in measured)
     rows = [
         ("epollcr commit", commit),
         ("CPU", lscpu.get("Model name", "unknown")),
