@@ -37,20 +37,12 @@ std::size_t MappedSize(std::size_t bytes) { return (bytes + kPage - 1) / kPage *
 
 void* AllocateLarge(std::size_t bytes) {
   if (bytes < BigBuffer::kHugePage) return ::operator new(bytes == 0 ? 1 : bytes);
-  const std::size_t size = MappedSize(bytes);
-  if (size < bytes || size + BigBuffer::kHugePage < size) throw std::bad_alloc();
-  // Only whole, aligned 2 MiB ranges can be huge pages: map a huge page more, keep the aligned part, give back the
-  // rest, so that FreeLarge can unmap exactly [p, p + size).
-  const std::size_t mapped = size + BigBuffer::kHugePage;
-  void* base = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (base == MAP_FAILED) throw std::bad_alloc();
-  const auto first = reinterpret_cast<std::uintptr_t>(base);
-  const std::uintptr_t start = (first + BigBuffer::kHugePage - 1) & ~(std::uintptr_t{BigBuffer::kHugePage} - 1);
-  if (start > first) ::munmap(base, start - first);
-  if (first + mapped > start + size) ::munmap(reinterpret_cast<void*>(start + size), first + mapped - (start + size));
-  void* p = reinterpret_cast<void*>(start);
-  (void)::madvise(p, size, MADV_HUGEPAGE);  // a request: without transparent huge pages, 4 KiB pages work the same
-  CountMapped(static_cast<std::ptrdiff_t>(size));
+  if (MappedSize(bytes) < bytes) throw std::bad_alloc();
+  void* p = ::mmap(nullptr, MappedSize(bytes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  (void)::madvise(p, MappedSize(bytes), MADV_HUGEPAGE);  // a request: the 2 MiB-aligned parts get huge pages
+  CountMapped(static_cast<std::ptrdiff_t>(MappedSize(bytes)));
   return p;
 }
 
