@@ -29,6 +29,7 @@
 #include "epollcr/epollcr.h"
 #include "restore/image_codec.h"
 #include "restore/image_file.h"
+#include "program_run.h"
 
 namespace {
 
@@ -82,11 +83,7 @@ std::vector<std::string> ListDir(const std::string& dir) {
   return names;
 }
 
-struct ProgramRun {
-  int status = -1;  // exit status, or -1 if the program did not exit normally (a crash)
-  std::string out;
-  std::string err;
-};
+using epollcr::testing_support::ProgramRun;
 
 // Runs the program with `args` in directory `cwd`, `input` on its stdin; stdout and stderr go to files. With
 // `as_uid` >= 0 the program runs as that user (and group nobody), which needs root.
@@ -94,36 +91,15 @@ ProgramRun RunEpollcr(const std::vector<std::string>& args, const std::string& c
                       int as_uid = -1) {
   const char* bin = std::getenv("EPOLLCR_BIN");
   EXPECT_NE(bin, nullptr) << "EPOLLCR_BIN must name the epollcr program";
-  ProgramRun run;
-  if (bin == nullptr) return run;
+  if (bin == nullptr) return {};
   TempDir io;
   WriteFile(io.File("stdin"), input);
-  const std::string in_path = io.File("stdin");
-  const std::string out_path = io.File("stdout");
-  const std::string err_path = io.File("stderr");
-  pid_t pid = fork();
-  if (pid == 0) {
-    int in = open(in_path.c_str(), O_RDONLY);
-    int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (in < 0 || out < 0 || err < 0 || chdir(cwd.c_str()) != 0) _exit(127);
-    if (as_uid >= 0 && (setgid(65534) != 0 || setuid(static_cast<uid_t>(as_uid)) != 0)) _exit(127);
-    dup2(in, 0);
-    dup2(out, 1);
-    dup2(err, 2);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(bin));
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(bin, argv.data());
-    _exit(127);
-  }
-  int wstatus = 0;
-  EXPECT_EQ(waitpid(pid, &wstatus, 0), pid);
-  if (WIFEXITED(wstatus)) run.status = WEXITSTATUS(wstatus);
-  run.out = ReadFile(out_path);
-  run.err = ReadFile(err_path);
-  return run;
+  return epollcr::testing_support::RunProgram(bin, args,
+                                              {.stdin_path = io.File("stdin"),
+                                               .stdout_path = io.File("stdout"),
+                                               .stderr_path = io.File("stderr"),
+                                               .cwd = cwd,
+                                               .as_uid = as_uid});
 }
 
 // Compares `actual` with the golden file `name`, or rewrites the golden file when EPOLLCR_UPDATE_GOLDEN is set.

@@ -14,17 +14,14 @@
 #include <vector>
 
 #include "epollcr/version.h"
+#include "program_run.h"
 
 namespace {
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-struct ProgramRun {
-  int status = -1;  // exit status, or -1 if the program did not exit normally
-  std::string out;
-  std::string err;
-};
+using epollcr::testing_support::ProgramRun;
 
 std::string Slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -43,33 +40,13 @@ std::string WriteTemp(const std::string& name, const std::string& text) {
 ProgramRun RunEpollcr(const std::vector<std::string>& args, const std::string& input = "") {
   const char* bin = std::getenv("EPOLLCR_BIN");
   EXPECT_NE(bin, nullptr) << "EPOLLCR_BIN must name the epollcr program";
-  ProgramRun run;
-  if (bin == nullptr) return run;
-  const std::string in_path = WriteTemp("stdin", input);
-  const std::string out_path = ::testing::TempDir() + "epollcr_program_test_stdout";
-  const std::string err_path = ::testing::TempDir() + "epollcr_program_test_stderr";
-  pid_t pid = fork();
-  if (pid == 0) {
-    int in = open(in_path.c_str(), O_RDONLY);
-    int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (in < 0 || out < 0 || err < 0) _exit(127);
-    dup2(in, 0);
-    dup2(out, 1);
-    dup2(err, 2);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(bin));
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(bin, argv.data());
-    _exit(127);
-  }
-  int wstatus = 0;
-  EXPECT_EQ(waitpid(pid, &wstatus, 0), pid);
-  if (WIFEXITED(wstatus)) run.status = WEXITSTATUS(wstatus);
-  run.out = Slurp(out_path);
-  run.err = Slurp(err_path);
-  return run;
+  if (bin == nullptr) return {};
+  return epollcr::testing_support::RunProgram(bin, args,
+                                              {.stdin_path = WriteTemp("stdin", input),
+                                               .stdout_path = ::testing::TempDir() + "epollcr_program_test_stdout",
+                                               .stderr_path = ::testing::TempDir() + "epollcr_program_test_stderr",
+                                               .cwd = "",
+                                               .as_uid = -1});
 }
 
 constexpr const char* kGoodTrace =
