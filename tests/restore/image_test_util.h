@@ -17,30 +17,14 @@
 #include <gtest/gtest.h>
 
 #include "restore/image_file.h"
+#include "temp_dir.h"
 
 namespace epollcr::image::testing {
 
-// A fresh directory under gtest's temporary directory, removed with everything in it when the test ends.
-class TempDir {
+// A fresh directory for one test (tests/common/temp_dir.h), named after these tests.
+class TempDir : public epollcr::testing_support::TempDir {
  public:
-  TempDir() {
-    std::string pattern = ::testing::TempDir() + "epollcr-image-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) ADD_FAILURE() << "mkdtemp " << pattern << ": " << strerror(errno);
-    path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-    if (ec) ADD_FAILURE() << "remove " << path_ << ": " << ec.message();
-  }
-
-  const std::string& path() const { return path_; }
-  std::string File(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
+  TempDir() : epollcr::testing_support::TempDir("epollcr-image") {}
 };
 
 // The names in `dir`, sorted (no "." or "..").
