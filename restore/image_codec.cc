@@ -4,6 +4,8 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <sys/stat.h>
+
 #include <climits>
 #include <cstring>
 #include <functional>
@@ -300,8 +302,16 @@ class Validator {
       }
       case v1::File::kEventpoll:
         return CheckPoll(f.id(), f.eventpoll());
-      case v1::File::kHost:
-        return Fail(where + ": host file references need a resolver, which this build does not have yet");
+      case v1::File::kHost: {
+        const v1::HostFileReference& h = f.host();
+        if (h.fd() < 0) return Fail(where + ": host fd " + std::to_string(h.fd()) + " is negative");
+        switch (h.file_type()) {
+          case S_IFSOCK: case S_IFLNK: case S_IFREG: case S_IFBLK: case S_IFDIR: case S_IFCHR: case S_IFIFO:
+            return {};
+          default:
+            return Fail(where + ": host file type " + std::to_string(h.file_type()) + " is not an S_IFMT value");
+        }
+      }
       case v1::File::kEmbedder:
         if (state::BuiltInFileKind(f.embedder().kind())) {
           return Fail(where + ": embedder kind '" + f.embedder().kind() + "' is a built-in kind");
@@ -529,6 +539,8 @@ void Build(const v1::Image& image, World* out) {
         file = std::move(made).value();
         break;
       }
+      case v1::File::kHost:
+        throw LoadError("file " + std::to_string(f.id()) + ": a host file reference needs a resolver (restore/restorer.h)");
       default:
         throw LoadError("file " + std::to_string(f.id()) + ": kind not restorable");
     }

@@ -319,14 +319,17 @@ TEST(CommandsTest, InspectShowsHostAndEmbedderFiles) {
   image.mutable_files(0)->mutable_eventpoll()->add_queue_ranks(0);
   WriteImage(dir.File("host.epcr"), image);
   ProgramRun host_run = RunEpollcr({"inspect", "host.epcr"}, dir.path());
-  EXPECT_EQ(host_run.status, 1) << "this build has no resolver for host files, so the image is not valid";
+  EXPECT_EQ(host_run.status, 0) << host_run.err;
   EXPECT_THAT(LineMatching(host_run.out, R"(^\s+12\s+host file\s)"),
               HasSubstr("host fd 9, socket, dev 0x803, ino 1234, flags 0x802, offset 0"));
   EXPECT_THAT(LineMatching(host_run.out, R"(^\s+9\s+12\s+host file\s)"),
               testing::MatchesRegex(R"(.* IN\|OUT\s+0xdeadbeef\s+waiting\s+0)"));
-  EXPECT_EQ(host_run.err,
-            "epollcr: host.epcr: invalid image: file 12: host file references need a resolver, which "
-            "this build does not have yet\n");
+  EXPECT_EQ(host_run.err, "");
+  image.mutable_files(image.files_size() - 1)->mutable_host()->set_file_type(0);
+  WriteImage(dir.File("host-bad.epcr"), image);
+  ProgramRun bad_run = RunEpollcr({"inspect", "host-bad.epcr"}, dir.path());
+  EXPECT_EQ(bad_run.status, 1);
+  EXPECT_EQ(bad_run.err, "epollcr: host-bad.epcr: invalid image: file 12: host file type 0 is not an S_IFMT value\n");
   ProgramRun dot = RunEpollcr({"inspect", "--dot", "host.epcr"}, dir.path());
   EXPECT_THAT(dot.out, HasSubstr("  f1 -> f12 [label=\"fd 9 IN|OUT 0xdeadbeef\\nwaiting\"];\n"));
 }
