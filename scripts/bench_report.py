@@ -3,7 +3,10 @@
 
 Run by scripts/bench. Every number in the output is read from that run's JSON (or, for the machine, from lscpu,
 uname, /proc and the build directory at report time); a figure that is missing from the run is reported as
-missing, never filled in.
+missing, never filled in. The plots (SVG, drawn by scripts/plot with gnuplot) are drawn from the same figures.
+
+To extend the report: a numbered section is a function of the run returning (title, Markdown lines), listed in
+SECTIONS; a goal is a function listed in GOALS; a plot is a function returning a scripts/plot spec, listed in PLOTS.
 """
 
 import argparse
@@ -14,9 +17,13 @@ import subprocess
 import sys
 
 AGGREGATE = "median"
-N_VALUES = (10, 1000, 10000, 100000)
+N_VALUES = (10, 100, 1000, 10000, 100000)
+KERNEL_MAX_N = 10000  # the kernel side stops at 10000 eventfds (20,000 fds per process here)
 FLAT_ACROSS_N = (10, 1000, 100000)  # goal (a)
-KERNEL_N_VALUES = (10, 1000, 10000)  # goal (b): the kernel side stops at 10000 (20,000 fds per process here)
+KERNEL_N_VALUES = (10, 1000, 10000)  # goal (b), at the N of issue 1 that the kernel side reaches
+# The libevent benchmark shape (bench/libevent_bench.cc): N pipes; the kernel's need 2 fds each, so it stops at 9000.
+LIBEVENT_N = (100, 1000, 9000, 100000)
+LIBEVENT_KERNEL_MAX_N = 9000
 # Both clocks Google Benchmark records: the benchmark thread's CPU time (user + system) and the wall clock.
 CLOCKS = (("cpu_time", "CPU"), ("real_time", "wall"))
 NS_PER = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
@@ -315,17 +322,16 @@ def image_memory_goals(run):
 
 
 def image_section(run):
-    """Section 6: the protobuf image, beside the same kernel baseline, as Markdown lines."""
+    """The protobuf image, beside the same kernel baseline: (title, Markdown lines)."""
     out = []
     say = out.append
-    say("## 6. Checkpoint image (protobuf)\n")
-    say("The same worlds as section 5. **encode+write**: `image::WriteImage(world, path)`: the consistent cut, the "
+    say("The same worlds as in *Checkpoint save and load*. **encode+write**: `image::WriteImage(world, path)`: the consistent cut, the "
         "`epollcr.v1.Image`, its encoding, the framing (CRC32C) and the atomic, durable write (temporary file, fsync, "
         "rename, fsync of the directory). **encode only**: `image::SaveImage(world)`, the same into memory. "
         "**read+decode+validate**: `ReadImageFile` (read, framing, CRC32C), `Decode`, `Validate`. "
         "**read+decode+validate+restore**: `image::ReadImage(path, &empty_world)`, which ends with after_load exactly as "
         "a Boost load does; tearing the world down is outside the timed region. The image file is in the page cache "
-        "(it was just written), as it is for a restore right after a checkpoint. Runs as in section 5.\n")
+        "(it was just written), as it is for a restore right after a checkpoint. Runs as in *Checkpoint save and load*.\n")
     header = ["N"]
     for _, clock in CLOCKS:
         header += [f"encode+write, {clock}", f"encode only, {clock}", f"read+decode+validate, {clock}",
@@ -349,7 +355,7 @@ def image_section(run):
         "a program that stores object addresses in `epoll_data` has). **entry records** are the polls' entry columns "
         "(`EventPollState`), what each entry costs on its own and the figure comparable to CRIU's per-entry records "
         "(about 10–31 bytes); **image** is the whole file, whose file and fd records the world needs with or without "
-        "a poll (here every entry has its own fd). Peaks as in section 5, with the buffers epollcr maps itself "
+        "a poll (here every entry has its own fd). Peaks as in *Checkpoint save and load*, with the buffers epollcr maps itself "
         "(`epollcr/memory.h`) counted at their full size.\n")
     rows = []
     for data in ("fd", "pointer"):
@@ -367,14 +373,13 @@ def image_section(run):
             rows.append(row)
     say(table(["data", "N", "entry record bytes/entry", "image bytes/entry", "world heap bytes/entry",
                "peak during save (× world heap)", "peak during restore (× world heap)"], rows) + "\n")
-    return out
+    return "Checkpoint image (protobuf)", out
 
 
 def checkpoint_section(run):
-    """Section 5 and the coverage note of its memory figures, as Markdown lines."""
+    """Checkpoint save and load through the Boost archives, and the memory they use: (title, Markdown lines)."""
     out = []
     say = out.append
-    say("## 5. Checkpoint save and load\n")
     counts = []
     for n in CHECKPOINT_N:
         name = run.resolve(checkpoint_name("Load", "boost-text", n))
@@ -450,10 +455,11 @@ def checkpoint_section(run):
                 row += [fmt_ratio(r), verdict(None if r is None else r <= LOAD_GOAL)]
             rows.append(row)
         say(table(header, rows) + "\n")
-    return out
+    return "Checkpoint save and load", out
 
 
-def report(run, build_dir, command):
+def preamble(run, build_dir, command):
+    """The title, how the report was made, and the machine: Markdown lines."""
     out = []
     say = out.append
     say("# epollcr benchmarks\n")
@@ -485,77 +491,271 @@ def report(run, build_dir, command):
     say("Every kernel figure below includes entering and leaving the kernel (one to three system calls per "
         "iteration). On a virtual machine that cost can be far above bare metal, which makes the userspace/kernel "
         "ratios look better than they would there; the system-call rows above are this machine's figure.\n")
+    return out
 
-    say("## 1. Notify + harvest: 1 ready among N registered\n")
-    say("Per iteration, on one of N level-triggered EPOLLIN eventfd entries, chosen round-robin: userspace "
+
+def notify_harvest_section(run):
+    """Notify + harvest, one ready entry among N: (title, Markdown lines)."""
+    return "Notify + harvest: 1 ready among N registered", [
+        "Per iteration, on one of N level-triggered EPOLLIN eventfd entries, chosen round-robin: userspace "
         "`EventFd::WriteValue(1)` + `EventPoll::ReadEvents(events, 8)` + `EventFd::ReadValue()`; kernel "
         "`write(efd, 8)` + `epoll_wait(ep, events, 8, 0)` + `read(efd, 8)`. Each iteration checks that exactly "
-        "the notified entry was reported. The kernel side stops at N = 10000: this host allows 20,000 fds per "
-        "process (hard limit) and the benchmark raises nothing.\n")
-    rows = [side_by_side(run, f"{n:,}", f"BM_NotifyHarvest_Userspace/n:{n}",
-                         f"BM_NotifyHarvest_Kernel/n:{n}" if n in KERNEL_N_VALUES else None) for n in N_VALUES]
-    say(table(side_by_side_header("N", "ns/event"), rows) + "\n")
+        f"the notified entry was reported. The kernel side stops at N = {KERNEL_MAX_N:,}: this host allows 20,000 fds "
+        "per process (hard limit) and the benchmark raises nothing.\n",
+        table(side_by_side_header("N", "ns/event"),
+              [side_by_side(run, f"{n:,}", f"BM_NotifyHarvest_Userspace/n:{n}",
+                            f"BM_NotifyHarvest_Kernel/n:{n}" if n <= KERNEL_MAX_N else None)
+               for n in N_VALUES]) + "\n"]
 
-    say("## 2. One harvest of 1000 level-triggered ready entries\n")
-    say("1000 eventfds with counter 1, registered level-triggered for EPOLLIN, so all stay ready: userspace "
+
+def ready_batch_section(run):
+    """One harvest of 1000 level-triggered ready entries: (title, Markdown lines)."""
+    return "One harvest of 1000 level-triggered ready entries", [
+        "1000 eventfds with counter 1, registered level-triggered for EPOLLIN, so all stay ready: userspace "
         "`ReadEvents(events, 1000)` vs kernel `epoll_wait(ep, events, 1000, 0)`; each call must return 1000. "
-        "Cost per reported event.\n")
-    say(table(side_by_side_header("", "ns/event"),
-              [side_by_side(run, "1000 LT ready", "BM_ReadEvents1000_Userspace", "BM_ReadEvents1000_Kernel")]) + "\n")
+        "Cost per reported event.\n",
+        table(side_by_side_header("", "ns/event"),
+              [side_by_side(run, "1000 LT ready", "BM_ReadEvents1000_Userspace", "BM_ReadEvents1000_Kernel")]) + "\n"]
 
-    say("## 3. AddEntry + RemoveEntry beside 1000 registered entries\n")
-    say("One more eventfd (not ready) added for EPOLLIN and removed again, per pair: userspace "
+
+def add_remove_section(run):
+    """AddEntry + RemoveEntry beside 1000 entries: (title, Markdown lines)."""
+    return "AddEntry + RemoveEntry beside 1000 registered entries", [
+        "One more eventfd (not ready) added for EPOLLIN and removed again, per pair: userspace "
         "`AddEntry` + `RemoveEntry` vs kernel `epoll_ctl(ADD)` + `epoll_ctl(DEL)`, with 1000 other entries "
-        "registered.\n")
-    say(table(side_by_side_header("", "ns/pair"),
-              [side_by_side(run, "ADD + DEL", "BM_AddRemove_Userspace", "BM_AddRemove_Kernel")]) + "\n")
+        "registered.\n",
+        table(side_by_side_header("", "ns/pair"),
+              [side_by_side(run, "ADD + DEL", "BM_AddRemove_Userspace", "BM_AddRemove_Kernel")]) + "\n"]
 
-    say("## 4. Memory per registered entry (userspace)\n")
-    say("glibc `mallinfo2()` heap in use (`uordblks` + `hblkhd`, so blocks malloc serves with mmap count too) "
-        "before and after registering 100,000 eventfds that already exist; the difference divided by 100,000. "
-        "It counts the entries and the entries map's bucket array, not the files.\n")
-    mem_name = "BM_MemoryPerEntry_Userspace/iterations:1"
-    mem = run.value(mem_name, "bytes_per_entry")
-    mem_cv = run.value(mem_name, "bytes_per_entry", "cv")
+
+MEMORY_NAME = "BM_MemoryPerEntry_Userspace/iterations:1"
+
+
+def memory_section(run):
+    """Heap bytes per registered entry: (title, Markdown lines)."""
+    mem = run.value(MEMORY_NAME, "bytes_per_entry")
+    mem_cv = run.value(MEMORY_NAME, "bytes_per_entry", "cv")
     rows = [("userspace, measured", "—" if mem is None else f"{mem:.1f}" +
              ("" if mem_cv is None else f" (cv {mem_cv * 100:.1f}%)"))]
     for key, value in sorted(run.context.items()):
         if key.startswith("kernel_slab_objsize_"):
             rows.append((f"kernel `{key.removeprefix('kernel_slab_objsize_')}` slab object size, read from "
                          "/proc/slabinfo (declared, not measured)", value))
-    say(table(["", "bytes per entry"], rows) + "\n")
+    return "Memory per registered entry (userspace)", [
+        "glibc `mallinfo2()` heap in use (`uordblks` + `hblkhd`, so blocks malloc serves with mmap count too) "
+        "before and after registering 100,000 eventfds that already exist; the difference divided by 100,000. "
+        "It counts the entries and the entries map's bucket array, not the files.\n",
+        table(["", "bytes per entry"], rows) + "\n"]
 
-    out += checkpoint_section(run)
-    out += image_section(run)
 
-    say("## Goals\n")
-    by_clock = [goals_on(run, clock) for clock, _ in CLOCKS]
+def libevent_name(engine, n):
+    return f"BM_Libevent_{engine}/n:{n}"
+
+
+def libevent_per_read(run, engine, n, clock):
+    """ns per read callback: the time per round over the reads a round makes (A + W)."""
+    per_round = run.per_unit(libevent_name(engine, n), clock)[0]
+    reads = run.value(libevent_name(engine, n), "reads_per_round")
+    return None if per_round is None or not reads else per_round / reads
+
+
+def libevent_section(run):
+    """The libevent benchmark shape on both engines: (title, Markdown lines)."""
+    out = []
+    say = out.append
+    shape = {key: run.value(libevent_name("Userspace", LIBEVENT_N[-1]), key) for key in ("active", "writes")}
+    say("The loop of libevent's `test/bench.c`, on both engines: N pipes, the read end of each registered "
+        "level-triggered for EPOLLIN; A = min(N, 100) pipes active, W = 100 writes per round. A round writes one byte "
+        "into the A active pipes (pipe k·N/A), then polls without blocking, 64 events at most per poll, and runs a "
+        "read callback per reported pipe until every byte written has been read; a callback reads its pipe's byte "
+        "and, while fewer than W writes have been made in the round, writes one byte into the next pipe. So a round "
+        "is A + W reads and as many writes, and ends with every pipe empty. Userspace: `EventPoll::Wait(events, 64, 0)` "
+        "over epollcr's in-memory pipes, `PipeReadEnd::Read` and `PipeWriteEnd::Write`; kernel: "
+        "`epoll_wait(ep, events, 64, 0)` over `pipe2(O_NONBLOCK)` pipes, `read` and `write`. Timed: one round, from "
+        "the first active write to the last read (bench.c's event-loop time; its re-registration of all N events "
+        "before each round is not timed here, *AddEntry + RemoveEntry* measures registration). The kernel side stops "
+        f"at N = {LIBEVENT_KERNEL_MAX_N:,}: a kernel pipe is 2 fds and this host allows 20,000 fds per process. "
+        "epollcr's pipe, like `fs/pipe.c`, takes a 4 KiB page for a write into an empty pipe and gives it back when "
+        "the pipe is read empty; it takes the page from malloc, so where glibc trims the top of its heap between "
+        "rounds, a round can also pay page faults (see *Machine*).\n")
+    if None not in shape.values():
+        say(f"This run: A = {shape['active']:.0f} (N = {LIBEVENT_N[-1]:,}), W = {shape['writes']:.0f}.\n")
+    say("**Time per round** (the ratio is the headline):\n")
+    rows = [side_by_side(run, f"{n:,}", libevent_name("Userspace", n),
+                         libevent_name("Kernel", n) if n <= LIBEVENT_KERNEL_MAX_N else None) for n in LIBEVENT_N]
+    say(table(side_by_side_header("N", "ns/round"), rows) + "\n")
+    say("**Per read callback** (time per round / (A + W)), and the polls a round took (the same on both engines "
+        "when they report the same pipes in the same order):\n")
     rows = []
-    for i, (label, threshold, _, _) in enumerate(by_clock[0]):
-        row = [label, threshold]
-        for goals in by_clock:
-            row += [goals[i][2], verdict(goals[i][3])]
+    for n in LIBEVENT_N:
+        row = [f"{n:,}"]
+        for clock, _ in CLOCKS:
+            row += [fmt_ns(libevent_per_read(run, engine, n, clock)) for engine in ("Userspace", "Kernel")]
+        polls = [run.value(libevent_name(engine, n), "polls_per_round") for engine in ("Userspace", "Kernel")]
+        row.append(" / ".join("—" if p is None else f"{p:.2f}" for p in polls))
         rows.append(row)
-    memory = "—" if mem is None else f"{mem:.1f} bytes"
-    rows.append(["(e) memory per entry ≤ 128 bytes (no clock)", "≤ 128"] +
-                [memory, verdict(None if mem is None else mem <= 128)] * len(CLOCKS))
-    for goals_of in (checkpoint_goals_on, image_goals_on):
-        by_clock = [goals_of(run, clock) for clock, _ in CLOCKS]
-        for i, (label, threshold, _, _) in enumerate(by_clock[0]):
-            row = [label, threshold]
-            for goals in by_clock:
-                row += [goals[i][2], verdict(goals[i][3])]
-            rows.append(row)
-    for label, threshold, measured, ok in image_memory_goals(run):
-        rows.append([label + " (no clock)", threshold] + [measured, verdict(ok)] * len(CLOCKS))
+    header = ["N"]
+    for _, clock in CLOCKS:
+        header += [f"userspace ns/read, {clock}", f"kernel ns/read, {clock}"]
+    header.append("polls per round, userspace / kernel")
+    say(table(header, rows) + "\n")
+    say("No earlier issue sets a goal for this shape, so it has no verdict.\n")
+    return "The libevent benchmark shape: N pipes, A active, W writes per round", out
+
+
+# The numbered sections, in order: each is a function of the run that returns (title, Markdown lines).
+SECTIONS = (
+    notify_harvest_section,
+    ready_batch_section,
+    add_remove_section,
+    memory_section,
+    libevent_section,
+    checkpoint_section,
+    image_section,
+)
+
+
+# ---- plots: what each one shows, drawn by scripts/plot (gnuplot) --------------------------------------------------
+
+PLOT_TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plot")
+
+
+def event_cost_plot(run):
+    """Cost per event against N registered, both engines, CPU clock: notify+harvest and the libevent shape."""
+    def points(name_of, ns):
+        return [(n, run.per_unit(name_of(n), "cpu_time")[0]) for n in ns]
+
+    def libevent_points(engine, ns):
+        return [(n, libevent_per_read(run, engine, n, "cpu_time")) for n in ns]
+
+    kernel_n = [n for n in N_VALUES if n <= KERNEL_MAX_N]
+    kernel_libevent_n = [n for n in LIBEVENT_N if n <= LIBEVENT_KERNEL_MAX_N]
+    return {
+        "name": "cost-per-event",
+        "title": "Cost per event against N registered (CPU clock, median)",
+        "xlabel": "N registered", "ylabel": "ns per event", "log": ["x", "y"],
+        "series": [
+            {"title": "epollcr: notify + harvest, 1 ready of N",
+             "points": points(lambda n: f"BM_NotifyHarvest_Userspace/n:{n}", N_VALUES)},
+            {"title": "kernel: write + epoll_wait + read, 1 ready of N",
+             "points": points(lambda n: f"BM_NotifyHarvest_Kernel/n:{n}", kernel_n)},
+            {"title": "epollcr: libevent shape, per read callback",
+             "points": libevent_points("Userspace", LIBEVENT_N)},
+            {"title": "kernel: libevent shape, per read callback",
+             "points": libevent_points("Kernel", kernel_libevent_n)},
+        ],
+    }
+
+
+def restore_cost_plot(run):
+    """Cost per restored entry against N, CPU clock: each checkpoint format's load, and the kernel's re-add."""
+    series = [{"title": f"{fmt}: LoadWorld",
+               "points": [(n, run.per_unit(checkpoint_name("Load", fmt, n), "cpu_time")[0]) for n in CHECKPOINT_N]}
+              for fmt in CHECKPOINT_FORMATS]
+    series.append({"title": "protobuf image: read + decode + validate + restore",
+                   "points": [(n, run.per_unit(image_name("Restore", n), "cpu_time")[0]) for n in CHECKPOINT_N]})
+    kernel_add = run.per_unit(KERNEL_ADD, "cpu_time")[0]
+    series.append({"title": "kernel epoll_ctl ADD, measured at 10,000 entries (the goals' baseline at every N)",
+                   "hline": kernel_add})
+    return {
+        "name": "cost-per-restored-entry",
+        "title": "Cost per restored entry against N entries (CPU clock, median)",
+        "xlabel": "N entries", "ylabel": "ns per entry", "log": ["x", "y"],
+        "series": series,
+    }
+
+
+# The plots, in order: each is a function of the run that returns a scripts/plot spec with a "name" (the file's stem).
+PLOTS = (
+    event_cost_plot,
+    restore_cost_plot,
+)
+
+
+def draw_plots(run, plots_dir):
+    """Draws every plot into plots_dir: [(spec, path or None, why not drawn)]."""
+    os.makedirs(plots_dir, exist_ok=True)
+    drawn = []
+    for plot_of in PLOTS:
+        spec = plot_of(run)
+        path = os.path.join(plots_dir, spec["name"] + ".svg")
+        spec["output"] = path
+        done = subprocess.run([sys.executable, PLOT_TOOL, "-"], input=json.dumps(spec), text=True,
+                              capture_output=True)
+        if done.returncode == 0:
+            drawn.append((spec, path, ""))
+        else:  # an SVG left from an earlier run would not show this one's figures
+            if os.path.exists(path):
+                os.remove(path)
+            drawn.append((spec, None, done.stderr.strip() or f"scripts/plot exited with {done.returncode}"))
+    return drawn
+
+
+def plots_section(drawn, out_dir):
+    """Links to the plots, or why each is missing: Markdown lines."""
+    out = ["## Plots\n",
+           "Drawn with gnuplot (`scripts/plot`) from this run's JSON: the CPU-clock medians of the sections below, "
+           "both axes logarithmic. A point the run does not have is left out, not interpolated.\n"]
+    for spec, path, why in drawn:
+        if path is None:
+            out.append(f"- {spec['title']}: not drawn ({why}).\n")
+        else:
+            link = os.path.relpath(path, out_dir).replace(os.sep, "/")
+            out.append(f"![{spec['title']}]({link})\n")
+    return out
+
+
+# ---- goals ----------------------------------------------------------------------------------------------------------
+
+def memory_goals(run):
+    """Goal (e), which has no clock: [(label, threshold, measured, ok or None)]."""
+    mem = run.value(MEMORY_NAME, "bytes_per_entry")
+    return [("(e) memory per entry ≤ 128 bytes", "≤ 128", "—" if mem is None else f"{mem:.1f} bytes",
+             None if mem is None else mem <= 128)]
+
+
+# The goals, in the table's order: (function, whether it takes a clock). A clocked function is called once per clock
+# as f(run, clock); one without a clock as f(run). Each returns [(label, threshold, measured, ok or None)].
+GOALS = (
+    (goals_on, True),
+    (memory_goals, False),
+    (checkpoint_goals_on, True),
+    (image_goals_on, True),
+    (image_memory_goals, False),
+)
+
+
+def goals_section(run):
+    """Every goal, met or not on each clock: Markdown lines."""
+    rows = []
+    for goals_of, clocked in GOALS:
+        if clocked:
+            by_clock = [goals_of(run, clock) for clock, _ in CLOCKS]
+            for i, (label, threshold, _, _) in enumerate(by_clock[0]):
+                row = [label, threshold]
+                for goals in by_clock:
+                    row += [goals[i][2], verdict(goals[i][3])]
+                rows.append(row)
+        else:
+            for label, threshold, measured, ok in goals_of(run):
+                rows.append([label + " (no clock)", threshold] + [measured, verdict(ok)] * len(CLOCKS))
     header = ["goal", "threshold"]
     for _, clock in CLOCKS:
         header += [f"measured, {clock}", f"verdict, {clock}"]
-    say(table(header, rows) + "\n")
+    return ["## Goals\n", table(header, rows) + "\n"]
 
+
+def report(run, build_dir, command, drawn, out_dir):
+    out = preamble(run, build_dir, command)
+    out += plots_section(drawn, out_dir)
+    for number, section in enumerate(SECTIONS, start=1):
+        title, lines = section(run)
+        out.append(f"## {number}. {title}\n")
+        out += lines
+    out += goals_section(run)
     if run.errors:
-        say("## Errors in this run\n")
-        say(table(["benchmark", "error"], sorted(run.errors.items())) + "\n")
+        out.append("## Errors in this run\n")
+        out.append(table(["benchmark", "error"], sorted(run.errors.items())) + "\n")
     return "\n".join(out)
 
 
@@ -565,12 +765,15 @@ def main():
     parser.add_argument("--build", required=True, help="the build directory the binary came from")
     parser.add_argument("--command", required=True, help="the command that produced the run, quoted in the report")
     parser.add_argument("--out", required=True, help="the Markdown file to write")
+    parser.add_argument("--plots", help="the folder the SVG plots go to (default: bench-plots beside --out)")
     args = parser.parse_args()
     run = Run(args.json)
     if not run.aggregates:
         sys.exit(f"{args.json}: no aggregates (was the binary run with --benchmark_repetitions?)")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    drawn = draw_plots(run, args.plots or os.path.join(out_dir, "bench-plots"))
     with open(args.out, "w", encoding="utf-8") as f:
-        f.write(report(run, args.build, args.command))
+        f.write(report(run, args.build, args.command, drawn, out_dir))
 
 
 if __name__ == "__main__":
