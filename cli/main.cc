@@ -1,4 +1,4 @@
-// epollcr: the command-line tool. Commands: replay (docs/trace-format.md); inspect, verify, convert, diff
+// epollcr: the command-line tool. Commands: replay (docs/trace-format.md); inspect, verify, convert, diff, ps
 // (cli/commands/, docs/cli.md).
 //
 // Exit status: 0 success; 1 divergence between engines, a runtime failure, an invalid or unreadable image, or a
@@ -16,6 +16,7 @@
 #include "commands/convert.h"
 #include "commands/diff.h"
 #include "commands/inspect.h"
+#include "commands/ps.h"
 #include "commands/verify.h"
 #include "epollcr/state.h"
 #include "epollcr/version.h"
@@ -140,6 +141,8 @@ int Main(int argc, char** argv) {
   CLI::App* convert = epollcr::cli::AddConvertCommand(app, &convert_options);
   epollcr::cli::DiffOptions diff_options;
   CLI::App* diff = epollcr::cli::AddDiffCommand(app, &diff_options);
+  epollcr::cli::PsOptions ps_options;
+  CLI::App* ps = epollcr::cli::AddPsCommand(app, &ps_options);
 
   try {
     app.parse(argc, argv);
@@ -155,6 +158,7 @@ int Main(int argc, char** argv) {
   if (verify->parsed()) status = epollcr::cli::RunVerify(verify_options, std::cout, std::cerr);
   if (convert->parsed()) status = epollcr::cli::RunConvert(convert_options, std::cerr);
   if (diff->parsed()) status = epollcr::cli::RunDiff(diff_options, std::cout, std::cerr);
+  if (ps->parsed()) status = epollcr::cli::RunPs(ps_options, std::cout, std::cerr);
   // What the commands printed must have arrived: a full disk or a closed pipe is a failure, not a success.
   if (!std::cout.flush()) {
     PrintError("<stdout>", "write failed");
