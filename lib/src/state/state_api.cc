@@ -2,6 +2,7 @@
 // embedder file types, and the entry points for embedders' own Boost archives.
 #include <cstring>
 #include <sstream>
+#include <type_traits>
 
 #include "epollcr/boost_world.h"
 #include "epollcr/crc32c.h"
@@ -82,7 +83,26 @@ class ViewBuffer : public std::streambuf {
     char* p = const_cast<char*>(bytes.data());  // read only: the get area is never written through
     setg(p, p, p + bytes.size());
   }
+  // What the archive has not read yet.
+  std::string_view Rest() const { return std::string_view(gptr(), static_cast<std::size_t>(egptr() - gptr())); }
 };
+
+// An xml archive's destructor reads the closing tag, and throws (from a destructor: std::terminate) if the stream
+// ends before a '>'. So before it runs: after a failed load the stream is failed (the destructor then reads nothing);
+// after a load that succeeded, a rest without a '>' is a truncated archive, refused like any other.
+// Found by tests/fuzz (boost_xml_loader); the regression input is tests/fuzz/regressions/boost_xml_loader/.
+template <typename Iar>
+Status EndArchive(std::istream& is, std::string_view rest, Status loaded, World* out) {
+  if constexpr (std::is_same_v<Iar, boost::archive::xml_iarchive>) {
+    if (loaded.ok() && rest.find('>') == std::string_view::npos) {
+      out->roots.clear();
+      out->fds.Clear();
+      loaded = Status::Error(EINVAL, "load: the xml archive ends without its closing tag (truncated?)");
+    }
+    if (!loaded.ok()) is.setstate(std::ios::failbit);
+  }
+  return loaded;
+}
 
 template <typename Iar>
 Status LoadAs(std::string_view payload, World* out) {
@@ -90,7 +110,8 @@ Status LoadAs(std::string_view payload, World* out) {
     ViewBuffer buffer(payload);
     std::istream is(&buffer);
     Iar ar(is);
-    return state::LoadWorldFrom(ar, out);
+    Status loaded = state::LoadWorldFrom(ar, out);
+    return EndArchive<Iar>(is, buffer.Rest(), std::move(loaded), out);
   } catch (const std::exception& e) {  // the archive's own header was unreadable
     return Status::Error(EINVAL, std::string("load: ") + e.what());
   }

@@ -1,0 +1,102 @@
+// Runs every committed fuzz input through the entry points of the fuzz targets (fuzz_entry_points.h), in the regular
+// suite (so with -Werror and under ASan+UBSan in scripts/test): the seeds of tests/fuzz/corpus/<target>/ must all be
+// accepted (they are generated from real worlds and traces), the findings of tests/fuzz/regressions/<target>/ must
+// each be accepted or refused cleanly. EPOLLCR_FUZZ_DIR is tests/fuzz.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "fuzz_entry_points.h"
+#include "program_run.h"
+#include "world_fixtures.h"
+
+namespace epollcr::fuzz {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path FuzzDir() {
+  const char* dir = std::getenv("EPOLLCR_FUZZ_DIR");
+  return dir != nullptr ? fs::path(dir) : fs::path("tests/fuzz");
+}
+
+// The files of one target's folder, sorted; none if the folder does not exist.
+std::vector<fs::path> Inputs(const std::string& kind, std::string_view target) {
+  std::vector<fs::path> files;
+  const fs::path dir = FuzzDir() / kind / target;
+  if (!fs::is_directory(dir)) return files;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
+    if (entry.is_regular_file()) files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+class FuzzInputs : public ::testing::TestWithParam<Target> {};
+
+TEST_P(FuzzInputs, EverySeedIsAccepted) {
+  const std::vector<fs::path> seeds = Inputs("corpus", GetParam().name);
+  EXPECT_GE(seeds.size(), 4u) << "too few seeds in " << (FuzzDir() / "corpus" / GetParam().name);
+  for (const fs::path& seed : seeds) {
+    const Outcome outcome = GetParam().run(testing_support::ReadWholeFile(seed));
+    EXPECT_TRUE(outcome.ok()) << seed << ": " << outcome.violation;
+    EXPECT_TRUE(outcome.accepted) << seed << " was refused; the corpus holds valid inputs only";
+  }
+}
+
+TEST_P(FuzzInputs, EveryFindingFailsCleanlyOrLoads) {
+  for (const fs::path& finding : Inputs("regressions", GetParam().name)) {
+    const Outcome outcome = GetParam().run(testing_support::ReadWholeFile(finding));
+    EXPECT_TRUE(outcome.ok()) << finding << ": " << outcome.violation;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, FuzzInputs, ::testing::ValuesIn(Targets().begin(), Targets().end()),
+                         [](const ::testing::TestParamInfo<Target>& info) { return std::string(info.param.name); });
+
+// A folder named after no target would never be run: every folder must be one.
+TEST(FuzzFolders, NameTargets) {
+  for (const char* kind : {"corpus", "regressions"}) {
+    const fs::path dir = FuzzDir() / kind;
+    if (!fs::is_directory(dir)) continue;
+    for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
+      EXPECT_TRUE(entry.is_directory() && FindTarget(entry.path().filename().string()) != nullptr)
+          << entry.path() << " is not the folder of a fuzz target";
+    }
+  }
+  EXPECT_TRUE(fs::is_directory(FuzzDir() / "corpus")) << FuzzDir();
+}
+
+// The loaders' targets frame their input themselves: the framing must stay SaveWorld's, or they would test the
+// envelope's checks instead of Boost's parser.
+TEST(FuzzEnvelope, FramesAsSaveWorldDoes) {
+  World world;
+  testing::BuildWorld(world);
+  for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary}) {
+    const StatusOr<std::string> saved = SaveWorld(world, format);
+    ASSERT_TRUE(saved.ok()) << saved.status.message;
+    ASSERT_GT(saved.value.size(), 24u);
+    EXPECT_EQ(Envelope(format, saved.value.substr(24)), saved.value) << ArchiveFormatName(format);
+  }
+}
+
+// The loaders' targets tell a refused archive from a loaded one, and a refusal is clean.
+TEST(FuzzLoaders, RefuseDamagedArchivesCleanly) {
+  World world;
+  testing::BuildWorld(world);
+  for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml}) {
+    const std::string archive = SaveWorld(world, format).value.substr(24);
+    const Outcome whole = LoadBoostArchive(format, archive);
+    EXPECT_TRUE(whole.ok() && whole.accepted) << whole.violation;
+    const Outcome half = LoadBoostArchive(format, archive.substr(0, archive.size() / 2));
+    EXPECT_TRUE(half.ok()) << half.violation;
+    EXPECT_FALSE(half.accepted) << ArchiveFormatName(format);
+  }
+}
+
+}  // namespace
+}  // namespace epollcr::fuzz
