@@ -18,13 +18,11 @@
 #include "commands/inspect.h"
 #include "commands/ps.h"
 #include "commands/verify.h"
+#include "demo/demo.h"
 #include "epollcr/state.h"
 #include "epollcr/version.h"
-#include "replay/kernel_engine.h"
-#include "replay/runner.h"
-#include "replay/trace_parser.h"
-#include "replay/unique_fd.h"
-#include "replay/userspace_engine.h"
+#include "replay/exec_worker.h"
+#include "replay/replay_command.h"
 
 namespace {
 
@@ -36,77 +34,15 @@ void PrintError(const std::string& what, const std::string& reason) {
   std::cerr << "epollcr: " << what << ": " << reason << '\n';
 }
 
-// Reads a whole file, or stdin for "-". On failure returns false with the reason (strerror).
-bool ReadInput(const std::string& path, std::string* text, std::string* reason) {
-  epollcr::replay::UniqueFd owned;
-  int fd = STDIN_FILENO;
-  if (path != "-") {
-    owned.Reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!owned.valid()) {
-      *reason = std::strerror(errno);
-      return false;
-    }
-    fd = owned.get();
-  }
-  char buffer[65536];
-  while (true) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      *reason = std::strerror(errno);  // e.g. EISDIR for a directory
-      return false;
-    }
-    if (n == 0) return true;
-    text->append(buffer, static_cast<std::size_t>(n));
-  }
-}
-
-struct ReplayOptions {
-  std::string path;
-  std::string engine = "userspace";
-  bool checkpoint_every = false;
-  std::string checkpoint_format = "proto";
-};
-
-int Replay(const ReplayOptions& options) {
-  using namespace epollcr::replay;
-  const std::string& path = options.path;
-  const std::string display = path == "-" ? "<stdin>" : path;
-  // The option's check already refused anything else.
-  const CheckpointFormat format = *ParseCheckpointFormat(options.checkpoint_format);
-  const RunOptions run_options{.checkpoint_every = options.checkpoint_every};
-  std::string text;
-  std::string reason;
-  if (!ReadInput(path, &text, &reason)) {
-    PrintError(display, reason);
-    return kExitUsage;
-  }
-  ParseResult parsed = ParseTrace(text, display);
-  if (!parsed.ok()) {
-    std::cerr << "epollcr: " << parsed.error->Message() << '\n';
-    return kExitUsage;
-  }
-  RunReport report;
-  if (options.engine == "kernel") {
-    KernelEngine kernel;
-    report = RunTrace(parsed.trace, kernel, std::cout, run_options);
-  } else if (options.engine == "userspace") {
-    UserspaceEngine userspace(format);
-    report = RunTrace(parsed.trace, userspace, std::cout, run_options);
-  } else {
-    KernelEngine kernel;
-    UserspaceEngine userspace(format);
-    report = RunLockstep(parsed.trace, kernel, userspace, std::cout, run_options);
-  }
-  std::cout.flush();
-  if (!report.ok()) {
-    std::cerr << "epollcr: " << report.error << '\n';
-    return kExitFailure;
-  }
-  return kExitOk;
-}
-
 int Main(int argc, char** argv) {
+  // A worker process of `replay --checkpoint-mode exec` (replay/exec_protocol.h), not a command.
+  if (argc >= 2 && std::string_view(argv[1]) == epollcr::replay::exec::kWorkerCommand) {
+    return epollcr::replay::exec::RunWorker(argc, argv);
+  }
+  // The echo server process of `epollcr demo` (demo/demo.h), not a command either.
+  if (argc >= 2 && std::string_view(argv[1]) == epollcr::cli::kDemoServerCommand) {
+    return epollcr::cli::RunDemoServer(argc, argv);
+  }
   CLI::App app{"epollcr: a userspace event poll with Linux epoll(7) semantics, checkpointable and restorable",
                "epollcr"};
   app.set_version_flag("--version", std::string("epollcr ") + epollcr::kVersion);
@@ -114,17 +50,22 @@ int Main(int argc, char** argv) {
 
   CLI::App* replay = app.add_subcommand(
       "replay", "Run a trace of epoll operations on the userspace engine, the kernel, or both in lockstep");
-  ReplayOptions options;
+  epollcr::replay::ReplayOptions options;
   replay->add_option("TRACE", options.path, "Trace file (docs/trace-format.md), or - for standard input")->required();
   replay
       ->add_option("--engine", options.engine,
                    "userspace: epollcr's engine (default); kernel: the Linux kernel; both: both in lockstep, "
                    "stopping with exit status 1 at the first line where they differ")
       ->check(CLI::IsMember({"userspace", "kernel", "both"}));
-  replay->add_flag("--checkpoint-every", options.checkpoint_every,
-                   "Checkpoint the userspace engine after every operation: save its whole world, load the archive "
-                   "into a fresh world and go on there. Prints nothing, so the output must be the same as without "
-                   "it. The kernel engine has nothing to checkpoint");
+  replay
+      ->add_option("--checkpoint-every", options.checkpoint_every,
+                   "Checkpoint the userspace engine after every N-th operation (N defaults to 1: after every one): "
+                   "save its whole world and go on in the restored copy. Prints nothing, so the output must be the "
+                   "same as without it. The kernel engine has nothing to checkpoint")
+      ->expected(0, 1)
+      ->default_str("1")
+      ->type_name("[N]")
+      ->check(CLI::Range(1, 1 << 30));
   replay
       ->add_option("--checkpoint-format", options.checkpoint_format,
                    "Format of the userspace engine's checkpoints (the checkpoint verb and --checkpoint-every). "
@@ -132,6 +73,13 @@ int Main(int argc, char** argv) {
                    "restored into a fresh world; boost-text, boost-xml, boost-binary: an in-memory Boost archive, "
                    "saved and loaded (Boost archives are for trusted input only)")
       ->check(CLI::IsMember({"proto", "boost-text", "boost-xml", "boost-binary"}));
+  replay
+      ->add_option("--checkpoint-mode", options.checkpoint_mode,
+                   "Where a checkpoint of the userspace engine restores its world. memory (default): into a fresh "
+                   "world in this process; exec: in a new process (fork, then exec of this program: a new pid and "
+                   "a new program image), through the proto image file, which carries on with the rest of the trace; "
+                   "this process keeps the output (and, with --engine both, the kernel engine)")
+      ->check(CLI::IsMember({"memory", "exec"}));
 
   epollcr::cli::InspectOptions inspect_options;
   CLI::App* inspect = epollcr::cli::AddInspectCommand(app, &inspect_options);
@@ -143,6 +91,8 @@ int Main(int argc, char** argv) {
   CLI::App* diff = epollcr::cli::AddDiffCommand(app, &diff_options);
   epollcr::cli::PsOptions ps_options;
   CLI::App* ps = epollcr::cli::AddPsCommand(app, &ps_options);
+  epollcr::cli::DemoOptions demo_options;
+  CLI::App* demo = epollcr::cli::AddDemoCommand(app, &demo_options);
 
   try {
     app.parse(argc, argv);
@@ -152,13 +102,14 @@ int Main(int argc, char** argv) {
     std::cerr << "Run 'epollcr --help' for more information.\n";
     return kExitUsage;
   }
-  if (replay->parsed()) return Replay(options);
+  if (replay->parsed()) return epollcr::replay::RunReplay(options, std::cout, std::cerr);
   int status = kExitUsage;
   if (inspect->parsed()) status = epollcr::cli::RunInspect(inspect_options, std::cout, std::cerr);
   if (verify->parsed()) status = epollcr::cli::RunVerify(verify_options, std::cout, std::cerr);
   if (convert->parsed()) status = epollcr::cli::RunConvert(convert_options, std::cerr);
   if (diff->parsed()) status = epollcr::cli::RunDiff(diff_options, std::cout, std::cerr);
   if (ps->parsed()) status = epollcr::cli::RunPs(ps_options, std::cout, std::cerr);
+  if (demo->parsed()) status = epollcr::cli::RunDemo(demo_options, std::cout, std::cerr);
   // What the commands printed must have arrived: a full disk or a closed pipe is a failure, not a success.
   if (!std::cout.flush()) {
     PrintError("<stdout>", "write failed");

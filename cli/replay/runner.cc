@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "epollcr/syscalls.h"
 
@@ -113,14 +114,32 @@ Status Execution::Step(const Op& op, OpOutcome* outcome) {
   return Status::Ok();
 }
 
+bool Execution::SetFds(std::vector<int> fds) {
+  if (fds.size() != fds_.size()) return false;
+  fds_ = std::move(fds);
+  return true;
+}
+
+Status EngineLines::Step(const Op& op, std::string* line) {
+  OpOutcome outcome;
+  Status status = execution_.Step(op, &outcome);
+  if (status.ok()) *line = FormatLine(op, outcome);
+  return status;
+}
+
 RunReport RunTrace(const Trace& trace, Engine& engine, std::ostream& out, const RunOptions& options) {
-  Execution execution(trace, engine);
-  for (const Op& op : trace.ops) {
-    OpOutcome outcome;
-    Status status = execution.Step(op, &outcome);
+  EngineLines lines(trace, engine);
+  return RunTrace(trace, lines, out, options);
+}
+
+RunReport RunTrace(const Trace& trace, LineSource& source, std::ostream& out, const RunOptions& options) {
+  for (std::size_t i = 0; i < trace.ops.size(); ++i) {
+    const Op& op = trace.ops[i];
+    std::string line;
+    Status status = source.Step(op, &line);
     if (status.ok()) {
-      out << FormatLine(op, outcome) << '\n';
-      if (options.checkpoint_every) status = engine.Checkpoint();
+      out << line << '\n';
+      if (CheckpointDue(options, i)) status = source.CheckpointAfter();
     }
     out.flush();
     if (!status.ok()) return {1, Where(trace, op) + ": " + status.message()};
@@ -130,22 +149,26 @@ RunReport RunTrace(const Trace& trace, Engine& engine, std::ostream& out, const 
 
 RunReport RunLockstep(const Trace& trace, Engine& reference, Engine& candidate, std::ostream& out,
                       const RunOptions& options) {
-  Execution first(trace, reference);
-  Execution second(trace, candidate);
+  EngineLines first(trace, reference);
+  EngineLines second(trace, candidate);
+  return RunLockstep(trace, first, second, out, options);
+}
+
+RunReport RunLockstep(const Trace& trace, LineSource& reference, LineSource& candidate, std::ostream& out,
+                      const RunOptions& options) {
   // A runtime failure of one engine names it: "t.trace:7: userspace: checkpoint: ...".
-  auto failure = [&](const Op& op, Engine& engine, const Status& status) {
+  auto failure = [&](const Op& op, const LineSource& source, const Status& status) {
     out.flush();
-    return RunReport{1, Where(trace, op) + ": " + std::string(engine.Name()) + ": " + status.message()};
+    return RunReport{1, Where(trace, op) + ": " + std::string(source.Name()) + ": " + status.message()};
   };
-  for (const Op& op : trace.ops) {
-    OpOutcome a;
-    OpOutcome b;
-    for (auto [execution, outcome] : {std::pair{&first, &a}, std::pair{&second, &b}}) {
-      Status status = execution->Step(op, outcome);
-      if (!status.ok()) return failure(op, execution->engine(), status);
+  for (std::size_t i = 0; i < trace.ops.size(); ++i) {
+    const Op& op = trace.ops[i];
+    std::string line_a;
+    std::string line_b;
+    for (auto [source, line] : {std::pair{&reference, &line_a}, std::pair{&candidate, &line_b}}) {
+      Status status = source->Step(op, line);
+      if (!status.ok()) return failure(op, *source, status);
     }
-    std::string line_a = FormatLine(op, a);
-    std::string line_b = FormatLine(op, b);
     if (line_a != line_b) {
       // Pad the names to one width so the two lines line up.
       std::string name_a = std::string(reference.Name()) + ":";
@@ -160,10 +183,10 @@ RunReport RunLockstep(const Trace& trace, Engine& reference, Engine& candidate, 
     }
     out << line_a << '\n';
     out.flush();
-    if (options.checkpoint_every) {
-      for (Engine* engine : {&reference, &candidate}) {
-        Status status = engine->Checkpoint();
-        if (!status.ok()) return failure(op, *engine, status);
+    if (CheckpointDue(options, i)) {
+      for (LineSource* source : {&reference, &candidate}) {
+        Status status = source->CheckpointAfter();
+        if (!status.ok()) return failure(op, *source, status);
       }
     }
   }

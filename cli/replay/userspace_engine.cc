@@ -47,7 +47,8 @@ std::optional<CheckpointFormat> ParseCheckpointFormat(std::string_view name) {
   return std::nullopt;
 }
 
-UserspaceEngine::UserspaceEngine(CheckpointFormat format) : format_(format), world_(std::make_unique<World>()) {}
+UserspaceEngine::UserspaceEngine(CheckpointFormat format, ImageStore store)
+    : format_(format), store_(store), world_(std::make_unique<World>()) {}
 
 UserspaceEngine::~UserspaceEngine() {
   Release(*world_);
@@ -94,6 +95,11 @@ epollcr::Status UserspaceEngine::SaveAndRestore(World* out) {
     if (!archive.ok()) return archive.status;
     return LoadWorld(archive.value, out);
   }
+  if (store_ == ImageStore::kMemory) {
+    StatusOr<std::string> bytes = image::SaveImage(*world_);
+    if (!bytes.ok()) return bytes.status;
+    return image::LoadImage(bytes.value, out);
+  }
   if (scratch_dir_.empty()) {
     const char* tmp = std::getenv("TMPDIR");
     std::string dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/epollcr-replay-XXXXXX";
@@ -112,11 +118,24 @@ Status UserspaceEngine::Checkpoint() {
   if (epollcr::Status status = SaveAndRestore(loaded.get()); !status.ok()) {
     return Status::Error("checkpoint: " + Reason(status));
   }
+  Replace(std::move(loaded));
+  return Status::Ok();
+}
+
+void UserspaceEngine::Replace(std::unique_ptr<World> loaded) {
   // The run goes on in the loaded world. The old one shares no file with it, so releasing it touches nothing there.
   std::unique_ptr<World> old = std::exchange(world_, std::move(loaded));
   Release(*old);
   ++checkpoints_;
-  return Status::Ok();
+}
+
+epollcr::Status UserspaceEngine::SaveImageFile(const std::string& path) const { return image::WriteImage(*world_, path); }
+
+epollcr::Status UserspaceEngine::RestoreImageFile(const std::string& path) {
+  auto loaded = std::make_unique<World>();
+  if (epollcr::Status status = image::ReadImage(path, loaded.get()); !status.ok()) return status;
+  Replace(std::move(loaded));
+  return {};
 }
 
 }  // namespace epollcr::replay

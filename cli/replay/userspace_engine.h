@@ -7,7 +7,12 @@
 //   proto (the default)  the portable image (docs/image-format.md) through an image file: WriteImage (atomic and
 //                        durable) to a scratch directory of the engine's own, then ReadImage: read, unframe, decode,
 //                        validate, restore;
+//                        With ImageStore::kMemory, the same bytes stay in memory instead (image::SaveImage, then
+//                        image::LoadImage): every step but the file, for tests that checkpoint very often;
 //   boost-*              SaveWorld to an in-memory Boost archive (envelope included), then LoadWorld.
+//
+// --checkpoint-mode exec carries the world to another process instead (replay/exec_worker.h): SaveImageFile in the
+// old process, RestoreImageFile in the new one.
 #pragma once
 
 #include <memory>
@@ -27,9 +32,12 @@ inline constexpr CheckpointFormat kAllCheckpointFormats[] = {CheckpointFormat::k
 const char* CheckpointFormatName(CheckpointFormat format);
 std::optional<CheckpointFormat> ParseCheckpointFormat(std::string_view name);
 
+// Where the proto format's checkpoints keep the image between save and restore.
+enum class ImageStore : std::uint8_t { kFile, kMemory };
+
 class UserspaceEngine final : public Engine {
  public:
-  explicit UserspaceEngine(CheckpointFormat format = CheckpointFormat::kProto);
+  explicit UserspaceEngine(CheckpointFormat format = CheckpointFormat::kProto, ImageStore store = ImageStore::kFile);
   ~UserspaceEngine() override;  // closes every fd still open; removes the scratch directory
 
   std::string_view Name() const override { return "userspace"; }
@@ -49,6 +57,12 @@ class UserspaceEngine final : public Engine {
   // failure ("checkpoint: <why>") the engine keeps the old world, but the Runner stops the run anyway.
   Status Checkpoint() override;
 
+  // The world as an image file at `path` (image::WriteImage: atomic and durable, mode 0600).
+  epollcr::Status SaveImageFile(const std::string& path) const;
+  // Replaces the world with the one in the image file at `path` (image::ReadImage: unframe, decode, validate,
+  // restore). On a failure the engine keeps its world. Counts as a checkpoint.
+  epollcr::Status RestoreImageFile(const std::string& path);
+
   CheckpointFormat format() const { return format_; }
   // Checkpoints that succeeded so far.
   int checkpoints() const { return checkpoints_; }
@@ -63,7 +77,11 @@ class UserspaceEngine final : public Engine {
   // The checkpoint's bytes, restored into `out` (empty).
   epollcr::Status SaveAndRestore(World* out);
 
+  // Drops the current world for `loaded`.
+  void Replace(std::unique_ptr<World> loaded);
+
   CheckpointFormat format_;
+  ImageStore store_;
   int checkpoints_ = 0;
   std::unique_ptr<World> world_;  // never null
   std::string scratch_dir_;       // made by the first proto checkpoint ($TMPDIR or /tmp)

@@ -18,15 +18,19 @@
 #include <sstream>
 #include <vector>
 
+#include "replay/forwarding_engine.h"
+#include "replay/formatter.h"
 #include "replay/kernel_engine.h"
 #include "replay/trace_parser.h"
 #include "replay/unique_fd.h"
 #include "replay/userspace_engine.h"
+#include "temp_dir.h"
 
 namespace epollcr::replay {
 namespace {
 
 using ::testing::HasSubstr;
+using testing_support::TempDir;
 
 Trace Parse(std::string_view text) {
   ParseResult result = ParseTrace(text, "t.trace");
@@ -44,32 +48,6 @@ int OpenFdCount() {
   closedir(dir);
   return count - 1;  // the directory's own fd
 }
-
-// Forwards every call to another engine; tests override what they want to break.
-class ForwardingEngine : public Engine {
- public:
-  explicit ForwardingEngine(Engine& inner) : inner_(inner) {}
-  std::string_view Name() const override { return "forwarding"; }
-  Result<int> EpollCreate() override { return inner_.EpollCreate(); }
-  std::error_code Pipe(int out[2]) override { return inner_.Pipe(out); }
-  Result<int> EventFd(std::uint32_t initial, bool semaphore) override { return inner_.EventFd(initial, semaphore); }
-  std::error_code SocketPair(int out[2]) override { return inner_.SocketPair(out); }
-  Result<int> Dup(int fd) override { return inner_.Dup(fd); }
-  std::error_code Close(int fd) override { return inner_.Close(fd); }
-  std::error_code EpollCtl(int epfd, int op, int fd, std::uint32_t events, std::uint64_t data) override {
-    return inner_.EpollCtl(epfd, op, fd, events, data);
-  }
-  Result<int> EpollWait(int epfd, std::span<Event> buffer, int max, int timeout_ms) override {
-    return inner_.EpollWait(epfd, buffer, max, timeout_ms);
-  }
-  Result<std::size_t> Read(int fd, std::span<std::byte> buffer) override { return inner_.Read(fd, buffer); }
-  Result<std::size_t> Write(int fd, std::span<const std::byte> buffer) override { return inner_.Write(fd, buffer); }
-  std::error_code Shutdown(int fd, int how) override { return inner_.Shutdown(fd, how); }
-  Status Checkpoint() override { return inner_.Checkpoint(); }
-
- private:
-  Engine& inner_;
-};
 
 // Reads report one byte less than they got.
 class ShortReadEngine final : public ForwardingEngine {
@@ -234,6 +212,54 @@ TEST(RunnerTest, CheckpointEveryInLockstepCheckpointsBothAndNamesTheOneThatFails
   EXPECT_EQ(report.exit_status, 1);
   EXPECT_EQ(report.error, "t.trace:1: forwarding: checkpoint: not supported yet");
   EXPECT_EQ(out2.str(), "1 epoll ok\n");
+}
+
+TEST(RunnerTest, CheckpointEveryNCheckpointsAfterEveryNthOperation) {
+  Trace trace = Parse(kSmallTrace);  // 9 operations
+  for (int every : {1, 2, 3, 4, 9, 10}) {
+    KernelEngine kernel;
+    CountingEngine engine(kernel);
+    std::ostringstream out;
+    EXPECT_TRUE(RunTrace(trace, engine, out, {.checkpoint_every = every}).ok());
+    EXPECT_EQ(out.str(), kSmallTraceOutput) << every;
+    EXPECT_EQ(engine.checkpoints, 9 / every) << every;
+    for (std::size_t i = 0; i < trace.ops.size(); ++i) {
+      EXPECT_EQ(CheckpointDue({.checkpoint_every = every}, i), (i + 1) % static_cast<std::size_t>(every) == 0);
+    }
+  }
+  EXPECT_FALSE(CheckpointDue({}, 0)) << "0: never";
+}
+
+TEST(RunnerTest, ExecutionFdsCanBeCarriedToAnotherExecution) {
+  // What --checkpoint-mode exec does between processes: the name -> fd map goes along with the world.
+  Trace trace = Parse("eventfd f 7\ncheckpoint\nread f\n");
+  UserspaceEngine first(CheckpointFormat::kProto, ImageStore::kMemory);
+  Execution one(trace, first);
+  OpOutcome outcome;
+  ASSERT_TRUE(one.Step(trace.ops[0], &outcome).ok());
+  TempDir dir("runner-test");
+  ASSERT_TRUE(first.SaveImageFile(dir.File("w.epcr")).ok());
+  UserspaceEngine second;
+  ASSERT_TRUE(second.RestoreImageFile(dir.File("w.epcr")).ok());
+  EXPECT_EQ(second.checkpoints(), 1);
+  Execution two(trace, second);
+  EXPECT_FALSE(two.SetFds({1, 2})) << "the wrong size";
+  ASSERT_TRUE(two.SetFds(one.fds()));
+  ASSERT_TRUE(two.Step(trace.ops[2], &outcome).ok());
+  EXPECT_EQ(FormatLine(trace.ops[2], outcome), "3 read ok 7");
+  EXPECT_FALSE(second.RestoreImageFile(dir.File("missing.epcr")).ok());
+  EXPECT_EQ(second.fds().Count(), 1) << "a failed restore keeps the world";
+}
+
+TEST(UserspaceEngineTest, InMemoryProtoCheckpointsUseNoFile) {
+  UserspaceEngine userspace(CheckpointFormat::kProto, ImageStore::kMemory);
+  std::ostringstream out;
+  EXPECT_TRUE(RunTrace(Parse("epoll e\neventfd f\nadd e f in|et 9\nwrite f 1\ncheckpoint\nwait e 4\nwait e 4\n"),
+                       userspace, out, {.checkpoint_every = 1})
+                  .ok());
+  EXPECT_THAT(out.str(), HasSubstr("5 checkpoint ok\n6 wait events 1 in@9\n7 wait events 0\n"));
+  EXPECT_EQ(userspace.checkpoints(), 8);
+  EXPECT_EQ(userspace.image_path(), "") << "no image file";
 }
 
 TEST(UserspaceEngineTest, ProtoCheckpointsGoThroughAnImageFileThatGoesWithTheEngine) {

@@ -1,0 +1,210 @@
+#include "replay/exec_protocol.h"
+
+#include <fcntl.h>
+#include <sys/auxv.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstdint>
+#include <cstring>
+#include <sstream>
+#include <vector>
+
+#include "replay/unique_fd.h"
+
+namespace epollcr::replay::exec {
+namespace {
+
+constexpr std::string_view kStateMagic = "epollcr-replay-state 1";
+
+// The next line of `text` from `*pos` (without its newline); false if there is no whole line left.
+bool NextLine(std::string_view text, std::size_t* pos, std::string_view* line) {
+  const std::size_t end = text.find('\n', *pos);
+  if (end == std::string_view::npos) return false;
+  *line = text.substr(*pos, end - *pos);
+  *pos = end + 1;
+  return true;
+}
+
+template <typename T>
+bool ParseNumber(std::string_view word, T* value) {
+  const char* end = word.data() + word.size();
+  auto [ptr, ec] = std::from_chars(word.data(), end, *value);
+  return ec == std::errc() && ptr == end && !word.empty();
+}
+
+// "KEY VALUE" with a number VALUE.
+template <typename T>
+bool KeyNumber(std::string_view line, std::string_view key, T* value) {
+  if (line.size() <= key.size() || line.substr(0, key.size()) != key || line[key.size()] != ' ') return false;
+  return ParseNumber(line.substr(key.size() + 1), value);
+}
+
+}  // namespace
+
+std::string EncodeState(const WorkerState& state) {
+  std::ostringstream out;
+  out << kStateMagic << "\nevery " << state.checkpoint_every << "\nat " << state.at << "\nverb "
+      << (state.verb ? 1 : 0) << "\nfds " << state.fds.size();
+  for (int fd : state.fds) out << ' ' << fd;
+  out << "\nname\n" << state.trace_name;
+  return out.str();
+}
+
+bool DecodeState(std::string_view text, WorkerState* state, std::string* reason) {
+  std::size_t pos = 0;
+  std::string_view line;
+  auto bad = [&](const char* what) {
+    *reason = std::string("bad state file: ") + what;
+    return false;
+  };
+  if (!NextLine(text, &pos, &line) || line != kStateMagic) return bad("no 'epollcr-replay-state 1' line");
+  WorkerState decoded;
+  int verb = 0;
+  std::size_t count = 0;
+  if (!NextLine(text, &pos, &line) || !KeyNumber(line, "every", &decoded.checkpoint_every) ||
+      decoded.checkpoint_every < 0) {
+    return bad("every");
+  }
+  if (!NextLine(text, &pos, &line) || !KeyNumber(line, "at", &decoded.at) || decoded.at < -1) return bad("at");
+  if (!NextLine(text, &pos, &line) || !KeyNumber(line, "verb", &verb) || verb < 0 || verb > 1) return bad("verb");
+  decoded.verb = verb == 1;
+  if (!NextLine(text, &pos, &line) || line.substr(0, 4) != "fds ") return bad("fds");
+  line.remove_prefix(4);
+  const std::size_t space = line.find(' ');
+  if (!ParseNumber(line.substr(0, space), &count) || count > (1u << 24)) return bad("fds count");
+  line = space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::size_t next = line.find(' ');
+    int fd = 0;
+    if (!ParseNumber(line.substr(0, next), &fd) || fd < -1) return bad("fds");
+    decoded.fds.push_back(fd);
+    line = next == std::string_view::npos ? std::string_view() : line.substr(next + 1);
+  }
+  if (!line.empty()) return bad("fds: more than the count");
+  if (!NextLine(text, &pos, &line) || line != "name") return bad("name");
+  decoded.trace_name = std::string(text.substr(pos));
+  *state = std::move(decoded);
+  return true;
+}
+
+std::string DescribeWaitStatus(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    return "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" + ::strsignal(WTERMSIG(status)) + ")";
+  }
+  return "ended with wait status " + std::to_string(status);
+}
+
+std::string ExecId() {
+  const auto* bytes = reinterpret_cast<const unsigned char*>(::getauxval(AT_RANDOM));
+  if (bytes == nullptr) return "unknown";
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id;
+  for (int i = 0; i < 16; ++i) {
+    id += kHex[bytes[i] >> 4];
+    id += kHex[bytes[i] & 0xf];
+  }
+  return id;
+}
+
+pid_t SpawnWorker(const std::string& program, const std::string& dir, int socket_fd, int takeover_fd, int report_fd,
+                  std::string_view report_prefix, std::string_view report_suffix) {
+  // Everything the child needs is made before the fork: after it, the child only calls fcntl, execv, write, _exit.
+  const std::string socket_arg = std::to_string(socket_fd);
+  const std::string takeover_arg = std::to_string(takeover_fd);
+  const std::string exec_failed = std::string(report_prefix) + "exec " + program + ": ";
+  std::vector<char*> argv = {const_cast<char*>("epollcr"), const_cast<char*>(kWorkerCommand.data()),
+                             const_cast<char*>(dir.c_str()), const_cast<char*>(socket_arg.c_str()),
+                             const_cast<char*>(takeover_arg.c_str()), nullptr};
+  const pid_t child = ::fork();
+  if (child != 0) return child;
+  ::fcntl(socket_fd, F_SETFD, 0);
+  if (takeover_fd >= 0) ::fcntl(takeover_fd, F_SETFD, 0);
+  ::execv(program.c_str(), argv.data());
+  const char* reason = ::strerror(errno);
+  (void)!::write(report_fd, exec_failed.data(), exec_failed.size());
+  (void)!::write(report_fd, reason, std::strlen(reason));
+  (void)!::write(report_fd, report_suffix.data(), report_suffix.size());
+  ::_exit(127);
+}
+
+bool ReadFile(const std::string& path, std::string* text, std::string* reason) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    *reason = path + ": " + std::strerror(errno);
+    return false;
+  }
+  text->clear();
+  char buffer[65536];
+  while (true) {
+    const ssize_t n = ::read(fd.get(), buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      *reason = path + ": " + std::strerror(errno);
+      return false;
+    }
+    if (n == 0) return true;
+    text->append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
+bool WriteFileAtomically(const std::string& path, std::string_view text, std::string* reason) {
+  const std::string temporary = path + ".tmp";
+  UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  bool ok = fd.valid();
+  for (std::size_t done = 0; ok && done < text.size();) {
+    const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) done += static_cast<std::size_t>(n);
+  }
+  if (ok) {
+    fd.Reset();
+    ok = ::rename(temporary.c_str(), path.c_str()) == 0;
+  }
+  if (!ok) {
+    *reason = path + ": " + std::strerror(errno);
+    ::unlink(temporary.c_str());
+  }
+  return ok;
+}
+
+bool Channel::Send(std::string_view bytes) const {
+  while (!bytes.empty()) {
+    const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+bool Channel::ReadByte(char* byte) const {
+  while (true) {
+    const ssize_t n = ::read(fd_, byte, 1);
+    if (n < 0 && errno == EINTR) continue;
+    return n == 1;
+  }
+}
+
+bool Channel::ReadRecord(std::string* record) {
+  while (true) {
+    const std::size_t end = buffer_.find('\n');
+    if (end != std::string::npos) {
+      record->assign(buffer_, 0, end);
+      buffer_.erase(0, end + 1);
+      return true;
+    }
+    char chunk[4096];
+    const ssize_t n = ::read(fd_, chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    buffer_.append(chunk, static_cast<std::size_t>(n));
+  }
+}
+
+}  // namespace epollcr::replay::exec

@@ -1,0 +1,202 @@
+#include "replay/exec_worker.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "replay/exec_protocol.h"
+#include "replay/formatter.h"
+#include "replay/runner.h"
+#include "replay/trace_parser.h"
+#include "replay/unique_fd.h"
+#include "replay/userspace_engine.h"
+
+namespace epollcr::replay::exec {
+namespace {
+
+std::string Fault() {
+  const char* fault = std::getenv(kFaultEnv);
+  return fault != nullptr ? fault : "";
+}
+
+std::string Reason(const epollcr::Status& status) {
+  return status.message.empty() ? status.code.message() : status.message;
+}
+
+bool ParseFd(const char* text, int* fd) {
+  const std::string_view word(text);
+  auto [ptr, ec] = std::from_chars(word.data(), word.data() + word.size(), *fd);
+  return ec == std::errc() && ptr == word.data() + word.size() && !word.empty();
+}
+
+// Damages the image file's payload (the "image" fault): the next ReadImage must refuse it.
+void DamageImage(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  struct stat st {};
+  if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || st.st_size < 40) return;
+  char byte = 0;
+  const off_t at = st.st_size - 1;
+  if (::pread(fd.get(), &byte, 1, at) == 1) {
+    byte = static_cast<char>(byte ^ 0x5a);
+    (void)!::pwrite(fd.get(), &byte, 1, at);
+  }
+}
+
+class Worker {
+ public:
+  Worker(std::string dir, int socket_fd) : dir_(std::move(dir)), channel_(socket_fd) {}
+
+  // The whole life of the worker; returns its exit status.
+  int Run(int takeover_fd);
+
+ private:
+  std::string Path(std::string_view file) const { return dir_ + "/" + std::string(file); }
+  // Reports that the run cannot go on; returns the exit status for it.
+  int Fail(const std::string& message) {
+    std::string record = "F " + message;
+    for (char& c : record) c = c == '\n' ? ' ' : c;
+    (void)channel_.Send(record + "\n");
+    return 1;
+  }
+  // Saves the world and the state, starts the next worker and waits until it has taken over: then this process
+  // exits 0 (and this never returns). Returns the exit status of a failure, after reporting it.
+  int HandOver(long long at, bool verb);
+
+  std::string dir_;
+  Channel channel_;
+  WorkerState state_;
+  ParseResult parsed_;
+  UserspaceEngine engine_;
+  std::unique_ptr<Execution> execution_;  // over parsed_.trace and engine_, once both are there
+};
+
+int Worker::Run(int takeover_fd) {
+  UniqueFd takeover(takeover_fd);
+  const std::string fault = Fault();
+  const bool restored = takeover.valid();
+  std::string text;
+  std::string reason;
+  if (!ReadFile(Path(kStateFile), &text, &reason) || !DecodeState(text, &state_, &reason)) return Fail(reason);
+  if (!ReadFile(Path(kTraceFile), &text, &reason)) return Fail(reason);
+  parsed_ = ParseTrace(text, state_.trace_name);
+  if (!parsed_.ok()) return Fail("trace: " + parsed_.error->Message());
+  const Trace& trace = parsed_.trace;
+  if (state_.fds.size() != trace.names.size() || state_.at >= static_cast<long long>(trace.ops.size()) ||
+      restored != (state_.at >= 0)) {
+    return Fail("bad state file: it does not fit the trace");
+  }
+  if (!channel_.Send("P " + std::to_string(::getpid()) + " " + ExecId() + "\n")) return 1;
+  if (restored && fault == "die") ::raise(SIGKILL);
+
+  if (restored) {
+    epollcr::Status status = engine_.RestoreImageFile(Path(kImageFile));
+    if (!status.ok()) return Fail("checkpoint: " + Reason(status));
+  }
+  execution_ = std::make_unique<Execution>(trace, engine_);
+  (void)execution_->SetFds(state_.fds);  // the size was checked above
+  // Taken over: the old process may go.
+  if (takeover.valid()) {
+    (void)!::write(takeover.get(), "+", 1);
+    takeover.Reset();
+  }
+  const RunOptions options{.checkpoint_every = state_.checkpoint_every};
+  std::size_t next = 0;
+  if (restored) {
+    const auto at = static_cast<std::size_t>(state_.at);
+    if (state_.verb) {
+      if (!channel_.Send("L " + FormatLine(trace.ops[at], OpOutcome::Ok()) + "\n")) return 1;
+      if (CheckpointDue(options, at)) return HandOver(state_.at, false);
+    } else if (!channel_.Send("K\n")) {
+      return 1;
+    }
+    next = at + 1;
+  }
+  bool first_request = true;
+  for (char request = 0; channel_.ReadByte(&request); ++next, first_request = false) {
+    if (restored && first_request && fault == "die-later") ::raise(SIGKILL);
+    if (request != 'g') return Fail("unknown request from the replay process");
+    if (next >= trace.ops.size()) return Fail("the replay process asked for more operations than the trace has");
+    const Op& op = trace.ops[next];
+    if (op.verb == Verb::kCheckpoint) return HandOver(static_cast<long long>(next), true);
+    OpOutcome outcome;
+    if (Status status = execution_->Step(op, &outcome); !status.ok()) return Fail(status.message());
+    std::string line = FormatLine(op, outcome);
+    if (restored && first_request && fault == "lie") line += " (lie)";
+    if (!channel_.Send("L " + line + "\n")) return 1;
+    if (CheckpointDue(options, next)) return HandOver(static_cast<long long>(next), false);
+  }
+  return 0;  // the replay process ended the run
+}
+
+int Worker::HandOver(long long at, bool verb) {
+  const std::string fault = Fault();
+  state_.at = at;
+  state_.verb = verb;
+  state_.fds = execution_->fds();
+  if (epollcr::Status status = engine_.SaveImageFile(Path(kImageFile)); !status.ok()) {
+    return Fail("checkpoint: " + Reason(status));
+  }
+  std::string reason;
+  if (!WriteFileAtomically(Path(kStateFile), EncodeState(state_), &reason)) return Fail("checkpoint: " + reason);
+  if (fault == "image") DamageImage(Path(kImageFile));
+
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return Fail(std::string("checkpoint: pipe: ") + std::strerror(errno));
+  UniqueFd takeover_read(pipe_fds[0]);
+  UniqueFd takeover_write(pipe_fds[1]);
+  const std::string program = fault == "exec" ? "/nonexistent/epollcr-exec-fault" : kSelfProgram;
+  // An exec that fails is reported on the takeover pipe.
+  const pid_t child =
+      SpawnWorker(program, dir_, channel_.fd(), takeover_write.get(), takeover_write.get(), "", "");
+  if (child < 0) return Fail(std::string("checkpoint: fork: ") + std::strerror(errno));
+  takeover_write.Reset();
+  std::string answer;
+  char buffer[512];
+  while (true) {
+    const ssize_t n = ::read(takeover_read.get(), buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    answer.append(buffer, static_cast<std::size_t>(n));
+    if (answer == "+") break;
+  }
+  // The new process has taken over: this one is done. _exit: nothing of this process is needed any more.
+  if (answer == "+") ::_exit(0);
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!answer.empty()) return Fail("checkpoint: " + answer);
+  return Fail("checkpoint: the new process (pid " + std::to_string(child) + ") " + DescribeWaitStatus(status) +
+              " before it took over");
+}
+
+}  // namespace
+
+int RunWorker(int argc, char** argv) {
+  int socket_fd = -1;
+  int takeover_fd = -1;
+  if (argc != 5 || !ParseFd(argv[3], &socket_fd) || !ParseFd(argv[4], &takeover_fd) || socket_fd < 3 ||
+      takeover_fd < -1 || ::fcntl(socket_fd, F_GETFD) < 0 || (takeover_fd >= 0 && ::fcntl(takeover_fd, F_GETFD) < 0)) {
+    std::cerr << "epollcr: usage: " << kWorkerCommand
+              << " is the worker process of 'epollcr replay --checkpoint-mode exec', not a command\n";
+    return 2;
+  }
+  // Neither fd may leak into anything this process starts but the next worker (which gets them explicitly).
+  ::fcntl(socket_fd, F_SETFD, FD_CLOEXEC);
+  if (takeover_fd >= 0) ::fcntl(takeover_fd, F_SETFD, FD_CLOEXEC);
+  Worker worker(argv[2], socket_fd);
+  return worker.Run(takeover_fd);
+}
+
+}  // namespace epollcr::replay::exec

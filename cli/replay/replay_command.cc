@@ -1,0 +1,131 @@
+#include "replay/replay_command.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+
+#include "replay/exec_chain.h"
+#include "replay/kernel_engine.h"
+#include "replay/runner.h"
+#include "replay/trace_parser.h"
+#include "replay/unique_fd.h"
+#include "replay/userspace_engine.h"
+
+namespace epollcr::replay {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+// Reads a whole file, or stdin for "-". On failure returns false with the reason (strerror).
+bool ReadInput(const std::string& path, std::string* text, std::string* reason) {
+  UniqueFd owned;
+  int fd = STDIN_FILENO;
+  if (path != "-") {
+    owned.Reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!owned.valid()) {
+      *reason = std::strerror(errno);
+      return false;
+    }
+    fd = owned.get();
+  }
+  char buffer[65536];
+  while (true) {
+    ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      *reason = std::strerror(errno);  // e.g. EISDIR for a directory
+      return false;
+    }
+    if (n == 0) return true;
+    text->append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
+// The hidden diagnostic of exec mode (exec::kLogEnv): this process and the workers, with their exec ids.
+void LogWorkers(const exec::ExecChain& chain) {
+  const char* path = std::getenv(exec::kLogEnv);
+  if (path == nullptr || *path == '\0') return;
+  std::ofstream log(path, std::ios::app);
+  log << "replay " << ::getpid() << ' ' << exec::ExecId() << '\n';
+  for (const exec::WorkerProcess& worker : chain.workers()) log << "worker " << worker.pid << ' ' << worker.exec_id << '\n';
+}
+
+// The userspace engine in a chain of processes (--checkpoint-mode exec), alone or against the kernel.
+RunReport RunExec(const Trace& trace, const std::string& text, const ReplayOptions& options, const RunOptions& run,
+                  std::ostream& out) {
+  exec::ExecChain chain(trace, text, trace.file, options.checkpoint_every);
+  // As in memory mode, a failure names the engine when there are two.
+  const std::string where = trace.file + (options.engine == "both" ? ": userspace: " : ": ");
+  RunReport report;
+  if (Status started = chain.Start(); !started.ok()) {
+    report = {kExitFailure, where + started.message()};
+  } else if (options.engine == "both") {
+    KernelEngine kernel;
+    EngineLines reference(trace, kernel);
+    report = RunLockstep(trace, reference, chain, out, run);
+  } else {
+    report = RunTrace(trace, chain, out, run);
+  }
+  if (report.ok()) {
+    // Every line agreed; the workers must also have ended well (a crash at exit, a sanitizer's report).
+    if (Status finished = chain.Finish(); !finished.ok()) {
+      report = {kExitFailure, where + finished.message()};
+    }
+  }
+  LogWorkers(chain);
+  return report;
+}
+
+}  // namespace
+
+int RunReplay(const ReplayOptions& options, std::ostream& out, std::ostream& err) {
+  const std::string display = options.path == "-" ? "<stdin>" : options.path;
+  // The options' checks already refused anything else.
+  const CheckpointFormat format = ParseCheckpointFormat(options.checkpoint_format).value_or(CheckpointFormat::kProto);
+  const bool exec_mode = options.checkpoint_mode == "exec";
+  if (exec_mode && format != CheckpointFormat::kProto) {
+    err << "epollcr: usage: --checkpoint-mode exec: checkpoints cross processes as proto images; --checkpoint-format "
+        << options.checkpoint_format << " is for --checkpoint-mode memory\n";
+    return kExitUsage;
+  }
+  const RunOptions run_options{.checkpoint_every = options.checkpoint_every};
+  std::string text;
+  std::string reason;
+  if (!ReadInput(options.path, &text, &reason)) {
+    err << "epollcr: " << display << ": " << reason << '\n';
+    return kExitUsage;
+  }
+  ParseResult parsed = ParseTrace(text, display);
+  if (!parsed.ok()) {
+    err << "epollcr: " << parsed.error->Message() << '\n';
+    return kExitUsage;
+  }
+  RunReport report;
+  if (options.engine == "kernel") {
+    KernelEngine kernel;  // nothing to checkpoint, in either mode
+    report = RunTrace(parsed.trace, kernel, out, run_options);
+  } else if (exec_mode) {
+    report = RunExec(parsed.trace, text, options, run_options, out);
+  } else if (options.engine == "userspace") {
+    UserspaceEngine userspace(format);
+    report = RunTrace(parsed.trace, userspace, out, run_options);
+  } else {
+    KernelEngine kernel;
+    UserspaceEngine userspace(format);
+    report = RunLockstep(parsed.trace, kernel, userspace, out, run_options);
+  }
+  out.flush();
+  if (!report.ok()) {
+    err << "epollcr: " << report.error << '\n';
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+}  // namespace epollcr::replay

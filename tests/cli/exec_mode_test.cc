@@ -1,0 +1,322 @@
+// `epollcr replay --checkpoint-mode exec` end to end (the program in EPOLLCR_BIN): every checkpoint restores the
+// userspace engine's world in a new process, which carries on with the rest of the trace. The output must be the
+// kernel's, byte for byte, as in memory mode; the processes must really be new (a new pid and a new program image);
+// failures (an exec that fails, a damaged image, a worker that dies) must say what happened, exit 1 and leave no
+// file and no process behind.
+#include <signal.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "program_run.h"
+#include "temp_dir.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+using epollcr::testing_support::ProgramRun;
+using epollcr::testing_support::ReadWholeFile;
+using epollcr::testing_support::TempDir;
+
+std::string Env(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? value : "";
+}
+
+// Sets an environment variable for the programs a test runs, and puts the old value back at the end of the scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      ::setenv(name_, old_.c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  bool had_ = false;
+  std::string old_;
+};
+
+class ExecModeTest : public ::testing::Test {
+ protected:
+  // Runs epollcr with `args`; its scratch directories go to a TMPDIR of this test's own, checked afterwards.
+  ProgramRun Run(const std::vector<std::string>& args, const std::string& input = "") {
+    const std::string bin = Env("EPOLLCR_BIN");
+    EXPECT_FALSE(bin.empty()) << "EPOLLCR_BIN must name the epollcr program";
+    std::ofstream(dir_.File("stdin"), std::ios::binary) << input;
+    ScopedEnv tmpdir("TMPDIR", tmp_);
+    return epollcr::testing_support::RunProgram(bin.c_str(), args,
+                                                {.stdin_path = dir_.File("stdin"),
+                                                 .stdout_path = dir_.File("stdout"),
+                                                 .stderr_path = dir_.File("stderr"),
+                                                 .cwd = "",
+                                                 .as_uid = -1});
+  }
+
+  std::string WriteTrace(const std::string& name, const std::string& text) {
+    const std::string path = dir_.File(name);
+    std::ofstream(path, std::ios::binary) << text;
+    return path;
+  }
+
+  // What the runs left in their TMPDIR: nothing, if every scratch directory was removed.
+  std::vector<std::string> Leftovers() const {
+    std::vector<std::string> left;
+    for (const fs::directory_entry& entry : fs::directory_iterator(tmp_)) left.push_back(entry.path().string());
+    return left;
+  }
+
+  void SetUp() override { fs::create_directory(tmp_); }
+  void TearDown() override { EXPECT_THAT(Leftovers(), ::testing::IsEmpty()) << "scratch files left behind"; }
+
+  TempDir dir_{"exec-mode-test"};
+  const std::string tmp_ = dir_.File("tmp");
+};
+
+// The exec-mode log (EPOLLCR_REPLAY_EXEC_LOG): the replay process, then each worker process, as pid and exec id.
+struct ProcessLog {
+  std::pair<long, std::string> replay{-1, ""};
+  std::vector<std::pair<long, std::string>> workers;
+
+  static ProcessLog Read(const std::string& path) {
+    ProcessLog log;
+    std::istringstream lines(ReadWholeFile(path));
+    std::string role;
+    long pid = 0;
+    std::string id;
+    while (lines >> role >> pid >> id) {
+      if (role == "replay") log.replay = {pid, id};
+      if (role == "worker") log.workers.emplace_back(pid, id);
+    }
+    return log;
+  }
+};
+
+bool ProcessExists(long pid) { return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH; }
+
+constexpr const char* kTrace =
+    "# five operations and a checkpoint line\n"
+    "epoll e\n"
+    "pipe p\n"
+    "add e p.r in|et 5\n"
+    "write p.w 3\n"
+    "checkpoint\n"
+    "wait e 4\n";
+
+constexpr const char* kTraceOutput =
+    "2 epoll ok\n"
+    "3 pipe ok\n"
+    "4 add ok\n"
+    "5 write ok 3\n"
+    "6 checkpoint ok\n"
+    "7 wait events 1 in@5\n";
+
+TEST_F(ExecModeTest, OutputIsTheKernelsInEveryMode) {
+  const std::string trace = WriteTrace("t.trace", kTrace);
+  ProgramRun kernel = Run({"replay", trace, "--engine", "kernel"});
+  ASSERT_EQ(kernel.status, 0) << kernel.err;
+  ASSERT_EQ(kernel.out, kTraceOutput);
+  for (std::vector<std::string> args : {std::vector<std::string>{"replay", trace, "--checkpoint-mode", "exec"},
+                                        {"replay", trace, "--checkpoint-mode", "exec", "--checkpoint-every"},
+                                        {"replay", trace, "--checkpoint-mode", "exec", "--checkpoint-every", "2"},
+                                        {"replay", trace, "--checkpoint-mode", "exec", "--engine", "both"},
+                                        {"replay", "--checkpoint-every", "1", "--checkpoint-mode", "exec", "--engine",
+                                         "both", trace},
+                                        {"replay", trace, "--checkpoint-mode", "exec", "--engine", "kernel"},
+                                        {"replay", trace, "--checkpoint-mode", "memory", "--checkpoint-every", "3"}}) {
+    ProgramRun run = Run(args);
+    std::string command;
+    for (const std::string& a : args) command += " " + a;
+    EXPECT_EQ(run.status, 0) << command << ": " << run.err;
+    EXPECT_EQ(run.out, kernel.out) << command;
+    EXPECT_EQ(run.err, "") << command;
+  }
+  ProgramRun from_stdin = Run({"replay", "-", "--checkpoint-mode", "exec", "--checkpoint-every"}, kTrace);
+  EXPECT_EQ(from_stdin.status, 0) << from_stdin.err;
+  EXPECT_EQ(from_stdin.out, kernel.out);
+}
+
+TEST_F(ExecModeTest, EveryCheckpointContinuesInANewProcess) {
+  const std::string trace = WriteTrace("t.trace", kTrace);
+  const std::string log_path = dir_.File("processes.log");
+  // The number of worker processes: the first, plus one per checkpoint (the `checkpoint` line is one).
+  const std::map<std::string, std::size_t> expected = {{"", 2}, {"1", 1 + 6 + 1}, {"2", 1 + 3 + 1}, {"4", 1 + 1 + 1}};
+  for (const auto& [every, workers] : expected) {
+    std::remove(log_path.c_str());
+    std::vector<std::string> args = {"replay", trace, "--checkpoint-mode", "exec"};
+    if (!every.empty()) args.insert(args.end(), {"--checkpoint-every", every});
+    ProgramRun run = [&] {
+      ScopedEnv log("EPOLLCR_REPLAY_EXEC_LOG", log_path);
+      return Run(args);
+    }();
+    ASSERT_EQ(run.status, 0) << run.err;
+    EXPECT_EQ(run.out, kTraceOutput);
+    const ProcessLog log = ProcessLog::Read(log_path);
+    ASSERT_GT(log.replay.first, 0) << ReadWholeFile(log_path);
+    ASSERT_EQ(log.workers.size(), workers) << "every " << every << "\n" << ReadWholeFile(log_path);
+    std::set<long> pids = {log.replay.first};
+    std::set<std::string> images = {log.replay.second};
+    for (const auto& [pid, image] : log.workers) {
+      EXPECT_TRUE(pids.insert(pid).second) << "pid " << pid << " twice: not a new process";
+      // A fork keeps the kernel's AT_RANDOM bytes; only an exec gets new ones.
+      EXPECT_TRUE(images.insert(image).second) << "exec id " << image << " twice: not a new program image";
+      EXPECT_FALSE(ProcessExists(pid)) << "worker " << pid << " is still there after the run";
+    }
+  }
+}
+
+TEST_F(ExecModeTest, CorpusTracesMatchTheKernelWithACheckpointAfterEveryOperation) {
+  // Every trace of tests/traces and the tour, restored in a new process after every operation.
+  std::vector<fs::path> traces;
+  for (const fs::directory_entry& entry : fs::directory_iterator(Env("EPOLLCR_TRACES_DIR"))) {
+    if (entry.path().extension() == ".trace") traces.push_back(entry.path());
+  }
+  std::sort(traces.begin(), traces.end());
+  ASSERT_GE(traces.size(), 40u);
+  traces.push_back(fs::path(Env("EPOLLCR_EXAMPLE_TRACES_DIR")) / "tour.trace");
+  std::set<std::string> known_divergences;
+  std::istringstream known(ReadWholeFile(Env("EPOLLCR_TRACES_DIR") + "/known-userspace-divergences"));
+  for (std::string line; std::getline(known, line);) {
+    if (!line.empty() && line[0] != '#') known_divergences.insert(line.substr(0, line.find_first_of(" \t")));
+  }
+  for (const fs::path& trace : traces) {
+    ProgramRun kernel = Run({"replay", trace.string(), "--engine", "kernel"});
+    ASSERT_EQ(kernel.status, 0) << trace << ": " << kernel.err;
+    std::string expected = kernel.out;
+    if (known_divergences.contains(trace.stem().string())) {
+      // The userspace engine differs from the kernel here today: the checkpoints must still be invisible.
+      ProgramRun plain = Run({"replay", trace.string()});
+      expected = plain.out;
+    }
+    ProgramRun exec = Run({"replay", trace.string(), "--checkpoint-mode", "exec", "--checkpoint-every", "1"});
+    EXPECT_EQ(exec.status, 0) << trace << ": " << exec.err;
+    EXPECT_EQ(exec.out, expected) << trace;
+    EXPECT_EQ(exec.err, "") << trace;
+  }
+}
+
+TEST_F(ExecModeTest, LockstepAgainstTheKernelAcrossProcesses) {
+  // The kernel engine stays in the replay process and compares; the userspace engine moves at every checkpoint.
+  const fs::path tour = fs::path(Env("EPOLLCR_EXAMPLE_TRACES_DIR")) / "tour.trace";
+  ProgramRun run = Run({"replay", tour.string(), "--engine", "both", "--checkpoint-mode", "exec", "--checkpoint-every"});
+  EXPECT_EQ(run.status, 0) << run.err;
+  ProgramRun kernel = Run({"replay", tour.string(), "--engine", "kernel"});
+  EXPECT_EQ(run.out, kernel.out);
+  // A worker that misreports the first operation after the checkpoint line (a hidden fault): the comparison in the
+  // replay process finds it, shows both lines and stops.
+  const std::string trace = WriteTrace("t.trace", kTrace);
+  ProgramRun lie = [&] {
+    ScopedEnv env("EPOLLCR_REPLAY_EXEC_FAULT", "lie");
+    return Run({"replay", trace, "--engine", "both", "--checkpoint-mode", "exec"});
+  }();
+  EXPECT_EQ(lie.status, 1);
+  EXPECT_EQ(lie.out, std::string(kTraceOutput).substr(0, std::string(kTraceOutput).find("7 wait")) +
+                         "kernel:    7 wait events 1 in@5\n"
+                         "userspace: 7 wait events 1 in@5 (lie)\n");
+  EXPECT_EQ(lie.err, "epollcr: " + trace + ":7: kernel and userspace engines differ\n");
+}
+
+// The run stops at the failure, says where and why, exits 1, and leaves no scratch file and no process.
+struct Fault {
+  const char* name;
+  const char* reason;  // part of the message
+};
+
+TEST_F(ExecModeTest, FailuresSayWhatHappenedAndLeaveNothingBehind) {
+  const std::string trace = WriteTrace("t.trace", kTrace);
+  const std::string log_path = dir_.File("processes.log");
+  for (const Fault& fault : {Fault{"exec", "checkpoint: exec /nonexistent/epollcr-exec-fault: No such file or directory"},
+                             Fault{"image", "checkpoint: "},
+                             Fault{"die", "before it took over"},
+                             Fault{"die-later", "was killed by signal 9"}}) {
+    for (const char* engine : {"userspace", "both"}) {
+      std::remove(log_path.c_str());
+      ProgramRun run = [&] {
+        ScopedEnv env("EPOLLCR_REPLAY_EXEC_FAULT", fault.name);
+        ScopedEnv log("EPOLLCR_REPLAY_EXEC_LOG", log_path);
+        return Run({"replay", trace, "--checkpoint-mode", "exec", "--engine", engine});
+      }();
+      const std::string what = std::string(fault.name) + ", " + engine;
+      EXPECT_EQ(run.status, 1) << what << ": " << run.err;
+      // The `checkpoint` line (6) is where the run moves to a new process; die-later kills that process at its
+      // first request, line 7.
+      const std::string line = std::string(fault.name) == "die-later" ? "7" : "6";
+      // As in memory mode, the engine is named when there are two.
+      EXPECT_THAT(run.err, StartsWith("epollcr: " + trace + ":" + line + ": " +
+                                      (std::string(engine) == "both" ? "userspace: " : "")))
+          << what;
+      EXPECT_THAT(run.err, HasSubstr(fault.reason)) << what;
+      EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << what << ": one line\n" << run.err;
+      const std::string output(kTraceOutput);
+      EXPECT_EQ(run.out, output.substr(0, output.find(line == "7" ? "7 wait" : "6 checkpoint")))
+          << what << ": the lines before the failure";
+      const ProcessLog log = ProcessLog::Read(log_path);
+      EXPECT_GE(log.workers.size(), 1u) << what;
+      for (const auto& [pid, image] : log.workers) EXPECT_FALSE(ProcessExists(pid)) << what << ": worker " << pid;
+    }
+  }
+  const std::string image_reason = [&] {
+    ScopedEnv env("EPOLLCR_REPLAY_EXEC_FAULT", "image");
+    return Run({"replay", trace, "--checkpoint-mode", "exec"}).err;
+  }();
+  EXPECT_THAT(image_reason, HasSubstr("checksum")) << "a damaged image is refused by ReadImage";
+}
+
+TEST_F(ExecModeTest, UsageErrors) {
+  const std::string trace = WriteTrace("t.trace", kTrace);
+  ProgramRun mode = Run({"replay", trace, "--checkpoint-mode", "fork"});
+  EXPECT_EQ(mode.status, 2);
+  EXPECT_THAT(mode.err, StartsWith("epollcr: usage: --checkpoint-mode: "));
+  ProgramRun format = Run({"replay", trace, "--checkpoint-mode", "exec", "--checkpoint-format", "boost-text"});
+  EXPECT_EQ(format.status, 2);
+  EXPECT_THAT(format.err, StartsWith("epollcr: usage: --checkpoint-mode exec: "));
+  EXPECT_EQ(format.out, "");
+  for (const char* every : {"0", "-1", "x"}) {
+    ProgramRun run = Run({"replay", trace, "--checkpoint-every", every});
+    EXPECT_EQ(run.status, 2) << every;
+    EXPECT_THAT(run.err, StartsWith("epollcr: usage: --checkpoint-every: ")) << every;
+  }
+  ProgramRun help = Run({"replay", "--help"});
+  EXPECT_EQ(help.status, 0);
+  EXPECT_THAT(help.out, HasSubstr("--checkpoint-mode"));
+  ProgramRun top_help = Run({"--help"});
+  EXPECT_THAT(top_help.out, ::testing::Not(HasSubstr("__replay-worker"))) << "the worker is not a command";
+  // The worker entry point, called by hand, refuses politely.
+  for (std::vector<std::string> args : {std::vector<std::string>{"__replay-worker"},
+                                        {"__replay-worker", "/nonexistent", "1", "-1"},
+                                        {"__replay-worker", "/nonexistent", "99", "-1"},
+                                        {"__replay-worker", "/nonexistent", "x", "y"}}) {
+    ProgramRun worker = Run(args);
+    EXPECT_EQ(worker.status, 2);
+    EXPECT_THAT(worker.err, StartsWith("epollcr: usage: __replay-worker is the worker process of"));
+  }
+}
+
+}  // namespace
