@@ -6,13 +6,16 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <functional>
 #include <map>
 #include <set>
+#include <stdexcept>
 
 #include "big_buffer.h"
+#include "epollcr/host_file.h"
 #include "epollcr/version.h"
 #include "state/after_load.h"
 #include "state/snapshot.h"
@@ -89,6 +92,19 @@ void CaptureFile(state::Snapshot& snap, std::size_t i, std::size_t* next_poll, v
     out->mutable_unix_stream()->set_side(static_cast<std::uint32_t>(s->side()));
   } else if (dynamic_cast<EventPoll*>(f)) {
     CapturePoll(snap, snap.polls()[(*next_poll)++], out->mutable_eventpoll());
+  } else if (auto* h = dynamic_cast<HostFile*>(f)) {
+    Result<HostFile::Identity> id = h->Identify();
+    if (!id.ok()) {
+      throw std::runtime_error("file " + std::to_string(i + 1) + " (host fd " + std::to_string(h->fd()) +
+                               "): " + id.error().message());
+    }
+    v1::HostFileReference* r = out->mutable_host();
+    r->set_fd(id.value().fd);
+    r->set_st_dev(id.value().dev);
+    r->set_st_ino(id.value().ino);
+    r->set_file_type(id.value().file_type);
+    r->set_open_flags(id.value().open_flags);
+    r->set_offset(id.value().offset);
   } else {
     out->mutable_embedder()->set_kind(kind);
     out->mutable_embedder()->set_state(snap.custom_states()[i]);
@@ -306,6 +322,7 @@ class Validator {
         const v1::HostFileReference& h = f.host();
         if (h.fd() < 0) return Fail(where + ": host fd " + std::to_string(h.fd()) + " is negative");
         switch (h.file_type()) {
+          case 0:  // an anonymous inode (eventfd, epoll, timerfd, signalfd): st_mode has no type bits
           case S_IFSOCK: case S_IFLNK: case S_IFREG: case S_IFBLK: case S_IFDIR: case S_IFCHR: case S_IFIFO:
             return {};
           default:
@@ -458,7 +475,8 @@ void RestoreEnd(const v1::SocketEnd& in, SocketPairState::End& end) {
 
 // Builds the world of a validated image: objects at the positions the Validator gave them, entries straight into
 // their pending polls (already checked), then after_load exactly as for a Boost archive.
-void Build(const v1::Image& image, World* out) {
+void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, BuildTimes* times) {
+  const auto started = std::chrono::steady_clock::now();
   state::LoadObjects objects;
   std::map<std::uint32_t, state::PendingPoll> polls;  // by the poll's position
   for (const v1::PipeState& p : image.pipes()) {
@@ -530,6 +548,10 @@ void Build(const v1::Image& image, World* out) {
       case v1::File::kEmbedder: {
         const std::string& kind = f.embedder().kind();
         at = objects.Add(f.id(), state::ObjectKind::kEmbedder, kind);
+        if (auto it = resolved.find(f.id()); it != resolved.end()) {
+          file = it->second;
+          break;
+        }
         FileFactory factory = state::FindFileType(kind);
         if (!factory) throw LoadError("file " + std::to_string(f.id()) + ": embedder kind '" + kind + "' is not registered");
         Result<std::shared_ptr<File>> made = factory(f.embedder().state());
@@ -539,8 +561,16 @@ void Build(const v1::Image& image, World* out) {
         file = std::move(made).value();
         break;
       }
-      case v1::File::kHost:
-        throw LoadError("file " + std::to_string(f.id()) + ": a host file reference needs a resolver (restore/restorer.h)");
+      case v1::File::kHost: {
+        at = objects.Add(f.id(), state::ObjectKind::kHost);
+        auto it = resolved.find(f.id());
+        if (it == resolved.end()) {
+          throw LoadError("file " + std::to_string(f.id()) + " (host fd " + std::to_string(f.host().fd()) +
+                          "): a host file reference needs a resolver (restore/restorer.h)");
+        }
+        file = it->second;
+        break;
+      }
       default:
         throw LoadError("file " + std::to_string(f.id()) + ": kind not restorable");
     }
@@ -577,7 +607,12 @@ void Build(const v1::Image& image, World* out) {
     }
   }
   for (const v1::Root& r : image.roots()) out->roots.emplace(r.name(), objects.files[objects.Find(r.file())]);
+  const auto built = std::chrono::steady_clock::now();
   state::RunAfterLoad(objects, polls);
+  if (times != nullptr) {
+    times->build = built - started;
+    times->after_load = std::chrono::steady_clock::now() - built;
+  }
 }
 
 }  // namespace
@@ -585,10 +620,16 @@ void Build(const v1::Image& image, World* out) {
 Status Validate(const v1::Image& image, const Limits& limits) { return Validator(image, limits).Run(); }
 
 Status Restore(const v1::Image& image, World* out, const Limits& limits) {
+  static const ResolvedFiles kNone;
+  return Restore(image, out, limits, kNone, nullptr);
+}
+
+Status Restore(const v1::Image& image, World* out, const Limits& limits, const ResolvedFiles& resolved,
+               BuildTimes* times) {
   if (out->fds.Count() != 0 || !out->roots.empty()) return Status::Error(EINVAL, "restore: the world is not empty");
   if (Status s = Validate(image, limits)) return s;  // nothing is created before the image is known to be whole
   try {
-    Build(image, out);
+    Build(image, out, resolved, times);
     return {};
   } catch (const std::exception& e) {
     out->roots.clear();
@@ -646,9 +687,15 @@ StatusOr<std::string> SaveImage(const World& world) {
 
 namespace {
 
-// Decode + Restore with the decoded image in an arena whose blocks come from AllocateLarge (epollcr/memory.h): a
-// column of a million entries lands in huge pages instead of being faulted in 4 KiB at a time.
 Status DecodeAndRestore(std::string_view payload, World* out) {
+  return WithDecoded(payload, [out](const v1::Image& image) { return Restore(image, out); });
+}
+
+}  // namespace
+
+// The decoded image lives in an arena whose blocks come from AllocateLarge (epollcr/memory.h): a column of a million
+// entries lands in huge pages instead of being faulted in 4 KiB at a time.
+Status WithDecoded(std::string_view payload, const std::function<Status(const v1::Image&)>& use) {
   if (payload.size() > static_cast<std::size_t>(INT_MAX)) {
     return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
   }
@@ -663,10 +710,8 @@ Status DecodeAndRestore(std::string_view payload, World* out) {
   if (!image->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
     return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
   }
-  return Restore(*image, out);
+  return use(*image);
 }
-
-}  // namespace
 
 Status LoadImage(std::string_view file_bytes, World* out, const ReadLimits& read_limits) {
   UnframeResult framed = Unframe(file_bytes, read_limits);

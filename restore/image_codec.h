@@ -5,7 +5,11 @@
 // the world and runs after_load exactly as a Boost archive load does. A failure leaves the target world empty.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <unordered_map>
 #include <string>
 #include <string_view>
 
@@ -25,9 +29,23 @@ StatusOr<v1::Image> Capture(const World& world);
 Status Validate(const v1::Image& image, const Limits& limits = {});
 Status Restore(const v1::Image& image, World* out, const Limits& limits = {});
 
+// Files supplied from outside the image, by object id (restore/restorer.h resolves them): every host file reference
+// needs one; an embedder reference may have one, else the factory registered for its kind makes it.
+using ResolvedFiles = std::unordered_map<std::uint64_t, std::shared_ptr<File>>;
+// How long Restore spent building objects and entries, and in after_load (waiter re-registration and readiness).
+struct BuildTimes {
+  std::chrono::steady_clock::duration build{};
+  std::chrono::steady_clock::duration after_load{};
+};
+Status Restore(const v1::Image& image, World* out, const Limits& limits, const ResolvedFiles& resolved,
+               BuildTimes* times);
+
 // Deterministic bytes of an image, and parsing them back (the payload inside the framing).
 StatusOr<std::string> Encode(const v1::Image& image);
 StatusOr<v1::Image> Decode(std::string_view payload);
+
+// Decodes a payload into a short-lived image (arena-allocated, for speed) and hands it to `use`.
+Status WithDecoded(std::string_view payload, const std::function<Status(const v1::Image&)>& use);
 
 // Protobuf's JSON mapping, both ways, without loss.
 StatusOr<std::string> ToJson(const v1::Image& image);

@@ -325,11 +325,11 @@ TEST(CommandsTest, InspectShowsHostAndEmbedderFiles) {
   EXPECT_THAT(LineMatching(host_run.out, R"(^\s+9\s+12\s+host file\s)"),
               testing::MatchesRegex(R"(.* IN\|OUT\s+0xdeadbeef\s+waiting\s+0)"));
   EXPECT_EQ(host_run.err, "");
-  image.mutable_files(image.files_size() - 1)->mutable_host()->set_file_type(0);
+  image.mutable_files(image.files_size() - 1)->mutable_host()->set_file_type(0x3000);  // S_IFCHR|S_IFIFO: no type
   WriteImage(dir.File("host-bad.epcr"), image);
   ProgramRun bad_run = RunEpollcr({"inspect", "host-bad.epcr"}, dir.path());
   EXPECT_EQ(bad_run.status, 1);
-  EXPECT_EQ(bad_run.err, "epollcr: host-bad.epcr: invalid image: file 12: host file type 0 is not an S_IFMT value\n");
+  EXPECT_EQ(bad_run.err, "epollcr: host-bad.epcr: invalid image: file 12: host file type 12288 is not an S_IFMT value\n");
   ProgramRun dot = RunEpollcr({"inspect", "--dot", "host.epcr"}, dir.path());
   EXPECT_THAT(dot.out, HasSubstr("  f1 -> f12 [label=\"fd 9 IN|OUT 0xdeadbeef\\nwaiting\"];\n"));
 }

@@ -202,7 +202,7 @@ TEST(ImageCodecTest, ValidationSaysWhere) {
       {"fds out of order",
        [](v1::Image& i) { i.mutable_fds()->SwapElements(0, 1); },
        "repeated or out of order"},
-      {"host file type", [](v1::Image& i) { i.mutable_files(0)->mutable_host()->set_fd(3); }, "host file type 0 is not"},
+      {"host file type", [](v1::Image& i) { i.mutable_files(0)->mutable_host()->set_file_type(0x3000); }, "host file type 12288 is not"},
       {"host fd", [](v1::Image& i) { i.mutable_files(0)->mutable_host()->set_fd(-1); }, "host fd -1 is negative"},
       {"eventfd counter", [](v1::Image& i) {
          for (auto& f : *i.mutable_files()) {

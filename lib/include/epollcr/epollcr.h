@@ -6,6 +6,7 @@
 #include "epollcr/eventfd.h"
 #include "epollcr/fd_table.h"
 #include "epollcr/file.h"
+#include "epollcr/host_file.h"
 #include "epollcr/memory.h"
 #include "epollcr/pipe.h"
 #include "epollcr/result.h"

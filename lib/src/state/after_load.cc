@@ -241,10 +241,15 @@ void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& po
     }
   }
   RegisterInQueueOrder(registrations);
-  // Entries of embedder files, whose state their factory rebuilt, are re-checked (docs/state-model.md).
-  if (objects.custom_kinds.empty()) return;
+  // Waiting entries of embedder files, whose state their factory rebuilt, and of host files, whose wake-ups come
+  // asynchronously from the kernel (one may have been on its way during the save), are re-checked
+  // (docs/state-model.md).
   std::unordered_set<const File*> custom;
   for (const auto& [at, kind] : objects.custom_kinds) custom.insert(objects.files[at].get());
+  for (std::size_t at = 0; at < objects.kinds.size(); ++at) {
+    if (objects.kinds[at] == ObjectKind::kHost) custom.insert(objects.files[at].get());
+  }
+  if (custom.empty()) return;
   for (EventPoll* poll : restored) {
     EventPoll::Impl& s = *poll->impl();
     std::lock_guard lock(s.mu_);

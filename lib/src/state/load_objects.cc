@@ -9,7 +9,7 @@ namespace {
 constexpr std::pair<ObjectKind, const char*> kFileKinds[] = {
     {ObjectKind::kEventPoll, "eventpoll"},   {ObjectKind::kEventFd, "eventfd"},
     {ObjectKind::kPipeRead, "pipe-read"},    {ObjectKind::kPipeWrite, "pipe-write"},
-    {ObjectKind::kUnixStream, "unix-stream"},
+    {ObjectKind::kUnixStream, "unix-stream"}, {ObjectKind::kHost, "host"},
 };
 
 }  // namespace

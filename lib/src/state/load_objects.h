@@ -20,9 +20,9 @@
 namespace epollcr::state {
 
 // What an object of a checkpoint is. Shared state (pipe buffers, socket pairs) has no after_load of its own.
-enum class ObjectKind : std::uint8_t { kPipe, kSocketPair, kEventFd, kPipeRead, kPipeWrite, kUnixStream, kEventPoll, kEmbedder };
+enum class ObjectKind : std::uint8_t { kPipe, kSocketPair, kEventFd, kPipeRead, kPipeWrite, kUnixStream, kEventPoll, kHost, kEmbedder };
 
-// "pipe", "socket-pair", "eventfd", "pipe-read", "pipe-write", "unix-stream", "eventpoll"; "embedder" for kEmbedder
+// "pipe", "socket-pair", "eventfd", "pipe-read", "pipe-write", "unix-stream", "eventpoll", "host"; "embedder" for kEmbedder
 // (whose kind name is the registered one).
 const char* ObjectKindName(ObjectKind kind);
 // The built-in file kind of a kind name, or nothing (an embedder kind). The one list of built-in file kinds: names

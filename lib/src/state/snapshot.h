@@ -12,6 +12,7 @@
 
 #include "epollcr/event_poll.h"
 #include "epollcr/eventfd.h"
+#include "epollcr/host_file.h"
 #include "event_poll_internal.h"
 #include "state/columns.h"
 #include "state/visitors.h"
@@ -27,6 +28,7 @@ inline std::string KindOf(const File& f) {
   if (dynamic_cast<const PipeReadEnd*>(&f)) return "pipe-read";
   if (dynamic_cast<const PipeWriteEnd*>(&f)) return "pipe-write";
   if (dynamic_cast<const UnixSocket*>(&f)) return "unix-stream";
+  if (dynamic_cast<const HostFile*>(&f)) return "host";
   if (auto* s = dynamic_cast<const SavableFile*>(&f)) return std::string(s->StateKind());
   return {};
 }

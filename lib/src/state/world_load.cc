@@ -117,6 +117,8 @@ class Loader {
       case ObjectKind::kPipeWrite: return MakeFile<PipeWriteEnd>(nullptr);
       case ObjectKind::kUnixStream: return MakeFile<UnixSocket>(nullptr, 0);
       case ObjectKind::kEventPoll: return EventPoll::Create();
+      case ObjectKind::kHost:  // never written by SaveWorld
+        throw LoadError(objects_.Name(at) + ": host files are restored from a protobuf image with a resolver, not from a Boost archive");
       default: break;
     }
     std::string state;

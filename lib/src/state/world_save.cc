@@ -13,6 +13,7 @@
 
 #include "epollcr/event_poll.h"
 #include "epollcr/eventfd.h"
+#include "epollcr/host_file.h"
 #include "event_poll_internal.h"
 #include "state/snapshot.h"
 
@@ -21,7 +22,19 @@ namespace epollcr::state {
 template <typename Ar>
 Status SaveWorldTo(Ar& ar, const World& world) {
   try {
-    return WithSnapshot(world, [&](Snapshot& snap) { snap.Write(ar); });
+    Status refused;
+    Status s = WithSnapshot(world, [&](Snapshot& snap) {
+      for (std::size_t i = 0; i < snap.files().size(); ++i) {
+        if (auto* h = dynamic_cast<HostFile*>(snap.files()[i].get())) {
+          refused = Status::Error(EINVAL, "file#" + std::to_string(i + 1) + " (host fd " + std::to_string(h->fd()) +
+                                              "): host files are saved only in protobuf images (restore/image_codec.h), "
+                                              "which a restorer resolves; a Boost archive cannot hold them");
+          return;
+        }
+      }
+      snap.Write(ar);
+    });
+    return s ? s : refused;
   } catch (const std::exception& e) {
     return Status::Error(EIO, std::string("save: ") + e.what());
   }

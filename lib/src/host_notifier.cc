@@ -1,0 +1,178 @@
+#include "host_notifier.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+#include "epollcr/host_file.h"
+#include "epollcr/result.h"
+
+namespace epollcr {
+
+namespace {
+
+// Every readiness event a host fd can wake with, edge-triggered: the kernel queues the fd at each wake-up of the
+// file (new data, new space, a hang-up), which is when its waiters here must hear of it.
+constexpr std::uint32_t kWatchedEvents = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+constexpr std::uint64_t kWakeKey = 0;    // the notifier's stop eventfd
+constexpr std::uint64_t kSettleKey = 1;  // its settle eventfd; file keys start at 2
+
+int NewEventFd(int epoll_fd, std::uint64_t key) {
+  const int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) return -1;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = key;
+  if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    const int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+void Poke(int eventfd) {
+  const std::uint64_t one = 1;
+  while (write(eventfd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
+
+HostNotifier& HostNotifier::Instance() {
+  // Never destroyed: host files may outlive static destruction, and a running thread must not meet ~thread.
+  static HostNotifier* const instance = new HostNotifier();
+  return *instance;
+}
+
+std::error_code HostNotifier::StartLocked() {
+  const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd < 0) return Errno(errno);
+  const int wake_fd = NewEventFd(epoll_fd, kWakeKey);
+  const int settle_fd = wake_fd < 0 ? -1 : NewEventFd(epoll_fd, kSettleKey);
+  if (settle_fd < 0) {
+    const int e = errno;
+    if (wake_fd >= 0) close(wake_fd);
+    close(epoll_fd);
+    return Errno(e);
+  }
+  try {
+    thread_ = std::thread([this, epoll_fd, settle_fd] { Run(epoll_fd, settle_fd); });
+  } catch (const std::system_error& e) {
+    close(settle_fd);
+    close(wake_fd);
+    close(epoll_fd);
+    return e.code();
+  }
+  epoll_fd_ = epoll_fd;
+  wake_fd_ = wake_fd;
+  settle_fd_ = settle_fd;
+  return {};
+}
+
+void HostNotifier::StopLocked() {
+  Poke(wake_fd_);
+  thread_.join();
+  close(settle_fd_);
+  close(wake_fd_);
+  close(epoll_fd_);
+  settle_fd_ = -1;
+  wake_fd_ = -1;
+  epoll_fd_ = -1;
+}
+
+std::error_code HostNotifier::Watch(HostFile* file) {
+  std::lock_guard lifecycle(lifecycle_mu_);
+  if (!thread_.joinable()) {
+    if (std::error_code e = StartLocked()) return e;
+  }
+  std::uint64_t key;
+  {
+    // In the map before the kernel knows the fd: an event that comes at once finds its file.
+    std::lock_guard lock(mu_);
+    key = next_key_++;
+    files_.emplace(key, file);
+  }
+  epoll_event ev{};
+  ev.events = kWatchedEvents;
+  ev.data.u64 = key;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, file->fd(), &ev) != 0) {
+    const int e = errno;
+    bool last;
+    {
+      std::lock_guard lock(mu_);
+      files_.erase(key);
+      last = files_.empty();
+    }
+    if (last) StopLocked();
+    return Errno(e);
+  }
+  file->watch_key_ = key;
+  return {};
+}
+
+void HostNotifier::Unwatch(HostFile* file) {
+  std::lock_guard lifecycle(lifecycle_mu_);
+  if (file->watch_key_ == 0) return;
+  // The fd is still open (the file closes it after this), so the kernel's registration goes with it now.
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, file->fd(), nullptr);
+  bool last;
+  {
+    std::lock_guard lock(mu_);  // waits for a delivery to this file that is under way
+    files_.erase(file->watch_key_);
+    last = files_.empty();
+  }
+  file->watch_key_ = 0;
+  if (last) StopLocked();
+}
+
+void HostNotifier::Settle() {
+  std::lock_guard one(settle_mu_);
+  std::lock_guard lifecycle(lifecycle_mu_);  // the thread stays up until the token is through
+  if (!thread_.joinable()) return;
+  std::unique_lock lock(mu_);
+  settling_ = true;
+  Poke(settle_fd_);  // queued behind every event already on the kernel's ready list
+  settled_cv_.wait(lock, [this] { return !settling_; });
+}
+
+std::size_t HostNotifier::Watched() {
+  std::lock_guard lock(mu_);
+  return files_.size();
+}
+
+bool HostNotifier::Running() {
+  std::lock_guard lifecycle(lifecycle_mu_);
+  return thread_.joinable();
+}
+
+void HostNotifier::Run(int epoll_fd, int settle_fd) {
+  epoll_event events[256];
+  for (;;) {
+    const int n = epoll_wait(epoll_fd, events, 256, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;  // EBADF/EINVAL cannot happen while the instance owns epoll_fd; nothing to deliver to
+    }
+    std::lock_guard lock(mu_);
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.u64 == kWakeKey) return;  // Stop: no file is watched any more
+      if (events[i].data.u64 == kSettleKey) {
+        std::uint64_t count;
+        while (read(settle_fd, &count, sizeof count) < 0 && errno == EINTR) {
+        }
+        settling_ = false;
+        settled_cv_.notify_all();
+        continue;
+      }
+      auto it = files_.find(events[i].data.u64);
+      if (it != files_.end()) it->second->DeliverHostEvents(events[i].events);
+    }
+  }
+}
+
+}  // namespace epollcr

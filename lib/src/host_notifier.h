@@ -1,0 +1,62 @@
+// The one notifier of the process's host files (gVisor's fdnotifier): a kernel epoll instance watching every host fd
+// in edge-triggered mode, and a thread that passes each event the kernel reports to the HostFile's waiter queue.
+// Internal to lib/.
+//
+// Locks: lifecycle_mu_ (Watch/Unwatch, thread start and stop) -> mu_ (the key -> file map). The thread holds mu_
+// while it delivers an event, so Unwatch returning means no delivery to that file is running or will start; the
+// delivery takes the file's notify_mu_ and then its waiter queue's locks. Unwatch joins the thread without holding
+// mu_.
+#pragma once
+
+#include <cstddef>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+
+namespace epollcr {
+
+class HostFile;
+
+class HostNotifier {
+ public:
+  static HostNotifier& Instance();
+
+  // Starts watching file->fd(): the thread starts with the first file. EPERM for a file the kernel's epoll refuses
+  // (regular files, directories); other errno values from epoll_ctl, epoll_create1, eventfd or thread creation.
+  std::error_code Watch(HostFile* file);
+  // Stops watching the file; no delivery to it runs after this returns. The thread stops with the last file.
+  void Unwatch(HostFile* file);
+
+  // Returns once the thread has passed on every event the kernel had queued when Settle was called. Watch on a ready
+  // fd queues a first report; settling after it means that report cannot reach a waiter registered afterwards (which
+  // would see an edge that never happened: an extra event for an edge-triggered entry).
+  void Settle();
+
+  std::size_t Watched();
+  bool Running();
+
+ private:
+  HostNotifier() = default;
+  std::error_code StartLocked();
+  void StopLocked();
+  void Run(int epoll_fd, int settle_fd);
+
+  std::mutex lifecycle_mu_;
+  int epoll_fd_ = -1;  // Guarded by lifecycle_mu_.
+  int wake_fd_ = -1;   // Guarded by lifecycle_mu_.
+  int settle_fd_ = -1; // Guarded by lifecycle_mu_.
+  std::thread thread_; // Guarded by lifecycle_mu_.
+
+  std::mutex mu_;
+  std::unordered_map<std::uint64_t, HostFile*> files_;  // Guarded by mu_.
+  std::uint64_t next_key_ = 2;                          // Guarded by mu_; 0 and 1 are the notifier's own fds.
+
+  std::mutex settle_mu_;               // one Settle at a time
+  std::condition_variable settled_cv_;
+  bool settling_ = false;              // Guarded by mu_: a settle token is on its way
+};
+
+}  // namespace epollcr

@@ -1,0 +1,42 @@
+// Handing a live world — its EventPolls, in-memory files and host fds — to a new process.
+//
+// Exec hand-off: the running program checkpoints its world into an image file and keeps exactly the world's host fds
+// open across exec (FD_CLOEXEC cleared on those, and only those); the new program image restores from the file with
+// an InheritedFdResolver, which finds every host fd under its old number and verifies it.
+//
+// SCM_RIGHTS hand-off: the same to a process that is already running, over a connected AF_UNIX stream socket. The
+// sender writes the image and then the host fds with their old numbers; the receiver gets new numbers, and the
+// restore re-keys every entry and fd-table slot to them, so the new process updates and removes entries with its own
+// fd numbers. Wire format (all integers little-endian):
+//   header   "EPCRHOFF" | u32 version (1) | u32 host fd count | u64 image length
+//   image    the framed image file bytes (image_file.h)
+//   batches  ceil(count / 253) messages of 4 + 4 * 253 bytes: u32 n, then n i32 old fd numbers (the rest zero),
+//            each carrying its n fds in one SCM_RIGHTS control message
+// The receiver closes every fd it received if the restore fails.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "epollcr/state.h"
+#include "restore/restorer.h"
+
+namespace epollcr::restore {
+
+// The host fds a world holds: fd-table slots and roots whose file is a HostFile, and host files watched by its polls.
+std::vector<int> HostFds(const World& world);
+
+// Exec hand-off, old side: writes `world` as an image at `image_path` (atomically, mode 0600) and clears FD_CLOEXEC
+// on the world's host fds, which it returns. The caller then execs; the world must not change in between.
+StatusOr<std::vector<int>> PrepareExec(const World& world, const std::string& image_path);
+// Exec hand-off, new side: restores the image with an InheritedFdResolver placed before `options.resolvers`, then
+// sets FD_CLOEXEC again on the restored host fds.
+Status RestoreAfterExec(const std::string& image_path, World* out, Options options = {}, Report* report = nullptr);
+
+// SCM_RIGHTS hand-off over a connected AF_UNIX stream socket (blocking). The sender keeps its world and its fds.
+Status SendWorld(int socket, const World& world);
+// Receives and restores into `out` (empty), with an InheritedFdResolver over the received fds placed before
+// `options.resolvers`. On failure every received fd is closed and `out` stays empty.
+Status ReceiveWorld(int socket, World* out, Options options = {}, Report* report = nullptr);
+
+}  // namespace epollcr::restore

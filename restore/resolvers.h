@@ -1,0 +1,45 @@
+// The resolvers epollcr ships (restorer.h): they compose by being listed in Options::resolvers, and an embedder can
+// write its own.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "restore/restorer.h"
+
+namespace epollcr::restore {
+
+// Files the program has at hand, by the image's object id or by the name of a root that holds the file: for
+// embedder files and for files the program creates again itself (a listening socket it reopens, ...).
+class RegistryResolver : public Resolver {
+ public:
+  void Add(std::uint64_t id, std::shared_ptr<File> file) { by_id_[id] = std::move(file); }
+  void Add(std::string root_name, std::shared_ptr<File> file) { by_name_[std::move(root_name)] = std::move(file); }
+  Resolution Resolve(const FileReference& ref) override;
+
+ private:
+  std::map<std::uint64_t, std::shared_ptr<File>> by_id_;
+  std::map<std::string, std::shared_ptr<File>> by_name_;
+};
+
+// Host files from descriptors this process holds: kept open across exec (the image's fd N is fd N here), received
+// over a Unix socket with SCM_RIGHTS (handoff.h; the numbers change: a map says which is which), or opened again.
+// Each fd is verified before use: st_dev, st_ino and the file type must be the ones the image recorded; a mismatch
+// (the fd was closed and reused, or the map is wrong) leaves the reference unresolved with both identities named.
+// A resolved fd is wrapped in a new HostFile (host_file.h), which owns it once the restore succeeds.
+class InheritedFdResolver : public Resolver {
+ public:
+  // Each image fd is looked for under its own number.
+  InheritedFdResolver() = default;
+  // image fd -> fd in this process; an image fd that is not in the map is not this resolver's.
+  explicit InheritedFdResolver(std::map<int, int> fds) : fds_(std::move(fds)), mapped_(true) {}
+  Resolution Resolve(const FileReference& ref) override;
+
+ private:
+  std::map<int, int> fds_;
+  bool mapped_ = false;
+};
+
+}  // namespace epollcr::restore

@@ -1,0 +1,315 @@
+#include "restore/restorer.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <numeric>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "big_buffer.h"
+#include "epollcr/host_file.h"
+#include "restore/image_file.h"
+#include "state/world_archive.h"
+
+namespace epollcr::restore {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+Status Fail(const std::string& message) { return Status::Error(EINVAL, "restore: " + message); }
+
+// What the resolve stage decided for each reference of the image.
+struct Resolved {
+  image::ResolvedFiles files;                         // by object id
+  std::vector<std::shared_ptr<HostFile>> created;     // host files made for this restore (given back on failure)
+  std::unordered_map<std::uint64_t, int> rekey;       // host file id -> its fd here, where that differs
+  std::unordered_map<std::uint64_t, Report::Pruned> pruned;  // by object id
+
+  // A failed restore leaves no fd closed that it did not open: created host files give their fds back.
+  void GiveBack() {
+    for (const auto& h : created) h->ReleaseFd();
+    created.clear();
+    files.clear();
+  }
+};
+
+Status ResolveAll(const v1::Image& image, const Options& options, Resolved* out) {
+  std::unordered_map<std::uint64_t, std::vector<std::string>> names;
+  for (const v1::Root& r : image.roots()) names[r.file()].push_back(r.name());
+  for (const v1::File& f : image.files()) {
+    if (!f.has_host() && !f.has_embedder()) continue;
+    FileReference ref;
+    ref.id = f.id();
+    if (auto it = names.find(f.id()); it != names.end()) ref.root_names = it->second;
+    ref.host = f.has_host() ? &f.host() : nullptr;
+    ref.embedder = f.has_embedder() ? &f.embedder() : nullptr;
+    std::string reasons;
+    std::optional<Resolution> found;
+    for (Resolver* resolver : options.resolvers) {
+      Resolution r = resolver->Resolve(ref);
+      if (r.outcome == Resolution::Outcome::kResolved && r.file) {
+        found = std::move(r);
+        break;
+      }
+      if (r.outcome == Resolution::Outcome::kUnresolved) reasons += (reasons.empty() ? "" : "; ") + r.reason;
+    }
+    if (found) {
+      if (found->created) {
+        if (auto h = std::dynamic_pointer_cast<HostFile>(found->file)) out->created.push_back(std::move(h));
+      }
+      if (ref.host != nullptr) {
+        if (!dynamic_cast<HostFile*>(found->file.get())) {
+          reasons = "the resolver gave a " + std::string(found->file->TypeName()) + " file, not a host file";
+          found.reset();
+        } else if (found->fd >= 0 && found->fd != ref.host->fd()) {
+          out->rekey[f.id()] = found->fd;
+        }
+      }
+    }
+    if (found) {
+      out->files.emplace(f.id(), std::move(found->file));
+      continue;
+    }
+    if (ref.embedder != nullptr && reasons.empty()) {
+      if (state::FindFileType(ref.embedder->kind())) continue;  // the registered factory makes it
+      reasons = "embedder kind '" + ref.embedder->kind() + "' is not registered";
+    }
+    if (reasons.empty()) reasons = "no resolver has it";
+    if (options.policy == Policy::kStrict) return Fail(ref.Describe() + ": " + reasons);
+    Report::Pruned p;
+    p.file = f.id();
+    p.what = ref.Describe();
+    p.reason = std::move(reasons);
+    p.roots = ref.root_names;
+    out->pruned.emplace(f.id(), std::move(p));
+  }
+  return {};
+}
+
+// Drops pruned files with everything that refers to them, and moves host files to their fd numbers here. The image
+// then follows the format's order rules again (fds ascending, entries by (file, fd)); a collision — a new fd number
+// that the image already gives to another file — is an error that names both.
+Status Rewrite(v1::Image* image, Resolved* r) {
+  auto moved = [&](std::uint64_t file, int fd) {
+    auto it = r->rekey.find(file);
+    return it == r->rekey.end() ? fd : it->second;
+  };
+  std::unordered_map<std::uint64_t, int> old_fd;  // host file id -> the fd the image recorded
+  for (const v1::File& f : image->files()) {
+    if (f.has_host() && r->rekey.count(f.id())) old_fd[f.id()] = f.host().fd();
+  }
+  auto rekeyed = [&](std::uint64_t file, int fd) {  // only the host fd itself moves; other names of the file stay
+    auto it = old_fd.find(file);
+    return it != old_fd.end() && it->second == fd ? moved(file, fd) : fd;
+  };
+
+  // fd table
+  std::vector<std::pair<int, std::uint64_t>> fds;
+  for (const v1::FdEntry& e : image->fds()) {
+    if (auto p = r->pruned.find(e.file()); p != r->pruned.end()) {
+      ++p->second.fds;
+      continue;
+    }
+    fds.emplace_back(rekeyed(e.file(), e.fd()), e.file());
+  }
+  std::sort(fds.begin(), fds.end());
+  for (std::size_t i = 1; i < fds.size(); ++i) {
+    if (fds[i].first == fds[i - 1].first) {
+      return Fail("fd " + std::to_string(fds[i].first) + " is host file " +
+                  std::to_string(r->rekey.count(fds[i].second) ? fds[i].second : fds[i - 1].second) +
+                  " in this process, but the image gives that fd number to file " +
+                  std::to_string(r->rekey.count(fds[i].second) ? fds[i - 1].second : fds[i].second) + " too");
+    }
+  }
+  image->clear_fds();
+  for (const auto& [fd, file] : fds) {
+    v1::FdEntry* e = image->add_fds();
+    e->set_fd(fd);
+    e->set_file(file);
+  }
+
+  // roots
+  google::protobuf::RepeatedPtrField<v1::Root> roots;
+  for (v1::Root& root : *image->mutable_roots()) {
+    if (!r->pruned.count(root.file())) roots.Add(std::move(root));
+  }
+  image->mutable_roots()->Swap(&roots);
+
+  // files and their polls
+  google::protobuf::RepeatedPtrField<v1::File> files;
+  for (v1::File& f : *image->mutable_files()) {
+    if (r->pruned.count(f.id())) continue;
+    if (f.has_host()) f.mutable_host()->set_fd(moved(f.id(), f.host().fd()));
+    if (f.has_eventpoll()) {
+      v1::EventPollState& p = *f.mutable_eventpoll();
+      std::vector<std::uint32_t> keep;  // old indexes of kept entries, in the new order
+      for (int i = 0; i < p.files_size(); ++i) {
+        if (auto it = r->pruned.find(p.files(i)); it != r->pruned.end()) {
+          ++it->second.entries;
+        } else {
+          keep.push_back(static_cast<std::uint32_t>(i));
+        }
+      }
+      std::vector<int> fd(static_cast<std::size_t>(p.files_size()));
+      for (std::uint32_t i : keep) fd[i] = rekeyed(p.files(static_cast<int>(i)), p.fds(static_cast<int>(i)));
+      std::stable_sort(keep.begin(), keep.end(), [&](std::uint32_t a, std::uint32_t b) {
+        const auto fa = p.files(static_cast<int>(a)), fb = p.files(static_cast<int>(b));
+        return fa != fb ? fa < fb : fd[a] < fd[b];
+      });
+      std::vector<std::uint32_t> where(fd.size(), ~0u);
+      v1::EventPollState q;
+      for (std::uint32_t i : keep) {
+        const int at = static_cast<int>(i);
+        if (q.files_size() > 0 && q.files(q.files_size() - 1) == p.files(at) && q.fds(q.fds_size() - 1) == fd[i]) {
+          return Fail("poll " + std::to_string(f.id()) + ": host file " + std::to_string(p.files(at)) +
+                      " is registered under fd " + std::to_string(fd[i]) + " twice once it has its fd number here");
+        }
+        where[i] = static_cast<std::uint32_t>(q.files_size());
+        q.add_files(p.files(at));
+        q.add_fds(fd[i]);
+        q.add_events(p.events(at));
+        q.add_data(p.data(at));
+        q.add_lists(p.lists(at));
+        q.add_queue_ranks(p.queue_ranks(at));
+      }
+      for (std::uint32_t i : p.ready_order()) {
+        if (where[i] != ~0u) q.add_ready_order(where[i]);
+      }
+      p.Swap(&q);
+    }
+    files.Add(std::move(f));
+  }
+  image->mutable_files()->Swap(&files);
+  return {};
+}
+
+void Count(const v1::Image& image, Report* report) {
+  for (const v1::File& f : image.files()) {
+    ++report->files;
+    if (f.has_host()) ++report->host_files;
+    if (f.has_eventpoll()) {
+      ++report->polls;
+      report->entries += static_cast<std::uint64_t>(f.eventpoll().files_size());
+    }
+  }
+}
+
+}  // namespace
+
+std::string FileReference::Describe() const {
+  std::string s = "file " + std::to_string(id);
+  if (host != nullptr) {
+    HostFile::Identity identity;
+    identity.dev = host->st_dev();
+    identity.ino = host->st_ino();
+    identity.file_type = host->file_type();
+    s += " (host fd " + std::to_string(host->fd()) + ", " + HostFile::Describe(identity) + ")";
+  } else if (embedder != nullptr) {
+    s += " (embedder kind \"" + embedder->kind() + "\")";
+  }
+  return s;
+}
+
+std::string Report::ToString() const {
+  auto ms = [](Duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  char line[256];
+  std::string s;
+  std::snprintf(line, sizeof line,
+                "restored %" PRIu64 " files (%" PRIu64 " host, %" PRIu64 " re-keyed), %" PRIu64 " polls, %" PRIu64
+                " entries\n",
+                files, host_files, rekeyed, polls, entries);
+  s += line;
+  for (const Pruned& p : pruned) {
+    std::snprintf(line, sizeof line, "pruned %s: %" PRIu64 " entries, %" PRIu64 " fds, %zu roots: ", p.what.c_str(),
+                  p.entries, p.fds, p.roots.size());
+    s += line + p.reason + "\n";
+  }
+  std::snprintf(line, sizeof line,
+                "stages: read %.3f ms, validate %.3f ms, resolve %.3f ms, build %.3f ms, after_load %.3f ms\n",
+                ms(read), ms(validate), ms(resolve), ms(build), ms(after_load));
+  s += line;
+  return s;
+}
+
+Status Restore(const v1::Image& image, World* out, const Options& options, Report* report) {
+  Report local;
+  Report& rep = report != nullptr ? *report : local;
+  const Report::Duration read = rep.read;
+  rep = Report{};
+  rep.read = read;
+  if (out->fds.Count() != 0 || !out->roots.empty()) return Fail("the world is not empty");
+
+  auto t = Clock::now();
+  if (Status s = image::Validate(image, options.limits)) return s;  // nothing is created before this
+  rep.validate += Clock::now() - t;
+
+  t = Clock::now();
+  Resolved resolved;
+  if (Status s = ResolveAll(image, options, &resolved)) {
+    resolved.GiveBack();
+    return s;
+  }
+  if (!resolved.created.empty()) HostFile::Settle();  // see HostFile::Create
+  rep.resolve += Clock::now() - t;
+
+  const v1::Image* use = &image;
+  v1::Image rewritten;
+  if (!resolved.pruned.empty() || !resolved.rekey.empty()) {
+    t = Clock::now();
+    rewritten = image;
+    if (Status s = Rewrite(&rewritten, &resolved)) {
+      resolved.GiveBack();
+      return s;
+    }
+    use = &rewritten;
+    rep.resolve += Clock::now() - t;
+  }
+
+  image::BuildTimes times;
+  // Restore validates again: cheap next to the build, and it checks a rewritten image as strictly as a read one.
+  t = Clock::now();
+  if (Status s = image::Restore(*use, out, options.limits, resolved.files, &times)) {
+    resolved.GiveBack();
+    return s;
+  }
+  rep.build += times.build;
+  rep.after_load += times.after_load;
+  rep.validate += (Clock::now() - t) - times.build - times.after_load;
+  Count(*use, &rep);
+  rep.rekeyed = resolved.rekey.size();
+  for (auto& [id, p] : resolved.pruned) rep.pruned.push_back(std::move(p));
+  std::sort(rep.pruned.begin(), rep.pruned.end(), [](const auto& a, const auto& b) { return a.file < b.file; });
+  return {};
+}
+
+Status RestoreBytes(std::string_view file_bytes, World* out, const Options& options, Report* report) {
+  Report local;
+  Report& rep = report != nullptr ? *report : local;
+  const auto t = Clock::now();
+  image::UnframeResult framed = image::Unframe(file_bytes, options.read_limits);
+  if (!framed.ok()) return {framed.error.code, framed.error.message};
+  return image::WithDecoded(framed.payload, [&](const v1::Image& image) {
+    rep.read = Clock::now() - t;
+    return Restore(image, out, options, &rep);
+  });
+}
+
+Status RestoreFile(const std::string& path, World* out, const Options& options, Report* report) {
+  Report local;
+  Report& rep = report != nullptr ? *report : local;
+  const auto t = Clock::now();
+  BigBuffer bytes;
+  std::string_view payload;
+  if (image::ImageError e = image::ReadImageFileBytes(path, &bytes, &payload, options.read_limits)) {
+    return {e.code, e.message};
+  }
+  return image::WithDecoded(payload, [&](const v1::Image& image) {
+    rep.read = Clock::now() - t;
+    return Restore(image, out, options, &rep);
+  });
+}
+
+}  // namespace epollcr::restore

@@ -1,0 +1,115 @@
+// The restorer: a validated image back into a live World, with the files the image left for later (host fds,
+// embedder files) supplied by resolvers, in the stages of DESIGN.md "Restore":
+//   1. read     unframe, decode, validate (nothing is created before the image is known to be whole)
+//   2. resolve  every reference is handed to the resolvers in turn; host fds are verified against the identity the
+//               image recorded (st_dev, st_ino, file type)
+//   3. re-key   entries and fd-table slots of a host file follow the fd number the file has in this process
+//   4. build    files, then EventPolls inner before outer, entries on the lists the image recorded
+//   5. after_load  waiters re-registered; waiting entries whose file is ready move to ready, ready ones stay ready
+//               (a pending edge-triggered event is delivered once), disabled one-shot entries stay disabled, and the
+//               watchers of every poll with ready entries are notified, through nested polls too
+// A failed restore leaves nothing behind: the world stays empty, no waiter stays registered on any file, no host
+// file created for the restore keeps an fd (the restorer never closes an fd it did not open), and the notifier
+// thread stops again if it started for this restore.
+//
+// User data is restored unchanged. A pointer stored as an entry's data means nothing in another process: store an
+// id (an index into the program's own table) where a checkpoint may cross a process boundary.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "epollcr/file.h"
+#include "epollcr/state.h"
+#include "epollcr/v1/image.pb.h"
+#include "restore/image_codec.h"
+#include "restore/image_file.h"
+
+namespace epollcr::restore {
+
+// A file the image refers to but does not contain.
+struct FileReference {
+  std::uint64_t id = 0;
+  // The names the image's roots give this file (an embedder keeps program-created files there).
+  std::vector<std::string> root_names;
+  const v1::HostFileReference* host = nullptr;          // exactly one of host and embedder is set
+  const v1::EmbedderFileReference* embedder = nullptr;
+  // "file 12 (host fd 9, socket dev 0x8 ino 4242)" / "file 3 (embedder kind "myapp.timer")".
+  std::string Describe() const;
+};
+
+// What one resolver says of one reference.
+struct Resolution {
+  enum class Outcome : std::uint8_t {
+    kNotMine,     // this resolver does not know the file: ask the next one
+    kResolved,    // `file` is it
+    kUnresolved,  // this resolver knows the file cannot be had (`reason`); the next resolvers are still asked
+  };
+  Outcome outcome = Outcome::kNotMine;
+  std::shared_ptr<File> file;
+  // For a host file: the fd number it has in this process (-1: the one the image recorded). Entries and fd-table
+  // slots registered under the old number move to this one.
+  int fd = -1;
+  // For a host file the resolver created for this restore: on failure the restorer gives its fd back (ReleaseFd)
+  // instead of letting the file close it.
+  bool created = false;
+  std::string reason;
+
+  static Resolution NotMine() { return {}; }
+  static Resolution Unresolved(std::string why) { return {Outcome::kUnresolved, nullptr, -1, false, std::move(why)}; }
+};
+
+class Resolver {
+ public:
+  virtual ~Resolver() = default;
+  virtual Resolution Resolve(const FileReference& ref) = 0;
+};
+
+enum class Policy : std::uint8_t {
+  kStrict,  // any unresolved reference fails the whole restore
+  kPrune,   // entries, fd-table slots and roots of unresolved files are dropped and listed in the report
+};
+
+struct Options {
+  Policy policy = Policy::kStrict;
+  // Asked in this order; the first kResolved wins. Embedder references nobody resolves fall back to the factory
+  // registered for their kind (RegisterFileType).
+  std::vector<Resolver*> resolvers;
+  image::Limits limits;
+  image::ReadLimits read_limits;
+};
+
+struct Report {
+  struct Pruned {
+    std::uint64_t file = 0;
+    std::string what;    // FileReference::Describe()
+    std::string reason;  // why no resolver had it
+    std::uint64_t entries = 0;    // poll entries dropped with it
+    std::uint64_t fds = 0;        // fd-table slots dropped with it
+    std::vector<std::string> roots;  // roots dropped with it
+  };
+  std::uint64_t files = 0;       // files restored (host ones included)
+  std::uint64_t host_files = 0;  // of which host files
+  std::uint64_t polls = 0;
+  std::uint64_t entries = 0;     // poll entries restored
+  std::uint64_t rekeyed = 0;     // host files whose fd number changed
+  std::vector<Pruned> pruned;
+  // Time per stage (read covers reading the file, unframing and decoding; validate runs once more after a re-key
+  // or a prune, and that is counted in it too).
+  using Duration = std::chrono::steady_clock::duration;
+  Duration read{}, validate{}, resolve{}, build{}, after_load{};
+
+  // A few lines: counts, what was pruned and why, and the stage times.
+  std::string ToString() const;
+};
+
+// Restores `image` into `out`, which must be empty.
+Status Restore(const v1::Image& image, World* out, const Options& options = {}, Report* report = nullptr);
+// The same from image file bytes (framing included) and from an image file.
+Status RestoreBytes(std::string_view file_bytes, World* out, const Options& options = {}, Report* report = nullptr);
+Status RestoreFile(const std::string& path, World* out, const Options& options = {}, Report* report = nullptr);
+
+}  // namespace epollcr::restore

@@ -1,0 +1,467 @@
+// The restorer (restore/restorer.h, resolvers.h, handoff.h) and host files (epollcr/host_file.h): a world of real
+// sockets restored in this process, after exec, and in another process over SCM_RIGHTS reports what the kernel's
+// epoll reports for the same operations (host_scenario.h); strict and prune; identity checks; re-keying; and a failed
+// restore leaves no file, no waiter, no fd and no notifier thread behind.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "host_scenario.h"
+#include "restore/handoff.h"
+#include "restore/image_codec.h"
+#include "restore/resolvers.h"
+#include "temp_dir.h"
+
+namespace epollcr::restore {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::EpollcrSide;
+using testing::HostFds;
+using testing::KernelSide;
+
+Options With(Policy policy, std::vector<Resolver*> resolvers) {
+  Options o;
+  o.policy = policy;
+  o.resolvers = std::move(resolvers);
+  return o;
+}
+
+int OpenFds() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/fd");
+  while (readdir(d) != nullptr) ++n;
+  closedir(d);
+  return n - 3;  // ".", ".." and the DIR's own fd
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// What the kernel reports for the whole scenario (optionally with b's registration deleted before the after part).
+std::vector<std::string> KernelLines(bool without_b = false) {
+  HostFds k;
+  EXPECT_TRUE(k.Open());
+  KernelSide kernel;
+  EXPECT_EQ(testing::PlayBefore(kernel.Side(), k), "data=4 events=in");
+  if (without_b) epoll_ctl(kernel.outer, EPOLL_CTL_DEL, k.b[0], nullptr);
+  std::vector<std::string> lines = testing::PlayAfter(kernel.Side(), k.c[0]);
+  for (int* p : {k.a, k.b, k.c, k.d}) close(p[0]), close(p[1]);
+  close(k.e);
+  return lines;
+}
+
+// The host files of a world give their fds back (so a restore can take them) and the world goes away.
+void HandOver(World* w) {
+  for (const auto& [fd, file] : w->fds.Snapshot()) {
+    if (auto* h = dynamic_cast<HostFile*>(file.get())) h->ReleaseFd();
+  }
+  w->roots.clear();
+  w->fds.Clear();
+}
+
+class RestorerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(f_.Open(/*base=*/700));
+    ASSERT_TRUE(testing::BuildHostWorld(&world_, f_));
+    EpollcrSide side{&world_};
+    ASSERT_EQ(testing::PlayBefore(side.Side(), f_), "data=4 events=in");
+    StatusOr<v1::Image> image = image::Capture(world_);
+    ASSERT_TRUE(image.ok()) << image.status.message;
+    image_ = image.value;
+    HandOver(&world_);
+  }
+  void TearDown() override {
+    restored_.roots.clear();
+    restored_.fds.Clear();
+    for (int* p : {f_.a, f_.b, f_.c, f_.d}) close(p[0]), close(p[1]);
+    close(f_.e);
+    EXPECT_EQ(HostFile::WatchedFds(), 0u);
+    EXPECT_FALSE(HostFile::NotifierRunning());
+  }
+  // Restores with the given resolvers and policy and expects it to fail with `message`, leaving nothing behind.
+  void ExpectFailure(Options options, const std::string& message) {
+    const int fds = OpenFds();
+    const long files = File::LiveFiles();
+    Status s = Restore(image_, &restored_, options);
+    EXPECT_TRUE(s) << "the restore should have failed";
+    EXPECT_THAT(s.message, HasSubstr(message));
+    EXPECT_EQ(restored_.fds.Count(), 0);
+    EXPECT_TRUE(restored_.roots.empty());
+    EXPECT_EQ(File::LiveFiles(), files);
+    EXPECT_EQ(OpenFds(), fds) << "a failed restore closes no fd it did not open and leaks none";
+    EXPECT_EQ(HostFile::WatchedFds(), 0u);
+    EXPECT_FALSE(HostFile::NotifierRunning());
+  }
+
+  HostFds f_;
+  World world_, restored_;
+  v1::Image image_;
+};
+
+TEST_F(RestorerTest, InheritedFdsRestoreToWhatTheKernelReports) {
+  InheritedFdResolver inherited;
+  Report report;
+  Status s = Restore(image_, &restored_, With(Policy::kStrict, {&inherited}), &report);
+  ASSERT_FALSE(s) << s.message;
+  EXPECT_EQ(report.host_files, 5u);
+  EXPECT_EQ(report.polls, 2u);
+  EXPECT_EQ(report.entries, 6u);
+  EXPECT_EQ(report.rekeyed, 0u);
+  EXPECT_THAT(report.ToString(), HasSubstr("restored 7 files (5 host, 0 re-keyed), 2 polls, 6 entries"));
+  EpollcrSide side{&restored_};
+  EXPECT_EQ(testing::PlayAfter(side.Side(), side.FdOfC()), KernelLines());
+  EXPECT_EQ(HostFile::WatchedFds(), 5u);
+}
+
+TEST_F(RestorerTest, AnFdOfAnotherFileIsAnIdentityMismatchNamingBoth) {
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  ASSERT_EQ(dup2(p[0], f_.b[0]), f_.b[0]);  // b's number now names a pipe
+  close(p[0]);
+  close(p[1]);
+  InheritedFdResolver inherited;
+  ExpectFailure(With(Policy::kStrict, {&inherited}),
+                "(host fd " + std::to_string(f_.b[0]) + ", socket dev ");
+  ExpectFailure(With(Policy::kStrict, {&inherited}),
+                ": fd " + std::to_string(f_.b[0]) + " is fifo dev ");
+  ExpectFailure(With(Policy::kStrict, {&inherited}), "in this process, but the image recorded socket dev ");
+}
+
+TEST_F(RestorerTest, AMissingFdFailsStrictAndIsPrunedWithAReport) {
+  ASSERT_EQ(close(f_.b[0]), 0);
+  InheritedFdResolver inherited;
+  ExpectFailure(With(Policy::kStrict, {&inherited}), "fd " + std::to_string(f_.b[0]) + " is not open in this process");
+
+  Report report;
+  Status s = Restore(image_, &restored_, With(Policy::kPrune, {&inherited}), &report);
+  ASSERT_FALSE(s) << s.message;
+  ASSERT_EQ(report.pruned.size(), 1u);
+  EXPECT_EQ(report.pruned[0].entries, 1u);
+  EXPECT_EQ(report.pruned[0].fds, 1u);
+  EXPECT_THAT(report.pruned[0].reason, HasSubstr("is not open in this process"));
+  EXPECT_THAT(report.ToString(), HasSubstr("pruned file "));
+  EXPECT_EQ(report.entries, 5u);
+  EpollcrSide side{&restored_};
+  EXPECT_EQ(testing::PlayAfter(side.Side(), side.FdOfC()), KernelLines(/*without_b=*/true));
+  f_.b[0] = socket(AF_UNIX, SOCK_STREAM, 0);  // for TearDown
+}
+
+TEST_F(RestorerTest, EntriesFollowTheFdNumbersOfThisProcess) {
+  std::map<int, int> moved;
+  for (int fd : {f_.a[0], f_.b[0], f_.c[0], f_.d[0], f_.e}) {
+    moved[fd] = fcntl(fd, F_DUPFD_CLOEXEC, 900);
+    ASSERT_GE(moved[fd], 900);
+  }
+  InheritedFdResolver inherited(moved);
+  Report report;
+  Status s = Restore(image_, &restored_, With(Policy::kStrict, {&inherited}), &report);
+  ASSERT_FALSE(s) << s.message;
+  EXPECT_EQ(report.rekeyed, 5u);
+  const int c = moved[f_.c[0]];
+  EXPECT_EQ(restored_.fds.Get(f_.c[0]), nullptr);
+  ASSERT_NE(restored_.fds.Get(c), nullptr);
+  auto outer = std::static_pointer_cast<EventPoll>(restored_.roots.at("outer"));
+  File* file = restored_.fds.Get(c).get();
+  EXPECT_EQ(outer->UpdateEntry({file, f_.c[0]}, EntryFlags::kNone, kEventIn, 4), Errno(ENOENT));
+  EXPECT_EQ(outer->RemoveEntry({file, c}), std::error_code());
+  EXPECT_EQ(outer->EntryCount(), 4u);
+  // The restored files own the new numbers; the old ones are still the test's.
+  restored_.roots.clear();
+  restored_.fds.Clear();
+  EXPECT_EQ(fcntl(c, F_GETFD), -1);
+  EXPECT_NE(fcntl(f_.c[0], F_GETFD), -1);
+}
+
+TEST_F(RestorerTest, ANewNumberThatTheImageGivesToAnotherFileIsAnError) {
+  v1::FdEntry* slot = image_.add_fds();  // the image gives fd 990 to the outer poll (host fds are 700 ... 704)
+  slot->set_fd(990);
+  for (const v1::Root& r : image_.roots()) {
+    if (r.name() == "outer") slot->set_file(r.file());
+  }
+  ASSERT_EQ(dup2(f_.c[0], 990), 990);  // and c arrives as fd 990 in this process
+  std::map<int, int> moved{{f_.a[0], f_.a[0]}, {f_.b[0], f_.b[0]}, {f_.c[0], 990}, {f_.d[0], f_.d[0]}, {f_.e, f_.e}};
+  InheritedFdResolver collide(moved);
+  ExpectFailure(With(Policy::kStrict, {&collide}), "fd 990 is host file ");
+  ExpectFailure(With(Policy::kStrict, {&collide}), "but the image gives that fd number to file ");
+  close(990);
+}
+
+TEST_F(RestorerTest, ARegistryResolvesByRootNameAndOthersFallThrough) {
+  const int mine = fcntl(f_.c[0], F_DUPFD_CLOEXEC, 0);
+  Result<std::shared_ptr<HostFile>> c = HostFile::Create(mine);
+  ASSERT_TRUE(c.ok());
+  RegistryResolver registry;
+  registry.Add("c", c.value());
+  InheritedFdResolver inherited;
+  Report report;
+  Status s = Restore(image_, &restored_, With(Policy::kStrict, {&registry, &inherited}), &report);
+  ASSERT_FALSE(s) << s.message;
+  EXPECT_EQ(report.rekeyed, 1u);
+  EXPECT_EQ(restored_.roots.at("c"), c.value());
+  EXPECT_EQ(restored_.fds.Get(mine), c.value());
+  EpollcrSide side{&restored_};
+  EXPECT_EQ(testing::PlayAfter(side.Side(), side.FdOfC()), KernelLines());
+}
+
+TEST_F(RestorerTest, NoResolverAtAllFailsStrictAndPrunesEverythingHost) {
+  ExpectFailure(With(Policy::kStrict, {}), "no resolver has it");
+  Report report;
+  Status s = Restore(image_, &restored_, With(Policy::kPrune, {}), &report);
+  ASSERT_FALSE(s) << s.message;
+  EXPECT_EQ(report.pruned.size(), 5u);
+  EXPECT_EQ(report.entries, 1u);  // outer -> inner is all that is left
+  EXPECT_FALSE(restored_.roots.count("c"));
+}
+
+TEST(EmbedderReferenceTest, AnUnregisteredKindFailsStrictAndIsPruned) {
+  World w;
+  v1::Image image;
+  image.mutable_header()->set_format_major(image::kFormatMajor);
+  v1::File* poll = image.add_files();
+  poll->set_id(1);
+  v1::EventPollState* p = poll->mutable_eventpoll();
+  p->add_files(2);
+  p->add_fds(5);
+  p->add_events(kEventIn);
+  p->add_data(7);
+  p->add_lists(v1::ENTRY_LIST_WAITING);
+  p->add_queue_ranks(0);
+  v1::File* timer = image.add_files();
+  timer->set_id(2);
+  timer->mutable_embedder()->set_kind("restorer-test.unregistered");
+  v1::FdEntry* fd = image.add_fds();
+  fd->set_fd(5);
+  fd->set_file(2);
+  v1::Root* root = image.add_roots();
+  root->set_name("poll");
+  root->set_file(1);
+  Status s = Restore(image, &w);
+  EXPECT_THAT(s.message, HasSubstr("file 2 (embedder kind \"restorer-test.unregistered\"): embedder kind "
+                                   "'restorer-test.unregistered' is not registered"));
+  EXPECT_EQ(w.fds.Count(), 0);
+  Report report;
+  s = Restore(image, &w, With(Policy::kPrune, {}), &report);
+  ASSERT_FALSE(s) << s.message;
+  EXPECT_EQ(report.pruned.size(), 1u);
+  EXPECT_EQ(w.fds.Count(), 0);
+  EXPECT_EQ(std::static_pointer_cast<EventPoll>(w.roots.at("poll"))->EntryCount(), 0u);
+}
+
+// ---- a new process ----------------------------------------------------------------------------------------------
+
+const char* ChildPath() { return EPOLLCR_HANDOFF_CHILD; }
+
+struct ChildOutput {
+  int status = -1;
+  std::string out;
+};
+
+// Reads the child's stdout to its end and waits for it.
+ChildOutput Collect(pid_t pid, int out_fd) {
+  ChildOutput r;
+  char buf[4096];
+  for (ssize_t n; (n = read(out_fd, buf, sizeof buf)) > 0;) r.out.append(buf, static_cast<std::size_t>(n));
+  close(out_fd);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+TEST(HandoffTest, ExecKeepsTheHostFdsAndTheNewImageCarriesOn) {
+  ::epollcr::testing_support::TempDir dir;
+  const std::string path = dir.File("world.epcr");
+  int out[2];
+  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // the old program: builds its world, plays the first part, checkpoints and execs
+    dup2(out[1], 1);
+    HostFds f;
+    World w;
+    if (!f.Open() || !testing::BuildHostWorld(&w, f)) _exit(3);
+    EpollcrSide side{&w};
+    if (testing::PlayBefore(side.Side(), f) != "data=4 events=in") _exit(4);
+    StatusOr<std::vector<int>> kept = PrepareExec(w, path);
+    if (!kept.ok() || kept.value.size() != 5) _exit(5);
+    execl(ChildPath(), ChildPath(), "exec", path.c_str(), static_cast<char*>(nullptr));
+    _exit(6);
+  }
+  close(out[1]);
+  ChildOutput r = Collect(pid, out[0]);
+  ASSERT_EQ(r.status, 0) << r.out;
+  std::vector<std::string> lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 6u) << r.out;
+  EXPECT_EQ(std::vector<std::string>(lines.begin(), lines.begin() + 4), KernelLines());
+  EXPECT_EQ(lines[5], "report host_files=5 rekeyed=0 polls=2 entries=6 pruned=0");
+}
+
+TEST(HandoffTest, ScmRightsGivesNewNumbersAndEntriesFollowThem) {
+  HostFds f;
+  ASSERT_TRUE(f.Open(/*base=*/800));
+  World w;
+  ASSERT_TRUE(testing::BuildHostWorld(&w, f));
+  EpollcrSide side{&w};
+  ASSERT_EQ(testing::PlayBefore(side.Side(), f), "data=4 events=in");
+  int sock[2], out[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sock), 0);
+  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(out[1], 1);
+    dup2(sock[1], 3);  // the child's end, without FD_CLOEXEC
+    const std::string fd = "3";
+    execl(ChildPath(), ChildPath(), "scm", fd.c_str(), static_cast<char*>(nullptr));
+    _exit(6);
+  }
+  close(out[1]);
+  close(sock[1]);
+  Status s = SendWorld(sock[0], w);
+  EXPECT_FALSE(s) << s.message;
+  close(sock[0]);
+  ChildOutput r = Collect(pid, out[0]);
+  ASSERT_EQ(r.status, 0) << r.out;
+  std::vector<std::string> lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 6u) << r.out;
+  EXPECT_EQ(std::vector<std::string>(lines.begin(), lines.begin() + 4), KernelLines());
+  EXPECT_EQ(lines[4], "pid " + std::to_string(pid));
+  EXPECT_EQ(lines[5], "report host_files=5 rekeyed=5 polls=2 entries=6 pruned=0");
+  w.roots.clear();
+  w.fds.Clear();
+  for (int* p : {f.a, f.b, f.c, f.d}) close(p[1]);
+}
+
+TEST(HandoffTest, AFailedReceiveClosesEveryFdItGot) {
+  HostFds f;
+  ASSERT_TRUE(f.Open());
+  World w;
+  ASSERT_TRUE(testing::BuildHostWorld(&w, f));
+  int sock[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sock), 0);
+  Status sent = SendWorld(sock[0], w);
+  ASSERT_FALSE(sent) << sent.message;
+  // The receiver's world is not empty: nothing may be taken.
+  World busy;
+  busy.roots["x"] = EventPoll::Create();
+  EXPECT_THAT(ReceiveWorld(sock[1], &busy).message, HasSubstr("the world is not empty"));
+  // A restore that fails after the fds arrived (here: an object limit) closes every one of them again.
+  World target;
+  const int before = OpenFds();
+  Options tight;
+  tight.limits.max_objects = 1;
+  Status s = ReceiveWorld(sock[1], &target, tight);
+  EXPECT_THAT(s.message, HasSubstr("beyond the limit"));
+  EXPECT_EQ(OpenFds(), before);
+  EXPECT_EQ(target.fds.Count(), 0);
+  close(sock[0]);
+  close(sock[1]);
+  w.roots.clear();
+  w.fds.Clear();
+  for (int* p : {f.a, f.b, f.c, f.d}) close(p[1]);
+}
+
+// ---- host files ---------------------------------------------------------------------------------------------------
+
+TEST(HostFileTest, CreateChecksTheFdAndTheNotifierStartsAndStopsWithTheFiles) {
+  EXPECT_EQ(HostFile::Create(-1).error(), Errno(EBADF));
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+  EXPECT_FALSE(HostFile::NotifierRunning());
+  {
+    Result<std::shared_ptr<HostFile>> r = HostFile::Create(p[0]);
+    ASSERT_TRUE(r.ok());
+    EXPECT_TRUE(HostFile::NotifierRunning());
+    EXPECT_EQ(HostFile::WatchedFds(), 1u);
+    EXPECT_EQ(HostFile::Create(p[0]).error(), Errno(EEXIST));
+    EXPECT_EQ(HostFile::WatchedFds(), 1u);
+    EXPECT_EQ(r.value()->ReleaseFd(), p[0]);
+    EXPECT_FALSE(HostFile::NotifierRunning());
+  }
+  EXPECT_NE(fcntl(p[0], F_GETFD), -1) << "a released fd stays open";
+  { ASSERT_TRUE(HostFile::Create(p[0]).ok()); }
+  EXPECT_EQ(fcntl(p[0], F_GETFD), -1) << "a host file closes the fd it owns";
+  close(p[1]);
+}
+
+TEST(HostFileTest, ARegularFileIsRefusedLikeTheKernelRefusesIt) {
+  ::epollcr::testing_support::TempDir dir;
+  const int fd = open(dir.File("plain").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), -1);
+  const int kernel_errno = errno;
+  close(ep);
+  Result<std::shared_ptr<HostFile>> h = HostFile::Create(fd);
+  ASSERT_TRUE(h.ok());
+  auto poll = EventPoll::Create();
+  EXPECT_EQ(poll->AddEntry({h.value().get(), fd}, EntryFlags::kNone, kEventIn, 1), Errno(kernel_errno));
+  EXPECT_EQ(HostFile::WatchedFds(), 0u);
+}
+
+TEST(HostFileTest, AWorldWithHostFilesIsNoBoostArchive) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+  World w;
+  ASSERT_FALSE(w.fds.InstallAt(p[0], HostFile::Create(p[0]).value()));
+  StatusOr<std::string> saved = SaveWorld(w, ArchiveFormat::kBoostText);
+  EXPECT_FALSE(saved.ok());
+  EXPECT_THAT(saved.status.message, HasSubstr("host files are saved only in protobuf images"));
+  w.fds.Clear();
+  close(p[1]);
+}
+
+TEST(HostFileTest, AnEventPollIsAnEventLoopForRealSockets) {
+  int s[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, s), 0);
+  auto file = HostFile::Create(s[0]).value();
+  auto poll = EventPoll::Create();
+  ASSERT_FALSE(poll->AddEntry({file.get(), s[0]}, EntryFlags::kEdgeTriggered, kEventIn, 42));
+  Event ev[4];
+  EXPECT_EQ(poll->Wait(ev, 4, 0).value(), 0);
+  for (int round = 0; round < 100; ++round) {
+    ASSERT_EQ(write(s[1], "ping", 4), 4);
+    Result<int> n = poll->Wait(ev, 4, 5000);  // woken by the notifier thread
+    ASSERT_TRUE(n.ok());
+    ASSERT_EQ(n.value(), 1);
+    EXPECT_EQ(ev[0].Data(), 42u);
+    EXPECT_EQ(ev[0].events, kEventIn);
+    std::byte buf[8];
+    EXPECT_EQ(file->Read(buf).value(), 4u);
+  }
+  // The peer goes away: the same events as the kernel's epoll reports for a socket pair whose peer closed.
+  int k[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, k), 0);
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event kev{};
+  kev.events = EPOLLIN | EPOLLET;
+  ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, k[0], &kev), 0);
+  close(k[1]);
+  ASSERT_EQ(epoll_wait(ep, &kev, 1, 0), 1);
+  close(s[1]);
+  Result<int> n = poll->Wait(ev, 4, 5000);
+  ASSERT_EQ(n.value(), 1);
+  EXPECT_EQ(ev[0].events, kev.events);
+  close(ep);
+  close(k[0]);
+}
+
+}  // namespace
+}  // namespace epollcr::restore
