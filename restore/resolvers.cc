@@ -54,12 +54,9 @@ Resolution InheritedFdResolver::Resolve(const FileReference& ref) {
     return Resolution::Unresolved("fd " + std::to_string(fd) + " is " + HostFile::Describe(have) +
                                   " in this process, but the image recorded " + HostFile::Describe(want));
   }
-  Result<std::shared_ptr<HostFile>> file = HostFile::Create(fd, /*settle=*/false);  // the restorer settles once for all
-  if (!file.ok()) {
-    return Resolution::Unresolved("fd " + std::to_string(fd) + ": " +
-                                  (file.error() == Errno(EEXIST) ? std::string("another host file already wraps it")
-                                                                 : file.error().message()));
-  }
+  // Watched by the restorer once the entries are back (restorer.h, stage 5).
+  Result<std::shared_ptr<HostFile>> file = HostFile::CreateUnwatched(fd, have.file_type);
+  if (!file.ok()) return Resolution::Unresolved("fd " + std::to_string(fd) + ": " + file.error().message());
   Resolution r;
   r.outcome = Resolution::Outcome::kResolved;
   r.file = std::move(file).value();

@@ -228,8 +228,9 @@ std::string Report::ToString() const {
     s += line + p.reason + "\n";
   }
   std::snprintf(line, sizeof line,
-                "stages: read %.3f ms, validate %.3f ms, resolve %.3f ms, build %.3f ms, after_load %.3f ms\n",
-                ms(read), ms(validate), ms(resolve), ms(build), ms(after_load));
+                "stages: read %.3f ms, validate %.3f ms, resolve %.3f ms, build %.3f ms, after_load %.3f ms, watch "
+                "%.3f ms\n",
+                ms(read), ms(validate), ms(resolve), ms(build), ms(after_load), ms(watch));
   s += line;
   return s;
 }
@@ -252,7 +253,6 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
     resolved.GiveBack();
     return s;
   }
-  if (!resolved.created.empty()) HostFile::Settle();  // see HostFile::Create
   rep.resolve += Clock::now() - t;
 
   const v1::Image* use = &image;
@@ -278,6 +278,31 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
   rep.build += times.build;
   rep.after_load += times.after_load;
   rep.validate += (Clock::now() - t) - times.build - times.after_load;
+
+  // Host files not watched yet start now, with their entries back in place: the kernel reports each ready fd once,
+  // and that report queues the waiting entries of a ready file (the re-check of readiness), once for all of them.
+  t = Clock::now();
+  std::error_code watching;
+  std::string failed;
+  {
+    HostFile::Batch batch;  // one notifier wake-up for all of them; its end settles their first reports
+    for (const auto& [id, file] : resolved.files) {
+      auto* h = dynamic_cast<HostFile*>(file.get());
+      if (h == nullptr || h->watched()) continue;
+      if ((watching = h->Watch())) {
+        failed = "host fd " + std::to_string(h->fd()) + ": " +
+                 (watching == Errno(EEXIST) ? std::string("another host file already watches it") : watching.message());
+        break;
+      }
+    }
+  }
+  if (watching) {
+    resolved.GiveBack();
+    out->roots.clear();
+    out->fds.Clear();
+    return Status::Error(watching.value(), "restore: " + failed);
+  }
+  rep.watch += Clock::now() - t;
   Count(*use, &rep);
   rep.rekeyed = resolved.rekey.size();
   for (auto& [id, p] : resolved.pruned) rep.pruned.push_back(std::move(p));

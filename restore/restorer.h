@@ -8,6 +8,9 @@
 //   5. after_load  waiters re-registered; waiting entries whose file is ready move to ready, ready ones stay ready
 //               (a pending edge-triggered event is delivered once), disabled one-shot entries stay disabled, and the
 //               watchers of every poll with ready entries are notified, through nested polls too
+//   6. watch    host files start being watched by the notifier (host_file.h); the kernel's first report of each
+//               ready fd is what moves its waiting entries to ready (one system call per file, no poll per entry),
+//               and the restore returns once those reports have arrived
 // A failed restore leaves nothing behind: the world stays empty, no waiter stays registered on any file, no host
 // file created for the restore keeps an fd (the restorer never closes an fd it did not open), and the notifier
 // thread stops again if it started for this restore.
@@ -100,7 +103,7 @@ struct Report {
   // Time per stage (read covers reading the file, unframing and decoding; validate runs once more after a re-key
   // or a prune, and that is counted in it too).
   using Duration = std::chrono::steady_clock::duration;
-  Duration read{}, validate{}, resolve{}, build{}, after_load{};
+  Duration read{}, validate{}, resolve{}, build{}, after_load{}, watch{};
 
   // A few lines: counts, what was pruned and why, and the stage times.
   std::string ToString() const;

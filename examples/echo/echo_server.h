@@ -8,7 +8,7 @@
 // Control: a byte on the control fd — 'c' checkpoints and hands over, 'q' quits. Status lines go to the status fd:
 //   listening pid=P
 //   checkpoint pid=P registrations=N image_bytes=B ms=T
-//   restored pid=P registrations=N host_files=H ms=T (read=.. validate=.. resolve=.. build=.. after_load=..)
+//   restored pid=P registrations=N host_files=H ms=T (read=.. validate=.. resolve=.. build=.. after_load=.. watch=..)
 //   quit pid=P
 #pragma once
 

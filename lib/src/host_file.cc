@@ -12,26 +12,43 @@
 
 namespace epollcr {
 
-Result<std::shared_ptr<HostFile>> HostFile::Create(int fd, bool settle) {
+Result<std::shared_ptr<HostFile>> HostFile::CreateUnwatched(int fd, std::uint32_t file_type) {
+  if (fd < 0) return Errno(EBADF);
+  const bool plain = file_type == S_IFREG || file_type == S_IFDIR;  // epoll_ctl refuses them (EPERM)
+  return MakeFile<HostFile>(fd, !plain);
+}
+
+std::error_code HostFile::Watch() {
+  if (!epollable_ || watched()) return {};
+  std::error_code e = HostNotifier::Instance().Watch(this);
+  if (e == Errno(EPERM)) {
+    epollable_ = false;  // a file without poll support (/dev/null): epoll refuses it too
+    return {};
+  }
+  return e;
+}
+
+Result<std::shared_ptr<HostFile>> HostFile::Create(int fd) {
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) return Errno(EBADF);
-  const bool plain = S_ISREG(st.st_mode) || S_ISDIR(st.st_mode);  // epoll_ctl refuses them (EPERM)
-  std::shared_ptr<HostFile> file = MakeFile<HostFile>(fd, !plain);
-  if (!plain) {
-    std::error_code e = HostNotifier::Instance().Watch(file.get());
-    if (e == Errno(EPERM)) {
-      file->epollable_ = false;  // a file without poll support (/dev/null): epoll refuses it too
-    } else if (e) {
-      file->ReleaseFd();  // the caller keeps its fd
-      return e;
-    }
-    // Only a fd that is ready now has a first report on its way (one that becomes ready later sends a real edge).
-    if (settle && file->Readiness(kAllEvents) != 0) Settle();
+  Result<std::shared_ptr<HostFile>> file = CreateUnwatched(fd, st.st_mode & S_IFMT);
+  if (!file.ok()) return file;
+  if (std::error_code e = file.value()->Watch()) {
+    file.value()->ReleaseFd();  // the caller keeps its fd
+    return e;
   }
+  // Only a fd that is ready now has a first report on its way (one that becomes ready later sends a real edge).
+  if (file.value()->watched() && file.value()->Readiness(kAllEvents) != 0) Settle();
   return file;
 }
 
 void HostFile::Settle() { HostNotifier::Instance().Settle(); }
+
+HostFile::Batch::Batch() { HostNotifier::Instance().Hold(); }
+HostFile::Batch::~Batch() {
+  HostNotifier::Instance().Unhold();
+  HostNotifier::Instance().Settle();
+}
 
 HostFile::~HostFile() {
   const int fd = ReleaseFd();

@@ -75,8 +75,17 @@ std::error_code HostNotifier::StartLocked() {
 }
 
 void HostNotifier::StopLocked() {
+  {
+    std::lock_guard gate(gate_mu_);
+    stopping_ = true;
+  }
+  gate_cv_.notify_all();
   Poke(wake_fd_);
   thread_.join();
+  {
+    std::lock_guard gate(gate_mu_);
+    stopping_ = false;
+  }
   close(settle_fd_);
   close(wake_fd_);
   close(epoll_fd_);
@@ -140,6 +149,19 @@ void HostNotifier::Settle() {
   settled_cv_.wait(lock, [this] { return !settling_; });
 }
 
+void HostNotifier::Hold() {
+  std::lock_guard gate(gate_mu_);
+  ++holds_;
+}
+
+void HostNotifier::Unhold() {
+  {
+    std::lock_guard gate(gate_mu_);
+    --holds_;
+  }
+  gate_cv_.notify_all();
+}
+
 std::size_t HostNotifier::Watched() {
   std::lock_guard lock(mu_);
   return files_.size();
@@ -153,6 +175,10 @@ bool HostNotifier::Running() {
 void HostNotifier::Run(int epoll_fd, int settle_fd) {
   epoll_event events[256];
   for (;;) {
+    {
+      std::unique_lock gate(gate_mu_);
+      gate_cv_.wait(gate, [this] { return holds_ == 0 || stopping_; });
+    }
     const int n = epoll_wait(epoll_fd, events, 256, -1);
     if (n < 0) {
       if (errno == EINTR) continue;

@@ -42,11 +42,30 @@ class HostFile final : public File {
   // EEXIST if another HostFile already wraps this fd number. Regular files and directories are accepted but not
   // Epollable (an EventPoll refuses them with EPERM, as epoll_ctl does).
   //
-  // When the notifier starts watching a ready fd, the kernel reports it once. With `settle` (the default) Create
-  // returns only after that report has gone by, so it cannot reach an entry added afterwards as an edge that never
-  // happened. A restorer creating many files passes false and calls Settle() once when all are created.
-  static Result<std::shared_ptr<HostFile>> Create(int fd, bool settle = true);
+  // When the notifier starts watching a ready fd, the kernel reports it once; Create returns only after that report
+  // has gone by, so it cannot reach an entry added afterwards as an edge that never happened.
+  static Result<std::shared_ptr<HostFile>> Create(int fd);
+
+  // For restorers: a host file whose fd is not watched yet (no wake-up reaches its waiters) and whose file type the
+  // caller already knows (S_IFMT bits, from its own fstat). Entries can be put back on it first; Watch() then makes
+  // the kernel report every ready fd once, and those first reports are what re-checks the entries' readiness (one
+  // system call per file instead of a poll per entry).
+  static Result<std::shared_ptr<HostFile>> CreateUnwatched(int fd, std::uint32_t file_type);
+  // Starts watching; nothing if already watched or not Epollable. EEXIST if another host file watches this fd number.
+  std::error_code Watch();
+  bool watched() const { return watch_key_ != 0; }
+
+  // Returns once every report the kernel had for the notifier has reached its file.
   static void Settle();
+  // Watching many host files at once: while a Batch lives the notifier thread is not woken once per ready fd; its
+  // end lets the thread go on and settles (Settle()).
+  class Batch {
+   public:
+    Batch();
+    ~Batch();
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+  };
   ~HostFile() override;
 
   int fd() const { return fd_.load(std::memory_order_acquire); }

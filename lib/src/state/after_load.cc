@@ -6,6 +6,7 @@
 #include "state/after_load.h"
 
 #include "big_buffer.h"
+#include "epollcr/host_file.h"
 
 #include <algorithm>
 #include <unordered_map>
@@ -247,7 +248,10 @@ void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& po
   std::unordered_set<const File*> custom;
   for (const auto& [at, kind] : objects.custom_kinds) custom.insert(objects.files[at].get());
   for (std::size_t at = 0; at < objects.kinds.size(); ++at) {
-    if (objects.kinds[at] == ObjectKind::kHost) custom.insert(objects.files[at].get());
+    // Not yet watched: the kernel's first report when watching starts re-checks them instead (restore/restorer.h).
+    if (objects.kinds[at] == ObjectKind::kHost && static_cast<HostFile*>(objects.files[at].get())->watched()) {
+      custom.insert(objects.files[at].get());
+    }
   }
   if (custom.empty()) return;
   for (EventPoll* poll : restored) {
