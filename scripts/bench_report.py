@@ -39,6 +39,12 @@ RESTORE_GOAL = 1 / 5
 ENTRY_BYTES_GOAL = 12
 SMALL_VALUES_N = 1000  # the world whose fds, object ids and data are all below 2^14
 PEAK_GOAL = 3
+# The restorer (issue 5): (j) in-memory restore per registration <= the kernel's ADD / 5 (restore::RestoreBytes);
+# (k) restoring 10,000 host-fd registrations <= 1.5 x re-adding the same fds to the kernel's epoll.
+HOST_RESTORE = "BM_RestoreHostFds/registrations:10000"
+HOST_REARM = "BM_KernelReAddHostFds/registrations:10000"
+HOST_RESTORE_GOAL = 1.5
+RESTORE_STAGES = ("read", "validate", "resolve", "build", "after_load", "watch")
 
 
 class Run:
@@ -376,6 +382,70 @@ def image_section(run):
     return "Checkpoint image (protobuf)", out
 
 
+def in_memory_restore_name(n):
+    return f"BM_RestoreInMemory/entries:{n}"
+
+
+def restore_goals_on(run, clock):
+    """Goals (j) and (k) on one clock: [(label, threshold, measured, ok or None)]."""
+    ratios = {n: ratio(run.per_unit(in_memory_restore_name(n), clock)[0], run.per_unit(KERNEL_ADD, clock)[0])
+              for n in CHECKPOINT_N}
+    absent = [n for n, r in ratios.items() if r is None]
+    measured = "; ".join(f"N={n:,}: {r:.3f}" for n, r in ratios.items() if r is not None) or "—"
+    if absent:
+        measured += " (missing: " + ", ".join(f"N={n:,}" for n in absent) + ")"
+    goals = [("(j) in-memory restore (restore::RestoreBytes) per registration ≤ 1/5 of the kernel's epoll_ctl ADD",
+              "≤ 0.200 at N = " + ", ".join(f"{n:,}" for n in CHECKPOINT_N), measured,
+              None if absent else all(r <= RESTORE_GOAL for r in ratios.values()))]
+    host = ratio(run.per_unit(HOST_RESTORE, clock)[0], run.per_unit(HOST_REARM, clock)[0])
+    goals.append(("(k) host-fd restore per registration ≤ 1.5 × re-adding the same fds to the kernel's epoll "
+                  "(10,000 sockets)", f"≤ {HOST_RESTORE_GOAL:.2f}", fmt_ratio(host),
+                  None if host is None else host <= HOST_RESTORE_GOAL))
+    return goals
+
+
+def restore_section(run):
+    """The restorer (restore/restorer.h) against the kernel's re-add: (title, Markdown lines)."""
+    out = []
+    say = out.append
+    say("`restore::RestoreBytes` (docs/restore.md) from a framed image in memory into an empty world; tearing the "
+        "world down is outside the timed region. **host fds**: 10,000 real sockets (5,000 socket pairs, both ends), "
+        "each a host file registered once in one EventPoll (level-triggered, edge-triggered and one-shot by k % 3), "
+        "restored through an `InheritedFdResolver`: each fd verified with `fstat`, wrapped in a host file, the entries "
+        "built, and the fds watched by the notifier (whose first reports re-check readiness); beside it, "
+        "`epoll_create1` and `epoll_ctl(ADD)` of the same 10,000 fds, what CRIU does at restore. **in-memory**: the "
+        "eventfd worlds of *Checkpoint save and load*, against the same kernel ADD baseline (`BM_CheckpointKernelAdd`).\n")
+    header = ["restore", "registrations"]
+    for _, clock in CLOCKS:
+        header += [f"ns per registration, {clock}", f"kernel re-add, {clock}", f"ratio, {clock}"]
+    rows = []
+    cases = [("host fds", 10000, HOST_RESTORE, HOST_REARM)]
+    cases += [("in-memory", n, in_memory_restore_name(n), KERNEL_ADD) for n in CHECKPOINT_N]
+    for label, n, name, kernel in cases:
+        row = [label, f"{n:,}"]
+        for clock, _ in CLOCKS:
+            user, cv = run.per_unit(name, clock)
+            k, kcv = run.per_unit(kernel, clock)
+            row += [fmt_ns(user, cv), fmt_ns(k, kcv), fmt_ratio(ratio(user, k))]
+        rows.append(row)
+    say(table(header, rows) + "\n")
+    say("**Stages** (restore::Report, steady clock, ns per registration, median of the repetitions): read = "
+        "unframe + decode; validate (twice when the image is rewritten); resolve (resolvers, and the re-key or "
+        "prune rewrite); build; after_load (entries on their lists, waiters registered); watch (host fds added to "
+        "the notifier, and their first reports delivered).\n")
+    rows = []
+    for label, n, name, _ in cases:
+        row = [label, f"{n:,}"]
+        for stage in RESTORE_STAGES:
+            v = run.value(name, f"{stage}_ns")
+            if v is None:
+                v = run.single(name, f"{stage}_ns")
+            row.append("—" if v is None else f"{v:,.0f}")
+        rows.append(row)
+    say(table(["restore", "registrations"] + list(RESTORE_STAGES), rows) + "\n")
+    return "Restore (the restorer, host fds and in-memory)", out
+
+
 def checkpoint_section(run):
     """Checkpoint save and load through the Boost archives, and the memory they use: (title, Markdown lines)."""
     out = []
@@ -612,6 +682,7 @@ SECTIONS = (
     libevent_section,
     checkpoint_section,
     image_section,
+    restore_section,
 )
 
 
@@ -722,6 +793,7 @@ GOALS = (
     (checkpoint_goals_on, True),
     (image_goals_on, True),
     (image_memory_goals, False),
+    (restore_goals_on, True),
 )
 
 

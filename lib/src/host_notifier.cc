@@ -154,6 +154,30 @@ void HostNotifier::Hold() {
   ++holds_;
 }
 
+void HostNotifier::DrainAndUnhold() {
+  {
+    std::lock_guard lifecycle(lifecycle_mu_);  // the thread stays up meanwhile
+    if (thread_.joinable()) {
+      std::unique_lock gate(gate_mu_);
+      if (!parked_) {
+        gate.unlock();
+        Poke(settle_fd_);  // out of epoll_wait, if it is there, and on to the gate
+        gate.lock();
+      }
+      gate_cv_.wait(gate, [this] { return parked_; });
+      gate.unlock();
+      epoll_event events[256];
+      for (;;) {
+        const int n = epoll_wait(epoll_fd_, events, 256, 0);
+        if (n <= 0) break;
+        std::lock_guard lock(mu_);
+        DeliverLocked(events, n, settle_fd_);
+      }
+    }
+  }
+  Unhold();
+}
+
 void HostNotifier::Unhold() {
   {
     std::lock_guard gate(gate_mu_);
@@ -177,27 +201,38 @@ void HostNotifier::Run(int epoll_fd, int settle_fd) {
   for (;;) {
     {
       std::unique_lock gate(gate_mu_);
-      gate_cv_.wait(gate, [this] { return holds_ == 0 || stopping_; });
+      if (holds_ != 0 && !stopping_) {
+        parked_ = true;
+        gate_cv_.notify_all();
+        gate_cv_.wait(gate, [this] { return holds_ == 0 || stopping_; });
+        parked_ = false;
+      }
     }
     const int n = epoll_wait(epoll_fd, events, 256, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       return;  // EBADF/EINVAL cannot happen while the instance owns epoll_fd; nothing to deliver to
     }
-    std::lock_guard lock(mu_);
     for (int i = 0; i < n; ++i) {
       if (events[i].data.u64 == kWakeKey) return;  // Stop: no file is watched any more
-      if (events[i].data.u64 == kSettleKey) {
-        std::uint64_t count;
-        while (read(settle_fd, &count, sizeof count) < 0 && errno == EINTR) {
-        }
-        settling_ = false;
-        settled_cv_.notify_all();
-        continue;
-      }
-      auto it = files_.find(events[i].data.u64);
-      if (it != files_.end()) it->second->DeliverHostEvents(events[i].events);
     }
+    std::lock_guard lock(mu_);
+    DeliverLocked(events, n, settle_fd);
+  }
+}
+
+void HostNotifier::DeliverLocked(const epoll_event* events, int n, int settle_fd) {
+  for (int i = 0; i < n; ++i) {
+    if (events[i].data.u64 == kSettleKey) {
+      std::uint64_t count;
+      while (read(settle_fd, &count, sizeof count) < 0 && errno == EINTR) {
+      }
+      settling_ = false;
+      settled_cv_.notify_all();
+      continue;
+    }
+    auto it = files_.find(events[i].data.u64);
+    if (it != files_.end()) it->second->DeliverHostEvents(events[i].events);
   }
 }
 
