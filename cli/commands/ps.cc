@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -159,24 +158,6 @@ void JsonEntry(const Snapshot& s, const Entry& e, std::ostream& out) {
 
 // ---- the image ------------------------------------------------------------------------------------------------------
 
-bool IsFileType(std::uint32_t type) {
-  switch (type) {
-    case S_IFSOCK: case S_IFLNK: case S_IFREG: case S_IFBLK: case S_IFDIR: case S_IFCHR: case S_IFIFO: return true;
-    default: return false;
-  }
-}
-
-// A file outside any world: a host reference, or, for what has no S_IFMT type (an anonymous inode, a file not
-// found), an embedder reference of kind `kind` whose state is the serialized host reference.
-void HostFile(const v1::HostFileReference& ref, const std::string& kind, v1::File* out) {
-  if (IsFileType(ref.file_type())) {
-    *out->mutable_host() = ref;
-    return;
-  }
-  out->mutable_embedder()->set_kind(kind);
-  out->mutable_embedder()->set_state(ref.SerializeAsString());
-}
-
 v1::HostFileReference HostReference(const OpenFd& fd) {
   v1::HostFileReference ref;
   ref.set_fd(fd.fd);
@@ -186,6 +167,25 @@ v1::HostFileReference HostReference(const OpenFd& fd) {
   ref.set_open_flags(fd.flags & ~static_cast<std::uint32_t>(O_CLOEXEC));  // fdinfo adds it for a cloexec fd
   ref.set_offset(fd.pos);
   return ref;
+}
+
+// The target of `line`, which no fd of the process holds: a host reference with the tfd and the fdinfo's inode,
+// device and position, when an open fd on the same inode gives its type; otherwise its type is unknown (0 would
+// claim an anonymous inode), and it is an embedder reference of kind "host file not open" holding that reference.
+void UnseenTarget(const Snapshot& s, const ps::FdinfoEntry& line, v1::File* out) {
+  v1::HostFileReference ref;
+  ref.set_fd(line.tfd);
+  ref.set_st_dev(ps::UserDev(line.sdev));
+  ref.set_st_ino(line.ino);
+  ref.set_offset(static_cast<std::uint64_t>(line.pos));
+  for (const OpenFd& fd : s.fds) {
+    if (fd.st_dev != ref.st_dev() || fd.st_ino != ref.st_ino()) continue;
+    ref.set_file_type(fd.file_type);  // one inode, one type
+    *out->mutable_host() = ref;
+    return;
+  }
+  out->mutable_embedder()->set_kind("host file not open");
+  out->mutable_embedder()->set_state(ref.SerializeAsString());
 }
 
 // One entry on its way into the columns.
@@ -300,7 +300,7 @@ v1::Image PsImage(const Snapshot& s) {
     file->set_id(id[f]);
     const OpenFd& first = s.FirstFd(s.files[f]);
     if (!first.epoll) {
-      HostFile(HostReference(first), "host " + first.link, file);
+      *file->mutable_host() = HostReference(first);  // file_type 0 for an anonymous inode, as the image allows
       continue;
     }
     file->mutable_eventpoll();
@@ -310,14 +310,9 @@ v1::Image PsImage(const Snapshot& s) {
       if (target == 0) {
         // A target held outside this process's fd table (or not found): a file of its own, held by a root.
         target = next_id++;
-        v1::HostFileReference ref;
-        ref.set_fd(e.line.tfd);
-        ref.set_st_dev(makedev(e.line.sdev >> 20, e.line.sdev & 0xfffff));
-        ref.set_st_ino(e.line.ino);
-        ref.set_offset(static_cast<std::uint64_t>(e.line.pos));
         v1::File* unseen = image.add_files();
         unseen->set_id(target);
-        HostFile(ref, "host file not open", unseen);
+        UnseenTarget(s, e.line, unseen);
         v1::Root* root = image.add_roots();
         root->set_name("epoll fd " + std::to_string(first.fd) + ": tfd " + std::to_string(e.line.tfd) +
                        (e.line.toff > 0 ? " #" + std::to_string(e.line.toff + 1) : ""));

@@ -31,8 +31,8 @@ int RunPs(const PsOptions& options, std::ostream& out, std::ostream& err);
 std::string PsText(const ps::Snapshot& snapshot);
 std::string PsJson(const ps::Snapshot& snapshot);
 // The image of a snapshot: each epoll a File with an EventPollState, every other file an epoll watches a File with
-// a HostFileReference (an EmbedderFileReference for what has no S_IFMT type), the fd table the process's fds of
-// those files. Not yet validated.
+// a HostFileReference (file_type 0 for an anonymous inode; an EmbedderFileReference holding one for a target no fd
+// holds whose type is unknown), the fd table the process's fds of those files. Not yet validated.
 v1::Image PsImage(const ps::Snapshot& snapshot);
 
 }  // namespace epollcr::cli

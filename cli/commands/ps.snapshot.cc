@@ -146,9 +146,6 @@ Same KcmpTarget(pid_t pid, int fd, int efd, const FdinfoEntry& e, int* unavailab
                     unavailable_errno);
 }
 
-// st_dev of a file whose fdinfo says `sdev` (the kernel's dev_t: major << 20 | minor).
-std::uint64_t UserDev(std::uint32_t sdev) { return makedev(sdev >> 20, sdev & 0xfffff); }
-
 bool SameInode(const OpenFd& fd, const FdinfoEntry& e) { return fd.st_ino == e.ino && fd.st_dev == UserDev(e.sdev); }
 
 // Groups the fds into files and finds each epoll entry's target. Returns false (with *unavailable_errno set) if kcmp
@@ -269,6 +266,8 @@ class Resolver {
 };
 
 }  // namespace
+
+std::uint64_t UserDev(std::uint32_t sdev) { return makedev(sdev >> 20, sdev & 0xfffff); }
 
 std::optional<std::size_t> Snapshot::FindFd(int fd) const {
   auto it = std::lower_bound(fds.begin(), fds.end(), fd, [](const OpenFd& a, int b) { return a.fd < b; });

@@ -91,6 +91,9 @@ struct Snapshot {
   std::optional<std::size_t> FindFd(int fd) const;
 };
 
+// st_dev of a file whose fdinfo says `sdev` (the kernel's dev_t encoding: major << 20 | minor).
+std::uint64_t UserDev(std::uint32_t sdev);
+
 // Parses a PID argument: a decimal number from 1 to the largest pid_t, nothing else.
 std::optional<pid_t> ParsePid(const std::string& text);
 

@@ -502,22 +502,18 @@ TEST(PsTest, ImageHoldsEachEpollAndHostReferencesAndPassesVerify) {
   const int fifo_flags = ::fcntl(fifo, F_GETFL);
   ::close(fifo);
   expect_host(kFifo, S_IFIFO, static_cast<std::uint32_t>(fifo_flags));
-  // Anonymous inodes have no S_IFMT type, which a host reference needs: an embedder reference holding one.
-  for (int fd : {kClosedDup, kOneShot, kExclusive, kReusedDup}) {
-    const v1::File& f = *files[file_of[fd]];
-    ASSERT_TRUE(f.has_embedder()) << "fd " << fd;
-    EXPECT_EQ(f.embedder().kind(), "host anon_inode:[eventfd]");
-    v1::HostFileReference ref;
-    ASSERT_TRUE(ref.ParseFromString(f.embedder().state()));
-    EXPECT_EQ(ref.fd(), fd);
-    EXPECT_EQ(ref.st_ino(), child.Stat(fd).st_ino);
-  }
-  // The in-flight target: a file of its own, outside the fd table, held by a root.
+  // Anonymous inodes have no S_IFMT type: file_type 0, which the image allows for them.
+  for (int fd : {kClosedDup, kOneShot, kExclusive, kReusedDup}) expect_host(fd, 0, O_RDWR);
+  // The in-flight target: a file of its own, outside the fd table, held by a root; its inode is the one every
+  // eventfd shares, so its type is known.
   ASSERT_EQ(image.roots_size(), 1);
   EXPECT_EQ(image.roots(0).name(), "epoll fd 100: tfd 113");
   const v1::File& unseen = *files[image.roots(0).file()];
-  ASSERT_TRUE(unseen.has_embedder());
-  EXPECT_EQ(unseen.embedder().kind(), "host file not open");
+  ASSERT_TRUE(unseen.has_host());
+  EXPECT_EQ(unseen.host().fd(), kInFlight);
+  EXPECT_EQ(unseen.host().st_dev(), child.Stat(kOneShot).st_dev);
+  EXPECT_EQ(unseen.host().st_ino(), child.Stat(kOneShot).st_ino);
+  EXPECT_EQ(unseen.host().file_type(), 0u);
 
   // Each epoll's entries, keyed (target file, fd) as the image orders them, against the registrations.
   std::map<int, int> current = {{kClosedTfd, kClosedDup}, {kReusedTfd, kReusedDup}};
