@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -137,7 +138,11 @@ int Worker::Run(int takeover_fd) {
     if (!channel_.Send("L " + line + "\n")) return 1;
     if (CheckpointDue(options, next)) return HandOver(static_cast<long long>(next), false);
   }
-  return 0;  // the replay process ended the run
+  // The replay process ended the run (or died: then nobody else would). It removes the scratch directory too, once
+  // every worker is gone; whoever comes first does it.
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+  return 0;
 }
 
 int Worker::HandOver(long long at, bool verb) {

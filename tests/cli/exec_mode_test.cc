@@ -67,8 +67,8 @@ class ScopedEnv {
 class ExecModeTest : public ::testing::Test {
  protected:
   // Runs epollcr with `args`; its scratch directories go to a TMPDIR of this test's own, checked afterwards.
-  ProgramRun Run(const std::vector<std::string>& args, const std::string& input = "") {
-    const std::string bin = Env("EPOLLCR_BIN");
+  ProgramRun Run(const std::vector<std::string>& args, const std::string& input = "",
+                 std::string bin = Env("EPOLLCR_BIN")) {
     EXPECT_FALSE(bin.empty()) << "EPOLLCR_BIN must name the epollcr program";
     std::ofstream(dir_.File("stdin"), std::ios::binary) << input;
     ScopedEnv tmpdir("TMPDIR", tmp_);
@@ -257,6 +257,29 @@ TEST_F(ExecModeTest, LockstepAgainstTheKernelAcrossProcesses) {
                          "kernel:    7 wait events 1 in@5\n"
                          "userspace: 7 wait events 1 in@5 (lie)\n");
   EXPECT_EQ(lie.err, "epollcr: " + trace + ":7: kernel and userspace engines differ\n");
+}
+
+// Whether a process's command line mentions `text` (the workers' name their scratch directory).
+bool AnyProcessMentions(const std::string& text) {
+  for (const fs::directory_entry& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (ReadWholeFile(entry.path().string() + "/cmdline").find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST_F(ExecModeTest, AReplayProcessThatDiesLeavesNothingBehind) {
+  // `| head -1`: the replay process dies of SIGPIPE at a later line (or, if head is slow, ends normally); either way
+  // its workers see the socket close, remove the scratch directory and exit, on their own.
+  const std::string tour = Env("EPOLLCR_EXAMPLE_TRACES_DIR") + "/tour.trace";
+  ProgramRun run = Run({"-c", Env("EPOLLCR_BIN") + " replay " + tour + " --checkpoint-mode exec --checkpoint-every | head -1"},
+                       "", "/bin/sh");
+  EXPECT_EQ(run.out, "3 epoll ok\n");
+  // They go asynchronously: wait for that, up to a bound.
+  for (int i = 0; i < 500 && (!Leftovers().empty() || AnyProcessMentions(tmp_)); ++i) ::usleep(20000);
+  EXPECT_THAT(Leftovers(), ::testing::IsEmpty());
+  EXPECT_FALSE(AnyProcessMentions(tmp_)) << "a worker process is still there";
 }
 
 // The run stops at the failure, says where and why, exits 1, and leaves no scratch file and no process.
