@@ -218,6 +218,40 @@ TEST_F(RestorerTest, ARegistryResolvesByRootNameAndOthersFallThrough) {
   EXPECT_EQ(testing::PlayAfter(side.Side(), side.FdOfC()), KernelLines());
 }
 
+TEST_F(RestorerTest, AFailureToWatchAfterTheBuildUndoesEverything) {
+  // c's fd is already watched by a host file of the program's; a resolver hands out a second, unwatched host file for
+  // the same fd, so the watch stage (after build and after_load) fails: the restore must undo all of it.
+  Result<std::shared_ptr<HostFile>> owner = HostFile::Create(f_.c[0]);
+  ASSERT_TRUE(owner.ok());
+  struct Twin : Resolver {
+    int fd;
+    std::shared_ptr<HostFile> made;
+    Resolution Resolve(const FileReference& ref) override {
+      if (ref.host == nullptr || ref.host->fd() != fd) return Resolution::NotMine();
+      made = HostFile::CreateUnwatched(fd, S_IFSOCK).value();
+      Resolution r;
+      r.outcome = Resolution::Outcome::kResolved;
+      r.file = made;
+      r.created = true;
+      return r;
+    }
+  } twin;
+  twin.fd = f_.c[0];
+  InheritedFdResolver inherited;
+  const int fds = OpenFds();
+  const long files = File::LiveFiles();
+  Status s = Restore(image_, &restored_, With(Policy::kStrict, {&twin, &inherited}));
+  EXPECT_THAT(s.message, HasSubstr("host fd " + std::to_string(f_.c[0]) + ": another host file already watches it"));
+  EXPECT_EQ(restored_.fds.Count(), 0);
+  EXPECT_TRUE(restored_.roots.empty());
+  EXPECT_EQ(OpenFds(), fds);
+  EXPECT_EQ(HostFile::WatchedFds(), 1u) << "only the program's own host file";
+  EXPECT_EQ(owner.value()->ReleaseFd(), f_.c[0]);
+  twin.made.reset();
+  EXPECT_EQ(File::LiveFiles(), files) << "the twin is gone, the program's own host file stays";
+  EXPECT_FALSE(HostFile::NotifierRunning());
+}
+
 TEST_F(RestorerTest, NoResolverAtAllFailsStrictAndPrunesEverythingHost) {
   ExpectFailure(With(Policy::kStrict, {}), "no resolver has it");
   Report report;
