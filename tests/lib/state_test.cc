@@ -3,12 +3,16 @@
 #include <gtest/gtest.h>
 
 #include <boost/archive/text_oarchive.hpp>
+#include <cstring>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "epollcr/boost_world.h"
+#include "epollcr/crc32c.h"
 #include "epollcr/epollcr.h"
 #include "event_poll_internal.h"
+#include "state/bounded_archives.h"
 #include "state/visitors.h"
 #include "state/world_archive.h"
 #include "world_fixtures.h"
@@ -212,6 +216,201 @@ TEST(StateTest, EveryTruncationAndByteFlipIsRefused) {
       }
     }
   }
+  EXPECT_EQ(File::LiveFiles(), live_before);
+}
+
+// ---- the bounded archives LoadWorld reads through (state/bounded_archives.h) ----
+
+// Reads one value named "v" from `bytes` with archive Iar: "" if it loads, else what the archive threw.
+template <typename Iar, typename T>
+std::string ReadOne(const std::string& bytes, T& value) {
+  try {
+    std::istringstream is(bytes);
+    Iar ar(is);
+    ar >> boost::serialization::make_nvp("v", value);
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+// Writes `value` as "v" with Boost's archive Oar.
+template <typename Oar, typename T>
+std::string WriteOne(const T& value) {
+  std::ostringstream os;
+  {
+    Oar ar(os);
+    ar << boost::serialization::make_nvp("v", value);
+  }
+  return std::move(os).str();
+}
+
+// What Boost writes, the bounded archives read: strings (empty too) and collections, in every format.
+template <typename Oar, typename Iar>
+void ExpectReadsWhatBoostWrites() {
+  for (const std::string& text : {std::string(), std::string("eventpoll"), std::string(3000, 'x')}) {
+    std::string got = "not loaded";
+    EXPECT_EQ(ReadOne<Iar>(WriteOne<Oar>(text), got), "");
+    EXPECT_EQ(got, text);
+  }
+  for (const std::vector<std::uint32_t>& numbers : {std::vector<std::uint32_t>{}, std::vector<std::uint32_t>{7, 8, 9}}) {
+    std::vector<std::uint32_t> got{1};
+    EXPECT_EQ(ReadOne<Iar>(WriteOne<Oar>(numbers), got), "");
+    EXPECT_EQ(got, numbers);
+  }
+}
+
+TEST(BoundedArchives, ReadWhatBoostWrites) {
+  ExpectReadsWhatBoostWrites<boost::archive::text_oarchive, state::BoundedTextIArchive>();
+  ExpectReadsWhatBoostWrites<boost::archive::xml_oarchive, state::BoundedXmlIArchive>();
+  ExpectReadsWhatBoostWrites<boost::archive::binary_oarchive, state::BoundedBinaryIArchive>();
+}
+
+// A text string is "LENGTH BYTES": a length up to the bytes left loads, one more is refused before anything is
+// allocated for it (Boost alone resizes the string to the declared length first: 10 GB for this archive).
+TEST(BoundedArchives, TextStringCannotBeLongerThanTheRest) {
+  const std::string header = "22 serialization::archive 18";  // what text_oarchive writes before the first value
+  std::string got;
+  EXPECT_EQ(ReadOne<state::BoundedTextIArchive>(header + " 5 hello", got), "");
+  EXPECT_EQ(got, "hello");
+  EXPECT_EQ(ReadOne<state::BoundedTextIArchive>(header + " 6 hello", got),
+            "the archive declares 6 string bytes where 5 bytes are left (corrupted?)");
+  EXPECT_EQ(ReadOne<state::BoundedTextIArchive>(header + " 10073741824 hello", got),
+            "the archive declares 10073741824 string bytes where 5 bytes are left (corrupted?)");
+  // The signature in the header is a string too.
+  EXPECT_NE(ReadOne<state::BoundedTextIArchive>("4000000000 serialization::archive 18 5 hello", got)
+                .find("declares 4000000000 string bytes"),
+            std::string::npos);
+}
+
+// A collection's count is bounded the same way: no item takes less than a byte.
+TEST(BoundedArchives, TextCollectionCannotHaveMoreItemsThanBytesLeft) {
+  const std::string header = "22 serialization::archive 18";
+  std::vector<std::uint32_t> got;
+  EXPECT_EQ(ReadOne<state::BoundedTextIArchive>(header + " 2 0 7 8", got), "");
+  EXPECT_EQ(got, (std::vector<std::uint32_t>{7, 8}));
+  EXPECT_EQ(ReadOne<state::BoundedTextIArchive>(header + " 1000000000000 0 7 8", got),
+            "the archive declares 1000000000000 collection items where 6 bytes are left (corrupted?)");
+}
+
+// Binary: a marker is written first, so that the length or count after it can be found and changed.
+constexpr std::uint64_t kMarker = 0x1122334455667788;
+
+template <typename T>
+std::string BinaryAfterMarker(const T& value) {
+  std::ostringstream os;
+  {
+    boost::archive::binary_oarchive ar(os);
+    ar << kMarker << value;
+  }
+  return std::move(os).str();
+}
+// Replaces the 8 bytes after the marker (a string's length or a collection's count: a native std::size_t).
+std::string SetSizeAfterMarker(std::string bytes, std::uint64_t size) {
+  const std::string marker(reinterpret_cast<const char*>(&kMarker), sizeof kMarker);
+  const std::size_t at = bytes.find(marker);
+  EXPECT_NE(at, std::string::npos);
+  if (at != std::string::npos) std::memcpy(bytes.data() + at + sizeof kMarker, &size, sizeof size);
+  return bytes;
+}
+template <typename T>
+std::string ReadBinaryAfterMarker(const std::string& bytes, T& value) {
+  try {
+    std::istringstream is(bytes);
+    state::BoundedBinaryIArchive ar(is);
+    std::uint64_t marker = 0;
+    ar >> marker >> value;
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+TEST(BoundedArchives, BinaryLengthsAndCountsCannotExceedTheRest) {
+  const std::string hello = BinaryAfterMarker(std::string("hello"));
+  std::string got;
+  EXPECT_EQ(ReadBinaryAfterMarker(hello, got), "");
+  EXPECT_EQ(got, "hello");
+  EXPECT_EQ(ReadBinaryAfterMarker(SetSizeAfterMarker(hello, 6), got),
+            "the archive declares 6 string bytes where 5 bytes are left (corrupted?)");
+  EXPECT_EQ(ReadBinaryAfterMarker(SetSizeAfterMarker(hello + "!", 6), got), "");
+  EXPECT_EQ(got, "hello!");
+  EXPECT_NE(ReadBinaryAfterMarker(SetSizeAfterMarker(hello, std::uint64_t{1} << 62), got).find("string bytes where 5"),
+            std::string::npos);
+
+  const std::string numbers = BinaryAfterMarker(std::vector<std::uint32_t>{7, 8});
+  std::vector<std::uint32_t> items;
+  EXPECT_EQ(ReadBinaryAfterMarker(numbers, items), "");
+  EXPECT_EQ(items, (std::vector<std::uint32_t>{7, 8}));
+  EXPECT_NE(ReadBinaryAfterMarker(SetSizeAfterMarker(numbers, std::uint64_t{1} << 40), items)
+                .find("declares 1099511627776 collection items"),
+            std::string::npos);
+}
+
+// An archive may claim an old Boost library version; at 5 and below a binary archive reads a collection's count as
+// an unsigned int, by another path (basic_binary_iarchive::load_override), which is bounded as well.
+TEST(BoundedArchives, BinaryCountOfAnOldLibraryVersionIsBounded) {
+  std::ostringstream os;
+  { boost::archive::binary_oarchive ar(os); }
+  std::string bytes = std::move(os).str();
+  const std::string signature = "serialization::archive";
+  const std::size_t at = bytes.find(signature);
+  ASSERT_NE(at, std::string::npos);
+  // The library version follows the signature: 18 as a byte and a zero byte today; 5 is one byte alone.
+  ASSERT_EQ(bytes.substr(at + signature.size(), 2), std::string("\x12\x00", 2));
+  bytes.replace(at + signature.size(), 2, "\x05");
+  std::vector<std::uint32_t> items;
+  const std::string count_and_item_version("\xff\xff\xff\xff\x00\x00\x00\x00", 8);
+  EXPECT_EQ(ReadOne<state::BoundedBinaryIArchive>(bytes + count_and_item_version, items),
+            "the archive declares 4294967295 collection items where 4 bytes are left (corrupted?)");
+  const std::string two_items("\x02\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x00\x08\x00\x00\x00", 16);
+  EXPECT_EQ(ReadOne<state::BoundedBinaryIArchive>(bytes + two_items, items), "");
+  EXPECT_EQ(items, (std::vector<std::uint32_t>{7, 8}));
+}
+
+// Xml end tags are still checked against the expected name, and one longer than it is a mismatch, not a read past
+// the name (Boost alone reads name[length of the end tag]: AddressSanitizer reports it). As in Boost, the end tag of
+// a top-level element is not compared.
+TEST(BoundedArchives, XmlEndTagsAreComparedSafely) {
+  const std::string xml = WriteOne<boost::archive::xml_oarchive>(std::vector<std::uint32_t>{7});
+  auto with = [&xml](const std::string& from, const std::string& to) {
+    std::string changed = xml;
+    const std::size_t at = changed.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return at == std::string::npos ? changed : changed.replace(at, from.size(), to);
+  };
+  std::vector<std::uint32_t> got;
+  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(xml, got), "");
+  EXPECT_EQ(got, std::vector<std::uint32_t>{7});
+  const std::string mismatch = "XML start/end tag mismatch - count";
+  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(with("</count>", "</count_and_much_more_than_count>"), got), mismatch);
+  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(with("</count>", "</coun>"), got), mismatch);
+  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(with("</count>", "</cOunt>"), got), mismatch);
+  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(with("</v>", "</vector_of_a_longer_name>"), got), "");
+}
+
+// Through LoadWorld: an archive whose kind string declares 10 GB is refused with the reason, and nothing is left.
+TEST(BoundedArchives, LoadWorldRefusesAStringLongerThanTheArchive) {
+  const long live_before = File::LiveFiles();
+  std::string saved;
+  {
+    World w;
+    BuildWorld(w);
+    saved = SaveWorld(w, ArchiveFormat::kBoostText).value;
+  }
+  std::string payload = saved.substr(24);
+  const std::size_t at = payload.find(" 9 eventpoll");
+  ASSERT_NE(at, std::string::npos);
+  payload.replace(at, 2, " 10073741824");
+  // A correct envelope around the changed archive (state_api.cc): the length and the CRC32C follow it.
+  std::string bytes = saved.substr(0, 24) + payload;
+  for (int i = 0; i < 8; ++i) bytes[16 + i] = static_cast<char>((std::uint64_t{payload.size()} >> (8 * i)) & 0xff);
+  for (int i = 0; i < 4; ++i) bytes[12 + i] = static_cast<char>((Crc32c(payload) >> (8 * i)) & 0xff);
+  World w;
+  const Status s = LoadWorld(bytes, &w);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message.find("declares 10073741824 string bytes where"), std::string::npos) << s.message;
+  EXPECT_EQ(w.fds.Count(), 0);
   EXPECT_EQ(File::LiveFiles(), live_before);
 }
 

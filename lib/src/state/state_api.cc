@@ -6,6 +6,7 @@
 
 #include "epollcr/boost_world.h"
 #include "epollcr/crc32c.h"
+#include "state/bounded_archives.h"
 #include "state/visitors.h"
 #include "state/world_archive.h"
 
@@ -76,7 +77,8 @@ Status SaveAs(const World& world, std::string* payload) {
   return s;
 }
 
-// An input stream over bytes that stay where they are (no copy of the archive).
+// An input stream over bytes that stay where they are (no copy of the archive). Its get area is the whole rest of
+// the archive, which is what the bounded archives take as the bytes left (state/bounded_archives.h).
 class ViewBuffer : public std::streambuf {
  public:
   explicit ViewBuffer(std::string_view bytes) {
@@ -93,7 +95,7 @@ class ViewBuffer : public std::streambuf {
 // Found by tests/fuzz (boost_xml_loader); the regression input is tests/fuzz/regressions/boost_xml_loader/.
 template <typename Iar>
 Status EndArchive(std::istream& is, std::string_view rest, Status loaded, World* out) {
-  if constexpr (std::is_same_v<Iar, boost::archive::xml_iarchive>) {
+  if constexpr (std::is_same_v<Iar, state::BoundedXmlIArchive>) {
     if (loaded.ok() && rest.find('>') == std::string_view::npos) {
       out->roots.clear();
       out->fds.Clear();
@@ -159,10 +161,11 @@ Status LoadWorld(std::string_view bytes, World* out) {
   }
   const std::string_view payload = bytes.substr(kHeaderSize);
   if (Crc32c(payload) != GetLe(bytes, 12, 4)) return Status::Error(EINVAL, "load: checksum mismatch (corrupted archive)");
+  // Boost's archives with the loads that trust declared lengths and counts bounded (state/bounded_archives.h).
   switch (static_cast<ArchiveFormat>(format)) {
-    case ArchiveFormat::kBoostText: return LoadAs<boost::archive::text_iarchive>(payload, out);
-    case ArchiveFormat::kBoostXml: return LoadAs<boost::archive::xml_iarchive>(payload, out);
-    case ArchiveFormat::kBoostBinary: return LoadAs<boost::archive::binary_iarchive>(payload, out);
+    case ArchiveFormat::kBoostText: return LoadAs<state::BoundedTextIArchive>(payload, out);
+    case ArchiveFormat::kBoostXml: return LoadAs<state::BoundedXmlIArchive>(payload, out);
+    case ArchiveFormat::kBoostBinary: return LoadAs<state::BoundedBinaryIArchive>(payload, out);
   }
   return Status::Error(EINVAL, "load: unknown archive format");
 }

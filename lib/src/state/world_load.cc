@@ -12,6 +12,7 @@
 #include "event_poll_internal.h"
 #include "state/visitors.h"
 #include "state/after_load.h"
+#include "state/bounded_archives.h"
 #include "state/columns.h"
 #include "state/world_archive.h"
 
@@ -240,5 +241,8 @@ Status LoadWorldFrom(Ar& ar, World* out) {
 template Status LoadWorldFrom(boost::archive::text_iarchive&, World*);
 template Status LoadWorldFrom(boost::archive::xml_iarchive&, World*);
 template Status LoadWorldFrom(boost::archive::binary_iarchive&, World*);
+template Status LoadWorldFrom(BoundedTextIArchive&, World*);
+template Status LoadWorldFrom(BoundedXmlIArchive&, World*);
+template Status LoadWorldFrom(BoundedBinaryIArchive&, World*);
 
 }  // namespace epollcr::state

@@ -1,0 +1,118 @@
+// The Boost input archives LoadWorld reads through: Boost's text, xml and binary archives with the loads that trust
+// the input replaced. Internal to lib/ (the embedders' own archives, boost_world.h, stay Boost's).
+//
+// Boost.Serialization 1.74 takes lengths and counts from the archive at their word:
+//   - text and binary: load(std::string&) resizes the string to the length the archive declares, then reads; a
+//     259-byte text archive declaring 10 GB allocates and zero-fills 10 GB (impl/text_iarchive_impl.ipp,
+//     impl/basic_binary_iprimitive.ipp);
+//   - every format: a collection (std::vector, std::deque) is resized or reserved to the count the archive declares
+//     before one item is read (serialization/vector.hpp, deque.hpp, collections_load_imp.hpp);
+//   - xml: load_end compares the end tag it read with the expected name by reading name[size of the end tag] and
+//     that many bytes of the name, past its end when the end tag is longer (impl/basic_xml_iarchive.ipp).
+// Here a string cannot be longer than the bytes left in the input, a collection cannot have more items than there
+// are bytes left (every item epollcr saves takes at least one byte, in every format), and an end tag is compared as
+// a string with the expected name, length first. What reads and what is refused is otherwise Boost's: these classes
+// read exactly the archives Boost's own read (same format, same library and class versions).
+//
+// The stream an archive reads from must hold the whole rest of the archive in its buffer's get area (in_avail() is
+// then the bytes left), as LoadWorld's view of the bytes does (state_api.cc). With any other buffer the bounds are
+// smaller than the truth: loads are refused, never over-allocated.
+//
+// Dispatch (boost/archive/detail/interface_iarchive.hpp and friends): `ar >> x` calls This()->load_override(x);
+// a primitive ends in This()->load(x); an xml name-value pair calls This()->load_start and This()->load_end. So a
+// member of the most derived class with the same name and parameters replaces Boost's. The members these classes
+// replace are not virtual, and the classes are not meant to be used through pointers to their Boost bases.
+#pragma once
+
+#include <boost/archive/binary_iarchive_impl.hpp>
+#include <boost/archive/text_iarchive.hpp>
+#include <boost/archive/xml_iarchive.hpp>
+#include <boost/serialization/array_optimization.hpp>
+#include <boost/serialization/collection_size_type.hpp>
+#include <cstdint>
+#include <istream>
+#include <string>
+
+namespace epollcr::state {
+
+// The bytes the archive has not read yet, as far as the stream buffer knows (0 if it knows none).
+std::uint64_t BytesLeft(std::streambuf& buffer);
+// Throw a LoadError unless `n` (of `what`: "string bytes", "collection items") fits in the `left` bytes.
+void CheckFitsInRest(std::uint64_t n, std::uint64_t left, const char* what);
+
+class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTextIArchive> {
+ public:
+  explicit BoundedTextIArchive(std::istream& is, unsigned int flags = 0);
+
+ private:
+  friend class boost::archive::detail::interface_iarchive<BoundedTextIArchive>;
+  friend class boost::archive::basic_text_iarchive<BoundedTextIArchive>;
+  friend class boost::archive::load_access;
+  using Base = boost::archive::text_iarchive_impl<BoundedTextIArchive>;
+
+  using Base::load;
+  void load(std::string& s);
+  void load(boost::serialization::collection_size_type& count);
+  // epollcr loads no C strings and no wide strings (Boost's loads of those trust the declared length as well).
+  void load(char*) = delete;
+  void load(wchar_t*) = delete;
+  void load(std::wstring&) = delete;
+};
+
+class BoundedXmlIArchive : public boost::archive::xml_iarchive_impl<BoundedXmlIArchive> {
+ public:
+  explicit BoundedXmlIArchive(std::istream& is, unsigned int flags = 0);
+
+ private:
+  friend class boost::archive::detail::interface_iarchive<BoundedXmlIArchive>;
+  friend class boost::archive::basic_xml_iarchive<BoundedXmlIArchive>;
+  friend class boost::archive::load_access;
+  using Base = boost::archive::xml_iarchive_impl<BoundedXmlIArchive>;
+
+  // A string is Boost's: the grammar reads its characters up to the next '<', so it is never longer than the input.
+  using Base::load;
+  void load(boost::serialization::collection_size_type& count);
+  void load(char*) = delete;
+  void load(wchar_t*) = delete;
+  void load(std::wstring&) = delete;
+
+  // Boost's checks, with the end tag compared safely. Like Boost, the end tag of a top-level element (depth 0 after
+  // it) is not compared, and the no_xml_tag_checking flag turns the comparison off.
+  void load_start(const char* name);
+  void load_end(const char* name);
+
+  unsigned depth_ = 0;  // elements started and not ended (Boost's own count is private to basic_xml_iarchive)
+};
+
+class BoundedBinaryIArchive
+    : public boost::archive::binary_iarchive_impl<BoundedBinaryIArchive, std::istream::char_type,
+                                                  std::istream::traits_type> {
+ public:
+  explicit BoundedBinaryIArchive(std::istream& is, unsigned int flags = 0);
+
+ private:
+  friend class boost::archive::detail::interface_iarchive<BoundedBinaryIArchive>;
+  friend class boost::archive::basic_binary_iarchive<BoundedBinaryIArchive>;
+  friend class boost::archive::basic_binary_iprimitive<BoundedBinaryIArchive, std::istream::char_type,
+                                                       std::istream::traits_type>;
+  friend class boost::archive::load_access;
+  using Base =
+      boost::archive::binary_iarchive_impl<BoundedBinaryIArchive, std::istream::char_type, std::istream::traits_type>;
+
+  using Base::load;
+  void load(std::string& s);
+  void load(char*) = delete;
+  void load(wchar_t*) = delete;
+  void load(std::wstring&) = delete;
+  // A binary archive reads a collection's count in load_override, by library version (basic_binary_iarchive.hpp):
+  // the bound goes there, after Boost has read it whichever way.
+  using Base::load_override;
+  void load_override(boost::serialization::collection_size_type& count);
+};
+
+}  // namespace epollcr::state
+
+// As for boost::archive::binary_iarchive (binary_iarchive.hpp): a vector of bitwise-serializable items is one block of
+// bytes after its count, not an item version and then item by item. Without this the archive would not read the
+// vectors binary_oarchive writes.
+BOOST_SERIALIZATION_USE_ARRAY_OPTIMIZATION(epollcr::state::BoundedBinaryIArchive)
