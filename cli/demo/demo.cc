@@ -148,7 +148,6 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err) {
   bool told = false, server_gone = false;
   std::vector<std::string> lines;
   std::string partial;
-  Clock::time_point told_at{};
   std::vector<unsigned char> buf(256 * 1024);
   while (done < o.clients || !server_gone) {
     if (Clock::now() - started > std::chrono::seconds(o.timeout_s)) break;
@@ -208,7 +207,6 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err) {
     if (!told && echoed >= static_cast<std::uint64_t>(o.checkpoint_at * static_cast<double>(all))) {
       (void)!write(control[1], "c", 1);
       told = true;
-      told_at = Clock::now();
     }
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
@@ -258,7 +256,6 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err) {
   out << text;
   std::snprintf(text, sizeof text, "  time:       %.2f s\n", seconds);
   out << text;
-  (void)told_at;
   if (checkpoint.empty() || restored.empty()) {
     return Error(err, "hand-off", checkpoint.empty() ? "the server never checkpointed" : "the new process did not restore");
   }
