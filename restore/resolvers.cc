@@ -1,8 +1,9 @@
 #include "restore/resolvers.h"
 
-#include <sys/stat.h>
+#include <vector>
 
 #include "epollcr/host_file.h"
+#include "syscall_batch.h"
 
 namespace epollcr::restore {
 
@@ -27,34 +28,70 @@ Resolution RegistryResolver::Resolve(const FileReference& ref) {
   return r;
 }
 
+namespace {
+
+InheritedFdResolver::Stat ToStat(int fd, int error, const sys::FileIdentity& id) {
+  InheritedFdResolver::Stat s;
+  s.error = error;
+  s.identity.fd = fd;
+  s.identity.dev = id.dev;
+  s.identity.ino = id.ino;
+  s.identity.file_type = id.file_type;
+  return s;
+}
+
+}  // namespace
+
+int InheritedFdResolver::Lookup(int image_fd) const {
+  if (!mapped_) return image_fd;
+  auto it = fds_.find(image_fd);
+  return it == fds_.end() ? -1 : it->second;
+}
+
+void InheritedFdResolver::Prepare(std::span<const FileReference> refs) {
+  prepared_.clear();
+  std::vector<int> fds;
+  fds.reserve(refs.size());
+  for (const FileReference& ref : refs) {
+    if (ref.host == nullptr) continue;
+    if (const int fd = Lookup(ref.host->fd()); fd >= 0) fds.push_back(fd);
+  }
+  std::vector<sys::FileIdentity> ids(fds.size());
+  std::vector<int> errors(fds.size());
+  sys::StatMany(fds, ids, errors);
+  prepared_.reserve(fds.size());
+  for (std::size_t i = 0; i < fds.size(); ++i) prepared_[fds[i]] = ToStat(fds[i], errors[i], ids[i]);
+}
+
 Resolution InheritedFdResolver::Resolve(const FileReference& ref) {
   if (ref.host == nullptr) return Resolution::NotMine();
   const int image_fd = ref.host->fd();
-  int fd = image_fd;
-  if (mapped_) {
-    auto it = fds_.find(image_fd);
-    if (it == fds_.end()) return Resolution::NotMine();
-    fd = it->second;
-  }
+  if (mapped_ && !fds_.count(image_fd)) return Resolution::NotMine();
+  const int fd = Lookup(image_fd);
   HostFile::Identity want;
   want.fd = image_fd;
   want.dev = ref.host->st_dev();
   want.ino = ref.host->st_ino();
   want.file_type = ref.host->file_type();
-  struct stat st;
-  if (fd < 0 || fstat(fd, &st) != 0) {
+  Stat got;
+  if (auto it = prepared_.find(fd); it != prepared_.end()) {
+    got = it->second;
+  } else if (fd >= 0) {
+    // Not in Prepare's batch (a caller that resolves without the restorer): one fstat.
+    std::vector<sys::FileIdentity> id(1);
+    std::vector<int> error(1);
+    sys::StatMany(std::span<const int>(&fd, 1), id, error);
+    got = ToStat(fd, error[0], id[0]);
+  }
+  if (fd < 0 || got.error != 0) {
     return Resolution::Unresolved("fd " + std::to_string(fd) + " is not open in this process");
   }
-  HostFile::Identity have;
-  have.fd = fd;
-  have.dev = st.st_dev;
-  have.ino = st.st_ino;
-  have.file_type = st.st_mode & S_IFMT;
+  const HostFile::Identity& have = got.identity;
   if (have.dev != want.dev || have.ino != want.ino || have.file_type != want.file_type) {
     return Resolution::Unresolved("fd " + std::to_string(fd) + " is " + HostFile::Describe(have) +
                                   " in this process, but the image recorded " + HostFile::Describe(want));
   }
-  // Watched by the restorer once the entries are back (restorer.h, stage 5).
+  // Watched by the restorer once the entries are back (restorer.h, stage 6).
   Result<std::shared_ptr<HostFile>> file = HostFile::CreateUnwatched(fd, have.file_type);
   if (!file.ok()) return Resolution::Unresolved("fd " + std::to_string(fd) + ": " + file.error().message());
   Resolution r;

@@ -6,7 +6,9 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
+#include "epollcr/host_file.h"
 #include "restore/restorer.h"
 
 namespace epollcr::restore {
@@ -35,11 +37,23 @@ class InheritedFdResolver : public Resolver {
   InheritedFdResolver() = default;
   // image fd -> fd in this process; an image fd that is not in the map is not this resolver's.
   explicit InheritedFdResolver(std::map<int, int> fds) : fds_(std::move(fds)), mapped_(true) {}
+  // Takes the identity of every fd the references name in one batch (lib/src/syscall_batch.h), for Resolve to check.
+  void Prepare(std::span<const FileReference> refs) override;
   Resolution Resolve(const FileReference& ref) override;
 
+  // What Prepare found of one fd.
+  struct Stat {
+    int error = 0;                // errno of the fstat, 0 if it succeeded
+    HostFile::Identity identity;  // fd, dev, ino and file_type
+  };
+
  private:
+  // The fd in this process for an image fd; -1 if it is not this resolver's.
+  int Lookup(int image_fd) const;
+
   std::map<int, int> fds_;
   bool mapped_ = false;
+  std::unordered_map<int, Stat> prepared_;  // by fd here, from Prepare
 };
 
 }  // namespace epollcr::restore

@@ -39,13 +39,17 @@ struct Resolved {
 Status ResolveAll(const v1::Image& image, const Options& options, Resolved* out) {
   std::unordered_map<std::uint64_t, std::vector<std::string>> names;
   for (const v1::Root& r : image.roots()) names[r.file()].push_back(r.name());
+  std::vector<FileReference> refs;
   for (const v1::File& f : image.files()) {
     if (!f.has_host() && !f.has_embedder()) continue;
-    FileReference ref;
+    FileReference& ref = refs.emplace_back();
     ref.id = f.id();
     if (auto it = names.find(f.id()); it != names.end()) ref.root_names = it->second;
     ref.host = f.has_host() ? &f.host() : nullptr;
     ref.embedder = f.has_embedder() ? &f.embedder() : nullptr;
+  }
+  for (Resolver* resolver : options.resolvers) resolver->Prepare(refs);
+  for (const FileReference& ref : refs) {
     std::string reasons;
     std::optional<Resolution> found;
     for (Resolver* resolver : options.resolvers) {
@@ -65,12 +69,12 @@ Status ResolveAll(const v1::Image& image, const Options& options, Resolved* out)
           reasons = "the resolver gave a " + std::string(found->file->TypeName()) + " file, not a host file";
           found.reset();
         } else if (found->fd >= 0 && found->fd != ref.host->fd()) {
-          out->rekey[f.id()] = found->fd;
+          out->rekey[ref.id] = found->fd;
         }
       }
     }
     if (found) {
-      out->files.emplace(f.id(), std::move(found->file));
+      out->files.emplace(ref.id, std::move(found->file));
       continue;
     }
     if (ref.embedder != nullptr && reasons.empty()) {
@@ -80,11 +84,11 @@ Status ResolveAll(const v1::Image& image, const Options& options, Resolved* out)
     if (reasons.empty()) reasons = "no resolver has it";
     if (options.policy == Policy::kStrict) return Fail(ref.Describe() + ": " + reasons);
     Report::Pruned p;
-    p.file = f.id();
+    p.file = ref.id;
     p.what = ref.Describe();
     p.reason = std::move(reasons);
     p.roots = ref.root_names;
-    out->pruned.emplace(f.id(), std::move(p));
+    out->pruned.emplace(ref.id, std::move(p));
   }
   return {};
 }
@@ -285,15 +289,18 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
   std::error_code watching;
   std::string failed;
   {
-    HostFile::Batch batch;  // one notifier wake-up for all of them; its end settles their first reports
+    std::vector<HostFile*> hosts;
     for (const auto& [id, file] : resolved.files) {
-      auto* h = dynamic_cast<HostFile*>(file.get());
-      if (h == nullptr || h->watched()) continue;
-      if ((watching = h->Watch())) {
-        failed = "host fd " + std::to_string(h->fd()) + ": " +
-                 (watching == Errno(EEXIST) ? std::string("another host file already watches it") : watching.message());
-        break;
-      }
+      if (auto* h = dynamic_cast<HostFile*>(file.get()); h != nullptr && !h->watched()) hosts.push_back(h);
+    }
+    // The entries are in place, so the notifier thread passes each first report on as it comes, on the other
+    // core, while the kernel calls for the next fds are made here; Settle then waits for the last of them.
+    std::size_t at = 0;
+    if ((watching = HostFile::WatchAll(hosts, &at))) {
+      failed = "host fd " + std::to_string(hosts[at]->fd()) + ": " +
+               (watching == Errno(EEXIST) ? std::string("another host file already watches it") : watching.message());
+    } else {
+      HostFile::Settle();
     }
   }
   if (watching) {

@@ -1,16 +1,16 @@
 // The restorer: a validated image back into a live World, with the files the image left for later (host fds,
 // embedder files) supplied by resolvers, in the stages of DESIGN.md "Restore":
 //   1. read     unframe, decode, validate (nothing is created before the image is known to be whole)
-//   2. resolve  every reference is handed to the resolvers in turn; host fds are verified against the identity the
-//               image recorded (st_dev, st_ino, file type)
+//   2. resolve  every reference is handed to the resolvers in turn (after Prepare with all of them); host fds are
+//               verified against the identity the image recorded (st_dev, st_ino, file type)
 //   3. re-key   entries and fd-table slots of a host file follow the fd number the file has in this process
 //   4. build    files, then EventPolls inner before outer, entries on the lists the image recorded
 //   5. after_load  waiters re-registered; waiting entries whose file is ready move to ready, ready ones stay ready
 //               (a pending edge-triggered event is delivered once), disabled one-shot entries stay disabled, and the
 //               watchers of every poll with ready entries are notified, through nested polls too
 //   6. watch    host files start being watched by the notifier (host_file.h); the kernel's first report of each
-//               ready fd is what moves its waiting entries to ready (one system call per file, no poll per entry),
-//               and the restore returns once those reports have arrived
+//               ready fd is what moves its waiting entries to ready (one kernel operation per file, batched; no
+//               poll per entry), and the restore returns once those reports have arrived
 // A failed restore leaves nothing behind: the world stays empty, no waiter stays registered on any file, no host
 // file created for the restore keeps an fd (the restorer never closes an fd it did not open), and the notifier
 // thread stops again if it started for this restore.
@@ -22,6 +22,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,9 @@ struct Resolution {
 class Resolver {
  public:
   virtual ~Resolver() = default;
+  // Called once with every reference of the image before any Resolve, so a resolver can do its work for all of
+  // them at once (InheritedFdResolver checks every fd's identity in one batch of system calls). Optional.
+  virtual void Prepare(std::span<const FileReference> refs) { (void)refs; }
   virtual Resolution Resolve(const FileReference& ref) = 0;
 };
 

@@ -28,6 +28,10 @@ std::error_code HostFile::Watch() {
   return e;
 }
 
+std::error_code HostFile::WatchAll(std::span<HostFile* const> files, std::size_t* failed) {
+  return HostNotifier::Instance().WatchMany(files, failed);
+}
+
 Result<std::shared_ptr<HostFile>> HostFile::Create(int fd) {
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) return Errno(EBADF);

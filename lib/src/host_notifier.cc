@@ -6,9 +6,11 @@
 
 #include <cerrno>
 #include <system_error>
+#include <vector>
 
 #include "epollcr/host_file.h"
 #include "epollcr/result.h"
+#include "syscall_batch.h"
 
 namespace epollcr {
 
@@ -122,6 +124,63 @@ std::error_code HostNotifier::Watch(HostFile* file) {
   }
   file->watch_key_ = key;
   return {};
+}
+
+std::error_code HostNotifier::WatchMany(std::span<HostFile* const> files, std::size_t* failed) {
+  std::vector<std::size_t> todo;  // indices into `files`
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    if (files[i]->Epollable() && !files[i]->watched()) todo.push_back(i);
+  }
+  if (todo.empty()) return {};
+  std::lock_guard lifecycle(lifecycle_mu_);
+  if (!thread_.joinable()) {
+    if (std::error_code e = StartLocked()) {
+      *failed = todo.front();
+      return e;
+    }
+  }
+  std::vector<int> fds(todo.size());
+  std::vector<epoll_event> events(todo.size());
+  std::vector<int> errors(todo.size());
+  {
+    std::lock_guard lock(mu_);  // in the map before the kernel knows the fds, as in Watch
+    files_.reserve(files_.size() + todo.size());
+    for (std::size_t k = 0; k < todo.size(); ++k) {
+      HostFile* file = files[todo[k]];
+      fds[k] = file->fd();
+      const std::uint64_t key = next_key_++;
+      events[k].events = kWatchedEvents;
+      events[k].data.u64 = key;
+      files_.emplace(key, file);
+    }
+  }
+  sys::EpollAddMany(epoll_fd_, fds, events, errors);
+  std::error_code first;
+  bool last;
+  {
+    std::lock_guard lock(mu_);
+    for (std::size_t k = 0; k < todo.size(); ++k) {
+      HostFile* file = files[todo[k]];
+      const std::uint64_t key = events[k].data.u64;
+      if (errors[k] == 0 && !first) {
+        file->watch_key_ = key;
+        continue;
+      }
+      if (errors[k] == 0) {
+        // Watched by the kernel after an earlier failure: undone, so that only files before the failure are.
+        epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fds[k], nullptr);
+      } else if (errors[k] == EPERM) {
+        file->epollable_ = false;  // a file without poll support, as in HostFile::Watch
+      } else if (!first) {
+        first = Errno(errors[k]);
+        *failed = todo[k];
+      }
+      files_.erase(key);
+    }
+    last = files_.empty();
+  }
+  if (last) StopLocked();
+  return first;
 }
 
 void HostNotifier::Unwatch(HostFile* file) {

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <span>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
@@ -29,6 +30,11 @@ class HostNotifier {
   // Starts watching file->fd(): the thread starts with the first file. EPERM for a file the kernel's epoll refuses
   // (regular files, directories); other errno values from epoll_ctl, epoll_create1, eventfd or thread creation.
   std::error_code Watch(HostFile* file);
+  // Watch for many files at once, with their epoll_ctl calls batched (syscall_batch.h). Files already watched or
+  // not Epollable are skipped; a file the kernel's epoll refuses with EPERM becomes not Epollable, as in Watch. On
+  // the first other failure, returns it with its index in `failed`; the files before it stay watched, the others
+  // are not (the caller unwatches what it wants undone).
+  std::error_code WatchMany(std::span<HostFile* const> files, std::size_t* failed);
   // Stops watching the file; no delivery to it runs after this returns. The thread stops with the last file.
   void Unwatch(HostFile* file);
 

@@ -19,6 +19,7 @@
 #include "restore/handoff.h"
 #include "restore/image_codec.h"
 #include "restore/resolvers.h"
+#include "lib/src/syscall_batch.h"  // fault injection into the restore's system calls
 #include "temp_dir.h"
 
 namespace epollcr::restore {
@@ -260,6 +261,116 @@ TEST_F(RestorerTest, NoResolverAtAllFailsStrictAndPrunesEverythingHost) {
   EXPECT_EQ(report.pruned.size(), 5u);
   EXPECT_EQ(report.entries, 1u);  // outer -> inner is all that is left
   EXPECT_FALSE(restored_.roots.count("c"));
+}
+
+// A world big enough for the restore's system calls to go in batches (syscall_batch.h): 200 sockets, each watched
+// by one EventPoll. Each fails in turn where the restore makes it — the identity check of the first, a middle and
+// the last fd, the notifier's epoll_ctl(ADD) of the same — and the restore says which fd and why, and leaves
+// nothing behind; without a fault the same image restores whole.
+class BatchedRestoreTest : public ::testing::Test {
+ protected:
+  static constexpr int kSockets = 200;
+  void SetUp() override {
+    auto poll = EventPoll::Create();
+    world_.roots["poll"] = poll;
+    for (int i = 0; i < kSockets / 2; ++i) {
+      int p[2];
+      ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, p), 0);
+      for (int fd : p) {
+        fds_.push_back(fd);
+        Result<std::shared_ptr<HostFile>> file = HostFile::Create(fd);
+        ASSERT_TRUE(file.ok());
+        ASSERT_FALSE(world_.fds.InstallAt(fd, file.value()));
+        ASSERT_FALSE(poll->AddEntry({file.value().get(), fd}, EntryFlags{}, kEventIn, static_cast<std::uint64_t>(fd)));
+      }
+    }
+    StatusOr<v1::Image> image = image::Capture(world_);
+    ASSERT_TRUE(image.ok()) << image.status.message;
+    image_ = image.value;
+    HandOver(&world_);
+  }
+  void TearDown() override {
+    sys::SetFaultForTesting(nullptr);
+    restored_.roots.clear();
+    restored_.fds.Clear();
+    for (int fd : fds_) close(fd);
+    EXPECT_EQ(HostFile::WatchedFds(), 0u);
+    EXPECT_FALSE(HostFile::NotifierRunning());
+  }
+
+  std::vector<int> fds_;
+  World world_, restored_;
+  v1::Image image_;
+};
+
+sys::Call fault_call;
+std::size_t fault_item;
+int FailOne(sys::Call call, std::size_t item) { return call == fault_call && item == fault_item ? ENOMEM : 0; }
+
+TEST_F(BatchedRestoreTest, EachFailedSystemCallFailsTheRestoreCleanly) {
+  for (sys::Call call : {sys::Call::kStat, sys::Call::kEpollAdd}) {
+    for (std::size_t item : {std::size_t{0}, std::size_t{kSockets / 2 - 1}, std::size_t{kSockets - 1}}) {
+      SCOPED_TRACE((call == sys::Call::kStat ? "statx of item " : "epoll_ctl ADD of item ") + std::to_string(item));
+      fault_call = call;
+      fault_item = item;
+      const int open = OpenFds();
+      const long files = File::LiveFiles();
+      InheritedFdResolver inherited;
+      sys::SetFaultForTesting(FailOne);
+      Status s = Restore(image_, &restored_, With(Policy::kStrict, {&inherited}));
+      sys::SetFaultForTesting(nullptr);
+      ASSERT_TRUE(s) << "the restore should have failed";
+      if (call == sys::Call::kStat) {
+        // The identity checks run in image order, which is fd order here.
+        EXPECT_THAT(s.message, HasSubstr("fd " + std::to_string(fds_[item]) + " is not open in this process"));
+      } else {
+        EXPECT_THAT(s.message, HasSubstr(": " + std::error_code(ENOMEM, std::generic_category()).message()));
+        EXPECT_THAT(s.message, HasSubstr("restore: host fd "));
+      }
+      EXPECT_EQ(restored_.fds.Count(), 0);
+      EXPECT_TRUE(restored_.roots.empty());
+      EXPECT_EQ(File::LiveFiles(), files);
+      EXPECT_EQ(OpenFds(), open) << "no fd closed, none leaked";
+      EXPECT_EQ(HostFile::WatchedFds(), 0u);
+      EXPECT_FALSE(HostFile::NotifierRunning());
+    }
+  }
+  // Every fd is still the caller's and still unwatched by any epoll: the image restores whole.
+  InheritedFdResolver inherited;
+  const sys::BatchCounts before = sys::Counts();
+  Report report;
+  Status s = Restore(image_, &restored_, With(Policy::kStrict, {&inherited}), &report);
+  ASSERT_FALSE(s) << s.message;
+  EXPECT_EQ(report.host_files, static_cast<std::uint64_t>(kSockets));
+  EXPECT_EQ(report.entries, static_cast<std::uint64_t>(kSockets));
+  EXPECT_EQ(HostFile::WatchedFds(), static_cast<std::size_t>(kSockets));
+  EXPECT_EQ(sys::Counts().single_calls, before.single_calls + (sys::Counts().ring_batches == before.ring_batches
+                                                                   ? 2u * kSockets : 0u))
+      << "either both batches went through io_uring or every call went alone";
+  // A write to one socket reaches the restored poll through the notifier, like any wake-up.
+  const char byte = 'x';
+  ASSERT_EQ(write(fds_[1], &byte, 1), 1);
+  auto* poll = restored_.roots.at("poll")->AsEventPoll();
+  std::vector<Event> events(4);
+  Result<int> n = poll->Wait(events, 5000);
+  ASSERT_TRUE(n.ok());
+  ASSERT_EQ(n.value(), 1);
+  EXPECT_EQ(events[0].data[0], static_cast<std::uint32_t>(fds_[0]));
+}
+
+TEST_F(BatchedRestoreTest, AFailedIdentityCheckIsPrunedUnderThePrunePolicy) {
+  fault_call = sys::Call::kStat;
+  fault_item = 7;
+  InheritedFdResolver inherited;
+  Report report;
+  sys::SetFaultForTesting(FailOne);
+  Status s = Restore(image_, &restored_, With(Policy::kPrune, {&inherited}), &report);
+  sys::SetFaultForTesting(nullptr);
+  ASSERT_FALSE(s) << s.message;
+  ASSERT_EQ(report.pruned.size(), 1u);
+  EXPECT_THAT(report.pruned[0].reason, HasSubstr("fd " + std::to_string(fds_[7]) + " is not open"));
+  EXPECT_EQ(report.entries, static_cast<std::uint64_t>(kSockets - 1));
+  EXPECT_EQ(HostFile::WatchedFds(), static_cast<std::size_t>(kSockets - 1));
 }
 
 TEST(EmbedderReferenceTest, AnUnregisteredKindFailsStrictAndIsPruned) {

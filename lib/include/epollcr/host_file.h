@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 
 #include "epollcr/file.h"
@@ -54,6 +55,10 @@ class HostFile final : public File {
   // Starts watching; nothing if already watched or not Epollable. EEXIST if another host file watches this fd number.
   std::error_code Watch();
   bool watched() const { return watch_key_ != 0; }
+  // Watch() for many files, their kernel calls batched (a restore of 10,000 host fds enters the kernel a few dozen
+  // times instead of 10,000). On failure returns the first error with the index of its file in `failed`; the files
+  // before that one are watched, the others are not.
+  static std::error_code WatchAll(std::span<HostFile* const> files, std::size_t* failed);
 
   // Returns once every report the kernel had for the notifier has reached its file.
   static void Settle();

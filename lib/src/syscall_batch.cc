@@ -1,0 +1,223 @@
+#include "syscall_batch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+namespace epollcr::sys {
+
+namespace {
+
+// Below this many items a ring (io_uring_setup, two mmaps, close: about 40 us here) costs more than it saves.
+constexpr std::size_t kMinRingBatch = 64;
+// Requests in flight at once; each needs its own buffers until it completes.
+constexpr unsigned kRingSize = 256;
+
+std::atomic<bool> ring_enabled{true};
+std::atomic<FaultFn> fault_fn{nullptr};
+std::atomic<std::uint64_t> ring_batches{0};
+std::atomic<std::uint64_t> single_calls{0};
+
+// A ring for one batch, closed with it. Its fd is above every fd the batch names: the kernel gives a new fd the
+// lowest free number, which may be one the batch asks about (an image's fd that is not open here), and statx of that
+// number must say EBADF, not describe the ring.
+class Ring {
+ public:
+  explicit Ring(int above) {
+    io_uring_params params{};
+    // Submit every request even if an earlier one fails: each failure is that request's result (Linux 5.18).
+    params.flags = IORING_SETUP_SUBMIT_ALL;
+    int fd = static_cast<int>(syscall(__NR_io_uring_setup, kRingSize, &params));
+    if (fd < 0 && errno == EINVAL) {
+      params = {};  // an older kernel: every request is still submitted unless the submission is refused
+      fd = static_cast<int>(syscall(__NR_io_uring_setup, kRingSize, &params));
+    }
+    if (fd < 0) return;
+    const int high = fcntl(fd, F_DUPFD_CLOEXEC, above + 1);
+    close(fd);
+    if (high < 0) return;
+    if (io_uring_queue_mmap(high, &params, &ring_) != 0) {
+      close(high);
+      return;
+    }
+    // Submission slot i is request i, as io_uring_queue_init sets it up (io_uring_queue_mmap leaves it to us).
+    for (unsigned i = 0; i < ring_.sq.ring_entries; ++i) ring_.sq.array[i] = i;
+    ok_ = true;
+  }
+  ~Ring() {
+    if (ok_) io_uring_queue_exit(&ring_);
+  }
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+
+  bool ok() const { return ok_; }
+  io_uring* get() { return &ring_; }
+
+ private:
+  io_uring ring_{};
+  bool ok_ = false;
+};
+
+// Runs items [0, n): prep(sqe, item, slot) fills a request that may use the buffers of `slot` (< kRingSize) until
+// its completion, done(item, slot, res) takes the completion (res: the system call's return value or -errno), and
+// single(item) makes the call one at a time and returns 0 or an errno value.
+template <typename Prep, typename Done, typename Single>
+void RunBatch(Call call, std::span<const int> fds, std::span<int> errors, Prep prep, Done done, Single single) {
+  const std::size_t n = fds.size();
+  // An injected fault replaces the item's call: a test fails the Nth call of a batch.
+  if (FaultFn fault = fault_fn.load(std::memory_order_acquire)) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const int e = fault(call, i);
+      errors[i] = e != 0 ? e : single(i);
+    }
+    return;
+  }
+  std::size_t next = 0;  // items before this were submitted, or run singly
+  // Only if a ring broke with requests in flight and its wait failed too (io_uring_wait_cqe fails only on EINTR,
+  // retried, or a ring that is gone) would a result not be filled in: say so rather than leave it at 0.
+  std::fill(errors.begin(), errors.begin() + static_cast<std::ptrdiff_t>(n), ECANCELED);
+  if (n >= kMinRingBatch && ring_enabled.load(std::memory_order_relaxed)) {
+    Ring ring(*std::max_element(fds.begin(), fds.end()));
+    if (ring.ok()) {
+      ring_batches.fetch_add(1, std::memory_order_relaxed);
+      std::vector<unsigned> free_slots(kRingSize);
+      for (unsigned s = 0; s < kRingSize; ++s) free_slots[s] = kRingSize - 1 - s;
+      std::size_t in_flight = 0;  // taken by the kernel, completion not seen yet
+      std::size_t pending = 0;    // prepared, not taken by the kernel yet (a submission may take fewer than asked)
+      bool broken = false;        // a submission the kernel refused: the rest go one at a time
+      while (next < n || in_flight != 0 || pending != 0) {
+        while (next < n && !free_slots.empty()) {
+          io_uring_sqe* sqe = io_uring_get_sqe(ring.get());
+          if (sqe == nullptr) break;
+          const unsigned slot = free_slots.back();
+          free_slots.pop_back();
+          prep(sqe, next, slot);
+          io_uring_sqe_set_data64(sqe, (static_cast<std::uint64_t>(next) << 16) | slot);
+          ++next;
+          ++pending;
+        }
+        if (pending != 0) {
+          int r;
+          do {
+            r = io_uring_submit(ring.get());
+          } while (r == -EINTR);
+          if (r < 0 || (r == 0 && in_flight == 0)) {
+            // The kernel takes requests in order and only in io_uring_enter (the waits below pass none), so the
+            // last `pending` items never reached it: they run one at a time once the ring is gone.
+            broken = true;
+            next -= pending;
+            break;
+          }
+          pending -= static_cast<std::size_t>(r);
+          in_flight += static_cast<std::size_t>(r);
+        }
+        if (in_flight == 0) continue;
+        io_uring_cqe* cqe = nullptr;
+        int w;
+        do {
+          w = io_uring_wait_cqe(ring.get(), &cqe);
+        } while (w == -EINTR);
+        if (w < 0) {
+          broken = true;  // see the ECANCELED above
+          break;
+        }
+        unsigned seen = 0;
+        unsigned head;
+        io_uring_for_each_cqe(ring.get(), head, cqe) {
+          const std::uint64_t tag = io_uring_cqe_get_data64(cqe);
+          const unsigned slot = static_cast<unsigned>(tag & 0xffff);
+          done(static_cast<std::size_t>(tag >> 16), slot, cqe->res);
+          free_slots.push_back(slot);
+          ++seen;
+        }
+        io_uring_cq_advance(ring.get(), seen);
+        in_flight -= seen;
+      }
+      if (broken && in_flight != 0) {
+        // Requests the kernel took before a later submission was refused: their completions still come.
+        while (in_flight != 0) {
+          io_uring_cqe* cqe = nullptr;
+          if (io_uring_wait_cqe(ring.get(), &cqe) != 0) break;
+          const std::uint64_t tag = io_uring_cqe_get_data64(cqe);
+          done(static_cast<std::size_t>(tag >> 16), static_cast<unsigned>(tag & 0xffff), cqe->res);
+          io_uring_cqe_seen(ring.get(), cqe);
+          --in_flight;
+        }
+      }
+    }
+  }
+  for (std::size_t i = next; i < n; ++i) {
+    single_calls.fetch_add(1, std::memory_order_relaxed);
+    errors[i] = single(i);
+  }
+}
+
+FileIdentity FromStatx(const struct statx& sx) {
+  FileIdentity id;
+  id.dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+  id.ino = sx.stx_ino;
+  id.file_type = sx.stx_mode & S_IFMT;
+  return id;
+}
+
+}  // namespace
+
+void StatMany(std::span<const int> fds, std::span<FileIdentity> out, std::span<int> errors) {
+  std::vector<struct statx> buffers(fds.size() >= kMinRingBatch ? kRingSize : 0);
+  static const char kEmptyPath[] = "";
+  RunBatch(
+      Call::kStat, fds, errors,
+      [&](io_uring_sqe* sqe, std::size_t i, unsigned slot) {
+        io_uring_prep_statx(sqe, fds[i], kEmptyPath, AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT,
+                            STATX_TYPE | STATX_INO, &buffers[slot]);
+      },
+      [&](std::size_t i, unsigned slot, int res) {
+        errors[i] = res < 0 ? -res : 0;
+        if (res >= 0) out[i] = FromStatx(buffers[slot]);
+      },
+      [&](std::size_t i) {
+        struct stat st;
+        int r;
+        do {
+          r = fstat(fds[i], &st);
+        } while (r != 0 && errno == EINTR);
+        if (r != 0) return errno;
+        out[i].dev = st.st_dev;
+        out[i].ino = st.st_ino;
+        out[i].file_type = st.st_mode & S_IFMT;
+        return 0;
+      });
+}
+
+void EpollAddMany(int epoll_fd, std::span<const int> fds, std::span<epoll_event> events, std::span<int> errors) {
+  RunBatch(
+      Call::kEpollAdd, fds, errors,
+      [&](io_uring_sqe* sqe, std::size_t i, unsigned) {
+        io_uring_prep_epoll_ctl(sqe, epoll_fd, fds[i], EPOLL_CTL_ADD, &events[i]);
+      },
+      [&](std::size_t i, unsigned, int res) { errors[i] = res < 0 ? -res : 0; },
+      [&](std::size_t i) {
+        int r;
+        do {
+          r = epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fds[i], &events[i]);
+        } while (r != 0 && errno == EINTR);
+        return r == 0 ? 0 : errno;
+      });
+}
+
+BatchCounts Counts() {
+  return {ring_batches.load(std::memory_order_relaxed), single_calls.load(std::memory_order_relaxed)};
+}
+
+void SetRingEnabled(bool enabled) { ring_enabled.store(enabled, std::memory_order_relaxed); }
+
+void SetFaultForTesting(FaultFn fault) { fault_fn.store(fault, std::memory_order_release); }
+
+}  // namespace epollcr::sys
