@@ -49,8 +49,9 @@ class EventFd final : public File {
  private:
   mutable std::mutex op_mu_;  // Held across a read or write and its wake-up (file.h MutationLock).
   mutable std::mutex mu_;
-  std::uint64_t count_;  // Guarded by mu_.
-  bool semaphore_;       // Immutable once shared.
+  // Written with mu_ held, through std::atomic_ref; Readiness reads it without mu_ (also through std::atomic_ref).
+  std::uint64_t count_;
+  bool semaphore_;  // Immutable once shared.
 };
 
 }  // namespace epollcr
