@@ -207,11 +207,11 @@ class Validator {
     if (Status s = CheckNesting()) return s;
     std::int64_t last_fd = -1;
     for (const v1::FdEntry& e : image_.fds()) {
-      const std::string where = "fd " + std::to_string(e.fd());
-      if (e.fd() < 0) return Fail(where + ": negative");
-      if (e.fd() <= last_fd) return Fail(where + ": repeated or out of order (fds are listed in ascending order)");
+      auto where = [&] { return "fd " + std::to_string(e.fd()); };  // only for a failure: an image may have 10^6 fds
+      if (e.fd() < 0) return Fail(where() + ": negative");
+      if (e.fd() <= last_fd) return Fail(where() + ": repeated or out of order (fds are listed in ascending order)");
       last_fd = e.fd();
-      if (!FileAt(e.file())) return Fail(where + ": file " + std::to_string(e.file()) + " is not in the image");
+      if (!FileAt(e.file())) return Fail(where() + ": file " + std::to_string(e.file()) + " is not in the image");
     }
     std::set<std::string> names;
     for (const v1::Root& r : image_.roots()) {
@@ -258,29 +258,29 @@ class Validator {
   }
 
   Status CheckPipe(const v1::PipeState& p) {
-    const std::string where = "pipe " + std::to_string(p.id());
-    if (p.slots_size() > 16) return Fail(where + ": " + std::to_string(p.slots_size()) + " slots (at most 16)");
+    auto where = [&] { return "pipe " + std::to_string(p.id()); };  // only for a failure
+    if (p.slots_size() > 16) return Fail(where() + ": " + std::to_string(p.slots_size()) + " slots (at most 16)");
     for (int i = 0; i < p.slots_size(); ++i) {
       const v1::PipeSlot& s = p.slots(i);
       if (s.data().empty() || s.offset() > 4096 || s.data().size() > 4096 - s.offset()) {
-        return Fail(where + ", slot " + std::to_string(i) + ": empty or outside its 4096-byte page");
+        return Fail(where() + ", slot " + std::to_string(i) + ": empty or outside its 4096-byte page");
       }
     }
-    if (p.readers() > 1 || p.writers() > 1) return Fail(where + ": readers and writers must be 0 or 1");
+    if (p.readers() > 1 || p.writers() > 1) return Fail(where() + ": readers and writers must be 0 or 1");
     pipes_.insert(p.id());
     return {};
   }
 
   Status CheckEnd(std::uint64_t pair, const v1::SocketEnd& e) {
-    const std::string where = "socket pair " + std::to_string(pair);
-    if (e.sndbuf() < 4608 || e.sndbuf() > (std::int64_t{1} << 31)) return Fail(where + ": send buffer size out of range");
-    if (e.wmem() < 0 || e.wmem() > (std::int64_t{1} << 32)) return Fail(where + ": send charge out of range");
-    if (e.shutdown() > 3) return Fail(where + ": shutdown bits out of range");
+    auto where = [&] { return "socket pair " + std::to_string(pair); };  // only for a failure
+    if (e.sndbuf() < 4608 || e.sndbuf() > (std::int64_t{1} << 31)) return Fail(where() + ": send buffer size out of range");
+    if (e.wmem() < 0 || e.wmem() > (std::int64_t{1} << 32)) return Fail(where() + ": send charge out of range");
+    if (e.shutdown() > 3) return Fail(where() + ": shutdown bits out of range");
     for (int i = 0; i < e.receive_size(); ++i) {
       const v1::Segment& s = e.receive(i);
       if (s.data().empty() || s.data().size() > limits_.max_segment_bytes || s.offset() >= s.data().size() ||
           s.truesize() <= 0) {
-        return Fail(where + ", segment " + std::to_string(i) + ": empty, too large, consumed or without a size");
+        return Fail(where() + ", segment " + std::to_string(i) + ": empty, too large, consumed or without a size");
       }
     }
     pairs_.insert(pair);
@@ -295,50 +295,50 @@ class Validator {
   }
 
   Status CheckFile(const v1::File& f) {
-    const std::string where = "file " + std::to_string(f.id());
+    auto where = [&] { return "file " + std::to_string(f.id()); };  // only for a failure
     switch (f.kind_case()) {
       case v1::File::kEventfd:
-        if (f.eventfd().count() > 0xfffffffffffffffeULL) return Fail(where + ": eventfd counter out of range");
+        if (f.eventfd().count() > 0xfffffffffffffffeULL) return Fail(where() + ": eventfd counter out of range");
         return {};
       case v1::File::kPipeRead:
       case v1::File::kPipeWrite: {
         const std::uint64_t pipe = f.has_pipe_read() ? f.pipe_read().pipe() : f.pipe_write().pipe();
         const std::uint32_t at = SharedAt(pipe, pipes_);
-        if (at == state::IdIndex::kNone) return Fail(where + ": pipe " + std::to_string(pipe) + " is not in the image");
-        if (!TakeEnd(at, f.has_pipe_read() ? 1 : 2)) return Fail(where + ": a second file for the same pipe end");
+        if (at == state::IdIndex::kNone) return Fail(where() + ": pipe " + std::to_string(pipe) + " is not in the image");
+        if (!TakeEnd(at, f.has_pipe_read() ? 1 : 2)) return Fail(where() + ": a second file for the same pipe end");
         return {};
       }
       case v1::File::kUnixStream: {
         const v1::UnixStreamState& s = f.unix_stream();
         const std::uint32_t at = SharedAt(s.pair(), pairs_);
-        if (at == state::IdIndex::kNone) return Fail(where + ": socket pair " + std::to_string(s.pair()) + " is not in the image");
-        if (s.side() > 1) return Fail(where + ": side must be 0 or 1");
-        if (!TakeEnd(at, 1 << s.side())) return Fail(where + ": a second file for the same socket end");
+        if (at == state::IdIndex::kNone) return Fail(where() + ": socket pair " + std::to_string(s.pair()) + " is not in the image");
+        if (s.side() > 1) return Fail(where() + ": side must be 0 or 1");
+        if (!TakeEnd(at, 1 << s.side())) return Fail(where() + ": a second file for the same socket end");
         return {};
       }
       case v1::File::kEventpoll:
         return CheckPoll(f.id(), f.eventpoll());
       case v1::File::kHost: {
         const v1::HostFileReference& h = f.host();
-        if (h.fd() < 0) return Fail(where + ": host fd " + std::to_string(h.fd()) + " is negative");
+        if (h.fd() < 0) return Fail(where() + ": host fd " + std::to_string(h.fd()) + " is negative");
         switch (h.file_type()) {
           case 0:  // an anonymous inode (eventfd, epoll, timerfd, signalfd): st_mode has no type bits
           case S_IFSOCK: case S_IFLNK: case S_IFREG: case S_IFBLK: case S_IFDIR: case S_IFCHR: case S_IFIFO:
             return {};
           default:
-            return Fail(where + ": host file type " + std::to_string(h.file_type()) + " is not an S_IFMT value");
+            return Fail(where() + ": host file type " + std::to_string(h.file_type()) + " is not an S_IFMT value");
         }
       }
       case v1::File::kEmbedder:
         if (state::BuiltInFileKind(f.embedder().kind())) {
-          return Fail(where + ": embedder kind '" + f.embedder().kind() + "' is a built-in kind");
+          return Fail(where() + ": embedder kind '" + f.embedder().kind() + "' is a built-in kind");
         }
-        if (f.embedder().kind().empty()) return Fail(where + ": embedder file without a kind");
+        if (f.embedder().kind().empty()) return Fail(where() + ": embedder file without a kind");
         return {};
       case v1::File::KIND_NOT_SET:
         break;
     }
-    return Fail(where + ": no kind");
+    return Fail(where() + ": no kind");
   }
 
   Status CheckPoll(std::uint64_t id, const v1::EventPollState& p) {
