@@ -601,9 +601,12 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
   if (image.fds_size() > 0) {  // fds are ascending: the last is the highest
     out->fds.Reserve(static_cast<int>(std::min<std::int64_t>(image.fds(image.fds_size() - 1).fd() + 1LL, INT_MAX)));
   }
-  for (const v1::FdEntry& e : image.fds()) {
-    if (out->fds.InstallAt(e.fd(), objects.files[objects.Find(e.file())])) {
-      throw LoadError("fd " + std::to_string(e.fd()) + ": cannot be installed");
+  {
+    FdTable::Filler fds(out->fds);
+    for (const v1::FdEntry& e : image.fds()) {
+      if (fds.InstallAt(e.fd(), objects.files[objects.Find(e.file())])) {
+        throw LoadError("fd " + std::to_string(e.fd()) + ": cannot be installed");
+      }
     }
   }
   for (const v1::Root& r : image.roots()) out->roots.emplace(r.name(), objects.files[objects.Find(r.file())]);

@@ -32,8 +32,12 @@ void FdTable::Reserve(int n) {
 }
 
 std::error_code FdTable::InstallAt(int fd, std::shared_ptr<File> file) {
-  if (!file || fd < 0 || fd >= max_fds_) return Errno(EBADF);
   std::lock_guard lock(mu_);
+  return InstallAtLocked(fd, std::move(file));
+}
+
+std::error_code FdTable::InstallAtLocked(int fd, std::shared_ptr<File> file) {
+  if (!file || fd < 0 || fd >= max_fds_) return Errno(EBADF);
   if (fd < static_cast<int>(files_.size()) && files_[fd]) return Errno(EBUSY);
   if (fd == static_cast<int>(files_.size())) {  // appending, as a load in fd order does: no gap to record
     files_.push_back(std::move(file));

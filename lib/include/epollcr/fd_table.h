@@ -26,6 +26,21 @@ class FdTable {
   Result<int> Install(std::shared_ptr<File> file);
   // Installs `file` at exactly `fd`, which must be free (EBUSY otherwise; EBADF if out of range).
   std::error_code InstallAt(int fd, std::shared_ptr<File> file);
+  // InstallAt for many fds at once, under one lock instead of one per fd (a load installs every fd of a checkpoint:
+  // a million lock round trips otherwise). Holds the table's lock while it exists: the thread that made it must not
+  // call the table's other methods meanwhile; other threads wait.
+  class Filler {
+   public:
+    explicit Filler(FdTable& table) : table_(table), lock_(table.mu_) {}
+    Filler(const Filler&) = delete;
+    Filler& operator=(const Filler&) = delete;
+    // As FdTable::InstallAt.
+    std::error_code InstallAt(int fd, std::shared_ptr<File> file) { return table_.InstallAtLocked(fd, std::move(file)); }
+
+   private:
+    FdTable& table_;
+    std::lock_guard<std::mutex> lock_;
+  };
   // Makes room for fds below `n` (at most the table's limit), so that installing that many does not grow the table
   // step by step (a load installs every fd of a checkpoint at once). Changes no fd. Throws nothing; a failure to make
   // room only means the table grows later.
@@ -50,6 +65,9 @@ class FdTable {
   std::vector<std::pair<int, std::shared_ptr<File>>> SnapshotFrozen() const;
 
  private:
+  // Preconditions: mu_ is held.
+  std::error_code InstallAtLocked(int fd, std::shared_ptr<File> file);
+
   const int max_fds_;
   mutable std::mutex mu_;
   using Slots = std::vector<std::shared_ptr<File>, LargeAllocator<std::shared_ptr<File>>>;
