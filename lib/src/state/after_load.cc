@@ -122,8 +122,8 @@ void CheckEntries(const std::string& name, const PendingPoll& p, const EventPoll
 // cut as the lists, so the lists are exact and are not re-derived (re-deriving would turn a consumed edge-triggered
 // event into a new one). The nesting limit of ADD holds for loaded graphs too: no chain of more than kMaxNests links
 // (inner polls ran their after_load first, so their heights are known).
-void RestorePoll(const std::string& name, PendingPoll& p, BigArray<Registration>& registrations,
-                 std::unordered_map<const EventPoll*, int>& heights, EventPoll* poll) {
+void RestorePoll(const std::string& name, PendingPoll& p, std::unordered_map<const EventPoll*, int>& heights,
+                 EventPoll* poll) {
   if (!p.checked) CheckEntries(name, p, poll);  // everything is checked before the poll takes anything
   EventPoll::Impl& s = *poll->impl();
   std::lock_guard lock(s.mu_);
@@ -163,7 +163,6 @@ void RestorePoll(const std::string& name, PendingPoll& p, BigArray<Registration>
       PollEntry* e = p.entries[i];
       if (e->list == EntryList::kWaiting) s.waiting_.push_back(*e);
       if (e->list == EntryList::kDisabled) s.disabled_.push_back(*e);
-      registrations.push_back({e, p.ranks[i]});
     }
     for (std::uint32_t i : p.ready) s.ready_.push_back(*p.entries[i]);
   }
@@ -171,36 +170,48 @@ void RestorePoll(const std::string& name, PendingPoll& p, BigArray<Registration>
 
 // Every waiter goes back into its file's queue at its saved place: non-exclusive waiters are pushed to the front
 // (so the highest rank first), exclusive ones to the back (lowest rank first), as WaiterQueue::EventRegister does.
-// The order is a stable sort by descending rank: a counting sort when the ranks are dense (as every writer makes
-// them), else std::stable_sort. The arrays are BigArrays: a load's temporaries are as large as its entries.
-void RegisterInQueueOrder(BigArray<Registration>& registrations) {
+// The order is a stable sort by descending rank of the registrations of `polls` (the polls in after_load order, each
+// one's entries in order): a counting sort when the ranks are dense (as every writer makes them), else
+// std::stable_sort. The counting sort reads the ranks where the polls keep them and stores only the sorted entries:
+// a load's temporaries are as large as its entries, and fresh memory costs a page fault per page (big_buffer.h).
+void RegisterInQueueOrder(const std::vector<const PendingPoll*>& polls, std::size_t total) {
   std::uint32_t max_rank = 0;
-  for (const Registration& r : registrations) max_rank = std::max(max_rank, r.rank);
-  BigArray<Registration> sorted(registrations.size());
-  if (max_rank <= registrations.size()) {
+  for (const PendingPoll* p : polls) {
+    for (std::size_t i = 0; i < p->entries.size(); ++i) max_rank = std::max(max_rank, p->ranks[i]);
+  }
+  BigArray<PollEntry*> sorted(total);
+  if (max_rank <= total) {
     BigArray<std::uint32_t> start(static_cast<std::size_t>(max_rank) + 2);  // by descending rank
     start.resize_uninitialized(static_cast<std::size_t>(max_rank) + 2);
     std::fill(start.begin(), start.end(), 0u);
-    for (const Registration& r : registrations) ++start[max_rank - r.rank + 1];
+    for (const PendingPoll* p : polls) {
+      for (std::size_t i = 0; i < p->entries.size(); ++i) ++start[max_rank - p->ranks[i] + 1];
+    }
     for (std::size_t k = 1; k < start.size(); ++k) start[k] += start[k - 1];
-    sorted.resize_uninitialized(registrations.size());
-    for (const Registration& r : registrations) sorted[start[max_rank - r.rank]++] = r;
+    sorted.resize_uninitialized(total);
+    for (const PendingPoll* p : polls) {
+      for (std::size_t i = 0; i < p->entries.size(); ++i) sorted[start[max_rank - p->ranks[i]]++] = p->entries[i];
+    }
   } else {
-    for (const Registration& r : registrations) sorted.push_back(r);
-    std::stable_sort(sorted.begin(), sorted.end(),
+    BigArray<Registration> registrations(total);
+    for (const PendingPoll* p : polls) {
+      for (std::size_t i = 0; i < p->entries.size(); ++i) registrations.push_back({p->entries[i], p->ranks[i]});
+    }
+    std::stable_sort(registrations.begin(), registrations.end(),
                      [](const Registration& a, const Registration& b) { return a.rank > b.rank; });
+    for (const Registration& r : registrations) sorted.push_back(r.entry);
   }
-  for (const Registration& r : sorted) {
-    if ((r.entry->events & kEpollExclusive) == 0) {
-      r.entry->file->EventRegister(r.entry);
-      r.entry->registered = true;
+  for (PollEntry* e : sorted) {
+    if ((e->events & kEpollExclusive) == 0) {
+      e->file->EventRegister(e);
+      e->registered = true;
     }
   }
   for (std::size_t i = sorted.size(); i-- > 0;) {
-    const Registration& r = sorted[i];
-    if ((r.entry->events & kEpollExclusive) != 0) {
-      r.entry->file->EventRegister(r.entry);
-      r.entry->registered = true;
+    PollEntry* e = sorted[i];
+    if ((e->events & kEpollExclusive) != 0) {
+      e->file->EventRegister(e);
+      e->registered = true;
     }
   }
 }
@@ -211,8 +222,8 @@ void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& po
   std::unordered_map<const EventPoll*, int> heights;
   std::size_t total = 0;
   for (const auto& [at, p] : polls) total += p.entries.size();
-  BigArray<Registration> registrations(total);
-  std::vector<EventPoll*> restored;  // in after_load order: inner polls first
+  std::vector<EventPoll*> restored;         // in after_load order: inner polls first
+  std::vector<const PendingPoll*> entries;  // their entries, in the same order
   CheckEnds(objects);
   for (std::uint32_t at : AfterLoadOrder(objects)) {
     File* file = objects.files[at].get();
@@ -234,14 +245,16 @@ void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& po
       }
       case ObjectKind::kEventPoll: {
         auto* poll = static_cast<EventPoll*>(file);
-        RestorePoll(objects.Name(at), polls[at], registrations, heights, poll);
+        PendingPoll& p = polls[at];
+        RestorePoll(objects.Name(at), p, heights, poll);
         restored.push_back(poll);
+        entries.push_back(&p);
         break;
       }
       default: break;  // shared state, eventfds and embedder files have no after_load here
     }
   }
-  RegisterInQueueOrder(registrations);
+  RegisterInQueueOrder(entries, total);
   // Waiting entries of embedder files, whose state their factory rebuilt, and of host files, whose wake-ups come
   // asynchronously from the kernel (one may have been on its way during the save), are re-checked
   // (docs/state-model.md).
