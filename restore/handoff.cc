@@ -5,10 +5,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <set>
+#include <utility>
 
+#include "big_buffer.h"
 #include "epollcr/host_file.h"
 #include "restore/image_codec.h"
 #include "restore/image_file.h"
@@ -24,7 +27,60 @@ constexpr std::size_t kHeaderBytes = 24;
 constexpr int kBatch = 253;  // SCM_MAX_FD: the most fds one control message carries
 constexpr std::size_t kBatchBytes = 4 + 4 * kBatch;
 
-Status SysError(const std::string& what) { return Status::Error(errno, what + ": " + std::strerror(errno)); }
+using Clock = std::chrono::steady_clock;
+
+std::error_code LastError() { return {errno, std::generic_category()}; }
+
+class RealHandoffOps final : public HandoffOps {
+ public:
+  std::error_code GetFdFlags(int fd, int* flags) override {
+    const int f = ::fcntl(fd, F_GETFD);
+    if (f < 0) return LastError();
+    *flags = f;
+    return {};
+  }
+  std::error_code SetFdFlags(int fd, int flags) override {
+    return ::fcntl(fd, F_SETFD, flags) == 0 ? std::error_code() : LastError();
+  }
+  std::error_code Send(int socket, const char* data, std::size_t size, std::size_t* done) override {
+    const ssize_t n = ::send(socket, data, size, MSG_NOSIGNAL);
+    if (n < 0) return LastError();
+    *done = static_cast<std::size_t>(n);
+    return {};
+  }
+  std::error_code Receive(int socket, char* data, std::size_t size, std::size_t* done) override {
+    const ssize_t n = ::recv(socket, data, size, 0);
+    if (n < 0) return LastError();
+    *done = static_cast<std::size_t>(n);
+    return {};
+  }
+  std::error_code SendMessage(int socket, const msghdr& msg, std::size_t* done) override {
+    const ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
+    if (n < 0) return LastError();
+    *done = static_cast<std::size_t>(n);
+    return {};
+  }
+  std::error_code ReceiveMessage(int socket, msghdr* msg, std::size_t* done) override {
+    const ssize_t n = ::recvmsg(socket, msg, MSG_CMSG_CLOEXEC);
+    if (n < 0) return LastError();
+    *done = static_cast<std::size_t>(n);
+    return {};
+  }
+  std::error_code Close(int fd) override { return ::close(fd) == 0 ? std::error_code() : LastError(); }
+  image::FileOps& Files() override { return image::DefaultFileOps(); }
+};
+
+// Repeats `call` while it reports EINTR.
+template <typename Call>
+std::error_code Retried(Call call) {
+  std::error_code e;
+  do {
+    e = call();
+  } while (e == std::errc::interrupted);
+  return e;
+}
+
+Status Failed(std::error_code e, const std::string& what) { return {e, what + ": " + e.message()}; }
 
 void PutU32(unsigned char* p, std::uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
@@ -43,43 +99,89 @@ std::uint64_t GetU64(const unsigned char* p) {
   return v;
 }
 
-Status SendAll(int socket, const void* data, std::size_t size, const char* what) {
+Status SendAll(HandoffOps& ops, int socket, const void* data, std::size_t size, const char* what) {
   const auto* p = static_cast<const char*>(data);
   while (size > 0) {
-    const ssize_t n = send(socket, p, size, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return SysError(std::string("hand-off: send ") + what);
+    std::size_t n = 0;
+    if (std::error_code e = Retried([&] { return ops.Send(socket, p, size, &n); })) {
+      return Failed(e, std::string("hand-off: send ") + what);
     }
     p += n;
-    size -= static_cast<std::size_t>(n);
+    size -= n;
   }
   return {};
 }
 
-Status ReceiveAll(int socket, void* data, std::size_t size, const char* what) {
+Status ReceiveAll(HandoffOps& ops, int socket, void* data, std::size_t size, const char* what) {
   auto* p = static_cast<char*>(data);
   while (size > 0) {
-    const ssize_t n = recv(socket, p, size, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return SysError(std::string("hand-off: receive ") + what);
+    std::size_t n = 0;
+    if (std::error_code e = Retried([&] { return ops.Receive(socket, p, size, &n); })) {
+      return Failed(e, std::string("hand-off: receive ") + what);
     }
     if (n == 0) return Status::Error(EPIPE, std::string("hand-off: receive ") + what + ": the sender closed the socket");
     p += n;
-    size -= static_cast<std::size_t>(n);
+    size -= n;
   }
   return {};
 }
 
-void SetCloseOnExec(const std::vector<int>& fds) {
-  for (int fd : fds) {
-    const int flags = fcntl(fd, F_GETFD);
-    if (flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+// FD_CLOEXEC changed on some fds: each fd with the flags it had before.
+using FdFlags = std::vector<std::pair<int, int>>;
+
+// Puts the flags of `changed` back after a failure, and says in `s` which of them could not be.
+void PutFlagsBack(HandoffOps& ops, const FdFlags& changed, Status* s) {
+  for (const auto& [fd, flags] : changed) {
+    if (std::error_code e = Retried([&] { return ops.SetFdFlags(fd, flags); })) {
+      s->message += "; putting back FD_CLOEXEC of fd " + std::to_string(fd) + " also failed: " + e.message();
+    }
   }
 }
 
+// Sets FD_CLOEXEC on every fd of `fds` (`on`) or clears it, noting in *changed the fds it changed. Stops at the first
+// failure, naming the fd and the step.
+Status SetCloseOnExec(HandoffOps& ops, const std::vector<int>& fds, bool on, FdFlags* changed) {
+  for (int fd : fds) {
+    int flags = 0;
+    if (std::error_code e = Retried([&] { return ops.GetFdFlags(fd, &flags); })) {
+      return Failed(e, "hand-off: read the flags of fd " + std::to_string(fd) + " (fcntl F_GETFD)");
+    }
+    const int want = on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC;
+    if (want == flags) continue;
+    if (std::error_code e = Retried([&] { return ops.SetFdFlags(fd, want); })) {
+      return Failed(e, std::string("hand-off: ") + (on ? "set" : "clear") + " FD_CLOEXEC on fd " + std::to_string(fd) +
+                           " (fcntl F_SETFD)");
+    }
+    changed->emplace_back(fd, flags);
+  }
+  return {};
+}
+
+// The inherited-fd resolver, noting the host files it made for the restore: what RestoreAfterExec gives back if a
+// step after the restore fails (the restorer's own rule: never close an fd it did not open).
+class NotingResolver final : public Resolver {
+ public:
+  explicit NotingResolver(Resolver& inner) : inner_(inner) {}
+  Resolution Resolve(const FileReference& ref) override {
+    Resolution r = inner_.Resolve(ref);
+    if (r.outcome == Resolution::Outcome::kResolved && r.created) {
+      if (auto h = std::dynamic_pointer_cast<HostFile>(r.file)) made_.push_back(std::move(h));
+    }
+    return r;
+  }
+  const std::vector<std::shared_ptr<HostFile>>& made() const { return made_; }
+
+ private:
+  Resolver& inner_;
+  std::vector<std::shared_ptr<HostFile>> made_;
+};
+
 }  // namespace
+
+HandoffOps& DefaultHandoffOps() {
+  static RealHandoffOps ops;
+  return ops;
+}
 
 std::vector<int> HostFds(const World& world) {
   std::set<int> fds;
@@ -91,29 +193,64 @@ std::vector<int> HostFds(const World& world) {
   return {fds.begin(), fds.end()};
 }
 
-StatusOr<std::vector<int>> PrepareExec(const World& world, const std::string& image_path) {
-  if (Status s = image::WriteImage(world, image_path)) return {s, {}};
+StatusOr<std::vector<int>> PrepareExec(const World& world, const std::string& image_path, HandoffOps& ops) {
+  StatusOr<v1::Image> image = image::Capture(world);
+  if (!image.ok()) return {image.status, {}};
+  StatusOr<std::string> payload = image::Encode(image.value);
+  if (!payload.ok()) return {payload.status, {}};
+  // The flags first, the file second: the file is replaced last, so a failure of either leaves both as they were (but
+  // for a failed fsync of the directory after the rename, whose error says the new image is in place).
   std::vector<int> fds = HostFds(world);
-  for (int fd : fds) {
-    const int flags = fcntl(fd, F_GETFD);
-    if (flags < 0 || fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) != 0) {
-      Status s = SysError("hand-off: keep fd " + std::to_string(fd) + " open across exec");
-      SetCloseOnExec(fds);
-      return {s, {}};
+  FdFlags cleared;
+  Status s = SetCloseOnExec(ops, fds, /*on=*/false, &cleared);
+  if (!s) {
+    if (image::ImageError e = image::WriteImageFile(image_path, payload.value, ops.Files())) {
+      s = {e.code, "hand-off: write the image: " + e.message};
     }
+  }
+  if (s) {
+    PutFlagsBack(ops, cleared, &s);
+    return {s, {}};
   }
   return {{}, std::move(fds)};
 }
 
-Status RestoreAfterExec(const std::string& image_path, World* out, Options options, Report* report) {
+Status RestoreAfterExec(const std::string& image_path, World* out, Options options, Report* report,
+                        HandoffOps& ops) {
+  // RestoreFile, with the file read through `ops`.
+  Report local;
+  Report& rep = report != nullptr ? *report : local;
+  const auto t = Clock::now();
+  BigBuffer bytes;
+  std::string_view payload;
+  if (image::ImageError e = image::ReadImageFileBytes(image_path, &bytes, &payload, options.read_limits, ops.Files())) {
+    return {e.code, "hand-off: read the image: " + e.message};
+  }
   InheritedFdResolver inherited;
-  options.resolvers.insert(options.resolvers.begin(), &inherited);
-  if (Status s = RestoreFile(image_path, out, options, report)) return s;
-  SetCloseOnExec(HostFds(*out));
-  return {};
+  NotingResolver noting(inherited);
+  options.resolvers.insert(options.resolvers.begin(), &noting);
+  Status s = image::WithDecoded(payload, [&](const v1::Image& image) {
+    rep.read = Clock::now() - t;
+    return Restore(image, out, options, &rep);
+  });
+  if (s) return s;
+
+  std::vector<int> fds;
+  for (const auto& h : noting.made()) {
+    if (h->fd() >= 0) fds.push_back(h->fd());
+  }
+  FdFlags set;
+  s = SetCloseOnExec(ops, fds, /*on=*/true, &set);
+  if (s) {  // undone as a failed restore is: the inherited fds go back to the program, open, flags as they were
+    for (const auto& h : noting.made()) h->ReleaseFd();
+    out->roots.clear();
+    out->fds.Clear();
+    PutFlagsBack(ops, set, &s);
+  }
+  return s;
 }
 
-Status SendWorld(int socket, const World& world) {
+Status SendWorld(int socket, const World& world, HandoffOps& ops) {
   StatusOr<std::string> bytes = image::SaveImage(world);
   if (!bytes.ok()) return bytes.status;
   const std::vector<int> fds = HostFds(world);
@@ -122,8 +259,8 @@ Status SendWorld(int socket, const World& world) {
   PutU32(header + 8, kVersion);
   PutU32(header + 12, static_cast<std::uint32_t>(fds.size()));
   PutU64(header + 16, bytes.value.size());
-  if (Status s = SendAll(socket, header, sizeof header, "header")) return s;
-  if (Status s = SendAll(socket, bytes.value.data(), bytes.value.size(), "image")) return s;
+  if (Status s = SendAll(ops, socket, header, sizeof header, "header")) return s;
+  if (Status s = SendAll(ops, socket, bytes.value.data(), bytes.value.size(), "image")) return s;
   for (std::size_t at = 0; at < fds.size(); at += kBatch) {
     const int n = static_cast<int>(std::min<std::size_t>(kBatch, fds.size() - at));
     unsigned char data[kBatchBytes] = {};
@@ -141,21 +278,66 @@ Status SendWorld(int socket, const World& world) {
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int) * static_cast<std::size_t>(n));
     std::memcpy(CMSG_DATA(c), fds.data() + at, sizeof(int) * static_cast<std::size_t>(n));
-    ssize_t sent;
-    do {
-      sent = sendmsg(socket, &msg, MSG_NOSIGNAL);
-    } while (sent < 0 && errno == EINTR);
-    if (sent < 0) return SysError("hand-off: send fds");
+    std::size_t sent = 0;
+    if (std::error_code e = Retried([&] { return ops.SendMessage(socket, msg, &sent); })) {
+      return Failed(e, "hand-off: send fds");
+    }
     // The fds went with the first byte; the rest of the batch, if the socket took only part, follows as plain data.
-    if (Status s = SendAll(socket, data + sent, sizeof data - static_cast<std::size_t>(sent), "fd numbers")) return s;
+    if (Status s = SendAll(ops, socket, data + sent, sizeof data - sent, "fd numbers")) return s;
   }
   return {};
 }
 
-Status ReceiveWorld(int socket, World* out, Options options, Report* report) {
+namespace {
+
+// Receives one batch of `expect` fds: all kBatchBytes of it into `data`, and every fd that comes with them (in any
+// number of control messages) appended to *opened, which the caller closes if this fails.
+Status ReceiveBatch(HandoffOps& ops, int socket, int expect, unsigned char* data, std::vector<int>* opened) {
+  const std::size_t first = opened->size();
+  for (std::size_t have = 0; have < kBatchBytes;) {
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kBatch)];
+    iovec iov{data + have, kBatchBytes - have};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    std::size_t n = 0;
+    if (std::error_code e = Retried([&] { return ops.ReceiveMessage(socket, &msg, &n); })) {
+      return Failed(e, "hand-off: receive fds");
+    }
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < k; ++i) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + sizeof(int) * i, sizeof fd);
+        opened->push_back(fd);
+      }
+    }
+    if (msg.msg_flags & MSG_CTRUNC) {
+      return Status::Error(EMFILE, "hand-off: receive fds: the control message was truncated (out of fds?)");
+    }
+    if (n == 0) return Status::Error(EPIPE, "hand-off: receive fds: the sender closed the socket");
+    have += n;
+  }
+  const std::size_t got = opened->size() - first;
+  if (got != static_cast<std::size_t>(expect)) {
+    return Status::Error(EBADMSG, "hand-off: receive fds: " + std::to_string(got) + " fds where " +
+                                      std::to_string(expect) + " were announced");
+  }
+  if (GetU32(data) != static_cast<std::uint32_t>(expect)) {
+    return Status::Error(EBADMSG, "hand-off: a batch of fds does not say how many it holds");
+  }
+  return {};
+}
+
+}  // namespace
+
+Status ReceiveWorld(int socket, World* out, Options options, Report* report, HandoffOps& ops) {
   if (out->fds.Count() != 0 || !out->roots.empty()) return Status::Error(EINVAL, "hand-off: the world is not empty");
   unsigned char header[kHeaderBytes];
-  if (Status s = ReceiveAll(socket, header, sizeof header, "header")) return s;
+  if (Status s = ReceiveAll(ops, socket, header, sizeof header, "header")) return s;
   if (std::memcmp(header, kMagic, sizeof kMagic) != 0) {
     return Status::Error(EBADMSG, "hand-off: the peer did not send an epollcr hand-off");
   }
@@ -170,56 +352,18 @@ Status ReceiveWorld(int socket, World* out, Options options, Report* report) {
   }
   if (count > 1u << 20) return Status::Error(EFBIG, "hand-off: " + std::to_string(count) + " fds is beyond the limit");
   std::string bytes(length, '\0');
-  if (Status s = ReceiveAll(socket, bytes.data(), bytes.size(), "image")) return s;
+  if (Status s = ReceiveAll(ops, socket, bytes.data(), bytes.size(), "image")) return s;
 
   std::map<int, int> received;  // old fd -> new fd
   std::vector<int> opened;
+  // Linux frees a descriptor even when close fails, so a failing close has nothing left to undo.
   auto close_all = [&] {
-    for (int fd : opened) close(fd);
+    for (int fd : opened) (void)ops.Close(fd);
   };
   for (std::uint32_t at = 0; at < count; at += kBatch) {
     const int expect = static_cast<int>(std::min<std::uint32_t>(kBatch, count - at));
     unsigned char data[kBatchBytes];
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kBatch)];
-    iovec iov{data, sizeof data};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n;
-    do {
-      n = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
-    if (n <= 0) {
-      Status s = n < 0 ? SysError("hand-off: receive fds")
-                       : Status::Error(EPIPE, "hand-off: receive fds: the sender closed the socket");
-      close_all();
-      return s;
-    }
-    int got = 0;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      const int k = static_cast<int>((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-      for (int i = 0; i < k; ++i) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c) + sizeof(int) * static_cast<std::size_t>(i), sizeof fd);
-        opened.push_back(fd);
-        ++got;
-      }
-    }
-    Status s;
-    if (msg.msg_flags & MSG_CTRUNC) {
-      s = Status::Error(EMFILE, "hand-off: receive fds: the control message was truncated (out of fds?)");
-    } else if (got != expect) {
-      s = Status::Error(EBADMSG, "hand-off: receive fds: " + std::to_string(got) + " fds where " +
-                                     std::to_string(expect) + " were announced");
-    } else if (s = ReceiveAll(socket, data + n, sizeof data - static_cast<std::size_t>(n), "fd numbers"); s.ok()) {
-      if (GetU32(data) != static_cast<std::uint32_t>(expect)) {
-        s = Status::Error(EBADMSG, "hand-off: a batch of fds does not say how many it holds");
-      }
-    }
-    if (s) {
+    if (Status s = ReceiveBatch(ops, socket, expect, data, &opened)) {
       close_all();
       return s;
     }
@@ -240,7 +384,7 @@ Status ReceiveWorld(int socket, World* out, Options options, Report* report) {
   // Received fds the restore did not take (a pruned reference's, say) are closed: nothing owns them.
   const std::vector<int> kept = HostFds(*out);
   for (int fd : opened) {
-    if (!std::binary_search(kept.begin(), kept.end(), fd)) close(fd);
+    if (!std::binary_search(kept.begin(), kept.end(), fd)) (void)ops.Close(fd);
   }
   return {};
 }
