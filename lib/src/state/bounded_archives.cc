@@ -11,6 +11,9 @@
 #include <boost/archive/impl/text_iarchive_impl.ipp>
 #include <boost/archive/impl/xml_iarchive_impl.ipp>
 
+#include <sstream>
+#include <string_view>
+
 #include "state/visitors.h"
 
 namespace epollcr::state {
@@ -52,7 +55,8 @@ void BoundedTextIArchive::load(boost::serialization::collection_size_type& count
 
 // ---- xml ----------------------------------------------------------------------------------------------------------
 
-BoundedXmlIArchive::BoundedXmlIArchive(std::istream& is, unsigned int flags) : Base(is, flags) {
+BoundedXmlIArchive::BoundedXmlIArchive(std::istream& is, unsigned int flags)
+    : Base(is, flags), view_(dynamic_cast<ViewBuffer*>(is.rdbuf())) {
   if ((flags & boost::archive::no_header) == 0) init();
 }
 
@@ -61,9 +65,95 @@ void BoundedXmlIArchive::load(boost::serialization::collection_size_type& count)
   CheckFitsInRest(count, BytesLeft(*is.rdbuf()), "collection items");
 }
 
+namespace {
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }  // the grammar's S
+bool IsAsciiNameHead(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == ':'; }
+bool IsAsciiNameChar(char c) {
+  return IsAsciiNameHead(c) || (c >= '0' && c <= '9') || c == '.' || c == '-';
+}
+
+// The name of `tag` if it is S? '<' ('/' if end_tag) NAME S? '>' with an ASCII NAME; empty otherwise. Boost's STag
+// and ETag rules take such a tag with the same name (xml_grammar.cpp: NameHead is Letter, '_' or ':', NameChar adds
+// digits, '.', '-' and '\xB7'; Letter holds A-Z, a-z and letters above 0x7f, which are left to Boost).
+std::string_view SimpleTagName(std::string_view tag, bool end_tag) {
+  std::size_t i = 0;
+  while (i < tag.size() && IsSpace(tag[i])) ++i;
+  if (i == tag.size() || tag[i++] != '<') return {};
+  if (end_tag && (i == tag.size() || tag[i++] != '/')) return {};
+  const std::size_t start = i;
+  if (i == tag.size() || !IsAsciiNameHead(tag[i])) return {};
+  while (i < tag.size() && IsAsciiNameChar(tag[i])) ++i;
+  const std::size_t end = i;
+  while (i < tag.size() && IsSpace(tag[i])) ++i;
+  if (i + 1 != tag.size() || tag[i] != '>') return {};
+  return tag.substr(start, end - start);
+}
+
+}  // namespace
+
+bool BoundedXmlIArchive::ReadThrough(char delimiter, std::string_view* read) {
+  std::istream& in = get_is();
+  if (in.fail()) return false;
+  in.unsetf(std::ios::skipws);  // as my_parse leaves the stream
+  if (view_ != nullptr) {
+    const std::string_view rest = view_->Rest();
+    const std::size_t at = rest.find(delimiter);
+    if (at != std::string_view::npos) {
+      *read = rest.substr(0, at + 1);
+      view_->Skip(at + 1);
+      return true;
+    }
+    view_->Skip(rest.size());
+  } else {
+    std::streambuf& buffer = *in.rdbuf();
+    scratch_.clear();
+    for (int c = buffer.sbumpc(); c != std::char_traits<char>::eof(); c = buffer.sbumpc()) {
+      scratch_.push_back(static_cast<char>(c));
+      if (c == static_cast<unsigned char>(delimiter)) {
+        *read = scratch_;
+        return true;
+      }
+    }
+  }
+  in.setstate(std::ios::eofbit | std::ios::failbit);
+  boost::serialization::throw_exception(
+      boost::archive::archive_exception(boost::archive::archive_exception::input_stream_error));
+}
+
+bool BoundedXmlIArchive::ParseTag(bool end_tag) {
+  if (!end_tag) gimpl->rv.class_name.clear();  // as parse_start_tag
+  std::string_view tag;
+  if (!ReadThrough('>', &tag)) return false;
+  if (const std::string_view name = SimpleTagName(tag, end_tag); !name.empty()) {
+    gimpl->rv.object_name.assign(name);
+    return true;
+  }
+  std::istringstream is{std::string(tag)};
+  return end_tag ? gimpl->parse_end_tag(is) : gimpl->parse_start_tag(is);
+}
+
+void BoundedXmlIArchive::load(std::string& s) {
+  std::string_view text;
+  bool ok = ReadThrough('<', &text);
+  if (ok) {
+    if (text.find('&') == std::string_view::npos) {
+      s.assign(text.data(), text.size() - 1);
+    } else {
+      std::istringstream is{std::string(text)};
+      ok = gimpl->parse_string(is, s);
+    }
+  }
+  get_is().putback('<');  // the '<' starts the end tag (parse_string puts it back too)
+  if (!ok) {
+    boost::serialization::throw_exception(
+        boost::archive::xml_archive_exception(boost::archive::xml_archive_exception::xml_archive_parsing_error));
+  }
+}
+
 void BoundedXmlIArchive::load_start(const char* name) {
   if (name == nullptr) return;  // not a name-value pair: no tag
-  if (!gimpl->parse_start_tag(get_is())) {
+  if (!ParseTag(false)) {
     boost::serialization::throw_exception(
         boost::archive::archive_exception(boost::archive::archive_exception::input_stream_error));
   }
@@ -72,7 +162,7 @@ void BoundedXmlIArchive::load_start(const char* name) {
 
 void BoundedXmlIArchive::load_end(const char* name) {
   if (name == nullptr) return;
-  if (!gimpl->parse_end_tag(get_is())) {
+  if (!ParseTag(true)) {
     boost::serialization::throw_exception(
         boost::archive::archive_exception(boost::archive::archive_exception::input_stream_error));
   }

@@ -32,8 +32,23 @@
 #include <cstdint>
 #include <istream>
 #include <string>
+#include <string_view>
 
 namespace epollcr::state {
+
+// An input stream buffer over bytes that stay where they are (no copy of the archive). Its get area is the whole rest
+// of the archive, which is what the bounded archives take as the bytes left; the xml archive also scans it in place.
+class ViewBuffer : public std::streambuf {
+ public:
+  explicit ViewBuffer(std::string_view bytes) {
+    char* p = const_cast<char*>(bytes.data());  // read only: the get area is never written through
+    setg(p, p, p + bytes.size());
+  }
+  // What the archive has not read yet.
+  std::string_view Rest() const { return std::string_view(gptr(), static_cast<std::size_t>(egptr() - gptr())); }
+  // Consumes n <= Rest().size() bytes.
+  void Skip(std::size_t n) { setg(eback(), gptr() + n, egptr()); }
+};
 
 // The bytes the archive has not read yet, as far as the stream buffer knows (0 if it knows none).
 std::uint64_t BytesLeft(std::streambuf& buffer);
@@ -69,8 +84,11 @@ class BoundedXmlIArchive : public boost::archive::xml_iarchive_impl<BoundedXmlIA
   friend class boost::archive::load_access;
   using Base = boost::archive::xml_iarchive_impl<BoundedXmlIArchive>;
 
-  // A string is Boost's: the grammar reads its characters up to the next '<', so it is never longer than the input.
+  // A string is read up to the next '<', so it is never longer than the input. Without a '&' in it, its characters
+  // are the string (Boost's grammar: CharData is every character but '&' and '<'); with one, Boost's grammar decodes
+  // the references.
   using Base::load;
+  void load(std::string& s);
   void load(boost::serialization::collection_size_type& count);
   void load(char*) = delete;
   void load(wchar_t*) = delete;
@@ -81,7 +99,22 @@ class BoundedXmlIArchive : public boost::archive::xml_iarchive_impl<BoundedXmlIA
   void load_start(const char* name);
   void load_end(const char* name);
 
-  unsigned depth_ = 0;  // elements started and not ended (Boost's own count is private to basic_xml_iarchive)
+  // Boost's grammar (basic_xml_grammar::my_parse) reads a tag or a string with one istream::get() per character
+  // and then runs its Spirit rule over what it read: about as costly per character as an epoll_ctl is per entry.
+  // These read the same characters straight from the stream buffer and decide the common case themselves: a tag
+  // that is only an ASCII name ("<fds>", "</fds>"), a string without references. Everything else (attributes,
+  // other names, references, malformed input) goes to Boost's grammar, over the same characters, so what loads and
+  // what is refused stays Boost's.
+  //
+  // ReadThrough: the characters up to and including `delimiter`, as my_parse reads them, in *read (in the archive's
+  // bytes if the stream reads a ViewBuffer, else in scratch_; valid until the next read): false if the stream has
+  // failed already, an input_stream_error if it ends first.
+  bool ReadThrough(char delimiter, std::string_view* read);
+  bool ParseTag(bool end_tag);
+
+  unsigned depth_ = 0;          // elements started and not ended (Boost's own count is private to basic_xml_iarchive)
+  ViewBuffer* view_ = nullptr;  // the stream's buffer, if it is a ViewBuffer
+  std::string scratch_;         // what ReadThrough read from any other buffer
 };
 
 class BoundedBinaryIArchive

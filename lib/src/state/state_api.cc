@@ -77,18 +77,6 @@ Status SaveAs(const World& world, std::string* payload) {
   return s;
 }
 
-// An input stream over bytes that stay where they are (no copy of the archive). Its get area is the whole rest of
-// the archive, which is what the bounded archives take as the bytes left (state/bounded_archives.h).
-class ViewBuffer : public std::streambuf {
- public:
-  explicit ViewBuffer(std::string_view bytes) {
-    char* p = const_cast<char*>(bytes.data());  // read only: the get area is never written through
-    setg(p, p, p + bytes.size());
-  }
-  // What the archive has not read yet.
-  std::string_view Rest() const { return std::string_view(gptr(), static_cast<std::size_t>(egptr() - gptr())); }
-};
-
 // An xml archive's destructor reads the closing tag, and throws (from a destructor: std::terminate) if the stream
 // ends before a '>'. So before it runs: after a failed load the stream is failed (the destructor then reads nothing);
 // after a load that succeeded, a rest without a '>' is a truncated archive, refused like any other.
@@ -109,7 +97,7 @@ Status EndArchive(std::istream& is, std::string_view rest, Status loaded, World*
 template <typename Iar>
 Status LoadAs(std::string_view payload, World* out) {
   try {
-    ViewBuffer buffer(payload);
+    state::ViewBuffer buffer(payload);
     std::istream is(&buffer);
     Iar ar(is);
     Status loaded = state::LoadWorldFrom(ar, out);
