@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <boost/archive/text_oarchive.hpp>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -186,6 +188,90 @@ TEST(StateTest, HandMadeWaitCycleIsALoadError) {
   EXPECT_NE(s.message.find("eventpoll#1"), std::string::npos) << s.message;
   EXPECT_NE(s.message.find("eventpoll#2"), std::string::npos) << s.message;
   EXPECT_EQ(File::LiveFiles(), live_before);
+}
+
+// ---- archives of earlier layouts still load ----
+
+// The world of the layout fixtures: BuildWorld's (every file type, dup'd fds, nested polls, entries on all three
+// lists, a pipe and a socket pair holding bytes) with a root.
+void BuildFixtureWorld(World& w) {
+  BuildWorld(w);
+  w.roots["inner poll"] = w.fds.Get(1);
+}
+
+// Writes the Boost xml archive (without LoadWorld's envelope) of the fixture world in the layout this build writes,
+// to the file EPOLLCR_WRITE_XML_FIXTURE names, as a C++ raw string literal. How tests/lib/fixtures/*.inc were made:
+// layout 2 at commit 720e905 with
+//   EPOLLCR_WRITE_XML_FIXTURE=tests/lib/fixtures/world_layout2.xml.inc build/tests/lib/test_lib_state
+//   --gtest_filter=StateTest.WriteXmlFixture
+TEST(StateTest, WriteXmlFixture) {
+  const char* path = std::getenv("EPOLLCR_WRITE_XML_FIXTURE");
+  if (path == nullptr) GTEST_SKIP() << "EPOLLCR_WRITE_XML_FIXTURE is not set";
+  World w;
+  BuildFixtureWorld(w);
+  StatusOr<std::string> bytes = SaveWorld(w, ArchiveFormat::kBoostXml);
+  ASSERT_TRUE(bytes.ok()) << bytes.status.message;
+  std::ofstream out(path, std::ios::binary);
+  out << "R\"xml(" << bytes.value.substr(24) << ")xml\"\n";
+  ASSERT_TRUE(out.good()) << path;
+}
+
+// The xml archive of the fixture world as layout 2 wrote it (commit 720e905, before layout 3).
+constexpr std::string_view kLayout2Xml =
+#include "fixtures/world_layout2.xml.inc"
+    ;
+
+// LoadWorld's envelope (state_api.cc) around a Boost archive: magic, version 1, the format, CRC32C and length.
+std::string Envelope(std::string_view archive, ArchiveFormat format) {
+  std::string bytes = "EPCRWRLD";
+  bytes += static_cast<char>(1);
+  bytes += static_cast<char>(format);
+  bytes.append(2, '\0');
+  for (int i = 0; i < 4; ++i) bytes += static_cast<char>((Crc32c(archive) >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i) bytes += static_cast<char>((std::uint64_t{archive.size()} >> (8 * i)) & 0xff);
+  bytes += archive;
+  return bytes;
+}
+
+// An archive written by the previous layout loads into the same world, through LoadWorld and through Boost's own
+// xml_iarchive; saved again it is what this build writes for that world.
+TEST(StateTest, Layout2XmlArchiveStillLoads) {
+  ASSERT_NE(kLayout2Xml.find("<layout>2</layout>"), std::string_view::npos);
+  World original;
+  BuildFixtureWorld(original);
+  const std::string expected = Describe(original);
+  World a;
+  const Status s = LoadWorld(Envelope(kLayout2Xml, ArchiveFormat::kBoostXml), &a);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_EQ(Describe(a), expected);
+  ASSERT_EQ(a.roots.size(), 1u);
+  EXPECT_EQ(a.roots.at("inner poll"), a.fds.Get(1));
+  EXPECT_EQ(SaveWorld(a, ArchiveFormat::kBoostXml).value, SaveWorld(original, ArchiveFormat::kBoostXml).value);
+
+  World b;
+  {
+    std::istringstream is{std::string(kLayout2Xml)};
+    boost::archive::xml_iarchive ar(is);
+    LoadWorldFromArchive(ar, b);
+  }
+  EXPECT_EQ(Describe(b), expected);
+}
+
+// What LoadWorld writes in xml, Boost's own xml_iarchive reads, to the same world.
+TEST(StateTest, BoostsXmlArchiveReadsWhatSaveWorldWrites) {
+  World original;
+  BuildFixtureWorld(original);
+  const std::string saved = SaveWorld(original, ArchiveFormat::kBoostXml).value;
+  ASSERT_NE(saved.find("<layout>3</layout>"), std::string::npos);
+  World b;
+  {
+    std::istringstream is(saved.substr(24));
+    boost::archive::xml_iarchive ar(is);
+    LoadWorldFromArchive(ar, b);
+  }
+  EXPECT_EQ(Describe(b), Describe(original));
+  EXPECT_EQ(b.roots.at("inner poll"), b.fds.Get(1));
+  EXPECT_EQ(SaveWorld(b, ArchiveFormat::kBoostXml).value, saved);
 }
 
 TEST(StateTest, EveryTruncationAndByteFlipIsRefused) {
@@ -387,6 +473,83 @@ TEST(BoundedArchives, XmlEndTagsAreComparedSafely) {
   EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(with("</count>", "</coun>"), got), mismatch);
   EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(with("</count>", "</cOunt>"), got), mismatch);
   EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(with("</v>", "</vector_of_a_longer_name>"), got), "");
+}
+
+// The xml archive reads tags and strings itself in the common case (bounded_archives.h): what it reads and what it
+// refuses stays what Boost's own xml_iarchive does, over an istringstream and over the ViewBuffer LoadWorld uses.
+// Reads one value named "v" with the xml archive Iar from an istringstream, or from a ViewBuffer (LoadWorld's):
+// "" if it loads, else what the archive threw. The stream is failed before the archive's destructor, which would
+// otherwise read the closing tag and throw out of the destructor if the value took it (as LoadWorld does too).
+template <typename Iar, typename T>
+std::string ReadXml(const std::string& bytes, T& value, bool view) {
+  std::istringstream string_stream(bytes);
+  state::ViewBuffer buffer(bytes);
+  std::istream view_stream(&buffer);
+  std::istream& is = view ? view_stream : string_stream;
+  try {
+    Iar ar(is);
+    try {
+      ar >> boost::serialization::make_nvp("v", value);
+    } catch (const std::exception& e) {
+      is.setstate(std::ios::failbit);
+      return e.what();
+    }
+    is.setstate(std::ios::failbit);
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+TEST(BoundedArchives, XmlTagsAndStringsReadAsBoostReadsThem) {
+  const std::string head =
+      "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\" ?>\n<!DOCTYPE boost_serialization>\n"
+      "<boost_serialization signature=\"serialization::archive\" version=\"18\">\n";
+  const std::string tail = "</boost_serialization>\n";
+  const std::vector<std::string> strings = {
+      "<v>plain text</v>",
+      "<v></v>",
+      "<v>a&amp;b&lt;c&gt;d&quot;e&apos;f&#65;&#x42;</v>",
+      "<v>a & b</v>",
+      "<v>a &bogus; b</v>",
+      "<v>&#;</v>",
+      "\n\t <v  >x</v \t>",
+      "<v attribute=\"1\">x</v>",
+      "<v tracking_level=\"0\" version=\"3\">x</v>",
+      "< v>x</v>",
+      "<v>x< /v>",
+      "<v>x</ v>",
+      "<1v>x</1v>",
+      "<\xe9t\xe9>x</\xe9t\xe9>",
+      "<v.a-b_c:d>x</v.a-b_c:d>",
+      "<v>x",
+      "<v>x</v",
+      "<v",
+      "",
+  };
+  for (const std::string& body : strings) {
+    const std::string xml = head + body + "\n" + tail;
+    std::string boost_got = "-", got = "-", view_got = "-";
+    const std::string boost_error = ReadXml<boost::archive::xml_iarchive>(xml, boost_got, false);
+    EXPECT_EQ(ReadXml<state::BoundedXmlIArchive>(xml, got, false), boost_error) << body;
+    EXPECT_EQ(ReadXml<state::BoundedXmlIArchive>(xml, view_got, true), boost_error) << body;
+    EXPECT_EQ(got, boost_got) << body;
+    EXPECT_EQ(view_got, boost_got) << body;
+  }
+  // Nested elements (an end tag is compared below the top level), strings with every character Boost escapes.
+  const std::vector<std::string> texts = {"a&b", "<tag>", "q\"'", "", "  spaced  ", "\xc3\xa9"};
+  const std::string saved = WriteOne<boost::archive::xml_oarchive>(texts);
+  for (const std::string& xml : {saved, std::string(saved).replace(saved.find("</item>"), 7, "</itemx>")}) {
+    std::vector<std::string> boost_got, got, view_got;
+    const std::string boost_error = ReadXml<boost::archive::xml_iarchive>(xml, boost_got, false);
+    EXPECT_EQ(ReadXml<state::BoundedXmlIArchive>(xml, got, false), boost_error);
+    EXPECT_EQ(ReadXml<state::BoundedXmlIArchive>(xml, view_got, true), boost_error);
+    EXPECT_EQ(got, boost_got);
+    EXPECT_EQ(view_got, boost_got);
+  }
+  std::vector<std::string> got;
+  EXPECT_EQ(ReadXml<state::BoundedXmlIArchive>(saved, got, true), "");
+  EXPECT_EQ(got, texts);
 }
 
 // Through LoadWorld: an archive whose kind string declares 10 GB is refused with the reason, and nothing is left.

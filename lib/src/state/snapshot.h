@@ -15,6 +15,7 @@
 #include "epollcr/host_file.h"
 #include "event_poll_internal.h"
 #include "state/columns.h"
+#include "state/field_columns.h"
 #include "state/visitors.h"
 #include "state/world_archive.h"
 
@@ -175,38 +176,23 @@ class Snapshot {
     }
     std::uint64_t count = files_.size();
     ar << make_nvp("files", count);
-    for (std::size_t i = 0; i < files_.size(); ++i) {  // headers first: the loader creates every file up front
-      std::uint64_t id = i + 1;
-      ar << make_nvp("id", id) << make_nvp("kind", kinds_[i]);
-      if (auto* s = dynamic_cast<SavableFile*>(files_[i].get()); s && !IsBuiltIn(kinds_[i])) {
-        std::string bytes = custom_[i];
-        ar << make_nvp("state", bytes);
-      }
-    }
+    WriteFileHeaders(ar);
+    WriteFieldColumns<EventFd>(ar, "eventfd");
+    WriteFieldColumns<PipeReadEnd>(ar, "pipe-read");
+    WriteFieldColumns<PipeWriteEnd>(ar, "pipe-write");
+    WriteFieldColumns<UnixSocket>(ar, "unix-stream");
     std::size_t next_poll = 0;
     for (std::size_t i = 0; i < files_.size(); ++i) {
-      File* f = files_[i].get();
-      FileSave<Ar> v{ar, ids_};
-      if (auto* e = dynamic_cast<EventFd*>(f)) {
-        std::lock_guard lock(e->state_mutex());
-        e->VisitState(v);
-      } else if (auto* r = dynamic_cast<PipeReadEnd*>(f)) {
-        r->VisitState(v);
-      } else if (auto* w = dynamic_cast<PipeWriteEnd*>(f)) {
-        w->VisitState(v);
-      } else if (auto* s = dynamic_cast<UnixSocket*>(f)) {
-        s->VisitState(v);
-      } else if (dynamic_cast<EventPoll*>(f)) {
-        WritePoll(ar, polls_[next_poll++]);
-      }
+      if (kinds_[i] == "eventpoll") WritePoll(ar, polls_[next_poll++]);
     }
     std::uint64_t nfds = fds_.size();
     ar << make_nvp("fds", nfds);
+    std::string numbers, files;
     for (auto& [fd, file] : fds_) {
-      std::int32_t number = fd;
-      std::uint64_t id = ids_.Of(file.get());
-      ar << make_nvp("fd", number) << make_nvp("file", id);
+      AppendColumn(numbers, fd);
+      AppendColumn(files, ids_.Of(file.get()));
     }
+    ar << make_nvp("numbers", numbers) << make_nvp("files", files);
     std::uint64_t nroots = world_.roots.size();
     ar << make_nvp("roots", nroots);
     for (const auto& [name, file] : world_.roots) {
@@ -272,6 +258,53 @@ class Snapshot {
     s.id = files_.size() + shared_.size() + 1;  // every file is owned before the first Share
     ids_.ids[object.get()] = s.id;
     shared_.push_back(s);
+  }
+
+  // Layout 3: the files' ids as a column; the kind names, each once, and each file's kind as an index into them; then
+  // the state bytes of each embedder file, in file order.
+  template <typename Ar>
+  void WriteFileHeaders(Ar& ar) {
+    std::string ids, kinds;
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i < files_.size(); ++i) {
+      AppendColumn(ids, i + 1);
+      const auto known = std::find(names.begin(), names.end(), kinds_[i]);
+      AppendColumn(kinds, static_cast<std::size_t>(known - names.begin()));
+      if (known == names.end()) names.push_back(kinds_[i]);
+    }
+    ar << make_nvp("ids", ids);
+    std::uint64_t nnames = names.size();
+    ar << make_nvp("kind_names", nnames);
+    for (std::string& name : names) ar << make_nvp("kind", name);
+    ar << make_nvp("kinds", kinds);
+    for (std::size_t i = 0; i < files_.size(); ++i) {
+      if (dynamic_cast<SavableFile*>(files_[i].get()) && !IsBuiltIn(kinds_[i])) {
+        std::string bytes = custom_[i];
+        ar << make_nvp("state", bytes);
+      }
+    }
+  }
+
+  // Layout 3: the saved fields of every file of built-in kind `kind` (type F), one column per field
+  // (state/field_columns.h), named "KIND.FIELD"; nothing if the world has no file of the kind.
+  template <typename F, typename Ar>
+  void WriteFieldColumns(Ar& ar, const char* kind) {
+    FieldColumnSave columns{ids_, {}};
+    for (std::size_t i = 0; i < files_.size(); ++i) {
+      if (kinds_[i] != kind) continue;
+      auto* f = static_cast<F*>(files_[i].get());
+      columns.next = 0;
+      if constexpr (std::is_same_v<F, EventFd>) {
+        std::lock_guard lock(f->state_mutex());
+        f->VisitState(columns);
+      } else {
+        f->VisitState(columns);
+      }
+    }
+    for (auto& [field, text] : columns.columns) {
+      const std::string name = FieldColumnName(kind, field);
+      ar << make_nvp(name.c_str(), text);
+    }
   }
 
   // The poll's manual section (layout 2): the entry count, then each saved field of the entries (PollEntry's

@@ -97,6 +97,11 @@ struct SaveIds {
   }
 };
 
+// The object a wait field refers to.
+template <typename T>
+const void* RawOf(const std::shared_ptr<T>& p) { return p.get(); }
+inline const void* RawOf(File* p) { return p; }
+
 // Fields of files: kSave values, kWait references as object ids.
 template <typename Ar>
 struct FileSave {
@@ -111,30 +116,13 @@ struct FileSave {
       ar << boost::serialization::make_nvp(name, id);
     }
   }
-  template <typename T>
-  static const void* RawOf(const std::shared_ptr<T>& p) { return p.get(); }
-  static const void* RawOf(File* p) { return p; }
 };
 
-// Loads the fields of the object at position `owner`; a wait field reads an object id, resolves it to an object of
-// the archive of the right type and records the wait edge.
-template <typename Ar>
-struct FileLoad {
-  Ar& ar;
+// Resolves a wait reference of the object at position `owner`, read as an object id, to an object of the archive of
+// the right type, or throws a LoadError naming the field.
+struct WaitResolver {
   LoadObjects& objects;
   std::uint32_t owner;
-  template <typename T, FieldPolicy P>
-  void Field(const char* name, T& value, PolicyTag<P>) {
-    if constexpr (P == FieldPolicy::kSave) {
-      ar >> boost::serialization::make_nvp(name, value);
-    } else if constexpr (P == FieldPolicy::kWait) {
-      std::uint64_t id = 0;
-      ar >> boost::serialization::make_nvp(name, id);
-      const std::uint32_t at = objects.Find(id);
-      Resolve(name, id, at, value);
-      objects.Wait(owner, at);
-    }
-  }
   template <typename T>
   void Resolve(const char* name, std::uint64_t id, std::uint32_t at, std::shared_ptr<T>& out) {
     if constexpr (std::is_same_v<T, PipeBuffer>) {
@@ -154,6 +142,27 @@ struct FileLoad {
   [[noreturn]] void Missing(const char* name, std::uint64_t id) {
     throw LoadError(objects.Name(owner) + " field " + name + ": object " + std::to_string(id) +
                     " is not in the archive or has the wrong type");
+  }
+};
+
+// Loads the fields of the object at position `owner`; a wait field reads an object id, resolves it to an object of
+// the archive of the right type and records the wait edge.
+template <typename Ar>
+struct FileLoad {
+  Ar& ar;
+  LoadObjects& objects;
+  std::uint32_t owner;
+  template <typename T, FieldPolicy P>
+  void Field(const char* name, T& value, PolicyTag<P>) {
+    if constexpr (P == FieldPolicy::kSave) {
+      ar >> boost::serialization::make_nvp(name, value);
+    } else if constexpr (P == FieldPolicy::kWait) {
+      std::uint64_t id = 0;
+      ar >> boost::serialization::make_nvp(name, id);
+      const std::uint32_t at = objects.Find(id);
+      WaitResolver{objects, owner}.Resolve(name, id, at, value);
+      objects.Wait(owner, at);
+    }
   }
 };
 

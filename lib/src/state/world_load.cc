@@ -14,6 +14,7 @@
 #include "state/after_load.h"
 #include "state/bounded_archives.h"
 #include "state/columns.h"
+#include "state/field_columns.h"
 #include "state/world_archive.h"
 
 namespace epollcr::state {
@@ -81,6 +82,7 @@ class Loader {
   }
 
   void ReadFiles() {
+    if (layout_ >= 3) return ReadFileColumns();
     const std::uint64_t n = Count("files");
     std::vector<std::uint32_t> order;
     for (std::uint64_t i = 0; i < n; ++i) {
@@ -107,6 +109,72 @@ class Loader {
         }
         case ObjectKind::kEventPoll: ReadPoll(at, static_cast<EventPoll*>(f)); break;
         default: break;  // an embedder file: its factory made it from its state bytes
+      }
+    }
+  }
+
+  // Layout 3 (snapshot.h WriteFileHeaders, WriteFieldColumns): ids and kinds as columns, the embedders' state bytes,
+  // the built-in kinds' fields as columns, then the polls' entries.
+  void ReadFileColumns() {
+    const std::uint64_t n = Count("files");
+    std::string text;
+    ar_ >> make_nvp("ids", text);
+    const auto ids = ParseColumn<std::uint64_t>(text, n, "files column ids");
+    const std::uint64_t nnames = Count("kind_names");
+    if (nnames > n) {
+      throw LoadError("kind_names: " + std::to_string(nnames) + " kinds for " + std::to_string(n) + " files");
+    }
+    std::vector<std::string> names(nnames);
+    for (std::string& name : names) ar_ >> make_nvp("kind", name);
+    ar_ >> make_nvp("kinds", text);
+    const auto kinds = ParseColumn<std::uint32_t>(text, n, "files column kinds");
+    std::vector<std::uint32_t> order;
+    order.reserve(n);
+    for (std::uint64_t i = 0; i < n; ++i) {
+      if (kinds[i] >= nnames) {
+        throw LoadError("file " + std::to_string(ids[i]) + ": kind " + std::to_string(kinds[i]) +
+                        " is not one of the " + std::to_string(nnames) + " kind names");
+      }
+      const std::string& kind = names[kinds[i]];
+      const std::optional<ObjectKind> builtin = BuiltInFileKind(kind);
+      const std::uint32_t at = objects_.Add(ids[i], builtin.value_or(ObjectKind::kEmbedder), kind);
+      objects_.files[at] = Create(at, kind);
+      order.push_back(at);
+    }
+    ReadFieldColumns<EventFd>(order, ObjectKind::kEventFd);
+    ReadFieldColumns<PipeReadEnd>(order, ObjectKind::kPipeRead);
+    ReadFieldColumns<PipeWriteEnd>(order, ObjectKind::kPipeWrite);
+    ReadFieldColumns<UnixSocket>(order, ObjectKind::kUnixStream);
+    for (std::uint32_t at : order) {
+      if (objects_.kinds[at] == ObjectKind::kUnixStream) {
+        const int side = static_cast<UnixSocket*>(objects_.files[at].get())->side();
+        if (side != 0 && side != 1) throw LoadError(objects_.Name(at) + ": side is not 0 or 1");
+      }
+      if (objects_.kinds[at] == ObjectKind::kEventPoll) ReadPoll(at, static_cast<EventPoll*>(objects_.files[at].get()));
+    }
+  }
+
+  // The field columns of the files of one built-in kind (state/field_columns.h), if the archive has such files.
+  template <typename F>
+  void ReadFieldColumns(const std::vector<std::uint32_t>& order, ObjectKind kind) {
+    std::vector<F*> files;
+    std::vector<std::uint32_t> positions;
+    for (std::uint32_t at : order) {
+      if (objects_.kinds[at] != kind) continue;
+      files.push_back(static_cast<F*>(objects_.files[at].get()));
+      positions.push_back(at);
+    }
+    if (files.empty()) return;
+    SavedFieldNames fields;
+    files.front()->VisitState(fields);
+    std::string text;
+    for (std::size_t k = 0; k < fields.names.size(); ++k) {
+      const std::string name = FieldColumnName(ObjectKindName(kind), fields.names[k]);
+      ar_ >> make_nvp(name.c_str(), text);
+      const std::vector<std::string_view> values = SplitColumn(text, files.size(), "column " + name);
+      for (std::size_t i = 0; i < files.size(); ++i) {
+        FieldColumnLoad v{objects_, positions[i], k, values[i], name};
+        files[i]->VisitState(v);
       }
     }
   }
@@ -187,15 +255,19 @@ class Loader {
   void ReadTables(World* out) {
     const std::uint64_t nfds = Count("fds");
     out->fds.Reserve(static_cast<int>(std::min<std::uint64_t>(nfds, 1u << 20)));  // fds are mostly 0..n-1
-    for (std::uint64_t i = 0; i < nfds; ++i) {
+    if (layout_ >= 3) {  // the fd numbers and their files' ids as two columns
+      std::string text;
+      ar_ >> make_nvp("numbers", text);
+      const auto numbers = ParseColumn<std::int32_t>(text, nfds, "fd table column numbers");
+      ar_ >> make_nvp("files", text);
+      const auto ids = ParseColumn<std::uint64_t>(text, nfds, "fd table column files");
+      for (std::uint64_t i = 0; i < nfds; ++i) Install(out, numbers[i], ids[i]);
+    }
+    for (std::uint64_t i = 0; layout_ < 3 && i < nfds; ++i) {
       std::int32_t fd = -1;
       std::uint64_t id = 0;
       ar_ >> make_nvp("fd", fd) >> make_nvp("file", id);
-      const std::shared_ptr<File>& file = FileOf(id);
-      if (!file) throw LoadError("fd " + std::to_string(fd) + ": file " + std::to_string(id) + " is not in the archive");
-      if (std::error_code ec = out->fds.InstallAt(fd, file)) {
-        throw LoadError("fd " + std::to_string(fd) + ": " + (ec == Errno(EBUSY) ? "repeated" : "out of range"));
-      }
+      Install(out, fd, id);
     }
     const std::uint64_t nroots = Count("roots");
     for (std::uint64_t i = 0; i < nroots; ++i) {
@@ -205,6 +277,14 @@ class Loader {
       const std::shared_ptr<File>& file = FileOf(id);
       if (!file) throw LoadError("root " + name + ": file " + std::to_string(id) + " is not in the archive");
       if (!out->roots.emplace(name, file).second) throw LoadError("root " + name + " is repeated");
+    }
+  }
+
+  void Install(World* out, std::int32_t fd, std::uint64_t id) {
+    const std::shared_ptr<File>& file = FileOf(id);
+    if (!file) throw LoadError("fd " + std::to_string(fd) + ": file " + std::to_string(id) + " is not in the archive");
+    if (std::error_code ec = out->fds.InstallAt(fd, file)) {
+      throw LoadError("fd " + std::to_string(fd) + ": " + (ec == Errno(EBUSY) ? "repeated" : "out of range"));
     }
   }
 

@@ -1,0 +1,126 @@
+// The saved fields of the files of one kind as columns (layout 3): for each field a VisitState declaration saves
+// (kSave, or kWait as the referenced object's id), one archive string holding that field of every file of the kind,
+// in file order, as decimal numbers separated by single spaces (state/columns.h). An xml archive then spends one
+// element per field and kind instead of one per field and file. Internal.
+#pragma once
+
+#include <charconv>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "state/columns.h"
+#include "state/visitors.h"
+
+namespace epollcr::state {
+
+// The element of a kind's field column: "eventfd.count" ('.' and '-' are xml name characters).
+inline std::string FieldColumnName(std::string_view kind, std::string_view field) {
+  std::string name(kind);
+  name += '.';
+  name += field;
+  return name;
+}
+
+// Save: visit each file of the kind in file order; each saved field is appended to its column.
+struct FieldColumnSave {
+  const SaveIds& ids;
+  std::vector<std::pair<const char*, std::string>> columns;  // (field name, column), in declaration order
+  std::size_t next = 0;                                       // the field being visited; reset for each file
+
+  template <typename T, FieldPolicy P>
+  void Field(const char* name, T& value, PolicyTag<P>) {
+    if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) {
+      if (next == columns.size()) columns.emplace_back(name, std::string());
+      std::string& column = columns[next++].second;
+      if constexpr (P == FieldPolicy::kWait) {
+        AppendColumn(column, ids.Of(RawOf(value)));
+      } else if constexpr (std::is_same_v<T, bool>) {
+        AppendColumn(column, value ? 1u : 0u);
+      } else {
+        static_assert(std::is_integral_v<T>, "a field saved as a column is a number");
+        AppendColumn(column, value);
+      }
+    }
+  }
+};
+
+// The names of the fields a kind saves, in declaration order (visit one file of the kind).
+struct SavedFieldNames {
+  std::vector<const char*> names;
+  template <typename T, FieldPolicy P>
+  void Field(const char* name, T&, PolicyTag<P>) {
+    if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) names.push_back(name);
+  }
+};
+
+// Exactly n numbers separated by single spaces, each left as text for its field to parse, or a LoadError naming the
+// column.
+inline std::vector<std::string_view> SplitColumn(std::string_view column, std::uint64_t n, const std::string& what) {
+  std::vector<std::string_view> tokens;
+  tokens.reserve(std::min<std::uint64_t>(n, column.size() / 2 + 1));
+  std::size_t at = 0;
+  while (at < column.size()) {
+    if (!tokens.empty()) {
+      if (column[at] != ' ') throw LoadError(what + ": numbers must be separated by single spaces");
+      ++at;
+    }
+    const std::size_t end = std::min(column.find(' ', at), column.size());
+    if (end == at) throw LoadError(what + ": not a number at entry " + std::to_string(tokens.size()));
+    if (tokens.size() == n) throw LoadError(what + ": more than " + std::to_string(n) + " numbers");
+    tokens.push_back(column.substr(at, end - at));
+    at = end;
+  }
+  if (tokens.size() != n) {
+    throw LoadError(what + ": " + std::to_string(tokens.size()) + " numbers for " + std::to_string(n) + " files");
+  }
+  return tokens;
+}
+
+// Load: sets field number `want` (among the saved ones) of one file from its text; a wait field resolves the id to
+// an object of the archive of the right type and records the wait edge, as FileLoad does.
+struct FieldColumnLoad {
+  LoadObjects& objects;
+  std::uint32_t owner;
+  std::size_t want;
+  std::string_view text;
+  const std::string& what;  // "eventfd.count"
+  std::size_t next = 0;
+
+  template <typename T, FieldPolicy P>
+  void Field(const char* name, T& value, PolicyTag<P>) {
+    if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) {
+      if (next++ != want) return;
+      if constexpr (P == FieldPolicy::kWait) {
+        const std::uint64_t id = Parse<std::uint64_t>();
+        const std::uint32_t at = objects.Find(id);
+        WaitResolver{objects, owner}.Resolve(name, id, at, value);
+        objects.Wait(owner, at);
+      } else if constexpr (std::is_same_v<T, bool>) {
+        const auto v = Parse<std::uint8_t>();
+        if (v > 1) Bad();
+        value = v == 1;
+      } else {
+        value = Parse<T>();
+      }
+    }
+  }
+
+ private:
+  template <typename T>
+  T Parse() const {
+    T value{};
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size()) Bad();
+    return value;
+  }
+  [[noreturn]] void Bad() const {
+    throw LoadError(objects.Name(owner) + " column " + what + ": '" + std::string(text) +
+                    "' is not a number of the field's range");
+  }
+};
+
+}  // namespace epollcr::state
