@@ -187,12 +187,24 @@ class Snapshot {
     }
     std::uint64_t nfds = fds_.size();
     ar << make_nvp("fds", nfds);
-    std::string numbers, files;
-    for (auto& [fd, file] : fds_) {
-      AppendColumn(numbers, fd);
-      AppendColumn(files, ids_.Of(file.get()));
+    if constexpr (kBinaryArchive<Ar>) {
+      std::vector<std::int32_t> numbers;
+      std::vector<std::uint64_t> files;
+      numbers.reserve(fds_.size());
+      files.reserve(fds_.size());
+      for (auto& [fd, file] : fds_) {
+        numbers.push_back(fd);
+        files.push_back(ids_.Of(file.get()));
+      }
+      ar << make_nvp("numbers", numbers) << make_nvp("files", files);
+    } else {
+      std::string numbers, files;
+      for (auto& [fd, file] : fds_) {
+        AppendColumn(numbers, fd);
+        AppendColumn(files, ids_.Of(file.get()));
+      }
+      ar << make_nvp("numbers", numbers) << make_nvp("files", files);
     }
-    ar << make_nvp("numbers", numbers) << make_nvp("files", files);
     std::uint64_t nroots = world_.roots.size();
     ar << make_nvp("roots", nroots);
     for (const auto& [name, file] : world_.roots) {

@@ -255,7 +255,16 @@ class Loader {
   void ReadTables(World* out) {
     const std::uint64_t nfds = Count("fds");
     out->fds.Reserve(static_cast<int>(std::min<std::uint64_t>(nfds, 1u << 20)));  // fds are mostly 0..n-1
-    if (layout_ >= 3) {  // the fd numbers and their files' ids as two columns
+    if (layout_ >= 3 && kBinaryArchive<Ar>) {  // the fd numbers and their files' ids as two columns
+      std::vector<std::int32_t> numbers;
+      std::vector<std::uint64_t> ids;
+      ar_ >> make_nvp("numbers", numbers) >> make_nvp("files", ids);
+      if (numbers.size() != nfds || ids.size() != nfds) {
+        throw LoadError("fd table: columns of " + std::to_string(numbers.size()) + " and " +
+                        std::to_string(ids.size()) + " values for " + std::to_string(nfds) + " fds");
+      }
+      for (std::uint64_t i = 0; i < nfds; ++i) Install(out, numbers[i], ids[i]);
+    } else if (layout_ >= 3) {
       std::string text;
       ar_ >> make_nvp("numbers", text);
       const auto numbers = ParseColumn<std::int32_t>(text, nfds, "fd table column numbers");
