@@ -631,6 +631,11 @@ Status Restore(const v1::Image& image, World* out, const Limits& limits, const R
                BuildTimes* times) {
   if (out->fds.Count() != 0 || !out->roots.empty()) return Status::Error(EINVAL, "restore: the world is not empty");
   if (Status s = Validate(image, limits)) return s;  // nothing is created before the image is known to be whole
+  return RestoreValidated(image, out, resolved, times);
+}
+
+Status RestoreValidated(const v1::Image& image, World* out, const ResolvedFiles& resolved, BuildTimes* times) {
+  if (out->fds.Count() != 0 || !out->roots.empty()) return Status::Error(EINVAL, "restore: the world is not empty");
   try {
     Build(image, out, resolved, times);
     return {};

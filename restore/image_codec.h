@@ -39,6 +39,9 @@ struct BuildTimes {
 };
 Status Restore(const v1::Image& image, World* out, const Limits& limits, const ResolvedFiles& resolved,
                BuildTimes* times);
+// The same without validating first. Preconditions: Validate(image, limits) succeeded on this very image (the
+// restorer validates once, before it resolves, and again only an image it rewrote).
+Status RestoreValidated(const v1::Image& image, World* out, const ResolvedFiles& resolved, BuildTimes* times);
 
 // Deterministic bytes of an image, and parsing them back (the payload inside the framing).
 StatusOr<std::string> Encode(const v1::Image& image);

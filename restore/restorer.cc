@@ -273,9 +273,10 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
   }
 
   image::BuildTimes times;
-  // Restore validates again: cheap next to the build, and it checks a rewritten image as strictly as a read one.
+  // A rewritten image is validated again, as strictly as a read one; the image as read was validated above.
   t = Clock::now();
-  if (Status s = image::Restore(*use, out, options.limits, resolved.files, &times)) {
+  if (Status s = use == &image ? image::RestoreValidated(image, out, resolved.files, &times)
+                               : image::Restore(*use, out, options.limits, resolved.files, &times)) {
     resolved.GiveBack();
     return s;
   }
