@@ -48,6 +48,8 @@ Result<std::shared_ptr<HostFile>> HostFile::Create(int fd) {
 
 void HostFile::Settle() { HostNotifier::Instance().Settle(); }
 
+HostFile::Batch::Batch() { HostNotifier::Instance().Hold(); }
+HostFile::Batch::~Batch() { HostNotifier::Instance().DrainAndUnhold(); }
 
 HostFile::~HostFile() {
   const int fd = ReleaseFd();

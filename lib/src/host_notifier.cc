@@ -77,8 +77,17 @@ std::error_code HostNotifier::StartLocked() {
 }
 
 void HostNotifier::StopLocked() {
+  {
+    std::lock_guard gate(gate_mu_);
+    stopping_ = true;
+  }
+  gate_cv_.notify_all();
   Poke(wake_fd_);
   thread_.join();
+  {
+    std::lock_guard gate(gate_mu_);
+    stopping_ = false;
+  }
   close(settle_fd_);
   close(wake_fd_);
   close(epoll_fd_);
@@ -199,6 +208,43 @@ void HostNotifier::Settle() {
   settled_cv_.wait(lock, [this] { return !settling_; });
 }
 
+void HostNotifier::Hold() {
+  std::lock_guard gate(gate_mu_);
+  ++holds_;
+}
+
+void HostNotifier::DrainAndUnhold() {
+  {
+    std::lock_guard lifecycle(lifecycle_mu_);  // the thread stays up meanwhile
+    if (thread_.joinable()) {
+      std::unique_lock gate(gate_mu_);
+      if (!parked_) {
+        gate.unlock();
+        Poke(settle_fd_);  // out of epoll_wait, if it is there, and on to the gate
+        gate.lock();
+      }
+      gate_cv_.wait(gate, [this] { return parked_; });
+      gate.unlock();
+      epoll_event events[256];
+      for (;;) {
+        const int n = epoll_wait(epoll_fd_, events, 256, 0);
+        if (n <= 0) break;
+        std::lock_guard lock(mu_);
+        DeliverLocked(events, n, settle_fd_);
+      }
+    }
+  }
+  Unhold();
+}
+
+void HostNotifier::Unhold() {
+  {
+    std::lock_guard gate(gate_mu_);
+    --holds_;
+  }
+  gate_cv_.notify_all();
+}
+
 std::size_t HostNotifier::Watched() {
   std::lock_guard lock(mu_);
   return files_.size();
@@ -212,6 +258,15 @@ bool HostNotifier::Running() {
 void HostNotifier::Run(int epoll_fd, int settle_fd) {
   epoll_event events[256];
   for (;;) {
+    {
+      std::unique_lock gate(gate_mu_);
+      if (holds_ != 0 && !stopping_) {
+        parked_ = true;
+        gate_cv_.notify_all();
+        gate_cv_.wait(gate, [this] { return holds_ == 0 || stopping_; });
+        parked_ = false;
+      }
+    }
     const int n = epoll_wait(epoll_fd, events, 256, -1);
     if (n < 0) {
       if (errno == EINTR) continue;

@@ -43,6 +43,14 @@ class HostNotifier {
   // would see an edge that never happened: an extra event for an edge-triggered entry).
   void Settle();
 
+  // While held, the thread does not go back to the kernel for more reports: watching many fds (a restore) then wakes
+  // it at most once instead of once per ready fd. Counted; the last Unhold lets it go on.
+  void Hold();
+  void Unhold();
+  // Unhold, after delivering on the calling thread every report the kernel has queued (the thread is parked at the
+  // gate meanwhile): a restore's thousands of first reports then cost no hand-over between threads. Settles.
+  void DrainAndUnhold();
+
   std::size_t Watched();
   bool Running();
 
@@ -63,6 +71,12 @@ class HostNotifier {
   std::mutex mu_;
   std::unordered_map<std::uint64_t, HostFile*> files_;  // Guarded by mu_.
   std::uint64_t next_key_ = 2;                          // Guarded by mu_; 0 and 1 are the notifier's own fds.
+
+  std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  int holds_ = 0;          // Guarded by gate_mu_.
+  bool parked_ = false;    // Guarded by gate_mu_: the thread waits at the gate
+  bool stopping_ = false;  // Guarded by gate_mu_: a held gate does not keep the thread from stopping
 
   std::mutex settle_mu_;               // one Settle at a time
   std::condition_variable settled_cv_;

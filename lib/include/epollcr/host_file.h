@@ -62,6 +62,15 @@ class HostFile final : public File {
 
   // Returns once every report the kernel had for the notifier has reached its file.
   static void Settle();
+  // Watching many host files at once: while a Batch lives the notifier thread is not woken once per ready fd; its
+  // end lets the thread go on and settles (Settle()).
+  class Batch {
+   public:
+    Batch();
+    ~Batch();
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+  };
   ~HostFile() override;
 
   int fd() const { return fd_.load(std::memory_order_acquire); }
