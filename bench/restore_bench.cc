@@ -3,8 +3,9 @@
 //   BM_RestoreHostFds/registrations:10000   restore::RestoreBytes of a world of 10,000 real sockets (5,000 socket
 //                              pairs, both ends), each a host file registered once in one EventPoll (level-triggered,
 //                              edge-triggered and one-shot by k % 3, data = fd), through an InheritedFdResolver: every
-//                              fd verified (fstat), wrapped in a host file and watched by the notifier, the entries
-//                              built, registered and re-checked (poll)
+//                              fd verified (statx), wrapped in a host file and watched by the notifier, the entries
+//                              built and registered, and re-checked by the notifier's first reports (the statx and
+//                              epoll_ctl calls batched through io_uring: lib/src/syscall_batch.h)
 //   BM_KernelReAddHostFds/registrations:10000  epoll_create1 and epoll_ctl(ADD) of the same 10,000 fds, same events
 //   BM_RestoreInMemory/entries:N            restore::RestoreBytes of checkpoint_world.h's in-memory world (eventfds),
 //                              the kernel's side being BM_CheckpointKernelAdd (checkpoint_bench.cc)

@@ -1,5 +1,6 @@
 #include "restore/resolvers.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "epollcr/host_file.h"
@@ -59,8 +60,12 @@ void InheritedFdResolver::Prepare(std::span<const FileReference> refs) {
   std::vector<sys::FileIdentity> ids(fds.size());
   std::vector<int> errors(fds.size());
   sys::StatMany(fds, ids, errors);
-  prepared_.reserve(fds.size());
-  for (std::size_t i = 0; i < fds.size(); ++i) prepared_[fds[i]] = ToStat(fds[i], errors[i], ids[i]);
+  int top = -1;
+  for (int fd : fds) top = std::max(top, fd);
+  prepared_.assign(static_cast<std::size_t>(top + 1), Stat{-1, {}});
+  for (std::size_t i = 0; i < fds.size(); ++i) {
+    prepared_[static_cast<std::size_t>(fds[i])] = ToStat(fds[i], errors[i], ids[i]);
+  }
 }
 
 Resolution InheritedFdResolver::Resolve(const FileReference& ref) {
@@ -74,8 +79,9 @@ Resolution InheritedFdResolver::Resolve(const FileReference& ref) {
   want.ino = ref.host->st_ino();
   want.file_type = ref.host->file_type();
   Stat got;
-  if (auto it = prepared_.find(fd); it != prepared_.end()) {
-    got = it->second;
+  const auto slot = static_cast<std::size_t>(fd);
+  if (fd >= 0 && slot < prepared_.size() && prepared_[slot].error >= 0) {
+    got = prepared_[slot];
   } else if (fd >= 0) {
     // Not in Prepare's batch (a caller that resolves without the restorer): one fstat.
     std::vector<sys::FileIdentity> id(1);

@@ -6,7 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <unordered_map>
+#include <vector>
 
 #include "epollcr/host_file.h"
 #include "restore/restorer.h"
@@ -53,7 +53,8 @@ class InheritedFdResolver : public Resolver {
 
   std::map<int, int> fds_;
   bool mapped_ = false;
-  std::unordered_map<int, Stat> prepared_;  // by fd here, from Prepare
+  // From Prepare, indexed by fd here (fd numbers are below the process's fd limit); error -1: not prepared.
+  std::vector<Stat> prepared_;
 };
 
 }  // namespace epollcr::restore

@@ -294,14 +294,11 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
     for (const auto& [id, file] : resolved.files) {
       if (auto* h = dynamic_cast<HostFile*>(file.get()); h != nullptr && !h->watched()) hosts.push_back(h);
     }
-    // The entries are in place, so the notifier thread passes each first report on as it comes, on the other
-    // core, while the kernel calls for the next fds are made here; Settle then waits for the last of them.
+    HostFile::Batch batch;  // one notifier wake-up for all of them; its end delivers their first reports here
     std::size_t at = 0;
     if ((watching = HostFile::WatchAll(hosts, &at))) {
       failed = "host fd " + std::to_string(hosts[at]->fd()) + ": " +
                (watching == Errno(EEXIST) ? std::string("another host file already watches it") : watching.message());
-    } else {
-      HostFile::Settle();
     }
   }
   if (watching) {

@@ -344,8 +344,8 @@ TEST_F(BatchedRestoreTest, EachFailedSystemCallFailsTheRestoreCleanly) {
   EXPECT_EQ(report.host_files, static_cast<std::uint64_t>(kSockets));
   EXPECT_EQ(report.entries, static_cast<std::uint64_t>(kSockets));
   EXPECT_EQ(HostFile::WatchedFds(), static_cast<std::size_t>(kSockets));
-  EXPECT_EQ(sys::Counts().single_calls, before.single_calls + (sys::Counts().ring_batches == before.ring_batches
-                                                                   ? 2u * kSockets : 0u))
+  const sys::BatchCounts after = sys::Counts();
+  EXPECT_TRUE(after.ring_batches == before.ring_batches + 2 || after.single_calls == before.single_calls + 2 * kSockets)
       << "either both batches went through io_uring or every call went alone";
   // A write to one socket reaches the restored poll through the notifier, like any wake-up.
   const char byte = 'x';
