@@ -49,6 +49,8 @@ Status ResolveAll(const v1::Image& image, const Options& options, Resolved* out)
     ref.embedder = f.has_embedder() ? &f.embedder() : nullptr;
   }
   for (Resolver* resolver : options.resolvers) resolver->Prepare(refs);
+  out->files.reserve(refs.size());
+  out->created.reserve(refs.size());
   for (const FileReference& ref : refs) {
     std::string reasons;
     std::optional<Resolution> found;
