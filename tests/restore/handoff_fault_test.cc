@@ -37,6 +37,8 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
+using testing::HandOver;
+using testing::OpenFds;
 
 enum class Op {
   kGetFdFlags, kSetFdFlags, kSend, kReceive, kSendMessage, kReceiveMessage, kClose,  // HandoffOps
@@ -266,13 +268,6 @@ class FaultyOps final : public HandoffOps {
   std::vector<Op> trace_;
 };
 
-int OpenFds() {
-  int n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  while (readdir(d) != nullptr) ++n;
-  closedir(d);
-  return n - 3;  // ".", ".." and the DIR's own fd
-}
 
 // The fd flags of each fd (-1: not open).
 std::vector<int> FdFlagsOf(const std::vector<int>& fds) {
@@ -281,14 +276,6 @@ std::vector<int> FdFlagsOf(const std::vector<int>& fds) {
   return flags;
 }
 
-// The host files of a world give their fds back and the world goes away (the fds stay open).
-void HandOver(World* w) {
-  for (const auto& [fd, file] : w->fds.Snapshot()) {
-    if (auto* h = dynamic_cast<HostFile*>(file.get())) h->ReleaseFd();
-  }
-  w->roots.clear();
-  w->fds.Clear();
-}
 
 // The host scenario's world (host_scenario.h: sockets and an eventfd in nested polls, one-shot and edge-triggered
 // entries, data pending): its fds, its world, and the peers' ends closed at the end.

@@ -8,6 +8,7 @@
 // again), c is re-armed and reports, inner reports a.
 #pragma once
 
+#include <dirent.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -179,6 +180,24 @@ inline bool BuildHostWorld(World* w, const HostFds& f) {
   w->roots["inner"] = EventPoll::Create();
   w->roots["c"] = w->fds.Get(f.c[0]);
   return true;
+}
+
+// The number of fds this process has open (a failed restore or hand-off must leave it as it was).
+inline int OpenFds() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/fd");
+  while (readdir(d) != nullptr) ++n;
+  closedir(d);
+  return n - 3;  // ".", ".." and the DIR's own fd
+}
+
+// The host files of a world give their fds back (they stay open, for a restore to take) and the world goes away.
+inline void HandOver(World* w) {
+  for (const auto& [fd, file] : w->fds.Snapshot()) {
+    if (auto* h = dynamic_cast<HostFile*>(file.get())) h->ReleaseFd();
+  }
+  w->roots.clear();
+  w->fds.Clear();
 }
 
 }  // namespace epollcr::testing

@@ -27,6 +27,8 @@ namespace {
 
 using ::testing::HasSubstr;
 using testing::EpollcrSide;
+using testing::HandOver;
+using testing::OpenFds;
 using testing::HostFds;
 using testing::KernelSide;
 
@@ -37,13 +39,6 @@ Options With(Policy policy, std::vector<Resolver*> resolvers) {
   return o;
 }
 
-int OpenFds() {
-  int n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  while (readdir(d) != nullptr) ++n;
-  closedir(d);
-  return n - 3;  // ".", ".." and the DIR's own fd
-}
 
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> lines;
@@ -65,14 +60,6 @@ std::vector<std::string> KernelLines(bool without_b = false) {
   return lines;
 }
 
-// The host files of a world give their fds back (so a restore can take them) and the world goes away.
-void HandOver(World* w) {
-  for (const auto& [fd, file] : w->fds.Snapshot()) {
-    if (auto* h = dynamic_cast<HostFile*>(file.get())) h->ReleaseFd();
-  }
-  w->roots.clear();
-  w->fds.Clear();
-}
 
 class RestorerTest : public ::testing::Test {
  protected:
