@@ -1,5 +1,5 @@
 // Checkpoints through the portable image (issue 4; BENCHMARKS.md "Checkpoint image"), beside what a kernel-based
-// restorer pays per entry (BM_CheckpointKernelAdd, checkpoint_bench.cc), in the same run:
+// restorer pays per entry (BM_CheckpointKernelAdd/entries:N at the same N, checkpoint_bench.cc), in the same run:
 //   BM_ImageSave/entries:N     encode+write: image::WriteImage - capture the world, encode, frame, write the file
 //                              atomically and durably (a temporary file, fsync, rename, fsync of the directory)
 //   BM_ImageEncode/entries:N   the same into memory (image::SaveImage), without the file and its two fsyncs

@@ -8,7 +8,7 @@
 //                              epoll_ctl calls batched through io_uring: lib/src/syscall_batch.h)
 //   BM_KernelReAddHostFds/registrations:10000  epoll_create1 and epoll_ctl(ADD) of the same 10,000 fds, same events
 //   BM_RestoreInMemory/entries:N            restore::RestoreBytes of checkpoint_world.h's in-memory world (eventfds),
-//                              the kernel's side being BM_CheckpointKernelAdd (checkpoint_bench.cc)
+//                              the kernel's side being BM_CheckpointKernelAdd/entries:N (checkpoint_bench.cc)
 // Each reports per_entry (worlds.h CountWork) and the time of each restore stage per registration (read, validate,
 // resolve, build, after_load: restore::Report) as counters <stage>_ns.
 #include <benchmark/benchmark.h>

@@ -740,7 +740,10 @@ Status ReadImage(const std::string& path, World* out, const ReadLimits& read_lim
   BigBuffer bytes;
   std::string_view payload;
   if (ImageError e = ReadImageFileBytes(path, &bytes, &payload, read_limits)) return {e.code, e.message};
-  return DecodeAndRestore(payload, out);
+  return WithDecoded(payload, [&](const v1::Image& image) {
+    bytes = BigBuffer();  // the decoded image holds copies: the world built next reuses the file's pages
+    return Restore(image, out);
+  });
 }
 
 }  // namespace epollcr::image

@@ -47,7 +47,8 @@ Status RestoreValidated(const v1::Image& image, World* out, const ResolvedFiles&
 StatusOr<std::string> Encode(const v1::Image& image);
 StatusOr<v1::Image> Decode(std::string_view payload);
 
-// Decodes a payload into a short-lived image (arena-allocated, for speed) and hands it to `use`.
+// Decodes a payload into a short-lived image (arena-allocated, for speed) and hands it to `use`. The image holds copies
+// of everything it read: `use` may free the payload's memory first.
 Status WithDecoded(std::string_view payload, const std::function<Status(const v1::Image&)>& use);
 
 // Protobuf's JSON mapping, both ways, without loss.

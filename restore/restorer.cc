@@ -340,6 +340,9 @@ Status RestoreFile(const std::string& path, World* out, const Options& options, 
   }
   return image::WithDecoded(payload, [&](const v1::Image& image) {
     rep.read = Clock::now() - t;
+    // The decoded image holds copies of everything: the file's pages go back now, and the world built next reuses
+    // them instead of faulting in new memory (image_codec.h, WithDecoded).
+    bytes = BigBuffer();
     return Restore(image, out, options, &rep);
   });
 }
