@@ -1,6 +1,7 @@
 #include "replay/exec_worker.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -15,6 +16,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "replay/exec_protocol.h"
@@ -71,6 +73,21 @@ class Worker {
     (void)channel_.Send(record + "\n");
     return 1;
   }
+  // The replay process may die while this worker is inside an operation that never returns (`wait E MAX -1` with
+  // nothing ready: the trace is single-threaded, so nothing else would wake it). A watchdog thread waits for the
+  // replay process's end of the socket to close (POLLHUP: closed, not the shutdown(SHUT_WR) that ends a run normally,
+  // after which the replay process waits for the workers to close their end first) and then ends this worker as the
+  // end of the requests does: the scratch directory removed, exit status 0.
+  void WatchForTheReplayProcess() {
+    std::thread([fd = channel_.fd(), dir = dir_] {
+      pollfd hangup{.fd = fd, .events = 0, .revents = 0};  // POLLHUP is always reported
+      while (::poll(&hangup, 1, -1) < 0 && errno == EINTR) {
+      }
+      std::error_code ignored;
+      std::filesystem::remove_all(dir, ignored);
+      ::_exit(0);
+    }).detach();
+  }
   // Saves the world and the state, starts the next worker and waits until it has taken over: then this process
   // exits 0 (and this never returns). Returns the exit status of a failure, after reporting it.
   int HandOver(long long at, bool verb);
@@ -100,6 +117,7 @@ int Worker::Run(int takeover_fd) {
   }
   if (!channel_.Send("P " + std::to_string(::getpid()) + " " + ExecId() + "\n")) return 1;
   if (restored && fault == "die") ::raise(SIGKILL);
+  WatchForTheReplayProcess();
 
   if (restored) {
     epollcr::Status status = engine_.RestoreImageFile(Path(kImageFile));

@@ -276,6 +276,24 @@ TEST_F(ExecModeTest, AReplayProcessThatDiesLeavesNothingBehind) {
   EXPECT_FALSE(AnyProcessMentions(tmp_)) << "a worker process is still there";
 }
 
+TEST_F(ExecModeTest, AWorkerBlockedInAWaitEndsWhenTheReplayProcessIsKilled) {
+  // After the checkpoint line the run is in a new worker process, which gets `wait e 4 -1` with nothing ready: it
+  // blocks forever, as epoll_wait would. Once the replay process has printed the checkpoint line it asks for the
+  // wait at once; a fifth of a second later the worker is inside it. Then the replay process is killed.
+  const std::string trace = WriteTrace("blocked.trace", "epoll e\npipe p\nadd e p.r in 5\ncheckpoint\nwait e 4 -1\n");
+  const std::string out = dir_.File("replay.out");
+  const std::string script =
+      "\"$0\" replay \"$1\" --checkpoint-mode exec >\"$2\" 2>/dev/null & pid=$!\n"
+      "i=0; while ! grep -q checkpoint \"$2\" && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done\n"
+      "sleep 0.2\n"
+      "kill -9 $pid; wait $pid; cat \"$2\"\n";
+  ProgramRun run = Run({"-c", script, Env("EPOLLCR_BIN"), trace, out}, "", "/bin/sh");
+  EXPECT_EQ(run.out, "1 epoll ok\n2 pipe ok\n3 add ok\n4 checkpoint ok\n");
+  for (int i = 0; i < 500 && (!Leftovers().empty() || AnyProcessMentions(tmp_)); ++i) ::usleep(20000);
+  EXPECT_THAT(Leftovers(), ::testing::IsEmpty());
+  EXPECT_FALSE(AnyProcessMentions(tmp_)) << "the worker blocked in the wait is still there";
+}
+
 // The run stops at the failure, says where and why, exits 1, and leaves no scratch file and no process.
 struct Fault {
   const char* name;
