@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <system_error>
 #include <vector>
@@ -22,13 +23,28 @@ constexpr std::uint32_t kWatchedEvents = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRD
 constexpr std::uint64_t kWakeKey = 0;    // the notifier's stop eventfd
 constexpr std::uint64_t kSettleKey = 1;  // its settle eventfd; file keys start at 2
 
+std::atomic<HostNotifier::FaultFn> fault_for_testing{nullptr};
+
+// The errno value a test wants `call` to fail with, or 0.
+int Fault(HostNotifier::Call call) {
+  const HostNotifier::FaultFn fault = fault_for_testing.load(std::memory_order_acquire);
+  return fault != nullptr ? fault(call) : 0;
+}
+
+// Fails with errno set as the system call would, when a test asks for it.
+bool Faulted(HostNotifier::Call call) {
+  const int e = Fault(call);
+  if (e != 0) errno = e;
+  return e != 0;
+}
+
 int NewEventFd(int epoll_fd, std::uint64_t key) {
-  const int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  const int fd = Faulted(HostNotifier::Call::kEventFd) ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) return -1;
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = key;
-  if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+  if (Faulted(HostNotifier::Call::kEventFdAdd) || epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
     const int e = errno;
     close(fd);
     errno = e;
@@ -51,8 +67,10 @@ HostNotifier& HostNotifier::Instance() {
   return *instance;
 }
 
+void HostNotifier::SetFaultForTesting(FaultFn fault) { fault_for_testing.store(fault, std::memory_order_release); }
+
 std::error_code HostNotifier::StartLocked() {
-  const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  const int epoll_fd = Faulted(Call::kEpollCreate) ? -1 : epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd < 0) return Errno(errno);
   const int wake_fd = NewEventFd(epoll_fd, kWakeKey);
   const int settle_fd = wake_fd < 0 ? -1 : NewEventFd(epoll_fd, kSettleKey);
@@ -63,6 +81,7 @@ std::error_code HostNotifier::StartLocked() {
     return Errno(e);
   }
   try {
+    if (const int e = Fault(Call::kThread)) throw std::system_error(e, std::generic_category(), "thread");
     thread_ = std::thread([this, epoll_fd, settle_fd] { Run(epoll_fd, settle_fd); });
   } catch (const std::system_error& e) {
     close(settle_fd);
@@ -111,7 +130,7 @@ std::error_code HostNotifier::Watch(HostFile* file) {
   epoll_event ev{};
   ev.events = kWatchedEvents;
   ev.data.u64 = key;
-  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, file->fd(), &ev) != 0) {
+  if (Faulted(Call::kWatchAdd) || epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, file->fd(), &ev) != 0) {
     const int e = errno;
     bool last;
     {

@@ -54,6 +54,13 @@ class HostNotifier {
   std::size_t Watched();
   bool Running();
 
+  // For tests: fault injection. While set, `fault(call)` is asked before each of these steps of Start and Watch; a
+  // non-zero errno value fails the step as the system call (or the thread's creation) would have, and it is not made.
+  // A start makes, in order: kEpollCreate, then for each of its two eventfds kEventFd and kEventFdAdd, then kThread.
+  enum class Call : std::uint8_t { kEpollCreate, kEventFd, kEventFdAdd, kThread, kWatchAdd };
+  using FaultFn = int (*)(Call call);
+  static void SetFaultForTesting(FaultFn fault);
+
  private:
   HostNotifier() = default;
   std::error_code StartLocked();
