@@ -27,6 +27,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "fault_plan.h"
 #include "host_scenario.h"
 #include "restore/handoff.h"
 #include "restore/handoff_ops.h"
@@ -93,20 +94,15 @@ int RealisticErrno(Op op) {
 
 std::error_code Errno(int e) { return {e, std::generic_category()}; }
 
-struct Fault {
-  Op op;
-  int nth;                         // which call of that kind, from 1
-  int error = 0;                   // the errno it returns (0: none)
-  std::size_t short_transfer = 0;  // with error 0: the call really runs but moves at most this many data bytes
-};
+using Fault = epollcr::testing::Fault<Op>;
 
 // The real calls, except the planned faults. Records every call; caps the data of every transfer at `max_transfer`
 // bytes (so short sends and receives are the rule). With SplitFds(), a ReceiveMessage that brings more than one fd
 // passes on only the first, and the others with the next ReceiveMessage: fds in other pieces than they were sent in.
-class FaultyOps final : public HandoffOps {
+class FaultyOps final : public HandoffOps, public epollcr::testing::FaultPlan<Op> {
  public:
   explicit FaultyOps(std::vector<Fault> faults = {}, std::size_t max_transfer = std::numeric_limits<std::size_t>::max())
-      : faults_(std::move(faults)), max_transfer_(max_transfer), files_(*this) {}
+      : FaultPlan(std::move(faults), max_transfer), files_(*this) {}
   ~FaultyOps() override {
     for (int fd : held_) ::close(fd);
   }
@@ -187,11 +183,6 @@ class FaultyOps final : public HandoffOps {
   image::FileOps& Files() override { return files_; }
 
   void SplitFds() { split_fds_ = true; }
-  int calls(Op op) const {
-    const auto it = calls_.find(op);
-    return it == calls_.end() ? 0 : it->second;
-  }
-  const std::vector<Op>& trace() const { return trace_; }
   std::size_t held() const { return held_.size(); }
 
  private:
@@ -244,28 +235,10 @@ class FaultyOps final : public HandoffOps {
     image::FileOps& real_ = image::DefaultFileOps();
   };
 
-  const Fault* Next(Op op) {
-    trace_.push_back(op);
-    const int nth = ++calls_[op];
-    for (const Fault& fault : faults_) {
-      if (fault.op == op && fault.nth == nth) return &fault;
-    }
-    return nullptr;
-  }
-  std::size_t Cap(std::size_t size, const Fault* fault) const {
-    std::size_t cap = max_transfer_;
-    if (fault != nullptr && fault->short_transfer != 0) cap = std::min(cap, fault->short_transfer);
-    return std::min(size, cap);
-  }
-
   HandoffOps& real_ = DefaultHandoffOps();
-  std::vector<Fault> faults_;
-  std::size_t max_transfer_;
   FaultyFiles files_;
   bool split_fds_ = false;
   std::vector<int> held_;  // received fds not handed on yet (closed with the ops)
-  std::map<Op, int> calls_;
-  std::vector<Op> trace_;
 };
 
 

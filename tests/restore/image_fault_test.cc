@@ -17,6 +17,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "fault_plan.h"
 #include "image_test_util.h"
 #include "restore/image_file.h"
 
@@ -52,20 +53,13 @@ const char* OpName(Op op) {
 
 std::error_code Errno(int e) { return {e, std::generic_category()}; }
 
-struct Fault {
-  Op op;
-  int nth;                         // which call of that kind, from 1
-  int error = 0;                   // the errno it returns (0: none)
-  std::size_t short_transfer = 0;  // with error 0: the call really runs but moves at most this many bytes
-};
+using Fault = epollcr::testing::Fault<Op>;
 
 // The real calls, except the planned faults. Records every call, caps every transfer at `max_transfer` bytes (so
 // short writes and reads are the rule), and tracks the fds it opened so a test can check that all were closed.
-class FaultyFileOps final : public FileOps {
+class FaultyFileOps final : public FileOps, public epollcr::testing::FaultPlan<Op> {
  public:
-  explicit FaultyFileOps(std::vector<Fault> faults = {},
-                         std::size_t max_transfer = std::numeric_limits<std::size_t>::max())
-      : faults_(std::move(faults)), max_transfer_(max_transfer) {}
+  using FaultPlan::FaultPlan;
 
   std::error_code Open(const std::string& path, int flags, mode_t mode, int* fd) override {
     const Fault* fault = Next(Op::kOpen);
@@ -120,33 +114,10 @@ class FaultyFileOps final : public FileOps {
     return real_.Unlink(path);
   }
 
-  int calls(Op op) const {
-    const auto it = calls_.find(op);
-    return it == calls_.end() ? 0 : it->second;
-  }
-  const std::vector<Op>& trace() const { return trace_; }
   const std::set<int>& open_fds() const { return open_fds_; }
 
  private:
-  const Fault* Next(Op op) {
-    trace_.push_back(op);
-    const int nth = ++calls_[op];
-    for (const Fault& fault : faults_) {
-      if (fault.op == op && fault.nth == nth) return &fault;
-    }
-    return nullptr;
-  }
-  std::size_t Cap(std::size_t size, const Fault* fault) const {
-    std::size_t cap = max_transfer_;
-    if (fault != nullptr && fault->short_transfer != 0) cap = std::min(cap, fault->short_transfer);
-    return std::min(size, cap);
-  }
-
   FileOps& real_ = DefaultFileOps();
-  std::vector<Fault> faults_;
-  std::size_t max_transfer_;
-  std::map<Op, int> calls_;
-  std::vector<Op> trace_;
   std::set<int> open_fds_;
 };
 
