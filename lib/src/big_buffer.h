@@ -2,10 +2,11 @@
 //
 // Touching fresh memory costs a page fault per 4 KiB page, and on a virtual machine a fault is expensive: 11-15 us on
 // the development VM (bench/page_fault_bench.cc, BENCHMARKS.md), which would make page faults most of the cost of
-// restoring a million entries. A BigBuffer of 2 MiB or more is mapped anonymous memory with transparent huge pages requested
-// (madvise MADV_HUGEPAGE, honoured where /sys/kernel/mm/transparent_hugepage/enabled is "always" or "madvise"), so
-// that filling it takes one fault per 2 MiB. Smaller buffers come from operator new. Pages that are never touched
-// cost nothing, so a buffer may be sized generously.
+// restoring a million entries. A BigBuffer of 2 MiB or more comes from AllocateLarge (epollcr/memory.h): whole huge
+// pages at a huge-page boundary, with transparent huge pages requested (madvise MADV_HUGEPAGE, honoured where
+// /sys/kernel/mm/transparent_hugepage/enabled is "always" or "madvise"), so that filling it takes one fault per 2 MiB.
+// Smaller buffers come from operator new. Pages that are never touched cost nothing, so a buffer may be sized
+// generously.
 #pragma once
 
 #include <cassert>
@@ -35,8 +36,7 @@ class BigBuffer {
 
   void* data_ = nullptr;
   std::size_t size_ = 0;
-  void* mapping_ = nullptr;  // the whole mapping, when mapped
-  std::size_t mapped_ = 0;
+  bool mapped_ = false;  // from AllocateLarge (whole huge pages), else from operator new
 };
 
 // A fixed-capacity array of trivially copyable T in a BigBuffer, for a load's large temporary arrays.
