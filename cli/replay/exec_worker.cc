@@ -9,11 +9,13 @@
 
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -57,6 +59,61 @@ void DamageImage(const std::string& path) {
   }
 }
 
+// The replay process may die while a worker is inside an operation that never returns (`wait E MAX -1` with nothing
+// ready: the trace is single-threaded, so nothing else would wake it). A watchdog thread waits for the replay
+// process's end of the socket to close (POLLHUP: closed, not the shutdown(SHUT_WR) that ends a run normally, after
+// which the replay process waits for the workers to close their end first). Then, if the worker is inside an
+// operation, the watchdog ends it as the end of the requests does: the scratch directory removed, exit status 0.
+// Outside an operation the worker's own thread sees the socket close at its next read or write and ends the same
+// way; the watchdog then only looks again every 20 ms, so that it never removes the directory while this process
+// writes a checkpoint into it (or a new worker reads one: that happens outside operations too).
+class Watchdog {
+ public:
+  static void Start(int socket_fd, std::string dir) {
+    std::thread([socket_fd, dir = std::move(dir)] {
+      pollfd hangup{.fd = socket_fd, .events = 0, .revents = 0};  // POLLHUP is always reported
+      while (::poll(&hangup, 1, -1) < 0 && errno == EINTR) {
+      }
+      while (true) {
+        {
+          std::lock_guard lock(State().mu);
+          if (State().in_operation) {  // and it stays there: the lock is held until the process ends
+            std::error_code ignored;
+            std::filesystem::remove_all(dir, ignored);
+            ::_exit(0);
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }).detach();
+  }
+  // Marks the calling thread's time inside one operation of the trace.
+  class InOperation {
+   public:
+    InOperation() { Set(true); }
+    ~InOperation() { Set(false); }
+    InOperation(const InOperation&) = delete;
+    InOperation& operator=(const InOperation&) = delete;
+
+   private:
+    static void Set(bool in) {
+      std::lock_guard lock(State().mu);
+      State().in_operation = in;
+    }
+  };
+
+ private:
+  struct Shared {
+    std::mutex mu;
+    bool in_operation = false;  // Guarded by mu.
+  };
+  // Never destroyed: the detached thread may use it while the process exits.
+  static Shared& State() {
+    static Shared* const state = new Shared();
+    return *state;
+  }
+};
+
 class Worker {
  public:
   Worker(std::string dir, int socket_fd) : dir_(std::move(dir)), channel_(socket_fd) {}
@@ -72,21 +129,6 @@ class Worker {
     for (char& c : record) c = c == '\n' ? ' ' : c;
     (void)channel_.Send(record + "\n");
     return 1;
-  }
-  // The replay process may die while this worker is inside an operation that never returns (`wait E MAX -1` with
-  // nothing ready: the trace is single-threaded, so nothing else would wake it). A watchdog thread waits for the
-  // replay process's end of the socket to close (POLLHUP: closed, not the shutdown(SHUT_WR) that ends a run normally,
-  // after which the replay process waits for the workers to close their end first) and then ends this worker as the
-  // end of the requests does: the scratch directory removed, exit status 0.
-  void WatchForTheReplayProcess() {
-    std::thread([fd = channel_.fd(), dir = dir_] {
-      pollfd hangup{.fd = fd, .events = 0, .revents = 0};  // POLLHUP is always reported
-      while (::poll(&hangup, 1, -1) < 0 && errno == EINTR) {
-      }
-      std::error_code ignored;
-      std::filesystem::remove_all(dir, ignored);
-      ::_exit(0);
-    }).detach();
   }
   // Saves the world and the state, starts the next worker and waits until it has taken over: then this process
   // exits 0 (and this never returns). Returns the exit status of a failure, after reporting it.
@@ -117,7 +159,7 @@ int Worker::Run(int takeover_fd) {
   }
   if (!channel_.Send("P " + std::to_string(::getpid()) + " " + ExecId() + "\n")) return 1;
   if (restored && fault == "die") ::raise(SIGKILL);
-  WatchForTheReplayProcess();
+  Watchdog::Start(channel_.fd(), dir_);
 
   if (restored) {
     epollcr::Status status = engine_.RestoreImageFile(Path(kImageFile));
@@ -150,7 +192,12 @@ int Worker::Run(int takeover_fd) {
     const Op& op = trace.ops[next];
     if (op.verb == Verb::kCheckpoint) return HandOver(static_cast<long long>(next), true);
     OpOutcome outcome;
-    if (Status status = execution_->Step(op, &outcome); !status.ok()) return Fail(status.message());
+    Status status = Status::Ok();
+    {
+      Watchdog::InOperation inside;
+      status = execution_->Step(op, &outcome);
+    }
+    if (!status.ok()) return Fail(status.message());
     std::string line = FormatLine(op, outcome);
     if (restored && first_request && fault == "lie") line += " (lie)";
     if (!channel_.Send("L " + line + "\n")) return 1;
