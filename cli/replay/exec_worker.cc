@@ -9,7 +9,7 @@
 
 #include <cerrno>
 #include <charconv>
-#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -65,8 +65,9 @@ void DamageImage(const std::string& path) {
 // which the replay process waits for the workers to close their end first). Then, if the worker is inside an
 // operation, the watchdog ends it as the end of the requests does: the scratch directory removed, exit status 0.
 // Outside an operation the worker's own thread sees the socket close at its next read or write and ends the same
-// way; the watchdog then only looks again every 20 ms, so that it never removes the directory while this process
-// writes a checkpoint into it (or a new worker reads one: that happens outside operations too).
+// way; the watchdog then waits for the worker to enter an operation (which it may never do), so that it never removes
+// the directory while this process writes a checkpoint into it (or a new worker reads one: that happens outside
+// operations too).
 class Watchdog {
  public:
   static void Start(int socket_fd, std::string dir) {
@@ -74,17 +75,12 @@ class Watchdog {
       pollfd hangup{.fd = socket_fd, .events = 0, .revents = 0};  // POLLHUP is always reported
       while (::poll(&hangup, 1, -1) < 0 && errno == EINTR) {
       }
-      while (true) {
-        {
-          std::lock_guard lock(State().mu);
-          if (State().in_operation) {  // and it stays there: the lock is held until the process ends
-            std::error_code ignored;
-            std::filesystem::remove_all(dir, ignored);
-            ::_exit(0);
-          }
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
+      std::unique_lock lock(State().mu);
+      State().entered.wait(lock, [] { return State().in_operation; });
+      // The worker stays inside: it cannot leave while the lock is held, and the lock is held until the process ends.
+      std::error_code ignored;
+      std::filesystem::remove_all(dir, ignored);
+      ::_exit(0);
     }).detach();
   }
   // Marks the calling thread's time inside one operation of the trace.
@@ -97,15 +93,19 @@ class Watchdog {
 
    private:
     static void Set(bool in) {
-      std::lock_guard lock(State().mu);
-      State().in_operation = in;
+      {
+        std::lock_guard lock(State().mu);
+        State().in_operation = in;
+      }
+      if (in) State().entered.notify_one();
     }
   };
 
  private:
   struct Shared {
     std::mutex mu;
-    bool in_operation = false;  // Guarded by mu.
+    std::condition_variable entered;  // notified when in_operation becomes true
+    bool in_operation = false;        // Guarded by mu.
   };
   // Never destroyed: the detached thread may use it while the process exits.
   static Shared& State() {
