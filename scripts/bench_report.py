@@ -425,7 +425,8 @@ def restore_section(run):
         "thread only, not the kernel's io-wq workers that run the `statx` requests: judge (k) by the wall clock. "
         "Beside it, "
         "`epoll_create1` and `epoll_ctl(ADD)` of the same 10,000 fds, what CRIU does at restore. **in-memory**: the "
-        "eventfd worlds of *Checkpoint save and load*, against the kernel's ADD of the same N registrations (`BM_CheckpointKernelAdd/entries:N`, *Checkpoint save and load*).\n")
+        "eventfd worlds of *Checkpoint save and load*, against the kernel's ADD of the same N registrations "
+        "(`BM_CheckpointKernelAdd/entries:N`, *Checkpoint save and load*).\n")
     header = ["restore", "registrations"]
     for _, clock in CLOCKS:
         header += [f"ns per registration, {clock}", f"kernel re-add, {clock}", f"ratio, {clock}"]
@@ -488,9 +489,9 @@ def checkpoint_section(run):
         "(epoll(7), Q6), so the instance ends with N entries, as the restored world does. Making the instance and "
         "closing it (which removes its entries) are outside the timed region. It is what a restorer that re-creates "
         "the entries in the kernel (CRIU) pays per entry, before it has re-created any file. The kernel's cost per "
-        "entry grows with N (a deeper red-black tree, and new slab memory for every epitem), so each N is compared "
-        "with the kernel at that N. Earlier reports compared every N with the kernel at 10,000 entries, shown in "
-        "the last row.\n")
+        "entry grows with N (most likely a deeper red-black tree, and new slab memory for every epitem), so each N "
+        "is compared with the kernel at that N. Earlier reports compared every N with the kernel at 10,000 entries, "
+        "shown in the last row.\n")
     rows = [[f"kernel `epoll_ctl(EPOLL_CTL_ADD)`, N = {n:,}"] +
             [fmt_ns(*run.per_unit(kernel_add_name(n), clock)) for clock, _ in CLOCKS]
             for n in CHECKPOINT_N + (KERNEL_ADD_OLD_N,)]

@@ -18,7 +18,8 @@ using MappedBytesHook = void (*)(std::ptrdiff_t delta);
 void SetMappedBytesHook(MappedBytesHook hook);
 
 // Memory for large arrays: under 2 MiB from operator new, from 2 MiB on a mapping of whole huge pages at a huge-page
-// boundary, with transparent huge pages requested (counted above). FreeLarge must get the size AllocateLarge got. Throws std::bad_alloc.
+// boundary, with transparent huge pages requested (counted above). FreeLarge must get the size AllocateLarge got.
+// Throws std::bad_alloc.
 void* AllocateLarge(std::size_t bytes);
 void FreeLarge(void* p, std::size_t bytes) noexcept;
 
