@@ -17,6 +17,7 @@
 #include "big_buffer.h"
 #include "epollcr/host_file.h"
 #include "epollcr/version.h"
+#include "restore/image_strings.h"
 #include "state/after_load.h"
 #include "state/snapshot.h"
 
@@ -176,6 +177,7 @@ class Validator {
   Validator(const v1::Image& image, const Limits& limits) : image_(image), limits_(limits) {}
 
   Status Run() {
+    if (std::string at = FindNonUtf8InMessage(image_); !at.empty()) return Fail(at + ": not valid UTF-8");
     if (!image_.has_header()) return Fail("header: missing");
     if (image_.header().format_major() != kFormatMajor) {
       return Fail("header: format " + std::to_string(image_.header().format_major()) + "." +
@@ -648,7 +650,16 @@ Status RestoreValidated(const v1::Image& image, World* out, const ResolvedFiles&
 
 // ---- bytes and JSON --------------------------------------------------------------------------------------------------
 
+// Protobuf would parse or serialize a string that is not UTF-8 by logging to stderr (image_strings.h): such an image
+// is refused first, with the string's location.
+namespace {
+Status NonUtf8(const char* stage, const std::string& at) {
+  return Status::Error(EINVAL, std::string(stage) + ": " + at + ": not valid UTF-8");
+}
+}  // namespace
+
 StatusOr<std::string> Encode(const v1::Image& image) {
+  if (std::string at = FindNonUtf8InMessage(image); !at.empty()) return {NonUtf8("encode", at), {}};
   std::string bytes;
   {
     google::protobuf::io::StringOutputStream stream(&bytes);
@@ -661,6 +672,9 @@ StatusOr<std::string> Encode(const v1::Image& image) {
 
 StatusOr<v1::Image> Decode(std::string_view payload) {
   v1::Image image;
+  if (std::string at = FindNonUtf8InPayload(payload, *v1::Image::descriptor()); !at.empty()) {
+    return {NonUtf8("decode", at), {}};
+  }
   if (payload.size() > static_cast<std::size_t>(INT_MAX) ||
       !image.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
     return {Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image"), {}};
@@ -669,6 +683,7 @@ StatusOr<v1::Image> Decode(std::string_view payload) {
 }
 
 StatusOr<std::string> ToJson(const v1::Image& image) {
+  if (std::string at = FindNonUtf8InMessage(image); !at.empty()) return {NonUtf8("json", at), {}};
   std::string json;
   google::protobuf::util::JsonPrintOptions options;
   options.add_whitespace = true;
@@ -706,6 +721,9 @@ Status DecodeAndRestore(std::string_view payload, World* out) {
 Status WithDecoded(std::string_view payload, const std::function<Status(const v1::Image&)>& use) {
   if (payload.size() > static_cast<std::size_t>(INT_MAX)) {
     return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
+  }
+  if (std::string at = FindNonUtf8InPayload(payload, *v1::Image::descriptor()); !at.empty()) {
+    return NonUtf8("decode", at);
   }
   google::protobuf::ArenaOptions options;
   options.block_alloc = &AllocateLarge;

@@ -11,6 +11,7 @@
 #include <boost/archive/impl/text_iarchive_impl.ipp>
 #include <boost/archive/impl/xml_iarchive_impl.ipp>
 
+#include <limits>
 #include <sstream>
 #include <string_view>
 
@@ -30,10 +31,24 @@ void CheckFitsInRest(std::uint64_t n, std::uint64_t left, const char* what) {
   }
 }
 
+void CheckLibraryVersion(std::uint64_t version) {
+  const unsigned newest = boost::archive::BOOST_ARCHIVE_VERSION();
+  if (version < kMinLibraryVersion || version > newest) {
+    throw LoadError("the archive's Boost library version " + std::to_string(version) + " is not one this build reads (" +
+                    std::to_string(kMinLibraryVersion) + ".." + std::to_string(newest) + ")");
+  }
+}
+
 // ---- text ---------------------------------------------------------------------------------------------------------
 
 BoundedTextIArchive::BoundedTextIArchive(std::istream& is, unsigned int flags) : Base(is, flags) {
   if ((flags & boost::archive::no_header) == 0) init();
+}
+
+// Boost reads the version as a 16-bit number (a larger one fails the stream) and refuses one newer than its own.
+void BoundedTextIArchive::init() {
+  Base::init();
+  CheckLibraryVersion(get_library_version());
 }
 
 // Boost's format: the length in decimal, one space, the bytes.
@@ -58,6 +73,21 @@ void BoundedTextIArchive::load(boost::serialization::collection_size_type& count
 BoundedXmlIArchive::BoundedXmlIArchive(std::istream& is, unsigned int flags)
     : Base(is, flags), view_(dynamic_cast<ViewBuffer*>(is.rdbuf())) {
   if ((flags & boost::archive::no_header) == 0) init();
+}
+
+// As xml_iarchive_impl::init, with the version bounded first: the grammar reads it as an unsigned int.
+void BoundedXmlIArchive::init() {
+  gimpl->init(get_is());
+  CheckLibraryVersion(gimpl->rv.version);
+  set_library_version(boost::serialization::library_version_type(gimpl->rv.version));
+}
+
+void BoundedXmlIArchive::load_override(boost::archive::class_id_type& t) {
+  const int id = gimpl->rv.class_id;
+  if (id < -1 || id > std::numeric_limits<std::int_least16_t>::max()) {
+    throw LoadError("class id " + std::to_string(id) + " out of range");
+  }
+  t = boost::archive::class_id_type(id);
 }
 
 void BoundedXmlIArchive::load(boost::serialization::collection_size_type& count) {
@@ -177,6 +207,12 @@ void BoundedXmlIArchive::load_end(const char* name) {
 // ---- binary -------------------------------------------------------------------------------------------------------
 
 BoundedBinaryIArchive::BoundedBinaryIArchive(std::istream& is, unsigned int flags) : Base(is, flags) { init(flags); }
+
+// Boost reads the version from one byte and refuses one newer than its own.
+void BoundedBinaryIArchive::init(unsigned int flags) {
+  Base::init(flags);
+  if ((flags & boost::archive::no_header) == 0) CheckLibraryVersion(get_library_version());
+}
 
 // Boost's format: the length as a native std::size_t, the bytes.
 void BoundedBinaryIArchive::load(std::string& s) {

@@ -9,9 +9,19 @@
 //     before one item is read (serialization/vector.hpp, deque.hpp, collections_load_imp.hpp);
 //   - xml: load_end compares the end tag it read with the expected name by reading name[size of the end tag] and
 //     that many bytes of the name, past its end when the end tag is longer (impl/basic_xml_iarchive.ipp).
+// And Boost 1.74 asserts (BOOST_ASSERT: an abort in a build without NDEBUG, a silent truncation in one with it) that
+// a number read from the archive fits the type it is stored in:
+//   - xml: the header's version attribute is read as an unsigned int and made a library_version_type (16 bits)
+//     unchecked (xml_iarchive_impl::init; library_version_type.hpp), and the class_id attribute an int made a
+//     class_id_type (16 bits) (basic_xml_iarchive::load_override);
+//   - xml, unlike text and binary, never compares the archive's library version with its own (no
+//     unsupported_version), and every format takes the old layouts of library versions below 8 (16-bit class ids,
+//     8- or 16-bit versions, 32-bit counts: basic_binary_iarchive.hpp), which no epollcr archive has.
 // Here a string cannot be longer than the bytes left in the input, a collection cannot have more items than there
-// are bytes left (every item epollcr saves takes at least one byte, in every format), and an end tag is compared as
-// a string with the expected name, length first. What reads and what is refused is otherwise Boost's: these classes
+// are bytes left (every item epollcr saves takes at least one byte, in every format), an end tag is compared as a
+// string with the expected name, length first, the library version must be one Boost 1.47 or later wrote and this
+// Boost reads (kMinLibraryVersion .. BOOST_ARCHIVE_VERSION()) in every format, and a class id must fit its 16 bits.
+// docs/state-model.md, "Hostile archives", lists every value Boost reads and where it is bounded. What reads and what is refused is otherwise Boost's: these classes
 // read exactly the archives Boost's own read (same format, same library and class versions).
 //
 // The stream an archive reads from must hold the whole rest of the archive in its buffer's get area (in_avail() is
@@ -55,6 +65,13 @@ std::uint64_t BytesLeft(std::streambuf& buffer);
 // Throw a LoadError unless `n` (of `what`: "string bytes", "collection items") fits in the `left` bytes.
 void CheckFitsInRest(std::uint64_t n, std::uint64_t left, const char* what);
 
+// The oldest Boost library version an archive may declare: 9 (Boost 1.47). Every version from 8 up reads class ids,
+// versions and counts in today's widths; epollcr has only ever written 18 (Boost 1.74).
+inline constexpr unsigned kMinLibraryVersion = 9;
+// Throw a LoadError unless `version` (the archive header's library version, as read, before it is narrowed to 16
+// bits) is within kMinLibraryVersion .. BOOST_ARCHIVE_VERSION().
+void CheckLibraryVersion(std::uint64_t version);
+
 class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTextIArchive> {
  public:
   explicit BoundedTextIArchive(std::istream& is, unsigned int flags = 0);
@@ -64,6 +81,9 @@ class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTex
   friend class boost::archive::basic_text_iarchive<BoundedTextIArchive>;
   friend class boost::archive::load_access;
   using Base = boost::archive::text_iarchive_impl<BoundedTextIArchive>;
+
+  // Boost's header (signature, library version), then the library version bounded.
+  void init();
 
   using Base::load;
   void load(std::string& s);
@@ -83,6 +103,13 @@ class BoundedXmlIArchive : public boost::archive::xml_iarchive_impl<BoundedXmlIA
   friend class boost::archive::basic_xml_iarchive<BoundedXmlIArchive>;
   friend class boost::archive::load_access;
   using Base = boost::archive::xml_iarchive_impl<BoundedXmlIArchive>;
+
+  // Boost's header (the boost_serialization element and its attributes), with the library version bounded before it
+  // is narrowed (xml_iarchive_impl::init narrows it unchecked).
+  void init();
+  // A class id from the element's class_id attribute, bounded to its 16 bits before it is narrowed.
+  using Base::load_override;
+  void load_override(boost::archive::class_id_type& t);
 
   // A string is read up to the next '<', so it is never longer than the input. Without a '&' in it, its characters
   // are the string (Boost's grammar: CharData is every character but '&' and '<'); with one, Boost's grammar decodes
@@ -131,6 +158,9 @@ class BoundedBinaryIArchive
   friend class boost::archive::load_access;
   using Base =
       boost::archive::binary_iarchive_impl<BoundedBinaryIArchive, std::istream::char_type, std::istream::traits_type>;
+
+  // Boost's header (signature, library version byte), then the library version bounded.
+  void init(unsigned int flags);
 
   using Base::load;
   void load(std::string& s);

@@ -1,0 +1,190 @@
+#include "restore/image_strings.h"
+
+#include <cstdint>
+#include <unordered_map>
+
+namespace epollcr::image {
+
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+
+// Deeper than protobuf's default recursion limit (100), so that the walk never stops before the parser would.
+constexpr int kMaxDepth = 200;
+
+// A forward reader of wire-format bytes (protobuf's encoding: tags and varints, fixed 32/64-bit values, lengths).
+struct WireReader {
+  const char* p;
+  const char* end;
+
+  bool Varint(std::uint64_t* v) {
+    std::uint64_t result = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (p == end) return false;
+      const auto byte = static_cast<std::uint8_t>(*p++);
+      result |= std::uint64_t{byte & 0x7fu} << shift;
+      if ((byte & 0x80) == 0) {
+        *v = result;
+        return true;
+      }
+    }
+    return false;
+  }
+  bool Skip(std::uint64_t n) {
+    if (n > static_cast<std::uint64_t>(end - p)) return false;
+    p += n;
+    return true;
+  }
+};
+
+std::string Location(const std::string& path, const FieldDescriptor& field, int index) {
+  std::string at = path.empty() ? field.name() : path + "." + field.name();
+  if (index >= 0) at += "[" + std::to_string(index) + "]";
+  return at;
+}
+
+// Whether a message of `type` can hold a string field, at any depth. `memo` caches the answers of one search.
+bool HasStrings(const Descriptor* type, std::unordered_map<const Descriptor*, bool>* memo) {
+  if (auto it = memo->find(type); it != memo->end()) return it->second;
+  (*memo)[type] = false;  // a type that contains itself adds nothing while it is being looked at
+  bool result = false;
+  for (int i = 0; i < type->field_count() && !result; ++i) {
+    const FieldDescriptor* f = type->field(i);
+    result = f->type() == FieldDescriptor::TYPE_STRING ||
+             (f->type() == FieldDescriptor::TYPE_MESSAGE && HasStrings(f->message_type(), memo));
+  }
+  return (*memo)[type] = result;
+}
+
+// Walks the fields of one message (type null: an unknown group, whose fields are all skipped) up to the end of
+// `in`, or up to the end-group tag of `group` if it is not 0. False if the walk stops: the wire format is malformed
+// (the parser refuses it too), or *found is set.
+bool Walk(WireReader& in, const Descriptor* type, const std::string& path, int depth, std::uint32_t group,
+          std::unordered_map<const Descriptor*, bool>* memo, std::string* found) {
+  std::unordered_map<int, int> seen;  // repeated field number -> occurrences so far (for the location's index)
+  while (in.p != in.end) {
+    std::uint64_t tag = 0;
+    if (!in.Varint(&tag) || tag > UINT32_MAX) return false;
+    const auto number = static_cast<std::uint32_t>(tag >> 3);
+    if (number == 0) return false;
+    std::uint64_t value = 0;
+    switch (tag & 7) {
+      case 0: if (!in.Varint(&value)) return false; break;
+      case 1: if (!in.Skip(8)) return false; break;
+      case 5: if (!in.Skip(4)) return false; break;
+      case 3:
+        if (depth >= kMaxDepth || !Walk(in, nullptr, path, depth + 1, number, memo, found)) return false;
+        break;
+      case 4: return number == group;
+      case 2: {
+        if (!in.Varint(&value) || value > static_cast<std::uint64_t>(in.end - in.p)) return false;
+        const std::string_view bytes(in.p, value);
+        in.p += value;
+        const FieldDescriptor* field = type == nullptr ? nullptr : type->FindFieldByNumber(static_cast<int>(number));
+        if (field == nullptr) break;  // an unknown field: kept as bytes, never checked
+        const bool is_string = field->type() == FieldDescriptor::TYPE_STRING;
+        if (!is_string && (field->type() != FieldDescriptor::TYPE_MESSAGE || !HasStrings(field->message_type(), memo))) {
+          break;  // bytes, a packed column, or a message without strings (as fast as skipping it)
+        }
+        const int index = field->is_repeated() ? seen[field->number()]++ : -1;
+        if (is_string) {
+          if (!IsUtf8(bytes)) {
+            *found = Location(path, *field, index);
+            return false;
+          }
+          break;
+        }
+        WireReader sub{bytes.data(), bytes.data() + bytes.size()};
+        if (depth >= kMaxDepth ||
+            !Walk(sub, field->message_type(), Location(path, *field, index), depth + 1, 0, memo, found)) {
+          return false;
+        }
+        break;
+      }
+      default: return false;
+    }
+  }
+  return group == 0;
+}
+
+bool Check(const google::protobuf::Message& message, const std::string& path,
+           std::unordered_map<const Descriptor*, bool>* memo, std::string* found) {
+  const google::protobuf::Reflection& reflection = *message.GetReflection();
+  const Descriptor& type = *message.GetDescriptor();
+  std::string scratch;
+  for (int f = 0; f < type.field_count(); ++f) {
+    const FieldDescriptor* field = type.field(f);
+    const bool is_string = field->type() == FieldDescriptor::TYPE_STRING;
+    if (!is_string && (field->type() != FieldDescriptor::TYPE_MESSAGE || !HasStrings(field->message_type(), memo))) {
+      continue;
+    }
+    const int n = field->is_repeated() ? reflection.FieldSize(message, field)
+                                       : (reflection.HasField(message, field) ? 1 : 0);
+    for (int i = 0; i < n; ++i) {
+      const int index = field->is_repeated() ? i : -1;
+      if (is_string) {
+        const std::string& text = field->is_repeated()
+                                      ? reflection.GetRepeatedStringReference(message, field, i, &scratch)
+                                      : reflection.GetStringReference(message, field, &scratch);
+        if (!IsUtf8(text)) {
+          *found = Location(path, *field, index);
+          return false;
+        }
+      } else {
+        const google::protobuf::Message& sub = field->is_repeated() ? reflection.GetRepeatedMessage(message, field, i)
+                                                                    : reflection.GetMessage(message, field);
+        if (!Check(sub, Location(path, *field, index), memo, found)) return false;
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool IsUtf8(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* end = p + text.size();
+  while (p != end) {
+    const unsigned c = *p++;
+    if (c < 0x80) continue;
+    int more = 0;
+    unsigned min = 0;
+    unsigned code = 0;
+    if (c >= 0xc2 && c <= 0xdf) {
+      more = 1, min = 0x80, code = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      more = 2, min = 0x800, code = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      more = 3, min = 0x10000, code = c & 0x07;
+    } else {
+      return false;  // a continuation byte first, an overlong two-byte lead (0xc0, 0xc1), or above U+10FFFF
+    }
+    if (end - p < more) return false;
+    for (int i = 0; i < more; ++i) {
+      const unsigned next = *p++;
+      if ((next & 0xc0) != 0x80) return false;
+      code = (code << 6) | (next & 0x3f);
+    }
+    if (code < min || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return false;
+  }
+  return true;
+}
+
+std::string FindNonUtf8InPayload(std::string_view payload, const Descriptor& type) {
+  WireReader in{payload.data(), payload.data() + payload.size()};
+  std::unordered_map<const Descriptor*, bool> memo;
+  std::string found;
+  Walk(in, &type, "", 0, 0, &memo, &found);
+  return found;
+}
+
+std::string FindNonUtf8InMessage(const google::protobuf::Message& message) {
+  std::unordered_map<const Descriptor*, bool> memo;
+  std::string found;
+  Check(message, "", &memo, &found);
+  return found;
+}
+
+}  // namespace epollcr::image
