@@ -19,6 +19,7 @@
 #include "epollcr/version.h"
 #include "restore/image_strings.h"
 #include "state/after_load.h"
+#include "state/invariants.h"
 #include "state/snapshot.h"
 
 namespace epollcr::image {
@@ -193,9 +194,7 @@ class Validator {
     }
     for (const v1::SocketPairState& p : image_.socket_pairs()) {
       if (Status s = NewId(p.id(), "socket pair", nullptr)) return s;
-      for (const v1::SocketEnd* e : {&p.end0(), &p.end1()}) {
-        if (Status s = CheckEnd(p.id(), *e)) return s;
-      }
+      if (Status s = CheckPair(p)) return s;
     }
     for (const v1::File& f : image_.files()) {
       if (Status s = NewId(f.id(), "file", &f)) return s;
@@ -260,32 +259,38 @@ class Validator {
   }
 
   Status CheckPipe(const v1::PipeState& p) {
-    auto where = [&] { return "pipe " + std::to_string(p.id()); };  // only for a failure
-    if (p.slots_size() > 16) return Fail(where() + ": " + std::to_string(p.slots_size()) + " slots (at most 16)");
-    for (int i = 0; i < p.slots_size(); ++i) {
-      const v1::PipeSlot& s = p.slots(i);
-      if (s.data().empty() || s.offset() > 4096 || s.data().size() > 4096 - s.offset()) {
-        return Fail(where() + ", slot " + std::to_string(i) + ": empty or outside its 4096-byte page");
-      }
+    std::vector<state::PipeSlotFacts> slots;
+    slots.reserve(static_cast<std::size_t>(p.slots_size()));
+    for (const v1::PipeSlot& s : p.slots()) slots.push_back({s.offset(), s.data().size()});
+    if (std::string bad = state::CheckPipe(slots, p.readers(), p.writers()); !bad.empty()) {
+      return Fail("pipe " + std::to_string(p.id()) + ": " + bad);
     }
-    if (p.readers() > 1 || p.writers() > 1) return Fail(where() + ": readers and writers must be 0 or 1");
     pipes_.insert(p.id());
     return {};
   }
 
-  Status CheckEnd(std::uint64_t pair, const v1::SocketEnd& e) {
-    auto where = [&] { return "socket pair " + std::to_string(pair); };  // only for a failure
-    if (e.sndbuf() < 4608 || e.sndbuf() > (std::int64_t{1} << 31)) return Fail(where() + ": send buffer size out of range");
-    if (e.wmem() < 0 || e.wmem() > (std::int64_t{1} << 32)) return Fail(where() + ": send charge out of range");
-    if (e.shutdown() > 3) return Fail(where() + ": shutdown bits out of range");
-    for (int i = 0; i < e.receive_size(); ++i) {
-      const v1::Segment& s = e.receive(i);
-      if (s.data().empty() || s.data().size() > limits_.max_segment_bytes || s.offset() >= s.data().size() ||
-          s.truesize() <= 0) {
-        return Fail(where() + ", segment " + std::to_string(i) + ": empty, too large, consumed or without a size");
+  // The same invariants as a socket pair loaded from a Boost archive (state/invariants.h), and a segment no larger
+  // than the limit.
+  Status CheckPair(const v1::SocketPairState& p) {
+    std::vector<state::SegmentFacts> segments[2];
+    state::SocketEndFacts facts[2];
+    int side = 0;
+    for (const v1::SocketEnd* e : {&p.end0(), &p.end1()}) {
+      for (int i = 0; i < e->receive_size(); ++i) {
+        const v1::Segment& s = e->receive(i);
+        if (s.data().size() > limits_.max_segment_bytes) {
+          return Fail("socket pair " + std::to_string(p.id()) + ", end " + std::to_string(side) + ", segment " +
+                      std::to_string(i) + ": larger than the limit");
+        }
+        segments[side].push_back({s.data().size(), s.offset(), s.truesize()});
       }
+      facts[side] = {segments[side], e->wmem(), e->sndbuf(), e->shutdown(), e->error_reset(), e->open()};
+      ++side;
     }
-    pairs_.insert(pair);
+    if (std::string bad = state::CheckSocketPair(facts[0], facts[1]); !bad.empty()) {
+      return Fail("socket pair " + std::to_string(p.id()) + ": " + bad);
+    }
+    pairs_.insert(p.id());
     return {};
   }
 
@@ -300,7 +305,7 @@ class Validator {
     auto where = [&] { return "file " + std::to_string(f.id()); };  // only for a failure
     switch (f.kind_case()) {
       case v1::File::kEventfd:
-        if (f.eventfd().count() > 0xfffffffffffffffeULL) return Fail(where() + ": eventfd counter out of range");
+        if (std::string bad = state::CheckEventFd(f.eventfd().count()); !bad.empty()) return Fail(where() + ": " + bad);
         return {};
       case v1::File::kPipeRead:
       case v1::File::kPipeWrite: {

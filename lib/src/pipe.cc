@@ -1,8 +1,10 @@
 // Pipes, following fs/pipe.c (pipe_write, pipe_read, pipe_poll, pipe_release) for byte counts and wake-ups.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "pipe_buffer.h"
+#include "state/invariants.h"
 
 namespace epollcr {
 
@@ -23,12 +25,10 @@ void PipeBuffer::Attach(PipeReadEnd* read, PipeWriteEnd* write) {
 }
 
 std::string PipeBuffer::Validate() const {
-  if (slots_.size() > kSlots) return "more than 16 slots";
-  for (const Slot& s : slots_) {
-    if (s.len == 0 || s.offset + s.len > kPageSize) return "a slot outside its page";
-  }
-  if (readers_ < 0 || readers_ > 1 || writers_ < 0 || writers_ > 1) return "reader/writer counts not 0 or 1";
-  return {};
+  std::vector<state::PipeSlotFacts> slots;
+  slots.reserve(slots_.size());
+  for (const Slot& s : slots_) slots.push_back({s.offset, s.len});
+  return state::CheckPipe(slots, readers_, writers_);
 }
 
 Result<std::size_t> PipeBuffer::Write(std::span<const std::byte> data) {

@@ -2,8 +2,10 @@
 // unix_poll, unix_shutdown, unix_release_sock) and net/core/sock.c (sock_alloc_send_pskb, sock_wfree).
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "socket_pair_state.h"
+#include "state/invariants.h"
 
 namespace epollcr {
 
@@ -58,15 +60,16 @@ void SocketPairState::AttachEnd(int side, UnixSocket* end) {
 }
 
 std::string SocketPairState::Validate() const {
-  for (const End& e : ends_) {
-    if (e.sndbuf < 4608 || e.sndbuf > (std::int64_t{1} << 31)) return "send buffer size out of range";
-    if (e.wmem < 0 || e.wmem > (std::int64_t{1} << 32)) return "send charge out of range";
-    if (e.shutdown < 0 || e.shutdown > kShutdownMask) return "shutdown bits out of range";
+  std::vector<state::SegmentFacts> segments[2];
+  state::SocketEndFacts facts[2];
+  for (int side = 0; side < 2; ++side) {
+    const End& e = ends_[side];
     for (const Segment& seg : e.receive) {
-      if (seg.data.empty() || seg.offset >= seg.data.size() || seg.truesize <= 0) return "an empty or consumed segment";
+      segments[side].push_back({seg.data.size(), seg.offset, seg.truesize});
     }
+    facts[side] = {segments[side], e.wmem, e.sndbuf, e.shutdown, e.error_reset, e.open};
   }
-  return {};
+  return state::CheckSocketPair(facts[0], facts[1]);
 }
 
 Result<std::size_t> SocketPairState::Write(int side, std::span<const std::byte> data) {

@@ -165,7 +165,7 @@ TEST(ImageCodecTest, ValidationSaysWhere) {
          s->set_offset(4000);
          s->set_data(std::string(200, 'x'));
        },
-       "outside its 4096-byte page"},
+       "pipe 8: slot 2: empty or outside its page"},
       {"repeated queue rank",
        [&](v1::Image& i) {
          auto* p = i.mutable_files(poll_index)->mutable_eventpoll();

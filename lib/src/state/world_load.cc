@@ -15,6 +15,7 @@
 #include "state/bounded_archives.h"
 #include "state/columns.h"
 #include "state/field_columns.h"
+#include "state/invariants.h"
 #include "state/world_archive.h"
 
 namespace epollcr::state {
@@ -38,6 +39,7 @@ class Loader {
     }
     ReadShared();
     ReadFiles();
+    CheckFiles();
     ReadTables(out);
     RunAfterLoad(objects_, polls_);
   }
@@ -109,6 +111,17 @@ class Loader {
         }
         case ObjectKind::kEventPoll: ReadPoll(at, static_cast<EventPoll*>(f)); break;
         default: break;  // an embedder file: its factory made it from its state bytes
+      }
+    }
+  }
+
+  // The invariants of the built-in files' own fields (state/invariants.h), as an image's validation checks them.
+  void CheckFiles() {
+    for (std::uint32_t at = 0; at < objects_.files.size(); ++at) {
+      if (objects_.kinds[at] != ObjectKind::kEventFd) continue;
+      auto& eventfd = static_cast<EventFd&>(*objects_.files[at]);
+      if (std::string bad = CheckEventFd(FieldOf<std::uint64_t>(eventfd, "count")); !bad.empty()) {
+        throw LoadError(objects_.Name(at) + ": " + bad);
       }
     }
   }
