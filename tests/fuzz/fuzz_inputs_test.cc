@@ -70,6 +70,8 @@ TEST(FuzzFindings, BoostFindingsAreRefusedForTheirReason) {
        {Finding{ArchiveFormat::kBoostText, "boost_text_loader/string-length-10-gb", "string bytes where"},
         Finding{ArchiveFormat::kBoostText, "boost_text_loader/string-length-3-tb", "string bytes where"},
         Finding{ArchiveFormat::kBoostXml, "boost_xml_loader/end-tag-longer-than-expected", "tag mismatch"},
+        Finding{ArchiveFormat::kBoostText, "boost_text_loader/send-charge-below-peer-queue",
+                "end 0: its send charge is not what its peer has queued"},
         Finding{ArchiveFormat::kBoostXml, "boost_xml_loader/library-version-above-65535",
                 "library version 1800000000 is not one this build reads"},
         Finding{ArchiveFormat::kBoostXml, "boost_xml_loader/library-version-newer-than-boost",
