@@ -60,33 +60,6 @@ bool ParseNumber(std::string_view text, int base, T* out) {
   return ec == std::errc() && ptr == end;
 }
 
-// The fdinfo fields ps uses: "pos:", "flags:" and the "tfd:" lines.
-bool ParseFdinfo(const std::string& text, OpenFd* fd) {
-  std::istringstream in(text);
-  bool have_flags = false;
-  std::map<int, int> seen;  // tfd -> lines so far
-  for (std::string line; std::getline(in, line);) {
-    auto value = [&](std::string_view key) -> std::optional<std::string_view> {
-      if (line.compare(0, key.size(), key) != 0) return std::nullopt;
-      std::string_view rest = std::string_view(line).substr(key.size());
-      while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t')) rest.remove_prefix(1);
-      return rest;
-    };
-    if (auto pos = value("pos:")) {
-      if (!ParseNumber(*pos, 10, &fd->pos)) return false;
-    } else if (auto flags = value("flags:")) {
-      if (!ParseNumber(*flags, 8, &fd->flags)) return false;
-      have_flags = true;
-    } else if (value("tfd:")) {
-      std::optional<FdinfoEntry> entry = ParseTfdLine(line);
-      if (!entry) return false;
-      entry->toff = seen[entry->tfd]++;
-      fd->lines.push_back(*entry);
-    }
-  }
-  return have_flags;
-}
-
 // The reason given when /proc/PID refuses us.
 std::string PermissionReason(pid_t pid, int error) {
   return std::string(std::strerror(error)) + " (reading /proc/" + std::to_string(pid) +
@@ -284,6 +257,32 @@ std::optional<pid_t> ParsePid(const std::string& text) {
   long long value = 0;
   if (!ParseNumber(text, 10, &value) || value < 1 || value > INT_MAX) return std::nullopt;
   return static_cast<pid_t>(value);
+}
+
+bool ParseFdinfo(const std::string& text, OpenFd* fd) {
+  std::istringstream in(text);
+  bool have_flags = false;
+  std::map<int, int> seen;  // tfd -> lines so far
+  for (std::string line; std::getline(in, line);) {
+    auto value = [&](std::string_view key) -> std::optional<std::string_view> {
+      if (line.compare(0, key.size(), key) != 0) return std::nullopt;
+      std::string_view rest = std::string_view(line).substr(key.size());
+      while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t')) rest.remove_prefix(1);
+      return rest;
+    };
+    if (auto pos = value("pos:")) {
+      if (!ParseNumber(*pos, 10, &fd->pos)) return false;
+    } else if (auto flags = value("flags:")) {
+      if (!ParseNumber(*flags, 8, &fd->flags)) return false;
+      have_flags = true;
+    } else if (value("tfd:")) {
+      std::optional<FdinfoEntry> entry = ParseTfdLine(line);
+      if (!entry) return false;
+      entry->toff = seen[entry->tfd]++;
+      fd->lines.push_back(*entry);
+    }
+  }
+  return have_flags;
 }
 
 std::optional<FdinfoEntry> ParseTfdLine(const std::string& line) {

@@ -101,6 +101,10 @@ std::optional<pid_t> ParsePid(const std::string& text);
 // exited while being read. An fd closed while it is being read is left out.
 Outcome<Snapshot> ReadSnapshot(pid_t pid);
 
+// Parses the fdinfo text of one fd into *fd: "pos:", "flags:" and an epoll's "tfd:" lines (with toff). False if a
+// field ps uses is malformed or "flags:" is missing.
+bool ParseFdinfo(const std::string& text, OpenFd* fd);
+
 // Parses one "tfd:" line of an eventpoll's fdinfo (without toff); none if it is not one.
 std::optional<FdinfoEntry> ParseTfdLine(const std::string& line);
 

@@ -78,7 +78,7 @@ struct TraceRun {
 };
 
 TraceRun RunOnUserspace(const replay::Trace& trace, replay::CheckpointFormat format, bool checkpoint_every) {
-  replay::UserspaceEngine engine(format);
+  replay::UserspaceEngine engine(format, replay::ImageStore::kMemory);
   std::ostringstream out;
   replay::RunOptions options;
   options.checkpoint_every = checkpoint_every;
@@ -110,7 +110,11 @@ Outcome ReadImage(std::string_view bytes) {
   return checks.Done(accepted);
 }
 
-Outcome ParseAndRunTrace(std::string_view text) {
+namespace {
+
+// Parses `text`, checks the parser's promises, and runs the trace straight and with a checkpoint in `format` after
+// every operation: both runs succeed, print the same, and leave no file alive.
+Outcome ParseAndRunTraceIn(std::string_view text, replay::CheckpointFormat format) {
   Checks checks;
   const int lines = LineCount(text);
   replay::ParseResult parsed = replay::ParseTrace(text, "fuzz.trace");
@@ -126,11 +130,6 @@ Outcome ParseAndRunTrace(std::string_view text) {
 
   const long live = File::LiveFiles();
   const replay::Trace trace = BoundedTrace(parsed.trace);
-  // Proto checkpoints write and fsync an image file each time: the in-memory Boost formats keep the target fast.
-  constexpr replay::CheckpointFormat kFormats[] = {replay::CheckpointFormat::kBoostText,
-                                                   replay::CheckpointFormat::kBoostXml,
-                                                   replay::CheckpointFormat::kBoostBinary};
-  const replay::CheckpointFormat format = kFormats[text.size() % std::size(kFormats)];
   const TraceRun straight = RunOnUserspace(trace, format, false);
   checks.Expect(straight.report.ok(), "trace: the run failed: " + straight.report.error);
   const TraceRun checkpointed = RunOnUserspace(trace, format, true);
@@ -143,6 +142,19 @@ Outcome ParseAndRunTrace(std::string_view text) {
                     checkpointed.lines);
   checks.Expect(File::LiveFiles() == live, "trace: the runs left files behind: " + LeftAlive(live));
   return checks.Done(true);
+}
+
+}  // namespace
+
+Outcome ParseAndRunTrace(std::string_view text) {
+  constexpr replay::CheckpointFormat kFormats[] = {replay::CheckpointFormat::kBoostText,
+                                                   replay::CheckpointFormat::kBoostXml,
+                                                   replay::CheckpointFormat::kBoostBinary};
+  return ParseAndRunTraceIn(text, kFormats[text.size() % std::size(kFormats)]);
+}
+
+Outcome RunTraceWithImageCheckpoints(std::string_view text) {
+  return ParseAndRunTraceIn(text, replay::CheckpointFormat::kProto);
 }
 
 std::string Envelope(ArchiveFormat format, std::string_view archive) {
@@ -198,6 +210,10 @@ constexpr Target kTargets[] = {
     {"trace_parser", ParseAndRunTrace},
     {"boost_text_loader", [](std::string_view input) { return LoadBoostArchive(ArchiveFormat::kBoostText, input); }},
     {"boost_xml_loader", [](std::string_view input) { return LoadBoostArchive(ArchiveFormat::kBoostXml, input); }},
+    {"trace_checkpoints", RunTraceWithImageCheckpoints},
+    {"image_restorer", RestoreWithResolvers},
+    {"handoff_receive", ReceiveFromHostilePeer},
+    {"fdinfo_parser", ParseFdinfoText},
 };
 
 }  // namespace

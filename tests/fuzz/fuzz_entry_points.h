@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "epollcr/state.h"
 #include "replay/trace.h"
@@ -39,6 +40,33 @@ replay::Trace BoundedTrace(const replay::Trace& trace);
 // that LoadWorld's checks of the envelope pass and Boost parses it. A failed load must leave the world empty and no
 // file alive. A load that succeeds must save again, and that save must load and save to the same bytes.
 Outcome LoadBoostArchive(ArchiveFormat format, std::string_view archive);
+
+// Trace with image checkpoints: as ParseAndRunTrace, with the protobuf image (kept in memory) as the checkpoint after
+// every operation, the format of the restorer and of the hand-offs.
+Outcome RunTraceWithImageCheckpoints(std::string_view text);
+
+// Restorer with resolvers: the first byte picks the policy (odd: prune, even: strict), the rest is an image file
+// restored by restore::RestoreBytes with an InheritedFdResolver mapping image fds 3..7 to a fresh pipe, eventfd and
+// socket pair opened for the run. Checks that a refusal leaves the world empty and every inherited fd open, and that
+// afterwards no file is alive, no host fd watched and no fd open or closed that was not.
+Outcome RestoreWithResolvers(std::string_view input);
+
+// Hand-off receiving side: a hostile peer sends the input's messages (PeerMessage records) over an AF_UNIX stream
+// socket, each carrying its count of fds by SCM_RIGHTS, then shuts down; restore::ReceiveWorld reads them. Checks as
+// RestoreWithResolvers (every fd received is closed again, whatever the peer sent).
+struct PeerMessage {
+  std::uint8_t fds = 0;  // 0..7
+  std::string bytes;
+};
+// Records of [u8 fd count (mod 8)][u16 little-endian length][bytes], to the end of the input.
+std::vector<PeerMessage> ParsePeerMessages(std::string_view input);
+// The input that sends `messages` (a message longer than 65535 bytes becomes several records).
+std::string PeerMessagesInput(const std::vector<PeerMessage>& messages);
+Outcome ReceiveFromHostilePeer(std::string_view input);
+
+// /proc/PID/fdinfo text: the parser behind `epollcr ps`. Checks every entry it accepts: tfd >= 0, toff counts the
+// earlier lines of the same tfd, and the entry printed in the kernel's format parses back to itself.
+Outcome ParseFdinfoText(std::string_view text);
 
 // SaveWorld's envelope around `archive` (state.h): magic, version 1, format, CRC32C and length. The regression test
 // checks that it frames exactly as SaveWorld does.

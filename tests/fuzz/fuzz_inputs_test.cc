@@ -1,7 +1,8 @@
 // Runs every committed fuzz input through the entry points of the fuzz targets (fuzz_entry_points.h), in the regular
-// suite (so with -Werror and under ASan+UBSan in scripts/test): the seeds of tests/fuzz/corpus/<target>/ must all be
-// accepted (they are generated from real worlds and traces), the findings of tests/fuzz/regressions/<target>/ must
-// each be accepted or refused cleanly. EPOLLCR_FUZZ_DIR is tests/fuzz.
+// suite (so with -Werror and under ASan+UBSan in scripts/test): the seeds of tests/fuzz/seeds/<target>/ must all be
+// accepted (they are generated from real worlds and traces); the campaign corpus of tests/fuzz/corpus/<target>/ and
+// the findings of tests/fuzz/regressions/<target>/ must each be accepted or refused cleanly, with every check of the
+// target holding. EPOLLCR_FUZZ_DIR is tests/fuzz.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -39,8 +40,8 @@ std::vector<fs::path> Inputs(const std::string& kind, std::string_view target) {
 class FuzzInputs : public ::testing::TestWithParam<Target> {};
 
 TEST_P(FuzzInputs, EverySeedIsAccepted) {
-  const std::vector<fs::path> seeds = Inputs("corpus", GetParam().name);
-  EXPECT_GE(seeds.size(), 4u) << "too few seeds in " << (FuzzDir() / "corpus" / GetParam().name);
+  const std::vector<fs::path> seeds = Inputs("seeds", GetParam().name);
+  EXPECT_GE(seeds.size(), 4u) << "too few seeds in " << (FuzzDir() / "seeds" / GetParam().name);
   for (const fs::path& seed : seeds) {
     const Outcome outcome = GetParam().run(testing_support::ReadWholeFile(seed));
     EXPECT_TRUE(outcome.ok()) << seed << ": " << outcome.violation;
@@ -48,8 +49,10 @@ TEST_P(FuzzInputs, EverySeedIsAccepted) {
   }
 }
 
-TEST_P(FuzzInputs, EveryFindingFailsCleanlyOrLoads) {
-  for (const fs::path& finding : Inputs("regressions", GetParam().name)) {
+TEST_P(FuzzInputs, EveryCorpusInputAndFindingFailsCleanlyOrLoads) {
+  std::vector<fs::path> inputs = Inputs("corpus", GetParam().name);
+  for (const fs::path& finding : Inputs("regressions", GetParam().name)) inputs.push_back(finding);
+  for (const fs::path& finding : inputs) {
     const Outcome outcome = GetParam().run(testing_support::ReadWholeFile(finding));
     EXPECT_TRUE(outcome.ok()) << finding << ": " << outcome.violation;
   }
@@ -85,9 +88,10 @@ TEST(FuzzFindings, BoostFindingsAreRefusedForTheirReason) {
   }
 }
 
-// A folder named after no target would never be run: every folder must be one.
+// A folder named after no target would never be run: every folder must be one. And every target has seeds, which is
+// how scripts/fuzz finds the targets.
 TEST(FuzzFolders, NameTargets) {
-  for (const char* kind : {"corpus", "regressions"}) {
+  for (const char* kind : {"seeds", "corpus", "regressions"}) {
     const fs::path dir = FuzzDir() / kind;
     if (!fs::is_directory(dir)) continue;
     for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
@@ -95,7 +99,9 @@ TEST(FuzzFolders, NameTargets) {
           << entry.path() << " is not the folder of a fuzz target";
     }
   }
-  EXPECT_TRUE(fs::is_directory(FuzzDir() / "corpus")) << FuzzDir();
+  for (const Target& target : Targets()) {
+    EXPECT_TRUE(fs::is_directory(FuzzDir() / "seeds" / target.name)) << target.name << " has no seeds folder";
+  }
 }
 
 // The loaders' targets frame their input themselves: the framing must stay SaveWorld's, or they would test the

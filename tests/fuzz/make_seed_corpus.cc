@@ -3,10 +3,22 @@
 //   trace_parser/       the traces given, as they are
 //   boost_text_loader/  Boost text archives (without the envelope) of the four worlds, and of the world of each trace
 //   boost_xml_loader/   the same in Boost xml
+//   trace_checkpoints/  the traces given, as they are
+//   image_restorer/     a policy byte and a framed image: of the four worlds, and of worlds of host files over real
+//                       fds 3..7 (the target's fixture: a pipe, an eventfd, a socket pair)
+//   handoff_receive/    what SendWorld sends for the four worlds and the host eventfd's world, as peer messages
+//   fdinfo_parser/      /proc/self/fdinfo of kernel epolls with entries, of an empty one, of a pipe and an eventfd
 // The world of a trace is the userspace engine's world at the step where the most fds are open (the first such).
-// usage: make_seed_corpus CORPUS_DIR TRACE...   (tests/fuzz/corpus is generated with it and committed: see
+// usage: make_seed_corpus SEEDS_DIR TRACE...   (tests/fuzz/seeds is generated with it and committed: see
 // docs/testing.md, "Fuzzing")
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -17,6 +29,8 @@
 #include "replay/runner.h"
 #include "replay/trace_parser.h"
 #include "replay/userspace_engine.h"
+#include "epollcr/host_file.h"
+#include "restore/handoff.h"
 #include "restore/image_codec.h"
 
 namespace {
@@ -90,6 +104,131 @@ bool WriteTraceWorld(const replay::Trace& trace, const fs::path& corpus, const s
   return true;
 }
 
+// Opens a pipe, an eventfd and a socket pair as fds 3..7 (the fixture of the image_restorer target) and makes host
+// files of those `hosted` says (by index 0..4), installed under their own numbers, with a kernel-backed poll
+// watching them; false if fds 3..7 were not the ones the kernel gave.
+bool BuildHostWorld(World& w, const std::vector<int>& hosted) {
+  int p[2];
+  int s[2];
+  if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return false;
+  const int e = ::eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, s) != 0) return false;
+  const int fds[] = {p[0], p[1], e, s[0], s[1]};
+  for (int i = 0; i < 5; ++i) {
+    if (fds[i] != 3 + i) return false;
+  }
+  const int ep = sys::EpollCreate1(w.fds, 0).value();
+  for (int i = 0; i < 5; ++i) {
+    if (std::find(hosted.begin(), hosted.end(), i) == hosted.end()) {
+      ::close(fds[i]);
+      continue;
+    }
+    Result<std::shared_ptr<HostFile>> file = HostFile::Create(fds[i]);
+    if (!file.ok() || w.fds.InstallAt(fds[i], file.value())) return false;
+    Event ev{i == 1 ? kEventOut : kEventIn, {}};
+    ev.SetData(100 + i);
+    if (sys::EpollCtl(w.fds, ep, sys::kEpollCtlAdd, fds[i], &ev)) return false;
+  }
+  return true;
+}
+
+// Sends nothing: records what SendWorld would send, as the handoff_receive target's peer messages.
+class RecordingOps : public restore::HandoffOps {
+ public:
+  std::vector<fuzz::PeerMessage> messages;
+
+  std::error_code GetFdFlags(int fd, int* flags) override { return real_.GetFdFlags(fd, flags); }
+  std::error_code SetFdFlags(int fd, int flags) override { return real_.SetFdFlags(fd, flags); }
+  std::error_code Send(int, const char* data, std::size_t size, std::size_t* done) override {
+    messages.push_back({0, std::string(data, size)});
+    *done = size;
+    return {};
+  }
+  std::error_code Receive(int, char*, std::size_t, std::size_t*) override { return Errno(ENOTSUP); }
+  std::error_code SendMessage(int, const msghdr& msg, std::size_t* done) override {
+    fuzz::PeerMessage m;
+    for (std::size_t i = 0; i < msg.msg_iovlen; ++i) {
+      m.bytes.append(static_cast<const char*>(msg.msg_iov[i].iov_base), msg.msg_iov[i].iov_len);
+    }
+    for (const cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(&msg), const_cast<cmsghdr*>(c))) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) m.fds += (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    }
+    *done = m.bytes.size();
+    messages.push_back(std::move(m));
+    return {};
+  }
+  std::error_code ReceiveMessage(int, msghdr*, std::size_t*) override { return Errno(ENOTSUP); }
+  std::error_code Close(int fd) override { return real_.Close(fd); }
+  image::FileOps& Files() override { return real_.Files(); }
+
+ private:
+  restore::HandoffOps& real_ = restore::DefaultHandoffOps();
+};
+
+bool WriteHandoff(const World& w, const fs::path& path) {
+  RecordingOps ops;
+  return restore::SendWorld(-1, w, ops).ok() && Write(path, fuzz::PeerMessagesInput(ops.messages));
+}
+
+// The fdinfo texts of a kernel epoll with entries (two fds of one eventfd among them), an empty one, a pipe and an
+// eventfd.
+bool WriteFdinfoSeeds(const fs::path& dir) {
+  auto fdinfo = [](int fd) {
+    std::ifstream in("/proc/self/fdinfo/" + std::to_string(fd));
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  int p[2];
+  int s[2];
+  if (::pipe2(p, O_CLOEXEC) != 0 || ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s) != 0) return false;
+  const int e = ::eventfd(3, EFD_CLOEXEC);
+  const int e2 = ::dup(e);
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  const int empty = ::epoll_create1(EPOLL_CLOEXEC);
+  const struct {
+    int fd;
+    std::uint32_t events;
+    std::uint64_t data;
+  } adds[] = {{p[0], EPOLLIN, 0x1234}, {e, EPOLLIN | EPOLLET, ~0ull}, {e2, EPOLLIN | EPOLLOUT, 0},
+              {s[0], EPOLLOUT | EPOLLONESHOT | EPOLLRDHUP, 42}, {empty, EPOLLIN, 7}};
+  for (const auto& a : adds) {
+    epoll_event ev{};
+    ev.events = a.events;
+    ev.data.u64 = a.data;
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, a.fd, &ev) != 0) return false;
+  }
+  epoll_event got[8];
+  (void)::epoll_wait(ep, got, 8, 0);  // the one-shot entry fires and is disarmed
+  const bool ok = Write(dir / "epoll-with-entries", fdinfo(ep)) && Write(dir / "epoll-empty", fdinfo(empty)) &&
+                  Write(dir / "pipe", fdinfo(p[0])) && Write(dir / "eventfd", fdinfo(e));
+  for (int fd : {p[0], p[1], s[0], s[1], e, e2, ep, empty}) ::close(fd);
+  return ok;
+}
+
+bool WriteHostSeeds(const fs::path& corpus, const std::vector<std::string>& framed_worlds,
+                    const std::vector<std::string>& handoff_worlds) {
+  for (std::size_t i = 0; i < framed_worlds.size(); ++i) {
+    if (!Write(corpus / "image_restorer" / ("strict-world-" + std::to_string(i)), std::string(1, '\0') + framed_worlds[i])) {
+      return false;
+    }
+  }
+  for (std::size_t i = 0; i < handoff_worlds.size(); ++i) {
+    if (!Write(corpus / "handoff_receive" / ("world-" + std::to_string(i)), handoff_worlds[i])) return false;
+  }
+  {
+    World all;  // every fixture fd: under prune, the pipe's and socket's references (other inodes) are dropped
+    if (!BuildHostWorld(all, {0, 1, 2, 3, 4})) return false;
+    StatusOr<std::string> framed = image::SaveImage(all);
+    if (!framed.ok() || !Write(corpus / "image_restorer" / "prune-host-all", std::string(1, '\1') + framed.value)) {
+      return false;
+    }
+  }
+  World eventfd_only;  // eventfds share their anonymous inode: this reference resolves in the target's run too
+  if (!BuildHostWorld(eventfd_only, {2})) return false;
+  StatusOr<std::string> framed = image::SaveImage(eventfd_only);
+  return framed.ok() && Write(corpus / "image_restorer" / "strict-host-eventfd", std::string(1, '\0') + framed.value) &&
+         WriteHandoff(eventfd_only, corpus / "handoff_receive" / "host-eventfd");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -98,8 +237,25 @@ int main(int argc, char** argv) {
     return 2;
   }
   const fs::path corpus = argv[1];
-  for (const char* dir : {"image_reader", "trace_parser", "boost_text_loader", "boost_xml_loader"}) {
+  for (const char* dir : {"image_reader", "trace_parser", "boost_text_loader", "boost_xml_loader", "trace_checkpoints",
+                          "image_restorer", "handoff_receive", "fdinfo_parser"}) {
     fs::create_directories(corpus / dir);
+  }
+  // First, while fds 3..7 are free: the host worlds.
+  std::vector<std::string> framed_worlds;
+  std::vector<std::string> handoff_worlds;
+  for (int variant = 0; variant < 4; ++variant) {
+    World w;
+    BuildWorld(w, variant);
+    StatusOr<std::string> framed = image::SaveImage(w);
+    RecordingOps ops;
+    if (!framed.ok() || !restore::SendWorld(-1, w, ops).ok()) return 1;
+    framed_worlds.push_back(framed.value);
+    handoff_worlds.push_back(fuzz::PeerMessagesInput(ops.messages));
+  }
+  if (!WriteHostSeeds(corpus, framed_worlds, handoff_worlds) || !WriteFdinfoSeeds(corpus / "fdinfo_parser")) {
+    std::fprintf(stderr, "make_seed_corpus: the host-file and fdinfo seeds failed (are fds 3..7 free?)\n");
+    return 1;
   }
   for (int variant = 0; variant < 4; ++variant) {
     World w;
@@ -126,6 +282,7 @@ int main(int argc, char** argv) {
     }
     const std::string name = path.stem().string();
     if (!Write(corpus / "trace_parser" / path.filename(), text) ||
+        !Write(corpus / "trace_checkpoints" / path.filename(), text) ||
         !WriteTraceWorld(fuzz::BoundedTrace(parsed.trace), corpus, "trace-" + name)) {
       std::fprintf(stderr, "make_seed_corpus: %s: writing its seeds failed\n", argv[i]);
       return 1;
