@@ -1,0 +1,81 @@
+// Every committed fuzz input of the image and Boost loaders (seeds, campaign corpus, regression inputs) through the
+// epollcr commands that read images and archives: inspect, verify and convert each exit 0 or 1 (never a signal, never
+// the usage code), and nothing reaches stderr from a third party's log: no "[libprotobuf" line (the library never
+// logs; restore/image_strings.h). The Boost loaders' inputs are given in SaveWorld's envelope, as a file would hold
+// them. EPOLLCR_FUZZ_DIR is tests/fuzz, EPOLLCR_BIN the program.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "fuzz_entry_points.h"
+#include "program_run.h"
+#include "temp_dir.h"
+
+namespace epollcr::fuzz {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path FuzzDir() {
+  const char* dir = std::getenv("EPOLLCR_FUZZ_DIR");
+  return dir != nullptr ? fs::path(dir) : fs::path("tests/fuzz");
+}
+
+std::vector<fs::path> InputsOf(const std::string& target) {
+  std::vector<fs::path> files;
+  for (const char* kind : {"seeds", "corpus", "regressions"}) {
+    const fs::path dir = FuzzDir() / kind / target;
+    if (!fs::is_directory(dir)) continue;
+    for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
+      if (entry.is_regular_file()) files.push_back(entry.path());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+void ExpectCommandsReadItCleanly(const std::string& bytes, const fs::path& origin) {
+  testing_support::TempDir dir;
+  const std::string input = dir.File("input");
+  {
+    std::ofstream out(input, std::ios::binary);
+    out << bytes;
+  }
+  const char* bin = std::getenv("EPOLLCR_BIN");
+  ASSERT_NE(bin, nullptr) << "EPOLLCR_BIN is not set";
+  const std::vector<std::vector<std::string>> commands = {
+      {"inspect", input}, {"verify", input}, {"convert", input, dir.File("out.json")}};
+  for (const std::vector<std::string>& args : commands) {
+    testing_support::ChildSetup setup{"/dev/null", dir.File("stdout"), dir.File("stderr"), dir.path()};
+    const testing_support::ProgramRun run = testing_support::RunProgram(bin, args, setup);
+    const std::string& err = run.err;
+    EXPECT_TRUE(run.status == 0 || run.status == 1) << origin << ": epollcr " << args[0] << " ended with status "
+                                                    << run.status << " (-1: a signal)\n" << err;
+    EXPECT_EQ(err.find("[libprotobuf"), std::string::npos) << origin << ": epollcr " << args[0] << " logged:\n" << err;
+  }
+}
+
+TEST(CliInputs, ImagesAreReadCleanly) {
+  const std::vector<fs::path> inputs = InputsOf("image_reader");
+  ASSERT_GE(inputs.size(), 4u);
+  for (const fs::path& path : inputs) ExpectCommandsReadItCleanly(testing_support::ReadWholeFile(path), path);
+}
+
+TEST(CliInputs, BoostArchivesAreReadCleanly) {
+  for (auto [target, format] : {std::pair{"boost_text_loader", ArchiveFormat::kBoostText},
+                                std::pair{"boost_xml_loader", ArchiveFormat::kBoostXml}}) {
+    const std::vector<fs::path> inputs = InputsOf(target);
+    ASSERT_GE(inputs.size(), 4u);
+    for (const fs::path& path : inputs) {
+      ExpectCommandsReadItCleanly(Envelope(format, testing_support::ReadWholeFile(path)), path);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace epollcr::fuzz
