@@ -131,7 +131,9 @@ using FdFlags = std::vector<std::pair<int, int>>;
 
 // Puts the flags of `changed` back after a failure, and says in `s` which of them could not be.
 void PutFlagsBack(HandoffOps& ops, const FdFlags& changed, Status* s) {
-  for (const auto& [fd, flags] : changed) {
+  for (const std::pair<int, int>& change : changed) {
+    const int fd = change.first;  // named, not a structured binding: clang 14 cannot capture those in a lambda
+    const int flags = change.second;
     if (std::error_code e = Retried([&] { return ops.SetFdFlags(fd, flags); })) {
       s->message += "; putting back FD_CLOEXEC of fd " + std::to_string(fd) + " also failed: " + e.message();
     }
