@@ -301,7 +301,10 @@ void HostNotifier::Run(int epoll_fd, int settle_fd) {
 
 void HostNotifier::DeliverLocked(const epoll_event* events, int n, int settle_fd) {
   for (int i = 0; i < n; ++i) {
-    if (events[i].data.u64 == kSettleKey) {
+    // A copy: struct epoll_event is packed on x86-64, so its data.u64 is not 8-byte aligned, and a reference to it
+    // (std::unordered_map::find takes one) is undefined behaviour (found by the handoff_receive fuzz target, UBSan).
+    const std::uint64_t key = events[i].data.u64;
+    if (key == kSettleKey) {
       std::uint64_t count;
       while (read(settle_fd, &count, sizeof count) < 0 && errno == EINTR) {
       }
@@ -309,7 +312,7 @@ void HostNotifier::DeliverLocked(const epoll_event* events, int n, int settle_fd
       settled_cv_.notify_all();
       continue;
     }
-    auto it = files_.find(events[i].data.u64);
+    auto it = files_.find(key);
     if (it != files_.end()) it->second->DeliverHostEvents(events[i].events);
   }
 }
