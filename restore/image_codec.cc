@@ -661,6 +661,13 @@ namespace {
 Status NonUtf8(const char* stage, const std::string& at) {
   return Status::Error(EINVAL, std::string(stage) + ": " + at + ": not valid UTF-8");
 }
+// Refuses a payload whose strings or wire format protobuf would refuse, before protobuf sees it.
+Status CheckPayload(std::string_view payload) {
+  const PayloadStrings strings = CheckPayloadStrings(payload, *v1::Image::descriptor());
+  if (!strings.non_utf8.empty()) return NonUtf8("decode", strings.non_utf8);
+  if (strings.malformed) return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
+  return {};
+}
 }  // namespace
 
 StatusOr<std::string> Encode(const v1::Image& image) {
@@ -677,9 +684,7 @@ StatusOr<std::string> Encode(const v1::Image& image) {
 
 StatusOr<v1::Image> Decode(std::string_view payload) {
   v1::Image image;
-  if (std::string at = FindNonUtf8InPayload(payload, *v1::Image::descriptor()); !at.empty()) {
-    return {NonUtf8("decode", at), {}};
-  }
+  if (Status s = CheckPayload(payload)) return {s, {}};
   if (payload.size() > static_cast<std::size_t>(INT_MAX) ||
       !image.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
     return {Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image"), {}};
@@ -727,9 +732,7 @@ Status WithDecoded(std::string_view payload, const std::function<Status(const v1
   if (payload.size() > static_cast<std::size_t>(INT_MAX)) {
     return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
   }
-  if (std::string at = FindNonUtf8InPayload(payload, *v1::Image::descriptor()); !at.empty()) {
-    return NonUtf8("decode", at);
-  }
+  if (Status s = CheckPayload(payload)) return s;
   google::protobuf::ArenaOptions options;
   options.block_alloc = &AllocateLarge;
   options.block_dealloc = &FreeLarge;

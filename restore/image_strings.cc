@@ -10,8 +10,8 @@ namespace {
 using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
 
-// Deeper than protobuf's default recursion limit (100), so that the walk never stops before the parser would.
-constexpr int kMaxDepth = 200;
+// Protobuf's default recursion limit: a deeper payload is refused (as protobuf refuses it).
+constexpr int kMaxDepth = 100;
 
 // A forward reader of wire-format bytes (protobuf's encoding: tags and varints, fixed 32/64-bit values, lengths).
 struct WireReader {
@@ -59,7 +59,7 @@ bool HasStrings(const Descriptor* type, std::unordered_map<const Descriptor*, bo
 
 // Walks the fields of one message (type null: an unknown group, whose fields are all skipped) up to the end of
 // `in`, or up to the end-group tag of `group` if it is not 0. False if the walk stops: the wire format is malformed
-// (the parser refuses it too), or *found is set.
+// (protobuf refuses all of it too), or *found is set.
 bool Walk(WireReader& in, const Descriptor* type, const std::string& path, int depth, std::uint32_t group,
           std::unordered_map<const Descriptor*, bool>* memo, std::string* found) {
   std::unordered_map<int, int> seen;  // repeated field number -> occurrences so far (for the location's index)
@@ -172,12 +172,12 @@ bool IsUtf8(std::string_view text) {
   return true;
 }
 
-std::string FindNonUtf8InPayload(std::string_view payload, const Descriptor& type) {
+PayloadStrings CheckPayloadStrings(std::string_view payload, const Descriptor& type) {
   WireReader in{payload.data(), payload.data() + payload.size()};
   std::unordered_map<const Descriptor*, bool> memo;
-  std::string found;
-  Walk(in, &type, "", 0, 0, &memo, &found);
-  return found;
+  PayloadStrings result;
+  result.malformed = !Walk(in, &type, "", 0, 0, &memo, &result.non_utf8) && result.non_utf8.empty();
+  return result;
 }
 
 std::string FindNonUtf8InMessage(const google::protobuf::Message& message) {

@@ -15,10 +15,20 @@ namespace epollcr::image {
 // True if `text` is well-formed UTF-8 (RFC 3629: no overlong form, no surrogate, nothing above U+10FFFF).
 bool IsUtf8(std::string_view text);
 
-// The location ("header.producer", "roots[2].name", "files[5].embedder.kind") of the first string field of a
-// message of type `type` in wire-format `payload` that is not UTF-8; empty if there is none. Bytes the parser would
-// refuse anyway (malformed wire format) end the search with no location: the parse then fails on them, silently.
-std::string FindNonUtf8InPayload(std::string_view payload, const google::protobuf::Descriptor& type);
+// What a walk over a wire-format payload found.
+struct PayloadStrings {
+  // The wire format is malformed (a truncated or overlong field, a bad tag or wire type, unbalanced groups, nesting
+  // deeper than protobuf's limit): protobuf would refuse the payload too, but may log about a string it read on the
+  // way before it notices (a string longer than its enclosing message, say), so it must not be given the payload.
+  bool malformed = false;
+  // The location ("header.producer", "roots[2].name", "files[5].embedder.kind") of the first string field that is
+  // not UTF-8; empty if there is none.
+  std::string non_utf8;
+
+  bool ok() const { return !malformed && non_utf8.empty(); }
+};
+// Walks a payload holding a message of type `type`, up to the first malformation or bad string.
+PayloadStrings CheckPayloadStrings(std::string_view payload, const google::protobuf::Descriptor& type);
 
 // The same for a message in memory (before it is serialized, which would log as well).
 std::string FindNonUtf8InMessage(const google::protobuf::Message& message);

@@ -88,7 +88,7 @@ TEST_F(ImageStringsTest, AgreesWithProtobufsParser) {
     v1::Image image;
     const bool parsed = image.ParseFromString(HeaderWithProducer(text));
     ASSERT_EQ(IsUtf8(text), parsed) << ::testing::PrintToString(text);
-    ASSERT_EQ(FindNonUtf8InPayload(HeaderWithProducer(text), *v1::Image::descriptor()).empty(), parsed);
+    ASSERT_EQ(CheckPayloadStrings(HeaderWithProducer(text), *v1::Image::descriptor()).ok(), parsed);
     refused += parsed ? 0 : 1;
   }
   EXPECT_GT(refused, 1000);  // the strings were not all valid
@@ -119,7 +119,7 @@ TEST_F(ImageStringsTest, UnknownFieldsAndBytesAreNotStrings) {
   // Field 99 of Image (unknown to this build) and a pipe slot's data (bytes) may hold anything.
   std::string payload = HeaderWithProducer("epollcr");
   payload += std::string("\x9a\x06\x02\xFF\xFE", 5);  // tag 99, wire type 2, length 2
-  EXPECT_TRUE(FindNonUtf8InPayload(payload, *v1::Image::descriptor()).empty());
+  EXPECT_TRUE(CheckPayloadStrings(payload, *v1::Image::descriptor()).ok());
   EXPECT_TRUE(Decode(payload).ok());
   v1::Image image;
   image.add_pipes()->add_slots()->set_data("\xFF\xFE");
@@ -152,9 +152,21 @@ TEST_F(ImageStringsTest, EmbedderKindIsChecked) {
   file->mutable_embedder()->set_kind("kind-xy");
   EXPECT_TRUE(FindNonUtf8InMessage(image).empty());
   const std::string payload = PayloadWith(image, "kind-xy", "kind\xE2\x82y");
-  EXPECT_EQ(FindNonUtf8InPayload(payload, *v1::Image::descriptor()), "files[1].embedder.kind");
+  EXPECT_EQ(CheckPayloadStrings(payload, *v1::Image::descriptor()).non_utf8, "files[1].embedder.kind");
   file->mutable_embedder()->set_kind("k\xE2\x82");
   EXPECT_EQ(FindNonUtf8InMessage(image), "files[1].embedder.kind");
+}
+
+// A string longer than the message around it: protobuf reads (and checks) the string before it sees the overrun, so
+// it logged about this malformed payload; epollcr refuses it before protobuf parses. Found by the image_reader fuzz
+// target (tests/fuzz/regressions/image_reader/string-past-its-message).
+TEST_F(ImageStringsTest, AStringPastItsMessageIsRefusedBeforeProtobufParses) {
+  std::string payload = HeaderWithProducer("epollcr");
+  payload[1] = static_cast<char>(payload[1] - 2);  // the header now ends inside its producer string
+  payload += std::string("\xC3\x28", 2);
+  const PayloadStrings strings = CheckPayloadStrings(payload, *v1::Image::descriptor());
+  EXPECT_TRUE(strings.malformed);
+  EXPECT_EQ(Decode(payload).status.message, "decode: the payload is not a valid epollcr.v1.Image");
 }
 
 }  // namespace
