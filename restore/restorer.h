@@ -1,5 +1,5 @@
 // The restorer: a validated image back into a live World, with the files the image left for later (host fds,
-// embedder files) supplied by resolvers, in the stages of DESIGN.md "Restore":
+// embedder files) supplied by resolvers, in the stages docs/restore.md describes:
 //   1. read     unframe, decode, validate (nothing is created before the image is known to be whole)
 //   2. resolve  every reference is handed to the resolvers in turn (after Prepare with all of them); host fds are
 //               verified against the identity the image recorded (st_dev, st_ino, file type)

@@ -24,7 +24,7 @@ EventMask Armed(const PollEntry& e) { return e.events & ~kEpollPrivateBits; }
 
 // ep_poll_callback: a wake-up whose key meets the entry's mask queues the entry (once) and wakes one blocked waiter;
 // every such wake-up also wakes the poll's own watchers, even when the entry was already queued, so an outer
-// edge-triggered entry re-edges on each inner wake-up (checklist item 113; gVisor only does it on a new queueing).
+// edge-triggered entry re-edges on each inner wake-up (fs/eventpoll.c ep_poll_callback queues the outer entry on every wake-up; gVisor only does it on a new queueing).
 // The result tells the file's queue whether an exclusive entry consumed the wake-up: only when its poll had a
 // blocked waiter and the key is IN alone, OUT alone (each requested), or no key at all.
 bool PollEntry::NotifyEvent(EventMask mask) {

@@ -46,7 +46,7 @@ std::error_code EpollCtl(FdTable& fds, int epfd, int op, int fd, const Event* ev
 }
 
 // do_epoll_wait (Linux 6.15 and later, ep_check_params): EBADF first, then maxevents, then the buffer, then whether
-// the fd is a poll. Earlier kernels checked maxevents before the fd (checklist item 76).
+// the fd is a poll. Earlier kernels checked maxevents before the fd (a kernel change in fs/eventpoll.c do_epoll_wait).
 Result<int> EpollWait(FdTable& fds, int epfd, Event* events, int max, int timeout_ms) {
   std::shared_ptr<File> file = fds.Get(epfd);
   if (!file) return Errno(EBADF);

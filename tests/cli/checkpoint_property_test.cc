@@ -1,4 +1,4 @@
-// "A checkpoint is invisible" (DESIGN.md): inserting save -> load into a fresh world at any point of any sequence of
+// "A checkpoint is invisible": inserting save -> load into a fresh world at any point of any sequence of
 // operations changes no later result.
 //
 // Random traces (cli/replay/trace_generator.h: every file kind, nested epolls, dup and close, every flag) of 30 to 60

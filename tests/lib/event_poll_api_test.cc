@@ -54,7 +54,7 @@ TEST(EventPollApiTest, DuplicateAddKeepsTheFirstRegistration) {
   ASSERT_EQ(entries.size(), 1u);
   EXPECT_EQ(entries[0].events, kEventIn | kEventErr | kEventHup);
   EXPECT_EQ(entries[0].data, 1u);
-  // The same file under another fd is another entry (checklist item 24).
+  // The same file under another fd is another entry (epoll(7), Q1).
   EXPECT_FALSE(poll->AddEntry({efd.get(), 6}, EntryFlags::kNone, kEventOut, 2));
   EXPECT_EQ(poll->EntryCount(), 2u);
 }

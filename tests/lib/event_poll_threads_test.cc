@@ -1,4 +1,4 @@
-// Blocking Wait: timeouts and wake-ups from other threads (checklist items 41, 64-66, 77). Threads are synchronized
+// Blocking Wait: timeouts and wake-ups from other threads (epoll_wait(2)). Threads are synchronized
 // through BlockedWaiters() and joins, never through sleeps.
 #include <gtest/gtest.h>
 
