@@ -1,3 +1,4 @@
+#include "fuzz_checks.h"
 #include "fuzz_entry_points.h"
 
 #include <algorithm>
@@ -14,18 +15,6 @@
 namespace epollcr::fuzz {
 namespace {
 
-// Wherever a check fails, the first violation is kept (the later ones usually follow from it).
-class Checks {
- public:
-  void Expect(bool holds, std::string_view what) {
-    if (!holds && violation_.empty()) violation_ = std::string(what);
-  }
-  bool ok() const { return violation_.empty(); }
-  Outcome Done(bool accepted) { return {accepted, std::move(violation_)}; }
-
- private:
-  std::string violation_;
-};
 
 std::string LeftAlive(long before) {
   return "files alive: " + std::to_string(File::LiveFiles()) + ", before: " + std::to_string(before);

@@ -15,6 +15,7 @@
 #include "commands/ps.snapshot.h"
 #include "epollcr/epollcr.h"
 #include "epollcr/host_file.h"
+#include "fuzz_checks.h"
 #include "fuzz_entry_points.h"
 #include "restore/handoff.h"
 #include "restore/resolvers.h"
@@ -23,16 +24,6 @@
 namespace epollcr::fuzz {
 namespace {
 
-class Checks {
- public:
-  void Expect(bool holds, std::string_view what) {
-    if (!holds && violation_.empty()) violation_ = std::string(what);
-  }
-  Outcome Done(bool accepted) { return {accepted, std::move(violation_)}; }
-
- private:
-  std::string violation_;
-};
 
 // The process's open fds, as /proc/self/fd lists them (the listing's own fd excepted).
 std::vector<int> OpenFds() {
