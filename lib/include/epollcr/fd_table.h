@@ -14,7 +14,8 @@ namespace epollcr {
 
 class FdTable {
  public:
-  // Linux's default RLIMIT_NOFILE soft limit; fds are 0 ... max_fds-1.
+  // 1024 * 1024: Linux's default fs.nr_open, the highest RLIMIT_NOFILE can be raised to (the default soft limit is
+  // only 1024; the hard limit 4096, or 524288 under systemd). fds are 0 ... max_fds-1.
   static constexpr int kDefaultMaxFds = 1024 * 1024;
 
   explicit FdTable(int max_fds = kDefaultMaxFds) : max_fds_(max_fds) {}
