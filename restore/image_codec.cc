@@ -740,8 +740,8 @@ Status WithDecoded(std::string_view payload, const std::function<Status(const v1
   // blocks instead of thousands of 8 KiB heap blocks faulted in page by page.
   options.max_block_size = std::size_t{4} << 20;
   // A large payload starts at a huge page too, so that no block of its image is in 4 KiB pages, each a fault of its
-  // own: the blocks below 2 MiB that a million-entry image went through took about 390 such faults (about 5 ms at
-  // 13 us each on the development VM). A decoded image takes about three times its payload, so from 256 KiB on the
+  // own (what a fault costs: BENCHMARKS.md, "Machine", the BM_PageFault rows); otherwise every block below 2 MiB
+  // would be faulted in page by page. A decoded image takes about three times its payload, so from 256 KiB on the
   // first 2 MiB block is mostly used.
   if (payload.size() >= (std::size_t{256} << 10)) options.start_block_size = BigBuffer::kHugePage;
   google::protobuf::Arena arena(options);

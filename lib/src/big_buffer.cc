@@ -37,9 +37,9 @@ std::size_t MappedSize(std::size_t bytes) { return (bytes + kHugePage - 1) / kHu
 }  // namespace
 
 // The mapping starts at a huge-page boundary and covers whole huge pages. Where a mapping starts or ends inside a huge
-// page, the kernel maps that part in 4 KiB pages, each a fault of its own (13-16 us on the development VM, against
-// 0.3-1.4 us per 4 KiB in a huge page: BENCHMARKS.md "Machine"): unaligned, more than half of a 4 MiB block was
-// faulted in that way (measured with perf at a million entries).
+// page, the kernel maps that part in 4 KiB pages, each a fault of its own and each far dearer than its share of a
+// huge page (BENCHMARKS.md, "Machine": the BM_PageFault rows). An unaligned mapping would take such faults at both
+// ends of every block.
 void* AllocateLarge(std::size_t bytes) {
   if (bytes < kHugePage) return ::operator new(bytes == 0 ? 1 : bytes);
   const std::size_t size = MappedSize(bytes);

@@ -1,12 +1,12 @@
 // Memory for the large arrays a load fills at once (the entries it makes, a big entries map). Internal.
 //
-// Touching fresh memory costs a page fault per 4 KiB page, and on a virtual machine a fault is expensive: 11-15 us on
-// the development VM (bench/page_fault_bench.cc, BENCHMARKS.md), which would make page faults most of the cost of
-// restoring a million entries. A BigBuffer of 2 MiB or more comes from AllocateLarge (epollcr/memory.h): whole huge
-// pages at a huge-page boundary, with transparent huge pages requested (madvise MADV_HUGEPAGE, honoured where
-// /sys/kernel/mm/transparent_hugepage/enabled is "always" or "madvise"), so that filling it takes one fault per 2 MiB.
-// Smaller buffers come from operator new. Pages that are never touched cost nothing, so a buffer may be sized
-// generously.
+// Touching fresh memory costs a page fault per 4 KiB page, and on a virtual machine a fault is expensive
+// (BENCHMARKS.md, "Machine": the BM_PageFault rows, from bench/page_fault_bench.cc), which would make page faults most
+// of the cost of restoring a million entries. A BigBuffer of 2 MiB or more comes from AllocateLarge
+// (epollcr/memory.h): whole huge pages at a huge-page boundary, with transparent huge pages requested (madvise
+// MADV_HUGEPAGE, honoured where /sys/kernel/mm/transparent_hugepage/enabled is "always" or "madvise"), so that
+// filling it takes one fault per 2 MiB. Smaller buffers come from operator new. Pages that are never touched cost
+// nothing, so a buffer may be sized generously.
 #pragma once
 
 #include <cassert>

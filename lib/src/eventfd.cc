@@ -55,7 +55,8 @@ Result<std::size_t> EventFd::Read(std::span<std::byte> buffer) {
 }
 
 Result<std::size_t> EventFd::Write(std::span<const std::byte> buffer) {
-  // eventfd_write takes exactly 8 bytes (measured: 4 and 16 are both EINVAL); reads accept any size >= 8.
+  // eventfd_write takes exactly 8 bytes, 4 and 16 are both EINVAL (fs/eventfd.c; eventfd(2) names only the short
+  // case; docs/kernel-measurements.md, section 3); reads accept any size >= 8.
   if (buffer.size() != sizeof(std::uint64_t)) return Errno(EINVAL);
   std::uint64_t value;
   std::memcpy(&value, buffer.data(), sizeof value);

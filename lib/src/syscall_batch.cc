@@ -15,7 +15,8 @@ namespace epollcr::sys {
 
 namespace {
 
-// Below this many items a ring (io_uring_setup, two mmaps, close: about 40 us here) costs more than it saves.
+// Below this many items setting up a ring (io_uring_setup, two mmaps, close) costs more than the kernel entries it
+// saves.
 constexpr std::size_t kMinRingBatch = 64;
 // Requests in flight at once; each needs its own buffers until it completes.
 constexpr unsigned kRingSize = 256;

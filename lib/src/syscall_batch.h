@@ -1,7 +1,7 @@
 // Many independent system calls of one kind at once, through one io_uring: a restore that verifies and watches
-// 10,000 host fds then enters the kernel a few dozen times instead of 20,000 (on the development VM the entry and
-// exit of a system call cost about 1.1 us, more than the work of an fstat or an epoll_ctl ADD itself). Internal to
-// epollcr.
+// 10,000 host fds then enters the kernel a few dozen times instead of 20,000 (on a virtual machine entering and
+// leaving the kernel can cost more than the work of an fstat or an epoll_ctl ADD itself: BENCHMARKS.md, "Machine",
+// the getppid rows; docs/restore.md, "System calls in batches"). Internal to epollcr.
 //
 // Every call takes one result per item: 0, or the errno value that item's system call gave. The calls are the same
 // ones made one at a time, so the results are the same; only the number of kernel entries changes. Where io_uring

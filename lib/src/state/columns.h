@@ -1,6 +1,7 @@
 // A column of unsigned numbers as one string of decimal numbers separated by single spaces ("3 0 17"): how layout 2
 // archives hold a poll's entries. One string per column reads in one archive item, where a field per entry would cost
-// an archive item each (in an xml archive, a tag each: Boost parses about 80 ns per item here). Internal.
+// an archive item each (in an xml archive, a tag each, which Boost parses slowly: docs/state-model.md, "Formats").
+// Internal.
 #pragma once
 
 #include <algorithm>
