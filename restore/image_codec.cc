@@ -17,6 +17,7 @@
 #include "big_buffer.h"
 #include "epollcr/host_file.h"
 #include "epollcr/version.h"
+#include "restore/image_fields.h"
 #include "restore/image_strings.h"
 #include "state/after_load.h"
 #include "state/invariants.h"
@@ -26,54 +27,15 @@ namespace epollcr::image {
 
 namespace {
 
-using state::FieldOf;
 using state::LoadError;
 
 // ---- capture ---------------------------------------------------------------------------------------------------------
 
-void CapturePipe(PipeBuffer& pipe, v1::PipeState* out) {
-  std::lock_guard lock(pipe.state_mutex());
-  for (const PipeBuffer::Slot& s : FieldOf<std::deque<PipeBuffer::Slot>>(pipe, "slots")) {
-    v1::PipeSlot* slot = out->add_slots();
-    slot->set_offset(s.offset);
-    slot->set_data(reinterpret_cast<const char*>(s.page.get()) + s.offset, s.len);
-  }
-  out->set_readers(static_cast<std::uint32_t>(FieldOf<int>(pipe, "readers")));
-  out->set_writers(static_cast<std::uint32_t>(FieldOf<int>(pipe, "writers")));
-}
-
-void CaptureEnd(SocketPairState::End& end, v1::SocketEnd* out) {
-  for (const SocketPairState::Segment& s : FieldOf<std::deque<SocketPairState::Segment>>(end, "receive")) {
-    v1::Segment* seg = out->add_receive();
-    seg->set_data(reinterpret_cast<const char*>(s.data.data()), s.data.size());
-    seg->set_offset(s.offset);
-    seg->set_truesize(s.truesize);
-  }
-  out->set_wmem(FieldOf<std::int64_t>(end, "wmem"));
-  out->set_sndbuf(FieldOf<std::int64_t>(end, "sndbuf"));
-  out->set_shutdown(static_cast<std::uint32_t>(FieldOf<int>(end, "shutdown")));
-  out->set_error_reset(FieldOf<bool>(end, "error_reset"));
-  out->set_open(FieldOf<bool>(end, "open"));
-}
-
-void CapturePair(SocketPairState& pair, v1::SocketPairState* out) {
-  std::lock_guard lock(pair.state_mutex());
-  CaptureEnd(FieldOf<SocketPairState::End>(pair, "end0"), out->mutable_end0());
-  CaptureEnd(FieldOf<SocketPairState::End>(pair, "end1"), out->mutable_end1());
-}
-
+// Each object's saved fields go through its declaration (image_fields.h); what the declarations leave to manual
+// hooks (a poll's queue ranks and ready order) is written here.
 void CapturePoll(state::Snapshot& snap, state::PollCut& cut, v1::EventPollState* out) {
   for (std::uint32_t rank : cut.ranks) out->add_queue_ranks(rank);
-  for (PollEntry* e : cut.entries) {
-    out->add_files(snap.ids().Of(e->file));
-    out->add_fds(e->fd);
-    const bool disabled = e->list == EntryList::kDisabled;
-    out->add_events(disabled ? e->events : e->events & ~kAlwaysReported);
-    out->add_data(e->data);
-    out->add_lists(e->list == EntryList::kReady      ? v1::ENTRY_LIST_READY
-                   : e->list == EntryList::kDisabled ? v1::ENTRY_LIST_DISABLED
-                                                     : v1::ENTRY_LIST_WAITING);
-  }
+  for (PollEntry* e : cut.entries) CaptureObject(*e, *out, snap.ids());
   for (std::uint32_t i : cut.ready) out->add_ready_order(i);
 }
 
@@ -83,15 +45,13 @@ void CaptureFile(state::Snapshot& snap, std::size_t i, std::size_t* next_poll, v
   out->set_id(i + 1);
   if (auto* e = dynamic_cast<EventFd*>(f)) {
     std::lock_guard lock(e->state_mutex());
-    out->mutable_eventfd()->set_count(FieldOf<std::uint64_t>(*e, "count"));
-    out->mutable_eventfd()->set_semaphore(FieldOf<bool>(*e, "semaphore"));
+    CaptureObject(*e, *out->mutable_eventfd(), snap.ids());
   } else if (auto* r = dynamic_cast<PipeReadEnd*>(f)) {
-    out->mutable_pipe_read()->set_pipe(snap.ids().Of(r->pipe().get()));
+    CaptureObject(*r, *out->mutable_pipe_read(), snap.ids());
   } else if (auto* w = dynamic_cast<PipeWriteEnd*>(f)) {
-    out->mutable_pipe_write()->set_pipe(snap.ids().Of(w->pipe().get()));
+    CaptureObject(*w, *out->mutable_pipe_write(), snap.ids());
   } else if (auto* s = dynamic_cast<UnixSocket*>(f)) {
-    out->mutable_unix_stream()->set_pair(snap.ids().Of(s->pair().get()));
-    out->mutable_unix_stream()->set_side(static_cast<std::uint32_t>(s->side()));
+    CaptureObject(*s, *out->mutable_unix_stream(), snap.ids());
   } else if (dynamic_cast<EventPoll*>(f)) {
     CapturePoll(snap, snap.polls()[(*next_poll)++], out->mutable_eventpoll());
   } else if (auto* h = dynamic_cast<HostFile*>(f)) {
@@ -141,11 +101,13 @@ void CaptureAll(state::Snapshot& snap, v1::Image* image) {
     if (s.pipe) {
       v1::PipeState* p = image->add_pipes();
       p->set_id(s.id);
-      CapturePipe(*s.pipe, p);
+      std::lock_guard lock(s.pipe->state_mutex());
+      CaptureObject(*s.pipe, *p, snap.ids());
     } else {
       v1::SocketPairState* p = image->add_socket_pairs();
       p->set_id(s.id);
-      CapturePair(*s.pair, p);
+      std::lock_guard lock(s.pair->state_mutex());
+      CaptureObject(*s.pair, *p, snap.ids());
     }
   }
   std::size_t next_poll = 0;
@@ -463,23 +425,6 @@ class Validator {
 
 // ---- restore ---------------------------------------------------------------------------------------------------------
 
-void RestoreEnd(const v1::SocketEnd& in, SocketPairState::End& end) {
-  auto& receive = FieldOf<std::deque<SocketPairState::Segment>>(end, "receive");
-  for (const v1::Segment& s : in.receive()) {
-    SocketPairState::Segment seg;
-    const auto* bytes = reinterpret_cast<const std::byte*>(s.data().data());
-    seg.data.assign(bytes, bytes + s.data().size());
-    seg.offset = s.offset();
-    seg.truesize = s.truesize();
-    receive.push_back(std::move(seg));
-  }
-  FieldOf<std::int64_t>(end, "wmem") = in.wmem();
-  FieldOf<std::int64_t>(end, "sndbuf") = in.sndbuf();
-  FieldOf<int>(end, "shutdown") = static_cast<int>(in.shutdown());
-  FieldOf<bool>(end, "error_reset") = in.error_reset();
-  FieldOf<bool>(end, "open") = in.open();
-}
-
 // Builds the world of a validated image: objects at the positions the Validator gave them, entries straight into
 // their pending polls (already checked), then after_load exactly as for a Boost archive.
 void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, BuildTimes* times) {
@@ -488,24 +433,15 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
   std::map<std::uint32_t, state::PendingPoll> polls;  // by the poll's position
   for (const v1::PipeState& p : image.pipes()) {
     auto pipe = std::make_shared<PipeBuffer>();
-    auto& slots = FieldOf<std::deque<PipeBuffer::Slot>>(*pipe, "slots");
-    for (const v1::PipeSlot& s : p.slots()) {
-      PipeBuffer::Slot slot;
-      slot.page = std::make_unique<std::byte[]>(PipeBuffer::kPageSize);
-      std::memcpy(slot.page.get() + s.offset(), s.data().data(), s.data().size());
-      slot.offset = s.offset();
-      slot.len = static_cast<std::uint32_t>(s.data().size());
-      slots.push_back(std::move(slot));
-    }
-    FieldOf<int>(*pipe, "readers") = static_cast<int>(p.readers());
-    FieldOf<int>(*pipe, "writers") = static_cast<int>(p.writers());
-    objects.pipes[objects.Add(p.id(), state::ObjectKind::kPipe)] = std::move(pipe);
+    const std::uint32_t at = objects.Add(p.id(), state::ObjectKind::kPipe);
+    BuildObject(p, *pipe, objects, at);
+    objects.pipes[at] = std::move(pipe);
   }
   for (const v1::SocketPairState& p : image.socket_pairs()) {
     auto pair = std::make_shared<SocketPairState>();
-    RestoreEnd(p.end0(), FieldOf<SocketPairState::End>(*pair, "end0"));
-    RestoreEnd(p.end1(), FieldOf<SocketPairState::End>(*pair, "end1"));
-    objects.pairs[objects.Add(p.id(), state::ObjectKind::kSocketPair)] = std::move(pair);
+    const std::uint32_t at = objects.Add(p.id(), state::ObjectKind::kSocketPair);
+    BuildObject(p, *pair, objects, at);
+    objects.pairs[at] = std::move(pair);
   }
   // Every file first (entries refer to files by id), then their references.
   for (const v1::File& f : image.files()) {
@@ -515,36 +451,28 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
       case v1::File::kEventfd: {
         at = objects.Add(f.id(), state::ObjectKind::kEventFd);
         auto e = MakeFile<EventFd>(0, false);
-        FieldOf<std::uint64_t>(*e, "count") = f.eventfd().count();
-        FieldOf<bool>(*e, "semaphore") = f.eventfd().semaphore();
+        BuildObject(f.eventfd(), *e, objects, at);
         file = std::move(e);
         break;
       }
       case v1::File::kPipeRead: {
         at = objects.Add(f.id(), state::ObjectKind::kPipeRead);
         auto r = MakeFile<PipeReadEnd>(nullptr);
-        const std::uint32_t pipe = objects.Find(f.pipe_read().pipe());
-        FieldOf<std::shared_ptr<PipeBuffer>>(*r, "pipe") = objects.pipes.at(pipe);
-        objects.Wait(at, pipe);
+        BuildObject(f.pipe_read(), *r, objects, at);
         file = std::move(r);
         break;
       }
       case v1::File::kPipeWrite: {
         at = objects.Add(f.id(), state::ObjectKind::kPipeWrite);
         auto w = MakeFile<PipeWriteEnd>(nullptr);
-        const std::uint32_t pipe = objects.Find(f.pipe_write().pipe());
-        FieldOf<std::shared_ptr<PipeBuffer>>(*w, "pipe") = objects.pipes.at(pipe);
-        objects.Wait(at, pipe);
+        BuildObject(f.pipe_write(), *w, objects, at);
         file = std::move(w);
         break;
       }
       case v1::File::kUnixStream: {
         at = objects.Add(f.id(), state::ObjectKind::kUnixStream);
         auto s = MakeFile<UnixSocket>(nullptr, 0);
-        const std::uint32_t pair = objects.Find(f.unix_stream().pair());
-        FieldOf<std::shared_ptr<SocketPairState>>(*s, "pair") = objects.pairs.at(pair);
-        FieldOf<int>(*s, "side") = static_cast<int>(f.unix_stream().side());
-        objects.Wait(at, pair);
+        BuildObject(f.unix_stream(), *s, objects, at);
         file = std::move(s);
         break;
       }
@@ -592,15 +520,9 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
     const v1::EventPollState& p = f.eventpoll();
     pending.entries.reserve(static_cast<std::size_t>(p.files_size()));
     for (int i = 0; i < p.files_size(); ++i) {
-      const bool disabled = p.lists(i) == v1::ENTRY_LIST_DISABLED;
-      const std::uint32_t target = objects.Find(p.files(i));
-      PollEntry* e = pending.Make(static_cast<std::size_t>(p.files_size() - i), poll,
-                                  FileIdentifier{objects.files[target].get(), p.fds(i)},
-                                  disabled ? p.events(i) : p.events(i) | kAlwaysReported, p.data(i));
-      e->list = p.lists(i) == v1::ENTRY_LIST_READY ? EntryList::kReady
-                : disabled                         ? EntryList::kDisabled
-                                                   : EntryList::kWaiting;
-      objects.Wait(at, target);
+      PollEntry* e = pending.Make(static_cast<std::size_t>(p.files_size() - i), poll, FileIdentifier{}, 0, 0);
+      BuildObject(p, *e, objects, at, i);
+      e->FieldsLoaded();
     }
     pending.ready.assign(p.ready_order().begin(), p.ready_order().end());
     pending.ranks.assign(p.queue_ranks().begin(), p.queue_ranks().end());  // LargeAllocator: see PendingPoll

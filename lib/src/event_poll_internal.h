@@ -20,6 +20,9 @@ namespace epollcr {
 
 namespace bi = boost::intrusive;
 
+// Whether a loaded list tag is one of the three lists.
+inline bool Known(EntryList list) { return list <= EntryList::kDisabled; }
+
 // One registration (gVisor: epollInterest; Linux: struct epitem). Owned by its EventPoll.
 struct PollEntry final : WaiterEntry {
   PollEntry(EventPoll* poll, FileIdentifier id, std::uint32_t events, std::uint64_t data)
@@ -41,6 +44,10 @@ struct PollEntry final : WaiterEntry {
     v.Field("map_hook", map_hook, kNoSave);
     v.Field("registered", registered, kNoSave);  // after_load registers every waiter again
   }
+
+  // A load makes an entry first and then sets its declared fields (state.h): whether the waiter is exclusive follows
+  // from the loaded events. Preconditions: not registered.
+  void FieldsLoaded() { SetExclusive((events & kEpollExclusive) != 0); }
 
   // Field order keeps the record at 88 bytes (a 96-byte heap chunk): fd fills WaiterEntry's tail padding.
   int fd;                                    // Immutable once in the map.

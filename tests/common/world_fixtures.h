@@ -8,10 +8,21 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "epollcr/epollcr.h"
 
 namespace epollcr::testing {
+
+// n bytes of `c` written to a file, and n bytes read from one, each in one call that must succeed.
+inline void WriteBytes(File& f, std::size_t n, char c = 'x') {
+  const std::string bytes(n, c);
+  ASSERT_TRUE(f.Write(std::as_bytes(std::span(bytes))).ok());
+}
+inline void ReadBytes(File& f, std::size_t n) {
+  std::vector<std::byte> buffer(n);
+  ASSERT_TRUE(f.Read(buffer).ok());
+}
 
 // A world with every file type, dup'd fds, nested polls and entries on all three lists.
 inline void BuildWorld(World& w) {

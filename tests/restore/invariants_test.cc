@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "epollcr/epollcr.h"
+#include "world_fixtures.h"
 #include "pipe_buffer.h"
 #include "restore/image_codec.h"
 #include "socket_pair_state.h"
@@ -26,15 +27,6 @@ SocketPairState::End& EndOf(SocketPairState& pair, int side) {
   return FieldOf<SocketPairState::End>(pair, side == 0 ? "end0" : "end1");
 }
 
-void Write(File& f, std::size_t n, char c = 'x') {
-  const std::string bytes(n, c);
-  ASSERT_TRUE(f.Write(std::as_bytes(std::span(bytes))).ok());
-}
-
-void Read(File& f, std::size_t n) {
-  std::vector<std::byte> buffer(n);
-  ASSERT_TRUE(f.Read(buffer).ok());
-}
 
 // A world with bytes in flight both ways on a socket pair, a partly read segment, a pipe with a partly read first
 // slot, and an eventfd.
@@ -50,12 +42,12 @@ struct Fixture {
     PipeEnds pipe = NewPipe();
     r = pipe.read, w = pipe.write;
     counter = EventFd::Create(5);
-    Write(*a, 100);
-    Write(*a, 200);
-    Read(*b, 30);
-    Write(*b, 5000);
-    Write(*w, 5000);
-    Read(*r, 10);
+    testing::WriteBytes(*a, 100);
+    testing::WriteBytes(*a, 200);
+    testing::ReadBytes(*b, 30);
+    testing::WriteBytes(*b, 5000);
+    testing::WriteBytes(*w, 5000);
+    testing::ReadBytes(*r, 10);
     int fd = 3;
     for (const std::shared_ptr<File>& f : std::vector<std::shared_ptr<File>>{a, b, r, w, counter}) {
       EXPECT_FALSE(world.fds.InstallAt(fd++, f));

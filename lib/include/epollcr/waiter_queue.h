@@ -37,6 +37,12 @@ class WaiterEntry : public boost::intrusive::list_base_hook<boost::intrusive::li
   // polls that watch a file when it is released, and the polls that watch a poll when nesting is checked.
   virtual EventPoll* WatchingPoll() const { return nullptr; }
 
+ protected:
+  // For a waiter whose fields are loaded after it is made (a checkpoint load). Preconditions: not registered.
+  void SetExclusive(bool exclusive) {
+    mask_ = (mask_ & ~kEpollExclusive) | (exclusive ? kEpollExclusive : 0);
+  }
+
  private:
   friend class WaiterQueue;
   // The event bits the waiter wants, plus kEpollExclusive for an exclusive waiter (it queues behind the others:

@@ -46,6 +46,8 @@ struct FieldColumnSave {
         AppendColumn(column, ids.Of(RawOf(value)));
       } else if constexpr (std::is_same_v<T, bool>) {
         AppendColumn(column, value ? 1u : 0u);
+      } else if constexpr (std::is_enum_v<T>) {
+        AppendColumn(column, static_cast<unsigned>(value));
       } else {
         static_assert(std::is_integral_v<T>, "a field saved as a column is a number");
         AppendColumn(column, value);
@@ -109,6 +111,9 @@ struct FieldColumnLoad {
         const auto v = Parse<std::uint8_t>();
         if (v > 1) Bad();
         value = v == 1;
+      } else if constexpr (std::is_enum_v<T>) {
+        value = static_cast<T>(Parse<std::underlying_type_t<T>>());
+        if (!Known(value)) Bad();  // every enum saved as a column has a Known() beside it
       } else {
         value = Parse<T>();
       }

@@ -319,25 +319,25 @@ class Snapshot {
     }
   }
 
-  // The poll's manual section (layout 2): the entry count, then each saved field of the entries (PollEntry's
-  // VisitState: fd, file as a wait reference by object id, events, data, list) and its queue rank as a column
-  // (state/columns.h), then the ready order.
+  // The poll's manual section (layout 4): the entry count, then one column per field PollEntry's VisitState saves
+  // (state/field_columns.h; the file as a wait reference by object id), named "entry.FIELD" (none if the poll has no
+  // entries), then each entry's queue rank as a column (state/columns.h) and the ready order.
   template <typename Ar>
   void WritePoll(Ar& ar, PollCut& c) {
     std::uint64_t n = c.entries.size();
     ar << make_nvp("entries", n);
-    std::string fds, files, events, data, lists, ranks;
-    for (std::size_t i = 0; i < c.entries.size(); ++i) {
-      const PollEntry& e = *c.entries[i];
-      AppendColumn(fds, e.fd);
-      AppendColumn(files, ids_.Of(e.file));
-      AppendColumn(events, e.events);
-      AppendColumn(data, e.data);
-      AppendColumn(lists, static_cast<unsigned>(e.list));
-      AppendColumn(ranks, c.ranks[i]);
+    FieldColumnSave columns{ids_, {}};
+    for (PollEntry* e : c.entries) {
+      columns.next = 0;
+      e->VisitState(columns);
     }
-    ar << make_nvp("fds", fds) << make_nvp("files", files) << make_nvp("events", events) << make_nvp("data", data)
-       << make_nvp("lists", lists) << make_nvp("queue_ranks", ranks);
+    for (auto& [field, text] : columns.columns) {
+      const std::string name = FieldColumnName("entry", field);
+      ar << make_nvp(name.c_str(), text);
+    }
+    std::string ranks;
+    for (std::uint32_t rank : c.ranks) AppendColumn(ranks, rank);
+    ar << make_nvp("queue_ranks", ranks);
     ar << make_nvp("ready_order", c.ready);
   }
 

@@ -7,8 +7,10 @@ namespace epollcr::state {
 
 // The archive layout version this build writes; it reads every version up to this one. Layout 1 saved a poll's
 // entries one field at a time; layout 2 saves them as columns (state/columns.h); layout 3 also saves the file
-// headers, the files' fields (state/field_columns.h) and the fd table as columns.
-inline constexpr std::uint32_t kLayoutVersion = 3;
+// headers, the files' fields (state/field_columns.h) and the fd table as columns; layout 4 saves a poll's entries as
+// the columns their declaration gives (PollEntry::VisitState, through state/field_columns.h, named "entry.FIELD"), so
+// a field declared tomorrow is saved without a codec change. Layouts 1 to 3 are read by code kept for them.
+inline constexpr std::uint32_t kLayoutVersion = 4;
 
 template <typename Ar>
 Status SaveWorldTo(Ar& ar, const World& world);

@@ -216,6 +216,7 @@ class Loader {
   }
 
   void ReadPoll(std::uint32_t at, EventPoll* poll) {
+    if (layout_ >= 4) return ReadEntryColumns(at, poll);
     if (layout_ >= 2) return ReadPollColumns(at, poll);
     PendingPoll& p = polls_[at];
     const std::uint64_t n = Count("entries");
@@ -233,7 +234,35 @@ class Loader {
     ar_ >> make_nvp("ready_order", p.ready);
   }
 
-  // Layout 2: the entries' fields as columns (snapshot.h WritePoll).
+  // Layout 4: the columns PollEntry's declaration saves (snapshot.h WritePoll), then the queue ranks and ready order.
+  void ReadEntryColumns(std::uint32_t at, EventPoll* poll) {
+    PendingPoll& p = polls_[at];
+    const std::uint64_t n = Count("entries");
+    std::string text;
+    if (n > 0) {
+      SavedFieldNames fields;
+      PollEntry(nullptr, FileIdentifier{}, 0, 0).VisitState(fields);
+      for (std::size_t k = 0; k < fields.names.size(); ++k) {
+        const std::string name = FieldColumnName("entry", fields.names[k]);
+        ar_ >> make_nvp(name.c_str(), text);
+        const std::string what = objects_.Name(at) + " column " + name;
+        const std::vector<std::string_view> values = SplitColumn(text, n, what);
+        if (k == 0) {  // the column holds n numbers: the entries are made now, not for a count alone
+          for (std::uint64_t i = 0; i < n; ++i) p.Make(n - i, poll, FileIdentifier{}, 0, 0);
+        }
+        for (std::uint64_t i = 0; i < n; ++i) {
+          FieldColumnLoad v{objects_, at, k, values[i], name};
+          p.entries[i]->VisitState(v);
+        }
+      }
+      for (PollEntry* e : p.entries) e->FieldsLoaded();
+    }
+    ar_ >> make_nvp("queue_ranks", text);
+    p.ranks = ParseColumn<std::uint32_t>(text, n, objects_.Name(at) + " column queue_ranks");
+    ar_ >> make_nvp("ready_order", p.ready);
+  }
+
+  // Layouts 2 and 3: the entries' fields as columns of fixed names.
   void ReadPollColumns(std::uint32_t at, EventPoll* poll) {
     PendingPoll& p = polls_[at];
     const std::uint64_t n = Count("entries");
