@@ -21,8 +21,8 @@
 #include <string>
 
 #include "checkpoint_world.h"
-#include "restore/image_codec.h"
-#include "restore/image_file.h"
+#include "image/codec.h"
+#include "image/file.h"
 #include "worlds.h"
 
 namespace epollcr::bench {

@@ -25,7 +25,7 @@
 
 #include "checkpoint_world.h"
 #include "epollcr/host_file.h"
-#include "restore/image_codec.h"
+#include "image/codec.h"
 #include "restore/resolvers.h"
 #include "restore/restorer.h"
 #include "worlds.h"

@@ -13,8 +13,8 @@
 
 #include "big_buffer.h"
 #include "epollcr/host_file.h"
-#include "restore/image_codec.h"
-#include "restore/image_file.h"
+#include "image/codec.h"
+#include "image/file.h"
 #include "restore/resolvers.h"
 
 namespace epollcr::restore {

@@ -9,7 +9,7 @@
 // restore re-keys every entry and fd-table slot to them, so the new process updates and removes entries with its own
 // fd numbers. Wire format (all integers little-endian):
 //   header   "EPCRHOFF" | u32 version (1) | u32 host fd count | u64 image length
-//   image    the framed image file bytes (image_file.h)
+//   image    the framed image file bytes (image/file.h)
 //   batches  ceil(count / 253) messages of 4 + 4 * 253 bytes: u32 n, then n i32 old fd numbers (the rest zero),
 //            each carrying its n fds in one SCM_RIGHTS control message
 // The receiver accepts a batch's fds in any number of control messages within the batch's bytes (a short recvmsg
@@ -35,7 +35,7 @@ std::vector<int> HostFds(const World& world);
 // Exec hand-off, old side: writes `world` as an image at `image_path` (atomically, mode 0600) and clears FD_CLOEXEC
 // on the world's host fds, which it returns. The caller then execs; the world must not change in between. On failure
 // every fd's FD_CLOEXEC is as it was, and so is the file at `image_path` unless the error says the new image is in
-// place (only the directory's fsync after the rename failed: image_file.h).
+// place (only the directory's fsync after the rename failed: image/file.h).
 StatusOr<std::vector<int>> PrepareExec(const World& world, const std::string& image_path,
                                        HandoffOps& ops = DefaultHandoffOps());
 // Exec hand-off, new side: restores the image with an InheritedFdResolver placed before `options.resolvers`, then

@@ -1,5 +1,5 @@
 // The system calls of the hand-off (handoff.h), one virtual per call, so tests can fail any of them: the pattern of
-// image::FileOps (image_file.h), which the hand-off passes on for the image file itself. Each makes exactly one call
+// image::FileOps (image/file.h), which the hand-off passes on for the image file itself. Each makes exactly one call
 // and reports failure as the errno in a std::error_code (EINTR included: the hand-off retries every call but close,
 // which Linux completes even when it reports EINTR). fds are plain ints because these are the raw calls.
 #pragma once
@@ -9,7 +9,7 @@
 #include <cstddef>
 #include <system_error>
 
-#include "restore/image_file.h"
+#include "image/file.h"
 
 namespace epollcr::restore {
 

@@ -10,7 +10,7 @@
 
 #include "big_buffer.h"
 #include "epollcr/host_file.h"
-#include "restore/image_file.h"
+#include "image/file.h"
 #include "state/world_archive.h"
 
 namespace epollcr::restore {
@@ -341,7 +341,7 @@ Status RestoreFile(const std::string& path, World* out, const Options& options, 
   return image::WithDecoded(payload, [&](const v1::Image& image) {
     rep.read = Clock::now() - t;
     // The decoded image holds copies of everything: the file's pages go back now, and the world built next reuses
-    // them instead of faulting in new memory (image_codec.h, WithDecoded).
+    // them instead of faulting in new memory (image/codec.h, WithDecoded).
     bytes = BigBuffer();
     return Restore(image, out, options, &rep);
   });

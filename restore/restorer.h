@@ -29,8 +29,8 @@
 #include "epollcr/file.h"
 #include "epollcr/state.h"
 #include "epollcr/v1/image.pb.h"
-#include "restore/image_codec.h"
-#include "restore/image_file.h"
+#include "image/codec.h"
+#include "image/file.h"
 
 namespace epollcr::restore {
 

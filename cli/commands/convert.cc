@@ -5,8 +5,8 @@
 #include "commands/command_status.h"
 #include "commands/input.h"
 #include "commands/output.h"
-#include "restore/image_codec.h"
-#include "restore/image_file.h"
+#include "image/codec.h"
+#include "image/file.h"
 
 namespace epollcr::cli {
 namespace {

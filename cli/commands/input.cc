@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "replay/unique_fd.h"
-#include "restore/image_codec.h"
+#include "image/codec.h"
 
 namespace epollcr::cli {
 namespace {

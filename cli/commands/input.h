@@ -1,7 +1,7 @@
 // Reading what the commands are given: an image file, a JSON image or a Boost archive, from a path or standard
 // input ("-"), bounded in size, its format found from its first bytes (docs/cli.md, "Input formats").
 //
-//   proto image   the framing's magic "EPCRIMG\0" (restore/image_file.h); unframed with image::Unframe
+//   proto image   the framing's magic "EPCRIMG\0" (image/file.h); unframed with image::Unframe
 //   Boost archive the envelope's magic "EPCRWRLD" (lib/src/state/state_api.cc); loaded with epollcr::LoadWorld.
 //                 Boost archives are trusted input only: the envelope's checksum catches damage, not malice.
 //   JSON image    the first non-whitespace byte is '{' (protobuf's JSON mapping, image::FromJson)
@@ -18,7 +18,7 @@
 #include "commands/command_status.h"
 #include "epollcr/state.h"
 #include "epollcr/v1/image.pb.h"
-#include "restore/image_file.h"
+#include "image/file.h"
 
 namespace epollcr::cli {
 

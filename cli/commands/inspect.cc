@@ -13,7 +13,7 @@
 #include "commands/image_index.h"
 #include "commands/image_text.h"
 #include "commands/input.h"
-#include "restore/image_codec.h"
+#include "image/codec.h"
 
 namespace epollcr::cli {
 namespace {

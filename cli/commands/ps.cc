@@ -15,8 +15,8 @@
 #include "commands/output.h"
 #include "epollcr/events.h"
 #include "epollcr/state.h"
-#include "restore/image_codec.h"
-#include "restore/image_file.h"
+#include "image/codec.h"
+#include "image/file.h"
 
 namespace epollcr::cli {
 namespace {

@@ -4,8 +4,8 @@
 
 #include "commands/command_status.h"
 #include "commands/input.h"
-#include "restore/image_codec.h"
-#include "restore/image_file.h"
+#include "image/codec.h"
+#include "image/file.h"
 
 namespace epollcr::cli {
 namespace {

@@ -8,7 +8,7 @@
 #include <utility>
 
 #include "epollcr/syscalls.h"
-#include "restore/image_codec.h"
+#include "image/codec.h"
 
 namespace epollcr::replay {
 namespace {

@@ -27,8 +27,8 @@
 #include <vector>
 
 #include "epollcr/epollcr.h"
-#include "restore/image_codec.h"
-#include "restore/image_file.h"
+#include "image/codec.h"
+#include "image/file.h"
 #include "program_run.h"
 #include "temp_dir.h"
 

@@ -37,8 +37,8 @@
 
 #include "epollcr/events.h"
 #include "program_run.h"
-#include "restore/image_codec.h"
-#include "restore/image_file.h"
+#include "image/codec.h"
+#include "image/file.h"
 #include "temp_dir.h"
 
 namespace {

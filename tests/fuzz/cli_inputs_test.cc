@@ -1,7 +1,7 @@
 // Every committed fuzz input of the image and Boost loaders (seeds, campaign corpus, regression inputs) through the
 // epollcr commands that read images and archives: inspect, verify and convert each exit 0 or 1 (never a signal, never
 // the usage code), and nothing reaches stderr from a third party's log: no "[libprotobuf" line (the library never
-// logs; restore/image_strings.h). The Boost loaders' inputs are given in SaveWorld's envelope, as a file would hold
+// logs; image/utf8.h). The Boost loaders' inputs are given in SaveWorld's envelope, as a file would hold
 // them. EPOLLCR_FUZZ_DIR is tests/fuzz, EPOLLCR_BIN the program.
 #include <gtest/gtest.h>
 

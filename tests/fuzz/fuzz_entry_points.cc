@@ -10,7 +10,7 @@
 #include "replay/trace_parser.h"
 #include "replay/runner.h"
 #include "replay/userspace_engine.h"
-#include "restore/image_codec.h"
+#include "image/codec.h"
 
 namespace epollcr::fuzz {
 namespace {

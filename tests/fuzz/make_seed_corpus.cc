@@ -31,7 +31,7 @@
 #include "replay/userspace_engine.h"
 #include "epollcr/host_file.h"
 #include "restore/handoff.h"
-#include "restore/image_codec.h"
+#include "image/codec.h"
 
 namespace {
 

@@ -13,7 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "image_test_util.h"
-#include "restore/image_file.h"
+#include "image/file.h"
 
 namespace {
 std::atomic<std::size_t> largest_allocation{0};

@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "epollcr/epollcr.h"
-#include "restore/image_codec.h"
+#include "image/codec.h"
 #include "world_fixtures.h"
 
 namespace epollcr::image {

@@ -19,7 +19,7 @@
 
 #include "fault_plan.h"
 #include "image_test_util.h"
-#include "restore/image_file.h"
+#include "image/file.h"
 
 namespace epollcr::image {
 namespace {

@@ -17,7 +17,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "restore/image_file.h"
+#include "image/file.h"
 #include "image_test_util.h"
 
 namespace epollcr::image {

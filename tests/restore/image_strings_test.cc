@@ -1,4 +1,4 @@
-// The image's string fields (restore/image_strings.h): epollcr's UTF-8 check agrees with protobuf's own (the oracle:
+// The image's string fields (image/utf8.h): epollcr's UTF-8 check agrees with protobuf's own (the oracle:
 // protobuf parses a `string` field only if it is UTF-8), an image with a bad string is refused at every stage with
 // the string's location, and protobuf never gets to log about it.
 #include <google/protobuf/stubs/logging.h>
@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "epollcr/epollcr.h"
-#include "restore/image_codec.h"
-#include "restore/image_strings.h"
+#include "image/codec.h"
+#include "image/utf8.h"
 #include "world_fixtures.h"
 
 namespace epollcr::image {

@@ -16,7 +16,7 @@
 
 #include <gtest/gtest.h>
 
-#include "restore/image_file.h"
+#include "image/file.h"
 #include "temp_dir.h"
 
 namespace epollcr::image::testing {

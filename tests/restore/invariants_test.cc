@@ -12,7 +12,7 @@
 #include "epollcr/epollcr.h"
 #include "world_fixtures.h"
 #include "pipe_buffer.h"
-#include "restore/image_codec.h"
+#include "image/codec.h"
 #include "socket_pair_state.h"
 #include "state/visitors.h"
 

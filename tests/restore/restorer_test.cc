@@ -17,7 +17,7 @@
 
 #include "host_scenario.h"
 #include "restore/handoff.h"
-#include "restore/image_codec.h"
+#include "image/codec.h"
 #include "restore/resolvers.h"
 #include "lib/src/syscall_batch.h"  // fault injection into the restore's system calls
 #include "temp_dir.h"

@@ -24,8 +24,8 @@
 #include "world_fixtures.h"
 #include "event_poll_internal.h"
 #include "pipe_buffer.h"
-#include "restore/image_codec.h"
-#include "restore/image_fields.h"
+#include "image/codec.h"
+#include "image/fields.h"
 #include "socket_pair_state.h"
 #include "state/visitors.h"
 

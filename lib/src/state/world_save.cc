@@ -27,7 +27,7 @@ Status SaveWorldTo(Ar& ar, const World& world) {
       for (std::size_t i = 0; i < snap.files().size(); ++i) {
         if (auto* h = dynamic_cast<HostFile*>(snap.files()[i].get())) {
           refused = Status::Error(EINVAL, "file#" + std::to_string(i + 1) + " (host fd " + std::to_string(h->fd()) +
-                                              "): host files are saved only in protobuf images (restore/image_codec.h), "
+                                              "): host files are saved only in protobuf images (image/codec.h), "
                                               "which a restorer resolves; a Boost archive cannot hold them");
           return;
         }

@@ -17,7 +17,7 @@
 #include <utility>
 
 #include "epollcr/result.h"
-#include "restore/image_file.h"
+#include "image/file.h"
 
 #include "big_buffer.h"
 

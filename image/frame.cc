@@ -8,12 +8,12 @@
 #include <cstring>
 #include <string>
 
-#include "restore/image_file.h"
+#include "image/file.h"
 
 namespace epollcr::image {
 namespace {
 
-// Header field offsets (image_file.h has the table).
+// Header field offsets (image/file.h has the table).
 constexpr std::size_t kMajorOffset = 8;
 constexpr std::size_t kMinorOffset = 10;
 constexpr std::size_t kFlagsOffset = 12;

@@ -15,7 +15,7 @@
 
 #include "epollcr/state.h"
 #include "epollcr/v1/image.pb.h"
-#include "restore/image_file.h"
+#include "image/file.h"
 
 namespace epollcr::image {
 
@@ -58,7 +58,7 @@ StatusOr<v1::Image> FromJson(std::string_view json);
 // The whole way: capture, encode and frame a world; and unframe, decode, validate and restore one.
 StatusOr<std::string> SaveImage(const World& world);
 Status LoadImage(std::string_view file_bytes, World* out, const ReadLimits& read_limits = {});
-// The same through an image file, written atomically and durably (image_file.h).
+// The same through an image file, written atomically and durably (image/file.h).
 Status WriteImage(const World& world, const std::string& path);
 Status ReadImage(const std::string& path, World* out, const ReadLimits& read_limits = {});
 

@@ -1,4 +1,4 @@
-#include "image_codec.h"
+#include "image/codec.h"
 
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
@@ -17,8 +17,8 @@
 #include "big_buffer.h"
 #include "epollcr/host_file.h"
 #include "epollcr/version.h"
-#include "restore/image_fields.h"
-#include "restore/image_strings.h"
+#include "image/fields.h"
+#include "image/utf8.h"
 #include "state/after_load.h"
 #include "state/invariants.h"
 #include "state/snapshot.h"
@@ -31,7 +31,7 @@ using state::LoadError;
 
 // ---- capture ---------------------------------------------------------------------------------------------------------
 
-// Each object's saved fields go through its declaration (image_fields.h); what the declarations leave to manual
+// Each object's saved fields go through its declaration (image/fields.h); what the declarations leave to manual
 // hooks (a poll's queue ranks and ready order) is written here.
 void CapturePoll(state::Snapshot& snap, state::PollCut& cut, v1::EventPollState* out) {
   for (std::uint32_t rank : cut.ranks) out->add_queue_ranks(rank);
@@ -577,7 +577,7 @@ Status RestoreValidated(const v1::Image& image, World* out, const ResolvedFiles&
 
 // ---- bytes and JSON --------------------------------------------------------------------------------------------------
 
-// Protobuf would parse or serialize a string that is not UTF-8 by logging to stderr (image_strings.h): such an image
+// Protobuf would parse or serialize a string that is not UTF-8 by logging to stderr (image/utf8.h): such an image
 // is refused first, with the string's location.
 namespace {
 Status NonUtf8(const char* stage, const std::string& at) {

@@ -1,4 +1,4 @@
-#include "restore/image_fields.h"
+#include "image/fields.h"
 
 #include <cstring>
 #include <deque>

@@ -1,4 +1,4 @@
-#include "restore/image_strings.h"
+#include "image/utf8.h"
 
 #include <cstdint>
 #include <unordered_map>

@@ -54,7 +54,7 @@ FieldMapping<Msg> Map(const char* field, void (*capture)(const T&, Msg&, const C
   return {field, &typeid(T), reinterpret_cast<void (*)()>(capture), reinterpret_cast<void (*)()>(build)};
 }
 
-// The image message and mappings of each savable type (image_fields.cc).
+// The image message and mappings of each savable type (image/fields.cc).
 template <typename Object>
 struct ImageOf;
 #define EPOLLCR_IMAGE_OF(Object, Msg, kName)                         \
