@@ -32,7 +32,7 @@ using state::LoadError;
 // ---- capture ---------------------------------------------------------------------------------------------------------
 
 void CapturePipe(PipeBuffer& pipe, v1::PipeState* out) {
-  std::lock_guard lock(pipe.state_mutex());
+  MutexLock lock(pipe.state_mutex());
   for (const PipeBuffer::Slot& s : FieldOf<std::deque<PipeBuffer::Slot>>(pipe, "slots")) {
     v1::PipeSlot* slot = out->add_slots();
     slot->set_offset(s.offset);
@@ -57,7 +57,7 @@ void CaptureEnd(SocketPairState::End& end, v1::SocketEnd* out) {
 }
 
 void CapturePair(SocketPairState& pair, v1::SocketPairState* out) {
-  std::lock_guard lock(pair.state_mutex());
+  MutexLock lock(pair.state_mutex());
   CaptureEnd(FieldOf<SocketPairState::End>(pair, "end0"), out->mutable_end0());
   CaptureEnd(FieldOf<SocketPairState::End>(pair, "end1"), out->mutable_end1());
 }
@@ -82,7 +82,7 @@ void CaptureFile(state::Snapshot& snap, std::size_t i, std::size_t* next_poll, v
   const std::string& kind = snap.kinds()[i];
   out->set_id(i + 1);
   if (auto* e = dynamic_cast<EventFd*>(f)) {
-    std::lock_guard lock(e->state_mutex());
+    MutexLock lock(e->state_mutex());
     out->mutable_eventfd()->set_count(FieldOf<std::uint64_t>(*e, "count"));
     out->mutable_eventfd()->set_semaphore(FieldOf<bool>(*e, "semaphore"));
   } else if (auto* r = dynamic_cast<PipeReadEnd*>(f)) {
