@@ -26,7 +26,6 @@
 
 namespace {
 
-constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 

@@ -21,24 +21,24 @@ class TickTimer final : public SavableFile {
   TickTimer(std::uint64_t now, std::uint64_t deadline) : now_(now), deadline_(deadline) {}
 
   void Tick() {
-    std::lock_guard op(op_mu_);  // a state change and its wake-up are one step for a snapshot
+    MutexLock op(op_mu_);  // a state change and its wake-up are one step for a snapshot
     bool fired;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       fired = ++now_ == deadline_;
     }
     if (fired) Notify(kEventIn);
   }
 
   EventMask Readiness(EventMask mask) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return (now_ >= deadline_ ? kEventIn : 0) & mask;
   }
   std::string_view TypeName() const override { return "tick-timer"; }
-  std::mutex* MutationLock() const override { return &op_mu_; }
+  Mutex* MutationLock() const override { return &op_mu_; }
   std::string_view StateKind() const override { return kKind; }
   Result<std::string> SaveState() const override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return std::to_string(now_) + " " + std::to_string(deadline_);
   }
   static Result<std::shared_ptr<File>> Load(std::string_view state) {
@@ -49,10 +49,10 @@ class TickTimer final : public SavableFile {
   }
 
  private:
-  mutable std::mutex op_mu_;
-  mutable std::mutex mu_;
-  std::uint64_t now_;       // Guarded by mu_.
-  std::uint64_t deadline_;  // Guarded by mu_.
+  mutable Mutex op_mu_ EPOLLCR_ACQUIRED_BEFORE(mu_);  // epollcr's annotated mutex: clang checks the guards
+  mutable Mutex mu_;
+  std::uint64_t now_ EPOLLCR_GUARDED_BY(mu_);
+  std::uint64_t deadline_ EPOLLCR_GUARDED_BY(mu_);
 };
 
 struct App {

@@ -44,7 +44,7 @@ void CaptureFile(state::Snapshot& snap, std::size_t i, std::size_t* next_poll, v
   const std::string& kind = snap.kinds()[i];
   out->set_id(i + 1);
   if (auto* e = dynamic_cast<EventFd*>(f)) {
-    std::lock_guard lock(e->state_mutex());
+    MutexLock lock(e->state_mutex());
     CaptureObject(*e, *out->mutable_eventfd(), snap.ids());
   } else if (auto* r = dynamic_cast<PipeReadEnd*>(f)) {
     CaptureObject(*r, *out->mutable_pipe_read(), snap.ids());
@@ -101,12 +101,12 @@ void CaptureAll(state::Snapshot& snap, v1::Image* image) {
     if (s.pipe) {
       v1::PipeState* p = image->add_pipes();
       p->set_id(s.id);
-      std::lock_guard lock(s.pipe->state_mutex());
+      MutexLock lock(s.pipe->state_mutex());
       CaptureObject(*s.pipe, *p, snap.ids());
     } else {
       v1::SocketPairState* p = image->add_socket_pairs();
       p->set_id(s.id);
-      std::lock_guard lock(s.pair->state_mutex());
+      MutexLock lock(s.pair->state_mutex());
       CaptureObject(*s.pair, *p, snap.ids());
     }
   }

@@ -32,7 +32,7 @@ bool PollEntry::NotifyEvent(EventMask mask) {
   const bool exclusive = WaiterEntry::exclusive();  // fixed at construction; `events` is read under lists_mu_ only
   bool consumed = !exclusive;
   {
-    std::lock_guard lock(impl->lists_mu_);
+    MutexLock lock(impl->lists_mu_);
     const EventMask armed = Armed(*this);
     if (armed == 0 || (mask & armed) == 0) return consumed;
     if (list != EntryList::kReady) impl->MoveToLocked(*this, EntryList::kReady);
@@ -90,7 +90,7 @@ bool EventPoll::Impl::QueueIfReadyLocked(PollEntry& e) {
 }
 
 void EventPoll::Impl::WakeOneWaiterLocked() {
-  if (blocked_ > 0) cv_.notify_one();
+  if (blocked_ > 0) cv_.NotifyOne();
 }
 
 void EventPoll::Impl::NotifyWatchers() { self_->Notify(kEpollWakeKey); }
@@ -118,7 +118,7 @@ void EventPoll::Impl::RemoveLocked(PollEntry* e) {
   // Unregistering waits for a running callback of this entry to finish; none can start afterwards.
   if (e->registered) e->file->EventUnregister(e);
   {
-    std::lock_guard lock(lists_mu_);
+    MutexLock lock(lists_mu_);
     EntryList_t& from = ListOf(e->list);
     from.erase(from.iterator_to(*e));
   }
@@ -162,7 +162,7 @@ bool EventPoll::Impl::HasReadyLocked() {
 }
 
 void EventPoll::Impl::RemoveEntriesOfFile(File& file) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<PollEntry*> mine;
   file.queue().ForEach([&](WaiterEntry& w) {
     if (w.WatchingPoll() == self_) mine.push_back(static_cast<PollEntry*>(&w));
@@ -219,47 +219,48 @@ std::error_code EventPoll::AddEntry(FileIdentifier id, EntryFlags flags, EventMa
   // or this poll is itself watched (do_epoll_ctl's full_check). Reading "watched" without nest_mu races with a
   // concurrent ADD of this poll elsewhere exactly as Linux's READ_ONCE(f_ep) does; it can only skip a path count.
   const bool full_check = inner != nullptr || HasParentPolls(*this);
-  std::unique_lock<std::mutex> nest;
+  if (!full_check) return impl_->Insert(id, events, data, nullptr);
+  MutexLock nest(NestMutex());
   std::vector<std::shared_ptr<File>> files_to_count;
-  if (full_check) {
-    nest = std::unique_lock(NestMutex());
-    if (inner != nullptr) {
-      if (WouldLoop(*this, *inner, &files_to_count)) return Errno(ELOOP);
-    } else if (auto held = id.file->weak_from_this().lock()) {
-      files_to_count.push_back(std::move(held));
-    }
+  if (inner != nullptr) {
+    if (WouldLoop(*this, *inner, &files_to_count)) return Errno(ELOOP);
+  } else if (auto held = id.file->weak_from_this().lock()) {
+    files_to_count.push_back(std::move(held));
   }
+  return impl_->Insert(id, events, data, &files_to_count);
+}
 
-  Impl& s = *impl_;
-  bool queued = false;
+std::error_code EventPoll::Impl::Insert(FileIdentifier id, std::uint32_t events, std::uint64_t data,
+                                        const std::vector<std::shared_ptr<File>>* files_to_count) {
+  MutexLock lock(mu_);
+  if (FindLocked(id) != nullptr) return Errno(EEXIST);
+  // The entry starts with no armed bits, so a wake-up racing with the path check below cannot queue it.
+  auto* e = new PollEntry(self_, id, events & kEpollPrivateBits, data);
+  entries_.insert(*e);
+  MaybeGrowLocked();
   {
-    std::lock_guard lock(s.mu_);
-    if (s.FindLocked(id) != nullptr) return Errno(EEXIST);
-    // The entry starts with no armed bits, so a wake-up racing with the path check below cannot queue it.
-    auto* e = new PollEntry(this, id, events & kEpollPrivateBits, data);
-    s.entries_.insert(*e);
-    s.MaybeGrowLocked();
-    {
-      std::lock_guard lists(s.lists_mu_);
-      s.waiting_.push_back(*e);
-    }
-    id.file->EventRegister(e);
-    e->registered = true;
-    if (full_check && !PathsWithinLimits(files_to_count)) {
-      s.RemoveLocked(e);  // ep_insert: too many wake-up paths -> EINVAL
-      nest = {};
+    MutexLock lists(lists_mu_);
+    waiting_.push_back(*e);
+  }
+  id.file->EventRegister(e);
+  e->registered = true;
+  if (files_to_count != nullptr) {
+    NestMutex().AssertHeld();  // taken by AddEntry for a full check
+    if (!PathsWithinLimits(*files_to_count)) {
+      RemoveLocked(e);  // ep_insert: too many wake-up paths -> EINVAL
       return Errno(EINVAL);
     }
-    {
-      std::lock_guard lists(s.lists_mu_);
-      e->events = events | kAlwaysReported;
-      queued = s.QueueIfReadyLocked(*e);
-      if (queued) s.WakeOneWaiterLocked();
-    }
-    // Watchers are notified before mu_ is released, so a snapshot (which holds every mu_) never sees the entry
-    // queued while the outer poll's wake-up is still in flight.
-    if (queued) s.NotifyWatchers();
   }
+  bool queued;
+  {
+    MutexLock lists(lists_mu_);
+    e->events = events | kAlwaysReported;
+    queued = QueueIfReadyLocked(*e);
+    if (queued) WakeOneWaiterLocked();
+  }
+  // Watchers are notified before mu_ is released, so a snapshot (which holds every mu_) never sees the entry
+  // queued while the outer poll's wake-up is still in flight.
+  if (queued) NotifyWatchers();
   return {};
 }
 
@@ -272,12 +273,12 @@ std::error_code EventPoll::UpdateEntry(FileIdentifier id, EntryFlags flags, Even
   Impl& s = *impl_;
   bool queued = false;
   {
-    std::lock_guard lock(s.mu_);
+    MutexLock lock(s.mu_);
     PollEntry* e = s.FindLocked(id);
     if (e == nullptr) return Errno(ENOENT);
     if ((e->events & kEpollExclusive) != 0) return Errno(EINVAL);  // ep_modify is skipped for exclusive entries
     {
-      std::lock_guard lists(s.lists_mu_);
+      MutexLock lists(s.lists_mu_);
       e->events = ToLinux(flags, mask) | kAlwaysReported;
       e->data = data;
       if (e->list == EntryList::kDisabled) s.MoveToLocked(*e, EntryList::kWaiting);
@@ -294,7 +295,7 @@ std::error_code EventPoll::RemoveEntry(FileIdentifier id) {
   if (!id.file->Epollable()) return Errno(EPERM);
   if (id.file == this) return Errno(EINVAL);
   Impl& s = *impl_;
-  std::lock_guard lock(s.mu_);
+  MutexLock lock(s.mu_);
   PollEntry* e = s.FindLocked(id);
   if (e == nullptr) return Errno(ENOENT);
   s.RemoveLocked(e);  // Silent: no event, no wake-up (ep_remove).
@@ -305,8 +306,8 @@ Result<int> EventPoll::ReadEvents(Event* events, int max) {
   if (max <= 0 || max > kMaxEvents) return Errno(EINVAL);
   if (events == nullptr) return Errno(EFAULT);
   Impl& s = *impl_;
-  std::lock_guard lock(s.mu_);
-  std::lock_guard lists(s.lists_mu_);
+  MutexLock lock(s.mu_);
+  MutexLock lists(s.lists_mu_);
   // ep_send_events: take entries from the front; re-check each; a reported level-triggered entry goes to the back
   // (after every entry not examined), an edge-triggered one waits for its next wake-up, a one-shot one is disabled.
   EntryList_t requeue;
@@ -348,21 +349,21 @@ Result<int> EventPoll::Wait(Event* events, int max, int timeout_ms) {
   for (;;) {
     Result<int> got = ReadEvents(events, max);
     if (!got.ok() || got.value() > 0 || timeout_ms == 0) return got;
-    std::unique_lock lists(s.lists_mu_);
+    MutexLock lists(s.lists_mu_);
     if (!s.ready_.empty()) continue;  // An entry became ready since the harvest: harvest again.
     if (timeout_ms > 0 && Clock::now() >= deadline) return 0;
     ++s.blocked_;
     if (timeout_ms < 0) {
-      s.cv_.wait(lists);
+      s.cv_.Wait(s.lists_mu_);
     } else {
-      s.cv_.wait_until(lists, deadline);
+      s.cv_.WaitUntil(s.lists_mu_, deadline);
     }
     --s.blocked_;
   }
 }
 
 EventMask EventPoll::Readiness(EventMask mask) {
-  std::lock_guard lists(impl_->lists_mu_);
+  MutexLock lists(impl_->lists_mu_);
   return impl_->HasReadyLocked() ? (kEpollReadable & mask) : 0;
 }
 
@@ -372,11 +373,11 @@ void EventPoll::Release() {
   // entry, and the entries are destroyed. The lists hold every entry once, in the order they were made, which walks
   // memory in order (the map's order is random).
   Impl& s = *impl_;
-  std::lock_guard lock(s.mu_);
+  MutexLock lock(s.mu_);
   std::vector<PollEntry*> all;
   all.reserve(s.entries_.size());
   {
-    std::lock_guard lists(s.lists_mu_);  // not held below: EventUnregister takes queue locks (lock order)
+    MutexLock lists(s.lists_mu_);  // not held below: EventUnregister takes queue locks (LOCKING 5, before 6)
     for (EntryList_t* list : {&s.waiting_, &s.ready_, &s.disabled_}) {
       for (PollEntry& e : *list) all.push_back(&e);
     }
@@ -386,7 +387,7 @@ void EventPoll::Release() {
     e->registered = false;
   }
   {
-    std::lock_guard lists(s.lists_mu_);
+    MutexLock lists(s.lists_mu_);
     s.waiting_.clear();
     s.ready_.clear();
     s.disabled_.clear();
@@ -405,7 +406,7 @@ void EventPoll::Release() {
 
 void EventPoll::UnregisterEpollWaiters() {
   Impl& s = *impl_;
-  std::lock_guard lock(s.mu_);
+  MutexLock lock(s.mu_);
   for (PollEntry& e : s.entries_) {
     if (e.registered) {
       e.file->EventUnregister(&e);
@@ -418,7 +419,7 @@ void EventPoll::RegisterEpollWaiters() {
   Impl& s = *impl_;
   bool queued = false;
   {
-    std::lock_guard lock(s.mu_);
+    MutexLock lock(s.mu_);
     for (PollEntry& e : s.entries_) {
       if (!e.registered) {
         e.file->EventRegister(&e);
@@ -426,7 +427,7 @@ void EventPoll::RegisterEpollWaiters() {
       }
     }
     {
-      std::lock_guard lists(s.lists_mu_);
+      MutexLock lists(s.lists_mu_);
       for (PollEntry& e : s.entries_) queued |= s.QueueIfReadyLocked(e);
       if (queued) s.WakeOneWaiterLocked();
     }
@@ -440,8 +441,8 @@ EntryInfo InfoOf(const PollEntry& e) { return EntryInfo{e.file, e.fd, e.events, 
 
 std::vector<EntryInfo> EventPoll::Entries() const {
   Impl& s = *impl_;
-  std::lock_guard lock(s.mu_);
-  std::lock_guard lists(s.lists_mu_);
+  MutexLock lock(s.mu_);
+  MutexLock lists(s.lists_mu_);
   std::vector<EntryInfo> out;
   out.reserve(s.entries_.size());
   for (const PollEntry& e : s.entries_) out.push_back(InfoOf(e));
@@ -453,20 +454,20 @@ std::vector<EntryInfo> EventPoll::Entries() const {
 
 std::vector<EntryInfo> EventPoll::ReadyList() const {
   Impl& s = *impl_;
-  std::lock_guard lock(s.mu_);
-  std::lock_guard lists(s.lists_mu_);
+  MutexLock lock(s.mu_);
+  MutexLock lists(s.lists_mu_);
   std::vector<EntryInfo> out;
   for (const PollEntry& e : s.ready_) out.push_back(InfoOf(e));
   return out;
 }
 
 std::size_t EventPoll::EntryCount() const {
-  std::lock_guard lock(impl_->mu_);
+  MutexLock lock(impl_->mu_);
   return impl_->entries_.size();
 }
 
 int EventPoll::BlockedWaiters() const {
-  std::lock_guard lists(impl_->lists_mu_);
+  MutexLock lists(impl_->lists_mu_);
   return impl_->blocked_;
 }
 

@@ -1,18 +1,61 @@
 // EventPoll's fields and entries. Internal: not installed; lib/ and the project's tests include it.
+//
+// LOCKING (the engine's one lock order; the model is the "LOCKING:" comment of fs/eventpoll.c). Every lock of the
+// engine, its files and the state model, outermost first; a thread holding one may take only locks further down:
+//
+//  1. The fd table's lock (FdTable::mu_; FdTable::Freeze, fd_table.h). Guards the fd -> file slots. In operation
+//     nothing is taken under it (a closed fd's file is released after it is dropped), so a snapshot may take it
+//     first and hold it for the whole cut (docs/state-model.md).
+//  2. File mutation locks (File::MutationLock, file.h): a pipe's or socket pair's op_mu_, an eventfd's op_mu_, a
+//     host file's notify_mu_. Held across a file's state change *and* the wake-up it sends, so a snapshot, which
+//     holds all of them (in address order: a pipe's two ends share one), never sees a change whose wake-up has not
+//     arrived. Under one: the file's state lock (8), released before the wake-up takes its queue lock (5). The host
+//     notifier's own locks (host_notifier.h) come before a host file's notify_mu_: its delivery holds its mu_.
+//  3. nest_mu (NestMutex(), the one global; Linux's epnested_mutex). Serializes the ADDs that may change the nesting
+//     graph (a poll into a poll, or anything into a watched poll), so the loop, depth and path checks see a graph no
+//     other ADD changes. Held across the whole ADD: the checks take polls' mu_ (one at a time) and queue locks.
+//     Never held together with a mutation lock, so 2 and 3 could come in either order.
+//  4. An EventPoll's mu_ (Impl::mu_; Linux's ep->mtx). Guards the entries map and each entry's registration, mask
+//     and data. Held by ADD/MOD/DEL, the harvest and Release, and all of them at once by a snapshot; ADD/MOD notify
+//     the poll's watchers before releasing it. A thread holds one poll's mu_ at a time, except a snapshot (two
+//     snapshots of one world are kept apart by the fd table's lock, 1).
+//  5. A file's queue lock (WaiterQueue::mu_, waiter_queue.h; Linux's wait queue head lock). Guards the queue's
+//     registrations. Notify calls each waiter back with it held, so a callback may take only what follows: a
+//     poll's lists_mu_ (6), and, once that is released, the poll's own queue lock to wake its watchers. Queue locks
+//     therefore nest from inner polls to outer ones, at most kMaxNests deep.
+//  6. An EventPoll's lists_mu_ (Impl::lists_mu_; Linux's ep->lock). Guards the three lists, each entry's list tag
+//     and the blocked-waiter count; Wait's condition variable waits on it. Taken by wake-up callbacks (under a queue
+//     lock) and by the harvest (under mu_), which polls files' Readiness with it held.
+//  7. Inner polls' lists_mu_: the Readiness of a watched poll takes its lists_mu_ under the outer poll's, and polls
+//     its own files; lists locks nest from outer polls to inner ones, at most kMaxNests deep.
+//  8. File state locks (the state_mutex() of a PipeBuffer, SocketPairState or EventFd). Guard the file's data.
+//     Leaves: taken by I/O (under the mutation lock) and by Readiness (under a lists lock); a file never notifies
+//     with its state lock held (file.h), since the callback would take a lists lock that may be waiting for it.
+//
+// Outside the order, leaves taken alone: the state model's registry of file kinds (state_api.cc).
+//
+// Checked by clang (-Wthread-safety, scripts/test; epollcr/mutex.h): every field guarded by a lock of its own object
+// says so with EPOLLCR_GUARDED_BY, every function that needs a lock held with EPOLLCR_REQUIRES, and the order of two
+// locks of one object (mu_ before lists_mu_; a file's op_mu_ before its state lock) with EPOLLCR_ACQUIRED_BEFORE. The
+// analysis compares lock expressions, not objects, so it cannot express the rest: the order between locks of
+// different objects or classes (1 -> 2 -> ... -> 8, outer poll -> inner poll), nor a PollEntry's fields, which
+// are guarded by the locks of the poll that owns the entry (the code reaches them as `s.mu_`, the field would name
+// `poll->impl()->mu_`). Those are kept by the comments here and beside the fields. Where the analysis cannot follow
+// a held lock (in a vector or a std::unique_lock, held by a member, or not needed: a load before the object is shared,
+// a lock-free read), the narrowest function says why and is marked EPOLLCR_NO_THREAD_SAFETY_ANALYSIS.
 #pragma once
 
 #include <boost/intrusive/list.hpp>
 #include <boost/intrusive/unordered_set.hpp>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <utility>
 #include <vector>
 
 #include "epollcr/event_poll.h"
+#include "epollcr/mutex.h"
 #include "epollcr/state.h"
 #include "big_buffer.h"
 
@@ -49,7 +92,8 @@ struct PollEntry final : WaiterEntry {
   // from the loaded events. Preconditions: not registered.
   void FieldsLoaded() { SetExclusive((events & kEpollExclusive) != 0); }
 
-  // Field order keeps the record at 88 bytes (a 96-byte heap chunk): fd fills WaiterEntry's tail padding.
+  // Field order keeps the record at 88 bytes (a 96-byte heap chunk): fd fills WaiterEntry's tail padding. The guards
+  // are the owning poll's locks, which clang cannot check here (LOCKING, above).
   int fd;                                    // Immutable once in the map.
   bi::list_member_hook<> list_hook;          // Guarded by the poll's lists_mu_.
   bi::unordered_set_member_hook<> map_hook;  // Guarded by the poll's mu_.
@@ -140,8 +184,9 @@ struct EventPoll::Impl {
   // Checkpoint policy (state.h). The entries and the lists they are on are saved by the poll's manual hooks (every
   // entry with its list tag, then the ready list's order); the blocked-waiter count must be zero at save time (the
   // seed's zerovalue waiter queue: nobody may be blocked in Wait while a snapshot is taken).
+  // Not analysed: it names guarded fields for a visitor, which runs under the snapshot's locks (a vector of them).
   template <typename V>
-  void VisitState(V& v) {
+  void VisitState(V& v) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
     v.Field("entries", entries_, kManual);
     v.Field("ready", ready_, kManual);
     v.Field("waiting", waiting_, kManual);
@@ -153,64 +198,68 @@ struct EventPoll::Impl {
     v.Field("cv", cv_, kNoSave);
   }
 
-  // Lock order: see event_poll.h.
-  mutable std::mutex mu_;  // The entries map; every entry's events and data.
-  BucketArray buckets_;                               // Guarded by mu_.
-  std::size_t bucket_count_ = 0;                      // Guarded by mu_.
-  EntryMap entries_;                                  // Guarded by mu_.
+  // Lock order: LOCKING, above (4 and 6).
+  mutable Mutex mu_ EPOLLCR_ACQUIRED_BEFORE(lists_mu_);  // The entries map; every entry's events and data.
+  BucketArray buckets_ EPOLLCR_GUARDED_BY(mu_);
+  std::size_t bucket_count_ EPOLLCR_GUARDED_BY(mu_) = 0;
+  EntryMap entries_ EPOLLCR_GUARDED_BY(mu_);
 
-  mutable std::mutex lists_mu_;  // The three lists, every entry's list tag, blocked_.
-  EntryList_t ready_;            // Guarded by lists_mu_.
-  EntryList_t waiting_;          // Guarded by lists_mu_.
-  EntryList_t disabled_;         // Guarded by lists_mu_.
-  int blocked_ = 0;              // Guarded by lists_mu_: threads blocked in Wait.
-  std::condition_variable cv_;   // Waits on lists_mu_; signalled one waiter at a time (exclusive, like ep->wq).
+  mutable Mutex lists_mu_;                           // The three lists, every entry's list tag, blocked_.
+  EntryList_t ready_ EPOLLCR_GUARDED_BY(lists_mu_);
+  EntryList_t waiting_ EPOLLCR_GUARDED_BY(lists_mu_);
+  EntryList_t disabled_ EPOLLCR_GUARDED_BY(lists_mu_);
+  int blocked_ EPOLLCR_GUARDED_BY(lists_mu_) = 0;  // threads blocked in Wait
+  CondVar cv_;  // Waits on lists_mu_; signalled one waiter at a time (exclusive, like ep->wq).
 
   EventPoll* const self_;  // Immutable: the EventPoll this is the state of.
 
-  // Blocks of entries a load gave this poll (EntryChunks), freed when the last pooled entry goes. Guarded by mu_.
-  std::vector<EntryChunks> pooled_;
-  std::size_t pooled_live_ = 0;
-  // Takes the blocks of `n` pooled entries that are now this poll's. Preconditions: mu_ is held.
-  void AdoptLocked(EntryChunks chunks, std::size_t n);
+  // Blocks of entries a load gave this poll (EntryChunks), freed when the last pooled entry goes.
+  std::vector<EntryChunks> pooled_ EPOLLCR_GUARDED_BY(mu_);
+  std::size_t pooled_live_ EPOLLCR_GUARDED_BY(mu_) = 0;
+  // Takes the blocks of `n` pooled entries that are now this poll's.
+  void AdoptLocked(EntryChunks chunks, std::size_t n) EPOLLCR_REQUIRES(mu_);
 
-  EntryList_t& ListOf(EntryList which);
-  // Moves `e` to the back of list `to` (from wherever it is). Preconditions: lists_mu_ is held.
-  void MoveToLocked(PollEntry& e, EntryList to);
+  EntryList_t& ListOf(EntryList which) EPOLLCR_REQUIRES(lists_mu_);
+  // Moves `e` to the back of list `to` (from wherever it is).
+  void MoveToLocked(PollEntry& e, EntryList to) EPOLLCR_REQUIRES(lists_mu_);
   // Queues `e` on the ready list if it is not there and the file is ready for its mask; returns true if it was newly
-  // queued. Preconditions: mu_ and lists_mu_ are held.
-  bool QueueIfReadyLocked(PollEntry& e);
-  // Wakes one blocked waiter if any. Preconditions: lists_mu_ is held.
-  void WakeOneWaiterLocked();
-  // Removes an entry: unregisters its waiter, unlinks it, deletes it (a pooled one in place). Preconditions: mu_ is
-  // held, lists_mu_ is not.
-  void RemoveLocked(PollEntry* e);
-  // The entries map grows its bucket array as it fills. Preconditions: mu_ is held.
-  void MaybeGrowLocked();
-  // Sizes the bucket array for `n` entries at once (a load). Preconditions: mu_ is held.
-  void ReserveLocked(std::size_t n);
-  PollEntry* FindLocked(FileIdentifier id);
+  // queued.
+  bool QueueIfReadyLocked(PollEntry& e) EPOLLCR_REQUIRES(mu_, lists_mu_);
+  // Wakes one blocked waiter if any.
+  void WakeOneWaiterLocked() EPOLLCR_REQUIRES(lists_mu_);
+  // Removes an entry: unregisters its waiter, unlinks it, deletes it (a pooled one in place).
+  void RemoveLocked(PollEntry* e) EPOLLCR_REQUIRES(mu_) EPOLLCR_EXCLUDES(lists_mu_);
+  // The entries map grows its bucket array as it fills.
+  void MaybeGrowLocked() EPOLLCR_REQUIRES(mu_);
+  // Sizes the bucket array for `n` entries at once (a load).
+  void ReserveLocked(std::size_t n) EPOLLCR_REQUIRES(mu_);
+  PollEntry* FindLocked(FileIdentifier id) EPOLLCR_REQUIRES(mu_);
+  // ADD once the nesting checks passed: a new entry, registered, queued if ready. `files_to_count` is set for a full
+  // check (the caller holds nest_mu): the wake-up paths from them are counted once the entry is registered.
+  std::error_code Insert(FileIdentifier id, std::uint32_t events, std::uint64_t data,
+                         const std::vector<std::shared_ptr<File>>* files_to_count) EPOLLCR_EXCLUDES(mu_);
 
   // Whether the poll has a really ready entry; stale entries in front of it leave the ready list.
-  bool HasReadyLocked();  // Preconditions: lists_mu_ is held.
-  // Wakes the poll's own watchers (outer polls) with EPOLLIN. Preconditions: lists_mu_ is not held.
-  void NotifyWatchers();
-  // Removes this poll's entries for `file` (any fd). Preconditions: mu_ is not held.
-  void RemoveEntriesOfFile(File& file);
+  bool HasReadyLocked() EPOLLCR_REQUIRES(lists_mu_);
+  // Wakes the poll's own watchers (outer polls) with EPOLLIN.
+  void NotifyWatchers() EPOLLCR_EXCLUDES(lists_mu_);
+  // Removes this poll's entries for `file` (any fd).
+  void RemoveEntriesOfFile(File& file) EPOLLCR_EXCLUDES(mu_);
 };
 
-// Nesting (event_poll_nesting.cc). The global lock that serializes changes to the nesting graph (nest_mu).
-std::mutex& NestMutex();
+// Nesting (event_poll_nesting.cc). The global lock that serializes changes to the nesting graph (nest_mu; LOCKING 3).
+Mutex& NestMutex();
 // Whether `poll` is watched by another EventPoll (its queue holds an epoll entry).
 bool HasParentPolls(const EventPoll& poll);
 // ELOOP check for adding `inner` into `outer`: a cycle, or more than kMaxNests links in any chain through the new
 // one (fs/eventpoll.c ep_loop_check). Collects the non-poll files found below `inner` into `files_below` for the
-// path check. Preconditions: NestMutex() is held; no poll's mu_ is held.
-bool WouldLoop(EventPoll& outer, EventPoll& inner, std::vector<std::shared_ptr<File>>* files_below);
+// path check. Preconditions: no poll's mu_ is held.
+bool WouldLoop(EventPoll& outer, EventPoll& inner, std::vector<std::shared_ptr<File>>* files_below)
+    EPOLLCR_REQUIRES(NestMutex());
 // The wake-up path limit check once the new entry is registered (fs/eventpoll.c reverse_path_check): for each file,
 // counts the paths from it up to polls that nobody watches, by length; false when a length's limit is passed.
-// Preconditions: NestMutex() is held; no queue lock is held.
-bool PathsWithinLimits(const std::vector<std::shared_ptr<File>>& files);
+// Preconditions: no queue lock is held.
+bool PathsWithinLimits(const std::vector<std::shared_ptr<File>>& files) EPOLLCR_REQUIRES(NestMutex());
 
 // Removes every entry that watches `file` from every poll (the release of a file's last reference).
 void ReleaseFileFromPolls(File& file);

@@ -32,7 +32,7 @@ class LoopCheck {
     if (auto it = below_.find(&p); it != below_.end()) return it->second;
     std::vector<std::shared_ptr<EventPoll>> children;
     {
-      std::lock_guard lock(p.impl()->mu_);
+      MutexLock lock(p.impl()->mu_);
       for (PollEntry& e : p.impl()->entries_) {
         std::shared_ptr<File> held = e.file->weak_from_this().lock();
         if (!held) continue;  // being released: it is leaving this poll
@@ -89,10 +89,11 @@ bool CountPaths(const File& file, int depth, int counts[kMaxNests + 1]) {
 
 }  // namespace
 
-std::mutex& NestMutex() {
-  // The one global of the engine (epnested_mutex in Linux): loop, depth and path checks see a nesting graph that no
-  // other ADD changes underneath them. Removals may still shorten it, which can only make a check pessimistic.
-  static std::mutex mu;
+Mutex& NestMutex() {
+  // The one global of the engine (epnested_mutex in Linux; LOCKING 3, event_poll_internal.h): loop, depth and path
+  // checks see a nesting graph that no other ADD changes underneath them. Removals may still shorten it, which can
+  // only make a check pessimistic.
+  static Mutex mu;
   return mu;
 }
 

@@ -8,7 +8,7 @@ FdTable::~FdTable() { Clear(); }
 
 Result<int> FdTable::Install(std::shared_ptr<File> file) {
   if (!file) return Errno(EBADF);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   int fd;
   if (!free_.empty()) {
     fd = *free_.begin();
@@ -24,7 +24,7 @@ Result<int> FdTable::Install(std::shared_ptr<File> file) {
 }
 
 void FdTable::Reserve(int n) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   try {
     files_.reserve(static_cast<std::size_t>(std::clamp(n, 0, max_fds_)));
   } catch (const std::exception&) {  // bad_alloc: the table grows as fds are installed instead
@@ -32,7 +32,7 @@ void FdTable::Reserve(int n) {
 }
 
 std::error_code FdTable::InstallAt(int fd, std::shared_ptr<File> file) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return InstallAtLocked(fd, std::move(file));
 }
 
@@ -63,7 +63,7 @@ Result<int> FdTable::Dup(int fd) {
 std::error_code FdTable::Close(int fd) {
   std::shared_ptr<File> dropped;  // Released after the lock: releasing a file reaches into the polls watching it.
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (fd < 0 || fd >= static_cast<int>(files_.size()) || !files_[fd]) return Errno(EBADF);
     dropped = std::move(files_[fd]);
     free_.insert(fd);
@@ -73,20 +73,20 @@ std::error_code FdTable::Close(int fd) {
 }
 
 std::shared_ptr<File> FdTable::Get(int fd) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (fd < 0 || fd >= static_cast<int>(files_.size())) return nullptr;
   return files_[fd];
 }
 
 int FdTable::Count() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return count_;
 }
 
 void FdTable::Clear() {
   Slots dropped;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     dropped.swap(files_);
     free_.clear();
     count_ = 0;
@@ -96,7 +96,7 @@ void FdTable::Clear() {
 }
 
 std::vector<std::pair<int, std::shared_ptr<File>>> FdTable::Snapshot() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return SnapshotFrozen();
 }
 

@@ -109,7 +109,7 @@ EventMask HostFile::Readiness(EventMask mask) {
 }
 
 void HostFile::DeliverHostEvents(EventMask events) {
-  std::lock_guard lock(notify_mu_);
+  MutexLock lock(notify_mu_);
   Notify(events & ~kEpollPrivateBits);
 }
 

@@ -97,14 +97,14 @@ std::error_code HostNotifier::StartLocked() {
 
 void HostNotifier::StopLocked() {
   {
-    std::lock_guard gate(gate_mu_);
+    MutexLock gate(gate_mu_);
     stopping_ = true;
   }
-  gate_cv_.notify_all();
+  gate_cv_.NotifyAll();
   Poke(wake_fd_);
   thread_.join();
   {
-    std::lock_guard gate(gate_mu_);
+    MutexLock gate(gate_mu_);
     stopping_ = false;
   }
   close(settle_fd_);
@@ -116,14 +116,14 @@ void HostNotifier::StopLocked() {
 }
 
 std::error_code HostNotifier::Watch(HostFile* file) {
-  std::lock_guard lifecycle(lifecycle_mu_);
+  MutexLock lifecycle(lifecycle_mu_);
   if (!thread_.joinable()) {
     if (std::error_code e = StartLocked()) return e;
   }
   std::uint64_t key;
   {
     // In the map before the kernel knows the fd: an event that comes at once finds its file.
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     key = next_key_++;
     files_.emplace(key, file);
   }
@@ -134,7 +134,7 @@ std::error_code HostNotifier::Watch(HostFile* file) {
     const int e = errno;
     bool last;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       files_.erase(key);
       last = files_.empty();
     }
@@ -151,7 +151,7 @@ std::error_code HostNotifier::WatchMany(std::span<HostFile* const> files, std::s
     if (files[i]->Epollable() && !files[i]->watched()) todo.push_back(i);
   }
   if (todo.empty()) return {};
-  std::lock_guard lifecycle(lifecycle_mu_);
+  MutexLock lifecycle(lifecycle_mu_);
   if (!thread_.joinable()) {
     if (std::error_code e = StartLocked()) {
       *failed = todo.front();
@@ -162,7 +162,7 @@ std::error_code HostNotifier::WatchMany(std::span<HostFile* const> files, std::s
   std::vector<epoll_event> events(todo.size());
   std::vector<int> errors(todo.size());
   {
-    std::lock_guard lock(mu_);  // in the map before the kernel knows the fds, as in Watch
+    MutexLock lock(mu_);  // in the map before the kernel knows the fds, as in Watch
     files_.reserve(files_.size() + todo.size());
     for (std::size_t k = 0; k < todo.size(); ++k) {
       HostFile* file = files[todo[k]];
@@ -177,7 +177,7 @@ std::error_code HostNotifier::WatchMany(std::span<HostFile* const> files, std::s
   std::error_code first;
   bool last;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (std::size_t k = 0; k < todo.size(); ++k) {
       HostFile* file = files[todo[k]];
       const std::uint64_t key = events[k].data.u64;
@@ -203,13 +203,13 @@ std::error_code HostNotifier::WatchMany(std::span<HostFile* const> files, std::s
 }
 
 void HostNotifier::Unwatch(HostFile* file) {
-  std::lock_guard lifecycle(lifecycle_mu_);
+  MutexLock lifecycle(lifecycle_mu_);
   if (file->watch_key_ == 0) return;
   // The fd is still open (the file closes it after this), so the kernel's registration goes with it now.
   epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, file->fd(), nullptr);
   bool last;
   {
-    std::lock_guard lock(mu_);  // waits for a delivery to this file that is under way
+    MutexLock lock(mu_);  // waits for a delivery to this file that is under way
     files_.erase(file->watch_key_);
     last = files_.empty();
   }
@@ -218,37 +218,37 @@ void HostNotifier::Unwatch(HostFile* file) {
 }
 
 void HostNotifier::Settle() {
-  std::lock_guard one(settle_mu_);
-  std::lock_guard lifecycle(lifecycle_mu_);  // the thread stays up until the token is through
+  MutexLock one(settle_mu_);
+  MutexLock lifecycle(lifecycle_mu_);  // the thread stays up until the token is through
   if (!thread_.joinable()) return;
-  std::unique_lock lock(mu_);
+  MutexLock lock(mu_);
   settling_ = true;
   Poke(settle_fd_);  // queued behind every event already on the kernel's ready list
-  settled_cv_.wait(lock, [this] { return !settling_; });
+  while (settling_) settled_cv_.Wait(mu_);
 }
 
 void HostNotifier::Hold() {
-  std::lock_guard gate(gate_mu_);
+  MutexLock gate(gate_mu_);
   ++holds_;
 }
 
 void HostNotifier::DrainAndUnhold() {
   {
-    std::lock_guard lifecycle(lifecycle_mu_);  // the thread stays up meanwhile
+    MutexLock lifecycle(lifecycle_mu_);  // the thread stays up meanwhile
     if (thread_.joinable()) {
-      std::unique_lock gate(gate_mu_);
+      MutexLock gate(gate_mu_);
       if (!parked_) {
-        gate.unlock();
+        gate.Unlock();
         Poke(settle_fd_);  // out of epoll_wait, if it is there, and on to the gate
-        gate.lock();
+        gate.Lock();
       }
-      gate_cv_.wait(gate, [this] { return parked_; });
-      gate.unlock();
+      while (!parked_) gate_cv_.Wait(gate_mu_);
+      gate.Unlock();
       epoll_event events[256];
       for (;;) {
         const int n = epoll_wait(epoll_fd_, events, 256, 0);
         if (n <= 0) break;
-        std::lock_guard lock(mu_);
+        MutexLock lock(mu_);
         DeliverLocked(events, n, settle_fd_);
       }
     }
@@ -258,19 +258,19 @@ void HostNotifier::DrainAndUnhold() {
 
 void HostNotifier::Unhold() {
   {
-    std::lock_guard gate(gate_mu_);
+    MutexLock gate(gate_mu_);
     --holds_;
   }
-  gate_cv_.notify_all();
+  gate_cv_.NotifyAll();
 }
 
 std::size_t HostNotifier::Watched() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return files_.size();
 }
 
 bool HostNotifier::Running() {
-  std::lock_guard lifecycle(lifecycle_mu_);
+  MutexLock lifecycle(lifecycle_mu_);
   return thread_.joinable();
 }
 
@@ -278,11 +278,11 @@ void HostNotifier::Run(int epoll_fd, int settle_fd) {
   epoll_event events[256];
   for (;;) {
     {
-      std::unique_lock gate(gate_mu_);
+      MutexLock gate(gate_mu_);
       if (holds_ != 0 && !stopping_) {
         parked_ = true;
-        gate_cv_.notify_all();
-        gate_cv_.wait(gate, [this] { return holds_ == 0 || stopping_; });
+        gate_cv_.NotifyAll();
+        while (holds_ != 0 && !stopping_) gate_cv_.Wait(gate_mu_);
         parked_ = false;
       }
     }
@@ -294,7 +294,7 @@ void HostNotifier::Run(int epoll_fd, int settle_fd) {
     for (int i = 0; i < n; ++i) {
       if (events[i].data.u64 == kWakeKey) return;  // Stop: no file is watched any more
     }
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     DeliverLocked(events, n, settle_fd);
   }
 }
@@ -309,7 +309,7 @@ void HostNotifier::DeliverLocked(const epoll_event* events, int n, int settle_fd
       while (read(settle_fd, &count, sizeof count) < 0 && errno == EINTR) {
       }
       settling_ = false;
-      settled_cv_.notify_all();
+      settled_cv_.NotifyAll();
       continue;
     }
     auto it = files_.find(key);

@@ -2,20 +2,20 @@
 // in edge-triggered mode, and a thread that passes each event the kernel reports to the HostFile's waiter queue.
 // Internal to lib/.
 //
-// Locks: lifecycle_mu_ (Watch/Unwatch, thread start and stop) -> mu_ (the key -> file map). The thread holds mu_
-// while it delivers an event, so Unwatch returning means no delivery to that file is running or will start; the
-// delivery takes the file's notify_mu_ and then its waiter queue's locks. Unwatch joins the thread without holding
-// mu_.
+// Locks: settle_mu_ -> lifecycle_mu_ (Watch/Unwatch, thread start and stop) -> mu_ (the key -> file map) or
+// gate_mu_. The thread holds mu_ while it delivers an event, so Unwatch returning means no delivery to that file is
+// running or will start; the delivery takes the file's notify_mu_ and then its waiter queue's locks, so all of these
+// come before the engine's (LOCKING 2, lib/src/event_poll_internal.h). Unwatch joins the thread without holding mu_.
 #pragma once
 
 #include <cstddef>
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <span>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
+
+#include "epollcr/mutex.h"
 
 struct epoll_event;
 
@@ -63,31 +63,31 @@ class HostNotifier {
 
  private:
   HostNotifier() = default;
-  std::error_code StartLocked();
-  void StopLocked();
+  std::error_code StartLocked() EPOLLCR_REQUIRES(lifecycle_mu_);
+  void StopLocked() EPOLLCR_REQUIRES(lifecycle_mu_);
   void Run(int epoll_fd, int settle_fd);
-  // Passes one batch of kernel reports to their files. Preconditions: mu_ is held.
-  void DeliverLocked(const ::epoll_event* events, int n, int settle_fd);
+  // Passes one batch of kernel reports to their files.
+  void DeliverLocked(const ::epoll_event* events, int n, int settle_fd) EPOLLCR_REQUIRES(mu_);
 
-  std::mutex lifecycle_mu_;
-  int epoll_fd_ = -1;  // Guarded by lifecycle_mu_.
-  int wake_fd_ = -1;   // Guarded by lifecycle_mu_.
-  int settle_fd_ = -1; // Guarded by lifecycle_mu_.
-  std::thread thread_; // Guarded by lifecycle_mu_.
+  Mutex lifecycle_mu_ EPOLLCR_ACQUIRED_BEFORE(mu_, gate_mu_);
+  int epoll_fd_ EPOLLCR_GUARDED_BY(lifecycle_mu_) = -1;
+  int wake_fd_ EPOLLCR_GUARDED_BY(lifecycle_mu_) = -1;
+  int settle_fd_ EPOLLCR_GUARDED_BY(lifecycle_mu_) = -1;
+  std::thread thread_ EPOLLCR_GUARDED_BY(lifecycle_mu_);
 
-  std::mutex mu_;
-  std::unordered_map<std::uint64_t, HostFile*> files_;  // Guarded by mu_.
-  std::uint64_t next_key_ = 2;                          // Guarded by mu_; 0 and 1 are the notifier's own fds.
+  Mutex mu_;
+  std::unordered_map<std::uint64_t, HostFile*> files_ EPOLLCR_GUARDED_BY(mu_);
+  std::uint64_t next_key_ EPOLLCR_GUARDED_BY(mu_) = 2;  // 0 and 1 are the notifier's own fds
 
-  std::mutex gate_mu_;
-  std::condition_variable gate_cv_;
-  int holds_ = 0;          // Guarded by gate_mu_.
-  bool parked_ = false;    // Guarded by gate_mu_: the thread waits at the gate
-  bool stopping_ = false;  // Guarded by gate_mu_: a held gate does not keep the thread from stopping
+  Mutex gate_mu_;
+  CondVar gate_cv_;
+  int holds_ EPOLLCR_GUARDED_BY(gate_mu_) = 0;
+  bool parked_ EPOLLCR_GUARDED_BY(gate_mu_) = false;  // the thread waits at the gate
+  bool stopping_ EPOLLCR_GUARDED_BY(gate_mu_) = false;  // a held gate does not keep the thread from stopping
 
-  std::mutex settle_mu_;               // one Settle at a time
-  std::condition_variable settled_cv_;
-  bool settling_ = false;              // Guarded by mu_: a settle token is on its way
+  Mutex settle_mu_ EPOLLCR_ACQUIRED_BEFORE(lifecycle_mu_);  // one Settle at a time
+  CondVar settled_cv_;
+  bool settling_ EPOLLCR_GUARDED_BY(mu_) = false;  // a settle token is on its way
 };
 
 }  // namespace epollcr

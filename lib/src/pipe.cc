@@ -19,7 +19,7 @@ void PipeBuffer::Wake(const std::weak_ptr<File>& end, EventMask mask) {
 }
 
 void PipeBuffer::Attach(PipeReadEnd* read, PipeWriteEnd* write) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (read != nullptr) read_ = read->weak_from_this();
   if (write != nullptr) write_ = write->weak_from_this();
 }
@@ -33,11 +33,11 @@ std::string PipeBuffer::Validate() const {
 
 Result<std::size_t> PipeBuffer::Write(std::span<const std::byte> data) {
   if (data.empty()) return std::size_t{0};  // pipe_write returns before taking the lock: no wake-up
-  std::lock_guard op(op_mu_);
+  MutexLock op(op_mu_);
   std::weak_ptr<File> reader;
   Result<std::size_t> result = std::size_t{0};
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     reader = read_;
     if (readers_ == 0) {
       result = Errno(EPIPE);
@@ -78,13 +78,13 @@ Result<std::size_t> PipeBuffer::Write(std::span<const std::byte> data) {
 
 Result<std::size_t> PipeBuffer::Read(std::span<std::byte> out) {
   if (out.empty()) return std::size_t{0};
-  std::lock_guard op(op_mu_);
+  MutexLock op(op_mu_);
   std::weak_ptr<File> writer;
   bool was_full;
   bool full_now;
   Result<std::size_t> result = std::size_t{0};
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     writer = write_;
     was_full = slots_.size() >= kSlots;
     std::size_t done = 0;
@@ -110,7 +110,7 @@ Result<std::size_t> PipeBuffer::Read(std::span<std::byte> out) {
 }
 
 EventMask PipeBuffer::ReadEndReadiness() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   EventMask ready = 0;
   if (!slots_.empty()) ready |= kEventIn | kEventRdNorm;
   if (writers_ == 0) ready |= kEventHup;
@@ -118,7 +118,7 @@ EventMask PipeBuffer::ReadEndReadiness() const {
 }
 
 EventMask PipeBuffer::WriteEndReadiness() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   EventMask ready = 0;
   if (slots_.size() < kSlots) ready |= kEventOut | kEventWrNorm;
   if (readers_ == 0) ready |= kEventErr;
@@ -127,11 +127,11 @@ EventMask PipeBuffer::WriteEndReadiness() const {
 
 // pipe_release: when one side's last end closes and the other side is still open, both ends are woken without a key.
 void PipeBuffer::CloseRead() {
-  std::lock_guard op(op_mu_);
+  MutexLock op(op_mu_);
   std::weak_ptr<File> writer;
   bool wake;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     --readers_;
     wake = (readers_ == 0) != (writers_ == 0);
     writer = write_;
@@ -140,11 +140,11 @@ void PipeBuffer::CloseRead() {
 }
 
 void PipeBuffer::CloseWrite() {
-  std::lock_guard op(op_mu_);
+  MutexLock op(op_mu_);
   std::weak_ptr<File> reader;
   bool wake;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     --writers_;
     wake = (readers_ == 0) != (writers_ == 0);
     reader = read_;
@@ -153,7 +153,7 @@ void PipeBuffer::CloseWrite() {
 }
 
 std::size_t PipeBuffer::BytesQueued() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::size_t n = 0;
   for (const Slot& s : slots_) n += s.len;
   return n;
@@ -168,7 +168,7 @@ PipeReadEnd::~PipeReadEnd() {
 EventMask PipeReadEnd::Readiness(EventMask mask) { return pipe_->ReadEndReadiness() & mask; }
 Result<std::size_t> PipeReadEnd::Read(std::span<std::byte> buffer) { return pipe_->Read(buffer); }
 Result<std::size_t> PipeReadEnd::Write(std::span<const std::byte>) { return Errno(EBADF); }
-std::mutex* PipeReadEnd::MutationLock() const { return pipe_ ? &pipe_->op_mu_ : nullptr; }
+Mutex* PipeReadEnd::MutationLock() const { return pipe_ ? &pipe_->op_mu_ : nullptr; }
 
 PipeWriteEnd::PipeWriteEnd(std::shared_ptr<PipeBuffer> pipe) : pipe_(std::move(pipe)) {}
 PipeWriteEnd::~PipeWriteEnd() {
@@ -177,7 +177,7 @@ PipeWriteEnd::~PipeWriteEnd() {
 EventMask PipeWriteEnd::Readiness(EventMask mask) { return pipe_->WriteEndReadiness() & mask; }
 Result<std::size_t> PipeWriteEnd::Read(std::span<std::byte>) { return Errno(EBADF); }
 Result<std::size_t> PipeWriteEnd::Write(std::span<const std::byte> buffer) { return pipe_->Write(buffer); }
-std::mutex* PipeWriteEnd::MutationLock() const { return pipe_ ? &pipe_->op_mu_ : nullptr; }
+Mutex* PipeWriteEnd::MutationLock() const { return pipe_ ? &pipe_->op_mu_ : nullptr; }
 
 PipeEnds NewPipe() {
   auto buffer = std::make_shared<PipeBuffer>();

@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <span>
 
+#include "epollcr/mutex.h"
 #include "epollcr/pipe.h"
 #include "epollcr/state.h"
 
@@ -38,9 +38,10 @@ class PipeBuffer {
   std::size_t BytesQueued() const;
 
   // Checkpoint policy (state.h). The ends' weak references are rebuilt by Attach() in after_load.
-  // Preconditions: mu_ is held, or the buffer is not shared yet (load).
+  // Preconditions: mu_ is held, or the buffer is not shared yet (load): not analysed, as the analysis cannot tell
+  // the second.
   template <typename V>
-  void VisitState(V& v) {
+  void VisitState(V& v) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
     v.Field("slots", slots_, kSave);
     v.Field("readers", readers_, kSave);
     v.Field("writers", writers_, kSave);
@@ -48,14 +49,16 @@ class PipeBuffer {
     v.Field("write_end", write_, kNoSave);
     v.Field("mu", mu_, kNoSave);
   }
-  std::mutex& state_mutex() const { return mu_; }
-  // Held across every read, write and close together with its wake-up (file.h MutationLock).
-  mutable std::mutex op_mu_;
-  // Checks loaded fields against the pipe's geometry; empty when they are consistent.
-  std::string Validate() const;
+  Mutex& state_mutex() const EPOLLCR_RETURN_CAPABILITY(mu_) { return mu_; }
+  // Held across every read, write and close together with its wake-up (file.h MutationLock; LOCKING 2 and 8,
+  // event_poll_internal.h).
+  mutable Mutex op_mu_ EPOLLCR_ACQUIRED_BEFORE(mu_);
+  // Checks loaded fields against the pipe's geometry; empty when they are consistent. Preconditions: mu_ is held, or
+  // the buffer is not shared yet (load): not analysed, as the analysis cannot tell the second.
+  std::string Validate() const EPOLLCR_NO_THREAD_SAFETY_ANALYSIS;
   // Bit 1: the read end is open; bit 2: the write end is.
   int OpenEnds() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return (readers_ > 0 ? 1 : 0) | (writers_ > 0 ? 2 : 0);
   }
 
@@ -64,12 +67,12 @@ class PipeBuffer {
   template <typename End>
   static void Wake(const std::weak_ptr<File>& end, EventMask mask);
 
-  mutable std::mutex mu_;
-  std::deque<Slot> slots_;     // Guarded by mu_. At most kSlots.
-  int readers_ = 1;            // Guarded by mu_.
-  int writers_ = 1;            // Guarded by mu_.
-  std::weak_ptr<File> read_;   // Guarded by mu_. For wake-ups only.
-  std::weak_ptr<File> write_;  // Guarded by mu_. For wake-ups only.
+  mutable Mutex mu_;
+  std::deque<Slot> slots_ EPOLLCR_GUARDED_BY(mu_);  // at most kSlots
+  int readers_ EPOLLCR_GUARDED_BY(mu_) = 1;
+  int writers_ EPOLLCR_GUARDED_BY(mu_) = 1;
+  std::weak_ptr<File> read_ EPOLLCR_GUARDED_BY(mu_);   // for wake-ups only
+  std::weak_ptr<File> write_ EPOLLCR_GUARDED_BY(mu_);  // for wake-ups only
 };
 
 }  // namespace epollcr

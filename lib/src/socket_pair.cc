@@ -55,7 +55,7 @@ void SocketPairState::Attach(UnixSocket* a, UnixSocket* b) {
 }
 
 void SocketPairState::AttachEnd(int side, UnixSocket* end) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   ends_[side].file = end->weak_from_this();
 }
 
@@ -73,13 +73,13 @@ std::string SocketPairState::Validate() const {
 }
 
 Result<std::size_t> SocketPairState::Write(int side, std::span<const std::byte> data) {
-  std::lock_guard op(op_mu_);
+  MutexLock op(op_mu_);
   const int peer = 1 - side;
   std::weak_ptr<File> receiver;
   Result<std::size_t> result = std::size_t{0};
   std::size_t sent = 0;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     End& me = ends_[side];
     End& other = ends_[peer];
     receiver = other.file;
@@ -119,13 +119,13 @@ bool SocketPairState::UnchargeLocked(int sender, std::int64_t truesize) {
 }
 
 Result<std::size_t> SocketPairState::Read(int side, std::span<std::byte> out) {
-  std::lock_guard op(op_mu_);
+  MutexLock op(op_mu_);
   const int peer = 1 - side;
   std::weak_ptr<File> sender;
   bool wake_sender = false;
   Result<std::size_t> result = std::size_t{0};
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     End& me = ends_[side];
     sender = ends_[peer].file;
     std::size_t done = 0;
@@ -158,13 +158,13 @@ Result<std::size_t> SocketPairState::Read(int side, std::span<std::byte> out) {
 
 std::error_code SocketPairState::Shutdown(int side, int how) {
   if (how < 0 || how > 2) return Errno(EINVAL);
-  std::lock_guard op(op_mu_);
+  MutexLock op(op_mu_);
   const int mode = (how + 1) & kShutdownMask;
   const int peer = 1 - side;
   std::weak_ptr<File> self;
   std::weak_ptr<File> other;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     ends_[side].shutdown |= mode;
     int peer_mode = 0;
     if ((mode & kRcvShutdown) != 0) peer_mode |= kSendShutdown;
@@ -180,7 +180,7 @@ std::error_code SocketPairState::Shutdown(int side, int how) {
 }
 
 EventMask SocketPairState::Readiness(int side) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   const End& me = ends_[side];
   EventMask ready = 0;
   if (me.error_reset) ready |= kEventErr;
@@ -195,12 +195,12 @@ EventMask SocketPairState::Readiness(int side) const {
 // unix_release_sock: the peer is fully shut down (with ECONNRESET pending if this end had unread data) and woken;
 // then this end's receive queue is purged, which returns the peer's charge and may wake it as a writer.
 void SocketPairState::Close(int side) {
-  std::lock_guard op(op_mu_);
+  MutexLock op(op_mu_);
   const int peer = 1 - side;
   std::weak_ptr<File> other;
   bool wake_writer = false;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     End& me = ends_[side];
     End& them = ends_[peer];
     me.open = false;
@@ -229,7 +229,7 @@ EventMask UnixSocket::Readiness(EventMask mask) { return pair_->Readiness(side_)
 Result<std::size_t> UnixSocket::Read(std::span<std::byte> buffer) { return pair_->Read(side_, buffer); }
 Result<std::size_t> UnixSocket::Write(std::span<const std::byte> buffer) { return pair_->Write(side_, buffer); }
 std::error_code UnixSocket::Shutdown(int how) { return pair_->Shutdown(side_, how); }
-std::mutex* UnixSocket::MutationLock() const { return pair_ ? &pair_->op_mu_ : nullptr; }
+Mutex* UnixSocket::MutationLock() const { return pair_ ? &pair_->op_mu_ : nullptr; }
 
 std::pair<std::shared_ptr<UnixSocket>, std::shared_ptr<UnixSocket>> NewSocketPair() {
   auto state = std::make_shared<SocketPairState>();

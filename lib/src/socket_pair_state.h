@@ -5,10 +5,10 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <vector>
 
+#include "epollcr/mutex.h"
 #include "epollcr/socket_pair.h"
 #include "epollcr/state.h"
 
@@ -64,34 +64,36 @@ class SocketPairState {
   EventMask Readiness(int side) const;
   void Close(int side);
 
-  // Checkpoint policy (state.h). Preconditions: mu_ is held, or the state is not shared yet (load).
+  // Checkpoint policy (state.h). Preconditions: mu_ is held, or the state is not shared yet (load): not analysed,
+  // as the analysis cannot tell the second.
   template <typename V>
-  void VisitState(V& v) {
+  void VisitState(V& v) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
     v.Field("end0", ends_[0], kSave);
     v.Field("end1", ends_[1], kSave);
     v.Field("mu", mu_, kNoSave);
   }
-  std::mutex& state_mutex() const { return mu_; }
-  // Held across every read, write, shutdown and close together with its wake-ups (file.h MutationLock).
-  mutable std::mutex op_mu_;
+  Mutex& state_mutex() const EPOLLCR_RETURN_CAPABILITY(mu_) { return mu_; }
+  // Held across every read, write, shutdown and close together with its wake-ups (file.h MutationLock; LOCKING 2
+  // and 8, event_poll_internal.h).
+  mutable Mutex op_mu_ EPOLLCR_ACQUIRED_BEFORE(mu_);
   // Re-attaches one end after load (the other may be closed).
   void AttachEnd(int side, UnixSocket* end);
-  // Checks loaded fields; empty when they are consistent.
-  std::string Validate() const;
+  // Checks loaded fields; empty when they are consistent. Preconditions: mu_ is held, or the state is not shared yet
+  // (load): not analysed, as the analysis cannot tell the second.
+  std::string Validate() const EPOLLCR_NO_THREAD_SAFETY_ANALYSIS;
   // Bit 1 << side for each open end.
   int OpenEnds() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return (ends_[0].open ? 1 : 0) | (ends_[1].open ? 2 : 0);
   }
 
  private:
   static void Wake(const std::weak_ptr<File>& end, EventMask mask);
   // Frees a consumed segment sent by `sender`; returns true if the sender should be woken (unix_write_space).
-  // Preconditions: mu_ is held.
-  bool UnchargeLocked(int sender, std::int64_t truesize);
+  bool UnchargeLocked(int sender, std::int64_t truesize) EPOLLCR_REQUIRES(mu_);
 
-  mutable std::mutex mu_;
-  End ends_[2];  // Guarded by mu_.
+  mutable Mutex mu_;
+  End ends_[2] EPOLLCR_GUARDED_BY(mu_);
 };
 
 }  // namespace epollcr

@@ -11,7 +11,7 @@ WaiterQueue::~WaiterQueue() {
 }
 
 void WaiterQueue::EventRegister(WaiterEntry* entry) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (entry->exclusive()) {
     entries_.push_back(*entry);
   } else {
@@ -20,26 +20,26 @@ void WaiterQueue::EventRegister(WaiterEntry* entry) {
 }
 
 void WaiterQueue::EventUnregister(WaiterEntry* entry) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   entries_.erase(entries_.iterator_to(*entry));
 }
 
 void WaiterQueue::Notify(EventMask mask) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   for (WaiterEntry& e : entries_) {
     if ((e.mask_ & mask) != 0 && e.NotifyEvent(mask) && e.exclusive()) break;
   }
 }
 
 EventMask WaiterQueue::Events() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   EventMask all = 0;
   for (const WaiterEntry& e : entries_) all |= e.mask_;
   return all & ~kEpollPrivateBits;
 }
 
 bool WaiterQueue::IsEmpty() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return entries_.empty();
 }
 

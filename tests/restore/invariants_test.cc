@@ -156,11 +156,11 @@ TEST(InvariantsTest, EverythingTheEngineDoesSatisfiesThem) {
           break;
       }
       {
-        std::lock_guard lock(pair->state_mutex());
+        MutexLock lock(pair->state_mutex());
         ASSERT_EQ(pair->Validate(), "") << "round " << round << " step " << step;
       }
       {
-        std::lock_guard lock(pipe->state_mutex());
+        MutexLock lock(pipe->state_mutex());
         ASSERT_EQ(pipe->Validate(), "") << "round " << round << " step " << step;
       }
     }

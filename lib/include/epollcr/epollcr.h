@@ -8,6 +8,7 @@
 #include "epollcr/file.h"
 #include "epollcr/host_file.h"
 #include "epollcr/memory.h"
+#include "epollcr/mutex.h"
 #include "epollcr/pipe.h"
 #include "epollcr/result.h"
 #include "epollcr/socket_pair.h"

@@ -8,14 +8,8 @@
 //   waiting  - nothing is pending until the file's wake-up calls the entry back.
 //   disabled - a one-shot entry after delivery; its mask holds only flag bits until UpdateEntry re-arms it.
 //
-// Lock order (outermost first):
-//   nest_mu (global)  - serializes loop/depth/path checks when an ADD may change the nesting graph (the only global)
-//   EventPoll::mu_    - the entries map and every entry's key, mask and data
-//   WaiterQueue::mu_  - of a watched file (held while the file calls its waiters back)
-//   EventPoll::lists_mu_ - the three lists, each entry's list tag, and the blocked-waiter count
-//   lists_mu_ of an inner EventPoll, then the state locks of the inner's files (Readiness of a nested poll)
-// Wake-up callbacks run with the file's queue lock held and take lists_mu_; they wake the poll's own watchers (outer
-// polls) after releasing lists_mu_. Files never notify with their state lock held (see file.h).
+// Locks: the engine's lock order, every lock with what it guards, is the LOCKING block of
+// lib/src/event_poll_internal.h.
 //
 // Thread-safe: every method may run concurrently with every other and with any file's Notify.
 #pragma once

@@ -6,9 +6,9 @@
 #pragma once
 
 #include <cstdint>
-#include <mutex>
 
 #include "epollcr/file.h"
+#include "epollcr/mutex.h"
 #include "epollcr/state.h"
 
 namespace epollcr {
@@ -36,21 +36,23 @@ class EventFd final : public File {
   std::uint64_t Value() const;
   bool semaphore() const { return semaphore_; }
 
-  // Checkpoint policy (state.h). Preconditions: mu_ is held, or the file is not shared yet (load).
+  // Checkpoint policy (state.h). Preconditions: mu_ is held, or the file is not shared yet (load): not analysed, as the
+  // analysis cannot tell the second.
   template <typename V>
-  void VisitState(V& v) {
+  void VisitState(V& v) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
     v.Field("count", count_, kSave);
     v.Field("semaphore", semaphore_, kSave);
     v.Field("mu", mu_, kNoSave);
   }
-  std::mutex& state_mutex() const { return mu_; }
-  std::mutex* MutationLock() const override { return &op_mu_; }
+  Mutex& state_mutex() const EPOLLCR_RETURN_CAPABILITY(mu_) { return mu_; }
+  Mutex* MutationLock() const override { return &op_mu_; }
 
  private:
-  mutable std::mutex op_mu_;  // Held across a read or write and its wake-up (file.h MutationLock).
-  mutable std::mutex mu_;
+  // Held across a read or write and its wake-up (file.h MutationLock; LOCKING 2 and 8, event_poll_internal.h).
+  mutable Mutex op_mu_ EPOLLCR_ACQUIRED_BEFORE(mu_);
+  mutable Mutex mu_;
   // Written with mu_ held, through std::atomic_ref; Readiness reads it without mu_ (also through std::atomic_ref).
-  std::uint64_t count_;
+  std::uint64_t count_ EPOLLCR_GUARDED_BY(mu_);
   bool semaphore_;  // Immutable once shared.
 };
 

@@ -8,6 +8,7 @@
 
 #include "epollcr/file.h"
 #include "epollcr/memory.h"
+#include "epollcr/mutex.h"
 #include "epollcr/result.h"
 
 namespace epollcr {
@@ -35,12 +36,14 @@ class FdTable {
     explicit Filler(FdTable& table) : table_(table), lock_(table.mu_) {}
     Filler(const Filler&) = delete;
     Filler& operator=(const Filler&) = delete;
-    // As FdTable::InstallAt.
-    std::error_code InstallAt(int fd, std::shared_ptr<File> file) { return table_.InstallAtLocked(fd, std::move(file)); }
+    // As FdTable::InstallAt. Not analysed: the lock is held by lock_, a member, which the analysis cannot follow.
+    std::error_code InstallAt(int fd, std::shared_ptr<File> file) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+      return table_.InstallAtLocked(fd, std::move(file));
+    }
 
    private:
     FdTable& table_;
-    std::lock_guard<std::mutex> lock_;
+    MutexLock lock_;
   };
   // Makes room for fds below `n` (at most the table's limit), so that installing that many does not grow the table
   // step by step (a load installs every fd of a checkpoint at once). Changes no fd. Throws nothing; a failure to make
@@ -60,21 +63,22 @@ class FdTable {
   std::vector<std::pair<int, std::shared_ptr<File>>> Snapshot() const;
 
   // For a consistent checkpoint: no install, dup or close happens while the returned lock is held. The table's lock
-  // is a leaf (nothing else is locked under it), so a saver may take it before every other lock.
-  [[nodiscard]] std::unique_lock<std::mutex> Freeze() const { return std::unique_lock(mu_); }
-  // Snapshot() for a caller that holds Freeze().
-  std::vector<std::pair<int, std::shared_ptr<File>>> SnapshotFrozen() const;
+  // comes first in the engine's lock order (LOCKING 1, lib/src/event_poll_internal.h): a saver may take it before
+  // every other lock.
+  [[nodiscard]] std::unique_lock<Mutex> Freeze() const { return std::unique_lock(mu_); }
+  // Snapshot() for a caller that holds Freeze(). Not analysed: that lock is in a std::unique_lock, which the analysis
+  // cannot see.
+  std::vector<std::pair<int, std::shared_ptr<File>>> SnapshotFrozen() const EPOLLCR_NO_THREAD_SAFETY_ANALYSIS;
 
  private:
-  // Preconditions: mu_ is held.
-  std::error_code InstallAtLocked(int fd, std::shared_ptr<File> file);
+  std::error_code InstallAtLocked(int fd, std::shared_ptr<File> file) EPOLLCR_REQUIRES(mu_);
 
   const int max_fds_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   using Slots = std::vector<std::shared_ptr<File>, LargeAllocator<std::shared_ptr<File>>>;
-  Slots files_;                                // Guarded by mu_. Index = fd; null = free.
-  std::set<int> free_;                         // Guarded by mu_. The free indices below files_.size().
-  int count_ = 0;                              // Guarded by mu_.
+  Slots files_ EPOLLCR_GUARDED_BY(mu_);      // index = fd; null = free
+  std::set<int> free_ EPOLLCR_GUARDED_BY(mu_);  // the free indices below files_.size()
+  int count_ EPOLLCR_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace epollcr

@@ -6,18 +6,19 @@
 // destructor runs. A file that was not made by MakeFile cannot be added to an EventPoll (EINVAL).
 //
 // Rule for file implementations: never call Notify() while holding the file's own state lock. EventPoll::ReadEvents
-// calls Readiness() with the poll's lists lock held, and a callback from Notify() takes that same lists lock.
+// calls Readiness() with the poll's lists lock held, and a callback from Notify() takes that same lists lock (the
+// engine's lock order: LOCKING, lib/src/event_poll_internal.h).
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string_view>
 #include <system_error>
 
 #include "epollcr/events.h"
+#include "epollcr/mutex.h"
 #include "epollcr/result.h"
 #include "epollcr/waiter_queue.h"
 
@@ -58,7 +59,7 @@ class File : public std::enable_shared_from_this<File> {
   // The lock held across each state change of this file *and* the wake-up it sends, or null. A snapshot holds every
   // file's mutation lock, so no change is caught between updating the file and notifying its waiters (a torn cut:
   // state.h). Files sharing state (a pipe's two ends) return the same lock.
-  virtual std::mutex* MutationLock() const { return nullptr; }
+  virtual Mutex* MutationLock() const { return nullptr; }
 
  protected:
   File() { live_files_.fetch_add(1, std::memory_order_relaxed); }

@@ -17,11 +17,11 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 
 #include "epollcr/file.h"
+#include "epollcr/mutex.h"
 #include "epollcr/result.h"
 
 namespace epollcr {
@@ -93,7 +93,7 @@ class HostFile final : public File {
   std::error_code Shutdown(int how) override;
 
   // Held by the notifier while it passes a kernel event to this file's waiters, so a snapshot never sees half of one.
-  std::mutex* MutationLock() const override { return &notify_mu_; }
+  Mutex* MutationLock() const override { return &notify_mu_; }
 
   // Number of host fds the notifier watches, and whether its thread runs (tests check that it stops).
   static std::size_t WatchedFds();
@@ -107,7 +107,7 @@ class HostFile final : public File {
  private:
   friend class HostNotifier;
 
-  mutable std::mutex notify_mu_;
+  mutable Mutex notify_mu_;  // LOCKING 2 (lib/src/event_poll_internal.h)
   std::atomic<int> fd_;
   bool epollable_;
   std::uint64_t watch_key_ = 0;  // the notifier's key for this file; 0 when not watched

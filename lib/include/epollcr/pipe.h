@@ -25,7 +25,7 @@ class PipeReadEnd final : public File {
   std::string_view TypeName() const override { return "pipe-read"; }
   Result<std::size_t> Read(std::span<std::byte> buffer) override;
   Result<std::size_t> Write(std::span<const std::byte> buffer) override;  // EBADF, as for a read-only fd
-  std::mutex* MutationLock() const override;
+  Mutex* MutationLock() const override;
   const std::shared_ptr<PipeBuffer>& pipe() const { return pipe_; }
 
   // Checkpoint policy (state.h): the end refers to the shared buffer, which is loaded first.
@@ -48,7 +48,7 @@ class PipeWriteEnd final : public File {
   std::string_view TypeName() const override { return "pipe-write"; }
   Result<std::size_t> Read(std::span<std::byte> buffer) override;  // EBADF, as for a write-only fd
   Result<std::size_t> Write(std::span<const std::byte> buffer) override;
-  std::mutex* MutationLock() const override;
+  Mutex* MutationLock() const override;
   const std::shared_ptr<PipeBuffer>& pipe() const { return pipe_; }
 
   // Checkpoint policy (state.h): the end refers to the shared buffer, which is loaded first.

@@ -27,7 +27,7 @@ class UnixSocket final : public File {
   Result<std::size_t> Write(std::span<const std::byte> buffer) override;
   // SHUT_RD (0), SHUT_WR (1) or SHUT_RDWR (2); EINVAL otherwise.
   std::error_code Shutdown(int how) override;
-  std::mutex* MutationLock() const override;
+  Mutex* MutationLock() const override;
 
   const std::shared_ptr<SocketPairState>& pair() const { return pair_; }
   int side() const { return side_; }

@@ -1,15 +1,14 @@
 // A queue of waiters that are called back when an event they are interested in happens (gVisor's pkg/waiter).
 //
-// Lock order (the whole engine's; see event_poll.h): a file's WaiterQueue::mu_ is taken after the entries lock of an
-// EventPoll and before its lists lock. Notify() calls the entries' callbacks with mu_ held, so a callback may take
-// locks that come after a queue lock (an EventPoll's lists lock, the queue of an outer EventPoll), never before.
+// Lock order: a queue's mu_ is the fifth of the engine's locks (LOCKING, lib/src/event_poll_internal.h). Notify()
+// calls the entries' callbacks with mu_ held, so a callback may take only locks that come after it.
 #pragma once
 
 #include <boost/intrusive/list.hpp>
 #include <functional>
-#include <mutex>
 
 #include "epollcr/events.h"
+#include "epollcr/mutex.h"
 
 namespace epollcr {
 
@@ -86,14 +85,14 @@ class WaiterQueue {
   // Calls fn(entry) for every registered entry with mu_ held. fn must not call back into this queue.
   template <typename Fn>
   void ForEach(Fn&& fn) const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const WaiterEntry& e : entries_) fn(const_cast<WaiterEntry&>(e));
   }
 
  private:
   using List = boost::intrusive::list<WaiterEntry, boost::intrusive::constant_time_size<false>>;
-  mutable std::mutex mu_;
-  List entries_;  // Guarded by mu_.
+  mutable Mutex mu_;
+  List entries_ EPOLLCR_GUARDED_BY(mu_);
 };
 
 }  // namespace epollcr

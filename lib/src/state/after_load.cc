@@ -126,7 +126,7 @@ void RestorePoll(const std::string& name, PendingPoll& p, std::unordered_map<con
                  EventPoll* poll) {
   if (!p.checked) CheckEntries(name, p, poll);  // everything is checked before the poll takes anything
   EventPoll::Impl& s = *poll->impl();
-  std::lock_guard lock(s.mu_);
+  MutexLock lock(s.mu_);
   s.ReserveLocked(p.entries.size());
   int height = 0;
   // A map of a million entries is far larger than the caches, so every insert would wait for its bucket and then for
@@ -134,7 +134,7 @@ void RestorePoll(const std::string& name, PendingPoll& p, std::unordered_map<con
   // entry of the bucket kAhead ahead (its bucket has arrived by then).
   constexpr std::size_t kAhead = 8;
   const std::size_t n = p.entries.size();
-  auto bucket_of = [&](std::size_t i) {
+  auto bucket_of = [&](std::size_t i) EPOLLCR_REQUIRES(s.mu_) {
     return s.entries_.bucket(FileIdentifier{p.entries[i]->file, p.entries[i]->fd});
   };
   for (std::size_t i = 0; i < n; ++i) {
@@ -158,7 +158,7 @@ void RestorePoll(const std::string& name, PendingPoll& p, std::unordered_map<con
   s.AdoptLocked(std::move(p.chunks), p.entries.size());
   p.taken = true;  // from here on the poll owns the entries (nothing below throws but bad_alloc)
   {
-    std::lock_guard lists(s.lists_mu_);
+    MutexLock lists(s.lists_mu_);
     for (std::size_t i = 0; i < p.entries.size(); ++i) {
       PollEntry* e = p.entries[i];
       if (e->list == EntryList::kWaiting) s.waiting_.push_back(*e);
@@ -269,10 +269,10 @@ void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& po
   if (custom.empty()) return;
   for (EventPoll* poll : restored) {
     EventPoll::Impl& s = *poll->impl();
-    std::lock_guard lock(s.mu_);
+    MutexLock lock(s.mu_);
     bool queued = false;
     {
-      std::lock_guard lists(s.lists_mu_);
+      MutexLock lists(s.lists_mu_);
       for (PollEntry& e : s.entries_) {
         if (e.list == EntryList::kWaiting && custom.count(e.file)) queued |= s.QueueIfReadyLocked(e);
       }

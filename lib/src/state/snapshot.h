@@ -68,15 +68,16 @@ class Snapshot {
     return {};
   }
 
-  // Takes every lock of the cut and records the polls' entries.
-  Status Lock() {
-    std::vector<std::mutex*> mutation;
+  // Takes every lock of the cut, in the engine's lock order (LOCKING, event_poll_internal.h), and records the polls'
+  // entries. Not analysed: the locks are held in locks_, a vector, which the analysis cannot follow.
+  Status Lock() EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+    std::vector<Mutex*> mutation;
     for (const auto& f : files_) {
-      if (std::mutex* m = f->MutationLock()) mutation.push_back(m);
+      if (Mutex* m = f->MutationLock()) mutation.push_back(m);
     }
-    std::sort(mutation.begin(), mutation.end(), std::less<std::mutex*>());
+    std::sort(mutation.begin(), mutation.end(), std::less<Mutex*>());
     mutation.erase(std::unique(mutation.begin(), mutation.end()), mutation.end());
-    for (std::mutex* m : mutation) locks_.emplace_back(*m);
+    for (Mutex* m : mutation) locks_.emplace_back(*m);
 
     for (std::size_t i = 0; i < files_.size(); ++i) {
       if (auto* p = dynamic_cast<EventPoll*>(files_[i].get())) polls_.push_back({p, i + 1, 0, {}, {}, {}});
@@ -88,7 +89,7 @@ class Snapshot {
     // (or several entries of one poll), so it is part of the state: each entry records its place among the entries
     // of the cut's polls in that queue (0, 1, 2, ...; waiters of polls outside the world are not counted).
     // Registrations change only under their poll's mu_, held now; queue locks come after mu_ and before lists_mu_
-    // (lock order).
+    // (LOCKING 4 to 6).
     for (const auto& f : files_) {
       std::uint32_t next = 0;
       f->queue().ForEach([&](WaiterEntry& w) {
@@ -97,7 +98,7 @@ class Snapshot {
         }
       });
     }
-    std::function<int(PollCut&, int)> height = [&](PollCut& c, int depth) {
+    std::function<int(PollCut&, int)> height = [&](PollCut& c, int depth) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
       if (depth > kMaxNests + 1) return depth;  // cannot happen: nesting is limited on ADD
       int h = 0;
       for (PollEntry& e : c.poll->impl()->entries_) {
@@ -165,11 +166,11 @@ class Snapshot {
     for (auto& s : shared_) {
       ar << make_nvp("id", s.id) << make_nvp("kind", s.kind);
       if (s.pipe) {
-        std::lock_guard lock(s.pipe->state_mutex());
+        MutexLock lock(s.pipe->state_mutex());
         PlainSave<Ar> v{ar};
         s.pipe->VisitState(v);
       } else {
-        std::lock_guard lock(s.pair->state_mutex());
+        MutexLock lock(s.pair->state_mutex());
         PlainSave<Ar> v{ar};
         s.pair->VisitState(v);
       }
@@ -307,7 +308,7 @@ class Snapshot {
       auto* f = static_cast<F*>(files_[i].get());
       columns.next = 0;
       if constexpr (std::is_same_v<F, EventFd>) {
-        std::lock_guard lock(f->state_mutex());
+        MutexLock lock(f->state_mutex());
         f->VisitState(columns);
       } else {
         f->VisitState(columns);
@@ -351,8 +352,8 @@ class Snapshot {
   SaveIds ids_;
   bool retry_ = false;
   std::unordered_map<const PollEntry*, std::uint32_t> rank_;  // each registration's place in its file's queue
-  std::unique_lock<std::mutex> frozen_;               // taken first, released last
-  std::vector<std::unique_lock<std::mutex>> locks_;  // released in reverse order of taking
+  std::unique_lock<Mutex> frozen_;               // taken first, released last
+  std::vector<std::unique_lock<Mutex>> locks_;  // released in reverse order of taking
 };
 
 

@@ -6,6 +6,7 @@
 
 #include "epollcr/boost_world.h"
 #include "epollcr/crc32c.h"
+#include "epollcr/mutex.h"
 #include "state/bounded_archives.h"
 #include "state/visitors.h"
 #include "state/world_archive.h"
@@ -161,25 +162,26 @@ Status LoadWorld(std::string_view bytes, World* out) {
 // ---- embedder file types ------------------------------------------------------------------------------------------
 
 namespace {
-std::mutex& RegistryMutex() {
-  static std::mutex mu;
+// A leaf outside the engine's lock order (LOCKING, event_poll_internal.h).
+Mutex& RegistryMutex() {
+  static Mutex mu;
   return mu;
 }
-std::map<std::string, FileFactory>& Registry() {
-  static std::map<std::string, FileFactory> registry;  // Guarded by RegistryMutex().
+std::map<std::string, FileFactory>& Registry() EPOLLCR_REQUIRES(RegistryMutex()) {
+  static std::map<std::string, FileFactory> registry;
   return registry;
 }
 }  // namespace
 
 std::error_code RegisterFileType(std::string kind, FileFactory factory) {
   if (kind.empty() || !factory || state::BuiltInFileKind(kind)) return Errno(EINVAL);
-  std::lock_guard lock(RegistryMutex());
+  MutexLock lock(RegistryMutex());
   if (!Registry().emplace(std::move(kind), std::move(factory)).second) return Errno(EEXIST);
   return {};
 }
 
 FileFactory state::FindFileType(const std::string& kind) {
-  std::lock_guard lock(RegistryMutex());
+  MutexLock lock(RegistryMutex());
   auto it = Registry().find(kind);
   return it == Registry().end() ? FileFactory{} : it->second;
 }

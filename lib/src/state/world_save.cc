@@ -1,10 +1,8 @@
 // Saving a World: take a consistent cut, then write it. See docs/state-model.md.
 //
-// The cut holds, in this order: every file's mutation lock (no file is between changing and notifying), every
-// EventPoll's mu_ (no entry is being added, changed or removed, and no ADD/MOD is still notifying watchers), and
-// every EventPoll's lists_mu_, outer polls before inner ones (no wake-up callback is running). With all of them held
-// no entry can be on two lists or none, and every ready entry's file is alive. Files are read under their own state
-// lock while they are written.
+// The cut holds the locks docs/state-model.md lists, taken in the engine's lock order (LOCKING,
+// event_poll_internal.h). With all of them held no entry can be on two lists or none, and every ready entry's file
+// is alive. Files are read under their own state lock while they are written.
 #include <algorithm>
 #include <chrono>
 #include <thread>
