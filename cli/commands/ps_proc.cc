@@ -19,12 +19,11 @@
 #include <sstream>
 #include <utility>
 
-#include "replay/unique_fd.h"
+#include "epollcr/unique_fd.h"
 
 namespace epollcr::cli::ps {
 namespace {
 
-using replay::UniqueFd;
 
 // ---- reading /proc ----------------------------------------------------------------------------------------------
 

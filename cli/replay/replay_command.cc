@@ -9,11 +9,11 @@
 #include <fstream>
 
 #include "command_status.h"
+#include "epollcr/unique_fd.h"
 #include "replay/exec_chain.h"
 #include "replay/kernel_engine.h"
 #include "replay/runner.h"
 #include "replay/trace_parser.h"
-#include "replay/unique_fd.h"
 #include "replay/userspace_engine.h"
 
 namespace epollcr::replay {

@@ -17,6 +17,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include "epollcr/unique_fd.h"
+
 struct epoll_event;
 
 namespace epollcr {
@@ -54,13 +56,6 @@ class HostNotifier {
   std::size_t Watched();
   bool Running();
 
-  // For tests: fault injection. While set, `fault(call)` is asked before each of these steps of Start and Watch; a
-  // non-zero errno value fails the step as the system call (or the thread's creation) would have, and it is not made.
-  // A start makes, in order: kEpollCreate, then for each of its two eventfds kEventFd and kEventFdAdd, then kThread.
-  enum class Call : std::uint8_t { kEpollCreate, kEventFd, kEventFdAdd, kThread, kWatchAdd };
-  using FaultFn = int (*)(Call call);
-  static void SetFaultForTesting(FaultFn fault);
-
  private:
   HostNotifier() = default;
   std::error_code StartLocked();
@@ -70,9 +65,9 @@ class HostNotifier {
   void DeliverLocked(const ::epoll_event* events, int n, int settle_fd);
 
   std::mutex lifecycle_mu_;
-  int epoll_fd_ = -1;  // Guarded by lifecycle_mu_.
-  int wake_fd_ = -1;   // Guarded by lifecycle_mu_.
-  int settle_fd_ = -1; // Guarded by lifecycle_mu_.
+  UniqueFd epoll_fd_;   // Guarded by lifecycle_mu_.
+  UniqueFd wake_fd_;    // Guarded by lifecycle_mu_.
+  UniqueFd settle_fd_;  // Guarded by lifecycle_mu_.
   std::thread thread_; // Guarded by lifecycle_mu_.
 
   std::mutex mu_;
