@@ -144,12 +144,12 @@ void BM_CheckpointKernelAdd(benchmark::State& state) {
   const int round_fds = std::min(n, kRoundFds);
   const int rounds = n / round_fds;
   if (n % round_fds != 0 || rounds > kCheckpointFiles) return state.SkipWithError("N must be a multiple of 10,000");
-  std::vector<OwnedFd> files;
+  std::vector<UniqueFd> files;
   for (int f = 0; f < kCheckpointFiles; ++f) {
     files.emplace_back(::eventfd(f % kCheckpointReadyEvery == 0 ? 1 : 0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!files.back().valid()) return state.SkipWithError(Failure("eventfd", errno).c_str());
   }
-  std::vector<OwnedFd> slots;  // the fd numbers of a round
+  std::vector<UniqueFd> slots;  // the fd numbers of a round
   for (int i = 0; i < round_fds; ++i) {
     slots.emplace_back(::fcntl(files[0].get(), F_DUPFD_CLOEXEC, 0));
     if (!slots.back().valid()) return state.SkipWithError(Failure("fcntl F_DUPFD_CLOEXEC", errno).c_str());
@@ -163,14 +163,14 @@ void BM_CheckpointKernelAdd(benchmark::State& state) {
   };
   for (auto _ : state) {
     state.PauseTiming();
-    OwnedFd epoll(::epoll_create1(EPOLL_CLOEXEC));
+    UniqueFd epoll(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll.valid()) return state.SkipWithError(Failure("epoll_create1", errno).c_str());
     int k = 0;
     for (int round = 0; round < rounds; ++round) {
       if (round > 0) state.PauseTiming();
       if (std::string err = point(round); !err.empty()) return state.SkipWithError(err.c_str());
       state.ResumeTiming();
-      for (const OwnedFd& slot : slots) {
+      for (const UniqueFd& slot : slots) {
         epoll_event event{};
         event.events = CheckpointEventsOf(k);
         event.data.u64 = static_cast<std::uint64_t>(k++);
@@ -180,7 +180,7 @@ void BM_CheckpointKernelAdd(benchmark::State& state) {
       }
     }
     state.PauseTiming();
-    epoll = OwnedFd();  // removes the N entries
+    epoll = UniqueFd();  // removes the N entries
     state.ResumeTiming();
   }
   state.counters["entries"] = n;

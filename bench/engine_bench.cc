@@ -160,7 +160,7 @@ void BM_AddRemove_Userspace(benchmark::State& state) {
 void BM_AddRemove_Kernel(benchmark::State& state) {
   KernelWorld world;
   if (std::string err = world.Create(kOthers, 0); !err.empty()) return state.SkipWithError(err.c_str());
-  const OwnedFd extra(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  const UniqueFd extra(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!extra.valid()) return state.SkipWithError(Failure("eventfd", errno).c_str());
   const int fd = extra.get();
   for (auto _ : state) {

@@ -105,7 +105,7 @@ class UserPipes {
 class KernelPipes {
  public:
   std::string Create(int n) {
-    epoll_ = OwnedFd(::epoll_create1(EPOLL_CLOEXEC));
+    epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll_.valid()) return Failure("epoll_create1", errno);
     read_.reserve(static_cast<std::size_t>(n));
     write_.reserve(static_cast<std::size_t>(n));
@@ -154,9 +154,9 @@ class KernelPipes {
     return false;
   }
 
-  OwnedFd epoll_;
-  std::vector<OwnedFd> read_;
-  std::vector<OwnedFd> write_;
+  UniqueFd epoll_;
+  std::vector<UniqueFd> read_;
+  std::vector<UniqueFd> write_;
   epoll_event events_[kMaxEvents];
   std::string error_;
 };

@@ -10,20 +10,6 @@
 
 namespace epollcr::bench {
 
-OwnedFd::OwnedFd(OwnedFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-
-OwnedFd& OwnedFd::operator=(OwnedFd&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = std::exchange(other.fd_, -1);
-  }
-  return *this;
-}
-
-OwnedFd::~OwnedFd() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 std::string Failure(const std::string& what, int err) { return what + ": " + std::strerror(err); }
 
 void CountWork(benchmark::State& state, const char* name, double per_iteration) {
@@ -49,11 +35,11 @@ std::string UserWorld::RegisterAll() {
 }
 
 std::string KernelWorld::Create(int n, std::uint64_t initial) {
-  epoll = OwnedFd(::epoll_create1(EPOLL_CLOEXEC));
+  epoll = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll.valid()) return Failure("epoll_create1", errno);
   fds.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) {
-    OwnedFd efd(::eventfd(static_cast<unsigned>(initial), EFD_NONBLOCK | EFD_CLOEXEC));
+    UniqueFd efd(::eventfd(static_cast<unsigned>(initial), EFD_NONBLOCK | EFD_CLOEXEC));
     if (!efd.valid()) return Failure("eventfd (fd #" + std::to_string(i) + ")", errno);
     epoll_event ev{};
     ev.events = EPOLLIN;

@@ -12,26 +12,9 @@
 
 #include "epollcr/event_poll.h"
 #include "epollcr/eventfd.h"
+#include "epollcr/unique_fd.h"
 
 namespace epollcr::bench {
-
-// A kernel fd owned by the benchmark: closed when it goes, so no path leaks one (STYLE.md: never a bare int).
-class OwnedFd {
- public:
-  OwnedFd() = default;
-  explicit OwnedFd(int fd) : fd_(fd) {}
-  OwnedFd(OwnedFd&& other) noexcept;
-  OwnedFd& operator=(OwnedFd&& other) noexcept;
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-  ~OwnedFd();
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-
- private:
-  int fd_ = -1;
-};
 
 // Setup calls return an empty string on success, else what failed (for benchmark::State::SkipWithError).
 struct UserWorld {
@@ -54,8 +37,8 @@ struct UserWorld {
 };
 
 struct KernelWorld {
-  OwnedFd epoll;
-  std::vector<OwnedFd> fds;
+  UniqueFd epoll;
+  std::vector<UniqueFd> fds;
 
   // epoll_create1 and n non-blocking eventfds with counter `initial`, each added with EPOLLIN, data = its index.
   std::string Create(int n, std::uint64_t initial);

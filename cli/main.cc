@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "command_status.h"
 #include "commands/convert.h"
 #include "commands/diff.h"
 #include "commands/inspect.h"
@@ -26,12 +27,9 @@
 
 namespace {
 
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
-
-void PrintError(const std::string& what, const std::string& reason) {
-  std::cerr << "epollcr: " << what << ": " << reason << '\n';
-}
+using epollcr::cli::kExitFailure;
+using epollcr::cli::kExitUsage;
+using epollcr::cli::PrintError;
 
 int Main(int argc, char** argv) {
   // A worker process of `replay --checkpoint-mode exec` (replay/exec_protocol.h), not a command.
@@ -97,7 +95,7 @@ int Main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    PrintError("usage", e.what());
+    PrintError(std::cerr, {"usage", e.what()});
     std::cerr << "Run 'epollcr --help' for more information.\n";
     return kExitUsage;
   }
@@ -111,7 +109,7 @@ int Main(int argc, char** argv) {
   if (demo->parsed()) status = epollcr::cli::RunDemo(demo_options, std::cout, std::cerr);
   // What the commands printed must have arrived: a full disk or a closed pipe is a failure, not a success.
   if (!std::cout.flush()) {
-    PrintError("<stdout>", "write failed");
+    PrintError(std::cerr, {"<stdout>", "write failed"});
     return kExitFailure;
   }
   return status;
@@ -123,7 +121,7 @@ int main(int argc, char** argv) {
   try {
     return Main(argc, argv);
   } catch (const std::exception& e) {
-    PrintError("error", e.what());
+    PrintError(std::cerr, {"error", e.what()});
     return kExitFailure;
   }
 }

@@ -1,6 +1,6 @@
-// A real echo server whose event loop is an epollcr EventPoll over host files (examples/echo/echo_server.h), and
-// which hands itself to a new process on SIGUSR1: checkpoint, fork, exec, restore, carry on — its clients notice
-// nothing. SIGINT or SIGTERM stops it. Status lines go to stderr.
+// A real echo server whose event loop is an epollcr EventPoll over host files (cli/demo/echo_server.h, the server
+// `epollcr demo` runs), and which hands itself to a new process on SIGUSR1: checkpoint, fork, exec, restore, carry
+// on — its clients notice nothing. SIGINT or SIGTERM stops it. Status lines go to stderr.
 //   echo_server [PORT]          listen on 127.0.0.1:PORT (default 7007)
 // Try it: `echo_server 7007 & nc 127.0.0.1 7007`, type, `kill -USR1 %1`, type again: the same connection echoes,
 // served by a new pid.
@@ -17,7 +17,7 @@
 #include <cstring>
 #include <string>
 
-#include "echo/echo_server.h"
+#include "demo/echo_server.h"
 
 namespace {
 
@@ -31,7 +31,7 @@ void OnSignal(int signal) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  epollcr::examples::EchoServerOptions options;
+  epollcr::cli::EchoServerOptions options;
   options.status_fd = 2;
   options.exec_argv = {"/proc/self/exe"};
   int port = 7007;
@@ -73,5 +73,5 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  return epollcr::examples::RunEchoServer(options);
+  return epollcr::cli::RunEchoServer(options);
 }

@@ -3,10 +3,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <limits>
@@ -17,95 +19,83 @@
 #include <utility>
 
 #include "epollcr/result.h"
+#include "epollcr/unique_fd.h"
 #include "image/file.h"
 
 #include "big_buffer.h"
+#include "fault_injection.h"
 
 namespace epollcr::image {
 namespace {
 
 std::error_code LastErrno() { return Errno(errno); }
 
-class SystemFileOps final : public FileOps {
- public:
-  std::error_code Open(const std::string& path, int flags, mode_t mode, int* fd) override {
-    const int result = ::open(path.c_str(), flags, mode);
-    if (result < 0) return LastErrno();
-    *fd = result;
-    return {};
-  }
-  std::error_code OpenDirectory(const std::string& path, int* fd) override {
-    const int result = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (result < 0) return LastErrno();
-    *fd = result;
-    return {};
-  }
-  std::error_code Write(int fd, const char* data, std::size_t size, std::size_t* done) override {
-    const ssize_t n = ::write(fd, data, size);
-    if (n < 0) return LastErrno();
-    *done = static_cast<std::size_t>(n);
-    return {};
-  }
-  std::error_code Read(int fd, char* data, std::size_t size, std::size_t* done) override {
-    const ssize_t n = ::read(fd, data, size);
-    if (n < 0) return LastErrno();
-    *done = static_cast<std::size_t>(n);
-    return {};
-  }
-  std::error_code Fsync(int fd) override { return ::fsync(fd) < 0 ? LastErrno() : std::error_code(); }
-  std::error_code Fstat(int fd, struct stat* st) override {
-    return ::fstat(fd, st) < 0 ? LastErrno() : std::error_code();
-  }
-  std::error_code Close(int fd) override { return ::close(fd) < 0 ? LastErrno() : std::error_code(); }
-  std::error_code Rename(const std::string& from, const std::string& to) override {
-    return ::rename(from.c_str(), to.c_str()) < 0 ? LastErrno() : std::error_code();
-  }
-  std::error_code Unlink(const std::string& path) override {
-    return ::unlink(path.c_str()) < 0 ? LastErrno() : std::error_code();
-  }
-};
-
 bool IsEintr(std::error_code ec) { return ec == std::errc::interrupted; }
 
-// Owns one fd opened through a FileOps: closes it through the same FileOps when destroyed, unless Close() already
-// did. Move-only.
-class OwnedFd {
- public:
-  OwnedFd() = default;
-  OwnedFd(FileOps* ops, int fd) : ops_(ops), fd_(fd) {}
-  OwnedFd(OwnedFd&& other) noexcept : ops_(other.ops_), fd_(std::exchange(other.fd_, -1)) {}
-  OwnedFd& operator=(OwnedFd&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      ops_ = other.ops_;
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-  ~OwnedFd() { Reset(); }
+// The system calls of the file functions, one call each, each at its fault-injection point (fault_injection.h):
+// a failure is the errno in a std::error_code (EINTR included: the callers retry).
+using testing::FaultAt;
+using testing::FaultPoint;
 
-  int get() const { return fd_; }
+std::error_code Injected(FaultPoint point) {
+  const int e = FaultAt(point).error;
+  return e != 0 ? Errno(e) : std::error_code();
+}
 
-  // Closes now and reports close(2)'s result. The fd is released whatever the result: on Linux close(2) frees the
-  // descriptor even when it fails, and EINTR must not be retried (close(2), "Dealing with error returns"). EINTR is
-  // reported as success: the callers fsync before they close, so nothing is left for close to flush.
-  std::error_code Close() {
-    const int fd = std::exchange(fd_, -1);
-    if (fd < 0) return {};
-    const std::error_code ec = ops_->Close(fd);
-    return IsEintr(ec) ? std::error_code() : ec;
-  }
+// open(2) at `point` (kImageOpen or kImageOpenDirectory); the fd goes to *fd.
+std::error_code Open(FaultPoint point, const std::string& path, int flags, mode_t mode, UniqueFd* fd) {
+  if (std::error_code ec = Injected(point)) return ec;
+  const int result = ::open(path.c_str(), flags, mode);
+  if (result < 0) return LastErrno();
+  *fd = UniqueFd(result);
+  return {};
+}
 
- private:
-  void Reset() {
-    if (fd_ >= 0) (void)ops_->Close(std::exchange(fd_, -1));  // a failure here has no one to tell; see Close()
-  }
+// write(2) / read(2): one call, which may transfer fewer bytes than asked; *done is the count.
+std::error_code WriteSome(int fd, const char* data, std::size_t size, std::size_t* done) {
+  const testing::Fault fault = FaultAt(FaultPoint::kImageWrite);
+  if (fault.error != 0) return Errno(fault.error);
+  const ssize_t n = ::write(fd, data, std::min(size, fault.max_bytes));
+  if (n < 0) return LastErrno();
+  *done = static_cast<std::size_t>(n);
+  return {};
+}
+std::error_code ReadSome(int fd, char* data, std::size_t size, std::size_t* done) {
+  const testing::Fault fault = FaultAt(FaultPoint::kImageRead);
+  if (fault.error != 0) return Errno(fault.error);
+  const ssize_t n = ::read(fd, data, std::min(size, fault.max_bytes));
+  if (n < 0) return LastErrno();
+  *done = static_cast<std::size_t>(n);
+  return {};
+}
 
-  FileOps* ops_ = nullptr;
-  int fd_ = -1;
-};
+std::error_code Fsync(int fd) {
+  if (std::error_code ec = Injected(FaultPoint::kImageFsync)) return ec;
+  return ::fsync(fd) < 0 ? LastErrno() : std::error_code();
+}
+std::error_code Fstat(int fd, struct stat* st) {
+  if (std::error_code ec = Injected(FaultPoint::kImageFstat)) return ec;
+  return ::fstat(fd, st) < 0 ? LastErrno() : std::error_code();
+}
+std::error_code Rename(const std::string& from, const std::string& to) {
+  if (std::error_code ec = Injected(FaultPoint::kImageRename)) return ec;
+  return ::rename(from.c_str(), to.c_str()) < 0 ? LastErrno() : std::error_code();
+}
+std::error_code Unlink(const std::string& path) {
+  if (std::error_code ec = Injected(FaultPoint::kImageUnlink)) return ec;
+  return ::unlink(path.c_str()) < 0 ? LastErrno() : std::error_code();
+}
+
+// Closes `fd` now (if it holds one) and reports close(2)'s result, EINTR as success: the callers fsync before they
+// close, so nothing is left for close to flush. An injected failure still closes (Linux frees the descriptor even
+// when close fails).
+std::error_code Close(UniqueFd& fd) {
+  if (!fd.valid()) return {};
+  const std::error_code injected = Injected(FaultPoint::kImageClose);
+  std::error_code ec = fd.Close();
+  if (injected) ec = injected;
+  return IsEintr(ec) ? std::error_code() : ec;
+}
 
 ImageError SystemError(std::string_view step, const std::string& path, std::error_code ec, std::string_view note = {}) {
   std::string message(step);
@@ -167,11 +157,11 @@ std::string TemporaryPath(const std::string& path) {
 }
 
 // Writes all of `bytes`, continuing after short writes and EINTR.
-std::error_code WriteAll(FileOps& ops, int fd, std::string_view bytes) {
+std::error_code WriteAll(int fd, std::string_view bytes) {
   constexpr std::size_t kMaxChunk = std::size_t{1} << 30;  // below Linux's 0x7ffff000 per-call limit (write(2))
   while (!bytes.empty()) {
     std::size_t done = 0;
-    const std::error_code ec = ops.Write(fd, bytes.data(), std::min(bytes.size(), kMaxChunk), &done);
+    const std::error_code ec = WriteSome(fd, bytes.data(), std::min(bytes.size(), kMaxChunk), &done);
     if (IsEintr(ec)) continue;
     if (ec) return ec;
     if (done == 0) return make_error_code(std::errc::io_error);  // no progress and no errno: do not spin
@@ -180,25 +170,25 @@ std::error_code WriteAll(FileOps& ops, int fd, std::string_view bytes) {
   return {};
 }
 
-std::error_code FsyncRetrying(FileOps& ops, int fd) {
+std::error_code FsyncRetrying(int fd) {
   std::error_code ec;
   do {
-    ec = ops.Fsync(fd);
+    ec = Fsync(fd);
   } while (IsEintr(ec));
   return ec;
 }
 
 // Everything in WriteImageFile up to and including the rename; on failure the caller removes `temporary`.
-ImageError WriteAndRename(const std::string& path, const std::string& temporary, OwnedFd file,
-                          std::string_view payload, FileOps& ops) {
+ImageError WriteAndRename(const std::string& path, const std::string& temporary, UniqueFd file,
+                          std::string_view payload) {
   const FrameHeaderBytes header = FrameHeader(payload);
-  if (std::error_code ec = WriteAll(ops, file.get(), std::string_view(header.data(), header.size()))) {
+  if (std::error_code ec = WriteAll(file.get(), std::string_view(header.data(), header.size()))) {
     return SystemError("write", temporary, ec);
   }
-  if (std::error_code ec = WriteAll(ops, file.get(), payload)) return SystemError("write", temporary, ec);
-  if (std::error_code ec = FsyncRetrying(ops, file.get())) return SystemError("fsync", temporary, ec);
-  if (std::error_code ec = file.Close()) return SystemError("close", temporary, ec);
-  if (std::error_code ec = ops.Rename(temporary, path)) {
+  if (std::error_code ec = WriteAll(file.get(), payload)) return SystemError("write", temporary, ec);
+  if (std::error_code ec = FsyncRetrying(file.get())) return SystemError("fsync", temporary, ec);
+  if (std::error_code ec = Close(file)) return SystemError("close", temporary, ec);
+  if (std::error_code ec = Rename(temporary, path)) {
     return SystemError("rename", temporary, ec, "to " + path);
   }
   return {};
@@ -206,86 +196,64 @@ ImageError WriteAndRename(const std::string& path, const std::string& temporary,
 
 }  // namespace
 
-FileOps& DefaultFileOps() {
-  static SystemFileOps ops;
-  return ops;
-}
-
 std::string TemporaryPrefix(const std::string& path) {
   constexpr std::size_t kMaxNameInTemporary = 200;  // + ".tmp.PID.RANDOM" stays under NAME_MAX (255)
   return "." + BaseName(path).substr(0, kMaxNameInTemporary) + ".tmp";
 }
 
-ImageError WriteImageFile(const std::string& path, std::string_view payload, FileOps& ops) {
+ImageError WriteImageFile(const std::string& path, std::string_view payload) {
   if (path.empty()) return {Errno(ENOENT), "write image: empty path"};
   if (path.back() == '/') return SystemError("write image", path, Errno(EISDIR), "ends in '/'");
 
   // The directory first: if it cannot be opened (for the fsync after the rename), fail before touching anything.
   const std::string directory = DirectoryToSync(path);
-  OwnedFd dir;
+  UniqueFd dir;
   {
-    int fd = -1;
     std::error_code ec;
     do {
-      ec = ops.OpenDirectory(directory, &fd);
+      ec = Open(FaultPoint::kImageOpenDirectory, directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, &dir);
     } while (IsEintr(ec));
     if (ec) return SystemError("open directory", directory, ec);
-    dir = OwnedFd(&ops, fd);
   }
 
   // Create the temporary file; O_EXCL makes the name ours, and another name is tried if it was taken.
   std::string temporary;
-  OwnedFd file;
+  UniqueFd file;
   for (int attempt = 0;; ++attempt) {
     temporary = TemporaryPath(path);
-    int fd = -1;
-    const std::error_code ec = ops.Open(temporary, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600, &fd);
-    if (!ec) {
-      file = OwnedFd(&ops, fd);
-      break;
-    }
+    const std::error_code ec =
+        Open(FaultPoint::kImageOpen, temporary, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600, &file);
+    if (!ec) break;
     if ((ec == std::errc::file_exists && attempt < 16) || IsEintr(ec)) continue;
     return SystemError("create", temporary, ec);
   }
 
-  if (ImageError error = WriteAndRename(path, temporary, std::move(file), payload, ops)) {
-    // WriteAndRename closed the file (its OwnedFd is gone); remove it so no temporary is left behind.
-    if (std::error_code ec = ops.Unlink(temporary); ec && ec != std::errc::no_such_file_or_directory) {
+  if (ImageError error = WriteAndRename(path, temporary, std::move(file), payload)) {
+    // WriteAndRename closed the file (its UniqueFd is gone); remove it so no temporary is left behind.
+    if (std::error_code ec = Unlink(temporary); ec && ec != std::errc::no_such_file_or_directory) {
       error.message += "; removing " + temporary + " also failed: " + ec.message();
     }
     return error;
   }
 
   // The rename is done: `path` holds the new image. The directory fsync makes the rename itself durable.
-  if (std::error_code ec = FsyncRetrying(ops, dir.get())) {
+  if (std::error_code ec = FsyncRetrying(dir.get())) {
     return SystemError("fsync directory", directory, ec,
                        "after the rename: " + path + " holds the new image, but a power loss may bring back the old one");
   }
-  (void)dir.Close();  // a read-only directory fd: nothing to flush, nothing to report
+  (void)Close(dir);  // a read-only directory fd: nothing to flush, nothing to report
   return {};
 }
 
 namespace {
 
-// Reads the image file into storage from `allocate(size)` (sized by the file, which the limit bounds; never by what
-// the header claims) and unframes it. On success returns the bytes read and sets *payload to view the payload.
+// Reads the image file open as `file` into storage from `allocate(size)` (sized by the file, which the limit bounds;
+// never by what the header claims) and unframes it. On success sets *payload to view the payload.
 template <typename Allocate>
-ImageError ReadAndUnframe(const std::string& path, const ReadLimits& limits, FileOps& ops, Allocate allocate,
-                          std::string_view* payload) {
-  OwnedFd file;
-  {
-    int fd = -1;
-    std::error_code ec;
-    do {
-      // O_NONBLOCK: opening a FIFO must not wait for a writer; it is rejected below as not a regular file.
-      ec = ops.Open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0, &fd);
-    } while (IsEintr(ec));
-    if (ec) return SystemError("open", path, ec);
-    file = OwnedFd(&ops, fd);
-  }
-
+ImageError ReadOpenAndUnframe(const std::string& path, int file, const ReadLimits& limits, Allocate allocate,
+                              std::string_view* payload) {
   struct stat st {};
-  if (std::error_code ec = ops.Fstat(file.get(), &st)) return SystemError("fstat", path, ec);
+  if (std::error_code ec = Fstat(file, &st)) return SystemError("fstat", path, ec);
   if (S_ISDIR(st.st_mode)) return FormatError(Errno(EISDIR), path, "is a directory, not an image file");
   if (!S_ISREG(st.st_mode)) {
     const char* kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
@@ -321,7 +289,7 @@ ImageError ReadAndUnframe(const std::string& path, const ReadLimits& limits, Fil
   std::size_t got = 0;
   while (got < size) {
     std::size_t done = 0;
-    const std::error_code ec = ops.Read(file.get(), bytes + got, size - got, &done);
+    const std::error_code ec = ReadSome(file, bytes + got, size - got, &done);
     if (IsEintr(ec)) continue;
     if (ec) return SystemError("read", path, ec);
     if (done == 0) break;  // the file shrank since fstat: Unframe reports it as truncated
@@ -333,7 +301,7 @@ ImageError ReadAndUnframe(const std::string& path, const ReadLimits& limits, Fil
     std::size_t done = 0;
     std::error_code ec;
     do {
-      ec = ops.Read(file.get(), &probe, 1, &done);
+      ec = ReadSome(file, &probe, 1, &done);
     } while (IsEintr(ec));
     if (ec) return SystemError("read", path, ec);
     if (done != 0) {
@@ -348,10 +316,25 @@ ImageError ReadAndUnframe(const std::string& path, const ReadLimits& limits, Fil
   return {};
 }
 
+// Opens the image file, reads and unframes it (ReadOpenAndUnframe), and closes it.
+template <typename Allocate>
+ImageError ReadAndUnframe(const std::string& path, const ReadLimits& limits, Allocate allocate,
+                          std::string_view* payload) {
+  UniqueFd file;
+  std::error_code ec;
+  do {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is rejected as not a regular file.
+    ec = Open(FaultPoint::kImageOpen, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0, &file);
+  } while (IsEintr(ec));
+  if (ec) return SystemError("open", path, ec);
+  ImageError error = ReadOpenAndUnframe(path, file.get(), limits, allocate, payload);
+  (void)Close(file);  // read-only: nothing to flush, nothing to report
+  return error;
+}
+
 }  // namespace
 
-ImageError ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits,
-                         FileOps& ops) {
+ImageError ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits) {
   if (payload_out == nullptr) return {Errno(EINVAL), "read image " + path + ": no place for the payload"};
   std::string bytes;
   std::string_view payload;
@@ -359,7 +342,7 @@ ImageError ReadImageFile(const std::string& path, std::string* payload_out, cons
     bytes.resize(size);
     return bytes.data();
   };
-  if (ImageError e = ReadAndUnframe(path, limits, ops, allocate, &payload)) return e;
+  if (ImageError e = ReadAndUnframe(path, limits, allocate, &payload)) return e;
   bytes.resize(kHeaderSize + payload.size());
   bytes.erase(0, kHeaderSize);  // the payload is the rest: keep this buffer rather than copy it
   *payload_out = std::move(bytes);
@@ -367,7 +350,7 @@ ImageError ReadImageFile(const std::string& path, std::string* payload_out, cons
 }
 
 ImageError ReadImageFileBytes(const std::string& path, BigBuffer* file_bytes_out, std::string_view* payload_out,
-                              const ReadLimits& limits, FileOps& ops) {
+                              const ReadLimits& limits) {
   if (file_bytes_out == nullptr || payload_out == nullptr) {
     return {Errno(EINVAL), "read image " + path + ": no place for the payload"};
   }
@@ -377,7 +360,7 @@ ImageError ReadImageFileBytes(const std::string& path, BigBuffer* file_bytes_out
     bytes = BigBuffer(size);
     return static_cast<char*>(bytes.data());
   };
-  if (ImageError e = ReadAndUnframe(path, limits, ops, allocate, &payload)) return e;
+  if (ImageError e = ReadAndUnframe(path, limits, allocate, &payload)) return e;
   *file_bytes_out = std::move(bytes);  // the memory does not move, so the view stays valid
   *payload_out = payload;
   return {};

@@ -7,9 +7,6 @@
 // and where ("write /x/.img.tmp.12.9f3a: No space left on device").
 #pragma once
 
-#include <sys/stat.h>
-#include <sys/types.h>
-
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -97,29 +94,8 @@ UnframeResult Unframe(std::string_view file_bytes, const ReadLimits& limits = {}
 
 // --- Files -----------------------------------------------------------------------------------------------------------
 
-// The system calls the file functions make, one virtual per call, so tests can fail any of them. Each makes exactly
-// one call and reports failure as the errno in a std::error_code (EINTR included: the callers retry). Paths are used
-// as given; fds are plain ints here because these are the raw calls — the callers own them through a move-only type.
-class FileOps {
- public:
-  virtual ~FileOps() = default;
-
-  // open(2) of a file: returns the fd in *fd.
-  virtual std::error_code Open(const std::string& path, int flags, mode_t mode, int* fd) = 0;
-  // open(2) of a directory (O_RDONLY | O_DIRECTORY | O_CLOEXEC), to fsync it after a rename.
-  virtual std::error_code OpenDirectory(const std::string& path, int* fd) = 0;
-  // write(2) / read(2): one call, which may transfer fewer bytes than asked; *done is the count.
-  virtual std::error_code Write(int fd, const char* data, std::size_t size, std::size_t* done) = 0;
-  virtual std::error_code Read(int fd, char* data, std::size_t size, std::size_t* done) = 0;
-  virtual std::error_code Fsync(int fd) = 0;
-  virtual std::error_code Fstat(int fd, struct stat* st) = 0;
-  virtual std::error_code Close(int fd) = 0;
-  virtual std::error_code Rename(const std::string& from, const std::string& to) = 0;
-  virtual std::error_code Unlink(const std::string& path) = 0;
-};
-
-// The real system calls. A process-wide stateless object.
-FileOps& DefaultFileOps();
+// Each system call of the file functions is a point of the fault-injection seam (lib/src/fault_injection.h:
+// kImageOpenDirectory ... kImageUnlink), where tests fail it or shorten it.
 
 // Frames `payload` and replaces the file at `path` with it, atomically and durably:
 //   open the directory of `path`; create `.NAME.tmp.PID.RANDOM` beside it (O_CREAT|O_EXCL|O_WRONLY|O_CLOEXEC, mode
@@ -130,17 +106,16 @@ FileOps& DefaultFileOps();
 // loss could still bring back the old one; the error says so. A crash (the process dies) at any step leaves `path`
 // as the complete old or the complete new image, and possibly a temporary file that readers never look at
 // (CleanStaleTemporaries removes it).
-ImageError WriteImageFile(const std::string& path, std::string_view payload, FileOps& ops = DefaultFileOps());
+ImageError WriteImageFile(const std::string& path, std::string_view payload);
 
 // Reads the image at `path`: open (O_RDONLY|O_CLOEXEC|O_NONBLOCK, so a FIFO cannot block us), fstat — a non-regular
 // file, an empty file or one larger than limits.max_payload + kHeaderSize is rejected before anything is read —
 // read all, Unframe, and move the payload into *payload_out. On failure *payload_out is untouched.
-ImageError ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits = {},
-                         FileOps& ops = DefaultFileOps());
+ImageError ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits = {});
 // The same into a BigBuffer (lib/src/big_buffer.h: huge pages for a large file), without moving the payload:
 // *file_bytes_out holds the whole file and *payload_out views its payload. On failure both are untouched.
 ImageError ReadImageFileBytes(const std::string& path, BigBuffer* file_bytes_out, std::string_view* payload_out,
-                              const ReadLimits& limits = {}, FileOps& ops = DefaultFileOps());
+                              const ReadLimits& limits = {});
 
 // The name WriteImageFile gives its temporary files for `path`, without the directory and without the final
 // ".PID.RANDOM": ".NAME.tmp" (NAME cut to 200 bytes so the whole stays under NAME_MAX).

@@ -13,6 +13,7 @@
 
 #include "big_buffer.h"
 #include "epollcr/host_file.h"
+#include "fault_injection.h"
 #include "image/codec.h"
 #include "image/file.h"
 #include "restore/resolvers.h"
@@ -31,44 +32,83 @@ using Clock = std::chrono::steady_clock;
 
 std::error_code LastError() { return {errno, std::generic_category()}; }
 
-class RealHandoffOps final : public HandoffOps {
- public:
-  std::error_code GetFdFlags(int fd, int* flags) override {
-    const int f = ::fcntl(fd, F_GETFD);
-    if (f < 0) return LastError();
-    *flags = f;
-    return {};
-  }
-  std::error_code SetFdFlags(int fd, int flags) override {
-    return ::fcntl(fd, F_SETFD, flags) == 0 ? std::error_code() : LastError();
-  }
-  std::error_code Send(int socket, const char* data, std::size_t size, std::size_t* done) override {
-    const ssize_t n = ::send(socket, data, size, MSG_NOSIGNAL);
-    if (n < 0) return LastError();
-    *done = static_cast<std::size_t>(n);
-    return {};
-  }
-  std::error_code Receive(int socket, char* data, std::size_t size, std::size_t* done) override {
-    const ssize_t n = ::recv(socket, data, size, 0);
-    if (n < 0) return LastError();
-    *done = static_cast<std::size_t>(n);
-    return {};
-  }
-  std::error_code SendMessage(int socket, const msghdr& msg, std::size_t* done) override {
-    const ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
-    if (n < 0) return LastError();
-    *done = static_cast<std::size_t>(n);
-    return {};
-  }
-  std::error_code ReceiveMessage(int socket, msghdr* msg, std::size_t* done) override {
-    const ssize_t n = ::recvmsg(socket, msg, MSG_CMSG_CLOEXEC);
-    if (n < 0) return LastError();
-    *done = static_cast<std::size_t>(n);
-    return {};
-  }
-  std::error_code Close(int fd) override { return ::close(fd) == 0 ? std::error_code() : LastError(); }
-  image::FileOps& Files() override { return image::DefaultFileOps(); }
-};
+// The system calls of the hand-off, one call each, each at its fault-injection point (fault_injection.h): a failure
+// is the errno in a std::error_code (EINTR included: the hand-off retries every call but close, which Linux completes
+// even when it reports EINTR).
+using testing::FaultAt;
+using testing::FaultPoint;
+
+std::error_code Injected(FaultPoint point) {
+  const int e = FaultAt(point).error;
+  return e != 0 ? std::error_code(e, std::generic_category()) : std::error_code();
+}
+
+// fcntl(fd, F_GETFD) into *flags; fcntl(fd, F_SETFD, flags).
+std::error_code GetFdFlags(int fd, int* flags) {
+  if (std::error_code e = Injected(FaultPoint::kHandoffGetFdFlags)) return e;
+  const int f = ::fcntl(fd, F_GETFD);
+  if (f < 0) return LastError();
+  *flags = f;
+  return {};
+}
+std::error_code SetFdFlags(int fd, int flags) {
+  if (std::error_code e = Injected(FaultPoint::kHandoffSetFdFlags)) return e;
+  return ::fcntl(fd, F_SETFD, flags) == 0 ? std::error_code() : LastError();
+}
+
+// send(2) with MSG_NOSIGNAL / recv(2): one call, which may transfer fewer bytes than asked; *done is the count (0
+// from Receive: the peer closed the socket).
+std::error_code Send(int socket, const char* data, std::size_t size, std::size_t* done) {
+  const testing::Fault fault = FaultAt(FaultPoint::kHandoffSend);
+  if (fault.error != 0) return {fault.error, std::generic_category()};
+  const ssize_t n = ::send(socket, data, std::min(size, fault.max_bytes), MSG_NOSIGNAL);
+  if (n < 0) return LastError();
+  *done = static_cast<std::size_t>(n);
+  return {};
+}
+std::error_code Receive(int socket, char* data, std::size_t size, std::size_t* done) {
+  const testing::Fault fault = FaultAt(FaultPoint::kHandoffReceive);
+  if (fault.error != 0) return {fault.error, std::generic_category()};
+  const ssize_t n = ::recv(socket, data, std::min(size, fault.max_bytes), 0);
+  if (n < 0) return LastError();
+  *done = static_cast<std::size_t>(n);
+  return {};
+}
+
+// sendmsg(2) with MSG_NOSIGNAL / recvmsg(2) with MSG_CMSG_CLOEXEC of a message with one iovec: *done is the count of
+// data bytes; the kernel sets msg->msg_controllen and msg->msg_flags as usual. On failure no fd was received.
+std::error_code SendMessage(int socket, const msghdr& msg, std::size_t* done) {
+  const testing::Fault fault = FaultAt(FaultPoint::kHandoffSendMessage);
+  if (fault.error != 0) return {fault.error, std::generic_category()};
+  iovec iov = msg.msg_iov[0];
+  iov.iov_len = std::min(iov.iov_len, fault.max_bytes);
+  msghdr capped = msg;
+  capped.msg_iov = &iov;
+  const ssize_t n = ::sendmsg(socket, &capped, MSG_NOSIGNAL);
+  if (n < 0) return LastError();
+  *done = static_cast<std::size_t>(n);
+  return {};
+}
+std::error_code ReceiveMessage(int socket, msghdr* msg, std::size_t* done) {
+  const testing::Fault fault = FaultAt(FaultPoint::kHandoffReceiveMessage);
+  if (fault.error != 0) return {fault.error, std::generic_category()};
+  iovec* iov = msg->msg_iov;
+  const std::size_t asked = iov->iov_len;
+  iov->iov_len = std::min(asked, fault.max_bytes);
+  const ssize_t n = ::recvmsg(socket, msg, MSG_CMSG_CLOEXEC);
+  iov->iov_len = asked;
+  if (n < 0) return LastError();
+  *done = static_cast<std::size_t>(n);
+  FaultAt({.point = FaultPoint::kHandoffReceivedMessage, .message = msg});
+  return {};
+}
+
+// close(2) of a received fd. Linux frees the descriptor even when close fails (an injected failure closes too).
+std::error_code Close(int fd) {
+  const std::error_code injected = Injected(FaultPoint::kHandoffClose);
+  const std::error_code e = ::close(fd) == 0 ? std::error_code() : LastError();
+  return injected ? injected : e;
+}
 
 // Repeats `call` while it reports EINTR.
 template <typename Call>
@@ -99,11 +139,11 @@ std::uint64_t GetU64(const unsigned char* p) {
   return v;
 }
 
-Status SendAll(HandoffOps& ops, int socket, const void* data, std::size_t size, const char* what) {
+Status SendAll(int socket, const void* data, std::size_t size, const char* what) {
   const auto* p = static_cast<const char*>(data);
   while (size > 0) {
     std::size_t n = 0;
-    if (std::error_code e = Retried([&] { return ops.Send(socket, p, size, &n); })) {
+    if (std::error_code e = Retried([&] { return Send(socket, p, size, &n); })) {
       return Failed(e, std::string("hand-off: send ") + what);
     }
     p += n;
@@ -112,11 +152,11 @@ Status SendAll(HandoffOps& ops, int socket, const void* data, std::size_t size, 
   return {};
 }
 
-Status ReceiveAll(HandoffOps& ops, int socket, void* data, std::size_t size, const char* what) {
+Status ReceiveAll(int socket, void* data, std::size_t size, const char* what) {
   auto* p = static_cast<char*>(data);
   while (size > 0) {
     std::size_t n = 0;
-    if (std::error_code e = Retried([&] { return ops.Receive(socket, p, size, &n); })) {
+    if (std::error_code e = Retried([&] { return Receive(socket, p, size, &n); })) {
       return Failed(e, std::string("hand-off: receive ") + what);
     }
     if (n == 0) return Status::Error(EPIPE, std::string("hand-off: receive ") + what + ": the sender closed the socket");
@@ -130,11 +170,11 @@ Status ReceiveAll(HandoffOps& ops, int socket, void* data, std::size_t size, con
 using FdFlags = std::vector<std::pair<int, int>>;
 
 // Puts the flags of `changed` back after a failure, and says in `s` which of them could not be.
-void PutFlagsBack(HandoffOps& ops, const FdFlags& changed, Status* s) {
+void PutFlagsBack(const FdFlags& changed, Status* s) {
   for (const std::pair<int, int>& change : changed) {
     const int fd = change.first;  // named, not a structured binding: clang 14 cannot capture those in a lambda
     const int flags = change.second;
-    if (std::error_code e = Retried([&] { return ops.SetFdFlags(fd, flags); })) {
+    if (std::error_code e = Retried([&] { return SetFdFlags(fd, flags); })) {
       s->message += "; putting back FD_CLOEXEC of fd " + std::to_string(fd) + " also failed: " + e.message();
     }
   }
@@ -142,15 +182,15 @@ void PutFlagsBack(HandoffOps& ops, const FdFlags& changed, Status* s) {
 
 // Sets FD_CLOEXEC on every fd of `fds` (`on`) or clears it, noting in *changed the fds it changed. Stops at the first
 // failure, naming the fd and the step.
-Status SetCloseOnExec(HandoffOps& ops, const std::vector<int>& fds, bool on, FdFlags* changed) {
+Status SetCloseOnExec(const std::vector<int>& fds, bool on, FdFlags* changed) {
   for (int fd : fds) {
     int flags = 0;
-    if (std::error_code e = Retried([&] { return ops.GetFdFlags(fd, &flags); })) {
+    if (std::error_code e = Retried([&] { return GetFdFlags(fd, &flags); })) {
       return Failed(e, "hand-off: read the flags of fd " + std::to_string(fd) + " (fcntl F_GETFD)");
     }
     const int want = on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC;
     if (want == flags) continue;
-    if (std::error_code e = Retried([&] { return ops.SetFdFlags(fd, want); })) {
+    if (std::error_code e = Retried([&] { return SetFdFlags(fd, want); })) {
       return Failed(e, std::string("hand-off: ") + (on ? "set" : "clear") + " FD_CLOEXEC on fd " + std::to_string(fd) +
                            " (fcntl F_SETFD)");
     }
@@ -180,11 +220,6 @@ class NotingResolver final : public Resolver {
 
 }  // namespace
 
-HandoffOps& DefaultHandoffOps() {
-  static RealHandoffOps ops;
-  return ops;
-}
-
 std::vector<int> HostFds(const World& world) {
   std::set<int> fds;
   auto note = [&](const std::shared_ptr<File>& f) {
@@ -195,7 +230,7 @@ std::vector<int> HostFds(const World& world) {
   return {fds.begin(), fds.end()};
 }
 
-StatusOr<std::vector<int>> PrepareExec(const World& world, const std::string& image_path, HandoffOps& ops) {
+StatusOr<std::vector<int>> PrepareExec(const World& world, const std::string& image_path) {
   StatusOr<v1::Image> image = image::Capture(world);
   if (!image.ok()) return {image.status, {}};
   StatusOr<std::string> payload = image::Encode(image.value);
@@ -204,28 +239,27 @@ StatusOr<std::vector<int>> PrepareExec(const World& world, const std::string& im
   // for a failed fsync of the directory after the rename, whose error says the new image is in place).
   std::vector<int> fds = HostFds(world);
   FdFlags cleared;
-  Status s = SetCloseOnExec(ops, fds, /*on=*/false, &cleared);
+  Status s = SetCloseOnExec(fds, /*on=*/false, &cleared);
   if (!s) {
-    if (image::ImageError e = image::WriteImageFile(image_path, payload.value, ops.Files())) {
+    if (image::ImageError e = image::WriteImageFile(image_path, payload.value)) {
       s = {e.code, "hand-off: write the image: " + e.message};
     }
   }
   if (s) {
-    PutFlagsBack(ops, cleared, &s);
+    PutFlagsBack(cleared, &s);
     return {s, {}};
   }
   return {{}, std::move(fds)};
 }
 
-Status RestoreAfterExec(const std::string& image_path, World* out, Options options, Report* report,
-                        HandoffOps& ops) {
-  // RestoreFile, with the file read through `ops`.
+Status RestoreAfterExec(const std::string& image_path, World* out, Options options, Report* report) {
+  // RestoreFile, with the hand-off's words in its errors.
   Report local;
   Report& rep = report != nullptr ? *report : local;
   const auto t = Clock::now();
   BigBuffer bytes;
   std::string_view payload;
-  if (image::ImageError e = image::ReadImageFileBytes(image_path, &bytes, &payload, options.read_limits, ops.Files())) {
+  if (image::ImageError e = image::ReadImageFileBytes(image_path, &bytes, &payload, options.read_limits)) {
     return {e.code, "hand-off: read the image: " + e.message};
   }
   InheritedFdResolver inherited;
@@ -242,17 +276,17 @@ Status RestoreAfterExec(const std::string& image_path, World* out, Options optio
     if (h->fd() >= 0) fds.push_back(h->fd());
   }
   FdFlags set;
-  s = SetCloseOnExec(ops, fds, /*on=*/true, &set);
+  s = SetCloseOnExec(fds, /*on=*/true, &set);
   if (s) {  // undone as a failed restore is: the inherited fds go back to the program, open, flags as they were
     for (const auto& h : noting.made()) h->ReleaseFd();
     out->roots.clear();
     out->fds.Clear();
-    PutFlagsBack(ops, set, &s);
+    PutFlagsBack(set, &s);
   }
   return s;
 }
 
-Status SendWorld(int socket, const World& world, HandoffOps& ops) {
+Status SendWorld(int socket, const World& world) {
   StatusOr<std::string> bytes = image::SaveImage(world);
   if (!bytes.ok()) return bytes.status;
   const std::vector<int> fds = HostFds(world);
@@ -261,8 +295,8 @@ Status SendWorld(int socket, const World& world, HandoffOps& ops) {
   PutU32(header + 8, kVersion);
   PutU32(header + 12, static_cast<std::uint32_t>(fds.size()));
   PutU64(header + 16, bytes.value.size());
-  if (Status s = SendAll(ops, socket, header, sizeof header, "header")) return s;
-  if (Status s = SendAll(ops, socket, bytes.value.data(), bytes.value.size(), "image")) return s;
+  if (Status s = SendAll(socket, header, sizeof header, "header")) return s;
+  if (Status s = SendAll(socket, bytes.value.data(), bytes.value.size(), "image")) return s;
   for (std::size_t at = 0; at < fds.size(); at += kBatch) {
     const int n = static_cast<int>(std::min<std::size_t>(kBatch, fds.size() - at));
     unsigned char data[kBatchBytes] = {};
@@ -281,11 +315,11 @@ Status SendWorld(int socket, const World& world, HandoffOps& ops) {
     c->cmsg_len = CMSG_LEN(sizeof(int) * static_cast<std::size_t>(n));
     std::memcpy(CMSG_DATA(c), fds.data() + at, sizeof(int) * static_cast<std::size_t>(n));
     std::size_t sent = 0;
-    if (std::error_code e = Retried([&] { return ops.SendMessage(socket, msg, &sent); })) {
+    if (std::error_code e = Retried([&] { return SendMessage(socket, msg, &sent); })) {
       return Failed(e, "hand-off: send fds");
     }
     // The fds went with the first byte; the rest of the batch, if the socket took only part, follows as plain data.
-    if (Status s = SendAll(ops, socket, data + sent, sizeof data - sent, "fd numbers")) return s;
+    if (Status s = SendAll(socket, data + sent, sizeof data - sent, "fd numbers")) return s;
   }
   return {};
 }
@@ -294,7 +328,7 @@ namespace {
 
 // Receives one batch of `expect` fds: all kBatchBytes of it into `data`, and every fd that comes with them (in any
 // number of control messages) appended to *opened, which the caller closes if this fails.
-Status ReceiveBatch(HandoffOps& ops, int socket, int expect, unsigned char* data, std::vector<int>* opened) {
+Status ReceiveBatch(int socket, int expect, unsigned char* data, std::vector<int>* opened) {
   const std::size_t first = opened->size();
   for (std::size_t have = 0; have < kBatchBytes;) {
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kBatch)];
@@ -305,7 +339,7 @@ Status ReceiveBatch(HandoffOps& ops, int socket, int expect, unsigned char* data
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
     std::size_t n = 0;
-    if (std::error_code e = Retried([&] { return ops.ReceiveMessage(socket, &msg, &n); })) {
+    if (std::error_code e = Retried([&] { return ReceiveMessage(socket, &msg, &n); })) {
       return Failed(e, "hand-off: receive fds");
     }
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
@@ -336,10 +370,10 @@ Status ReceiveBatch(HandoffOps& ops, int socket, int expect, unsigned char* data
 
 }  // namespace
 
-Status ReceiveWorld(int socket, World* out, Options options, Report* report, HandoffOps& ops) {
+Status ReceiveWorld(int socket, World* out, Options options, Report* report) {
   if (out->fds.Count() != 0 || !out->roots.empty()) return Status::Error(EINVAL, "hand-off: the world is not empty");
   unsigned char header[kHeaderBytes];
-  if (Status s = ReceiveAll(ops, socket, header, sizeof header, "header")) return s;
+  if (Status s = ReceiveAll(socket, header, sizeof header, "header")) return s;
   if (std::memcmp(header, kMagic, sizeof kMagic) != 0) {
     return Status::Error(EBADMSG, "hand-off: the peer did not send an epollcr hand-off");
   }
@@ -354,18 +388,18 @@ Status ReceiveWorld(int socket, World* out, Options options, Report* report, Han
   }
   if (count > 1u << 20) return Status::Error(EFBIG, "hand-off: " + std::to_string(count) + " fds is beyond the limit");
   std::string bytes(length, '\0');
-  if (Status s = ReceiveAll(ops, socket, bytes.data(), bytes.size(), "image")) return s;
+  if (Status s = ReceiveAll(socket, bytes.data(), bytes.size(), "image")) return s;
 
   std::map<int, int> received;  // old fd -> new fd
   std::vector<int> opened;
   // Linux frees a descriptor even when close fails, so a failing close has nothing left to undo.
   auto close_all = [&] {
-    for (int fd : opened) (void)ops.Close(fd);
+    for (int fd : opened) (void)Close(fd);
   };
   for (std::uint32_t at = 0; at < count; at += kBatch) {
     const int expect = static_cast<int>(std::min<std::uint32_t>(kBatch, count - at));
     unsigned char data[kBatchBytes];
-    if (Status s = ReceiveBatch(ops, socket, expect, data, &opened)) {
+    if (Status s = ReceiveBatch(socket, expect, data, &opened)) {
       close_all();
       return s;
     }
@@ -386,7 +420,7 @@ Status ReceiveWorld(int socket, World* out, Options options, Report* report, Han
   // Received fds the restore did not take (a pruned reference's, say) are closed: nothing owns them.
   const std::vector<int> kept = HostFds(*out);
   for (int fd : opened) {
-    if (!std::binary_search(kept.begin(), kept.end(), fd)) (void)ops.Close(fd);
+    if (!std::binary_search(kept.begin(), kept.end(), fd)) (void)Close(fd);
   }
   return {};
 }

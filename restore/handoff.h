@@ -15,16 +15,16 @@
 // The receiver accepts a batch's fds in any number of control messages within the batch's bytes (a short recvmsg
 // leaves the rest for the next), and closes every fd it received if anything fails.
 //
-// Every system call goes through a HandoffOps (handoff_ops.h; the real calls unless a test passes its own). A failed
-// call leaves no fd open or closed that was not, FD_CLOEXEC as it was on every fd, `out` empty and no host file
-// watched that was not (the exceptions are said below).
+// Every system call is a point of the fault-injection seam (lib/src/fault_injection.h: kHandoff*, and kImage* for the
+// image file), where tests fail it, shorten it or change what it received. A failed call leaves no fd open or closed
+// that was not, FD_CLOEXEC as it was on every fd, `out` empty and no host file watched that was not (the exceptions
+// are said below).
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "epollcr/state.h"
-#include "restore/handoff_ops.h"
 #include "restore/restorer.h"
 
 namespace epollcr::restore {
@@ -36,20 +36,17 @@ std::vector<int> HostFds(const World& world);
 // on the world's host fds, which it returns. The caller then execs; the world must not change in between. On failure
 // every fd's FD_CLOEXEC is as it was, and so is the file at `image_path` unless the error says the new image is in
 // place (only the directory's fsync after the rename failed: image/file.h).
-StatusOr<std::vector<int>> PrepareExec(const World& world, const std::string& image_path,
-                                       HandoffOps& ops = DefaultHandoffOps());
+StatusOr<std::vector<int>> PrepareExec(const World& world, const std::string& image_path);
 // Exec hand-off, new side: restores the image with an InheritedFdResolver placed before `options.resolvers`, then
 // sets FD_CLOEXEC again on the host fds it restored. On failure `out` stays empty and the inherited fds stay open
 // with their flags as they were.
-Status RestoreAfterExec(const std::string& image_path, World* out, Options options = {}, Report* report = nullptr,
-                        HandoffOps& ops = DefaultHandoffOps());
+Status RestoreAfterExec(const std::string& image_path, World* out, Options options = {}, Report* report = nullptr);
 
 // SCM_RIGHTS hand-off over a connected AF_UNIX stream socket (blocking). The sender keeps its world and its fds. A
 // failed send may have sent part of the hand-off: the socket is then of no more use for one.
-Status SendWorld(int socket, const World& world, HandoffOps& ops = DefaultHandoffOps());
+Status SendWorld(int socket, const World& world);
 // Receives and restores into `out` (empty), with an InheritedFdResolver over the received fds placed before
 // `options.resolvers`. On failure every received fd is closed and `out` stays empty.
-Status ReceiveWorld(int socket, World* out, Options options = {}, Report* report = nullptr,
-                    HandoffOps& ops = DefaultHandoffOps());
+Status ReceiveWorld(int socket, World* out, Options options = {}, Report* report = nullptr);
 
 }  // namespace epollcr::restore

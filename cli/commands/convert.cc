@@ -2,7 +2,7 @@
 
 #include <optional>
 
-#include "commands/command_status.h"
+#include "command_status.h"
 #include "commands/input.h"
 #include "commands/output.h"
 #include "image/codec.h"

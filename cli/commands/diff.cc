@@ -7,7 +7,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "commands/command_status.h"
+#include "command_status.h"
 #include "commands/image_index.h"
 #include "commands/image_text.h"
 #include "commands/input.h"

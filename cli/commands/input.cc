@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "replay/unique_fd.h"
+#include "epollcr/unique_fd.h"
 #include "image/codec.h"
 
 namespace epollcr::cli {
@@ -59,7 +59,7 @@ Outcome<std::string> ReadBytes(const std::string& path, const std::string& name,
     return {std::nullopt, std::move(bytes)};
   }
   // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
-  replay::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
   if (!fd.valid()) return Outcome<std::string>::Fail(name, std::strerror(errno));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0)

@@ -15,7 +15,7 @@
 #include <string>
 #include <string_view>
 
-#include "commands/command_status.h"
+#include "command_status.h"
 #include "epollcr/state.h"
 #include "epollcr/v1/image.pb.h"
 #include "image/file.h"

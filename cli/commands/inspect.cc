@@ -9,7 +9,7 @@
 #include <sstream>
 #include <vector>
 
-#include "commands/command_status.h"
+#include "command_status.h"
 #include "commands/image_index.h"
 #include "commands/image_text.h"
 #include "commands/input.h"

@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "replay/unique_fd.h"
+#include "epollcr/unique_fd.h"
 
 namespace epollcr::cli {
 namespace {
@@ -66,10 +66,10 @@ std::optional<CommandError> WriteOutput(const std::string& path, std::string_vie
   const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
   if (base.empty()) return CommandError{path, "names a directory, not a file"};
 
-  replay::UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir_fd.valid()) return CommandError{path, "open directory " + dir + ": " + std::strerror(errno)};
   std::string tmp = dir + "/." + base.substr(0, 200) + ".tmp.XXXXXX";  // stays under NAME_MAX
-  replay::UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
+  UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
   if (!fd.valid()) return CommandError{path, "create " + tmp + ": " + std::strerror(errno)};
   auto fail = [&](const std::string& step, int error) -> std::optional<CommandError> {
     fd.Reset();
@@ -82,7 +82,7 @@ std::optional<CommandError> WriteOutput(const std::string& path, std::string_vie
     return CommandError{path, "write " + tmp + ": " + *failure};
   }
   if (::fsync(fd.get()) != 0) return fail("fsync", errno);
-  if (::close(fd.Release()) != 0 && errno != EINTR) return fail("close", errno);
+  if (std::error_code e = fd.Close(); e && e != std::errc::interrupted) return fail("close", e.value());
   if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename", errno);
   if (::fsync(dir_fd.get()) != 0) {
     return CommandError{path,

@@ -5,7 +5,7 @@
 #include <string>
 #include <string_view>
 
-#include "commands/command_status.h"
+#include "command_status.h"
 
 namespace epollcr::cli {
 

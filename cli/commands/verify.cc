@@ -2,7 +2,7 @@
 
 #include <optional>
 
-#include "commands/command_status.h"
+#include "command_status.h"
 #include "commands/input.h"
 #include "image/codec.h"
 #include "image/file.h"

@@ -14,11 +14,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <map>
 #include <string>
 #include <vector>
 
-#include "echo/echo_server.h"
+#include "command_status.h"
+#include "demo/echo_server.h"
 
 namespace epollcr::cli {
 
@@ -49,8 +51,8 @@ std::string Field(const std::string& line, const std::string& key) {
 }
 
 int Error(std::ostream& err, const std::string& what, const std::string& why) {
-  err << "epollcr: demo: " << what << ": " << why << '\n';
-  return 1;
+  PrintError(err, {"demo: " + what, why});
+  return kExitFailure;
 }
 
 }  // namespace
@@ -73,7 +75,7 @@ CLI::App* AddDemoCommand(CLI::App& app, DemoOptions* options) {
 }
 
 int RunDemoServer(int argc, char** argv) {
-  examples::EchoServerOptions options;
+  EchoServerOptions options;
   options.exec_argv = {"/proc/self/exe", kDemoServerCommand};
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -83,11 +85,11 @@ int RunDemoServer(int argc, char** argv) {
     else if (flag == "--status-fd") options.status_fd = std::atoi(value);
     else if (flag == "--restore") options.restore_image = value;
     else {
-      std::fprintf(stderr, "epollcr: demo-server: unknown option %s\n", flag.c_str());
-      return 2;
+      PrintError(std::cerr, {"demo-server", "unknown option " + flag});
+      return kExitUsage;
     }
   }
-  return examples::RunEchoServer(options);
+  return RunEchoServer(options);
 }
 
 int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err) {

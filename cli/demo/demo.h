@@ -1,4 +1,4 @@
-// epollcr demo: the restore-into-a-new-process demo (issue 5). An echo server (examples/echo/echo_server.h: an
+// epollcr demo: the restore-into-a-new-process demo (issue 5). An echo server (echo_server.h: an
 // epollcr EventPoll over host files, nothing else) serves many clients streaming messages on 127.0.0.1; in the
 // middle of the traffic it checkpoints and execs a new process (fork + exec: a new pid and a new program image)
 // that restores the world from the image and the inherited fds and carries on. Every client checks every echoed

@@ -17,10 +17,10 @@
 #include <string_view>
 #include <vector>
 
+#include "epollcr/unique_fd.h"
 #include "replay/exec_protocol.h"
 #include "replay/runner.h"
 #include "replay/trace.h"
-#include "replay/unique_fd.h"
 
 namespace epollcr::replay::exec {
 

@@ -13,7 +13,7 @@
 #include <sstream>
 #include <vector>
 
-#include "replay/unique_fd.h"
+#include "epollcr/unique_fd.h"
 
 namespace epollcr::replay::exec {
 namespace {

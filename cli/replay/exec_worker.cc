@@ -21,11 +21,11 @@
 #include <thread>
 #include <vector>
 
+#include "epollcr/unique_fd.h"
 #include "replay/exec_protocol.h"
 #include "replay/formatter.h"
 #include "replay/runner.h"
 #include "replay/trace_parser.h"
-#include "replay/unique_fd.h"
 #include "replay/userspace_engine.h"
 
 namespace epollcr::replay::exec {

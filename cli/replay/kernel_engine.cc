@@ -95,10 +95,10 @@ std::error_code KernelEngine::Close(int fd) {
     // Not ours (a dead name passes -1): let the kernel answer for -1.
     return ::close(-1) < 0 ? LastError() : std::error_code{};
   }
-  int raw = it->second.Release();
-  owned_.erase(it);
   // close(2) releases the fd even when it reports an error; never retry.
-  return ::close(raw) < 0 ? LastError() : std::error_code{};
+  const std::error_code e = it->second.Close();
+  owned_.erase(it);
+  return e;
 }
 
 std::error_code KernelEngine::EpollCtl(int epfd, int op, int fd, std::uint32_t events, std::uint64_t data) {

@@ -12,8 +12,8 @@
 #include <map>
 #include <vector>
 
+#include "epollcr/unique_fd.h"
 #include "replay/engine.h"
-#include "replay/unique_fd.h"
 
 namespace epollcr::replay {
 

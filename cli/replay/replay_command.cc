@@ -8,19 +8,22 @@
 #include <cstring>
 #include <fstream>
 
+#include "command_status.h"
+#include "epollcr/unique_fd.h"
 #include "replay/exec_chain.h"
 #include "replay/kernel_engine.h"
 #include "replay/runner.h"
 #include "replay/trace_parser.h"
-#include "replay/unique_fd.h"
 #include "replay/userspace_engine.h"
 
 namespace epollcr::replay {
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
+using cli::kExitFailure;
+using cli::kExitOk;
+using cli::kExitUsage;
+using cli::PrintError;
+using cli::PrintErrorMessage;
 
 // Reads a whole file, or stdin for "-". On failure returns false with the reason (strerror).
 bool ReadInput(const std::string& path, std::string* text, std::string* reason) {
@@ -90,20 +93,20 @@ int RunReplay(const ReplayOptions& options, std::ostream& out, std::ostream& err
   const CheckpointFormat format = ParseCheckpointFormat(options.checkpoint_format).value_or(CheckpointFormat::kProto);
   const bool exec_mode = options.checkpoint_mode == "exec";
   if (exec_mode && format != CheckpointFormat::kProto) {
-    err << "epollcr: usage: --checkpoint-mode exec: checkpoints cross processes as proto images; --checkpoint-format "
-        << options.checkpoint_format << " is for --checkpoint-mode memory\n";
+    PrintError(err, {"usage", "--checkpoint-mode exec: checkpoints cross processes as proto images; "
+                              "--checkpoint-format " + options.checkpoint_format + " is for --checkpoint-mode memory"});
     return kExitUsage;
   }
   const RunOptions run_options{.checkpoint_every = options.checkpoint_every};
   std::string text;
   std::string reason;
   if (!ReadInput(options.path, &text, &reason)) {
-    err << "epollcr: " << display << ": " << reason << '\n';
+    PrintError(err, {display, reason});
     return kExitUsage;
   }
   ParseResult parsed = ParseTrace(text, display);
   if (!parsed.ok()) {
-    err << "epollcr: " << parsed.error->Message() << '\n';
+    PrintErrorMessage(err, parsed.error->Message());
     return kExitUsage;
   }
   RunReport report;
@@ -122,7 +125,7 @@ int RunReplay(const ReplayOptions& options, std::ostream& out, std::ostream& err
   }
   out.flush();
   if (!report.ok()) {
-    err << "epollcr: " << report.error << '\n';
+    PrintErrorMessage(err, report.error);
     return kExitFailure;
   }
   return kExitOk;

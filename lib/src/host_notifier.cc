@@ -4,13 +4,13 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <system_error>
 #include <vector>
 
 #include "epollcr/host_file.h"
 #include "epollcr/result.h"
+#include "fault_injection.h"
 #include "syscall_batch.h"
 
 namespace epollcr {
@@ -23,32 +23,26 @@ constexpr std::uint32_t kWatchedEvents = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRD
 constexpr std::uint64_t kWakeKey = 0;    // the notifier's stop eventfd
 constexpr std::uint64_t kSettleKey = 1;  // its settle eventfd; file keys start at 2
 
-std::atomic<HostNotifier::FaultFn> fault_for_testing{nullptr};
+using testing::FaultPoint;
 
-// The errno value a test wants `call` to fail with, or 0.
-int Fault(HostNotifier::Call call) {
-  const HostNotifier::FaultFn fault = fault_for_testing.load(std::memory_order_acquire);
-  return fault != nullptr ? fault(call) : 0;
-}
-
-// Fails with errno set as the system call would, when a test asks for it.
-bool Faulted(HostNotifier::Call call) {
-  const int e = Fault(call);
+// Fails with errno set as the system call would, when a test asks for it (fault_injection.h).
+bool Faulted(FaultPoint point) {
+  const int e = testing::FaultAt(point).error;
   if (e != 0) errno = e;
   return e != 0;
 }
 
-int NewEventFd(int epoll_fd, std::uint64_t key) {
-  const int fd = Faulted(HostNotifier::Call::kEventFd) ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (fd < 0) return -1;
+// An eventfd added to `epoll_fd` under `key`; not valid on failure, with errno set.
+UniqueFd NewEventFd(int epoll_fd, std::uint64_t key) {
+  UniqueFd fd(Faulted(FaultPoint::kNotifierEventFd) ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!fd.valid()) return fd;
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = key;
-  if (Faulted(HostNotifier::Call::kEventFdAdd) || epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+  if (Faulted(FaultPoint::kNotifierEventFdAdd) || epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd.get(), &ev) != 0) {
     const int e = errno;
-    close(fd);
+    fd.Reset();
     errno = e;
-    return -1;
   }
   return fd;
 }
@@ -67,31 +61,25 @@ HostNotifier& HostNotifier::Instance() {
   return *instance;
 }
 
-void HostNotifier::SetFaultForTesting(FaultFn fault) { fault_for_testing.store(fault, std::memory_order_release); }
-
 std::error_code HostNotifier::StartLocked() {
-  const int epoll_fd = Faulted(Call::kEpollCreate) ? -1 : epoll_create1(EPOLL_CLOEXEC);
-  if (epoll_fd < 0) return Errno(errno);
-  const int wake_fd = NewEventFd(epoll_fd, kWakeKey);
-  const int settle_fd = wake_fd < 0 ? -1 : NewEventFd(epoll_fd, kSettleKey);
-  if (settle_fd < 0) {
-    const int e = errno;
-    if (wake_fd >= 0) close(wake_fd);
-    close(epoll_fd);
-    return Errno(e);
-  }
+  // On any failure the fds made so far close as these go.
+  UniqueFd epoll_fd(Faulted(FaultPoint::kNotifierEpollCreate) ? -1 : epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_fd.valid()) return Errno(errno);
+  UniqueFd wake_fd = NewEventFd(epoll_fd.get(), kWakeKey);
+  if (!wake_fd.valid()) return Errno(errno);
+  UniqueFd settle_fd = NewEventFd(epoll_fd.get(), kSettleKey);
+  if (!settle_fd.valid()) return Errno(errno);
   try {
-    if (const int e = Fault(Call::kThread)) throw std::system_error(e, std::generic_category(), "thread");
-    thread_ = std::thread([this, epoll_fd, settle_fd] { Run(epoll_fd, settle_fd); });
+    if (const int e = testing::FaultAt(FaultPoint::kNotifierThread).error) {
+      throw std::system_error(e, std::generic_category(), "thread");
+    }
+    thread_ = std::thread([this, epoll = epoll_fd.get(), settle = settle_fd.get()] { Run(epoll, settle); });
   } catch (const std::system_error& e) {
-    close(settle_fd);
-    close(wake_fd);
-    close(epoll_fd);
     return e.code();
   }
-  epoll_fd_ = epoll_fd;
-  wake_fd_ = wake_fd;
-  settle_fd_ = settle_fd;
+  epoll_fd_ = std::move(epoll_fd);
+  wake_fd_ = std::move(wake_fd);
+  settle_fd_ = std::move(settle_fd);
   return {};
 }
 
@@ -101,18 +89,15 @@ void HostNotifier::StopLocked() {
     stopping_ = true;
   }
   gate_cv_.NotifyAll();
-  Poke(wake_fd_);
+  Poke(wake_fd_.get());
   thread_.join();
   {
     MutexLock gate(gate_mu_);
     stopping_ = false;
   }
-  close(settle_fd_);
-  close(wake_fd_);
-  close(epoll_fd_);
-  settle_fd_ = -1;
-  wake_fd_ = -1;
-  epoll_fd_ = -1;
+  settle_fd_.Reset();
+  wake_fd_.Reset();
+  epoll_fd_.Reset();
 }
 
 std::error_code HostNotifier::Watch(HostFile* file) {
@@ -130,7 +115,7 @@ std::error_code HostNotifier::Watch(HostFile* file) {
   epoll_event ev{};
   ev.events = kWatchedEvents;
   ev.data.u64 = key;
-  if (Faulted(Call::kWatchAdd) || epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, file->fd(), &ev) != 0) {
+  if (Faulted(FaultPoint::kNotifierWatchAdd) || epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, file->fd(), &ev) != 0) {
     const int e = errno;
     bool last;
     {
@@ -173,7 +158,7 @@ std::error_code HostNotifier::WatchMany(std::span<HostFile* const> files, std::s
       files_.emplace(key, file);
     }
   }
-  sys::EpollAddMany(epoll_fd_, fds, events, errors);
+  sys::EpollAddMany(epoll_fd_.get(), fds, events, errors);
   std::error_code first;
   bool last;
   {
@@ -187,7 +172,7 @@ std::error_code HostNotifier::WatchMany(std::span<HostFile* const> files, std::s
       }
       if (errors[k] == 0) {
         // Watched by the kernel after an earlier failure: undone, so that only files before the failure are.
-        epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fds[k], nullptr);
+        epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fds[k], nullptr);
       } else if (errors[k] == EPERM) {
         file->epollable_ = false;  // a file without poll support, as in HostFile::Watch
       } else if (!first) {
@@ -206,7 +191,7 @@ void HostNotifier::Unwatch(HostFile* file) {
   MutexLock lifecycle(lifecycle_mu_);
   if (file->watch_key_ == 0) return;
   // The fd is still open (the file closes it after this), so the kernel's registration goes with it now.
-  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, file->fd(), nullptr);
+  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, file->fd(), nullptr);
   bool last;
   {
     MutexLock lock(mu_);  // waits for a delivery to this file that is under way
@@ -223,7 +208,7 @@ void HostNotifier::Settle() {
   if (!thread_.joinable()) return;
   MutexLock lock(mu_);
   settling_ = true;
-  Poke(settle_fd_);  // queued behind every event already on the kernel's ready list
+  Poke(settle_fd_.get());  // queued behind every event already on the kernel's ready list
   while (settling_) settled_cv_.Wait(mu_);
 }
 
@@ -239,17 +224,17 @@ void HostNotifier::DrainAndUnhold() {
       MutexLock gate(gate_mu_);
       if (!parked_) {
         gate.Unlock();
-        Poke(settle_fd_);  // out of epoll_wait, if it is there, and on to the gate
+        Poke(settle_fd_.get());  // out of epoll_wait, if it is there, and on to the gate
         gate.Lock();
       }
       while (!parked_) gate_cv_.Wait(gate_mu_);
       gate.Unlock();
       epoll_event events[256];
       for (;;) {
-        const int n = epoll_wait(epoll_fd_, events, 256, 0);
+        const int n = epoll_wait(epoll_fd_.get(), events, 256, 0);
         if (n <= 0) break;
         MutexLock lock(mu_);
-        DeliverLocked(events, n, settle_fd_);
+        DeliverLocked(events, n, settle_fd_.get());
       }
     }
   }

@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "epollcr/mutex.h"
+#include "epollcr/unique_fd.h"
 
 struct epoll_event;
 
@@ -54,13 +55,6 @@ class HostNotifier {
   std::size_t Watched();
   bool Running();
 
-  // For tests: fault injection. While set, `fault(call)` is asked before each of these steps of Start and Watch; a
-  // non-zero errno value fails the step as the system call (or the thread's creation) would have, and it is not made.
-  // A start makes, in order: kEpollCreate, then for each of its two eventfds kEventFd and kEventFdAdd, then kThread.
-  enum class Call : std::uint8_t { kEpollCreate, kEventFd, kEventFdAdd, kThread, kWatchAdd };
-  using FaultFn = int (*)(Call call);
-  static void SetFaultForTesting(FaultFn fault);
-
  private:
   HostNotifier() = default;
   std::error_code StartLocked() EPOLLCR_REQUIRES(lifecycle_mu_);
@@ -70,9 +64,9 @@ class HostNotifier {
   void DeliverLocked(const ::epoll_event* events, int n, int settle_fd) EPOLLCR_REQUIRES(mu_);
 
   Mutex lifecycle_mu_ EPOLLCR_ACQUIRED_BEFORE(mu_, gate_mu_);
-  int epoll_fd_ EPOLLCR_GUARDED_BY(lifecycle_mu_) = -1;
-  int wake_fd_ EPOLLCR_GUARDED_BY(lifecycle_mu_) = -1;
-  int settle_fd_ EPOLLCR_GUARDED_BY(lifecycle_mu_) = -1;
+  UniqueFd epoll_fd_ EPOLLCR_GUARDED_BY(lifecycle_mu_);
+  UniqueFd wake_fd_ EPOLLCR_GUARDED_BY(lifecycle_mu_);
+  UniqueFd settle_fd_ EPOLLCR_GUARDED_BY(lifecycle_mu_);
   std::thread thread_ EPOLLCR_GUARDED_BY(lifecycle_mu_);
 
   Mutex mu_;

@@ -11,6 +11,9 @@
 #include <atomic>
 #include <vector>
 
+#include "epollcr/unique_fd.h"
+#include "fault_injection.h"
+
 namespace epollcr::sys {
 
 namespace {
@@ -22,7 +25,6 @@ constexpr std::size_t kMinRingBatch = 64;
 constexpr unsigned kRingSize = 256;
 
 std::atomic<bool> ring_enabled{true};
-std::atomic<FaultFn> fault_fn{nullptr};
 std::atomic<std::uint64_t> ring_batches{0};
 std::atomic<std::uint64_t> single_calls{0};
 
@@ -45,13 +47,11 @@ class Ring {
       if (fd >= 0 || errno != EINVAL) break;
     }
     if (fd < 0) return;
-    const int high = fcntl(fd, F_DUPFD_CLOEXEC, above + 1);
-    close(fd);
-    if (high < 0) return;
-    if (io_uring_queue_mmap(high, &params, &ring_) != 0) {
-      close(high);
-      return;
-    }
+    UniqueFd low(fd);
+    UniqueFd high(fcntl(low.get(), F_DUPFD_CLOEXEC, above + 1));
+    low.Reset();
+    if (!high.valid() || io_uring_queue_mmap(high.get(), &params, &ring_) != 0) return;
+    high.Release();  // the ring's now: io_uring_queue_exit closes it
     // Submission slot i is request i, as io_uring_queue_init sets it up (io_uring_queue_mmap leaves it to us).
     for (unsigned i = 0; i < ring_.sq.ring_entries; ++i) ring_.sq.array[i] = i;
     ok_ = true;
@@ -74,12 +74,13 @@ class Ring {
 // its completion, done(item, slot, res) takes the completion (res: the system call's return value or -errno), and
 // single(item) makes the call one at a time and returns 0 or an errno value.
 template <typename Prep, typename Done, typename Single>
-void RunBatch(Call call, std::span<const int> fds, std::span<int> errors, Prep prep, Done done, Single single) {
+void RunBatch(testing::FaultPoint point, std::span<const int> fds, std::span<int> errors, Prep prep, Done done,
+              Single single) {
   const std::size_t n = fds.size();
   // An injected fault replaces the item's call: a test fails the Nth call of a batch.
-  if (FaultFn fault = fault_fn.load(std::memory_order_acquire)) {
+  if (testing::FaultHookInstalled()) {
     for (std::size_t i = 0; i < n; ++i) {
-      const int e = fault(call, i);
+      const int e = testing::FaultAt(point, i).error;
       errors[i] = e != 0 ? e : single(i);
     }
     return;
@@ -178,7 +179,7 @@ void StatMany(std::span<const int> fds, std::span<FileIdentity> out, std::span<i
   std::vector<struct statx> buffers(fds.size() >= kMinRingBatch ? kRingSize : 0);
   static const char kEmptyPath[] = "";
   RunBatch(
-      Call::kStat, fds, errors,
+      testing::FaultPoint::kBatchStat, fds, errors,
       [&](io_uring_sqe* sqe, std::size_t i, unsigned slot) {
         io_uring_prep_statx(sqe, fds[i], kEmptyPath, AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT,
                             STATX_TYPE | STATX_INO, &buffers[slot]);
@@ -203,7 +204,7 @@ void StatMany(std::span<const int> fds, std::span<FileIdentity> out, std::span<i
 
 void EpollAddMany(int epoll_fd, std::span<const int> fds, std::span<epoll_event> events, std::span<int> errors) {
   RunBatch(
-      Call::kEpollAdd, fds, errors,
+      testing::FaultPoint::kBatchEpollAdd, fds, errors,
       [&](io_uring_sqe* sqe, std::size_t i, unsigned) {
         io_uring_prep_epoll_ctl(sqe, epoll_fd, fds[i], EPOLL_CTL_ADD, &events[i]);
       },
@@ -223,6 +224,5 @@ BatchCounts Counts() {
 
 void SetRingEnabled(bool enabled) { ring_enabled.store(enabled, std::memory_order_relaxed); }
 
-void SetFaultForTesting(FaultFn fault) { fault_fn.store(fault, std::memory_order_release); }
 
 }  // namespace epollcr::sys

@@ -43,11 +43,6 @@ BatchCounts Counts();
 // For tests: when false, every batch runs one call at a time (the path taken where io_uring is unavailable).
 void SetRingEnabled(bool enabled);
 
-// For tests: fault injection. While set, `fault(call, item)` is asked before each item of each batch (item: the
-// index in its batch); a non-zero errno value is that item's result and its system call is not made. While a
-// fault is set every item goes one at a time.
-enum class Call : std::uint8_t { kStat, kEpollAdd };
-using FaultFn = int (*)(Call call, std::size_t item);
-void SetFaultForTesting(FaultFn fault);
+// Fault injection: each item of a batch is a point of fault_injection.h (kBatchStat, kBatchEpollAdd).
 
 }  // namespace epollcr::sys

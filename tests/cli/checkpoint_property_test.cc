@@ -1,7 +1,7 @@
 // "A checkpoint is invisible": inserting save -> load into a fresh world at any point of any sequence of
 // operations changes no later result.
 //
-// Random traces (cli/replay/trace_generator.h: every file kind, nested epolls, dup and close, every flag) of 30 to 60
+// Random traces (tests/common/trace_generator.h: every file kind, nested epolls, dup and close, every flag) of 30 to 60
 // operations run twice on the userspace engine in lockstep: once straight, and once with a `checkpoint` line (save
 // the whole World, LoadWorld into a fresh one, go on there) at a random step, in a random archive format. Every line
 // must be identical. A share of the traces also runs on the kernel and on the userspace engine with a checkpoint after
@@ -34,9 +34,9 @@
 #include "replay/formatter.h"
 #include "replay/kernel_engine.h"
 #include "replay/runner.h"
-#include "replay/trace_generator.h"
 #include "replay/trace_parser.h"
 #include "replay/userspace_engine.h"
+#include "trace_generator.h"
 
 namespace epollcr::replay {
 namespace {

@@ -1,4 +1,4 @@
-// Random differential test: generated traces (cli/replay/trace_generator.h) run on the kernel, which is the oracle,
+// Random differential test: generated traces (tests/common/trace_generator.h) run on the kernel, which is the oracle,
 // and on the userspace engine three ways; every output must be the kernel's, byte for byte:
 //   userspace   straight through;
 //   memory      with a checkpoint after every operation, restored in the same process (the proto image, kept in
@@ -9,7 +9,7 @@
 // and 20 traces (about 1,000 processes) across processes. A process start costs about 25 ms of CPU here (more under
 // AddressSanitizer), which is why the exec share is small; scripts/soak runs more of everything.
 //
-// A divergence is shrunk to a minimal trace (cli/replay/trace_shrinker.h: delta debugging over the operation lines,
+// A divergence is shrunk to a minimal trace (tests/common/trace_shrinker.h: delta debugging over the operation lines,
 // for the same mode) and written as NAME.trace and NAME.expected (the kernel's output, as tests/traces/regenerate
 // makes it) into EPOLLCR_DIFF_OUT (default: differential-divergences/ in the build tree, printed with the failure).
 // To reproduce and keep it:
@@ -46,11 +46,11 @@
 #include "replay/forwarding_engine.h"
 #include "replay/kernel_engine.h"
 #include "replay/runner.h"
-#include "replay/trace_generator.h"
 #include "replay/trace_parser.h"
-#include "replay/trace_shrinker.h"
 #include "replay/userspace_engine.h"
 #include "temp_dir.h"
+#include "trace_generator.h"
+#include "trace_shrinker.h"
 
 namespace epollcr::replay {
 namespace {

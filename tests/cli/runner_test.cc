@@ -18,11 +18,11 @@
 #include <sstream>
 #include <vector>
 
-#include "replay/forwarding_engine.h"
+#include "epollcr/unique_fd.h"
 #include "replay/formatter.h"
+#include "replay/forwarding_engine.h"
 #include "replay/kernel_engine.h"
 #include "replay/trace_parser.h"
-#include "replay/unique_fd.h"
 #include "replay/userspace_engine.h"
 #include "temp_dir.h"
 

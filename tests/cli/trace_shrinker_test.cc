@@ -1,7 +1,7 @@
-// Tests of the trace shrinker (cli/replay/trace_shrinker.h): delta debugging finds the minimal trace behind a failure,
-// skips candidates that do not parse, stops at its budget; a shrunk trace is written out as a regression trace whose
-// .expected is the kernel's output.
-#include "replay/trace_shrinker.h"
+// Tests of the trace shrinker (tests/common/trace_shrinker.h): delta debugging finds the minimal trace behind a
+// failure, skips candidates that do not parse, stops at its budget; a shrunk trace is written out as a regression
+// trace whose .expected is the kernel's output.
+#include "trace_shrinker.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -15,10 +15,10 @@
 #include "replay/forwarding_engine.h"
 #include "replay/kernel_engine.h"
 #include "replay/runner.h"
-#include "replay/trace_generator.h"
 #include "replay/trace_parser.h"
 #include "replay/userspace_engine.h"
 #include "temp_dir.h"
+#include "trace_generator.h"
 
 namespace epollcr::replay {
 namespace {

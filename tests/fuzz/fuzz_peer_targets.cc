@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "commands/ps.snapshot.h"
+#include "commands/ps_proc.h"
 #include "epollcr/epollcr.h"
 #include "epollcr/host_file.h"
 #include "fuzz_checks.h"

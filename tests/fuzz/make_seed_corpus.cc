@@ -23,6 +23,8 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "epollcr/epollcr.h"
 #include "fuzz_entry_points.h"
@@ -30,6 +32,7 @@
 #include "replay/trace_parser.h"
 #include "replay/userspace_engine.h"
 #include "epollcr/host_file.h"
+#include "epollcr/unique_fd.h"
 #include "restore/handoff.h"
 #include "image/codec.h"
 
@@ -132,42 +135,71 @@ bool BuildHostWorld(World& w, const std::vector<int>& hosted) {
   return true;
 }
 
-// Sends nothing: records what SendWorld would send, as the handoff_receive target's peer messages.
-class RecordingOps : public restore::HandoffOps {
- public:
-  std::vector<fuzz::PeerMessage> messages;
-
-  std::error_code GetFdFlags(int fd, int* flags) override { return real_.GetFdFlags(fd, flags); }
-  std::error_code SetFdFlags(int fd, int flags) override { return real_.SetFdFlags(fd, flags); }
-  std::error_code Send(int, const char* data, std::size_t size, std::size_t* done) override {
-    messages.push_back({0, std::string(data, size)});
-    *done = size;
-    return {};
-  }
-  std::error_code Receive(int, char*, std::size_t, std::size_t*) override { return Errno(ENOTSUP); }
-  std::error_code SendMessage(int, const msghdr& msg, std::size_t* done) override {
-    fuzz::PeerMessage m;
-    for (std::size_t i = 0; i < msg.msg_iovlen; ++i) {
-      m.bytes.append(static_cast<const char*>(msg.msg_iov[i].iov_base), msg.msg_iov[i].iov_len);
+// Reads exactly `size` bytes from `socket` into *bytes, counting (and closing) the fds that come with them.
+bool ReadExactly(int socket, std::size_t size, std::string* bytes, std::uint8_t* fds) {
+  bytes->resize(size);
+  for (std::size_t have = 0; have < size;) {
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 253)];
+    iovec iov{bytes->data() + have, size - have};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
+    if (n <= 0) return false;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t f = 0; f < k; ++f) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + sizeof(int) * f, sizeof fd);
+        ::close(fd);
+      }
+      *fds = static_cast<std::uint8_t>(*fds + k);
     }
-    for (const cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(&msg), const_cast<cmsghdr*>(c))) {
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) m.fds += (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    }
-    *done = m.bytes.size();
-    messages.push_back(std::move(m));
-    return {};
+    have += static_cast<std::size_t>(n);
   }
-  std::error_code ReceiveMessage(int, msghdr*, std::size_t*) override { return Errno(ENOTSUP); }
-  std::error_code Close(int fd) override { return real_.Close(fd); }
-  image::FileOps& Files() override { return real_.Files(); }
+  return true;
+}
 
- private:
-  restore::HandoffOps& real_ = restore::DefaultHandoffOps();
-};
+std::uint64_t LittleEndian(const std::string& bytes, std::size_t at, std::size_t size) {
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < size; ++i) v |= std::uint64_t{static_cast<unsigned char>(bytes[at + i])} << (8 * i);
+  return v;
+}
+
+// What SendWorld sends, as the handoff_receive target's peer messages: the hand-off over a socket pair, read back in
+// the pieces its wire format (restore/handoff.h) sends: the header, the image, then one message a batch of fds.
+bool RecordHandoff(const World& w, std::vector<fuzz::PeerMessage>* messages) {
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;
+  UniqueFd sender(pair[0]);
+  UniqueFd receiver(pair[1]);
+  bool sent = false;
+  std::thread send([&] {
+    sent = restore::SendWorld(sender.get(), w).ok();
+    ::shutdown(sender.get(), SHUT_WR);
+  });
+  fuzz::PeerMessage header;
+  fuzz::PeerMessage image;
+  bool read = ReadExactly(receiver.get(), 24, &header.bytes, &header.fds);
+  const std::uint64_t count = read ? LittleEndian(header.bytes, 12, 4) : 0;
+  read = read && ReadExactly(receiver.get(), LittleEndian(header.bytes, 16, 8), &image.bytes, &image.fds);
+  if (read) messages->insert(messages->end(), {header, image});
+  for (std::uint64_t at = 0; read && at < count; at += 253) {
+    fuzz::PeerMessage batch;
+    read = ReadExactly(receiver.get(), 4 + 4 * 253, &batch.bytes, &batch.fds);
+    messages->push_back(std::move(batch));
+  }
+  receiver.Reset();  // a sender still writing (after a failed read) stops with EPIPE
+  send.join();
+  return sent && read;
+}
 
 bool WriteHandoff(const World& w, const fs::path& path) {
-  RecordingOps ops;
-  return restore::SendWorld(-1, w, ops).ok() && Write(path, fuzz::PeerMessagesInput(ops.messages));
+  std::vector<fuzz::PeerMessage> messages;
+  return RecordHandoff(w, &messages) && Write(path, fuzz::PeerMessagesInput(messages));
 }
 
 // The fdinfo texts of a kernel epoll with entries (two fds of one eventfd among them), an empty one, a pipe and an
@@ -248,10 +280,10 @@ int main(int argc, char** argv) {
     World w;
     BuildWorld(w, variant);
     StatusOr<std::string> framed = image::SaveImage(w);
-    RecordingOps ops;
-    if (!framed.ok() || !restore::SendWorld(-1, w, ops).ok()) return 1;
+    std::vector<fuzz::PeerMessage> messages;
+    if (!framed.ok() || !RecordHandoff(w, &messages)) return 1;
     framed_worlds.push_back(framed.value);
-    handoff_worlds.push_back(fuzz::PeerMessagesInput(ops.messages));
+    handoff_worlds.push_back(fuzz::PeerMessagesInput(messages));
   }
   if (!WriteHostSeeds(corpus, framed_worlds, handoff_worlds) || !WriteFdinfoSeeds(corpus / "fdinfo_parser")) {
     std::fprintf(stderr, "make_seed_corpus: the host-file and fdinfo seeds failed (are fds 3..7 free?)\n");

@@ -26,28 +26,6 @@ namespace {
 constexpr short kAllPollBits =
     POLLIN | POLLPRI | POLLOUT | POLLRDNORM | POLLRDBAND | POLLWRNORM | POLLWRBAND | POLLMSG | POLLRDHUP;
 
-// Owns one kernel fd.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  Fd& operator=(Fd&& o) noexcept {
-    Reset();
-    fd_ = o.fd_;
-    o.fd_ = -1;
-    return *this;
-  }
-  ~Fd() { Reset(); }
-  int get() const { return fd_; }
-  void Reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
-};
-
 EventMask KernelReadiness(int fd) {
   pollfd p{fd, kAllPollBits, 0};
   if (::poll(&p, 1, 0) < 0) return 0xffffffff;
@@ -84,7 +62,7 @@ TEST_F(FilesVsKernelTest, PipeMatchesTheKernel) {
     std::mt19937 rng(seed);
     int raw[2];
     ASSERT_EQ(::pipe2(raw, O_NONBLOCK | O_CLOEXEC), 0);
-    Fd kernel[2] = {Fd(raw[0]), Fd(raw[1])};
+    UniqueFd kernel[2] = {UniqueFd(raw[0]), UniqueFd(raw[1])};
     PipeEnds ours = NewPipe();
     std::shared_ptr<File> mine[2] = {ours.read, ours.write};
     ours = {};
@@ -122,7 +100,7 @@ TEST_F(FilesVsKernelTest, EventFdMatchesTheKernel) {
     std::mt19937 rng(seed);
     const bool semaphore = seed % 2 == 0;
     const unsigned initial = rng() % 3;
-    Fd kernel(::eventfd(initial, EFD_NONBLOCK | EFD_CLOEXEC | (semaphore ? EFD_SEMAPHORE : 0)));
+    UniqueFd kernel(::eventfd(initial, EFD_NONBLOCK | EFD_CLOEXEC | (semaphore ? EFD_SEMAPHORE : 0)));
     ASSERT_GE(kernel.get(), 0);
     auto mine = EventFd::Create(initial, semaphore);
     for (int step = 0; step < 60; ++step) {
@@ -148,7 +126,7 @@ TEST_F(FilesVsKernelTest, SocketPairMatchesTheKernel) {
     std::mt19937 rng(seed);
     int raw[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, raw), 0);
-    Fd kernel[2] = {Fd(raw[0]), Fd(raw[1])};
+    UniqueFd kernel[2] = {UniqueFd(raw[0]), UniqueFd(raw[1])};
     auto [a, b] = NewSocketPair();
     std::shared_ptr<File> mine[2] = {a, b};
     a.reset();
@@ -190,7 +168,7 @@ TEST_F(FilesVsKernelTest, SegmentTruesizeMatchesTheKernel) {
   for (std::int64_t n = 1; n <= 40000; n += (n < 9000 ? 1 : 97)) {
     int raw[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, raw), 0);
-    Fd a(raw[0]), b(raw[1]);
+    UniqueFd a(raw[0]), b(raw[1]);
     ASSERT_EQ(::write(a.get(), buf_.data(), static_cast<std::size_t>(n)), n);
     int outq = -1;
     ASSERT_EQ(::ioctl(a.get(), SIOCOUTQ, &outq), 0);

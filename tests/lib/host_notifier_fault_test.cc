@@ -13,7 +13,6 @@
 
 #include <gtest/gtest.h>
 
-#include <array>
 #include <cerrno>
 #include <cstdlib>
 #include <memory>
@@ -24,26 +23,15 @@
 #include "epollcr/event_poll.h"
 #include "epollcr/host_file.h"
 #include "epollcr/result.h"
+#include "fault_plan.h"
 #include "host_notifier.h"
 
 namespace epollcr {
 namespace {
 
-using Call = HostNotifier::Call;
-
-// Fail occurrence `nth` (from 1) of `call` with `error`; count every call seen.
-struct Plan {
-  Call call;
-  int nth;
-  int error;
-};
-Plan plan;
-std::array<int, 5> seen;
-
-int Inject(Call call) {
-  const int n = ++seen[static_cast<std::size_t>(call)];
-  return call == plan.call && n == plan.nth ? plan.error : 0;
-}
+using testing::FaultPlan;
+using testing::FaultPoint;
+using testing::PlannedFault;
 
 std::set<int> OpenFds() {
   std::set<int> fds;
@@ -64,18 +52,17 @@ int Threads() {
   return n;
 }
 
-std::string Describe(const Plan& p) {
-  static constexpr const char* kNames[] = {"epoll_create1", "eventfd", "epoll_ctl ADD of an eventfd", "thread",
-                                           "epoll_ctl ADD of the watched fd"};
-  return std::string(kNames[static_cast<int>(p.call)]) + " #" + std::to_string(p.nth) + " fails with " +
+std::string Describe(const PlannedFault& p) {
+  return std::string(testing::FaultPointName(p.point)) + " #" + std::to_string(p.nth) + " fails with " +
          std::to_string(p.error);
 }
 
 // Every step a start and a watch make, each with a realistic errno.
-std::vector<Plan> Plans() {
-  return {{Call::kEpollCreate, 1, EMFILE}, {Call::kEventFd, 1, ENFILE},   {Call::kEventFdAdd, 1, ENOMEM},
-          {Call::kEventFd, 2, EMFILE},     {Call::kEventFdAdd, 2, ENOSPC}, {Call::kThread, 1, EAGAIN},
-          {Call::kWatchAdd, 1, ENOSPC}};
+std::vector<PlannedFault> Plans() {
+  return {{FaultPoint::kNotifierEpollCreate, 1, EMFILE}, {FaultPoint::kNotifierEventFd, 1, ENFILE},
+          {FaultPoint::kNotifierEventFdAdd, 1, ENOMEM},  {FaultPoint::kNotifierEventFd, 2, EMFILE},
+          {FaultPoint::kNotifierEventFdAdd, 2, ENOSPC},  {FaultPoint::kNotifierThread, 1, EAGAIN},
+          {FaultPoint::kNotifierWatchAdd, 1, ENOSPC}};
 }
 
 class HostNotifierFaultTest : public ::testing::Test {
@@ -85,7 +72,7 @@ class HostNotifierFaultTest : public ::testing::Test {
     ASSERT_FALSE(HostFile::NotifierRunning()) << "another host file is watched: this test needs the notifier idle";
   }
   void TearDown() override {
-    HostNotifier::SetFaultForTesting(nullptr);
+    testing::SetFaultHook({});
     close(pipe_[0]);
     close(pipe_[1]);
   }
@@ -100,7 +87,7 @@ class HostNotifierFaultTest : public ::testing::Test {
 
   // With no fault: the pipe's read end is watched, and a write to the pipe reaches an EventPoll through the notifier.
   void ExpectWatchWorks(const std::string& what) {
-    HostNotifier::SetFaultForTesting(nullptr);
+    testing::SetFaultHook({});
     Result<std::shared_ptr<HostFile>> created = HostFile::Create(pipe_[0]);
     ASSERT_TRUE(created.ok()) << what;
     std::shared_ptr<HostFile> file = std::move(created).value();
@@ -124,15 +111,15 @@ class HostNotifierFaultTest : public ::testing::Test {
 };
 
 TEST_F(HostNotifierFaultTest, EveryStepOfCreateFailsCleanly) {
-  for (const Plan& p : Plans()) {
+  for (const PlannedFault& p : Plans()) {
     const std::string what = "HostFile::Create, " + Describe(p);
     const std::set<int> fds = OpenFds();
     const int threads = Threads();
-    plan = p;
-    seen = {};
-    HostNotifier::SetFaultForTesting(&Inject);
-    Result<std::shared_ptr<HostFile>> file = HostFile::Create(pipe_[0]);
-    HostNotifier::SetFaultForTesting(nullptr);
+    Result<std::shared_ptr<HostFile>> file = Errno(EINVAL);
+    {
+      FaultPlan plan({p});
+      file = HostFile::Create(pipe_[0]);
+    }
     ASSERT_FALSE(file.ok()) << what << ": the fault was not reached";
     EXPECT_EQ(file.error(), Errno(p.error)) << what;
     ExpectNothingLeft(what, fds, threads);
@@ -142,21 +129,22 @@ TEST_F(HostNotifierFaultTest, EveryStepOfCreateFailsCleanly) {
 }
 
 TEST_F(HostNotifierFaultTest, EveryStepOfAStartFailsCleanlyInWatchAll) {
-  for (const Plan& p : Plans()) {
-    if (p.call == Call::kWatchAdd) continue;  // WatchAll adds through syscall_batch.h, whose faults its test injects
+  for (const PlannedFault& p : Plans()) {
+    // WatchAll adds through syscall_batch.h, whose faults its own test injects.
+    if (p.point == FaultPoint::kNotifierWatchAdd) continue;
     const std::string what = "HostFile::WatchAll, " + Describe(p);
     const std::set<int> fds = OpenFds();
     const int threads = Threads();
     Result<std::shared_ptr<HostFile>> created = HostFile::CreateUnwatched(pipe_[0], S_IFIFO);
     ASSERT_TRUE(created.ok());
     std::shared_ptr<HostFile> file = std::move(created).value();
-    plan = p;
-    seen = {};
-    HostNotifier::SetFaultForTesting(&Inject);
     HostFile* files[] = {file.get()};
     std::size_t failed = 99;
-    const std::error_code e = HostFile::WatchAll(files, &failed);
-    HostNotifier::SetFaultForTesting(nullptr);
+    std::error_code e;
+    {
+      FaultPlan plan({p});
+      e = HostFile::WatchAll(files, &failed);
+    }
     EXPECT_EQ(e, Errno(p.error)) << what;
     EXPECT_EQ(failed, 0u) << what;
     EXPECT_FALSE(file->watched()) << what;

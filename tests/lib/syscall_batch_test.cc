@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "fault_injection.h"
 #include "syscall_batch.h"
 #include "temp_dir.h"
 
@@ -177,7 +178,9 @@ TEST_P(SyscallBatchTest, SmallBatchesGoOneAtATime) {
   close(p[1]);
 }
 
-int FailEvery7th(Call call, std::size_t item) { return call == Call::kEpollAdd && item % 7 == 3 ? ENOMEM : 0; }
+testing::Fault FailEvery7th(const testing::FaultCall& call) {
+  return {.error = call.point == testing::FaultPoint::kBatchEpollAdd && call.item % 7 == 3 ? ENOMEM : 0};
+}
 
 TEST_P(SyscallBatchTest, AnInjectedFaultIsThatItemsResultAndItsCallIsNotMade) {
   Fds f;
@@ -189,9 +192,9 @@ TEST_P(SyscallBatchTest, AnInjectedFaultIsThatItemsResultAndItsCallIsNotMade) {
     events[i].data.u64 = i;
   }
   std::vector<int> errors(fds.size(), -1);
-  SetFaultForTesting(FailEvery7th);
+  testing::SetFaultHook(FailEvery7th);
   EpollAddMany(ep, fds, events, errors);
-  SetFaultForTesting(nullptr);
+  testing::SetFaultHook({});
   for (std::size_t i = 0; i < fds.size(); ++i) {
     EXPECT_EQ(errors[i], i % 7 == 3 ? ENOMEM : 0) << "item " << i;
     // Registered exactly when it succeeded: a second ADD says EEXIST, a DEL of one that was not made ENOENT.

@@ -1,10 +1,10 @@
 // Fault injection for the hand-off (restore/handoff.h): every system call PrepareExec, RestoreAfterExec, SendWorld
-// and ReceiveWorld make — through HandoffOps (handoff_ops.h) and, for the image file, image::FileOps — is failed in
-// turn (the Nth call of each kind, with an errno that call really returns), then interrupted (EINTR) in turn. A failure
-// is reported with the step and the errno and leaves nothing behind: no fd opened or closed, FD_CLOEXEC as it was on
-// every fd, the target world empty, no host file watched, the notifier stopped if it was; an interrupted call is
-// retried and the hand-off completes. Short sends and receives, and fds that arrive in other pieces than they were
-// sent in, are carried on with.
+// and ReceiveWorld make — the points kHandoff* and, for the image file, kImage* of lib/src/fault_injection.h — is
+// failed in turn (the Nth call of each kind, with an errno that call really returns), then interrupted (EINTR) in
+// turn. A failure is reported with the step and the errno and leaves nothing behind: no fd opened or closed,
+// FD_CLOEXEC as it was on every fd, the target world empty, no host file watched, the notifier stopped if it was; an
+// interrupted call is retried and the hand-off completes. Short sends and receives, and fds that arrive in other
+// pieces than they were sent in, are carried on with.
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -30,7 +30,6 @@
 #include "fault_plan.h"
 #include "host_scenario.h"
 #include "restore/handoff.h"
-#include "restore/handoff_ops.h"
 #include "temp_dir.h"
 
 namespace epollcr::restore {
@@ -41,108 +40,59 @@ using ::testing::StartsWith;
 using testing::HandOver;
 using testing::OpenFds;
 
-enum class Op {
-  kGetFdFlags, kSetFdFlags, kSend, kReceive, kSendMessage, kReceiveMessage, kClose,  // HandoffOps
-  kOpenDirectory, kOpen, kWrite, kRead, kFsync, kFstat, kFileClose, kRename, kUnlink,  // image::FileOps
-};
+using epollcr::testing::FaultPlan;
+using epollcr::testing::FaultPoint;
+using Op = FaultPoint;
 
-const char* OpName(Op op) {
-  switch (op) {
-    case Op::kGetFdFlags: return "GetFdFlags";
-    case Op::kSetFdFlags: return "SetFdFlags";
-    case Op::kSend: return "Send";
-    case Op::kReceive: return "Receive";
-    case Op::kSendMessage: return "SendMessage";
-    case Op::kReceiveMessage: return "ReceiveMessage";
-    case Op::kClose: return "Close";
-    case Op::kOpenDirectory: return "OpenDirectory";
-    case Op::kOpen: return "Open";
-    case Op::kWrite: return "Write";
-    case Op::kRead: return "Read";
-    case Op::kFsync: return "Fsync";
-    case Op::kFstat: return "Fstat";
-    case Op::kFileClose: return "FileClose";
-    case Op::kRename: return "Rename";
-    case Op::kUnlink: return "Unlink";
-  }
-  return "?";
-}
+std::string OpName(Op op) { return std::string(epollcr::testing::FaultPointName(op)); }
 
 // An errno each call really returns (fcntl F_GETFD/F_SETFD: only EBADF; send: EAGAIN on a send timeout; sendmsg:
 // EMSGSIZE; recv: ECONNRESET; recvmsg: ENOMEM; the image file: see image_fault_test.cc).
 int RealisticErrno(Op op) {
   switch (op) {
-    case Op::kGetFdFlags: return EBADF;
-    case Op::kSetFdFlags: return EBADF;
-    case Op::kSend: return EAGAIN;
-    case Op::kReceive: return ECONNRESET;
-    case Op::kSendMessage: return EMSGSIZE;
-    case Op::kReceiveMessage: return ENOMEM;
-    case Op::kClose: return EIO;
-    case Op::kOpenDirectory: return EACCES;
-    case Op::kOpen: return EACCES;
-    case Op::kWrite: return ENOSPC;
-    case Op::kRead: return EIO;
-    case Op::kFsync: return EIO;
-    case Op::kFstat: return EIO;
-    case Op::kFileClose: return EIO;
-    case Op::kRename: return EXDEV;
-    case Op::kUnlink: return EACCES;
+    case Op::kHandoffGetFdFlags: return EBADF;
+    case Op::kHandoffSetFdFlags: return EBADF;
+    case Op::kHandoffSend: return EAGAIN;
+    case Op::kHandoffReceive: return ECONNRESET;
+    case Op::kHandoffSendMessage: return EMSGSIZE;
+    case Op::kHandoffReceiveMessage: return ENOMEM;
+    case Op::kHandoffClose: return EIO;
+    case Op::kImageOpenDirectory: return EACCES;
+    case Op::kImageOpen: return EACCES;
+    case Op::kImageWrite: return ENOSPC;
+    case Op::kImageRead: return EIO;
+    case Op::kImageFsync: return EIO;
+    case Op::kImageFstat: return EIO;
+    case Op::kImageClose: return EIO;
+    case Op::kImageRename: return EXDEV;
+    case Op::kImageUnlink: return EACCES;
+    default: return EIO;  // not a call of the hand-off's
   }
-  return EIO;
 }
 
 std::error_code Errno(int e) { return {e, std::generic_category()}; }
 
-using Fault = epollcr::testing::Fault<Op>;
+using Fault = epollcr::testing::PlannedFault;
 
-// The real calls, except the planned faults. Records every call; caps the data of every transfer at `max_transfer`
-// bytes (so short sends and receives are the rule). With SplitFds(), a ReceiveMessage that brings more than one fd
-// passes on only the first, and the others with the next ReceiveMessage: fds in other pieces than they were sent in.
-class FaultyOps final : public HandoffOps, public epollcr::testing::FaultPlan<Op> {
+// The real calls, except the planned faults (fault_plan.h). Records every call; caps the data of every transfer at
+// `max_transfer` bytes (so short sends and receives are the rule). With SplitFds(), a recvmsg that brings more than
+// one fd passes on only the first, and the others with the next recvmsg: fds in other pieces than they were sent in.
+class FaultyCalls final : public FaultPlan {
  public:
-  explicit FaultyOps(std::vector<Fault> faults = {}, std::size_t max_transfer = std::numeric_limits<std::size_t>::max())
-      : FaultPlan(std::move(faults), max_transfer), files_(*this) {}
-  ~FaultyOps() override {
+  explicit FaultyCalls(std::vector<Fault> faults = {},
+                       std::size_t max_transfer = std::numeric_limits<std::size_t>::max())
+      : FaultPlan(std::move(faults), max_transfer) {}
+  ~FaultyCalls() {
     for (int fd : held_) ::close(fd);
   }
 
-  std::error_code GetFdFlags(int fd, int* flags) override {
-    if (const Fault* f = Next(Op::kGetFdFlags); f != nullptr && f->error != 0) return Errno(f->error);
-    return real_.GetFdFlags(fd, flags);
+  void SplitFds() {
+    OnReceivedMessage([this](msghdr* msg) { Split(msg); });
   }
-  std::error_code SetFdFlags(int fd, int flags) override {
-    if (const Fault* f = Next(Op::kSetFdFlags); f != nullptr && f->error != 0) return Errno(f->error);
-    return real_.SetFdFlags(fd, flags);
-  }
-  std::error_code Send(int socket, const char* data, std::size_t size, std::size_t* done) override {
-    const Fault* f = Next(Op::kSend);
-    if (f != nullptr && f->error != 0) return Errno(f->error);
-    return real_.Send(socket, data, Cap(size, f), done);
-  }
-  std::error_code Receive(int socket, char* data, std::size_t size, std::size_t* done) override {
-    const Fault* f = Next(Op::kReceive);
-    if (f != nullptr && f->error != 0) return Errno(f->error);
-    return real_.Receive(socket, data, Cap(size, f), done);
-  }
-  std::error_code SendMessage(int socket, const msghdr& msg, std::size_t* done) override {
-    const Fault* f = Next(Op::kSendMessage);
-    if (f != nullptr && f->error != 0) return Errno(f->error);
-    iovec iov = msg.msg_iov[0];  // the hand-off sends one iovec
-    iov.iov_len = Cap(iov.iov_len, f);
-    msghdr capped = msg;
-    capped.msg_iov = &iov;
-    return real_.SendMessage(socket, capped, done);
-  }
-  std::error_code ReceiveMessage(int socket, msghdr* msg, std::size_t* done) override {
-    const Fault* f = Next(Op::kReceiveMessage);
-    if (f != nullptr && f->error != 0) return Errno(f->error);
-    iovec* iov = msg->msg_iov;
-    const std::size_t asked = iov->iov_len;
-    iov->iov_len = Cap(asked, f);
-    const std::error_code ec = real_.ReceiveMessage(socket, msg, done);
-    iov->iov_len = asked;
-    if (ec || !split_fds_) return ec;
+  std::size_t held() const { return held_.size(); }
+
+ private:
+  void Split(msghdr* msg) {
     // The fds held back from the call before, and the ones the kernel gave now. A call that continues a piece hands
     // on all of them; one that starts a piece hands on the first alone and holds the others for the next call.
     const bool continuing = !held_.empty();
@@ -158,7 +108,7 @@ class FaultyOps final : public HandoffOps, public epollcr::testing::FaultPlan<Op
     }
     if (fds.empty()) {
       msg->msg_controllen = 0;
-      return ec;
+      return;
     }
     if (!continuing) {
       held_.assign(fds.begin() + 1, fds.end());
@@ -171,74 +121,9 @@ class FaultyOps final : public HandoffOps, public epollcr::testing::FaultPlan<Op
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    return ec;
   }
-  std::error_code Close(int fd) override {
-    const Fault* f = Next(Op::kClose);
-    // Linux frees the descriptor even when close(2) fails, so a failing close still closes.
-    const std::error_code ec = real_.Close(fd);
-    if (f != nullptr && f->error != 0) return Errno(f->error);
-    return ec;
-  }
-  image::FileOps& Files() override { return files_; }
 
-  void SplitFds() { split_fds_ = true; }
-  std::size_t held() const { return held_.size(); }
-
- private:
-  class FaultyFiles final : public image::FileOps {
-   public:
-    explicit FaultyFiles(FaultyOps& o) : o_(o) {}
-    std::error_code Open(const std::string& path, int flags, mode_t mode, int* fd) override {
-      if (const Fault* f = o_.Next(Op::kOpen); f != nullptr && f->error != 0) return Errno(f->error);
-      return real_.Open(path, flags, mode, fd);
-    }
-    std::error_code OpenDirectory(const std::string& path, int* fd) override {
-      if (const Fault* f = o_.Next(Op::kOpenDirectory); f != nullptr && f->error != 0) return Errno(f->error);
-      return real_.OpenDirectory(path, fd);
-    }
-    std::error_code Write(int fd, const char* data, std::size_t size, std::size_t* done) override {
-      const Fault* f = o_.Next(Op::kWrite);
-      if (f != nullptr && f->error != 0) return Errno(f->error);
-      return real_.Write(fd, data, o_.Cap(size, f), done);
-    }
-    std::error_code Read(int fd, char* data, std::size_t size, std::size_t* done) override {
-      const Fault* f = o_.Next(Op::kRead);
-      if (f != nullptr && f->error != 0) return Errno(f->error);
-      return real_.Read(fd, data, o_.Cap(size, f), done);
-    }
-    std::error_code Fsync(int fd) override {
-      if (const Fault* f = o_.Next(Op::kFsync); f != nullptr && f->error != 0) return Errno(f->error);
-      return real_.Fsync(fd);
-    }
-    std::error_code Fstat(int fd, struct stat* st) override {
-      if (const Fault* f = o_.Next(Op::kFstat); f != nullptr && f->error != 0) return Errno(f->error);
-      return real_.Fstat(fd, st);
-    }
-    std::error_code Close(int fd) override {
-      const Fault* f = o_.Next(Op::kFileClose);
-      const std::error_code ec = real_.Close(fd);
-      if (f != nullptr && f->error != 0) return Errno(f->error);
-      return ec;
-    }
-    std::error_code Rename(const std::string& from, const std::string& to) override {
-      if (const Fault* f = o_.Next(Op::kRename); f != nullptr && f->error != 0) return Errno(f->error);
-      return real_.Rename(from, to);
-    }
-    std::error_code Unlink(const std::string& path) override {
-      if (const Fault* f = o_.Next(Op::kUnlink); f != nullptr && f->error != 0) return Errno(f->error);
-      return real_.Unlink(path);
-    }
-
-   private:
-    FaultyOps& o_;
-    image::FileOps& real_ = image::DefaultFileOps();
-  };
-
-  HandoffOps& real_ = DefaultHandoffOps();
-  FaultyFiles files_;
-  bool split_fds_ = false;
-  std::vector<int> held_;  // received fds not handed on yet (closed with the ops)
+  std::vector<int> held_;  // received fds not handed on yet (closed with the plan)
 };
 
 
@@ -282,8 +167,8 @@ void ExpectRestored(const World& out, const std::string& context, std::size_t mo
 // failures have nothing to undo and are not reported. The temporary image file's close (the first file close of
 // PrepareExec) is: it can report a lost write.
 bool Reported(Op op, int nth, bool writing) {
-  if (op == Op::kClose) return false;
-  if (op == Op::kFileClose) return writing && nth == 1;
+  if (op == Op::kHandoffClose) return false;
+  if (op == Op::kImageClose) return writing && nth == 1;
   return true;
 }
 
@@ -291,11 +176,11 @@ bool Reported(Op op, int nth, bool writing) {
 // F_GETFD/F_SETFD do not block and are never interrupted; close(2) can be, and then has closed the fd anyway.
 bool Interruptible(Op op) {
   switch (op) {
-    case Op::kGetFdFlags:
-    case Op::kSetFdFlags:
-    case Op::kFstat:
-    case Op::kRename:
-    case Op::kUnlink: return false;
+    case Op::kHandoffGetFdFlags:
+    case Op::kHandoffSetFdFlags:
+    case Op::kImageFstat:
+    case Op::kImageRename:
+    case Op::kImageUnlink: return false;
     default: return true;
   }
 }
@@ -303,19 +188,19 @@ bool Interruptible(Op op) {
 // The words a failure of `op` is reported with.
 std::string StepOf(Op op, bool writing) {
   switch (op) {
-    case Op::kGetFdFlags: return "(fcntl F_GETFD)";
-    case Op::kSetFdFlags: return "(fcntl F_SETFD)";
-    case Op::kSend: return "hand-off: send ";
-    case Op::kReceive: return "hand-off: receive ";
-    case Op::kSendMessage: return "hand-off: send fds: ";
-    case Op::kReceiveMessage: return "hand-off: receive fds: ";
+    case Op::kHandoffGetFdFlags: return "(fcntl F_GETFD)";
+    case Op::kHandoffSetFdFlags: return "(fcntl F_SETFD)";
+    case Op::kHandoffSend: return "hand-off: send ";
+    case Op::kHandoffReceive: return "hand-off: receive ";
+    case Op::kHandoffSendMessage: return "hand-off: send fds: ";
+    case Op::kHandoffReceiveMessage: return "hand-off: receive fds: ";
     default: return writing ? "hand-off: write the image: " : "hand-off: read the image: ";
   }
 }
 
 // Runs `call` with no fault (it must succeed), then once for every call it made failing with RealisticErrno and
-// (if it can be) once with it interrupted. `prepare` readies one run (false: give up); `check` checks what a run
-// left, given whether it was to succeed.
+// (if it can be) once with it interrupted, each under its fault plan. `prepare` readies one run (false: give up);
+// `check` checks what a run left, given whether it was to succeed.
 template <typename Call, typename Check>
 void EveryCallFailingInTurn(const std::string& name, bool writing, std::size_t max_transfer,
                             const std::function<bool()>& prepare, Call call, Check check) {
@@ -323,11 +208,16 @@ void EveryCallFailingInTurn(const std::string& name, bool writing, std::size_t m
   std::map<Op, int> total;
   {
     ASSERT_TRUE(prepare());
-    FaultyOps counting({}, max_transfer);
-    const Status s = call(counting);
+    Status s;
+    {
+      FaultyCalls counting({}, max_transfer);
+      s = call();
+      trace = counting.trace();
+    }
+    // The hand-off's own calls: the restore's batched calls and the notifier's start have fault tests of their own.
+    std::erase_if(trace, [](Op op) { return op < Op::kImageOpenDirectory || op > Op::kHandoffClose; });
     ASSERT_FALSE(s) << name << " without faults: " << s.message;
     check(true, name + " without faults");
-    trace = counting.trace();
     for (const Op op : trace) ++total[op];
   }
   std::map<Op, int> seen;
@@ -338,8 +228,13 @@ void EveryCallFailingInTurn(const std::string& name, bool writing, std::size_t m
       const std::string context = name + ": " + OpName(op) + " #" + std::to_string(nth) + " failing with " +
                                   std::strerror(error);
       ASSERT_TRUE(prepare()) << context;
-      FaultyOps ops({{op, nth, error}}, max_transfer);
-      const Status s = call(ops);
+      Status s;
+      int calls = 0;
+      {
+        FaultyCalls ops({{op, nth, error}}, max_transfer);
+        s = call();
+        calls = ops.calls(op);
+      }
       const bool fails = error != EINTR && Reported(op, nth, writing);
       if (fails) {
         EXPECT_TRUE(s) << context << " was not reported";
@@ -352,8 +247,8 @@ void EveryCallFailingInTurn(const std::string& name, bool writing, std::size_t m
       }
       check(!fails, context);
       if (error == EINTR) {  // called again, except close(2), which must not be
-        const bool close = op == Op::kClose || op == Op::kFileClose;
-        EXPECT_EQ(ops.calls(op), total[op] + (close ? 0 : 1)) << context;
+        const bool close = op == Op::kHandoffClose || op == Op::kImageClose;
+        EXPECT_EQ(calls, total[op] + (close ? 0 : 1)) << context;
       }
     }
   }
@@ -382,8 +277,8 @@ TEST(HandoffFaultTest, PrepareExec) {
         open_fds = OpenFds();
         return FdFlagsOf(fds) == flags;
       },
-      [&](HandoffOps& ops) {
-        StatusOr<std::vector<int>> kept = PrepareExec(scene.world, path, ops);
+      [&] {
+        StatusOr<std::vector<int>> kept = PrepareExec(scene.world, path);
         if (kept.ok()) {
           EXPECT_EQ(kept.value, fds);
         }
@@ -417,16 +312,16 @@ TEST(HandoffFaultTest, PrepareExecSaysWhenTheImageIsInPlaceAndWhenAFlagCannotBeP
   ::epollcr::testing_support::TempDir dir;
   const std::string path = dir.File("world.epcr");
   {
-    FaultyOps ops({{Op::kFsync, 2, EIO}});  // the directory's, after the rename
-    StatusOr<std::vector<int>> kept = PrepareExec(scene.world, path, ops);
+    FaultyCalls ops({{Op::kImageFsync, 2, EIO}});  // the directory's, after the rename
+    StatusOr<std::vector<int>> kept = PrepareExec(scene.world, path);
     EXPECT_EQ(kept.status.code, Errno(EIO));
     EXPECT_THAT(kept.status.message, HasSubstr(path + " holds the new image"));
     EXPECT_EQ(FdFlagsOf(scene.Watched()), std::vector<int>(5, FD_CLOEXEC));
   }
   {
     // The third fd cannot be changed, and the first one's flags cannot be put back: both are said.
-    FaultyOps ops({{Op::kSetFdFlags, 3, EBADF}, {Op::kSetFdFlags, 4, EBADF}});
-    StatusOr<std::vector<int>> kept = PrepareExec(scene.world, path, ops);
+    FaultyCalls ops({{Op::kHandoffSetFdFlags, 3, EBADF}, {Op::kHandoffSetFdFlags, 4, EBADF}});
+    StatusOr<std::vector<int>> kept = PrepareExec(scene.world, path);
     EXPECT_EQ(kept.status.code, Errno(EBADF));
     const std::vector<int> fds = scene.Watched();
     EXPECT_EQ(kept.status.message,
@@ -438,8 +333,8 @@ TEST(HandoffFaultTest, PrepareExecSaysWhenTheImageIsInPlaceAndWhenAFlagCannotBeP
   {
     // The temporary file cannot be written, nor removed: both are said, and the flags are put back.
     ASSERT_EQ(fcntl(scene.Watched()[0], F_SETFD, FD_CLOEXEC), 0);
-    FaultyOps ops({{Op::kWrite, 1, ENOSPC}, {Op::kUnlink, 1, EACCES}});
-    StatusOr<std::vector<int>> kept = PrepareExec(scene.world, dir.File("other.epcr"), ops);
+    FaultyCalls ops({{Op::kImageWrite, 1, ENOSPC}, {Op::kImageUnlink, 1, EACCES}});
+    StatusOr<std::vector<int>> kept = PrepareExec(scene.world, dir.File("other.epcr"));
     EXPECT_EQ(kept.status.code, Errno(ENOSPC));
     EXPECT_THAT(kept.status.message, StartsWith("hand-off: write the image: write "));
     EXPECT_THAT(kept.status.message, HasSubstr("No space left on device; removing "));
@@ -476,7 +371,7 @@ TEST(HandoffFaultTest, RestoreAfterExec) {
         open_fds = OpenFds();
         return HostFile::WatchedFds() == 0 && !HostFile::NotifierRunning();
       },
-      [&](HandoffOps& ops) { return RestoreAfterExec(path, &out, {}, nullptr, ops); },
+      [&] { return RestoreAfterExec(path, &out, {}, nullptr); },
       [&](bool succeeded, const std::string& context) {
         if (succeeded) {
           ExpectRestored(out, context);
@@ -526,7 +421,7 @@ TEST(HandoffFaultTest, SendWorld) {
         channel = std::make_unique<Channel>();
         return channel->Open();
       },
-      [&](HandoffOps& ops) { return SendWorld(channel->s[0], scene.world, ops); },
+      [&] { return SendWorld(channel->s[0], scene.world); },
       [&](bool succeeded, const std::string& context) {
         EXPECT_EQ(OpenFds(), open_fds + 2) << context << ": the sender opens or closes an fd";
         EXPECT_EQ(HostFile::WatchedFds(), 5u) << context;
@@ -605,7 +500,7 @@ TEST(HandoffFaultTest, ReceiveWorld) {
         open_fds = OpenFds();
         return HostFile::WatchedFds() == 0 && !HostFile::NotifierRunning();
       },
-      [&](HandoffOps& ops) { return ReceiveWorld(received.socket(), &out, {}, nullptr, ops); },
+      [&] { return ReceiveWorld(received.socket(), &out, {}, nullptr); },
       [&](bool succeeded, const std::string& context) {
         CheckReceive(out, succeeded, open_fds, received.expected_fds(), context);
       });
@@ -619,20 +514,21 @@ TEST(HandoffFaultTest, ManyBatchesOfFds) {
   Received received;
   World out;
   int open_fds = 0;
-  for (const Op op : {Op::kReceiveMessage, Op::kClose}) {
+  for (const Op op : {Op::kHandoffReceiveMessage, Op::kHandoffClose}) {
     for (int nth = 1; nth <= 2; ++nth) {
       const std::string context = std::string(OpName(op)) + " #" + std::to_string(nth);
       ASSERT_TRUE(received.Send(300)) << context;
       open_fds = OpenFds();
       // The receiver: its second ReceiveMessage fails after the first batch's fds arrived, and closing them fails.
-      FaultyOps ops(op == Op::kClose ? std::vector<Fault>{{Op::kReceiveMessage, 2, ENOMEM}, {op, nth, EIO}}
-                                     : std::vector<Fault>{{op, nth, ENOMEM}});
-      const Status s = ReceiveWorld(received.socket(), &out, {}, nullptr, ops);
+      FaultyCalls ops(op == Op::kHandoffClose
+                          ? std::vector<Fault>{{Op::kHandoffReceiveMessage, 2, ENOMEM}, {op, nth, EIO}}
+                          : std::vector<Fault>{{op, nth, ENOMEM}});
+      const Status s = ReceiveWorld(received.socket(), &out, {}, nullptr);
       EXPECT_EQ(s.code, Errno(ENOMEM)) << context << ": " << s.message;
       EXPECT_EQ(s.message, "hand-off: receive fds: Cannot allocate memory") << context;
       CheckReceive(out, false, open_fds, 0, context);
-      if (op == Op::kClose) {
-        EXPECT_EQ(ops.calls(Op::kClose), 253) << "every fd of the first batch is closed";
+      if (op == Op::kHandoffClose) {
+        EXPECT_EQ(ops.calls(Op::kHandoffClose), 253) << "every fd of the first batch is closed";
       }
     }
   }
@@ -650,13 +546,13 @@ TEST(HandoffFaultTest, ManyBatchesOfFds) {
     ASSERT_TRUE(channel.Open());
     // The socket's buffer may not take 305 fds' worth at once: the receiver reads in a thread.
     const int before = OpenFds();
-    FaultyOps ops({{Op::kSendMessage, nth, EMSGSIZE}});
+    FaultyCalls ops({{Op::kHandoffSendMessage, nth, EMSGSIZE}});
     std::thread drain([&] {
       char buf[4096];
       while (recv(channel.s[1], buf, sizeof buf, 0) > 0) {
       }
     });
-    const Status s = SendWorld(channel.s[0], scene.world, ops);
+    const Status s = SendWorld(channel.s[0], scene.world);
     shutdown(channel.s[0], SHUT_WR);
     drain.join();
     EXPECT_EQ(s.code, Errno(EMSGSIZE)) << "sendmsg #" << nth;
@@ -674,12 +570,12 @@ TEST(HandoffFaultTest, ShortSendsAndReceivesAndFdsInOtherPiecesAreCarriedOn) {
       ASSERT_TRUE(received.Send(300)) << context;
       const int open_fds = OpenFds();
       World out;
-      FaultyOps ops({}, cap);
+      FaultyCalls ops({}, cap);
       if (split) ops.SplitFds();
-      const Status s = ReceiveWorld(received.socket(), &out, {}, nullptr, ops);
+      const Status s = ReceiveWorld(received.socket(), &out, {}, nullptr);
       ASSERT_FALSE(s) << context << ": " << s.message;
       EXPECT_EQ(ops.held(), 0u) << context;
-      EXPECT_GE(ops.calls(Op::kReceiveMessage), 2 * static_cast<int>((4 + 4 * 253 + cap - 1) / cap)) << context;
+      EXPECT_GE(ops.calls(Op::kHandoffReceiveMessage), 2 * static_cast<int>((4 + 4 * 253 + cap - 1) / cap)) << context;
       CheckReceive(out, true, open_fds, received.expected_fds(), context);
     }
   }
@@ -689,9 +585,9 @@ TEST(HandoffFaultTest, ShortSendsAndReceivesAndFdsInOtherPiecesAreCarriedOn) {
     ASSERT_TRUE(scene.Build());
     Channel channel;
     ASSERT_TRUE(channel.Open());
-    FaultyOps ops({{Op::kSendMessage, 1, 0, cap}});
-    ASSERT_FALSE(SendWorld(channel.s[0], scene.world, ops));
-    EXPECT_EQ(ops.calls(Op::kSendMessage), 1);
+    FaultyCalls ops({{Op::kHandoffSendMessage, 1, 0, cap}});
+    ASSERT_FALSE(SendWorld(channel.s[0], scene.world));
+    EXPECT_EQ(ops.calls(Op::kHandoffSendMessage), 1);
     World out;
     const Status s = ReceiveWorld(channel.s[1], &out);
     ASSERT_FALSE(s) << "sendmsg of " << cap << " bytes: " << s.message;
@@ -700,68 +596,52 @@ TEST(HandoffFaultTest, ShortSendsAndReceivesAndFdsInOtherPiecesAreCarriedOn) {
 }
 
 // fds missing from, or added to, a batch, and a truncated control message: reported, and every fd received is closed.
-class Tampering final : public HandoffOps {
- public:
-  enum class What { kDropOne, kAddOne, kTruncated };
-  explicit Tampering(What what) : what_(what) {}
-  std::error_code GetFdFlags(int fd, int* flags) override { return real_.GetFdFlags(fd, flags); }
-  std::error_code SetFdFlags(int fd, int flags) override { return real_.SetFdFlags(fd, flags); }
-  std::error_code Send(int s, const char* d, std::size_t n, std::size_t* done) override {
-    return real_.Send(s, d, n, done);
-  }
-  std::error_code Receive(int s, char* d, std::size_t n, std::size_t* done) override {
-    return real_.Receive(s, d, n, done);
-  }
-  std::error_code SendMessage(int s, const msghdr& m, std::size_t* done) override {
-    return real_.SendMessage(s, m, done);
-  }
-  std::error_code ReceiveMessage(int socket, msghdr* msg, std::size_t* done) override {
-    const std::error_code ec = real_.ReceiveMessage(socket, msg, done);
-    cmsghdr* c = CMSG_FIRSTHDR(msg);
-    if (ec || c == nullptr) return ec;
-    const std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    switch (what_) {
-      case What::kDropOne: {  // the last fd is lost on the way (closed here)
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c) + sizeof(int) * (k - 1), sizeof fd);
-        ::close(fd);
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (k - 1));
-        break;
-      }
-      case What::kAddOne: {  // one fd too many
-        const int extra = ::eventfd(0, EFD_CLOEXEC);
-        std::memcpy(CMSG_DATA(c) + sizeof(int) * k, &extra, sizeof extra);
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (k + 1));
-        msg->msg_controllen = CMSG_SPACE(sizeof(int) * (k + 1));
-        break;
-      }
-      case What::kTruncated:
-        msg->msg_flags |= MSG_CTRUNC;
-        break;
-    }
-    return ec;
-  }
-  std::error_code Close(int fd) override { return real_.Close(fd); }
-  image::FileOps& Files() override { return real_.Files(); }
+enum class Tampering { kDropOne, kAddOne, kTruncated };
 
- private:
-  What what_;
-  HandoffOps& real_ = DefaultHandoffOps();
-};
+// Changes what a recvmsg delivered (kHandoffReceivedMessage), when it brought fds.
+void Tamper(Tampering what, msghdr* msg) {
+  cmsghdr* c = CMSG_FIRSTHDR(msg);
+  if (c == nullptr) return;
+  const std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+  switch (what) {
+    case Tampering::kDropOne: {  // the last fd is lost on the way (closed here)
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + sizeof(int) * (k - 1), sizeof fd);
+      ::close(fd);
+      c->cmsg_len = CMSG_LEN(sizeof(int) * (k - 1));
+      break;
+    }
+    case Tampering::kAddOne: {  // one fd too many
+      const int extra = ::eventfd(0, EFD_CLOEXEC);
+      std::memcpy(CMSG_DATA(c) + sizeof(int) * k, &extra, sizeof extra);
+      c->cmsg_len = CMSG_LEN(sizeof(int) * (k + 1));
+      msg->msg_controllen = CMSG_SPACE(sizeof(int) * (k + 1));
+      break;
+    }
+    case Tampering::kTruncated:
+      msg->msg_flags |= MSG_CTRUNC;
+      break;
+  }
+}
 
 TEST(HandoffFaultTest, AWrongNumberOfFdsOrATruncatedControlMessageClosesEveryFd) {
-  const std::pair<Tampering::What, std::string> cases[] = {
-      {Tampering::What::kDropOne, "hand-off: receive fds: 4 fds where 5 were announced"},
-      {Tampering::What::kAddOne, "hand-off: receive fds: 6 fds where 5 were announced"},
-      {Tampering::What::kTruncated, "hand-off: receive fds: the control message was truncated (out of fds?)"},
+  const std::pair<Tampering, std::string> cases[] = {
+      {Tampering::kDropOne, "hand-off: receive fds: 4 fds where 5 were announced"},
+      {Tampering::kAddOne, "hand-off: receive fds: 6 fds where 5 were announced"},
+      {Tampering::kTruncated, "hand-off: receive fds: the control message was truncated (out of fds?)"},
   };
   for (const auto& [what, message] : cases) {
     Received received;
     ASSERT_TRUE(received.Send());
     const int open_fds = OpenFds();
     World out;
-    Tampering ops(what);
-    const Status s = ReceiveWorld(received.socket(), &out, {}, nullptr, ops);
+    Status s;
+    {
+      FaultPlan tampering;
+      const Tampering how = what;  // named: clang 14 cannot capture a structured binding
+      tampering.OnReceivedMessage([how](msghdr* msg) { Tamper(how, msg); });
+      s = ReceiveWorld(received.socket(), &out, {}, nullptr);
+    }
     EXPECT_EQ(s.message, message);
     CheckReceive(out, false, open_fds, 0, message);
   }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "epollcr/epollcr.h"
+#include "open_fds.h"
 
 namespace epollcr::testing {
 
@@ -180,15 +181,6 @@ inline bool BuildHostWorld(World* w, const HostFds& f) {
   w->roots["inner"] = EventPoll::Create();
   w->roots["c"] = w->fds.Get(f.c[0]);
   return true;
-}
-
-// The number of fds this process has open (a failed restore or hand-off must leave it as it was).
-inline int OpenFds() {
-  int n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  while (readdir(d) != nullptr) ++n;
-  closedir(d);
-  return n - 3;  // ".", ".." and the DIR's own fd
 }
 
 // The host files of a world give their fds back (they stay open, for a restore to take) and the world goes away.

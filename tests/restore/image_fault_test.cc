@@ -1,7 +1,7 @@
-// Fault injection for image files: every system call WriteImageFile and ReadImageFile make is failed in turn (the Nth
-// call of each kind), and the writer is killed before each of its calls in a child process. After each, the image at
-// the target path is complete (the old one, or the new one once the rename is done), no temporary file or fd is left,
-// and the error names the step and the path.
+// Fault injection for image files (lib/src/fault_injection.h, kImage*): every system call WriteImageFile and
+// ReadImageFile make is failed in turn (the Nth call of each kind), and the writer is killed before each of its calls
+// in a child process. After each, the image at the target path is complete (the old one, or the new one once the
+// rename is done), no temporary file or fd is left, and the error names the step and the path.
 
 #include <errno.h>
 #include <sys/wait.h>
@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <limits>
 #include <map>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -19,6 +18,7 @@
 
 #include "fault_plan.h"
 #include "image_test_util.h"
+#include "open_fds.h"
 #include "image/file.h"
 
 namespace epollcr::image {
@@ -34,91 +34,20 @@ using testing::RandomBytes;
 using testing::ReadRaw;
 using testing::TempDir;
 
-enum class Op { kOpenDirectory, kOpen, kWrite, kRead, kFsync, kFstat, kClose, kRename, kUnlink };
+using epollcr::testing::FaultPlan;
+using epollcr::testing::FaultPoint;
+using epollcr::testing::OpenFds;
 
-const char* OpName(Op op) {
-  switch (op) {
-    case Op::kOpenDirectory: return "OpenDirectory";
-    case Op::kOpen: return "Open";
-    case Op::kWrite: return "Write";
-    case Op::kRead: return "Read";
-    case Op::kFsync: return "Fsync";
-    case Op::kFstat: return "Fstat";
-    case Op::kClose: return "Close";
-    case Op::kRename: return "Rename";
-    case Op::kUnlink: return "Unlink";
-  }
-  return "?";
-}
-
-std::error_code Errno(int e) { return {e, std::generic_category()}; }
-
-using Fault = epollcr::testing::Fault<Op>;
-
-// The real calls, except the planned faults. Records every call, caps every transfer at `max_transfer` bytes (so
-// short writes and reads are the rule), and tracks the fds it opened so a test can check that all were closed.
-class FaultyFileOps final : public FileOps, public epollcr::testing::FaultPlan<Op> {
+// The real calls, except the planned faults (fault_plan.h), with every transfer capped at `max_transfer` bytes (so
+// short writes and reads are the rule). open_fds() counts the fds open when the plan was made, so that a test can
+// check that none was left open.
+class FaultyCalls : public FaultPlan {
  public:
   using FaultPlan::FaultPlan;
-
-  std::error_code Open(const std::string& path, int flags, mode_t mode, int* fd) override {
-    const Fault* fault = Next(Op::kOpen);
-    if (fault != nullptr && fault->error != 0) return Errno(fault->error);
-    const std::error_code ec = real_.Open(path, flags, mode, fd);
-    if (!ec) open_fds_.insert(*fd);
-    return ec;
-  }
-  std::error_code OpenDirectory(const std::string& path, int* fd) override {
-    const Fault* fault = Next(Op::kOpenDirectory);
-    if (fault != nullptr && fault->error != 0) return Errno(fault->error);
-    const std::error_code ec = real_.OpenDirectory(path, fd);
-    if (!ec) open_fds_.insert(*fd);
-    return ec;
-  }
-  std::error_code Write(int fd, const char* data, std::size_t size, std::size_t* done) override {
-    const Fault* fault = Next(Op::kWrite);
-    if (fault != nullptr && fault->error != 0) return Errno(fault->error);
-    return real_.Write(fd, data, Cap(size, fault), done);
-  }
-  std::error_code Read(int fd, char* data, std::size_t size, std::size_t* done) override {
-    const Fault* fault = Next(Op::kRead);
-    if (fault != nullptr && fault->error != 0) return Errno(fault->error);
-    return real_.Read(fd, data, Cap(size, fault), done);
-  }
-  std::error_code Fsync(int fd) override {
-    const Fault* fault = Next(Op::kFsync);
-    if (fault != nullptr && fault->error != 0) return Errno(fault->error);
-    return real_.Fsync(fd);
-  }
-  std::error_code Fstat(int fd, struct stat* st) override {
-    const Fault* fault = Next(Op::kFstat);
-    if (fault != nullptr && fault->error != 0) return Errno(fault->error);
-    return real_.Fstat(fd, st);
-  }
-  std::error_code Close(int fd) override {
-    const Fault* fault = Next(Op::kClose);
-    // Linux frees the descriptor even when close(2) fails, so a failing close still closes.
-    const std::error_code ec = real_.Close(fd);
-    if (!ec) open_fds_.erase(fd);
-    if (fault != nullptr && fault->error != 0) return Errno(fault->error);
-    return ec;
-  }
-  std::error_code Rename(const std::string& from, const std::string& to) override {
-    const Fault* fault = Next(Op::kRename);
-    if (fault != nullptr && fault->error != 0) return Errno(fault->error);
-    return real_.Rename(from, to);
-  }
-  std::error_code Unlink(const std::string& path) override {
-    const Fault* fault = Next(Op::kUnlink);
-    if (fault != nullptr && fault->error != 0) return Errno(fault->error);
-    return real_.Unlink(path);
-  }
-
-  const std::set<int>& open_fds() const { return open_fds_; }
+  int open_fds() const { return open_fds_; }
 
  private:
-  FileOps& real_ = DefaultFileOps();
-  std::set<int> open_fds_;
+  int open_fds_ = OpenFds();
 };
 
 class ImageFaultTest : public ::testing::Test {
@@ -151,43 +80,45 @@ class ImageFaultTest : public ::testing::Test {
 };
 
 // The words WriteImageFile uses for the step a failing call belongs to.
-std::string StepOf(Op op, bool after_rename) {
+std::string StepOf(FaultPoint op, bool after_rename) {
   switch (op) {
-    case Op::kOpenDirectory: return "open directory";
-    case Op::kOpen: return "create";
-    case Op::kWrite: return "write";
-    case Op::kFsync: return after_rename ? "fsync directory" : "fsync";
-    case Op::kClose: return "close";
-    case Op::kRename: return "rename";
-    default: return OpName(op);
+    case FaultPoint::kImageOpenDirectory: return "open directory";
+    case FaultPoint::kImageOpen: return "create";
+    case FaultPoint::kImageWrite: return "write";
+    case FaultPoint::kImageFsync: return after_rename ? "fsync directory" : "fsync";
+    case FaultPoint::kImageClose: return "close";
+    case FaultPoint::kImageRename: return "rename";
+    default: return std::string(epollcr::testing::FaultPointName(op));
   }
 }
 
 TEST_F(ImageFaultTest, EveryCallOfEveryKindFailingInWrite) {
   constexpr std::size_t kChunk = 4096;  // so the header and the payload take several writes
-  FaultyFileOps counting({}, kChunk);
+  std::vector<FaultPoint> trace;
   {
-    const ImageError error = WriteImageFile(path_, new_, counting);
+    FaultyCalls counting({}, kChunk);
+    const ImageError error = WriteImageFile(path_, new_);
     ASSERT_TRUE(error.ok()) << error.message;
+    trace = counting.trace();
+    ASSERT_GE(counting.calls(FaultPoint::kImageWrite), 8);
+    EXPECT_EQ(counting.calls(FaultPoint::kImageUnlink), 0);
+    EXPECT_EQ(counting.calls(FaultPoint::kImageRead), 0);
   }
-  const std::vector<Op> trace = counting.trace();
-  const auto rename_at = std::find(trace.begin(), trace.end(), Op::kRename) - trace.begin();
+  const auto rename_at = std::find(trace.begin(), trace.end(), FaultPoint::kImageRename) - trace.begin();
   ASSERT_LT(rename_at, static_cast<long>(trace.size()));
-  ASSERT_GE(counting.calls(Op::kWrite), 8);
-  EXPECT_EQ(counting.calls(Op::kUnlink), 0);
-  EXPECT_EQ(counting.calls(Op::kRead), 0);
 
-  std::map<Op, int> seen;
+  std::map<FaultPoint, int> seen;
   for (std::size_t i = 0; i < trace.size(); ++i) {
-    const Op op = trace[i];
+    const FaultPoint op = trace[i];
     const int nth = ++seen[op];
     const bool after_rename = static_cast<long>(i) > rename_at;
-    const std::string context = std::string("failing ") + OpName(op) + " #" + std::to_string(nth);
+    const std::string context =
+        "failing " + std::string(epollcr::testing::FaultPointName(op)) + " #" + std::to_string(nth);
     WriteOld();
-    FaultyFileOps ops({{op, nth, EIO}}, kChunk);
-    const ImageError error = WriteImageFile(path_, new_, ops);
+    FaultyCalls ops({{op, nth, EIO}}, kChunk);
+    const ImageError error = WriteImageFile(path_, new_);
 
-    if (op == Op::kClose && after_rename) {
+    if (op == FaultPoint::kImageClose && after_rename) {
       // The directory's fd: read-only, nothing to flush; its close cannot lose anything and is not reported.
       EXPECT_TRUE(error.ok()) << context << ": " << error.message;
       ExpectImage(new_, context);
@@ -202,107 +133,108 @@ TEST_F(ImageFaultTest, EveryCallOfEveryKindFailingInWrite) {
       } else {
         ExpectImage(old_, context);
       }
-      if (!after_rename && (op == Op::kWrite || op == Op::kFsync || op == Op::kClose || op == Op::kRename)) {
+      if (!after_rename && (op == FaultPoint::kImageWrite || op == FaultPoint::kImageFsync ||
+                            op == FaultPoint::kImageClose || op == FaultPoint::kImageRename)) {
         EXPECT_THAT(error.message, MatchesRegex(StepOf(op, false) + " " + temporary_regex_ + "( \\(to " + path_ +
                                                     "\\))?: Input/output error"))
             << context;
       }
     }
     ExpectOnlyTheImage(context);
-    EXPECT_TRUE(ops.open_fds().empty()) << context << ": an fd was left open";
+    EXPECT_EQ(OpenFds(), ops.open_fds()) << context << ": an fd was left open";
   }
 }
 
 TEST_F(ImageFaultTest, ShortWriteThenNoSpace) {
-  FaultyFileOps ops({{Op::kWrite, 1, 0, 10}, {Op::kWrite, 2, ENOSPC}});
-  const ImageError error = WriteImageFile(path_, new_, ops);
+  FaultyCalls ops({{FaultPoint::kImageWrite, 1, 0, 10}, {FaultPoint::kImageWrite, 2, ENOSPC}});
+  const ImageError error = WriteImageFile(path_, new_);
   EXPECT_EQ(error.code, std::errc::no_space_on_device);
   EXPECT_THAT(error.message, MatchesRegex("write " + temporary_regex_ + ": No space left on device"));
   ExpectImage(old_, "ENOSPC");
   ExpectOnlyTheImage("ENOSPC");
-  EXPECT_EQ(ops.calls(Op::kUnlink), 1);
-  EXPECT_TRUE(ops.open_fds().empty());
+  EXPECT_EQ(ops.calls(FaultPoint::kImageUnlink), 1);
+  EXPECT_EQ(OpenFds(), ops.open_fds());
 }
 
 TEST_F(ImageFaultTest, ShortWritesAndInterruptedCallsAreContinued) {
-  FaultyFileOps ops({{Op::kOpenDirectory, 1, EINTR},
-                     {Op::kOpen, 1, EINTR},
-                     {Op::kWrite, 1, EINTR},
-                     {Op::kWrite, 4, EINTR},
-                     {Op::kFsync, 1, EINTR},
-                     {Op::kFsync, 3, EINTR}},
+  FaultyCalls ops({{FaultPoint::kImageOpenDirectory, 1, EINTR},
+                     {FaultPoint::kImageOpen, 1, EINTR},
+                     {FaultPoint::kImageWrite, 1, EINTR},
+                     {FaultPoint::kImageWrite, 4, EINTR},
+                     {FaultPoint::kImageFsync, 1, EINTR},
+                     {FaultPoint::kImageFsync, 3, EINTR}},
                     /*max_transfer=*/777);
-  const ImageError error = WriteImageFile(path_, new_, ops);
+  const ImageError error = WriteImageFile(path_, new_);
   ASSERT_TRUE(error.ok()) << error.message;
   ExpectImage(new_, "interrupted");
   ExpectOnlyTheImage("interrupted");
-  EXPECT_GT(ops.calls(Op::kWrite), static_cast<int>(new_.size() / 777));
-  EXPECT_TRUE(ops.open_fds().empty());
+  EXPECT_GT(ops.calls(FaultPoint::kImageWrite), static_cast<int>(new_.size() / 777));
+  EXPECT_EQ(OpenFds(), ops.open_fds());
 }
 
 TEST_F(ImageFaultTest, InterruptedCloseCountsAsClosed) {
-  FaultyFileOps ops({{Op::kClose, 1, EINTR}});
-  const ImageError error = WriteImageFile(path_, new_, ops);
+  FaultyCalls ops({{FaultPoint::kImageClose, 1, EINTR}});
+  const ImageError error = WriteImageFile(path_, new_);
   ASSERT_TRUE(error.ok()) << error.message;
   ExpectImage(new_, "close EINTR");
-  EXPECT_TRUE(ops.open_fds().empty());
+  EXPECT_EQ(OpenFds(), ops.open_fds());
 }
 
 TEST_F(ImageFaultTest, TakenTemporaryNameIsRetriedWithAnother) {
-  FaultyFileOps ops({{Op::kOpen, 1, EEXIST}, {Op::kOpen, 2, EEXIST}});
-  const ImageError error = WriteImageFile(path_, new_, ops);
+  FaultyCalls ops({{FaultPoint::kImageOpen, 1, EEXIST}, {FaultPoint::kImageOpen, 2, EEXIST}});
+  const ImageError error = WriteImageFile(path_, new_);
   ASSERT_TRUE(error.ok()) << error.message;
-  EXPECT_EQ(ops.calls(Op::kOpen), 3);
+  EXPECT_EQ(ops.calls(FaultPoint::kImageOpen), 3);
   ExpectImage(new_, "EEXIST");
   ExpectOnlyTheImage("EEXIST");
 }
 
 TEST_F(ImageFaultTest, PermissionDenied) {
   {
-    FaultyFileOps ops({{Op::kOpenDirectory, 1, EACCES}});
-    const ImageError error = WriteImageFile(path_, new_, ops);
+    FaultyCalls ops({{FaultPoint::kImageOpenDirectory, 1, EACCES}});
+    const ImageError error = WriteImageFile(path_, new_);
     EXPECT_EQ(error.code, std::errc::permission_denied);
     EXPECT_EQ(error.message, "open directory " + dir_.path() + ": Permission denied");
-    EXPECT_EQ(ops.calls(Op::kOpen), 0) << "nothing is created when the directory cannot be synced";
+    EXPECT_EQ(ops.calls(FaultPoint::kImageOpen), 0) << "nothing is created when the directory cannot be synced";
   }
   {
-    FaultyFileOps ops({{Op::kOpen, 1, EACCES}});
-    const ImageError error = WriteImageFile(path_, new_, ops);
+    FaultyCalls ops({{FaultPoint::kImageOpen, 1, EACCES}});
+    const ImageError error = WriteImageFile(path_, new_);
     EXPECT_EQ(error.code, std::errc::permission_denied);
     EXPECT_THAT(error.message, MatchesRegex("create " + temporary_regex_ + ": Permission denied"));
-    EXPECT_EQ(ops.calls(Op::kUnlink), 0) << "nothing was created, so nothing is removed";
-    EXPECT_TRUE(ops.open_fds().empty());
+    EXPECT_EQ(ops.calls(FaultPoint::kImageUnlink), 0) << "nothing was created, so nothing is removed";
+    EXPECT_EQ(OpenFds(), ops.open_fds());
   }
   ExpectImage(old_, "EACCES");
   ExpectOnlyTheImage("EACCES");
 }
 
 TEST_F(ImageFaultTest, RenameFailureNamesBothPaths) {
-  FaultyFileOps ops({{Op::kRename, 1, EXDEV}});
-  const ImageError error = WriteImageFile(path_, new_, ops);
+  FaultyCalls ops({{FaultPoint::kImageRename, 1, EXDEV}});
+  const ImageError error = WriteImageFile(path_, new_);
   EXPECT_EQ(error.code, std::errc::cross_device_link);
   EXPECT_THAT(error.message,
               MatchesRegex("rename " + temporary_regex_ + " \\(to " + path_ + "\\): Invalid cross-device link"));
   ExpectImage(old_, "EXDEV");
   ExpectOnlyTheImage("EXDEV");
-  EXPECT_TRUE(ops.open_fds().empty());
+  EXPECT_EQ(OpenFds(), ops.open_fds());
 }
 
 TEST_F(ImageFaultTest, DirectoryFsyncFailureSaysTheNewImageIsInPlace) {
-  FaultyFileOps ops({{Op::kFsync, 2, EIO}});
-  const ImageError error = WriteImageFile(path_, new_, ops);
+  FaultyCalls ops({{FaultPoint::kImageFsync, 2, EIO}});
+  const ImageError error = WriteImageFile(path_, new_);
   EXPECT_EQ(error.code, std::errc::io_error);
   EXPECT_EQ(error.message, "fsync directory " + dir_.path() + " (after the rename: " + path_ +
                                " holds the new image, but a power loss may bring back the old one): "
                                "Input/output error");
   ExpectImage(new_, "directory fsync");
   ExpectOnlyTheImage("directory fsync");
-  EXPECT_TRUE(ops.open_fds().empty());
+  EXPECT_EQ(OpenFds(), ops.open_fds());
 }
 
 TEST_F(ImageFaultTest, FailedCleanupIsReportedToo) {
-  FaultyFileOps ops({{Op::kWrite, 2, EIO}, {Op::kUnlink, 1, EACCES}});
-  const ImageError error = WriteImageFile(path_, new_, ops);
+  FaultyCalls ops({{FaultPoint::kImageWrite, 2, EIO}, {FaultPoint::kImageUnlink, 1, EACCES}});
+  const ImageError error = WriteImageFile(path_, new_);
   EXPECT_EQ(error.code, std::errc::io_error) << "the first failure is the one reported";
   EXPECT_THAT(error.message, MatchesRegex("write " + temporary_regex_ + ": Input/output error; removing " +
                                           temporary_regex_ + " also failed: Permission denied"));
@@ -310,100 +242,56 @@ TEST_F(ImageFaultTest, FailedCleanupIsReportedToo) {
   const std::vector<std::string> names = ListDir(dir_.path());
   ASSERT_EQ(names.size(), 2u) << "the temporary file that could not be removed is still there";
   EXPECT_TRUE(ReadRaw(dir_.File(names[0])).size() < Frame(new_).size());
-  EXPECT_TRUE(ops.open_fds().empty());
+  EXPECT_EQ(OpenFds(), ops.open_fds());
 }
 
 TEST_F(ImageFaultTest, ReadFailures) {
   std::string out = "untouched";
   {
-    FaultyFileOps ops({{Op::kOpen, 1, EACCES}});
-    const ImageError error = ReadImageFile(path_, &out, {}, ops);
+    FaultyCalls ops({{FaultPoint::kImageOpen, 1, EACCES}});
+    const ImageError error = ReadImageFile(path_, &out, {});
     EXPECT_EQ(error.code, std::errc::permission_denied);
     EXPECT_EQ(error.message, "open " + path_ + ": Permission denied");
   }
   {
-    FaultyFileOps ops({{Op::kFstat, 1, EIO}});
-    const ImageError error = ReadImageFile(path_, &out, {}, ops);
+    FaultyCalls ops({{FaultPoint::kImageFstat, 1, EIO}});
+    const ImageError error = ReadImageFile(path_, &out, {});
     EXPECT_EQ(error.message, "fstat " + path_ + ": Input/output error");
-    EXPECT_TRUE(ops.open_fds().empty());
+    EXPECT_EQ(OpenFds(), ops.open_fds());
   }
   for (int nth = 1; nth <= 4; ++nth) {
-    FaultyFileOps ops({{Op::kRead, nth, EIO}}, /*max_transfer=*/Frame(old_).size() / 3 + 1);
-    const ImageError error = ReadImageFile(path_, &out, {}, ops);
+    FaultyCalls ops({{FaultPoint::kImageRead, nth, EIO}}, /*max_transfer=*/Frame(old_).size() / 3 + 1);
+    const ImageError error = ReadImageFile(path_, &out, {});
     EXPECT_EQ(error.message, "read " + path_ + ": Input/output error") << "read #" << nth;
-    EXPECT_TRUE(ops.open_fds().empty());
+    EXPECT_EQ(OpenFds(), ops.open_fds());
   }
   {
-    FaultyFileOps ops({}, 0);
-    const ImageError error = ReadImageFile(path_, &out, ReadLimits{.max_payload = 100}, ops);
+    FaultyCalls ops({}, 0);
+    const ImageError error = ReadImageFile(path_, &out, ReadLimits{.max_payload = 100});
     EXPECT_EQ(error.code, ImageErrc::kTooLarge);
-    EXPECT_EQ(ops.calls(Op::kRead), 0) << "an oversized file is rejected before it is read";
-    EXPECT_TRUE(ops.open_fds().empty());
+    EXPECT_EQ(ops.calls(FaultPoint::kImageRead), 0) << "an oversized file is rejected before it is read";
+    EXPECT_EQ(OpenFds(), ops.open_fds());
   }
   EXPECT_EQ(out, "untouched");
   {
-    FaultyFileOps ops({{Op::kRead, 1, EINTR}, {Op::kRead, 5, EINTR}}, /*max_transfer=*/3);
-    const ImageError error = ReadImageFile(path_, &out, {}, ops);
+    FaultyCalls ops({{FaultPoint::kImageRead, 1, EINTR}, {FaultPoint::kImageRead, 5, EINTR}}, /*max_transfer=*/3);
+    const ImageError error = ReadImageFile(path_, &out, {});
     ASSERT_TRUE(error.ok()) << error.message;
     EXPECT_TRUE(out == old_);
-    EXPECT_TRUE(ops.open_fds().empty());
+    EXPECT_EQ(OpenFds(), ops.open_fds());
   }
 }
 
 // --- Crashes -----------------------------------------------------------------------------------------------------------
 
-// The real calls, but the process dies (_exit(9), no cleanup at all) just before call number `die_before`.
-class CrashingFileOps final : public FileOps {
- public:
-  CrashingFileOps(int die_before, std::size_t max_transfer) : die_before_(die_before), max_transfer_(max_transfer) {}
-
-  std::error_code Open(const std::string& path, int flags, mode_t mode, int* fd) override {
-    Step();
-    return real_.Open(path, flags, mode, fd);
-  }
-  std::error_code OpenDirectory(const std::string& path, int* fd) override {
-    Step();
-    return real_.OpenDirectory(path, fd);
-  }
-  std::error_code Write(int fd, const char* data, std::size_t size, std::size_t* done) override {
-    Step();
-    return real_.Write(fd, data, std::min(size, max_transfer_), done);
-  }
-  std::error_code Read(int fd, char* data, std::size_t size, std::size_t* done) override {
-    Step();
-    return real_.Read(fd, data, size, done);
-  }
-  std::error_code Fsync(int fd) override {
-    Step();
-    return real_.Fsync(fd);
-  }
-  std::error_code Fstat(int fd, struct stat* st) override {
-    Step();
-    return real_.Fstat(fd, st);
-  }
-  std::error_code Close(int fd) override {
-    Step();
-    return real_.Close(fd);
-  }
-  std::error_code Rename(const std::string& from, const std::string& to) override {
-    Step();
-    return real_.Rename(from, to);
-  }
-  std::error_code Unlink(const std::string& path) override {
-    Step();
-    return real_.Unlink(path);
-  }
-
- private:
-  void Step() {
-    if (++calls_ == die_before_) ::_exit(9);
-  }
-
-  FileOps& real_ = DefaultFileOps();
-  int die_before_;
-  std::size_t max_transfer_;
-  int calls_ = 0;
-};
+// A hook under which the real calls are made, but the process dies (_exit(9), no cleanup at all) just before call
+// number `die_before`; every transfer moves at most `max_transfer` bytes.
+epollcr::testing::FaultHook Crashing(int die_before, std::size_t max_transfer) {
+  return [die_before, max_transfer, calls = 0](const epollcr::testing::FaultCall&) mutable {
+    if (++calls == die_before) ::_exit(9);
+    return epollcr::testing::Fault{.error = 0, .max_bytes = max_transfer};
+  };
+}
 
 TEST_F(ImageFaultTest, CrashAtAnyStepLeavesTheOldOrTheNewImage) {
   const std::string big_old = RandomBytes(3 << 20, 3);
@@ -420,8 +308,8 @@ TEST_F(ImageFaultTest, CrashAtAnyStepLeavesTheOldOrTheNewImage) {
     const pid_t child = ::fork();
     ASSERT_GE(child, 0);
     if (child == 0) {
-      CrashingFileOps ops(die_before, /*max_transfer=*/1 << 20);
-      ::_exit(WriteImageFile(path_, big_new, ops).ok() ? 0 : 1);
+      epollcr::testing::SetFaultHook(Crashing(die_before, /*max_transfer=*/1 << 20));
+      ::_exit(WriteImageFile(path_, big_new).ok() ? 0 : 1);
     }
     int status = 0;
     ASSERT_EQ(::waitpid(child, &status, 0), child);

@@ -15,11 +15,12 @@
 #include <string>
 #include <vector>
 
+#include "fault_injection.h"
 #include "host_scenario.h"
 #include "restore/handoff.h"
 #include "image/codec.h"
 #include "restore/resolvers.h"
-#include "lib/src/syscall_batch.h"  // fault injection into the restore's system calls
+#include "syscall_batch.h"
 #include "temp_dir.h"
 
 namespace epollcr::restore {
@@ -277,7 +278,7 @@ class BatchedRestoreTest : public ::testing::Test {
     HandOver(&world_);
   }
   void TearDown() override {
-    sys::SetFaultForTesting(nullptr);
+    epollcr::testing::SetFaultHook({});
     restored_.roots.clear();
     restored_.fds.Clear();
     for (int fd : fds_) close(fd);
@@ -290,24 +291,28 @@ class BatchedRestoreTest : public ::testing::Test {
   v1::Image image_;
 };
 
-sys::Call fault_call;
-std::size_t fault_item;
-int FailOne(sys::Call call, std::size_t item) { return call == fault_call && item == fault_item ? ENOMEM : 0; }
+using epollcr::testing::FaultPoint;
+
+// Fails item `item` of the batches at `point` with ENOMEM.
+epollcr::testing::FaultHook FailOne(FaultPoint point, std::size_t item) {
+  return [point, item](const epollcr::testing::FaultCall& call) {
+    return epollcr::testing::Fault{.error = call.point == point && call.item == item ? ENOMEM : 0};
+  };
+}
 
 TEST_F(BatchedRestoreTest, EachFailedSystemCallFailsTheRestoreCleanly) {
-  for (sys::Call call : {sys::Call::kStat, sys::Call::kEpollAdd}) {
+  for (FaultPoint call : {FaultPoint::kBatchStat, FaultPoint::kBatchEpollAdd}) {
     for (std::size_t item : {std::size_t{0}, std::size_t{kSockets / 2 - 1}, std::size_t{kSockets - 1}}) {
-      SCOPED_TRACE((call == sys::Call::kStat ? "statx of item " : "epoll_ctl ADD of item ") + std::to_string(item));
-      fault_call = call;
-      fault_item = item;
+      SCOPED_TRACE((call == FaultPoint::kBatchStat ? "statx of item " : "epoll_ctl ADD of item ") +
+                   std::to_string(item));
       const int open = OpenFds();
       const long files = File::LiveFiles();
       InheritedFdResolver inherited;
-      sys::SetFaultForTesting(FailOne);
+      epollcr::testing::SetFaultHook(FailOne(call, item));
       Status s = Restore(image_, &restored_, With(Policy::kStrict, {&inherited}));
-      sys::SetFaultForTesting(nullptr);
+      epollcr::testing::SetFaultHook({});
       ASSERT_TRUE(s) << "the restore should have failed";
-      if (call == sys::Call::kStat) {
+      if (call == FaultPoint::kBatchStat) {
         // The identity checks run in image order, which is fd order here.
         EXPECT_THAT(s.message, HasSubstr("fd " + std::to_string(fds_[item]) + " is not open in this process"));
       } else {
@@ -346,13 +351,11 @@ TEST_F(BatchedRestoreTest, EachFailedSystemCallFailsTheRestoreCleanly) {
 }
 
 TEST_F(BatchedRestoreTest, AFailedIdentityCheckIsPrunedUnderThePrunePolicy) {
-  fault_call = sys::Call::kStat;
-  fault_item = 7;
   InheritedFdResolver inherited;
   Report report;
-  sys::SetFaultForTesting(FailOne);
+  epollcr::testing::SetFaultHook(FailOne(FaultPoint::kBatchStat, 7));
   Status s = Restore(image_, &restored_, With(Policy::kPrune, {&inherited}), &report);
-  sys::SetFaultForTesting(nullptr);
+  epollcr::testing::SetFaultHook({});
   ASSERT_FALSE(s) << s.message;
   ASSERT_EQ(report.pruned.size(), 1u);
   EXPECT_THAT(report.pruned[0].reason, HasSubstr("fd " + std::to_string(fds_[7]) + " is not open"));

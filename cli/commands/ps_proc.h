@@ -1,4 +1,5 @@
-// What `epollcr ps` reads of a live process: its open fds (/proc/PID/fd), what each points at and its fdinfo
+// What `epollcr ps` reads of a live process (the command is ps.h; its text, JSON and image are ps_text.h, ps_json.h
+// and ps_image.h): its open fds (/proc/PID/fd), what each points at and its fdinfo
 // (/proc/PID/fdinfo), the file descriptions behind them, and for each kernel epoll its entries with the file each
 // entry watches. docs/cli.md, "ps", explains how targets are found and what is shown when they cannot be.
 //
@@ -22,9 +23,11 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "commands/command_status.h"
+#include "command_status.h"
+#include "epollcr/events.h"
 
 namespace epollcr::cli::ps {
 
@@ -90,6 +93,16 @@ struct Snapshot {
   // The index of the fd numbered `fd`, if it is open.
   std::optional<std::size_t> FindFd(int fd) const;
 };
+
+// epoll_ctl(2) adds EPOLLERR|EPOLLHUP to every armed entry's events (fs/eventpoll.c); the text and the image leave
+// them out.
+inline constexpr std::uint32_t kAlwaysReported = kEventErr | kEventHup;
+
+// ep_item_poll: an entry whose events hold only flag bits is disabled (a one-shot entry after delivery).
+inline bool Disabled(std::uint32_t events) { return (events & ~kEpollPrivateBits) == 0; }
+
+// The epolls that watch file `file` of the snapshot: (the watching epoll's file, the entry).
+std::vector<std::pair<std::size_t, const Entry*>> Watchers(const Snapshot& s, std::size_t file);
 
 // st_dev of a file whose fdinfo says `sdev` (the kernel's dev_t encoding: major << 20 | minor).
 std::uint64_t UserDev(std::uint32_t sdev);

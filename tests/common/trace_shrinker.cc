@@ -1,4 +1,4 @@
-#include "replay/trace_shrinker.h"
+#include "trace_shrinker.h"
 
 #include <algorithm>
 #include <filesystem>

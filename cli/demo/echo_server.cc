@@ -1,7 +1,8 @@
-#include "echo/echo_server.h"
+#include "demo/echo_server.h"
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -17,7 +18,7 @@
 #include "epollcr/epollcr.h"
 #include "restore/handoff.h"
 
-namespace epollcr::examples {
+namespace epollcr::cli {
 
 namespace {
 
@@ -252,4 +253,4 @@ int RunEchoServer(const EchoServerOptions& options) {
   return server.Run();
 }
 
-}  // namespace epollcr::examples
+}  // namespace epollcr::cli

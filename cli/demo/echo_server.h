@@ -2,8 +2,8 @@
 // hand itself to a new process in the middle of its traffic: it checkpoints its world (the poll, every connection,
 // the listening socket, and the bytes it still owes each client, kept in an embedder file), forks, and the child
 // execs a new program image that restores the world from the image and the inherited fds and carries on. The old
-// process exits without touching a socket again. `epollcr demo` drives it with many clients; examples/echo_server.cc
-// runs it on its own.
+// process exits without touching a socket again. `epollcr demo` drives it with many clients (demo.h);
+// examples/echo_server.cc runs it on its own.
 //
 // Control: a byte on the control fd — 'c' checkpoints and hands over, 'q' quits. Status lines go to the status fd:
 //   listening pid=P
@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-namespace epollcr::examples {
+namespace epollcr::cli {
 
 struct EchoServerOptions {
   int listen_fd = -1;         // a listening TCP socket (non-blocking is set)
@@ -32,4 +32,4 @@ struct EchoServerOptions {
 // a hand-off in the old process (it exits 0 there).
 int RunEchoServer(const EchoServerOptions& options);
 
-}  // namespace epollcr::examples
+}  // namespace epollcr::cli

@@ -1,4 +1,4 @@
-#include "commands/ps.snapshot.h"
+#include "commands/ps_proc.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -19,12 +19,11 @@
 #include <sstream>
 #include <utility>
 
-#include "replay/unique_fd.h"
+#include "epollcr/unique_fd.h"
 
 namespace epollcr::cli::ps {
 namespace {
 
-using replay::UniqueFd;
 
 // ---- reading /proc ----------------------------------------------------------------------------------------------
 
@@ -241,6 +240,16 @@ class Resolver {
 }  // namespace
 
 std::uint64_t UserDev(std::uint32_t sdev) { return makedev(sdev >> 20, sdev & 0xfffff); }
+
+std::vector<std::pair<std::size_t, const Entry*>> Watchers(const Snapshot& s, std::size_t file) {
+  std::vector<std::pair<std::size_t, const Entry*>> out;
+  for (std::size_t f = 0; f < s.files.size(); ++f) {
+    for (const Entry& e : s.files[f].entries) {
+      if (e.target.file == file) out.emplace_back(f, &e);
+    }
+  }
+  return out;
+}
 
 std::optional<std::size_t> Snapshot::FindFd(int fd) const {
   auto it = std::lower_bound(fds.begin(), fds.end(), fd, [](const OpenFd& a, int b) { return a.fd < b; });

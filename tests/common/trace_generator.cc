@@ -1,4 +1,4 @@
-#include "replay/trace_generator.h"
+#include "trace_generator.h"
 
 #include <array>
 #include <cstdio>

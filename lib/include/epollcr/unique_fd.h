@@ -1,11 +1,12 @@
-// UniqueFd: the owner of one kernel fd. Move-only; closes the fd when destroyed.
+// UniqueFd: the owner of one kernel fd, and the only fd owner in epollcr (the CLI, the restorer, the benchmarks and
+// the tests use it too). Move-only; closes the fd when destroyed, dropping close(2)'s error there, or when Close()
+// is called, which reports it.
 #pragma once
 
-#include <unistd.h>
-
+#include <system_error>
 #include <utility>
 
-namespace epollcr::replay {
+namespace epollcr {
 
 class UniqueFd {
  public:
@@ -26,13 +27,14 @@ class UniqueFd {
   // Gives up ownership without closing.
   int Release() { return std::exchange(fd_, -1); }
   // Closes the owned fd (if any; its error is dropped) and owns `fd` instead.
-  void Reset(int fd = -1) {
-    int old = std::exchange(fd_, fd);
-    if (old >= 0) ::close(old);
-  }
+  void Reset(int fd = -1);
+  // Closes the owned fd now and returns close(2)'s error (none if there was no fd). The fd is released whatever the
+  // result: Linux frees the descriptor even when close fails, and EINTR must not be retried (close(2), "Dealing with
+  // error returns"); whether EINTR is a failure is the caller's call.
+  std::error_code Close();
 
  private:
   int fd_ = -1;
 };
 
-}  // namespace epollcr::replay
+}  // namespace epollcr

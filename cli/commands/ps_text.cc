@@ -1,0 +1,123 @@
+#include "commands/ps_text.h"
+
+#include <algorithm>
+#include <sstream>
+#include <vector>
+
+#include "commands/image_text.h"
+
+namespace epollcr::cli {
+namespace ps {
+
+std::string EventsText(std::uint32_t events) {
+  return MaskText(Disabled(events) ? events : events & ~kAlwaysReported);
+}
+
+std::string ListWord(std::uint32_t events) { return Disabled(events) ? "disabled" : "armed"; }
+
+std::string DevText(std::uint32_t sdev) { return std::to_string(sdev >> 20) + ":" + std::to_string(sdev & 0xfffff); }
+
+const char* StateWord(TargetState state) {
+  switch (state) {
+    case TargetState::kOpen: return "open";
+    case TargetState::kUnverified: return "unverified";
+    case TargetState::kClosed: return "closed";
+    case TargetState::kReused: return "reused";
+  }
+  return "?";
+}
+
+}  // namespace ps
+
+namespace {
+
+using ps::Entry;
+using ps::OpenFile;
+using ps::Snapshot;
+using ps::TargetState;
+
+std::string FdsText(const Snapshot& s, const OpenFile& f) {
+  std::string out = f.fds.size() == 1 ? "fd " : "fds ";
+  for (std::size_t k = 0; k < f.fds.size(); ++k) out += (k > 0 ? ", " : "") + std::to_string(s.fds[f.fds[k]].fd);
+  return out;
+}
+
+// What an entry watches, in words: "fd 7: pipe:[123]", "fd 7 (closed; file still open as fd 9): ...".
+std::string TargetText(const Snapshot& s, const Entry& e) {
+  const std::string tfd = "fd " + std::to_string(e.line.tfd);
+  const std::string unseen = s.kcmp ? "not open in this process" : "not found (kcmp unavailable)";
+  const std::string inode = "inode " + std::to_string(e.line.ino) + " on " + ps::DevText(e.line.sdev);
+  const OpenFile* file = e.target.file ? &s.files[*e.target.file] : nullptr;
+  const std::string link = file ? s.FirstFd(*file).link : "";
+  switch (e.target.state) {
+    case TargetState::kOpen: return tfd + ": " + link;
+    case TargetState::kUnverified: return tfd + " (unverified: other files may share its inode): " + link;
+    case TargetState::kClosed:
+      if (!file) return tfd + " (closed; file " + unseen + "): " + inode;
+      return tfd + " (closed; file still open as " + FdsText(s, *file) + "): " + link;
+    case TargetState::kReused:
+      if (!file) return tfd + " now names another file; target " + unseen + ": " + inode;
+      return tfd + " now names another file; target open as " + FdsText(s, *file) + ": " + link;
+  }
+  return tfd;
+}
+
+// Rows of cells in aligned columns, each line indented by two; the columns in `numbers` are right-aligned.
+std::string AlignedColumns(const std::vector<std::vector<std::string>>& rows, const std::vector<bool>& numbers) {
+  std::vector<std::size_t> width(numbers.size(), 0);
+  for (const auto& row : rows) {
+    for (std::size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line = " ";
+    for (std::size_t c = 0; c < row.size(); ++c) {
+      const std::size_t pad = width[c] - row[c].size();
+      line += ' ';
+      if (numbers[c]) line.append(pad, ' ');
+      line += row[c];
+      if (!numbers[c] && c + 1 < row.size()) line.append(pad + 1, ' ');
+      else line += ' ';
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + '\n';
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string PsText(const Snapshot& s) {
+  std::ostringstream out;
+  std::size_t polls = 0;
+  for (std::size_t f = 0; f < s.files.size(); ++f) polls += s.IsEpoll(f) ? 1 : 0;
+  out << "process " << s.pid;
+  if (!s.command.empty()) out << " (" << s.command << ")";
+  out << ": " << (polls == 0 ? "no epolls" : CountText(polls, "epoll", "epolls")) << "; ";
+  if (s.kcmp) {
+    out << "files told apart with kcmp(2)\n";
+  } else {
+    out << s.kcmp_unavailable << ": files told apart by inode, targets on shared inodes unverified\n";
+  }
+  for (std::size_t f = 0; f < s.files.size(); ++f) {
+    if (!s.IsEpoll(f)) continue;
+    const OpenFile& file = s.files[f];
+    out << "\nepoll " << FdsText(s, file) << ": " << CountText(file.entries.size(), "entry", "entries");
+    const auto watchers = ps::Watchers(s, f);
+    for (std::size_t k = 0; k < watchers.size(); ++k) {
+      out << (k == 0 ? "; watched by " : ", ") << "epoll fd " << s.FirstFd(s.files[watchers[k].first]).fd
+          << " (tfd " << watchers[k].second->line.tfd << ")";
+    }
+    out << '\n';
+    if (file.entries.empty()) continue;
+    std::vector<std::vector<std::string>> rows{{"tfd", "events", "data", "list", "target"}};
+    for (const Entry& e : file.entries) {
+      rows.push_back({std::to_string(e.line.tfd), ps::EventsText(e.line.events), HexText(e.line.data),
+                      ps::ListWord(e.line.events), TargetText(s, e)});
+    }
+    out << AlignedColumns(rows, {true, false, false, false, false});
+  }
+  return out.str();
+}
+
+}  // namespace epollcr::cli
