@@ -21,7 +21,7 @@
 #include "image/utf8.h"
 #include "state/after_load.h"
 #include "state/invariants.h"
-#include "state/snapshot.h"
+#include "state/cut.h"
 
 namespace epollcr::image {
 
@@ -33,13 +33,13 @@ using state::LoadError;
 
 // Each object's saved fields go through its declaration (image/fields.h); what the declarations leave to manual
 // hooks (a poll's queue ranks and ready order) is written here.
-void CapturePoll(state::Snapshot& snap, state::PollCut& cut, v1::EventPollState* out) {
+void CapturePoll(state::Cut& snap, state::PollCut& cut, v1::EventPollState* out) {
   for (std::uint32_t rank : cut.ranks) out->add_queue_ranks(rank);
   for (PollEntry* e : cut.entries) CaptureObject(*e, *out, snap.ids());
   for (std::uint32_t i : cut.ready) out->add_ready_order(i);
 }
 
-void CaptureFile(state::Snapshot& snap, std::size_t i, std::size_t* next_poll, v1::File* out) {
+void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, v1::File* out) {
   File* f = snap.files()[i].get();
   const std::string& kind = snap.kinds()[i];
   out->set_id(i + 1);
@@ -73,7 +73,7 @@ void CaptureFile(state::Snapshot& snap, std::size_t i, std::size_t* next_poll, v
   }
 }
 
-void CaptureAll(state::Snapshot& snap, v1::Image* image) {
+void CaptureAll(state::Cut& snap, v1::Image* image) {
   v1::Header* h = image->mutable_header();
   h->set_format_major(kFormatMajor);
   h->set_format_minor(kFormatMinor);
@@ -97,7 +97,7 @@ void CaptureAll(state::Snapshot& snap, v1::Image* image) {
     r->set_name(name);
     r->set_file(snap.ids().Of(file.get()));
   }
-  for (const state::Snapshot::Shared& s : snap.shared()) {
+  for (const state::Cut::Shared& s : snap.shared()) {
     if (s.pipe) {
       v1::PipeState* p = image->add_pipes();
       p->set_id(s.id);
@@ -120,7 +120,7 @@ StatusOr<v1::Image> Capture(const World& world) {
   v1::Image image;
   Status s;
   try {
-    s = state::WithSnapshot(world, [&](state::Snapshot& snap) { CaptureAll(snap, &image); });
+    s = state::WithCut(world, [&](state::Cut& snap) { CaptureAll(snap, &image); });
   } catch (const std::exception& e) {
     s = Status::Error(EIO, std::string("capture: ") + e.what());
   }

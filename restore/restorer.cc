@@ -11,7 +11,7 @@
 #include "big_buffer.h"
 #include "epollcr/host_file.h"
 #include "image/file.h"
-#include "state/world_archive.h"
+#include "state/load_objects.h"
 
 namespace epollcr::restore {
 

@@ -14,7 +14,7 @@
 namespace epollcr::cli {
 namespace {
 
-constexpr std::string_view kArchiveMagic{"EPCRWRLD", 8};  // SaveWorld's envelope (lib/src/state/state_api.cc)
+constexpr std::string_view kArchiveMagic{"EPCRWRLD", 8};  // SaveWorld's envelope (lib/src/archive/world_api.cc)
 
 std::string Reason(const Status& status) { return status.message.empty() ? status.code.message() : status.message; }
 

@@ -2,7 +2,7 @@
 // input ("-"), bounded in size, its format found from its first bytes (docs/cli.md, "Input formats").
 //
 //   proto image   the framing's magic "EPCRIMG\0" (image/file.h); unframed with image::Unframe
-//   Boost archive the envelope's magic "EPCRWRLD" (lib/src/state/state_api.cc); loaded with epollcr::LoadWorld.
+//   Boost archive the envelope's magic "EPCRWRLD" (lib/src/archive/world_api.cc); loaded with epollcr::LoadWorld.
 //                 Boost archives are trusted input only: the envelope's checksum catches damage, not malice.
 //   JSON image    the first non-whitespace byte is '{' (protobuf's JSON mapping, image::FromJson)
 //

@@ -32,7 +32,7 @@
 //     Leaves: taken by I/O (under the mutation lock) and by Readiness (under a lists lock); a file never notifies
 //     with its state lock held (file.h), since the callback would take a lists lock that may be waiting for it.
 //
-// Outside the order, leaves taken alone: the state model's registry of file kinds (state_api.cc).
+// Outside the order, leaves taken alone: the state model's registry of file kinds (state/registry.cc).
 //
 // Checked by clang (-Wthread-safety, scripts/test; epollcr/mutex.h): every field guarded by a lock of its own object
 // says so with EPOLLCR_GUARDED_BY, every function that needs a lock held with EPOLLCR_REQUIRES, and the order of two

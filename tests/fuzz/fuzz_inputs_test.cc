@@ -62,7 +62,7 @@ INSTANTIATE_TEST_SUITE_P(Targets, FuzzInputs, ::testing::ValuesIn(Targets().begi
                          [](const ::testing::TestParamInfo<Target>& info) { return std::string(info.param.name); });
 
 // The Boost 1.74 findings (docs/testing.md, "Fuzzing"): each is refused, for the reason epollcr's bounded archives
-// give, where Boost's own archives overflowed a buffer or allocated gigabytes (state/bounded_archives.h).
+// give, where Boost's own archives overflowed a buffer or allocated gigabytes (archive/bounded_archives.h).
 TEST(FuzzFindings, BoostFindingsAreRefusedForTheirReason) {
   struct Finding {
     ArchiveFormat format;

@@ -41,7 +41,7 @@ namespace {
 using namespace epollcr;
 namespace fs = std::filesystem;
 
-constexpr std::size_t kEnvelopeSize = 24;  // SaveWorld's header before the Boost archive (state_api.cc)
+constexpr std::size_t kEnvelopeSize = 24;  // SaveWorld's header before the Boost archive (lib/src/archive/world_api.cc)
 
 bool Write(const fs::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);

@@ -14,9 +14,10 @@
 #include "epollcr/crc32c.h"
 #include "epollcr/epollcr.h"
 #include "event_poll_internal.h"
-#include "state/bounded_archives.h"
+#include "archive/bounded_archives.h"
+#include "archive/fields.h"
 #include "state/visitors.h"
-#include "state/world_archive.h"
+#include "archive/world_archive.h"
 #include "world_fixtures.h"
 
 namespace epollcr {
@@ -148,7 +149,7 @@ TEST(StateTest, BadEntryColumnsAreLoadErrors) {
     std::istringstream is(os.str());
     boost::archive::text_iarchive ar(is);
     World w;
-    Status s = state::LoadWorldFrom(ar, &w);
+    Status s = archive::LoadWorldFrom(ar, &w);
     ASSERT_FALSE(s.ok()) << c.fds << " / " << c.lists;
     EXPECT_NE(s.message.find(c.message), std::string::npos) << s.message;
     EXPECT_EQ(File::LiveFiles(), live_before);
@@ -182,7 +183,7 @@ TEST(StateTest, HandMadeWaitCycleIsALoadError) {
   std::istringstream is(os.str());
   boost::archive::text_iarchive ar(is);
   World w;
-  Status s = state::LoadWorldFrom(ar, &w);
+  Status s = archive::LoadWorldFrom(ar, &w);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message.find("wait cycle"), std::string::npos) << s.message;
   EXPECT_NE(s.message.find("eventpoll#1"), std::string::npos) << s.message;
@@ -221,7 +222,7 @@ constexpr std::string_view kLayout2Xml =
 #include "fixtures/world_layout2.xml.inc"
     ;
 
-// LoadWorld's envelope (state_api.cc) around a Boost archive: magic, version 1, the format, CRC32C and length.
+// LoadWorld's envelope (archive/world_api.cc) around a Boost archive: magic, version 1, the format, CRC32C and length.
 std::string Envelope(std::string_view archive, ArchiveFormat format) {
   std::string bytes = "EPCRWRLD";
   bytes += static_cast<char>(1);
@@ -305,7 +306,7 @@ TEST(StateTest, EveryTruncationAndByteFlipIsRefused) {
   EXPECT_EQ(File::LiveFiles(), live_before);
 }
 
-// ---- the bounded archives LoadWorld reads through (state/bounded_archives.h) ----
+// ---- the bounded archives LoadWorld reads through (archive/bounded_archives.h) ----
 
 // Reads one value named "v" from `bytes` with archive Iar: "" if it loads, else what the archive threw.
 template <typename Iar, typename T>
@@ -347,9 +348,9 @@ void ExpectReadsWhatBoostWrites() {
 }
 
 TEST(BoundedArchives, ReadWhatBoostWrites) {
-  ExpectReadsWhatBoostWrites<boost::archive::text_oarchive, state::BoundedTextIArchive>();
-  ExpectReadsWhatBoostWrites<boost::archive::xml_oarchive, state::BoundedXmlIArchive>();
-  ExpectReadsWhatBoostWrites<boost::archive::binary_oarchive, state::BoundedBinaryIArchive>();
+  ExpectReadsWhatBoostWrites<boost::archive::text_oarchive, archive::BoundedTextIArchive>();
+  ExpectReadsWhatBoostWrites<boost::archive::xml_oarchive, archive::BoundedXmlIArchive>();
+  ExpectReadsWhatBoostWrites<boost::archive::binary_oarchive, archive::BoundedBinaryIArchive>();
 }
 
 // A text string is "LENGTH BYTES": a length up to the bytes left loads, one more is refused before anything is
@@ -357,14 +358,14 @@ TEST(BoundedArchives, ReadWhatBoostWrites) {
 TEST(BoundedArchives, TextStringCannotBeLongerThanTheRest) {
   const std::string header = "22 serialization::archive 18";  // what text_oarchive writes before the first value
   std::string got;
-  EXPECT_EQ(ReadOne<state::BoundedTextIArchive>(header + " 5 hello", got), "");
+  EXPECT_EQ(ReadOne<archive::BoundedTextIArchive>(header + " 5 hello", got), "");
   EXPECT_EQ(got, "hello");
-  EXPECT_EQ(ReadOne<state::BoundedTextIArchive>(header + " 6 hello", got),
+  EXPECT_EQ(ReadOne<archive::BoundedTextIArchive>(header + " 6 hello", got),
             "the archive declares 6 string bytes where 5 bytes are left (corrupted?)");
-  EXPECT_EQ(ReadOne<state::BoundedTextIArchive>(header + " 10073741824 hello", got),
+  EXPECT_EQ(ReadOne<archive::BoundedTextIArchive>(header + " 10073741824 hello", got),
             "the archive declares 10073741824 string bytes where 5 bytes are left (corrupted?)");
   // The signature in the header is a string too.
-  EXPECT_NE(ReadOne<state::BoundedTextIArchive>("4000000000 serialization::archive 18 5 hello", got)
+  EXPECT_NE(ReadOne<archive::BoundedTextIArchive>("4000000000 serialization::archive 18 5 hello", got)
                 .find("declares 4000000000 string bytes"),
             std::string::npos);
 }
@@ -373,9 +374,9 @@ TEST(BoundedArchives, TextStringCannotBeLongerThanTheRest) {
 TEST(BoundedArchives, TextCollectionCannotHaveMoreItemsThanBytesLeft) {
   const std::string header = "22 serialization::archive 18";
   std::vector<std::uint32_t> got;
-  EXPECT_EQ(ReadOne<state::BoundedTextIArchive>(header + " 2 0 7 8", got), "");
+  EXPECT_EQ(ReadOne<archive::BoundedTextIArchive>(header + " 2 0 7 8", got), "");
   EXPECT_EQ(got, (std::vector<std::uint32_t>{7, 8}));
-  EXPECT_EQ(ReadOne<state::BoundedTextIArchive>(header + " 1000000000000 0 7 8", got),
+  EXPECT_EQ(ReadOne<archive::BoundedTextIArchive>(header + " 1000000000000 0 7 8", got),
             "the archive declares 1000000000000 collection items where 6 bytes are left (corrupted?)");
 }
 
@@ -403,7 +404,7 @@ template <typename T>
 std::string ReadBinaryAfterMarker(const std::string& bytes, T& value) {
   try {
     std::istringstream is(bytes);
-    state::BoundedBinaryIArchive ar(is);
+    archive::BoundedBinaryIArchive ar(is);
     std::uint64_t marker = 0;
     ar >> marker >> value;
     return "";
@@ -449,19 +450,19 @@ TEST(BoundedArchives, LibraryVersionsOutsideTheRangeAreRefused) {
     // The library version follows the signature: 18 as a byte and a zero byte today; 5 is one byte alone.
     ASSERT_EQ(bytes.substr(at + signature.size(), 2), std::string("\x12\x00", 2));
     const std::string two_items("\x02\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x00\x08\x00\x00\x00", 16);
-    EXPECT_EQ(ReadOne<state::BoundedBinaryIArchive>(bytes + two_items, items), "");
+    EXPECT_EQ(ReadOne<archive::BoundedBinaryIArchive>(bytes + two_items, items), "");
     EXPECT_EQ(items, (std::vector<std::uint32_t>{7, 8}));
     bytes.replace(at + signature.size(), 2, "\x05");
-    EXPECT_EQ(ReadOne<state::BoundedBinaryIArchive>(bytes + two_items, items),
+    EXPECT_EQ(ReadOne<archive::BoundedBinaryIArchive>(bytes + two_items, items),
               "the archive's Boost library version 5 is not one this build reads (9.." + newest + ")");
   }
   auto text_with_version = [](const std::string& version) {
     return "22 serialization::archive " + version + " 7";
   };
   std::uint32_t item = 0;
-  EXPECT_EQ(ReadOne<state::BoundedTextIArchive>(text_with_version("18"), item), "");
+  EXPECT_EQ(ReadOne<archive::BoundedTextIArchive>(text_with_version("18"), item), "");
   EXPECT_EQ(item, 7u);
-  EXPECT_EQ(ReadOne<state::BoundedTextIArchive>(text_with_version("3"), item),
+  EXPECT_EQ(ReadOne<archive::BoundedTextIArchive>(text_with_version("3"), item),
             "the archive's Boost library version 3 is not one this build reads (9.." + newest + ")");
   auto xml_with_version = [](const std::string& version) {
     return "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\" ?>\n<!DOCTYPE boost_serialization>\n"
@@ -469,12 +470,12 @@ TEST(BoundedArchives, LibraryVersionsOutsideTheRangeAreRefused) {
            "<v>7</v>\n</boost_serialization>\n";
   };
   item = 0;
-  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(xml_with_version("18"), item), "");
+  EXPECT_EQ(ReadOne<archive::BoundedXmlIArchive>(xml_with_version("18"), item), "");
   EXPECT_EQ(item, 7u);
   // Boost's own xml archive aborts on this one in a build with assertions (library_version_type.hpp).
-  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(xml_with_version("1800000000"), item),
+  EXPECT_EQ(ReadOne<archive::BoundedXmlIArchive>(xml_with_version("1800000000"), item),
             "the archive's Boost library version 1800000000 is not one this build reads (9.." + newest + ")");
-  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(xml_with_version("2"), item),
+  EXPECT_EQ(ReadOne<archive::BoundedXmlIArchive>(xml_with_version("2"), item),
             "the archive's Boost library version 2 is not one this build reads (9.." + newest + ")");
 }
 
@@ -490,13 +491,13 @@ TEST(BoundedArchives, XmlEndTagsAreComparedSafely) {
     return at == std::string::npos ? changed : changed.replace(at, from.size(), to);
   };
   std::vector<std::uint32_t> got;
-  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(xml, got), "");
+  EXPECT_EQ(ReadOne<archive::BoundedXmlIArchive>(xml, got), "");
   EXPECT_EQ(got, std::vector<std::uint32_t>{7});
   const std::string mismatch = "XML start/end tag mismatch - count";
-  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(with("</count>", "</count_and_much_more_than_count>"), got), mismatch);
-  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(with("</count>", "</coun>"), got), mismatch);
-  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(with("</count>", "</cOunt>"), got), mismatch);
-  EXPECT_EQ(ReadOne<state::BoundedXmlIArchive>(with("</v>", "</vector_of_a_longer_name>"), got), "");
+  EXPECT_EQ(ReadOne<archive::BoundedXmlIArchive>(with("</count>", "</count_and_much_more_than_count>"), got), mismatch);
+  EXPECT_EQ(ReadOne<archive::BoundedXmlIArchive>(with("</count>", "</coun>"), got), mismatch);
+  EXPECT_EQ(ReadOne<archive::BoundedXmlIArchive>(with("</count>", "</cOunt>"), got), mismatch);
+  EXPECT_EQ(ReadOne<archive::BoundedXmlIArchive>(with("</v>", "</vector_of_a_longer_name>"), got), "");
 }
 
 // The xml archive reads tags and strings itself in the common case (bounded_archives.h): what it reads and what it
@@ -507,7 +508,7 @@ TEST(BoundedArchives, XmlEndTagsAreComparedSafely) {
 template <typename Iar, typename T>
 std::string ReadXml(const std::string& bytes, T& value, bool view) {
   std::istringstream string_stream(bytes);
-  state::ViewBuffer buffer(bytes);
+  archive::ViewBuffer buffer(bytes);
   std::istream view_stream(&buffer);
   std::istream& is = view ? view_stream : string_stream;
   try {
@@ -555,8 +556,8 @@ TEST(BoundedArchives, XmlTagsAndStringsReadAsBoostReadsThem) {
     const std::string xml = head + body + "\n" + tail;
     std::string boost_got = "-", got = "-", view_got = "-";
     const std::string boost_error = ReadXml<boost::archive::xml_iarchive>(xml, boost_got, false);
-    EXPECT_EQ(ReadXml<state::BoundedXmlIArchive>(xml, got, false), boost_error) << body;
-    EXPECT_EQ(ReadXml<state::BoundedXmlIArchive>(xml, view_got, true), boost_error) << body;
+    EXPECT_EQ(ReadXml<archive::BoundedXmlIArchive>(xml, got, false), boost_error) << body;
+    EXPECT_EQ(ReadXml<archive::BoundedXmlIArchive>(xml, view_got, true), boost_error) << body;
     EXPECT_EQ(got, boost_got) << body;
     EXPECT_EQ(view_got, boost_got) << body;
   }
@@ -566,13 +567,13 @@ TEST(BoundedArchives, XmlTagsAndStringsReadAsBoostReadsThem) {
   for (const std::string& xml : {saved, std::string(saved).replace(saved.find("</item>"), 7, "</itemx>")}) {
     std::vector<std::string> boost_got, got, view_got;
     const std::string boost_error = ReadXml<boost::archive::xml_iarchive>(xml, boost_got, false);
-    EXPECT_EQ(ReadXml<state::BoundedXmlIArchive>(xml, got, false), boost_error);
-    EXPECT_EQ(ReadXml<state::BoundedXmlIArchive>(xml, view_got, true), boost_error);
+    EXPECT_EQ(ReadXml<archive::BoundedXmlIArchive>(xml, got, false), boost_error);
+    EXPECT_EQ(ReadXml<archive::BoundedXmlIArchive>(xml, view_got, true), boost_error);
     EXPECT_EQ(got, boost_got);
     EXPECT_EQ(view_got, boost_got);
   }
   std::vector<std::string> got;
-  EXPECT_EQ(ReadXml<state::BoundedXmlIArchive>(saved, got, true), "");
+  EXPECT_EQ(ReadXml<archive::BoundedXmlIArchive>(saved, got, true), "");
   EXPECT_EQ(got, texts);
 }
 
@@ -589,7 +590,7 @@ TEST(BoundedArchives, LoadWorldRefusesAStringLongerThanTheArchive) {
   const std::size_t at = payload.find(" 9 eventpoll");
   ASSERT_NE(at, std::string::npos);
   payload.replace(at, 2, " 10073741824");
-  // A correct envelope around the changed archive (state_api.cc): the length and the CRC32C follow it.
+  // A correct envelope around the changed archive (archive/world_api.cc): the length and the CRC32C follow it.
   std::string bytes = saved.substr(0, 24) + payload;
   for (int i = 0; i < 8; ++i) bytes[16 + i] = static_cast<char>((std::uint64_t{payload.size()} >> (8 * i)) & 0xff);
   for (int i = 0; i < 4; ++i) bytes[12 + i] = static_cast<char>((Crc32c(payload) >> (8 * i)) & 0xff);

@@ -1,7 +1,7 @@
 // The bounded input archives (bounded_archives.h), and the instantiations of Boost's archive templates for them: the
 // members Boost defines in its .ipp files are compiled here, once, as Boost compiles them for its own archives in
 // libboost_serialization.
-#include "state/bounded_archives.h"
+#include "archive/bounded_archives.h"
 
 #include <boost/archive/impl/archive_serializer_map.ipp>
 #include <boost/archive/impl/basic_binary_iarchive.ipp>
@@ -17,7 +17,7 @@
 
 #include "state/visitors.h"
 
-namespace epollcr::state {
+namespace epollcr::archive {
 
 std::uint64_t BytesLeft(std::streambuf& buffer) {
   const std::streamsize n = buffer.in_avail();
@@ -228,13 +228,13 @@ void BoundedBinaryIArchive::load_override(boost::serialization::collection_size_
   CheckFitsInRest(count, BytesLeft(m_sb), "collection items");
 }
 
-}  // namespace epollcr::state
+}  // namespace epollcr::archive
 
 namespace boost::archive {
 
-using epollcr::state::BoundedBinaryIArchive;
-using epollcr::state::BoundedTextIArchive;
-using epollcr::state::BoundedXmlIArchive;
+using epollcr::archive::BoundedBinaryIArchive;
+using epollcr::archive::BoundedTextIArchive;
+using epollcr::archive::BoundedXmlIArchive;
 
 template class detail::archive_serializer_map<BoundedTextIArchive>;
 template class basic_text_iarchive<BoundedTextIArchive>;

@@ -25,7 +25,7 @@
 // read exactly the archives Boost's own read (same format, same library and class versions).
 //
 // The stream an archive reads from must hold the whole rest of the archive in its buffer's get area (in_avail() is
-// then the bytes left), as LoadWorld's view of the bytes does (state_api.cc). With any other buffer the bounds are
+// then the bytes left), as LoadWorld's view of the bytes does (archive/world_api.cc). With any other buffer the bounds are
 // smaller than the truth: loads are refused, never over-allocated.
 //
 // Dispatch (boost/archive/detail/interface_iarchive.hpp and friends): `ar >> x` calls This()->load_override(x);
@@ -44,7 +44,11 @@
 #include <string>
 #include <string_view>
 
-namespace epollcr::state {
+#include "state/visitors.h"
+
+namespace epollcr::archive {
+
+using state::LoadError;
 
 // An input stream buffer over bytes that stay where they are (no copy of the archive). Its get area is the whole rest
 // of the archive, which is what the bounded archives take as the bytes left; the xml archive also scans it in place.
@@ -173,9 +177,9 @@ class BoundedBinaryIArchive
   void load_override(boost::serialization::collection_size_type& count);
 };
 
-}  // namespace epollcr::state
+}  // namespace epollcr::archive
 
 // As for boost::archive::binary_iarchive (binary_iarchive.hpp): a vector of bitwise-serializable items is one block of
 // bytes after its count, not an item version and then item by item. Without this the archive would not read the
 // vectors binary_oarchive writes.
-BOOST_SERIALIZATION_USE_ARRAY_OPTIMIZATION(epollcr::state::BoundedBinaryIArchive)
+BOOST_SERIALIZATION_USE_ARRAY_OPTIMIZATION(epollcr::archive::BoundedBinaryIArchive)

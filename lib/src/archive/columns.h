@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "epollcr/memory.h"
-#include "state/visitors.h"
+#include "archive/fields.h"
 
-namespace epollcr::state {
+namespace epollcr::archive {
 
 template <typename T>
 void AppendColumn(std::string& column, T value) {
@@ -50,4 +50,4 @@ std::vector<T, LargeAllocator<T>> ParseColumn(std::string_view column, std::uint
   return values;
 }
 
-}  // namespace epollcr::state
+}  // namespace epollcr::archive

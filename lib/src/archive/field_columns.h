@@ -1,6 +1,6 @@
 // The saved fields of the files of one kind as columns (layout 3): for each field a VisitState declaration saves
 // (kSave, or kWait as the referenced object's id), one archive string holding that field of every file of the kind,
-// in file order, as decimal numbers separated by single spaces (state/columns.h). An xml archive then spends one
+// in file order, as decimal numbers separated by single spaces (archive/columns.h). An xml archive then spends one
 // element per field and kind instead of one per field and file. Internal.
 #pragma once
 
@@ -12,10 +12,10 @@
 #include <utility>
 #include <vector>
 
-#include "state/columns.h"
-#include "state/visitors.h"
+#include "archive/columns.h"
+#include "archive/fields.h"
 
-namespace epollcr::state {
+namespace epollcr::archive {
 
 // A binary archive holds a large column as a std::vector of numbers: one block of bytes (Boost's array
 // optimization), read without parsing. Text and xml archives hold it as a string of decimal numbers.
@@ -134,4 +134,4 @@ struct FieldColumnLoad {
   }
 };
 
-}  // namespace epollcr::state
+}  // namespace epollcr::archive

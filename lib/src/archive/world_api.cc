@@ -1,5 +1,5 @@
-// The public face of the state model: policy and format names, the standalone archive envelope, the registry of
-// embedder file types, and the entry points for embedders' own Boost archives.
+// The public face of the Boost backend: format names, the standalone archive envelope (SaveWorld, LoadWorld), and the
+// entry points for embedders' own Boost archives (epollcr/boost_world.h).
 #include <cstring>
 #include <sstream>
 #include <type_traits>
@@ -7,22 +7,11 @@
 #include "epollcr/boost_world.h"
 #include "epollcr/crc32c.h"
 #include "epollcr/mutex.h"
-#include "state/bounded_archives.h"
+#include "archive/bounded_archives.h"
+#include "archive/world_archive.h"
 #include "state/visitors.h"
-#include "state/world_archive.h"
 
 namespace epollcr {
-
-const char* FieldPolicyName(FieldPolicy policy) {
-  switch (policy) {
-    case FieldPolicy::kSave: return "save";
-    case FieldPolicy::kNoSave: return "nosave";
-    case FieldPolicy::kZeroValue: return "zerovalue";
-    case FieldPolicy::kWait: return "wait";
-    case FieldPolicy::kManual: return "manual";
-  }
-  return "?";
-}
 
 const char* ArchiveFormatName(ArchiveFormat format) {
   switch (format) {
@@ -72,7 +61,7 @@ Status SaveAs(const World& world, std::string* payload) {
   Status s;
   {
     Oar ar(os);
-    s = state::SaveWorldTo(ar, world);
+    s = archive::SaveWorldTo(ar, world);
   }  // an xml archive closes its root element in its destructor
   *payload = std::move(os).str();
   return s;
@@ -84,7 +73,7 @@ Status SaveAs(const World& world, std::string* payload) {
 // Found by tests/fuzz (boost_xml_loader); the regression input is tests/fuzz/regressions/boost_xml_loader/.
 template <typename Iar>
 Status EndArchive(std::istream& is, std::string_view rest, Status loaded, World* out) {
-  if constexpr (std::is_same_v<Iar, state::BoundedXmlIArchive>) {
+  if constexpr (std::is_same_v<Iar, archive::BoundedXmlIArchive>) {
     if (loaded.ok() && rest.find('>') == std::string_view::npos) {
       out->roots.clear();
       out->fds.Clear();
@@ -98,10 +87,10 @@ Status EndArchive(std::istream& is, std::string_view rest, Status loaded, World*
 template <typename Iar>
 Status LoadAs(std::string_view payload, World* out) {
   try {
-    state::ViewBuffer buffer(payload);
+    archive::ViewBuffer buffer(payload);
     std::istream is(&buffer);
     Iar ar(is);
-    Status loaded = state::LoadWorldFrom(ar, out);
+    Status loaded = archive::LoadWorldFrom(ar, out);
     return EndArchive<Iar>(is, buffer.Rest(), std::move(loaded), out);
   } catch (const std::exception& e) {  // the archive's own header was unreadable
     return Status::Error(EINVAL, std::string("load: ") + e.what());
@@ -150,40 +139,13 @@ Status LoadWorld(std::string_view bytes, World* out) {
   }
   const std::string_view payload = bytes.substr(kHeaderSize);
   if (Crc32c(payload) != GetLe(bytes, 12, 4)) return Status::Error(EINVAL, "load: checksum mismatch (corrupted archive)");
-  // Boost's archives with the loads that trust declared lengths and counts bounded (state/bounded_archives.h).
+  // Boost's archives with the loads that trust declared lengths and counts bounded (archive/bounded_archives.h).
   switch (static_cast<ArchiveFormat>(format)) {
-    case ArchiveFormat::kBoostText: return LoadAs<state::BoundedTextIArchive>(payload, out);
-    case ArchiveFormat::kBoostXml: return LoadAs<state::BoundedXmlIArchive>(payload, out);
-    case ArchiveFormat::kBoostBinary: return LoadAs<state::BoundedBinaryIArchive>(payload, out);
+    case ArchiveFormat::kBoostText: return LoadAs<archive::BoundedTextIArchive>(payload, out);
+    case ArchiveFormat::kBoostXml: return LoadAs<archive::BoundedXmlIArchive>(payload, out);
+    case ArchiveFormat::kBoostBinary: return LoadAs<archive::BoundedBinaryIArchive>(payload, out);
   }
   return Status::Error(EINVAL, "load: unknown archive format");
-}
-
-// ---- embedder file types ------------------------------------------------------------------------------------------
-
-namespace {
-// A leaf outside the engine's lock order (LOCKING, event_poll_internal.h).
-Mutex& RegistryMutex() {
-  static Mutex mu;
-  return mu;
-}
-std::map<std::string, FileFactory>& Registry() EPOLLCR_REQUIRES(RegistryMutex()) {
-  static std::map<std::string, FileFactory> registry;
-  return registry;
-}
-}  // namespace
-
-std::error_code RegisterFileType(std::string kind, FileFactory factory) {
-  if (kind.empty() || !factory || state::BuiltInFileKind(kind)) return Errno(EINVAL);
-  MutexLock lock(RegistryMutex());
-  if (!Registry().emplace(std::move(kind), std::move(factory)).second) return Errno(EEXIST);
-  return {};
-}
-
-FileFactory state::FindFileType(const std::string& kind) {
-  MutexLock lock(RegistryMutex());
-  auto it = Registry().find(kind);
-  return it == Registry().end() ? FileFactory{} : it->second;
 }
 
 // ---- embedders' own archives --------------------------------------------------------------------------------------
@@ -191,11 +153,11 @@ FileFactory state::FindFileType(const std::string& kind) {
 namespace {
 template <typename Ar>
 void SaveOrThrow(Ar& ar, const World& world) {
-  if (Status s = state::SaveWorldTo(ar, world)) throw CheckpointError(s);
+  if (Status s = archive::SaveWorldTo(ar, world)) throw CheckpointError(s);
 }
 template <typename Ar>
 void LoadOrThrow(Ar& ar, World& world) {
-  if (Status s = state::LoadWorldFrom(ar, &world)) throw CheckpointError(s);
+  if (Status s = archive::LoadWorldFrom(ar, &world)) throw CheckpointError(s);
 }
 }  // namespace
 

@@ -3,12 +3,12 @@
 
 #include "epollcr/state.h"
 
-namespace epollcr::state {
+namespace epollcr::archive {
 
 // The archive layout version this build writes; it reads every version up to this one. Layout 1 saved a poll's
-// entries one field at a time; layout 2 saves them as columns (state/columns.h); layout 3 also saves the file
-// headers, the files' fields (state/field_columns.h) and the fd table as columns; layout 4 saves a poll's entries as
-// the columns their declaration gives (PollEntry::VisitState, through state/field_columns.h, named "entry.FIELD"), so
+// entries one field at a time; layout 2 saves them as columns (archive/columns.h); layout 3 also saves the file
+// headers, the files' fields (archive/field_columns.h) and the fd table as columns; layout 4 saves a poll's entries as
+// the columns their declaration gives (PollEntry::VisitState, through archive/field_columns.h, named "entry.FIELD"), so
 // a field declared tomorrow is saved without a codec change. Layouts 1 to 3 are read by code kept for them.
 inline constexpr std::uint32_t kLayoutVersion = 4;
 
@@ -17,7 +17,4 @@ Status SaveWorldTo(Ar& ar, const World& world);
 template <typename Ar>
 Status LoadWorldFrom(Ar& ar, World* out);
 
-// Registered embedder file types (state.h RegisterFileType).
-FileFactory FindFileType(const std::string& kind);
-
-}  // namespace epollcr::state
+}  // namespace epollcr::archive

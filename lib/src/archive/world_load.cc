@@ -10,15 +10,24 @@
 #include "epollcr/event_poll.h"
 #include "epollcr/eventfd.h"
 #include "event_poll_internal.h"
-#include "state/visitors.h"
+#include "archive/fields.h"
 #include "state/after_load.h"
-#include "state/bounded_archives.h"
-#include "state/columns.h"
-#include "state/field_columns.h"
+#include "archive/bounded_archives.h"
+#include "archive/columns.h"
+#include "archive/field_columns.h"
 #include "state/invariants.h"
-#include "state/world_archive.h"
+#include "archive/world_archive.h"
 
-namespace epollcr::state {
+namespace epollcr::archive {
+
+using state::BuiltInFileKind;
+using state::CheckEventFd;
+using state::FieldOf;
+using state::FindFileType;
+using state::IdIndex;
+using state::kMaxObjects;
+using state::ObjectKind;
+using state::PendingPoll;
 
 namespace {
 
@@ -126,7 +135,7 @@ class Loader {
     }
   }
 
-  // Layout 3 (snapshot.h WriteFileHeaders, WriteFieldColumns): ids and kinds as columns, the embedders' state bytes,
+  // Layout 3 (archive/world_save.cc WriteFileHeaders, WriteFieldColumns): ids and kinds as columns, the embedders' state bytes,
   // the built-in kinds' fields as columns, then the polls' entries.
   void ReadFileColumns() {
     const std::uint64_t n = Count("files");
@@ -167,7 +176,7 @@ class Loader {
     }
   }
 
-  // The field columns of the files of one built-in kind (state/field_columns.h), if the archive has such files.
+  // The field columns of the files of one built-in kind (archive/field_columns.h), if the archive has such files.
   template <typename F>
   void ReadFieldColumns(const std::vector<std::uint32_t>& order, ObjectKind kind) {
     std::vector<F*> files;
@@ -234,7 +243,7 @@ class Loader {
     ar_ >> make_nvp("ready_order", p.ready);
   }
 
-  // Layout 4: the columns PollEntry's declaration saves (snapshot.h WritePoll), then the queue ranks and ready order.
+  // Layout 4: the columns PollEntry's declaration saves (archive/world_save.cc WritePoll), then the queue ranks and ready order.
   void ReadEntryColumns(std::uint32_t at, EventPoll* poll) {
     PendingPoll& p = polls_[at];
     const std::uint64_t n = Count("entries");
@@ -376,4 +385,4 @@ template Status LoadWorldFrom(BoundedTextIArchive&, World*);
 template Status LoadWorldFrom(BoundedXmlIArchive&, World*);
 template Status LoadWorldFrom(BoundedBinaryIArchive&, World*);
 
-}  // namespace epollcr::state
+}  // namespace epollcr::archive

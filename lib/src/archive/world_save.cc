@@ -1,36 +1,176 @@
-// Saving a World: take a consistent cut, then write it. See docs/state-model.md.
-//
-// The cut holds the locks docs/state-model.md lists, taken in the engine's lock order (LOCKING,
-// event_poll_internal.h). With all of them held no entry can be on two lists or none, and every ready entry's file
-// is alive. Files are read under their own state lock while they are written.
+// Saving a World to a Boost archive: take a consistent cut (state/cut.h), then write it in layout
+// kLayoutVersion (archive/world_archive.h). See docs/state-model.md, "Formats".
 #include <algorithm>
-#include <chrono>
-#include <thread>
-#include <functional>
 #include <mutex>
 
+#include "archive/columns.h"
+#include "archive/field_columns.h"
+#include "archive/fields.h"
+#include "archive/world_archive.h"
 #include "epollcr/event_poll.h"
 #include "epollcr/eventfd.h"
 #include "epollcr/host_file.h"
 #include "event_poll_internal.h"
-#include "state/snapshot.h"
+#include "state/cut.h"
 
-namespace epollcr::state {
+namespace epollcr::archive {
+
+namespace {
+
+using boost::serialization::make_nvp;
+
+// Writes one cut; every lock of the cut is held meanwhile.
+class Writer {
+ public:
+  explicit Writer(state::Cut& cut) : cut_(cut) {}
+
+  template <typename Ar>
+  void Write(Ar& ar) {
+    std::uint32_t layout = kLayoutVersion;
+    ar << make_nvp("layout", layout);
+    std::uint64_t shared = cut_.shared().size();
+    ar << make_nvp("shared_objects", shared);
+    for (const auto& s : cut_.shared()) {
+      ar << make_nvp("id", s.id) << make_nvp("kind", s.kind);
+      if (s.pipe) {
+        MutexLock lock(s.pipe->state_mutex());
+        PlainSave<Ar> v{ar};
+        s.pipe->VisitState(v);
+      } else {
+        MutexLock lock(s.pair->state_mutex());
+        PlainSave<Ar> v{ar};
+        s.pair->VisitState(v);
+      }
+    }
+    std::uint64_t count = cut_.files().size();
+    ar << make_nvp("files", count);
+    WriteFileHeaders(ar);
+    WriteFieldColumns<EventFd>(ar, "eventfd");
+    WriteFieldColumns<PipeReadEnd>(ar, "pipe-read");
+    WriteFieldColumns<PipeWriteEnd>(ar, "pipe-write");
+    WriteFieldColumns<UnixSocket>(ar, "unix-stream");
+    std::size_t next_poll = 0;
+    for (std::size_t i = 0; i < cut_.files().size(); ++i) {
+      if (cut_.kinds()[i] == "eventpoll") WritePoll(ar, cut_.polls()[next_poll++]);
+    }
+    std::uint64_t nfds = cut_.fds().size();
+    ar << make_nvp("fds", nfds);
+    if constexpr (kBinaryArchive<Ar>) {
+      std::vector<std::int32_t> numbers;
+      std::vector<std::uint64_t> files;
+      numbers.reserve(cut_.fds().size());
+      files.reserve(cut_.fds().size());
+      for (const auto& [fd, file] : cut_.fds()) {
+        numbers.push_back(fd);
+        files.push_back(cut_.ids().Of(file.get()));
+      }
+      ar << make_nvp("numbers", numbers) << make_nvp("files", files);
+    } else {
+      std::string numbers, files;
+      for (const auto& [fd, file] : cut_.fds()) {
+        AppendColumn(numbers, fd);
+        AppendColumn(files, cut_.ids().Of(file.get()));
+      }
+      ar << make_nvp("numbers", numbers) << make_nvp("files", files);
+    }
+    std::uint64_t nroots = cut_.roots().size();
+    ar << make_nvp("roots", nroots);
+    for (const auto& [name, file] : cut_.roots()) {
+      std::string n = name;
+      std::uint64_t id = cut_.ids().Of(file.get());
+      ar << make_nvp("name", n) << make_nvp("file", id);
+    }
+  }
+
+ private:
+  // Layout 3: the files' ids as a column; the kind names, each once, and each file's kind as an index into them; then
+  // the state bytes of each embedder file, in file order.
+  template <typename Ar>
+  void WriteFileHeaders(Ar& ar) {
+    std::string ids, kinds;
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i < cut_.files().size(); ++i) {
+      AppendColumn(ids, i + 1);
+      const auto known = std::find(names.begin(), names.end(), cut_.kinds()[i]);
+      AppendColumn(kinds, static_cast<std::size_t>(known - names.begin()));
+      if (known == names.end()) names.push_back(cut_.kinds()[i]);
+    }
+    ar << make_nvp("ids", ids);
+    std::uint64_t nnames = names.size();
+    ar << make_nvp("kind_names", nnames);
+    for (std::string& name : names) ar << make_nvp("kind", name);
+    ar << make_nvp("kinds", kinds);
+    for (std::size_t i = 0; i < cut_.files().size(); ++i) {
+      if (dynamic_cast<SavableFile*>(cut_.files()[i].get()) && !state::Cut::IsBuiltIn(cut_.kinds()[i])) {
+        std::string bytes = cut_.custom_states()[i];
+        ar << make_nvp("state", bytes);
+      }
+    }
+  }
+
+  // Layout 3: the saved fields of every file of built-in kind `kind` (type F), one column per field
+  // (archive/field_columns.h), named "KIND.FIELD"; nothing if the world has no file of the kind.
+  template <typename F, typename Ar>
+  void WriteFieldColumns(Ar& ar, const char* kind) {
+    FieldColumnSave columns{cut_.ids(), {}};
+    for (std::size_t i = 0; i < cut_.files().size(); ++i) {
+      if (cut_.kinds()[i] != kind) continue;
+      auto* f = static_cast<F*>(cut_.files()[i].get());
+      columns.next = 0;
+      if constexpr (std::is_same_v<F, EventFd>) {
+        MutexLock lock(f->state_mutex());
+        f->VisitState(columns);
+      } else {
+        f->VisitState(columns);
+      }
+    }
+    for (auto& [field, text] : columns.columns) {
+      const std::string name = FieldColumnName(kind, field);
+      ar << make_nvp(name.c_str(), text);
+    }
+  }
+
+  // The poll's manual section (layout 4): the entry count, then one column per field PollEntry's VisitState saves
+  // (archive/field_columns.h; the file as a wait reference by object id), named "entry.FIELD" (none if the poll has no
+  // entries), then each entry's queue rank as a column (archive/columns.h) and the ready order.
+  template <typename Ar>
+  void WritePoll(Ar& ar, state::PollCut& c) {
+    std::uint64_t n = c.entries.size();
+    ar << make_nvp("entries", n);
+    FieldColumnSave columns{cut_.ids(), {}};
+    for (PollEntry* e : c.entries) {
+      columns.next = 0;
+      e->VisitState(columns);
+    }
+    for (auto& [field, text] : columns.columns) {
+      const std::string name = FieldColumnName("entry", field);
+      ar << make_nvp(name.c_str(), text);
+    }
+    std::string ranks;
+    for (std::uint32_t rank : c.ranks) AppendColumn(ranks, rank);
+    ar << make_nvp("queue_ranks", ranks);
+    ar << make_nvp("ready_order", c.ready);
+  }
+
+  state::Cut& cut_;
+};
+
+}  // namespace
 
 template <typename Ar>
 Status SaveWorldTo(Ar& ar, const World& world) {
   try {
     Status refused;
-    Status s = WithSnapshot(world, [&](Snapshot& snap) {
-      for (std::size_t i = 0; i < snap.files().size(); ++i) {
-        if (auto* h = dynamic_cast<HostFile*>(snap.files()[i].get())) {
+    Status s = state::WithCut(world, [&](state::Cut& cut) {
+      for (std::size_t i = 0; i < cut.files().size(); ++i) {
+        if (auto* h = dynamic_cast<HostFile*>(cut.files()[i].get())) {
           refused = Status::Error(EINVAL, "file#" + std::to_string(i + 1) + " (host fd " + std::to_string(h->fd()) +
                                               "): host files are saved only in protobuf images (image/codec.h), "
                                               "which a restorer resolves; a Boost archive cannot hold them");
           return;
         }
       }
-      snap.Write(ar);
+      Writer(cut).Write(ar);
     });
     return s ? s : refused;
   } catch (const std::exception& e) {
@@ -38,36 +178,8 @@ Status SaveWorldTo(Ar& ar, const World& world) {
   }
 }
 
-Status WithSnapshot(const World& world, const std::function<void(Snapshot&)>& read) {
-  {
-    // A file closed just before the cut may still be registered while its release waits for a poll's lock: take
-    // the cut again once it is gone. A file that stays outside the world is the caller's error.
-    // Between attempts the saver backs off so the releasing thread gets the poll locks it needs (bounded: about
-    // 100 ms before giving up).
-    constexpr int kAttempts = 1000;
-    for (int attempt = 1;; ++attempt) {
-      if (attempt > 1) {
-        if (attempt < 10) {
-          std::this_thread::yield();
-        } else {
-          std::this_thread::sleep_for(std::chrono::microseconds(100));
-        }
-      }
-      Snapshot snap(world);
-      if (Status s = snap.Take()) return s;
-      if (Status s = snap.SaveCustom()) return s;  // before the cut: embedder code must not run under engine locks
-      if (Status s = snap.Lock()) {
-        if (snap.retry() && attempt < kAttempts) continue;
-        return s;
-      }
-      read(snap);
-      return {};
-    }
-  }
-}
-
 template Status SaveWorldTo(boost::archive::text_oarchive&, const World&);
 template Status SaveWorldTo(boost::archive::xml_oarchive&, const World&);
 template Status SaveWorldTo(boost::archive::binary_oarchive&, const World&);
 
-}  // namespace epollcr::state
+}  // namespace epollcr::archive

@@ -1,5 +1,6 @@
 // A consistent cut of a World (docs/state-model.md): which files and shared objects it holds, with their object
-// ids, and the locks that keep it still while a codec reads it. Internal to lib/ and restore/.
+// ids, and the locks that keep it still while a codec reads it. Every format saves from a cut: the Boost backend
+// (archive/world_save.cc) and the image (image/codec.cc). Internal to lib/ and image/.
 #pragma once
 
 #include <algorithm>
@@ -14,14 +15,9 @@
 #include "epollcr/eventfd.h"
 #include "epollcr/host_file.h"
 #include "event_poll_internal.h"
-#include "state/columns.h"
-#include "state/field_columns.h"
 #include "state/visitors.h"
-#include "state/world_archive.h"
 
 namespace epollcr::state {
-
-using boost::serialization::make_nvp;
 
 inline std::string KindOf(const File& f) {
   if (dynamic_cast<const EventPoll*>(&f)) return "eventpoll";
@@ -43,9 +39,9 @@ struct PollCut {
   std::vector<std::uint32_t> ranks;      // each entry's place among the epoll waiters of its file's queue
 };
 
-class Snapshot {
+class Cut {
  public:
-  explicit Snapshot(const World& world) : world_(world) {}
+  explicit Cut(const World& world) : world_(world) {}
 
   Status Take() {
     frozen_ = world_.fds.Freeze();  // the fd table is part of the cut: held still until the save ends
@@ -157,64 +153,6 @@ class Snapshot {
     return {};
   }
 
-  template <typename Ar>
-  void Write(Ar& ar) {
-    std::uint32_t layout = kLayoutVersion;
-    ar << make_nvp("layout", layout);
-    std::uint64_t shared = shared_.size();
-    ar << make_nvp("shared_objects", shared);
-    for (auto& s : shared_) {
-      ar << make_nvp("id", s.id) << make_nvp("kind", s.kind);
-      if (s.pipe) {
-        MutexLock lock(s.pipe->state_mutex());
-        PlainSave<Ar> v{ar};
-        s.pipe->VisitState(v);
-      } else {
-        MutexLock lock(s.pair->state_mutex());
-        PlainSave<Ar> v{ar};
-        s.pair->VisitState(v);
-      }
-    }
-    std::uint64_t count = files_.size();
-    ar << make_nvp("files", count);
-    WriteFileHeaders(ar);
-    WriteFieldColumns<EventFd>(ar, "eventfd");
-    WriteFieldColumns<PipeReadEnd>(ar, "pipe-read");
-    WriteFieldColumns<PipeWriteEnd>(ar, "pipe-write");
-    WriteFieldColumns<UnixSocket>(ar, "unix-stream");
-    std::size_t next_poll = 0;
-    for (std::size_t i = 0; i < files_.size(); ++i) {
-      if (kinds_[i] == "eventpoll") WritePoll(ar, polls_[next_poll++]);
-    }
-    std::uint64_t nfds = fds_.size();
-    ar << make_nvp("fds", nfds);
-    if constexpr (kBinaryArchive<Ar>) {
-      std::vector<std::int32_t> numbers;
-      std::vector<std::uint64_t> files;
-      numbers.reserve(fds_.size());
-      files.reserve(fds_.size());
-      for (auto& [fd, file] : fds_) {
-        numbers.push_back(fd);
-        files.push_back(ids_.Of(file.get()));
-      }
-      ar << make_nvp("numbers", numbers) << make_nvp("files", files);
-    } else {
-      std::string numbers, files;
-      for (auto& [fd, file] : fds_) {
-        AppendColumn(numbers, fd);
-        AppendColumn(files, ids_.Of(file.get()));
-      }
-      ar << make_nvp("numbers", numbers) << make_nvp("files", files);
-    }
-    std::uint64_t nroots = world_.roots.size();
-    ar << make_nvp("roots", nroots);
-    for (const auto& [name, file] : world_.roots) {
-      std::string n = name;
-      std::uint64_t id = ids_.Of(file.get());
-      ar << make_nvp("name", n) << make_nvp("file", id);
-    }
-  }
-
   // The last failure was "not in the world", which a concurrent install can cause.
   bool retry() const { return retry_; }
 
@@ -273,75 +211,6 @@ class Snapshot {
     shared_.push_back(s);
   }
 
-  // Layout 3: the files' ids as a column; the kind names, each once, and each file's kind as an index into them; then
-  // the state bytes of each embedder file, in file order.
-  template <typename Ar>
-  void WriteFileHeaders(Ar& ar) {
-    std::string ids, kinds;
-    std::vector<std::string> names;
-    for (std::size_t i = 0; i < files_.size(); ++i) {
-      AppendColumn(ids, i + 1);
-      const auto known = std::find(names.begin(), names.end(), kinds_[i]);
-      AppendColumn(kinds, static_cast<std::size_t>(known - names.begin()));
-      if (known == names.end()) names.push_back(kinds_[i]);
-    }
-    ar << make_nvp("ids", ids);
-    std::uint64_t nnames = names.size();
-    ar << make_nvp("kind_names", nnames);
-    for (std::string& name : names) ar << make_nvp("kind", name);
-    ar << make_nvp("kinds", kinds);
-    for (std::size_t i = 0; i < files_.size(); ++i) {
-      if (dynamic_cast<SavableFile*>(files_[i].get()) && !IsBuiltIn(kinds_[i])) {
-        std::string bytes = custom_[i];
-        ar << make_nvp("state", bytes);
-      }
-    }
-  }
-
-  // Layout 3: the saved fields of every file of built-in kind `kind` (type F), one column per field
-  // (state/field_columns.h), named "KIND.FIELD"; nothing if the world has no file of the kind.
-  template <typename F, typename Ar>
-  void WriteFieldColumns(Ar& ar, const char* kind) {
-    FieldColumnSave columns{ids_, {}};
-    for (std::size_t i = 0; i < files_.size(); ++i) {
-      if (kinds_[i] != kind) continue;
-      auto* f = static_cast<F*>(files_[i].get());
-      columns.next = 0;
-      if constexpr (std::is_same_v<F, EventFd>) {
-        MutexLock lock(f->state_mutex());
-        f->VisitState(columns);
-      } else {
-        f->VisitState(columns);
-      }
-    }
-    for (auto& [field, text] : columns.columns) {
-      const std::string name = FieldColumnName(kind, field);
-      ar << make_nvp(name.c_str(), text);
-    }
-  }
-
-  // The poll's manual section (layout 4): the entry count, then one column per field PollEntry's VisitState saves
-  // (state/field_columns.h; the file as a wait reference by object id), named "entry.FIELD" (none if the poll has no
-  // entries), then each entry's queue rank as a column (state/columns.h) and the ready order.
-  template <typename Ar>
-  void WritePoll(Ar& ar, PollCut& c) {
-    std::uint64_t n = c.entries.size();
-    ar << make_nvp("entries", n);
-    FieldColumnSave columns{ids_, {}};
-    for (PollEntry* e : c.entries) {
-      columns.next = 0;
-      e->VisitState(columns);
-    }
-    for (auto& [field, text] : columns.columns) {
-      const std::string name = FieldColumnName("entry", field);
-      ar << make_nvp(name.c_str(), text);
-    }
-    std::string ranks;
-    for (std::uint32_t rank : c.ranks) AppendColumn(ranks, rank);
-    ar << make_nvp("queue_ranks", ranks);
-    ar << make_nvp("ready_order", c.ready);
-  }
-
   const World& world_;
   std::vector<std::pair<int, std::shared_ptr<File>>> fds_;
   std::vector<std::shared_ptr<File>> files_;
@@ -359,6 +228,6 @@ class Snapshot {
 
 // Takes a cut of `world` (retrying while a just-closed file is still being released), then calls `read` with every
 // lock held. Embedder SaveState() runs before the locks are taken.
-Status WithSnapshot(const World& world, const std::function<void(Snapshot&)>& read);
+Status WithCut(const World& world, const std::function<void(Cut&)>& read);
 
 }  // namespace epollcr::state

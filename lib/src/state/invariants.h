@@ -1,4 +1,4 @@
-// The invariants of the engine's shared state that a load checks, whatever the format: a Boost archive (world_load.cc)
+// The invariants of the engine's shared state that a load checks, whatever the format: a Boost archive (archive/world_load.cc)
 // and a protobuf image (image/codec.cc, Validate) describe their objects to these checks as plain facts, so
 // that anything a load accepts is a state the engine could have reached, and its own checkpoint loads back the same
 // (docs/state-model.md, "What a load accepts"). Each check returns empty when the facts hold, else what is wrong.

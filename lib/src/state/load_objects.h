@@ -73,4 +73,7 @@ struct LoadObjects {
   std::string Name(std::uint32_t position) const;
 };
 
+// Registered embedder file types (state.h RegisterFileType); empty if the kind is not registered.
+FileFactory FindFileType(const std::string& kind);
+
 }  // namespace epollcr::state
