@@ -94,8 +94,13 @@ class Cut {
         }
       });
     }
+    // Each poll's height is computed once: a graph of polls can hold very many paths to one poll (a loaded one is
+    // not bound by ADD's path limits), and walking every path took seconds (fuzz regression
+    // boost_text_loader/nested-polls-many-paths).
+    for (PollCut& c : polls_) c.height = -1;  // not known yet
     std::function<int(PollCut&, int)> height = [&](PollCut& c, int depth) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
-      if (depth > kMaxNests + 1) return depth;  // cannot happen: nesting is limited on ADD
+      if (c.height >= 0) return c.height;
+      if (depth > kMaxNests + 1) return depth;  // cannot happen: nesting is limited on ADD and on load
       int h = 0;
       for (PollEntry& e : c.poll->impl()->entries_) {
         const EventPoll* inner = e.file->AsEventPoll();
@@ -103,9 +108,10 @@ class Cut {
         auto it = by_poll.find(inner);
         if (it != by_poll.end()) h = std::max(h, height(*it->second, depth + 1) + 1);
       }
+      c.height = h;
       return h;
     };
-    for (PollCut& c : polls_) c.height = height(c, 0);
+    for (PollCut& c : polls_) height(c, 0);
     std::vector<PollCut*> order;
     for (PollCut& c : polls_) order.push_back(&c);
     std::stable_sort(order.begin(), order.end(), [](PollCut* a, PollCut* b) { return a->height > b->height; });
