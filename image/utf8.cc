@@ -40,6 +40,35 @@ struct WireReader {
   }
 };
 
+// The next field of a message: its number and wire type; a scalar's value is skipped, a length-delimited field's
+// bytes are returned (a group's fields follow it in the input: the caller walks them).
+struct WireField {
+  std::uint32_t number = 0;
+  int wire_type = 0;
+  std::string_view bytes;
+};
+enum class Next { kField, kGroupEnd, kMalformed };
+Next ReadField(WireReader& in, WireField* f) {
+  std::uint64_t tag = 0;
+  if (!in.Varint(&tag) || tag > UINT32_MAX || (tag >> 3) == 0) return Next::kMalformed;
+  f->number = static_cast<std::uint32_t>(tag >> 3);
+  f->wire_type = static_cast<int>(tag & 7);
+  std::uint64_t value = 0;
+  switch (f->wire_type) {
+    case 0: return in.Varint(&value) ? Next::kField : Next::kMalformed;
+    case 1: return in.Skip(8) ? Next::kField : Next::kMalformed;
+    case 5: return in.Skip(4) ? Next::kField : Next::kMalformed;
+    case 3: return Next::kField;
+    case 4: return Next::kGroupEnd;
+    case 2:
+      if (!in.Varint(&value) || value > static_cast<std::uint64_t>(in.end - in.p)) return Next::kMalformed;
+      f->bytes = std::string_view(in.p, value);
+      in.p += value;
+      return Next::kField;
+    default: return Next::kMalformed;
+  }
+}
+
 std::string Location(const std::string& path, const FieldDescriptor& field, int index) {
   std::string at = path.empty() ? field.name() : path + "." + field.name();
   if (index >= 0) at += "[" + std::to_string(index) + "]";
@@ -66,45 +95,35 @@ bool Walk(WireReader& in, const Descriptor* type, const std::string& path, int d
           std::unordered_map<const Descriptor*, bool>* memo, std::string* found) {
   std::unordered_map<int, int> seen;  // repeated field number -> occurrences so far (for the location's index)
   while (in.p != in.end) {
-    std::uint64_t tag = 0;
-    if (!in.Varint(&tag) || tag > UINT32_MAX) return false;
-    const auto number = static_cast<std::uint32_t>(tag >> 3);
-    if (number == 0) return false;
-    std::uint64_t value = 0;
-    switch (tag & 7) {
-      case 0: if (!in.Varint(&value)) return false; break;
-      case 1: if (!in.Skip(8)) return false; break;
-      case 5: if (!in.Skip(4)) return false; break;
-      case 3:
-        if (depth >= kMaxDepth || !Walk(in, nullptr, path, depth + 1, number, memo, found)) return false;
-        break;
-      case 4: return number == group;
-      case 2: {
-        if (!in.Varint(&value) || value > static_cast<std::uint64_t>(in.end - in.p)) return false;
-        const std::string_view bytes(in.p, value);
-        in.p += value;
-        const FieldDescriptor* field = type == nullptr ? nullptr : type->FindFieldByNumber(static_cast<int>(number));
-        if (field == nullptr) break;  // an unknown field: kept as bytes, never checked
-        const bool is_string = field->type() == FieldDescriptor::TYPE_STRING;
-        if (!is_string && (field->type() != FieldDescriptor::TYPE_MESSAGE || !HasStrings(field->message_type(), memo))) {
-          break;  // bytes, a packed column, or a message without strings (as fast as skipping it)
-        }
-        const int index = field->is_repeated() ? seen[field->number()]++ : -1;
-        if (is_string) {
-          if (!IsUtf8(bytes)) {
-            *found = Location(path, *field, index);
-            return false;
-          }
-          break;
-        }
-        WireReader sub{bytes.data(), bytes.data() + bytes.size()};
-        if (depth >= kMaxDepth ||
-            !Walk(sub, field->message_type(), Location(path, *field, index), depth + 1, 0, memo, found)) {
-          return false;
-        }
-        break;
+    WireField f;
+    switch (ReadField(in, &f)) {
+      case Next::kMalformed: return false;
+      case Next::kGroupEnd: return f.number == group;
+      case Next::kField: break;
+    }
+    if (f.wire_type == 3) {
+      if (depth >= kMaxDepth || !Walk(in, nullptr, path, depth + 1, f.number, memo, found)) return false;
+      continue;
+    }
+    if (f.wire_type != 2) continue;
+    const FieldDescriptor* field = type == nullptr ? nullptr : type->FindFieldByNumber(static_cast<int>(f.number));
+    if (field == nullptr) continue;  // an unknown field: kept as bytes, never checked
+    const bool is_string = field->type() == FieldDescriptor::TYPE_STRING;
+    if (!is_string && (field->type() != FieldDescriptor::TYPE_MESSAGE || !HasStrings(field->message_type(), memo))) {
+      continue;  // bytes, a packed column, or a message without strings (as fast as skipping it)
+    }
+    const int index = field->is_repeated() ? seen[field->number()]++ : -1;
+    if (is_string) {
+      if (!IsUtf8(f.bytes)) {
+        *found = Location(path, *field, index);
+        return false;
       }
-      default: return false;
+      continue;
+    }
+    WireReader sub{f.bytes.data(), f.bytes.data() + f.bytes.size()};
+    if (depth >= kMaxDepth ||
+        !Walk(sub, field->message_type(), Location(path, *field, index), depth + 1, 0, memo, found)) {
+      return false;
     }
   }
   return group == 0;
@@ -155,34 +174,22 @@ bool Clean(WireReader& in, const Descriptor* type, int depth, std::uint32_t grou
   const std::vector<FieldKind>* table = type == nullptr ? nullptr : &kinds.Of(type);
   if (type != nullptr && kinds.Sparse(type)) return false;  // Walk decides
   while (in.p != in.end) {
-    std::uint64_t tag = 0;
-    if (!in.Varint(&tag) || tag > UINT32_MAX) return false;
-    const auto number = static_cast<std::uint32_t>(tag >> 3);
-    if (number == 0) return false;
-    std::uint64_t value = 0;
-    switch (tag & 7) {
-      case 0: if (!in.Varint(&value)) return false; break;
-      case 1: if (!in.Skip(8)) return false; break;
-      case 5: if (!in.Skip(4)) return false; break;
-      case 3:
-        if (depth >= kMaxDepth || !Clean(in, nullptr, depth + 1, number, kinds)) return false;
-        break;
-      case 4: return number == group;
-      case 2: {
-        if (!in.Varint(&value) || value > static_cast<std::uint64_t>(in.end - in.p)) return false;
-        const std::string_view bytes(in.p, value);
-        in.p += value;
-        if (table == nullptr || number >= table->size()) break;
-        const FieldKind& k = (*table)[number];
-        if (k.kind == FieldKind::kString) {
-          if (!IsUtf8(bytes)) return false;
-        } else if (k.kind == FieldKind::kMessage) {
-          WireReader sub{bytes.data(), bytes.data() + bytes.size()};
-          if (depth >= kMaxDepth || !Clean(sub, k.type, depth + 1, 0, kinds)) return false;
-        }
-        break;
-      }
-      default: return false;
+    WireField f;
+    switch (ReadField(in, &f)) {
+      case Next::kMalformed: return false;
+      case Next::kGroupEnd: return f.number == group;
+      case Next::kField: break;
+    }
+    if (f.wire_type == 3) {
+      if (depth >= kMaxDepth || !Clean(in, nullptr, depth + 1, f.number, kinds)) return false;
+      continue;
+    }
+    if (f.wire_type != 2 || table == nullptr || f.number >= table->size()) continue;
+    const FieldKind& k = (*table)[f.number];
+    if (k.kind == FieldKind::kString && !IsUtf8(f.bytes)) return false;
+    if (k.kind == FieldKind::kMessage) {
+      WireReader sub{f.bytes.data(), f.bytes.data() + f.bytes.size()};
+      if (depth >= kMaxDepth || !Clean(sub, k.type, depth + 1, 0, kinds)) return false;
     }
   }
   return group == 0;
