@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,8 +39,8 @@ namespace {
 static_assert(kEpollEdgeTriggered == EPOLLET && kEpollOneShot == EPOLLONESHOT && kEventIn == EPOLLIN);
 
 // Each Boost archive of a fixture's world, saved once.
-std::map<std::pair<int, ArchiveFormat>, StatusOr<std::string>>& Archives() {
-  static std::map<std::pair<int, ArchiveFormat>, StatusOr<std::string>> archives;
+std::map<std::pair<int, ArchiveFormat>, Result<std::string>>& Archives() {
+  static std::map<std::pair<int, ArchiveFormat>, Result<std::string>> archives;
   return archives;
 }
 
@@ -53,10 +54,10 @@ const std::string* ArchiveFor(benchmark::State& state, ArchiveFormat format, int
   auto it = Archives().find({entries, format});
   if (it == Archives().end()) it = Archives().emplace(std::pair{entries, format}, SaveWorld(f.world.world, format)).first;
   if (!it->second.ok()) {
-    state.SkipWithError(StatusFailure("SaveWorld", it->second.status).c_str());
+    state.SkipWithError(StatusFailure("SaveWorld", it->second.status()).c_str());
     return nullptr;
   }
-  return &it->second.value;
+  return &it->second.value();
 }
 
 // ---- time: save and load --------------------------------------------------------------------------------------------
@@ -66,12 +67,12 @@ void BM_CheckpointSave(benchmark::State& state, ArchiveFormat format) {
   CheckpointFixture& f = CheckpointFixtureFor(n);
   if (!f.error.empty()) return state.SkipWithError(f.error.c_str());
   for (auto _ : state) {
-    StatusOr<std::string> saved = SaveWorld(f.world.world, format);  // freeing the archive, at the end, is timed too
+    Result<std::string> saved = SaveWorld(f.world.world, format);  // freeing the archive, at the end, is timed too
     if (!saved.ok()) {
-      state.SkipWithError(StatusFailure("SaveWorld", saved.status).c_str());
+      state.SkipWithError(StatusFailure("SaveWorld", saved.status()).c_str());
       break;
     }
-    benchmark::DoNotOptimize(saved.value.data());
+    benchmark::DoNotOptimize(saved.value().data());
   }
   CountWork(state, "per_entry", n);
 }
@@ -83,7 +84,7 @@ void BM_CheckpointLoad(benchmark::State& state, ArchiveFormat format) {
   const int epfd = CheckpointFixtureFor(n).world.epfd;
   for (auto _ : state) {
     auto loaded = std::make_unique<World>();
-    if (Status s = LoadWorld(*archive, loaded.get())) {
+    if (Status s = LoadWorld(*archive, loaded.get()); !s.ok()) {
       state.SkipWithError(StatusFailure("LoadWorld", s).c_str());
       break;
     }
@@ -105,16 +106,16 @@ void BM_CheckpointMemory(benchmark::State& state, ArchiveFormat format) {
   if (archive == nullptr) return;
   const CheckpointFixture& f = CheckpointFixtureFor(n);
   for (auto _ : state) {
-    StatusOr<std::string> saved;
-    const HeapUse save = Metered([&] { saved = SaveWorld(f.world.world, format); });
-    if (!saved.ok()) return state.SkipWithError(StatusFailure("SaveWorld", saved.status).c_str());
-    if (saved.value != *archive) return state.SkipWithError("SaveWorld made different bytes for the same world");
-    saved = {};
+    std::optional<Result<std::string>> saved;
+    const HeapUse save = Metered([&] { saved.emplace(SaveWorld(f.world.world, format)); });
+    if (!saved->ok()) return state.SkipWithError(StatusFailure("SaveWorld", saved->status()).c_str());
+    if (saved->value() != *archive) return state.SkipWithError("SaveWorld made different bytes for the same world");
+    saved.reset();
 
     World loaded;
     Status status;
     const HeapUse load = Metered([&] { status = LoadWorld(*archive, &loaded); });
-    if (status) return state.SkipWithError(StatusFailure("LoadWorld", status).c_str());
+    if (!status.ok()) return state.SkipWithError(StatusFailure("LoadWorld", status).c_str());
     const bool same = SameShape(loaded, f, n);
     ReleaseWorld(loaded, f.world.epfd);
     if (!same) return state.SkipWithError("the loaded world lacks some of the saved world's fds, entries or ready list");

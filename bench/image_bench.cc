@@ -73,7 +73,7 @@ std::string ImageFileFor(benchmark::State& state, int entries, DataKind data = D
     state.SkipWithError("cannot make a scratch directory for image files");
     return {};
   }
-  if (Status s = image::WriteImage(f.world.world, path)) {
+  if (Status s = image::WriteImage(f.world.world, path); !s.ok()) {
     state.SkipWithError(StatusFailure("image::WriteImage", s).c_str());
     return {};
   }
@@ -87,7 +87,7 @@ void BM_ImageSave(benchmark::State& state) {
   if (path.empty()) return;
   const World& world = CheckpointFixtureFor(n).world.world;
   for (auto _ : state) {
-    if (Status s = image::WriteImage(world, path)) {
+    if (Status s = image::WriteImage(world, path); !s.ok()) {
       state.SkipWithError(StatusFailure("image::WriteImage", s).c_str());
       break;
     }
@@ -100,12 +100,12 @@ void BM_ImageEncode(benchmark::State& state) {
   CheckpointFixture& f = CheckpointFixtureFor(n);
   if (!f.error.empty()) return state.SkipWithError(f.error.c_str());
   for (auto _ : state) {
-    StatusOr<std::string> bytes = image::SaveImage(f.world.world);  // freeing them, at the end, is timed too
+    Result<std::string> bytes = image::SaveImage(f.world.world);  // freeing them, at the end, is timed too
     if (!bytes.ok()) {
-      state.SkipWithError(StatusFailure("image::SaveImage", bytes.status).c_str());
+      state.SkipWithError(StatusFailure("image::SaveImage", bytes.status()).c_str());
       break;
     }
-    benchmark::DoNotOptimize(bytes.value.data());
+    benchmark::DoNotOptimize(bytes.value().data());
   }
   CountWork(state, "per_entry", n);
 }
@@ -116,16 +116,16 @@ void BM_ImageRead(benchmark::State& state) {
   if (path.empty()) return;
   for (auto _ : state) {
     std::string payload;
-    if (image::ImageError e = image::ReadImageFile(path, &payload)) {
+    if (Status e = image::ReadImageFile(path, &payload); !e.ok()) {
       state.SkipWithError(("image::ReadImageFile: " + e.message).c_str());
       break;
     }
-    StatusOr<v1::Image> decoded = image::Decode(payload);
+    Result<v1::Image> decoded = image::Decode(payload);
     if (!decoded.ok()) {
-      state.SkipWithError(StatusFailure("image::Decode", decoded.status).c_str());
+      state.SkipWithError(StatusFailure("image::Decode", decoded.status()).c_str());
       break;
     }
-    if (Status s = image::Validate(decoded.value)) {
+    if (Status s = image::Validate(decoded.value()); !s.ok()) {
       state.SkipWithError(StatusFailure("image::Validate", s).c_str());
       break;
     }
@@ -140,7 +140,7 @@ void BM_ImageRestore(benchmark::State& state) {
   const int epfd = CheckpointFixtureFor(n).world.epfd;
   for (auto _ : state) {
     auto restored = std::make_unique<World>();
-    if (Status s = image::ReadImage(path, restored.get())) {
+    if (Status s = image::ReadImage(path, restored.get()); !s.ok()) {
       state.SkipWithError(StatusFailure("image::ReadImage", s).c_str());
       break;
     }
@@ -163,13 +163,13 @@ void BM_ImageMemory(benchmark::State& state, DataKind data) {
   for (auto _ : state) {
     Status status;
     const HeapUse save = Metered([&] { status = image::WriteImage(f.world.world, path); });
-    if (status) return state.SkipWithError(StatusFailure("image::WriteImage", status).c_str());
-    if (image::ImageError e = image::ReadImageFile(path, &bytes)) {
+    if (!status.ok()) return state.SkipWithError(StatusFailure("image::WriteImage", status).c_str());
+    if (Status e = image::ReadImageFile(path, &bytes); !e.ok()) {
       return state.SkipWithError(("image::ReadImageFile: " + e.message).c_str());
     }
     World restored;
     const HeapUse load = Metered([&] { status = image::ReadImage(path, &restored); });
-    if (status) return state.SkipWithError(StatusFailure("image::ReadImage", status).c_str());
+    if (!status.ok()) return state.SkipWithError(StatusFailure("image::ReadImage", status).c_str());
     const bool same = SameShape(restored, f, n);
     ReleaseWorld(restored, f.world.epfd);
     if (!same) return state.SkipWithError("the restored world lacks some of the saved world's fds, entries or ready list");
@@ -178,10 +178,10 @@ void BM_ImageMemory(benchmark::State& state, DataKind data) {
   }
   // The entries' own records (the EventPollState columns, as CRIU's per-entry tfd records are), apart from the
   // file and fd records the world would need without any poll.
-  StatusOr<v1::Image> image = image::Decode(bytes);
-  if (!image.ok()) return state.SkipWithError(StatusFailure("image::Decode", image.status).c_str());
+  Result<v1::Image> image = image::Decode(bytes);
+  if (!image.ok()) return state.SkipWithError(StatusFailure("image::Decode", image.status()).c_str());
   std::size_t entry_bytes = 0;
-  for (const v1::File& file : image.value.files()) {
+  for (const v1::File& file : image.value().files()) {
     if (file.has_eventpoll()) entry_bytes += file.eventpoll().ByteSizeLong();
   }
   state.counters["entry_record_bytes"] = static_cast<double>(entry_bytes);

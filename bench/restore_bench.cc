@@ -69,12 +69,12 @@ struct HostFixture {
         return;
       }
     }
-    StatusOr<std::string> bytes = image::SaveImage(world);
+    Result<std::string> bytes = image::SaveImage(world);
     if (!bytes.ok()) {
-      error = StatusFailure("image::SaveImage", bytes.status);
+      error = StatusFailure("image::SaveImage", bytes.status());
       return;
     }
-    image = std::move(bytes.value);
+    image = std::move(bytes.value());
     HandOver(world);
   }
 
@@ -122,7 +122,7 @@ void BM_RestoreHostFds(benchmark::State& state) {
     restore::Options options;
     options.resolvers = {&inherited};
     restore::Report report;
-    if (Status s = restore::RestoreBytes(f.image, &world, options, &report)) {
+    if (Status s = restore::RestoreBytes(f.image, &world, options, &report); !s.ok()) {
       return state.SkipWithError(StatusFailure("restore::RestoreBytes", s).c_str());
     }
     state.PauseTiming();
@@ -162,15 +162,15 @@ void BM_RestoreInMemory(benchmark::State& state) {
   static std::map<int, std::string> images;  // one image per size, made on first use
   std::string& bytes = images[n];
   if (bytes.empty()) {
-    StatusOr<std::string> saved = image::SaveImage(f.world.world);
-    if (!saved.ok()) return state.SkipWithError(StatusFailure("image::SaveImage", saved.status).c_str());
-    bytes = std::move(saved.value);
+    Result<std::string> saved = image::SaveImage(f.world.world);
+    if (!saved.ok()) return state.SkipWithError(StatusFailure("image::SaveImage", saved.status()).c_str());
+    bytes = std::move(saved.value());
   }
   restore::Report total;
   for (auto _ : state) {
     auto world = std::make_unique<World>();
     restore::Report report;
-    if (Status s = restore::RestoreBytes(bytes, world.get(), {}, &report)) {
+    if (Status s = restore::RestoreBytes(bytes, world.get(), {}, &report); !s.ok()) {
       return state.SkipWithError(StatusFailure("restore::RestoreBytes", s).c_str());
     }
     state.PauseTiming();

@@ -27,6 +27,7 @@
 
 namespace {
 
+using epollcr::cli::CommandError;
 using epollcr::cli::kExitFailure;
 using epollcr::cli::kExitUsage;
 using epollcr::cli::PrintError;
@@ -95,7 +96,7 @@ int Main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    PrintError(std::cerr, {"usage", e.what()});
+    PrintError(std::cerr, CommandError("usage", e.what()));
     std::cerr << "Run 'epollcr --help' for more information.\n";
     return kExitUsage;
   }
@@ -109,7 +110,7 @@ int Main(int argc, char** argv) {
   if (demo->parsed()) status = epollcr::cli::RunDemo(demo_options, std::cout, std::cerr);
   // What the commands printed must have arrived: a full disk or a closed pipe is a failure, not a success.
   if (!std::cout.flush()) {
-    PrintError(std::cerr, {"<stdout>", "write failed"});
+    PrintError(std::cerr, CommandError("<stdout>", "write failed"));
     return kExitFailure;
   }
   return status;
@@ -121,7 +122,7 @@ int main(int argc, char** argv) {
   try {
     return Main(argc, argv);
   } catch (const std::exception& e) {
-    PrintError(std::cerr, {"error", e.what()});
+    PrintError(std::cerr, CommandError("error", e.what()));
     return kExitFailure;
   }
 }

@@ -116,7 +116,7 @@ void CaptureAll(state::Cut& snap, v1::Image* image) {
 
 }  // namespace
 
-StatusOr<v1::Image> Capture(const World& world) {
+Result<v1::Image> Capture(const World& world) {
   v1::Image image;
   Status s;
   try {
@@ -124,8 +124,8 @@ StatusOr<v1::Image> Capture(const World& world) {
   } catch (const std::exception& e) {
     s = Status::Error(EIO, std::string("capture: ") + e.what());
   }
-  if (s) return {s, {}};
-  return {{}, std::move(image)};
+  if (!s.ok()) return s;
+  return image;
 }
 
 // ---- validation ------------------------------------------------------------------------------------------------------
@@ -151,23 +151,23 @@ class Validator {
                                   image_.files_size() + image_.fds_size() + image_.roots_size();
     if (objects > limits_.max_objects) return Fail("the image has " + std::to_string(objects) + " objects, beyond the limit");
     for (const v1::PipeState& p : image_.pipes()) {
-      if (Status s = NewId(p.id(), "pipe", nullptr)) return s;
-      if (Status s = CheckPipe(p)) return s;
+      if (Status s = NewId(p.id(), "pipe", nullptr); !s.ok()) return s;
+      if (Status s = CheckPipe(p); !s.ok()) return s;
     }
     for (const v1::SocketPairState& p : image_.socket_pairs()) {
-      if (Status s = NewId(p.id(), "socket pair", nullptr)) return s;
-      if (Status s = CheckPair(p)) return s;
+      if (Status s = NewId(p.id(), "socket pair", nullptr); !s.ok()) return s;
+      if (Status s = CheckPair(p); !s.ok()) return s;
     }
     for (const v1::File& f : image_.files()) {
-      if (Status s = NewId(f.id(), "file", &f)) return s;
+      if (Status s = NewId(f.id(), "file", &f); !s.ok()) return s;
     }
     ends_.assign(files_.size(), 0);
     CountRanks();
     for (const v1::File& f : image_.files()) {
-      if (Status s = CheckFile(f)) return s;
+      if (Status s = CheckFile(f); !s.ok()) return s;
     }
-    if (Status s = CheckEnds()) return s;
-    if (Status s = CheckNesting()) return s;
+    if (Status s = CheckEnds(); !s.ok()) return s;
+    if (Status s = CheckNesting(); !s.ok()) return s;
     std::int64_t last_fd = -1;
     for (const v1::FdEntry& e : image_.fds()) {
       auto where = [&] { return "fd " + std::to_string(e.fd()); };  // only for a failure: an image may have 10^6 fds
@@ -399,7 +399,7 @@ class Validator {
       height[id] = -1;
       int h = 0;
       for (std::uint64_t child : children_[id]) {
-        if (Status s = visit(child)) return s;
+        if (Status s = visit(child); !s.ok()) return s;
         h = std::max(h, height[child] + 1);
       }
       if (h > kMaxNests) return Fail("poll " + std::to_string(id) + ": polls nested deeper than " + std::to_string(kMaxNests));
@@ -407,7 +407,7 @@ class Validator {
       return {};
     };
     for (const auto& [id, kids] : children_) {
-      if (Status s = visit(id)) return s;
+      if (Status s = visit(id); !s.ok()) return s;
     }
     return {};
   }
@@ -559,7 +559,7 @@ Status Restore(const v1::Image& image, World* out, const Limits& limits) {
 Status Restore(const v1::Image& image, World* out, const Limits& limits, const ResolvedFiles& resolved,
                BuildTimes* times) {
   if (out->fds.Count() != 0 || !out->roots.empty()) return Status::Error(EINVAL, "restore: the world is not empty");
-  if (Status s = Validate(image, limits)) return s;  // nothing is created before the image is known to be whole
+  if (Status s = Validate(image, limits); !s.ok()) return s;  // nothing is created before the image is known to be whole
   return RestoreValidated(image, out, resolved, times);
 }
 
@@ -592,52 +592,52 @@ Status CheckPayload(std::string_view payload) {
 }
 }  // namespace
 
-StatusOr<std::string> Encode(const v1::Image& image) {
-  if (std::string at = FindNonUtf8InMessage(image); !at.empty()) return {NonUtf8("encode", at), {}};
+Result<std::string> Encode(const v1::Image& image) {
+  if (std::string at = FindNonUtf8InMessage(image); !at.empty()) return NonUtf8("encode", at);
   std::string bytes;
   {
     google::protobuf::io::StringOutputStream stream(&bytes);
     google::protobuf::io::CodedOutputStream coded(&stream);
     coded.SetSerializationDeterministic(true);
-    if (!image.SerializeToCodedStream(&coded)) return {Status::Error(EINVAL, "encode: the image is too large"), {}};
+    if (!image.SerializeToCodedStream(&coded)) return Status::Error(EINVAL, "encode: the image is too large");
   }
-  return {{}, std::move(bytes)};
+  return bytes;
 }
 
-StatusOr<v1::Image> Decode(std::string_view payload) {
+Result<v1::Image> Decode(std::string_view payload) {
   v1::Image image;
-  if (Status s = CheckPayload(payload)) return {s, {}};
+  if (Status s = CheckPayload(payload); !s.ok()) return s;
   if (payload.size() > static_cast<std::size_t>(INT_MAX) ||
       !image.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-    return {Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image"), {}};
+    return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
   }
-  return {{}, std::move(image)};
+  return image;
 }
 
-StatusOr<std::string> ToJson(const v1::Image& image) {
-  if (std::string at = FindNonUtf8InMessage(image); !at.empty()) return {NonUtf8("json", at), {}};
+Result<std::string> ToJson(const v1::Image& image) {
+  if (std::string at = FindNonUtf8InMessage(image); !at.empty()) return NonUtf8("json", at);
   std::string json;
   google::protobuf::util::JsonPrintOptions options;
   options.add_whitespace = true;
   options.preserve_proto_field_names = true;
   auto st = google::protobuf::util::MessageToJsonString(image, &json, options);
-  if (!st.ok()) return {Status::Error(EINVAL, "json: " + st.ToString()), {}};
-  return {{}, std::move(json)};
+  if (!st.ok()) return Status::Error(EINVAL, "json: " + st.ToString());
+  return json;
 }
 
-StatusOr<v1::Image> FromJson(std::string_view json) {
+Result<v1::Image> FromJson(std::string_view json) {
   v1::Image image;
   auto st = google::protobuf::util::JsonStringToMessage(std::string(json), &image);
-  if (!st.ok()) return {Status::Error(EINVAL, "json: " + st.ToString()), {}};
-  return {{}, std::move(image)};
+  if (!st.ok()) return Status::Error(EINVAL, "json: " + st.ToString());
+  return image;
 }
 
-StatusOr<std::string> SaveImage(const World& world) {
-  StatusOr<v1::Image> image = Capture(world);
-  if (!image.ok()) return {image.status, {}};
-  StatusOr<std::string> payload = Encode(image.value);
+Result<std::string> SaveImage(const World& world) {
+  Result<v1::Image> image = Capture(world);
+  if (!image.ok()) return image.status();
+  Result<std::string> payload = Encode(image.value());
   if (!payload.ok()) return payload;
-  return {{}, Frame(payload.value)};
+  return Frame(payload.value());
 }
 
 namespace {
@@ -654,7 +654,7 @@ Status WithDecoded(std::string_view payload, const std::function<Status(const v1
   if (payload.size() > static_cast<std::size_t>(INT_MAX)) {
     return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
   }
-  if (Status s = CheckPayload(payload)) return s;
+  if (Status s = CheckPayload(payload); !s.ok()) return s;
   google::protobuf::ArenaOptions options;
   options.block_alloc = &AllocateLarge;
   options.block_dealloc = &FreeLarge;
@@ -675,24 +675,24 @@ Status WithDecoded(std::string_view payload, const std::function<Status(const v1
 }
 
 Status LoadImage(std::string_view file_bytes, World* out, const ReadLimits& read_limits) {
-  UnframeResult framed = Unframe(file_bytes, read_limits);
-  if (!framed.ok()) return {framed.error.code, framed.error.message};
-  return DecodeAndRestore(framed.payload, out);
+  Result<std::string_view> framed = Unframe(file_bytes, read_limits);
+  if (!framed.ok()) return framed.status();
+  return DecodeAndRestore(framed.value(), out);
 }
 
 Status WriteImage(const World& world, const std::string& path) {
-  StatusOr<v1::Image> image = Capture(world);
-  if (!image.ok()) return image.status;
-  StatusOr<std::string> payload = Encode(image.value);
-  if (!payload.ok()) return payload.status;
-  ImageError e = WriteImageFile(path, payload.value);
+  Result<v1::Image> image = Capture(world);
+  if (!image.ok()) return image.status();
+  Result<std::string> payload = Encode(image.value());
+  if (!payload.ok()) return payload.status();
+  Status e = WriteImageFile(path, payload.value());
   return {e.code, e.message};
 }
 
 Status ReadImage(const std::string& path, World* out, const ReadLimits& read_limits) {
   BigBuffer bytes;
   std::string_view payload;
-  if (ImageError e = ReadImageFileBytes(path, &bytes, &payload, read_limits)) return {e.code, e.message};
+  if (Status e = ReadImageFileBytes(path, &bytes, &payload, read_limits); !e.ok()) return {e.code, e.message};
   return WithDecoded(payload, [&](const v1::Image& image) {
     bytes = BigBuffer();  // the decoded image holds copies: the world built next reuses the file's pages
     return Restore(image, out);

@@ -25,7 +25,7 @@ struct Limits {
   std::uint64_t max_segment_bytes = 1u << 20;  // one socket segment
 };
 
-StatusOr<v1::Image> Capture(const World& world);
+Result<v1::Image> Capture(const World& world);
 Status Validate(const v1::Image& image, const Limits& limits = {});
 Status Restore(const v1::Image& image, World* out, const Limits& limits = {});
 
@@ -44,19 +44,19 @@ Status Restore(const v1::Image& image, World* out, const Limits& limits, const R
 Status RestoreValidated(const v1::Image& image, World* out, const ResolvedFiles& resolved, BuildTimes* times);
 
 // Deterministic bytes of an image, and parsing them back (the payload inside the framing).
-StatusOr<std::string> Encode(const v1::Image& image);
-StatusOr<v1::Image> Decode(std::string_view payload);
+Result<std::string> Encode(const v1::Image& image);
+Result<v1::Image> Decode(std::string_view payload);
 
 // Decodes a payload into a short-lived image (arena-allocated, for speed) and hands it to `use`. The image holds copies
 // of everything it read: `use` may free the payload's memory first.
 Status WithDecoded(std::string_view payload, const std::function<Status(const v1::Image&)>& use);
 
 // Protobuf's JSON mapping, both ways, without loss.
-StatusOr<std::string> ToJson(const v1::Image& image);
-StatusOr<v1::Image> FromJson(std::string_view json);
+Result<std::string> ToJson(const v1::Image& image);
+Result<v1::Image> FromJson(std::string_view json);
 
 // The whole way: capture, encode and frame a world; and unframe, decode, validate and restore one.
-StatusOr<std::string> SaveImage(const World& world);
+Result<std::string> SaveImage(const World& world);
 Status LoadImage(std::string_view file_bytes, World* out, const ReadLimits& read_limits = {});
 // The same through an image file, written atomically and durably (image/file.h).
 Status WriteImage(const World& world, const std::string& path);

@@ -97,7 +97,7 @@ std::error_code Close(UniqueFd& fd) {
   return IsEintr(ec) ? std::error_code() : ec;
 }
 
-ImageError SystemError(std::string_view step, const std::string& path, std::error_code ec, std::string_view note = {}) {
+Status SystemError(std::string_view step, const std::string& path, std::error_code ec, std::string_view note = {}) {
   std::string message(step);
   message += ' ';
   message += path;
@@ -111,7 +111,7 @@ ImageError SystemError(std::string_view step, const std::string& path, std::erro
   return {ec, std::move(message)};
 }
 
-ImageError FormatError(std::error_code ec, const std::string& path, std::string_view what) {
+Status FormatError(std::error_code ec, const std::string& path, std::string_view what) {
   std::string message = path;
   message += ": ";
   message += what;
@@ -179,7 +179,7 @@ std::error_code FsyncRetrying(int fd) {
 }
 
 // Everything in WriteImageFile up to and including the rename; on failure the caller removes `temporary`.
-ImageError WriteAndRename(const std::string& path, const std::string& temporary, UniqueFd file,
+Status WriteAndRename(const std::string& path, const std::string& temporary, UniqueFd file,
                           std::string_view payload) {
   const FrameHeaderBytes header = FrameHeader(payload);
   if (std::error_code ec = WriteAll(file.get(), std::string_view(header.data(), header.size()))) {
@@ -201,7 +201,7 @@ std::string TemporaryPrefix(const std::string& path) {
   return "." + BaseName(path).substr(0, kMaxNameInTemporary) + ".tmp";
 }
 
-ImageError WriteImageFile(const std::string& path, std::string_view payload) {
+Status WriteImageFile(const std::string& path, std::string_view payload) {
   if (path.empty()) return {Errno(ENOENT), "write image: empty path"};
   if (path.back() == '/') return SystemError("write image", path, Errno(EISDIR), "ends in '/'");
 
@@ -228,7 +228,7 @@ ImageError WriteImageFile(const std::string& path, std::string_view payload) {
     return SystemError("create", temporary, ec);
   }
 
-  if (ImageError error = WriteAndRename(path, temporary, std::move(file), payload)) {
+  if (Status error = WriteAndRename(path, temporary, std::move(file), payload); !error.ok()) {
     // WriteAndRename closed the file (its UniqueFd is gone); remove it so no temporary is left behind.
     if (std::error_code ec = Unlink(temporary); ec && ec != std::errc::no_such_file_or_directory) {
       error.message += "; removing " + temporary + " also failed: " + ec.message();
@@ -250,7 +250,7 @@ namespace {
 // Reads the image file open as `file` into storage from `allocate(size)` (sized by the file, which the limit bounds;
 // never by what the header claims) and unframes it. On success sets *payload to view the payload.
 template <typename Allocate>
-ImageError ReadOpenAndUnframe(const std::string& path, int file, const ReadLimits& limits, Allocate allocate,
+Status ReadOpenAndUnframe(const std::string& path, int file, const ReadLimits& limits, Allocate allocate,
                               std::string_view* payload) {
   struct stat st {};
   if (std::error_code ec = Fstat(file, &st)) return SystemError("fstat", path, ec);
@@ -310,15 +310,15 @@ ImageError ReadOpenAndUnframe(const std::string& path, int file, const ReadLimit
     }
   }
 
-  const UnframeResult unframed = Unframe(std::string_view(bytes, got), limits);
-  if (!unframed.ok()) return FormatError(unframed.error.code, path, unframed.error.message);
-  *payload = unframed.payload;
+  const Result<std::string_view> unframed = Unframe(std::string_view(bytes, got), limits);
+  if (!unframed.ok()) return FormatError(unframed.error(), path, unframed.status().message);
+  *payload = unframed.value();
   return {};
 }
 
 // Opens the image file, reads and unframes it (ReadOpenAndUnframe), and closes it.
 template <typename Allocate>
-ImageError ReadAndUnframe(const std::string& path, const ReadLimits& limits, Allocate allocate,
+Status ReadAndUnframe(const std::string& path, const ReadLimits& limits, Allocate allocate,
                           std::string_view* payload) {
   UniqueFd file;
   std::error_code ec;
@@ -327,14 +327,14 @@ ImageError ReadAndUnframe(const std::string& path, const ReadLimits& limits, All
     ec = Open(FaultPoint::kImageOpen, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0, &file);
   } while (IsEintr(ec));
   if (ec) return SystemError("open", path, ec);
-  ImageError error = ReadOpenAndUnframe(path, file.get(), limits, allocate, payload);
+  Status error = ReadOpenAndUnframe(path, file.get(), limits, allocate, payload);
   (void)Close(file);  // read-only: nothing to flush, nothing to report
   return error;
 }
 
 }  // namespace
 
-ImageError ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits) {
+Status ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits) {
   if (payload_out == nullptr) return {Errno(EINVAL), "read image " + path + ": no place for the payload"};
   std::string bytes;
   std::string_view payload;
@@ -342,14 +342,14 @@ ImageError ReadImageFile(const std::string& path, std::string* payload_out, cons
     bytes.resize(size);
     return bytes.data();
   };
-  if (ImageError e = ReadAndUnframe(path, limits, allocate, &payload)) return e;
+  if (Status e = ReadAndUnframe(path, limits, allocate, &payload); !e.ok()) return e;
   bytes.resize(kHeaderSize + payload.size());
   bytes.erase(0, kHeaderSize);  // the payload is the rest: keep this buffer rather than copy it
   *payload_out = std::move(bytes);
   return {};
 }
 
-ImageError ReadImageFileBytes(const std::string& path, BigBuffer* file_bytes_out, std::string_view* payload_out,
+Status ReadImageFileBytes(const std::string& path, BigBuffer* file_bytes_out, std::string_view* payload_out,
                               const ReadLimits& limits) {
   if (file_bytes_out == nullptr || payload_out == nullptr) {
     return {Errno(EINVAL), "read image " + path + ": no place for the payload"};
@@ -360,19 +360,19 @@ ImageError ReadImageFileBytes(const std::string& path, BigBuffer* file_bytes_out
     bytes = BigBuffer(size);
     return static_cast<char*>(bytes.data());
   };
-  if (ImageError e = ReadAndUnframe(path, limits, allocate, &payload)) return e;
+  if (Status e = ReadAndUnframe(path, limits, allocate, &payload); !e.ok()) return e;
   *file_bytes_out = std::move(bytes);  // the memory does not move, so the view stays valid
   *payload_out = payload;
   return {};
 }
 
-ImageError CleanStaleTemporaries(const std::string& path, std::size_t* removed) {
+Status CleanStaleTemporaries(const std::string& path, std::size_t* removed) {
   std::size_t count = 0;
   const std::string directory = DirectoryToSync(path);
   const std::string prefix = TemporaryPrefix(path) + ".";
   std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(directory.c_str()), &::closedir);
   if (!dir) return SystemError("open directory", directory, LastErrno());
-  ImageError result;
+  Status result;
   for (;;) {
     errno = 0;
     const dirent* entry = ::readdir(dir.get());

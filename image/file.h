@@ -2,7 +2,7 @@
 // and the atomic, durable writing and bounded reading of image files. docs/image-format.md, "Framing" and "Writing
 // and reading files", is the specification; this header follows it.
 //
-// Nothing here throws or logs. Every failure is an ImageError: a std::error_code (an ImageErrc of ImageCategory()
+// Nothing here throws or logs. Every failure is a Status (epollcr/result.h): a std::error_code (an ImageErrc of ImageCategory()
 // for format errors, a Linux errno in std::generic_category() for system-call failures) and a message that says what
 // and where ("write /x/.img.tmp.12.9f3a: No space left on device").
 #pragma once
@@ -13,6 +13,8 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+
+#include "epollcr/result.h"
 
 namespace epollcr {
 class BigBuffer;
@@ -55,25 +57,8 @@ enum class ImageErrc {
 const std::error_category& ImageCategory();
 std::error_code make_error_code(ImageErrc e);  // found by ADL; makes ImageErrc usable where a std::error_code is
 
-// An error with the words that explain it. Default-constructed = success.
-struct [[nodiscard]] ImageError {
-  std::error_code code;
-  std::string message;
-
-  bool ok() const { return !code; }
-  explicit operator bool() const { return !ok(); }  // true when there is an error
-};
-
 struct ReadLimits {
   std::uint64_t max_payload = std::uint64_t{1} << 30;  // 1 GiB
-};
-
-// A view of the payload inside the bytes given to Unframe (valid as long as they are), or an error.
-struct [[nodiscard]] UnframeResult {
-  ImageError error;
-  std::string_view payload;
-
-  bool ok() const { return error.ok(); }
 };
 
 // CRC32C (Castagnoli, reflected, init and final xor 0xffffffff), as used by iSCSI, ext4 and SSE4.2's crc32.
@@ -87,10 +72,10 @@ std::string Frame(std::string_view payload);
 using FrameHeaderBytes = std::array<char, kHeaderSize>;
 FrameHeaderBytes FrameHeader(std::string_view payload);
 
-// Checks `file_bytes` in this order and stops at the first failure: magic, major version, header checksum, required
+// A view of the payload inside `file_bytes` (valid as long as they are), or the error. Checks `file_bytes` in this order and stops at the first failure: magic, major version, header checksum, required
 // flags, length against limits, length against the bytes present (truncated / trailing), payload checksum.
 // Allocates nothing: the claimed length is only compared, never used to size anything.
-UnframeResult Unframe(std::string_view file_bytes, const ReadLimits& limits = {});
+Result<std::string_view> Unframe(std::string_view file_bytes, const ReadLimits& limits = {});
 
 // --- Files -----------------------------------------------------------------------------------------------------------
 
@@ -106,15 +91,15 @@ UnframeResult Unframe(std::string_view file_bytes, const ReadLimits& limits = {}
 // loss could still bring back the old one; the error says so. A crash (the process dies) at any step leaves `path`
 // as the complete old or the complete new image, and possibly a temporary file that readers never look at
 // (CleanStaleTemporaries removes it).
-ImageError WriteImageFile(const std::string& path, std::string_view payload);
+Status WriteImageFile(const std::string& path, std::string_view payload);
 
 // Reads the image at `path`: open (O_RDONLY|O_CLOEXEC|O_NONBLOCK, so a FIFO cannot block us), fstat — a non-regular
 // file, an empty file or one larger than limits.max_payload + kHeaderSize is rejected before anything is read —
 // read all, Unframe, and move the payload into *payload_out. On failure *payload_out is untouched.
-ImageError ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits = {});
+Status ReadImageFile(const std::string& path, std::string* payload_out, const ReadLimits& limits = {});
 // The same into a BigBuffer (lib/src/big_buffer.h: huge pages for a large file), without moving the payload:
 // *file_bytes_out holds the whole file and *payload_out views its payload. On failure both are untouched.
-ImageError ReadImageFileBytes(const std::string& path, BigBuffer* file_bytes_out, std::string_view* payload_out,
+Status ReadImageFileBytes(const std::string& path, BigBuffer* file_bytes_out, std::string_view* payload_out,
                               const ReadLimits& limits = {});
 
 // The name WriteImageFile gives its temporary files for `path`, without the directory and without the final
@@ -125,7 +110,7 @@ std::string TemporaryPrefix(const std::string& path);
 // TemporaryPrefix(path) + ".PID.RANDOM" whose PID is no longer a live process (kill(PID, 0) fails with ESRCH), so a
 // write in progress in another live process of the same PID namespace is never disturbed. *removed (if given)
 // counts the files removed. Uses the real system calls.
-ImageError CleanStaleTemporaries(const std::string& path, std::size_t* removed = nullptr);
+Status CleanStaleTemporaries(const std::string& path, std::size_t* removed = nullptr);
 
 }  // namespace epollcr::image
 

@@ -78,7 +78,7 @@ std::string Hex32(std::uint32_t value) {
   return buffer;
 }
 
-UnframeResult Fail(ImageErrc code, std::string message) { return {{make_error_code(code), std::move(message)}, {}}; }
+Result<std::string_view> Fail(ImageErrc code, std::string message) { return Status(make_error_code(code), std::move(message)); }
 
 }  // namespace
 
@@ -112,7 +112,7 @@ std::string Frame(std::string_view payload) {
   return out;
 }
 
-UnframeResult Unframe(std::string_view file_bytes, const ReadLimits& limits) {
+Result<std::string_view> Unframe(std::string_view file_bytes, const ReadLimits& limits) {
   // Magic and version (bytes 0..11) are the part of the header every major version keeps; they are checked before
   // the header checksum because a newer major may place (or compute) that checksum differently.
   const std::size_t magic_present = std::min(file_bytes.size(), kMagic.size());
@@ -172,7 +172,7 @@ UnframeResult Unframe(std::string_view file_bytes, const ReadLimits& limits) {
     return Fail(ImageErrc::kPayloadChecksum, "payload checksum mismatch (stored " + Hex32(stored_payload_crc) +
                                                  ", computed " + Hex32(payload_crc) + ")");
   }
-  return {{}, payload};
+  return payload;
 }
 
 }  // namespace epollcr::image

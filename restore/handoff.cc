@@ -230,26 +230,26 @@ std::vector<int> HostFds(const World& world) {
   return {fds.begin(), fds.end()};
 }
 
-StatusOr<std::vector<int>> PrepareExec(const World& world, const std::string& image_path) {
-  StatusOr<v1::Image> image = image::Capture(world);
-  if (!image.ok()) return {image.status, {}};
-  StatusOr<std::string> payload = image::Encode(image.value);
-  if (!payload.ok()) return {payload.status, {}};
+Result<std::vector<int>> PrepareExec(const World& world, const std::string& image_path) {
+  Result<v1::Image> image = image::Capture(world);
+  if (!image.ok()) return image.status();
+  Result<std::string> payload = image::Encode(image.value());
+  if (!payload.ok()) return payload.status();
   // The flags first, the file second: the file is replaced last, so a failure of either leaves both as they were (but
   // for a failed fsync of the directory after the rename, whose error says the new image is in place).
   std::vector<int> fds = HostFds(world);
   FdFlags cleared;
   Status s = SetCloseOnExec(fds, /*on=*/false, &cleared);
-  if (!s) {
-    if (image::ImageError e = image::WriteImageFile(image_path, payload.value)) {
-      s = {e.code, "hand-off: write the image: " + e.message};
+  if (s.ok()) {
+    if (Status e = image::WriteImageFile(image_path, payload.value()); !e.ok()) {
+      s = Status(e.code, "hand-off: write the image: " + e.message);
     }
   }
-  if (s) {
+  if (!s.ok()) {
     PutFlagsBack(cleared, &s);
-    return {s, {}};
+    return s;
   }
-  return {{}, std::move(fds)};
+  return fds;
 }
 
 Status RestoreAfterExec(const std::string& image_path, World* out, Options options, Report* report) {
@@ -259,8 +259,8 @@ Status RestoreAfterExec(const std::string& image_path, World* out, Options optio
   const auto t = Clock::now();
   BigBuffer bytes;
   std::string_view payload;
-  if (image::ImageError e = image::ReadImageFileBytes(image_path, &bytes, &payload, options.read_limits)) {
-    return {e.code, "hand-off: read the image: " + e.message};
+  if (Status e = image::ReadImageFileBytes(image_path, &bytes, &payload, options.read_limits); !e.ok()) {
+    return Status(e.code, "hand-off: read the image: " + e.message);
   }
   InheritedFdResolver inherited;
   NotingResolver noting(inherited);
@@ -269,7 +269,7 @@ Status RestoreAfterExec(const std::string& image_path, World* out, Options optio
     rep.read = Clock::now() - t;
     return Restore(image, out, options, &rep);
   });
-  if (s) return s;
+  if (!s.ok()) return s;
 
   std::vector<int> fds;
   for (const auto& h : noting.made()) {
@@ -277,7 +277,7 @@ Status RestoreAfterExec(const std::string& image_path, World* out, Options optio
   }
   FdFlags set;
   s = SetCloseOnExec(fds, /*on=*/true, &set);
-  if (s) {  // undone as a failed restore is: the inherited fds go back to the program, open, flags as they were
+  if (!s.ok()) {  // undone as a failed restore is: the inherited fds go back to the program, open, flags as they were
     for (const auto& h : noting.made()) h->ReleaseFd();
     out->roots.clear();
     out->fds.Clear();
@@ -287,16 +287,16 @@ Status RestoreAfterExec(const std::string& image_path, World* out, Options optio
 }
 
 Status SendWorld(int socket, const World& world) {
-  StatusOr<std::string> bytes = image::SaveImage(world);
-  if (!bytes.ok()) return bytes.status;
+  Result<std::string> bytes = image::SaveImage(world);
+  if (!bytes.ok()) return bytes.status();
   const std::vector<int> fds = HostFds(world);
   unsigned char header[kHeaderBytes];
   std::memcpy(header, kMagic, sizeof kMagic);
   PutU32(header + 8, kVersion);
   PutU32(header + 12, static_cast<std::uint32_t>(fds.size()));
-  PutU64(header + 16, bytes.value.size());
-  if (Status s = SendAll(socket, header, sizeof header, "header")) return s;
-  if (Status s = SendAll(socket, bytes.value.data(), bytes.value.size(), "image")) return s;
+  PutU64(header + 16, bytes.value().size());
+  if (Status s = SendAll(socket, header, sizeof header, "header"); !s.ok()) return s;
+  if (Status s = SendAll(socket, bytes.value().data(), bytes.value().size(), "image"); !s.ok()) return s;
   for (std::size_t at = 0; at < fds.size(); at += kBatch) {
     const int n = static_cast<int>(std::min<std::size_t>(kBatch, fds.size() - at));
     unsigned char data[kBatchBytes] = {};
@@ -319,7 +319,7 @@ Status SendWorld(int socket, const World& world) {
       return Failed(e, "hand-off: send fds");
     }
     // The fds went with the first byte; the rest of the batch, if the socket took only part, follows as plain data.
-    if (Status s = SendAll(socket, data + sent, sizeof data - sent, "fd numbers")) return s;
+    if (Status s = SendAll(socket, data + sent, sizeof data - sent, "fd numbers"); !s.ok()) return s;
   }
   return {};
 }
@@ -373,7 +373,7 @@ Status ReceiveBatch(int socket, int expect, unsigned char* data, std::vector<int
 Status ReceiveWorld(int socket, World* out, Options options, Report* report) {
   if (out->fds.Count() != 0 || !out->roots.empty()) return Status::Error(EINVAL, "hand-off: the world is not empty");
   unsigned char header[kHeaderBytes];
-  if (Status s = ReceiveAll(socket, header, sizeof header, "header")) return s;
+  if (Status s = ReceiveAll(socket, header, sizeof header, "header"); !s.ok()) return s;
   if (std::memcmp(header, kMagic, sizeof kMagic) != 0) {
     return Status::Error(EBADMSG, "hand-off: the peer did not send an epollcr hand-off");
   }
@@ -388,7 +388,7 @@ Status ReceiveWorld(int socket, World* out, Options options, Report* report) {
   }
   if (count > 1u << 20) return Status::Error(EFBIG, "hand-off: " + std::to_string(count) + " fds is beyond the limit");
   std::string bytes(length, '\0');
-  if (Status s = ReceiveAll(socket, bytes.data(), bytes.size(), "image")) return s;
+  if (Status s = ReceiveAll(socket, bytes.data(), bytes.size(), "image"); !s.ok()) return s;
 
   std::map<int, int> received;  // old fd -> new fd
   std::vector<int> opened;
@@ -399,7 +399,7 @@ Status ReceiveWorld(int socket, World* out, Options options, Report* report) {
   for (std::uint32_t at = 0; at < count; at += kBatch) {
     const int expect = static_cast<int>(std::min<std::uint32_t>(kBatch, count - at));
     unsigned char data[kBatchBytes];
-    if (Status s = ReceiveBatch(socket, expect, data, &opened)) {
+    if (Status s = ReceiveBatch(socket, expect, data, &opened); !s.ok()) {
       close_all();
       return s;
     }
@@ -413,7 +413,7 @@ Status ReceiveWorld(int socket, World* out, Options options, Report* report) {
   }
   InheritedFdResolver resolver(received);
   options.resolvers.insert(options.resolvers.begin(), &resolver);
-  if (Status s = RestoreBytes(bytes, out, options, report)) {
+  if (Status s = RestoreBytes(bytes, out, options, report); !s.ok()) {
     close_all();
     return s;
   }

@@ -36,7 +36,7 @@ std::vector<int> HostFds(const World& world);
 // on the world's host fds, which it returns. The caller then execs; the world must not change in between. On failure
 // every fd's FD_CLOEXEC is as it was, and so is the file at `image_path` unless the error says the new image is in
 // place (only the directory's fsync after the rename failed: image/file.h).
-StatusOr<std::vector<int>> PrepareExec(const World& world, const std::string& image_path);
+Result<std::vector<int>> PrepareExec(const World& world, const std::string& image_path);
 // Exec hand-off, new side: restores the image with an InheritedFdResolver placed before `options.resolvers`, then
 // sets FD_CLOEXEC again on the host fds it restored. On failure `out` stays empty and the inherited fds stay open
 // with their flags as they were.

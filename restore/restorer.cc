@@ -250,12 +250,12 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
   if (out->fds.Count() != 0 || !out->roots.empty()) return Fail("the world is not empty");
 
   auto t = Clock::now();
-  if (Status s = image::Validate(image, options.limits)) return s;  // nothing is created before this
+  if (Status s = image::Validate(image, options.limits); !s.ok()) return s;  // nothing is created before this
   rep.validate += Clock::now() - t;
 
   t = Clock::now();
   Resolved resolved;
-  if (Status s = ResolveAll(image, options, &resolved)) {
+  if (Status s = ResolveAll(image, options, &resolved); !s.ok()) {
     resolved.GiveBack();
     return s;
   }
@@ -266,7 +266,7 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
   if (!resolved.pruned.empty() || !resolved.rekey.empty()) {
     t = Clock::now();
     rewritten = image;
-    if (Status s = Rewrite(&rewritten, &resolved)) {
+    if (Status s = Rewrite(&rewritten, &resolved); !s.ok()) {
       resolved.GiveBack();
       return s;
     }
@@ -278,7 +278,7 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
   // A rewritten image is validated again, as strictly as a read one; the image as read was validated above.
   t = Clock::now();
   if (Status s = use == &image ? image::RestoreValidated(image, out, resolved.files, &times)
-                               : image::Restore(*use, out, options.limits, resolved.files, &times)) {
+                               : image::Restore(*use, out, options.limits, resolved.files, &times); !s.ok()) {
     resolved.GiveBack();
     return s;
   }
@@ -321,9 +321,9 @@ Status RestoreBytes(std::string_view file_bytes, World* out, const Options& opti
   Report local;
   Report& rep = report != nullptr ? *report : local;
   const auto t = Clock::now();
-  image::UnframeResult framed = image::Unframe(file_bytes, options.read_limits);
-  if (!framed.ok()) return {framed.error.code, framed.error.message};
-  return image::WithDecoded(framed.payload, [&](const v1::Image& image) {
+  Result<std::string_view> framed = image::Unframe(file_bytes, options.read_limits);
+  if (!framed.ok()) return framed.status();
+  return image::WithDecoded(framed.value(), [&](const v1::Image& image) {
     rep.read = Clock::now() - t;
     return Restore(image, out, options, &rep);
   });
@@ -335,7 +335,7 @@ Status RestoreFile(const std::string& path, World* out, const Options& options, 
   const auto t = Clock::now();
   BigBuffer bytes;
   std::string_view payload;
-  if (image::ImageError e = image::ReadImageFileBytes(path, &bytes, &payload, options.read_limits)) {
+  if (Status e = image::ReadImageFileBytes(path, &bytes, &payload, options.read_limits); !e.ok()) {
     return {e.code, e.message};
   }
   return image::WithDecoded(payload, [&](const v1::Image& image) {

@@ -22,44 +22,44 @@ ArchiveFormat BoostFormat(OutputFormat format) {
 }
 
 // The bytes of `image` in `format` (proto: the payload, unframed; json: the JSON mapping).
-Outcome<std::string> ImageBytes(const v1::Image& image, OutputFormat format, const std::string& out_name) {
+Result<std::string> ImageBytes(const v1::Image& image, OutputFormat format, const std::string& out_name) {
   if (format == OutputFormat::kJson) {
-    StatusOr<std::string> json = image::ToJson(image);
-    if (!json.ok()) return Outcome<std::string>::Fail(out_name, Reason(json.status));
-    if (json.value.empty() || json.value.back() != '\n') json.value += '\n';
-    return {std::nullopt, std::move(json.value)};
+    Result<std::string> json = image::ToJson(image);
+    if (!json.ok()) return CommandError(out_name, Reason(json.status()));
+    if (json.value().empty() || json.value().back() != '\n') json.value() += '\n';
+    return std::move(json.value());
   }
-  StatusOr<std::string> payload = image::Encode(image);
-  if (!payload.ok()) return Outcome<std::string>::Fail(out_name, Reason(payload.status));
-  return {std::nullopt, std::move(payload.value)};
+  Result<std::string> payload = image::Encode(image);
+  if (!payload.ok()) return CommandError(out_name, Reason(payload.status()));
+  return std::move(payload.value());
 }
 
-std::optional<CommandError> Write(const std::string& path, OutputFormat format, const std::string& bytes) {
+Status Write(const std::string& path, OutputFormat format, const std::string& bytes) {
   if (format != OutputFormat::kProto) return WriteOutput(path, bytes);
   if (path == "-") return WriteOutput(path, image::Frame(bytes));
   // A proto image file is written like every image: atomically and durably (image::WriteImageFile).
-  if (image::ImageError e = image::WriteImageFile(path, bytes)) return CommandError{path, e.message};
-  return std::nullopt;
+  if (Status e = image::WriteImageFile(path, bytes); !e.ok()) return CommandError(path, e.message);
+  return Status::Ok();
 }
 
-std::optional<CommandError> Convert(const ConvertOptions& options, OutputFormat format) {
-  Outcome<Input> input = ReadInput(options.in);
-  if (!input.ok()) return input.error;
+Status Convert(const ConvertOptions& options, OutputFormat format) {
+  Result<Input> input = ReadInput(options.in);
+  if (!input.ok()) return input.status();
   const std::string out_name = OutputName(options.out);
   std::string bytes;
   if (format == OutputFormat::kProto || format == OutputFormat::kJson) {
-    Outcome<v1::Image> image = InputImage(input.value);  // validated: convert never writes an invalid image
-    if (!image.ok()) return image.error;
-    Outcome<std::string> encoded = ImageBytes(image.value, format, out_name);
-    if (!encoded.ok()) return encoded.error;
-    bytes = std::move(encoded.value);
+    Result<v1::Image> image = InputImage(input.value());  // validated: convert never writes an invalid image
+    if (!image.ok()) return image.status();
+    Result<std::string> encoded = ImageBytes(image.value(), format, out_name);
+    if (!encoded.ok()) return encoded.status();
+    bytes = std::move(encoded.value());
   } else {
     World world;
-    if (std::optional<CommandError> e = InputWorld(input.value, &world)) return e;
-    StatusOr<std::string> archive = SaveWorld(world, BoostFormat(format));
+    if (Status e = InputWorld(input.value(), &world); !e.ok()) return e;
+    Result<std::string> archive = SaveWorld(world, BoostFormat(format));
     ReleaseWorld(world);
-    if (!archive.ok()) return CommandError{out_name, Reason(archive.status)};
-    bytes = std::move(archive.value);
+    if (!archive.ok()) return CommandError(out_name, Reason(archive.status()));
+    bytes = std::move(archive.value());
   }
   return Write(options.out, format, bytes);
 }
@@ -89,15 +89,13 @@ int RunConvert(const ConvertOptions& options, std::ostream& err) {
   std::optional<OutputFormat> format =
       options.to.empty() ? OutputFormatFromPath(options.out) : ParseOutputFormat(options.to);
   if (!format) {
-    PrintError(err, {"usage",
-                     "convert: cannot tell the output format from '" + options.out +
-                         "': pass --to proto|json|boost-text|boost-xml|boost-binary",
-                     kExitUsage});
+    PrintError(err, CommandError("usage", "convert: cannot tell the output format from '" + options.out +
+                         "': pass --to proto|json|boost-text|boost-xml|boost-binary"));
     return kExitUsage;
   }
-  if (std::optional<CommandError> error = Convert(options, *format)) {
-    PrintError(err, *error);
-    return error->exit_status;
+  if (Status error = Convert(options, *format); !error.ok()) {
+    PrintError(err, error);
+    return kExitFailure;
   }
   return kExitOk;
 }

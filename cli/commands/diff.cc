@@ -295,23 +295,23 @@ CLI::App* AddDiffCommand(CLI::App& app, DiffOptions* options) {
 
 int RunDiff(const DiffOptions& options, std::ostream& out, std::ostream& err) {
   if (options.a == "-" && options.b == "-") {
-    PrintError(err, {"usage", "diff: only one of A and B can be standard input", kExitUsage});
+    PrintError(err, CommandError("usage", "diff: only one of A and B can be standard input"));
     return kExitUsage;
   }
   v1::Image images[2];
   const std::string* paths[2] = {&options.a, &options.b};
   for (int i = 0; i < 2; ++i) {
-    Outcome<Input> input = ReadInput(*paths[i]);
+    Result<Input> input = ReadInput(*paths[i]);
     if (!input.ok()) {
-      PrintError(err, *input.error);
-      return input.error->exit_status;
+      PrintError(err, input.status());
+      return kExitFailure;
     }
-    Outcome<v1::Image> image = InputImage(input.value);
+    Result<v1::Image> image = InputImage(input.value());
     if (!image.ok()) {
-      PrintError(err, *image.error);
-      return image.error->exit_status;
+      PrintError(err, image.status());
+      return kExitFailure;
     }
-    images[i] = std::move(image.value);
+    images[i] = std::move(image.value());
   }
   const std::vector<std::string> lines = DiffImages(images[0], images[1]);
   for (const std::string& line : lines) out << line << '\n';

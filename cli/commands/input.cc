@@ -50,34 +50,34 @@ std::optional<std::string> ReadAll(int fd, std::uint64_t limit, std::uint64_t ex
   return std::nullopt;
 }
 
-Outcome<std::string> ReadBytes(const std::string& path, const std::string& name, std::uint64_t limit) {
+Result<std::string> ReadBytes(const std::string& path, const std::string& name, std::uint64_t limit) {
   std::string bytes;
   if (path == "-") {
     if (std::optional<std::string> failure = ReadAll(STDIN_FILENO, limit, 0, &bytes)) {
-      return Outcome<std::string>::Fail(name, *failure);
+      return CommandError(name, *failure);
     }
-    return {std::nullopt, std::move(bytes)};
+    return bytes;
   }
   // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-  if (!fd.valid()) return Outcome<std::string>::Fail(name, std::strerror(errno));
+  if (!fd.valid()) return CommandError(name, std::strerror(errno));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0)
-    return Outcome<std::string>::Fail(name, std::string("fstat: ") + std::strerror(errno));
-  if (S_ISDIR(st.st_mode)) return Outcome<std::string>::Fail(name, "is a directory");
+    return CommandError(name, std::string("fstat: ") + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) return CommandError(name, "is a directory");
   if (!S_ISREG(st.st_mode)) {
-    return Outcome<std::string>::Fail(
+    return CommandError(
         name, std::string("is ") + FileTypeText(st.st_mode) + ", not a regular file (use - to read standard input)");
   }
   const auto size = static_cast<std::uint64_t>(st.st_size);
   if (size > limit) {
-    return Outcome<std::string>::Fail(
+    return CommandError(
         name, "file is " + std::to_string(size) + " bytes, more than the limit of " + std::to_string(limit) + " bytes");
   }
   if (std::optional<std::string> failure = ReadAll(fd.get(), limit, size, &bytes)) {
-    return Outcome<std::string>::Fail(name, *failure);
+    return CommandError(name, *failure);
   }
-  return {std::nullopt, std::move(bytes)};
+  return bytes;
 }
 
 // protobuf's JSON parser says "json: INVALID_ARGUMENT:<what>\n<the line>\n<a caret under the place>"; an error is
@@ -108,77 +108,77 @@ const char* InputFormatName(InputFormat format) {
 
 std::uint64_t MaxInputBytes(const image::ReadLimits& limits) { return limits.max_payload + image::kHeaderSize; }
 
-Outcome<Input> ReadInput(const std::string& path, const image::ReadLimits& limits) {
+Result<Input> ReadInput(const std::string& path, const image::ReadLimits& limits) {
   Input input;
   input.name = InputName(path);
-  Outcome<std::string> read = ReadBytes(path, input.name, MaxInputBytes(limits));
-  if (!read.ok()) return {read.error, {}};
-  input.bytes = std::move(read.value);
-  if (input.bytes.empty()) return Outcome<Input>::Fail(input.name, path == "-" ? "empty input" : "empty file");
+  Result<std::string> read = ReadBytes(path, input.name, MaxInputBytes(limits));
+  if (!read.ok()) return read.status();
+  input.bytes = std::move(read.value());
+  if (input.bytes.empty()) return CommandError(input.name, path == "-" ? "empty input" : "empty file");
   if (input.bytes.size() >= kArchiveMagic.size() && input.bytes.compare(0, kArchiveMagic.size(), kArchiveMagic) == 0) {
     input.format = InputFormat::kBoostArchive;
   } else if (LooksLikeJson(input.bytes)) {
     input.format = InputFormat::kJsonImage;
   } else {
-    image::UnframeResult framed = image::Unframe(input.bytes, limits);
+    Result<std::string_view> framed = image::Unframe(input.bytes, limits);
     if (!framed.ok()) {
-      if (framed.error.code == image::ImageErrc::kBadMagic) {
-        return Outcome<Input>::Fail(input.name, "not an epollcr image, JSON image or Boost archive (unknown magic)");
+      if (framed.status().code == image::ImageErrc::kBadMagic) {
+        return CommandError(input.name, "not an epollcr image, JSON image or Boost archive (unknown magic)");
       }
-      return Outcome<Input>::Fail(input.name, framed.error.message);
+      return CommandError(input.name, framed.status().message);
     }
     input.format = InputFormat::kProtoImage;
-    input.payload_offset = static_cast<std::size_t>(framed.payload.data() - input.bytes.data());
-    input.payload_size = framed.payload.size();
+    input.payload_offset = static_cast<std::size_t>(framed.value().data() - input.bytes.data());
+    input.payload_size = framed.value().size();
   }
-  return {std::nullopt, std::move(input)};
+  return input;
 }
 
-Outcome<v1::Image> DecodeInput(const Input& input) {
+Result<v1::Image> DecodeInput(const Input& input) {
   switch (input.format) {
     case InputFormat::kProtoImage: {
-      StatusOr<v1::Image> decoded = image::Decode(input.Payload());
-      if (!decoded.ok()) return Outcome<v1::Image>::Fail(input.name, Reason(decoded.status));
-      return {std::nullopt, std::move(decoded.value)};
+      Result<v1::Image> decoded = image::Decode(input.Payload());
+      if (!decoded.ok()) return CommandError(input.name, Reason(decoded.status()));
+      return std::move(decoded.value());
     }
     case InputFormat::kJsonImage: {
-      StatusOr<v1::Image> parsed = image::FromJson(input.bytes);
-      if (!parsed.ok()) return Outcome<v1::Image>::Fail(input.name, JsonReason(parsed.status));
-      return {std::nullopt, std::move(parsed.value)};
+      Result<v1::Image> parsed = image::FromJson(input.bytes);
+      if (!parsed.ok()) return CommandError(input.name, JsonReason(parsed.status()));
+      return std::move(parsed.value());
     }
     case InputFormat::kBoostArchive: {
       World world;
-      if (Status s = LoadWorld(input.bytes, &world)) return Outcome<v1::Image>::Fail(input.name, Reason(s));
-      StatusOr<v1::Image> captured = image::Capture(world);
+      if (Status s = LoadWorld(input.bytes, &world); !s.ok()) return CommandError(input.name, Reason(s));
+      Result<v1::Image> captured = image::Capture(world);
       ReleaseWorld(world);
-      if (!captured.ok()) return Outcome<v1::Image>::Fail(input.name, Reason(captured.status));
-      return {std::nullopt, std::move(captured.value)};
+      if (!captured.ok()) return CommandError(input.name, Reason(captured.status()));
+      return std::move(captured.value());
     }
   }
-  return Outcome<v1::Image>::Fail(input.name, "unknown input format");
+  return CommandError(input.name, "unknown input format");
 }
 
-std::optional<CommandError> ValidateImage(const std::string& name, const v1::Image& image) {
-  if (Status s = image::Validate(image)) return CommandError{name, "invalid image: " + Reason(s)};
-  return std::nullopt;
+Status ValidateImage(const std::string& name, const v1::Image& image) {
+  if (Status s = image::Validate(image); !s.ok()) return CommandError(name, "invalid image: " + Reason(s));
+  return Status::Ok();
 }
 
-Outcome<v1::Image> InputImage(const Input& input) {
-  Outcome<v1::Image> decoded = DecodeInput(input);
+Result<v1::Image> InputImage(const Input& input) {
+  Result<v1::Image> decoded = DecodeInput(input);
   if (!decoded.ok()) return decoded;
-  if (std::optional<CommandError> invalid = ValidateImage(input.name, decoded.value)) return {invalid, {}};
+  if (Status invalid = ValidateImage(input.name, decoded.value()); !invalid.ok()) return invalid;
   return decoded;
 }
 
-std::optional<CommandError> InputWorld(const Input& input, World* world) {
+Status InputWorld(const Input& input, World* world) {
   if (input.format == InputFormat::kBoostArchive) {
-    if (Status s = LoadWorld(input.bytes, world)) return CommandError{input.name, Reason(s)};
-    return std::nullopt;
+    if (Status s = LoadWorld(input.bytes, world); !s.ok()) return CommandError(input.name, Reason(s));
+    return Status::Ok();
   }
-  Outcome<v1::Image> decoded = DecodeInput(input);
-  if (!decoded.ok()) return decoded.error;
-  if (Status s = image::Restore(decoded.value, world)) return CommandError{input.name, "invalid image: " + Reason(s)};
-  return std::nullopt;
+  Result<v1::Image> decoded = DecodeInput(input);
+  if (!decoded.ok()) return decoded.status();
+  if (Status s = image::Restore(decoded.value(), world); !s.ok()) return CommandError(input.name, "invalid image: " + Reason(s));
+  return Status::Ok();
 }
 
 void ReleaseWorld(World& world) {

@@ -45,21 +45,21 @@ struct Input {
 // Reads `path` ("-": standard input) whole and finds its format. A path must name a regular, non-empty file of at
 // most MaxInputBytes(limits) bytes (a pipe is read through "-"); standard input is read up to that many bytes.
 // A proto image is unframed here (magic, version, checksums, length), so a damaged one fails now.
-Outcome<Input> ReadInput(const std::string& path, const image::ReadLimits& limits = {});
+Result<Input> ReadInput(const std::string& path, const image::ReadLimits& limits = {});
 
 // The image an input holds, not validated: the decoded payload (proto), the parsed JSON, or the capture of the
 // world a Boost archive loads.
-Outcome<v1::Image> DecodeInput(const Input& input);
+Result<v1::Image> DecodeInput(const Input& input);
 
 // image::Validate, with the input's name and "invalid image: " in the error.
-std::optional<CommandError> ValidateImage(const std::string& name, const v1::Image& image);
+Status ValidateImage(const std::string& name, const v1::Image& image);
 
 // DecodeInput, then ValidateImage.
-Outcome<v1::Image> InputImage(const Input& input);
+Result<v1::Image> InputImage(const Input& input);
 
 // Loads the input into `world`, which must be empty: LoadWorld for a Boost archive, image::Restore (which validates
 // first) for an image. On failure `world` stays empty.
-std::optional<CommandError> InputWorld(const Input& input, World* world);
+Status InputWorld(const Input& input, World* world);
 
 // Closes every fd of `world` and drops its roots, so its files leave every poll now.
 void ReleaseWorld(World& world);

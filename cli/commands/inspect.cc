@@ -295,40 +295,40 @@ CLI::App* AddInspectCommand(CLI::App& app, InspectOptions* options) {
 }
 
 int RunInspect(const InspectOptions& options, std::ostream& out, std::ostream& err) {
-  Outcome<Input> input = ReadInput(options.path);
+  Result<Input> input = ReadInput(options.path);
   if (!input.ok()) {
-    PrintError(err, *input.error);
-    return input.error->exit_status;
+    PrintError(err, input.status());
+    return kExitFailure;
   }
-  Outcome<v1::Image> image = DecodeInput(input.value);
+  Result<v1::Image> image = DecodeInput(input.value());
   if (!image.ok()) {
-    PrintError(err, *image.error);
-    return image.error->exit_status;
+    PrintError(err, image.status());
+    return kExitFailure;
   }
   // An image of another major version (or without a header) may mean something else by every field: say so, and
   // show nothing. Other invalid images are shown, then reported.
-  if (!image.value.has_header() || image.value.header().format_major() != image::kFormatMajor) {
-    std::optional<CommandError> invalid = ValidateImage(input.value.name, image.value);
-    if (!invalid) invalid = CommandError{input.value.name, "invalid image: header: unsupported format"};
-    PrintError(err, *invalid);
+  if (!image.value().has_header() || image.value().header().format_major() != image::kFormatMajor) {
+    Status invalid = ValidateImage(input.value().name, image.value());
+    if (invalid.ok()) invalid = CommandError(input.value().name, "invalid image: header: unsupported format");
+    PrintError(err, invalid);
     return kExitFailure;
   }
   if (options.json) {
-    StatusOr<std::string> json = image::ToJson(image.value);
+    Result<std::string> json = image::ToJson(image.value());
     if (!json.ok()) {
-      PrintError(err, {input.value.name, json.status.message});
+      PrintError(err, CommandError(input.value().name, json.status().message));
       return kExitFailure;
     }
-    out << json.value;
-    if (json.value.empty() || json.value.back() != '\n') out << '\n';
+    out << json.value();
+    if (json.value().empty() || json.value().back() != '\n') out << '\n';
   } else if (options.dot) {
-    out << InspectDot(image.value);
+    out << InspectDot(image.value());
   } else {
-    out << InspectText(image.value);
+    out << InspectText(image.value());
   }
   out.flush();
-  if (std::optional<CommandError> invalid = ValidateImage(input.value.name, image.value)) {
-    PrintError(err, *invalid);
+  if (Status invalid = ValidateImage(input.value().name, image.value()); !invalid.ok()) {
+    PrintError(err, invalid);
     return kExitFailure;
   }
   return kExitOk;

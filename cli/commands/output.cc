@@ -56,40 +56,40 @@ std::optional<OutputFormat> OutputFormatFromPath(const std::string& path) {
   return std::nullopt;
 }
 
-std::optional<CommandError> WriteOutput(const std::string& path, std::string_view bytes) {
+Status WriteOutput(const std::string& path, std::string_view bytes) {
   if (path == "-") {
-    if (std::optional<std::string> failure = WriteAll(STDOUT_FILENO, bytes)) return CommandError{"<stdout>", *failure};
-    return std::nullopt;
+    if (std::optional<std::string> failure = WriteAll(STDOUT_FILENO, bytes)) return CommandError("<stdout>", *failure);
+    return Status::Ok();
   }
   const std::size_t slash = path.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
   const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  if (base.empty()) return CommandError{path, "names a directory, not a file"};
+  if (base.empty()) return CommandError(path, "names a directory, not a file");
 
   UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir_fd.valid()) return CommandError{path, "open directory " + dir + ": " + std::strerror(errno)};
+  if (!dir_fd.valid()) return CommandError(path, "open directory " + dir + ": " + std::strerror(errno));
   std::string tmp = dir + "/." + base.substr(0, 200) + ".tmp.XXXXXX";  // stays under NAME_MAX
   UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
-  if (!fd.valid()) return CommandError{path, "create " + tmp + ": " + std::strerror(errno)};
-  auto fail = [&](const std::string& step, int error) -> std::optional<CommandError> {
+  if (!fd.valid()) return CommandError(path, "create " + tmp + ": " + std::strerror(errno));
+  auto fail = [&](const std::string& step, int error) -> Status {
     fd.Reset();
     ::unlink(tmp.c_str());
-    return CommandError{path, step + " " + tmp + ": " + std::strerror(error)};
+    return CommandError(path, step + " " + tmp + ": " + std::strerror(error));
   };
   if (std::optional<std::string> failure = WriteAll(fd.get(), bytes)) {
     fd.Reset();
     ::unlink(tmp.c_str());
-    return CommandError{path, "write " + tmp + ": " + *failure};
+    return CommandError(path, "write " + tmp + ": " + *failure);
   }
   if (::fsync(fd.get()) != 0) return fail("fsync", errno);
   if (std::error_code e = fd.Close(); e && e != std::errc::interrupted) return fail("close", e.value());
   if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename", errno);
   if (::fsync(dir_fd.get()) != 0) {
-    return CommandError{path,
+    return CommandError(path,
                         "fsync directory " + dir + " (after the rename: " + path +
-                            " is complete, but a power loss may bring back the old file): " + std::strerror(errno)};
+                            " is complete, but a power loss may bring back the old file): " + std::strerror(errno));
   }
-  return std::nullopt;
+  return Status::Ok();
 }
 
 }  // namespace epollcr::cli

@@ -21,6 +21,6 @@ std::optional<OutputFormat> OutputFormatFromPath(const std::string& path);
 // ".NAME.tmp.XXXXXX" beside it (mode 0600 before the umask), all bytes written, fsync, rename over `path`, fsync of
 // the directory. A failure before the rename leaves `path` as it was and removes the temporary file. (Proto images
 // are written with image::WriteImageFile instead, which does the same for framed images.)
-std::optional<CommandError> WriteOutput(const std::string& path, std::string_view bytes);
+Status WriteOutput(const std::string& path, std::string_view bytes);
 
 }  // namespace epollcr::cli

@@ -34,43 +34,42 @@ CLI::App* AddPsCommand(CLI::App& app, PsOptions* options) {
 int RunPs(const PsOptions& options, std::ostream& out, std::ostream& err) {
   const std::optional<pid_t> pid = ps::ParsePid(options.pid);
   if (!pid) {
-    PrintError(err,
-               {"usage", "ps: PID must be a process id (a positive decimal number), not " + QuotedText(options.pid)});
+    PrintError(err, CommandError("usage", "ps: PID must be a process id (a positive decimal number), not " + QuotedText(options.pid)));
     return kExitUsage;
   }
   if (options.image == "-" && options.json) {
-    PrintError(err, {"usage", "ps: --image - writes the image to standard output, so --json cannot go there too"});
+    PrintError(err, CommandError("usage", "ps: --image - writes the image to standard output, so --json cannot go there too"));
     return kExitUsage;
   }
-  Outcome<Snapshot> snapshot = ps::ReadSnapshot(*pid);
+  Result<Snapshot> snapshot = ps::ReadSnapshot(*pid);
   if (!snapshot.ok()) {
-    PrintError(err, *snapshot.error);
-    return snapshot.error->exit_status;
+    PrintError(err, snapshot.status());
+    return kExitFailure;
   }
   if (options.image != "-") {
-    out << (options.json ? PsJson(snapshot.value) : PsText(snapshot.value));
+    out << (options.json ? PsJson(snapshot.value()) : PsText(snapshot.value()));
     out.flush();
   }
   if (options.image.empty()) return kExitOk;
 
   const std::string what = "ps: " + options.pid;
-  const v1::Image image = PsImage(snapshot.value);
+  const v1::Image image = PsImage(snapshot.value());
   if (Status valid = image::Validate(image); !valid.ok()) {
-    PrintError(err, {what, "the image would be invalid: " + valid.message});
+    PrintError(err, CommandError(what, "the image would be invalid: " + valid.message));
     return kExitFailure;
   }
-  StatusOr<std::string> payload = image::Encode(image);
+  Result<std::string> payload = image::Encode(image);
   if (!payload.ok()) {
-    PrintError(err, {OutputName(options.image), payload.status.message});
+    PrintError(err, CommandError(OutputName(options.image), payload.status().message));
     return kExitFailure;
   }
   if (options.image == "-") {
-    if (std::optional<CommandError> e = WriteOutput("-", image::Frame(payload.value))) {
-      PrintError(err, *e);
+    if (Status e = WriteOutput("-", image::Frame(payload.value())); !e.ok()) {
+      PrintError(err, e);
       return kExitFailure;
     }
-  } else if (image::ImageError e = image::WriteImageFile(options.image, payload.value)) {
-    PrintError(err, {options.image, e.message});
+  } else if (Status e = image::WriteImageFile(options.image, payload.value()); !e.ok()) {
+    PrintError(err, CommandError(options.image, e.message));
     return kExitFailure;
   }
   return kExitOk;

@@ -62,8 +62,8 @@ struct Row {
 
 void SetHeader(v1::Image* image) {
   World empty;
-  StatusOr<v1::Image> captured = image::Capture(empty);  // the header every epollcr image carries
-  if (captured.ok()) *image->mutable_header() = captured.value.header();
+  Result<v1::Image> captured = image::Capture(empty);  // the header every epollcr image carries
+  if (captured.ok()) *image->mutable_header() = captured.value().header();
   image->mutable_header()->set_format_major(image::kFormatMajor);
   image->mutable_header()->set_format_minor(image::kFormatMinor);
 }

@@ -327,9 +327,9 @@ std::optional<FdinfoEntry> ParseTfdLine(const std::string& line) {
   return e;
 }
 
-Outcome<Snapshot> ReadSnapshot(pid_t pid) {
+Result<Snapshot> ReadSnapshot(pid_t pid) {
   const std::string what = "ps: " + std::to_string(pid);
-  auto fail = [&](const std::string& reason) { return Outcome<Snapshot>::Fail(what, reason); };
+  auto fail = [&](const std::string& reason) { return CommandError(what, reason); };
   const std::string gone = "the process exited while it was being read";
 
   Snapshot s;
@@ -388,7 +388,7 @@ Outcome<Snapshot> ReadSnapshot(pid_t pid) {
     Resolver(s, false).Run(&unavailable);  // cannot fail without kcmp
   }
   if (Exited(proc.get())) return fail(gone);
-  return {std::nullopt, std::move(s)};
+  return s;
 }
 
 }  // namespace epollcr::cli::ps

@@ -112,7 +112,7 @@ std::optional<pid_t> ParsePid(const std::string& text);
 
 // Reads the process. Errors are for "ps: PID": no such process, permission denied (with what to do), the process
 // exited while being read. An fd closed while it is being read is left out.
-Outcome<Snapshot> ReadSnapshot(pid_t pid);
+Result<Snapshot> ReadSnapshot(pid_t pid);
 
 // Parses the fdinfo text of one fd into *fd: "pos:", "flags:" and an epoll's "tfd:" lines (with toff). False if a
 // field ps uses is malformed or "flags:" is missing.

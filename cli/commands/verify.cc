@@ -20,29 +20,29 @@ std::string WithoutPath(const std::string& path, std::string message) {
 }
 
 // The payload of the image file at `path`, or of standard input for "-".
-Outcome<std::string> ReadPayload(const std::string& path) {
+Result<std::string> ReadPayload(const std::string& path) {
   if (path == "-") {
-    Outcome<Input> input = ReadInput(path);
-    if (!input.ok()) return {input.error, {}};
-    if (input.value.format != InputFormat::kProtoImage) {
-      return Outcome<std::string>::Fail(input.value.name, std::string("a ") + InputFormatName(input.value.format) +
+    Result<Input> input = ReadInput(path);
+    if (!input.ok()) return input.status();
+    if (input.value().format != InputFormat::kProtoImage) {
+      return CommandError(input.value().name, std::string("a ") + InputFormatName(input.value().format) +
                                                               ", not an image file (convert it to proto first)");
     }
-    return {std::nullopt, std::string(input.value.Payload())};
+    return std::string(input.value().Payload());
   }
   std::string payload;
-  if (image::ImageError e = image::ReadImageFile(path, &payload)) {
-    return Outcome<std::string>::Fail(path, WithoutPath(path, e.message));
+  if (Status e = image::ReadImageFile(path, &payload); !e.ok()) {
+    return CommandError(path, WithoutPath(path, e.message));
   }
-  return {std::nullopt, std::move(payload)};
+  return payload;
 }
 
-std::optional<CommandError> VerifyOne(const std::string& path) {
-  Outcome<std::string> payload = ReadPayload(path);
-  if (!payload.ok()) return payload.error;
-  StatusOr<v1::Image> decoded = image::Decode(payload.value);
-  if (!decoded.ok()) return CommandError{InputName(path), decoded.status.message};
-  return ValidateImage(InputName(path), decoded.value);
+Status VerifyOne(const std::string& path) {
+  Result<std::string> payload = ReadPayload(path);
+  if (!payload.ok()) return payload.status();
+  Result<v1::Image> decoded = image::Decode(payload.value());
+  if (!decoded.ok()) return CommandError(InputName(path), decoded.status().message);
+  return ValidateImage(InputName(path), decoded.value());
 }
 
 }  // namespace
@@ -60,8 +60,8 @@ CLI::App* AddVerifyCommand(CLI::App& app, VerifyOptions* options) {
 int RunVerify(const VerifyOptions& options, std::ostream& out, std::ostream& err) {
   int status = kExitOk;
   for (const std::string& path : options.paths) {
-    if (std::optional<CommandError> error = VerifyOne(path)) {
-      PrintError(err, *error);
+    if (Status error = VerifyOne(path); !error.ok()) {
+      PrintError(err, error);
       status = kExitFailure;
     } else {
       out << InputName(path) << ": ok" << std::endl;  // flushed, so that it interleaves with errors in order

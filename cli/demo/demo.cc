@@ -51,7 +51,7 @@ std::string Field(const std::string& line, const std::string& key) {
 }
 
 int Error(std::ostream& err, const std::string& what, const std::string& why) {
-  PrintError(err, {"demo: " + what, why});
+  PrintError(err, CommandError("demo: " + what, why));
   return kExitFailure;
 }
 
@@ -85,7 +85,7 @@ int RunDemoServer(int argc, char** argv) {
     else if (flag == "--status-fd") options.status_fd = std::atoi(value);
     else if (flag == "--restore") options.restore_image = value;
     else {
-      PrintError(std::cerr, {"demo-server", "unknown option " + flag});
+      PrintError(std::cerr, CommandError("demo-server", "unknown option " + flag));
       return kExitUsage;
     }
   }

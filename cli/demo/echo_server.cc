@@ -118,7 +118,7 @@ class Server {
     restore::Report report;
     epollcr::Status s = restore::RestoreAfterExec(options_.restore_image, &world_, {}, &report);
     unlink(options_.restore_image.c_str());
-    if (s) return Fail("restore " + options_.restore_image, s.message) == 0;
+    if (!s.ok()) return Fail("restore " + options_.restore_image, s.message) == 0;
     poll_ = std::static_pointer_cast<EventPoll>(world_.roots.at("poll"));
     outbox_ = std::static_pointer_cast<Outbox>(world_.roots.at("outbox"));
     listen_fd_ = static_cast<HostFile*>(world_.roots.at("listener").get())->fd();
@@ -195,9 +195,9 @@ class Server {
     const char* tmp = std::getenv("TMPDIR");
     const std::string dir = !options_.image_dir.empty() ? options_.image_dir : (tmp != nullptr && *tmp ? tmp : "/tmp");
     const std::string image = dir + "/epollcr-echo-" + std::to_string(getpid()) + ".epcr";
-    StatusOr<std::vector<int>> kept = restore::PrepareExec(world_, image);
+    Result<std::vector<int>> kept = restore::PrepareExec(world_, image);
     if (!kept.ok()) {
-      Fail("checkpoint", kept.status.message);
+      Fail("checkpoint", kept.status().message);
       return;
     }
     struct stat st {};

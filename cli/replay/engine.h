@@ -18,22 +18,10 @@
 
 namespace epollcr::replay {
 
-// The outcome of an engine operation that is not a system call: success, or why the run cannot go on.
-class [[nodiscard]] Status {
- public:
-  static Status Ok() { return Status(); }
-  static Status Error(std::string message) { return Status(std::move(message)); }
-
-  bool ok() const { return !failed_; }
-  const std::string& message() const { return message_; }
-
- private:
-  Status() = default;
-  explicit Status(std::string message) : failed_(true), message_(std::move(message)) {}
-
-  bool failed_ = false;
-  std::string message_;
-};
+// An engine operation that is not a system call succeeds or says why the run cannot go on: a Status whose code is
+// the errno of the failed system call, or ECANCELED when nothing failed but the run must stop (a worker that died, a
+// checkpoint the engine does not support).
+inline Status Halt(std::string why) { return Status::Error(ECANCELED, std::move(why)); }
 
 class Engine {
  public:

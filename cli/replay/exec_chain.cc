@@ -39,7 +39,7 @@ ExecChain::~ExecChain() { Stop(); }
 Status ExecChain::Start() {
   const char* tmp = std::getenv("TMPDIR");
   std::string dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/epollcr-exec-XXXXXX";
-  if (::mkdtemp(dir.data()) == nullptr) return Status::Error("mkdtemp " + dir + ": " + std::strerror(errno));
+  if (::mkdtemp(dir.data()) == nullptr) return Status::Error(errno, "mkdtemp " + dir + ": " + std::strerror(errno));
   dir_ = dir;
   WorkerState state;
   state.trace_name = name_;
@@ -48,11 +48,11 @@ Status ExecChain::Start() {
   std::string reason;
   if (!WriteFileAtomically(dir_ + "/" + std::string(kTraceFile), text_, &reason) ||
       !WriteFileAtomically(dir_ + "/" + std::string(kStateFile), EncodeState(state), &reason)) {
-    return Status::Error(reason);
+    return Halt(reason);
   }
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-    return Status::Error(std::string("socketpair: ") + std::strerror(errno));
+    return Status::Error(errno, std::string("socketpair: ") + std::strerror(errno));
   }
   socket_.Reset(pair[0]);
   UniqueFd theirs(pair[1]);
@@ -63,17 +63,17 @@ Status ExecChain::Start() {
 
   // An exec that fails is reported as the first worker's first record.
   const pid_t child = SpawnWorker(kSelfProgram, dir_, theirs.get(), -1, theirs.get(), "F ", "\n");
-  if (child < 0) return Status::Error(std::string("fork: ") + std::strerror(errno));
+  if (child < 0) return Status::Error(errno, std::string("fork: ") + std::strerror(errno));
   theirs.Reset();
   // The first record of a worker that started is its P record.
   std::string record;
   if (!channel_->ReadRecord(&record)) {
     Reap(true);
-    return Status::Error("the first worker process " + Casualties());
+    return Halt("the first worker process " + Casualties());
   }
-  if (record.starts_with("F ")) return Status::Error(record.substr(2));
+  if (record.starts_with("F ")) return Halt(record.substr(2));
   std::optional<WorkerProcess> worker = StartedWorker(record);
-  if (!worker) return Status::Error("protocol: the first worker process said '" + record + "'");
+  if (!worker) return Halt("protocol: the first worker process said '" + record + "'");
   workers_.push_back(std::move(*worker));
   return Status::Ok();
 }
@@ -81,12 +81,12 @@ Status ExecChain::Start() {
 Status ExecChain::Step(const Op& op, std::string* line) {
   if (channel_ == nullptr || !channel_->Send("g")) {
     Reap(true);
-    return Status::Error("the worker process is gone: " + Casualties());
+    return Halt("the worker process is gone: " + Casualties());
   }
   Status status = Await('L', line);
   // The worker keeps its own place in the trace: it must be this operation's line.
   if (status.ok() && !line->starts_with(std::to_string(op.line) + " ")) {
-    return Status::Error("protocol: a worker process answered line " + std::to_string(op.line) + " with '" + *line +
+    return Halt("protocol: a worker process answered line " + std::to_string(op.line) + " with '" + *line +
                          "'");
   }
   return status;
@@ -106,16 +106,16 @@ Status ExecChain::Await(char kind, std::string* payload) {
       *payload = text;
       return Status::Ok();
     }
-    if (type == 'F') return Status::Error(text);
+    if (type == 'F') return Halt(text);
     std::optional<WorkerProcess> worker = StartedWorker(record);
-    if (!worker) return Status::Error("protocol: unexpected record from a worker process: '" + record + "'");
+    if (!worker) return Halt("protocol: unexpected record from a worker process: '" + record + "'");
     workers_.push_back(std::move(*worker));
     Reap(false);  // the worker before it is about to exit
   }
   // Every worker has closed its end of the socket: none is left to answer.
   Reap(true);
   const std::string casualties = Casualties();
-  return Status::Error(casualties.empty() ? "the worker processes ended without an answer" : casualties);
+  return Halt(casualties.empty() ? "the worker processes ended without an answer" : casualties);
 }
 
 void ExecChain::Reap(bool block) {
@@ -161,7 +161,7 @@ void ExecChain::Stop() {
 Status ExecChain::Finish() {
   Stop();
   const std::string casualties = Casualties();
-  if (!casualties.empty()) return Status::Error(casualties);
+  if (!casualties.empty()) return Halt(casualties);
   return Status::Ok();
 }
 

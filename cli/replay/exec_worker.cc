@@ -36,7 +36,7 @@ std::string Fault() {
   return fault != nullptr ? fault : "";
 }
 
-std::string Reason(const epollcr::Status& status) {
+std::string Reason(const Status& status) {
   return status.message.empty() ? status.code.message() : status.message;
 }
 
@@ -137,9 +137,9 @@ class Worker {
   std::string dir_;
   Channel channel_;
   WorkerState state_;
-  ParseResult parsed_;
+  Trace trace_;
   UserspaceEngine engine_;
-  std::unique_ptr<Execution> execution_;  // over parsed_.trace and engine_, once both are there
+  std::unique_ptr<Execution> execution_;  // over trace_ and engine_, once both are there
 };
 
 int Worker::Run(int takeover_fd) {
@@ -150,9 +150,10 @@ int Worker::Run(int takeover_fd) {
   std::string reason;
   if (!ReadFile(Path(kStateFile), &text, &reason) || !DecodeState(text, &state_, &reason)) return Fail(reason);
   if (!ReadFile(Path(kTraceFile), &text, &reason)) return Fail(reason);
-  parsed_ = ParseTrace(text, state_.trace_name);
-  if (!parsed_.ok()) return Fail("trace: " + parsed_.error->Message());
-  const Trace& trace = parsed_.trace;
+  Result<Trace> parsed = ParseTrace(text, state_.trace_name);
+  if (!parsed.ok()) return Fail("trace: " + parsed.status().message);
+  trace_ = std::move(parsed).value();
+  const Trace& trace = trace_;
   if (state_.fds.size() != trace.names.size() || state_.at >= static_cast<long long>(trace.ops.size()) ||
       restored != (state_.at >= 0)) {
     return Fail("bad state file: it does not fit the trace");
@@ -162,7 +163,7 @@ int Worker::Run(int takeover_fd) {
   Watchdog::Start(channel_.fd(), dir_);
 
   if (restored) {
-    epollcr::Status status = engine_.RestoreImageFile(Path(kImageFile));
+    Status status = engine_.RestoreImageFile(Path(kImageFile));
     if (!status.ok()) return Fail("checkpoint: " + Reason(status));
   }
   execution_ = std::make_unique<Execution>(trace, engine_);
@@ -197,7 +198,7 @@ int Worker::Run(int takeover_fd) {
       Watchdog::InOperation inside;
       status = execution_->Step(op, &outcome);
     }
-    if (!status.ok()) return Fail(status.message());
+    if (!status.ok()) return Fail(status.message);
     std::string line = FormatLine(op, outcome);
     if (restored && first_request && fault == "lie") line += " (lie)";
     if (!channel_.Send("L " + line + "\n")) return 1;
@@ -215,7 +216,7 @@ int Worker::HandOver(long long at, bool verb) {
   state_.at = at;
   state_.verb = verb;
   state_.fds = execution_->fds();
-  if (epollcr::Status status = engine_.SaveImageFile(Path(kImageFile)); !status.ok()) {
+  if (Status status = engine_.SaveImageFile(Path(kImageFile)); !status.ok()) {
     return Fail("checkpoint: " + Reason(status));
   }
   std::string reason;

@@ -19,6 +19,7 @@
 namespace epollcr::replay {
 namespace {
 
+using cli::CommandError;
 using cli::kExitFailure;
 using cli::kExitOk;
 using cli::kExitUsage;
@@ -67,7 +68,7 @@ RunReport RunExec(const Trace& trace, const std::string& text, const ReplayOptio
   const std::string where = trace.file + (options.engine == "both" ? ": userspace: " : ": ");
   RunReport report;
   if (Status started = chain.Start(); !started.ok()) {
-    report = {kExitFailure, where + started.message()};
+    report = {kExitFailure, where + started.message};
   } else if (options.engine == "both") {
     KernelEngine kernel;
     EngineLines reference(trace, kernel);
@@ -78,7 +79,7 @@ RunReport RunExec(const Trace& trace, const std::string& text, const ReplayOptio
   if (report.ok()) {
     // Every line agreed; the workers must also have ended well (a crash at exit, a sanitizer's report).
     if (Status finished = chain.Finish(); !finished.ok()) {
-      report = {kExitFailure, where + finished.message()};
+      report = {kExitFailure, where + finished.message};
     }
   }
   LogWorkers(chain);
@@ -93,35 +94,35 @@ int RunReplay(const ReplayOptions& options, std::ostream& out, std::ostream& err
   const CheckpointFormat format = ParseCheckpointFormat(options.checkpoint_format).value_or(CheckpointFormat::kProto);
   const bool exec_mode = options.checkpoint_mode == "exec";
   if (exec_mode && format != CheckpointFormat::kProto) {
-    PrintError(err, {"usage", "--checkpoint-mode exec: checkpoints cross processes as proto images; "
-                              "--checkpoint-format " + options.checkpoint_format + " is for --checkpoint-mode memory"});
+    PrintError(err, CommandError("usage", "--checkpoint-mode exec: checkpoints cross processes as proto images; "
+                              "--checkpoint-format " + options.checkpoint_format + " is for --checkpoint-mode memory"));
     return kExitUsage;
   }
   const RunOptions run_options{.checkpoint_every = options.checkpoint_every};
   std::string text;
   std::string reason;
   if (!ReadInput(options.path, &text, &reason)) {
-    PrintError(err, {display, reason});
+    PrintError(err, CommandError(display, reason));
     return kExitUsage;
   }
-  ParseResult parsed = ParseTrace(text, display);
+  Result<Trace> parsed = ParseTrace(text, display);
   if (!parsed.ok()) {
-    PrintErrorMessage(err, parsed.error->Message());
+    PrintErrorMessage(err, parsed.status().message);
     return kExitUsage;
   }
   RunReport report;
   if (options.engine == "kernel") {
     KernelEngine kernel;  // nothing to checkpoint, in either mode
-    report = RunTrace(parsed.trace, kernel, out, run_options);
+    report = RunTrace(parsed.value(), kernel, out, run_options);
   } else if (exec_mode) {
-    report = RunExec(parsed.trace, text, options, run_options, out);
+    report = RunExec(parsed.value(), text, options, run_options, out);
   } else if (options.engine == "userspace") {
     UserspaceEngine userspace(format);
-    report = RunTrace(parsed.trace, userspace, out, run_options);
+    report = RunTrace(parsed.value(), userspace, out, run_options);
   } else {
     KernelEngine kernel;
     UserspaceEngine userspace(format);
-    report = RunLockstep(parsed.trace, kernel, userspace, out, run_options);
+    report = RunLockstep(parsed.value(), kernel, userspace, out, run_options);
   }
   out.flush();
   if (!report.ok()) {

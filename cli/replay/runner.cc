@@ -142,7 +142,7 @@ RunReport RunTrace(const Trace& trace, LineSource& source, std::ostream& out, co
       if (CheckpointDue(options, i)) status = source.CheckpointAfter();
     }
     out.flush();
-    if (!status.ok()) return {1, Where(trace, op) + ": " + status.message()};
+    if (!status.ok()) return {1, Where(trace, op) + ": " + status.message};
   }
   return {};
 }
@@ -159,7 +159,7 @@ RunReport RunLockstep(const Trace& trace, LineSource& reference, LineSource& can
   // A runtime failure of one engine names it: "t.trace:7: userspace: checkpoint: ...".
   auto failure = [&](const Op& op, const LineSource& source, const Status& status) {
     out.flush();
-    return RunReport{1, Where(trace, op) + ": " + std::string(source.Name()) + ": " + status.message()};
+    return RunReport{1, Where(trace, op) + ": " + std::string(source.Name()) + ": " + status.message};
   };
   for (std::size_t i = 0; i < trace.ops.size(); ++i) {
     const Op& op = trace.ops[i];

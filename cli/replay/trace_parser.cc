@@ -58,12 +58,12 @@ constexpr VerbSyntax kSyntax[] = {
 
 class Parser {
  public:
-  explicit Parser(std::string_view file) { result_.trace.file = std::string(file); }
+  explicit Parser(std::string_view file) { trace_.file = std::string(file); }
 
-  ParseResult Run(std::string_view text) {
+  Result<Trace> Run(std::string_view text) {
     int line_number = 0;
     std::size_t pos = 0;
-    while (pos <= text.size() && !result_.error) {
+    while (pos <= text.size() && error_.ok()) {
       std::size_t end = text.find('\n', pos);
       if (end == std::string_view::npos) end = text.size();
       std::string_view line = text.substr(pos, end - pos);
@@ -73,13 +73,13 @@ class Parser {
       if (end == text.size()) break;
       pos = end + 1;
     }
-    if (result_.error) result_.trace = Trace{result_.trace.file, {}, {}, 0};
-    return std::move(result_);
+    if (!error_.ok()) return std::move(error_);
+    return std::move(trace_);
   }
 
  private:
   bool Fail(std::string reason) {
-    if (!result_.error) result_.error = ParseError{result_.trace.file, line_, std::move(reason)};
+    if (error_.ok()) error_ = Status::Error(EINVAL, trace_.file + ":" + std::to_string(line_) + ": " + reason);
     return false;
   }
 
@@ -104,7 +104,7 @@ class Parser {
     Op op;
     op.line = line_number;
     op.verb = syntax->verb;
-    if (ParseArgs(op, args)) result_.trace.ops.push_back(op);
+    if (ParseArgs(op, args)) trace_.ops.push_back(op);
   }
 
   bool ParseArgs(Op& op, const std::vector<std::string_view>& args) {
@@ -132,7 +132,7 @@ class Parser {
         if (!Use(args[0], &op.epoll) || !Use(args[1], &op.target)) return false;
         if (!ParseEventsArg(args[2], &op.events)) return false;
         if (args.size() == 4 && !Unsigned(args[3], UINT64_MAX, "DATA", &op.data)) return false;
-        if (op.verb == Verb::kAdd) ++result_.trace.add_count;
+        if (op.verb == Verb::kAdd) ++trace_.add_count;
         return true;
       case Verb::kDel:
         return Use(args[0], &op.epoll) && Use(args[1], &op.target);
@@ -204,8 +204,8 @@ class Parser {
   }
 
   NameId IdOf(const std::string& name) {
-    auto [it, inserted] = ids_.try_emplace(name, static_cast<NameId>(result_.trace.names.size()));
-    if (inserted) result_.trace.names.push_back(name);
+    auto [it, inserted] = ids_.try_emplace(name, static_cast<NameId>(trace_.names.size()));
+    if (inserted) trace_.names.push_back(name);
     return it->second;
   }
 
@@ -260,7 +260,8 @@ class Parser {
     return true;
   }
 
-  ParseResult result_;
+  Trace trace_;
+  Status error_;  // the first problem
   int line_ = 0;
   std::map<std::string, NameState> names_;
   std::map<std::string, NameId> ids_;
@@ -275,9 +276,7 @@ int HexDigit(char c) {
 
 }  // namespace
 
-std::string ParseError::Message() const { return file + ":" + std::to_string(line) + ": " + reason; }
-
-ParseResult ParseTrace(std::string_view text, std::string_view file) { return Parser(file).Run(text); }
+Result<Trace> ParseTrace(std::string_view text, std::string_view file) { return Parser(file).Run(text); }
 
 std::optional<std::uint64_t> ParseUnsigned(std::string_view token, std::uint64_t max) {
   unsigned base = 10;

@@ -9,28 +9,14 @@
 #include <string>
 #include <string_view>
 
+#include "epollcr/result.h"
 #include "replay/trace.h"
 
 namespace epollcr::replay {
 
-struct ParseError {
-  std::string file;
-  int line = 0;
-  std::string reason;
-
-  // "FILE:LINE: reason"
-  std::string Message() const;
-};
-
-struct ParseResult {
-  Trace trace;                      // meaningful only when ok()
-  std::optional<ParseError> error;  // the first problem found
-
-  bool ok() const { return !error.has_value(); }
-};
-
-// Parses `text`, the contents of a trace; `file` is used in messages.
-ParseResult ParseTrace(std::string_view text, std::string_view file);
+// Parses `text`, the contents of a trace; `file` is used in messages. An error is EINVAL with the message
+// "FILE:LINE: reason" of the first problem.
+Result<Trace> ParseTrace(std::string_view text, std::string_view file);
 
 // Number syntax, exposed for tests: decimal or 0x/0X hex, no sign, at most `max`.
 std::optional<std::uint64_t> ParseUnsigned(std::string_view token, std::uint64_t max);

@@ -19,7 +19,7 @@ void Release(World& world) {
   world.fds.Clear();
 }
 
-std::string Reason(const epollcr::Status& status) {
+std::string Reason(const Status& status) {
   return status.message.empty() ? status.code.message() : status.message;
 }
 
@@ -89,34 +89,34 @@ Result<std::size_t> UserspaceEngine::Write(int fd, std::span<const std::byte> bu
 
 std::error_code UserspaceEngine::Shutdown(int fd, int how) { return sys::Shutdown(world_->fds, fd, how); }
 
-epollcr::Status UserspaceEngine::SaveAndRestore(World* out) {
+Status UserspaceEngine::SaveAndRestore(World* out) {
   if (std::optional<ArchiveFormat> boost = BoostFormat(format_)) {
-    StatusOr<std::string> archive = SaveWorld(*world_, *boost);
-    if (!archive.ok()) return archive.status;
-    return LoadWorld(archive.value, out);
+    Result<std::string> archive = SaveWorld(*world_, *boost);
+    if (!archive.ok()) return archive.status();
+    return LoadWorld(archive.value(), out);
   }
   if (store_ == ImageStore::kMemory) {
-    StatusOr<std::string> bytes = image::SaveImage(*world_);
-    if (!bytes.ok()) return bytes.status;
-    return image::LoadImage(bytes.value, out);
+    Result<std::string> bytes = image::SaveImage(*world_);
+    if (!bytes.ok()) return bytes.status();
+    return image::LoadImage(bytes.value(), out);
   }
   if (scratch_dir_.empty()) {
     const char* tmp = std::getenv("TMPDIR");
     std::string dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/epollcr-replay-XXXXXX";
     if (::mkdtemp(dir.data()) == nullptr) {
-      return epollcr::Status::Error(errno, "mkdtemp " + dir + ": " + std::strerror(errno));
+      return Status::Error(errno, "mkdtemp " + dir + ": " + std::strerror(errno));
     }
     scratch_dir_ = dir;
     image_path_ = dir + "/checkpoint.epcr";
   }
-  if (epollcr::Status status = image::WriteImage(*world_, image_path_); !status.ok()) return status;
+  if (Status status = image::WriteImage(*world_, image_path_); !status.ok()) return status;
   return image::ReadImage(image_path_, out);
 }
 
 Status UserspaceEngine::Checkpoint() {
   auto loaded = std::make_unique<World>();
-  if (epollcr::Status status = SaveAndRestore(loaded.get()); !status.ok()) {
-    return Status::Error("checkpoint: " + Reason(status));
+  if (Status status = SaveAndRestore(loaded.get()); !status.ok()) {
+    return Halt("checkpoint: " + Reason(status));
   }
   Replace(std::move(loaded));
   return Status::Ok();
@@ -129,11 +129,11 @@ void UserspaceEngine::Replace(std::unique_ptr<World> loaded) {
   ++checkpoints_;
 }
 
-epollcr::Status UserspaceEngine::SaveImageFile(const std::string& path) const { return image::WriteImage(*world_, path); }
+Status UserspaceEngine::SaveImageFile(const std::string& path) const { return image::WriteImage(*world_, path); }
 
-epollcr::Status UserspaceEngine::RestoreImageFile(const std::string& path) {
+Status UserspaceEngine::RestoreImageFile(const std::string& path) {
   auto loaded = std::make_unique<World>();
-  if (epollcr::Status status = image::ReadImage(path, loaded.get()); !status.ok()) return status;
+  if (Status status = image::ReadImage(path, loaded.get()); !status.ok()) return status;
   Replace(std::move(loaded));
   return {};
 }

@@ -58,10 +58,10 @@ class UserspaceEngine final : public Engine {
   Status Checkpoint() override;
 
   // The world as an image file at `path` (image::WriteImage: atomic and durable, mode 0600).
-  epollcr::Status SaveImageFile(const std::string& path) const;
+  Status SaveImageFile(const std::string& path) const;
   // Replaces the world with the one in the image file at `path` (image::ReadImage: unframe, decode, validate,
   // restore). On a failure the engine keeps its world. Counts as a checkpoint.
-  epollcr::Status RestoreImageFile(const std::string& path);
+  Status RestoreImageFile(const std::string& path);
 
   CheckpointFormat format() const { return format_; }
   // Checkpoints that succeeded so far.
@@ -75,7 +75,7 @@ class UserspaceEngine final : public Engine {
 
  private:
   // The checkpoint's bytes, restored into `out` (empty).
-  epollcr::Status SaveAndRestore(World* out);
+  Status SaveAndRestore(World* out);
 
   // Drops the current world for `loaded`.
   void Replace(std::unique_ptr<World> loaded);

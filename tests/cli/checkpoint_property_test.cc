@@ -75,7 +75,7 @@ std::string Join(const std::vector<std::string>& lines) {
 }
 
 // One run of a property over a trace: whether it held, why not, and what was printed.
-struct Outcome {
+struct Verdict {
   bool holds = true;
   std::string why;     // "line 12 differs", or the runtime failure
   std::string output;  // both sides, labelled
@@ -83,27 +83,27 @@ struct Outcome {
 
 // Straight vs checkpointed, on the userspace engine, in lockstep until the first line that differs. `lines` holds
 // `checkpoint` lines: the straight engine skips them, the other saves and loads its world there, in `format`.
-Outcome CheckpointIsInvisible(const std::vector<std::string>& lines, CheckpointFormat format) {
-  ParseResult parsed = ParseTrace(Join(lines), "t.trace");
-  if (!parsed.ok()) return {true, parsed.error->Message(), ""};  // shrinking removed a definition: not a failure
+Verdict CheckpointIsInvisible(const std::vector<std::string>& lines, CheckpointFormat format) {
+  Result<Trace> parsed = ParseTrace(Join(lines), "t.trace");
+  if (!parsed.ok()) return {true, parsed.status().message, ""};  // shrinking removed a definition: not a failure
   UserspaceEngine straight_engine;
   UserspaceEngine checkpointed_engine(format);
-  Execution straight(parsed.trace, straight_engine);
-  Execution checkpointed(parsed.trace, checkpointed_engine);
+  Execution straight(parsed.value(), straight_engine);
+  Execution checkpointed(parsed.value(), checkpointed_engine);
   std::string straight_out;
   std::string checkpointed_out;
   auto failed = [&](std::string why) {
-    return Outcome{false, std::move(why), "--- straight ---\n" + straight_out + "--- checkpointed (" +
+    return Verdict{false, std::move(why), "--- straight ---\n" + straight_out + "--- checkpointed (" +
                                               CheckpointFormatName(format) + ") ---\n" + checkpointed_out};
   };
-  for (const Op& op : parsed.trace.ops) {
+  for (const Op& op : parsed.value().ops) {
     const std::string where = "line " + std::to_string(op.line) + ": ";
     OpOutcome b;
-    if (Status status = checkpointed.Step(op, &b); !status.ok()) return failed(where + status.message());
+    if (Status status = checkpointed.Step(op, &b); !status.ok()) return failed(where + status.message);
     checkpointed_out += FormatLine(op, b) + "\n";
     if (op.verb == Verb::kCheckpoint) continue;
     OpOutcome a;
-    if (Status status = straight.Step(op, &a); !status.ok()) return failed(where + "straight: " + status.message());
+    if (Status status = straight.Step(op, &a); !status.ok()) return failed(where + "straight: " + status.message);
     straight_out += FormatLine(op, a) + "\n";
     if (FormatLine(op, a) != FormatLine(op, b)) return failed(where + "differs");
   }
@@ -111,13 +111,13 @@ Outcome CheckpointIsInvisible(const std::vector<std::string>& lines, CheckpointF
 }
 
 // Kernel vs userspace, in lockstep (RunLockstep), with or without a checkpoint after every operation.
-Outcome KernelAgrees(const std::vector<std::string>& lines, CheckpointFormat format, bool checkpoint_every) {
-  ParseResult parsed = ParseTrace(Join(lines), "t.trace");
-  if (!parsed.ok()) return {true, parsed.error->Message(), ""};
+Verdict KernelAgrees(const std::vector<std::string>& lines, CheckpointFormat format, bool checkpoint_every) {
+  Result<Trace> parsed = ParseTrace(Join(lines), "t.trace");
+  if (!parsed.ok()) return {true, parsed.status().message, ""};
   KernelEngine kernel;
   UserspaceEngine userspace(format);
   std::ostringstream out;
-  RunReport report = RunLockstep(parsed.trace, kernel, userspace, out, {.checkpoint_every = checkpoint_every});
+  RunReport report = RunLockstep(parsed.value(), kernel, userspace, out, {.checkpoint_every = checkpoint_every});
   return {report.ok(), report.error, out.str()};
 }
 
@@ -173,15 +173,15 @@ TEST(CheckpointPropertyTest, SequencesCoverTheInterestingCases) {
   int nested = 0;
   for (std::uint64_t seed = 0; seed < 300; ++seed) {
     Sequence s = Sequence::For(seed);
-    ParseResult parsed = ParseTrace(Join(s.WithCheckpoint()), "t.trace");
-    ASSERT_TRUE(parsed.ok()) << parsed.error->Message();
-    EXPECT_GE(parsed.trace.ops.size(), 30u);
-    EXPECT_LE(parsed.trace.ops.size(), 61u);
-    for (const Op& op : parsed.trace.ops) {
+    Result<Trace> parsed = ParseTrace(Join(s.WithCheckpoint()), "t.trace");
+    ASSERT_TRUE(parsed.ok()) << parsed.status().message;
+    EXPECT_GE(parsed.value().ops.size(), 30u);
+    EXPECT_LE(parsed.value().ops.size(), 61u);
+    for (const Op& op : parsed.value().ops) {
       ++verbs[op.verb];
       if (op.verb == Verb::kAdd || op.verb == Verb::kMod) flags |= op.events;
       // The generator names its epolls e0..e5.
-      if (op.verb == Verb::kAdd && parsed.trace.names[static_cast<std::size_t>(op.target)][0] == 'e') ++nested;
+      if (op.verb == Verb::kAdd && parsed.value().names[static_cast<std::size_t>(op.target)][0] == 'e') ++nested;
     }
   }
   for (Verb verb : {Verb::kEpoll, Verb::kPipe, Verb::kEventFd, Verb::kSocketPair, Verb::kDup, Verb::kClose, Verb::kAdd,
@@ -213,13 +213,13 @@ TEST(CheckpointPropertyTest, CheckpointAtARandomStepIsInvisible) {
   std::uint64_t seed = first;
   for (; seed < first + count && failures < max_failures; ++seed) {
     const Sequence s = Sequence::For(seed);
-    const Outcome outcome = CheckpointIsInvisible(s.WithCheckpoint(), s.format);
+    const Verdict outcome = CheckpointIsInvisible(s.WithCheckpoint(), s.format);
     if (outcome.holds) continue;
     ++failures;
     const std::vector<std::string> minimal = Shrink(s.WithCheckpoint(), [&](const std::vector<std::string>& lines) {
       return !CheckpointIsInvisible(lines, s.format).holds;
     });
-    const Outcome minimal_outcome = CheckpointIsInvisible(minimal, s.format);
+    const Verdict minimal_outcome = CheckpointIsInvisible(minimal, s.format);
     ADD_FAILURE() << "seed " << seed << " (EPOLLCR_CKPT_SEED=" << seed << " EPOLLCR_CKPT_TRACES=1): checkpoint before "
                   << "operation " << s.step + 1 << " of " << s.lines.size() << ", format "
                   << CheckpointFormatName(s.format) << ": " << outcome.why << "\n--- trace ---\n"
@@ -242,7 +242,7 @@ TEST(CheckpointPropertyTest, KernelAgreesWithACheckpointAfterEveryOperation) {
   std::uint64_t seed = first;
   for (; seed < first + count && failures < max_failures; ++seed) {
     const Sequence s = Sequence::For(seed);
-    const Outcome outcome = KernelAgrees(s.lines, s.format, true);
+    const Verdict outcome = KernelAgrees(s.lines, s.format, true);
     if (outcome.holds) continue;
     ++failures;
     // If the engines differ without checkpoints too, this is an engine divergence (differential_test.cc's business);
@@ -251,7 +251,7 @@ TEST(CheckpointPropertyTest, KernelAgreesWithACheckpointAfterEveryOperation) {
     const std::vector<std::string> minimal = Shrink(s.lines, [&](const std::vector<std::string>& lines) {
       return !KernelAgrees(lines, s.format, true).holds && (!agree_without || KernelAgrees(lines, s.format, false).holds);
     });
-    const Outcome minimal_outcome = KernelAgrees(minimal, s.format, true);
+    const Verdict minimal_outcome = KernelAgrees(minimal, s.format, true);
     ADD_FAILURE() << "seed " << seed << " (EPOLLCR_CKPT_SEED=" << seed << " EPOLLCR_CKPT_KERNEL_TRACES=1), "
                   << "--checkpoint-every --checkpoint-format " << CheckpointFormatName(s.format) << ": " << outcome.why
                   << (agree_without ? " (the engines agree without checkpoints)"

@@ -169,12 +169,12 @@ void ReleaseWorld(epollcr::World& w) {
 // The image of `w`, with the header fields that depend on the build machine and version fixed, so that golden
 // files do not change with them.
 v1::Image CaptureImage(const epollcr::World& w) {
-  epollcr::StatusOr<v1::Image> image = epollcr::image::Capture(w);
-  EXPECT_TRUE(image.ok()) << image.status.message;
-  image.value.mutable_header()->set_producer_version("0.1.0");
-  image.value.mutable_header()->set_architecture("x86_64");
-  image.value.mutable_header()->set_endianness(v1::ENDIANNESS_LITTLE);
-  return image.value;
+  epollcr::Result<v1::Image> image = epollcr::image::Capture(w);
+  EXPECT_TRUE(image.ok()) << image.status().message;
+  image.value().mutable_header()->set_producer_version("0.1.0");
+  image.value().mutable_header()->set_architecture("x86_64");
+  image.value().mutable_header()->set_endianness(v1::ENDIANNESS_LITTLE);
+  return image.value();
 }
 
 v1::Image TestImage() {
@@ -186,14 +186,14 @@ v1::Image TestImage() {
 }
 
 std::string Payload(const v1::Image& image) {
-  epollcr::StatusOr<std::string> payload = epollcr::image::Encode(image);
-  EXPECT_TRUE(payload.ok()) << payload.status.message;
-  return payload.value;
+  epollcr::Result<std::string> payload = epollcr::image::Encode(image);
+  EXPECT_TRUE(payload.ok()) << payload.status().message;
+  return payload.value();
 }
 
 // Writes `image` as an image file (framed), without the command under test.
 void WriteImage(const std::string& path, const v1::Image& image) {
-  epollcr::image::ImageError e = epollcr::image::WriteImageFile(path, Payload(image));
+  epollcr::Status e = epollcr::image::WriteImageFile(path, Payload(image));
   ASSERT_TRUE(e.ok()) << e.message;
 }
 
@@ -252,9 +252,9 @@ TEST(CommandsTest, InspectJsonIsProtobufsMappingAndRoundTrips) {
   ASSERT_EQ(run.status, 0) << run.err;
   ExpectGolden("inspect.json", run.out);
 
-  epollcr::StatusOr<v1::Image> parsed = epollcr::image::FromJson(run.out);
-  ASSERT_TRUE(parsed.ok()) << parsed.status.message;
-  EXPECT_EQ(Payload(parsed.value), Payload(image)) << "the JSON holds the image, all of it";
+  epollcr::Result<v1::Image> parsed = epollcr::image::FromJson(run.out);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message;
+  EXPECT_EQ(Payload(parsed.value()), Payload(image)) << "the JSON holds the image, all of it";
   EXPECT_THAT(run.out, HasSubstr("\"producer\": \"epollcr\""));
   EXPECT_THAT(run.out, HasSubstr("\"ENTRY_LIST_DISABLED\""));
 }

@@ -183,12 +183,12 @@ std::string ShrinkAndWrite(Harness& harness, const std::string& name, const std:
       std::string("shrunk by tests/cli/differential_test.cc: the userspace engine (") + ModeName(divergence.mode) +
           ") differs from the kernel; replay: " + ModeCommand(divergence.mode),
       shrunk.lines, &error);
-  ParseResult parsed = ParseTrace(regression.trace, name + ".trace");
+  Result<Trace> parsed = ParseTrace(regression.trace, name + ".trace");
   report << "=== minimal trace: " << shrunk.lines.size() << " operations (" << shrunk.tests << " runs"
          << (shrunk.minimal ? "" : ", search stopped at its budget") << ") ===\n"
          << regression.trace << "--- kernel ---\n" << regression.expected;
   if (parsed.ok()) report << "--- " << ModeName(divergence.mode) << " ---\n"
-                          << harness.Userspace(divergence.mode, regression.trace, parsed.trace);
+                          << harness.Userspace(divergence.mode, regression.trace, parsed.value());
   std::string reason;
   if (!error.empty()) {
     report << "could not make the regression trace: " << error << "\n";
@@ -209,10 +209,10 @@ TEST(TraceGeneratorTest, SameSeedSameTrace) {
 TEST(TraceGeneratorTest, TracesParseAndCoverEveryVerb) {
   std::map<Verb, int> seen;
   for (std::uint64_t seed = 0; seed < 200; ++seed) {
-    ParseResult parsed = ParseTrace(GenerateTrace(seed), "generated");
-    ASSERT_TRUE(parsed.ok()) << "seed " << seed << ": " << parsed.error->Message() << "\n" << GenerateTrace(seed);
-    EXPECT_EQ(parsed.trace.ops.size(), 50u);
-    for (const Op& op : parsed.trace.ops) ++seen[op.verb];
+    Result<Trace> parsed = ParseTrace(GenerateTrace(seed), "generated");
+    ASSERT_TRUE(parsed.ok()) << "seed " << seed << ": " << parsed.status().message << "\n" << GenerateTrace(seed);
+    EXPECT_EQ(parsed.value().ops.size(), 50u);
+    for (const Op& op : parsed.value().ops) ++seen[op.verb];
   }
   for (Verb verb : {Verb::kEpoll, Verb::kPipe, Verb::kEventFd, Verb::kSocketPair, Verb::kDup, Verb::kClose, Verb::kAdd,
                     Verb::kMod, Verb::kDel, Verb::kWrite, Verb::kRead, Verb::kShutdown, Verb::kWait}) {
@@ -221,9 +221,9 @@ TEST(TraceGeneratorTest, TracesParseAndCoverEveryVerb) {
   EXPECT_EQ(seen[Verb::kCheckpoint], 0) << "no checkpoint unless asked for";
   GeneratorOptions with_checkpoints;
   with_checkpoints.checkpoint_percent = 20;
-  ParseResult parsed = ParseTrace(GenerateTrace(1, with_checkpoints), "generated");
+  Result<Trace> parsed = ParseTrace(GenerateTrace(1, with_checkpoints), "generated");
   ASSERT_TRUE(parsed.ok());
-  EXPECT_TRUE(std::any_of(parsed.trace.ops.begin(), parsed.trace.ops.end(),
+  EXPECT_TRUE(std::any_of(parsed.value().ops.begin(), parsed.value().ops.end(),
                           [](const Op& op) { return op.verb == Verb::kCheckpoint; }));
 }
 
@@ -255,10 +255,10 @@ TEST(DifferentialHarnessTest, FindsShrinksAndWritesOutADivergence) {
   Harness harness([](bool checkpoints) { return std::make_unique<ForgetfulEngine>(checkpoints); });
   const std::string text = "# t\nepoll e\npipe p\neventfd f 5\nadd e f in 1\nwrite p.w 3\nwait e 4\nread p.r\n"
                            "read f\nclose p.w\nwait e 4\n";
-  ParseResult parsed = ParseTrace(text, "t.trace");
+  Result<Trace> parsed = ParseTrace(text, "t.trace");
   ASSERT_TRUE(parsed.ok());
   std::optional<Divergence> divergence =
-      FirstDivergence(harness, text, parsed.trace, {Mode::kUserspace, Mode::kMemory});
+      FirstDivergence(harness, text, parsed.value(), {Mode::kUserspace, Mode::kMemory});
   ASSERT_TRUE(divergence.has_value());
   EXPECT_EQ(divergence->mode, Mode::kMemory) << "straight through, the engine is right";
   testing_support::TempDir out("differential-out");
@@ -291,14 +291,14 @@ TEST(DifferentialTest, KernelAndUserspaceAgreeOnRandomTracesWithAndWithoutCheckp
   for (std::uint64_t seed = first; seed < first + count && failures < max_failures; ++seed) {
     const std::string name = "seed-" + std::to_string(seed);
     const std::string text = GenerateTrace(seed, options);
-    ParseResult parsed = ParseTrace(text, name + ".trace");
-    ASSERT_TRUE(parsed.ok()) << parsed.error->Message() << "\n" << text;
-    operations += parsed.trace.ops.size();
+    Result<Trace> parsed = ParseTrace(text, name + ".trace");
+    ASSERT_TRUE(parsed.ok()) << parsed.status().message << "\n" << text;
+    operations += parsed.value().ops.size();
     const bool exec = exec_every != 0 && (seed - first) % exec_every == 0;
     exec_traces += exec ? 1 : 0;
     std::optional<Divergence> divergence =
-        exec ? FirstDivergence(harness, text, parsed.trace, {Mode::kUserspace, Mode::kMemory, Mode::kExec})
-             : FirstDivergence(harness, text, parsed.trace, {Mode::kUserspace, Mode::kMemory});
+        exec ? FirstDivergence(harness, text, parsed.value(), {Mode::kUserspace, Mode::kMemory, Mode::kExec})
+             : FirstDivergence(harness, text, parsed.value(), {Mode::kUserspace, Mode::kMemory});
     if (!divergence) continue;
     ++failures;
     const std::string file = name + "-" + ModeName(divergence->mode);

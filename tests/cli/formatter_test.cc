@@ -85,10 +85,10 @@ TEST(FormatOutcomeTest, EveryKind) {
 }
 
 TEST(FormatLineTest, LineVerbResult) {
-  ParseResult parsed = ParseTrace(
+  Result<Trace> parsed = ParseTrace(
       "epoll e\neventfd f\n\n\n\n\n\n\n\n\n\n\n\nwait e 4\nread f\nsocketpair s\nwrite s.a 3\ncheckpoint\n", "t");
   ASSERT_TRUE(parsed.ok());
-  const std::vector<Op>& ops = parsed.trace.ops;
+  const std::vector<Op>& ops = parsed.value().ops;
   EXPECT_EQ(FormatLine(ops[0], OpOutcome::Ok()), "1 epoll ok");
   EXPECT_EQ(FormatLine(ops[1], OpOutcome::Error(EMFILE)), "2 eventfd err EMFILE");
   EXPECT_EQ(FormatLine(ops[2], OpOutcome::Events({MakeEvent(0x1, 7), MakeEvent(0x4 | 0x10, 3)})),

@@ -317,11 +317,11 @@ const pb::Struct* JsonEntry(const pb::Struct& epoll, int tfd) {
 
 v1::Image ReadImage(const std::string& path) {
   std::string payload;
-  const epollcr::image::ImageError e = epollcr::image::ReadImageFile(path, &payload);
+  const epollcr::Status e = epollcr::image::ReadImageFile(path, &payload);
   EXPECT_TRUE(e.ok()) << e.message;
-  epollcr::StatusOr<v1::Image> image = epollcr::image::Decode(payload);
-  EXPECT_TRUE(image.ok()) << image.status.message;
-  return image.value;
+  epollcr::Result<v1::Image> image = epollcr::image::Decode(payload);
+  EXPECT_TRUE(image.ok()) << image.status().message;
+  return image.value();
 }
 
 // ---- tests ----------------------------------------------------------------------------------------------------------

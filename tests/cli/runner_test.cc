@@ -33,9 +33,9 @@ using ::testing::HasSubstr;
 using testing_support::TempDir;
 
 Trace Parse(std::string_view text) {
-  ParseResult result = ParseTrace(text, "t.trace");
-  EXPECT_TRUE(result.ok()) << result.error->Message();
-  return result.trace;
+  Result<Trace> result = ParseTrace(text, "t.trace");
+  EXPECT_TRUE(result.ok()) << result.status().message;
+  return result.value();
 }
 
 int OpenFdCount() {
@@ -64,7 +64,7 @@ class ShortReadEngine final : public ForwardingEngine {
 class NoCheckpointEngine final : public ForwardingEngine {
  public:
   using ForwardingEngine::ForwardingEngine;
-  Status Checkpoint() override { return Status::Error("checkpoint: not supported yet"); }
+  Status Checkpoint() override { return Halt("checkpoint: not supported yet"); }
 };
 
 constexpr std::string_view kSmallTrace =
@@ -345,8 +345,8 @@ TEST(UserspaceEngineTest, CheckpointFailureSaysWhyAndKeepsTheWorld) {
   const World* before = &userspace.world();
   Status status = userspace.Checkpoint();
   EXPECT_FALSE(status.ok());
-  EXPECT_THAT(status.message(), ::testing::StartsWith("checkpoint: "));
-  EXPECT_THAT(status.message(), HasSubstr("unsavable"));
+  EXPECT_THAT(status.message, ::testing::StartsWith("checkpoint: "));
+  EXPECT_THAT(status.message, HasSubstr("unsavable"));
   EXPECT_EQ(&userspace.world(), before);
   EXPECT_EQ(userspace.fds().Count(), 2);
   EXPECT_EQ(userspace.checkpoints(), 0);

@@ -83,10 +83,10 @@ TEST(TraceShrinkerTest, OperationLinesDropCommentsAndBlankLines) {
 TEST(TraceShrinkerTest, FindsTheMinimalTraceBehindAMisreportingEngine) {
   for (std::uint64_t seed : {1u, 2u, 3u, 4u, 5u}) {
     const std::string text = PlantedTrace(seed);
-    ParseResult parsed = ParseTrace(text, "planted.trace");
-    ASSERT_TRUE(parsed.ok()) << parsed.error->Message() << "\n" << text;
-    ASSERT_EQ(parsed.trace.ops.size(), 54u);
-    ASSERT_TRUE(EnginesDiffer(text, parsed.trace)) << "the planted lines make the engines differ\n" << text;
+    Result<Trace> parsed = ParseTrace(text, "planted.trace");
+    ASSERT_TRUE(parsed.ok()) << parsed.status().message << "\n" << text;
+    ASSERT_EQ(parsed.value().ops.size(), 54u);
+    ASSERT_TRUE(EnginesDiffer(text, parsed.value())) << "the planted lines make the engines differ\n" << text;
     ShrinkResult result = ShrinkTrace(text, EnginesDiffer);
     EXPECT_EQ(result.lines, kPlanted) << "seed " << seed << ": " << result.tests << " tests\n" << result.Text();
     EXPECT_TRUE(result.minimal);
@@ -116,9 +116,9 @@ TEST(TraceShrinkerTest, StopsAtItsBudgetWithTheSmallestFailureSoFar) {
   ShrinkResult result = ShrinkTrace(text, EnginesDiffer, {.max_tests = 3});
   EXPECT_EQ(result.tests, 3u);
   EXPECT_FALSE(result.minimal);
-  ParseResult parsed = ParseTrace(result.Text(), "t");
+  Result<Trace> parsed = ParseTrace(result.Text(), "t");
   ASSERT_TRUE(parsed.ok());
-  EXPECT_TRUE(EnginesDiffer(result.Text(), parsed.trace)) << "whatever it returns still fails";
+  EXPECT_TRUE(EnginesDiffer(result.Text(), parsed.value())) << "whatever it returns still fails";
 }
 
 TEST(TraceShrinkerTest, AnUnparsableTraceIsReturnedAsItIs) {
@@ -143,12 +143,12 @@ TEST(TraceShrinkerTest, ARegressionTraceCarriesTheKernelsOutputAndStillShowsTheB
   EXPECT_EQ(ReadWholeFile(dir.File("out/divergences/misreport_data_1000.trace")), regression.trace);
   EXPECT_EQ(ReadWholeFile(dir.File("out/divergences/misreport_data_1000.expected")), regression.expected);
   // What tests/cli/traces_test.cc will do with it: the kernel matches, the wrong engine does not.
-  ParseResult parsed = ParseTrace(regression.trace, "misreport_data_1000.trace");
+  Result<Trace> parsed = ParseTrace(regression.trace, "misreport_data_1000.trace");
   ASSERT_TRUE(parsed.ok());
   KernelEngine kernel;
   MisreportingEngine wrong;
-  EXPECT_EQ(Output(parsed.trace, kernel), regression.expected);
-  EXPECT_THAT(Output(parsed.trace, wrong), HasSubstr("5 wait events 1 in@1001"));
+  EXPECT_EQ(Output(parsed.value(), kernel), regression.expected);
+  EXPECT_THAT(Output(parsed.value(), wrong), HasSubstr("5 wait events 1 in@1001"));
   EXPECT_FALSE(WriteRegressionTrace("/proc/no-such-dir", regression, &reason));
   EXPECT_THAT(reason, HasSubstr("/proc/no-such-dir"));
 }

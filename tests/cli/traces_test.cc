@@ -76,9 +76,9 @@ class TraceTest : public ::testing::TestWithParam<std::string> {
     const fs::path base = TracesDir() / GetParam();
     std::string text = ReadFile(base.string() + ".trace");
     ASSERT_EQ(text.rfind("#", 0), 0u) << "a trace starts with a comment saying what it checks";
-    ParseResult parsed = ParseTrace(text, GetParam() + ".trace");
-    ASSERT_TRUE(parsed.ok()) << parsed.error->Message();
-    trace_ = std::move(parsed.trace);
+    Result<Trace> parsed = ParseTrace(text, GetParam() + ".trace");
+    ASSERT_TRUE(parsed.ok()) << parsed.status().message;
+    trace_ = std::move(parsed.value());
     expected_ = ReadFile(base.string() + ".expected");
     ASSERT_FALSE(expected_.empty()) << base << ".expected is missing or empty";
   }

@@ -58,7 +58,7 @@ ShrinkResult ShrinkTrace(std::string_view text, const FailurePredicate& fails, c
     const std::string candidate_text = Join(candidate);
     if (auto it = judged.find(candidate_text); it != judged.end()) return it->second;
     bool failing = false;
-    ParseResult parsed = ParseTrace(candidate_text, "shrink.trace");
+    Result<Trace> parsed = ParseTrace(candidate_text, "shrink.trace");
     if (!parsed.ok()) {
       ++result.unparsable;
     } else if (result.tests >= options.max_tests) {
@@ -66,7 +66,7 @@ ShrinkResult ShrinkTrace(std::string_view text, const FailurePredicate& fails, c
       return false;
     } else {
       ++result.tests;
-      failing = fails(candidate_text, parsed.trace);
+      failing = fails(candidate_text, parsed.value());
     }
     judged.emplace(candidate_text, failing);
     return failing;
@@ -109,14 +109,14 @@ RegressionTrace MakeRegressionTrace(const std::string& name, const std::string& 
   RegressionTrace regression;
   regression.name = name;
   regression.trace = "# " + comment + "\n" + Join(lines);
-  ParseResult parsed = ParseTrace(regression.trace, name + ".trace");
+  Result<Trace> parsed = ParseTrace(regression.trace, name + ".trace");
   if (!parsed.ok()) {
-    *error = parsed.error->Message();
+    *error = parsed.status().message;
     return regression;
   }
   KernelEngine kernel;
   std::ostringstream out;
-  RunReport report = RunTrace(parsed.trace, kernel, out);
+  RunReport report = RunTrace(parsed.value(), kernel, out);
   if (!report.ok()) *error = report.error;
   regression.expected = out.str();
   return regression;

@@ -15,7 +15,7 @@ class Checks {
     if (!holds && violation_.empty()) violation_ = std::string(what);
   }
   bool ok() const { return violation_.empty(); }
-  Outcome Done(bool accepted) { return {accepted, std::move(violation_)}; }
+  Verdict Done(bool accepted) { return {accepted, std::move(violation_)}; }
 
  private:
   std::string violation_;

@@ -79,7 +79,7 @@ TraceRun RunOnUserspace(const replay::Trace& trace, replay::CheckpointFormat for
 
 }  // namespace
 
-Outcome ReadImage(std::string_view bytes) {
+Verdict ReadImage(std::string_view bytes) {
   Checks checks;
   const long live = File::LiveFiles();
   bool accepted = false;
@@ -89,10 +89,10 @@ Outcome ReadImage(std::string_view bytes) {
     limits.max_payload = 1 << 20;
     accepted = image::LoadImage(bytes, &world, limits).ok();
     // The payload alone, without the framing, so that the decoder and validator are reached directly.
-    StatusOr<v1::Image> decoded = image::Decode(bytes);
+    Result<v1::Image> decoded = image::Decode(bytes);
     if (decoded.ok()) {
       World other;
-      accepted = image::Restore(decoded.value, &other).ok() || accepted;
+      accepted = image::Restore(decoded.value(), &other).ok() || accepted;
     }
   }
   checks.Expect(File::LiveFiles() == live, "image: a load left files behind: " + LeftAlive(live));
@@ -103,22 +103,32 @@ namespace {
 
 // Parses `text`, checks the parser's promises, and runs the trace straight and with a checkpoint in `format` after
 // every operation: both runs succeed, print the same, and leave no file alive.
-Outcome ParseAndRunTraceIn(std::string_view text, replay::CheckpointFormat format) {
+Verdict ParseAndRunTraceIn(std::string_view text, replay::CheckpointFormat format) {
   Checks checks;
   const int lines = LineCount(text);
-  replay::ParseResult parsed = replay::ParseTrace(text, "fuzz.trace");
+  Result<replay::Trace> parsed = replay::ParseTrace(text, "fuzz.trace");
   if (!parsed.ok()) {
-    const replay::ParseError& error = *parsed.error;
-    checks.Expect(error.line >= 1 && error.line <= lines, "trace: an error names line " + std::to_string(error.line) +
-                                                             " of a text of " + std::to_string(lines) + " lines");
-    checks.Expect(!error.reason.empty(), "trace: an error without a reason");
+    // "fuzz.trace:LINE: reason"
+    const std::string& message = parsed.status().message;
+    const std::string prefix = "fuzz.trace:";
+    const std::size_t colon = message.find(": ", prefix.size());
+    const bool shaped = message.rfind(prefix, 0) == 0 && colon != std::string::npos && colon > prefix.size() &&
+                        colon - prefix.size() <= 9 &&
+                        message.find_first_not_of("0123456789", prefix.size()) == colon;
+    checks.Expect(shaped, "trace: an error not shaped \"fuzz.trace:LINE: reason\": " + message);
+    if (shaped) {
+      const int line = std::stoi(message.substr(prefix.size(), colon - prefix.size()));
+      checks.Expect(line >= 1 && line <= lines, "trace: an error names line " + std::to_string(line) +
+                                                    " of a text of " + std::to_string(lines) + " lines");
+      checks.Expect(colon + 2 < message.size(), "trace: an error without a reason");
+    }
     return checks.Done(false);
   }
-  CheckTrace(parsed.trace, lines, checks);
+  CheckTrace(parsed.value(), lines, checks);
   if (!checks.ok()) return checks.Done(true);
 
   const long live = File::LiveFiles();
-  const replay::Trace trace = BoundedTrace(parsed.trace);
+  const replay::Trace trace = BoundedTrace(parsed.value());
   const TraceRun straight = RunOnUserspace(trace, format, false);
   checks.Expect(straight.report.ok(), "trace: the run failed: " + straight.report.error);
   const TraceRun checkpointed = RunOnUserspace(trace, format, true);
@@ -135,14 +145,14 @@ Outcome ParseAndRunTraceIn(std::string_view text, replay::CheckpointFormat forma
 
 }  // namespace
 
-Outcome ParseAndRunTrace(std::string_view text) {
+Verdict ParseAndRunTrace(std::string_view text) {
   constexpr replay::CheckpointFormat kFormats[] = {replay::CheckpointFormat::kBoostText,
                                                    replay::CheckpointFormat::kBoostXml,
                                                    replay::CheckpointFormat::kBoostBinary};
   return ParseAndRunTraceIn(text, kFormats[text.size() % std::size(kFormats)]);
 }
 
-Outcome RunTraceWithImageCheckpoints(std::string_view text) {
+Verdict RunTraceWithImageCheckpoints(std::string_view text) {
   return ParseAndRunTraceIn(text, replay::CheckpointFormat::kProto);
 }
 
@@ -160,7 +170,7 @@ std::string Envelope(ArchiveFormat format, std::string_view archive) {
   return out;
 }
 
-Outcome LoadBoostArchive(ArchiveFormat format, std::string_view archive) {
+Verdict LoadBoostArchive(ArchiveFormat format, std::string_view archive) {
   Checks checks;
   const long live = File::LiveFiles();
   const std::string name = ArchiveFormatName(format);
@@ -175,16 +185,16 @@ Outcome LoadBoostArchive(ArchiveFormat format, std::string_view archive) {
       checks.Expect(File::LiveFiles() == live, name + ": a failed load left files behind: " + LeftAlive(live));
       return checks.Done(false);
     }
-    const StatusOr<std::string> saved = SaveWorld(world, format);
-    checks.Expect(saved.ok(), name + ": a loaded world does not save: " + saved.status.message);
+    const Result<std::string> saved = SaveWorld(world, format);
+    checks.Expect(saved.ok(), name + ": a loaded world does not save: " + saved.status().message);
     if (saved.ok()) {
-      const StatusOr<std::string> again = SaveWorld(world, format);
-      checks.Expect(again.ok() && again.value == saved.value, name + ": two saves of one world differ");
+      const Result<std::string> again = SaveWorld(world, format);
+      checks.Expect(again.ok() && again.value() == saved.value(), name + ": two saves of one world differ");
       World reloaded;
-      const Status second = LoadWorld(saved.value, &reloaded);
+      const Status second = LoadWorld(saved.value(), &reloaded);
       checks.Expect(second.ok(), name + ": a saved world does not load: " + second.message);
-      const StatusOr<std::string> resaved = SaveWorld(reloaded, format);
-      checks.Expect(resaved.ok() && resaved.value == saved.value,
+      const Result<std::string> resaved = SaveWorld(reloaded, format);
+      checks.Expect(resaved.ok() && resaved.value() == saved.value(),
                     name + ": save, load, save does not give the same bytes");
     }
   }

@@ -14,7 +14,7 @@
 
 namespace epollcr::fuzz {
 
-struct Outcome {
+struct Verdict {
   bool accepted = false;  // the input loaded (or parsed); false: it was refused with an error
   std::string violation;  // empty unless a check failed: what went wrong, for a bug report
 
@@ -23,7 +23,7 @@ struct Outcome {
 
 // Image reader: the bytes as a framed image (unframe -> decode -> validate -> restore), and again as a bare payload
 // (decode -> validate -> restore). Accepted if either loads. Checks that a load, failed or not, leaves no file alive.
-Outcome ReadImage(std::string_view bytes);
+Verdict ReadImage(std::string_view bytes);
 
 // Trace parser: ParseTrace. A refusal must name a line of the text. A trace that parses is run on the userspace
 // engine (never the kernel), at most kMaxTraceOps operations, with waits made non-blocking and byte counts capped:
@@ -31,7 +31,7 @@ Outcome ReadImage(std::string_view bytes);
 // runs must finish, print the same lines, and leave no file alive.
 inline constexpr std::size_t kMaxTraceOps = 64;
 inline constexpr std::uint64_t kMaxTraceIoBytes = 1 << 17;
-Outcome ParseAndRunTrace(std::string_view text);
+Verdict ParseAndRunTrace(std::string_view text);
 // The trace as ParseAndRunTrace runs it: at most kMaxTraceOps operations, every wait's timeout 0, pipe and socket
 // byte counts at most kMaxTraceIoBytes.
 replay::Trace BoundedTrace(const replay::Trace& trace);
@@ -39,17 +39,17 @@ replay::Trace BoundedTrace(const replay::Trace& trace);
 // Boost loader: `archive` is the Boost archive alone; it is wrapped in a correct envelope for `format` (Envelope) so
 // that LoadWorld's checks of the envelope pass and Boost parses it. A failed load must leave the world empty and no
 // file alive. A load that succeeds must save again, and that save must load and save to the same bytes.
-Outcome LoadBoostArchive(ArchiveFormat format, std::string_view archive);
+Verdict LoadBoostArchive(ArchiveFormat format, std::string_view archive);
 
 // Trace with image checkpoints: as ParseAndRunTrace, with the protobuf image (kept in memory) as the checkpoint after
 // every operation, the format of the restorer and of the hand-offs.
-Outcome RunTraceWithImageCheckpoints(std::string_view text);
+Verdict RunTraceWithImageCheckpoints(std::string_view text);
 
 // Restorer with resolvers: the first byte picks the policy (odd: prune, even: strict), the rest is an image file
 // restored by restore::RestoreBytes with an InheritedFdResolver mapping image fds 3..7 to a fresh pipe, eventfd and
 // socket pair opened for the run. Checks that a refusal leaves the world empty and every inherited fd open, and that
 // afterwards no file is alive, no host fd watched and no fd open or closed that was not.
-Outcome RestoreWithResolvers(std::string_view input);
+Verdict RestoreWithResolvers(std::string_view input);
 
 // Hand-off receiving side: a hostile peer sends the input's messages (PeerMessage records) over an AF_UNIX stream
 // socket, each carrying its count of fds by SCM_RIGHTS, then shuts down; restore::ReceiveWorld reads them. Checks as
@@ -62,11 +62,11 @@ struct PeerMessage {
 std::vector<PeerMessage> ParsePeerMessages(std::string_view input);
 // The input that sends `messages` (a message longer than 65535 bytes becomes several records).
 std::string PeerMessagesInput(const std::vector<PeerMessage>& messages);
-Outcome ReceiveFromHostilePeer(std::string_view input);
+Verdict ReceiveFromHostilePeer(std::string_view input);
 
 // /proc/PID/fdinfo text: the parser behind `epollcr ps`. Checks every entry it accepts: tfd >= 0, toff counts the
 // earlier lines of the same tfd, and the entry printed in the kernel's format parses back to itself.
-Outcome ParseFdinfoText(std::string_view text);
+Verdict ParseFdinfoText(std::string_view text);
 
 // SaveWorld's envelope around `archive` (state.h): magic, version 1, format, CRC32C and length. The regression test
 // checks that it frames exactly as SaveWorld does.
@@ -76,7 +76,7 @@ std::string Envelope(ArchiveFormat format, std::string_view archive);
 // and its findings in tests/fuzz/regressions/<name>/.
 struct Target {
   std::string_view name;
-  Outcome (*run)(std::string_view input);
+  Verdict (*run)(std::string_view input);
 };
 std::span<const Target> Targets();
 // Null if there is no target of that name.

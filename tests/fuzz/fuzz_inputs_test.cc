@@ -43,7 +43,7 @@ TEST_P(FuzzInputs, EverySeedIsAccepted) {
   const std::vector<fs::path> seeds = Inputs("seeds", GetParam().name);
   EXPECT_GE(seeds.size(), 4u) << "too few seeds in " << (FuzzDir() / "seeds" / GetParam().name);
   for (const fs::path& seed : seeds) {
-    const Outcome outcome = GetParam().run(testing_support::ReadWholeFile(seed));
+    const Verdict outcome = GetParam().run(testing_support::ReadWholeFile(seed));
     EXPECT_TRUE(outcome.ok()) << seed << ": " << outcome.violation;
     EXPECT_TRUE(outcome.accepted) << seed << " was refused; the corpus holds valid inputs only";
   }
@@ -53,7 +53,7 @@ TEST_P(FuzzInputs, EveryCorpusInputAndFindingFailsCleanlyOrLoads) {
   std::vector<fs::path> inputs = Inputs("corpus", GetParam().name);
   for (const fs::path& finding : Inputs("regressions", GetParam().name)) inputs.push_back(finding);
   for (const fs::path& finding : inputs) {
-    const Outcome outcome = GetParam().run(testing_support::ReadWholeFile(finding));
+    const Verdict outcome = GetParam().run(testing_support::ReadWholeFile(finding));
     EXPECT_TRUE(outcome.ok()) << finding << ": " << outcome.violation;
   }
 }
@@ -110,10 +110,10 @@ TEST(FuzzEnvelope, FramesAsSaveWorldDoes) {
   World world;
   testing::BuildWorld(world);
   for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary}) {
-    const StatusOr<std::string> saved = SaveWorld(world, format);
-    ASSERT_TRUE(saved.ok()) << saved.status.message;
-    ASSERT_GT(saved.value.size(), 24u);
-    EXPECT_EQ(Envelope(format, saved.value.substr(24)), saved.value) << ArchiveFormatName(format);
+    const Result<std::string> saved = SaveWorld(world, format);
+    ASSERT_TRUE(saved.ok()) << saved.status().message;
+    ASSERT_GT(saved.value().size(), 24u);
+    EXPECT_EQ(Envelope(format, saved.value().substr(24)), saved.value()) << ArchiveFormatName(format);
   }
 }
 
@@ -122,10 +122,10 @@ TEST(FuzzLoaders, RefuseDamagedArchivesCleanly) {
   World world;
   testing::BuildWorld(world);
   for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml}) {
-    const std::string archive = SaveWorld(world, format).value.substr(24);
-    const Outcome whole = LoadBoostArchive(format, archive);
+    const std::string archive = SaveWorld(world, format).value().substr(24);
+    const Verdict whole = LoadBoostArchive(format, archive);
     EXPECT_TRUE(whole.ok() && whole.accepted) << whole.violation;
-    const Outcome half = LoadBoostArchive(format, archive.substr(0, archive.size() / 2));
+    const Verdict half = LoadBoostArchive(format, archive.substr(0, archive.size() / 2));
     EXPECT_TRUE(half.ok()) << half.violation;
     EXPECT_FALSE(half.accepted) << ArchiveFormatName(format);
   }

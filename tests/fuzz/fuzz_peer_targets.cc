@@ -54,7 +54,7 @@ struct Baseline {
 
 // ---- image restorer with resolvers -----------------------------------------------------------------------------------
 
-Outcome RestoreWithResolvers(std::string_view input) {
+Verdict RestoreWithResolvers(std::string_view input) {
   Checks checks;
   if (input.empty()) return checks.Done(false);
   const Baseline baseline;
@@ -132,7 +132,7 @@ std::string PeerMessagesInput(const std::vector<PeerMessage>& messages) {
   return out;
 }
 
-Outcome ReceiveFromHostilePeer(std::string_view input) {
+Verdict ReceiveFromHostilePeer(std::string_view input) {
   Checks checks;
   const Baseline baseline;
   int sockets[2];
@@ -185,7 +185,7 @@ Outcome ReceiveFromHostilePeer(std::string_view input) {
 
 // ---- /proc/PID/fdinfo ---------------------------------------------------------------------------------------------
 
-Outcome ParseFdinfoText(std::string_view text) {
+Verdict ParseFdinfoText(std::string_view text) {
   Checks checks;
   cli::ps::OpenFd fd;
   if (!cli::ps::ParseFdinfo(std::string(text), &fd)) return checks.Done(false);

@@ -29,7 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::fprintf(stderr, "fuzz: no target named %s\n", EPOLLCR_FUZZ_TARGET);
     std::abort();
   }
-  const epollcr::fuzz::Outcome outcome = target->run(std::string_view(reinterpret_cast<const char*>(data), size));
+  const epollcr::fuzz::Verdict outcome = target->run(std::string_view(reinterpret_cast<const char*>(data), size));
   if (!outcome.ok()) {
     std::fprintf(stderr, "fuzz %s: %s\n", EPOLLCR_FUZZ_TARGET, outcome.violation.c_str());
     std::abort();

@@ -84,8 +84,8 @@ void BuildWorld(World& w, int variant) {
 bool WriteArchives(const World& world, const fs::path& corpus, const std::string& name) {
   for (auto [format, dir] : {std::pair{ArchiveFormat::kBoostText, "boost_text_loader"},
                              std::pair{ArchiveFormat::kBoostXml, "boost_xml_loader"}}) {
-    StatusOr<std::string> saved = SaveWorld(world, format);
-    if (!saved.ok() || !Write(corpus / dir / name, saved.value.substr(kEnvelopeSize))) return false;
+    Result<std::string> saved = SaveWorld(world, format);
+    if (!saved.ok() || !Write(corpus / dir / name, saved.value().substr(kEnvelopeSize))) return false;
   }
   return true;
 }
@@ -249,15 +249,15 @@ bool WriteHostSeeds(const fs::path& corpus, const std::vector<std::string>& fram
   {
     World all;  // every fixture fd: under prune, the pipe's and socket's references (other inodes) are dropped
     if (!BuildHostWorld(all, {0, 1, 2, 3, 4})) return false;
-    StatusOr<std::string> framed = image::SaveImage(all);
-    if (!framed.ok() || !Write(corpus / "image_restorer" / "prune-host-all", std::string(1, '\1') + framed.value)) {
+    Result<std::string> framed = image::SaveImage(all);
+    if (!framed.ok() || !Write(corpus / "image_restorer" / "prune-host-all", std::string(1, '\1') + framed.value())) {
       return false;
     }
   }
   World eventfd_only;  // eventfds share their anonymous inode: this reference resolves in the target's run too
   if (!BuildHostWorld(eventfd_only, {2})) return false;
-  StatusOr<std::string> framed = image::SaveImage(eventfd_only);
-  return framed.ok() && Write(corpus / "image_restorer" / "strict-host-eventfd", std::string(1, '\0') + framed.value) &&
+  Result<std::string> framed = image::SaveImage(eventfd_only);
+  return framed.ok() && Write(corpus / "image_restorer" / "strict-host-eventfd", std::string(1, '\0') + framed.value()) &&
          WriteHandoff(eventfd_only, corpus / "handoff_receive" / "host-eventfd");
 }
 
@@ -279,10 +279,10 @@ int main(int argc, char** argv) {
   for (int variant = 0; variant < 4; ++variant) {
     World w;
     BuildWorld(w, variant);
-    StatusOr<std::string> framed = image::SaveImage(w);
+    Result<std::string> framed = image::SaveImage(w);
     std::vector<fuzz::PeerMessage> messages;
     if (!framed.ok() || !RecordHandoff(w, &messages)) return 1;
-    framed_worlds.push_back(framed.value);
+    framed_worlds.push_back(framed.value());
     handoff_worlds.push_back(fuzz::PeerMessagesInput(messages));
   }
   if (!WriteHostSeeds(corpus, framed_worlds, handoff_worlds) || !WriteFdinfoSeeds(corpus / "fdinfo_parser")) {
@@ -292,12 +292,12 @@ int main(int argc, char** argv) {
   for (int variant = 0; variant < 4; ++variant) {
     World w;
     BuildWorld(w, variant);
-    StatusOr<std::string> framed = image::SaveImage(w);
-    StatusOr<v1::Image> captured = image::Capture(w);
+    Result<std::string> framed = image::SaveImage(w);
+    Result<v1::Image> captured = image::Capture(w);
     if (!framed.ok() || !captured.ok()) return 1;
     const std::string n = std::to_string(variant);
-    if (!Write(corpus / "image_reader" / ("framed-" + n), framed.value) ||
-        !Write(corpus / "image_reader" / ("payload-" + n), image::Encode(captured.value).value) ||
+    if (!Write(corpus / "image_reader" / ("framed-" + n), framed.value()) ||
+        !Write(corpus / "image_reader" / ("payload-" + n), image::Encode(captured.value()).value()) ||
         !WriteArchives(w, corpus, "world-" + n)) {
       return 1;
     }
@@ -306,16 +306,16 @@ int main(int argc, char** argv) {
     const fs::path path = argv[i];
     std::ifstream in(path, std::ios::binary);
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    replay::ParseResult parsed = replay::ParseTrace(text, path.string());
+    Result<replay::Trace> parsed = replay::ParseTrace(text, path.string());
     if (!in || !parsed.ok()) {
       std::fprintf(stderr, "make_seed_corpus: %s: %s\n", argv[i],
-                   parsed.ok() ? "unreadable" : parsed.error->Message().c_str());
+                   parsed.ok() ? "unreadable" : parsed.status().message.c_str());
       return 1;
     }
     const std::string name = path.stem().string();
     if (!Write(corpus / "trace_parser" / path.filename(), text) ||
         !Write(corpus / "trace_checkpoints" / path.filename(), text) ||
-        !WriteTraceWorld(fuzz::BoundedTrace(parsed.trace), corpus, "trace-" + name)) {
+        !WriteTraceWorld(fuzz::BoundedTrace(parsed.value()), corpus, "trace-" + name)) {
       std::fprintf(stderr, "make_seed_corpus: %s: writing its seeds failed\n", argv[i]);
       return 1;
     }

@@ -130,10 +130,10 @@ TEST(SnapshotUnderLoadTest, EveryRestoredWorldDeliversEveryEvent) {
     const ArchiveFormat format = round % 3 == 0 ? ArchiveFormat::kBoostBinary
                                  : round % 3 == 1 ? ArchiveFormat::kBoostText
                                                   : ArchiveFormat::kBoostXml;
-    StatusOr<std::string> bytes = SaveWorld(f.world, format);
-    ASSERT_TRUE(bytes.ok()) << bytes.status.message;
+    Result<std::string> bytes = SaveWorld(f.world, format);
+    ASSERT_TRUE(bytes.ok()) << bytes.status().message;
     World restored;
-    Status s = LoadWorld(bytes.value, &restored);
+    Status s = LoadWorld(bytes.value(), &restored);
     ASSERT_TRUE(s.ok()) << s.message;
     CheckRestored(f, restored, round);
     if (HasFatalFailure()) break;

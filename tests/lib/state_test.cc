@@ -43,16 +43,16 @@ TEST(StateTest, RoundTripKeepsEveryEntryListAndFileState) {
     World a;
     BuildWorld(a);
     const std::string before = Describe(a);
-    StatusOr<std::string> bytes = SaveWorld(a, format);
-    ASSERT_TRUE(bytes.ok()) << bytes.status.message;
+    Result<std::string> bytes = SaveWorld(a, format);
+    ASSERT_TRUE(bytes.ok()) << bytes.status().message;
     World b;
-    Status s = LoadWorld(bytes.value, &b);
+    Status s = LoadWorld(bytes.value(), &b);
     ASSERT_TRUE(s.ok()) << ArchiveFormatName(format) << ": " << s.message;
     EXPECT_EQ(Describe(b), before) << ArchiveFormatName(format);
     // Deterministic: save, load, save again gives the same bytes.
-    StatusOr<std::string> again = SaveWorld(b, format);
+    Result<std::string> again = SaveWorld(b, format);
     ASSERT_TRUE(again.ok());
-    EXPECT_EQ(again.value, bytes.value) << ArchiveFormatName(format);
+    EXPECT_EQ(again.value(), bytes.value()) << ArchiveFormatName(format);
   }
 }
 
@@ -60,9 +60,9 @@ TEST(StateTest, RestoredWorldBehavesLikeTheOriginal) {
   for (ArchiveFormat format : kFormats) {
     World a, b;
     BuildWorld(a);
-    StatusOr<std::string> bytes = SaveWorld(a, format);
+    Result<std::string> bytes = SaveWorld(a, format);
     ASSERT_TRUE(bytes.ok());
-    ASSERT_TRUE(LoadWorld(bytes.value, &b).ok());
+    ASSERT_TRUE(LoadWorld(bytes.value(), &b).ok());
     for (World* w : {&a, &b}) {  // the same later operations on both: a byte to s[1], 2 to the eventfd's dup
       const std::byte one[1] = {};
       ASSERT_TRUE(sys::Write(w->fds, 6, one).ok());
@@ -94,9 +94,9 @@ TEST(StateTest, SavingWhileAThreadIsBlockedInWaitFailsNamingTheField) {
     (void)poll->Wait(ev, 1, -1);
   });
   while (poll->BlockedWaiters() == 0) std::this_thread::yield();
-  StatusOr<std::string> bytes = SaveWorld(w, ArchiveFormat::kBoostText);
+  Result<std::string> bytes = SaveWorld(w, ArchiveFormat::kBoostText);
   EXPECT_FALSE(bytes.ok());
-  EXPECT_NE(bytes.status.message.find("eventpoll#1 field waiters"), std::string::npos) << bytes.status.message;
+  EXPECT_NE(bytes.status().message.find("eventpoll#1 field waiters"), std::string::npos) << bytes.status().message;
   ASSERT_TRUE(std::dynamic_pointer_cast<EventFd>(w.fds.Get(efd))->WriteValue(1) == std::error_code{});
   waiter.join();
   EXPECT_TRUE(SaveWorld(w, ArchiveFormat::kBoostText).ok());
@@ -108,9 +108,9 @@ TEST(StateTest, EntryWhoseFileIsOutsideTheWorldFailsTheSave) {
   int ep = sys::EpollCreate1(w.fds, 0).value();
   auto poll = std::dynamic_pointer_cast<EventPoll>(w.fds.Get(ep));
   ASSERT_FALSE(poll->AddEntry({outside.get(), 9}, EntryFlags::kNone, kEventIn, 0));
-  StatusOr<std::string> bytes = SaveWorld(w, ArchiveFormat::kBoostXml);
+  Result<std::string> bytes = SaveWorld(w, ArchiveFormat::kBoostXml);
   EXPECT_FALSE(bytes.ok());
-  EXPECT_NE(bytes.status.message.find("not in the world"), std::string::npos) << bytes.status.message;
+  EXPECT_NE(bytes.status().message.find("not in the world"), std::string::npos) << bytes.status().message;
   w.roots["outside"] = outside;  // owned by the world: now it saves
   EXPECT_TRUE(SaveWorld(w, ArchiveFormat::kBoostXml).ok());
 }
@@ -210,10 +210,10 @@ TEST(StateTest, WriteXmlFixture) {
   if (path == nullptr) GTEST_SKIP() << "EPOLLCR_WRITE_XML_FIXTURE is not set";
   World w;
   BuildFixtureWorld(w);
-  StatusOr<std::string> bytes = SaveWorld(w, ArchiveFormat::kBoostXml);
-  ASSERT_TRUE(bytes.ok()) << bytes.status.message;
+  Result<std::string> bytes = SaveWorld(w, ArchiveFormat::kBoostXml);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message;
   std::ofstream out(path, std::ios::binary);
-  out << "R\"xml(" << bytes.value.substr(24) << ")xml\"\n";
+  out << "R\"xml(" << bytes.value().substr(24) << ")xml\"\n";
   ASSERT_TRUE(out.good()) << path;
 }
 
@@ -247,7 +247,7 @@ TEST(StateTest, Layout2XmlArchiveStillLoads) {
   EXPECT_EQ(Describe(a), expected);
   ASSERT_EQ(a.roots.size(), 1u);
   EXPECT_EQ(a.roots.at("inner poll"), a.fds.Get(1));
-  EXPECT_EQ(SaveWorld(a, ArchiveFormat::kBoostXml).value, SaveWorld(original, ArchiveFormat::kBoostXml).value);
+  EXPECT_EQ(SaveWorld(a, ArchiveFormat::kBoostXml).value(), SaveWorld(original, ArchiveFormat::kBoostXml).value());
 
   World b;
   {
@@ -262,7 +262,7 @@ TEST(StateTest, Layout2XmlArchiveStillLoads) {
 TEST(StateTest, BoostsXmlArchiveReadsWhatSaveWorldWrites) {
   World original;
   BuildFixtureWorld(original);
-  const std::string saved = SaveWorld(original, ArchiveFormat::kBoostXml).value;
+  const std::string saved = SaveWorld(original, ArchiveFormat::kBoostXml).value();
   ASSERT_NE(saved.find("<layout>4</layout>"), std::string::npos);
   World b;
   {
@@ -272,7 +272,7 @@ TEST(StateTest, BoostsXmlArchiveReadsWhatSaveWorldWrites) {
   }
   EXPECT_EQ(Describe(b), Describe(original));
   EXPECT_EQ(b.roots.at("inner poll"), b.fds.Get(1));
-  EXPECT_EQ(SaveWorld(b, ArchiveFormat::kBoostXml).value, saved);
+  EXPECT_EQ(SaveWorld(b, ArchiveFormat::kBoostXml).value(), saved);
 }
 
 TEST(StateTest, EveryTruncationAndByteFlipIsRefused) {
@@ -285,9 +285,9 @@ TEST(StateTest, EveryTruncationAndByteFlipIsRefused) {
       int efd = sys::EventFd(w.fds, 1, false).value();
       Event e{kEventIn | kEpollEdgeTriggered, {}};
       ASSERT_FALSE(sys::EpollCtl(w.fds, ep, sys::kEpollCtlAdd, efd, &e));
-      StatusOr<std::string> saved = SaveWorld(w, format);
+      Result<std::string> saved = SaveWorld(w, format);
       ASSERT_TRUE(saved.ok());
-      bytes = saved.value;
+      bytes = saved.value();
     }
     for (std::size_t len = 0; len < bytes.size(); ++len) {
       World w;
@@ -584,7 +584,7 @@ TEST(BoundedArchives, LoadWorldRefusesAStringLongerThanTheArchive) {
   {
     World w;
     BuildWorld(w);
-    saved = SaveWorld(w, ArchiveFormat::kBoostText).value;
+    saved = SaveWorld(w, ArchiveFormat::kBoostText).value();
   }
   std::string payload = saved.substr(24);
   const std::size_t at = payload.find(" 9 eventpoll");

@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   Status s = std::strcmp(argv[1], "exec") == 0
                  ? restore::RestoreAfterExec(argv[2], &world, options, &report)
                  : restore::ReceiveWorld(std::atoi(argv[2]), &world, options, &report);
-  if (s) {
+  if (!s.ok()) {
     std::fprintf(stderr, "restore failed: %s\n", s.message.c_str());
     return 1;
   }

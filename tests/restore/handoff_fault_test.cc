@@ -216,7 +216,7 @@ void EveryCallFailingInTurn(const std::string& name, bool writing, std::size_t m
     }
     // The hand-off's own calls: the restore's batched calls and the notifier's start have fault tests of their own.
     std::erase_if(trace, [](Op op) { return op < Op::kImageOpenDirectory || op > Op::kHandoffClose; });
-    ASSERT_FALSE(s) << name << " without faults: " << s.message;
+    ASSERT_TRUE(s.ok()) << name << " without faults: " << s.message;
     check(true, name + " without faults");
     for (const Op op : trace) ++total[op];
   }
@@ -237,13 +237,13 @@ void EveryCallFailingInTurn(const std::string& name, bool writing, std::size_t m
       }
       const bool fails = error != EINTR && Reported(op, nth, writing);
       if (fails) {
-        EXPECT_TRUE(s) << context << " was not reported";
+        EXPECT_FALSE(s.ok()) << context << " was not reported";
         EXPECT_EQ(s.code, Errno(error)) << context << ": " << s.message;
         EXPECT_THAT(s.message, StartsWith("hand-off: ")) << context;
         EXPECT_THAT(s.message, HasSubstr(StepOf(op, writing))) << context;
         EXPECT_THAT(s.message, HasSubstr(std::string(": ") + std::strerror(error))) << context;
       } else {
-        EXPECT_FALSE(s) << context << ": " << s.message;
+        EXPECT_TRUE(s.ok()) << context << ": " << s.message;
       }
       check(!fails, context);
       if (error == EINTR) {  // called again, except close(2), which must not be
@@ -278,11 +278,11 @@ TEST(HandoffFaultTest, PrepareExec) {
         return FdFlagsOf(fds) == flags;
       },
       [&] {
-        StatusOr<std::vector<int>> kept = PrepareExec(scene.world, path);
+        Result<std::vector<int>> kept = PrepareExec(scene.world, path);
         if (kept.ok()) {
-          EXPECT_EQ(kept.value, fds);
+          EXPECT_EQ(kept.value(), fds);
         }
-        return kept.status;
+        return kept.status();
       },
       [&](bool succeeded, const std::string& context) {
         EXPECT_EQ(OpenFds(), open_fds) << context;
@@ -313,18 +313,18 @@ TEST(HandoffFaultTest, PrepareExecSaysWhenTheImageIsInPlaceAndWhenAFlagCannotBeP
   const std::string path = dir.File("world.epcr");
   {
     FaultyCalls ops({{Op::kImageFsync, 2, EIO}});  // the directory's, after the rename
-    StatusOr<std::vector<int>> kept = PrepareExec(scene.world, path);
-    EXPECT_EQ(kept.status.code, Errno(EIO));
-    EXPECT_THAT(kept.status.message, HasSubstr(path + " holds the new image"));
+    Result<std::vector<int>> kept = PrepareExec(scene.world, path);
+    EXPECT_EQ(kept.status().code, Errno(EIO));
+    EXPECT_THAT(kept.status().message, HasSubstr(path + " holds the new image"));
     EXPECT_EQ(FdFlagsOf(scene.Watched()), std::vector<int>(5, FD_CLOEXEC));
   }
   {
     // The third fd cannot be changed, and the first one's flags cannot be put back: both are said.
     FaultyCalls ops({{Op::kHandoffSetFdFlags, 3, EBADF}, {Op::kHandoffSetFdFlags, 4, EBADF}});
-    StatusOr<std::vector<int>> kept = PrepareExec(scene.world, path);
-    EXPECT_EQ(kept.status.code, Errno(EBADF));
+    Result<std::vector<int>> kept = PrepareExec(scene.world, path);
+    EXPECT_EQ(kept.status().code, Errno(EBADF));
     const std::vector<int> fds = scene.Watched();
-    EXPECT_EQ(kept.status.message,
+    EXPECT_EQ(kept.status().message,
               "hand-off: clear FD_CLOEXEC on fd " + std::to_string(fds[2]) +
                   " (fcntl F_SETFD): Bad file descriptor; putting back FD_CLOEXEC of fd " + std::to_string(fds[0]) +
                   " also failed: Bad file descriptor");
@@ -334,11 +334,11 @@ TEST(HandoffFaultTest, PrepareExecSaysWhenTheImageIsInPlaceAndWhenAFlagCannotBeP
     // The temporary file cannot be written, nor removed: both are said, and the flags are put back.
     ASSERT_EQ(fcntl(scene.Watched()[0], F_SETFD, FD_CLOEXEC), 0);
     FaultyCalls ops({{Op::kImageWrite, 1, ENOSPC}, {Op::kImageUnlink, 1, EACCES}});
-    StatusOr<std::vector<int>> kept = PrepareExec(scene.world, dir.File("other.epcr"));
-    EXPECT_EQ(kept.status.code, Errno(ENOSPC));
-    EXPECT_THAT(kept.status.message, StartsWith("hand-off: write the image: write "));
-    EXPECT_THAT(kept.status.message, HasSubstr("No space left on device; removing "));
-    EXPECT_THAT(kept.status.message, HasSubstr(" also failed: Permission denied"));
+    Result<std::vector<int>> kept = PrepareExec(scene.world, dir.File("other.epcr"));
+    EXPECT_EQ(kept.status().code, Errno(ENOSPC));
+    EXPECT_THAT(kept.status().message, StartsWith("hand-off: write the image: write "));
+    EXPECT_THAT(kept.status().message, HasSubstr("No space left on device; removing "));
+    EXPECT_THAT(kept.status().message, HasSubstr(" also failed: Permission denied"));
     EXPECT_EQ(FdFlagsOf(scene.Watched()), std::vector<int>(5, FD_CLOEXEC));
   }
 }
@@ -352,9 +352,9 @@ TEST(HandoffFaultTest, RestoreAfterExec) {
   {
     Scene scene;
     ASSERT_TRUE(scene.Build());
-    StatusOr<std::vector<int>> kept = PrepareExec(scene.world, path);
-    ASSERT_TRUE(kept.ok()) << kept.status.message;
-    fds = kept.value;
+    Result<std::vector<int>> kept = PrepareExec(scene.world, path);
+    ASSERT_TRUE(kept.ok()) << kept.status().message;
+    fds = kept.value();
     HandOver(&scene.world);  // the fds are now "inherited": open, without FD_CLOEXEC, owned by nobody
     for (const int* p : {scene.f.a, scene.f.b, scene.f.c, scene.f.d}) peers.push_back(dup(p[1]));  // data stays
   }
@@ -431,7 +431,7 @@ TEST(HandoffFaultTest, SendWorld) {
         shutdown(channel->s[0], SHUT_WR);  // all is sent: a receive that wants more fails instead of waiting
         World out;
         const Status s = ReceiveWorld(channel->s[1], &out);
-        ASSERT_FALSE(s) << context << ": what was sent does not restore: " << s.message;
+        ASSERT_TRUE(s.ok()) << context << ": what was sent does not restore: " << s.message;
         ExpectRestored(out, context);
       });
   channel.reset();
@@ -454,7 +454,7 @@ class Received {
       if (!h.ok() || scene.world.fds.InstallAt(fd, h.value())) return false;
     }
     expected_fds_ = scene.world.fds.Count();
-    if (SendWorld(channel_->s[0], scene.world)) return false;
+    if (!SendWorld(channel_->s[0], scene.world).ok()) return false;
     shutdown(channel_->s[0], SHUT_WR);  // all is sent: a receive that wants more fails instead of waiting
     return true;  // the scene goes: its fds close (the sent ones travel on), the notifier stops
   }
@@ -573,7 +573,7 @@ TEST(HandoffFaultTest, ShortSendsAndReceivesAndFdsInOtherPiecesAreCarriedOn) {
       FaultyCalls ops({}, cap);
       if (split) ops.SplitFds();
       const Status s = ReceiveWorld(received.socket(), &out, {}, nullptr);
-      ASSERT_FALSE(s) << context << ": " << s.message;
+      ASSERT_TRUE(s.ok()) << context << ": " << s.message;
       EXPECT_EQ(ops.held(), 0u) << context;
       EXPECT_GE(ops.calls(Op::kHandoffReceiveMessage), 2 * static_cast<int>((4 + 4 * 253 + cap - 1) / cap)) << context;
       CheckReceive(out, true, open_fds, received.expected_fds(), context);
@@ -586,11 +586,11 @@ TEST(HandoffFaultTest, ShortSendsAndReceivesAndFdsInOtherPiecesAreCarriedOn) {
     Channel channel;
     ASSERT_TRUE(channel.Open());
     FaultyCalls ops({{Op::kHandoffSendMessage, 1, 0, cap}});
-    ASSERT_FALSE(SendWorld(channel.s[0], scene.world));
+    ASSERT_TRUE(SendWorld(channel.s[0], scene.world).ok());
     EXPECT_EQ(ops.calls(Op::kHandoffSendMessage), 1);
     World out;
     const Status s = ReceiveWorld(channel.s[1], &out);
-    ASSERT_FALSE(s) << "sendmsg of " << cap << " bytes: " << s.message;
+    ASSERT_TRUE(s.ok()) << "sendmsg of " << cap << " bytes: " << s.message;
     ExpectRestored(out, "sendmsg of " + std::to_string(cap) + " bytes");
   }
 }

@@ -50,7 +50,7 @@ TEST(ImageAllocTest, UnframeOfAHugeClaimAllocatesNothingForIt) {
   const std::string image = testing::MakeHeader(1, 0, 0, kClaim, 0) + std::string(68, 'x');
   for (std::uint64_t limit : {std::numeric_limits<std::uint64_t>::max(), std::uint64_t{1} << 30}) {
     largest_allocation = 0;
-    const UnframeResult result = Unframe(image, ReadLimits{.max_payload = limit});
+    const Result<std::string_view> result = Unframe(image, ReadLimits{.max_payload = limit});
     EXPECT_FALSE(result.ok());
     EXPECT_LT(largest_allocation.load(), kSmall) << "limit " << limit;
   }
@@ -63,7 +63,7 @@ TEST(ImageAllocTest, ReadImageFileOfAHugeClaimAllocatesNothingForIt) {
   for (std::uint64_t limit : {std::numeric_limits<std::uint64_t>::max(), std::uint64_t{1} << 30}) {
     std::string out;
     largest_allocation = 0;
-    const ImageError error = ReadImageFile(path, &out, ReadLimits{.max_payload = limit});
+    const Status error = ReadImageFile(path, &out, ReadLimits{.max_payload = limit});
     EXPECT_FALSE(error.ok());
     EXPECT_LT(largest_allocation.load(), kSmall) << "limit " << limit << ": " << error.message;
   }

@@ -15,15 +15,15 @@ using testing::BuildWorld;
 using testing::Describe;
 
 std::string EncodeOrDie(const v1::Image& image) {
-  StatusOr<std::string> bytes = Encode(image);
-  EXPECT_TRUE(bytes.ok()) << bytes.status.message;
-  return bytes.value;
+  Result<std::string> bytes = Encode(image);
+  EXPECT_TRUE(bytes.ok()) << bytes.status().message;
+  return bytes.value();
 }
 
 v1::Image CaptureOrDie(const World& w) {
-  StatusOr<v1::Image> image = Capture(w);
-  EXPECT_TRUE(image.ok()) << image.status.message;
-  return image.value;
+  Result<v1::Image> image = Capture(w);
+  EXPECT_TRUE(image.ok()) << image.status().message;
+  return image.value();
 }
 
 TEST(ImageCodecTest, CaptureRestoreKeepsEverything) {
@@ -44,17 +44,17 @@ TEST(ImageCodecTest, ProtoToBoostToProtoIsByteIdentical) {
   const std::string proto = EncodeOrDie(CaptureOrDie(a));
   for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary}) {
     World from_proto;
-    StatusOr<v1::Image> decoded = Decode(proto);
+    Result<v1::Image> decoded = Decode(proto);
     ASSERT_TRUE(decoded.ok());
-    ASSERT_TRUE(Restore(decoded.value, &from_proto).ok());
-    StatusOr<std::string> boost = SaveWorld(from_proto, format);
+    ASSERT_TRUE(Restore(decoded.value(), &from_proto).ok());
+    Result<std::string> boost = SaveWorld(from_proto, format);
     ASSERT_TRUE(boost.ok());
     World from_boost;
-    ASSERT_TRUE(LoadWorld(boost.value, &from_boost).ok());
+    ASSERT_TRUE(LoadWorld(boost.value(), &from_boost).ok());
     EXPECT_EQ(EncodeOrDie(CaptureOrDie(from_boost)), proto) << ArchiveFormatName(format);
     // And the other way: the Boost archive of the proto-restored world equals the original's.
-    StatusOr<std::string> original_boost = SaveWorld(a, format);
-    EXPECT_EQ(boost.value, original_boost.value) << ArchiveFormatName(format);
+    Result<std::string> original_boost = SaveWorld(a, format);
+    EXPECT_EQ(boost.value(), original_boost.value()) << ArchiveFormatName(format);
   }
 }
 
@@ -62,21 +62,21 @@ TEST(ImageCodecTest, JsonRoundTripIsLossless) {
   World a;
   BuildWorld(a);
   v1::Image image = CaptureOrDie(a);
-  StatusOr<std::string> json = ToJson(image);
+  Result<std::string> json = ToJson(image);
   ASSERT_TRUE(json.ok());
-  EXPECT_NE(json.value.find("\"eventpoll\""), std::string::npos);
-  StatusOr<v1::Image> back = FromJson(json.value);
-  ASSERT_TRUE(back.ok()) << back.status.message;
-  EXPECT_EQ(EncodeOrDie(back.value), EncodeOrDie(image));
+  EXPECT_NE(json.value().find("\"eventpoll\""), std::string::npos);
+  Result<v1::Image> back = FromJson(json.value());
+  ASSERT_TRUE(back.ok()) << back.status().message;
+  EXPECT_EQ(EncodeOrDie(back.value()), EncodeOrDie(image));
   EXPECT_FALSE(FromJson("{\"files\": 7}").ok());
 }
 
 TEST(ImageCodecTest, RestoredWorldBehavesLikeTheOriginal) {
   World a, b;
   BuildWorld(a);
-  StatusOr<std::string> bytes = SaveImage(a);
+  Result<std::string> bytes = SaveImage(a);
   ASSERT_TRUE(bytes.ok());
-  ASSERT_TRUE(LoadImage(bytes.value, &b).ok());
+  ASSERT_TRUE(LoadImage(bytes.value(), &b).ok());
   for (World* w : {&a, &b}) {
     const std::byte one[1] = {};
     ASSERT_TRUE(sys::Write(w->fds, 6, one).ok());
@@ -270,16 +270,16 @@ TEST(ImageCodecTest, EveryTruncationAndByteFlipOfAFramedImageIsRefused) {
     e.SetData(42);
     ASSERT_FALSE(sys::EpollCtl(a.fds, ep, sys::kEpollCtlAdd, efd, &e));
   }
-  StatusOr<std::string> bytes = SaveImage(a);
+  Result<std::string> bytes = SaveImage(a);
   ASSERT_TRUE(bytes.ok());
   const long live = File::LiveFiles();
-  for (std::size_t len = 0; len < bytes.value.size(); ++len) {
+  for (std::size_t len = 0; len < bytes.value().size(); ++len) {
     World w;
-    EXPECT_FALSE(LoadImage(std::string_view(bytes.value).substr(0, len), &w).ok()) << "truncated at " << len;
+    EXPECT_FALSE(LoadImage(std::string_view(bytes.value()).substr(0, len), &w).ok()) << "truncated at " << len;
   }
-  for (std::size_t at = 0; at < bytes.value.size(); ++at) {
+  for (std::size_t at = 0; at < bytes.value().size(); ++at) {
     for (int bit = 0; bit < 8; ++bit) {
-      std::string bad = bytes.value;
+      std::string bad = bytes.value();
       bad[at] = static_cast<char>(bad[at] ^ (1 << bit));
       World w;
       EXPECT_FALSE(LoadImage(bad, &w).ok()) << "flip of bit " << bit << " at " << at;
@@ -306,7 +306,7 @@ TEST(ImageCodecTest, HugeClaimsInASmallPayloadFailFast) {
   std::string poll = "\x32" + varint(column.size()) + column;                             // File.eventpoll
   const std::string huge_column = "\x32" + varint(poll.size()) + poll;
   for (const std::string& payload : {huge_file, huge_column}) {
-    StatusOr<v1::Image> image = Decode(payload);
+    Result<v1::Image> image = Decode(payload);
     EXPECT_FALSE(image.ok());
     World w;
     EXPECT_FALSE(LoadImage(Frame(payload), &w).ok());

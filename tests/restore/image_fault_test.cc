@@ -55,7 +55,7 @@ class ImageFaultTest : public ::testing::Test {
   void SetUp() override { WriteOld(); }
 
   void WriteOld() {
-    const ImageError error = WriteImageFile(path_, old_);
+    const Status error = WriteImageFile(path_, old_);
     ASSERT_TRUE(error.ok()) << error.message;
   }
 
@@ -63,7 +63,7 @@ class ImageFaultTest : public ::testing::Test {
   void ExpectImage(const std::string& payload, const std::string& context) {
     EXPECT_EQ(ReadRaw(path_), Frame(payload)) << context;
     std::string out;
-    const ImageError error = ReadImageFile(path_, &out);
+    const Status error = ReadImageFile(path_, &out);
     EXPECT_TRUE(error.ok()) << context << ": " << error.message;
     EXPECT_TRUE(out == payload) << context << ": read back a different image";
   }
@@ -97,7 +97,7 @@ TEST_F(ImageFaultTest, EveryCallOfEveryKindFailingInWrite) {
   std::vector<FaultPoint> trace;
   {
     FaultyCalls counting({}, kChunk);
-    const ImageError error = WriteImageFile(path_, new_);
+    const Status error = WriteImageFile(path_, new_);
     ASSERT_TRUE(error.ok()) << error.message;
     trace = counting.trace();
     ASSERT_GE(counting.calls(FaultPoint::kImageWrite), 8);
@@ -116,7 +116,7 @@ TEST_F(ImageFaultTest, EveryCallOfEveryKindFailingInWrite) {
         "failing " + std::string(epollcr::testing::FaultPointName(op)) + " #" + std::to_string(nth);
     WriteOld();
     FaultyCalls ops({{op, nth, EIO}}, kChunk);
-    const ImageError error = WriteImageFile(path_, new_);
+    const Status error = WriteImageFile(path_, new_);
 
     if (op == FaultPoint::kImageClose && after_rename) {
       // The directory's fd: read-only, nothing to flush; its close cannot lose anything and is not reported.
@@ -147,7 +147,7 @@ TEST_F(ImageFaultTest, EveryCallOfEveryKindFailingInWrite) {
 
 TEST_F(ImageFaultTest, ShortWriteThenNoSpace) {
   FaultyCalls ops({{FaultPoint::kImageWrite, 1, 0, 10}, {FaultPoint::kImageWrite, 2, ENOSPC}});
-  const ImageError error = WriteImageFile(path_, new_);
+  const Status error = WriteImageFile(path_, new_);
   EXPECT_EQ(error.code, std::errc::no_space_on_device);
   EXPECT_THAT(error.message, MatchesRegex("write " + temporary_regex_ + ": No space left on device"));
   ExpectImage(old_, "ENOSPC");
@@ -164,7 +164,7 @@ TEST_F(ImageFaultTest, ShortWritesAndInterruptedCallsAreContinued) {
                      {FaultPoint::kImageFsync, 1, EINTR},
                      {FaultPoint::kImageFsync, 3, EINTR}},
                     /*max_transfer=*/777);
-  const ImageError error = WriteImageFile(path_, new_);
+  const Status error = WriteImageFile(path_, new_);
   ASSERT_TRUE(error.ok()) << error.message;
   ExpectImage(new_, "interrupted");
   ExpectOnlyTheImage("interrupted");
@@ -174,7 +174,7 @@ TEST_F(ImageFaultTest, ShortWritesAndInterruptedCallsAreContinued) {
 
 TEST_F(ImageFaultTest, InterruptedCloseCountsAsClosed) {
   FaultyCalls ops({{FaultPoint::kImageClose, 1, EINTR}});
-  const ImageError error = WriteImageFile(path_, new_);
+  const Status error = WriteImageFile(path_, new_);
   ASSERT_TRUE(error.ok()) << error.message;
   ExpectImage(new_, "close EINTR");
   EXPECT_EQ(OpenFds(), ops.open_fds());
@@ -182,7 +182,7 @@ TEST_F(ImageFaultTest, InterruptedCloseCountsAsClosed) {
 
 TEST_F(ImageFaultTest, TakenTemporaryNameIsRetriedWithAnother) {
   FaultyCalls ops({{FaultPoint::kImageOpen, 1, EEXIST}, {FaultPoint::kImageOpen, 2, EEXIST}});
-  const ImageError error = WriteImageFile(path_, new_);
+  const Status error = WriteImageFile(path_, new_);
   ASSERT_TRUE(error.ok()) << error.message;
   EXPECT_EQ(ops.calls(FaultPoint::kImageOpen), 3);
   ExpectImage(new_, "EEXIST");
@@ -192,14 +192,14 @@ TEST_F(ImageFaultTest, TakenTemporaryNameIsRetriedWithAnother) {
 TEST_F(ImageFaultTest, PermissionDenied) {
   {
     FaultyCalls ops({{FaultPoint::kImageOpenDirectory, 1, EACCES}});
-    const ImageError error = WriteImageFile(path_, new_);
+    const Status error = WriteImageFile(path_, new_);
     EXPECT_EQ(error.code, std::errc::permission_denied);
     EXPECT_EQ(error.message, "open directory " + dir_.path() + ": Permission denied");
     EXPECT_EQ(ops.calls(FaultPoint::kImageOpen), 0) << "nothing is created when the directory cannot be synced";
   }
   {
     FaultyCalls ops({{FaultPoint::kImageOpen, 1, EACCES}});
-    const ImageError error = WriteImageFile(path_, new_);
+    const Status error = WriteImageFile(path_, new_);
     EXPECT_EQ(error.code, std::errc::permission_denied);
     EXPECT_THAT(error.message, MatchesRegex("create " + temporary_regex_ + ": Permission denied"));
     EXPECT_EQ(ops.calls(FaultPoint::kImageUnlink), 0) << "nothing was created, so nothing is removed";
@@ -211,7 +211,7 @@ TEST_F(ImageFaultTest, PermissionDenied) {
 
 TEST_F(ImageFaultTest, RenameFailureNamesBothPaths) {
   FaultyCalls ops({{FaultPoint::kImageRename, 1, EXDEV}});
-  const ImageError error = WriteImageFile(path_, new_);
+  const Status error = WriteImageFile(path_, new_);
   EXPECT_EQ(error.code, std::errc::cross_device_link);
   EXPECT_THAT(error.message,
               MatchesRegex("rename " + temporary_regex_ + " \\(to " + path_ + "\\): Invalid cross-device link"));
@@ -222,7 +222,7 @@ TEST_F(ImageFaultTest, RenameFailureNamesBothPaths) {
 
 TEST_F(ImageFaultTest, DirectoryFsyncFailureSaysTheNewImageIsInPlace) {
   FaultyCalls ops({{FaultPoint::kImageFsync, 2, EIO}});
-  const ImageError error = WriteImageFile(path_, new_);
+  const Status error = WriteImageFile(path_, new_);
   EXPECT_EQ(error.code, std::errc::io_error);
   EXPECT_EQ(error.message, "fsync directory " + dir_.path() + " (after the rename: " + path_ +
                                " holds the new image, but a power loss may bring back the old one): "
@@ -234,7 +234,7 @@ TEST_F(ImageFaultTest, DirectoryFsyncFailureSaysTheNewImageIsInPlace) {
 
 TEST_F(ImageFaultTest, FailedCleanupIsReportedToo) {
   FaultyCalls ops({{FaultPoint::kImageWrite, 2, EIO}, {FaultPoint::kImageUnlink, 1, EACCES}});
-  const ImageError error = WriteImageFile(path_, new_);
+  const Status error = WriteImageFile(path_, new_);
   EXPECT_EQ(error.code, std::errc::io_error) << "the first failure is the one reported";
   EXPECT_THAT(error.message, MatchesRegex("write " + temporary_regex_ + ": Input/output error; removing " +
                                           temporary_regex_ + " also failed: Permission denied"));
@@ -249,25 +249,25 @@ TEST_F(ImageFaultTest, ReadFailures) {
   std::string out = "untouched";
   {
     FaultyCalls ops({{FaultPoint::kImageOpen, 1, EACCES}});
-    const ImageError error = ReadImageFile(path_, &out, {});
+    const Status error = ReadImageFile(path_, &out, {});
     EXPECT_EQ(error.code, std::errc::permission_denied);
     EXPECT_EQ(error.message, "open " + path_ + ": Permission denied");
   }
   {
     FaultyCalls ops({{FaultPoint::kImageFstat, 1, EIO}});
-    const ImageError error = ReadImageFile(path_, &out, {});
+    const Status error = ReadImageFile(path_, &out, {});
     EXPECT_EQ(error.message, "fstat " + path_ + ": Input/output error");
     EXPECT_EQ(OpenFds(), ops.open_fds());
   }
   for (int nth = 1; nth <= 4; ++nth) {
     FaultyCalls ops({{FaultPoint::kImageRead, nth, EIO}}, /*max_transfer=*/Frame(old_).size() / 3 + 1);
-    const ImageError error = ReadImageFile(path_, &out, {});
+    const Status error = ReadImageFile(path_, &out, {});
     EXPECT_EQ(error.message, "read " + path_ + ": Input/output error") << "read #" << nth;
     EXPECT_EQ(OpenFds(), ops.open_fds());
   }
   {
     FaultyCalls ops({}, 0);
-    const ImageError error = ReadImageFile(path_, &out, ReadLimits{.max_payload = 100});
+    const Status error = ReadImageFile(path_, &out, ReadLimits{.max_payload = 100});
     EXPECT_EQ(error.code, ImageErrc::kTooLarge);
     EXPECT_EQ(ops.calls(FaultPoint::kImageRead), 0) << "an oversized file is rejected before it is read";
     EXPECT_EQ(OpenFds(), ops.open_fds());
@@ -275,7 +275,7 @@ TEST_F(ImageFaultTest, ReadFailures) {
   EXPECT_EQ(out, "untouched");
   {
     FaultyCalls ops({{FaultPoint::kImageRead, 1, EINTR}, {FaultPoint::kImageRead, 5, EINTR}}, /*max_transfer=*/3);
-    const ImageError error = ReadImageFile(path_, &out, {});
+    const Status error = ReadImageFile(path_, &out, {});
     ASSERT_TRUE(error.ok()) << error.message;
     EXPECT_TRUE(out == old_);
     EXPECT_EQ(OpenFds(), ops.open_fds());
@@ -302,7 +302,7 @@ TEST_F(ImageFaultTest, CrashAtAnyStepLeavesTheOldOrTheNewImage) {
     ASSERT_LT(die_before, 100) << "the writer never finished";
     const std::string context = "died before call " + std::to_string(die_before);
     {
-      const ImageError error = WriteImageFile(path_, big_old);
+      const Status error = WriteImageFile(path_, big_old);
       ASSERT_TRUE(error.ok()) << error.message;
     }
     const pid_t child = ::fork();
@@ -318,7 +318,7 @@ TEST_F(ImageFaultTest, CrashAtAnyStepLeavesTheOldOrTheNewImage) {
     ASSERT_TRUE(code == 0 || code == 9) << context << ": the writer failed (exit " << code << ")";
 
     std::string out;
-    const ImageError error = ReadImageFile(path_, &out);
+    const Status error = ReadImageFile(path_, &out);
     ASSERT_TRUE(error.ok()) << context << ": " << error.message;
     const bool is_new = out == big_new;
     ASSERT_TRUE(is_new || out == big_old) << context << ": neither the old nor the new image";
@@ -326,7 +326,7 @@ TEST_F(ImageFaultTest, CrashAtAnyStepLeavesTheOldOrTheNewImage) {
     saw_new = saw_new || is_new;
 
     // What a crash leaves beside the image is a temporary file of a dead process: never read, and removable.
-    const ImageError cleaned = CleanStaleTemporaries(path_);
+    const Status cleaned = CleanStaleTemporaries(path_);
     ASSERT_TRUE(cleaned.ok()) << cleaned.message;
     ExpectOnlyTheImage(context);
     if (code == 0) {

@@ -73,21 +73,20 @@ TEST(UnframeTest, RoundTripsPayloadsOfManySizes) {
   for (std::size_t size : {0u, 1u, 7u, 31u, 32u, 33u, 200u, 4096u, 1u << 20}) {
     const std::string payload = RandomBytes(size, static_cast<std::uint32_t>(size));
     const std::string framed = Frame(payload);
-    const UnframeResult result = Unframe(framed, {});
-    ASSERT_TRUE(result.ok()) << size << ": " << result.error.message;
-    EXPECT_EQ(result.payload, payload) << size;
-    EXPECT_EQ(result.payload.data(), framed.data() + kHeaderSize) << "a view into the input, not a copy";
+    const Result<std::string_view> result = Unframe(framed, {});
+    ASSERT_TRUE(result.ok()) << size << ": " << result.status().message;
+    EXPECT_EQ(result.value(), payload) << size;
+    EXPECT_EQ(result.value().data(), framed.data() + kHeaderSize) << "a view into the input, not a copy";
   }
 }
 
 TEST(UnframeTest, EveryTruncationIsRejectedAsTruncated) {
   const std::string framed = Frame(RandomBytes(200, 2));
   for (std::size_t length = 0; length < framed.size(); ++length) {
-    const UnframeResult result = Unframe(std::string_view(framed).substr(0, length), {});
+    const Result<std::string_view> result = Unframe(std::string_view(framed).substr(0, length), {});
     ASSERT_FALSE(result.ok()) << "prefix of " << length << " bytes accepted";
-    EXPECT_EQ(result.error.code, ImageErrc::kTruncated) << length << ": " << result.error.message;
-    EXPECT_THAT(result.error.message, StartsWith("truncated: ")) << length;
-    EXPECT_TRUE(result.payload.empty());
+    EXPECT_EQ(result.status().code, ImageErrc::kTruncated) << length << ": " << result.status().message;
+    EXPECT_THAT(result.status().message, StartsWith("truncated: ")) << length;
   }
 }
 
@@ -106,10 +105,10 @@ TEST(UnframeTest, EverySingleByteFlipIsRejected) {
     for (unsigned mask : {0x01u, 0x80u, 0xffu}) {
       std::string damaged = framed;
       damaged[pos] = static_cast<char>(damaged[pos] ^ mask);
-      const UnframeResult result = Unframe(damaged, {});
+      const Result<std::string_view> result = Unframe(damaged, {});
       ASSERT_FALSE(result.ok()) << "flip 0x" << std::hex << mask << " at " << std::dec << pos << " accepted";
-      EXPECT_EQ(result.error.code, ExpectedErrorForFlipAt(pos))
-          << "flip at " << pos << " mask " << mask << ": " << result.error.message;
+      EXPECT_EQ(result.status().code, ExpectedErrorForFlipAt(pos))
+          << "flip at " << pos << " mask " << mask << ": " << result.status().message;
       ++rejected;
     }
   }
@@ -118,26 +117,26 @@ TEST(UnframeTest, EverySingleByteFlipIsRejected) {
 
 TEST(UnframeTest, BadMagicMessage) {
   const std::string png = "\x89PNG\r\n\x1a\n" + std::string(100, 'x');
-  const UnframeResult result = Unframe(png, {});
-  EXPECT_EQ(result.error.code, ImageErrc::kBadMagic);
-  EXPECT_EQ(result.error.message, "bad magic (not an epollcr image)");
-  EXPECT_EQ(Unframe("hello", {}).error.message, "bad magic (not an epollcr image)") << "short and wrong is bad magic";
-  EXPECT_EQ(Unframe("EPC", {}).error.code, ImageErrc::kTruncated) << "short and right so far is truncated";
+  const Result<std::string_view> result = Unframe(png, {});
+  EXPECT_EQ(result.status().code, ImageErrc::kBadMagic);
+  EXPECT_EQ(result.status().message, "bad magic (not an epollcr image)");
+  EXPECT_EQ(Unframe("hello", {}).status().message, "bad magic (not an epollcr image)") << "short and wrong is bad magic";
+  EXPECT_EQ(Unframe("EPC", {}).status().code, ImageErrc::kTruncated) << "short and right so far is truncated";
 }
 
 TEST(UnframeTest, NewerMajorVersionSaysWhichItFoundAndWhichItReads) {
   const std::string payload = "p";
   const std::string image = MakeHeader(2, 0, 0, 1, Crc32c(payload)) + payload;
-  const UnframeResult result = Unframe(image, {});
-  EXPECT_EQ(result.error.code, ImageErrc::kUnsupportedVersion);
-  EXPECT_EQ(result.error.message, "format version 2.0 is newer than this build reads (1.x)");
-  EXPECT_TRUE(result.error.code == std::errc::not_supported);
+  const Result<std::string_view> result = Unframe(image, {});
+  EXPECT_EQ(result.status().code, ImageErrc::kUnsupportedVersion);
+  EXPECT_EQ(result.status().message, "format version 2.0 is newer than this build reads (1.x)");
+  EXPECT_TRUE(result.status().code == std::errc::not_supported);
 
   // A newer major is recognised by bytes 0..11 alone: its header may be laid out differently.
   std::string other_layout = MakeHeader(7, 3, 0, 0, 0);
   other_layout[28] = 'z';
-  EXPECT_EQ(Unframe(other_layout, {}).error.message, "format version 7.3 is newer than this build reads (1.x)");
-  EXPECT_EQ(Unframe(MakeHeader(0, 9, 0, 0, 0), {}).error.message,
+  EXPECT_EQ(Unframe(other_layout, {}).status().message, "format version 7.3 is newer than this build reads (1.x)");
+  EXPECT_EQ(Unframe(MakeHeader(0, 9, 0, 0, 0), {}).status().message,
             "format version 0.9 is older than this build reads (1.x)");
 }
 
@@ -145,73 +144,73 @@ TEST(UnframeTest, AnyMinorOfMajorOneIsRead) {
   const std::string payload = RandomBytes(50, 4);
   for (std::uint16_t minor : {0, 1, 7, 65535}) {
     const std::string image = MakeHeader(1, minor, 0, payload.size(), Crc32c(payload)) + payload;
-    const UnframeResult result = Unframe(image, {});
-    ASSERT_TRUE(result.ok()) << minor << ": " << result.error.message;
-    EXPECT_EQ(result.payload, payload);
+    const Result<std::string_view> result = Unframe(image, {});
+    ASSERT_TRUE(result.ok()) << minor << ": " << result.status().message;
+    EXPECT_EQ(result.value(), payload);
   }
 }
 
 TEST(UnframeTest, RequiredFlagsAreRejectedOptionalFlagsIgnored) {
   const std::string payload = "payload";
   const std::string required = MakeHeader(1, 3, 0x00000004, payload.size(), Crc32c(payload)) + payload;
-  const UnframeResult bad = Unframe(required, {});
-  EXPECT_EQ(bad.error.code, ImageErrc::kUnsupportedFlags);
-  EXPECT_EQ(bad.error.message, "format 1.3 sets required flags 0x00000004 that this build does not understand");
+  const Result<std::string_view> bad = Unframe(required, {});
+  EXPECT_EQ(bad.status().code, ImageErrc::kUnsupportedFlags);
+  EXPECT_EQ(bad.status().message, "format 1.3 sets required flags 0x00000004 that this build does not understand");
 
   const std::string optional = MakeHeader(1, 3, 0x00010000, payload.size(), Crc32c(payload)) + payload;
-  const UnframeResult good = Unframe(optional, {});
-  ASSERT_TRUE(good.ok()) << good.error.message;
-  EXPECT_EQ(good.payload, payload);
+  const Result<std::string_view> good = Unframe(optional, {});
+  ASSERT_TRUE(good.ok()) << good.status().message;
+  EXPECT_EQ(good.value(), payload);
 }
 
 TEST(UnframeTest, LengthOverTheLimitMessage) {
   const std::string framed = Frame(RandomBytes(200, 5));
-  const UnframeResult result = Unframe(framed, ReadLimits{.max_payload = 100});
-  EXPECT_EQ(result.error.code, ImageErrc::kTooLarge);
-  EXPECT_EQ(result.error.message, "payload length 200 exceeds the limit 100");
-  EXPECT_TRUE(result.error.code == std::errc::file_too_large);
+  const Result<std::string_view> result = Unframe(framed, ReadLimits{.max_payload = 100});
+  EXPECT_EQ(result.status().code, ImageErrc::kTooLarge);
+  EXPECT_EQ(result.status().message, "payload length 200 exceeds the limit 100");
+  EXPECT_TRUE(result.status().code == std::errc::file_too_large);
   EXPECT_TRUE(Unframe(framed, ReadLimits{.max_payload = 200}).ok()) << "the limit itself is allowed";
 }
 
 TEST(UnframeTest, TruncatedAndTrailingMessages) {
   const std::string framed = Frame(RandomBytes(200, 6));
-  EXPECT_EQ(Unframe(std::string_view(framed).substr(0, 150), {}).error.message,
+  EXPECT_EQ(Unframe(std::string_view(framed).substr(0, 150), {}).status().message,
             "truncated: header says 200 payload bytes, file has 118");
-  EXPECT_EQ(Unframe(std::string_view(framed).substr(0, 20), {}).error.message,
+  EXPECT_EQ(Unframe(std::string_view(framed).substr(0, 20), {}).status().message,
             "truncated: 20 bytes, shorter than the 32-byte header");
-  const UnframeResult trailing = Unframe(framed + "xyz", {});
-  EXPECT_EQ(trailing.error.code, ImageErrc::kTrailingBytes);
-  EXPECT_EQ(trailing.error.message, "trailing bytes after the payload: header says 200 payload bytes, file has 203");
+  const Result<std::string_view> trailing = Unframe(framed + "xyz", {});
+  EXPECT_EQ(trailing.status().code, ImageErrc::kTrailingBytes);
+  EXPECT_EQ(trailing.status().message, "trailing bytes after the payload: header says 200 payload bytes, file has 203");
 }
 
 TEST(UnframeTest, ChecksumMessages) {
   std::string framed = Frame(RandomBytes(200, 7));
   std::string payload_damaged = framed;
   payload_damaged[100] ^= 0x10;
-  const UnframeResult payload = Unframe(payload_damaged, {});
-  EXPECT_EQ(payload.error.code, ImageErrc::kPayloadChecksum);
-  EXPECT_THAT(payload.error.message, StartsWith("payload checksum mismatch (stored 0x"));
-  EXPECT_TRUE(payload.error.code == std::errc::bad_message);
+  const Result<std::string_view> payload = Unframe(payload_damaged, {});
+  EXPECT_EQ(payload.status().code, ImageErrc::kPayloadChecksum);
+  EXPECT_THAT(payload.status().message, StartsWith("payload checksum mismatch (stored 0x"));
+  EXPECT_TRUE(payload.status().code == std::errc::bad_message);
 
   std::string header_damaged = framed;
   header_damaged[17] ^= 0x10;  // the length: without the header checksum this would read as "truncated"
-  const UnframeResult header = Unframe(header_damaged, {});
-  EXPECT_EQ(header.error.code, ImageErrc::kHeaderChecksum);
-  EXPECT_THAT(header.error.message, StartsWith("header checksum mismatch (stored 0x"));
+  const Result<std::string_view> header = Unframe(header_damaged, {});
+  EXPECT_EQ(header.status().code, ImageErrc::kHeaderChecksum);
+  EXPECT_THAT(header.status().message, StartsWith("header checksum mismatch (stored 0x"));
 }
 
 TEST(UnframeTest, HugeClaimInASmallBufferFailsWithoutTrustingTheClaim) {
   const std::uint64_t claim = std::uint64_t{1} << 40;
   const std::string image = MakeHeader(1, 0, 0, claim, 0) + std::string(68, 'x');  // 100 bytes in all
   ASSERT_EQ(image.size(), 100u);
-  const UnframeResult no_limit = Unframe(image, ReadLimits{.max_payload = std::numeric_limits<std::uint64_t>::max()});
-  EXPECT_EQ(no_limit.error.code, ImageErrc::kTruncated);
-  EXPECT_EQ(no_limit.error.message, "truncated: header says 1099511627776 payload bytes, file has 68");
-  const UnframeResult default_limit = Unframe(image, {});
-  EXPECT_EQ(default_limit.error.message, "payload length 1099511627776 exceeds the limit 1073741824");
+  const Result<std::string_view> no_limit = Unframe(image, ReadLimits{.max_payload = std::numeric_limits<std::uint64_t>::max()});
+  EXPECT_EQ(no_limit.status().code, ImageErrc::kTruncated);
+  EXPECT_EQ(no_limit.status().message, "truncated: header says 1099511627776 payload bytes, file has 68");
+  const Result<std::string_view> default_limit = Unframe(image, {});
+  EXPECT_EQ(default_limit.status().message, "payload length 1099511627776 exceeds the limit 1073741824");
   // The largest possible claim cannot overflow anything either.
   const std::string max_claim = MakeHeader(1, 0, 0, std::numeric_limits<std::uint64_t>::max(), 0);
-  EXPECT_EQ(Unframe(max_claim, ReadLimits{.max_payload = std::numeric_limits<std::uint64_t>::max()}).error.code,
+  EXPECT_EQ(Unframe(max_claim, ReadLimits{.max_payload = std::numeric_limits<std::uint64_t>::max()}).status().code,
             ImageErrc::kTruncated);
 }
 
@@ -237,11 +236,11 @@ class ImageFileTest : public ::testing::Test {
 TEST_F(ImageFileTest, WriteThenReadRoundTrips) {
   const std::string path = dir_.File("world.img");
   const std::string payload = RandomBytes(100'000, 8);
-  const ImageError written = WriteImageFile(path, payload);
+  const Status written = WriteImageFile(path, payload);
   ASSERT_TRUE(written.ok()) << written.message;
   EXPECT_EQ(ReadRaw(path), Frame(payload)) << "the file is exactly the framed payload";
   std::string read_back;
-  const ImageError read = ReadImageFile(path, &read_back);
+  const Status read = ReadImageFile(path, &read_back);
   ASSERT_TRUE(read.ok()) << read.message;
   EXPECT_EQ(read_back, payload);
   EXPECT_THAT(ListDir(dir_.path()), ElementsAre("world.img")) << "no temporary file is left";
@@ -259,7 +258,7 @@ TEST_F(ImageFileTest, EmptyPayloadRoundTrips) {
 TEST_F(ImageFileTest, ModeIs0600) {
   const mode_t old_umask = ::umask(022);
   const std::string path = dir_.File("mode.img");
-  const ImageError written = WriteImageFile(path, "secret state");
+  const Status written = WriteImageFile(path, "secret state");
   ::umask(old_umask);
   ASSERT_TRUE(written.ok()) << written.message;
   struct stat st {};
@@ -286,9 +285,9 @@ TEST_F(ImageFileTest, RelativeBareNameUsesTheWorkingDirectory) {
   char cwd[4096];
   ASSERT_NE(::getcwd(cwd, sizeof cwd), nullptr);
   ASSERT_EQ(::chdir(dir_.path().c_str()), 0);
-  const ImageError written = WriteImageFile("bare.img", "here");
+  const Status written = WriteImageFile("bare.img", "here");
   std::string read_back;
-  const ImageError read = ReadImageFile("bare.img", &read_back);
+  const Status read = ReadImageFile("bare.img", &read_back);
   ASSERT_EQ(::chdir(cwd), 0);
   ASSERT_TRUE(written.ok()) << written.message;
   ASSERT_TRUE(read.ok()) << read.message;
@@ -298,17 +297,17 @@ TEST_F(ImageFileTest, RelativeBareNameUsesTheWorkingDirectory) {
 
 TEST_F(ImageFileTest, WriteErrorsNameThePathAndTheStep) {
   const std::string missing_dir = dir_.File("no/such/dir") + "/x.img";
-  const ImageError no_dir = WriteImageFile(missing_dir, "x");
+  const Status no_dir = WriteImageFile(missing_dir, "x");
   EXPECT_EQ(no_dir.code, std::errc::no_such_file_or_directory);
   EXPECT_EQ(no_dir.message, "open directory " + dir_.File("no/such/dir") + ": No such file or directory");
 
-  const ImageError trailing_slash = WriteImageFile(dir_.File("d/"), "x");
+  const Status trailing_slash = WriteImageFile(dir_.File("d/"), "x");
   EXPECT_EQ(trailing_slash.code, std::errc::is_a_directory);
   EXPECT_THAT(trailing_slash.message, HasSubstr(dir_.File("d/")));
 
   // A directory where the image should go: the rename fails, and its temporary file is removed.
   ASSERT_EQ(::mkdir(dir_.File("taken").c_str(), 0700), 0);
-  const ImageError over_dir = WriteImageFile(dir_.File("taken"), "x");
+  const Status over_dir = WriteImageFile(dir_.File("taken"), "x");
   EXPECT_EQ(over_dir.code, std::errc::is_a_directory);
   EXPECT_THAT(over_dir.message, StartsWith("rename " + dir_.File(".taken.tmp.")));
   EXPECT_THAT(over_dir.message, HasSubstr("(to " + dir_.File("taken") + "): Is a directory"));
@@ -318,31 +317,31 @@ TEST_F(ImageFileTest, WriteErrorsNameThePathAndTheStep) {
 
 TEST_F(ImageFileTest, ReadErrorsEachSayWhatIsWrong) {
   std::string out = "untouched";
-  const ImageError missing = ReadImageFile(dir_.File("missing.img"), &out);
+  const Status missing = ReadImageFile(dir_.File("missing.img"), &out);
   EXPECT_EQ(missing.code, std::errc::no_such_file_or_directory);
   EXPECT_EQ(missing.message, "open " + dir_.File("missing.img") + ": No such file or directory");
 
-  const ImageError directory = ReadImageFile(dir_.path(), &out);
+  const Status directory = ReadImageFile(dir_.path(), &out);
   EXPECT_EQ(directory.code, std::errc::is_a_directory);
   EXPECT_EQ(directory.message, dir_.path() + ": is a directory, not an image file");
 
   WriteRaw(dir_.File("empty.img"), "");
-  const ImageError empty = ReadImageFile(dir_.File("empty.img"), &out);
+  const Status empty = ReadImageFile(dir_.File("empty.img"), &out);
   EXPECT_EQ(empty.code, ImageErrc::kEmptyFile);
   EXPECT_EQ(empty.message, dir_.File("empty.img") + ": empty file (not an epollcr image)");
 
   WriteRaw(dir_.File("text.img"), "just some text\n");
-  const ImageError text = ReadImageFile(dir_.File("text.img"), &out);
+  const Status text = ReadImageFile(dir_.File("text.img"), &out);
   EXPECT_EQ(text.code, ImageErrc::kBadMagic);
   EXPECT_EQ(text.message, dir_.File("text.img") + ": bad magic (not an epollcr image)");
 
   // A FIFO with no writer: rejected without blocking in open or read.
   ASSERT_EQ(::mkfifo(dir_.File("fifo").c_str(), 0600), 0);
-  const ImageError fifo = ReadImageFile(dir_.File("fifo"), &out);
+  const Status fifo = ReadImageFile(dir_.File("fifo"), &out);
   EXPECT_EQ(fifo.code, ImageErrc::kNotRegularFile);
   EXPECT_EQ(fifo.message, dir_.File("fifo") + ": is a FIFO, not an image file");
 
-  const ImageError null_out = ReadImageFile(dir_.File("text.img"), nullptr);
+  const Status null_out = ReadImageFile(dir_.File("text.img"), nullptr);
   EXPECT_EQ(null_out.code, std::errc::invalid_argument);
 
   EXPECT_EQ(out, "untouched") << "a failed read leaves the output alone";
@@ -392,7 +391,7 @@ TEST_F(ImageFileTest, UnreadableFile) {
   const std::string message = WithoutPrivileges(
       [&] {
         std::string out = "untouched";
-        const ImageError error = ReadImageFile(path, &out);
+        const Status error = ReadImageFile(path, &out);
         return (error.code == std::errc::permission_denied && out == "untouched" ? "" : "wrong code: ") + error.message;
       },
       &skip);
@@ -429,7 +428,7 @@ TEST_F(ImageFileTest, FileLargerThanTheLimitIsRejectedBeforeReading) {
   const std::string path = dir_.File("big.img");
   ASSERT_TRUE(WriteImageFile(path, RandomBytes(1000, 9)).ok());
   std::string out;
-  const ImageError error = ReadImageFile(path, &out, ReadLimits{.max_payload = 999});
+  const Status error = ReadImageFile(path, &out, ReadLimits{.max_payload = 999});
   EXPECT_EQ(error.code, ImageErrc::kTooLarge);
   EXPECT_EQ(error.message,
             path + ": file is 1032 bytes, more than the limit of 999 payload bytes plus the 32-byte header");
@@ -440,7 +439,7 @@ TEST_F(ImageFileTest, FileWithHugeClaimIsRejected) {
   const std::string path = dir_.File("claim.img");
   WriteRaw(path, MakeHeader(1, 0, 0, std::uint64_t{1} << 40, 0) + std::string(68, 'x'));
   std::string out;
-  const ImageError no_limit =
+  const Status no_limit =
       ReadImageFile(path, &out, ReadLimits{.max_payload = std::numeric_limits<std::uint64_t>::max()});
   EXPECT_EQ(no_limit.code, ImageErrc::kTruncated);
   EXPECT_EQ(no_limit.message, path + ": truncated: header says 1099511627776 payload bytes, file has 68");
@@ -453,7 +452,7 @@ TEST_F(ImageFileTest, EveryTruncatedFileIsRejected) {
   for (std::size_t length = 0; length < framed.size(); ++length) {
     WriteRaw(path, framed.substr(0, length));
     std::string out;
-    const ImageError error = ReadImageFile(path, &out);
+    const Status error = ReadImageFile(path, &out);
     ASSERT_FALSE(error.ok()) << length;
     EXPECT_TRUE(error.code == std::errc::bad_message) << length << ": " << error.message;
   }
@@ -485,7 +484,7 @@ TEST_F(ImageFileTest, CleanStaleTemporariesRemovesOnlyThoseOfDeadWriters) {
   for (const std::string& name : unrelated) WriteRaw(dir_.File(name), "keep");
 
   std::size_t removed = 99;
-  const ImageError error = CleanStaleTemporaries(path, &removed);
+  const Status error = CleanStaleTemporaries(path, &removed);
   ASSERT_TRUE(error.ok()) << error.message;
   EXPECT_EQ(removed, 1u);
   std::vector<std::string> expected = unrelated;

@@ -96,17 +96,17 @@ TEST_F(ImageStringsTest, AgreesWithProtobufsParser) {
 }
 
 TEST_F(ImageStringsTest, DecodeRefusesWithTheLocation) {
-  StatusOr<v1::Image> decoded = Decode(HeaderWithProducer("ep\xC3"));
+  Result<v1::Image> decoded = Decode(HeaderWithProducer("ep\xC3"));
   EXPECT_FALSE(decoded.ok());
-  EXPECT_EQ(decoded.status.message, "decode: header.producer: not valid UTF-8");
+  EXPECT_EQ(decoded.status().message, "decode: header.producer: not valid UTF-8");
 
   World world;
   world.roots["a"] = EventFd::Create();
   world.roots["b"] = EventFd::Create();
   world.roots["cQ"] = EventFd::Create();
-  StatusOr<v1::Image> image = Capture(world);
-  ASSERT_TRUE(image.ok()) << image.status.message;
-  const std::string payload = PayloadWith(image.value, "cQ", "c\xFF");
+  Result<v1::Image> image = Capture(world);
+  ASSERT_TRUE(image.ok()) << image.status().message;
+  const std::string payload = PayloadWith(image.value(), "cQ", "c\xFF");
   World out;
   const Status loaded = LoadImage(Frame(payload), &out);
   EXPECT_EQ(loaded.message, "decode: roots[2].name: not valid UTF-8");
@@ -130,17 +130,17 @@ TEST_F(ImageStringsTest, ValidateEncodeAndJsonRefuseWithTheLocation) {
   World world;
   world.roots["ok"] = EventFd::Create();
   world.roots[std::string("bad\xC0\xAF")] = EventFd::Create();
-  StatusOr<v1::Image> image = Capture(world);
-  ASSERT_TRUE(image.ok()) << image.status.message;
+  Result<v1::Image> image = Capture(world);
+  ASSERT_TRUE(image.ok()) << image.status().message;
   const std::string expected = "roots[0].name: not valid UTF-8";  // "bad..." sorts before "ok"
-  EXPECT_EQ(Validate(image.value).message, expected);
-  EXPECT_EQ(Encode(image.value).status.message, "encode: " + expected);
-  EXPECT_EQ(ToJson(image.value).status.message, "json: " + expected);
+  EXPECT_EQ(Validate(image.value()).message, expected);
+  EXPECT_EQ(Encode(image.value()).status().message, "encode: " + expected);
+  EXPECT_EQ(ToJson(image.value()).status().message, "json: " + expected);
   EXPECT_FALSE(SaveImage(world).ok());
-  image.value.mutable_roots(0)->set_name("fine");
-  EXPECT_TRUE(Validate(image.value).ok());
-  image.value.mutable_header()->set_architecture("\xED\xA0\x80");
-  EXPECT_EQ(Validate(image.value).message, "header.architecture: not valid UTF-8");
+  image.value().mutable_roots(0)->set_name("fine");
+  EXPECT_TRUE(Validate(image.value()).ok());
+  image.value().mutable_header()->set_architecture("\xED\xA0\x80");
+  EXPECT_EQ(Validate(image.value()).message, "header.architecture: not valid UTF-8");
 }
 
 TEST_F(ImageStringsTest, EmbedderKindIsChecked) {
@@ -166,7 +166,7 @@ TEST_F(ImageStringsTest, AStringPastItsMessageIsRefusedBeforeProtobufParses) {
   payload += std::string("\xC3\x28", 2);
   const PayloadStrings strings = CheckPayloadStrings(payload, *v1::Image::descriptor());
   EXPECT_TRUE(strings.malformed);
-  EXPECT_EQ(Decode(payload).status.message, "decode: the payload is not a valid epollcr.v1.Image");
+  EXPECT_EQ(Decode(payload).status().message, "decode: the payload is not a valid epollcr.v1.Image");
 }
 
 }  // namespace

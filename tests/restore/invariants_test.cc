@@ -59,16 +59,16 @@ struct Fixture {
 std::vector<std::string> Refusals(const World& world) {
   std::vector<std::string> reasons;
   for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary}) {
-    StatusOr<std::string> saved = SaveWorld(world, format);
-    EXPECT_TRUE(saved.ok()) << saved.status.message;
+    Result<std::string> saved = SaveWorld(world, format);
+    EXPECT_TRUE(saved.ok()) << saved.status().message;
     World loaded;
-    const Status s = LoadWorld(saved.value, &loaded);
+    const Status s = LoadWorld(saved.value(), &loaded);
     reasons.push_back(s.ok() ? "accepted" : s.message);
     EXPECT_TRUE(s.ok() || loaded.fds.Count() == 0);
   }
-  StatusOr<v1::Image> image = image::Capture(world);
-  EXPECT_TRUE(image.ok()) << image.status.message;
-  const Status s = image::Validate(image.value);
+  Result<v1::Image> image = image::Capture(world);
+  EXPECT_TRUE(image.ok()) << image.status().message;
+  const Status s = image::Validate(image.value());
   reasons.push_back(s.ok() ? "accepted" : s.message);
   return reasons;
 }

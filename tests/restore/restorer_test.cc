@@ -69,9 +69,9 @@ class RestorerTest : public ::testing::Test {
     ASSERT_TRUE(testing::BuildHostWorld(&world_, f_));
     EpollcrSide side{&world_};
     ASSERT_EQ(testing::PlayBefore(side.Side(), f_), "data=4 events=in");
-    StatusOr<v1::Image> image = image::Capture(world_);
-    ASSERT_TRUE(image.ok()) << image.status.message;
-    image_ = image.value;
+    Result<v1::Image> image = image::Capture(world_);
+    ASSERT_TRUE(image.ok()) << image.status().message;
+    image_ = image.value();
     HandOver(&world_);
   }
   void TearDown() override {
@@ -87,7 +87,7 @@ class RestorerTest : public ::testing::Test {
     const int fds = OpenFds();
     const long files = File::LiveFiles();
     Status s = Restore(image_, &restored_, options);
-    EXPECT_TRUE(s) << "the restore should have failed";
+    EXPECT_FALSE(s.ok()) << "the restore should have failed";
     EXPECT_THAT(s.message, HasSubstr(message));
     EXPECT_EQ(restored_.fds.Count(), 0);
     EXPECT_TRUE(restored_.roots.empty());
@@ -106,7 +106,7 @@ TEST_F(RestorerTest, InheritedFdsRestoreToWhatTheKernelReports) {
   InheritedFdResolver inherited;
   Report report;
   Status s = Restore(image_, &restored_, With(Policy::kStrict, {&inherited}), &report);
-  ASSERT_FALSE(s) << s.message;
+  ASSERT_TRUE(s.ok()) << s.message;
   EXPECT_EQ(report.host_files, 5u);
   EXPECT_EQ(report.polls, 2u);
   EXPECT_EQ(report.entries, 6u);
@@ -138,7 +138,7 @@ TEST_F(RestorerTest, AMissingFdFailsStrictAndIsPrunedWithAReport) {
 
   Report report;
   Status s = Restore(image_, &restored_, With(Policy::kPrune, {&inherited}), &report);
-  ASSERT_FALSE(s) << s.message;
+  ASSERT_TRUE(s.ok()) << s.message;
   ASSERT_EQ(report.pruned.size(), 1u);
   EXPECT_EQ(report.pruned[0].entries, 1u);
   EXPECT_EQ(report.pruned[0].fds, 1u);
@@ -159,7 +159,7 @@ TEST_F(RestorerTest, EntriesFollowTheFdNumbersOfThisProcess) {
   InheritedFdResolver inherited(moved);
   Report report;
   Status s = Restore(image_, &restored_, With(Policy::kStrict, {&inherited}), &report);
-  ASSERT_FALSE(s) << s.message;
+  ASSERT_TRUE(s.ok()) << s.message;
   EXPECT_EQ(report.rekeyed, 5u);
   const int c = moved[f_.c[0]];
   EXPECT_EQ(restored_.fds.Get(f_.c[0]), nullptr);
@@ -199,7 +199,7 @@ TEST_F(RestorerTest, ARegistryResolvesByRootNameAndOthersFallThrough) {
   InheritedFdResolver inherited;
   Report report;
   Status s = Restore(image_, &restored_, With(Policy::kStrict, {&registry, &inherited}), &report);
-  ASSERT_FALSE(s) << s.message;
+  ASSERT_TRUE(s.ok()) << s.message;
   EXPECT_EQ(report.rekeyed, 1u);
   EXPECT_EQ(restored_.roots.at("c"), c.value());
   EXPECT_EQ(restored_.fds.Get(mine), c.value());
@@ -245,7 +245,7 @@ TEST_F(RestorerTest, NoResolverAtAllFailsStrictAndPrunesEverythingHost) {
   ExpectFailure(With(Policy::kStrict, {}), "no resolver has it");
   Report report;
   Status s = Restore(image_, &restored_, With(Policy::kPrune, {}), &report);
-  ASSERT_FALSE(s) << s.message;
+  ASSERT_TRUE(s.ok()) << s.message;
   EXPECT_EQ(report.pruned.size(), 5u);
   EXPECT_EQ(report.entries, 1u);  // outer -> inner is all that is left
   EXPECT_FALSE(restored_.roots.count("c"));
@@ -272,9 +272,9 @@ class BatchedRestoreTest : public ::testing::Test {
         ASSERT_FALSE(poll->AddEntry({file.value().get(), fd}, EntryFlags{}, kEventIn, static_cast<std::uint64_t>(fd)));
       }
     }
-    StatusOr<v1::Image> image = image::Capture(world_);
-    ASSERT_TRUE(image.ok()) << image.status.message;
-    image_ = image.value;
+    Result<v1::Image> image = image::Capture(world_);
+    ASSERT_TRUE(image.ok()) << image.status().message;
+    image_ = image.value();
     HandOver(&world_);
   }
   void TearDown() override {
@@ -311,7 +311,7 @@ TEST_F(BatchedRestoreTest, EachFailedSystemCallFailsTheRestoreCleanly) {
       epollcr::testing::SetFaultHook(FailOne(call, item));
       Status s = Restore(image_, &restored_, With(Policy::kStrict, {&inherited}));
       epollcr::testing::SetFaultHook({});
-      ASSERT_TRUE(s) << "the restore should have failed";
+      ASSERT_FALSE(s.ok()) << "the restore should have failed";
       if (call == FaultPoint::kBatchStat) {
         // The identity checks run in image order, which is fd order here.
         EXPECT_THAT(s.message, HasSubstr("fd " + std::to_string(fds_[item]) + " is not open in this process"));
@@ -332,7 +332,7 @@ TEST_F(BatchedRestoreTest, EachFailedSystemCallFailsTheRestoreCleanly) {
   const sys::BatchCounts before = sys::Counts();
   Report report;
   Status s = Restore(image_, &restored_, With(Policy::kStrict, {&inherited}), &report);
-  ASSERT_FALSE(s) << s.message;
+  ASSERT_TRUE(s.ok()) << s.message;
   EXPECT_EQ(report.host_files, static_cast<std::uint64_t>(kSockets));
   EXPECT_EQ(report.entries, static_cast<std::uint64_t>(kSockets));
   EXPECT_EQ(HostFile::WatchedFds(), static_cast<std::size_t>(kSockets));
@@ -356,7 +356,7 @@ TEST_F(BatchedRestoreTest, AFailedIdentityCheckIsPrunedUnderThePrunePolicy) {
   epollcr::testing::SetFaultHook(FailOne(FaultPoint::kBatchStat, 7));
   Status s = Restore(image_, &restored_, With(Policy::kPrune, {&inherited}), &report);
   epollcr::testing::SetFaultHook({});
-  ASSERT_FALSE(s) << s.message;
+  ASSERT_TRUE(s.ok()) << s.message;
   ASSERT_EQ(report.pruned.size(), 1u);
   EXPECT_THAT(report.pruned[0].reason, HasSubstr("fd " + std::to_string(fds_[7]) + " is not open"));
   EXPECT_EQ(report.entries, static_cast<std::uint64_t>(kSockets - 1));
@@ -391,7 +391,7 @@ TEST(EmbedderReferenceTest, AnUnregisteredKindFailsStrictAndIsPruned) {
   EXPECT_EQ(w.fds.Count(), 0);
   Report report;
   s = Restore(image, &w, With(Policy::kPrune, {}), &report);
-  ASSERT_FALSE(s) << s.message;
+  ASSERT_TRUE(s.ok()) << s.message;
   EXPECT_EQ(report.pruned.size(), 1u);
   EXPECT_EQ(w.fds.Count(), 0);
   EXPECT_EQ(std::static_pointer_cast<EventPoll>(w.roots.at("poll"))->EntryCount(), 0u);
@@ -432,8 +432,8 @@ TEST(HandoffTest, ExecKeepsTheHostFdsAndTheNewImageCarriesOn) {
     if (!f.Open() || !testing::BuildHostWorld(&w, f)) _exit(3);
     EpollcrSide side{&w};
     if (testing::PlayBefore(side.Side(), f) != "data=4 events=in") _exit(4);
-    StatusOr<std::vector<int>> kept = PrepareExec(w, path);
-    if (!kept.ok() || kept.value.size() != 5) _exit(5);
+    Result<std::vector<int>> kept = PrepareExec(w, path);
+    if (!kept.ok() || kept.value().size() != 5) _exit(5);
     execl(ChildPath(), ChildPath(), "exec", path.c_str(), static_cast<char*>(nullptr));
     _exit(6);
   }
@@ -468,7 +468,7 @@ TEST(HandoffTest, ScmRightsGivesNewNumbersAndEntriesFollowThem) {
   close(out[1]);
   close(sock[1]);
   Status s = SendWorld(sock[0], w);
-  EXPECT_FALSE(s) << s.message;
+  EXPECT_TRUE(s.ok()) << s.message;
   close(sock[0]);
   ChildOutput r = Collect(pid, out[0]);
   ASSERT_EQ(r.status, 0) << r.out;
@@ -490,7 +490,7 @@ TEST(HandoffTest, AFailedReceiveClosesEveryFdItGot) {
   int sock[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sock), 0);
   Status sent = SendWorld(sock[0], w);
-  ASSERT_FALSE(sent) << sent.message;
+  ASSERT_TRUE(sent.ok()) << sent.message;
   // The receiver's world is not empty: nothing may be taken.
   World busy;
   busy.roots["x"] = EventPoll::Create();
@@ -556,9 +556,9 @@ TEST(HostFileTest, AWorldWithHostFilesIsNoBoostArchive) {
   ASSERT_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
   World w;
   ASSERT_FALSE(w.fds.InstallAt(p[0], HostFile::Create(p[0]).value()));
-  StatusOr<std::string> saved = SaveWorld(w, ArchiveFormat::kBoostText);
+  Result<std::string> saved = SaveWorld(w, ArchiveFormat::kBoostText);
   EXPECT_FALSE(saved.ok());
-  EXPECT_THAT(saved.status.message, HasSubstr("host files are saved only in protobuf images"));
+  EXPECT_THAT(saved.status().message, HasSubstr("host files are saved only in protobuf images"));
   w.fds.Clear();
   close(p[1]);
 }

@@ -234,10 +234,10 @@ TEST(DeclaredFields, EverySavedFieldRoundTripsThroughEveryBoostFormat) {
   const WorldPrint want = PrintWorld(f.world);
   for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary}) {
     SCOPED_TRACE(ArchiveFormatName(format));
-    StatusOr<std::string> bytes = SaveWorld(f.world, format);
-    ASSERT_TRUE(bytes.ok()) << bytes.status.message;
+    Result<std::string> bytes = SaveWorld(f.world, format);
+    ASSERT_TRUE(bytes.ok()) << bytes.status().message;
     World loaded;
-    const Status s = LoadWorld(bytes.value, &loaded);
+    const Status s = LoadWorld(bytes.value(), &loaded);
     ASSERT_TRUE(s.ok()) << s.message;
     EXPECT_EQ(Differences(want, PrintWorld(loaded)), "");
   }
@@ -246,10 +246,10 @@ TEST(DeclaredFields, EverySavedFieldRoundTripsThroughEveryBoostFormat) {
 TEST(DeclaredFields, EverySavedFieldRoundTripsThroughTheImage) {
   Fixture f;
   const WorldPrint want = PrintWorld(f.world);
-  StatusOr<std::string> bytes = image::SaveImage(f.world);
-  ASSERT_TRUE(bytes.ok()) << bytes.status.message;
+  Result<std::string> bytes = image::SaveImage(f.world);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message;
   World loaded;
-  const Status s = image::LoadImage(bytes.value, &loaded);
+  const Status s = image::LoadImage(bytes.value(), &loaded);
   ASSERT_TRUE(s.ok()) << s.message;
   EXPECT_EQ(Differences(want, PrintWorld(loaded)), "");
 }
@@ -257,13 +257,13 @@ TEST(DeclaredFields, EverySavedFieldRoundTripsThroughTheImage) {
 // Field columns in an xml archive are elements named KIND.FIELD: exactly the saved fields of each kind, no others.
 TEST(DeclaredFields, BoostColumnsAreExactlyTheSavedFields) {
   Fixture f;
-  StatusOr<std::string> xml = SaveWorld(f.world, ArchiveFormat::kBoostXml);
-  ASSERT_TRUE(xml.ok()) << xml.status.message;
+  Result<std::string> xml = SaveWorld(f.world, ArchiveFormat::kBoostXml);
+  ASSERT_TRUE(xml.ok()) << xml.status().message;
   std::set<std::string> columns;  // start tags <KIND.FIELD>
-  for (std::size_t at = xml.value.find('<'); at != std::string::npos; at = xml.value.find('<', at + 1)) {
-    const std::size_t end = xml.value.find('>', at);
+  for (std::size_t at = xml.value().find('<'); at != std::string::npos; at = xml.value().find('<', at + 1)) {
+    const std::size_t end = xml.value().find('>', at);
     if (end == std::string::npos) break;
-    const std::string name = xml.value.substr(at + 1, end - at - 1);
+    const std::string name = xml.value().substr(at + 1, end - at - 1);
     const bool column = name.find('.') != std::string::npos && name.find_first_of(" /=\"") == std::string::npos;
     if (column) columns.insert(name);
   }
@@ -395,16 +395,16 @@ TEST(ZeroValue, ASaveWhileAThreadBlocksInWaitFailsInEveryFormat) {
   while (FieldOf<int>(*poll->impl(), "waiters") == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::vector<std::string> messages;
   for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary}) {
-    StatusOr<std::string> bytes = SaveWorld(world, format);
+    Result<std::string> bytes = SaveWorld(world, format);
     EXPECT_FALSE(bytes.ok()) << ArchiveFormatName(format);
-    messages.push_back(bytes.status.message);
+    messages.push_back(bytes.status().message);
   }
-  StatusOr<std::string> image_bytes = image::SaveImage(world);
+  Result<std::string> image_bytes = image::SaveImage(world);
   EXPECT_FALSE(image_bytes.ok());
-  messages.push_back(image_bytes.status.message);
-  StatusOr<v1::Image> captured = image::Capture(world);
+  messages.push_back(image_bytes.status().message);
+  Result<v1::Image> captured = image::Capture(world);
   EXPECT_FALSE(captured.ok());
-  messages.push_back(captured.status.message);
+  messages.push_back(captured.status().message);
   const std::uint64_t one = 1;
   ASSERT_TRUE(counter->Write(std::as_bytes(std::span(&one, 1))).ok());  // wakes the waiter
   waiter.join();
@@ -445,10 +445,10 @@ TEST(WaitOrder, ALoadedChainOfPollsDeeperThanTheLimitIsRefusedByEveryBoostFormat
   TooDeep t;
   for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary}) {
     SCOPED_TRACE(ArchiveFormatName(format));
-    StatusOr<std::string> bytes = SaveWorld(t.world, format);
-    ASSERT_TRUE(bytes.ok()) << bytes.status.message;
+    Result<std::string> bytes = SaveWorld(t.world, format);
+    ASSERT_TRUE(bytes.ok()) << bytes.status().message;
     World loaded;
-    const Status s = LoadWorld(bytes.value, &loaded);
+    const Status s = LoadWorld(bytes.value(), &loaded);
     EXPECT_FALSE(s.ok());
     EXPECT_NE(s.message.find("polls nested deeper than 4"), std::string::npos) << s.message;
     EXPECT_EQ(loaded.fds.Count(), 0);
@@ -458,19 +458,19 @@ TEST(WaitOrder, ALoadedChainOfPollsDeeperThanTheLimitIsRefusedByEveryBoostFormat
 TEST(WaitOrder, ALoadedChainOfTheLimitLoads) {  // the same world without the moved entry: exactly kMaxNests links
   TooDeep t;
   t.moved->file = t.counter.get();
-  StatusOr<std::string> bytes = SaveWorld(t.world, ArchiveFormat::kBoostText);
-  ASSERT_TRUE(bytes.ok()) << bytes.status.message;
+  Result<std::string> bytes = SaveWorld(t.world, ArchiveFormat::kBoostText);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message;
   World loaded;
-  const Status s = LoadWorld(bytes.value, &loaded);
+  const Status s = LoadWorld(bytes.value(), &loaded);
   EXPECT_TRUE(s.ok()) << s.message;
 }
 
 TEST(WaitOrder, TheImageRefusesTheSameChainWhenValidating) {
   TooDeep t;
-  StatusOr<std::string> bytes = image::SaveImage(t.world);
-  ASSERT_TRUE(bytes.ok()) << bytes.status.message;
+  Result<std::string> bytes = image::SaveImage(t.world);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message;
   World loaded;
-  const Status s = image::LoadImage(bytes.value, &loaded);
+  const Status s = image::LoadImage(bytes.value(), &loaded);
   EXPECT_FALSE(s.ok());
   EXPECT_EQ(loaded.fds.Count(), 0);
 }

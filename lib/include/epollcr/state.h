@@ -40,23 +40,6 @@ inline constexpr PolicyTag<FieldPolicy::kManual> kManual{};
 
 const char* FieldPolicyName(FieldPolicy policy);
 
-// An error with a message that says where: "eventpoll#3 field waiters: 1 thread blocked in Wait at save time".
-struct Status {
-  std::error_code code;
-  std::string message;
-
-  bool ok() const { return !code; }
-  explicit operator bool() const { return !ok(); }  // true on error, like std::error_code
-  static Status Error(int errno_value, std::string message) { return {Errno(errno_value), std::move(message)}; }
-};
-
-template <typename T>
-struct StatusOr {
-  Status status;
-  T value{};
-  bool ok() const { return status.ok(); }
-};
-
 // What a checkpoint holds: an fd table plus files the program keeps outside any fd table, by name. Files reached
 // only through an EventPoll entry are not owned by the world and make the save fail (their owner is not saved).
 struct World {
@@ -72,7 +55,7 @@ Result<ArchiveFormat> ParseArchiveFormat(std::string_view name);
 // A whole world as a standalone Boost archive inside a small envelope (magic, format, length, CRC32C), so a
 // truncated or corrupted archive is refused before Boost parses it. Boost archives are for trusted input, binary
 // ones only on the same architecture and Boost version; the portable, validated format is the protobuf image.
-StatusOr<std::string> SaveWorld(const World& world, ArchiveFormat format);
+Result<std::string> SaveWorld(const World& world, ArchiveFormat format);
 // Loads into `out`, which must be empty. On failure `out` is untouched and nothing stays registered anywhere.
 Status LoadWorld(std::string_view bytes, World* out);
 

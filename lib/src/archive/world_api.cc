@@ -99,16 +99,16 @@ Status LoadAs(std::string_view payload, World* out) {
 
 }  // namespace
 
-StatusOr<std::string> SaveWorld(const World& world, ArchiveFormat format) {
+Result<std::string> SaveWorld(const World& world, ArchiveFormat format) {
   std::string payload;
   Status s;
   switch (format) {
     case ArchiveFormat::kBoostText: s = SaveAs<boost::archive::text_oarchive>(world, &payload); break;
     case ArchiveFormat::kBoostXml: s = SaveAs<boost::archive::xml_oarchive>(world, &payload); break;
     case ArchiveFormat::kBoostBinary: s = SaveAs<boost::archive::binary_oarchive>(world, &payload); break;
-    default: return {Status::Error(EINVAL, "save: unknown archive format"), {}};
+    default: return Status::Error(EINVAL, "save: unknown archive format");
   }
-  if (s) return {s, {}};
+  if (!s.ok()) return s;
   std::string out(kMagic, sizeof kMagic);
   out.push_back(static_cast<char>(kEnvelopeVersion));
   out.push_back(static_cast<char>(format));
@@ -116,7 +116,7 @@ StatusOr<std::string> SaveWorld(const World& world, ArchiveFormat format) {
   PutLe(out, Crc32c(payload), 4);
   PutLe(out, payload.size(), 8);
   out += payload;
-  return {{}, std::move(out)};
+  return out;
 }
 
 Status LoadWorld(std::string_view bytes, World* out) {
@@ -153,11 +153,11 @@ Status LoadWorld(std::string_view bytes, World* out) {
 namespace {
 template <typename Ar>
 void SaveOrThrow(Ar& ar, const World& world) {
-  if (Status s = archive::SaveWorldTo(ar, world)) throw CheckpointError(s);
+  if (Status s = archive::SaveWorldTo(ar, world); !s.ok()) throw CheckpointError(s);
 }
 template <typename Ar>
 void LoadOrThrow(Ar& ar, World& world) {
-  if (Status s = archive::LoadWorldFrom(ar, &world)) throw CheckpointError(s);
+  if (Status s = archive::LoadWorldFrom(ar, &world); !s.ok()) throw CheckpointError(s);
 }
 }  // namespace
 

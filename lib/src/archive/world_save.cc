@@ -172,7 +172,7 @@ Status SaveWorldTo(Ar& ar, const World& world) {
       }
       Writer(cut).Write(ar);
     });
-    return s ? s : refused;
+    return s.ok() ? refused : s;
   } catch (const std::exception& e) {
     return Status::Error(EIO, std::string("save: ") + e.what());
   }

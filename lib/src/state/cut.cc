@@ -23,9 +23,9 @@ Status WithCut(const World& world, const std::function<void(Cut&)>& read) {
         }
       }
       Cut snap(world);
-      if (Status s = snap.Take()) return s;
-      if (Status s = snap.SaveCustom()) return s;  // before the cut: embedder code must not run under engine locks
-      if (Status s = snap.Lock()) {
+      if (Status s = snap.Take(); !s.ok()) return s;
+      if (Status s = snap.SaveCustom(); !s.ok()) return s;  // before the cut: embedder code must not run under engine locks
+      if (Status s = snap.Lock(); !s.ok()) {
         if (snap.retry() && attempt < kAttempts) continue;
         return s;
       }
