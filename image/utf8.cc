@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -70,9 +72,33 @@ Next ReadField(WireReader& in, WireField* f) {
 }
 
 std::string Location(const std::string& path, const FieldDescriptor& field, int index) {
-  std::string at = path.empty() ? field.name() : path + "." + field.name();
-  if (index >= 0) at += "[" + std::to_string(index) + "]";
+  std::string at = path;
+  if (!at.empty()) at.push_back('.');
+  at.append(field.name());
+  if (index >= 0) at.append("[").append(std::to_string(index)).append("]");
   return at;
+}
+
+// The loop both walks share: reads the fields of one message up to the end of `in`, or up to the end-group tag of
+// `group` if it is not 0. A group's fields are handed to on_group(field number) (which walks them, one level deeper);
+// a length-delimited field to on_field(field), and a scalar is skipped. False if the wire format is malformed, a
+// group is nested deeper than protobuf allows, or a callback says stop.
+template <typename OnGroup, typename OnField>
+bool ForEachField(WireReader& in, int depth, std::uint32_t group, OnGroup on_group, OnField on_field) {
+  while (in.p != in.end) {
+    WireField f;
+    switch (ReadField(in, &f)) {
+      case Next::kMalformed: return false;
+      case Next::kGroupEnd: return f.number == group;
+      case Next::kField: break;
+    }
+    if (f.wire_type == 3) {
+      if (depth >= kMaxDepth || !on_group(f.number)) return false;
+    } else if (f.wire_type == 2 && !on_field(f)) {
+      return false;
+    }
+  }
+  return group == 0;
 }
 
 // Whether a message of `type` can hold a string field, at any depth. `memo` caches the answers of one search.
@@ -88,114 +114,116 @@ bool HasStrings(const Descriptor* type, std::unordered_map<const Descriptor*, bo
   return (*memo)[type] = result;
 }
 
-// Walks the fields of one message (type null: an unknown group, whose fields are all skipped) up to the end of
-// `in`, or up to the end-group tag of `group` if it is not 0. False if the walk stops: the wire format is malformed
-// (protobuf refuses all of it too), or *found is set.
+// Walks the fields of one message (type null: an unknown group, whose fields are all skipped). False if the walk
+// stops: the wire format is malformed (protobuf refuses all of it too), or *found is set.
 bool Walk(WireReader& in, const Descriptor* type, const std::string& path, int depth, std::uint32_t group,
           std::unordered_map<const Descriptor*, bool>* memo, std::string* found) {
   std::unordered_map<int, int> seen;  // repeated field number -> occurrences so far (for the location's index)
-  while (in.p != in.end) {
-    WireField f;
-    switch (ReadField(in, &f)) {
-      case Next::kMalformed: return false;
-      case Next::kGroupEnd: return f.number == group;
-      case Next::kField: break;
-    }
-    if (f.wire_type == 3) {
-      if (depth >= kMaxDepth || !Walk(in, nullptr, path, depth + 1, f.number, memo, found)) return false;
-      continue;
-    }
-    if (f.wire_type != 2) continue;
+  const auto on_group = [&](std::uint32_t number) { return Walk(in, nullptr, path, depth + 1, number, memo, found); };
+  const auto on_field = [&](const WireField& f) {
     const FieldDescriptor* field = type == nullptr ? nullptr : type->FindFieldByNumber(static_cast<int>(f.number));
-    if (field == nullptr) continue;  // an unknown field: kept as bytes, never checked
+    if (field == nullptr) return true;  // an unknown field: kept as bytes, never checked
     const bool is_string = field->type() == FieldDescriptor::TYPE_STRING;
     if (!is_string && (field->type() != FieldDescriptor::TYPE_MESSAGE || !HasStrings(field->message_type(), memo))) {
-      continue;  // bytes, a packed column, or a message without strings (as fast as skipping it)
+      return true;  // bytes, a packed column, or a message without strings (as fast as skipping it)
     }
     const int index = field->is_repeated() ? seen[field->number()]++ : -1;
     if (is_string) {
-      if (!IsUtf8(f.bytes)) {
-        *found = Location(path, *field, index);
-        return false;
-      }
-      continue;
-    }
-    WireReader sub{f.bytes.data(), f.bytes.data() + f.bytes.size()};
-    if (depth >= kMaxDepth ||
-        !Walk(sub, field->message_type(), Location(path, *field, index), depth + 1, 0, memo, found)) {
+      if (IsUtf8(f.bytes)) return true;
+      *found = Location(path, *field, index);
       return false;
     }
-  }
-  return group == 0;
+    WireReader sub{f.bytes.data(), f.bytes.data() + f.bytes.size()};
+    return depth < kMaxDepth &&
+           Walk(sub, field->message_type(), Location(path, *field, index), depth + 1, 0, memo, found);
+  };
+  return ForEachField(in, depth, group, on_group, on_field);
 }
 
 // What each field number of one message type holds, as far as the walk cares: nothing to look at (numbers, bytes,
-// packed columns, unknown fields, messages without strings), a string, or a message that holds strings.
+// packed columns, unknown fields, messages without strings), a string, or a message that holds strings (with its own
+// table). Built once per schema and never changed after: a walk does no lookup but an array index per field.
+struct FieldTable;
 struct FieldKind {
   enum : std::uint8_t { kSkip, kString, kMessage } kind = kSkip;
-  const Descriptor* type = nullptr;
+  const FieldTable* table = nullptr;  // kMessage: the table of the message type
 };
+struct FieldTable {
+  std::vector<FieldKind> by_number;  // indexed by field number; numbers past the end are kSkip
+  bool sparse = false;               // numbers too large for an array (never in epollcr's schema): Walk alone decides
+};
+
 class FieldKinds {
  public:
-  // Indexed by field number; numbers past the end are kSkip.
-  const std::vector<FieldKind>& Of(const Descriptor* type) {
-    auto [it, inserted] = tables_.try_emplace(type);
-    if (inserted) {
-      int max = 0;
-      for (int i = 0; i < type->field_count(); ++i) max = std::max(max, type->field(i)->number());
-      if (max > 4096) max = 0;  // sparse numbers: Walk alone (never in epollcr's schema)
-      it->second.resize(static_cast<std::size_t>(max) + 1);
-      for (int i = 0; i < type->field_count() && max > 0; ++i) {
-        const FieldDescriptor* f = type->field(i);
-        FieldKind& k = it->second[static_cast<std::size_t>(f->number())];
-        if (f->type() == FieldDescriptor::TYPE_STRING) {
-          k.kind = FieldKind::kString;
-        } else if (f->type() == FieldDescriptor::TYPE_MESSAGE && HasStrings(f->message_type(), &memo_)) {
-          k = {FieldKind::kMessage, f->message_type()};
-        }
-      }
-    }
-    return it->second;
-  }
-  bool Sparse(const Descriptor* type) {
-    const std::vector<FieldKind>& table = Of(type);
-    return table.size() == 1 && type->field_count() > 0;
+  explicit FieldKinds(const Descriptor& root) { root_ = Build(&root); }
+  const FieldTable* root() const { return root_; }
+
+  // The tables of `type`'s schema, made on first use and kept for the life of the process.
+  static const FieldKinds& For(const Descriptor& type) {
+    static std::mutex mu;
+    static auto* cache = new std::unordered_map<const Descriptor*, std::unique_ptr<FieldKinds>>();  // never freed
+    std::lock_guard<std::mutex> lock(mu);
+    std::unique_ptr<FieldKinds>& kinds = (*cache)[&type];
+    if (!kinds) kinds = std::make_unique<FieldKinds>(type);
+    return *kinds;
   }
 
  private:
-  std::unordered_map<const Descriptor*, std::vector<FieldKind>> tables_;
+  const FieldTable* Build(const Descriptor* type) {
+    auto [it, inserted] = tables_.try_emplace(type);
+    if (!inserted) return &it->second;  // built, or being built (a type that contains itself)
+    FieldTable& table = it->second;     // std::unordered_map never moves its elements
+    int max = 0;
+    for (int i = 0; i < type->field_count(); ++i) max = std::max(max, type->field(i)->number());
+    table.sparse = max > 4096 && type->field_count() > 0;
+    if (table.sparse) return &table;
+    table.by_number.resize(static_cast<std::size_t>(max) + 1);
+    for (int i = 0; i < type->field_count(); ++i) {
+      const FieldDescriptor* f = type->field(i);
+      if (f->type() == FieldDescriptor::TYPE_STRING) {
+        table.by_number[static_cast<std::size_t>(f->number())].kind = FieldKind::kString;
+      } else if (f->type() == FieldDescriptor::TYPE_MESSAGE && HasStrings(f->message_type(), &memo_)) {
+        const FieldTable* sub = Build(f->message_type());
+        table.by_number[static_cast<std::size_t>(f->number())] = {FieldKind::kMessage, sub};
+      }
+    }
+    return &table;
+  }
+
+  std::unordered_map<const Descriptor*, FieldTable> tables_;
   std::unordered_map<const Descriptor*, bool> memo_;
+  const FieldTable* root_ = nullptr;
 };
 
 // Walk's question without its answer: true if Walk would find the payload well formed with every string UTF-8.
-// It keeps no path, counts no index and allocates nothing per field, so a whole image costs about one pass over its
-// bytes; only when it says no does Walk go over the payload again to say what and where.
-bool Clean(WireReader& in, const Descriptor* type, int depth, std::uint32_t group, FieldKinds& kinds) {
-  const std::vector<FieldKind>* table = type == nullptr ? nullptr : &kinds.Of(type);
-  if (type != nullptr && kinds.Sparse(type)) return false;  // Walk decides
-  while (in.p != in.end) {
-    WireField f;
-    switch (ReadField(in, &f)) {
-      case Next::kMalformed: return false;
-      case Next::kGroupEnd: return f.number == group;
-      case Next::kField: break;
-    }
-    if (f.wire_type == 3) {
-      if (depth >= kMaxDepth || !Clean(in, nullptr, depth + 1, f.number, kinds)) return false;
-      continue;
-    }
-    if (f.wire_type != 2 || table == nullptr || f.number >= table->size()) continue;
-    const FieldKind& k = (*table)[f.number];
-    if (k.kind == FieldKind::kString && !IsUtf8(f.bytes)) return false;
-    if (k.kind == FieldKind::kMessage) {
-      WireReader sub{f.bytes.data(), f.bytes.data() + f.bytes.size()};
-      if (depth >= kMaxDepth || !Clean(sub, k.type, depth + 1, 0, kinds)) return false;
-    }
-  }
-  return group == 0;
+// It keeps no path, counts no index and allocates nothing, so a whole image costs about one pass over its bytes;
+// only when it says no does Walk go over the payload again to say what and where. `table` null: an unknown group.
+bool Clean(WireReader& in, const FieldTable* table, int depth, std::uint32_t group) {
+  if (table != nullptr && table->sparse) return false;  // Walk decides
+  const auto on_group = [&](std::uint32_t number) { return Clean(in, nullptr, depth + 1, number); };
+  const auto on_field = [&](const WireField& f) {
+    if (table == nullptr || f.number >= table->by_number.size()) return true;
+    const FieldKind& k = table->by_number[f.number];
+    if (k.kind == FieldKind::kString) return IsUtf8(f.bytes);
+    if (k.kind != FieldKind::kMessage) return true;
+    WireReader sub{f.bytes.data(), f.bytes.data() + f.bytes.size()};
+    return depth < kMaxDepth && Clean(sub, k.table, depth + 1, 0);
+  };
+  return ForEachField(in, depth, group, on_group, on_field);
 }
 
-bool Check(const google::protobuf::Message& message, const std::string& path,
+// Where Check is: the chain of fields from the root, turned into text only when a bad string is found.
+struct CheckFrame {
+  const CheckFrame* parent;
+  const FieldDescriptor* field;  // null at the root
+  int index;
+};
+std::string PathOf(const CheckFrame* frame) {
+  if (frame == nullptr || frame->field == nullptr) return "";
+  return Location(PathOf(frame->parent), *frame->field, frame->index);
+}
+
+bool Check(const google::protobuf::Message& message, const CheckFrame* at,
            std::unordered_map<const Descriptor*, bool>* memo, std::string* found) {
   const google::protobuf::Reflection& reflection = *message.GetReflection();
   const Descriptor& type = *message.GetDescriptor();
@@ -209,19 +237,19 @@ bool Check(const google::protobuf::Message& message, const std::string& path,
     const int n = field->is_repeated() ? reflection.FieldSize(message, field)
                                        : (reflection.HasField(message, field) ? 1 : 0);
     for (int i = 0; i < n; ++i) {
-      const int index = field->is_repeated() ? i : -1;
+      const CheckFrame here{at, field, field->is_repeated() ? i : -1};
       if (is_string) {
         const std::string& text = field->is_repeated()
                                       ? reflection.GetRepeatedStringReference(message, field, i, &scratch)
                                       : reflection.GetStringReference(message, field, &scratch);
         if (!IsUtf8(text)) {
-          *found = Location(path, *field, index);
+          *found = PathOf(&here);
           return false;
         }
       } else {
         const google::protobuf::Message& sub = field->is_repeated() ? reflection.GetRepeatedMessage(message, field, i)
                                                                     : reflection.GetMessage(message, field);
-        if (!Check(sub, Location(path, *field, index), memo, found)) return false;
+        if (!Check(sub, &here, memo, found)) return false;
       }
     }
   }
@@ -260,9 +288,8 @@ bool IsUtf8(std::string_view text) {
 }
 
 PayloadStrings CheckPayloadStrings(std::string_view payload, const Descriptor& type) {
-  FieldKinds kinds;
   WireReader clean{payload.data(), payload.data() + payload.size()};
-  if (Clean(clean, &type, 0, 0, kinds)) return {};
+  if (Clean(clean, FieldKinds::For(type).root(), 0, 0)) return {};
   WireReader in{payload.data(), payload.data() + payload.size()};
   std::unordered_map<const Descriptor*, bool> memo;
   PayloadStrings result;
@@ -273,7 +300,8 @@ PayloadStrings CheckPayloadStrings(std::string_view payload, const Descriptor& t
 std::string FindNonUtf8InMessage(const google::protobuf::Message& message) {
   std::unordered_map<const Descriptor*, bool> memo;
   std::string found;
-  Check(message, "", &memo, &found);
+  const CheckFrame root{nullptr, nullptr, -1};
+  Check(message, &root, &memo, &found);
   return found;
 }
 

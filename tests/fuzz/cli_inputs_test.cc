@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "fuzz_entry_points.h"
+#include "fuzz_inputs.h"
 #include "program_run.h"
 #include "temp_dir.h"
 
@@ -23,23 +24,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path FuzzDir() {
-  const char* dir = std::getenv("EPOLLCR_FUZZ_DIR");
-  return dir != nullptr ? fs::path(dir) : fs::path("tests/fuzz");
-}
-
 constexpr std::size_t kCorpusStep = 8;
 
 std::vector<fs::path> InputsOf(const std::string& target) {
   std::vector<fs::path> files;
   for (const char* kind : {"seeds", "corpus", "regressions"}) {
-    const fs::path dir = FuzzDir() / kind / target;
-    if (!fs::is_directory(dir)) continue;
-    std::vector<fs::path> found;
-    for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
-      if (entry.is_regular_file()) found.push_back(entry.path());
-    }
-    std::sort(found.begin(), found.end());
+    const std::vector<fs::path> found = InputFiles(kind, target);
     // Of a campaign corpus (hundreds of inputs per target), every eighth by name: three processes per input, and
     // fuzz_inputs runs all of them in-process through the same loaders.
     const std::size_t step = std::string_view(kind) == "corpus" ? kCorpusStep : 1;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "fuzz_entry_points.h"
+#include "fuzz_inputs.h"
 #include "program_run.h"
 #include "world_fixtures.h"
 
@@ -20,27 +21,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path FuzzDir() {
-  const char* dir = std::getenv("EPOLLCR_FUZZ_DIR");
-  return dir != nullptr ? fs::path(dir) : fs::path("tests/fuzz");
-}
-
-// The files of one target's folder, sorted; none if the folder does not exist.
-std::vector<fs::path> Inputs(const std::string& kind, std::string_view target) {
-  std::vector<fs::path> files;
-  const fs::path dir = FuzzDir() / kind / target;
-  if (!fs::is_directory(dir)) return files;
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
-    if (entry.is_regular_file()) files.push_back(entry.path());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
 class FuzzInputs : public ::testing::TestWithParam<Target> {};
 
 TEST_P(FuzzInputs, EverySeedIsAccepted) {
-  const std::vector<fs::path> seeds = Inputs("seeds", GetParam().name);
+  const std::vector<fs::path> seeds = InputFiles("seeds", GetParam().name);
   EXPECT_GE(seeds.size(), 4u) << "too few seeds in " << (FuzzDir() / "seeds" / GetParam().name);
   for (const fs::path& seed : seeds) {
     const Verdict outcome = GetParam().run(testing_support::ReadWholeFile(seed));
@@ -50,8 +34,8 @@ TEST_P(FuzzInputs, EverySeedIsAccepted) {
 }
 
 TEST_P(FuzzInputs, EveryCorpusInputAndFindingFailsCleanlyOrLoads) {
-  std::vector<fs::path> inputs = Inputs("corpus", GetParam().name);
-  for (const fs::path& finding : Inputs("regressions", GetParam().name)) inputs.push_back(finding);
+  std::vector<fs::path> inputs = InputFiles("corpus", GetParam().name);
+  for (const fs::path& finding : InputFiles("regressions", GetParam().name)) inputs.push_back(finding);
   for (const fs::path& finding : inputs) {
     const Verdict outcome = GetParam().run(testing_support::ReadWholeFile(finding));
     EXPECT_TRUE(outcome.ok()) << finding << ": " << outcome.violation;
