@@ -1,13 +1,20 @@
 // EventPoll: registration, wake-up and harvest. Semantics follow fs/eventpoll.c; structure follows gVisor's
 // pkg/sentry/vfs/epoll.go. Nesting checks (ELOOP, path limits) are in event_poll_nesting.cc.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cassert>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <new>
 #include <type_traits>
 #include <thread>
 
 #include "event_poll_internal.h"
+#include "fault_injection.h"
 
 namespace epollcr {
 
@@ -17,6 +24,15 @@ constexpr std::size_t kInitialBuckets = 8;
 
 // An entry's armed event bits: none once a one-shot entry has fired (its events keep only flag bits).
 EventMask Armed(const PollEntry& e) { return e.events & ~kEpollPrivateBits; }
+
+using testing::FaultPoint;
+
+// The fault seam (lib/src/fault_injection.h): true, with errno set, when a test fails this call.
+bool Faulted(FaultPoint point) {
+  const int e = testing::FaultAt(point).error;
+  if (e != 0) errno = e;
+  return e != 0;
+}
 
 }  // namespace
 
@@ -90,7 +106,25 @@ bool EventPoll::Impl::QueueIfReadyLocked(PollEntry& e) {
 }
 
 void EventPoll::Impl::WakeOneWaiterLocked() {
-  if (blocked_ > 0) cv_.NotifyOne();
+  if (blocked_ == 0) return;
+  const std::uint64_t one = 1;
+  (void)!::write(bell_fd_.get(), &one, sizeof one);  // a sleeper made the bell before it counted itself in blocked_
+}
+
+std::error_code EventPoll::Impl::MakeSleeperLocked() {
+  if (sleep_fd_.valid()) return {};
+  UniqueFd sleep_fd(Faulted(FaultPoint::kWaitEpollCreate) ? -1 : ::epoll_create1(EPOLL_CLOEXEC));
+  if (!sleep_fd.valid()) return Errno(errno);
+  UniqueFd bell_fd(Faulted(FaultPoint::kWaitEventFd) ? -1 : ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!bell_fd.valid()) return Errno(errno);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;
+  if (Faulted(FaultPoint::kWaitEventFdAdd) || ::epoll_ctl(sleep_fd.get(), EPOLL_CTL_ADD, bell_fd.get(), &ev) != 0) {
+    return Errno(errno);
+  }
+  sleep_fd_ = std::move(sleep_fd);
+  bell_fd_ = std::move(bell_fd);
+  return {};
 }
 
 void EventPoll::Impl::NotifyWatchers() { self_->Notify(kEpollWakeKey); }
@@ -342,23 +376,118 @@ Result<int> EventPoll::ReadEvents(Event* events, int max) {
   return n;
 }
 
-Result<int> EventPoll::Wait(Event* events, int max, int timeout_ms) {
-  using Clock = std::chrono::steady_clock;
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms > 0 ? timeout_ms : 0);
+namespace {
+using Clock = std::chrono::steady_clock;
+}  // namespace
+
+// When a wait ends: never (block until an event), now (poll), or at a point of the monotonic clock.
+struct EventPoll::WaitLimit {
+  enum Kind : std::uint8_t { kForever, kPoll, kUntil } kind = kForever;
+  Clock::time_point deadline{};
+
+  static WaitLimit FromMilliseconds(int timeout_ms) {
+    if (timeout_ms < 0) return {};
+    if (timeout_ms == 0) return {kPoll, {}};
+    return {kUntil, Clock::now() + std::chrono::milliseconds(timeout_ms)};
+  }
+  // epoll_pwait2's rule (poll_select_set_timeout): a negative field or tv_nsec past a second is EINVAL.
+  static Result<WaitLimit> FromTimespec(const timespec* timeout) {
+    if (timeout == nullptr) return WaitLimit{};
+    if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1'000'000'000) return Errno(EINVAL);
+    if (timeout->tv_sec == 0 && timeout->tv_nsec == 0) return WaitLimit{kPoll, {}};
+    const auto now = Clock::now();
+    // A timeout too long to add to the clock is forever (the kernel caps it the same way).
+    if (timeout->tv_sec >= std::chrono::duration_cast<std::chrono::seconds>(Clock::time_point::max() - now).count()) {
+      return WaitLimit{};
+    }
+    return WaitLimit{kUntil, now + std::chrono::seconds(timeout->tv_sec) + std::chrono::nanoseconds(timeout->tv_nsec)};
+  }
+};
+
+namespace {
+
+// Signals blocked for the rest of a Wait once a wake-up found nothing (see EventPoll::PWait2), restored at its end.
+class SignalsHeld {
+ public:
+  SignalsHeld() = default;
+  SignalsHeld(const SignalsHeld&) = delete;
+  SignalsHeld& operator=(const SignalsHeld&) = delete;
+  ~SignalsHeld() {
+    if (held_) (void)::pthread_sigmask(SIG_SETMASK, &saved_, nullptr);
+  }
+  void Hold() {
+    if (held_) return;
+    sigset_t all;
+    ::sigfillset(&all);
+    held_ = ::pthread_sigmask(SIG_BLOCK, &all, &saved_) == 0;
+  }
+  // The mask to sleep with: the caller's for PWait, else the thread's own (as it was before Hold).
+  const sigset_t* SleepMask(const sigset_t* mask) const { return mask != nullptr ? mask : (held_ ? &saved_ : nullptr); }
+
+ private:
+  bool held_ = false;
+  sigset_t saved_{};
+};
+
+}  // namespace
+
+Result<int> EventPoll::Wait(Event* events, int max, int timeout_ms) { return PWait(events, max, timeout_ms, nullptr); }
+
+Result<int> EventPoll::PWait(Event* events, int max, int timeout_ms, const sigset_t* mask) {
+  return WaitUntil(events, max, WaitLimit::FromMilliseconds(timeout_ms), mask);
+}
+
+Result<int> EventPoll::PWait2(Event* events, int max, const timespec* timeout, const sigset_t* mask) {
+  Result<WaitLimit> limit = WaitLimit::FromTimespec(timeout);  // checked first, as epoll_pwait2 does
+  if (!limit.ok()) return limit.status();
+  return WaitUntil(events, max, limit.value(), mask);
+}
+
+// ep_poll: harvest; if nothing is ready, sleep in the kernel until a wake-up, the timeout or a signal, and harvest
+// again. The sleep is epoll_pwait2 on the poll's sleeper, with the caller's mask for PWait, so a signal whose handler
+// runs during the sleep ends it with EINTR, whatever SA_RESTART says (signal(7): epoll_wait is never restarted), and
+// one that the mask unblocks and that arrived before the call is delivered during it (EINTR at once). A wake-up that
+// finds nothing (another waiter took the events, an entry went stale) sleeps again; from the first such wake-up on,
+// every signal is blocked outside the sleeps, so one that arrives between two sleeps still ends the Wait with EINTR
+// at the next sleep, as the kernel checks signal_pending before it sleeps again. What stays open is the one harvest
+// between the first empty wake-up and that blocking: a handler that runs there is missed (docs/engine.md).
+Result<int> EventPoll::WaitUntil(Event* events, int max, const WaitLimit& limit, const sigset_t* mask) {
   Impl& s = *impl_;
+  SignalsHeld held;
+  bool woken = false;  // the last sleep ended by a wake-up
   for (;;) {
     Result<int> got = ReadEvents(events, max);
-    if (!got.ok() || got.value() > 0 || timeout_ms == 0) return got;
-    MutexLock lists(s.lists_mu_);
-    if (!s.ready_.empty()) continue;  // An entry became ready since the harvest: harvest again.
-    if (timeout_ms > 0 && Clock::now() >= deadline) return 0;
-    ++s.blocked_;
-    if (timeout_ms < 0) {
-      s.cv_.Wait(s.lists_mu_);
-    } else {
-      s.cv_.WaitUntil(s.lists_mu_, deadline);
+    if (!got.ok() || got.value() > 0 || limit.kind == WaitLimit::kPoll) return got;
+    if (woken) held.Hold();
+    int sleep_fd = -1;
+    {
+      MutexLock lists(s.lists_mu_);
+      if (!s.ready_.empty()) continue;  // An entry became ready since the harvest: harvest again.
+      if (std::error_code e = s.MakeSleeperLocked()) return e;
+      sleep_fd = s.sleep_fd_.get();
+      ++s.blocked_;
     }
-    --s.blocked_;
+    timespec left{};
+    const timespec* timeout = nullptr;
+    if (limit.kind == WaitLimit::kUntil) {
+      const auto now = Clock::now();
+      const auto ns = limit.deadline > now
+                          ? std::chrono::duration_cast<std::chrono::nanoseconds>(limit.deadline - now).count()
+                          : 0;
+      left.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+      left.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+      timeout = &left;
+    }
+    epoll_event bell{};
+    const int n = ::epoll_pwait2(sleep_fd, &bell, 1, timeout, held.SleepMask(mask));
+    const int error = errno;
+    {
+      MutexLock lists(s.lists_mu_);
+      --s.blocked_;
+    }
+    if (n < 0) return Errno(error);  // EINTR: a signal handler ran
+    if (n == 0) return ReadEvents(events, max);  // timed out: what is ready now, if anything (ep_poll looks once more)
+    woken = true;
   }
 }
 

@@ -24,7 +24,7 @@
 //     poll's lists_mu_ (6), and, once that is released, the poll's own queue lock to wake its watchers. Queue locks
 //     therefore nest from inner polls to outer ones, at most kMaxNests deep.
 //  6. An EventPoll's lists_mu_ (Impl::lists_mu_; Linux's ep->lock). Guards the three lists, each entry's list tag
-//     and the blocked-waiter count; Wait's condition variable waits on it. Taken by wake-up callbacks (under a queue
+//     and the blocked-waiter count, and the sleeper's fds (a blocked Wait sleeps in the kernel, outside every lock). Taken by wake-up callbacks (under a queue
 //     lock) and by the harvest (under mu_), which polls files' Readiness with it held.
 //  7. Inner polls' lists_mu_: the Readiness of a watched poll takes its lists_mu_ under the outer poll's, and polls
 //     its own files; lists locks nest from outer polls to inner ones, at most kMaxNests deep.
@@ -57,6 +57,7 @@
 #include "epollcr/event_poll.h"
 #include "epollcr/mutex.h"
 #include "epollcr/state.h"
+#include "epollcr/unique_fd.h"
 #include "big_buffer.h"
 
 namespace epollcr {
@@ -195,7 +196,8 @@ struct EventPoll::Impl {
     v.Field("mu", mu_, kNoSave);
     v.Field("lists_mu", lists_mu_, kNoSave);
     v.Field("buckets", buckets_, kNoSave);
-    v.Field("cv", cv_, kNoSave);
+    v.Field("sleep_fd", sleep_fd_, kNoSave);
+    v.Field("bell_fd", bell_fd_, kNoSave);
   }
 
   // Lock order: LOCKING, above (4 and 6).
@@ -209,7 +211,16 @@ struct EventPoll::Impl {
   EntryList_t waiting_ EPOLLCR_GUARDED_BY(lists_mu_);
   EntryList_t disabled_ EPOLLCR_GUARDED_BY(lists_mu_);
   int blocked_ EPOLLCR_GUARDED_BY(lists_mu_) = 0;  // threads blocked in Wait
-  CondVar cv_;  // Waits on lists_mu_; signalled one waiter at a time (exclusive, like ep->wq).
+  // Where a blocking Wait sleeps: in the kernel, so that a signal handler ends the wait with EINTR as it ends
+  // epoll_wait. sleep_fd_ is a kernel epoll holding one eventfd, bell_fd_, edge-triggered; a blocked Wait sleeps in
+  // epoll_pwait2(sleep_fd_), and WakeOneWaiterLocked writes the bell: each write wakes one sleeper, since the sleepers
+  // of an epoll wait exclusively on it (fs/eventpoll.c ep_poll), as a poll's waiters do. The bell is never read (a
+  // write only makes an edge; its counter cannot fill in 2^64 writes). Made by the first Wait that blocks, kept until
+  // the poll goes.
+  UniqueFd sleep_fd_ EPOLLCR_GUARDED_BY(lists_mu_);
+  UniqueFd bell_fd_ EPOLLCR_GUARDED_BY(lists_mu_);
+  // Makes sleep_fd_ and bell_fd_ if they are not there (EMFILE, ENFILE, ENOMEM from the kernel).
+  std::error_code MakeSleeperLocked() EPOLLCR_REQUIRES(lists_mu_);
 
   EventPoll* const self_;  // Immutable: the EventPoll this is the state of.
 

@@ -39,6 +39,9 @@ std::string_view FaultPointName(FaultPoint point) {
     case FaultPoint::kNotifierEventFdAdd: return "NotifierEventFdAdd";
     case FaultPoint::kNotifierThread: return "NotifierThread";
     case FaultPoint::kNotifierWatchAdd: return "NotifierWatchAdd";
+    case FaultPoint::kWaitEpollCreate: return "WaitEpollCreate";
+    case FaultPoint::kWaitEventFd: return "WaitEventFd";
+    case FaultPoint::kWaitEventFdAdd: return "WaitEventFdAdd";
     case FaultPoint::kImageOpenDirectory: return "ImageOpenDirectory";
     case FaultPoint::kImageOpen: return "ImageOpen";
     case FaultPoint::kImageWrite: return "ImageWrite";

@@ -28,6 +28,11 @@ enum class FaultPoint : std::uint8_t {
   kNotifierEventFdAdd,
   kNotifierThread,
   kNotifierWatchAdd,
+  // lib/src/event_poll.cc: the first Wait that blocks makes its sleeper: kWaitEpollCreate, kWaitEventFd,
+  // kWaitEventFdAdd, in that order.
+  kWaitEpollCreate,
+  kWaitEventFd,
+  kWaitEventFdAdd,
   // image/file.cc: the system calls of WriteImageFile and ReadImageFile (open(2) of the directory to fsync,
   // open(2) of the file, write, read, fsync, fstat, close, rename, unlink).
   kImageOpenDirectory,

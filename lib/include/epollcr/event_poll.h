@@ -14,7 +14,9 @@
 // Thread-safe: every method may run concurrently with every other and with any file's Notify.
 #pragma once
 
+#include <csignal>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <span>
 #include <system_error>
@@ -88,9 +90,18 @@ class EventPoll final : public File {
   Result<int> ReadEvents(Event* events, int max);
   Result<int> ReadEvents(std::span<Event> events) { return ReadEvents(events.data(), SpanMax(events)); }
   // epoll_wait: like ReadEvents, but when nothing is ready waits up to timeout_ms (0 polls, negative blocks until an
-  // event). Returns 0 on timeout.
+  // event). Returns 0 on timeout, EINTR when a signal handler ran in the waiting thread while it waited (with or
+  // without SA_RESTART: epoll_wait is never restarted, signal(7)). The wait sleeps in the kernel (epoll_pwait2 on a
+  // kernel epoll the poll makes at its first blocking Wait: two fds, so EMFILE or ENFILE if there are none left).
   Result<int> Wait(Event* events, int max, int timeout_ms);
   Result<int> Wait(std::span<Event> events, int timeout_ms) { return Wait(events.data(), SpanMax(events), timeout_ms); }
+  // epoll_pwait: Wait with the thread's signal mask replaced by *mask for the time of the wait (null: unchanged), as
+  // one atomic step: a signal blocked outside and unblocked by `mask` that is pending, or arrives during the wait,
+  // is delivered during it (EINTR); when events are returned instead, it stays pending.
+  Result<int> PWait(Event* events, int max, int timeout_ms, const sigset_t* mask);
+  // epoll_pwait2: PWait with a timeout in nanoseconds (null: block until an event; {0, 0}: poll). EINVAL, before
+  // any other check, for a negative field or tv_nsec of a second or more.
+  Result<int> PWait2(Event* events, int max, const timespec* timeout, const sigset_t* mask);
 
   // The poll as a file: IN|RDNORM (masked) when at least one entry is really ready. Stale entries in front of the
   // first ready one are moved off the ready list (__ep_eventpoll_poll).
@@ -126,6 +137,9 @@ class EventPoll final : public File {
   static int SpanMax(std::span<Event> s) {
     return s.size() > static_cast<std::size_t>(kMaxEvents) ? kMaxEvents : static_cast<int>(s.size());
   }
+
+  struct WaitLimit;
+  Result<int> WaitUntil(Event* events, int max, const WaitLimit& limit, const sigset_t* mask);
 
   std::unique_ptr<Impl> impl_;  // Immutable pointer.
 };
