@@ -1,4 +1,4 @@
-// The committed fuzz inputs of the image and Boost loaders (seeds and regression inputs, every eighth input of the
+// The committed fuzz inputs of the image and Boost loaders (seeds and regression inputs, every sixteenth input of the
 // campaign corpus) through the
 // epollcr commands that read images and archives: inspect, verify and convert each exit 0 or 1 (never a signal, never
 // the usage code), and nothing reaches stderr from a third party's log: no "[libprotobuf" line (the library never
@@ -24,13 +24,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr std::size_t kCorpusStep = 8;
+constexpr std::size_t kCorpusStep = 16;
 
 std::vector<fs::path> InputsOf(const std::string& target) {
   std::vector<fs::path> files;
   for (const char* kind : {"seeds", "corpus", "regressions"}) {
     const std::vector<fs::path> found = InputFiles(kind, target);
-    // Of a campaign corpus (hundreds of inputs per target), every eighth by name: three processes per input, and
+    // Of a campaign corpus (hundreds of inputs per target), every sixteenth by name: three processes per input, and
     // fuzz_inputs runs all of them in-process through the same loaders.
     const std::size_t step = std::string_view(kind) == "corpus" ? kCorpusStep : 1;
     for (std::size_t i = 0; i < found.size(); i += step) files.push_back(found[i]);
