@@ -19,6 +19,7 @@
 
 #include "epollcr/event_poll.h"
 #include "epollcr/eventfd.h"
+#include "epollcr/syscalls.h"
 #include "epollcr/unique_fd.h"
 #include "fault_injection.h"
 
@@ -360,6 +361,52 @@ TEST(WaitSleeperTest, AFailureToMakeTheSleeperIsReturnedAndNothingChanges) {
     side.MakeReady();
     EXPECT_EQ(side.Wait(10), (Ended{1, 0})) << testing::FaultPointName(point);
   }
+}
+
+// The argument checks of epoll_wait, epoll_pwait and epoll_pwait2, in every combination of a bad count, a bad
+// timeout and an fd that is closed, not an epoll, or an epoll: the same errno as the kernel's, which checks them in
+// its own order (epoll_pwait2's timeout first, then the fd, the count, the fd's kind). A null buffer is left out: the
+// kernel faults only when it has an event to copy, epollcr at once (docs/engine.md, "Known differences").
+TEST(WaitErrorsTest, EveryBadArgumentGivesTheKernelsErrnoInTheKernelsOrder) {
+  UniqueFd kernel_ep(epoll_create1(EPOLL_CLOEXEC));
+  UniqueFd kernel_efd(eventfd(0, EFD_CLOEXEC));
+  FdTable fds;
+  const int ep = sys::EpollCreate1(fds, 0).value();
+  const int efd = sys::EventFd(fds, 0, false).value();
+  constexpr int kClosed = 900;
+  struct Target {
+    const char* name;
+    int kernel;
+    int mine;
+  };
+  const Target targets[] = {{"closed", kClosed, kClosed}, {"eventfd", kernel_efd.get(), efd},
+                            {"epoll", kernel_ep.get(), ep}};
+  epoll_event kernel_events[2];
+  Event events[2];
+  const timespec bad{0, -1};
+  const timespec zero{0, 0};
+  int cases = 0;
+  for (const Target& t : targets) {
+    for (const int max : {-1, 0, 1, kMaxEvents + 1}) {
+      for (const timespec* timeout : {&zero, &bad}) {
+        const std::string what =
+            std::string(t.name) + " max " + std::to_string(max) + (timeout == &bad ? " bad timeout" : "");
+        if (timeout == &zero) {
+          EXPECT_EQ(FromResult(sys::EpollWait(fds, t.mine, events, max, 0)),
+                    FromKernel(epoll_wait(t.kernel, kernel_events, max, 0)))
+              << "epoll_wait " << what;
+          EXPECT_EQ(FromResult(sys::EpollPwait(fds, t.mine, events, max, 0, nullptr)),
+                    FromKernel(epoll_pwait(t.kernel, kernel_events, max, 0, nullptr)))
+              << "epoll_pwait " << what;
+        }
+        EXPECT_EQ(FromResult(sys::EpollPwait2(fds, t.mine, events, max, timeout, nullptr)),
+                  FromKernel(epoll_pwait2(t.kernel, kernel_events, max, timeout, nullptr)))
+            << "epoll_pwait2 " << what;
+        ++cases;
+      }
+    }
+  }
+  EXPECT_EQ(cases, 24);  // 3 fds x 4 counts x 2 timeouts
 }
 
 }  // namespace

@@ -22,8 +22,14 @@ inline constexpr int kEpollCloexec = 0x80000;  // == O_CLOEXEC
 Result<int> EpollCreate1(FdTable& fds, int flags);
 // epoll_ctl(2). `event` may be null for DEL only (EFAULT otherwise). event->events is the Linux word.
 std::error_code EpollCtl(FdTable& fds, int epfd, int op, int fd, const Event* event);
-// epoll_wait(2): EINVAL for max <= 0 or > kMaxEvents, EBADF, EINVAL for a non-epoll fd.
+// epoll_wait(2), checked in the kernel's order: EBADF, EINVAL for max <= 0 or > kMaxEvents, EINVAL for a non-epoll
+// fd, EFAULT for a null buffer; then EventPoll::Wait (EINTR when a signal handler ran).
 Result<int> EpollWait(FdTable& fds, int epfd, Event* events, int max, int timeout_ms);
+// epoll_pwait(2): the same with `mask` as the thread's signal mask for the wait (null: unchanged).
+Result<int> EpollPwait(FdTable& fds, int epfd, Event* events, int max, int timeout_ms, const sigset_t* mask);
+// epoll_pwait2(2): a timespec timeout (null: forever), EINVAL for a bad one before any other check.
+Result<int> EpollPwait2(FdTable& fds, int epfd, Event* events, int max, const timespec* timeout,
+                        const sigset_t* mask);
 
 // The files epollcr emulates, installed at the lowest free fds.
 Result<int> EventFd(FdTable& fds, std::uint64_t initial, bool semaphore);
