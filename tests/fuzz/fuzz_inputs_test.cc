@@ -2,7 +2,9 @@
 // suite (so with -Werror and under ASan+UBSan in scripts/test): the seeds of tests/fuzz/seeds/<target>/ must all be
 // accepted (they are generated from real worlds and traces); the campaign corpus of tests/fuzz/corpus/<target>/ and
 // the findings of tests/fuzz/regressions/<target>/ must each be accepted or refused cleanly, with every check of the
-// target holding. EPOLLCR_FUZZ_DIR is tests/fuzz.
+// target holding, and nothing logged by protobuf for any of them (the library never logs: image/utf8.h).
+// EPOLLCR_FUZZ_DIR is tests/fuzz.
+#include <google/protobuf/stubs/logging.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,13 +23,36 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class FuzzInputs : public ::testing::TestWithParam<Target> {};
+// What protobuf's log received while an input ran (the handler replaces the one that writes to stderr).
+std::vector<std::string>& ProtobufLog() {
+  static std::vector<std::string> lines;
+  return lines;
+}
+void KeepProtobufLog(google::protobuf::LogLevel, const char* file, int line, const std::string& message) {
+  ProtobufLog().push_back(std::string(file) + ":" + std::to_string(line) + ": " + message);
+}
+
+class FuzzInputs : public ::testing::TestWithParam<Target> {
+ protected:
+  void SetUp() override { previous_ = google::protobuf::SetLogHandler(KeepProtobufLog); }
+  void TearDown() override { google::protobuf::SetLogHandler(previous_); }
+  // Runs one input; any protobuf log line is a failure.
+  Verdict Run(const fs::path& input) {
+    ProtobufLog().clear();
+    Verdict outcome = GetParam().run(testing_support::ReadWholeFile(input));
+    for (const std::string& line : ProtobufLog()) ADD_FAILURE() << input << ": libprotobuf logged " << line;
+    return outcome;
+  }
+
+ private:
+  google::protobuf::LogHandler* previous_ = nullptr;
+};
 
 TEST_P(FuzzInputs, EverySeedIsAccepted) {
   const std::vector<fs::path> seeds = InputFiles("seeds", GetParam().name);
   EXPECT_GE(seeds.size(), 4u) << "too few seeds in " << (FuzzDir() / "seeds" / GetParam().name);
   for (const fs::path& seed : seeds) {
-    const Verdict outcome = GetParam().run(testing_support::ReadWholeFile(seed));
+    const Verdict outcome = Run(seed);
     EXPECT_TRUE(outcome.ok()) << seed << ": " << outcome.violation;
     EXPECT_TRUE(outcome.accepted) << seed << " was refused; the corpus holds valid inputs only";
   }
@@ -37,7 +62,7 @@ TEST_P(FuzzInputs, EveryCorpusInputAndFindingFailsCleanlyOrLoads) {
   std::vector<fs::path> inputs = InputFiles("corpus", GetParam().name);
   for (const fs::path& finding : InputFiles("regressions", GetParam().name)) inputs.push_back(finding);
   for (const fs::path& finding : inputs) {
-    const Verdict outcome = GetParam().run(testing_support::ReadWholeFile(finding));
+    const Verdict outcome = Run(finding);
     EXPECT_TRUE(outcome.ok()) << finding << ": " << outcome.violation;
   }
 }
