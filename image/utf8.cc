@@ -151,6 +151,8 @@ struct FieldKind {
 struct FieldTable {
   std::vector<FieldKind> by_number;  // indexed by field number; numbers past the end are kSkip
   bool sparse = false;               // numbers too large for an array (never in epollcr's schema): Walk alone decides
+  // The fields a message in memory is checked through (Check): strings (table null) and messages that hold strings.
+  std::vector<std::pair<const FieldDescriptor*, const FieldTable*>> checked;
 };
 
 class FieldKinds {
@@ -176,16 +178,19 @@ class FieldKinds {
     int max = 0;
     for (int i = 0; i < type->field_count(); ++i) max = std::max(max, type->field(i)->number());
     table.sparse = max > 4096 && type->field_count() > 0;
-    if (table.sparse) return &table;
-    table.by_number.resize(static_cast<std::size_t>(max) + 1);
+    if (!table.sparse) table.by_number.resize(static_cast<std::size_t>(max) + 1);
     for (int i = 0; i < type->field_count(); ++i) {
       const FieldDescriptor* f = type->field(i);
+      FieldKind kind;
       if (f->type() == FieldDescriptor::TYPE_STRING) {
-        table.by_number[static_cast<std::size_t>(f->number())].kind = FieldKind::kString;
+        kind.kind = FieldKind::kString;
       } else if (f->type() == FieldDescriptor::TYPE_MESSAGE && HasStrings(f->message_type(), &memo_)) {
-        const FieldTable* sub = Build(f->message_type());
-        table.by_number[static_cast<std::size_t>(f->number())] = {FieldKind::kMessage, sub};
+        kind = {FieldKind::kMessage, Build(f->message_type())};
+      } else {
+        continue;
       }
+      if (!table.sparse) table.by_number[static_cast<std::size_t>(f->number())] = kind;
+      table.checked.emplace_back(f, kind.table);
     }
     return &table;
   }
@@ -223,22 +228,16 @@ std::string PathOf(const CheckFrame* frame) {
   return Location(PathOf(frame->parent), *frame->field, frame->index);
 }
 
-bool Check(const google::protobuf::Message& message, const CheckFrame* at,
-           std::unordered_map<const Descriptor*, bool>* memo, std::string* found) {
+bool Check(const google::protobuf::Message& message, const FieldTable& table, const CheckFrame* at,
+           std::string* found) {
   const google::protobuf::Reflection& reflection = *message.GetReflection();
-  const Descriptor& type = *message.GetDescriptor();
   std::string scratch;
-  for (int f = 0; f < type.field_count(); ++f) {
-    const FieldDescriptor* field = type.field(f);
-    const bool is_string = field->type() == FieldDescriptor::TYPE_STRING;
-    if (!is_string && (field->type() != FieldDescriptor::TYPE_MESSAGE || !HasStrings(field->message_type(), memo))) {
-      continue;
-    }
+  for (const auto& [field, sub_table] : table.checked) {
     const int n = field->is_repeated() ? reflection.FieldSize(message, field)
                                        : (reflection.HasField(message, field) ? 1 : 0);
     for (int i = 0; i < n; ++i) {
       const CheckFrame here{at, field, field->is_repeated() ? i : -1};
-      if (is_string) {
+      if (sub_table == nullptr) {
         const std::string& text = field->is_repeated()
                                       ? reflection.GetRepeatedStringReference(message, field, i, &scratch)
                                       : reflection.GetStringReference(message, field, &scratch);
@@ -249,7 +248,7 @@ bool Check(const google::protobuf::Message& message, const CheckFrame* at,
       } else {
         const google::protobuf::Message& sub = field->is_repeated() ? reflection.GetRepeatedMessage(message, field, i)
                                                                     : reflection.GetMessage(message, field);
-        if (!Check(sub, &here, memo, found)) return false;
+        if (!Check(sub, *sub_table, &here, found)) return false;
       }
     }
   }
@@ -298,10 +297,9 @@ PayloadStrings CheckPayloadStrings(std::string_view payload, const Descriptor& t
 }
 
 std::string FindNonUtf8InMessage(const google::protobuf::Message& message) {
-  std::unordered_map<const Descriptor*, bool> memo;
   std::string found;
   const CheckFrame root{nullptr, nullptr, -1};
-  Check(message, &root, &memo, &found);
+  Check(message, *FieldKinds::For(*message.GetDescriptor()).root(), &root, &found);
   return found;
 }
 
