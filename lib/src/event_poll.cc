@@ -26,13 +26,7 @@ constexpr std::size_t kInitialBuckets = 8;
 EventMask Armed(const PollEntry& e) { return e.events & ~kEpollPrivateBits; }
 
 using testing::FaultPoint;
-
-// The fault seam (lib/src/fault_injection.h): true, with errno set, when a test fails this call.
-bool Faulted(FaultPoint point) {
-  const int e = testing::FaultAt(point).error;
-  if (e != 0) errno = e;
-  return e != 0;
-}
+using testing::Faulted;
 
 }  // namespace
 
@@ -390,10 +384,9 @@ struct EventPoll::WaitLimit {
     if (timeout_ms == 0) return {kPoll, {}};
     return {kUntil, Clock::now() + std::chrono::milliseconds(timeout_ms)};
   }
-  // epoll_pwait2's rule (poll_select_set_timeout): a negative field or tv_nsec past a second is EINVAL.
   static Result<WaitLimit> FromTimespec(const timespec* timeout) {
+    if (!ValidTimeout(timeout)) return Errno(EINVAL);
     if (timeout == nullptr) return WaitLimit{};
-    if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1'000'000'000) return Errno(EINVAL);
     if (timeout->tv_sec == 0 && timeout->tv_nsec == 0) return WaitLimit{kPoll, {}};
     const auto now = Clock::now();
     // A timeout too long to add to the clock is forever (the kernel caps it the same way).

@@ -5,6 +5,8 @@
 // restore/ and the tests); never installed.
 #pragma once
 
+#include <cerrno>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -97,5 +99,12 @@ inline Fault FaultAt(const FaultCall& call) {
   return FaultHookInstalled() ? internal::CallFaultHook(call) : Fault{};
 }
 inline Fault FaultAt(FaultPoint point, std::size_t item = 0) { return FaultAt(FaultCall{point, item}); }
+// For a call that is either made or failed whole: true, with errno set as the system call would set it, when a test
+// fails this call.
+inline bool Faulted(FaultPoint point) {
+  const int e = FaultAt(point).error;
+  if (e != 0) errno = e;
+  return e != 0;
+}
 
 }  // namespace epollcr::testing

@@ -24,13 +24,8 @@ constexpr std::uint64_t kWakeKey = 0;    // the notifier's stop eventfd
 constexpr std::uint64_t kSettleKey = 1;  // its settle eventfd; file keys start at 2
 
 using testing::FaultPoint;
+using testing::Faulted;
 
-// Fails with errno set as the system call would, when a test asks for it (fault_injection.h).
-bool Faulted(FaultPoint point) {
-  const int e = testing::FaultAt(point).error;
-  if (e != 0) errno = e;
-  return e != 0;
-}
 
 // An eventfd added to `epoll_fd` under `key`; not valid on failure, with errno set.
 UniqueFd NewEventFd(int epoll_fd, std::uint64_t key) {

@@ -45,13 +45,12 @@ std::error_code EpollCtl(FdTable& fds, int epfd, int op, int fd, const Event* ev
   }
 }
 
-// do_epoll_wait (Linux 6.15 and later, ep_check_params): EBADF first, then maxevents, then the buffer, then whether
-// the fd is a poll. Earlier kernels checked maxevents before the fd (a kernel change in fs/eventpoll.c do_epoll_wait).
 namespace {
 
-// epoll_wait's checks in the order Linux makes them (measured on 6.18: tests/lib/event_poll_signal_test.cc,
-// WaitErrorsTest): the fd (EBADF), the count (EINVAL), the fd's kind (EINVAL). A null buffer is EFAULT here; Linux
-// faults only when it copies an event out (docs/engine.md, "Known differences").
+// epoll_wait's checks in the order Linux 6.15 and later make them (do_epoll_wait, ep_check_params; earlier kernels
+// checked the count before the fd), measured on 6.18 by tests/lib/event_poll_signal_test.cc, WaitErrorsTest: the fd
+// (EBADF), the count (EINVAL), the fd's kind (EINVAL). A null buffer is EFAULT here; Linux faults only when it copies
+// an event out (docs/engine.md, "Known differences").
 Result<EventPoll*> WaitTarget(FdTable& fds, int epfd, Event* events, int max, std::shared_ptr<File>* holder) {
   *holder = fds.Get(epfd);
   if (!*holder) return Errno(EBADF);
@@ -78,9 +77,7 @@ Result<int> EpollPwait(FdTable& fds, int epfd, Event* events, int max, int timeo
 Result<int> EpollPwait2(FdTable& fds, int epfd, Event* events, int max, const timespec* timeout,
                         const sigset_t* mask) {
   // epoll_pwait2 checks the timeout before anything else.
-  if (timeout != nullptr && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1'000'000'000)) {
-    return Errno(EINVAL);
-  }
+  if (!EventPoll::ValidTimeout(timeout)) return Errno(EINVAL);
   std::shared_ptr<File> holder;
   Result<EventPoll*> poll = WaitTarget(fds, epfd, events, max, &holder);
   if (!poll.ok()) return poll.status();

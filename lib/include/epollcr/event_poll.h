@@ -102,6 +102,11 @@ class EventPoll final : public File {
   // epoll_pwait2: PWait with a timeout in nanoseconds (null: block until an event; {0, 0}: poll). EINVAL, before
   // any other check, for a negative field or tv_nsec of a second or more.
   Result<int> PWait2(Event* events, int max, const timespec* timeout, const sigset_t* mask);
+  // epoll_pwait2's rule for its timeout (poll_select_set_timeout): null or a timespec with no negative field and
+  // tv_nsec below a second.
+  static bool ValidTimeout(const timespec* timeout) {
+    return timeout == nullptr || (timeout->tv_sec >= 0 && timeout->tv_nsec >= 0 && timeout->tv_nsec < 1'000'000'000);
+  }
 
   // The poll as a file: IN|RDNORM (masked) when at least one entry is really ready. Stale entries in front of the
   // first ready one are moved off the ready list (__ep_eventpoll_poll).
