@@ -78,6 +78,12 @@ int Main(int argc, char** argv) {
                    "a new program image), through the proto image file, which carries on with the rest of the trace; "
                    "this process keeps the output (and, with --engine both, the kernel engine)")
       ->check(CLI::IsMember({"memory", "exec"}));
+  replay
+      ->add_option("--files", options.files,
+                   "What the trace's pipes, eventfds and socket pairs are in the userspace engine. memory "
+                   "(default): epollcr's in-memory files; host: real kernel objects of the same kind, wrapped as host "
+                   "files, so its polls watch real fds (kernel entries: docs/engine.md)")
+      ->check(CLI::IsMember({"memory", "host"}));
 
   epollcr::cli::InspectOptions inspect_options;
   CLI::App* inspect = epollcr::cli::AddInspectCommand(app, &inspect_options);

@@ -98,6 +98,12 @@ int RunReplay(const ReplayOptions& options, std::ostream& out, std::ostream& err
                               "--checkpoint-format " + options.checkpoint_format + " is for --checkpoint-mode memory"));
     return kExitUsage;
   }
+  const FileBacking files = ParseFileBacking(options.files).value_or(FileBacking::kMemory);
+  if (files == FileBacking::kHost && (exec_mode || options.checkpoint_every > 0)) {
+    PrintError(err, CommandError("usage", "--files host: checkpoints of host files are not replayed yet; run it "
+                                          "without --checkpoint-every and --checkpoint-mode exec"));
+    return kExitUsage;
+  }
   const RunOptions run_options{.checkpoint_every = options.checkpoint_every};
   std::string text;
   std::string reason;
@@ -117,11 +123,11 @@ int RunReplay(const ReplayOptions& options, std::ostream& out, std::ostream& err
   } else if (exec_mode) {
     report = RunExec(parsed.value(), text, options, run_options, out);
   } else if (options.engine == "userspace") {
-    UserspaceEngine userspace(format);
+    UserspaceEngine userspace(format, ImageStore::kFile, files);
     report = RunTrace(parsed.value(), userspace, out, run_options);
   } else {
     KernelEngine kernel;
-    UserspaceEngine userspace(format);
+    UserspaceEngine userspace(format, ImageStore::kFile, files);
     report = RunLockstep(parsed.value(), kernel, userspace, out, run_options);
   }
   out.flush();

@@ -13,6 +13,7 @@ struct ReplayOptions {
   int checkpoint_every = 0;                // RunOptions::checkpoint_every
   std::string checkpoint_format = "proto";  // proto | boost-text | boost-xml | boost-binary
   std::string checkpoint_mode = "memory";   // memory | exec
+  std::string files = "memory";             // memory | host (FileBacking)
 };
 
 // Runs the command; lines go to `out`, errors to `err` as "epollcr: <what>: <reason>". Returns the exit status:

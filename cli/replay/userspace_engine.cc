@@ -1,5 +1,8 @@
 #include "replay/userspace_engine.h"
 
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -7,8 +10,10 @@
 #include <cstring>
 #include <utility>
 
+#include "epollcr/host_file.h"
 #include "epollcr/syscalls.h"
 #include "image/codec.h"
+#include "replay/sigpipe_guard.h"
 
 namespace epollcr::replay {
 namespace {
@@ -47,8 +52,17 @@ std::optional<CheckpointFormat> ParseCheckpointFormat(std::string_view name) {
   return std::nullopt;
 }
 
-UserspaceEngine::UserspaceEngine(CheckpointFormat format, ImageStore store)
-    : format_(format), store_(store), world_(std::make_unique<World>()) {}
+const char* FileBackingName(FileBacking files) { return files == FileBacking::kHost ? "host" : "memory"; }
+
+std::optional<FileBacking> ParseFileBacking(std::string_view name) {
+  for (FileBacking files : {FileBacking::kMemory, FileBacking::kHost}) {
+    if (name == FileBackingName(files)) return files;
+  }
+  return std::nullopt;
+}
+
+UserspaceEngine::UserspaceEngine(CheckpointFormat format, ImageStore store, FileBacking files)
+    : format_(format), store_(store), files_(files), world_(std::make_unique<World>()) {}
 
 UserspaceEngine::~UserspaceEngine() {
   Release(*world_);
@@ -58,13 +72,54 @@ UserspaceEngine::~UserspaceEngine() {
 
 Result<int> UserspaceEngine::EpollCreate() { return sys::EpollCreate1(world_->fds, sys::kEpollCloexec); }
 
-std::error_code UserspaceEngine::Pipe(int out[2]) { return sys::Pipe(world_->fds, out); }
-
-Result<int> UserspaceEngine::EventFd(std::uint32_t initial, bool semaphore) {
-  return sys::EventFd(world_->fds, initial, semaphore);
+Result<int> UserspaceEngine::InstallHost(int fd) {
+  if (fd < 0) return Errno(errno);
+  Result<std::shared_ptr<HostFile>> file = HostFile::Create(fd);
+  if (!file.ok()) {
+    ::close(fd);
+    return file.status();
+  }
+  return world_->fds.Install(std::move(file.value()));
 }
 
-std::error_code UserspaceEngine::SocketPair(int out[2]) { return sys::SocketPair(world_->fds, out); }
+namespace {
+// Installs both ends of a kernel pipe or socket pair, in order; on a failure, none.
+template <typename Install>
+std::error_code InstallPair(const int kernel[2], int out[2], FdTable& fds, Install install) {
+  Result<int> first = install(kernel[0]);
+  if (!first.ok()) {
+    ::close(kernel[1]);
+    return first.error();
+  }
+  Result<int> second = install(kernel[1]);
+  if (!second.ok()) {
+    (void)fds.Close(first.value());
+    return second.error();
+  }
+  out[0] = first.value();
+  out[1] = second.value();
+  return {};
+}
+}  // namespace
+
+std::error_code UserspaceEngine::Pipe(int out[2]) {
+  if (files_ == FileBacking::kMemory) return sys::Pipe(world_->fds, out);
+  int kernel[2];
+  if (::pipe2(kernel, O_NONBLOCK | O_CLOEXEC) != 0) return Errno(errno);
+  return InstallPair(kernel, out, world_->fds, [this](int fd) { return InstallHost(fd); });
+}
+
+Result<int> UserspaceEngine::EventFd(std::uint32_t initial, bool semaphore) {
+  if (files_ == FileBacking::kMemory) return sys::EventFd(world_->fds, initial, semaphore);
+  return InstallHost(::eventfd(initial, EFD_NONBLOCK | EFD_CLOEXEC | (semaphore ? EFD_SEMAPHORE : 0)));
+}
+
+std::error_code UserspaceEngine::SocketPair(int out[2]) {
+  if (files_ == FileBacking::kMemory) return sys::SocketPair(world_->fds, out);
+  int kernel[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, kernel) != 0) return Errno(errno);
+  return InstallPair(kernel, out, world_->fds, [this](int fd) { return InstallHost(fd); });
+}
 
 Result<int> UserspaceEngine::Dup(int fd) { return sys::Dup(world_->fds, fd); }
 
@@ -84,7 +139,11 @@ Result<int> UserspaceEngine::EpollWait(int epfd, std::span<Event> buffer, int ma
 Result<std::size_t> UserspaceEngine::Read(int fd, std::span<std::byte> buffer) { return sys::Read(world_->fds, fd, buffer); }
 
 Result<std::size_t> UserspaceEngine::Write(int fd, std::span<const std::byte> buffer) {
-  return sys::Write(world_->fds, fd, buffer);
+  if (files_ == FileBacking::kMemory) return sys::Write(world_->fds, fd, buffer);
+  SigPipeGuard guard;  // a host pipe's write raises SIGPIPE as write(2) does
+  Result<std::size_t> n = sys::Write(world_->fds, fd, buffer);
+  if (!n.ok() && n.error() == Errno(EPIPE)) guard.set_broken();
+  return n;
 }
 
 std::error_code UserspaceEngine::Shutdown(int fd, int how) { return sys::Shutdown(world_->fds, fd, how); }
@@ -114,6 +173,9 @@ Status UserspaceEngine::SaveAndRestore(World* out) {
 }
 
 Status UserspaceEngine::Checkpoint() {
+  if (files_ == FileBacking::kHost) {
+    return Halt("checkpoint: a world of host files is not checkpointed by replay yet (--files host)");
+  }
   auto loaded = std::make_unique<World>();
   if (Status status = SaveAndRestore(loaded.get()); !status.ok()) {
     return Halt("checkpoint: " + Reason(status));

@@ -35,9 +35,17 @@ std::optional<CheckpointFormat> ParseCheckpointFormat(std::string_view name);
 // Where the proto format's checkpoints keep the image between save and restore.
 enum class ImageStore : std::uint8_t { kFile, kMemory };
 
+// What the trace's pipes, eventfds and socket pairs are (--files): epollcr's in-memory files, or real kernel objects
+// of the same kind (pipe2, eventfd, socketpair; non-blocking, close-on-exec) wrapped as HostFiles, so the engine's
+// polls watch real fds.
+enum class FileBacking : std::uint8_t { kMemory, kHost };
+const char* FileBackingName(FileBacking files);
+std::optional<FileBacking> ParseFileBacking(std::string_view name);
+
 class UserspaceEngine final : public Engine {
  public:
-  explicit UserspaceEngine(CheckpointFormat format = CheckpointFormat::kProto, ImageStore store = ImageStore::kFile);
+  explicit UserspaceEngine(CheckpointFormat format = CheckpointFormat::kProto, ImageStore store = ImageStore::kFile,
+                           FileBacking files = FileBacking::kMemory);
   ~UserspaceEngine() override;  // closes every fd still open; removes the scratch directory
 
   std::string_view Name() const override { return "userspace"; }
@@ -79,9 +87,12 @@ class UserspaceEngine final : public Engine {
 
   // Drops the current world for `loaded`.
   void Replace(std::unique_ptr<World> loaded);
+  // Installs a kernel fd as a host file (closes it on failure).
+  Result<int> InstallHost(int fd);
 
   CheckpointFormat format_;
   ImageStore store_;
+  FileBacking files_;
   int checkpoints_ = 0;
   std::unique_ptr<World> world_;  // never null
   std::string scratch_dir_;       // made by the first proto checkpoint ($TMPDIR or /tmp)

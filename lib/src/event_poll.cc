@@ -1,7 +1,7 @@
 // EventPoll: registration, wake-up and harvest. Semantics follow fs/eventpoll.c; structure follows gVisor's
 // pkg/sentry/vfs/epoll.go. Nesting checks (ELOOP, path limits) are in event_poll_nesting.cc.
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,6 +43,7 @@ bool PollEntry::NotifyEvent(EventMask mask) {
   bool consumed = !exclusive;
   {
     MutexLock lock(impl->lists_mu_);
+    if (kernel) return consumed;  // the kernel carries its wake-ups (event_poll_kernel.cc)
     const EventMask armed = Armed(*this);
     if (armed == 0 || (mask & armed) == 0) return consumed;
     if (list != EntryList::kReady) impl->MoveToLocked(*this, EntryList::kReady);
@@ -93,6 +94,7 @@ void EventPoll::Impl::MoveToLocked(PollEntry& e, EntryList to) {
 bool EventPoll::Impl::QueueIfReadyLocked(PollEntry& e) {
   // The file is polled even when the entry is already queued (ep_modify always polls): polling a nested poll drops
   // its stale ready entries, which shows in its later order.
+  if (e.kernel) return false;  // the kernel polled it when it was registered
   const EventMask armed = Armed(e);
   if (armed == 0 || (e.file->Readiness(armed) & armed) == 0 || e.list == EntryList::kReady) return false;
   MoveToLocked(e, EntryList::kReady);
@@ -100,25 +102,11 @@ bool EventPoll::Impl::QueueIfReadyLocked(PollEntry& e) {
 }
 
 void EventPoll::Impl::WakeOneWaiterLocked() {
-  if (blocked_ == 0) return;
+  // A sleeper made the bell before it counted itself in blocked_ (when the poll had in-memory entries), and an
+  // in-memory entry added while one sleeps makes it (Insert): only in-memory entries ring it.
+  if (blocked_ == 0 || !bell_fd_.valid()) return;
   const std::uint64_t one = 1;
-  (void)!::write(bell_fd_.get(), &one, sizeof one);  // a sleeper made the bell before it counted itself in blocked_
-}
-
-std::error_code EventPoll::Impl::MakeSleeperLocked() {
-  if (sleep_fd_.valid()) return {};
-  UniqueFd sleep_fd(Faulted(FaultPoint::kWaitEpollCreate) ? -1 : ::epoll_create1(EPOLL_CLOEXEC));
-  if (!sleep_fd.valid()) return Errno(errno);
-  UniqueFd bell_fd(Faulted(FaultPoint::kWaitEventFd) ? -1 : ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!bell_fd.valid()) return Errno(errno);
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLET;
-  if (Faulted(FaultPoint::kWaitEventFdAdd) || ::epoll_ctl(sleep_fd.get(), EPOLL_CTL_ADD, bell_fd.get(), &ev) != 0) {
-    return Errno(errno);
-  }
-  sleep_fd_ = std::move(sleep_fd);
-  bell_fd_ = std::move(bell_fd);
-  return {};
+  (void)!::write(bell_fd_.get(), &one, sizeof one);
 }
 
 void EventPoll::Impl::NotifyWatchers() { self_->Notify(kEpollWakeKey); }
@@ -145,6 +133,7 @@ void EventPoll::Impl::ReserveLocked(std::size_t want) {
 void EventPoll::Impl::RemoveLocked(PollEntry* e) {
   // Unregistering waits for a running callback of this entry to finish; none can start afterwards.
   if (e->registered) e->file->EventUnregister(e);
+  if (e->kernel) UnlinkKernelLocked(*e);  // synchronous: no record of it is left in the kernel's list
   {
     MutexLock lock(lists_mu_);
     EntryList_t& from = ListOf(e->list);
@@ -186,7 +175,10 @@ bool EventPoll::Impl::HasReadyLocked() {
     if (armed != 0 && (e.file->Readiness(armed) & armed) != 0) return true;
     MoveToLocked(e, EntryList::kWaiting);
   }
-  return false;
+  if (kernel_entries_ == 0) return false;
+  // The kernel's answer for its part (ep_eventpoll_poll: it too drops stale records in front of a ready one).
+  pollfd p{kernel_fd_.get(), POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN) != 0;
 }
 
 void EventPoll::Impl::RemoveEntriesOfFile(File& file) {
@@ -246,7 +238,10 @@ std::error_code EventPoll::AddEntry(FileIdentifier id, EntryFlags flags, EventMa
   // A full check (loops, depth, wake-up paths) is needed when the new link can lengthen a chain: the target is a poll,
   // or this poll is itself watched (do_epoll_ctl's full_check). Reading "watched" without nest_mu races with a
   // concurrent ADD of this poll elsewhere exactly as Linux's READ_ONCE(f_ep) does; it can only skip a path count.
-  const bool full_check = inner != nullptr || HasParentPolls(*this);
+  // The first kernel entry of a poll also takes nest_mu: the polls watching it then watch its kernel epoll instead
+  // (Impl::Activate), and no ADD of this poll into another may slip between.
+  const bool activates = !impl_->kernel_active_.load(std::memory_order_acquire) && id.file->KernelFd() >= 0;
+  const bool full_check = inner != nullptr || activates || HasParentPolls(*this);
   if (!full_check) return impl_->Insert(id, events, data, nullptr);
   MutexLock nest(NestMutex());
   std::vector<std::shared_ptr<File>> files_to_count;
@@ -254,6 +249,11 @@ std::error_code EventPoll::AddEntry(FileIdentifier id, EntryFlags flags, EventMa
     if (WouldLoop(*this, *inner, &files_to_count)) return Errno(ELOOP);
   } else if (auto held = id.file->weak_from_this().lock()) {
     files_to_count.push_back(std::move(held));
+  }
+  // A resource error (EMFILE, ENOMEM) here adds nothing; the polls already made active stay so, which changes nothing
+  // they report.
+  if (id.file->KernelFd() >= 0) {
+    if (std::error_code error = Impl::Activate(*this)) return error;
   }
   return impl_->Insert(id, events, data, &files_to_count);
 }
@@ -279,9 +279,25 @@ std::error_code EventPoll::Impl::Insert(FileIdentifier id, std::uint32_t events,
       return Errno(EINVAL);
     }
   }
+  if (const int kernel_fd = id.file->KernelFd(); kernel_fd >= 0) {
+    // A kernel entry: the kernel's ADD polls the file and queues the entry if it is ready (ep_insert), and wakes this
+    // poll's sleepers and watchers itself.
+    if (std::error_code error = LinkKernelLocked(*e, kernel_fd, events | kAlwaysReported)) {
+      RemoveLocked(e);
+      return error;
+    }
+    return {};
+  }
   bool queued;
   {
     MutexLock lists(lists_mu_);
+    if (kernel_fd_.valid()) {  // a sleeper may be in the kernel epoll: it needs the bell to hear of this entry
+      if (std::error_code error = MakeBellLocked()) {
+        lists.Unlock();
+        RemoveLocked(e);
+        return error;
+      }
+    }
     e->events = events | kAlwaysReported;
     queued = QueueIfReadyLocked(*e);
     if (queued) WakeOneWaiterLocked();
@@ -305,6 +321,16 @@ std::error_code EventPoll::UpdateEntry(FileIdentifier id, EntryFlags flags, Even
     PollEntry* e = s.FindLocked(id);
     if (e == nullptr) return Errno(ENOENT);
     if ((e->events & kEpollExclusive) != 0) return Errno(EINVAL);  // ep_modify is skipped for exclusive entries
+    if (e->kernel) {
+      // ep_modify in the kernel: it re-polls and queues the entry (re-arming an edge or a one-shot) and wakes.
+      const std::uint32_t events = ToLinux(flags, mask) | kAlwaysReported;
+      if (std::error_code error = s.RelinkKernelLocked(*e, events)) return error;
+      MutexLock lists(s.lists_mu_);
+      e->events = events;
+      e->data = data;
+      if (e->list == EntryList::kDisabled) s.MoveToLocked(*e, EntryList::kWaiting);
+      return {};
+    }
     {
       MutexLock lists(s.lists_mu_);
       e->events = ToLinux(flags, mask) | kAlwaysReported;
@@ -336,18 +362,25 @@ Result<int> EventPoll::ReadEvents(Event* events, int max) {
   Impl& s = *impl_;
   MutexLock lock(s.mu_);
   MutexLock lists(s.lists_mu_);
+  int n = s.HarvestListLocked(events, max);
+  // Then the kernel entries' records (a mixed poll reports its in-memory entries first: docs/engine.md).
+  if (n < max && s.kernel_entries_ > 0) n += s.HarvestKernelLocked(events + n, max - n);
+  return n;
+}
+
+int EventPoll::Impl::HarvestListLocked(Event* events, int max) {
   // ep_send_events: take entries from the front; re-check each; a reported level-triggered entry goes to the back
   // (after every entry not examined), an edge-triggered one waits for its next wake-up, a one-shot one is disabled.
   EntryList_t requeue;
   int n = 0;
-  while (n < max && !s.ready_.empty()) {
-    PollEntry& e = s.ready_.front();
-    s.ready_.pop_front();
+  while (n < max && !ready_.empty()) {
+    PollEntry& e = ready_.front();
+    ready_.pop_front();
     const EventMask armed = Armed(e);
     const EventMask revents = armed == 0 ? 0 : e.file->Readiness(armed) & armed;
     if (revents == 0) {
       e.list = EntryList::kWaiting;
-      s.waiting_.push_back(e);
+      waiting_.push_back(e);
       continue;
     }
     events[n].events = revents;
@@ -356,17 +389,17 @@ Result<int> EventPoll::ReadEvents(Event* events, int max) {
     if ((e.events & kEpollOneShot) != 0) {
       e.events &= kEpollPrivateBits;
       e.list = EntryList::kDisabled;
-      s.disabled_.push_back(e);
+      disabled_.push_back(e);
     } else if ((e.events & kEpollEdgeTriggered) != 0) {
       e.list = EntryList::kWaiting;
-      s.waiting_.push_back(e);
+      waiting_.push_back(e);
     } else {
       requeue.push_back(e);  // stays kReady
     }
   }
-  s.ready_.splice(s.ready_.end(), requeue);
+  ready_.splice(ready_.end(), requeue);
   // ep_done_scan: while entries remain ready, pass the wake-up on to the next blocked waiter.
-  if (!s.ready_.empty()) s.WakeOneWaiterLocked();
+  if (!ready_.empty()) WakeOneWaiterLocked();
   return n;
 }
 
@@ -445,19 +478,25 @@ Result<int> EventPoll::PWait2(Event* events, int max, const timespec* timeout, c
 // at the next sleep, as the kernel checks signal_pending before it sleeps again. What stays open is the one harvest
 // between the first empty wake-up and that blocking: a handler that runs there is missed (docs/engine.md).
 Result<int> EventPoll::WaitUntil(Event* events, int max, const WaitLimit& limit, const sigset_t* mask) {
+  if (max <= 0 || max > kMaxEvents) return Errno(EINVAL);
+  if (events == nullptr) return Errno(EFAULT);
   Impl& s = *impl_;
   SignalsHeld held;
   bool woken = false;  // the last sleep ended by a wake-up
   for (;;) {
-    Result<int> got = ReadEvents(events, max);
-    if (!got.ok() || got.value() > 0 || limit.kind == WaitLimit::kPoll) return got;
     if (woken) held.Hold();
-    int sleep_fd = -1;
+    int kernel_fd = -1;
     {
+      MutexLock lock(s.mu_);
       MutexLock lists(s.lists_mu_);
-      if (!s.ready_.empty()) continue;  // An entry became ready since the harvest: harvest again.
+      int n = s.HarvestListLocked(events, max);
+      if (n > 0 || limit.kind == WaitLimit::kPoll) {
+        if (n < max && s.kernel_entries_ > 0) n += s.HarvestKernelLocked(events + n, max - n);
+        return n;
+      }
+      // Nothing in memory: the kernel's epoll_pwait2 reports its entries' records at once, or sleeps.
       if (std::error_code e = s.MakeSleeperLocked()) return e;
-      sleep_fd = s.sleep_fd_.get();
+      kernel_fd = s.kernel_fd_.get();
       ++s.blocked_;
     }
     timespec left{};
@@ -471,15 +510,18 @@ Result<int> EventPoll::WaitUntil(Event* events, int max, const WaitLimit& limit,
       left.tv_nsec = static_cast<long>(ns % 1'000'000'000);
       timeout = &left;
     }
-    epoll_event bell{};
-    const int n = ::epoll_pwait2(sleep_fd, &bell, 1, timeout, held.SleepMask(mask));
+    const int got =
+        ::epoll_pwait2(kernel_fd, reinterpret_cast<epoll_event*>(events), max, timeout, held.SleepMask(mask));
     const int error = errno;
     {
+      MutexLock lock(s.mu_);
       MutexLock lists(s.lists_mu_);
       --s.blocked_;
+      if (got < 0) return Errno(error);  // EINTR: a signal handler ran
+      const int n = s.TranslateLocked(events, got, max);
+      // Timed out: what is ready in memory now, if anything (ep_poll looks once more; the kernel looked at its own).
+      if (n > 0 || got == 0) return n > 0 ? n : s.HarvestListLocked(events, max);
     }
-    if (n < 0) return Errno(error);  // EINTR: a signal handler ran
-    if (n == 0) return ReadEvents(events, max);  // timed out: what is ready now, if anything (ep_poll looks once more)
     woken = true;
   }
 }
@@ -507,6 +549,7 @@ void EventPoll::Release() {
   for (PollEntry* e : all) {
     if (e->registered) e->file->EventUnregister(e);
     e->registered = false;
+    if (e->kernel) s.UnlinkKernelLocked(*e);
   }
   {
     MutexLock lists(s.lists_mu_);

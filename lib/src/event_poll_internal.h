@@ -47,10 +47,12 @@
 
 #include <boost/intrusive/list.hpp>
 #include <boost/intrusive/unordered_set.hpp>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <new>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -87,6 +89,7 @@ struct PollEntry final : WaiterEntry {
     v.Field("list_hook", list_hook, kNoSave);  // the lists are rebuilt from `list` and the saved ready order
     v.Field("map_hook", map_hook, kNoSave);
     v.Field("registered", registered, kNoSave);  // after_load registers every waiter again
+    v.Field("kernel", kernel, kNoSave);          // after_load links the entries of kernel files again
   }
 
   // A load makes an entry first and then sets its declared fields (state.h): whether the waiter is exclusive follows
@@ -105,6 +108,7 @@ struct PollEntry final : WaiterEntry {
   EntryList list = EntryList::kWaiting;      // Guarded by lists_mu_.
   bool registered = false;                   // Guarded by mu_: the waiter is in the file's queue.
   bool pooled = false;                       // Immutable: made in EntryChunks (a load), not by new.
+  bool kernel = false;                       // A kernel entry (Impl::links_). Written with mu_ and lists_mu_ held.
   std::uint64_t data;                        // Guarded by mu_ (ReadEvents reads it holding both locks).
 };
 
@@ -178,6 +182,9 @@ class BucketArray {
   std::size_t n_ = 0;
 };
 
+// The global lock that serializes changes to the nesting graph (nest_mu; LOCKING 3; event_poll_nesting.cc).
+Mutex& NestMutex();
+
 struct EventPoll::Impl {
   explicit Impl(EventPoll* self);
   ~Impl();
@@ -196,8 +203,13 @@ struct EventPoll::Impl {
     v.Field("mu", mu_, kNoSave);
     v.Field("lists_mu", lists_mu_, kNoSave);
     v.Field("buckets", buckets_, kNoSave);
-    v.Field("sleep_fd", sleep_fd_, kNoSave);
+    v.Field("kernel_fd", kernel_fd_, kNoSave);
     v.Field("bell_fd", bell_fd_, kNoSave);
+    v.Field("kernel_entries", kernel_entries_, kNoSave);  // rebuilt by after_load with links_
+    v.Field("links", links_, kNoSave);
+    v.Field("by_key", by_key_, kNoSave);
+    v.Field("next_key", next_key_, kNoSave);
+    v.Field("kernel_active", kernel_active_, kNoSave);
   }
 
   // Lock order: LOCKING, above (4 and 6).
@@ -211,16 +223,66 @@ struct EventPoll::Impl {
   EntryList_t waiting_ EPOLLCR_GUARDED_BY(lists_mu_);
   EntryList_t disabled_ EPOLLCR_GUARDED_BY(lists_mu_);
   int blocked_ EPOLLCR_GUARDED_BY(lists_mu_) = 0;  // threads blocked in Wait
-  // Where a blocking Wait sleeps: in the kernel, so that a signal handler ends the wait with EINTR as it ends
-  // epoll_wait. sleep_fd_ is a kernel epoll holding one eventfd, bell_fd_, edge-triggered; a blocked Wait sleeps in
-  // epoll_pwait2(sleep_fd_), and WakeOneWaiterLocked writes the bell: each write wakes one sleeper, since the sleepers
-  // of an epoll wait exclusively on it (fs/eventpoll.c ep_poll), as a poll's waiters do. The bell is never read (a
-  // write only makes an edge; its counter cannot fill in 2^64 writes). Made by the first Wait that blocks, kept until
-  // the poll goes.
-  UniqueFd sleep_fd_ EPOLLCR_GUARDED_BY(lists_mu_);
+  // The kernel side (docs/engine.md, "Kernel entries"). kernel_fd_ is a kernel epoll, made when first needed: by the
+  // first kernel entry or the first Wait that blocks. Every entry whose file has a KernelFd() (a host file, or a poll
+  // that has kernel entries itself) is a kernel entry: it is registered in kernel_fd_ with its own events word, so the
+  // kernel holds its place in the ready list and does its wake-ups, key filtering, re-checks, edges and one-shot
+  // disarming exactly as for an epoll of its own; such an entry never sits on ready_. A blocked Wait sleeps in
+  // epoll_pwait2(kernel_fd_), so a signal handler ends it with EINTR as it ends epoll_wait. bell_fd_, an eventfd in
+  // kernel_fd_ under kBellKey (edge-triggered, never read: a write only makes an edge, and its counter cannot fill in
+  // 2^64 writes), is what a wake-up of an in-memory entry writes to wake one sleeper (the sleepers of an epoll wait
+  // exclusively, as a poll's waiters do). It exists whenever kernel_fd_ does and the poll has in-memory entries.
+  // Both are kept until the poll goes.
+  UniqueFd kernel_fd_ EPOLLCR_GUARDED_BY(lists_mu_);
   UniqueFd bell_fd_ EPOLLCR_GUARDED_BY(lists_mu_);
-  // Makes sleep_fd_ and bell_fd_ if they are not there (EMFILE, ENFILE, ENOMEM from the kernel).
+  std::size_t kernel_entries_ EPOLLCR_GUARDED_BY(lists_mu_) = 0;  // entries with `kernel` set
+  // A kernel entry's registration: the key its records carry in the kernel (a number of this poll's, never reused, so
+  // a record of a removed entry names no other), the fd it is registered under (the file's own, or a private
+  // duplicate when another entry of this poll already holds that (file, fd) pair: epollcr's dup), and whether it is
+  // in kernel_fd_ (a disarmed one-shot entry of a load is not, until UpdateEntry re-arms it).
+  struct KernelLink {
+    std::uint64_t key = 0;
+    int fd = -1;
+    UniqueFd dup;
+    bool linked = false;
+  };
+  std::unordered_map<const PollEntry*, KernelLink> links_ EPOLLCR_GUARDED_BY(mu_);
+  std::unordered_map<std::uint64_t, PollEntry*> by_key_ EPOLLCR_GUARDED_BY(mu_);
+  std::uint64_t next_key_ EPOLLCR_GUARDED_BY(mu_) = 1;  // 0 is the bell's
+  // Set once the poll has had a kernel entry, never cleared: from then on the polls that watch it register its
+  // kernel_fd_ in theirs (kernel entries too), so the kernel carries the nesting (Impl::PromoteParents).
+  std::atomic<bool> kernel_active_{false};
+
+  // Makes kernel_fd_ if it is not there, and bell_fd_ if the poll has in-memory entries (not counting the
+  // `becoming_kernel` entries on the lists that are being made kernel entries). Errors: the kernel's (EMFILE, ENFILE,
+  // ENOMEM).
+  std::error_code MakeKernelLocked(std::size_t becoming_kernel = 0) EPOLLCR_REQUIRES(lists_mu_);
+  // Makes bell_fd_ (and kernel_fd_) if it is not there.
+  std::error_code MakeBellLocked() EPOLLCR_REQUIRES(lists_mu_);
+  // What a blocking Wait needs to sleep: kernel_fd_, and the bell if the poll has in-memory entries.
   std::error_code MakeSleeperLocked() EPOLLCR_REQUIRES(lists_mu_);
+  // Makes `e` a kernel entry registered under `file_fd` with `events` (not registered while disarmed), which become
+  // its events; takes it off ready_ (the kernel holds its place from now on). On failure `e` is unchanged.
+  std::error_code LinkKernelLocked(PollEntry& e, int file_fd, std::uint32_t events) EPOLLCR_REQUIRES(mu_)
+      EPOLLCR_EXCLUDES(lists_mu_);
+  // EPOLL_CTL_MOD (or ADD, if it was not registered) of a kernel entry to `events`, which the caller then stores.
+  std::error_code RelinkKernelLocked(PollEntry& e, std::uint32_t events) EPOLLCR_REQUIRES(mu_);
+  // EPOLL_CTL_DEL of a kernel entry, and forgets its link.
+  void UnlinkKernelLocked(PollEntry& e) EPOLLCR_REQUIRES(mu_);
+  // Takes up to `max` records from kernel_fd_ without blocking and translates them (TranslateLocked).
+  int HarvestKernelLocked(Event* events, int max) EPOLLCR_REQUIRES(mu_, lists_mu_);
+  // Turns `got` records that kernel_fd_ returned into events in place: the entry's data for its key, a one-shot
+  // entry disarmed as the kernel just disarmed it; a record of a removed entry is dropped; the bell's harvests the
+  // in-memory entries into the slots left. Returns the number of events.
+  int TranslateLocked(Event* events, int got, int max) EPOLLCR_REQUIRES(mu_, lists_mu_);
+  // The scan of the in-memory entries (ep_send_events over ready_).
+  int HarvestListLocked(Event* events, int max) EPOLLCR_REQUIRES(mu_, lists_mu_);
+  // Makes `poll` kernel-active (kernel_active_, with its kernel epoll made) before its first kernel entry: the entries
+  // that watch it become kernel entries on its kernel epoll first (PromoteParents), each watching poll made active the
+  // same way, top-down.
+  static std::error_code Activate(EventPoll& poll) EPOLLCR_REQUIRES(NestMutex());
+  // Makes the entries that watch `child` kernel entries on its kernel epoll, in their polls (each made active first).
+  static std::error_code PromoteParents(EventPoll& child) EPOLLCR_REQUIRES(NestMutex());
 
   EventPoll* const self_;  // Immutable: the EventPoll this is the state of.
 
@@ -258,8 +320,7 @@ struct EventPoll::Impl {
   void RemoveEntriesOfFile(File& file) EPOLLCR_EXCLUDES(mu_);
 };
 
-// Nesting (event_poll_nesting.cc). The global lock that serializes changes to the nesting graph (nest_mu; LOCKING 3).
-Mutex& NestMutex();
+// Nesting (event_poll_nesting.cc).
 // Whether `poll` is watched by another EventPoll (its queue holds an epoll entry).
 bool HasParentPolls(const EventPoll& poll);
 // ELOOP check for adding `inner` into `outer`: a cycle, or more than kMaxNests links in any chain through the new

@@ -1,6 +1,8 @@
 // Random differential test: generated traces (tests/common/trace_generator.h) run on the kernel, which is the oracle,
 // and on the userspace engine three ways; every output must be the kernel's, byte for byte:
 //   userspace   straight through;
+//   host        straight through, with every pipe, eventfd and socket pair a real kernel object wrapped as a host
+//               file (`replay --files host`): the polls' entries are kernel entries (docs/engine.md);
 //   memory      with a checkpoint after every operation, restored in the same process (the proto image, kept in
 //               memory: image::SaveImage, image::LoadImage; the same bytes an image file holds, without the disk);
 //   exec        for one trace in EPOLLCR_DIFF_EXEC_EVERY (default 100), the epollcr program (EPOLLCR_BIN) with
@@ -75,11 +77,12 @@ std::string EnvString(const char* name, const std::string& fallback) {
 }
 
 // The ways a trace runs on the userspace engine, each compared with the kernel.
-enum class Mode : std::uint8_t { kUserspace, kMemory, kExec };
+enum class Mode : std::uint8_t { kUserspace, kHost, kMemory, kExec };
 
 const char* ModeName(Mode mode) {
   switch (mode) {
     case Mode::kUserspace: return "userspace";
+    case Mode::kHost: return "host";
     case Mode::kMemory: return "memory";
     case Mode::kExec: return "exec";
   }
@@ -90,6 +93,7 @@ const char* ModeName(Mode mode) {
 const char* ModeCommand(Mode mode) {
   switch (mode) {
     case Mode::kUserspace: return "epollcr replay --engine both TRACE";
+    case Mode::kHost: return "epollcr replay --engine both --files host TRACE";
     case Mode::kMemory: return "epollcr replay --engine both --checkpoint-every TRACE";
     case Mode::kExec: return "epollcr replay --engine both --checkpoint-mode exec --checkpoint-every TRACE";
   }
@@ -121,7 +125,10 @@ class Harness {
   // What `trace` (whose text is `text`) prints on the userspace engine in `mode`; a failure's message is appended.
   std::string Userspace(Mode mode, const std::string& text, const Trace& trace) {
     if (mode == Mode::kExec) return Exec(text);
-    std::unique_ptr<Engine> engine = factory_(mode == Mode::kMemory);
+    std::unique_ptr<Engine> engine =
+        mode == Mode::kHost ? std::make_unique<UserspaceEngine>(CheckpointFormat::kProto, ImageStore::kFile,
+                                                                FileBacking::kHost)
+                            : factory_(mode == Mode::kMemory);
     std::ostringstream out;
     RunReport report = RunTrace(trace, *engine, out, {.checkpoint_every = mode == Mode::kMemory ? 1 : 0});
     if (!report.ok()) out << "error: " << report.error << '\n';
@@ -297,8 +304,9 @@ TEST(DifferentialTest, KernelAndUserspaceAgreeOnRandomTracesWithAndWithoutCheckp
     const bool exec = exec_every != 0 && (seed - first) % exec_every == 0;
     exec_traces += exec ? 1 : 0;
     std::optional<Divergence> divergence =
-        exec ? FirstDivergence(harness, text, parsed.value(), {Mode::kUserspace, Mode::kMemory, Mode::kExec})
-             : FirstDivergence(harness, text, parsed.value(), {Mode::kUserspace, Mode::kMemory});
+        exec ? FirstDivergence(harness, text, parsed.value(),
+                               {Mode::kUserspace, Mode::kHost, Mode::kMemory, Mode::kExec})
+             : FirstDivergence(harness, text, parsed.value(), {Mode::kUserspace, Mode::kHost, Mode::kMemory});
     if (!divergence) continue;
     ++failures;
     const std::string file = name + "-" + ModeName(divergence->mode);
@@ -307,7 +315,8 @@ TEST(DifferentialTest, KernelAndUserspaceAgreeOnRandomTracesWithAndWithoutCheckp
                   << ShrinkAndWrite(harness, file, text, *divergence, DivergenceDir());
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::cout << operations << " operations on each engine, " << operations << " in-memory checkpoints, "
+  std::cout << operations << " operations on each engine (and over host files), " << operations
+            << " in-memory checkpoints, "
             << exec_traces << " traces across processes, in " << seconds << " s\n";
   if (count >= 2000 && options.ops >= 50 && failures == 0) {
     EXPECT_GE(operations, 100000u) << "the default run covers at least 100,000 operations";

@@ -113,6 +113,7 @@ class EventPoll final : public File {
   EventMask Readiness(EventMask mask) override;
   std::string_view TypeName() const override { return "eventpoll"; }
   EventPoll* AsEventPoll() override { return this; }
+  int KernelFd() override;
 
   // Removes every entry (what closing the last reference to the poll does). The poll stays usable.
   void Release();

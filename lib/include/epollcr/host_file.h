@@ -86,6 +86,7 @@ class HostFile final : public File {
 
   EventMask Readiness(EventMask mask) override;
   bool Epollable() const override { return epollable_; }
+  int KernelFd() override { return epollable_ ? fd() : -1; }
   std::string_view TypeName() const override { return "host"; }
   // read(2), write(2) and shutdown(2) on the fd; they block if the fd is blocking (set O_NONBLOCK for an event loop).
   Result<std::size_t> Read(std::span<std::byte> buffer) override;

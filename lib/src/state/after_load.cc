@@ -216,6 +216,30 @@ void RegisterInQueueOrder(const std::vector<const PendingPoll*>& polls, std::siz
   }
 }
 
+// The entries of kernel files become kernel entries again, in a kernel epoll of the poll's own (inner polls come
+// first, so the kernel epoll of a poll with kernel entries exists before its watchers register it). The kernel's ADD
+// polls each file: a ready one is queued, in the order of the saved ready list first, then of the waiting entries.
+// A disarmed one-shot entry is registered by the UpdateEntry that re-arms it.
+void LinkKernelEntries(EventPoll& poll) {
+  EventPoll::Impl& s = *poll.impl();
+  MutexLock lock(s.mu_);
+  std::vector<std::pair<PollEntry*, int>> kernel;
+  {
+    MutexLock lists(s.lists_mu_);
+    for (EntryList_t* list : {&s.ready_, &s.waiting_, &s.disabled_}) {
+      for (PollEntry& e : *list) {
+        if (const int fd = e.file->KernelFd(); fd >= 0) kernel.emplace_back(&e, fd);
+      }
+    }
+  }
+  for (auto [e, fd] : kernel) {
+    if (std::error_code error = s.LinkKernelLocked(*e, fd, e->events)) {
+      throw LoadError("eventpoll entry fd " + std::to_string(e->fd) + ": its kernel registration failed: " +
+                      error.message());
+    }
+  }
+}
+
 }  // namespace
 
 void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& polls) {
@@ -255,6 +279,7 @@ void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& po
     }
   }
   RegisterInQueueOrder(entries, total);
+  for (EventPoll* poll : restored) LinkKernelEntries(*poll);
   // Waiting entries of embedder files, whose state their factory rebuilt, and of host files, whose wake-ups come
   // asynchronously from the kernel (one may have been on its way during the save), are re-checked
   // (docs/state-model.md).
@@ -274,7 +299,7 @@ void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& po
     {
       MutexLock lists(s.lists_mu_);
       for (PollEntry& e : s.entries_) {
-        if (e.list == EntryList::kWaiting && custom.count(e.file)) queued |= s.QueueIfReadyLocked(e);
+        if (e.list == EntryList::kWaiting && !e.kernel && custom.count(e.file)) queued |= s.QueueIfReadyLocked(e);
       }
     }
     if (queued) s.NotifyWatchers();

@@ -1,0 +1,222 @@
+// EventPoll's kernel side: the kernel epoll every poll sleeps in, and the kernel entries it holds (docs/engine.md,
+// "Kernel entries"). An entry on a file the kernel can watch (a host fd, or a poll that has kernel entries) is
+// registered in the poll's kernel epoll with the entry's own events word; the kernel then keeps that entry's place
+// in the ready list and does everything fs/eventpoll.c does for it (ep_poll_callback's key filter, ep_send_events'
+// re-check and level-triggered requeue, ep_done_scan's order, edges, one-shot disarming, nesting), so what a Wait
+// reports for it is what an epoll over the same fds reports, with nothing in flight between the kernel and the poll.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cerrno>
+
+#include "event_poll_internal.h"
+#include "fault_injection.h"
+
+namespace epollcr {
+
+namespace {
+
+using testing::FaultPoint;
+using testing::Faulted;
+
+// The bell's key; entries' keys count from 1.
+constexpr std::uint64_t kBellKey = 0;
+
+epoll_event KernelEvent(std::uint32_t events, std::uint64_t key) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = key;
+  return ev;
+}
+
+// EPOLL_CTL_ADD of `link` to `kernel_fd`. EEXIST means that another entry of this poll holds (file, fd) in the
+// kernel, which keys its entries by both: this one is another name of the same file in epollcr's fd table, and gets a
+// name of its own, as a dup(2) would.
+std::error_code AddLink(int kernel_fd, EventPoll::Impl::KernelLink& link, std::uint32_t events) {
+  epoll_event ev = KernelEvent(events, link.key);
+  if (::epoll_ctl(kernel_fd, EPOLL_CTL_ADD, link.fd, &ev) != 0) {
+    if (errno != EEXIST || link.dup.valid()) return Errno(errno);
+    UniqueFd dup(::fcntl(link.fd, F_DUPFD_CLOEXEC, 0));
+    if (!dup.valid()) return Errno(errno);
+    if (::epoll_ctl(kernel_fd, EPOLL_CTL_ADD, dup.get(), &ev) != 0) return Errno(errno);
+    link.fd = dup.get();
+    link.dup = std::move(dup);
+  }
+  link.linked = true;
+  return {};
+}
+
+}  // namespace
+
+std::error_code EventPoll::Impl::MakeKernelLocked(std::size_t becoming_kernel) {
+  if (!kernel_fd_.valid()) {
+    UniqueFd kernel_fd(Faulted(FaultPoint::kWaitEpollCreate) ? -1 : ::epoll_create1(EPOLL_CLOEXEC));
+    if (!kernel_fd.valid()) return Errno(errno);
+    kernel_fd_ = std::move(kernel_fd);
+  }
+  const bool in_memory = ready_.size() + waiting_.size() + disabled_.size() > kernel_entries_ + becoming_kernel;
+  return in_memory ? MakeBellLocked() : std::error_code{};
+}
+
+std::error_code EventPoll::Impl::MakeBellLocked() {
+  if (bell_fd_.valid()) return {};
+  if (!kernel_fd_.valid()) return MakeKernelLocked();
+  UniqueFd bell_fd(Faulted(FaultPoint::kWaitEventFd) ? -1 : ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!bell_fd.valid()) return Errno(errno);
+  epoll_event ev = KernelEvent(EPOLLIN | EPOLLET, kBellKey);
+  if (Faulted(FaultPoint::kWaitEventFdAdd) || ::epoll_ctl(kernel_fd_.get(), EPOLL_CTL_ADD, bell_fd.get(), &ev) != 0) {
+    return Errno(errno);
+  }
+  bell_fd_ = std::move(bell_fd);
+  return {};
+}
+
+std::error_code EventPoll::Impl::MakeSleeperLocked() { return MakeKernelLocked(); }
+
+std::error_code EventPoll::Impl::LinkKernelLocked(PollEntry& e, int file_fd, std::uint32_t events) {
+  int kernel_fd;
+  {
+    MutexLock lists(lists_mu_);
+    if (std::error_code error = MakeKernelLocked(/*becoming_kernel=*/1)) return error;
+    kernel_fd = kernel_fd_.get();
+  }
+  KernelLink link;
+  link.key = next_key_;
+  link.fd = file_fd;
+  if ((events & ~kEpollPrivateBits) != 0) {  // a disarmed one-shot entry waits for UpdateEntry
+    if (std::error_code error = AddLink(kernel_fd, link, events)) return error;
+  }
+  ++next_key_;
+  by_key_.emplace(link.key, &e);
+  links_.emplace(&e, std::move(link));
+  {
+    // In one step for a wake-up callback (NotifyEvent): from here on it leaves the entry to the kernel.
+    MutexLock lists(lists_mu_);
+    e.events = events;
+    e.kernel = true;
+    ++kernel_entries_;
+    if (e.list == EntryList::kReady) MoveToLocked(e, EntryList::kWaiting);  // the kernel's ADD polled it
+  }
+  kernel_active_.store(true, std::memory_order_release);
+  return {};
+}
+
+std::error_code EventPoll::Impl::RelinkKernelLocked(PollEntry& e, std::uint32_t events) {
+  KernelLink& link = links_.at(&e);
+  int kernel_fd;
+  {
+    MutexLock lists(lists_mu_);
+    kernel_fd = kernel_fd_.get();
+  }
+  if (!link.linked) return AddLink(kernel_fd, link, events);
+  epoll_event ev = KernelEvent(events, link.key);
+  return ::epoll_ctl(kernel_fd, EPOLL_CTL_MOD, link.fd, &ev) == 0 ? std::error_code{} : Errno(errno);
+}
+
+void EventPoll::Impl::UnlinkKernelLocked(PollEntry& e) {
+  auto it = links_.find(&e);
+  if (it == links_.end()) return;
+  MutexLock lists(lists_mu_);
+  // Fails only if the fd was closed behind the file's back, and then the kernel dropped the registration itself.
+  if (it->second.linked) (void)::epoll_ctl(kernel_fd_.get(), EPOLL_CTL_DEL, it->second.fd, nullptr);
+  by_key_.erase(it->second.key);
+  links_.erase(it);
+  e.kernel = false;
+  --kernel_entries_;
+}
+
+int EventPoll::Impl::HarvestKernelLocked(Event* events, int max) {
+  static_assert(sizeof(Event) == sizeof(epoll_event));
+  const int got = ::epoll_wait(kernel_fd_.get(), reinterpret_cast<epoll_event*>(events), max, 0);
+  return got <= 0 ? 0 : TranslateLocked(events, got, max);
+}
+
+int EventPoll::Impl::TranslateLocked(Event* events, int got, int max) {
+  int n = 0;
+  bool bell = false;
+  for (int i = 0; i < got; ++i) {
+    const std::uint64_t key = events[i].Data();
+    if (key == kBellKey) {
+      bell = true;
+      continue;
+    }
+    auto it = by_key_.find(key);
+    if (it == by_key_.end()) continue;  // removed by another thread since the kernel's scan
+    PollEntry& e = *it->second;
+    events[n].events = events[i].events;
+    events[n].SetData(e.data);
+    ++n;
+    if ((e.events & kEpollOneShot) != 0) {  // ep_send_events disarmed it in the kernel; the mirror follows
+      e.events &= kEpollPrivateBits;
+      MoveToLocked(e, EntryList::kDisabled);
+    }
+  }
+  if (bell && n < max) n += HarvestListLocked(events + n, max - n);
+  return n;
+}
+
+// ---- nesting ------------------------------------------------------------------------------------------------------
+
+std::error_code EventPoll::Impl::Activate(EventPoll& poll) {
+  Impl& s = *poll.impl();
+  if (s.kernel_active_.load(std::memory_order_acquire)) return {};
+  {
+    MutexLock lists(s.lists_mu_);
+    if (std::error_code error = s.MakeKernelLocked()) return error;
+  }
+  // The watchers register this poll's kernel epoll before it holds anything: from then on the kernel filters and
+  // passes on every wake-up exactly as between nested epolls. (Registered later, with the poll already ready, a
+  // watcher's ADD would queue it on a poll whose wake-up the kernel's would have filtered out by its key.)
+  if (std::error_code error = PromoteParents(poll)) return error;
+  s.kernel_active_.store(true, std::memory_order_release);
+  return {};
+}
+
+std::error_code EventPoll::Impl::PromoteParents(EventPoll& child) {
+  struct Parent {
+    std::shared_ptr<File> holder;
+    EventPoll* poll;
+    int fd;
+  };
+  std::vector<Parent> parents;
+  child.queue().ForEach([&](WaiterEntry& w) {
+    if (EventPoll* p = w.WatchingPoll()) {
+      if (auto held = p->weak_from_this().lock()) parents.push_back({std::move(held), p, static_cast<PollEntry&>(w).fd});
+    }
+  });
+  int child_fd;
+  {
+    MutexLock lists(child.impl()->lists_mu_);
+    child_fd = child.impl()->kernel_fd_.get();
+  }
+  // The kernel queues a poll's watchers at the head of its wait queue (add_wait_queue, as WaiterQueue does), so they
+  // are registered last-woken first to keep the order their wake-ups reach them in.
+  for (auto it = parents.rbegin(); it != parents.rend(); ++it) {
+    const Parent& parent = *it;
+    if (std::error_code error = Activate(*parent.poll)) return error;  // top-down: its own watchers first
+    Impl& s = *parent.poll->impl();
+    MutexLock lock(s.mu_);
+    PollEntry* e = s.FindLocked({&child, parent.fd});
+    if (e == nullptr) continue;  // removed meanwhile
+    {
+      MutexLock lists(s.lists_mu_);
+      if (e->kernel) continue;
+    }
+    if (std::error_code error = s.LinkKernelLocked(*e, child_fd, e->events)) return error;
+  }
+  return {};
+}
+
+// ---- the poll as a kernel file ------------------------------------------------------------------------------------
+
+int EventPoll::KernelFd() {
+  if (!impl_->kernel_active_.load(std::memory_order_acquire)) return -1;
+  MutexLock lists(impl_->lists_mu_);
+  return impl_->kernel_fd_.get();
+}
+
+}  // namespace epollcr
