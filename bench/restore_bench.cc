@@ -3,9 +3,9 @@
 //   BM_RestoreHostFds/registrations:10000   restore::RestoreBytes of a world of 10,000 real sockets (5,000 socket
 //                              pairs, both ends), each a host file registered once in one EventPoll (level-triggered,
 //                              edge-triggered and one-shot by k % 3, data = fd), through an InheritedFdResolver: every
-//                              fd verified (statx), wrapped in a host file and watched by the notifier, the entries
-//                              built and registered, and re-checked by the notifier's first reports (the statx and
-//                              epoll_ctl calls batched through io_uring: lib/src/syscall_batch.h)
+//                              fd verified (statx, batched through io_uring: lib/src/syscall_batch.h), wrapped in a
+//                              host file, the entries built and registered in the poll's kernel epoll (kernel
+//                              entries: the kernel's ADD re-checks each one's readiness)
 //   BM_KernelReAddHostFds/registrations:10000  epoll_create1 and epoll_ctl(ADD) of the same 10,000 fds, same events
 //   BM_RestoreInMemory/entries:N            restore::RestoreBytes of checkpoint_world.h's in-memory world (eventfds),
 //                              the kernel's side being BM_CheckpointKernelAdd/entries:N (checkpoint_bench.cc)
@@ -100,7 +100,6 @@ void CountStages(benchmark::State& state, const restore::Report& total, double r
   state.counters["resolve_ns"] = ns(total.resolve);
   state.counters["build_ns"] = ns(total.build);
   state.counters["after_load_ns"] = ns(total.after_load);
-  state.counters["watch_ns"] = ns(total.watch);
 }
 
 void Add(restore::Report& total, const restore::Report& one) {
@@ -109,7 +108,6 @@ void Add(restore::Report& total, const restore::Report& one) {
   total.resolve += one.resolve;
   total.build += one.build;
   total.after_load += one.after_load;
-  total.watch += one.watch;
 }
 
 void BM_RestoreHostFds(benchmark::State& state) {

@@ -97,8 +97,8 @@ Resolution InheritedFdResolver::Resolve(const FileReference& ref) {
     return Resolution::Unresolved("fd " + std::to_string(fd) + " is " + HostFile::Describe(have) +
                                   " in this process, but the image recorded " + HostFile::Describe(want));
   }
-  // Watched by the restorer once the entries are back (restorer.h, stage 6).
-  Result<std::shared_ptr<HostFile>> file = HostFile::CreateUnwatched(fd, have.file_type);
+  // EEXIST if a host file of the program already owns this fd number.
+  Result<std::shared_ptr<HostFile>> file = HostFile::Wrap(fd, have.file_type);
   if (!file.ok()) return Resolution::Unresolved("fd " + std::to_string(fd) + ": " + file.error().message());
   Resolution r;
   r.outcome = Resolution::Outcome::kResolved;

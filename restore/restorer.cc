@@ -234,9 +234,8 @@ std::string Report::ToString() const {
     s += line + p.reason + "\n";
   }
   std::snprintf(line, sizeof line,
-                "stages: read %.3f ms, validate %.3f ms, resolve %.3f ms, build %.3f ms, after_load %.3f ms, watch "
-                "%.3f ms\n",
-                ms(read), ms(validate), ms(resolve), ms(build), ms(after_load), ms(watch));
+                "stages: read %.3f ms, validate %.3f ms, resolve %.3f ms, build %.3f ms, after_load %.3f ms\n", ms(read),
+                ms(validate), ms(resolve), ms(build), ms(after_load));
   s += line;
   return s;
 }
@@ -286,30 +285,6 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
   rep.after_load += times.after_load;
   rep.validate += (Clock::now() - t) - times.build - times.after_load;
 
-  // Host files not watched yet start now, with their entries back in place: the kernel reports each ready fd once,
-  // and that report queues the waiting entries of a ready file (the re-check of readiness), once for all of them.
-  t = Clock::now();
-  std::error_code watching;
-  std::string failed;
-  {
-    std::vector<HostFile*> hosts;
-    for (const auto& [id, file] : resolved.files) {
-      if (auto* h = dynamic_cast<HostFile*>(file.get()); h != nullptr && !h->watched()) hosts.push_back(h);
-    }
-    HostFile::Batch batch;  // one notifier wake-up for all of them; its end delivers their first reports here
-    std::size_t at = 0;
-    if ((watching = HostFile::WatchAll(hosts, &at))) {
-      failed = "host fd " + std::to_string(hosts[at]->fd()) + ": " +
-               (watching == Errno(EEXIST) ? std::string("another host file already watches it") : watching.message());
-    }
-  }
-  if (watching) {
-    resolved.GiveBack();
-    out->roots.clear();
-    out->fds.Clear();
-    return Status::Error(watching.value(), "restore: " + failed);
-  }
-  rep.watch += Clock::now() - t;
   Count(*use, &rep);
   rep.rekeyed = resolved.rekey.size();
   for (auto& [id, p] : resolved.pruned) rep.pruned.push_back(std::move(p));

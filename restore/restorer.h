@@ -7,13 +7,12 @@
 //   4. build    files, then EventPolls inner before outer, entries on the lists the image recorded
 //   5. after_load  waiters re-registered; waiting entries whose file is ready move to ready, ready ones stay ready
 //               (a pending edge-triggered event is delivered once), disabled one-shot entries stay disabled, and the
-//               watchers of every poll with ready entries are notified, through nested polls too
-//   6. watch    host files start being watched by the notifier (host_file.h); the kernel's first report of each
-//               ready fd is what moves its waiting entries to ready (one kernel operation per file, batched; no
-//               poll per entry), and the restore returns once those reports have arrived
-// A failed restore leaves nothing behind: the world stays empty, no waiter stays registered on any file, no host
-// file created for the restore keeps an fd (the restorer never closes an fd it did not open), and the notifier
-// thread stops again if it started for this restore.
+//               watchers of every poll with ready entries are notified, through nested polls too. Entries on host files
+//               (and on polls holding such entries) become kernel entries again (docs/engine.md, "Kernel entries"):
+//               each poll's kernel epoll registers them, and the kernel's ADD, which polls the file, is what re-checks
+//               their readiness (docs/restore.md says what that keeps and what it cannot)
+// A failed restore leaves nothing behind: the world stays empty, no waiter stays registered on any file, and no host
+// file created for the restore keeps an fd (the restorer never closes an fd it did not open).
 //
 // User data is restored unchanged. A pointer stored as an entry's data means nothing in another process: store an
 // id (an index into the program's own table) where a checkpoint may cross a process boundary.
@@ -107,7 +106,7 @@ struct Report {
   // Time per stage (read covers reading the file, unframing and decoding; validate runs once more after a re-key
   // or a prune, and that is counted in it too).
   using Duration = std::chrono::steady_clock::duration;
-  Duration read{}, validate{}, resolve{}, build{}, after_load{}, watch{};
+  Duration read{}, validate{}, resolve{}, build{}, after_load{};
 
   // A few lines: counts, what was pruned and why, and the stage times.
   std::string ToString() const;

@@ -52,7 +52,7 @@ PEAK_GOAL = 3
 HOST_RESTORE = "BM_RestoreHostFds/registrations:10000"
 HOST_REARM = "BM_KernelReAddHostFds/registrations:10000"
 HOST_RESTORE_GOAL = 1.5
-RESTORE_STAGES = ("read", "validate", "resolve", "build", "after_load", "watch")
+RESTORE_STAGES = ("read", "validate", "resolve", "build", "after_load")
 
 
 class Run:
@@ -419,9 +419,9 @@ def restore_section(run):
     say("`restore::RestoreBytes` (docs/restore.md) from a framed image in memory into an empty world; tearing the "
         "world down is outside the timed region. **host fds**: 10,000 real sockets (5,000 socket pairs, both ends), "
         "each a host file registered once in one EventPoll (level-triggered, edge-triggered and one-shot by k % 3), "
-        "restored through an `InheritedFdResolver`: each fd verified (`statx`), wrapped in a host file, the entries "
-        "built, and the fds watched by the notifier (whose first reports re-check readiness); the `statx` and "
-        "`epoll_ctl(ADD)` calls go through io_uring in batches (docs/restore.md). The CPU clock counts the restoring "
+        "restored through an `InheritedFdResolver`: each fd verified (`statx`, through io_uring in batches), wrapped "
+        "in a host file, the entries built and registered in the poll's kernel epoll (kernel entries: the kernel's "
+        "`epoll_ctl(ADD)` re-checks readiness; docs/restore.md). The CPU clock counts the restoring "
         "thread only, not the kernel's io-wq workers that run the `statx` requests: judge (k) by the wall clock. "
         "Beside it, "
         "`epoll_create1` and `epoll_ctl(ADD)` of the same 10,000 fds, what CRIU does at restore. **in-memory**: the "
@@ -443,8 +443,8 @@ def restore_section(run):
     say(table(header, rows) + "\n")
     say("**Stages** (restore::Report, steady clock, ns per registration, median of the repetitions): read = "
         "unframe + decode; validate (twice when the image is rewritten); resolve (resolvers, and the re-key or "
-        "prune rewrite); build; after_load (entries on their lists, waiters registered); watch (host fds added to "
-        "the notifier, and their first reports delivered).\n")
+        "prune rewrite); build; after_load (entries on their lists, waiters registered, kernel entries registered "
+        "in their polls' kernel epolls).\n")
     rows = []
     for label, n, name, _ in cases:
         row = [label, f"{n:,}"]

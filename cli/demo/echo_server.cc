@@ -126,10 +126,10 @@ class Server {
     char line[256];
     std::snprintf(line, sizeof line,
                   "restored pid=%d registrations=%" PRIu64 " host_files=%" PRIu64
-                  " ms=%.3f (read=%.3f validate=%.3f resolve=%.3f build=%.3f after_load=%.3f watch=%.3f)",
+                  " ms=%.3f (read=%.3f validate=%.3f resolve=%.3f build=%.3f after_load=%.3f)",
                   static_cast<int>(getpid()), report.entries, report.host_files,
                   Ms(std::chrono::steady_clock::now() - started), Ms(report.read), Ms(report.validate),
-                  Ms(report.resolve), Ms(report.build), Ms(report.after_load), Ms(report.watch));
+                  Ms(report.resolve), Ms(report.build), Ms(report.after_load));
     Status(line);
     return true;
   }

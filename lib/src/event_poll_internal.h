@@ -6,11 +6,11 @@
 //  1. The fd table's lock (FdTable::mu_; FdTable::Freeze, fd_table.h). Guards the fd -> file slots. In operation
 //     nothing is taken under it (a closed fd's file is released after it is dropped), so a snapshot may take it
 //     first and hold it for the whole cut (docs/state-model.md).
-//  2. File mutation locks (File::MutationLock, file.h): a pipe's or socket pair's op_mu_, an eventfd's op_mu_, a
-//     host file's notify_mu_. Held across a file's state change *and* the wake-up it sends, so a snapshot, which
-//     holds all of them (in address order: a pipe's two ends share one), never sees a change whose wake-up has not
-//     arrived. Under one: the file's state lock (8), released before the wake-up takes its queue lock (5). The host
-//     notifier's own locks (host_notifier.h) come before a host file's notify_mu_: its delivery holds its mu_.
+//  2. File mutation locks (File::MutationLock, file.h): a pipe's or socket pair's op_mu_, an eventfd's op_mu_. Held
+//     across a file's state change *and* the wake-up it sends, so a snapshot, which holds all of them (in address
+//     order: a pipe's two ends share one), never sees a change whose wake-up has not arrived. Under one: the file's
+//     state lock (8), released before the wake-up takes its queue lock (5). Host files have none: the kernel carries
+//     their wake-ups (kernel entries), and nothing of them is in flight in epollcr.
 //  3. nest_mu (NestMutex(), the one global; Linux's epnested_mutex). Serializes the ADDs that may change the nesting
 //     graph (a poll into a poll, or anything into a watched poll), so the loop, depth and path checks see a graph no
 //     other ADD changes. Held across the whole ADD: the checks take polls' mu_ (one at a time) and queue locks.
@@ -52,6 +52,7 @@
 #include <functional>
 #include <memory>
 #include <new>
+#include <span>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -265,6 +266,11 @@ struct EventPoll::Impl {
   // its events; takes it off ready_ (the kernel holds its place from now on). On failure `e` is unchanged.
   std::error_code LinkKernelLocked(PollEntry& e, int file_fd, std::uint32_t events) EPOLLCR_REQUIRES(mu_)
       EPOLLCR_EXCLUDES(lists_mu_);
+  // LinkKernelLocked for many entries (a load), each with its current events, their ADDs batched (syscall_batch.h).
+  // On failure returns the error with the index of its entry in `failed`: the entries before it are kernel entries,
+  // the others are unchanged.
+  std::error_code LinkKernelManyLocked(std::span<const std::pair<PollEntry*, int>> entries, std::size_t* failed)
+      EPOLLCR_REQUIRES(mu_) EPOLLCR_EXCLUDES(lists_mu_);
   // EPOLL_CTL_MOD (or ADD, if it was not registered) of a kernel entry to `events`, which the caller then stores.
   std::error_code RelinkKernelLocked(PollEntry& e, std::uint32_t events) EPOLLCR_REQUIRES(mu_);
   // EPOLL_CTL_DEL of a kernel entry, and forgets its link.

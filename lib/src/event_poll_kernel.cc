@@ -15,6 +15,7 @@
 
 #include "event_poll_internal.h"
 #include "fault_injection.h"
+#include "syscall_batch.h"
 
 namespace epollcr {
 
@@ -103,6 +104,69 @@ std::error_code EventPoll::Impl::LinkKernelLocked(PollEntry& e, int file_fd, std
   }
   kernel_active_.store(true, std::memory_order_release);
   return {};
+}
+
+std::error_code EventPoll::Impl::LinkKernelManyLocked(std::span<const std::pair<PollEntry*, int>> entries,
+                                                      std::size_t* failed) {
+  int kernel_fd;
+  {
+    MutexLock lists(lists_mu_);
+    if (std::error_code error = MakeKernelLocked(entries.size())) {
+      *failed = 0;
+      return error;
+    }
+    kernel_fd = kernel_fd_.get();
+  }
+  // The armed ones go to the kernel in one batch, in order; a disarmed one-shot entry waits for UpdateEntry.
+  std::vector<KernelLink> links(entries.size());
+  std::vector<int> fds;
+  std::vector<epoll_event> events;
+  std::vector<std::size_t> at;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    links[i].key = next_key_ + i;
+    links[i].fd = entries[i].second;
+    const std::uint32_t armed = entries[i].first->events;
+    if ((armed & ~kEpollPrivateBits) == 0) continue;
+    fds.push_back(entries[i].second);
+    events.push_back(KernelEvent(armed, links[i].key));
+    at.push_back(i);
+  }
+  std::vector<int> errors(fds.size());
+  sys::EpollAddMany(kernel_fd, fds, events, errors);
+  std::size_t done = entries.size();
+  std::error_code error;
+  for (std::size_t k = 0; k < at.size() && !error; ++k) {
+    KernelLink& link = links[at[k]];
+    if (errors[k] == 0) {
+      link.linked = true;
+    } else if (errors[k] == EEXIST) {  // another name of a file already registered: AddLink gives it a dup
+      error = AddLink(kernel_fd, link, entries[at[k]].first->events);
+    } else {
+      error = Errno(errors[k]);
+    }
+    if (error) done = at[k];
+  }
+  // Entries after a failure were added to the kernel all the same: they are taken out again.
+  for (std::size_t k = 0; k < at.size(); ++k) {
+    if (at[k] > done && errors[k] == 0) (void)::epoll_ctl(kernel_fd, EPOLL_CTL_DEL, fds[k], nullptr);
+  }
+  {
+    MutexLock lists(lists_mu_);
+    for (std::size_t i = 0; i < done; ++i) {
+      PollEntry& e = *entries[i].first;
+      e.kernel = true;
+      ++kernel_entries_;
+      if (e.list == EntryList::kReady) MoveToLocked(e, EntryList::kWaiting);
+    }
+  }
+  for (std::size_t i = 0; i < done; ++i) {
+    by_key_.emplace(links[i].key, entries[i].first);
+    links_.emplace(entries[i].first, std::move(links[i]));
+  }
+  next_key_ += done;
+  if (done > 0) kernel_active_.store(true, std::memory_order_release);
+  *failed = done;
+  return error;
 }
 
 std::error_code EventPoll::Impl::RelinkKernelLocked(PollEntry& e, std::uint32_t events) {

@@ -34,11 +34,6 @@ std::string_view FaultPointName(FaultPoint point) {
   switch (point) {
     case FaultPoint::kBatchStat: return "BatchStat";
     case FaultPoint::kBatchEpollAdd: return "BatchEpollAdd";
-    case FaultPoint::kNotifierEpollCreate: return "NotifierEpollCreate";
-    case FaultPoint::kNotifierEventFd: return "NotifierEventFd";
-    case FaultPoint::kNotifierEventFdAdd: return "NotifierEventFdAdd";
-    case FaultPoint::kNotifierThread: return "NotifierThread";
-    case FaultPoint::kNotifierWatchAdd: return "NotifierWatchAdd";
     case FaultPoint::kWaitEpollCreate: return "WaitEpollCreate";
     case FaultPoint::kWaitEventFd: return "WaitEventFd";
     case FaultPoint::kWaitEventFdAdd: return "WaitEventFdAdd";

@@ -23,15 +23,9 @@ enum class FaultPoint : std::uint8_t {
   // is not made; while a hook is installed every item goes one at a time.
   kBatchStat,
   kBatchEpollAdd,
-  // lib/src/host_notifier.cc: a start makes, in order, kNotifierEpollCreate, then for each of its two eventfds
-  // kNotifierEventFd and kNotifierEventFdAdd, then kNotifierThread; Watch makes kNotifierWatchAdd.
-  kNotifierEpollCreate,
-  kNotifierEventFd,
-  kNotifierEventFdAdd,
-  kNotifierThread,
-  kNotifierWatchAdd,
-  // lib/src/event_poll.cc: the first Wait that blocks makes its sleeper: kWaitEpollCreate, kWaitEventFd,
-  // kWaitEventFdAdd, in that order.
+  // lib/src/event_poll_kernel.cc: a poll's kernel side, made by its first kernel entry or the first Wait that
+  // blocks: kWaitEpollCreate (its kernel epoll), then kWaitEventFd and kWaitEventFdAdd (its bell, when it has
+  // in-memory entries).
   kWaitEpollCreate,
   kWaitEventFd,
   kWaitEventFdAdd,

@@ -7,49 +7,53 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <unordered_set>
 
-#include "host_notifier.h"
+#include "epollcr/mutex.h"
 
 namespace epollcr {
 
-Result<std::shared_ptr<HostFile>> HostFile::CreateUnwatched(int fd, std::uint32_t file_type) {
+namespace {
+
+// The fd numbers host files own: one HostFile per number.
+class Wrapped {
+ public:
+  static Wrapped& Instance() {
+    static Wrapped wrapped;
+    return wrapped;
+  }
+  bool Add(int fd) {
+    MutexLock lock(mu_);
+    return fds_.insert(fd).second;
+  }
+  void Remove(int fd) {
+    MutexLock lock(mu_);
+    fds_.erase(fd);
+  }
+  std::size_t Count() {
+    MutexLock lock(mu_);
+    return fds_.size();
+  }
+
+ private:
+  Mutex mu_;
+  std::unordered_set<int> fds_ EPOLLCR_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+Result<std::shared_ptr<HostFile>> HostFile::Wrap(int fd, std::uint32_t file_type) {
   if (fd < 0) return Errno(EBADF);
+  if (!Wrapped::Instance().Add(fd)) return Errno(EEXIST);
   const bool plain = file_type == S_IFREG || file_type == S_IFDIR;  // epoll_ctl refuses them (EPERM)
   return MakeFile<HostFile>(fd, !plain);
-}
-
-std::error_code HostFile::Watch() {
-  if (!epollable_ || watched()) return {};
-  std::error_code e = HostNotifier::Instance().Watch(this);
-  if (e == Errno(EPERM)) {
-    epollable_ = false;  // a file without poll support (/dev/null): epoll refuses it too
-    return {};
-  }
-  return e;
-}
-
-std::error_code HostFile::WatchAll(std::span<HostFile* const> files, std::size_t* failed) {
-  return HostNotifier::Instance().WatchMany(files, failed);
 }
 
 Result<std::shared_ptr<HostFile>> HostFile::Create(int fd) {
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) return Errno(EBADF);
-  Result<std::shared_ptr<HostFile>> file = CreateUnwatched(fd, st.st_mode & S_IFMT);
-  if (!file.ok()) return file;
-  if (std::error_code e = file.value()->Watch()) {
-    file.value()->ReleaseFd();  // the caller keeps its fd
-    return e;
-  }
-  // Only a fd that is ready now has a first report on its way (one that becomes ready later sends a real edge).
-  if (file.value()->watched() && file.value()->Readiness(kAllEvents) != 0) Settle();
-  return file;
+  return Wrap(fd, st.st_mode & S_IFMT);
 }
-
-void HostFile::Settle() { HostNotifier::Instance().Settle(); }
-
-HostFile::Batch::Batch() { HostNotifier::Instance().Hold(); }
-HostFile::Batch::~Batch() { HostNotifier::Instance().DrainAndUnhold(); }
 
 HostFile::~HostFile() {
   const int fd = ReleaseFd();
@@ -57,9 +61,12 @@ HostFile::~HostFile() {
 }
 
 int HostFile::ReleaseFd() {
-  if (watch_key_ != 0) HostNotifier::Instance().Unwatch(this);
-  return fd_.exchange(-1, std::memory_order_acq_rel);
+  const int fd = fd_.exchange(-1, std::memory_order_acq_rel);
+  if (fd >= 0) Wrapped::Instance().Remove(fd);
+  return fd;
 }
+
+std::size_t HostFile::WrappedFds() { return Wrapped::Instance().Count(); }
 
 Result<HostFile::Identity> HostFile::Identify() const {
   Identity id;
@@ -108,11 +115,6 @@ EventMask HostFile::Readiness(EventMask mask) {
   return static_cast<EventMask>(static_cast<unsigned short>(p.revents)) & mask;
 }
 
-void HostFile::DeliverHostEvents(EventMask events) {
-  MutexLock lock(notify_mu_);
-  Notify(events & ~kEpollPrivateBits);
-}
-
 Result<std::size_t> HostFile::Read(std::span<std::byte> buffer) {
   const int fd = this->fd();
   if (fd < 0) return Errno(EBADF);
@@ -137,8 +139,5 @@ std::error_code HostFile::Shutdown(int how) {
   if (shutdown(fd, how) != 0) return Errno(errno);
   return {};
 }
-
-std::size_t HostFile::WatchedFds() { return HostNotifier::Instance().Watched(); }
-bool HostFile::NotifierRunning() { return HostNotifier::Instance().Running(); }
 
 }  // namespace epollcr

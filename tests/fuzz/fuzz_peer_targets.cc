@@ -40,12 +40,12 @@ bool IsOpen(int fd) { return ::fcntl(fd, F_GETFD) >= 0; }
 // What must hold after any run of a target that restores: nothing alive, watched or open that was not before.
 struct Baseline {
   long files = File::LiveFiles();
-  std::size_t watched = HostFile::WatchedFds();
+  std::size_t watched = HostFile::WrappedFds();
   std::size_t fds = OpenFds().size();
 
   void Check(Checks& checks, const char* target) const {
     checks.Expect(File::LiveFiles() == files, std::string(target) + ": files left alive");
-    checks.Expect(HostFile::WatchedFds() == watched, std::string(target) + ": host fds left watched");
+    checks.Expect(HostFile::WrappedFds() == watched, std::string(target) + ": host fds left watched");
     checks.Expect(OpenFds().size() == fds, std::string(target) + ": fds left open or closed");
   }
 };

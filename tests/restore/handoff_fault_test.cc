@@ -266,7 +266,7 @@ TEST(HandoffFaultTest, PrepareExec) {
   const std::vector<int> flags = FdFlagsOf(fds);
   ::epollcr::testing_support::TempDir dir;
   const std::string path = dir.File("world.epcr");
-  const std::size_t watched = HostFile::WatchedFds();
+  const std::size_t watched = HostFile::WrappedFds();
   int open_fds = 0;
 
   EveryCallFailingInTurn(
@@ -286,8 +286,7 @@ TEST(HandoffFaultTest, PrepareExec) {
       },
       [&](bool succeeded, const std::string& context) {
         EXPECT_EQ(OpenFds(), open_fds) << context;
-        EXPECT_EQ(HostFile::WatchedFds(), watched) << context;
-        EXPECT_TRUE(HostFile::NotifierRunning()) << context;
+        EXPECT_EQ(HostFile::WrappedFds(), watched) << context;
         EXPECT_EQ(scene.world.fds.Count(), 5) << context;
         std::vector<std::string> names;
         for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
@@ -358,8 +357,7 @@ TEST(HandoffFaultTest, RestoreAfterExec) {
     HandOver(&scene.world);  // the fds are now "inherited": open, without FD_CLOEXEC, owned by nobody
     for (const int* p : {scene.f.a, scene.f.b, scene.f.c, scene.f.d}) peers.push_back(dup(p[1]));  // data stays
   }
-  ASSERT_EQ(HostFile::WatchedFds(), 0u);
-  ASSERT_FALSE(HostFile::NotifierRunning());
+  ASSERT_EQ(HostFile::WrappedFds(), 0u);
   World out;
   int open_fds = 0;
 
@@ -369,13 +367,13 @@ TEST(HandoffFaultTest, RestoreAfterExec) {
         HandOver(&out);
         for (int fd : fds) fcntl(fd, F_SETFD, 0);
         open_fds = OpenFds();
-        return HostFile::WatchedFds() == 0 && !HostFile::NotifierRunning();
+        return HostFile::WrappedFds() == 0;
       },
       [&] { return RestoreAfterExec(path, &out, {}, nullptr); },
       [&](bool succeeded, const std::string& context) {
         if (succeeded) {
           ExpectRestored(out, context);
-          EXPECT_EQ(HostFile::WatchedFds(), 5u) << context;
+          EXPECT_EQ(HostFile::WrappedFds(), 5u) << context;
           EXPECT_EQ(FdFlagsOf(fds), std::vector<int>(fds.size(), FD_CLOEXEC)) << context;
           HandOver(&out);  // and the notifier's own fds go with it
           EXPECT_EQ(OpenFds(), open_fds) << context;
@@ -383,15 +381,13 @@ TEST(HandoffFaultTest, RestoreAfterExec) {
           EXPECT_EQ(OpenFds(), open_fds) << context;
           EXPECT_EQ(out.fds.Count(), 0) << context;
           EXPECT_TRUE(out.roots.empty()) << context;
-          EXPECT_EQ(HostFile::WatchedFds(), 0u) << context;
-          EXPECT_FALSE(HostFile::NotifierRunning()) << context;
+          EXPECT_EQ(HostFile::WrappedFds(), 0u) << context;
           EXPECT_EQ(FdFlagsOf(fds), std::vector<int>(fds.size(), 0)) << context << ": flags changed, or an fd closed";
         }
       });
   HandOver(&out);
   for (int fd : fds) close(fd);
   for (int fd : peers) close(fd);
-  EXPECT_FALSE(HostFile::NotifierRunning());
 }
 
 // --- SendWorld and ReceiveWorld --------------------------------------------------------------------------------------
@@ -424,7 +420,7 @@ TEST(HandoffFaultTest, SendWorld) {
       [&] { return SendWorld(channel->s[0], scene.world); },
       [&](bool succeeded, const std::string& context) {
         EXPECT_EQ(OpenFds(), open_fds + 2) << context << ": the sender opens or closes an fd";
-        EXPECT_EQ(HostFile::WatchedFds(), 5u) << context;
+        EXPECT_EQ(HostFile::WrappedFds(), 5u) << context;
         EXPECT_EQ(scene.world.fds.Count(), 5) << context;
         EXPECT_EQ(FdFlagsOf(scene.Watched()), flags) << context;
         if (!succeeded) return;
@@ -472,19 +468,17 @@ void CheckReceive(World& out, bool succeeded, int open_fds, int expected_fds, co
   if (succeeded) {
     ExpectRestored(out, context, static_cast<std::size_t>(expected_fds) - 5);
     EXPECT_EQ(out.fds.Count(), expected_fds) << context;
-    EXPECT_EQ(HostFile::WatchedFds(), static_cast<std::size_t>(expected_fds)) << context;
+    EXPECT_EQ(HostFile::WrappedFds(), static_cast<std::size_t>(expected_fds)) << context;
     for (int fd : HostFds(out)) EXPECT_EQ(fcntl(fd, F_GETFD), FD_CLOEXEC) << context << ": fd " << fd;
     out.roots.clear();
     out.fds.Clear();
     EXPECT_EQ(OpenFds(), open_fds) << context;
-    EXPECT_FALSE(HostFile::NotifierRunning()) << context;
     return;
   }
   EXPECT_EQ(out.fds.Count(), 0) << context;
   EXPECT_TRUE(out.roots.empty()) << context;
   EXPECT_EQ(OpenFds(), open_fds) << context << ": a received fd was left open";
-  EXPECT_EQ(HostFile::WatchedFds(), 0u) << context;
-  EXPECT_FALSE(HostFile::NotifierRunning()) << context;
+  EXPECT_EQ(HostFile::WrappedFds(), 0u) << context;
 }
 
 TEST(HandoffFaultTest, ReceiveWorld) {
@@ -498,7 +492,7 @@ TEST(HandoffFaultTest, ReceiveWorld) {
         out.fds.Clear();
         if (!received.Send()) return false;
         open_fds = OpenFds();
-        return HostFile::WatchedFds() == 0 && !HostFile::NotifierRunning();
+        return HostFile::WrappedFds() == 0;
       },
       [&] { return ReceiveWorld(received.socket(), &out, {}, nullptr); },
       [&](bool succeeded, const std::string& context) {

@@ -1,7 +1,7 @@
 // The restorer (restore/restorer.h, resolvers.h, handoff.h) and host files (epollcr/host_file.h): a world of real
 // sockets restored in this process, after exec, and in another process over SCM_RIGHTS reports what the kernel's
 // epoll reports for the same operations (host_scenario.h); strict and prune; identity checks; re-keying; and a failed
-// restore leaves no file, no waiter, no fd and no notifier thread behind.
+// restore leaves no file, no waiter and no fd behind.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -79,8 +79,7 @@ class RestorerTest : public ::testing::Test {
     restored_.fds.Clear();
     for (int* p : {f_.a, f_.b, f_.c, f_.d}) close(p[0]), close(p[1]);
     close(f_.e);
-    EXPECT_EQ(HostFile::WatchedFds(), 0u);
-    EXPECT_FALSE(HostFile::NotifierRunning());
+    EXPECT_EQ(HostFile::WrappedFds(), 0u);
   }
   // Restores with the given resolvers and policy and expects it to fail with `message`, leaving nothing behind.
   void ExpectFailure(Options options, const std::string& message) {
@@ -93,8 +92,7 @@ class RestorerTest : public ::testing::Test {
     EXPECT_TRUE(restored_.roots.empty());
     EXPECT_EQ(File::LiveFiles(), files);
     EXPECT_EQ(OpenFds(), fds) << "a failed restore closes no fd it did not open and leaks none";
-    EXPECT_EQ(HostFile::WatchedFds(), 0u);
-    EXPECT_FALSE(HostFile::NotifierRunning());
+    EXPECT_EQ(HostFile::WrappedFds(), 0u);
   }
 
   HostFds f_;
@@ -114,7 +112,7 @@ TEST_F(RestorerTest, InheritedFdsRestoreToWhatTheKernelReports) {
   EXPECT_THAT(report.ToString(), HasSubstr("restored 7 files (5 host, 0 re-keyed), 2 polls, 6 entries"));
   EpollcrSide side{&restored_};
   EXPECT_EQ(testing::PlayAfter(side.Side(), side.FdOfC()), KernelLines());
-  EXPECT_EQ(HostFile::WatchedFds(), 5u);
+  EXPECT_EQ(HostFile::WrappedFds(), 5u);
 }
 
 TEST_F(RestorerTest, AnFdOfAnotherFileIsAnIdentityMismatchNamingBoth) {
@@ -207,17 +205,21 @@ TEST_F(RestorerTest, ARegistryResolvesByRootNameAndOthersFallThrough) {
   EXPECT_EQ(testing::PlayAfter(side.Side(), side.FdOfC()), KernelLines());
 }
 
-TEST_F(RestorerTest, AFailureToWatchAfterTheBuildUndoesEverything) {
-  // c's fd is already watched by a host file of the program's; a resolver hands out a second, unwatched host file for
-  // the same fd, so the watch stage (after build and after_load) fails: the restore must undo all of it.
-  Result<std::shared_ptr<HostFile>> owner = HostFile::Create(f_.c[0]);
-  ASSERT_TRUE(owner.ok());
+TEST_F(RestorerTest, AFailureToRegisterAKernelEntryAfterTheBuildUndoesEverything) {
+  // A resolver hands out, for a (level-triggered, so registered at once), a host file whose fd is /dev/null (which the kernel's epoll refuses with EPERM) under
+  // the type the image recorded: the build goes through, and the kernel registration in after_load fails. The restore
+  // must undo all of it.
+  UniqueFd null_fd(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(null_fd.valid());
   struct Twin : Resolver {
     int fd;
+    int null_fd;
     std::shared_ptr<HostFile> made;
     Resolution Resolve(const FileReference& ref) override {
       if (ref.host == nullptr || ref.host->fd() != fd) return Resolution::NotMine();
-      made = HostFile::CreateUnwatched(fd, S_IFSOCK).value();
+      Result<std::shared_ptr<HostFile>> wrapped = HostFile::Wrap(null_fd, S_IFSOCK);
+      if (!wrapped.ok()) return Resolution::Unresolved(wrapped.error().message());
+      made = wrapped.value();
       Resolution r;
       r.outcome = Resolution::Outcome::kResolved;
       r.file = made;
@@ -225,20 +227,37 @@ TEST_F(RestorerTest, AFailureToWatchAfterTheBuildUndoesEverything) {
       return r;
     }
   } twin;
-  twin.fd = f_.c[0];
+  twin.fd = f_.a[0];
+  twin.null_fd = null_fd.get();
   InheritedFdResolver inherited;
   const int fds = OpenFds();
   const long files = File::LiveFiles();
   Status s = Restore(image_, &restored_, With(Policy::kStrict, {&twin, &inherited}));
-  EXPECT_THAT(s.message, HasSubstr("host fd " + std::to_string(f_.c[0]) + ": another host file already watches it"));
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(s.message, HasSubstr("kernel registration failed"));
   EXPECT_EQ(restored_.fds.Count(), 0);
   EXPECT_TRUE(restored_.roots.empty());
   EXPECT_EQ(OpenFds(), fds);
-  EXPECT_EQ(HostFile::WatchedFds(), 1u) << "only the program's own host file";
-  EXPECT_EQ(owner.value()->ReleaseFd(), f_.c[0]);
+  ASSERT_NE(twin.made, nullptr);
+  EXPECT_EQ(twin.made->fd(), -1) << "the failed restore gave the fd back";
+  EXPECT_NE(fcntl(null_fd.get(), F_GETFD), -1) << "the restorer closes no fd it did not open";
   twin.made.reset();
-  EXPECT_EQ(File::LiveFiles(), files) << "the twin is gone, the program's own host file stays";
-  EXPECT_FALSE(HostFile::NotifierRunning());
+  EXPECT_EQ(File::LiveFiles(), files);
+  EXPECT_EQ(HostFile::WrappedFds(), 0u);
+}
+
+TEST_F(RestorerTest, AHostFileForAnFdAnotherOneOwnsIsRefused) {
+  Result<std::shared_ptr<HostFile>> owner = HostFile::Create(f_.c[0]);
+  ASSERT_TRUE(owner.ok());
+  EXPECT_EQ(HostFile::Create(f_.c[0]).error(), Errno(EEXIST));
+  InheritedFdResolver inherited;
+  const int fds = OpenFds();
+  Status s = Restore(image_, &restored_, With(Policy::kStrict, {&inherited}));
+  EXPECT_THAT(s.message, HasSubstr("fd " + std::to_string(f_.c[0]) + ": File exists"));
+  EXPECT_EQ(restored_.fds.Count(), 0);
+  EXPECT_EQ(OpenFds(), fds);
+  EXPECT_EQ(HostFile::WrappedFds(), 1u) << "only the program's own host file";
+  EXPECT_EQ(owner.value()->ReleaseFd(), f_.c[0]);
 }
 
 TEST_F(RestorerTest, NoResolverAtAllFailsStrictAndPrunesEverythingHost) {
@@ -253,7 +272,7 @@ TEST_F(RestorerTest, NoResolverAtAllFailsStrictAndPrunesEverythingHost) {
 
 // A world big enough for the restore's system calls to go in batches (syscall_batch.h): 200 sockets, each watched
 // by one EventPoll. Each fails in turn where the restore makes it — the identity check of the first, a middle and
-// the last fd, the notifier's epoll_ctl(ADD) of the same — and the restore says which fd and why, and leaves
+// the last fd, the epoll_ctl(ADD) of the same into the poll's kernel epoll — and the restore says which fd and why, and leaves
 // nothing behind; without a fault the same image restores whole.
 class BatchedRestoreTest : public ::testing::Test {
  protected:
@@ -282,8 +301,7 @@ class BatchedRestoreTest : public ::testing::Test {
     restored_.roots.clear();
     restored_.fds.Clear();
     for (int fd : fds_) close(fd);
-    EXPECT_EQ(HostFile::WatchedFds(), 0u);
-    EXPECT_FALSE(HostFile::NotifierRunning());
+    EXPECT_EQ(HostFile::WrappedFds(), 0u);
   }
 
   std::vector<int> fds_;
@@ -317,14 +335,13 @@ TEST_F(BatchedRestoreTest, EachFailedSystemCallFailsTheRestoreCleanly) {
         EXPECT_THAT(s.message, HasSubstr("fd " + std::to_string(fds_[item]) + " is not open in this process"));
       } else {
         EXPECT_THAT(s.message, HasSubstr(": " + std::error_code(ENOMEM, std::generic_category()).message()));
-        EXPECT_THAT(s.message, HasSubstr("restore: host fd "));
+        EXPECT_THAT(s.message, HasSubstr("(host fd " + std::to_string(fds_[item]) + "): its kernel registration failed"));
       }
       EXPECT_EQ(restored_.fds.Count(), 0);
       EXPECT_TRUE(restored_.roots.empty());
       EXPECT_EQ(File::LiveFiles(), files);
       EXPECT_EQ(OpenFds(), open) << "no fd closed, none leaked";
-      EXPECT_EQ(HostFile::WatchedFds(), 0u);
-      EXPECT_FALSE(HostFile::NotifierRunning());
+      EXPECT_EQ(HostFile::WrappedFds(), 0u);
     }
   }
   // Every fd is still the caller's and still unwatched by any epoll: the image restores whole.
@@ -335,11 +352,11 @@ TEST_F(BatchedRestoreTest, EachFailedSystemCallFailsTheRestoreCleanly) {
   ASSERT_TRUE(s.ok()) << s.message;
   EXPECT_EQ(report.host_files, static_cast<std::uint64_t>(kSockets));
   EXPECT_EQ(report.entries, static_cast<std::uint64_t>(kSockets));
-  EXPECT_EQ(HostFile::WatchedFds(), static_cast<std::size_t>(kSockets));
+  EXPECT_EQ(HostFile::WrappedFds(), static_cast<std::size_t>(kSockets));
   const sys::BatchCounts after = sys::Counts();
   EXPECT_TRUE(after.ring_batches == before.ring_batches + 2 || after.single_calls == before.single_calls + 2 * kSockets)
       << "either both batches went through io_uring or every call went alone";
-  // A write to one socket reaches the restored poll through the notifier, like any wake-up.
+  // A write to one socket reaches the restored poll through its kernel epoll, like any wake-up.
   const char byte = 'x';
   ASSERT_EQ(write(fds_[1], &byte, 1), 1);
   auto* poll = restored_.roots.at("poll")->AsEventPoll();
@@ -360,7 +377,7 @@ TEST_F(BatchedRestoreTest, AFailedIdentityCheckIsPrunedUnderThePrunePolicy) {
   ASSERT_EQ(report.pruned.size(), 1u);
   EXPECT_THAT(report.pruned[0].reason, HasSubstr("fd " + std::to_string(fds_[7]) + " is not open"));
   EXPECT_EQ(report.entries, static_cast<std::uint64_t>(kSockets - 1));
-  EXPECT_EQ(HostFile::WatchedFds(), static_cast<std::size_t>(kSockets - 1));
+  EXPECT_EQ(HostFile::WrappedFds(), static_cast<std::size_t>(kSockets - 1));
 }
 
 TEST(EmbedderReferenceTest, AnUnregisteredKindFailsStrictAndIsPruned) {
@@ -513,20 +530,17 @@ TEST(HandoffTest, AFailedReceiveClosesEveryFdItGot) {
 
 // ---- host files ---------------------------------------------------------------------------------------------------
 
-TEST(HostFileTest, CreateChecksTheFdAndTheNotifierStartsAndStopsWithTheFiles) {
+TEST(HostFileTest, CreateChecksTheFdAndOneHostFileOwnsAnFdNumber) {
   EXPECT_EQ(HostFile::Create(-1).error(), Errno(EBADF));
   int p[2];
   ASSERT_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
-  EXPECT_FALSE(HostFile::NotifierRunning());
   {
     Result<std::shared_ptr<HostFile>> r = HostFile::Create(p[0]);
     ASSERT_TRUE(r.ok());
-    EXPECT_TRUE(HostFile::NotifierRunning());
-    EXPECT_EQ(HostFile::WatchedFds(), 1u);
+    EXPECT_EQ(HostFile::WrappedFds(), 1u);
     EXPECT_EQ(HostFile::Create(p[0]).error(), Errno(EEXIST));
-    EXPECT_EQ(HostFile::WatchedFds(), 1u);
+    EXPECT_EQ(HostFile::WrappedFds(), 1u);
     EXPECT_EQ(r.value()->ReleaseFd(), p[0]);
-    EXPECT_FALSE(HostFile::NotifierRunning());
   }
   EXPECT_NE(fcntl(p[0], F_GETFD), -1) << "a released fd stays open";
   { ASSERT_TRUE(HostFile::Create(p[0]).ok()); }
@@ -548,7 +562,7 @@ TEST(HostFileTest, ARegularFileIsRefusedLikeTheKernelRefusesIt) {
   ASSERT_TRUE(h.ok());
   auto poll = EventPoll::Create();
   EXPECT_EQ(poll->AddEntry({h.value().get(), fd}, EntryFlags::kNone, kEventIn, 1), Errno(kernel_errno));
-  EXPECT_EQ(HostFile::WatchedFds(), 0u);
+  EXPECT_EQ(poll->EntryCount(), 0u);
 }
 
 TEST(HostFileTest, AWorldWithHostFilesIsNoBoostArchive) {

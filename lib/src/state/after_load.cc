@@ -6,7 +6,6 @@
 #include "state/after_load.h"
 
 #include "big_buffer.h"
-#include "epollcr/host_file.h"
 
 #include <algorithm>
 #include <unordered_map>
@@ -232,11 +231,10 @@ void LinkKernelEntries(EventPoll& poll) {
       }
     }
   }
-  for (auto [e, fd] : kernel) {
-    if (std::error_code error = s.LinkKernelLocked(*e, fd, e->events)) {
-      throw LoadError("eventpoll entry fd " + std::to_string(e->fd) + ": its kernel registration failed: " +
-                      error.message());
-    }
+  std::size_t failed = 0;
+  if (std::error_code error = s.LinkKernelManyLocked(kernel, &failed)) {
+    throw LoadError("eventpoll entry fd " + std::to_string(kernel[failed].first->fd) + " (host fd " +
+                    std::to_string(kernel[failed].second) + "): its kernel registration failed: " + error.message());
   }
 }
 
@@ -280,17 +278,10 @@ void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& po
   }
   RegisterInQueueOrder(entries, total);
   for (EventPoll* poll : restored) LinkKernelEntries(*poll);
-  // Waiting entries of embedder files, whose state their factory rebuilt, and of host files, whose wake-ups come
-  // asynchronously from the kernel (one may have been on its way during the save), are re-checked
-  // (docs/state-model.md).
+  // Waiting entries of embedder files, whose state their factory rebuilt, are re-checked (docs/state-model.md); the
+  // kernel's ADD re-checked the kernel entries.
   std::unordered_set<const File*> custom;
   for (const auto& [at, kind] : objects.custom_kinds) custom.insert(objects.files[at].get());
-  for (std::size_t at = 0; at < objects.kinds.size(); ++at) {
-    // Not yet watched: the kernel's first report when watching starts re-checks them instead (restore/restorer.h).
-    if (objects.kinds[at] == ObjectKind::kHost && static_cast<HostFile*>(objects.files[at].get())->watched()) {
-      custom.insert(objects.files[at].get());
-    }
-  }
   if (custom.empty()) return;
   for (EventPoll* poll : restored) {
     EventPoll::Impl& s = *poll->impl();
