@@ -47,6 +47,7 @@ bool PollEntry::NotifyEvent(EventMask mask) {
     const EventMask armed = Armed(*this);
     if (armed == 0 || (mask & armed) == 0) return consumed;
     if (list != EntryList::kReady) impl->MoveToLocked(*this, EntryList::kReady);
+    if (impl->visible_.load(std::memory_order_relaxed)) impl->RingBellLocked();
     if (impl->blocked_ > 0 && exclusive) {
       const EventMask key = mask == kAllEvents ? 0 : mask & (kEventIn | kEventOut);
       consumed = key == 0 || (key == kEventIn && (events & kEventIn) != 0) ||
@@ -66,7 +67,10 @@ EventPoll::Impl::Impl(EventPoll* self)
       entries_(EntryMap::bucket_traits(buckets_.get(), kInitialBuckets)),
       self_(self) {}
 
-EventPoll::Impl::~Impl() { assert(entries_.empty()); }
+EventPoll::Impl::~Impl() {
+  assert(entries_.empty());
+  if (visible_.load(std::memory_order_relaxed)) VisiblePollGone();
+}
 
 static_assert(sizeof(PollEntry) <= 88, "PollEntry grew past a 96-byte heap chunk (memory per entry goal)");
 
@@ -102,9 +106,14 @@ bool EventPoll::Impl::QueueIfReadyLocked(PollEntry& e) {
 }
 
 void EventPoll::Impl::WakeOneWaiterLocked() {
+  if (visible_.load(std::memory_order_relaxed)) return RingBellLocked();
+  PassWakeUpLocked();
+}
+
+void EventPoll::Impl::PassWakeUpLocked() {
   // A sleeper made the bell before it counted itself in blocked_ (when the poll had in-memory entries), and an
   // in-memory entry added while one sleeps makes it (Insert): only in-memory entries ring it.
-  if (blocked_ == 0 || !bell_fd_.valid()) return;
+  if (blocked_ == 0 || !bell_fd_.valid() || visible_.load(std::memory_order_relaxed)) return;
   const std::uint64_t one = 1;
   (void)!::write(bell_fd_.get(), &one, sizeof one);
 }
@@ -138,6 +147,7 @@ void EventPoll::Impl::RemoveLocked(PollEntry* e) {
     MutexLock lock(lists_mu_);
     EntryList_t& from = ListOf(e->list);
     from.erase(from.iterator_to(*e));
+    if (e->list == EntryList::kReady && visible_.load(std::memory_order_relaxed)) RefreshBellLocked();
   }
   entries_.erase(entries_.iterator_to(*e));
   if (!e->pooled) {
@@ -175,6 +185,7 @@ bool EventPoll::Impl::HasReadyLocked() {
     if (armed != 0 && (e.file->Readiness(armed) & armed) != 0) return true;
     MoveToLocked(e, EntryList::kWaiting);
   }
+  if (visible_.load(std::memory_order_relaxed)) RefreshBellLocked();
   if (kernel_entries_ == 0) return false;
   // The kernel's answer for its part (ep_eventpoll_poll: it too drops stale records in front of a ready one).
   pollfd p{kernel_fd_.get(), POLLIN, 0};
@@ -338,6 +349,7 @@ std::error_code EventPoll::UpdateEntry(FileIdentifier id, EntryFlags flags, Even
       if (e->list == EntryList::kDisabled) s.MoveToLocked(*e, EntryList::kWaiting);
       queued = s.QueueIfReadyLocked(*e);  // ep_modify re-polls: re-arms ET and one-shot entries
       if (queued) s.WakeOneWaiterLocked();
+      if (!queued && s.visible_.load(std::memory_order_relaxed)) s.RefreshBellLocked();  // its new mask may be met
     }
     if (queued) s.NotifyWatchers();  // under mu_, as in AddEntry
   }
@@ -364,7 +376,7 @@ Result<int> EventPoll::ReadEvents(Event* events, int max) {
   MutexLock lists(s.lists_mu_);
   int n = s.HarvestListLocked(events, max);
   // Then the kernel entries' records (a mixed poll reports its in-memory entries first: docs/engine.md).
-  if (n < max && s.kernel_entries_ > 0) n += s.HarvestKernelLocked(events + n, max - n);
+  if (n < max && s.kernel_entries_ > 0) n += s.HarvestKernelLocked(events + n, max - n, n == 0);
   return n;
 }
 
@@ -399,7 +411,8 @@ int EventPoll::Impl::HarvestListLocked(Event* events, int max) {
   }
   ready_.splice(ready_.end(), requeue);
   // ep_done_scan: while entries remain ready, pass the wake-up on to the next blocked waiter.
-  if (!ready_.empty()) WakeOneWaiterLocked();
+  if (!ready_.empty()) PassWakeUpLocked();
+  if (visible_.load(std::memory_order_relaxed)) RefreshBellLocked();
   return n;
 }
 
@@ -491,7 +504,7 @@ Result<int> EventPoll::WaitUntil(Event* events, int max, const WaitLimit& limit,
       MutexLock lists(s.lists_mu_);
       int n = s.HarvestListLocked(events, max);
       if (n > 0 || limit.kind == WaitLimit::kPoll) {
-        if (n < max && s.kernel_entries_ > 0) n += s.HarvestKernelLocked(events + n, max - n);
+        if (n < max && s.kernel_entries_ > 0) n += s.HarvestKernelLocked(events + n, max - n, n == 0);
         return n;
       }
       // Nothing in memory: the kernel's epoll_pwait2 reports its entries' records at once, or sleeps.
@@ -518,7 +531,7 @@ Result<int> EventPoll::WaitUntil(Event* events, int max, const WaitLimit& limit,
       MutexLock lists(s.lists_mu_);
       --s.blocked_;
       if (got < 0) return Errno(error);  // EINTR: a signal handler ran
-      const int n = s.TranslateLocked(events, got, max);
+      const int n = s.TranslateLocked(events, got, max, true);
       // Timed out: what is ready in memory now, if anything (ep_poll looks once more; the kernel looked at its own).
       if (n > 0 || got == 0) return n > 0 ? n : s.HarvestListLocked(events, max);
     }
@@ -556,6 +569,7 @@ void EventPoll::Release() {
     s.waiting_.clear();
     s.ready_.clear();
     s.disabled_.clear();
+    if (s.visible_.load(std::memory_order_relaxed)) s.RefreshBellLocked();
   }
   s.entries_.clear();
   for (PollEntry* e : all) {

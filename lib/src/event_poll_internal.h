@@ -254,10 +254,31 @@ struct EventPoll::Impl {
   // kernel_fd_ in theirs (kernel entries too), so the kernel carries the nesting (Impl::PromoteParents).
   std::atomic<bool> kernel_active_{false};
 
+  // Set once the poll's kernel epoll is watched from outside (EventPoll::Fd(), or the kernel epolls of the polls
+  // that watch it): the bell is then level-triggered, readable exactly while an in-memory entry on ready_ is really
+  // ready (bell_set_ says whether its counter is non-zero), so the kernel epoll is readable exactly when the poll has
+  // an event to report. Rung on every wake-up that queues an in-memory entry (as ep_poll_callback wakes the poll's
+  // own watchers on each), cleared when a harvest, a Readiness() or a file's ReadinessMayHaveDropped() finds none.
+  std::atomic<bool> visible_{false};
+  bool bell_set_ EPOLLCR_GUARDED_BY(lists_mu_) = false;
+  // Makes the poll visible (above); idempotent. Errors: those of MakeBellLocked.
+  std::error_code MakeVisibleLocked() EPOLLCR_REQUIRES(lists_mu_);
+  void RingBellLocked() EPOLLCR_REQUIRES(lists_mu_);
+  // Sets or clears the bell of a visible poll to say whether an in-memory entry on ready_ is really ready.
+  void RefreshBellLocked() EPOLLCR_REQUIRES(lists_mu_);
+  // Whether an in-memory entry on ready_ is really ready; the stale ones in front of the first ready one leave the
+  // list, as a poll(2) of a kernel epoll drops them (a visible poll's fd may be polled from outside at any moment).
+  bool ListReadyLocked() EPOLLCR_REQUIRES(lists_mu_);
+  // ep_done_scan's hand-on of a wake-up to the next blocked waiter while entries remain ready (a visible poll's
+  // level bell does that by itself).
+  void PassWakeUpLocked() EPOLLCR_REQUIRES(lists_mu_);
+
   // Makes kernel_fd_ if it is not there, and bell_fd_ if the poll has in-memory entries (not counting the
   // `becoming_kernel` entries on the lists that are being made kernel entries). Errors: the kernel's (EMFILE, ENFILE,
   // ENOMEM).
   std::error_code MakeKernelLocked(std::size_t becoming_kernel = 0) EPOLLCR_REQUIRES(lists_mu_);
+  // Makes kernel_fd_ alone if it is not there.
+  std::error_code MakeEpollLocked() EPOLLCR_REQUIRES(lists_mu_);
   // Makes bell_fd_ (and kernel_fd_) if it is not there.
   std::error_code MakeBellLocked() EPOLLCR_REQUIRES(lists_mu_);
   // What a blocking Wait needs to sleep: kernel_fd_, and the bell if the poll has in-memory entries.
@@ -276,11 +297,12 @@ struct EventPoll::Impl {
   // EPOLL_CTL_DEL of a kernel entry, and forgets its link.
   void UnlinkKernelLocked(PollEntry& e) EPOLLCR_REQUIRES(mu_);
   // Takes up to `max` records from kernel_fd_ without blocking and translates them (TranslateLocked).
-  int HarvestKernelLocked(Event* events, int max) EPOLLCR_REQUIRES(mu_, lists_mu_);
+  int HarvestKernelLocked(Event* events, int max, bool list_unharvested) EPOLLCR_REQUIRES(mu_, lists_mu_);
   // Turns `got` records that kernel_fd_ returned into events in place: the entry's data for its key, a one-shot
   // entry disarmed as the kernel just disarmed it; a record of a removed entry is dropped; the bell's harvests the
-  // in-memory entries into the slots left. Returns the number of events.
-  int TranslateLocked(Event* events, int got, int max) EPOLLCR_REQUIRES(mu_, lists_mu_);
+  // in-memory entries into the slots left (when `list_unharvested`: a call that already reported in-memory entries
+  // does not report them twice). Returns the number of events.
+  int TranslateLocked(Event* events, int got, int max, bool list_unharvested) EPOLLCR_REQUIRES(mu_, lists_mu_);
   // The scan of the in-memory entries (ep_send_events over ready_).
   int HarvestListLocked(Event* events, int max) EPOLLCR_REQUIRES(mu_, lists_mu_);
   // Makes `poll` kernel-active (kernel_active_, with its kernel epoll made) before its first kernel entry: the entries
@@ -325,6 +347,10 @@ struct EventPoll::Impl {
   // Removes this poll's entries for `file` (any fd).
   void RemoveEntriesOfFile(File& file) EPOLLCR_EXCLUDES(mu_);
 };
+
+// How many polls of the process are visible (Impl::visible_): files skip ReadinessMayHaveDropped's walk while none is.
+int VisiblePolls();
+void VisiblePollGone();
 
 // Nesting (event_poll_nesting.cc).
 // Whether `poll` is watched by another EventPoll (its queue holds an epoll entry).

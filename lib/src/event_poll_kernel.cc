@@ -53,19 +53,23 @@ std::error_code AddLink(int kernel_fd, EventPoll::Impl::KernelLink& link, std::u
 
 }  // namespace
 
+std::error_code EventPoll::Impl::MakeEpollLocked() {
+  if (kernel_fd_.valid()) return {};
+  UniqueFd kernel_fd(Faulted(FaultPoint::kWaitEpollCreate) ? -1 : ::epoll_create1(EPOLL_CLOEXEC));
+  if (!kernel_fd.valid()) return Errno(errno);
+  kernel_fd_ = std::move(kernel_fd);
+  return {};
+}
+
 std::error_code EventPoll::Impl::MakeKernelLocked(std::size_t becoming_kernel) {
-  if (!kernel_fd_.valid()) {
-    UniqueFd kernel_fd(Faulted(FaultPoint::kWaitEpollCreate) ? -1 : ::epoll_create1(EPOLL_CLOEXEC));
-    if (!kernel_fd.valid()) return Errno(errno);
-    kernel_fd_ = std::move(kernel_fd);
-  }
+  if (std::error_code error = MakeEpollLocked()) return error;
   const bool in_memory = ready_.size() + waiting_.size() + disabled_.size() > kernel_entries_ + becoming_kernel;
   return in_memory ? MakeBellLocked() : std::error_code{};
 }
 
 std::error_code EventPoll::Impl::MakeBellLocked() {
   if (bell_fd_.valid()) return {};
-  if (!kernel_fd_.valid()) return MakeKernelLocked();
+  if (std::error_code error = MakeEpollLocked()) return error;
   UniqueFd bell_fd(Faulted(FaultPoint::kWaitEventFd) ? -1 : ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!bell_fd.valid()) return Errno(errno);
   epoll_event ev = KernelEvent(EPOLLIN | EPOLLET, kBellKey);
@@ -77,6 +81,83 @@ std::error_code EventPoll::Impl::MakeBellLocked() {
 }
 
 std::error_code EventPoll::Impl::MakeSleeperLocked() { return MakeKernelLocked(); }
+
+// ---- the bell of a visible poll -------------------------------------------------------------------------------------
+
+namespace {
+std::atomic<int> visible_polls{0};
+}  // namespace
+
+int VisiblePolls() { return visible_polls.load(std::memory_order_relaxed); }
+void VisiblePollGone() { visible_polls.fetch_sub(1, std::memory_order_relaxed); }
+
+std::error_code EventPoll::Impl::MakeVisibleLocked() {
+  if (visible_.load(std::memory_order_relaxed)) return {};
+  if (std::error_code error = MakeBellLocked()) return error;
+  epoll_event ev = KernelEvent(EPOLLIN, kBellKey);  // level-triggered from now on
+  if (::epoll_ctl(kernel_fd_.get(), EPOLL_CTL_MOD, bell_fd_.get(), &ev) != 0) return Errno(errno);
+  std::uint64_t count;
+  (void)!::read(bell_fd_.get(), &count, sizeof count);  // the kicks of sleeping waiters, never read until now
+  bell_set_ = false;
+  visible_.store(true, std::memory_order_relaxed);
+  visible_polls.fetch_add(1, std::memory_order_relaxed);
+  if (ListReadyLocked()) RingBellLocked();
+  return {};
+}
+
+void EventPoll::Impl::RingBellLocked() {
+  // A wake-up whose entry is not ready after all (a key that met the mask, readiness that did not) wakes the kernel's
+  // watchers too, but they find nothing when they poll: an outside watcher here is not woken at all.
+  if (!ListReadyLocked()) return RefreshBellLocked();
+  const std::uint64_t one = 1;
+  (void)!::write(bell_fd_.get(), &one, sizeof one);  // a wake-up: an edge-triggered watcher re-edges
+  bell_set_ = true;
+}
+
+bool EventPoll::Impl::ListReadyLocked() {
+  // What polling a kernel epoll does (__ep_eventpoll_poll): the stale entries in front of the first ready one leave
+  // the ready list. A visible poll's fd may be polled from outside at any moment, so its list is kept as such a poll
+  // leaves it (docs/engine.md, "EventPoll::Fd").
+  while (!ready_.empty()) {
+    PollEntry& e = ready_.front();
+    const EventMask armed = e.events & ~kEpollPrivateBits;
+    if (armed != 0 && (e.file->Readiness(armed) & armed) != 0) return true;
+    MoveToLocked(e, EntryList::kWaiting);
+  }
+  return false;
+}
+
+void EventPoll::Impl::RefreshBellLocked() {
+  const bool ready = ListReadyLocked();
+  if (ready == bell_set_) return;
+  std::uint64_t count = 1;
+  // Readiness that comes without a queueing (a re-armed entry that was already queued) is a wake-up too: the kernel
+  // wakes the poll's watchers when it queues such an entry again once a poll has dropped it.
+  if (ready) {
+    (void)!::write(bell_fd_.get(), &count, sizeof count);
+  } else {
+    (void)!::read(bell_fd_.get(), &count, sizeof count);
+  }
+  bell_set_ = ready;
+}
+
+void File::ReadinessMayHaveDropped() {
+  if (VisiblePolls() == 0) return;
+  queue_.ForEach([](WaiterEntry& w) {
+    EventPoll* poll = w.WatchingPoll();
+    if (poll == nullptr) return;
+    EventPoll::Impl& s = *poll->impl();
+    if (!s.visible_.load(std::memory_order_relaxed)) return;
+    MutexLock lists(s.lists_mu_);
+    if (static_cast<PollEntry&>(w).list == EntryList::kReady) s.RefreshBellLocked();
+  });
+}
+
+Result<int> EventPoll::Fd() {
+  MutexLock lists(impl_->lists_mu_);
+  if (std::error_code error = impl_->MakeVisibleLocked()) return error;
+  return impl_->kernel_fd_.get();
+}
 
 std::error_code EventPoll::Impl::LinkKernelLocked(PollEntry& e, int file_fd, std::uint32_t events) {
   int kernel_fd;
@@ -193,13 +274,13 @@ void EventPoll::Impl::UnlinkKernelLocked(PollEntry& e) {
   --kernel_entries_;
 }
 
-int EventPoll::Impl::HarvestKernelLocked(Event* events, int max) {
+int EventPoll::Impl::HarvestKernelLocked(Event* events, int max, bool list_unharvested) {
   static_assert(sizeof(Event) == sizeof(epoll_event));
   const int got = ::epoll_wait(kernel_fd_.get(), reinterpret_cast<epoll_event*>(events), max, 0);
-  return got <= 0 ? 0 : TranslateLocked(events, got, max);
+  return got <= 0 ? 0 : TranslateLocked(events, got, max, list_unharvested);
 }
 
-int EventPoll::Impl::TranslateLocked(Event* events, int got, int max) {
+int EventPoll::Impl::TranslateLocked(Event* events, int got, int max, bool list_unharvested) {
   int n = 0;
   bool bell = false;
   for (int i = 0; i < got; ++i) {
@@ -219,7 +300,7 @@ int EventPoll::Impl::TranslateLocked(Event* events, int got, int max) {
       MoveToLocked(e, EntryList::kDisabled);
     }
   }
-  if (bell && n < max) n += HarvestListLocked(events + n, max - n);
+  if (bell && list_unharvested && n < max) n += HarvestListLocked(events + n, max - n);
   return n;
 }
 
@@ -230,7 +311,7 @@ std::error_code EventPoll::Impl::Activate(EventPoll& poll) {
   if (s.kernel_active_.load(std::memory_order_acquire)) return {};
   {
     MutexLock lists(s.lists_mu_);
-    if (std::error_code error = s.MakeKernelLocked()) return error;
+    if (std::error_code error = s.MakeVisibleLocked()) return error;
   }
   // The watchers register this poll's kernel epoll before it holds anything: from then on the kernel filters and
   // passes on every wake-up exactly as between nested epolls. (Registered later, with the poll already ready, a

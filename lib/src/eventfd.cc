@@ -32,6 +32,7 @@ Result<std::uint64_t> EventFd::ReadValue() {
     std::atomic_ref(count_).store(count_ - value, std::memory_order_release);
   }
   Notify(kEventOut);  // eventfd_read: wake_up_locked_poll(EPOLLOUT)
+  ReadinessMayHaveDropped();  // IN, when the counter reached 0
   return value;
 }
 
@@ -44,6 +45,7 @@ std::error_code EventFd::WriteValue(std::uint64_t value) {
     std::atomic_ref(count_).store(count_ + value, std::memory_order_release);
   }
   Notify(kEventIn);  // eventfd_write: wake_up_locked_poll(EPOLLIN), also for a write of 0
+  ReadinessMayHaveDropped();  // OUT, when the counter reached its maximum
   return {};
 }
 

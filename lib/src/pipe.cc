@@ -166,7 +166,11 @@ PipeReadEnd::~PipeReadEnd() {
   if (pipe_) pipe_->CloseRead();  // null only for an end whose load failed
 }
 EventMask PipeReadEnd::Readiness(EventMask mask) { return pipe_->ReadEndReadiness() & mask; }
-Result<std::size_t> PipeReadEnd::Read(std::span<std::byte> buffer) { return pipe_->Read(buffer); }
+Result<std::size_t> PipeReadEnd::Read(std::span<std::byte> buffer) {
+  Result<std::size_t> n = pipe_->Read(buffer);
+  ReadinessMayHaveDropped();  // IN, when the pipe is empty now
+  return n;
+}
 Result<std::size_t> PipeReadEnd::Write(std::span<const std::byte>) { return Errno(EBADF); }
 Mutex* PipeReadEnd::MutationLock() const { return pipe_ ? &pipe_->op_mu_ : nullptr; }
 
@@ -176,7 +180,11 @@ PipeWriteEnd::~PipeWriteEnd() {
 }
 EventMask PipeWriteEnd::Readiness(EventMask mask) { return pipe_->WriteEndReadiness() & mask; }
 Result<std::size_t> PipeWriteEnd::Read(std::span<std::byte>) { return Errno(EBADF); }
-Result<std::size_t> PipeWriteEnd::Write(std::span<const std::byte> buffer) { return pipe_->Write(buffer); }
+Result<std::size_t> PipeWriteEnd::Write(std::span<const std::byte> buffer) {
+  Result<std::size_t> n = pipe_->Write(buffer);
+  ReadinessMayHaveDropped();  // OUT, when the pipe is full now
+  return n;
+}
 Mutex* PipeWriteEnd::MutationLock() const { return pipe_ ? &pipe_->op_mu_ : nullptr; }
 
 PipeEnds NewPipe() {

@@ -226,8 +226,16 @@ UnixSocket::~UnixSocket() {
   if (pair_ && (side_ == 0 || side_ == 1)) pair_->Close(side_);  // not so only for an end whose load failed
 }
 EventMask UnixSocket::Readiness(EventMask mask) { return pair_->Readiness(side_) & mask; }
-Result<std::size_t> UnixSocket::Read(std::span<std::byte> buffer) { return pair_->Read(side_, buffer); }
-Result<std::size_t> UnixSocket::Write(std::span<const std::byte> buffer) { return pair_->Write(side_, buffer); }
+Result<std::size_t> UnixSocket::Read(std::span<std::byte> buffer) {
+  Result<std::size_t> n = pair_->Read(side_, buffer);
+  ReadinessMayHaveDropped();  // IN, when nothing is left to read
+  return n;
+}
+Result<std::size_t> UnixSocket::Write(std::span<const std::byte> buffer) {
+  Result<std::size_t> n = pair_->Write(side_, buffer);
+  ReadinessMayHaveDropped();  // OUT, when the peer's buffer is full now
+  return n;
+}
 std::error_code UnixSocket::Shutdown(int how) { return pair_->Shutdown(side_, how); }
 Mutex* UnixSocket::MutationLock() const { return pair_ ? &pair_->op_mu_ : nullptr; }
 

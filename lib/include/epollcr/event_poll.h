@@ -115,6 +115,14 @@ class EventPoll final : public File {
   EventPoll* AsEventPoll() override { return this; }
   int KernelFd() override;
 
+  // The poll as a file descriptor, for other event loops (sd_event_get_fd's convention): poll(2), select(2) and a
+  // kernel epoll (level- or edge-triggered) see it readable exactly when the poll has an event to report, with the
+  // wake-ups a nested epoll gives its watchers. It is the poll's own kernel epoll (docs/engine.md, "Kernel entries"):
+  // the same number for the poll's life, closed with it. Only poll, select or watch it: do not read, write, close,
+  // epoll_wait or epoll_ctl it. A restored poll has a new one (call Fd() again). EMFILE/ENFILE if the fds for it
+  // cannot be made.
+  Result<int> Fd();
+
   // Removes every entry (what closing the last reference to the poll does). The poll stays usable.
   void Release();
   // Unregisters every entry's waiter from its file's queue without removing the entries (gVisor: done before save so

@@ -70,6 +70,12 @@ class File : public std::enable_shared_from_this<File> {
   // Wakes this file's waiters with `mask` (kAllEvents for a wake-up without a key).
   // Preconditions: the file's own state lock is not held.
   void Notify(EventMask mask) { queue_.Notify(mask); }
+  // Tells the EventPolls that watch this file that its readiness may have dropped (a read that emptied it, a write
+  // that filled it): a poll whose fd is watched from outside (EventPoll::Fd) then checks whether it still has an
+  // event to report, so that fd stops being readable when the poll has none. Free while no poll of the process is
+  // watched so. A file that never calls it still works; an outside watcher of such a poll's Fd() may then see it
+  // readable until the poll's next Wait or Readiness. Preconditions: the file's own state lock is not held.
+  void ReadinessMayHaveDropped();
 
  private:
   template <typename T, typename... Args>
