@@ -33,10 +33,28 @@ using state::LoadError;
 
 // Each object's saved fields go through its declaration (image/fields.h); what the declarations leave to manual
 // hooks (a poll's queue ranks and ready order) is written here.
+// The poll's kernel epoll, if it has kernel entries (image.proto KernelEpollState). Not analysed: it reads fields
+// guarded by the poll's locks, which the cut holds (in a vector).
+void CaptureKernel(state::PollCut& cut, v1::EventPollState* out) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+  std::optional<EventPoll::Impl::KernelState> k = cut.poll->impl()->DescribeKernel(cut.entries);
+  if (!k) return;
+  v1::KernelEpollState* kernel = out->mutable_kernel();
+  kernel->set_fd(k->fd);
+  kernel->set_bell_fd(k->bell_fd);
+  kernel->set_bell_level(k->bell_level);
+  kernel->set_bell_set(k->bell_set);
+  kernel->set_next_key(k->next_key);
+  for (std::size_t i = 0; i < k->keys.size(); ++i) {
+    out->add_kernel_keys(k->keys[i]);
+    out->add_kernel_fds(k->fds[i]);
+  }
+}
+
 void CapturePoll(state::Cut& snap, state::PollCut& cut, v1::EventPollState* out) {
   for (std::uint32_t rank : cut.ranks) out->add_queue_ranks(rank);
   for (PollEntry* e : cut.entries) CaptureObject(*e, *out, snap.ids());
   for (std::uint32_t i : cut.ready) out->add_ready_order(i);
+  CaptureKernel(cut, out);
 }
 
 void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, v1::File* out) {
@@ -310,6 +328,32 @@ class Validator {
     return Fail(where() + ": no kind");
   }
 
+  // The kernel epoll's columns: one per entry when the poll records its kernel epoll, none otherwise; distinct keys
+  // below next_key (0 for an in-memory entry, which has no registration). Whether the process holds that kernel epoll
+  // is the restore's question (it adopts it only if /proc/self/fdinfo agrees, and registers afresh otherwise).
+  Status CheckKernel(const std::string& where, const v1::EventPollState& p) {
+    const int n = p.files_size();
+    if (!p.has_kernel()) {
+      if (p.kernel_keys_size() != 0 || p.kernel_fds_size() != 0) return Fail(where + ": kernel columns without a kernel epoll");
+      return {};
+    }
+    if (p.kernel_keys_size() != n || p.kernel_fds_size() != n) return Fail(where + ": kernel columns of a different length");
+    if (p.kernel().fd() < 0 || p.kernel().bell_fd() < -1) return Fail(where + ": a negative kernel epoll fd");
+    if (p.kernel().bell_set() && !p.kernel().bell_level()) return Fail(where + ": a set bell that is not level-triggered");
+    std::set<std::uint64_t> keys;
+    for (int i = 0; i < n; ++i) {
+      const std::uint64_t key = p.kernel_keys(i);
+      const int fd = p.kernel_fds(i);
+      if (fd < -1 || (key == 0 && fd != -1)) return Fail(where + ", entry " + std::to_string(i) + ": a bad kernel fd");
+      if (key == 0) continue;
+      if (key >= p.kernel().next_key() || !keys.insert(key).second) {
+        return Fail(where + ", entry " + std::to_string(i) + ": kernel key " + std::to_string(key) +
+                    " is taken or not below next_key");
+      }
+    }
+    return {};
+  }
+
   Status CheckPoll(std::uint64_t id, const v1::EventPollState& p) {
     const std::string where = "poll " + std::to_string(id);
     const int n = p.files_size();
@@ -318,6 +362,7 @@ class Validator {
       return Fail(where + ": entry columns of different lengths");
     }
     if (static_cast<std::uint64_t>(n) > limits_.max_entries) return Fail(where + ": too many entries");
+    if (Status s = CheckKernel(where, p); !s.ok()) return s;
     std::vector<bool> in_ready(static_cast<std::size_t>(n), false);
     for (std::uint32_t i : p.ready_order()) {
       if (i >= static_cast<std::uint32_t>(n) || in_ready[i] || p.lists(static_cast<int>(i)) != v1::ENTRY_LIST_READY) {
@@ -526,6 +571,16 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
     }
     pending.ready.assign(p.ready_order().begin(), p.ready_order().end());
     pending.ranks.assign(p.queue_ranks().begin(), p.queue_ranks().end());  // LargeAllocator: see PendingPoll
+    if (p.has_kernel()) {
+      EventPoll::Impl::KernelState& k = pending.kernel.emplace();
+      k.fd = p.kernel().fd();
+      k.bell_fd = p.kernel().bell_fd();
+      k.bell_level = p.kernel().bell_level();
+      k.bell_set = p.kernel().bell_set();
+      k.next_key = p.kernel().next_key();
+      k.keys.assign(p.kernel_keys().begin(), p.kernel_keys().end());
+      k.fds.assign(p.kernel_fds().begin(), p.kernel_fds().end());
+    }
   }
   if (image.fds_size() > 0) {  // fds are ascending: the last is the highest
     out->fds.Reserve(static_cast<int>(std::min<std::int64_t>(image.fds(image.fds_size() - 1).fd() + 1LL, INT_MAX)));

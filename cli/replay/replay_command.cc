@@ -99,9 +99,9 @@ int RunReplay(const ReplayOptions& options, std::ostream& out, std::ostream& err
     return kExitUsage;
   }
   const FileBacking files = ParseFileBacking(options.files).value_or(FileBacking::kMemory);
-  if (files == FileBacking::kHost && (exec_mode || options.checkpoint_every > 0)) {
-    PrintError(err, CommandError("usage", "--files host: checkpoints of host files are not replayed yet; run it "
-                                          "without --checkpoint-every and --checkpoint-mode exec"));
+  if (files == FileBacking::kHost && (exec_mode || format != CheckpointFormat::kProto)) {
+    PrintError(err, CommandError("usage", "--files host: a world of host files is checkpointed as a proto image in "
+                                          "this process (--checkpoint-mode memory, --checkpoint-format proto)"));
     return kExitUsage;
   }
   const RunOptions run_options{.checkpoint_every = options.checkpoint_every};

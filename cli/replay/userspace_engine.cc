@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -13,6 +14,8 @@
 #include "epollcr/host_file.h"
 #include "epollcr/syscalls.h"
 #include "image/codec.h"
+#include "restore/resolvers.h"
+#include "restore/restorer.h"
 #include "replay/sigpipe_guard.h"
 
 namespace epollcr::replay {
@@ -148,6 +151,16 @@ Result<std::size_t> UserspaceEngine::Write(int fd, std::span<const std::byte> bu
 
 std::error_code UserspaceEngine::Shutdown(int fd, int how) { return sys::Shutdown(world_->fds, fd, how); }
 
+Status UserspaceEngine::EnsureScratchDir() {
+  if (!scratch_dir_.empty()) return Status::Ok();
+  const char* tmp = std::getenv("TMPDIR");
+  std::string dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/epollcr-replay-XXXXXX";
+  if (::mkdtemp(dir.data()) == nullptr) return Status::Error(errno, "mkdtemp " + dir + ": " + std::strerror(errno));
+  scratch_dir_ = dir;
+  image_path_ = dir + "/checkpoint.epcr";
+  return Status::Ok();
+}
+
 Status UserspaceEngine::SaveAndRestore(World* out) {
   if (std::optional<ArchiveFormat> boost = BoostFormat(format_)) {
     Result<std::string> archive = SaveWorld(*world_, *boost);
@@ -159,23 +172,48 @@ Status UserspaceEngine::SaveAndRestore(World* out) {
     if (!bytes.ok()) return bytes.status();
     return image::LoadImage(bytes.value(), out);
   }
-  if (scratch_dir_.empty()) {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/epollcr-replay-XXXXXX";
-    if (::mkdtemp(dir.data()) == nullptr) {
-      return Status::Error(errno, "mkdtemp " + dir + ": " + std::strerror(errno));
-    }
-    scratch_dir_ = dir;
-    image_path_ = dir + "/checkpoint.epcr";
-  }
+  if (Status status = EnsureScratchDir(); !status.ok()) return status;
   if (Status status = image::WriteImage(*world_, image_path_); !status.ok()) return status;
   return image::ReadImage(image_path_, out);
 }
 
-Status UserspaceEngine::Checkpoint() {
-  if (files_ == FileBacking::kHost) {
-    return Halt("checkpoint: a world of host files is not checkpointed by replay yet (--files host)");
+// A world of host files goes through the restorer, in this same process: the image is saved, the old world gives
+// up its host fds and its polls' kernel epolls (ReleaseHostResources), and the restore resolves the host files by
+// their inherited fds (checked against the identity the image recorded) and takes each kernel epoll over as it is.
+// A failed restore ends the run: the old world gave its fds away.
+Status UserspaceEngine::CheckpointHostWorld() {
+  if (format_ != CheckpointFormat::kProto) {
+    return Halt("checkpoint: a world of host files is checkpointed only as a proto image, not " +
+                std::string(CheckpointFormatName(format_)));
   }
+  std::string bytes;
+  if (store_ == ImageStore::kFile) {
+    if (Status status = EnsureScratchDir(); !status.ok()) return Halt("checkpoint: " + Reason(status));
+    if (Status status = image::WriteImage(*world_, image_path_); !status.ok()) return Halt("checkpoint: " + Reason(status));
+  } else {
+    Result<std::string> saved = image::SaveImage(*world_);
+    if (!saved.ok()) return Halt("checkpoint: " + Reason(saved.status()));
+    bytes = std::move(saved).value();
+  }
+  const std::vector<int> released = ReleaseHostResources(*world_);
+  auto loaded = std::make_unique<World>();
+  restore::InheritedFdResolver inherited;
+  restore::Options options;
+  options.resolvers = {&inherited};
+  const Status status = store_ == ImageStore::kFile ? restore::RestoreFile(image_path_, loaded.get(), options)
+                                                    : restore::RestoreBytes(bytes, loaded.get(), options);
+  if (!status.ok()) return Halt("checkpoint: " + Reason(status));
+  // What the new world did not take over (a kernel epoll it registered afresh) is nobody's now.
+  const std::vector<int> kept = KernelFdsOf(*loaded);
+  for (int fd : released) {
+    if (std::find(kept.begin(), kept.end(), fd) == kept.end()) ::close(fd);
+  }
+  Replace(std::move(loaded));
+  return Status::Ok();
+}
+
+Status UserspaceEngine::Checkpoint() {
+  if (files_ == FileBacking::kHost) return CheckpointHostWorld();
   auto loaded = std::make_unique<World>();
   if (Status status = SaveAndRestore(loaded.get()); !status.ok()) {
     return Halt("checkpoint: " + Reason(status));

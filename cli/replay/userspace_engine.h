@@ -84,6 +84,10 @@ class UserspaceEngine final : public Engine {
  private:
   // The checkpoint's bytes, restored into `out` (empty).
   Status SaveAndRestore(World* out);
+  // Checkpoint() of a world of host files (FileBacking::kHost).
+  Status CheckpointHostWorld();
+  // Makes the scratch directory of the proto format's image files, once.
+  Status EnsureScratchDir();
 
   // Drops the current world for `loaded`.
   void Replace(std::unique_ptr<World> loaded);

@@ -52,6 +52,7 @@
 #include <functional>
 #include <memory>
 #include <new>
+#include <optional>
 #include <span>
 #include <unordered_map>
 #include <utility>
@@ -305,6 +306,33 @@ struct EventPoll::Impl {
   int TranslateLocked(Event* events, int got, int max, bool list_unharvested) EPOLLCR_REQUIRES(mu_, lists_mu_);
   // The scan of the in-memory entries (ep_send_events over ready_).
   int HarvestListLocked(Event* events, int max) EPOLLCR_REQUIRES(mu_, lists_mu_);
+  // The kernel side as a checkpoint carries it (image.proto KernelEpollState): the fds and keys of a kernel epoll
+  // that a restore in the same process, or in a new one that inherited the fds, takes over as it is (AdoptKernel),
+  // so its ready list, edges and wait-queue order go on exactly.
+  struct KernelState {
+    int fd = -1;
+    int bell_fd = -1;
+    bool bell_level = false;  // visible_
+    bool bell_set = false;
+    std::uint64_t next_key = 1;
+    std::vector<std::uint64_t> keys;  // per entry, in the order given: 0 for an in-memory entry
+    std::vector<int> fds;             // per entry: the fd it is registered under, -1 if it is not registered
+  };
+  // For a snapshot (which holds mu_ and lists_mu_): the kernel side of `entries`, or nothing if it has no kernel
+  // entry.
+  std::optional<KernelState> DescribeKernel(std::span<PollEntry* const> entries) EPOLLCR_REQUIRES(mu_, lists_mu_);
+  // For a load, in place of LinkKernelManyLocked: takes over the kernel epoll `state` describes if /proc/self/fdinfo
+  // shows it registers exactly what `state` says (every registration's fd, events and key, and the bell) and each
+  // registration fd is the entry's file (the host fd, a duplicate of it, or a watched poll's adopted kernel epoll).
+  // Returns false, with nothing taken, when it does not: the caller registers the entries afresh.
+  bool AdoptKernelLocked(const KernelState& state, std::span<PollEntry* const> entries) EPOLLCR_REQUIRES(mu_)
+      EPOLLCR_EXCLUDES(lists_mu_);
+  // Gives up the kernel side without closing or changing it (a restore took it over): the entries stop being kernel
+  // entries here, and the fds stay open.
+  void DetachKernelLocked() EPOLLCR_REQUIRES(mu_) EPOLLCR_EXCLUDES(lists_mu_);
+  // The fds of the kernel side: the kernel epoll, the bell, the private duplicates.
+  std::vector<int> KernelFdsLocked() EPOLLCR_REQUIRES(mu_) EPOLLCR_EXCLUDES(lists_mu_);
+
   // Makes `poll` kernel-active (kernel_active_, with its kernel epoll made) before its first kernel entry: the entries
   // that watch it become kernel entries on its kernel epoll first (PromoteParents), each watching poll made active the
   // same way, top-down.

@@ -10,9 +10,20 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <linux/kcmp.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
 #include <cassert>
 #include <cerrno>
+#include <cstdio>
+#include <string>
 
+#include <unordered_set>
+
+#include "epollcr/host_file.h"
+#include "epollcr/state.h"
 #include "event_poll_internal.h"
 #include "fault_injection.h"
 #include "syscall_batch.h"
@@ -302,6 +313,214 @@ int EventPoll::Impl::TranslateLocked(Event* events, int got, int max, bool list_
   }
   if (bell && list_unharvested && n < max) n += HarvestListLocked(events + n, max - n);
   return n;
+}
+
+// ---- checkpoint: carry the kernel side, or give it up -------------------------------------------------------------
+
+std::optional<EventPoll::Impl::KernelState> EventPoll::Impl::DescribeKernel(std::span<PollEntry* const> entries) {
+  // A kernel-active poll is a kernel file for the polls that watch it (KernelFd), even with no kernel entry left.
+  if (!kernel_active_.load(std::memory_order_acquire) || !kernel_fd_.valid()) return std::nullopt;
+  KernelState k;
+  k.fd = kernel_fd_.get();
+  k.bell_fd = bell_fd_.valid() ? bell_fd_.get() : -1;
+  k.bell_level = visible_.load(std::memory_order_relaxed);
+  k.bell_set = bell_set_;
+  k.next_key = next_key_;
+  k.keys.reserve(entries.size());
+  k.fds.reserve(entries.size());
+  for (PollEntry* e : entries) {
+    auto it = links_.find(e);
+    k.keys.push_back(it == links_.end() ? 0 : it->second.key);
+    k.fds.push_back(it == links_.end() || !it->second.linked ? -1 : it->second.fd);
+  }
+  return k;
+}
+
+namespace {
+
+// One registration of a kernel epoll as /proc/self/fdinfo shows it (fs/eventpoll.c ep_show_fdinfo).
+struct Registration {
+  int fd;
+  std::uint32_t events;
+  std::uint64_t data;
+  auto operator<=>(const Registration&) const = default;
+};
+
+// What /proc/self/fd/N links to ("anon_inode:[eventpoll]"), or "".
+std::string FdTarget(int fd) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  char target[128];
+  const ssize_t n = ::readlink(path, target, sizeof target - 1);
+  return n <= 0 ? std::string() : std::string(target, static_cast<std::size_t>(n));
+}
+
+// The registrations of kernel epoll `fd`, sorted; nothing if its fdinfo cannot be read.
+std::optional<std::vector<Registration>> RegistrationsOf(int fd) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+  std::FILE* f = std::fopen(path, "re");
+  if (f == nullptr) return std::nullopt;
+  std::vector<Registration> out;
+  char line[512];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    int tfd;
+    unsigned events;
+    unsigned long long data;
+    if (std::sscanf(line, "tfd: %d events: %x data: %llx", &tfd, &events, &data) == 3) {
+      out.push_back({tfd, events, data});
+    }
+  }
+  std::fclose(f);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Whether fds a and b of this process are the same open file description.
+bool SameFile(int a, int b) {
+  if (a == b) return true;
+  const long same = ::syscall(SYS_kcmp, ::getpid(), ::getpid(), KCMP_FILE, a, b);
+  if (same >= 0) return same == 0;
+  struct stat sa, sb;  // no kcmp here: the same inode, at least
+  return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+}  // namespace
+
+bool EventPoll::Impl::AdoptKernelLocked(const KernelState& state, std::span<PollEntry* const> entries) {
+  if (state.keys.size() != entries.size() || state.fds.size() != entries.size()) return false;
+  if (state.fd < 0 || FdTarget(state.fd) != "anon_inode:[eventpoll]") return false;
+  if (state.bell_fd >= 0 && FdTarget(state.bell_fd) != "anon_inode:[eventfd]") return false;
+  std::vector<Registration> want;
+  if (state.bell_fd >= 0) {
+    // epoll_ctl adds EPOLLERR|EPOLLHUP to every registration's events.
+    const std::uint32_t bell = EPOLLIN | EPOLLERR | EPOLLHUP | (state.bell_level ? 0u : std::uint32_t{EPOLLET});
+    want.push_back({state.bell_fd, bell, kBellKey});
+  }
+  std::vector<int> own(entries.size(), -1);
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (state.keys[i] == 0) continue;
+    if (state.keys[i] >= state.next_key) return false;
+    own[i] = entries[i]->file->KernelFd();
+    if (own[i] < 0) return false;  // not a kernel file here (a watched poll that was not adopted)
+    if (state.fds[i] >= 0) {
+      if (!SameFile(state.fds[i], own[i])) return false;
+      // EPOLLWAKEUP is kept here as given, but the kernel drops it without CAP_BLOCK_SUSPEND or CONFIG_PM_SLEEP.
+      want.push_back({state.fds[i], entries[i]->events & ~std::uint32_t{EPOLLWAKEUP}, state.keys[i]});
+    }
+  }
+  std::sort(want.begin(), want.end());
+  std::vector<std::uint64_t> keys;
+  for (const Registration& r : want) keys.push_back(r.data);
+  std::sort(keys.begin(), keys.end());
+  if (std::adjacent_find(keys.begin(), keys.end()) != keys.end()) return false;
+  std::optional<std::vector<Registration>> have = RegistrationsOf(state.fd);
+  if (!have) return false;
+  for (Registration& r : *have) r.events &= ~std::uint32_t{EPOLLWAKEUP};
+  if (*have != want) return false;
+  // Taken over as it is: the kernel's ready list, edges and wait-queue places go on.
+  MutexLock lists(lists_mu_);
+  kernel_fd_.Reset(state.fd);
+  if (state.bell_fd >= 0) bell_fd_.Reset(state.bell_fd);
+  next_key_ = state.next_key;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (state.keys[i] == 0) continue;
+    KernelLink link;
+    link.key = state.keys[i];
+    link.linked = state.fds[i] >= 0;
+    link.fd = link.linked ? state.fds[i] : own[i];
+    if (link.linked && state.fds[i] != own[i]) link.dup.Reset(state.fds[i]);  // a private duplicate of the file
+    PollEntry& e = *entries[i];
+    by_key_.emplace(link.key, &e);
+    links_.emplace(&e, std::move(link));
+    e.kernel = true;
+    ++kernel_entries_;
+    if (e.list == EntryList::kReady) MoveToLocked(e, EntryList::kWaiting);
+  }
+  if (state.bell_level) {
+    bell_set_ = state.bell_set;
+    visible_.store(true, std::memory_order_relaxed);
+    visible_polls.fetch_add(1, std::memory_order_relaxed);
+  }
+  kernel_active_.store(true, std::memory_order_release);
+  return true;
+}
+
+void EventPoll::Impl::DetachKernelLocked() {
+  MutexLock lists(lists_mu_);
+  for (auto& [e, link] : links_) {
+    (void)link.dup.Release();
+    const_cast<PollEntry*>(e)->kernel = false;
+  }
+  links_.clear();
+  by_key_.clear();
+  kernel_entries_ = 0;
+  (void)kernel_fd_.Release();
+  (void)bell_fd_.Release();
+  bell_set_ = false;
+  if (visible_.exchange(false, std::memory_order_relaxed)) VisiblePollGone();
+}
+
+namespace {
+
+// Calls fn(file) once for every file of the world: its fd table, its roots, and what their polls' entries watch.
+template <typename Fn>
+void ForEachFileOf(const World& world, Fn&& fn) {
+  std::vector<std::shared_ptr<File>> todo;
+  for (auto& [fd, file] : world.fds.Snapshot()) todo.push_back(file);
+  for (auto& [name, file] : world.roots) todo.push_back(file);
+  std::unordered_set<File*> seen;
+  while (!todo.empty()) {
+    std::shared_ptr<File> file = std::move(todo.back());
+    todo.pop_back();
+    if (!file || !seen.insert(file.get()).second) continue;
+    if (EventPoll* poll = file->AsEventPoll()) {
+      MutexLock lock(poll->impl()->mu_);
+      for (PollEntry& e : poll->impl()->entries_) {
+        if (auto held = e.file->weak_from_this().lock()) todo.push_back(std::move(held));
+      }
+    }
+    fn(*file);
+  }
+}
+
+}  // namespace
+
+std::vector<int> EventPoll::Impl::KernelFdsLocked() {
+  std::vector<int> fds;
+  MutexLock lists(lists_mu_);
+  if (kernel_fd_.valid()) fds.push_back(kernel_fd_.get());
+  if (bell_fd_.valid()) fds.push_back(bell_fd_.get());
+  for (auto& [e, link] : links_) {
+    if (link.dup.valid()) fds.push_back(link.dup.get());
+  }
+  return fds;
+}
+
+std::vector<int> ReleaseHostResources(World& world) {
+  std::vector<int> released;
+  ForEachFileOf(world, [&](File& file) {
+    if (auto* host = dynamic_cast<HostFile*>(&file)) (void)host->ReleaseFd();
+    if (EventPoll* poll = file.AsEventPoll()) {
+      EventPoll::Impl& s = *poll->impl();
+      MutexLock lock(s.mu_);
+      if (!s.kernel_active_.load(std::memory_order_acquire)) return;  // not in the image: the old world closes it
+      for (int fd : s.KernelFdsLocked()) released.push_back(fd);
+      s.DetachKernelLocked();
+    }
+  });
+  return released;
+}
+
+std::vector<int> KernelFdsOf(const World& world) {
+  std::vector<int> fds;
+  ForEachFileOf(world, [&](File& file) {
+    if (EventPoll* poll = file.AsEventPoll()) {
+      MutexLock lock(poll->impl()->mu_);
+      for (int fd : poll->impl()->KernelFdsLocked()) fds.push_back(fd);
+    }
+  });
+  return fds;
 }
 
 // ---- nesting ------------------------------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 //   userspace   straight through;
 //   host        straight through, with every pipe, eventfd and socket pair a real kernel object wrapped as a host
 //               file (`replay --files host`): the polls' entries are kernel entries (docs/engine.md);
+//   host-memory the same with a checkpoint after every operation, restored in the same process: the host fds and
+//               the polls' kernel epolls are taken over as they are (docs/restore.md), for one trace in
+//               EPOLLCR_DIFF_HOST_CHECKPOINT_EVERY (default 1: every trace);
 //   memory      with a checkpoint after every operation, restored in the same process (the proto image, kept in
 //               memory: image::SaveImage, image::LoadImage; the same bytes an image file holds, without the disk);
 //   exec        for one trace in EPOLLCR_DIFF_EXEC_EVERY (default 100), the epollcr program (EPOLLCR_BIN) with
@@ -77,12 +80,13 @@ std::string EnvString(const char* name, const std::string& fallback) {
 }
 
 // The ways a trace runs on the userspace engine, each compared with the kernel.
-enum class Mode : std::uint8_t { kUserspace, kHost, kMemory, kExec };
+enum class Mode : std::uint8_t { kUserspace, kHost, kHostMemory, kMemory, kExec };
 
 const char* ModeName(Mode mode) {
   switch (mode) {
     case Mode::kUserspace: return "userspace";
     case Mode::kHost: return "host";
+    case Mode::kHostMemory: return "host-memory";
     case Mode::kMemory: return "memory";
     case Mode::kExec: return "exec";
   }
@@ -94,6 +98,7 @@ const char* ModeCommand(Mode mode) {
   switch (mode) {
     case Mode::kUserspace: return "epollcr replay --engine both TRACE";
     case Mode::kHost: return "epollcr replay --engine both --files host TRACE";
+    case Mode::kHostMemory: return "epollcr replay --engine both --files host --checkpoint-every TRACE";
     case Mode::kMemory: return "epollcr replay --engine both --checkpoint-every TRACE";
     case Mode::kExec: return "epollcr replay --engine both --checkpoint-mode exec --checkpoint-every TRACE";
   }
@@ -125,12 +130,13 @@ class Harness {
   // What `trace` (whose text is `text`) prints on the userspace engine in `mode`; a failure's message is appended.
   std::string Userspace(Mode mode, const std::string& text, const Trace& trace) {
     if (mode == Mode::kExec) return Exec(text);
+    const bool host = mode == Mode::kHost || mode == Mode::kHostMemory;
+    const bool checkpoints = mode == Mode::kMemory || mode == Mode::kHostMemory;
     std::unique_ptr<Engine> engine =
-        mode == Mode::kHost ? std::make_unique<UserspaceEngine>(CheckpointFormat::kProto, ImageStore::kFile,
-                                                                FileBacking::kHost)
-                            : factory_(mode == Mode::kMemory);
+        host ? std::make_unique<UserspaceEngine>(CheckpointFormat::kProto, ImageStore::kMemory, FileBacking::kHost)
+             : factory_(checkpoints);
     std::ostringstream out;
-    RunReport report = RunTrace(trace, *engine, out, {.checkpoint_every = mode == Mode::kMemory ? 1 : 0});
+    RunReport report = RunTrace(trace, *engine, out, {.checkpoint_every = checkpoints ? 1 : 0});
     if (!report.ok()) out << "error: " << report.error << '\n';
     return out.str();
   }
@@ -162,7 +168,7 @@ struct Divergence {
 
 // The first mode (of `modes`) in which `text` prints something else than on the kernel.
 std::optional<Divergence> FirstDivergence(Harness& harness, const std::string& text, const Trace& trace,
-                                          std::initializer_list<Mode> modes) {
+                                          const std::vector<Mode>& modes) {
   const std::string kernel = Harness::Kernel(trace);
   for (Mode mode : modes) {
     std::string userspace = harness.Userspace(mode, text, trace);
@@ -282,6 +288,7 @@ TEST(DifferentialTest, KernelAndUserspaceAgreeOnRandomTracesWithAndWithoutCheckp
   const std::uint64_t first = EnvNumber("EPOLLCR_DIFF_SEED", 0x5eed);
   const std::uint64_t count = EnvNumber("EPOLLCR_DIFF_TRACES", 2000);
   const std::uint64_t exec_every = EnvNumber("EPOLLCR_DIFF_EXEC_EVERY", kDefaultExecEvery);
+  const std::uint64_t host_checkpoint_every = EnvNumber("EPOLLCR_DIFF_HOST_CHECKPOINT_EVERY", 1);
   GeneratorOptions options;
   options.ops = static_cast<int>(EnvNumber("EPOLLCR_DIFF_OPS", 50));
   options.exclusive = EnvNumber("EPOLLCR_DIFF_EXCLUSIVE", 1) != 0;
@@ -295,6 +302,7 @@ TEST(DifferentialTest, KernelAndUserspaceAgreeOnRandomTracesWithAndWithoutCheckp
   std::uint64_t failures = 0;
   std::uint64_t operations = 0;
   std::uint64_t exec_traces = 0;
+  std::uint64_t host_checkpoint_traces = 0;
   for (std::uint64_t seed = first; seed < first + count && failures < max_failures; ++seed) {
     const std::string name = "seed-" + std::to_string(seed);
     const std::string text = GenerateTrace(seed, options);
@@ -303,10 +311,12 @@ TEST(DifferentialTest, KernelAndUserspaceAgreeOnRandomTracesWithAndWithoutCheckp
     operations += parsed.value().ops.size();
     const bool exec = exec_every != 0 && (seed - first) % exec_every == 0;
     exec_traces += exec ? 1 : 0;
-    std::optional<Divergence> divergence =
-        exec ? FirstDivergence(harness, text, parsed.value(),
-                               {Mode::kUserspace, Mode::kHost, Mode::kMemory, Mode::kExec})
-             : FirstDivergence(harness, text, parsed.value(), {Mode::kUserspace, Mode::kHost, Mode::kMemory});
+    const bool host_checkpoints = host_checkpoint_every != 0 && (seed - first) % host_checkpoint_every == 0;
+    host_checkpoint_traces += host_checkpoints ? 1 : 0;
+    std::vector<Mode> modes = {Mode::kUserspace, Mode::kHost, Mode::kMemory};
+    if (host_checkpoints) modes.push_back(Mode::kHostMemory);
+    if (exec) modes.push_back(Mode::kExec);
+    std::optional<Divergence> divergence = FirstDivergence(harness, text, parsed.value(), modes);
     if (!divergence) continue;
     ++failures;
     const std::string file = name + "-" + ModeName(divergence->mode);
@@ -316,7 +326,8 @@ TEST(DifferentialTest, KernelAndUserspaceAgreeOnRandomTracesWithAndWithoutCheckp
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << operations << " operations on each engine (and over host files), " << operations
-            << " in-memory checkpoints, "
+            << " in-memory checkpoints, " << host_checkpoint_traces << " traces over host files with a checkpoint after "
+            << "every operation, "
             << exec_traces << " traces across processes, in " << seconds << " s\n";
   if (count >= 2000 && options.ops >= 50 && failures == 0) {
     EXPECT_GE(operations, 100000u) << "the default run covers at least 100,000 operations";

@@ -120,16 +120,21 @@ TEST_P(TraceTest, UserspaceMatchesExpected) {
 
 // The same over host files (`replay --files host`): every pipe, eventfd and socket pair a real kernel object, so every
 // entry is a kernel entry and the kernel does the poll's queueing (docs/engine.md, "Kernel entries"). No known
-// divergence applies: the kernel itself carries these entries. A trace with a checkpoint line is skipped, since
-// replay does not checkpoint host files yet.
+// divergence applies: the kernel itself carries these entries. Straight through, and with a checkpoint after every
+// operation, restored in this process, where each poll takes its kernel epoll over as it is (docs/restore.md).
 TEST_P(TraceTest, HostFilesMatchExpected) {
-  if (CheckpointLines() > 0) GTEST_SKIP() << "replay does not checkpoint a world of host files yet";
-  UserspaceEngine userspace(CheckpointFormat::kProto, ImageStore::kFile, FileBacking::kHost);
-  std::ostringstream out;
-  RunReport report = RunTrace(trace_, userspace, out);
-  EXPECT_TRUE(report.ok()) << report.error;
-  EXPECT_TRUE(out.str() == expected_) << "--files host differs from the kernel; diff (- kernel, + host files):\n"
-                                      << testing::LineDiff(expected_, out.str());
+  for (const bool checkpoints : {false, true}) {
+    UserspaceEngine userspace(CheckpointFormat::kProto, ImageStore::kFile, FileBacking::kHost);
+    std::ostringstream out;
+    RunReport report = RunTrace(trace_, userspace, out, {.checkpoint_every = checkpoints ? 1 : 0});
+    const char* how = checkpoints ? "--files host --checkpoint-every 1" : "--files host";
+    EXPECT_TRUE(report.ok()) << how << ": " << report.error;
+    EXPECT_TRUE(out.str() == expected_) << how << " differs from the kernel; diff (- kernel, + host files):\n"
+                                        << testing::LineDiff(expected_, out.str());
+    if (checkpoints) {
+      EXPECT_EQ(userspace.checkpoints(), static_cast<int>(trace_.ops.size()) + CheckpointLines()) << how;
+    }
+  }
 }
 
 // The same with a checkpoint (save -> load into a fresh world) after every operation, in each archive format. A

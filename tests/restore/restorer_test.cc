@@ -565,6 +565,119 @@ TEST(HostFileTest, ARegularFileIsRefusedLikeTheKernelRefusesIt) {
   EXPECT_EQ(poll->EntryCount(), 0u);
 }
 
+// ---- kernel epolls across a restore in the same process -------------------------------------------------------
+
+// An edge-triggered entry on a socket whose edge was taken while its data stays unread: a kernel epoll reports
+// nothing more until new data arrives. A restore in this process takes the poll's kernel epoll over as it is (the old
+// world released it), so the restored poll reports what the kernel twin reports, and its kernel epoll is the same fd.
+// The image without its kernel epoll is restored by registering afresh, which re-checks readiness: one more event
+// (docs/restore.md). Both against the kernel twin's answers.
+class KernelAdoptionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, mine_), 0);
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, twin_), 0);
+    twin_ep_ = epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLET;
+    ev.data.u64 = 7;
+    ASSERT_EQ(epoll_ctl(twin_ep_, EPOLL_CTL_ADD, twin_[0], &ev), 0);
+    Result<std::shared_ptr<HostFile>> host = HostFile::Create(mine_[0]);
+    ASSERT_TRUE(host.ok());
+    auto poll = EventPoll::Create();
+    ASSERT_FALSE(poll->AddEntry({host.value().get(), mine_[0]}, EntryFlags::kEdgeTriggered, kEventIn, 7));
+    ASSERT_FALSE(world_.fds.InstallAt(mine_[0], host.value()));
+    world_.roots["poll"] = poll;
+    for (int fd : {mine_[1], twin_[1]}) ASSERT_EQ(write(fd, "a", 1), 1);
+    EXPECT_EQ(TwinWait(), 1);
+    EXPECT_EQ(Wait(*poll), 1) << "the edge, taken";
+    EXPECT_EQ(TwinWait(), 0) << "the data stays unread";
+    Result<std::string> bytes = image::SaveImage(world_);
+    ASSERT_TRUE(bytes.ok()) << bytes.status().message;
+    bytes_ = bytes.value();
+  }
+  void TearDown() override {
+    restored_.roots.clear();
+    restored_.fds.Clear();
+    world_.roots.clear();
+    world_.fds.Clear();
+    close(twin_ep_);
+    for (int fd : {twin_[0], twin_[1], mine_[1]}) close(fd);
+  }
+  int TwinWait() {
+    epoll_event ev[2];
+    return epoll_wait(twin_ep_, ev, 2, 0);
+  }
+  static int Wait(EventPoll& poll) {
+    Event ev[2];
+    Result<int> n = poll.Wait(ev, 2, 0);
+    return n.ok() ? n.value() : -1;
+  }
+  Status RestoreIt(std::string_view bytes) {
+    InheritedFdResolver inherited;
+    Options options;
+    options.resolvers = {&inherited};
+    return RestoreBytes(bytes, &restored_, options);
+  }
+
+  int mine_[2], twin_[2];
+  int twin_ep_ = -1;
+  World world_, restored_;
+  std::string bytes_;
+};
+
+TEST_F(KernelAdoptionTest, ARestoreInTheSameProcessTakesTheKernelEpollOverAsItIs) {
+  Result<std::string_view> framed = image::Unframe(bytes_, {});
+  ASSERT_TRUE(framed.ok());
+  int kernel_fd = -1;
+  ASSERT_TRUE(image::WithDecoded(framed.value(), [&](const v1::Image& image) {
+                for (const v1::File& f : image.files()) {
+                  if (f.has_eventpoll()) kernel_fd = f.eventpoll().kernel().fd();
+                }
+                return Status::Ok();
+              }).ok());
+  ASSERT_GE(kernel_fd, 0) << "the image records the poll's kernel epoll";
+  const int open = OpenFds();
+  ReleaseHostResources(world_);
+  world_.roots.clear();
+  world_.fds.Clear();
+  EXPECT_EQ(OpenFds(), open) << "the old world closed nothing it gave up";
+  ASSERT_TRUE(RestoreIt(bytes_).ok());
+  auto* poll = restored_.roots.at("poll")->AsEventPoll();
+  EXPECT_EQ(Wait(*poll), TwinWait()) << "no second event for the edge already taken";
+  EXPECT_EQ(poll->Fd().value(), kernel_fd) << "the same kernel epoll";
+  for (int fd : {mine_[1], twin_[1]}) ASSERT_EQ(write(fd, "b", 1), 1);
+  EXPECT_EQ(TwinWait(), 1);
+  EXPECT_EQ(Wait(*poll), 1) << "the next edge";
+  EXPECT_EQ(OpenFds(), open) << "nothing more open than before the restore";
+}
+
+TEST_F(KernelAdoptionTest, WithoutItsKernelEpollTheImageRegistersAfreshAndReChecks) {
+  Result<std::string_view> framed = image::Unframe(bytes_, {});
+  ASSERT_TRUE(framed.ok());
+  v1::Image image;
+  ASSERT_TRUE(image::WithDecoded(framed.value(), [&](const v1::Image& decoded) {
+                image = decoded;
+                return Status::Ok();
+              }).ok());
+  for (v1::File& f : *image.mutable_files()) {
+    if (!f.has_eventpoll()) continue;
+    f.mutable_eventpoll()->clear_kernel();
+    f.mutable_eventpoll()->clear_kernel_keys();
+    f.mutable_eventpoll()->clear_kernel_fds();
+  }
+  ReleaseHostResources(world_);
+  world_.roots.clear();
+  world_.fds.Clear();
+  InheritedFdResolver inherited;
+  Options options;
+  options.resolvers = {&inherited};
+  ASSERT_TRUE(Restore(image, &restored_, options).ok());
+  auto* poll = restored_.roots.at("poll")->AsEventPoll();
+  EXPECT_EQ(TwinWait(), 0);
+  EXPECT_EQ(Wait(*poll), 1) << "the fresh registration re-checks readiness: the unread data is an event again";
+}
+
 TEST(HostFileTest, AWorldWithHostFilesIsNoBoostArchive) {
   int p[2];
   ASSERT_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);

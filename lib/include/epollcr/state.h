@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <vector>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -46,6 +47,16 @@ struct World {
   FdTable fds;
   std::map<std::string, std::shared_ptr<File>> roots;
 };
+
+// Before a world's image is restored in this same process (a memory-mode checkpoint, replay's memory mode), the old
+// world gives up what the restore takes over: every host file's fd (HostFile::ReleaseFd) and every poll's kernel epoll
+// with its bell and private duplicates, without closing or changing any of them. The old world is then only fit to be
+// dropped. Files reached through poll entries are walked too. Returns the kernel epolls, bells and private duplicates
+// it gave up (not the host files' fds): a restore takes over those its image records and finds as recorded; the
+// caller closes the others once the restore is done (KernelFdsOf tells which the new world holds).
+std::vector<int> ReleaseHostResources(World& world);
+// The fds the polls of a world hold for their kernel side: kernel epolls, bells, private duplicates.
+std::vector<int> KernelFdsOf(const World& world);
 
 enum class ArchiveFormat : std::uint8_t { kBoostText, kBoostXml, kBoostBinary };
 const char* ArchiveFormatName(ArchiveFormat format);

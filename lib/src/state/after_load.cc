@@ -215,13 +215,16 @@ void RegisterInQueueOrder(const std::vector<const PendingPoll*>& polls, std::siz
   }
 }
 
-// The entries of kernel files become kernel entries again, in a kernel epoll of the poll's own (inner polls come
-// first, so the kernel epoll of a poll with kernel entries exists before its watchers register it). The kernel's ADD
-// polls each file: a ready one is queued, in the order of the saved ready list first, then of the waiting entries.
-// A disarmed one-shot entry is registered by the UpdateEntry that re-arms it.
-void LinkKernelEntries(EventPoll& poll) {
+// The entries of kernel files become kernel entries again (inner polls come first, so the kernel epoll of a poll with
+// kernel entries exists before its watchers register it). When the image recorded the poll's kernel epoll and this
+// process holds it with exactly those registrations, the poll takes it over (AdoptKernelLocked): nothing changes in
+// the kernel, so the ready list, edges and wait-queue order go on exactly. Otherwise a kernel epoll of its own
+// registers them: the kernel's ADD polls each file, and a ready one is queued, in the order of the saved ready list
+// first, then of the waiting entries; a disarmed one-shot entry is registered by the UpdateEntry that re-arms it.
+void LinkKernelEntries(EventPoll& poll, const PendingPoll& pending) {
   EventPoll::Impl& s = *poll.impl();
   MutexLock lock(s.mu_);
+  if (pending.kernel && s.AdoptKernelLocked(*pending.kernel, pending.entries)) return;
   std::vector<std::pair<PollEntry*, int>> kernel;
   {
     MutexLock lists(s.lists_mu_);
@@ -231,6 +234,7 @@ void LinkKernelEntries(EventPoll& poll) {
       }
     }
   }
+  if (kernel.empty()) return;
   std::size_t failed = 0;
   if (std::error_code error = s.LinkKernelManyLocked(kernel, &failed)) {
     throw LoadError("eventpoll entry fd " + std::to_string(kernel[failed].first->fd) + " (host fd " +
@@ -277,7 +281,7 @@ void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& po
     }
   }
   RegisterInQueueOrder(entries, total);
-  for (EventPoll* poll : restored) LinkKernelEntries(*poll);
+  for (std::size_t i = 0; i < restored.size(); ++i) LinkKernelEntries(*restored[i], *entries[i]);
   // Waiting entries of embedder files, whose state their factory rebuilt, are re-checked (docs/state-model.md); the
   // kernel's ADD re-checked the kernel entries.
   std::unordered_set<const File*> custom;

@@ -44,6 +44,7 @@ struct PendingPoll {
   Column<PollEntry*> entries;
   std::vector<std::uint32_t> ready;
   Column<std::uint32_t> ranks;  // per entry: its place among the epoll waiters of its file's queue
+  std::optional<EventPoll::Impl::KernelState> kernel;  // the kernel epoll the image recorded (image.proto)
   bool checked = false;              // the entries were validated already (a protobuf image): skip the re-check
   bool taken = false;                // the poll took the entries (and their blocks)
 };
