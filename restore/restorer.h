@@ -9,8 +9,10 @@
 //               (a pending edge-triggered event is delivered once), disabled one-shot entries stay disabled, and the
 //               watchers of every poll with ready entries are notified, through nested polls too. Entries on host files
 //               (and on polls holding such entries) become kernel entries again (docs/engine.md, "Kernel entries"):
-//               each poll's kernel epoll registers them, and the kernel's ADD, which polls the file, is what re-checks
-//               their readiness (docs/restore.md says what that keeps and what it cannot)
+//               a poll takes over the kernel epoll its image records when this process gave it up for the restore
+//               (ReleaseHostResources) and it still holds exactly those registrations, so nothing changes; otherwise a
+//               new kernel epoll registers them, and the kernel's ADD, which polls the file, re-checks their readiness
+//               (docs/restore.md)
 // A failed restore leaves nothing behind: the world stays empty, no waiter stays registered on any file, and no host
 // file created for the restore keeps an fd (the restorer never closes an fd it did not open).
 //

@@ -202,12 +202,11 @@ Status UserspaceEngine::CheckpointHostWorld() {
   options.resolvers = {&inherited};
   const Status status = store_ == ImageStore::kFile ? restore::RestoreFile(image_path_, loaded.get(), options)
                                                     : restore::RestoreBytes(bytes, loaded.get(), options);
-  if (!status.ok()) return Halt("checkpoint: " + Reason(status));
-  // What the new world did not take over (a kernel epoll it registered afresh) is nobody's now.
-  const std::vector<int> kept = KernelFdsOf(*loaded);
-  for (int fd : released) {
-    if (std::find(kept.begin(), kept.end(), fd) == kept.end()) ::close(fd);
+  if (!status.ok()) {
+    CloseUnadopted(released);
+    return Halt("checkpoint: " + Reason(status));
   }
+  CloseUnadopted(released);  // what the new world did not take over (it registered afresh) is nobody's now
   Replace(std::move(loaded));
   return Status::Ok();
 }

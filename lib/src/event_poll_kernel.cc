@@ -338,6 +338,33 @@ std::optional<EventPoll::Impl::KernelState> EventPoll::Impl::DescribeKernel(std:
 
 namespace {
 
+// The kernel-side fds a world of this process gave up (ReleaseHostResources) and no restore has taken over yet: the
+// only fds a restore may adopt, so an image can never make a poll take over an fd something else owns.
+class Released {
+ public:
+  static Released& Instance() {
+    static Released released;
+    return released;
+  }
+  void Add(int fd) {
+    MutexLock lock(mu_);
+    fds_.insert(fd);
+  }
+  bool Contains(int fd) {
+    MutexLock lock(mu_);
+    return fds_.count(fd) != 0;
+  }
+  // Removes `fd`; whether it was there.
+  bool Take(int fd) {
+    MutexLock lock(mu_);
+    return fds_.erase(fd) != 0;
+  }
+
+ private:
+  Mutex mu_;
+  std::unordered_set<int> fds_ EPOLLCR_GUARDED_BY(mu_);
+};
+
 // One registration of a kernel epoll as /proc/self/fdinfo shows it (fs/eventpoll.c ep_show_fdinfo).
 struct Registration {
   int fd;
@@ -389,7 +416,10 @@ bool SameFile(int a, int b) {
 
 bool EventPoll::Impl::AdoptKernelLocked(const KernelState& state, std::span<PollEntry* const> entries) {
   if (state.keys.size() != entries.size() || state.fds.size() != entries.size()) return false;
-  if (state.fd < 0 || FdTarget(state.fd) != "anon_inode:[eventpoll]") return false;
+  // Only what a world of this process gave up (ReleaseHostResources) can be taken over.
+  Released& released = Released::Instance();
+  if (!released.Contains(state.fd) || (state.bell_fd >= 0 && !released.Contains(state.bell_fd))) return false;
+  if (FdTarget(state.fd) != "anon_inode:[eventpoll]") return false;
   if (state.bell_fd >= 0 && FdTarget(state.bell_fd) != "anon_inode:[eventfd]") return false;
   std::vector<Registration> want;
   if (state.bell_fd >= 0) {
@@ -404,6 +434,7 @@ bool EventPoll::Impl::AdoptKernelLocked(const KernelState& state, std::span<Poll
     own[i] = entries[i]->file->KernelFd();
     if (own[i] < 0) return false;  // not a kernel file here (a watched poll that was not adopted)
     if (state.fds[i] >= 0) {
+      if (state.fds[i] != own[i] && !released.Contains(state.fds[i])) return false;  // a private duplicate
       if (!SameFile(state.fds[i], own[i])) return false;
       // EPOLLWAKEUP is kept here as given, but the kernel drops it without CAP_BLOCK_SUSPEND or CONFIG_PM_SLEEP.
       want.push_back({state.fds[i], entries[i]->events & ~std::uint32_t{EPOLLWAKEUP}, state.keys[i]});
@@ -421,7 +452,11 @@ bool EventPoll::Impl::AdoptKernelLocked(const KernelState& state, std::span<Poll
   // Taken over as it is: the kernel's ready list, edges and wait-queue places go on.
   MutexLock lists(lists_mu_);
   kernel_fd_.Reset(state.fd);
-  if (state.bell_fd >= 0) bell_fd_.Reset(state.bell_fd);
+  (void)released.Take(state.fd);
+  if (state.bell_fd >= 0) {
+    bell_fd_.Reset(state.bell_fd);
+    (void)released.Take(state.bell_fd);
+  }
   next_key_ = state.next_key;
   for (std::size_t i = 0; i < entries.size(); ++i) {
     if (state.keys[i] == 0) continue;
@@ -429,7 +464,10 @@ bool EventPoll::Impl::AdoptKernelLocked(const KernelState& state, std::span<Poll
     link.key = state.keys[i];
     link.linked = state.fds[i] >= 0;
     link.fd = link.linked ? state.fds[i] : own[i];
-    if (link.linked && state.fds[i] != own[i]) link.dup.Reset(state.fds[i]);  // a private duplicate of the file
+    if (link.linked && state.fds[i] != own[i]) {  // a private duplicate of the file
+      link.dup.Reset(state.fds[i]);
+      (void)released.Take(state.fds[i]);
+    }
     PollEntry& e = *entries[i];
     by_key_.emplace(link.key, &e);
     links_.emplace(&e, std::move(link));
@@ -499,28 +537,27 @@ std::vector<int> EventPoll::Impl::KernelFdsLocked() {
 
 std::vector<int> ReleaseHostResources(World& world) {
   std::vector<int> released;
+  Released& registry = Released::Instance();
   ForEachFileOf(world, [&](File& file) {
     if (auto* host = dynamic_cast<HostFile*>(&file)) (void)host->ReleaseFd();
     if (EventPoll* poll = file.AsEventPoll()) {
       EventPoll::Impl& s = *poll->impl();
       MutexLock lock(s.mu_);
       if (!s.kernel_active_.load(std::memory_order_acquire)) return;  // not in the image: the old world closes it
-      for (int fd : s.KernelFdsLocked()) released.push_back(fd);
+      for (int fd : s.KernelFdsLocked()) {
+        released.push_back(fd);
+        registry.Add(fd);
+      }
       s.DetachKernelLocked();
     }
   });
   return released;
 }
 
-std::vector<int> KernelFdsOf(const World& world) {
-  std::vector<int> fds;
-  ForEachFileOf(world, [&](File& file) {
-    if (EventPoll* poll = file.AsEventPoll()) {
-      MutexLock lock(poll->impl()->mu_);
-      for (int fd : poll->impl()->KernelFdsLocked()) fds.push_back(fd);
-    }
-  });
-  return fds;
+void CloseUnadopted(const std::vector<int>& released) {
+  for (int fd : released) {
+    if (Released::Instance().Take(fd)) ::close(fd);
+  }
 }
 
 // ---- nesting ------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // and ReceiveWorld make — the points kHandoff* and, for the image file, kImage* of lib/src/fault_injection.h — is
 // failed in turn (the Nth call of each kind, with an errno that call really returns), then interrupted (EINTR) in
 // turn. A failure is reported with the step and the errno and leaves nothing behind: no fd opened or closed,
-// FD_CLOEXEC as it was on every fd, the target world empty, no host file watched, the notifier stopped if it was; an
+// FD_CLOEXEC as it was on every fd, the target world empty, no host file left owning an fd; an
 // interrupted call is retried and the hand-off completes. Short sends and receives, and fds that arrive in other
 // pieces than they were sent in, are carried on with.
 
@@ -214,7 +214,7 @@ void EveryCallFailingInTurn(const std::string& name, bool writing, std::size_t m
       s = call();
       trace = counting.trace();
     }
-    // The hand-off's own calls: the restore's batched calls and the notifier's start have fault tests of their own.
+    // The hand-off's own calls: the restore's batched calls and the kernel side's creation have fault tests of their own.
     std::erase_if(trace, [](Op op) { return op < Op::kImageOpenDirectory || op > Op::kHandoffClose; });
     ASSERT_TRUE(s.ok()) << name << " without faults: " << s.message;
     check(true, name + " without faults");
@@ -375,7 +375,7 @@ TEST(HandoffFaultTest, RestoreAfterExec) {
           ExpectRestored(out, context);
           EXPECT_EQ(HostFile::WrappedFds(), 5u) << context;
           EXPECT_EQ(FdFlagsOf(fds), std::vector<int>(fds.size(), FD_CLOEXEC)) << context;
-          HandOver(&out);  // and the notifier's own fds go with it
+          HandOver(&out);  // and the polls' kernel epolls go with it
           EXPECT_EQ(OpenFds(), open_fds) << context;
         } else {
           EXPECT_EQ(OpenFds(), open_fds) << context;
@@ -434,8 +434,8 @@ TEST(HandoffFaultTest, SendWorld) {
   EXPECT_EQ(OpenFds(), open_fds);
 }
 
-// The receiver's side: each run gets a world sent afresh (by the real calls) whose sender has gone, so the notifier
-// is stopped and no host file is watched before the receive.
+// The receiver's side: each run gets a world sent afresh (by the real calls) whose sender has gone, so no host file
+// owns an fd before the receive.
 class Received {
  public:
   bool Send(std::size_t batches_of = 0) {
@@ -452,7 +452,7 @@ class Received {
     expected_fds_ = scene.world.fds.Count();
     if (!SendWorld(channel_->s[0], scene.world).ok()) return false;
     shutdown(channel_->s[0], SHUT_WR);  // all is sent: a receive that wants more fails instead of waiting
-    return true;  // the scene goes: its fds close (the sent ones travel on), the notifier stops
+    return true;  // the scene goes: its fds close (the sent ones travel on)
   }
   int socket() const { return channel_->s[1]; }
   int expected_fds() const { return expected_fds_; }
@@ -462,7 +462,7 @@ class Received {
   int expected_fds_ = 0;
 };
 
-// After a receive: what it restored (then released: the received fds and the notifier's close), or that it left
+// After a receive: what it restored (then released: the received fds close), or that it left
 // nothing behind.
 void CheckReceive(World& out, bool succeeded, int open_fds, int expected_fds, const std::string& context) {
   if (succeeded) {

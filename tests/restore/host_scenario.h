@@ -59,7 +59,7 @@ struct HostFds {
 
 inline constexpr int kInnerFd = 1000;  // the fd number the inner poll is registered under (not a host fd)
 
-// "data=5 events=out" for each event, sorted (the order in which a host notifier hears of independent sockets is
+// "data=5 events=out" for each event, sorted (the order of independent sockets' events is
 // not something the kernel fixes either), joined by " ".
 inline std::string EventsLine(const std::vector<std::pair<std::uint64_t, std::uint32_t>>& events) {
   std::vector<std::string> parts;

@@ -700,7 +700,7 @@ TEST(HostFileTest, AnEventPollIsAnEventLoopForRealSockets) {
   EXPECT_EQ(poll->Wait(ev, 4, 0).value(), 0);
   for (int round = 0; round < 100; ++round) {
     ASSERT_EQ(write(s[1], "ping", 4), 4);
-    Result<int> n = poll->Wait(ev, 4, 5000);  // woken by the notifier thread
+    Result<int> n = poll->Wait(ev, 4, 5000);  // woken through the poll's kernel epoll
     ASSERT_TRUE(n.ok());
     ASSERT_EQ(n.value(), 1);
     EXPECT_EQ(ev[0].Data(), 42u);

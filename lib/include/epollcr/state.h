@@ -52,11 +52,11 @@ struct World {
 // world gives up what the restore takes over: every host file's fd (HostFile::ReleaseFd) and every poll's kernel epoll
 // with its bell and private duplicates, without closing or changing any of them. The old world is then only fit to be
 // dropped. Files reached through poll entries are walked too. Returns the kernel epolls, bells and private duplicates
-// it gave up (not the host files' fds): a restore takes over those its image records and finds as recorded; the
-// caller closes the others once the restore is done (KernelFdsOf tells which the new world holds).
+// it gave up (not the host files' fds). Only fds given up so can be taken over by a restore in this process (one whose
+// image records them, and that finds them as recorded); once the restore is done, CloseUnadopted closes the others.
 std::vector<int> ReleaseHostResources(World& world);
-// The fds the polls of a world hold for their kernel side: kernel epolls, bells, private duplicates.
-std::vector<int> KernelFdsOf(const World& world);
+// Closes the fds of `released` that no restore took over.
+void CloseUnadopted(const std::vector<int>& released);
 
 enum class ArchiveFormat : std::uint8_t { kBoostText, kBoostXml, kBoostBinary };
 const char* ArchiveFormatName(ArchiveFormat format);
