@@ -12,6 +12,7 @@
 #include <string_view>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "epollcr/events.h"
 #include "epollcr/result.h"
@@ -51,6 +52,32 @@ class Engine {
   // Saves the whole world and restores it before the run goes on (the kernel has nothing to do). A failure stops
   // the run.
   virtual Status Checkpoint() = 0;
+  // Whether Checkpoint saves anything (the kernel engine's does not): a trace with kernel-only objects is not
+  // checkpointed on such an engine yet (Trace::host_objects).
+  virtual bool SavesCheckpoints() const = 0;
+
+  // ---- The kinds only the kernel has (docs/trace-format.md, "Kernel-only kinds"). Both engines make them as real
+  // kernel objects with replay/host_objects.h, the userspace engine then as host files. ----
+  virtual Result<int> TimerFd() = 0;
+  // timerfd_settime(fd, absolute ? TFD_TIMER_ABSTIME : 0, {interval_ns, value_ns}).
+  virtual std::error_code TimerSetTime(int fd, std::uint64_t value_ns, std::uint64_t interval_ns, bool absolute) = 0;
+  virtual Result<int> SignalFd(int signal) = 0;  // trace signal 1..kTraceSignals
+  virtual std::error_code Raise(int signal) = 0;
+  // The trace signal that the real signal `signo` (ssi_signo of a signalfd read) stands for, or 0.
+  virtual int TraceSignal(int signo) const = 0;
+  virtual Result<int> Listen() = 0;
+  virtual Result<int> Connect(int listener) = 0;
+  virtual Result<int> Accept(int listener) = 0;
+  virtual std::error_code UdpPair(int out[2]) = 0;
+  // The FIFO `name`: out[0] its read end (if `read_end`), out[1] its write end (if `write_end`), -1 otherwise.
+  virtual std::error_code Fifo(std::string_view name, bool read_end, bool write_end, int out[2]) = 0;
+  // SO_LINGER {on, 0} on fd's socket, then close(fd): a reset. The first error.
+  virtual std::error_code CloseReset(int fd) = 0;
+  // The kernel fd behind `fd` (the kernel engine's own fds; a host file's fd in the userspace engine), or -1: what
+  // the settling of TCP and UDP (replay/host_objects.h) works on.
+  virtual int KernelFd(int fd) const = 0;
+  // The kernel fds of every open fd of the engine that has one.
+  virtual std::vector<int> KernelFds() const = 0;
 };
 
 }  // namespace epollcr::replay

@@ -212,6 +212,7 @@ int Worker::Run(int takeover_fd) {
 }
 
 int Worker::HandOver(long long at, bool verb) {
+  if (trace_.host_objects) return Fail(std::string(kHostObjectsNotCheckpointed));  // as Execution::Checkpoint
   const std::string fault = Fault();
   state_.at = at;
   state_.verb = verb;

@@ -27,6 +27,24 @@ class ForwardingEngine : public Engine {
   Result<std::size_t> Write(int fd, std::span<const std::byte> buffer) override { return inner_.Write(fd, buffer); }
   std::error_code Shutdown(int fd, int how) override { return inner_.Shutdown(fd, how); }
   Status Checkpoint() override { return inner_.Checkpoint(); }
+  bool SavesCheckpoints() const override { return inner_.SavesCheckpoints(); }
+  Result<int> TimerFd() override { return inner_.TimerFd(); }
+  std::error_code TimerSetTime(int fd, std::uint64_t value_ns, std::uint64_t interval_ns, bool absolute) override {
+    return inner_.TimerSetTime(fd, value_ns, interval_ns, absolute);
+  }
+  Result<int> SignalFd(int signal) override { return inner_.SignalFd(signal); }
+  std::error_code Raise(int signal) override { return inner_.Raise(signal); }
+  int TraceSignal(int signo) const override { return inner_.TraceSignal(signo); }
+  Result<int> Listen() override { return inner_.Listen(); }
+  Result<int> Connect(int listener) override { return inner_.Connect(listener); }
+  Result<int> Accept(int listener) override { return inner_.Accept(listener); }
+  std::error_code UdpPair(int out[2]) override { return inner_.UdpPair(out); }
+  std::error_code Fifo(std::string_view name, bool read_end, bool write_end, int out[2]) override {
+    return inner_.Fifo(name, read_end, write_end, out);
+  }
+  std::error_code CloseReset(int fd) override { return inner_.CloseReset(fd); }
+  int KernelFd(int fd) const override { return inner_.KernelFd(fd); }
+  std::vector<int> KernelFds() const override { return inner_.KernelFds(); }
 
  protected:
   Engine& inner() { return inner_; }

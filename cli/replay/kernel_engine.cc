@@ -110,4 +110,54 @@ std::error_code KernelEngine::Shutdown(int fd, int how) {
   return {};
 }
 
+// ---- Kernel-only kinds: made by host_ (replay/host_objects.h), as in the userspace engine. ----
+
+Result<int> KernelEngine::Adopt(Result<int> fd) {
+  if (!fd.ok()) return fd.error();
+  return Adopt(fd.value());
+}
+
+std::error_code KernelEngine::AdoptPair(std::error_code made, int out[2]) {
+  if (made) return made;
+  for (int i = 0; i < 2; ++i) {
+    if (out[i] >= 0) out[i] = Adopt(out[i]).value();
+  }
+  return {};
+}
+
+Result<int> KernelEngine::TimerFd() { return Adopt(host::HostObjects::TimerFd()); }
+
+std::error_code KernelEngine::TimerSetTime(int fd, std::uint64_t value_ns, std::uint64_t interval_ns, bool absolute) {
+  return host::HostObjects::TimerSetTime(Owned(fd), value_ns, interval_ns, absolute);
+}
+
+Result<int> KernelEngine::SignalFd(int signal) { return Adopt(host_.SignalFd(signal)); }
+
+std::error_code KernelEngine::Raise(int signal) { return host_.Raise(signal); }
+
+Result<int> KernelEngine::Listen() { return Adopt(host::HostObjects::Listen()); }
+
+Result<int> KernelEngine::Connect(int listener) { return Adopt(host::HostObjects::Connect(Owned(listener))); }
+
+Result<int> KernelEngine::Accept(int listener) { return Adopt(host::HostObjects::Accept(Owned(listener))); }
+
+std::error_code KernelEngine::UdpPair(int out[2]) { return AdoptPair(host::HostObjects::UdpPair(out), out); }
+
+std::error_code KernelEngine::Fifo(std::string_view name, bool read_end, bool write_end, int out[2]) {
+  return AdoptPair(host_.Fifo(name, read_end, write_end, out), out);
+}
+
+std::error_code KernelEngine::CloseReset(int fd) {
+  const std::error_code linger = host::HostObjects::LingerReset(Owned(fd));
+  const std::error_code closed = Close(fd);
+  return linger ? linger : closed;
+}
+
+std::vector<int> KernelEngine::KernelFds() const {
+  std::vector<int> fds;
+  fds.reserve(owned_.size());
+  for (const auto& [fd, owned] : owned_) fds.push_back(fd);
+  return fds;
+}
+
 }  // namespace epollcr::replay

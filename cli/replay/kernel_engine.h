@@ -1,4 +1,5 @@
-// KernelEngine: runs a trace on the Linux kernel itself, with real epoll fds, pipes, eventfds and socket pairs.
+// KernelEngine: runs a trace on the Linux kernel itself, with real epoll fds, pipes, eventfds and socket pairs, and the
+// kernel-only kinds (replay/host_objects.h: timerfds, signalfds, TCP and UDP sockets on loopback, FIFOs).
 //
 // Every fd is created non-blocking and close-on-exec, and owned by the engine (UniqueFd) until the trace closes it;
 // whatever is left open is closed when the engine is destroyed, whatever happened. Calls with an fd the engine does
@@ -14,6 +15,7 @@
 
 #include "epollcr/unique_fd.h"
 #include "replay/engine.h"
+#include "replay/host_objects.h"
 
 namespace epollcr::replay {
 
@@ -36,6 +38,21 @@ class KernelEngine final : public Engine {
   Result<std::size_t> Write(int fd, std::span<const std::byte> buffer) override;
   std::error_code Shutdown(int fd, int how) override;
   Status Checkpoint() override { return Status::Ok(); }
+  bool SavesCheckpoints() const override { return false; }
+
+  Result<int> TimerFd() override;
+  std::error_code TimerSetTime(int fd, std::uint64_t value_ns, std::uint64_t interval_ns, bool absolute) override;
+  Result<int> SignalFd(int signal) override;
+  std::error_code Raise(int signal) override;
+  int TraceSignal(int signo) const override { return host_.TraceSignal(signo); }
+  Result<int> Listen() override;
+  Result<int> Connect(int listener) override;
+  Result<int> Accept(int listener) override;
+  std::error_code UdpPair(int out[2]) override;
+  std::error_code Fifo(std::string_view name, bool read_end, bool write_end, int out[2]) override;
+  std::error_code CloseReset(int fd) override;
+  int KernelFd(int fd) const override { return Owned(fd); }
+  std::vector<int> KernelFds() const override;
 
   // Number of fds the engine holds open.
   std::size_t OpenCount() const { return owned_.size(); }
@@ -44,7 +61,11 @@ class KernelEngine final : public Engine {
   // `fd` if the engine owns it, else -1.
   int Owned(int fd) const { return owned_.contains(fd) ? fd : -1; }
   Result<int> Adopt(int fd);
+  Result<int> Adopt(Result<int> fd);
+  // Adopts both ends of a pair that host_ made (an end of -1 stays -1).
+  std::error_code AdoptPair(std::error_code made, int out[2]);
 
+  host::HostObjects host_{host::SignalRange::kKernel};  // before owned_: the fds close first
   std::map<int, UniqueFd> owned_;
   std::vector<epoll_event> wait_buffer_;
 };

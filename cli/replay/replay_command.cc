@@ -11,6 +11,7 @@
 #include "command_status.h"
 #include "epollcr/unique_fd.h"
 #include "replay/exec_chain.h"
+#include "replay/host_objects.h"
 #include "replay/kernel_engine.h"
 #include "replay/runner.h"
 #include "replay/trace_parser.h"
@@ -89,6 +90,9 @@ RunReport RunExec(const Trace& trace, const std::string& text, const ReplayOptio
 }  // namespace
 
 int RunReplay(const ReplayOptions& options, std::ostream& out, std::ostream& err) {
+  // Before any thread or worker process starts (they inherit the mask): a trace's `raise` must leave its signal
+  // pending for a signalfd, never deliver it.
+  host::BlockTraceSignals();
   const std::string display = options.path == "-" ? "<stdin>" : options.path;
   // The options' checks already refused anything else.
   const CheckpointFormat format = ParseCheckpointFormat(options.checkpoint_format).value_or(CheckpointFormat::kProto);

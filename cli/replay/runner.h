@@ -21,6 +21,9 @@ class Execution {
 
   // Runs one operation. A failed call is an outcome ("err E..."); a non-ok Status means the run cannot go on.
   Status Step(const Op& op, OpOutcome* outcome);
+  // The engine's checkpoint, or a Halt for a trace with kernel-only objects on an engine that saves its world
+  // (kHostObjectsNotCheckpointed). A `checkpoint` line and the implicit checkpoints both come here.
+  Status Checkpoint();
 
   Engine& engine() { return engine_; }
   const Engine& engine() const { return engine_; }
@@ -33,6 +36,11 @@ class Execution {
   int Fd(NameId id) const { return id == kNoName ? -1 : fds_[static_cast<std::size_t>(id)]; }
   void SetFd(NameId id, int fd) { fds_[static_cast<std::size_t>(id)] = fd; }
   std::span<std::byte> IoBuffer(std::size_t size) { return io_.Get(size); }
+  // Sets the name a creation defines (-1 on a failure) and the outcome.
+  void Define(NameId id, const Result<int>& fd, OpOutcome* outcome);
+  // `write` of a TCP socket, UDP end, FIFO end, listener, timerfd or signalfd: bytes, then the settling of TCP and UDP
+  // (replay/host_objects.h).
+  OpOutcome WriteKernelOnly(const Op& op);
 
   const Trace& trace_;
   Engine& engine_;
@@ -40,6 +48,11 @@ class Execution {
   ScratchBuffer io_;
   std::vector<Event> events_;
 };
+
+// Why a trace with kernel-only objects (Trace::host_objects) stops at its first checkpoint on the userspace engine.
+inline constexpr std::string_view kHostObjectsNotCheckpointed =
+    "checkpoint: the trace makes kernel-only objects (timerfd, signalfd, listen, connect, accept, udp, fifo), which "
+    "replay does not checkpoint yet";
 
 struct RunReport {
   int exit_status = 0;  // 0: every line ran (and agreed); 1: divergence or runtime failure
@@ -79,14 +92,14 @@ class LineSource {
   virtual Status CheckpointAfter() = 0;
 };
 
-// The lines of an engine in this process: Execution::Step, then FormatLine; CheckpointAfter is Engine::Checkpoint.
+// The lines of an engine in this process: Execution::Step, then FormatLine; CheckpointAfter is Execution::Checkpoint.
 class EngineLines final : public LineSource {
  public:
   EngineLines(const Trace& trace, Engine& engine) : execution_(trace, engine) {}
 
   std::string_view Name() const override { return execution_.engine().Name(); }
   Status Step(const Op& op, std::string* line) override;
-  Status CheckpointAfter() override { return execution_.engine().Checkpoint(); }
+  Status CheckpointAfter() override { return execution_.Checkpoint(); }
 
  private:
   Execution execution_;

@@ -18,6 +18,15 @@ std::string_view VerbName(Verb verb) {
     case Verb::kShutdown: return "shutdown";
     case Verb::kWait: return "wait";
     case Verb::kCheckpoint: return "checkpoint";
+    case Verb::kTimerFd: return "timerfd";
+    case Verb::kSetTime: return "settime";
+    case Verb::kSignalFd: return "signalfd";
+    case Verb::kRaise: return "raise";
+    case Verb::kListen: return "listen";
+    case Verb::kConnect: return "connect";
+    case Verb::kAccept: return "accept";
+    case Verb::kUdp: return "udp";
+    case Verb::kFifo: return "fifo";
   }
   return "?";
 }
@@ -29,8 +38,30 @@ std::string_view FileKindName(FileKind kind) {
     case FileKind::kPipeWrite: return "pipe-write";
     case FileKind::kEventFd: return "eventfd";
     case FileKind::kSocket: return "socket";
+    case FileKind::kTimerFd: return "timerfd";
+    case FileKind::kSignalFd: return "signalfd";
+    case FileKind::kListener: return "listener";
+    case FileKind::kTcp: return "tcp";
+    case FileKind::kUdp: return "udp";
+    case FileKind::kFifoRead: return "fifo-read";
+    case FileKind::kFifoWrite: return "fifo-write";
   }
   return "?";
+}
+
+bool MakesHostObjects(Verb verb) {
+  switch (verb) {
+    case Verb::kTimerFd:
+    case Verb::kSignalFd:
+    case Verb::kListen:
+    case Verb::kConnect:
+    case Verb::kAccept:
+    case Verb::kUdp:
+    case Verb::kFifo:
+      return true;
+    default:
+      return false;
+  }
 }
 
 }  // namespace epollcr::replay

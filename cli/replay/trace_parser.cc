@@ -45,7 +45,7 @@ constexpr VerbSyntax kSyntax[] = {
     {"eventfd", Verb::kEventFd, 1, 3, "eventfd F [INIT] [semaphore]"},
     {"socketpair", Verb::kSocketPair, 1, 1, "socketpair S"},
     {"dup", Verb::kDup, 2, 2, "dup NAME NEW"},
-    {"close", Verb::kClose, 1, 1, "close NAME"},
+    {"close", Verb::kClose, 1, 2, "close NAME [rst]"},
     {"add", Verb::kAdd, 3, 4, "add E NAME EVENTS [DATA]"},
     {"mod", Verb::kMod, 3, 4, "mod E NAME EVENTS [DATA]"},
     {"del", Verb::kDel, 2, 2, "del E NAME"},
@@ -54,6 +54,15 @@ constexpr VerbSyntax kSyntax[] = {
     {"shutdown", Verb::kShutdown, 2, 2, "shutdown NAME rd|wr|rdwr"},
     {"wait", Verb::kWait, 2, 3, "wait E MAX [TIMEOUT_MS]"},
     {"checkpoint", Verb::kCheckpoint, 0, 0, "checkpoint"},
+    {"timerfd", Verb::kTimerFd, 1, 1, "timerfd T"},
+    {"settime", Verb::kSetTime, 2, 4, "settime T NS [INTERVAL_NS] [abs]"},
+    {"signalfd", Verb::kSignalFd, 2, 2, "signalfd S SIG"},
+    {"raise", Verb::kRaise, 1, 1, "raise SIG"},
+    {"listen", Verb::kListen, 1, 1, "listen L"},
+    {"connect", Verb::kConnect, 2, 2, "connect C L"},
+    {"accept", Verb::kAccept, 2, 2, "accept A L"},
+    {"udp", Verb::kUdp, 1, 1, "udp U"},
+    {"fifo", Verb::kFifo, 1, 2, "fifo F [r|w]"},
 };
 
 class Parser {
@@ -104,7 +113,10 @@ class Parser {
     Op op;
     op.line = line_number;
     op.verb = syntax->verb;
-    if (ParseArgs(op, args)) trace_.ops.push_back(op);
+    if (ParseArgs(op, args)) {
+      if (MakesHostObjects(op.verb)) trace_.host_objects = true;
+      trace_.ops.push_back(std::move(op));
+    }
   }
 
   bool ParseArgs(Op& op, const std::vector<std::string_view>& args) {
@@ -125,6 +137,12 @@ class Parser {
       }
       case Verb::kClose:
         if (!Use(args[0], &op.target)) return false;
+        op.kind = names_[std::string(args[0])].kind;
+        if (args.size() == 2) {
+          if (args[1] != "rst") return Fail("unexpected " + Quote(args[1]) + "; usage: close NAME [rst]");
+          if (!NeedKind(args[0], FileKind::kTcp, "close NAME rst", "a TCP socket (connect, accept)")) return false;
+          op.reset = true;
+        }
         names_[std::string(args[0])].live = false;
         return true;
       case Verb::kAdd:
@@ -140,14 +158,16 @@ class Parser {
         if (!Use(args[0], &op.target)) return false;
         op.kind = names_[std::string(args[0])].kind;
         op.has_number = true;
-        // An eventfd write adds a 64-bit value; any other write sends that many bytes.
-        const std::uint64_t max = op.kind == FileKind::kEventFd ? UINT64_MAX : kMaxIoSize;
+        // An eventfd (or timerfd) write passes a 64-bit value; any other write sends that many bytes.
+        const std::uint64_t max = IsCounterKind(op.kind) ? UINT64_MAX : kMaxIoSize;
         return Unsigned(args[1], max, "N", &op.number);
       }
       case Verb::kRead:
         if (!Use(args[0], &op.target)) return false;
         op.kind = names_[std::string(args[0])].kind;
-        op.number = op.kind == FileKind::kEventFd ? 8 : kDefaultReadSize;
+        op.number = IsCounterKind(op.kind)                ? 8
+                    : op.kind == FileKind::kSignalFd ? kSignalInfoSize
+                                                     : kDefaultReadSize;
         if (args.size() == 2) {
           op.has_number = true;
           return Unsigned(args[1], kMaxIoSize, "N", &op.number);
@@ -155,6 +175,7 @@ class Parser {
         return true;
       case Verb::kShutdown:
         if (!Use(args[0], &op.target)) return false;
+        op.kind = names_[std::string(args[0])].kind;
         if (args[1] == "rd") {
           op.how = kShutRd;
         } else if (args[1] == "wr") {
@@ -178,8 +199,77 @@ class Parser {
       }
       case Verb::kCheckpoint:
         return true;
+      case Verb::kTimerFd:
+        return Define(args[0], FileKind::kTimerFd, &op.defines[0]);
+      case Verb::kSetTime:
+        return ParseSetTime(op, args);
+      case Verb::kSignalFd:
+        return Define(args[0], FileKind::kSignalFd, &op.defines[0]) &&
+               Unsigned(args[1], kTraceSignals, "SIG", &op.number) && SignalNumber(op.number);
+      case Verb::kRaise:
+        return Unsigned(args[0], kTraceSignals, "SIG", &op.number) && SignalNumber(op.number);
+      case Verb::kListen:
+        return Define(args[0], FileKind::kListener, &op.defines[0]);
+      case Verb::kConnect:
+      case Verb::kAccept: {
+        const std::string usage = op.verb == Verb::kConnect ? "connect C L" : "accept A L";
+        if (!Use(args[1], &op.target) || !NeedKind(args[1], FileKind::kListener, usage, "a listener (listen)")) {
+          return false;
+        }
+        return Define(args[0], FileKind::kTcp, &op.defines[0]);
+      }
+      case Verb::kUdp:
+        return CheckName(args[0]) && Define(std::string(args[0]) + ".a", FileKind::kUdp, &op.defines[0]) &&
+               Define(std::string(args[0]) + ".b", FileKind::kUdp, &op.defines[1]);
+      case Verb::kFifo: {
+        if (!CheckName(args[0])) return false;
+        op.fifo = std::string(args[0]);
+        const std::string_view ends = args.size() == 2 ? args[1] : "rw";
+        if (ends != "rw" && ends != "r" && ends != "w") {
+          return Fail("unexpected " + Quote(ends) + "; usage: fifo F [r|w]");
+        }
+        if (ends != "w" && !Define(op.fifo + ".r", FileKind::kFifoRead, &op.defines[0])) return false;
+        return ends == "r" || Define(op.fifo + ".w", FileKind::kFifoWrite, &op.defines[1]);
+      }
     }
     return Fail("internal error: unhandled verb");
+  }
+
+  bool ParseSetTime(Op& op, const std::vector<std::string_view>& args) {
+    if (!Use(args[0], &op.target) ||
+        !NeedKind(args[0], FileKind::kTimerFd, "settime T NS [INTERVAL_NS] [abs]", "a timerfd")) {
+      return false;
+    }
+    op.kind = FileKind::kTimerFd;
+    if (!Unsigned(args[1], UINT64_MAX, "NS", &op.number)) return false;
+    std::size_t i = 2;
+    if (i < args.size() && args[i] != "abs") {
+      if (!Unsigned(args[i], UINT64_MAX, "INTERVAL_NS", &op.interval)) return false;
+      ++i;
+    }
+    if (i < args.size()) {
+      if (args[i] != "abs") return Fail("unexpected " + Quote(args[i]) + "; usage: settime T NS [INTERVAL_NS] [abs]");
+      op.absolute = true;
+      ++i;
+    }
+    if (i < args.size()) return Fail("unexpected " + Quote(args[i]) + "; usage: settime T NS [INTERVAL_NS] [abs]");
+    return true;
+  }
+
+  bool SignalNumber(std::uint64_t signal) {
+    if (signal == 0) return Fail("SIG 0 is not a trace signal: they are 1 to " + std::to_string(kTraceSignals));
+    return true;
+  }
+
+  // The kernel-only verbs check the kind of the name they act on: its file is a kernel object of that kind in both
+  // engines, whatever else the trace did.
+  bool NeedKind(std::string_view name, FileKind kind, std::string_view usage, std::string_view what) {
+    const FileKind actual = names_[std::string(name)].kind;
+    if (actual == kind) return true;
+    const std::string_view actual_name = FileKindName(actual);
+    const bool vowel = actual_name.find_first_of("aeio") == 0;
+    return Fail(std::string(usage) + ": " + Quote(name) + (vowel ? " is an " : " is a ") + std::string(actual_name) +
+                ", not " + std::string(what));
   }
 
   bool ParseEventFd(Op& op, const std::vector<std::string_view>& args) {

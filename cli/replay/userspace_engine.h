@@ -22,6 +22,7 @@
 
 #include "epollcr/state.h"
 #include "replay/engine.h"
+#include "replay/host_objects.h"
 
 namespace epollcr::replay {
 
@@ -101,6 +102,34 @@ class UserspaceEngine final : public Engine {
   std::unique_ptr<World> world_;  // never null
   std::string scratch_dir_;       // made by the first proto checkpoint ($TMPDIR or /tmp)
   std::string image_path_;
+
+  // ==== Kernel-only kinds (docs/trace-format.md, "Kernel-only kinds"): timerfds, signalfds, TCP and UDP sockets on
+  // loopback, FIFOs. Real kernel objects made by host_ (replay/host_objects.h, as in the kernel engine), installed as
+  // host files whatever the --files backing. Defined in userspace_host_verbs.cc. ====
+ public:
+  bool SavesCheckpoints() const override { return true; }
+  Result<int> TimerFd() override;
+  std::error_code TimerSetTime(int fd, std::uint64_t value_ns, std::uint64_t interval_ns, bool absolute) override;
+  Result<int> SignalFd(int signal) override;
+  std::error_code Raise(int signal) override;
+  int TraceSignal(int signo) const override;
+  Result<int> Listen() override;
+  Result<int> Connect(int listener) override;
+  Result<int> Accept(int listener) override;
+  std::error_code UdpPair(int out[2]) override;
+  std::error_code Fifo(std::string_view name, bool read_end, bool write_end, int out[2]) override;
+  std::error_code CloseReset(int fd) override;
+  int KernelFd(int fd) const override;
+  std::vector<int> KernelFds() const override;
+
+ private:
+  // InstallHost of what host_ made (its error as is).
+  Result<int> InstallMade(Result<int> made);
+  // Installs the ends host_ made (an end of -1 stays -1); on a failure, none stays.
+  std::error_code InstallMadePair(std::error_code made, int out[2]);
+
+  host::HostObjects host_{host::SignalRange::kUserspace};  // destroyed after the destructor has released the world
+  // ==== end of the kernel-only kinds ====
 };
 
 }  // namespace epollcr::replay

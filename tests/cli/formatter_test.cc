@@ -114,6 +114,15 @@ TEST(VerbNameTest, SpelledAsInTraces) {
   EXPECT_EQ(VerbName(Verb::kShutdown), "shutdown");
   EXPECT_EQ(VerbName(Verb::kWait), "wait");
   EXPECT_EQ(VerbName(Verb::kCheckpoint), "checkpoint");
+  EXPECT_EQ(VerbName(Verb::kTimerFd), "timerfd");
+  EXPECT_EQ(VerbName(Verb::kSetTime), "settime");
+  EXPECT_EQ(VerbName(Verb::kSignalFd), "signalfd");
+  EXPECT_EQ(VerbName(Verb::kRaise), "raise");
+  EXPECT_EQ(VerbName(Verb::kListen), "listen");
+  EXPECT_EQ(VerbName(Verb::kConnect), "connect");
+  EXPECT_EQ(VerbName(Verb::kAccept), "accept");
+  EXPECT_EQ(VerbName(Verb::kUdp), "udp");
+  EXPECT_EQ(VerbName(Verb::kFifo), "fifo");
 }
 
 }  // namespace

@@ -18,9 +18,11 @@
 #include <sstream>
 #include <vector>
 
+#include "epollcr/host_file.h"
 #include "epollcr/unique_fd.h"
 #include "replay/formatter.h"
 #include "replay/forwarding_engine.h"
+#include "replay/host_objects.h"
 #include "replay/kernel_engine.h"
 #include "replay/trace_parser.h"
 #include "replay/userspace_engine.h"
@@ -432,6 +434,175 @@ TEST(RunnerTest, WaitBufferIsSizedByRegistrationsNotMax) {
   std::ostringstream out;
   EXPECT_TRUE(RunTrace(trace, kernel, out).ok());
   EXPECT_THAT(out.str(), HasSubstr("6 wait events 2 out@1 out@2\n"));
+}
+
+// ---- Kernel-only kinds (replay/host_objects.h) ----
+
+// One of each kernel-only kind, and a use of each.
+constexpr const char* kKernelOnlyTrace =
+    "timerfd t\n"
+    "settime t 1 abs\n"
+    "signalfd s 1\n"
+    "raise 1\n"
+    "listen l\n"
+    "connect c l\n"
+    "accept a l\n"
+    "write c 3\n"
+    "udp u\n"
+    "write u.a 2\n"
+    "fifo f\n"
+    "write f.w 1\n";
+
+constexpr const char* kKernelOnlyOutput =
+    "1 timerfd ok\n2 settime ok\n3 signalfd ok\n4 raise ok\n5 listen ok\n6 connect ok\n7 accept ok\n8 write ok 3\n"
+    "9 udp ok\n10 write ok 2\n11 fifo ok\n12 write ok 1\n";
+
+// TMPDIR pointed at a directory of the test's own while it lives (the engines' FIFOs go there).
+class ScopedTmpDir {
+ public:
+  explicit ScopedTmpDir(const std::string& dir) {
+    const char* old = std::getenv("TMPDIR");
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    setenv("TMPDIR", dir.c_str(), 1);
+  }
+  ~ScopedTmpDir() {
+    if (had_) {
+      setenv("TMPDIR", old_.c_str(), 1);
+    } else {
+      unsetenv("TMPDIR");
+    }
+  }
+
+ private:
+  bool had_ = false;
+  std::string old_;
+};
+
+bool DirectoryIsEmpty(const std::string& path) {
+  DIR* dir = opendir(path.c_str());
+  if (dir == nullptr) return false;
+  bool empty = true;
+  while (dirent* entry = readdir(dir)) {
+    if (std::string(entry->d_name) != "." && std::string(entry->d_name) != "..") empty = false;
+  }
+  closedir(dir);
+  return empty;
+}
+
+bool Pending(int signo) {
+  sigset_t pending;
+  sigemptyset(&pending);
+  return sigpending(&pending) == 0 && sigismember(&pending, signo) == 1;
+}
+
+TEST(KernelOnlyKindsTest, BothEnginesRunThemAndLeaveNothingBehind) {
+  TempDir tmp("kernel-only");
+  ScopedTmpDir scoped(tmp.path());
+  Trace trace = Parse(kKernelOnlyTrace);
+  EXPECT_TRUE(trace.host_objects);
+  const int before = OpenFdCount();
+  const std::size_t wrapped = HostFile::WrappedFds();
+  for (FileBacking files : {FileBacking::kMemory, FileBacking::kHost}) {
+    SCOPED_TRACE(FileBackingName(files));
+    {
+      KernelEngine kernel;
+      UserspaceEngine userspace(CheckpointFormat::kProto, ImageStore::kFile, files);
+      std::ostringstream out;
+      RunReport report = RunLockstep(trace, kernel, userspace, out);
+      EXPECT_TRUE(report.ok()) << report.error;
+      EXPECT_EQ(out.str(), kKernelOnlyOutput);
+      EXPECT_EQ(kernel.OpenCount(), 9u);
+      EXPECT_EQ(userspace.fds().Count(), 9);
+      EXPECT_EQ(HostFile::WrappedFds(), wrapped + 9) << "every kernel-only object is a host file, in either backing";
+      for (int fd : kernel.KernelFds()) {
+        EXPECT_EQ(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC) << fd;
+        EXPECT_EQ(fcntl(fd, F_GETFL) & O_NONBLOCK, O_NONBLOCK) << fd;
+      }
+      EXPECT_TRUE(Pending(SIGRTMIN + 1)) << "the kernel engine's trace signal 1 was raised, and not read";
+      EXPECT_TRUE(Pending(SIGRTMIN + 9)) << "and the userspace engine's";
+    }
+    EXPECT_EQ(OpenFdCount(), before);
+    EXPECT_EQ(HostFile::WrappedFds(), wrapped);
+    EXPECT_FALSE(Pending(SIGRTMIN + 1)) << "an engine consumes its raised signals when it ends";
+    EXPECT_FALSE(Pending(SIGRTMIN + 9));
+    EXPECT_TRUE(DirectoryIsEmpty(tmp.path())) << "the FIFOs' scratch directories are removed";
+  }
+}
+
+TEST(KernelOnlyKindsTest, OneEnginesRaiseNeverReachesTheOthersSignalfd) {
+  Trace trace = Parse("epoll e\nsignalfd s 4\nadd e s in 1\nraise 4\nwait e 2\nread s\n");
+  KernelEngine kernel;
+  UserspaceEngine userspace;
+  // Each engine raises its own signal 4; each signalfd sees one, not two.
+  std::ostringstream out;
+  RunReport report = RunLockstep(trace, kernel, userspace, out);
+  EXPECT_TRUE(report.ok()) << report.error;
+  EXPECT_THAT(out.str(), HasSubstr("5 wait events 1 in@1\n6 read ok 4\n"));
+  EXPECT_EQ(kernel.TraceSignal(SIGRTMIN + 4), 4);
+  EXPECT_EQ(kernel.TraceSignal(SIGRTMIN + 12), 0);
+  EXPECT_EQ(userspace.TraceSignal(SIGRTMIN + 12), 4);
+  EXPECT_EQ(userspace.TraceSignal(SIGRTMIN + 4), 0);
+}
+
+TEST(KernelOnlyKindsTest, AreNotCheckpointedYet) {
+  Trace trace = Parse("epoll e\nfifo f\ncheckpoint\n");
+  {
+    UserspaceEngine userspace;
+    std::ostringstream out;
+    RunReport report = RunTrace(trace, userspace, out);
+    EXPECT_EQ(report.exit_status, 1);
+    EXPECT_EQ(report.error, "t.trace:3: " + std::string(kHostObjectsNotCheckpointed));
+    EXPECT_EQ(out.str(), "1 epoll ok\n2 fifo ok\n");
+  }
+  {
+    // A trace with them stops at its first checkpoint, even one before they are made.
+    UserspaceEngine userspace;
+    std::ostringstream out;
+    RunReport report = RunTrace(Parse("epoll e\ntimerfd t\n"), userspace, out, {.checkpoint_every = 1});
+    EXPECT_EQ(report.error, "t.trace:1: " + std::string(kHostObjectsNotCheckpointed));
+  }
+  {
+    // The kernel engine has nothing to checkpoint: in lockstep the userspace engine is named.
+    KernelEngine kernel;
+    UserspaceEngine userspace;
+    std::ostringstream out;
+    RunReport report = RunLockstep(trace, kernel, userspace, out);
+    EXPECT_EQ(report.error, "t.trace:3: userspace: " + std::string(kHostObjectsNotCheckpointed));
+    KernelEngine alone;
+    EXPECT_TRUE(RunTrace(trace, alone, out).ok());
+  }
+}
+
+TEST(KernelOnlyKindsTest, FifoWriteWithoutReaderIsEpipeAndLeavesNoSignal) {
+  Trace trace = Parse("fifo f\nclose f.r\nwrite f.w 1\n");
+  for (FileBacking files : {FileBacking::kMemory, FileBacking::kHost}) {
+    KernelEngine kernel;
+    UserspaceEngine userspace(CheckpointFormat::kProto, ImageStore::kFile, files);
+    std::ostringstream out;
+    EXPECT_TRUE(RunLockstep(trace, kernel, userspace, out).ok());
+    EXPECT_THAT(out.str(), HasSubstr("3 write err EPIPE\n"));
+    EXPECT_FALSE(Pending(SIGPIPE));
+  }
+}
+
+TEST(KernelOnlyKindsTest, PeersAreFoundByAddress) {
+  KernelEngine kernel;
+  Result<int> listener = kernel.Listen();
+  ASSERT_TRUE(listener.ok());
+  Result<int> client = kernel.Connect(listener.value());
+  ASSERT_TRUE(client.ok()) << client.error().message();
+  Result<int> accepted = kernel.Accept(listener.value());
+  ASSERT_TRUE(accepted.ok()) << accepted.error().message();
+  int udp[2];
+  ASSERT_FALSE(kernel.UdpPair(udp));
+  const std::vector<int> fds = kernel.KernelFds();
+  EXPECT_EQ(host::FindPeer(client.value(), fds), accepted.value());
+  EXPECT_EQ(host::FindPeer(accepted.value(), fds), client.value());
+  EXPECT_EQ(host::FindPeer(udp[0], fds), udp[1]);
+  EXPECT_EQ(host::FindPeer(udp[1], fds), udp[0]);
+  EXPECT_EQ(host::FindPeer(listener.value(), fds), -1);
+  EXPECT_EQ(host::FindPeer(-1, fds), -1);
 }
 
 }  // namespace

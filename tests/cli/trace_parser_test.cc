@@ -251,6 +251,108 @@ INSTANTIATE_TEST_SUITE_P(
         Malformed{"eventfd f semaphore 1\n", 1, "unexpected '1'"},
         Malformed{"socketpair s\nshutdown s.a both\n", 2, "bad shutdown mode 'both'"}));
 
+// The kernel-only verbs: arity, numbers, words, and the kinds of the names they act on.
+INSTANTIATE_TEST_SUITE_P(
+    KernelOnlyVerbs, MalformedTraceTest,
+    ::testing::Values(
+        Malformed{"timerfd\n", 1, "usage: timerfd T"},
+        Malformed{"timerfd t u\n", 1, "usage: timerfd T"},
+        Malformed{"timerfd t\nsettime t\n", 2, "usage: settime T NS [INTERVAL_NS] [abs]"},
+        Malformed{"timerfd t\nsettime t 1 2 abs x\n", 2, "usage: settime T NS [INTERVAL_NS] [abs]"},
+        Malformed{"timerfd t\nsettime t 1 2 3\n", 2, "unexpected '3'; usage: settime"},
+        Malformed{"timerfd t\nsettime t 1 abs abs\n", 2, "unexpected 'abs'"},
+        Malformed{"timerfd t\nsettime t 1 absolute\n", 2, "bad number 'absolute' for INTERVAL_NS"},
+        Malformed{"timerfd t\nsettime t -1\n", 2, "bad number '-1' for NS"},
+        Malformed{"timerfd t\nsettime t 18446744073709551616\n", 2, "bad number"},
+        Malformed{"timerfd t\nsettime t abs\n", 2, "bad number 'abs' for NS"},
+        Malformed{"eventfd f\nsettime f 1\n", 2, "settime T NS [INTERVAL_NS] [abs]: 'f' is an eventfd, not a timerfd"},
+        Malformed{"settime t 1\n", 1, "name 't' is not defined"},
+        Malformed{"signalfd s\n", 1, "usage: signalfd S SIG"},
+        Malformed{"signalfd s 1 2\n", 1, "usage: signalfd S SIG"},
+        Malformed{"signalfd s 0\n", 1, "SIG 0 is not a trace signal: they are 1 to 8"},
+        Malformed{"signalfd s 9\n", 1, "SIG 9 is above 8"},
+        Malformed{"signalfd s SIGINT\n", 1, "bad number 'SIGINT' for SIG"},
+        Malformed{"raise\n", 1, "usage: raise SIG"},
+        Malformed{"raise 1 2\n", 1, "usage: raise SIG"},
+        Malformed{"raise 0\n", 1, "SIG 0 is not a trace signal"},
+        Malformed{"raise 0x9\n", 1, "is above 8"},
+        Malformed{"listen\n", 1, "usage: listen L"},
+        Malformed{"listen l 80\n", 1, "usage: listen L"},
+        Malformed{"listen l\nconnect c\n", 2, "usage: connect C L"},
+        Malformed{"listen l\naccept a l x\n", 2, "usage: accept A L"},
+        Malformed{"connect c l\n", 1, "name 'l' is not defined"},
+        Malformed{"socketpair s\nconnect c s.a\n", 2, "connect C L: 's.a' is a socket, not a listener"},
+        Malformed{"listen l\nconnect c l\naccept a c\n", 3, "accept A L: 'c' is a tcp, not a listener"},
+        Malformed{"listen l\nconnect l l\n", 2, "name 'l' is already defined"},
+        Malformed{"listen l\nconnect c l\naccept c l\n", 3, "name 'c' is already defined (line 2)"},
+        Malformed{"udp\n", 1, "usage: udp U"},
+        Malformed{"udp u v\n", 1, "usage: udp U"},
+        Malformed{"udp 1u\n", 1, "bad name '1u'"},
+        Malformed{"eventfd u.b\nudp u\n", 2, "name 'u.b' is already defined"},
+        Malformed{"fifo\n", 1, "usage: fifo F [r|w]"},
+        Malformed{"fifo f r w\n", 1, "usage: fifo F [r|w]"},
+        Malformed{"fifo f rd\n", 1, "unexpected 'rd'; usage: fifo F [r|w]"},
+        Malformed{"fifo f/g\n", 1, "bad name 'f/g'"},
+        Malformed{"fifo .f\n", 1, "bad name '.f'"},
+        Malformed{"fifo f\nfifo f w\n", 2, "name 'f.w' is already defined (line 1)"},
+        Malformed{"fifo f r\nfifo f\n", 2, "name 'f.r' is already defined (line 1)"},
+        Malformed{"pipe p\nclose p.r rst\n", 2, "close NAME rst: 'p.r' is a pipe-read, not a TCP socket"},
+        Malformed{"udp u\nclose u.a rst\n", 2, "'u.a' is a udp, not a TCP socket"},
+        Malformed{"epoll e\nclose e rst\n", 2, "'e' is an epoll, not a TCP socket"},
+        Malformed{"listen l\nclose l rst\n", 2, "'l' is a listener, not a TCP socket"},
+        Malformed{"listen l\nconnect c l\nclose c reset\n", 3, "unexpected 'reset'; usage: close NAME [rst]"},
+        Malformed{"listen l\nconnect c l\nclose c rst now\n", 3, "usage: close NAME [rst]"}));
+
+TEST(TraceParserTest, KernelOnlyVerbs) {
+  Trace trace = ParseOk(
+      "timerfd t\nsettime t 5\nsettime t 1 abs\nsettime t 0x10 20\nsettime t 1 2 abs\n"
+      "signalfd s 8\nraise 1\nlisten l\nconnect c l\naccept a l\nudp u\n"
+      "fifo f\nfifo g r\nfifo g w\nclose c rst\ndup a a2\nclose a2 rst\n"
+      "read t\nread s\nread u.a\nwrite t 0xffffffffffffffff\nshutdown a wr\n");
+  ASSERT_EQ(trace.ops.size(), 22u);
+  EXPECT_TRUE(trace.host_objects);
+  EXPECT_EQ(trace.ops[0].verb, Verb::kTimerFd);
+  EXPECT_EQ(trace.names[trace.ops[0].defines[0]], "t");
+  EXPECT_EQ(trace.ops[1].number, 5u);
+  EXPECT_EQ(trace.ops[1].interval, 0u);
+  EXPECT_FALSE(trace.ops[1].absolute);
+  EXPECT_TRUE(trace.ops[2].absolute);
+  EXPECT_EQ(trace.ops[3].number, 16u);
+  EXPECT_EQ(trace.ops[3].interval, 20u);
+  EXPECT_FALSE(trace.ops[3].absolute);
+  EXPECT_EQ(trace.ops[4].interval, 2u);
+  EXPECT_TRUE(trace.ops[4].absolute);
+  EXPECT_EQ(trace.names[trace.ops[4].target], "t");
+  EXPECT_EQ(trace.ops[5].number, 8u);
+  EXPECT_EQ(trace.ops[6].verb, Verb::kRaise);
+  EXPECT_EQ(trace.ops[6].number, 1u);
+  EXPECT_EQ(trace.names[trace.ops[8].target], "l");
+  EXPECT_EQ(trace.names[trace.ops[8].defines[0]], "c");
+  EXPECT_EQ(trace.names[trace.ops[9].defines[0]], "a");
+  EXPECT_EQ(trace.names[trace.ops[10].defines[0]], "u.a");
+  EXPECT_EQ(trace.names[trace.ops[10].defines[1]], "u.b");
+  EXPECT_EQ(trace.ops[11].fifo, "f");
+  EXPECT_EQ(trace.names[trace.ops[11].defines[0]], "f.r");
+  EXPECT_EQ(trace.names[trace.ops[11].defines[1]], "f.w");
+  EXPECT_EQ(trace.names[trace.ops[12].defines[0]], "g.r");
+  EXPECT_EQ(trace.ops[12].defines[1], kNoName);
+  EXPECT_EQ(trace.ops[13].defines[0], kNoName);
+  EXPECT_EQ(trace.names[trace.ops[13].defines[1]], "g.w");
+  EXPECT_TRUE(trace.ops[14].reset);
+  EXPECT_TRUE(trace.ops[16].reset) << "a dup of a TCP socket is one too";
+  EXPECT_EQ(trace.ops[17].number, 8u) << "a timerfd read is a counter read";
+  EXPECT_EQ(trace.ops[18].number, kSignalInfoSize);
+  EXPECT_EQ(trace.ops[18].kind, FileKind::kSignalFd);
+  EXPECT_EQ(trace.ops[19].number, kDefaultReadSize);
+  EXPECT_EQ(trace.ops[19].kind, FileKind::kUdp);
+  EXPECT_EQ(trace.ops[20].number, UINT64_MAX) << "a timerfd write passes a 64-bit value";
+  EXPECT_EQ(trace.ops[21].kind, FileKind::kTcp);
+  // Only the verbs that make kernel objects mark a trace.
+  EXPECT_FALSE(ParseOk("raise 3\n").host_objects);
+  EXPECT_FALSE(ParseOk("epoll e\nsocketpair s\n").host_objects);
+  EXPECT_TRUE(ParseOk("udp u\n").host_objects);
+}
+
 TEST(TraceParserTest, FirstErrorWins) {
   ParseFailure error = ParseFails("epoll e\nbogus\nalso bogus\n");
   EXPECT_EQ(error.line, 2);

@@ -2,7 +2,8 @@
 // userspace engine with a checkpoint after every operation in each archive format (--checkpoint-every); each output
 // must equal NAME.expected, which the kernel produced (tests/traces/regenerate). A kernel failure means the running
 // kernel's epoll differs from the one the files were made on; a userspace failure is an engine bug; a failure with
-// checkpoints only is a state-model bug (a checkpoint must be invisible).
+// checkpoints only is a state-model bug (a checkpoint must be invisible). A trace with kernel-only objects (timerfd,
+// signalfd, TCP, UDP, FIFO) is not checkpointed by replay yet: the checkpoint tests skip it.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 
 #include "epollcr/state.h"
 #include "line_diff.h"
+#include "replay/host_objects.h"
 #include "replay/kernel_engine.h"
 #include "replay/runner.h"
 #include "replay/trace_parser.h"
@@ -61,6 +63,14 @@ std::map<std::string, std::string> KnownDivergences() {
   }
   return known;
 }
+
+// The trace signals are blocked before anything runs, as `epollcr replay` does: a `raise` leaves its signal pending.
+class BlockTraceSignals : public ::testing::Environment {
+ public:
+  void SetUp() override { host::BlockTraceSignals(); }
+};
+[[maybe_unused]] ::testing::Environment* const kBlockTraceSignals =
+    ::testing::AddGlobalTestEnvironment(new BlockTraceSignals);
 
 TEST(TraceCorpusTest, IsThere) {
   std::vector<std::string> names = TraceNames();
@@ -121,9 +131,14 @@ TEST_P(TraceTest, UserspaceMatchesExpected) {
 // The same over host files (`replay --files host`): every pipe, eventfd and socket pair a real kernel object, so every
 // entry is a kernel entry and the kernel does the poll's queueing (docs/engine.md, "Kernel entries"). No known
 // divergence applies: the kernel itself carries these entries. Straight through, and with a checkpoint after every
-// operation, restored in this process, where each poll takes its kernel epoll over as it is (docs/restore.md).
+// operation, restored in this process, where each poll takes its kernel epoll over as it is (docs/restore.md); but a
+// trace with kernel-only objects runs straight only, and the test then says it skipped the checkpoints.
 TEST_P(TraceTest, HostFilesMatchExpected) {
   for (const bool checkpoints : {false, true}) {
+    if (checkpoints && trace_.host_objects) {
+      GTEST_SKIP() << "straight through only: the trace makes kernel-only objects (timerfd, signalfd, listen, "
+                      "connect, accept, udp, fifo), which replay does not checkpoint yet";
+    }
     UserspaceEngine userspace(CheckpointFormat::kProto, ImageStore::kFile, FileBacking::kHost);
     std::ostringstream out;
     RunReport report = RunTrace(trace_, userspace, out, {.checkpoint_every = checkpoints ? 1 : 0});
@@ -140,6 +155,10 @@ TEST_P(TraceTest, HostFilesMatchExpected) {
 // The same with a checkpoint (save -> load into a fresh world) after every operation, in each archive format. A
 // known userspace divergence is compared with the userspace output instead: the checkpoint must still be invisible.
 TEST_P(TraceTest, UserspaceWithACheckpointAfterEveryOperationMatchesExpected) {
+  if (trace_.host_objects) {
+    GTEST_SKIP() << "the trace makes kernel-only objects (timerfd, signalfd, listen, connect, accept, udp, fifo), "
+                    "which replay does not checkpoint yet";
+  }
   std::string reference = expected_;
   if (KnownDivergences().count(GetParam()) != 0) {
     UserspaceEngine straight;

@@ -36,10 +36,21 @@ class Rng {
   std::uint64_t state_;
 };
 
-enum class Kind { kEpoll, kPipe, kEventFd, kSocket, kDup };
+enum class Kind { kEpoll, kPipe, kEventFd, kSocket, kDup, kTimerFd, kSignalFd, kUdp, kFifo };
 
 // The static kind of a name (carried through dup), as the parser sees it.
-enum class NameKind { kEpoll, kPipeRead, kPipeWrite, kEventFd, kSocket };
+enum class NameKind {
+  kEpoll,
+  kPipeRead,
+  kPipeWrite,
+  kEventFd,
+  kSocket,
+  kTimerFd,
+  kSignalFd,
+  kUdp,
+  kFifoRead,
+  kFifoWrite,
+};
 
 struct Name {
   std::string name;
@@ -62,6 +73,12 @@ class Generator {
     for (int i = 0; i < 3; ++i) bases_.push_back({Kind::kEventFd, "f" + std::to_string(i)});
     for (int i = 0; i < 2; ++i) bases_.push_back({Kind::kSocket, "s" + std::to_string(i)});
     for (int i = 0; i < 3; ++i) bases_.push_back({Kind::kDup, "d" + std::to_string(i)});
+    if (options_.kernel_only_kinds) {
+      for (int i = 0; i < 2; ++i) bases_.push_back({Kind::kTimerFd, "t" + std::to_string(i)});
+      for (int i = 0; i < 2; ++i) bases_.push_back({Kind::kSignalFd, "g" + std::to_string(i)});
+      bases_.push_back({Kind::kUdp, "u0"});
+      bases_.push_back({Kind::kFifo, "q0"});
+    }
   }
 
   std::string Run() {
@@ -123,14 +140,22 @@ class Generator {
 
   std::vector<std::string> NamesOf(Kind kind, const std::string& base) {
     if (kind == Kind::kPipe) return {base + ".r", base + ".w"};
-    if (kind == Kind::kSocket) return {base + ".a", base + ".b"};
+    if (kind == Kind::kSocket || kind == Kind::kUdp) return {base + ".a", base + ".b"};
+    if (kind == Kind::kFifo) return {base + ".r", base + ".w"};
     return {base};
   }
 
+  bool Live(const std::string& name) {
+    auto it = names_.find(name);
+    return it != names_.end() && it->second.live;
+  }
+
+  // Every name the kind makes is free; for a FIFO, one end is enough (`fifo F r`, `fifo F w`).
   bool Free(Kind kind, const std::string& base) {
-    for (const std::string& n : NamesOf(kind, base)) {
-      auto it = names_.find(n);
-      if (it != names_.end() && it->second.live) return false;
+    const std::vector<std::string> names = NamesOf(kind, base);
+    if (kind == Kind::kFifo) return !Live(names[0]) || !Live(names[1]);
+    for (const std::string& n : names) {
+      if (Live(n)) return false;
     }
     return true;
   }
@@ -160,6 +185,34 @@ class Generator {
         Emit(line);
         break;
       }
+      case Kind::kTimerFd:
+        Emit("timerfd " + base);
+        break;
+      case Kind::kSignalFd:
+        Emit("signalfd " + base + " " + std::to_string(1 + rng_.Below(3)));
+        break;
+      case Kind::kUdp:
+        Emit("udp " + base);
+        break;
+      case Kind::kFifo: {
+        // Both ends, or the one that is free, or now and then one end alone (a reader with no writer yet, a writer
+        // with no reader: ENXIO).
+        const bool read_free = !Live(base + ".r");
+        const bool write_free = !Live(base + ".w");
+        std::string ends = read_free && write_free ? (rng_.Percent(70) ? "" : rng_.Percent(50) ? " r" : " w")
+                           : read_free             ? " r"
+                                                   : " w";
+        Emit("fifo " + base + ends);
+        for (const std::string& n : NamesOf(kind, base)) {
+          const bool reader = n.ends_with(".r");
+          if (ends == (reader ? " w" : " r")) continue;
+          Name& name = At(n);
+          name.defined = true;
+          name.live = true;
+          name.kind = reader ? NameKind::kFifoRead : NameKind::kFifoWrite;
+        }
+        return true;
+      }
       case Kind::kDup: {
         std::string source = AnyName();
         Name src = At(source);
@@ -179,6 +232,9 @@ class Generator {
         case Kind::kEpoll: name.kind = NameKind::kEpoll; break;
         case Kind::kPipe: name.kind = n.ends_with(".r") ? NameKind::kPipeRead : NameKind::kPipeWrite; break;
         case Kind::kEventFd: name.kind = NameKind::kEventFd; break;
+        case Kind::kTimerFd: name.kind = NameKind::kTimerFd; break;
+        case Kind::kSignalFd: name.kind = NameKind::kSignalFd; break;
+        case Kind::kUdp: name.kind = NameKind::kUdp; break;
         default: name.kind = NameKind::kSocket; break;
       }
     }
@@ -223,7 +279,9 @@ class Generator {
       if (options_.nested_epolls && rng_.Percent(20)) {
         target = EpollName();
       } else {
-        target = NameOf({NameKind::kPipeRead, NameKind::kPipeWrite, NameKind::kEventFd, NameKind::kSocket});
+        target = NameOf({NameKind::kPipeRead, NameKind::kPipeWrite, NameKind::kEventFd, NameKind::kSocket,
+                         NameKind::kTimerFd, NameKind::kSignalFd, NameKind::kUdp, NameKind::kFifoRead,
+                         NameKind::kFifoWrite});
       }
     }
     if (verb == "add") added_.emplace_back(e, target);
@@ -236,9 +294,32 @@ class Generator {
     Emit(line);
   }
 
+  // A UDP end the generator may write to: one of a pair (not a dup) whose other end is open. A datagram towards a
+  // closed end brings back an ICMP error, which the kernel rate-limits: not deterministic over many traces.
+  bool UdpWriteIsSafe(const std::string& name) {
+    const Name& n = At(name);
+    if (n.kind != NameKind::kUdp || !n.live) return true;
+    if (!name.starts_with("u") || !(name.ends_with(".a") || name.ends_with(".b"))) return false;  // a dup
+    return Live(name.substr(0, name.size() - 1) + (name.ends_with(".a") ? "b" : "a"));
+  }
+
   void Write() {
-    std::string name = NameOf({NameKind::kPipeWrite, NameKind::kEventFd, NameKind::kSocket});
-    if (At(name).kind == NameKind::kEventFd) {
+    std::string name = NameOf({NameKind::kPipeWrite, NameKind::kEventFd, NameKind::kSocket, NameKind::kUdp,
+                               NameKind::kFifoWrite});
+    if (options_.kernel_only_kinds && rng_.Percent(3)) name = NameOf({NameKind::kTimerFd, NameKind::kSignalFd});
+    if (!UdpWriteIsSafe(name)) {
+      Wait();
+      return;
+    }
+    if (At(name).kind == NameKind::kUdp) {
+      // Small datagrams, so that the other end never runs out of room; now and then one too long (EMSGSIZE).
+      static constexpr std::array<std::uint64_t, 7> kDatagrams = {0, 1, 1, 10, 100, 1000, 70000};
+      std::uint64_t size = rng_.Pick(kDatagrams);
+      if (size > 1000 && !rng_.Percent(25)) size = 1;
+      Emit("write " + name + " " + std::to_string(size));
+      return;
+    }
+    if (At(name).kind == NameKind::kEventFd || At(name).kind == NameKind::kTimerFd) {
       static constexpr std::array<std::uint64_t, 10> kValues = {
           0, 1, 1, 2, 3, 7, 0xfffffffffffffffeULL, 0xffffffffffffffffULL, 0xfffffffffffffffdULL, 0x7fffffffffffffffULL};
       std::uint64_t v = rng_.Pick(kValues);
@@ -254,11 +335,15 @@ class Generator {
   }
 
   void Read() {
-    std::string name = NameOf({NameKind::kPipeRead, NameKind::kEventFd, NameKind::kSocket});
+    std::string name = NameOf({NameKind::kPipeRead, NameKind::kEventFd, NameKind::kSocket, NameKind::kTimerFd,
+                               NameKind::kSignalFd, NameKind::kUdp, NameKind::kFifoRead});
     std::string line = "read " + name;
-    if (At(name).kind == NameKind::kEventFd) {
+    if (At(name).kind == NameKind::kEventFd || At(name).kind == NameKind::kTimerFd) {
       static constexpr std::array<int, 4> kSizes = {4, 7, 8, 16};
       if (rng_.Percent(20)) line += " " + std::to_string(rng_.Pick(kSizes));
+    } else if (At(name).kind == NameKind::kSignalFd) {
+      static constexpr std::array<int, 3> kSizes = {64, 128, 256};
+      if (rng_.Percent(30)) line += " " + std::to_string(rng_.Pick(kSizes));
     } else if (rng_.Percent(60)) {
       static constexpr std::array<int, 6> kSizes = {0, 1, 10, 4096, 5000, 100000};
       line += " " + std::to_string(rng_.Pick(kSizes));
@@ -267,7 +352,7 @@ class Generator {
   }
 
   void Shutdown() {
-    std::string name = NameOf({NameKind::kSocket});
+    std::string name = NameOf({NameKind::kSocket, NameKind::kUdp});
     static constexpr std::array<const char*, 3> kHow = {"rd", "wr", "rdwr"};
     Emit("shutdown " + name + " " + rng_.Pick(kHow));
   }
@@ -279,6 +364,27 @@ class Generator {
     std::string line = "wait " + EpollName() + " " + std::to_string(max);
     if (rng_.Percent(50)) line += " 0";
     Emit(line);
+  }
+
+  // Only times that are deterministic: already passed (it fires at once, and settime waits for it), 0 (disarm), or
+  // far off. An interval only longer than the time since boot.
+  void SetTime() {
+    static constexpr std::array<const char*, 5> kTimes = {"1 abs", "1 abs", "0", "1 1000000000000000000 abs",
+                                                          "1000000000000"};
+    // The parser takes only a timerfd's name (live or dead).
+    std::vector<std::string> timers;
+    std::vector<std::string> live;
+    for (auto& [key, n] : names_) {
+      if (!n.defined || n.kind != NameKind::kTimerFd) continue;
+      timers.push_back(key);
+      if (n.live) live.push_back(key);
+    }
+    if (timers.empty()) {
+      if (!Create(Kind::kTimerFd)) Wait();
+      return;
+    }
+    Emit("settime " + (!live.empty() && !rng_.Percent(10) ? rng_.Pick(live) : rng_.Pick(timers)) + " " +
+         rng_.Pick(kTimes));
   }
 
   void Close() {
@@ -299,8 +405,9 @@ class Generator {
       int weight;
       int id;
     };
-    const Choice choices[] = {{create, 0}, {4, 1}, {5, 2}, {18, 3}, {8, 4}, {4, 5},
-                              {13, 6},     {10, 7}, {3, 8}, {18, 9}};
+    const int kernel_only = options_.kernel_only_kinds ? 3 : 0;
+    const Choice choices[] = {{create, 0}, {4, 1}, {5, 2}, {18, 3}, {8, 4}, {4, 5}, {13, 6}, {10, 7}, {3, 8},
+                              {18, 9},     {kernel_only, 10},   {kernel_only, 11}};
     int total = 0;
     for (const Choice& c : choices) total += c.weight;
     int r = static_cast<int>(rng_.Below(static_cast<std::size_t>(total)));
@@ -316,7 +423,11 @@ class Generator {
       case 0: {
         static constexpr std::array<Kind, 6> kKinds = {Kind::kEpoll,   Kind::kEpoll,  Kind::kPipe,
                                                        Kind::kEventFd, Kind::kSocket, Kind::kEventFd};
-        if (!Create(rng_.Pick(kKinds))) Wait();
+        static constexpr std::array<Kind, 4> kKernelOnlyKinds = {Kind::kTimerFd, Kind::kSignalFd, Kind::kUdp,
+                                                                 Kind::kFifo};
+        const Kind kind = options_.kernel_only_kinds && rng_.Percent(40) ? rng_.Pick(kKernelOnlyKinds)
+                                                                          : rng_.Pick(kKinds);
+        if (!Create(kind)) Wait();
         break;
       }
       case 1:
@@ -329,6 +440,8 @@ class Generator {
       case 6: Write(); break;
       case 7: Read(); break;
       case 8: Shutdown(); break;
+      case 10: SetTime(); break;
+      case 11: Emit("raise " + std::to_string(1 + rng_.Below(3))); break;
       default: Wait(); break;
     }
   }
