@@ -2,6 +2,8 @@
 // `epollcr demo` runs), and which hands itself to a new process on SIGUSR1: checkpoint, fork, exec, restore, carry
 // on — its clients notice nothing. SIGINT or SIGTERM stops it. Status lines go to stderr.
 //   echo_server [PORT]          listen on 127.0.0.1:PORT (default 7007)
+//   echo_server --kernel-epoll [PORT]   the same server with its loop on a kernel epoll (no hand-off): the baseline
+//                                       bench/echo_server_bench.cc measures it against
 // Try it: `echo_server 7007 & nc 127.0.0.1 7007`, type, `kill -USR1 %1`, type again: the same connection echoes,
 // served by a new pid.
 #include <arpa/inet.h>
@@ -43,6 +45,8 @@ int main(int argc, char** argv) {
       options.status_fd = std::atoi(argv[++i]);
     } else if (arg == "--control-write-fd" && i + 1 < argc) {
       control_write = std::atoi(argv[++i]);
+    } else if (arg == "--kernel-epoll") {
+      options.kernel_epoll = true;
     } else {
       port = std::atoi(arg.c_str());
     }

@@ -53,6 +53,25 @@ HOST_RESTORE = "BM_RestoreHostFds/registrations:10000"
 HOST_REARM = "BM_KernelReAddHostFds/registrations:10000"
 HOST_RESTORE_GOAL = 1.5
 RESTORE_STAGES = ("read", "validate", "resolve", "build", "after_load")
+# Host fds (bench/host_roundtrip_bench.cc, bench/echo_server_bench.cc): (l) a one-byte round trip over a socket pair
+# through an EventPoll over a HostFile <= 1.2 x through the kernel's epoll, level- and edge-triggered; (m) the echo
+# server of cli/demo on an EventPoll >= 0.9 x the same server on a kernel epoll, in requests per second.
+ROUND_TRIP_TRIGGERS = (("lt", "level-triggered"), ("et", "edge-triggered (EPOLLET)"))
+ROUND_TRIP_GOAL = 1.2
+ECHO_CLIENTS = (100, 1000)
+ECHO_GOAL = 0.9
+# The echo benchmark's requests per second on each clock: wall, requests per second of the window; CPU, requests per
+# second of the server process's CPU time (the load generator's thread CPU, Google Benchmark's cpu_time there, says
+# nothing about the server's poll).
+ECHO_RATE = {"cpu_time": "rps_server_cpu", "real_time": "rps"}
+
+
+def round_trip_name(engine, trigger):
+    return f"BM_HostRoundTrip/{engine}/{trigger}"
+
+
+def echo_name(engine, clients):
+    return f"BM_EchoServer/{engine}/clients:{clients}"
 
 
 class Run:
@@ -139,7 +158,7 @@ def machine(build_dir, run):
         pass
     # The code measured: the commit scripts/bench built, and whether the measured folders differed from it.
     commit = command_output(["git", "rev-parse", "--short", "HEAD"]).strip() or "unknown"
-    measured = ["lib", "restore", "proto", "bench"]
+    measured = ["lib", "restore", "proto", "bench", "cli/demo"]
     if command_output(["git", "status", "--porcelain", "--"] + measured).strip():
         commit += " with uncommitted changes in " + ", ".join(d + "/" for d in measured)
     rows = [
@@ -458,6 +477,126 @@ def restore_section(run):
     return "Restore (the restorer, host fds and in-memory)", out
 
 
+def echo_value(run, name, field, aggregate=AGGREGATE):
+    """A counter of the echo benchmark: its aggregate, or its only run when the run had no repetitions."""
+    value = run.value(name, field, aggregate)
+    return value if value is not None or aggregate != AGGREGATE else run.single(name, field)
+
+
+def echo_ratio(run, clients, clock):
+    field = ECHO_RATE[clock]
+    return ratio(echo_value(run, echo_name("epollcr", clients), field),
+                 echo_value(run, echo_name("kernel", clients), field))
+
+
+def fmt_rate(value, cv=None):
+    if value is None:
+        return "—"
+    text = f"{value:,.0f}"
+    if cv is not None:
+        text += f" (cv {cv * 100:.1f}%)"
+    return text
+
+
+def host_goals_on(run, clock):
+    """Goals (l) and (m) on one clock: [(label, threshold, measured, ok or None)]."""
+    def measured_of(ratios, label_of):
+        absent = [k for k, r in ratios.items() if r is None]
+        text = "; ".join(f"{label_of(k)}: {r:.3f}" for k, r in ratios.items() if r is not None) or "—"
+        if absent:
+            text += " (missing: " + ", ".join(label_of(k) for k in absent) + ")"
+        return text, absent
+
+    trips = {t: ratio(run.per_unit(round_trip_name("epollcr", t), clock)[0],
+                      run.per_unit(round_trip_name("kernel", t), clock)[0]) for t, _ in ROUND_TRIP_TRIGGERS}
+    measured, absent = measured_of(trips, lambda t: t)
+    goals = [("(l) a one-byte round trip over a host socket pair through an EventPoll ≤ 1.2 × through the kernel's "
+              "epoll", f"≤ {ROUND_TRIP_GOAL:.3f} for " + " and ".join(t for t, _ in ROUND_TRIP_TRIGGERS), measured,
+              None if absent else all(r <= ROUND_TRIP_GOAL for r in trips.values()))]
+    echoes = {n: echo_ratio(run, n, clock) for n in ECHO_CLIENTS}
+    measured, absent = measured_of(echoes, lambda n: f"{n:,} clients")
+    goals.append(("(m) the echo server on an EventPoll ≥ 0.9 × its requests/s on a kernel epoll (CPU clock: per "
+                  "second of the server's CPU time)",
+                  f"≥ {ECHO_GOAL:.3f} at " + ", ".join(f"{n:,}" for n in ECHO_CLIENTS) + " clients", measured,
+                  None if absent else all(r >= ECHO_GOAL for r in echoes.values())))
+    return goals
+
+
+def pinned_text(run, names):
+    """" (pinned in every case of this run)", or which were not, from the benchmarks' `pinned` counters."""
+    values = {name: echo_value(run, name, "pinned") for name in names}
+    if None in values.values():
+        return ""
+    unpinned = [name for name, v in values.items() if v < 1]
+    return (" (pinned in every case of this run)" if not unpinned
+            else " (not pinned in this run: " + ", ".join(f"`{n}`" for n in unpinned) + ")")
+
+
+def host_section(run):
+    """Host fds: a round trip over a socket pair, and the echo server under load (title, Markdown lines)."""
+    out = []
+    say = out.append
+    trips = [round_trip_name(e, t) for e in ("epollcr", "kernel") for t, _ in ROUND_TRIP_TRIGGERS]
+    echoes = [echo_name(e, n) for e in ("epollcr", "kernel") for n in ECHO_CLIENTS]
+    say("Real sockets, each an `epollcr::HostFile` in an EventPoll (a kernel entry: the poll registers it in its own "
+        "kernel epoll, and a Wait on a poll that has only such entries is one `epoll_pwait2` there plus the "
+        "translation of each record; docs/engine.md), beside the kernel's epoll over the same kind of socket.\n")
+    say("**Round trip** (`BM_HostRoundTrip`): an `AF_UNIX` `SOCK_STREAM` socket pair. A peer thread, per round, "
+        "writes one byte to its (blocking) end and blocks reading the reply. The benchmark thread's end is "
+        "non-blocking and registered for EPOLLIN, level-triggered (lt) or with EPOLLET (et); per iteration it waits "
+        "with no timeout (kernel: `epoll_wait(ep, events, 8, -1)`; epollcr: `EventPoll::Wait(events, 8, -1)`), checks "
+        "that the one event is its socket's EPOLLIN, reads the byte with one `read` and writes it back with one "
+        "`write`, the same calls on both engines. Both threads are pinned to the CPU the benchmark thread was on" +
+        pinned_text(run, trips) + ": a wake-up on another virtual CPU of this VM costs far more than one on the "
+        "same CPU, and unpinned runs land on either at random. Time per round trip. The **wall** figure is the whole round trip: "
+        "the peer's write, the wake-up of the waiting thread, its read and write, the peer's wake-up and read. The "
+        "**CPU** figure is the benchmark thread's own part (the wait, the read, the write); the peer thread's time "
+        "is not on it.\n")
+    rows = [side_by_side(run, label, round_trip_name("epollcr", t), round_trip_name("kernel", t))
+            for t, label in ROUND_TRIP_TRIGGERS]
+    say(table(side_by_side_header("", "ns/round trip"), rows) + "\n")
+    warm_up = echo_value(run, echo_name("kernel", ECHO_CLIENTS[0]), "warm_up_s")
+    window = echo_value(run, echo_name("kernel", ECHO_CLIENTS[0]), "window_s")
+    say("**Echo server** (`BM_EchoServer`): the server of `epollcr demo` and `examples/echo_server` "
+        "(`cli/demo/echo_server.h`: accept, read up to 64 KiB, write back what it can and keep the rest, EPOLLIN "
+        "level-triggered on every client, EPOLLOUT only while bytes are owed), its loop on an EventPoll over host "
+        "files (**userspace**), or the same code with its loop on a kernel epoll (**kernel**: "
+        "`EchoServerOptions::kernel_epoll`, only the poll's add, modify, remove and wait calls differ). The server "
+        "runs in a process forked for each repetition, listening on 127.0.0.1 (an ephemeral port). The load "
+        "generator is the benchmark process: one thread on a kernel epoll, N TCP clients on loopback (TCP_NODELAY), "
+        "each keeping exactly one 64-byte request in flight (write 64 bytes, read until the 64 bytes are back, "
+        "checked byte for byte, write the next). The server process and the load generator are pinned to two different "
+        "CPUs" + pinned_text(run, echoes) + ". After a warm-up that is not counted" +
+        ("" if warm_up is None else f" ({warm_up:.2f} s in this run)") + ", the requests completed in a fixed window "
+        "of wall clock are counted" + ("" if window is None else f" ({window:.3f} s in this run)") + ". "
+        "**wall**: requests per second of the window. **CPU**: requests per second of the *server process's* CPU "
+        "time (user + system, read through `clock_getcpuclockid`) in the window: what the server would do with a "
+        "CPU to itself. The CPU shares are CPU seconds per second of the window, of the server process and of the "
+        "load generator's thread: near 1 when a side had its CPU to itself and was never idle, lower when it waited "
+        "for the other side or other work took its CPU. The wall figure is bounded by the slower side.\n")
+    header = ["clients"]
+    for _, clock in CLOCKS:
+        header += [f"userspace requests/s, {clock}", f"kernel requests/s, {clock}", f"ratio, {clock}"]
+    header += ["server CPU ns/request, userspace / kernel", "server CPU share, userspace / kernel",
+               "load generator CPU share, userspace / kernel"]
+    rows = []
+    for n in ECHO_CLIENTS:
+        row = [f"{n:,}"]
+        for clock, _ in CLOCKS:
+            field = ECHO_RATE[clock]
+            for engine in ("epollcr", "kernel"):
+                name = echo_name(engine, n)
+                row.append(fmt_rate(echo_value(run, name, field), echo_value(run, name, field, "cv")))
+            r = echo_ratio(run, n, clock)
+            row.append("—" if r is None else f"{r:.3f}")
+        for field, digits in (("server_cpu_ns", 0), ("server_cpu_share", 2), ("client_cpu_share", 2)):
+            values = [echo_value(run, echo_name(engine, n), field) for engine in ("epollcr", "kernel")]
+            row.append(" / ".join("—" if v is None else f"{v:,.{digits}f}" for v in values))
+        rows.append(row)
+    say(table(header, rows) + "\n")
+    return "Host fds: round trip and echo server", out
+
+
 def checkpoint_section(run):
     """Checkpoint save and load through the Boost archives, and the memory they use: (title, Markdown lines)."""
     out = []
@@ -703,6 +842,7 @@ SECTIONS = (
     checkpoint_section,
     image_section,
     restore_section,
+    host_section,
 )
 
 
@@ -813,6 +953,7 @@ GOALS = (
     (image_goals_on, True),
     (image_memory_goals, False),
     (restore_goals_on, True),
+    (host_goals_on, True),
 )
 
 

@@ -1,10 +1,13 @@
 #include "demo/echo_server.h"
 
 #include <fcntl.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -69,7 +72,7 @@ class Server {
     if (!Start()) return 1;
     Event events[128];
     for (;;) {
-      Result<int> n = poll_->Wait(events, 128, -1);
+      Result<int> n = WaitEvents(events, 128);
       if (!n.ok()) {
         if (n.error() == Errno(EINTR)) continue;
         return Fail("wait", n.error().message());
@@ -99,9 +102,14 @@ class Server {
     if (!options_.restore_image.empty()) return Restore();
     listen_fd_ = options_.listen_fd;
     control_fd_ = options_.control_fd;
-    poll_ = EventPoll::Create();
+    if (options_.kernel_epoll) {
+      kernel_epoll_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
+      if (!kernel_epoll_.valid()) return Fail("epoll_create1", std::strerror(errno)) == 0;
+    } else {
+      poll_ = EventPoll::Create();
+      world_.roots["poll"] = poll_;
+    }
     outbox_ = MakeFile<Outbox>();
-    world_.roots["poll"] = poll_;
     world_.roots["outbox"] = outbox_;
     for (int fd : {listen_fd_, control_fd_}) {
       fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -114,6 +122,7 @@ class Server {
   }
 
   bool Restore() {
+    if (options_.kernel_epoll) return Fail("restore", "a server on a kernel epoll has no checkpoint") == 0;
     const auto started = std::chrono::steady_clock::now();
     restore::Report report;
     epollcr::Status s = restore::RestoreAfterExec(options_.restore_image, &world_, {}, &report);
@@ -137,8 +146,7 @@ class Server {
   bool Watch(int fd, EventMask mask) {
     Result<std::shared_ptr<HostFile>> file = HostFile::Create(fd);
     if (!file.ok()) return Fail("host file for fd " + std::to_string(fd), file.error().message()) == 0;
-    if (world_.fds.InstallAt(fd, file.value()) ||
-        poll_->AddEntry({file.value().get(), fd}, EntryFlags::kNone, mask, static_cast<std::uint64_t>(fd))) {
+    if (world_.fds.InstallAt(fd, file.value()) || !Register(file.value().get(), fd, mask)) {
       return Fail("register fd " + std::to_string(fd), "refused") == 0;
     }
     return true;
@@ -175,7 +183,7 @@ class Server {
       owed.erase(0, n.value());
     }
     if (closed) {
-      poll_->RemoveEntry({file.get(), fd});
+      Unregister(file.get(), fd);
       outbox_->owed.erase(fd);
       world_.fds.Close(fd);
       return;
@@ -183,14 +191,61 @@ class Server {
     // Level-triggered: wait for room while something is owed, and stop reading a client that does not read.
     EventMask want = (owed.empty() ? 0 : kEventOut) | (owed.size() < kMaxOwed ? kEventIn : 0);
     if (want != interest_[fd]) {
-      poll_->UpdateEntry({file.get(), fd}, EntryFlags::kNone, want, static_cast<std::uint64_t>(fd));
+      Rearm(file.get(), fd, want);
       interest_[fd] = want;
     }
     if (owed.empty()) outbox_->owed.erase(fd);
   }
 
+  // The loop's poll: the EventPoll, or the kernel epoll that stands in for it (kernel_epoll). Every entry is
+  // level-triggered, with the fd as its data.
+  bool Register(File* file, int fd, EventMask mask) {
+    if (poll_) return !poll_->AddEntry({file, fd}, EntryFlags::kNone, mask, static_cast<std::uint64_t>(fd));
+    return KernelCtl(EPOLL_CTL_ADD, fd, mask);
+  }
+
+  void Rearm(File* file, int fd, EventMask mask) {
+    if (poll_) {
+      poll_->UpdateEntry({file, fd}, EntryFlags::kNone, mask, static_cast<std::uint64_t>(fd));
+    } else {
+      KernelCtl(EPOLL_CTL_MOD, fd, mask);
+    }
+  }
+
+  void Unregister(File* file, int fd) {
+    if (poll_) {
+      poll_->RemoveEntry({file, fd});
+    } else {
+      KernelCtl(EPOLL_CTL_DEL, fd, 0);
+    }
+  }
+
+  bool KernelCtl(int op, int fd, EventMask mask) {
+    epoll_event event{};
+    event.events = mask;  // epollcr's event bits are Linux's
+    event.data.u64 = static_cast<std::uint64_t>(fd);
+    return epoll_ctl(kernel_epoll_.get(), op, fd, &event) == 0;
+  }
+
+  // Blocks until at least one event; the kernel's are copied into epollcr's Event (the same fields).
+  Result<int> WaitEvents(Event* events, int max) {
+    if (poll_) return poll_->Wait(events, max, -1);
+    epoll_event kernel[128];
+    const int n = epoll_wait(kernel_epoll_.get(), kernel, std::min(max, 128), -1);
+    if (n < 0) return Errno(errno);
+    for (int i = 0; i < n; ++i) {
+      events[i].events = kernel[i].events;
+      events[i].SetData(kernel[i].data.u64);
+    }
+    return n;
+  }
+
   // Checkpoint, fork, and exec the new program image in the child; the old process exits.
   void HandOver() {
+    if (!poll_) {
+      Fail("checkpoint", "the loop runs on a kernel epoll, which a checkpoint cannot carry");
+      return;
+    }
     const auto started = std::chrono::steady_clock::now();
     const char* tmp = std::getenv("TMPDIR");
     const std::string dir = !options_.image_dir.empty() ? options_.image_dir : (tmp != nullptr && *tmp ? tmp : "/tmp");
@@ -239,7 +294,8 @@ class Server {
 
   EchoServerOptions options_;
   World world_;
-  std::shared_ptr<EventPoll> poll_;
+  std::shared_ptr<EventPoll> poll_;  // null when the loop runs on kernel_epoll_
+  UniqueFd kernel_epoll_;
   std::shared_ptr<Outbox> outbox_;
   std::map<int, EventMask> interest_;  // what each connection's entry asks for now (not saved: rebuilt as needed)
   int listen_fd_ = -1;
