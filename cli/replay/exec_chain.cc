@@ -31,8 +31,12 @@ std::optional<WorkerProcess> StartedWorker(std::string_view record) {
 
 }  // namespace
 
-ExecChain::ExecChain(const Trace& trace, std::string text, std::string name, int checkpoint_every)
-    : trace_(trace), text_(std::move(text)), name_(std::move(name)), checkpoint_every_(checkpoint_every) {}
+ExecChain::ExecChain(const Trace& trace, std::string text, std::string name, int checkpoint_every, bool host_files)
+    : trace_(trace),
+      text_(std::move(text)),
+      name_(std::move(name)),
+      checkpoint_every_(checkpoint_every),
+      host_files_(host_files) {}
 
 ExecChain::~ExecChain() { Stop(); }
 
@@ -44,6 +48,7 @@ Status ExecChain::Start() {
   WorkerState state;
   state.trace_name = name_;
   state.checkpoint_every = checkpoint_every_;
+  state.host_files = host_files_;
   state.fds.assign(trace_.names.size(), -1);
   std::string reason;
   if (!WriteFileAtomically(dir_ + "/" + std::string(kTraceFile), text_, &reason) ||

@@ -32,7 +32,7 @@ struct WorkerProcess {
 class ExecChain final : public LineSource {
  public:
   // `text` is the trace's text (it parses to `trace`), `name` its name in messages.
-  ExecChain(const Trace& trace, std::string text, std::string name, int checkpoint_every);
+  ExecChain(const Trace& trace, std::string text, std::string name, int checkpoint_every, bool host_files = false);
   ~ExecChain() override;
 
   // Makes the scratch directory under $TMPDIR (or /tmp), writes the trace and the first state there, and starts
@@ -65,6 +65,7 @@ class ExecChain final : public LineSource {
   std::string text_;
   std::string name_;
   int checkpoint_every_;
+  bool host_files_;  // --files host
   std::string dir_;  // empty until Start made it
   UniqueFd socket_;  // the replay process's end
   std::unique_ptr<Channel> channel_;

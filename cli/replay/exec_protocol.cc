@@ -43,13 +43,38 @@ bool KeyNumber(std::string_view line, std::string_view key, T* value) {
   return ParseNumber(line.substr(key.size() + 1), value);
 }
 
+// "KEY N fd..." into `fds`; every fd >= `min`.
+bool KeyFds(std::string_view line, std::string_view key, int min, std::vector<int>* fds) {
+  if (line.size() <= key.size() || line.substr(0, key.size()) != key || line[key.size()] != ' ') return false;
+  line.remove_prefix(key.size() + 1);
+  const std::size_t space = line.find(' ');
+  std::size_t count = 0;
+  if (!ParseNumber(line.substr(0, space), &count) || count > (1u << 24)) return false;
+  line = space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::size_t next = line.find(' ');
+    int fd = 0;
+    if (!ParseNumber(line.substr(0, next), &fd) || fd < min) return false;
+    fds->push_back(fd);
+    line = next == std::string_view::npos ? std::string_view() : line.substr(next + 1);
+  }
+  return line.empty();  // nothing beyond the count
+}
+
+void PutFds(std::ostream& out, std::string_view key, const std::vector<int>& fds) {
+  out << '\n' << key << ' ' << fds.size();
+  for (int fd : fds) out << ' ' << fd;
+}
+
 }  // namespace
 
 std::string EncodeState(const WorkerState& state) {
   std::ostringstream out;
   out << kStateMagic << "\nevery " << state.checkpoint_every << "\nat " << state.at << "\nverb "
-      << (state.verb ? 1 : 0) << "\nfds " << state.fds.size();
-  for (int fd : state.fds) out << ' ' << fd;
+      << (state.verb ? 1 : 0) << "\nfiles " << (state.host_files ? "host" : "memory");
+  PutFds(out, "fds", state.fds);
+  PutFds(out, "inherited", state.inherited);
+  PutFds(out, "released", state.released);
   out << "\nname\n" << state.trace_name;
   return out.str();
 }
@@ -64,7 +89,6 @@ bool DecodeState(std::string_view text, WorkerState* state, std::string* reason)
   if (!NextLine(text, &pos, &line) || line != kStateMagic) return bad("no 'epollcr-replay-state 1' line");
   WorkerState decoded;
   int verb = 0;
-  std::size_t count = 0;
   if (!NextLine(text, &pos, &line) || !KeyNumber(line, "every", &decoded.checkpoint_every) ||
       decoded.checkpoint_every < 0) {
     return bad("every");
@@ -72,19 +96,11 @@ bool DecodeState(std::string_view text, WorkerState* state, std::string* reason)
   if (!NextLine(text, &pos, &line) || !KeyNumber(line, "at", &decoded.at) || decoded.at < -1) return bad("at");
   if (!NextLine(text, &pos, &line) || !KeyNumber(line, "verb", &verb) || verb < 0 || verb > 1) return bad("verb");
   decoded.verb = verb == 1;
-  if (!NextLine(text, &pos, &line) || line.substr(0, 4) != "fds ") return bad("fds");
-  line.remove_prefix(4);
-  const std::size_t space = line.find(' ');
-  if (!ParseNumber(line.substr(0, space), &count) || count > (1u << 24)) return bad("fds count");
-  line = space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
-  for (std::size_t i = 0; i < count; ++i) {
-    const std::size_t next = line.find(' ');
-    int fd = 0;
-    if (!ParseNumber(line.substr(0, next), &fd) || fd < -1) return bad("fds");
-    decoded.fds.push_back(fd);
-    line = next == std::string_view::npos ? std::string_view() : line.substr(next + 1);
-  }
-  if (!line.empty()) return bad("fds: more than the count");
+  if (!NextLine(text, &pos, &line) || (line != "files memory" && line != "files host")) return bad("files");
+  decoded.host_files = line == "files host";
+  if (!NextLine(text, &pos, &line) || !KeyFds(line, "fds", -1, &decoded.fds)) return bad("fds");
+  if (!NextLine(text, &pos, &line) || !KeyFds(line, "inherited", 0, &decoded.inherited)) return bad("inherited");
+  if (!NextLine(text, &pos, &line) || !KeyFds(line, "released", 0, &decoded.released)) return bad("released");
   if (!NextLine(text, &pos, &line) || line != "name") return bad("name");
   decoded.trace_name = std::string(text.substr(pos));
   *state = std::move(decoded);
@@ -112,7 +128,7 @@ std::string ExecId() {
 }
 
 pid_t SpawnWorker(const std::string& program, const std::string& dir, int socket_fd, int takeover_fd, int report_fd,
-                  std::string_view report_prefix, std::string_view report_suffix) {
+                  std::string_view report_prefix, std::string_view report_suffix, const std::vector<int>& inherit) {
   // Everything the child needs is made before the fork: after it, the child only calls fcntl, execv, write, _exit.
   const std::string socket_arg = std::to_string(socket_fd);
   const std::string takeover_arg = std::to_string(takeover_fd);
@@ -124,6 +140,7 @@ pid_t SpawnWorker(const std::string& program, const std::string& dir, int socket
   if (child != 0) return child;
   ::fcntl(socket_fd, F_SETFD, 0);
   if (takeover_fd >= 0) ::fcntl(takeover_fd, F_SETFD, 0);
+  for (int fd : inherit) ::fcntl(fd, F_SETFD, 0);
   ::execv(program.c_str(), argv.data());
   const char* reason = ::strerror(errno);
   (void)!::write(report_fd, exec_failed.data(), exec_failed.size());

@@ -58,10 +58,17 @@ struct WorkerState {
   long long at = -1;
   bool verb = false;
   std::vector<int> fds;  // Execution::fds(): NameId -> fd, -1 when dead
+  bool host_files = false;  // --files host
+  // --files host, after a checkpoint: the kernel fds that crossed the exec (without FD_CLOEXEC): every host file's,
+  // then the kernel epolls, bells and private duplicates the old world gave up (ReleaseHostResources), which are
+  // `released`. The new worker marks them all close-on-exec again.
+  std::vector<int> inherited;
+  std::vector<int> released;
 };
 
-// Text lines: "epollcr-replay-state 1", "every N", "at N", "verb 0|1", "fds N fd...", then "name" and the trace's
-// name up to the end of the file (it may hold any byte).
+// Text lines: "epollcr-replay-state 1", "every N", "at N", "verb 0|1", "files memory|host", "fds N fd...",
+// "inherited N fd...", "released N fd...", then "name" and the trace's name up to the end of the file (it may hold
+// any byte).
 std::string EncodeState(const WorkerState& state);
 // False with a reason when `text` is not a whole, well-formed state.
 bool DecodeState(std::string_view text, WorkerState* state, std::string* reason);
@@ -76,11 +83,12 @@ std::string ExecId();
 inline constexpr const char* kSelfProgram = "/proc/self/exe";
 
 // Forks; the child executes `program` as `epollcr __replay-worker DIR SOCKET_FD TAKEOVER_FD` (-1: none), and these
-// two fds are the only ones of the caller's that cross the exec. If the exec fails, the child writes
+// two fds and `inherit` are the only ones of the caller's that cross the exec. If the exec fails, the child writes
 // `report_prefix`, "exec PROGRAM: <strerror>" and `report_suffix` to `report_fd`, and exits 127. Returns the child's
 // pid, or -1 (errno says why).
 pid_t SpawnWorker(const std::string& program, const std::string& dir, int socket_fd, int takeover_fd, int report_fd,
-                  std::string_view report_prefix, std::string_view report_suffix);
+                  std::string_view report_prefix, std::string_view report_suffix,
+                  const std::vector<int>& inherit = {});
 
 // Reads a whole file; false with strerror's reason.
 bool ReadFile(const std::string& path, std::string* text, std::string* reason);

@@ -138,7 +138,7 @@ class Worker {
   Channel channel_;
   WorkerState state_;
   Trace trace_;
-  UserspaceEngine engine_;
+  std::unique_ptr<UserspaceEngine> engine_;  // once the state says which files the trace has
   std::unique_ptr<Execution> execution_;  // over trace_ and engine_, once both are there
 };
 
@@ -162,11 +162,16 @@ int Worker::Run(int takeover_fd) {
   if (restored && fault == "die") ::raise(SIGKILL);
   Watchdog::Start(channel_.fd(), dir_);
 
+  engine_ = std::make_unique<UserspaceEngine>(CheckpointFormat::kProto, ImageStore::kFile,
+                                              state_.host_files ? FileBacking::kHost : FileBacking::kMemory);
   if (restored) {
-    Status status = engine_.RestoreImageFile(Path(kImageFile));
+    // Host files (the backing, or kernel-only objects) crossed the exec: the restorer resolves them.
+    Status status = state_.host_files || !state_.inherited.empty()
+                        ? engine_->RestoreHostImageFile(Path(kImageFile), state_.inherited, state_.released)
+                        : engine_->RestoreImageFile(Path(kImageFile));
     if (!status.ok()) return Fail("checkpoint: " + Reason(status));
   }
-  execution_ = std::make_unique<Execution>(trace, engine_);
+  execution_ = std::make_unique<Execution>(trace, *engine_);
   (void)execution_->SetFds(state_.fds);  // the size was checked above
   // Taken over: the old process may go.
   if (takeover.valid()) {
@@ -212,14 +217,20 @@ int Worker::Run(int takeover_fd) {
 }
 
 int Worker::HandOver(long long at, bool verb) {
-  if (trace_.host_objects) return Fail(std::string(kHostObjectsNotCheckpointed));  // as Execution::Checkpoint
+  for (const Op& op : trace_.ops) {
+    if (op.verb == Verb::kSignalFd || op.verb == Verb::kFifo) return Fail(std::string(kExecDoesNotCarry));
+  }
   const std::string fault = Fault();
   state_.at = at;
   state_.verb = verb;
   state_.fds = execution_->fds();
-  if (Status status = engine_.SaveImageFile(Path(kImageFile)); !status.ok()) {
-    return Fail("checkpoint: " + Reason(status));
-  }
+  // A world with host files gives them up to the next worker, with its polls' kernel epolls: they cross the exec.
+  state_.inherited.clear();
+  state_.released.clear();
+  const bool host = state_.host_files || trace_.host_objects;
+  const Status saved = host ? engine_->SaveHostImageFile(Path(kImageFile), &state_.inherited, &state_.released)
+                            : engine_->SaveImageFile(Path(kImageFile));
+  if (!saved.ok()) return Fail("checkpoint: " + Reason(saved));
   std::string reason;
   if (!WriteFileAtomically(Path(kStateFile), EncodeState(state_), &reason)) return Fail("checkpoint: " + reason);
   if (fault == "image") DamageImage(Path(kImageFile));
@@ -231,7 +242,7 @@ int Worker::HandOver(long long at, bool verb) {
   const std::string program = fault == "exec" ? "/nonexistent/epollcr-exec-fault" : kSelfProgram;
   // An exec that fails is reported on the takeover pipe.
   const pid_t child =
-      SpawnWorker(program, dir_, channel_.fd(), takeover_write.get(), takeover_write.get(), "", "");
+      SpawnWorker(program, dir_, channel_.fd(), takeover_write.get(), takeover_write.get(), "", "", state_.inherited);
   if (child < 0) return Fail(std::string("checkpoint: fork: ") + std::strerror(errno));
   takeover_write.Reset();
   std::string answer;

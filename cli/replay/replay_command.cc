@@ -64,7 +64,7 @@ void LogWorkers(const exec::ExecChain& chain) {
 // The userspace engine in a chain of processes (--checkpoint-mode exec), alone or against the kernel.
 RunReport RunExec(const Trace& trace, const std::string& text, const ReplayOptions& options, const RunOptions& run,
                   std::ostream& out) {
-  exec::ExecChain chain(trace, text, trace.file, options.checkpoint_every);
+  exec::ExecChain chain(trace, text, trace.file, options.checkpoint_every, options.files == "host");
   // As in memory mode, a failure names the engine when there are two.
   const std::string where = trace.file + (options.engine == "both" ? ": userspace: " : ": ");
   RunReport report;
@@ -103,9 +103,9 @@ int RunReplay(const ReplayOptions& options, std::ostream& out, std::ostream& err
     return kExitUsage;
   }
   const FileBacking files = ParseFileBacking(options.files).value_or(FileBacking::kMemory);
-  if (files == FileBacking::kHost && (exec_mode || format != CheckpointFormat::kProto)) {
-    PrintError(err, CommandError("usage", "--files host: a world of host files is checkpointed as a proto image in "
-                                          "this process (--checkpoint-mode memory, --checkpoint-format proto)"));
+  if (files == FileBacking::kHost && format != CheckpointFormat::kProto) {
+    PrintError(err, CommandError("usage", "--files host: a world of host files is checkpointed as a proto image "
+                                          "(--checkpoint-format proto)"));
     return kExitUsage;
   }
   const RunOptions run_options{.checkpoint_every = options.checkpoint_every};

@@ -219,7 +219,6 @@ OpOutcome Execution::WriteKernelOnly(const Op& op) {
 }
 
 Status Execution::Checkpoint() {
-  if (trace_.host_objects && engine_.SavesCheckpoints()) return Halt(std::string(kHostObjectsNotCheckpointed));
   return engine_.Checkpoint();
 }
 

@@ -21,8 +21,7 @@ class Execution {
 
   // Runs one operation. A failed call is an outcome ("err E..."); a non-ok Status means the run cannot go on.
   Status Step(const Op& op, OpOutcome* outcome);
-  // The engine's checkpoint, or a Halt for a trace with kernel-only objects on an engine that saves its world
-  // (kHostObjectsNotCheckpointed). A `checkpoint` line and the implicit checkpoints both come here.
+  // The engine's checkpoint. A `checkpoint` line and the implicit checkpoints both come here.
   Status Checkpoint();
 
   Engine& engine() { return engine_; }
@@ -49,10 +48,11 @@ class Execution {
   std::vector<Event> events_;
 };
 
-// Why a trace with kernel-only objects (Trace::host_objects) stops at its first checkpoint on the userspace engine.
-inline constexpr std::string_view kHostObjectsNotCheckpointed =
-    "checkpoint: the trace makes kernel-only objects (timerfd, signalfd, listen, connect, accept, udp, fifo), which "
-    "replay does not checkpoint yet";
+// Why a trace with signalfds or FIFOs stops at its first checkpoint in --checkpoint-mode exec.
+inline constexpr std::string_view kExecDoesNotCarry =
+    "checkpoint: --checkpoint-mode exec does not carry signalfds or FIFOs (a signal pending for a process does not "
+    "cross the fork that starts the next worker, and the FIFOs' directory is the first worker's); "
+    "--checkpoint-mode memory does";
 
 struct RunReport {
   int exit_status = 0;  // 0: every line ran (and agreed); 1: divergence or runtime failure

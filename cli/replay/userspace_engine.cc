@@ -177,7 +177,7 @@ Status UserspaceEngine::SaveAndRestore(World* out) {
   return image::ReadImage(image_path_, out);
 }
 
-// A world of host files goes through the restorer, in this same process: the image is saved, the old world gives
+// A world with host files goes through the restorer, in this same process: the image is saved, the old world gives
 // up its host fds and its polls' kernel epolls (ReleaseHostResources), and the restore resolves the host files by
 // their inherited fds (checked against the identity the image recorded) and takes each kernel epoll over as it is.
 // A failed restore ends the run: the old world gave its fds away.
@@ -187,32 +187,67 @@ Status UserspaceEngine::CheckpointHostWorld() {
                 std::string(CheckpointFormatName(format_)));
   }
   std::string bytes;
+  std::string path;
   if (store_ == ImageStore::kFile) {
     if (Status status = EnsureScratchDir(); !status.ok()) return Halt("checkpoint: " + Reason(status));
     if (Status status = image::WriteImage(*world_, image_path_); !status.ok()) return Halt("checkpoint: " + Reason(status));
+    path = image_path_;
   } else {
     Result<std::string> saved = image::SaveImage(*world_);
     if (!saved.ok()) return Halt("checkpoint: " + Reason(saved.status()));
     bytes = std::move(saved).value();
   }
   const std::vector<int> released = ReleaseHostResources(*world_);
+  if (Status status = RestoreHost(path, bytes, released); !status.ok()) return Halt("checkpoint: " + Reason(status));
+  return Status::Ok();
+}
+
+Status UserspaceEngine::RestoreHost(const std::string& path, const std::string& bytes,
+                                    const std::vector<int>& released) {
   auto loaded = std::make_unique<World>();
   restore::InheritedFdResolver inherited;
   restore::Options options;
   options.resolvers = {&inherited};
-  const Status status = store_ == ImageStore::kFile ? restore::RestoreFile(image_path_, loaded.get(), options)
-                                                    : restore::RestoreBytes(bytes, loaded.get(), options);
-  if (!status.ok()) {
-    CloseUnadopted(released);
-    return Halt("checkpoint: " + Reason(status));
-  }
+  const Status status = !path.empty() ? restore::RestoreFile(path, loaded.get(), options)
+                                      : restore::RestoreBytes(bytes, loaded.get(), options);
   CloseUnadopted(released);  // what the new world did not take over (it registered afresh) is nobody's now
+  if (!status.ok()) return status;
   Replace(std::move(loaded));
   return Status::Ok();
 }
 
+bool UserspaceEngine::HasHostFiles() const {
+  for (const auto& [fd, file] : world_->fds.Snapshot()) {
+    if (dynamic_cast<const HostFile*>(file.get()) != nullptr) return true;
+  }
+  return false;
+}
+
+Status UserspaceEngine::SaveHostImageFile(const std::string& path, std::vector<int>* inherit,
+                                          std::vector<int>* released) {
+  if (Status status = image::WriteImage(*world_, path); !status.ok()) return status;
+  std::vector<int> fds = KernelFds();
+  std::sort(fds.begin(), fds.end());
+  fds.erase(std::unique(fds.begin(), fds.end()), fds.end());  // dup'd names share one host file
+  *released = ReleaseHostResources(*world_);
+  fds.insert(fds.end(), released->begin(), released->end());
+  *inherit = std::move(fds);
+  return Status::Ok();
+}
+
+Status UserspaceEngine::RestoreHostImageFile(const std::string& path, const std::vector<int>& inherited,
+                                             const std::vector<int>& released) {
+  for (int fd : inherited) (void)::fcntl(fd, F_SETFD, FD_CLOEXEC);  // none may leak into a later worker
+  const std::vector<int> missing = AcceptInherited(released);
+  if (!missing.empty()) {
+    CloseUnadopted(released);
+    return Status::Error(EBADF, "the kernel fd " + std::to_string(missing.front()) + " did not cross the exec");
+  }
+  return RestoreHost(path, "", released);
+}
+
 Status UserspaceEngine::Checkpoint() {
-  if (files_ == FileBacking::kHost) return CheckpointHostWorld();
+  if (files_ == FileBacking::kHost || HasHostFiles()) return CheckpointHostWorld();
   auto loaded = std::make_unique<World>();
   if (Status status = SaveAndRestore(loaded.get()); !status.ok()) {
     return Halt("checkpoint: " + Reason(status));

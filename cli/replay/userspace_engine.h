@@ -72,6 +72,17 @@ class UserspaceEngine final : public Engine {
   // restore). On a failure the engine keeps its world. Counts as a checkpoint.
   Status RestoreImageFile(const std::string& path);
 
+  // --checkpoint-mode exec over host files (and kernel-only objects), the old process's side: the world as an image
+  // file at `path`, then the world gives up its host fds and kernel epolls (ReleaseHostResources). `*inherit` gets
+  // every kernel fd the next process needs (the host files' and `*released`, which are the kernel epolls, bells and
+  // private duplicates given up). The engine is then only fit to be dropped.
+  Status SaveHostImageFile(const std::string& path, std::vector<int>* inherit, std::vector<int>* released);
+  // The new process's side: `inherited` crossed the exec, `released` among them may be taken over
+  // (AcceptInherited); the image at `path` is restored through the restorer (host files by their inherited fds), and
+  // what it did not take over is closed. Counts as a checkpoint.
+  Status RestoreHostImageFile(const std::string& path, const std::vector<int>& inherited,
+                              const std::vector<int>& released);
+
   CheckpointFormat format() const { return format_; }
   // Checkpoints that succeeded so far.
   int checkpoints() const { return checkpoints_; }
@@ -85,8 +96,13 @@ class UserspaceEngine final : public Engine {
  private:
   // The checkpoint's bytes, restored into `out` (empty).
   Status SaveAndRestore(World* out);
-  // Checkpoint() of a world of host files (FileBacking::kHost).
+  // Checkpoint() of a world with host files (FileBacking::kHost, or kernel-only objects).
   Status CheckpointHostWorld();
+  // Restores the image at `path` (or `bytes` when `path` is empty) through the restorer, host files by their
+  // inherited fds, then closes what of `released` it did not take over. The world is replaced only on success.
+  Status RestoreHost(const std::string& path, const std::string& bytes, const std::vector<int>& released);
+  // Whether the world holds a host file (the world of a trace with kernel-only objects does in either backing).
+  bool HasHostFiles() const;
   // Makes the scratch directory of the proto format's image files, once.
   Status EnsureScratchDir();
 

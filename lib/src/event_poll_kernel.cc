@@ -554,6 +554,18 @@ std::vector<int> ReleaseHostResources(World& world) {
   return released;
 }
 
+std::vector<int> AcceptInherited(const std::vector<int>& fds) {
+  std::vector<int> missing;
+  for (int fd : fds) {
+    if (fd < 0 || ::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+      missing.push_back(fd);
+      continue;
+    }
+    Released::Instance().Add(fd);
+  }
+  return missing;
+}
+
 void CloseUnadopted(const std::vector<int>& released) {
   for (int fd : released) {
     if (Released::Instance().Take(fd)) ::close(fd);

@@ -9,13 +9,15 @@
 //   memory      with a checkpoint after every operation, restored in the same process (the proto image, kept in
 //               memory: image::SaveImage, image::LoadImage; the same bytes an image file holds, without the disk);
 //   exec        for one trace in EPOLLCR_DIFF_EXEC_EVERY (default 100), the epollcr program (EPOLLCR_BIN) with
-//               `replay --checkpoint-mode exec --checkpoint-every 1`: every checkpoint restored in a new process.
+//               `replay --checkpoint-mode exec --checkpoint-every 1`: every checkpoint restored in a new process;
+//   host-exec   the same with `--files host`, for every other such trace instead: the host fds and the polls'
+//               kernel epolls cross every exec and are taken over there.
 // The default run is 2000 traces of 50 operations: 100,000 operations on each engine, 100,000 checkpoints in memory,
-// and 20 traces (about 1,000 processes) across processes. A process start costs about 25 ms of CPU here (more under
+// and 20 traces (about 1,000 processes) across processes, half of them over host files. A process start costs about 25 ms of CPU here (more under
 // AddressSanitizer), which is why the exec share is small; scripts/soak runs more of everything.
 // For one seed in EPOLLCR_DIFF_KERNEL_ONLY_EVERY (default 4) a second trace also has the kernel-only kinds
-// (GeneratorOptions::kernel_only_kinds: timerfds, signalfds, UDP pairs, FIFOs), which replay does not checkpoint yet:
-// it runs straight over host files only (host mode). Over --files memory such a trace mixes kernel entries and
+// (GeneratorOptions::kernel_only_kinds: timerfds, signalfds, UDP pairs, FIFOs): it runs over host files only, straight
+// and with a checkpoint after every operation (host and host-memory modes). Over --files memory such a trace mixes kernel entries and
 // in-memory entries in one poll, whose order the engine does not keep yet (tests/traces/known-userspace-divergences,
 // mixed_kernel_and_memory_entries_ready_order).
 //
@@ -88,7 +90,7 @@ std::string EnvString(const char* name, const std::string& fallback) {
 }
 
 // The ways a trace runs on the userspace engine, each compared with the kernel.
-enum class Mode : std::uint8_t { kUserspace, kHost, kHostMemory, kMemory, kExec };
+enum class Mode : std::uint8_t { kUserspace, kHost, kHostMemory, kMemory, kExec, kHostExec };
 
 const char* ModeName(Mode mode) {
   switch (mode) {
@@ -97,6 +99,7 @@ const char* ModeName(Mode mode) {
     case Mode::kHostMemory: return "host-memory";
     case Mode::kMemory: return "memory";
     case Mode::kExec: return "exec";
+    case Mode::kHostExec: return "host-exec";
   }
   return "?";
 }
@@ -109,6 +112,8 @@ const char* ModeCommand(Mode mode) {
     case Mode::kHostMemory: return "epollcr replay --engine both --files host --checkpoint-every TRACE";
     case Mode::kMemory: return "epollcr replay --engine both --checkpoint-every TRACE";
     case Mode::kExec: return "epollcr replay --engine both --checkpoint-mode exec --checkpoint-every TRACE";
+    case Mode::kHostExec:
+      return "epollcr replay --engine both --files host --checkpoint-mode exec --checkpoint-every TRACE";
   }
   return "?";
 }
@@ -137,7 +142,7 @@ class Harness {
 
   // What `trace` (whose text is `text`) prints on the userspace engine in `mode`; a failure's message is appended.
   std::string Userspace(Mode mode, const std::string& text, const Trace& trace) {
-    if (mode == Mode::kExec) return Exec(text);
+    if (mode == Mode::kExec || mode == Mode::kHostExec) return Exec(text, mode == Mode::kHostExec ? "host" : "memory");
     const bool host = mode == Mode::kHost || mode == Mode::kHostMemory;
     const bool checkpoints = mode == Mode::kMemory || mode == Mode::kHostMemory;
     std::unique_ptr<Engine> engine =
@@ -150,14 +155,14 @@ class Harness {
   }
 
  private:
-  std::string Exec(const std::string& text) {
+  std::string Exec(const std::string& text, const char* files) {
     const char* bin = std::getenv("EPOLLCR_BIN");
     if (bin == nullptr) return "error: EPOLLCR_BIN is not set\n";
     const std::string trace = dir_.File("t.trace");
     std::ofstream(trace, std::ios::binary) << text;
     std::ofstream(dir_.File("stdin"));
     testing_support::ProgramRun run = testing_support::RunProgram(
-        bin, {"replay", trace, "--checkpoint-mode", "exec", "--checkpoint-every", "1"},
+        bin, {"replay", trace, "--files", files, "--checkpoint-mode", "exec", "--checkpoint-every", "1"},
         {.stdin_path = dir_.File("stdin"), .stdout_path = dir_.File("stdout"), .stderr_path = dir_.File("stderr"),
          .cwd = "", .as_uid = -1});
     if (run.status != 0 || !run.err.empty()) run.out += "error (status " + std::to_string(run.status) + "): " + run.err;
@@ -358,7 +363,7 @@ TEST(DifferentialTest, KernelAndUserspaceAgreeOnRandomTracesWithAndWithoutCheckp
     host_checkpoint_traces += host_checkpoints ? 1 : 0;
     std::vector<Mode> modes = {Mode::kUserspace, Mode::kHost, Mode::kMemory};
     if (host_checkpoints) modes.push_back(Mode::kHostMemory);
-    if (exec) modes.push_back(Mode::kExec);
+    if (exec) modes.push_back(exec_traces % 2 == 1 ? Mode::kExec : Mode::kHostExec);
     std::optional<Divergence> divergence = FirstDivergence(harness, text, parsed.value(), modes);
     if (divergence) {
       ++failures;
@@ -368,12 +373,12 @@ TEST(DifferentialTest, KernelAndUserspaceAgreeOnRandomTracesWithAndWithoutCheckp
                     << ShrinkAndWrite(harness, file, text, *divergence, DivergenceDir());
     }
     if (kernel_only_every == 0 || (seed - first) % kernel_only_every != 0 || failures >= max_failures) continue;
-    // The same seed with the kernel-only kinds: over host files only (not checkpointed yet; see the top).
+    // The same seed with the kernel-only kinds: over host files only (see the top).
     const std::string kernel_only_text = GenerateTrace(seed, kernel_only_options);
     Result<Trace> kernel_only = ParseTrace(kernel_only_text, name + "-kernel-only.trace");
     ASSERT_TRUE(kernel_only.ok()) << kernel_only.status().message << "\n" << kernel_only_text;
     kernel_only_operations += kernel_only.value().ops.size();
-    divergence = FirstDivergence(harness, kernel_only_text, kernel_only.value(), {Mode::kHost});
+    divergence = FirstDivergence(harness, kernel_only_text, kernel_only.value(), {Mode::kHost, Mode::kHostMemory});
     if (!divergence) continue;
     ++failures;
     ADD_FAILURE() << "seed " << seed << " with the kernel-only kinds (EPOLLCR_DIFF_SEED=" << seed
@@ -385,8 +390,9 @@ TEST(DifferentialTest, KernelAndUserspaceAgreeOnRandomTracesWithAndWithoutCheckp
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << operations << " operations on each engine (and over host files), " << operations
             << " in-memory checkpoints, " << host_checkpoint_traces << " traces over host files with a checkpoint after "
-            << "every operation, " << exec_traces << " traces across processes, " << kernel_only_operations
-            << " operations of traces with kernel-only kinds (over host files), in " << seconds << " s\n";
+            << "every operation, " << exec_traces << " traces across processes (half over host files), "
+            << kernel_only_operations << " operations of traces with kernel-only kinds (over host files, straight and "
+            << "with a checkpoint after every operation), in " << seconds << " s\n";
   if (count >= 2000 && options.ops >= 50 && failures == 0) {
     EXPECT_GE(operations, 100000u) << "the default run covers at least 100,000 operations";
   }

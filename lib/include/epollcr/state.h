@@ -57,6 +57,11 @@ struct World {
 std::vector<int> ReleaseHostResources(World& world);
 // Closes the fds of `released` that no restore took over.
 void CloseUnadopted(const std::vector<int>& released);
+// For a restore in a new process (an exec): the predecessor's ReleaseHostResources list, which crossed the exec
+// (without FD_CLOEXEC) and reached this process through a channel it trusts (never the image: the image only names
+// fds). Each fd that is open here is marked close-on-exec again and may be taken over as if this process had given
+// it up; CloseUnadopted(fds) closes the rest once the restore is done. Returns the fds that were not open.
+std::vector<int> AcceptInherited(const std::vector<int>& fds);
 
 enum class ArchiveFormat : std::uint8_t { kBoostText, kBoostXml, kBoostBinary };
 const char* ArchiveFormatName(ArchiveFormat format);
