@@ -33,9 +33,10 @@
 //   3. until the engine is fixed, list the name in tests/traces/known-userspace-divergences.
 // See docs/testing.md.
 //
-// Environment: EPOLLCR_DIFF_SEED (first seed, default 0x5eed), EPOLLCR_DIFF_TRACES (default 2000),
-// EPOLLCR_DIFF_OPS (operations per trace, default 50), EPOLLCR_DIFF_EXCLUSIVE (0: no EPOLLEXCLUSIVE, default 1),
-// EPOLLCR_DIFF_EXEC_EVERY (run one trace in N in exec mode, default 100, 1000 under a sanitizer; 0: none),
+// Environment: EPOLLCR_DIFF_SEED (first seed, default 0x5eed), EPOLLCR_DIFF_TRACES (default 2000, 600 under a
+// sanitizer), EPOLLCR_DIFF_OPS (operations per trace, default 50), EPOLLCR_DIFF_EXCLUSIVE (0: no EPOLLEXCLUSIVE,
+// default 1),
+// EPOLLCR_DIFF_EXEC_EVERY (run one trace in N in exec mode, default 100, 300 under a sanitizer; 0: none),
 // EPOLLCR_DIFF_KERNEL_ONLY_EVERY (a trace with kernel-only kinds for one seed in N, default 4; 0: none),
 // EPOLLCR_DIFF_MAX_FAILURES
 // (failing traces to report before stopping, default 1), EPOLLCR_DIFF_OUT (where shrunk traces go). A soak:
@@ -70,11 +71,14 @@
 namespace epollcr::replay {
 namespace {
 
-// Under AddressSanitizer a process start of epollcr costs about 0.3 s of CPU instead of 0.02 s: there the default
-// exec share is one trace in 1000 (2 traces, about 100 processes).
+// Under AddressSanitizer a process start of epollcr costs about 0.3 s of CPU instead of 0.02 s, and everything else
+// runs a few times slower: there the default run is 600 traces (the plain build runs 2000 in the same CI run), with
+// one trace in 300 across processes (2 traces, about 100 processes).
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr std::uint64_t kDefaultExecEvery = 1000;
+constexpr std::uint64_t kDefaultTraces = 600;
+constexpr std::uint64_t kDefaultExecEvery = 300;
 #else
+constexpr std::uint64_t kDefaultTraces = 2000;
 constexpr std::uint64_t kDefaultExecEvery = 100;
 #endif
 
@@ -329,7 +333,7 @@ TEST(DifferentialHarnessTest, FindsShrinksAndWritesOutADivergence) {
 
 TEST(DifferentialTest, KernelAndUserspaceAgreeOnRandomTracesWithAndWithoutCheckpoints) {
   const std::uint64_t first = EnvNumber("EPOLLCR_DIFF_SEED", 0x5eed);
-  const std::uint64_t count = EnvNumber("EPOLLCR_DIFF_TRACES", 2000);
+  const std::uint64_t count = EnvNumber("EPOLLCR_DIFF_TRACES", kDefaultTraces);
   const std::uint64_t exec_every = EnvNumber("EPOLLCR_DIFF_EXEC_EVERY", kDefaultExecEvery);
   const std::uint64_t host_checkpoint_every = EnvNumber("EPOLLCR_DIFF_HOST_CHECKPOINT_EVERY", 1);
   const std::uint64_t kernel_only_every = EnvNumber("EPOLLCR_DIFF_KERNEL_ONLY_EVERY", 4);
