@@ -18,6 +18,7 @@
 #include "commands/diff.h"
 #include "commands/inspect.h"
 #include "commands/ps.h"
+#include "commands/run.h"
 #include "commands/verify.h"
 #include "demo/demo.h"
 #include "epollcr/state.h"
@@ -95,6 +96,8 @@ int Main(int argc, char** argv) {
   CLI::App* diff = epollcr::cli::AddDiffCommand(app, &diff_options);
   epollcr::cli::PsOptions ps_options;
   CLI::App* ps = epollcr::cli::AddPsCommand(app, &ps_options);
+  epollcr::cli::RunOptions run_options;
+  CLI::App* run = epollcr::cli::AddRunCommand(app, &run_options);
   epollcr::cli::DemoOptions demo_options;
   CLI::App* demo = epollcr::cli::AddDemoCommand(app, &demo_options);
 
@@ -113,6 +116,7 @@ int Main(int argc, char** argv) {
   if (convert->parsed()) status = epollcr::cli::RunConvert(convert_options, std::cerr);
   if (diff->parsed()) status = epollcr::cli::RunDiff(diff_options, std::cout, std::cerr);
   if (ps->parsed()) status = epollcr::cli::RunPs(ps_options, std::cout, std::cerr);
+  if (run->parsed()) status = epollcr::cli::RunRun(run_options, argv[0], std::cerr);
   if (demo->parsed()) status = epollcr::cli::RunDemo(demo_options, std::cout, std::cerr);
   // What the commands printed must have arrived: a full disk or a closed pipe is a failure, not a success.
   if (!std::cout.flush()) {

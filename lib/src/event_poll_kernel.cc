@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cerrno>
 #include <cstdio>
@@ -48,11 +49,24 @@ epoll_event KernelEvent(std::uint32_t events, std::uint64_t key) {
 // EPOLL_CTL_ADD of `link` to `kernel_fd`. EEXIST means that another entry of this poll holds (file, fd) in the
 // kernel, which keys its entries by both: this one is another name of the same file in epollcr's fd table, and gets a
 // name of its own, as a dup(2) would.
+std::atomic<int> internal_fd_floor{0};  // SetInternalFdFloor
+
+// `fd`, moved to the internal floor when there is one and it is below it.
+int AboveFloor(int fd) {
+  const int floor = internal_fd_floor.load(std::memory_order_relaxed);
+  if (fd < 0 || floor <= 0 || fd >= floor) return fd;
+  const int high = ::fcntl(fd, F_DUPFD_CLOEXEC, floor);
+  if (high < 0) return fd;
+  ::close(fd);
+  return high;
+}
+
 std::error_code AddLink(int kernel_fd, EventPoll::Impl::KernelLink& link, std::uint32_t events) {
   epoll_event ev = KernelEvent(events, link.key);
   if (::epoll_ctl(kernel_fd, EPOLL_CTL_ADD, link.fd, &ev) != 0) {
     if (errno != EEXIST || link.dup.valid()) return Errno(errno);
     UniqueFd dup(::fcntl(link.fd, F_DUPFD_CLOEXEC, 0));
+    dup.Reset(AboveFloor(dup.Release()));
     if (!dup.valid()) return Errno(errno);
     if (::epoll_ctl(kernel_fd, EPOLL_CTL_ADD, dup.get(), &ev) != 0) return Errno(errno);
     link.fd = dup.get();
@@ -66,7 +80,7 @@ std::error_code AddLink(int kernel_fd, EventPoll::Impl::KernelLink& link, std::u
 
 std::error_code EventPoll::Impl::MakeEpollLocked() {
   if (kernel_fd_.valid()) return {};
-  UniqueFd kernel_fd(Faulted(FaultPoint::kWaitEpollCreate) ? -1 : ::epoll_create1(EPOLL_CLOEXEC));
+  UniqueFd kernel_fd(AboveFloor(Faulted(FaultPoint::kWaitEpollCreate) ? -1 : ::epoll_create1(EPOLL_CLOEXEC)));
   if (!kernel_fd.valid()) return Errno(errno);
   kernel_fd_ = std::move(kernel_fd);
   return {};
@@ -81,7 +95,7 @@ std::error_code EventPoll::Impl::MakeKernelLocked(std::size_t becoming_kernel) {
 std::error_code EventPoll::Impl::MakeBellLocked() {
   if (bell_fd_.valid()) return {};
   if (std::error_code error = MakeEpollLocked()) return error;
-  UniqueFd bell_fd(Faulted(FaultPoint::kWaitEventFd) ? -1 : ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  UniqueFd bell_fd(AboveFloor(Faulted(FaultPoint::kWaitEventFd) ? -1 : ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
   if (!bell_fd.valid()) return Errno(errno);
   epoll_event ev = KernelEvent(EPOLLIN | EPOLLET, kBellKey);
   if (Faulted(FaultPoint::kWaitEventFdAdd) || ::epoll_ctl(kernel_fd_.get(), EPOLL_CTL_ADD, bell_fd.get(), &ev) != 0) {
@@ -552,6 +566,10 @@ std::vector<int> ReleaseHostResources(World& world) {
     }
   });
   return released;
+}
+
+void SetInternalFdFloor(int floor) {
+  internal_fd_floor.store(floor < 0 ? 0 : floor, std::memory_order_relaxed);
 }
 
 std::vector<int> AcceptInherited(const std::vector<int>& fds) {

@@ -36,10 +36,7 @@ using epollcr::testing_support::ProgramRun;
 using epollcr::testing_support::ReadWholeFile;
 using epollcr::testing_support::TempDir;
 
-std::string Env(const char* name) {
-  const char* value = std::getenv(name);
-  return value != nullptr ? value : "";
-}
+std::string Env(const char* name) { return epollcr::testing_support::EnvOrEmpty(name); }
 
 // Sets an environment variable for the programs a test runs, and puts the old value back at the end of the scope.
 class ScopedEnv {

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -20,6 +21,12 @@ struct ProgramRun {
   std::string out;
   std::string err;
 };
+
+// The environment variable `name`, or "" (the tests' meson rows pass paths of built programs this way).
+inline std::string EnvOrEmpty(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? value : "";
+}
 
 inline std::string ReadWholeFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -68,6 +68,12 @@ struct EntryInfo {
   EntryList list = EntryList::kWaiting;
 };
 
+// The lowest number the library gives the fds it makes for itself: each poll's kernel epoll, its bell, its private
+// duplicates. 0 (the default) takes the lowest free number, as any open does. An interposer sets it high, so that a
+// program's own fds get the numbers the kernel would give them. Best effort: where no number at or above the floor
+// can be had, the fd stays where it was made.
+void SetInternalFdFloor(int floor);
+
 class EventPoll final : public File {
  public:
   // NewEventPoll: the only way to make one (it must be shared-owned to be watched and to be released).

@@ -1,0 +1,292 @@
+// A program that knows nothing of epollcr: it calls the epoll system calls through libc, as any program does, and
+// prints one line per step. tests/interposer/interposer_test.cc runs it twice, on the kernel's epoll and under
+// `epollcr run` (libepollcr-preload.so), and the two outputs must be the same: the kernel is the oracle.
+//
+// Usage: epoll_probe [SEED | fork]. Without an argument it runs the fixed scenarios (errors, dup and close, nesting,
+// signals, the epoll fd under poll(2)); with a seed, a random sequence of operations on pipes, socket pairs and
+// eventfds; `fork`, an epoll shared by a parent and its child.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+int step = 0;
+
+// "N what: ok" or "N what: err ENAME".
+void Say(const char* what, int result) {
+  ++step;
+  if (result >= 0) {
+    std::printf("%d %s: ok\n", step, what);
+  } else {
+    std::printf("%d %s: err %s\n", step, what, strerrorname_np(errno));
+  }
+}
+
+int Ctl(int ep, int op, int fd, std::uint32_t events, std::uint64_t data) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = data;
+  return epoll_ctl(ep, op, fd, &ev);
+}
+
+// Prints what a wait returns: its count and each event as EVENTS@DATA (hex), in order.
+void Wait(const char* what, int ep, int max, int timeout) {
+  std::vector<epoll_event> events(static_cast<std::size_t>(std::max(max, 1)));
+  const int n = epoll_wait(ep, events.data(), max, timeout);
+  ++step;
+  if (n < 0) {
+    std::printf("%d %s: err %s\n", step, what, strerrorname_np(errno));
+    return;
+  }
+  std::printf("%d %s: %d", step, what, n);
+  for (int i = 0; i < n; ++i) {
+    std::printf(" %x@%llx", events[static_cast<std::size_t>(i)].events,
+                static_cast<unsigned long long>(events[static_cast<std::size_t>(i)].data.u64));
+  }
+  std::printf("\n");
+}
+
+void Readable(const char* what, int fd) {
+  pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
+  const int n = poll(&p, 1, 0);
+  ++step;
+  std::printf("%d %s: poll %d revents %x\n", step, what, n, static_cast<unsigned>(p.revents));
+}
+
+void OnSignal(int) {}
+
+void Errors() {
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  int p[2];
+  (void)pipe2(p, O_NONBLOCK | O_CLOEXEC);
+  Say("create1 with a bad flag", epoll_create1(1));
+  Say("create with size 0", epoll_create(0));
+  Say("ctl on a closed epfd", Ctl(1000, EPOLL_CTL_ADD, p[0], EPOLLIN, 1));
+  Say("ctl of a closed fd", Ctl(ep, EPOLL_CTL_ADD, 1000, EPOLLIN, 1));
+  Say("ctl of itself", Ctl(ep, EPOLL_CTL_ADD, ep, EPOLLIN, 1));
+  Say("ctl on a pipe as epfd", Ctl(p[0], EPOLL_CTL_ADD, p[1], EPOLLOUT, 1));
+  char path[] = "/tmp/epoll-probe-XXXXXX";
+  const int regular = mkstemp(path);
+  unlink(path);
+  Say("ctl of a regular file", Ctl(ep, EPOLL_CTL_ADD, regular, EPOLLIN, 1));
+  Say("add", Ctl(ep, EPOLL_CTL_ADD, p[0], EPOLLIN, 7));
+  Say("add again", Ctl(ep, EPOLL_CTL_ADD, p[0], EPOLLIN, 7));
+  Say("mod of an unregistered fd", Ctl(ep, EPOLL_CTL_MOD, p[1], EPOLLOUT, 1));
+  Say("del of an unregistered fd", Ctl(ep, EPOLL_CTL_DEL, p[1], 0, 0));
+  Say("bad op", Ctl(ep, 99, p[0], EPOLLIN, 1));
+  Say("add with a null event", epoll_ctl(ep, EPOLL_CTL_ADD, p[1], nullptr));
+  Say("exclusive with mod", Ctl(ep, EPOLL_CTL_MOD, p[0], EPOLLIN | EPOLLEXCLUSIVE, 1));
+  Say("exclusive with oneshot", Ctl(ep, EPOLL_CTL_ADD, p[1], EPOLLOUT | EPOLLEXCLUSIVE | EPOLLONESHOT, 1));
+  epoll_event one{};
+  ++step;
+  std::printf("%d wait with max 0: %s\n", step, epoll_wait(ep, &one, 0, 0) < 0 ? strerrorname_np(errno) : "ok");
+  ++step;
+  std::printf("%d wait on a pipe: %s\n", step, epoll_wait(p[0], &one, 1, 0) < 0 ? strerrorname_np(errno) : "ok");
+  // A loop of nested epolls.
+  const int a = epoll_create1(0);
+  const int b = epoll_create1(0);
+  Say("nest b in a", Ctl(a, EPOLL_CTL_ADD, b, EPOLLIN, 2));
+  Say("nest a in b", Ctl(b, EPOLL_CTL_ADD, a, EPOLLIN, 3));
+  close(a);
+  close(b);
+  close(regular);
+  close(p[0]);
+  close(p[1]);
+  close(ep);
+}
+
+void Readiness() {
+  const int ep = epoll_create1(0);
+  int s[2];
+  (void)socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, s);
+  const int ev = eventfd(0, EFD_NONBLOCK);
+  Say("add s0 in|et", Ctl(ep, EPOLL_CTL_ADD, s[0], EPOLLIN | EPOLLET | EPOLLRDHUP, 1));
+  Say("add ev in oneshot", Ctl(ep, EPOLL_CTL_ADD, ev, EPOLLIN | EPOLLONESHOT, 2));
+  Say("add s1 out", Ctl(ep, EPOLL_CTL_ADD, s[1], EPOLLOUT, 3));
+  Wait("wait: s1 writable", ep, 8, 0);
+  Readable("the epoll fd under poll", ep);
+  std::uint64_t one = 1;
+  (void)!write(ev, &one, sizeof one);
+  (void)!write(s[1], "abc", 3);
+  Wait("wait: three ready", ep, 8, 0);
+  Wait("wait: the edge is taken, the one-shot disarmed", ep, 8, 0);
+  Say("mod s1 to nothing", Ctl(ep, EPOLL_CTL_MOD, s[1], 0, 3));
+  Wait("wait: nothing", ep, 8, 0);
+  Readable("the epoll fd under poll, nothing ready", ep);
+  Say("rearm ev", Ctl(ep, EPOLL_CTL_MOD, ev, EPOLLIN | EPOLLONESHOT, 4));
+  Wait("wait: the re-armed one-shot", ep, 8, 0);
+  // A dup keeps the registration of a closed fd alive: the kernel goes on reporting it.
+  const int copy = dup(s[0]);
+  shutdown(s[1], SHUT_WR);
+  Wait("wait: rdhup on s0", ep, 8, 0);
+  close(s[1]);
+  Say("del of a closed fd", Ctl(ep, EPOLL_CTL_DEL, s[1], 0, 0));
+  close(copy);
+  // The epoll fd nested in a kernel-made epoll watcher and under poll.
+  const int outer = epoll_create1(0);
+  Say("add the epoll to another", Ctl(outer, EPOLL_CTL_ADD, ep, EPOLLIN, 9));
+  Wait("outer wait", outer, 8, 0);
+  (void)!write(ev, &one, sizeof one);
+  Say("rearm ev again", Ctl(ep, EPOLL_CTL_MOD, ev, EPOLLIN | EPOLLONESHOT, 5));
+  Wait("outer wait: the inner one is ready", outer, 8, 0);
+  Wait("inner wait", ep, 8, 0);
+  // dup of an epoll fd is the same epoll.
+  const int ep2 = dup(ep);
+  Say("ctl through the dup", Ctl(ep2, EPOLL_CTL_MOD, ev, EPOLLIN, 6));
+  Wait("wait through the first name", ep, 8, 0);
+  close(ep);
+  Wait("wait through the dup after the first is closed", ep2, 8, 0);
+  const int ep3 = fcntl(ep2, F_DUPFD_CLOEXEC, 100);
+  Say("fcntl dup is >= 100", ep3 >= 100 ? 0 : -1);
+  Wait("wait through the fcntl dup", ep3, 8, 0);
+  close(ep2);
+  close(ep3);
+  close(outer);
+  close(s[0]);
+  close(ev);
+}
+
+void Signals() {
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;  // epoll_wait is never restarted
+  sigaction(SIGUSR1, &action, nullptr);
+  const int ep = epoll_create1(0);
+  timer_t timer;
+  sigevent sev{};
+  sev.sigev_notify = SIGEV_SIGNAL;
+  sev.sigev_signo = SIGUSR1;
+  timer_create(CLOCK_MONOTONIC, &sev, &timer);
+  itimerspec in{};
+  in.it_value.tv_nsec = 20'000'000;
+  timer_settime(timer, 0, &in, nullptr);
+  Wait("wait interrupted by a handler (SA_RESTART)", ep, 4, 5000);
+  // A signal blocked outside the wait and unblocked by its mask.
+  sigset_t block;
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR1);
+  sigprocmask(SIG_BLOCK, &block, nullptr);
+  raise(SIGUSR1);
+  sigset_t during;
+  sigemptyset(&during);
+  epoll_event one{};
+  const int n = epoll_pwait(ep, &one, 1, 5000, &during);
+  ++step;
+  std::printf("%d pwait with the pending signal unblocked: %s\n", step, n < 0 ? strerrorname_np(errno) : "returned");
+  sigprocmask(SIG_UNBLOCK, &block, nullptr);
+  timespec zero{};
+  ++step;
+  std::printf("%d pwait2 with a zero timeout: %d\n", step, epoll_pwait2(ep, &one, 1, &zero, nullptr));
+  timespec bad{.tv_sec = 0, .tv_nsec = 2'000'000'000};
+  ++step;
+  std::printf("%d pwait2 with a bad timeout: %s\n", step,
+              epoll_pwait2(ep, &one, 1, &bad, nullptr) < 0 ? strerrorname_np(errno) : "ok");
+  timer_delete(timer);
+  close(ep);
+}
+
+// A random sequence over a few pipes, socket pairs and eventfds on two epolls (one nested in the other).
+void Random(unsigned seed) {
+  std::mt19937 rng(seed);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  std::vector<int> fds;
+  for (int i = 0; i < 3; ++i) {
+    int p[2];
+    (void)pipe2(p, O_NONBLOCK);
+    fds.push_back(p[0]);
+    fds.push_back(p[1]);
+    (void)socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p);
+    fds.push_back(p[0]);
+    fds.push_back(p[1]);
+    fds.push_back(eventfd(0, EFD_NONBLOCK));
+  }
+  const int eps[2] = {epoll_create1(0), epoll_create1(0)};
+  Say("nest", Ctl(eps[0], EPOLL_CTL_ADD, eps[1], EPOLLIN, 99));
+  static constexpr std::uint32_t kMasks[] = {EPOLLIN, EPOLLOUT, EPOLLIN | EPOLLOUT, EPOLLIN | EPOLLET,
+                                             EPOLLOUT | EPOLLET, EPOLLIN | EPOLLONESHOT, EPOLLIN | EPOLLRDHUP, 0};
+  char buffer[4096];
+  for (int i = 0; i < 200; ++i) {
+    const int fd = fds[static_cast<std::size_t>(pick(static_cast<int>(fds.size())))];
+    const int ep = eps[pick(2)];
+    switch (pick(9)) {
+      case 0:
+      case 1: Say("add", Ctl(ep, EPOLL_CTL_ADD, fd, kMasks[pick(8)], static_cast<std::uint64_t>(fd))); break;
+      case 2: Say("mod", Ctl(ep, EPOLL_CTL_MOD, fd, kMasks[pick(8)], static_cast<std::uint64_t>(fd) + 100)); break;
+      case 3: Say("del", Ctl(ep, EPOLL_CTL_DEL, fd, 0, 0)); break;
+      case 4: {
+        const std::uint64_t one = 1;
+        Say("write", static_cast<int>(write(fd, pick(2) == 0 ? static_cast<const void*>(&one) : "0123456789", 8)));
+        break;
+      }
+      case 5: Say("read", static_cast<int>(read(fd, buffer, static_cast<std::size_t>(1 + pick(4096))))); break;
+      case 6:
+      case 7: Wait("wait", ep, 1 + pick(6), 0); break;
+      case 8: Readable("poll", eps[pick(2)]); break;
+    }
+  }
+  for (int fd : fds) close(fd);
+  close(eps[0]);
+  close(eps[1]);
+}
+
+// After fork the kernel shares an epoll between parent and child. The child waits on it, then the parent.
+void Fork() {
+  const int ep = epoll_create1(0);
+  int p[2];
+  (void)pipe2(p, O_NONBLOCK);
+  Say("add", Ctl(ep, EPOLL_CTL_ADD, p[0], EPOLLIN, 5));
+  (void)!write(p[1], "x", 1);
+  const pid_t child = fork();
+  if (child == 0) {
+    Wait("child: wait on the parent's epoll", ep, 4, 0);
+    Say("child: close it", close(ep));
+    const int own = epoll_create1(0);
+    Say("child: its own epoll, the inherited pipe", Ctl(own, EPOLL_CTL_ADD, p[0], EPOLLIN, 6));
+    Wait("child: wait on its own", own, 4, 0);
+    std::fflush(stdout);
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  Wait("parent: wait", ep, 4, 0);
+  close(p[0]);
+  close(p[1]);
+  close(ep);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  setvbuf(stdout, nullptr, _IOLBF, 0);
+  if (argc > 1 && std::string(argv[1]) == "fork") {
+    Fork();
+    return 0;
+  }
+  if (argc > 1) {
+    Random(static_cast<unsigned>(std::strtoul(argv[1], nullptr, 10)));
+    return 0;
+  }
+  Errors();
+  Readiness();
+  Signals();
+  return 0;
+}
