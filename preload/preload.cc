@@ -14,8 +14,8 @@
 //   dup3, fcntl(F_DUPFD*)             fd, so the mirror follows every way an fd number appears or goes;
 //   fork (pthread_atfork)             the child gets its own (empty) table; a poll it inherited is the parent's:
 //                                     its use in the child is a reported error (EINVAL), its close is allowed;
-//   execve family                     an epoll fd that would cross the exec is reported and closed on exec instead
-//                                     (its registrations do not cross yet; docs/interposer.md, "Limits").
+//   the exec family                   a poll whose fd crosses the exec crosses with its state: saved to a memfd
+//                                     here, restored by the new program image (ExecRestore).
 // A call on an fd that is not one of the program's epolls goes to the real function unchanged: the kernel answers.
 //
 // The library itself uses these functions (the kernel epolls, their duplicates, closes): a thread-local depth marks
@@ -48,13 +48,16 @@
 
 #include "epollcr/event_poll.h"
 #include "epollcr/fd_table.h"
+#include "epollcr/state.h"
 #include "epollcr/host_file.h"
 #include "epollcr/syscalls.h"
+#include "image/codec.h"
+#include "restore/resolvers.h"
+#include "restore/restorer.h"
 
 namespace {
 
 using epollcr::EventPoll;
-using epollcr::FdTable;
 using epollcr::File;
 using epollcr::HostFile;
 
@@ -100,7 +103,9 @@ class State {
   // Shared for lookups (the waits), exclusive for every change of the table and across fork. Replaced in a forked
   // child: a pthread rwlock cannot be unlocked by a thread that did not lock it, and the child's thread is new.
   std::shared_mutex* mu = new std::shared_mutex();
-  std::unique_ptr<FdTable> fds = std::make_unique<FdTable>();  // guarded by mu; replaced in a forked child
+  // The mirror: the program's epoll fds and the fds it registered, at their numbers (world->fds). Guarded by mu;
+  // replaced in a forked child, and by the restore of polls that crossed an exec (ExecRestore).
+  std::unique_ptr<epollcr::World> world = std::make_unique<epollcr::World>();
   // In a forked child: the parent's polls and host files, by fd, still open here. Their use is refused (the kernel
   // epoll is the parent's too); they are never torn down here.
   std::unordered_map<int, std::shared_ptr<File>> inherited;  // guarded by mu
@@ -109,6 +114,10 @@ class State {
   // Each wrapped host file's device and inode when it was wrapped: an ADD checks that its fd still names that file
   // (one closed behind the interposer's back, by fclose or a raw system call, and reused is forgotten then).
   std::unordered_map<int, std::pair<dev_t, ino_t>> identity;  // guarded by mu
+
+  // Polls that crossed an exec wait for the first interposed call (EnsureRestored).
+  std::atomic<bool> pending{false};
+  std::string crossed;  // the value of EPOLLCR_EXEC_IMAGE
 
   std::atomic<long> polls{0};
   std::atomic<long> waits{0};
@@ -147,19 +156,19 @@ void ForgetLocked(State& s, int fd) {
     s.known.fetch_sub(1, std::memory_order_relaxed);
     return;
   }
-  std::shared_ptr<File> file = s.fds->Get(fd);
+  std::shared_ptr<File> file = s.world->fds.Get(fd);
   if (file == nullptr) return;
   s.identity.erase(fd);
   if (auto* host = dynamic_cast<HostFile*>(file.get())) (void)host->ReleaseFd();
-  (void)s.fds->Close(fd);
+  (void)s.world->fds.Close(fd);
   s.known.fetch_sub(1, std::memory_order_relaxed);
 }
 
 // A new name `to` for what `from` is (dup and its kind), after the real call made it.
 void DupLocked(State& s, int from, int to) {
-  std::shared_ptr<File> file = s.fds->Get(from);
+  std::shared_ptr<File> file = s.world->fds.Get(from);
   if (!IsPoll(file)) return;  // a host file's other names are wrapped when they are registered
-  if (!s.fds->InstallAt(to, file)) s.known.fetch_add(1, std::memory_order_relaxed);
+  if (!s.world->fds.InstallAt(to, file)) s.known.fetch_add(1, std::memory_order_relaxed);
 }
 
 void AtForkPrepare() { State::Get().mu->lock(); }
@@ -169,12 +178,12 @@ void AtForkParent() { State::Get().mu->unlock(); }
 void AtForkChild() {
   State& s = State::Get();
   Inside inside;
-  for (auto& [fd, file] : s.fds->Snapshot()) {
+  for (auto& [fd, file] : s.world->fds.Snapshot()) {
     if (auto* host = dynamic_cast<HostFile*>(file.get())) (void)host->ReleaseFd();
     s.inherited[fd] = file;
   }
-  (void)s.fds.release();  // leaked: its files are in `inherited`
-  s.fds = std::make_unique<FdTable>();
+  (void)s.world.release();  // leaked: its files are in `inherited`
+  s.world = std::make_unique<epollcr::World>();
   s.known.store(s.inherited.size(), std::memory_order_relaxed);
   s.polls = 0;
   s.waits = 0;
@@ -187,6 +196,10 @@ void AtExit() {
   Log("exit %d polls %ld waits %ld events %ld\n", static_cast<int>(::getpid()), s.polls.load(), s.waits.load(),
       s.events.load());
 }
+
+// Polls across an exec: the environment variable that names what crossed it (below).
+constexpr const char* kExecEnv = "EPOLLCR_EXEC_IMAGE";
+void ExecRestore(State& s, const char* value);
 
 __attribute__((constructor)) void Init() {
   State& s = State::Get();
@@ -203,8 +216,27 @@ __attribute__((constructor)) void Init() {
     if (high >= 0) ::close(fd);
     s.log_fd = high >= 0 ? high : fd;
   }
+  // Restored at the first interposed call rather than here: the image decoder's own static tables are initialized
+  // by this library's other constructors, in an order no constructor of this file controls.
+  if (const char* crossed = std::getenv(kExecEnv); crossed != nullptr) {
+    s.crossed = crossed;
+    ::unsetenv(kExecEnv);
+    s.known.store(1, std::memory_order_relaxed);  // so that no call goes by before the restore
+    s.pending.store(true, std::memory_order_release);
+  }
   ::pthread_atfork(AtForkPrepare, AtForkParent, AtForkChild);
   std::atexit(AtExit);
+}
+
+// The restore of the polls that crossed an exec, once, at the first interposed call of the new program image.
+void EnsureRestored() {
+  State& s = State::Get();
+  if (!s.pending.load(std::memory_order_acquire)) return;
+  Inside inside;
+  std::unique_lock lock(*s.mu);
+  if (!s.pending.load(std::memory_order_relaxed)) return;
+  ExecRestore(s, s.crossed.c_str());
+  s.pending.store(false, std::memory_order_release);
 }
 
 // The inherited poll `fd` in a forked child: its use is refused and reported.
@@ -226,7 +258,7 @@ int CreatePoll(int flags) {
   const int fd = ::fcntl(kernel.value(), (flags & EPOLL_CLOEXEC) != 0 ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
   if (fd < 0) return -1;
   ForgetLocked(s, fd);  // a stale name the table still held (closed behind the interposer's back)
-  if (std::error_code error = s.fds->InstallAt(fd, poll)) {
+  if (std::error_code error = s.world->fds.InstallAt(fd, poll)) {
     ::close(fd);
     return Fail(error);
   }
@@ -239,7 +271,7 @@ int CreatePoll(int flags) {
 // The poll behind `epfd`, or null (not one of the program's epolls: the real call answers).
 std::shared_ptr<File> PollOf(State& s, int epfd, bool* inherited) {
   std::shared_lock lock(*s.mu);
-  std::shared_ptr<File> file = s.fds->Get(epfd);
+  std::shared_ptr<File> file = s.world->fds.Get(epfd);
   if (IsPoll(file)) return file;
   auto it = s.inherited.find(epfd);
   *inherited = it != s.inherited.end() && IsPoll(it->second);
@@ -250,6 +282,7 @@ std::shared_ptr<File> PollOf(State& s, int epfd, bool* inherited) {
 // array of them is 4-byte aligned).
 int Wait(int epfd, void* buffer, int max, const timespec* timeout, int timeout_ms, const sigset_t* mask,
          bool pwait2) {
+  if (depth == 0) EnsureRestored();
   State& s = State::Get();
   bool inherited = false;
   std::shared_ptr<File> file = PollOf(s, epfd, &inherited);
@@ -273,6 +306,7 @@ int Wait(int epfd, void* buffer, int max, const timespec* timeout, int timeout_m
 extern "C" {
 
 __attribute__((visibility("default"))) int epoll_create1(int flags) {
+  if (depth == 0) EnsureRestored();
   if (depth > 0) {
     EPOLLCR_REAL(epoll_create1);
     return real_epoll_create1(flags);
@@ -285,6 +319,7 @@ __attribute__((visibility("default"))) int epoll_create1(int flags) {
 }
 
 __attribute__((visibility("default"))) int epoll_create(int size) {
+  if (depth == 0) EnsureRestored();
   if (depth > 0) {
     EPOLLCR_REAL(epoll_create);
     return real_epoll_create(size);
@@ -297,6 +332,7 @@ __attribute__((visibility("default"))) int epoll_create(int size) {
 }
 
 __attribute__((visibility("default"))) int epoll_ctl(int epfd, int op, int fd, epoll_event* event) {
+  if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(epoll_ctl);
   if (depth > 0) return real_epoll_ctl(epfd, op, fd, event);
   State& s = State::Get();
@@ -320,10 +356,10 @@ __attribute__((visibility("default"))) int epoll_ctl(int epfd, int op, int fd, e
     auto it = s.identity.find(fd);
     if (it != s.identity.end() && it->second != std::make_pair(st.st_dev, st.st_ino)) ForgetLocked(s, fd);
   }
-  if (open && s.fds->Get(fd) == nullptr) {
+  if (open && s.world->fds.Get(fd) == nullptr) {
     epollcr::Result<std::shared_ptr<HostFile>> host = HostFile::Wrap(fd, st.st_mode & S_IFMT);
     if (!host.ok()) return Fail(host.error());
-    if (std::error_code error = s.fds->InstallAt(fd, std::move(host).value())) {
+    if (std::error_code error = s.world->fds.InstallAt(fd, std::move(host).value())) {
       return Fail(error);
     }
     s.identity[fd] = {st.st_dev, st.st_ino};
@@ -334,7 +370,7 @@ __attribute__((visibility("default"))) int epoll_ctl(int epfd, int op, int fd, e
     ev.events = event->events;
     ev.SetData(event->data.u64);
   }
-  if (std::error_code error = epollcr::sys::EpollCtl(*s.fds, epfd, op, fd, has_event ? &ev : nullptr)) {
+  if (std::error_code error = epollcr::sys::EpollCtl(s.world->fds, epfd, op, fd, has_event ? &ev : nullptr)) {
     return Fail(error);
   }
   return 0;
@@ -364,6 +400,7 @@ __attribute__((visibility("default"))) int epoll_pwait2(int epfd, epoll_event* e
 }
 
 __attribute__((visibility("default"))) int close(int fd) {
+  if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(close);
   State& s = State::Get();
   if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0) return real_close(fd);
@@ -376,6 +413,7 @@ __attribute__((visibility("default"))) int close(int fd) {
 }
 
 __attribute__((visibility("default"))) int close_range(unsigned first, unsigned last, int flags) {
+  if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(close_range);
   State& s = State::Get();
   if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0 || (flags & CLOSE_RANGE_CLOEXEC) != 0) {
@@ -384,7 +422,7 @@ __attribute__((visibility("default"))) int close_range(unsigned first, unsigned 
   Inside inside;
   std::unique_lock lock(*s.mu);
   std::vector<int> names;
-  for (const auto& [fd, file] : s.fds->Snapshot()) names.push_back(fd);
+  for (const auto& [fd, file] : s.world->fds.Snapshot()) names.push_back(fd);
   for (const auto& [fd, file] : s.inherited) names.push_back(fd);
   const int result = real_close_range(first, last, flags);
   if (result == 0) {
@@ -396,6 +434,7 @@ __attribute__((visibility("default"))) int close_range(unsigned first, unsigned 
 }
 
 __attribute__((visibility("default"))) int dup(int old) {
+  if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(dup);
   State& s = State::Get();
   if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0) return real_dup(old);
@@ -411,6 +450,7 @@ __attribute__((visibility("default"))) int dup(int old) {
 
 namespace {
 int Dup3(int old, int to, int flags, bool dup2) {
+  if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(dup3);
   static auto const real_dup2 = RealFunction<decltype(&::dup2)>("dup2");
   State& s = State::Get();
@@ -437,6 +477,7 @@ int InterposedFcntl64(int fd, int cmd, ...) __asm__("fcntl64") __attribute__((vi
 
 namespace {
 int Fcntl(int fd, int cmd, void* arg) {
+  if (depth == 0) EnsureRestored();
   static auto const real_fcntl = RealFunction<int (*)(int, int, ...)>("fcntl64");
   if (real_fcntl == nullptr) {
     errno = ENOSYS;
@@ -473,48 +514,222 @@ int InterposedFcntl64(int fd, int cmd, ...) {
   return Fcntl(fd, cmd, arg);
 }
 
+}  // extern "C"
+
 namespace {
-// Before an exec: the program's epoll fds without FD_CLOEXEC would reach the new program as bare kernel epolls whose
-// registrations carry epollcr's keys, not the program's data. Until polls cross an exec (docs/interposer.md,
-// "Limits"), each is reported and closed on exec instead.
-void BeforeExec() {
-  State& s = State::Get();
-  if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0) return;
-  Inside inside;
-  std::unique_lock lock(*s.mu);
-  for (const auto& [fd, file] : s.fds->Snapshot()) {
-    const int flags = ::fcntl(fd, F_GETFD);
-    if (!IsPoll(file) || flags < 0 || (flags & FD_CLOEXEC) != 0) continue;
-    Report("epollcr: exec in process %d: epoll fd %d has no FD_CLOEXEC; epollcr does not carry a poll across an "
-           "exec yet, so it is closed on exec (docs/interposer.md, \"exec\")\n",
-           static_cast<int>(::getpid()), fd);
-    (void)::fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
-  }
+
+// Polls across an exec (docs/interposer.md, "exec"). The old program image saves its table as an epollcr image into a
+// memfd and lets the memfd and its polls' kernel epolls cross the exec; the environment variable names them:
+// "EPOLLCR_EXEC_IMAGE=MEMFD KERNEL,FD,... POLL,FD,...". The new image restores before main (ExecRestore): each poll
+// takes its kernel epoll over as it is when it finds it as recorded, or registers afresh.
+std::string JoinFds(const std::vector<int>& fds) {
+  std::string text;
+  for (int fd : fds) text += (text.empty() ? "" : ",") + std::to_string(fd);
+  return text.empty() ? "-" : text;
 }
+
+std::vector<int> SplitFds(const std::string& text) {
+  std::vector<int> fds;
+  std::size_t start = 0;
+  while (text != "-" && start < text.size()) {
+    const std::size_t end = std::min(text.find(',', start), text.size());
+    fds.push_back(std::atoi(text.substr(start, end - start).c_str()));
+    start = end + 1;
+  }
+  return fds;
+}
+
+// What one exec attempt carries; Undo puts everything back when the exec fails.
+struct Crossing {
+  int memfd = -1;
+  std::vector<int> kernel;  // FD_CLOEXEC cleared for the exec
+  std::string env;          // "EPOLLCR_EXEC_IMAGE=..."
+
+  void Undo() {
+    for (int fd : kernel) (void)::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (memfd >= 0) ::close(memfd);
+    memfd = -1;
+    kernel.clear();
+  }
+};
+
+// Under mu (exclusive), before an exec. Nothing to carry unless one of the program's epoll fds lacks FD_CLOEXEC.
+Crossing PrepareExec(State& s) {
+  Crossing crossing;
+  std::vector<int> polls;
+  for (const auto& [fd, file] : s.world->fds.Snapshot()) {
+    const int flags = ::fcntl(fd, F_GETFD);
+    if (IsPoll(file) && flags >= 0 && (flags & FD_CLOEXEC) == 0) polls.push_back(fd);
+  }
+  if (polls.empty()) return crossing;
+  epollcr::Result<std::string> image = epollcr::image::SaveImage(*s.world);
+  const int memfd = image.ok() ? static_cast<int>(::syscall(SYS_memfd_create, "epollcr-exec-image", 0)) : -1;
+  std::size_t written = 0;
+  while (memfd >= 0 && written < image.value().size()) {
+    const ssize_t n = ::write(memfd, image.value().data() + written, image.value().size() - written);
+    if (n <= 0) break;
+    written += static_cast<std::size_t>(n);
+  }
+  if (memfd < 0 || written != image.value().size()) {
+    if (memfd >= 0) ::close(memfd);
+    Report("epollcr: exec in process %d: the epolls cannot be carried across it (%s); epoll fds %s are closed on "
+           "exec instead\n",
+           static_cast<int>(::getpid()), image.ok() ? std::strerror(errno) : image.status().message.c_str(),
+           JoinFds(polls).c_str());
+    for (int fd : polls) (void)::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return crossing;
+  }
+  crossing.memfd = memfd;
+  for (int fd : epollcr::KernelResources(*s.world)) {
+    const int flags = ::fcntl(fd, F_GETFD);
+    if (flags < 0 || ::fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) != 0) continue;
+    crossing.kernel.push_back(fd);
+  }
+  crossing.env = std::string(kExecEnv) + "=" + std::to_string(memfd) + " " + JoinFds(crossing.kernel) + " " +
+                 JoinFds(polls);
+  return crossing;
+}
+
+// In the new program image, before main: the polls that crossed the exec, back in the table.
+void ExecRestore(State& s, const char* value) {
+  char memfd_text[32] = {0};
+  char kernel_text[4096] = {0};
+  char polls_text[4096] = {0};
+  if (std::sscanf(value, "%31s %4095s %4095s", memfd_text, kernel_text, polls_text) != 3) return;
+  const int memfd = std::atoi(memfd_text);
+  const std::vector<int> kernel = SplitFds(kernel_text);
+  const std::vector<int> polls = SplitFds(polls_text);
+  std::string bytes;
+  char buffer[1 << 16];
+  for (off_t at = 0;;) {
+    const ssize_t n = ::pread(memfd, buffer, sizeof buffer, at);
+    if (n <= 0) break;
+    bytes.append(buffer, static_cast<std::size_t>(n));
+    at += n;
+  }
+  ::close(memfd);
+  (void)epollcr::AcceptInherited(kernel);
+  auto world = std::make_unique<epollcr::World>();
+  epollcr::restore::InheritedFdResolver inherited;
+  epollcr::restore::Options options;
+  options.policy = epollcr::restore::Policy::kPrune;  // a registered fd closed on exec leaves its polls
+  options.resolvers = {&inherited};
+  const epollcr::Status status = epollcr::restore::RestoreBytes(bytes, world.get(), options);
+  epollcr::CloseUnadopted(kernel);
+  if (!status.ok()) {
+    Report("epollcr: process %d: the epolls that crossed the exec cannot be restored (%s); epoll fds %s are closed\n",
+           static_cast<int>(::getpid()), status.message.c_str(), polls_text);
+    for (int fd : polls) ::close(fd);
+    return;
+  }
+  std::size_t known = 0;
+  for (const auto& [fd, file] : world->fds.Snapshot()) {
+    if (::fcntl(fd, F_GETFD) < 0) {  // closed on exec
+      if (auto* host = dynamic_cast<HostFile*>(file.get())) (void)host->ReleaseFd();
+      (void)world->fds.Close(fd);
+      continue;
+    }
+    ++known;
+    if (EventPoll* poll = file->AsEventPoll()) {
+      // The program's fd names the poll's kernel epoll: the one taken over, or the one registered afresh.
+      if (epollcr::Result<int> k = poll->Fd(); k.ok() && k.value() != fd) (void)::dup2(k.value(), fd);
+      continue;
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) == 0) s.identity[fd] = {st.st_dev, st.st_ino};
+  }
+  s.world = std::move(world);
+  s.known.store(known, std::memory_order_relaxed);
+  Log("restore %d polls %zu\n", static_cast<int>(::getpid()), polls.size());
+}
+
+// An exec through `call`, which gets the environment to use (null: the process's own, which then holds the
+// variable while the exec is tried).
+template <typename Call>
+int Exec(char* const* envp, Call call) {
+  if (depth == 0) EnsureRestored();
+  State& s = State::Get();
+  if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0) return call(envp);
+  Inside inside;
+  std::unique_lock lock(*s.mu);  // held across the exec: no thread changes a poll between the save and the exec
+  Crossing crossing = PrepareExec(s);
+  if (crossing.memfd < 0) return call(envp);
+  std::vector<char*> env;
+  char* const* source = envp != nullptr ? envp : environ;
+  for (char* const* e = source; e != nullptr && *e != nullptr; ++e) {
+    if (std::strncmp(*e, kExecEnv, std::strlen(kExecEnv)) != 0) env.push_back(*e);
+  }
+  env.push_back(crossing.env.data());
+  env.push_back(nullptr);
+  const int result = call(env.data());
+  const int error = errno;
+  crossing.Undo();  // the exec failed: this program goes on with its polls as they were
+  errno = error;
+  return result;
+}
+
 }  // namespace
+
+extern "C" {
 
 __attribute__((visibility("default"))) int execve(const char* path, char* const argv[], char* const envp[]) {
   EPOLLCR_REAL(execve);
-  BeforeExec();
-  return real_execve(path, argv, envp);
+  return Exec(envp, [&](char* const* env) { return real_execve(path, argv, env); });
 }
 
 __attribute__((visibility("default"))) int execv(const char* path, char* const argv[]) {
-  EPOLLCR_REAL(execv);
-  BeforeExec();
-  return real_execv(path, argv);
-}
-
-__attribute__((visibility("default"))) int execvp(const char* file, char* const argv[]) {
-  EPOLLCR_REAL(execvp);
-  BeforeExec();
-  return real_execvp(file, argv);
+  EPOLLCR_REAL(execve);
+  return Exec(nullptr, [&](char* const* env) { return real_execve(path, argv, env != nullptr ? env : environ); });
 }
 
 __attribute__((visibility("default"))) int execvpe(const char* file, char* const argv[], char* const envp[]) {
   EPOLLCR_REAL(execvpe);
-  BeforeExec();
-  return real_execvpe(file, argv, envp);
+  return Exec(envp, [&](char* const* env) { return real_execvpe(file, argv, env); });
+}
+
+namespace {
+// The arguments of execl, execle and execlp after `first`, up to the null one; with `envp`, the environment after it.
+std::vector<char*> VarArgs(const char* first, va_list args, char* const** envp) {
+  std::vector<char*> argv = {const_cast<char*>(first)};
+  while (argv.back() != nullptr) argv.push_back(va_arg(args, char*));
+  if (envp != nullptr) *envp = va_arg(args, char* const*);
+  return argv;
+}
+}  // namespace
+
+__attribute__((visibility("default"))) int execl(const char* path, const char* arg, ...) {
+  va_list args;
+  va_start(args, arg);
+  std::vector<char*> argv = VarArgs(arg, args, nullptr);
+  va_end(args);
+  return execv(path, argv.data());
+}
+
+__attribute__((visibility("default"))) int execle(const char* path, const char* arg, ...) {
+  va_list args;
+  va_start(args, arg);
+  char* const* envp = nullptr;
+  std::vector<char*> argv = VarArgs(arg, args, &envp);
+  va_end(args);
+  return execve(path, argv.data(), envp);
+}
+
+__attribute__((visibility("default"))) int execlp(const char* file, const char* arg, ...) {
+  va_list args;
+  va_start(args, arg);
+  std::vector<char*> argv = VarArgs(arg, args, nullptr);
+  va_end(args);
+  return execvp(file, argv.data());
+}
+
+__attribute__((visibility("default"))) int fexecve(int fd, char* const argv[], char* const envp[]) {
+  EPOLLCR_REAL(fexecve);
+  return Exec(envp, [&](char* const* env) { return real_fexecve(fd, argv, env); });
+}
+
+__attribute__((visibility("default"))) int execvp(const char* file, char* const argv[]) {
+  EPOLLCR_REAL(execvpe);
+  return Exec(nullptr, [&](char* const* env) { return real_execvpe(file, argv, env != nullptr ? env : environ); });
 }
 
 }  // extern "C"

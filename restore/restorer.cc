@@ -184,6 +184,15 @@ Status Rewrite(v1::Image* image, Resolved* r) {
       for (std::uint32_t i : p.ready_order()) {
         if (where[i] != ~0u) q.add_ready_order(where[i]);
       }
+      // The kernel epoll and the kernel columns of the kept entries: the poll may still take it over if the kernel
+      // shows exactly these registrations (a pruned file closed, as on an exec; after a re-key it never does).
+      if (p.has_kernel() && p.kernel_keys_size() == p.files_size() && p.kernel_fds_size() == p.files_size()) {
+        *q.mutable_kernel() = p.kernel();
+        for (std::uint32_t i : keep) {
+          q.add_kernel_keys(p.kernel_keys(static_cast<int>(i)));
+          q.add_kernel_fds(p.kernel_fds(static_cast<int>(i)));
+        }
+      }
       p.Swap(&q);
     }
     files.Add(std::move(f));

@@ -584,6 +584,19 @@ std::vector<int> AcceptInherited(const std::vector<int>& fds) {
   return missing;
 }
 
+std::vector<int> KernelResources(World& world) {
+  std::vector<int> fds;
+  ForEachFileOf(world, [&](File& file) {
+    if (EventPoll* poll = file.AsEventPoll()) {
+      EventPoll::Impl& s = *poll->impl();
+      MutexLock lock(s.mu_);
+      if (!s.kernel_active_.load(std::memory_order_acquire)) return;
+      for (int fd : s.KernelFdsLocked()) fds.push_back(fd);
+    }
+  });
+  return fds;
+}
+
 void CloseUnadopted(const std::vector<int>& released) {
   for (int fd : released) {
     if (Released::Instance().Take(fd)) ::close(fd);

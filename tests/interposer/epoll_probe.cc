@@ -2,9 +2,9 @@
 // prints one line per step. tests/interposer/interposer_test.cc runs it twice, on the kernel's epoll and under
 // `epollcr run` (libepollcr-preload.so), and the two outputs must be the same: the kernel is the oracle.
 //
-// Usage: epoll_probe [SEED | fork]. Without an argument it runs the fixed scenarios (errors, dup and close, nesting,
-// signals, the epoll fd under poll(2)); with a seed, a random sequence of operations on pipes, socket pairs and
-// eventfds; `fork`, an epoll shared by a parent and its child.
+// Usage: epoll_probe [SEED | fork | exec]. Without an argument it runs the fixed scenarios (errors, dup and close,
+// nesting, signals, the epoll fd under poll(2)); with a seed, a random sequence of operations on pipes, socket pairs
+// and eventfds; `fork`, an epoll shared by a parent and its child; `exec`, an epoll that crosses an exec.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -273,9 +273,61 @@ void Fork() {
   close(ep);
 }
 
+// An epoll without FD_CLOEXEC crosses an exec with its registrations, its taken edges and its ready list: the kernel
+// keeps them all (a registered fd that is closed on exec leaves it). The first program image sets it up and execs
+// itself (`exec`); the new one (`exec2 EP P0 P1 EV`) goes on with the same fds.
+void ExecFirst(const char* self) {
+  const int ep = epoll_create(1);
+  int p[2];
+  (void)pipe2(p, O_NONBLOCK);
+  const int ev = eventfd(0, EFD_NONBLOCK);
+  int s[2];
+  (void)socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, s);  // closed on exec
+  Say("add the pipe, edge-triggered", Ctl(ep, EPOLL_CTL_ADD, p[0], EPOLLIN | EPOLLET, 0x51));
+  Say("add the eventfd", Ctl(ep, EPOLL_CTL_ADD, ev, EPOLLIN, 0x52));
+  Say("add a close-on-exec socket", Ctl(ep, EPOLL_CTL_ADD, s[0], EPOLLOUT, 0x53));
+  Say("add the pipe's write end, one-shot", Ctl(ep, EPOLL_CTL_ADD, p[1], EPOLLOUT | EPOLLONESHOT, 0x54));
+  (void)!write(p[1], "abc", 3);
+  Wait("wait before the exec", ep, 8, 0);
+  const std::uint64_t one = 1;
+  (void)!write(ev, &one, sizeof one);
+  std::fflush(stdout);
+  const std::string args[] = {std::to_string(ep), std::to_string(p[0]), std::to_string(p[1]), std::to_string(ev)};
+  execl(self, self, "exec2", args[0].c_str(), args[1].c_str(), args[2].c_str(), args[3].c_str(), nullptr);
+  std::printf("exec failed: %s\n", strerrorname_np(errno));
+}
+
+void ExecSecond(char** argv) {
+  const int ep = std::atoi(argv[2]);
+  const int p0 = std::atoi(argv[3]);
+  const int p1 = std::atoi(argv[4]);
+  const int ev = std::atoi(argv[5]);
+  step = 100;
+  Wait("after the exec: the eventfd only (the edge was taken, the one-shot fired)", ep, 8, 0);
+  (void)!write(p1, "d", 1);
+  Wait("a new edge on the pipe", ep, 8, 0);
+  Say("re-arm the one-shot", Ctl(ep, EPOLL_CTL_MOD, p1, EPOLLOUT | EPOLLONESHOT, 0x55));
+  Wait("the re-armed one-shot", ep, 8, 0);
+  Readable("the epoll fd under poll", ep);
+  close(p0);
+  close(p1);
+  close(ev);
+  close(ep);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "exec") {
+    setvbuf(stdout, nullptr, _IOLBF, 0);
+    ExecFirst(argv[0]);
+    return 1;
+  }
+  if (argc > 5 && std::string(argv[1]) == "exec2") {
+    setvbuf(stdout, nullptr, _IOLBF, 0);
+    ExecSecond(argv);
+    return 0;
+  }
   setvbuf(stdout, nullptr, _IOLBF, 0);
   if (argc > 1 && std::string(argv[1]) == "fork") {
     Fork();

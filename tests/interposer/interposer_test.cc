@@ -93,6 +93,22 @@ TEST_F(InterposerTest, AChildCannotUseItsParentsEpoll) {
   EXPECT_THAT(epollcr.err, HasSubstr("that epoll was made before a fork and is the parent's"));
 }
 
+// An epoll without FD_CLOEXEC crosses an exec with every registration, taken edge, fired one-shot and ready entry, as
+// in the kernel: the old program image saves its polls into a memfd, the new one restores them before it uses them
+// and takes each kernel epoll over as it is (a registered fd closed on exec leaves the poll, as in the kernel).
+TEST_F(InterposerTest, AnEpollCrossesAnExecWithItsStateAsInTheKernel) {
+  ProgramRun kernel = Kernel({"exec"});
+  ASSERT_EQ(kernel.status, 0) << kernel.err;
+  EXPECT_THAT(kernel.out, HasSubstr("101 after the exec: the eventfd only (the edge was taken, the one-shot fired): "
+                                    "1 1@52\n"));
+  ProgramRun epollcr = Epollcr({"exec"});
+  EXPECT_EQ(epollcr.status, 0) << epollcr.err;
+  EXPECT_EQ(epollcr.out, kernel.out);
+  EXPECT_EQ(epollcr.err, "");
+  EXPECT_THAT(ReadAll(log_), HasSubstr(" polls 1\n")) << "the new program image restored no poll";
+  EXPECT_THAT(ReadAll(log_), ::testing::ContainsRegex("restore [0-9]+ polls 1"));
+}
+
 TEST_F(InterposerTest, RunRefusesWhatItCannotInterpose) {
   ProgramRun missing = Run(bin_, {"run", "--", "no-such-program-epollcr"});
   EXPECT_EQ(missing.status, 2);

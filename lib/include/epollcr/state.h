@@ -55,6 +55,10 @@ struct World {
 // it gave up (not the host files' fds). Only fds given up so can be taken over by a restore in this process (one whose
 // image records them, and that finds them as recorded); once the restore is done, CloseUnadopted closes the others.
 std::vector<int> ReleaseHostResources(World& world);
+// What ReleaseHostResources would give up (each kernel-active poll's kernel epoll, bell and private duplicates),
+// without giving anything up: for a caller that lets them cross an exec and must keep its world working if the exec
+// fails.
+std::vector<int> KernelResources(World& world);
 // Closes the fds of `released` that no restore took over.
 void CloseUnadopted(const std::vector<int>& released);
 // For a restore in a new process (an exec): the predecessor's ReleaseHostResources list, which crossed the exec
