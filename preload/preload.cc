@@ -448,6 +448,8 @@ __attribute__((visibility("default"))) int dup(int old) {
   return fd;
 }
 
+}  // extern "C"
+
 namespace {
 int Dup3(int old, int to, int flags, bool dup2) {
   if (depth == 0) EnsureRestored();
@@ -467,6 +469,8 @@ int Dup3(int old, int to, int flags, bool dup2) {
 }
 }  // namespace
 
+extern "C" {
+
 __attribute__((visibility("default"))) int dup2(int old, int to) { return Dup3(old, to, 0, true); }
 __attribute__((visibility("default"))) int dup3(int old, int to, int flags) { return Dup3(old, to, flags, false); }
 
@@ -474,6 +478,8 @@ __attribute__((visibility("default"))) int dup3(int old, int to, int flags) { re
 // header's fcntl an alias of fcntl64): both symbols, by their assembler names.
 int InterposedFcntl(int fd, int cmd, ...) __asm__("fcntl") __attribute__((visibility("default")));
 int InterposedFcntl64(int fd, int cmd, ...) __asm__("fcntl64") __attribute__((visibility("default")));
+
+}  // extern "C"
 
 namespace {
 int Fcntl(int fd, int cmd, void* arg) {
@@ -497,6 +503,8 @@ int Fcntl(int fd, int cmd, void* arg) {
   return copy;
 }
 }  // namespace
+
+extern "C" {
 
 int InterposedFcntl(int fd, int cmd, ...) {
   va_list args;
@@ -687,6 +695,8 @@ __attribute__((visibility("default"))) int execvpe(const char* file, char* const
   return Exec(envp, [&](char* const* env) { return real_execvpe(file, argv, env); });
 }
 
+}  // extern "C"
+
 namespace {
 // The arguments of execl, execle and execlp after `first`, up to the null one; with `envp`, the environment after it.
 std::vector<char*> VarArgs(const char* first, va_list args, char* const** envp) {
@@ -696,6 +706,8 @@ std::vector<char*> VarArgs(const char* first, va_list args, char* const** envp) 
   return argv;
 }
 }  // namespace
+
+extern "C" {
 
 __attribute__((visibility("default"))) int execl(const char* path, const char* arg, ...) {
   va_list args;
