@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -173,10 +174,19 @@ int Worker::Run(int takeover_fd) {
   }
   execution_ = std::make_unique<Execution>(trace, *engine_);
   (void)execution_->SetFds(state_.fds);  // the size was checked above
-  // Taken over: the old process may go.
+  // Taken over: the old process may go. With host files it shares this world's kernel objects until it has exited
+  // (a pipe's write end it still holds keeps the read end from hanging up), so this one waits for it to be gone: its
+  // pidfd turns readable once the exit has closed and released every file.
   if (takeover.valid()) {
+    const bool shares_kernel_objects = state_.host_files || !state_.inherited.empty();
+    UniqueFd old(shares_kernel_objects ? static_cast<int>(::syscall(SYS_pidfd_open, ::getppid(), 0)) : -1);
     (void)!::write(takeover.get(), "+", 1);
     takeover.Reset();
+    if (old.valid()) {
+      pollfd exited{.fd = old.get(), .events = POLLIN, .revents = 0};
+      while (::poll(&exited, 1, 10'000) < 0 && errno == EINTR) {
+      }
+    }
   }
   const RunOptions options{.checkpoint_every = state_.checkpoint_every};
   std::size_t next = 0;
