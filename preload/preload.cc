@@ -350,9 +350,12 @@ __attribute__((visibility("default"))) int epoll_ctl(int epfd, int op, int fd, e
   }
   std::unique_lock lock(*s.mu);
   if (s.inherited.count(fd) != 0) ForgetLocked(s, fd);  // the parent's host file: this process wraps its own
+  // An fd the table holds needs no system call unless it is being added (is it still the file that was wrapped?);
+  // any other is looked at once, to be wrapped.
+  const bool held = fd >= 0 && s.world->fds.Get(fd) != nullptr;
   struct stat st {};
-  const bool open = fd >= 0 && ::fstat(fd, &st) == 0;
-  if (open && op == EPOLL_CTL_ADD) {
+  const bool open = (held && op != EPOLL_CTL_ADD) || (fd >= 0 && ::fstat(fd, &st) == 0);
+  if (held && open && op == EPOLL_CTL_ADD) {
     auto it = s.identity.find(fd);
     if (it != s.identity.end() && it->second != std::make_pair(st.st_dev, st.st_ino)) ForgetLocked(s, fd);
   }
