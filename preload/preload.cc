@@ -171,6 +171,21 @@ void DupLocked(State& s, int from, int to) {
   if (!s.world->fds.InstallAt(to, file)) s.known.fetch_add(1, std::memory_order_relaxed);
 }
 
+// A call that makes a new name for `old` (dup, dup2, dup3, fcntl F_DUPFD*): the table follows what it made.
+template <typename Call>
+int NewName(int old, Call call) {
+  State& s = State::Get();
+  if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0) return call();
+  Inside inside;
+  std::unique_lock lock(*s.mu);
+  const int fd = call();
+  if (fd >= 0 && fd != old) {
+    ForgetLocked(s, fd);  // a name the call replaced (dup2), or a stale one the table still held
+    DupLocked(s, old, fd);
+  }
+  return fd;
+}
+
 void AtForkPrepare() { State::Get().mu->lock(); }
 void AtForkParent() { State::Get().mu->unlock(); }
 // The child: every poll and host file is the parent's too (the kernel epolls are shared). They move aside, never to
@@ -439,16 +454,7 @@ __attribute__((visibility("default"))) int close_range(unsigned first, unsigned 
 __attribute__((visibility("default"))) int dup(int old) {
   if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(dup);
-  State& s = State::Get();
-  if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0) return real_dup(old);
-  Inside inside;
-  std::unique_lock lock(*s.mu);
-  const int fd = real_dup(old);
-  if (fd >= 0) {
-    ForgetLocked(s, fd);
-    DupLocked(s, old, fd);
-  }
-  return fd;
+  return NewName(old, [&] { return real_dup(old); });
 }
 
 }  // extern "C"
@@ -458,17 +464,7 @@ int Dup3(int old, int to, int flags, bool dup2) {
   if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(dup3);
   static auto const real_dup2 = RealFunction<decltype(&::dup2)>("dup2");
-  State& s = State::Get();
-  auto call = [&] { return dup2 ? real_dup2(old, to) : real_dup3(old, to, flags); };
-  if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0) return call();
-  Inside inside;
-  std::unique_lock lock(*s.mu);
-  const int fd = call();
-  if (fd >= 0 && old != to) {
-    ForgetLocked(s, fd);  // dup2 closed what `to` was
-    DupLocked(s, old, fd);
-  }
-  return fd;
+  return NewName(old, [&] { return dup2 ? real_dup2(old, to) : real_dup3(old, to, flags); });
 }
 }  // namespace
 
@@ -492,18 +488,8 @@ int Fcntl(int fd, int cmd, void* arg) {
     errno = ENOSYS;
     return -1;
   }
-  State& s = State::Get();
-  if ((cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC) || depth > 0 || s.known.load(std::memory_order_relaxed) == 0) {
-    return real_fcntl(fd, cmd, arg);
-  }
-  Inside inside;
-  std::unique_lock lock(*s.mu);
-  const int copy = real_fcntl(fd, cmd, arg);
-  if (copy >= 0) {
-    ForgetLocked(s, copy);
-    DupLocked(s, fd, copy);
-  }
-  return copy;
+  if (cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC) return real_fcntl(fd, cmd, arg);
+  return NewName(fd, [&] { return real_fcntl(fd, cmd, arg); });
 }
 }  // namespace
 
