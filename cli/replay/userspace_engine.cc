@@ -142,10 +142,16 @@ Result<int> UserspaceEngine::EpollWait(int epfd, std::span<Event> buffer, int ma
 Result<std::size_t> UserspaceEngine::Read(int fd, std::span<std::byte> buffer) { return sys::Read(world_->fds, fd, buffer); }
 
 Result<std::size_t> UserspaceEngine::Write(int fd, std::span<const std::byte> buffer) {
-  if (files_ == FileBacking::kMemory) return sys::Write(world_->fds, fd, buffer);
-  SigPipeGuard guard;  // a host pipe's write raises SIGPIPE as write(2) does
+  // A host pipe's or socket's write raises SIGPIPE with its EPIPE, as write(2) does; an in-memory one raises it here:
+  // the trace's files are this process's, and the signal is seen (it wakes every signalfd of the process, which a
+  // trace's kernel-only signalfd shows). The guard keeps it from being delivered.
+  SigPipeGuard guard;
   Result<std::size_t> n = sys::Write(world_->fds, fd, buffer);
-  if (!n.ok() && n.error() == Errno(EPIPE)) guard.set_broken();
+  if (!n.ok() && n.error() == Errno(EPIPE)) {
+    const std::shared_ptr<File> file = world_->fds.Get(fd);
+    if (file != nullptr && dynamic_cast<HostFile*>(file.get()) == nullptr) ::pthread_kill(::pthread_self(), SIGPIPE);
+    guard.set_broken();
+  }
   return n;
 }
 

@@ -126,9 +126,10 @@ Result<std::size_t> HostFile::Read(std::span<std::byte> buffer) {
 Result<std::size_t> HostFile::Write(std::span<const std::byte> buffer) {
   const int fd = this->fd();
   if (fd < 0) return Errno(EBADF);
-  // send(MSG_NOSIGNAL) on sockets: a peer that went away is EPIPE, not a SIGPIPE that kills the program.
-  ssize_t n = send(fd, buffer.data(), buffer.size(), MSG_NOSIGNAL);
-  if (n < 0 && errno == ENOTSOCK) n = write(fd, buffer.data(), buffer.size());
+  // write(2), SIGPIPE included: a write to a broken pipe or socket raises it, as the program's own write would (its
+  // disposition is the program's). Its generation is visible: it wakes every signalfd of the process, and with them
+  // the epolls that watch them.
+  const ssize_t n = write(fd, buffer.data(), buffer.size());
   if (n < 0) return Errno(errno);
   return static_cast<std::size_t>(n);
 }

@@ -58,6 +58,7 @@
 #include <string>
 
 #include "program_run.h"
+#include "sanitized.h"
 #include "replay/forwarding_engine.h"
 #include "replay/host_objects.h"
 #include "replay/kernel_engine.h"
@@ -74,7 +75,7 @@ namespace {
 // Under AddressSanitizer a process start of epollcr costs about 0.3 s of CPU instead of 0.02 s, and everything else
 // runs a few times slower: there the default run is 600 traces (the plain build runs 2000 in the same CI run), with
 // one trace in 300 across processes (2 traces, about 100 processes).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if EPOLLCR_TEST_SANITIZED
 constexpr std::uint64_t kDefaultTraces = 600;
 constexpr std::uint64_t kDefaultExecEvery = 300;
 #else

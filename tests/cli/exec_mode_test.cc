@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "program_run.h"
+#include "sanitized.h"
 #include "replay/runner.h"
 #include "replay/trace_parser.h"
 #include "temp_dir.h"
@@ -122,7 +123,7 @@ struct ProcessLog {
 // with a new process after every 16th operation (and at every `checkpoint` line); the plain build covers every one.
 // Over host files the plain build starts a new process after every other operation (the memory run covers every
 // one; a host run costs the same per process, and CI's time is bounded).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if EPOLLCR_TEST_SANITIZED
 constexpr const char* kCorpusCheckpointEvery = "16";
 constexpr const char* kCorpusHostCheckpointEvery = "16";
 #else

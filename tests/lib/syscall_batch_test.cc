@@ -152,7 +152,7 @@ TEST_P(SyscallBatchTest, EpollAddManyGivesWhatEpollCtlGives) {
     std::vector<std::uint64_t> keys;
     epoll_event out[512];
     const int n = epoll_wait(epfd, out, 512, 0);
-    for (int i = 0; i < n; ++i) keys.push_back(out[i].data.u64);
+    for (int i = 0; i < n; ++i) keys.push_back(std::uint64_t{out[i].data.u64});  // a copy: the field is packed
     std::sort(keys.begin(), keys.end());
     return keys;
   };

@@ -133,6 +133,7 @@ WorldPrint PrintWorld(const World& world) {
       if (shared.insert(s->pair().get()).second) Add(out, "socket-pair", *s->pair(), names);
     }
     if (auto* p = dynamic_cast<EventPoll*>(file.get())) {
+      MutexLock lock(p->impl()->mu_);
       for (PollEntry& e : p->impl()->entries_) Add(out, "poll-entry", e, names);
     }
   }
