@@ -16,6 +16,7 @@
 //                                     its use in the child is a reported error (EINVAL), its close is allowed;
 //   the exec family                   a poll whose fd crosses the exec crosses with its state: saved to a memfd
 //                                     here, restored by the new program image (ExecRestore).
+// A process with a poll answers `epollcr ps` on a socket of its own (inspect_server.h).
 // A call on an fd that is not one of the program's epolls goes to the real function unchanged: the kernel answers.
 //
 // The library itself uses these functions (the kernel epolls, their duplicates, closes): a thread-local depth marks
@@ -52,6 +53,7 @@
 #include "epollcr/host_file.h"
 #include "epollcr/syscalls.h"
 #include "image/codec.h"
+#include "inspect_server.h"
 #include "restore/resolvers.h"
 #include "restore/restorer.h"
 
@@ -123,6 +125,7 @@ class State {
   std::atomic<long> waits{0};
   std::atomic<long> events{0};
   int log_fd = -1;
+  int fd_floor = 64;  // the library's fds go at or above it (Init)
 };
 
 void Log(const char* format, ...) {
@@ -204,7 +207,19 @@ void AtForkChild() {
   s.waits = 0;
   s.events = 0;
   s.mu = new std::shared_mutex();  // the parent's, locked, is left as it is
+  epollcr::preload::ForgetInspectServerAfterFork();
 }
+
+// What `epollcr ps` gets (inspect_server.h): the table as a framed epollcr image. On the server's thread.
+epollcr::Result<std::string> InspectImage() {
+  State& s = State::Get();
+  Inside inside;
+  std::shared_lock lock(*s.mu);
+  return epollcr::image::SaveImage(*s.world);
+}
+
+// Under mu (exclusive): the first poll of a process starts its inspection server.
+void EnsureInspectServer(State& s) { epollcr::preload::StartInspectServer(s.fd_floor, InspectImage); }
 
 void AtExit() {
   State& s = State::Get();
@@ -224,7 +239,8 @@ __attribute__((constructor)) void Init() {
   rlimit limit{};
   const int floor =
       ::getrlimit(RLIMIT_NOFILE, &limit) == 0 ? static_cast<int>(std::min<rlim_t>(limit.rlim_cur, 1 << 20) / 2) : 512;
-  epollcr::SetInternalFdFloor(std::max(floor, 64));
+  s.fd_floor = std::max(floor, 64);
+  epollcr::SetInternalFdFloor(s.fd_floor);
   if (const char* log = std::getenv("EPOLLCR_RUN_LOG"); log != nullptr && *log != '\0') {
     const int fd = ::open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     const int high = fd >= 0 ? ::fcntl(fd, F_DUPFD_CLOEXEC, std::max(floor, 64)) : -1;
@@ -279,6 +295,7 @@ int CreatePoll(int flags) {
   }
   s.known.fetch_add(1, std::memory_order_relaxed);
   s.polls.fetch_add(1, std::memory_order_relaxed);
+  EnsureInspectServer(s);
   Log("create %d %d\n", static_cast<int>(::getpid()), fd);
   return fd;
 }
@@ -420,6 +437,7 @@ __attribute__((visibility("default"))) int epoll_pwait2(int epfd, epoll_event* e
 __attribute__((visibility("default"))) int close(int fd) {
   if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(close);
+  if (depth == 0 && epollcr::preload::InspectServerIn(fd, fd)) epollcr::preload::StopInspectServer();
   State& s = State::Get();
   if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0) return real_close(fd);
   {
@@ -433,6 +451,9 @@ __attribute__((visibility("default"))) int close(int fd) {
 __attribute__((visibility("default"))) int close_range(unsigned first, unsigned last, int flags) {
   if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(close_range);
+  if (depth == 0 && (flags & CLOSE_RANGE_CLOEXEC) == 0 && epollcr::preload::InspectServerIn(first, last)) {
+    epollcr::preload::StopInspectServer();
+  }
   State& s = State::Get();
   if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0 || (flags & CLOSE_RANGE_CLOEXEC) != 0) {
     return real_close_range(first, last, flags);
@@ -464,6 +485,7 @@ int Dup3(int old, int to, int flags, bool dup2) {
   if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(dup3);
   static auto const real_dup2 = RealFunction<decltype(&::dup2)>("dup2");
+  if (depth == 0 && to >= 0 && epollcr::preload::InspectServerIn(to, to)) epollcr::preload::StopInspectServer();
   return NewName(old, [&] { return dup2 ? real_dup2(old, to) : real_dup3(old, to, flags); });
 }
 }  // namespace
@@ -637,6 +659,7 @@ void ExecRestore(State& s, const char* value) {
   }
   s.world = std::move(world);
   s.known.store(known, std::memory_order_relaxed);
+  EnsureInspectServer(s);
   Log("restore %d polls %zu\n", static_cast<int>(::getpid()), polls.size());
 }
 

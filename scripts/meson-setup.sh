@@ -4,9 +4,11 @@
 setup_build() {
   local dir=$1
   shift
-  if [ -f "$dir/build.ninja" ] && [ -n "${CXX:-}" ] && ! meson introspect "$dir" --compilers 2>/dev/null |
-       python3 -c 'import json, os, sys; sys.exit(os.path.basename(json.load(sys.stdin)["host"]["cpp"]["exelist"][0]) != sys.argv[1])' \
-         "$(basename "$CXX")"; then
+  if [ -f "$dir/build.ninja" ] && [ -n "${CXX:-}" ] && [ -f "$dir/compile_commands.json" ] &&
+     ! python3 -c 'import json, os, sys
+commands = json.load(open(sys.argv[1]))
+sys.exit(bool(commands) and os.path.basename(commands[0]["command"].split()[0]) != sys.argv[2])' \
+       "$dir/compile_commands.json" "$(basename "$CXX")"; then
     rm -rf "$dir"
   fi
   if [ -f "$dir/build.ninja" ]; then

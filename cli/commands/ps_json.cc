@@ -8,6 +8,7 @@
 
 #include "commands/image_text.h"
 #include "commands/ps_text.h"
+#include "image/codec.h"
 
 namespace epollcr::cli {
 namespace {
@@ -60,7 +61,7 @@ void JsonEntry(const Snapshot& s, const Entry& e, std::ostream& out) {
 
 }  // namespace
 
-std::string PsJson(const Snapshot& s) {
+std::string PsJson(const Snapshot& s, const ps::Interposed* interposed) {
   std::ostringstream out;
   out << "{\n"
       << "  \"pid\": " << s.pid << ",\n"
@@ -88,7 +89,13 @@ std::string PsJson(const Snapshot& s) {
     }
     out << (file.entries.empty() ? "]\n" : "\n      ]\n") << "    }";
   }
-  out << (first_poll ? "]\n" : "\n  ]\n") << "}\n";
+  out << (first_poll ? "]" : "\n  ]");
+  if (interposed != nullptr) {
+    Result<std::string> image = image::ToJson(interposed->image);
+    out << ",\n  \"epollcr\": {\"socket\": " << JsonString(interposed->socket)
+        << ", \"image\": " << (image.ok() ? image.value() : "null") << "}";
+  }
+  out << "\n}\n";
   return out.str();
 }
 

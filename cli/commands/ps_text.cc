@@ -1,6 +1,7 @@
 #include "commands/ps_text.h"
 
 #include <algorithm>
+#include <map>
 #include <sstream>
 #include <vector>
 
@@ -85,9 +86,67 @@ std::string AlignedColumns(const std::vector<std::vector<std::string>>& rows, co
   return out;
 }
 
+// The interposer's polls (ps_interposed.h): one table per poll, its entries in the image's order (by file, then fd),
+// with the program's events and data, the list each is on ("kernel" for an entry whose place the kernel holds), its
+// rank in its file's wait queue, and what it watches; then the ready list of in-memory entries, front first.
+std::string InterposedText(const Snapshot& s, const ps::Interposed& in) {
+  std::map<std::uint64_t, const v1::File*> files;
+  for (const v1::File& f : in.image.files()) files[f.id()] = &f;
+  std::map<std::uint64_t, std::vector<int>> fds_of;  // each file's fds in the program's table, ascending
+  for (const v1::FdEntry& e : in.image.fds()) fds_of[e.file()].push_back(e.fd());
+  auto fds_text = [&](std::uint64_t id) {
+    std::string out;
+    for (int fd : fds_of[id]) out += (out.empty() ? "" : ", ") + std::to_string(fd);
+    return out.empty() ? std::string("no fd") : out;
+  };
+  std::size_t polls = 0;
+  for (const v1::File& f : in.image.files()) polls += f.has_eventpoll() && !fds_of[f.id()].empty() ? 1 : 0;
+  std::ostringstream out;
+  out << "\nepollcr polls, as the interposer holds them (asked of the process on " << in.socket
+      << "): " << (polls == 0 ? std::string("none") : CountText(polls, "poll", "polls")) << '\n';
+  for (const v1::File& f : in.image.files()) {
+    if (!f.has_eventpoll() || fds_of[f.id()].empty()) continue;
+    const v1::EventPollState& p = f.eventpoll();
+    out << "\nepollcr poll " << (fds_of[f.id()].size() == 1 ? "fd " : "fds ") << fds_text(f.id()) << ": "
+        << CountText(static_cast<std::uint64_t>(p.files_size()), "entry", "entries");
+    if (p.has_kernel()) out << "; kernel epoll fd " << p.kernel().fd();
+    out << '\n';
+    if (p.files_size() == 0) continue;
+    std::vector<std::vector<std::string>> rows{{"tfd", "events", "data", "list", "rank", "target"}};
+    for (int i = 0; i < p.files_size(); ++i) {
+      const bool kernel = i < p.kernel_keys_size() && p.kernel_keys(i) != 0;
+      std::string list = ListText(p.lists(i));
+      if (kernel && p.lists(i) != v1::ENTRY_LIST_DISABLED) list = "kernel";
+      std::string target = "object " + std::to_string(p.files(i));
+      if (auto it = files.find(p.files(i)); it != files.end()) {
+        const v1::File& t = *it->second;
+        if (t.has_host()) {
+          const std::optional<std::size_t> fd = s.FindFd(t.host().fd());
+          target = "fd " + std::to_string(t.host().fd()) + (fd ? ": " + s.fds[*fd].link : std::string(" (not open)"));
+        } else if (t.has_eventpoll()) {
+          target = "epollcr poll fd " + fds_text(t.id());
+        } else {
+          target = FileKindText(t) + " fd " + fds_text(t.id());
+        }
+      }
+      rows.push_back({std::to_string(p.fds(i)), MaskText(p.events(i)), HexText(p.data(i)), list,
+                      i < p.queue_ranks_size() ? std::to_string(p.queue_ranks(i)) : "-", target});
+    }
+    out << AlignedColumns(rows, {true, false, false, false, true, false});
+    if (p.ready_order_size() > 0) {
+      out << "  ready list (in-memory entries, front first):";
+      for (int k = 0; k < p.ready_order_size(); ++k) {
+        out << (k == 0 ? " tfd " : ", tfd ") << p.fds(static_cast<int>(p.ready_order(k)));
+      }
+      out << '\n';
+    }
+  }
+  return out.str();
+}
+
 }  // namespace
 
-std::string PsText(const Snapshot& s) {
+std::string PsText(const Snapshot& s, const ps::Interposed* interposed) {
   std::ostringstream out;
   std::size_t polls = 0;
   for (std::size_t f = 0; f < s.files.size(); ++f) polls += s.IsEpoll(f) ? 1 : 0;
@@ -103,6 +162,12 @@ std::string PsText(const Snapshot& s) {
     if (!s.IsEpoll(f)) continue;
     const OpenFile& file = s.files[f];
     out << "\nepoll " << FdsText(s, file) << ": " << CountText(file.entries.size(), "entry", "entries");
+    for (std::size_t k = 0; interposed != nullptr && k < file.fds.size(); ++k) {
+      if (std::optional<int> poll = ps::PollOfKernelFd(*interposed, s.fds[file.fds[k]].fd)) {
+        out << "; the kernel epoll of epollcr poll fd " << *poll << " (data are the library's keys: see below)";
+        break;
+      }
+    }
     const auto watchers = ps::Watchers(s, f);
     for (std::size_t k = 0; k < watchers.size(); ++k) {
       out << (k == 0 ? "; watched by " : ", ") << "epoll fd " << s.FirstFd(s.files[watchers[k].first]).fd
@@ -117,6 +182,7 @@ std::string PsText(const Snapshot& s) {
     }
     out << AlignedColumns(rows, {true, false, false, false, false});
   }
+  if (interposed != nullptr) out << InterposedText(s, *interposed);
   return out.str();
 }
 

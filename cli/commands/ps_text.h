@@ -4,12 +4,15 @@
 #include <cstdint>
 #include <string>
 
+#include "commands/ps_interposed.h"
 #include "commands/ps_proc.h"
 
 namespace epollcr::cli {
 
-// Each epoll of the process with its entries, in aligned columns, and which epolls watch it.
-std::string PsText(const ps::Snapshot& snapshot);
+// Each epoll of the process with its entries, in aligned columns, and which epolls watch it; then, for a program
+// under `epollcr run`, its epollcr polls as the interposer holds them (`interposed`; the polls' kernel epolls are
+// marked as theirs in the first part).
+std::string PsText(const ps::Snapshot& snapshot, const ps::Interposed* interposed = nullptr);
 
 namespace ps {
 

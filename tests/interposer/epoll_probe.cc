@@ -2,9 +2,12 @@
 // prints one line per step. tests/interposer/interposer_test.cc runs it twice, on the kernel's epoll and under
 // `epollcr run` (libepollcr-preload.so), and the two outputs must be the same: the kernel is the oracle.
 //
-// Usage: epoll_probe [SEED | fork | exec]. Without an argument it runs the fixed scenarios (errors, dup and close,
-// nesting, signals, the epoll fd under poll(2)); with a seed, a random sequence of operations on pipes, socket pairs
-// and eventfds; `fork`, an epoll shared by a parent and its child; `exec`, an epoll that crosses an exec.
+// Usage: epoll_probe [SEED | fork | exec | hold [close-all]]. Without an argument it runs the fixed scenarios (errors,
+// dup and close, nesting, signals, the epoll fd under poll(2)); with a seed, a random sequence of operations on pipes,
+// socket pairs and eventfds; `fork`, an epoll shared by a parent and its child; `exec`, an epoll that crosses an exec;
+// `hold`, two epolls in a known state (a level-triggered ready entry, a taken edge, a fired one-shot, an idle entry,
+// one epoll in the other), kept until standard input ends: `epollcr ps` looks at them (`close-all`: after an epoll
+// and then every fd from 3 up were closed, as a daemon does).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -315,6 +318,35 @@ void ExecSecond(char** argv) {
   close(ep);
 }
 
+// Two epolls in a known state; prints "held PID" and waits until standard input ends. With `close_all`, an epoll is
+// made and then every fd from 3 up is closed first (as a daemon does): fd numbers go on as in the kernel.
+void Hold(bool close_all) {
+  if (close_all) {
+    (void)epoll_create1(0);
+    (void)close_range(3, ~0U, 0);
+  }
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  int p[2];
+  (void)pipe2(p, O_NONBLOCK);
+  const int edge = eventfd(1, EFD_NONBLOCK);
+  const int once = eventfd(1, EFD_NONBLOCK);
+  int s[2];
+  (void)socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, s);
+  (void)!write(p[1], "x", 1);
+  (void)Ctl(ep, EPOLL_CTL_ADD, p[0], EPOLLIN, 0x1111);
+  (void)Ctl(ep, EPOLL_CTL_ADD, edge, EPOLLIN | EPOLLET, 0x2222);
+  (void)Ctl(ep, EPOLL_CTL_ADD, once, EPOLLIN | EPOLLONESHOT, 0x3333);
+  (void)Ctl(ep, EPOLL_CTL_ADD, s[0], EPOLLIN | EPOLLRDHUP, 0x4444);
+  epoll_event events[8];
+  (void)epoll_wait(ep, events, 8, 0);  // the pipe, the edge and the one-shot
+  const int outer = epoll_create1(EPOLL_CLOEXEC);
+  (void)Ctl(outer, EPOLL_CTL_ADD, ep, EPOLLIN, 0x5555);
+  std::printf("held %d\n", static_cast<int>(getpid()));
+  char byte;
+  while (read(0, &byte, 1) > 0) {
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -331,6 +363,10 @@ int main(int argc, char** argv) {
   setvbuf(stdout, nullptr, _IOLBF, 0);
   if (argc > 1 && std::string(argv[1]) == "fork") {
     Fork();
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "hold") {
+    Hold(argc > 2 && std::string(argv[2]) == "close-all");
     return 0;
   }
   if (argc > 1) {

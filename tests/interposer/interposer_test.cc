@@ -1,14 +1,27 @@
 // libepollcr-preload.so and `epollcr run` against the kernel: tests/interposer/epoll_probe.cc, a program that knows
 // nothing of epollcr, runs on the kernel's epoll and under `epollcr run`; the outputs must be identical (the kernel is
 // the oracle), and the run's log must show that its epolls were epollcr's (so a silently missing interposer fails).
-// Also: the fork decision (docs/interposer.md, "fork"), and what `epollcr run` refuses.
+// Also: the fork decision (docs/interposer.md, "fork"), what `epollcr run` refuses, and `epollcr ps` on an interposed
+// program (its polls as the kernel shows the same program's epolls, and who may ask).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "program_run.h"
@@ -119,6 +132,189 @@ TEST_F(InterposerTest, RunRefusesWhatItCannotInterpose) {
   ProgramRun refused = Run(bin_, {"run", "--", static_program});
   EXPECT_EQ(refused.status, 2);
   EXPECT_THAT(refused.err, HasSubstr("statically linked"));
+}
+
+// A program started in the background (the probe in `hold` mode, on the kernel or under `epollcr run`), as user
+// `as_uid` if it is >= 0; its pid once it printed "held PID". Its standard input is closed, and it is reaped, at the
+// end.
+class Held {
+ public:
+  Held(const std::vector<std::string>& argv, int as_uid) {
+    int in[2], out[2];
+    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) return;
+    child_ = ::fork();
+    if (child_ == 0) {
+      if (as_uid >= 0 && (::setgid(65534) != 0 || ::setuid(static_cast<uid_t>(as_uid)) != 0)) ::_exit(127);
+      ::dup2(in[0], 0);
+      ::dup2(out[1], 1);
+      std::vector<char*> args;
+      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    stdin_ = in[1];
+    std::string said;
+    for (;;) {  // "held PID\n" within 10 s
+      pollfd p{out[0], POLLIN, 0};
+      char buffer[256];
+      if (::poll(&p, 1, 10000) <= 0) break;
+      const ssize_t n = ::read(out[0], buffer, sizeof buffer);
+      if (n <= 0) break;
+      said.append(buffer, static_cast<std::size_t>(n));
+      if (said.find('\n') != std::string::npos) break;
+    }
+    ::close(out[0]);
+    if (said.starts_with("held ")) pid_ = std::atoi(said.c_str() + 5);
+  }
+  ~Held() {
+    if (stdin_ >= 0) ::close(stdin_);
+    if (child_ > 0) {
+      int status = 0;
+      ::waitpid(child_, &status, 0);
+    }
+  }
+  Held(const Held&) = delete;
+  Held& operator=(const Held&) = delete;
+
+  int pid() const { return pid_; }
+
+ private:
+  pid_t child_ = -1;
+  int stdin_ = -1;
+  int pid_ = -1;
+};
+
+// Entry rows (tfd, events, data, armed or disabled) of each epoll table in ps's text whose heading starts with
+// `heading` ("epoll fd" for the kernel's, "epollcr poll fd" for the interposer's), by the heading's first fd. The
+// interposer's "kernel" list (the kernel holds the entry's place) is an armed entry.
+using Rows = std::map<int, std::set<std::tuple<std::string, std::string, std::string, std::string>>>;
+Rows Tables(const std::string& text, const std::string& heading) {
+  Rows rows;
+  std::istringstream lines(text);
+  int poll = -1;
+  bool header = false;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.starts_with(heading + " ") || line.starts_with(heading + "s ")) {
+      poll = std::atoi(line.c_str() + line.find(' ', heading.size()) + 1);
+      rows[poll];
+      header = true;
+      continue;
+    }
+    if (poll < 0 || line.empty() || !line.starts_with("  ")) {
+      poll = -1;
+      continue;
+    }
+    if (header) {  // the column names
+      header = false;
+      continue;
+    }
+    std::istringstream cells(line);
+    std::string tfd, events, data, list;
+    cells >> tfd >> events >> data >> list;
+    if (list == "kernel" || list == "waiting" || list == "ready") list = "armed";
+    rows[poll].insert({tfd, events, data, list});
+  }
+  return rows;
+}
+
+// The first line a process's inspection socket answers a peer of user `uid`.
+std::string AskAs(int pid, int uid) {
+  int result[2];
+  if (::pipe2(result, O_CLOEXEC) != 0) return "pipe failed";
+  const pid_t child = ::fork();
+  if (child == 0) {
+    if (uid > 0 && (::setgid(65534) != 0 || ::setuid(static_cast<uid_t>(uid)) != 0)) ::_exit(1);
+    const int fd = ::socket(AF_UNIX, SOCK_DGRAM, 0);
+    const sa_family_t family = AF_UNIX;  // autobind: an address to be answered at
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    const std::string name = "epollcr-ps-" + std::to_string(pid);
+    std::memcpy(address.sun_path + 1, name.data(), name.size());
+    const auto size = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+    timeval limit{10, 0};
+    std::string line = "no answer";
+    char answer[512] = {0};
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&family), sizeof family) == 0 &&
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) == 0 &&
+        ::connect(fd, reinterpret_cast<const sockaddr*>(&address), size) == 0 && ::send(fd, "epollcr-ps 1\n", 13, 0) == 13 &&
+        ::recv(fd, answer, sizeof answer - 1, 0) > 0) {
+      line = answer;
+      line = line.substr(0, line.find('\n'));
+    }
+    (void)!::write(result[1], line.data(), line.size());
+    ::_exit(0);
+  }
+  ::close(result[1]);
+  std::string line;
+  char buffer[512];
+  for (ssize_t n; (n = ::read(result[0], buffer, sizeof buffer)) > 0;) line.append(buffer, static_cast<std::size_t>(n));
+  ::close(result[0]);
+  ::waitpid(child, nullptr, 0);
+  return line;
+}
+
+class PsTest : public InterposerTest {
+ protected:
+  // The probe with `args` on the kernel and under `epollcr run`: ps shows the interposed program's polls as the kernel
+  // shows the same program's epolls.
+  void PsMatchesTheKernel(const std::vector<std::string>& args) {
+    std::vector<std::string> direct = {probe_};
+    direct.insert(direct.end(), args.begin(), args.end());
+    std::vector<std::string> run = {bin_, "run", "--", probe_};
+    run.insert(run.end(), args.begin(), args.end());
+    Held kernel(direct, -1);
+    ASSERT_GT(kernel.pid(), 0);
+    ProgramRun on_kernel = Run(bin_, {"ps", std::to_string(kernel.pid())});
+    ASSERT_EQ(on_kernel.status, 0) << on_kernel.err;
+    const Rows expected = Tables(on_kernel.out, "epoll fd");
+    ASSERT_EQ(expected.size(), 2u) << on_kernel.out;
+    EXPECT_THAT(on_kernel.out, ::testing::Not(HasSubstr("epollcr poll"))) << "a program on the kernel has no socket";
+
+    Held interposed(run, -1);
+    ASSERT_GT(interposed.pid(), 0);
+    ProgramRun ps = Run(bin_, {"ps", std::to_string(interposed.pid())});
+    ASSERT_EQ(ps.status, 0) << ps.err;
+    EXPECT_EQ(Tables(ps.out, "epollcr poll fd"), expected) << ps.out << "\n--- on the kernel ---\n" << on_kernel.out;
+    EXPECT_THAT(ps.out, HasSubstr("; the kernel epoll of epollcr poll fd "));
+    EXPECT_THAT(ps.out, HasSubstr("epollcr polls, as the interposer holds them (asked of the process on @epollcr-ps-"));
+
+    ProgramRun json = Run(bin_, {"ps", "--json", std::to_string(interposed.pid())});
+    ASSERT_EQ(json.status, 0) << json.err;
+    EXPECT_THAT(json.out, HasSubstr("\"epollcr\": {\"socket\": \"@epollcr-ps-"));
+    EXPECT_THAT(json.out, HasSubstr("\"eventpoll\""));
+    const std::string image = dir_.File("ps.epcr");
+    ProgramRun saved = Run(bin_, {"ps", "--image", image, std::to_string(interposed.pid())});
+    ASSERT_EQ(saved.status, 0) << saved.err;
+    ProgramRun inspect = Run(bin_, {"inspect", image});
+    EXPECT_EQ(inspect.status, 0) << inspect.err;
+    EXPECT_THAT(inspect.out, HasSubstr("eventpoll"));
+  }
+};
+
+// `epollcr ps` on the probe under `epollcr run` shows its two polls with what the same program's epolls hold in the
+// kernel, read by the same command from the kernel's fdinfo: every entry's fd, events, data, and the fired one-shot
+// disabled. The kernel epolls of the interposed program are marked as the polls'.
+TEST_F(PsTest, ShowsAnInterposedProgramsPollsAsTheKernelShowsItsEpolls) {
+  // `close-all`: the program closed its first epoll and every fd from 3 up (the library's socket among them) first.
+  for (const char* variant : {"", "close-all"}) {
+    SCOPED_TRACE(variant);
+    std::vector<std::string> args = {"hold"};
+    if (*variant != '\0') args.push_back(variant);
+    PsMatchesTheKernel(args);
+  }
+}
+
+// The socket answers root and the process's own user, and refuses anyone else, as /proc refuses them its fds.
+TEST_F(InterposerTest, OnlyTheProcesssUserAndRootMayAskIt) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the probe and the peers as other users";
+  Held interposed({bin_, "run", "--", probe_, "hold"}, 65534);
+  ASSERT_GT(interposed.pid(), 0) << "the probe did not start as user 65534";
+  EXPECT_THAT(AskAs(interposed.pid(), 0), ::testing::StartsWith("epollcr-ps 1 image "));
+  EXPECT_THAT(AskAs(interposed.pid(), 65534), ::testing::StartsWith("epollcr-ps 1 image "));
+  EXPECT_THAT(AskAs(interposed.pid(), 65533), ::testing::StartsWith("epollcr-ps 1 refused uid 65533 is not"));
 }
 
 }  // namespace
