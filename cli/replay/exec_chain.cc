@@ -14,6 +14,8 @@
 #include <optional>
 #include <utility>
 
+#include "replay/scratch.h"
+
 namespace epollcr::replay::exec {
 namespace {
 
@@ -41,10 +43,9 @@ ExecChain::ExecChain(const Trace& trace, std::string text, std::string name, int
 ExecChain::~ExecChain() { Stop(); }
 
 Status ExecChain::Start() {
-  const char* tmp = std::getenv("TMPDIR");
-  std::string dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/epollcr-exec-XXXXXX";
-  if (::mkdtemp(dir.data()) == nullptr) return Status::Error(errno, "mkdtemp " + dir + ": " + std::strerror(errno));
-  dir_ = dir;
+  Result<std::string> dir = MakeScratchDir("epollcr-exec-");  // before the subreaper below (scratch.h)
+  if (!dir.ok()) return dir.status();
+  dir_ = dir.value();
   WorkerState state;
   state.trace_name = name_;
   state.checkpoint_every = checkpoint_every_;
@@ -160,6 +161,7 @@ void ExecChain::Stop() {
   if (!dir_.empty()) {
     std::error_code ignored;
     std::filesystem::remove_all(dir_, ignored);
+    ForgetScratchDir(dir_);
   }
 }
 

@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "epollcr/unique_fd.h"
+#include "replay/scratch.h"
 #include "replay/trace.h"
 
 namespace epollcr::replay::host {
@@ -149,7 +150,7 @@ HostObjects::~HostObjects() {
   while (::sigtimedwait(&set, nullptr, &zero) > 0 || errno == EINTR) {
   }
   for (const std::string& path : fifos_) ::unlink(path.c_str());
-  if (!scratch_dir_.empty()) ::rmdir(scratch_dir_.c_str());
+  if (!scratch_dir_.empty() && ::rmdir(scratch_dir_.c_str()) == 0) ForgetScratchDir(scratch_dir_);
 }
 
 Result<int> HostObjects::TimerFd() {
@@ -253,10 +254,9 @@ std::error_code HostObjects::UdpPair(int out[2]) {
 std::error_code HostObjects::Fifo(std::string_view name, bool read_end, bool write_end, int out[2]) {
   out[0] = out[1] = -1;
   if (scratch_dir_.empty()) {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/epollcr-fifo-XXXXXX";
-    if (::mkdtemp(dir.data()) == nullptr) return LastError();
-    scratch_dir_ = dir;
+    Result<std::string> dir = MakeScratchDir("epollcr-fifo-");
+    if (!dir.ok()) return dir.error();
+    scratch_dir_ = dir.value();
   }
   const std::string path = scratch_dir_ + "/" + std::string(name);
   if (std::find(fifos_.begin(), fifos_.end(), path) == fifos_.end()) {

@@ -16,6 +16,7 @@
 #include "image/codec.h"
 #include "restore/resolvers.h"
 #include "restore/restorer.h"
+#include "replay/scratch.h"
 #include "replay/sigpipe_guard.h"
 
 namespace epollcr::replay {
@@ -70,7 +71,7 @@ UserspaceEngine::UserspaceEngine(CheckpointFormat format, ImageStore store, File
 UserspaceEngine::~UserspaceEngine() {
   Release(*world_);
   if (!image_path_.empty()) ::unlink(image_path_.c_str());
-  if (!scratch_dir_.empty()) ::rmdir(scratch_dir_.c_str());
+  if (!scratch_dir_.empty() && ::rmdir(scratch_dir_.c_str()) == 0) ForgetScratchDir(scratch_dir_);
 }
 
 Result<int> UserspaceEngine::EpollCreate() { return sys::EpollCreate1(world_->fds, sys::kEpollCloexec); }
@@ -159,11 +160,10 @@ std::error_code UserspaceEngine::Shutdown(int fd, int how) { return sys::Shutdow
 
 Status UserspaceEngine::EnsureScratchDir() {
   if (!scratch_dir_.empty()) return Status::Ok();
-  const char* tmp = std::getenv("TMPDIR");
-  std::string dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/epollcr-replay-XXXXXX";
-  if (::mkdtemp(dir.data()) == nullptr) return Status::Error(errno, "mkdtemp " + dir + ": " + std::strerror(errno));
-  scratch_dir_ = dir;
-  image_path_ = dir + "/checkpoint.epcr";
+  Result<std::string> dir = MakeScratchDir("epollcr-replay-");
+  if (!dir.ok()) return dir.status();
+  scratch_dir_ = dir.value();
+  image_path_ = scratch_dir_ + "/checkpoint.epcr";
   return Status::Ok();
 }
 

@@ -3,7 +3,9 @@
 // kernel's, byte for byte, as in memory mode; the processes must really be new (a new pid and a new program image);
 // failures (an exec that fails, a damaged image, a worker that dies) must say what happened, exit 1 and leave no
 // file and no process behind.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
@@ -314,6 +316,43 @@ TEST_F(ExecModeTest, AWorkerBlockedInAWaitEndsWhenTheReplayProcessIsKilled) {
   for (int i = 0; i < 500 && (!Leftovers().empty() || AnyProcessMentions(tmp_)); ++i) ::usleep(20000);
   EXPECT_THAT(Leftovers(), ::testing::IsEmpty());
   EXPECT_FALSE(AnyProcessMentions(tmp_)) << "the worker blocked in the wait is still there";
+}
+
+// Whatever ends the replay process, its scratch directories go: the exec chain's (exec mode) and the checkpoint
+// images' (memory mode, proto), in the middle of a run with a checkpoint after every operation. SIGTERM and SIGHUP
+// go to the replay's whole process group (as a terminal's ^C or hang-up does), so its workers die with it and cannot
+// clean up; SIGKILL goes to the replay process alone (nothing of it runs). A guard process removes what is left once
+// the replay process is gone (cli/replay/scratch.h).
+TEST_F(ExecModeTest, NoSignalLeavesAScratchDirectoryBehind) {
+  const std::string bin = Env("EPOLLCR_BIN");
+  const std::string trace = Env("EPOLLCR_TRACES_DIR") + "/nested_wakeup_path_limit.trace";  // 1,510 operations
+  for (const char* mode : {"exec", "memory"}) {
+    for (const int signal : {SIGTERM, SIGHUP, SIGKILL}) {
+      SCOPED_TRACE(std::string(mode) + " mode, " + ::sigabbrev_np(signal));
+      ScopedEnv tmpdir("TMPDIR", tmp_);
+      const pid_t replay = ::fork();
+      if (replay == 0) {
+        ::setpgid(0, 0);  // a process group of its own, as a shell's job
+        const int null = ::open("/dev/null", O_RDWR);
+        ::dup2(null, 1);
+        ::dup2(null, 2);
+        ::execl(bin.c_str(), bin.c_str(), "replay", trace.c_str(), "--engine", "userspace", "--checkpoint-mode", mode,
+                "--checkpoint-every", "1", static_cast<char*>(nullptr));
+        ::_exit(127);
+      }
+      ASSERT_GT(replay, 0);
+      (void)::setpgid(replay, replay);
+      for (int i = 0; i < 500 && Leftovers().empty(); ++i) ::usleep(10000);  // the run has made its directory
+      ::usleep(300000);                                                        // and is well into the trace
+      ASSERT_EQ(::kill(signal == SIGKILL ? replay : -replay, signal), 0);
+      int status = 0;
+      ASSERT_EQ(::waitpid(replay, &status, 0), replay);
+      EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == signal) << "the run ended before the signal: " << status;
+      for (int i = 0; i < 500 && (!Leftovers().empty() || AnyProcessMentions(tmp_)); ++i) ::usleep(20000);
+      EXPECT_THAT(Leftovers(), ::testing::IsEmpty());
+      EXPECT_FALSE(AnyProcessMentions(tmp_)) << "a worker is still there";
+    }
+  }
 }
 
 // The run stops at the failure, says where and why, exits 1, and leaves no scratch file and no process.
