@@ -333,6 +333,13 @@ TEST_F(ExecModeTest, NoSignalLeavesAScratchDirectoryBehind) {
       const pid_t replay = ::fork();
       if (replay == 0) {
         ::setpgid(0, 0);  // a process group of its own, as a shell's job
+        // The signals as a shell's job gets them, whatever this test inherited (nohup ignores SIGHUP; the ignored
+        // disposition would cross the exec).
+        ::signal(SIGTERM, SIG_DFL);
+        ::signal(SIGHUP, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
         const int null = ::open("/dev/null", O_RDWR);
         ::dup2(null, 1);
         ::dup2(null, 2);
