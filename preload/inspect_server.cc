@@ -124,10 +124,8 @@ bool Bind(int fd) {
   const std::string base = std::string(kInspectSocketPrefix) + std::to_string(::getpid());
   for (int attempt = 0; attempt < 16; ++attempt) {
     const std::string name = attempt == 0 ? base : base + "-" + std::to_string(attempt);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::memcpy(address.sun_path + 1, name.data(), name.size());  // sun_path[0] == 0: abstract
-    const auto size = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+    sockaddr_un address;
+    const socklen_t size = AbstractAddress(name, &address);
     if (::bind(fd, reinterpret_cast<const sockaddr*>(&address), size) == 0) return true;
     if (errno != EADDRINUSE) return false;
   }
@@ -171,17 +169,16 @@ void StartInspectServer(int fd_floor, InspectSnapshot snapshot) {
   server_fd.store(fd);
 }
 
-bool InspectServerIn(unsigned first, unsigned last) {
-  const int fd = server_fd.load(std::memory_order_relaxed);
-  return fd >= 0 && static_cast<unsigned>(fd) >= first && static_cast<unsigned>(fd) <= last;
-}
-
-void StopInspectServer() {
+void StopInspectServerIfIn(unsigned first, unsigned last) {
+  const auto in = [&](int fd) {
+    return fd >= 0 && static_cast<unsigned>(fd) >= first && static_cast<unsigned>(fd) <= last;
+  };
+  if (!in(server_fd.load(std::memory_order_relaxed))) return;  // the common case: no lock
   pthread_t thread;
   {
     std::lock_guard lock(start_stop);
     const int fd = server_fd.load();
-    if (fd < 0) return;
+    if (!in(fd)) return;
     stopping.store(true, std::memory_order_release);
     (void)::shutdown(fd, SHUT_RDWR);  // a blocked recvmsg returns
     thread = server_thread;

@@ -23,8 +23,14 @@
 //   "epollcr-ps 1 error REASON\n"  (the snapshot failed)
 #pragma once
 
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstddef>
+#include <cstring>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "epollcr/result.h"
 
@@ -42,15 +48,23 @@ void StartInspectServer(int fd_floor, InspectSnapshot snapshot);
 // the child's first poll starts a server of its own.
 void ForgetInspectServerAfterFork();
 
-// Whether the server's socket is one of the fds first..last: the program is about to close it (close, close_range,
-// dup2 onto it), as a program that closes every fd does. Then StopInspectServer first (not under the interposer's
-// lock, which a snapshot in progress waits for): the thread ends before the fd number can name another file of the
-// program, and the program's call closes the socket. The next poll starts a server again.
-bool InspectServerIn(unsigned first, unsigned last);
-void StopInspectServer();
+// Before the program closes the fds first..last (close, close_range, dup2 onto one, as a program that closes every fd
+// does): if the server's socket is among them, the server stops (called outside the interposer's lock, which a
+// snapshot in progress waits for), so the thread ends before the fd number can name another file of the program; the
+// program's call then closes the socket. The next poll starts a server again.
+void StopInspectServerIfIn(unsigned first, unsigned last);
 
 // The socket name's prefix (in the abstract namespace: /proc/PID/net/unix shows it as "@epollcr-ps-...").
 inline constexpr const char* kInspectSocketPrefix = "epollcr-ps-";
+
+// *out is `name` in the abstract namespace (sun_path[0] == 0); returns the address's size, or 0 if it is too long.
+inline socklen_t AbstractAddress(std::string_view name, sockaddr_un* out) {
+  *out = sockaddr_un{};
+  out->sun_family = AF_UNIX;
+  if (name.size() + 1 > sizeof out->sun_path) return 0;
+  std::memcpy(out->sun_path + 1, name.data(), name.size());
+  return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+}
 // The first line's words.
 inline constexpr const char* kInspectMagic = "epollcr-ps 1";
 

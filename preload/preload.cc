@@ -243,7 +243,7 @@ __attribute__((constructor)) void Init() {
   epollcr::SetInternalFdFloor(s.fd_floor);
   if (const char* log = std::getenv("EPOLLCR_RUN_LOG"); log != nullptr && *log != '\0') {
     const int fd = ::open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    const int high = fd >= 0 ? ::fcntl(fd, F_DUPFD_CLOEXEC, std::max(floor, 64)) : -1;
+    const int high = fd >= 0 ? ::fcntl(fd, F_DUPFD_CLOEXEC, s.fd_floor) : -1;
     if (high >= 0) ::close(fd);
     s.log_fd = high >= 0 ? high : fd;
   }
@@ -437,7 +437,7 @@ __attribute__((visibility("default"))) int epoll_pwait2(int epfd, epoll_event* e
 __attribute__((visibility("default"))) int close(int fd) {
   if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(close);
-  if (depth == 0 && epollcr::preload::InspectServerIn(fd, fd)) epollcr::preload::StopInspectServer();
+  if (depth == 0 && fd >= 0) epollcr::preload::StopInspectServerIfIn(fd, fd);
   State& s = State::Get();
   if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0) return real_close(fd);
   {
@@ -451,9 +451,7 @@ __attribute__((visibility("default"))) int close(int fd) {
 __attribute__((visibility("default"))) int close_range(unsigned first, unsigned last, int flags) {
   if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(close_range);
-  if (depth == 0 && (flags & CLOSE_RANGE_CLOEXEC) == 0 && epollcr::preload::InspectServerIn(first, last)) {
-    epollcr::preload::StopInspectServer();
-  }
+  if (depth == 0 && (flags & CLOSE_RANGE_CLOEXEC) == 0) epollcr::preload::StopInspectServerIfIn(first, last);
   State& s = State::Get();
   if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0 || (flags & CLOSE_RANGE_CLOEXEC) != 0) {
     return real_close_range(first, last, flags);
@@ -485,7 +483,7 @@ int Dup3(int old, int to, int flags, bool dup2) {
   if (depth == 0) EnsureRestored();
   EPOLLCR_REAL(dup3);
   static auto const real_dup2 = RealFunction<decltype(&::dup2)>("dup2");
-  if (depth == 0 && to >= 0 && epollcr::preload::InspectServerIn(to, to)) epollcr::preload::StopInspectServer();
+  if (depth == 0 && to >= 0) epollcr::preload::StopInspectServerIfIn(to, to);
   return NewName(old, [&] { return dup2 ? real_dup2(old, to) : real_dup3(old, to, flags); });
 }
 }  // namespace

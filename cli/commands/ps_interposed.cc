@@ -36,19 +36,6 @@ std::optional<std::uint64_t> SocketInode(const std::string& link) {
   return inode;
 }
 
-// A small /proc file, whole.
-Result<std::string> ReadFile(int fd, const std::string& what) {
-  std::string text;
-  char buffer[1 << 16];
-  for (;;) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return CommandError(what, std::string("reading /proc: ") + std::strerror(errno));
-    if (n == 0) return text;
-    text.append(buffer, static_cast<std::size_t>(n));
-  }
-}
-
 // The server's answer: its first datagram (a line), then, for "image N", datagrams until N bytes came.
 Result<std::string> ReadAnswer(int fd, const std::string& what) {
   std::string answer;
@@ -141,12 +128,10 @@ Result<v1::Image> ParseInspectAnswer(std::string_view answer, const std::string&
 Result<std::optional<Interposed>> ReadInterposed(const Snapshot& snapshot) {
   const std::string what = "ps: " + std::to_string(snapshot.pid);
   std::string net_unix;
-  {
-    UniqueFd file(::open(("/proc/" + std::to_string(snapshot.pid) + "/net/unix").c_str(), O_RDONLY | O_CLOEXEC));
-    if (!file.valid()) return std::optional<Interposed>();  // no unix sockets to look at (a kernel without them)
-    Result<std::string> text = ReadFile(file.get(), what);
-    if (!text.ok()) return text.status();
-    net_unix = std::move(text.value());
+  const std::string net_unix_path = "/proc/" + std::to_string(snapshot.pid) + "/net/unix";
+  if (const int error = ReadSmallFile(AT_FDCWD, net_unix_path, &net_unix)) {
+    if (error == ENOENT) return std::optional<Interposed>();  // no unix sockets to look at (a kernel without them)
+    return CommandError(what, net_unix_path + ": " + std::strerror(error));
   }
   std::optional<std::string> socket = FindInspectSocket(snapshot, net_unix);
   if (!socket) return std::optional<Interposed>();
@@ -161,12 +146,10 @@ Result<std::optional<Interposed>> ReadInterposed(const Snapshot& snapshot) {
   if (::bind(conn.get(), reinterpret_cast<const sockaddr*>(&family), sizeof family) != 0) {
     return CommandError(what, std::string("bind: ") + std::strerror(errno));
   }
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  const std::string name = socket->substr(1);  // "@" stands for the abstract namespace's leading 0 byte
-  if (name.size() + 1 > sizeof address.sun_path) return CommandError(what, "the socket's name is too long");
-  std::memcpy(address.sun_path + 1, name.data(), name.size());
-  const auto size = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  sockaddr_un address;
+  // "@" stands for the abstract namespace's leading 0 byte.
+  const socklen_t size = preload::AbstractAddress(std::string_view(*socket).substr(1), &address);
+  if (size == 0) return CommandError(what, "the socket's name is too long");
   const std::string request = std::string(preload::kInspectMagic) + "\n";
   if (::connect(conn.get(), reinterpret_cast<const sockaddr*>(&address), size) != 0 ||
       ::send(conn.get(), request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {

@@ -22,12 +22,9 @@
 #include "epollcr/unique_fd.h"
 
 namespace epollcr::cli::ps {
-namespace {
-
 
 // ---- reading /proc ----------------------------------------------------------------------------------------------
 
-// The whole of a small /proc file, opened relative to `dir`. On failure returns the errno.
 int ReadSmallFile(int dir, const std::string& name, std::string* text) {
   UniqueFd fd(::openat(dir, name.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return errno;
@@ -40,6 +37,8 @@ int ReadSmallFile(int dir, const std::string& name, std::string* text) {
     text->append(buffer, static_cast<std::size_t>(n));
   }
 }
+
+namespace {
 
 // Whether the process behind `proc` (an fd of its /proc/PID directory, which stays tied to that process even if
 // the pid is reused) has exited: /proc/PID/stat is gone, or its state is Z (zombie) or X (dead).

@@ -110,6 +110,10 @@ std::uint64_t UserDev(std::uint32_t sdev);
 // Parses a PID argument: a decimal number from 1 to the largest pid_t, nothing else.
 std::optional<pid_t> ParsePid(const std::string& text);
 
+// The whole of a small /proc file, opened relative to `dir` (AT_FDCWD for an absolute path). On failure returns the
+// errno.
+int ReadSmallFile(int dir, const std::string& name, std::string* text);
+
 // Reads the process. Errors are for "ps: PID": no such process, permission denied (with what to do), the process
 // exited while being read. An fd closed while it is being read is left out.
 Result<Snapshot> ReadSnapshot(pid_t pid);

@@ -10,7 +10,6 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <optional>
 #include <utility>
 
@@ -158,11 +157,7 @@ void ExecChain::Stop() {
     socket_.Reset();
   }
   Reap(true);
-  if (!dir_.empty()) {
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
-    ForgetScratchDir(dir_);
-  }
+  if (!dir_.empty()) RemoveScratchDir(dir_);
 }
 
 Status ExecChain::Finish() {

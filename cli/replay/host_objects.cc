@@ -149,8 +149,7 @@ HostObjects::~HostObjects() {
   const timespec zero{};
   while (::sigtimedwait(&set, nullptr, &zero) > 0 || errno == EINTR) {
   }
-  for (const std::string& path : fifos_) ::unlink(path.c_str());
-  if (!scratch_dir_.empty() && ::rmdir(scratch_dir_.c_str()) == 0) ForgetScratchDir(scratch_dir_);
+  if (!scratch_dir_.empty()) RemoveScratchDir(scratch_dir_);  // its FIFOs too
 }
 
 Result<int> HostObjects::TimerFd() {

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 
 namespace epollcr::replay {
@@ -159,7 +160,9 @@ Result<std::string> MakeScratchDir(std::string_view prefix) {
   return dir;
 }
 
-void ForgetScratchDir(const std::string& dir) {
+void RemoveScratchDir(const std::string& dir) {
+  std::error_code ignored;
+  std::filesystem::remove_all(dir, ignored);
   std::lock_guard lock(mu);
   TellLocked('-', dir);
   --registered;

@@ -1,7 +1,7 @@
 // Scratch directories of a replay ($TMPDIR/epollcr-{replay,exec,fifo}-XXXXXX: checkpoint images, the exec chain's
 // files, FIFOs), which nothing may leave behind, whatever ends the replay (docs/trace-format.md).
 //
-// Their owners remove them when they are done. For every other end — SIGTERM, SIGHUP, SIGINT, a crash, SIGKILL, where
+// Their owners remove them when they are done (RemoveScratchDir). For every other end — SIGTERM, SIGHUP, SIGINT, a crash, SIGKILL, where
 // no code of the process runs — a guard process removes them: forked with the first directory, it learns each
 // directory made and removed over a pipe, and when the pipe closes (the replay process has ended, however it ended)
 // it removes what is left and exits. It ignores the signals a terminal or `kill` sends to the process group, so that
@@ -22,8 +22,8 @@ namespace epollcr::replay {
 // Errors: mkdtemp's, with the path.
 Result<std::string> MakeScratchDir(std::string_view prefix);
 
-// `dir`, made by MakeScratchDir, was removed by its owner: the guard forgets it.
-void ForgetScratchDir(const std::string& dir);
+// Removes `dir`, made by MakeScratchDir, with everything in it, and tells the guard.
+void RemoveScratchDir(const std::string& dir);
 
 // Whether any scratch directory made by this process is still registered with the guard (for tests).
 int ScratchDirsRegistered();

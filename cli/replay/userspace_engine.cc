@@ -70,8 +70,7 @@ UserspaceEngine::UserspaceEngine(CheckpointFormat format, ImageStore store, File
 
 UserspaceEngine::~UserspaceEngine() {
   Release(*world_);
-  if (!image_path_.empty()) ::unlink(image_path_.c_str());
-  if (!scratch_dir_.empty() && ::rmdir(scratch_dir_.c_str()) == 0) ForgetScratchDir(scratch_dir_);
+  if (!scratch_dir_.empty()) RemoveScratchDir(scratch_dir_);  // the image file in it too
 }
 
 Result<int> UserspaceEngine::EpollCreate() { return sys::EpollCreate1(world_->fds, sys::kEpollCloexec); }
