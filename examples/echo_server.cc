@@ -1,6 +1,7 @@
 // A real echo server whose event loop is an epollcr EventPoll over host files (cli/demo/echo_server.h, the server
-// `epollcr demo` runs), and which hands itself to a new process on SIGUSR1: checkpoint, fork, exec, restore, carry
-// on — its clients notice nothing. SIGINT or SIGTERM stops it. Status lines go to stderr.
+// `epollcr demo` runs), and which hands itself to a new process on SIGUSR1 (restore/successor.h: the successor is
+// started, the world handed over in a short pause, the old process exits once the new one serves) — its clients notice
+// nothing. SIGINT or SIGTERM stops it. Status lines go to stderr.
 //   echo_server [PORT]          listen on 127.0.0.1:PORT (default 7007)
 //   echo_server --kernel-epoll [PORT]   the same server with its loop on a kernel epoll (no hand-off): the baseline
 //                                       bench/echo_server_bench.cc measures it against
@@ -39,8 +40,8 @@ int main(int argc, char** argv) {
   int port = 7007;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--restore" && i + 1 < argc) {  // how the server starts its new self after a hand-off
-      options.restore_image = argv[++i];
+    if (arg == "--handoff-fd" && i + 1 < argc) {  // how the server starts its successor (restore/successor.h)
+      options.handoff_fd = std::atoi(argv[++i]);
     } else if (arg == "--status-fd" && i + 1 < argc) {
       options.status_fd = std::atoi(argv[++i]);
     } else if (arg == "--control-write-fd" && i + 1 < argc) {
@@ -51,7 +52,7 @@ int main(int argc, char** argv) {
       port = std::atoi(arg.c_str());
     }
   }
-  if (options.restore_image.empty()) {
+  if (options.handoff_fd < 0) {
     options.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
     const int one = 1;
     setsockopt(options.listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);

@@ -51,6 +51,7 @@ int InheritedFdResolver::Lookup(int image_fd) const {
 
 void InheritedFdResolver::Prepare(std::span<const FileReference> refs) {
   prepared_.clear();
+  if (trusted_) return;
   std::vector<int> fds;
   fds.reserve(refs.size());
   for (const FileReference& ref : refs) {
@@ -73,6 +74,16 @@ Resolution InheritedFdResolver::Resolve(const FileReference& ref) {
   const int image_fd = ref.host->fd();
   if (mapped_ && !fds_.count(image_fd)) return Resolution::NotMine();
   const int fd = Lookup(image_fd);
+  if (trusted_) {
+    Result<std::shared_ptr<HostFile>> file = HostFile::Wrap(fd, ref.host->file_type());
+    if (!file.ok()) return Resolution::Unresolved("fd " + std::to_string(fd) + ": " + file.error().message());
+    Resolution r;
+    r.outcome = Resolution::Outcome::kResolved;
+    r.file = std::move(file).value();
+    r.fd = fd;
+    r.created = true;
+    return r;
+  }
   HostFile::Identity want;
   want.fd = image_fd;
   want.dev = ref.host->st_dev();

@@ -37,6 +37,14 @@ class InheritedFdResolver : public Resolver {
   InheritedFdResolver() = default;
   // image fd -> fd in this process; an image fd that is not in the map is not this resolver's.
   explicit InheritedFdResolver(std::map<int, int> fds) : fds_(std::move(fds)), mapped_(true) {}
+  // For fds the predecessor of a live hand-off (successor.h) kept open across the exec or sent along with the image:
+  // it named them itself, so none is checked (no system call per fd) and the image's file type is taken as it is.
+  // `fds`: image fd -> fd in this process, as for the constructor above.
+  static InheritedFdResolver Trusted(std::map<int, int> fds) {
+    InheritedFdResolver r(std::move(fds));
+    r.trusted_ = true;
+    return r;
+  }
   // Takes the identity of every fd the references name in one batch (lib/src/syscall_batch.h), for Resolve to check.
   void Prepare(std::span<const FileReference> refs) override;
   Resolution Resolve(const FileReference& ref) override;
@@ -53,6 +61,7 @@ class InheritedFdResolver : public Resolver {
 
   std::map<int, int> fds_;
   bool mapped_ = false;
+  bool trusted_ = false;
   // From Prepare, indexed by fd here (fd numbers are below the process's fd limit); error -1: not prepared.
   std::vector<Stat> prepared_;
 };

@@ -6,10 +6,12 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -36,11 +38,38 @@ unsigned char StreamByte(int client, std::uint64_t offset) {
 
 struct Client {
   int fd = -1;
-  std::uint64_t sent = 0;
-  std::uint64_t received = 0;
+  std::uint64_t sent = 0;      // bytes
+  std::uint64_t received = 0;  // bytes
   std::uint64_t corrupt = 0;
+  std::uint64_t due = 0;       // messages the pacing has released to this client (all of them when unpaced)
+  bool want_out = false;       // EPOLLOUT asked for: a write was cut short
   bool done = false;
+  std::vector<std::int64_t> sent_ns;  // per message in flight (by index modulo the window): when its first byte went
 };
+
+// One echoed message: when its first byte was sent and how long until its last byte came back.
+struct Latency {
+  std::int64_t sent_ns;
+  std::int64_t ns;
+};
+
+std::int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+
+// The max and the 99th percentile of `ns`, in ms ("-" for none).
+std::string MaxP99(std::vector<std::int64_t> ns, const char* max_word, const char* p99_word) {
+  char text[128];
+  if (ns.empty()) {
+    std::snprintf(text, sizeof text, "%s -, %s -", max_word, p99_word);
+    return text;
+  }
+  std::sort(ns.begin(), ns.end());
+  const std::size_t at = std::min(ns.size() - 1, static_cast<std::size_t>(0.99 * static_cast<double>(ns.size())));
+  std::snprintf(text, sizeof text, "%s %.2f ms, %s %.2f ms", max_word, static_cast<double>(ns.back()) / 1e6, p99_word,
+                static_cast<double>(ns[at]) / 1e6);
+  return text;
+}
 
 // "key=value" from a status line.
 std::string Field(const std::string& line, const std::string& key) {
@@ -59,16 +88,24 @@ int Error(std::ostream& err, const std::string& what, const std::string& why) {
 
 CLI::App* AddDemoCommand(CLI::App& app, DemoOptions* options) {
   CLI::App* demo = app.add_subcommand(
-      "demo", "Run an echo server on epollcr with many clients, hand it to a new process mid-traffic (checkpoint, "
-              "fork, exec, restore) and check that no client lost a byte");
-  demo->add_option("--clients", options->clients, "Concurrent clients (default 200)")->check(CLI::Range(1, 5000));
+      "demo", "Run an echo server on epollcr with many clients, hand it to a new process mid-traffic (a successor "
+              "started beforehand takes the world over in a short pause) and check that no client lost a byte");
+  demo->add_option("--clients", options->clients, "Concurrent clients (default 200; at most what the fd limit allows)")
+      ->check(CLI::Range(1, 1 << 20));
   demo->add_option("--messages", options->messages, "Messages per client (default 200)")->check(CLI::Range(1, 1000000));
   demo->add_option("--size", options->size, "Bytes per message (default 64)")->check(CLI::Range(1, 65536));
   demo->add_option("--window", options->window, "Messages each client keeps in flight (default 8)")
       ->check(CLI::Range(1, 1024));
+  demo->add_option("--rate", options->rate,
+                   "Messages per second over all clients, spread evenly (default 0: as fast as the window lets them)")
+      ->check(CLI::Range(0.0, 1e9));
   demo->add_option("--checkpoint-at", options->checkpoint_at,
                    "Hand the server over when this share of all messages has been echoed (default 0.5)")
       ->check(CLI::Range(0.0, 1.0));
+  demo->add_option("--fail-successor", options->fail_successor,
+                   "Make the successor fail at this stage and check that the old server resumes: exec, start, receive, "
+                   "restore, confirm, timeout or go")
+      ->check(CLI::IsMember(FailSuccessorStages()));
   demo->add_option("--timeout", options->timeout_s, "Give up after this many seconds (default 30)")
       ->check(CLI::Range(1, 3600));
   return demo;
@@ -83,7 +120,8 @@ int RunDemoServer(int argc, char** argv) {
     if (flag == "--listen-fd") options.listen_fd = std::atoi(value);
     else if (flag == "--control-fd") options.control_fd = std::atoi(value);
     else if (flag == "--status-fd") options.status_fd = std::atoi(value);
-    else if (flag == "--restore") options.restore_image = value;
+    else if (flag == "--handoff-fd") options.handoff_fd = std::atoi(value);
+    else if (flag == "--fail-successor") options.fail_successor = value;
     else {
       PrintError(std::cerr, CommandError("demo-server", "unknown option " + flag));
       return kExitUsage;
@@ -92,8 +130,234 @@ int RunDemoServer(int argc, char** argv) {
   return RunEchoServer(options);
 }
 
+namespace {
+
+// The demo's clients: connected in rounds (the listening socket's backlog is finite), then driven until every message
+// is echoed, each byte checked and each message timed.
+class Driver {
+ public:
+  Driver(const DemoOptions& o, int control, int status) : o_(o), control_(control), status_(status) {}
+
+  std::string Connect(const sockaddr_in& addr) {
+    ep_ = epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kStatusKey;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, status_, &ev);
+    clients_.resize(static_cast<std::size_t>(o_.clients));
+    constexpr int kRound = 1000;
+    for (int first = 0; first < o_.clients; first += kRound) {
+      const int last = std::min(o_.clients, first + kRound);
+      for (int i = first; i < last; ++i) {
+        Client& c = clients_[static_cast<std::size_t>(i)];
+        c.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c.fd < 0) return "client " + std::to_string(i) + ": socket: " + std::strerror(errno);
+        const int one = 1;
+        setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (connect(c.fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 && errno != EINPROGRESS) {
+          return "client " + std::to_string(i) + ": connect: " + std::strerror(errno);
+        }
+        c.sent_ns.assign(static_cast<std::size_t>(o_.window), 0);
+        ev.events = EPOLLOUT;
+        ev.data.u64 = static_cast<std::uint64_t>(i);
+        epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &ev);
+      }
+      // The round is connected before the next begins.
+      for (int pending = last - first; pending > 0;) {
+        epoll_event events[256];
+        const int n = epoll_wait(ep_, events, 256, 1000);
+        if (n == 0) return "clients did not connect within a second";
+        for (int k = 0; k < n; ++k) {
+          if (events[k].data.u64 == kStatusKey) continue;
+          Client& c = clients_[events[k].data.u64];
+          int error = 0;
+          socklen_t len = sizeof error;
+          getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &error, &len);
+          if (error != 0) return "client " + std::to_string(events[k].data.u64) + ": connect: " + std::strerror(error);
+          ev.events = EPOLLIN;
+          ev.data.u64 = events[k].data.u64;
+          epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+          --pending;
+        }
+      }
+    }
+    return "";
+  }
+
+  // Has the server start its successor and waits until it is ready (or failed). False if that takes too long.
+  bool PrepareSuccessor(Clock::time_point deadline) {
+    (void)!write(control_, "s", 1);
+    while (Clock::now() < deadline) {
+      epoll_event events[256];
+      const int n = epoll_wait(ep_, events, 256, 100);
+      for (int k = 0; k < n; ++k) {
+        if (events[k].data.u64 == kStatusKey && ReadStatus()) return false;
+      }
+      for (const std::string& l : lines_) {
+        if (l.rfind("successor ", 0) == 0 || l.rfind("resumed ", 0) == 0) return true;
+      }
+    }
+    return false;
+  }
+
+  // Runs the traffic; false if it timed out.
+  bool Run(Clock::time_point deadline) {
+    total_ = static_cast<std::uint64_t>(o_.messages);
+    const std::uint64_t all = total_ * clients_.size();
+    const auto start = Clock::now();
+    if (o_.rate <= 0) {
+      for (std::size_t i = 0; i < clients_.size(); ++i) {
+        clients_[i].due = total_;
+        Pump(i);
+      }
+    }
+    std::uint64_t released = 0;  // paced: messages released so far, round-robin over the clients
+    int done = 0;
+    bool told = false, server_gone = false;
+    std::vector<unsigned char> buf(256 * 1024);
+    while (done < o_.clients || !server_gone) {
+      if (Clock::now() > deadline) return false;
+      if (done == o_.clients && !server_gone) {
+        (void)!write(control_, "q", 1);  // all echoed: stop the server, then wait for its last words
+        for (Client& c : clients_) close(c.fd), c.fd = -1;
+        done = o_.clients + 1;
+      }
+      int timeout = 100;
+      if (o_.rate > 0 && released < all) {
+        const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+        const auto due = std::min<std::uint64_t>(all, static_cast<std::uint64_t>(elapsed * o_.rate) + 1);
+        for (; released < due; ++released) {
+          const std::size_t i = released % clients_.size();
+          ++clients_[i].due;
+          Pump(i);
+        }
+        timeout = 1;
+      }
+      epoll_event events[256];
+      const int n = epoll_wait(ep_, events, 256, timeout);
+      for (int k = 0; k < n; ++k) {
+        if (events[k].data.u64 == kStatusKey) {
+          if (ReadStatus()) {
+            server_gone = true;
+            epoll_ctl(ep_, EPOLL_CTL_DEL, status_, nullptr);
+          }
+          continue;
+        }
+        const std::size_t i = events[k].data.u64;
+        Client& c = clients_[i];
+        if (c.fd < 0) continue;
+        if (events[k].events & EPOLLIN) {
+          ssize_t got;
+          while ((got = read(c.fd, buf.data(), buf.size())) > 0) Received(i, buf.data(), static_cast<std::size_t>(got));
+        }
+        Pump(i);
+        if (!c.done && c.received >= total_ * Size()) {
+          c.done = true;
+          ++done;
+        }
+      }
+      if (!told && echoed_ >= static_cast<std::uint64_t>(o_.checkpoint_at * static_cast<double>(all * Size()))) {
+        (void)!write(control_, "c", 1);
+        told = true;
+      }
+    }
+    return true;
+  }
+
+  const std::vector<Client>& clients() const { return clients_; }
+  const std::vector<Latency>& latencies() const { return latencies_; }
+  const std::vector<std::string>& lines() const { return lines_; }
+  std::uint64_t total() const { return total_; }
+
+ private:
+  static constexpr std::uint64_t kStatusKey = ~0ull;
+  std::uint64_t Size() const { return static_cast<std::uint64_t>(o_.size); }
+
+  // The byte stream's next bytes, as far as the pacing and the window allow.
+  void Pump(std::size_t i) {
+    Client& c = clients_[i];
+    if (c.fd < 0) return;
+    const std::uint64_t size = Size(), window = static_cast<std::uint64_t>(o_.window);
+    unsigned char chunk[64 * 1024];
+    for (;;) {
+      const std::uint64_t limit = std::min(c.due, std::min(total_, c.received / size + window)) * size;
+      if (c.sent >= limit) break;
+      const std::uint64_t count = std::min<std::uint64_t>(limit - c.sent, sizeof chunk);
+      for (std::uint64_t b = 0; b < count; ++b) chunk[b] = StreamByte(static_cast<int>(i), c.sent + b);
+      const ssize_t put = write(c.fd, chunk, count);
+      if (put <= 0) break;
+      const std::int64_t now = NowNs();
+      for (std::uint64_t m = (c.sent + size - 1) / size; m * size < c.sent + static_cast<std::uint64_t>(put); ++m) {
+        c.sent_ns[m % window] = now;  // the messages whose first byte went now
+      }
+      c.sent += static_cast<std::uint64_t>(put);
+    }
+    const bool want_out = c.sent < std::min(c.due, std::min(total_, c.received / size + window)) * size;
+    if (want_out != c.want_out) {
+      epoll_event ev{};
+      ev.events = EPOLLIN | (want_out ? std::uint32_t{EPOLLOUT} : 0u);
+      ev.data.u64 = i;
+      epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+      c.want_out = want_out;
+    }
+  }
+
+  void Received(std::size_t i, const unsigned char* bytes, std::size_t n) {
+    Client& c = clients_[i];
+    for (std::size_t b = 0; b < n; ++b) {
+      if (bytes[b] != StreamByte(static_cast<int>(i), c.received + b)) ++c.corrupt;
+    }
+    const std::uint64_t size = Size(), window = static_cast<std::uint64_t>(o_.window);
+    const std::int64_t now = NowNs();
+    for (std::uint64_t m = c.received / size; (m + 1) * size <= c.received + n; ++m) {
+      latencies_.push_back({c.sent_ns[m % window], now - c.sent_ns[m % window]});
+    }
+    c.received += n;
+    echoed_ += n;
+  }
+
+  // Reads status lines; true when the server side closed the pipe (every server process is gone).
+  bool ReadStatus() {
+    char text[4096];
+    ssize_t got;
+    while ((got = read(status_, text, sizeof text)) > 0) partial_.append(text, static_cast<std::size_t>(got));
+    for (std::size_t eol; (eol = partial_.find('\n')) != std::string::npos; partial_.erase(0, eol + 1)) {
+      lines_.push_back(partial_.substr(0, eol));
+    }
+    return got == 0;
+  }
+
+  const DemoOptions& o_;
+  const int control_, status_;
+  int ep_ = -1;
+  std::vector<Client> clients_;
+  std::vector<Latency> latencies_;
+  std::vector<std::string> lines_;
+  std::string partial_;
+  std::uint64_t total_ = 0, echoed_ = 0;
+};
+
+// The status line that starts with `word`, or "".
+std::string LineOf(const std::vector<std::string>& lines, const std::string& word) {
+  for (const std::string& l : lines) {
+    if (l.rfind(word + " ", 0) == 0) return l;
+  }
+  return "";
+}
+
+}  // namespace
+
 int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err) {
   const auto started = Clock::now();
+  // Both server processes hold a socket per client, and this one does too: the fd limit bounds the clients.
+  rlimit limit{};
+  getrlimit(RLIMIT_NOFILE, &limit);
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+  if (static_cast<rlim_t>(o.clients) + 32 > limit.rlim_cur) {
+    return Error(err, "clients", std::to_string(o.clients) + " clients need " + std::to_string(o.clients + 32) +
+                                     " fds per process; this process may open " + std::to_string(limit.rlim_cur));
+  }
   // The server hands itself to a grandchild; as a subreaper this process still waits for it.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -114,8 +378,11 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err) {
   if (server == 0) {
     for (int fd : {listener, control[0], status[1]}) fcntl(fd, F_SETFD, 0);
     const std::string l = std::to_string(listener), c = std::to_string(control[0]), s = std::to_string(status[1]);
-    execl("/proc/self/exe", "epollcr", kDemoServerCommand, "--listen-fd", l.c_str(), "--control-fd", c.c_str(),
-          "--status-fd", s.c_str(), static_cast<char*>(nullptr));
+    std::vector<const char*> args = {"epollcr", kDemoServerCommand, "--listen-fd", l.c_str(), "--control-fd",
+                                     c.c_str(), "--status-fd", s.c_str()};
+    if (!o.fail_successor.empty()) args.insert(args.end(), {"--fail-successor", o.fail_successor.c_str()});
+    args.push_back(nullptr);
+    execv("/proc/self/exe", const_cast<char* const*>(args.data()));
     std::fprintf(stderr, "epollcr: demo: exec the server: %s\n", std::strerror(errno));
     _exit(127);
   }
@@ -123,145 +390,99 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err) {
   close(control[0]);
   close(status[1]);
 
-  const int ep = epoll_create1(EPOLL_CLOEXEC);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = ~0ull;
-  epoll_ctl(ep, EPOLL_CTL_ADD, status[0], &ev);
-  std::vector<Client> clients(static_cast<std::size_t>(o.clients));
-  for (int i = 0; i < o.clients; ++i) {
-    Client& c = clients[static_cast<std::size_t>(i)];
-    c.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    const int one = 1;
-    setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (c.fd < 0 || (connect(c.fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && errno != EINPROGRESS)) {
-      return Error(err, "client " + std::to_string(i) + ": connect", std::strerror(errno));
-    }
-    ev.events = EPOLLIN | EPOLLOUT;
-    ev.data.u64 = static_cast<std::uint64_t>(i);
-    epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev);
+  Driver driver(o, control[1], status[0]);
+  if (std::string e = driver.Connect(addr); !e.empty()) {
+    close(control[1]);
+    return Error(err, "connect", e);
   }
-
-  const std::uint64_t total = static_cast<std::uint64_t>(o.messages) * static_cast<std::uint64_t>(o.size);
-  const std::uint64_t window = static_cast<std::uint64_t>(o.window) * static_cast<std::uint64_t>(o.size);
-  const std::uint64_t all = total * clients.size();
-  std::uint64_t echoed = 0;
-  int done = 0;
-  bool told = false, server_gone = false;
-  std::vector<std::string> lines;
-  std::string partial;
-  std::vector<unsigned char> buf(256 * 1024);
-  while (done < o.clients || !server_gone) {
-    if (Clock::now() - started > std::chrono::seconds(o.timeout_s)) break;
-    if (done == o.clients && !server_gone) {
-      (void)!write(control[1], "q", 1);  // all echoed: stop the server, then wait for its last words
-      epoll_ctl(ep, EPOLL_CTL_DEL, clients[0].fd, nullptr);
-      for (Client& c : clients) close(c.fd), c.fd = -1;
-      done = o.clients + 1;
-    }
-    epoll_event events[256];
-    const int n = epoll_wait(ep, events, 256, 100);
-    for (int k = 0; k < n; ++k) {
-      if (events[k].data.u64 == ~0ull) {
-        char text[4096];
-        ssize_t got;
-        while ((got = read(status[0], text, sizeof text)) > 0) partial.append(text, static_cast<std::size_t>(got));
-        for (std::size_t eol; (eol = partial.find('\n')) != std::string::npos; partial.erase(0, eol + 1)) {
-          lines.push_back(partial.substr(0, eol));
-        }
-        if (got == 0) {
-          server_gone = true;
-          epoll_ctl(ep, EPOLL_CTL_DEL, status[0], nullptr);
-        }
-        continue;
-      }
-      const int i = static_cast<int>(events[k].data.u64);
-      Client& c = clients[static_cast<std::size_t>(i)];
-      if (c.fd < 0) continue;
-      if (events[k].events & EPOLLIN) {
-        ssize_t got;
-        while ((got = read(c.fd, buf.data(), buf.size())) > 0) {
-          for (ssize_t b = 0; b < got; ++b) {
-            if (buf[static_cast<std::size_t>(b)] != StreamByte(i, c.received + static_cast<std::uint64_t>(b))) ++c.corrupt;
-          }
-          c.received += static_cast<std::uint64_t>(got);
-          echoed += static_cast<std::uint64_t>(got);
-        }
-      }
-      while (c.sent < total && c.sent - c.received < window) {
-        const std::uint64_t chunk = std::min<std::uint64_t>(total - c.sent, window - (c.sent - c.received));
-        for (std::uint64_t b = 0; b < chunk; ++b) buf[b] = StreamByte(i, c.sent + b);
-        const ssize_t put = write(c.fd, buf.data(), chunk);
-        if (put <= 0) break;
-        c.sent += static_cast<std::uint64_t>(put);
-      }
-      if (!c.done && c.received >= total) {
-        c.done = true;
-        ++done;
-        ev.events = 0;
-        epoll_ctl(ep, EPOLL_CTL_MOD, c.fd, &ev);
-      } else if (c.sent >= total) {
-        ev.events = EPOLLIN;
-        ev.data.u64 = static_cast<std::uint64_t>(i);
-        epoll_ctl(ep, EPOLL_CTL_MOD, c.fd, &ev);
-      }
-    }
-    if (!told && echoed >= static_cast<std::uint64_t>(o.checkpoint_at * static_cast<double>(all))) {
-      (void)!write(control[1], "c", 1);
-      told = true;
-    }
-  }
+  // The successor starts while the clients are connected and idle; the hand-off itself comes mid-traffic.
+  const auto deadline = started + std::chrono::seconds(o.timeout_s);
+  const bool finished = driver.PrepareSuccessor(deadline) && driver.Run(deadline);
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
   close(control[1]);
-  for (Client& c : clients) {
+  for (const Client& c : driver.clients()) {
     if (c.fd >= 0) close(c.fd);
   }
-  // Reap the first server and, as subreaper, the new one.
-  for (int waited = 0; waited < 50; ++waited) {
+  // Reap the first server and, as subreaper, its successor.
+  for (int waited = 0; waited < 250; ++waited) {
     if (waitpid(-1, nullptr, WNOHANG) < 0 && errno == ECHILD) break;
     usleep(20000);
   }
+  const std::uint64_t size = static_cast<std::uint64_t>(o.size), total = driver.total() * size;
   std::uint64_t lost = 0, corrupt = 0, bytes = 0;
-  for (const Client& c : clients) {
-    lost += (total - std::min(total, c.received)) / static_cast<std::uint64_t>(o.size);
+  for (const Client& c : driver.clients()) {
+    lost += (total - std::min(total, c.received)) / size;
     corrupt += c.corrupt;
     bytes += c.received;
   }
-  std::string listening, checkpoint, restored;
-  for (const std::string& l : lines) {
-    if (l.rfind("listening", 0) == 0) listening = l;
-    if (l.rfind("checkpoint", 0) == 0) checkpoint = l;
-    if (l.rfind("restored", 0) == 0) restored = l;
-  }
-  char text[512];
-  std::snprintf(text, sizeof text, "epollcr demo: echo server on 127.0.0.1:%d, %d clients x %d messages of %d bytes\n",
+  const std::vector<std::string>& lines = driver.lines();
+  const std::string listening = LineOf(lines, "listening"), successor = LineOf(lines, "successor"),
+                    handoff = LineOf(lines, "handoff"), restored = LineOf(lines, "restored"),
+                    resumed = LineOf(lines, "resumed");
+  char text[640];
+  std::snprintf(text, sizeof text, "epollcr demo: echo server on 127.0.0.1:%d, %d clients x %d messages of %d bytes",
                 ntohs(addr.sin_port), o.clients, o.messages, o.size);
   out << text;
-  out << "  server:     pid " << Field(listening, "pid") << ", an epollcr EventPoll over host files\n";
-  if (!checkpoint.empty()) {
-    out << "  checkpoint: pid " << Field(checkpoint, "pid") << ", " << Field(checkpoint, "registrations")
-        << " registrations, image " << Field(checkpoint, "image_bytes") << " bytes, " << Field(checkpoint, "ms")
-        << " ms\n";
+  if (o.rate > 0) out << ", " << o.rate << " messages/s";
+  out << "\n  server:     pid " << Field(listening, "pid") << ", an epollcr EventPoll over host files\n";
+  if (!successor.empty()) {
+    out << "  successor:  pid " << Field(successor, "pid") << " (a new process and program image), ready "
+        << Field(successor, "started_ms") << " ms after the hand-off was asked for\n";
+  }
+  if (!handoff.empty()) {
+    const std::size_t stages = handoff.find('(');
+    out << "  hand-off:   pause " << Field(handoff, "pause_ms") << " ms "
+        << (stages == std::string::npos ? "" : handoff.substr(stages)) << ", " << Field(handoff, "entries")
+        << " registrations, image " << Field(handoff, "image_bytes") << " bytes, " << Field(handoff, "inherited")
+        << " fds inherited, " << Field(handoff, "sent") << " sent\n";
   }
   if (!restored.empty()) {
     const std::size_t stages = restored.find('(');
-    out << "  restore:    pid " << Field(restored, "pid") << " (a new process and program image), "
-        << Field(restored, "registrations") << " registrations restored (" << Field(restored, "host_files")
-        << " host files), " << Field(restored, "ms") << " ms "
-        << (stages == std::string::npos ? "" : restored.substr(stages)) << "\n";
+    out << "  restore:    pid " << Field(restored, "pid") << ", " << Field(restored, "registrations")
+        << " registrations restored (" << Field(restored, "host_files") << " host files), " << Field(restored, "ms")
+        << " ms " << (stages == std::string::npos ? "" : restored.substr(stages)) << "\n";
+  }
+  if (!resumed.empty()) {
+    out << "  successor:  failed at stage " << (o.fail_successor.empty() ? "?" : o.fail_successor)
+        << " (the server noticed at " << Field(resumed, "stage") << "): " << resumed.substr(resumed.find("reason=") + 7)
+        << "\n";
+    out << "  resumed:    pid " << Field(resumed, "pid") << "\n";
+  }
+  // The stall: messages in flight across the pause, against all the others.
+  std::vector<std::int64_t> inside, outside;
+  if (!handoff.empty()) {
+    const long long from = std::atoll(Field(handoff, "pause_start_ns").c_str());
+    const long long to = std::atoll(Field(handoff, "pause_end_ns").c_str());
+    for (const Latency& l : driver.latencies()) {
+      (l.sent_ns <= to && l.sent_ns + l.ns >= from ? inside : outside).push_back(l.ns);
+    }
+    out << "  stall:      " << MaxP99(inside, "max", "p99") << " (outside the hand-off: "
+        << MaxP99(outside, "max", "p99") << "; " << inside.size() << " messages in flight across it)\n";
+  } else {
+    for (const Latency& l : driver.latencies()) outside.push_back(l.ns);
+    out << "  latency:    " << MaxP99(outside, "max", "p99") << "\n";
   }
   std::snprintf(text, sizeof text,
                 "  traffic:    %llu messages, %llu bytes echoed and checked byte by byte, %llu lost, %llu corrupt\n",
-                static_cast<unsigned long long>(static_cast<std::uint64_t>(o.messages) * clients.size() - lost),
+                static_cast<unsigned long long>(driver.total() * driver.clients().size() - lost),
                 static_cast<unsigned long long>(bytes), static_cast<unsigned long long>(lost),
                 static_cast<unsigned long long>(corrupt));
   out << text;
   std::snprintf(text, sizeof text, "  time:       %.2f s\n", seconds);
   out << text;
-  if (checkpoint.empty() || restored.empty()) {
-    return Error(err, "hand-off", checkpoint.empty() ? "the server never checkpointed" : "the new process did not restore");
+  if (!finished) return Error(err, "traffic", "not all messages were echoed within " + std::to_string(o.timeout_s) + " s");
+  if (o.fail_successor.empty()) {
+    if (handoff.empty() || restored.empty()) {
+      return Error(err, "hand-off", !resumed.empty() ? "the successor failed and the server resumed"
+                                                     : "the server never handed over");
+    }
+    if (Field(handoff, "pid") == Field(restored, "pid")) return Error(err, "hand-off", "the pid did not change");
+  } else {
+    if (resumed.empty() || !handoff.empty()) {
+      return Error(err, "--fail-successor", "the server did not resume after its successor failed");
+    }
+    if (Field(resumed, "pid") != Field(listening, "pid")) return Error(err, "--fail-successor", "another pid resumed");
   }
-  if (Field(checkpoint, "pid") == Field(restored, "pid")) return Error(err, "hand-off", "the pid did not change");
   if (lost != 0 || corrupt != 0) {
     return Error(err, "traffic", std::to_string(lost) + " messages lost, " + std::to_string(corrupt) + " bytes corrupt");
   }

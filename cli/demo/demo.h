@@ -1,12 +1,14 @@
-// epollcr demo: the restore-into-a-new-process demo (issue 5). An echo server (echo_server.h: an
-// epollcr EventPoll over host files, nothing else) serves many clients streaming messages on 127.0.0.1; in the
-// middle of the traffic it checkpoints and execs a new process (fork + exec: a new pid and a new program image)
-// that restores the world from the image and the inherited fds and carries on. Every client checks every echoed
-// byte. The demo prints what happened and exits 0 only if no message was lost or corrupted and the hand-off took
-// place.
+// epollcr demo: a live hand-off under traffic. An echo server (echo_server.h: an epollcr EventPoll over host files,
+// nothing else) serves many clients streaming messages on 127.0.0.1; in the middle of the traffic it starts its
+// successor (a new pid and program image) and, once that is ready, hands it the world in a short pause
+// (restore/successor.h). Every client checks every echoed byte and times every message; the demo prints the stall
+// clients saw across the hand-off beside the latency outside it, and exits 0 only if no message was lost or corrupted
+// and the hand-off took place — or, with --fail-successor, if the successor failed at that stage and the old process
+// resumed serving every connection.
 #pragma once
 
 #include <ostream>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
@@ -19,6 +21,8 @@ struct DemoOptions {
   int window = 8;         // messages a client keeps in flight
   double checkpoint_at = 0.5;  // share of all messages echoed when the server is told to hand over
   int timeout_s = 30;
+  double rate = 0;        // messages per second over all clients; 0: as fast as the window lets them
+  std::string fail_successor;  // a stage of FailSuccessorStages(), or empty
 };
 
 CLI::App* AddDemoCommand(CLI::App& app, DemoOptions* options);

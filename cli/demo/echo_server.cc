@@ -1,6 +1,7 @@
 #include "demo/echo_server.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,6 +21,7 @@
 
 #include "epollcr/epollcr.h"
 #include "restore/handoff.h"
+#include "restore/successor.h"
 
 namespace epollcr::cli {
 
@@ -64,6 +66,27 @@ class Outbox final : public SavableFile {
 
 double Ms(std::chrono::steady_clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+long long Ns(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// --fail-successor, in the successor: what it does at each stage of taking the world over.
+Status FailAt(const std::string& fail, restore::SuccessorStage stage) {
+  using restore::SuccessorStage;
+  const bool kill = (fail == "start" && stage == SuccessorStage::kStarted) ||
+                    (fail == "receive" && stage == SuccessorStage::kReceiving) ||
+                    (fail == "confirm" && stage == SuccessorStage::kRestored) ||
+                    (fail == "go" && stage == SuccessorStage::kServing);
+  if (kill) raise(SIGKILL);
+  if (fail == "restore" && stage == SuccessorStage::kRestoring) {
+    return Status::Error(ECANCELED, "refused by --fail-successor restore");
+  }
+  if (fail == "timeout" && stage == SuccessorStage::kRestored) {
+    for (;;) pause();  // never answers: the predecessor's wait runs out
+  }
+  return {};
+}
+
 class Server {
  public:
   explicit Server(const EchoServerOptions& options) : options_(options) {}
@@ -72,7 +95,9 @@ class Server {
     if (!Start()) return 1;
     Event events[128];
     for (;;) {
-      Result<int> n = WaitEvents(events, 128);
+      if (successor_) PollSuccessor();
+      // While a successor starts, the loop looks at it every millisecond (a ready one waits for 'c').
+      Result<int> n = WaitEvents(events, 128, successor_ && !said_ready_ ? 1 : -1);
       if (!n.ok()) {
         if (n.error() == Errno(EINTR)) continue;
         return Fail("wait", n.error().message());
@@ -88,7 +113,11 @@ class Server {
             Status("quit pid=" + std::to_string(getpid()));
             return 0;
           }
-          if (command == 'c') HandOver();  // returns only if the hand-off failed
+          if (command == 's') StartSuccessor();
+          if (command == 'c') {
+            handover_asked_ = true;
+            StartSuccessor();
+          }
         } else {
           Serve(fd, events[i].events);
         }
@@ -99,7 +128,7 @@ class Server {
  private:
   bool Start() {
     RegisterFileType(std::string(kOutboxKind), &Outbox::Load);  // EEXIST when run twice in one process: fine
-    if (!options_.restore_image.empty()) return Restore();
+    if (options_.handoff_fd >= 0) return TakeOver();
     listen_fd_ = options_.listen_fd;
     control_fd_ = options_.control_fd;
     if (options_.kernel_epoll) {
@@ -121,24 +150,30 @@ class Server {
     return true;
   }
 
-  bool Restore() {
+  // The successor's side of the hand-off (restore/successor.h).
+  bool TakeOver() {
     if (options_.kernel_epoll) return Fail("restore", "a server on a kernel epoll has no checkpoint") == 0;
-    const auto started = std::chrono::steady_clock::now();
-    restore::Report report;
-    epollcr::Status s = restore::RestoreAfterExec(options_.restore_image, &world_, {}, &report);
-    unlink(options_.restore_image.c_str());
-    if (!s.ok()) return Fail("restore " + options_.restore_image, s.message) == 0;
+    restore::AcceptOptions accept;
+    const std::string fail = options_.fail_successor;
+    if (!fail.empty()) accept.at_stage = [fail](restore::SuccessorStage stage) { return FailAt(fail, stage); };
+    restore::AcceptReport report;
+    epollcr::Status s = restore::AcceptHandOff(options_.handoff_fd, &world_, accept, &report);
+    close(options_.handoff_fd);
+    if (!s.ok()) return Fail("take the world over", s.message) == 0;
     poll_ = std::static_pointer_cast<EventPoll>(world_.roots.at("poll"));
     outbox_ = std::static_pointer_cast<Outbox>(world_.roots.at("outbox"));
     listen_fd_ = static_cast<HostFile*>(world_.roots.at("listener").get())->fd();
     control_fd_ = static_cast<HostFile*>(world_.roots.at("control").get())->fd();
-    char line[256];
+    const restore::Report& r = report.restore;
+    char line[512];
     std::snprintf(line, sizeof line,
-                  "restored pid=%d registrations=%" PRIu64 " host_files=%" PRIu64
-                  " ms=%.3f (read=%.3f validate=%.3f resolve=%.3f build=%.3f after_load=%.3f)",
-                  static_cast<int>(getpid()), report.entries, report.host_files,
-                  Ms(std::chrono::steady_clock::now() - started), Ms(report.read), Ms(report.validate),
-                  Ms(report.resolve), Ms(report.build), Ms(report.after_load));
+                  "restored pid=%d registrations=%" PRIu64 " host_files=%" PRIu64 " inherited=%" PRIu64
+                  " received=%" PRIu64 " ms=%.3f (receive=%.3f place=%.3f read=%.3f validate=%.3f resolve=%.3f "
+                  "build=%.3f after_load=%.3f)",
+                  static_cast<int>(getpid()), r.entries, r.host_files, report.inherited, report.received,
+                  Ms(report.restored - report.header), Ms(report.received_at - report.header),
+                  Ms(report.placed - report.received_at), Ms(r.read), Ms(r.validate), Ms(r.resolve), Ms(r.build),
+                  Ms(r.after_load));
     Status(line);
     return true;
   }
@@ -227,11 +262,11 @@ class Server {
     return epoll_ctl(kernel_epoll_.get(), op, fd, &event) == 0;
   }
 
-  // Blocks until at least one event; the kernel's are copied into epollcr's Event (the same fields).
-  Result<int> WaitEvents(Event* events, int max) {
-    if (poll_) return poll_->Wait(events, max, -1);
+  // Blocks until at least one event or the timeout (-1: none); the kernel's are copied into epollcr's Event (the same fields).
+  Result<int> WaitEvents(Event* events, int max, int timeout_ms) {
+    if (poll_) return poll_->Wait(events, max, timeout_ms);
     epoll_event kernel[128];
-    const int n = epoll_wait(kernel_epoll_.get(), kernel, std::min(max, 128), -1);
+    const int n = epoll_wait(kernel_epoll_.get(), kernel, std::min(max, 128), timeout_ms);
     if (n < 0) return Errno(errno);
     for (int i = 0; i < n; ++i) {
       events[i].events = kernel[i].events;
@@ -240,45 +275,68 @@ class Server {
     return n;
   }
 
-  // Checkpoint, fork, and exec the new program image in the child; the old process exits.
-  void HandOver() {
+  // Starts the successor (a new program image, with the world's fds) and serves on until it is ready.
+  void StartSuccessor() {
     if (!poll_) {
-      Fail("checkpoint", "the loop runs on a kernel epoll, which a checkpoint cannot carry");
+      Fail("hand-off", "the loop runs on a kernel epoll, which a checkpoint cannot carry");
       return;
     }
-    const auto started = std::chrono::steady_clock::now();
-    const char* tmp = std::getenv("TMPDIR");
-    const std::string dir = !options_.image_dir.empty() ? options_.image_dir : (tmp != nullptr && *tmp ? tmp : "/tmp");
-    const std::string image = dir + "/epollcr-echo-" + std::to_string(getpid()) + ".epcr";
-    Result<std::vector<int>> kept = restore::PrepareExec(world_, image);
-    if (!kept.ok()) {
-      Fail("checkpoint", kept.status().message);
+    if (successor_) return;  // one at a time
+    restore::SuccessorOptions options;
+    options.argv = options_.exec_argv;
+    if (options_.fail_successor == "exec") options.argv[0] = "/nonexistent/epollcr-successor";
+    options.argv.insert(options.argv.end(), {"--status-fd", std::to_string(options_.status_fd)});
+    if (!options_.fail_successor.empty()) options.argv.insert(options.argv.end(), {"--fail-successor", options_.fail_successor});
+    if (options_.status_fd >= 0) options.keep_fds.push_back(options_.status_fd);
+    options.confirm_timeout = std::chrono::milliseconds(options_.confirm_timeout_ms);
+    requested_ = std::chrono::steady_clock::now();
+    Result<std::unique_ptr<restore::Successor>> started = restore::Successor::Start(world_, std::move(options));
+    if (!started.ok()) {
+      Resumed("start", started.status().message);
       return;
     }
-    struct stat st {};
-    stat(image.c_str(), &st);
-    if (options_.status_fd >= 0) fcntl(options_.status_fd, F_SETFD, 0);
-    char line[256];
-    std::snprintf(line, sizeof line, "checkpoint pid=%d registrations=%zu image_bytes=%lld ms=%.3f",
-                  static_cast<int>(getpid()), poll_->EntryCount(), static_cast<long long>(st.st_size),
-                  Ms(std::chrono::steady_clock::now() - started));
+    successor_ = std::move(started).value();
+  }
+
+  // Hands the world over once the successor is ready; exits when it serves, serves on if it failed.
+  void PollSuccessor() {
+    Result<bool> ready = successor_->Ready();
+    if (!ready.ok()) {
+      successor_.reset();
+      handover_asked_ = said_ready_ = false;
+      Resumed("hello", ready.status().message);
+      return;
+    }
+    if (!ready.value()) return;
+    const pid_t to = successor_->pid();
+    char line[640];
+    if (!said_ready_) {
+      std::snprintf(line, sizeof line, "successor pid=%d started_ms=%.3f", static_cast<int>(to),
+                    Ms(std::chrono::steady_clock::now() - requested_));
+      Status(line);
+      said_ready_ = true;
+    }
+    if (!handover_asked_) return;
+    restore::HandOverReport report;
+    epollcr::Status s = successor_->HandOver(world_, &report);
+    if (!s.ok()) {
+      successor_.reset();
+      handover_asked_ = said_ready_ = false;
+      Resumed("handover", s.message);
+      return;
+    }
+    std::snprintf(line, sizeof line, "handoff pid=%d to=%d pause_start_ns=%lld pause_end_ns=%lld %s",
+                  static_cast<int>(getpid()), static_cast<int>(to), Ns(report.paused), Ns(report.serving),
+                  report.ToString().c_str());
     Status(line);
-    std::vector<std::string> args = options_.exec_argv;
-    args.insert(args.end(), {"--restore", image, "--status-fd", std::to_string(options_.status_fd)});
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const pid_t child = fork();
-    if (child == 0) {
-      execv(argv[0], argv.data());
-      std::fprintf(stderr, "echo server: exec %s: %s\n", argv[0], std::strerror(errno));
-      _exit(127);
-    }
-    if (child < 0) {
-      Fail("fork", std::strerror(errno));
-      return;
-    }
-    _exit(0);  // the new process owns the sockets now; this one touches nothing on its way out
+    _exit(0);  // the successor owns the sockets now; this one touches nothing on its way out
+  }
+
+  void Resumed(const std::string& stage, const std::string& reason) {
+    std::fprintf(stderr, "echo server: the successor failed (%s): %s; serving on\n", stage.c_str(), reason.c_str());
+    std::string text = reason;
+    std::replace(text.begin(), text.end(), '\n', ' ');
+    Status("resumed pid=" + std::to_string(getpid()) + " stage=" + stage + " reason=" + text);
   }
 
   void Status(const std::string& line) {
@@ -297,12 +355,21 @@ class Server {
   std::shared_ptr<EventPoll> poll_;  // null when the loop runs on kernel_epoll_
   UniqueFd kernel_epoll_;
   std::shared_ptr<Outbox> outbox_;
+  std::unique_ptr<restore::Successor> successor_;  // started, not yet handed the world
+  std::chrono::steady_clock::time_point requested_;
+  bool said_ready_ = false;      // the "successor" line is out
+  bool handover_asked_ = false;  // 'c': hand over as soon as the successor is ready
   std::map<int, EventMask> interest_;  // what each connection's entry asks for now (not saved: rebuilt as needed)
   int listen_fd_ = -1;
   int control_fd_ = -1;
 };
 
 }  // namespace
+
+const std::vector<std::string>& FailSuccessorStages() {
+  static const std::vector<std::string> stages = {"exec", "start", "receive", "restore", "confirm", "timeout", "go"};
+  return stages;
+}
 
 int RunEchoServer(const EchoServerOptions& options) {
   Server server(options);
