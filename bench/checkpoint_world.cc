@@ -84,4 +84,22 @@ void CountHeap(benchmark::State& state, const char* call, const HeapUse& use) {
   state.counters[prefix + "_net_heap_bytes_mallinfo"] = static_cast<double>(use.net_mallinfo);
 }
 
+void AddStages(restore::Report& total, const restore::Report& one) {
+  total.read += one.read;
+  total.validate += one.validate;
+  total.resolve += one.resolve;
+  total.build += one.build;
+  total.after_load += one.after_load;
+}
+
+void CountStages(benchmark::State& state, const restore::Report& total, double registrations) {
+  const double per = static_cast<double>(state.iterations()) * registrations;
+  auto ns = [&](restore::Report::Duration d) { return std::chrono::duration<double, std::nano>(d).count() / per; };
+  state.counters["read_ns"] = ns(total.read);
+  state.counters["validate_ns"] = ns(total.validate);
+  state.counters["resolve_ns"] = ns(total.resolve);
+  state.counters["build_ns"] = ns(total.build);
+  state.counters["after_load_ns"] = ns(total.after_load);
+}
+
 }  // namespace epollcr::bench

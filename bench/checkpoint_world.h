@@ -17,6 +17,7 @@
 
 #include "epollcr/event_poll.h"
 #include "epollcr/state.h"
+#include "restore/restorer.h"
 
 namespace epollcr::bench {
 
@@ -35,6 +36,11 @@ enum class DataKind { kFd, kPointer };
 std::uint32_t CheckpointEventsOf(int k);
 
 std::string StatusFailure(const char* what, const Status& s);
+
+// Restore stage times summed over a benchmark's iterations (AddStages), reported per registration as counters
+// read_ns, validate_ns, resolve_ns, build_ns and after_load_ns (CountStages).
+void AddStages(restore::Report& total, const restore::Report& one);
+void CountStages(benchmark::State& state, const restore::Report& total, double registrations);
 
 std::shared_ptr<EventPoll> PollAt(const World& world, int epfd);
 

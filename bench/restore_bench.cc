@@ -92,24 +92,6 @@ struct HostFixture {
   }
 };
 
-void CountStages(benchmark::State& state, const restore::Report& total, double registrations) {
-  const double per = static_cast<double>(state.iterations()) * registrations;
-  auto ns = [&](restore::Report::Duration d) { return std::chrono::duration<double, std::nano>(d).count() / per; };
-  state.counters["read_ns"] = ns(total.read);
-  state.counters["validate_ns"] = ns(total.validate);
-  state.counters["resolve_ns"] = ns(total.resolve);
-  state.counters["build_ns"] = ns(total.build);
-  state.counters["after_load_ns"] = ns(total.after_load);
-}
-
-void Add(restore::Report& total, const restore::Report& one) {
-  total.read += one.read;
-  total.validate += one.validate;
-  total.resolve += one.resolve;
-  total.build += one.build;
-  total.after_load += one.after_load;
-}
-
 void BM_RestoreHostFds(benchmark::State& state) {
   HostFixture f;
   if (!f.error.empty()) return state.SkipWithError(f.error.c_str());
@@ -127,7 +109,7 @@ void BM_RestoreHostFds(benchmark::State& state) {
     if (report.entries != static_cast<std::uint64_t>(kHostRegistrations)) {
       return state.SkipWithError("the restored world lacks registrations");
     }
-    Add(total, report);
+    AddStages(total, report);
     HostFixture::HandOver(world);
     state.ResumeTiming();
   }
@@ -172,7 +154,7 @@ void BM_RestoreInMemory(benchmark::State& state) {
       return state.SkipWithError(StatusFailure("restore::RestoreBytes", s).c_str());
     }
     state.PauseTiming();
-    Add(total, report);
+    AddStages(total, report);
     ReleaseWorld(*world, f.world.epfd);
     world.reset();
     state.ResumeTiming();

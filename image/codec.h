@@ -17,6 +17,10 @@
 #include "epollcr/v1/image.pb.h"
 #include "image/file.h"
 
+namespace epollcr {
+class BigBuffer;
+}  // namespace epollcr
+
 namespace epollcr::image {
 
 struct Limits {
@@ -25,7 +29,14 @@ struct Limits {
   std::uint64_t max_segment_bytes = 1u << 20;  // one socket segment
 };
 
-Result<v1::Image> Capture(const World& world);
+struct SaveOptions {
+  // Read each host file's open flags and position (HostFileReference open_flags, offset). False for a live
+  // hand-off (restore/successor.h), whose successor shares the open files, flags and position with them: the image
+  // then says so (open_state_shared) and a save makes no system call per host fd.
+  bool host_open_state = true;
+};
+
+Result<v1::Image> Capture(const World& world, const SaveOptions& options = {});
 Status Validate(const v1::Image& image, const Limits& limits = {});
 Status Restore(const v1::Image& image, World* out, const Limits& limits = {});
 
@@ -56,7 +67,10 @@ Result<std::string> ToJson(const v1::Image& image);
 Result<v1::Image> FromJson(std::string_view json);
 
 // The whole way: capture, encode and frame a world; and unframe, decode, validate and restore one.
-Result<std::string> SaveImage(const World& world);
+Result<std::string> SaveImage(const World& world, const SaveOptions& options = {});
+// The same into `out` (the framed image is its first *size bytes), in huge pages when large: for a caller that sends
+// the image on at once (a live hand-off) and should not fault in a fresh copy page by page.
+Status SaveImageInto(const World& world, const SaveOptions& options, BigBuffer* out, std::size_t* size);
 Status LoadImage(std::string_view file_bytes, World* out, const ReadLimits& read_limits = {});
 // The same through an image file, written atomically and durably (image/file.h).
 Status WriteImage(const World& world, const std::string& path);

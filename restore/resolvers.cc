@@ -75,7 +75,12 @@ Resolution InheritedFdResolver::Resolve(const FileReference& ref) {
   if (mapped_ && !fds_.count(image_fd)) return Resolution::NotMine();
   const int fd = Lookup(image_fd);
   if (trusted_) {
-    Result<std::shared_ptr<HostFile>> file = HostFile::Wrap(fd, ref.host->file_type());
+    HostFile::Identity recorded;
+    recorded.fd = fd;
+    recorded.dev = ref.host->st_dev();
+    recorded.ino = ref.host->st_ino();
+    recorded.file_type = ref.host->file_type();
+    Result<std::shared_ptr<HostFile>> file = HostFile::Wrap(recorded);
     if (!file.ok()) return Resolution::Unresolved("fd " + std::to_string(fd) + ": " + file.error().message());
     Resolution r;
     r.outcome = Resolution::Outcome::kResolved;
@@ -109,7 +114,9 @@ Resolution InheritedFdResolver::Resolve(const FileReference& ref) {
                                   " in this process, but the image recorded " + HostFile::Describe(want));
   }
   // EEXIST if a host file of the program already owns this fd number.
-  Result<std::shared_ptr<HostFile>> file = HostFile::Wrap(fd, have.file_type);
+  HostFile::Identity known = have;
+  known.fd = fd;
+  Result<std::shared_ptr<HostFile>> file = HostFile::Wrap(known);
   if (!file.ok()) return Resolution::Unresolved("fd " + std::to_string(fd) + ": " + file.error().message());
   Resolution r;
   r.outcome = Resolution::Outcome::kResolved;

@@ -9,7 +9,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <malloc.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +21,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "big_buffer.h"
 #include "epollcr/event_poll.h"
 #include "epollcr/host_file.h"
 #include "image/codec.h"
@@ -42,15 +46,22 @@ constexpr std::size_t kPauseHeaderBytes = 8 + 4 * 4 + 8;
 constexpr std::uint32_t kMaxFds = 1u << 20;
 constexpr std::uint32_t kMaxReason = 64 * 1024;
 
-// Each host fd of the world with its file: fd-table slots and roots (HostFds, with the files).
+// Each host fd of the world with its file, sorted by fd: fd-table slots and roots (HostFds, with the files).
 std::vector<std::pair<int, std::shared_ptr<File>>> HostFdsWithFiles(const World& world) {
-  std::map<int, std::shared_ptr<File>> fds;
+  std::vector<std::pair<int, std::shared_ptr<File>>> fds;
   auto note = [&](const std::shared_ptr<File>& f) {
-    if (auto* h = dynamic_cast<const HostFile*>(f.get()); h != nullptr && h->fd() >= 0) fds.emplace(h->fd(), f);
+    if (f && f->builtin() == File::Builtin::kHost) {
+      if (const int fd = static_cast<const HostFile*>(f.get())->fd(); fd >= 0) fds.emplace_back(fd, f);
+    }
   };
-  for (const auto& [fd, file] : world.fds.Snapshot()) note(file);
+  std::vector<std::pair<int, std::shared_ptr<File>>> table = world.fds.Snapshot();
+  fds.reserve(table.size() + world.roots.size());
+  for (const auto& [fd, file] : table) note(file);
   for (const auto& [name, file] : world.roots) note(file);
-  return {fds.begin(), fds.end()};
+  std::sort(fds.begin(), fds.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  fds.erase(std::unique(fds.begin(), fds.end(), [](const auto& a, const auto& b) { return a.first == b.first; }),
+            fds.end());
+  return fds;
 }
 
 // Sorted, distinct fds as [first, last] runs.
@@ -121,6 +132,29 @@ std::string ExitText(int status) {
 }
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// Faults in `bytes` of heap before the pause, so the pause's allocations find pages that are there already: a fresh
+// page costs a fault (BENCHMARKS.md, "Machine": about 2 to 16 us per 4 KiB page on the virtual machines measured),
+// and a hand-off of 10,000 connections allocates megabytes. malloc is told to keep what is freed (M_TRIM_THRESHOLD) and
+// to serve large blocks from the heap too (M_MMAP_THRESHOLD), which it would otherwise map afresh, fault in and unmap
+// each time; so are epollcr's own large blocks, which would otherwise be fresh huge-page mappings (on a virtual machine
+// whose host took idle memory back, a huge page costs milliseconds to fault in). Runs on the calling thread, whose
+// malloc arena the pause then uses.
+void WarmHeap(std::size_t bytes) {
+  if (bytes == 0) return;
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  PreferHeapForLarge(32 << 20);  // epollcr's own large blocks (image arenas, load arrays) too
+  constexpr std::size_t kBlock = 256 << 10;
+  std::vector<void*> blocks;
+  for (std::size_t done = 0; done < bytes; done += kBlock) {
+    auto* p = static_cast<volatile char*>(std::malloc(kBlock));
+    if (p == nullptr) break;
+    for (std::size_t at = 0; at < kBlock; at += 4096) p[at] = 0;
+    blocks.push_back(const_cast<char*>(p));
+  }
+  for (void* p : blocks) std::free(p);
+}
 
 }  // namespace
 
@@ -196,6 +230,7 @@ Result<std::unique_ptr<Successor>> Successor::Start(World& world, SuccessorOptio
   ::close(pair[1]);
   s->pid_ = pid;
   s->channel_ = pair[0];
+  WarmHeap(s->options_.warm_heap_bytes_per_fd * inherit.size());
 
   // The fds it inherited, as runs: a few bytes, which the socket's buffer takes at once.
   std::string start(16 + 8 * runs.size(), '\0');
@@ -307,33 +342,38 @@ Status Successor::HandOver(World& world, HandOverReport* report) {
   }
 
   // The image and what must travel with it.
-  Result<std::string> image = image::SaveImage(world);
-  if (!image.ok()) return fail(Status(image.status().code, "hand-off: save the image: " + image.status().message));
-  rep.saved = Clock::now();
-  rep.image_bytes = image.value().size();
-  std::unordered_map<int, File*> then;
-  then.reserve(host_.size());
-  for (auto& [fd, weak] : host_) {
-    if (auto file = weak.lock()) then.emplace(fd, file.get());
+  BigBuffer image;
+  std::size_t image_size = 0;
+  if (Status s = image::SaveImageInto(world, {.host_open_state = false}, &image, &image_size); !s.ok()) {
+    return fail(Status(s.code, "hand-off: save the image: " + s.message));
   }
-  std::vector<int> send;
-  std::set<int> kept;
+  rep.saved = Clock::now();
+  rep.image_bytes = image_size;
+  // What the successor holds already: the same file under the same fd as at Start (host_ and now are both sorted
+  // by fd; a HostFile owns one fd for its whole life, so the same object means the same open file).
+  std::vector<int> send, kept, stale;
   const auto now = HostFdsWithFiles(world);
-  for (const auto& [fd, file] : now) {
-    auto it = then.find(fd);
-    if (it != then.end() && it->second == file.get()) {
-      kept.insert(fd);
-    } else {
-      send.push_back(fd);
+  {
+    std::size_t i = 0;
+    for (const auto& [fd, file] : now) {
+      while (i < host_.size() && host_[i].first < fd) stale.push_back(host_[i++].first);
+      if (i < host_.size() && host_[i].first == fd) {
+        if (host_[i].second.lock() == file) {
+          kept.push_back(fd);
+        } else {
+          stale.push_back(fd);
+          send.push_back(fd);
+        }
+        ++i;
+      } else {
+        send.push_back(fd);
+      }
     }
+    for (; i < host_.size(); ++i) stale.push_back(host_[i].first);
   }
   const std::size_t host_sent = send.size();
   const std::vector<int> kernel = KernelResources(world);
   send.insert(send.end(), kernel.begin(), kernel.end());
-  std::vector<int> stale;
-  for (const auto& [fd, weak] : host_) {
-    if (!kept.count(fd)) stale.push_back(fd);
-  }
   stale.insert(stale.end(), kernel_.begin(), kernel_.end());  // every kernel-side fd is sent again
   rep.entries = 0;
   std::set<const File*> polls;
@@ -356,10 +396,10 @@ Status Successor::HandOver(World& world, HandOverReport* report) {
   PutU32(p + 12, static_cast<std::uint32_t>(host_sent));
   PutU32(p + 16, static_cast<std::uint32_t>(kernel.size()));
   PutU32(p + 20, static_cast<std::uint32_t>(stale.size()));
-  PutU64(p + 24, image.value().size());
+  PutU64(p + 24, image_size);
   for (std::size_t i = 0; i < stale.size(); ++i) PutU32(p + kPauseHeaderBytes + 4 * i, static_cast<std::uint32_t>(stale[i]));
   Status sent = wire::SendAll(channel_, head.data(), head.size(), "the pause's header");
-  if (sent.ok()) sent = wire::SendAll(channel_, image.value().data(), image.value().size(), "image");
+  if (sent.ok()) sent = wire::SendAll(channel_, image.data(), image_size, "image");
   if (sent.ok()) sent = wire::SendFds(channel_, send, send);
   if (!sent.ok()) return ClosedChannel(sent) ? fail_gone("while it received the world") : fail(sent);
   rep.sent_at = Clock::now();
@@ -404,6 +444,7 @@ Status Successor::HandOver(World& world, HandOverReport* report) {
   // copies of the fds (closing one process's fd changes nothing for another that holds the same open file).
   done_ = true;
   std::vector<int> host_fds;
+  host_fds.reserve(now.size());
   for (const auto& [fd, file] : now) host_fds.push_back(fd);
   const std::vector<int> released = ReleaseHostResources(world);
   CloseUnadopted(released);
@@ -473,6 +514,7 @@ class Acceptor {
     }
     inherited_.erase(channel_);  // never ours to close
     rep_.inherited = inherited_.size();
+    WarmHeap(options_.warm_heap_bytes_per_fd * inherited_.size());
     return {};
   }
 
@@ -560,7 +602,7 @@ class Acceptor {
     for (int number : kernel_numbers_) {
       if (received_.at(number) == number) kernel.push_back(number);
     }
-    (void)AcceptInherited(kernel);
+    (void)AcceptHandedOver(kernel);
     InheritedFdResolver trusted = InheritedFdResolver::Trusted(std::move(fds));
     Options options = options_.restore;
     options.resolvers.insert(options.resolvers.begin(), &trusted);

@@ -55,6 +55,10 @@ struct SuccessorOptions {
   // How long HandOver waits for the successor's HELLO (if it has not come yet), for its answer to the image, and for
   // SERVING after GO.
   std::chrono::milliseconds confirm_timeout{5000};
+  // Heap faulted in by Start for the pause, per fd of the world (0: none). Start then also sets malloc's
+  // M_MMAP_THRESHOLD and M_TRIM_THRESHOLD for this process, so that large blocks come from that heap and freed memory
+  // stays there (successor.cc, WarmHeap).
+  std::size_t warm_heap_bytes_per_fd = 1024;
 };
 
 // What HandOver did, for reports. Times are CLOCK_MONOTONIC (std::chrono::steady_clock), comparable across processes.
@@ -124,6 +128,9 @@ struct AcceptOptions {
   std::chrono::milliseconds timeout{0};
   // Called at each stage; an error refuses the hand-off there (sent as the reason if the pause has begun).
   std::function<Status(SuccessorStage)> at_stage;
+  // Heap faulted in before HELLO for the pause, per inherited fd, as SuccessorOptions::warm_heap_bytes_per_fd (the
+  // same malloc settings).
+  std::size_t warm_heap_bytes_per_fd = 4096;
 };
 
 struct AcceptReport {

@@ -15,6 +15,11 @@
 
 namespace epollcr {
 
+// From now on, blocks below `below` bytes come from the heap (operator new) rather than fresh mappings: for a process
+// that faulted its heap in beforehand and has malloc keep large blocks there (a live hand-off's two processes:
+// restore/successor.cc, WarmHeap), where a fresh mapping would be faulted in during a pause. Never below 2 MiB.
+void PreferHeapForLarge(std::size_t below);
+
 class BigBuffer {
  public:
   static constexpr std::size_t kHugePage = std::size_t{2} << 20;

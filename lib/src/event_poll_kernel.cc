@@ -360,13 +360,20 @@ class Released {
     static Released released;
     return released;
   }
-  void Add(int fd) {
+  // `described`: the fd came from the process that saved the image, which described its registrations in the image
+  // in the same consistent cut (a live hand-off): they need not be read back from /proc.
+  void Add(int fd, bool described = false) {
     MutexLock lock(mu_);
-    fds_.insert(fd);
+    fds_[fd] = described;
   }
   bool Contains(int fd) {
     MutexLock lock(mu_);
     return fds_.count(fd) != 0;
+  }
+  bool Described(int fd) {
+    MutexLock lock(mu_);
+    auto it = fds_.find(fd);
+    return it != fds_.end() && it->second;
   }
   // Removes `fd`; whether it was there.
   bool Take(int fd) {
@@ -376,7 +383,7 @@ class Released {
 
  private:
   Mutex mu_;
-  std::unordered_set<int> fds_ EPOLLCR_GUARDED_BY(mu_);
+  std::unordered_map<int, bool> fds_ EPOLLCR_GUARDED_BY(mu_);
 };
 
 // One registration of a kernel epoll as /proc/self/fdinfo shows it (fs/eventpoll.c ep_show_fdinfo).
@@ -433,6 +440,9 @@ bool EventPoll::Impl::AdoptKernelLocked(const KernelState& state, std::span<Poll
   // Only what a world of this process gave up (ReleaseHostResources) can be taken over.
   Released& released = Released::Instance();
   if (!released.Contains(state.fd) || (state.bell_fd >= 0 && !released.Contains(state.bell_fd))) return false;
+  // Handed over by the process that saved the image (AcceptHandedOver): its registrations are the image's, and every
+  // fd is where the image says (one that is not, a re-keyed one, makes the poll register afresh).
+  const bool described = released.Described(state.fd);
   if (FdTarget(state.fd) != "anon_inode:[eventpoll]") return false;
   if (state.bell_fd >= 0 && FdTarget(state.bell_fd) != "anon_inode:[eventfd]") return false;
   std::vector<Registration> want;
@@ -449,20 +459,24 @@ bool EventPoll::Impl::AdoptKernelLocked(const KernelState& state, std::span<Poll
     if (own[i] < 0) return false;  // not a kernel file here (a watched poll that was not adopted)
     if (state.fds[i] >= 0) {
       if (state.fds[i] != own[i] && !released.Contains(state.fds[i])) return false;  // a private duplicate
-      if (!SameFile(state.fds[i], own[i])) return false;
+      if (described ? state.fds[i] != own[i] && !released.Described(state.fds[i]) : !SameFile(state.fds[i], own[i])) {
+        return false;
+      }
       // EPOLLWAKEUP is kept here as given, but the kernel drops it without CAP_BLOCK_SUSPEND or CONFIG_PM_SLEEP.
-      want.push_back({state.fds[i], entries[i]->events & ~std::uint32_t{EPOLLWAKEUP}, state.keys[i]});
+      if (!described) want.push_back({state.fds[i], entries[i]->events & ~std::uint32_t{EPOLLWAKEUP}, state.keys[i]});
     }
   }
-  std::sort(want.begin(), want.end());
-  std::vector<std::uint64_t> keys;
-  for (const Registration& r : want) keys.push_back(r.data);
-  std::sort(keys.begin(), keys.end());
-  if (std::adjacent_find(keys.begin(), keys.end()) != keys.end()) return false;
-  std::optional<std::vector<Registration>> have = RegistrationsOf(state.fd);
-  if (!have) return false;
-  for (Registration& r : *have) r.events &= ~std::uint32_t{EPOLLWAKEUP};
-  if (*have != want) return false;
+  if (!described) {
+    std::sort(want.begin(), want.end());
+    std::vector<std::uint64_t> keys;
+    for (const Registration& r : want) keys.push_back(r.data);
+    std::sort(keys.begin(), keys.end());
+    if (std::adjacent_find(keys.begin(), keys.end()) != keys.end()) return false;
+    std::optional<std::vector<Registration>> have = RegistrationsOf(state.fd);
+    if (!have) return false;
+    for (Registration& r : *have) r.events &= ~std::uint32_t{EPOLLWAKEUP};
+    if (*have != want) return false;
+  }
   // Taken over as it is: the kernel's ready list, edges and wait-queue places go on.
   MutexLock lists(lists_mu_);
   kernel_fd_.Reset(state.fd);
@@ -572,28 +586,49 @@ void SetInternalFdFloor(int floor) {
   internal_fd_floor.store(floor < 0 ? 0 : floor, std::memory_order_relaxed);
 }
 
-std::vector<int> AcceptInherited(const std::vector<int>& fds) {
+namespace {
+
+std::vector<int> Accept(const std::vector<int>& fds, bool described) {
   std::vector<int> missing;
   for (int fd : fds) {
     if (fd < 0 || ::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
       missing.push_back(fd);
       continue;
     }
-    Released::Instance().Add(fd);
+    Released::Instance().Add(fd, described);
   }
   return missing;
 }
 
+}  // namespace
+
+std::vector<int> AcceptInherited(const std::vector<int>& fds) { return Accept(fds, /*described=*/false); }
+std::vector<int> AcceptHandedOver(const std::vector<int>& fds) { return Accept(fds, /*described=*/true); }
+
 std::vector<int> KernelResources(World& world) {
+  // Only polls have kernel-side fds, and only polls lead to more polls: the other files (a live hand-off's thousands
+  // of sockets) are looked at once each, without being remembered.
+  std::vector<std::shared_ptr<File>> todo;
+  auto note = [&](const std::shared_ptr<File>& f) {
+    if (f && f->AsEventPoll() != nullptr) todo.push_back(f);
+  };
+  for (auto& [fd, file] : world.fds.Snapshot()) note(file);
+  for (auto& [name, file] : world.roots) note(file);
+  std::unordered_set<File*> seen;
   std::vector<int> fds;
-  ForEachFileOf(world, [&](File& file) {
-    if (EventPoll* poll = file.AsEventPoll()) {
-      EventPoll::Impl& s = *poll->impl();
-      MutexLock lock(s.mu_);
-      if (!s.kernel_active_.load(std::memory_order_acquire)) return;
-      for (int fd : s.KernelFdsLocked()) fds.push_back(fd);
+  while (!todo.empty()) {
+    std::shared_ptr<File> file = std::move(todo.back());
+    todo.pop_back();
+    if (!seen.insert(file.get()).second) continue;
+    EventPoll::Impl& s = *file->AsEventPoll()->impl();
+    MutexLock lock(s.mu_);
+    for (PollEntry& e : s.entries_) {
+      if (e.file->AsEventPoll() == nullptr) continue;
+      if (auto held = e.file->weak_from_this().lock()) todo.push_back(std::move(held));
     }
-  });
+    if (!s.kernel_active_.load(std::memory_order_acquire)) continue;
+    for (int fd : s.KernelFdsLocked()) fds.push_back(fd);
+  }
   return fds;
 }
 

@@ -49,10 +49,26 @@ Result<std::shared_ptr<HostFile>> HostFile::Wrap(int fd, std::uint32_t file_type
   return MakeFile<HostFile>(fd, !plain);
 }
 
+Result<std::shared_ptr<HostFile>> HostFile::Wrap(const Identity& identity) {
+  Result<std::shared_ptr<HostFile>> file = Wrap(identity.fd, identity.file_type);
+  if (!file.ok()) return file;
+  HostFile& h = *file.value();
+  h.dev_.store(identity.dev, std::memory_order_relaxed);
+  h.ino_.store(identity.ino, std::memory_order_relaxed);
+  h.file_type_.store(identity.file_type, std::memory_order_relaxed);
+  h.known_.store(true, std::memory_order_release);
+  return file;
+}
+
 Result<std::shared_ptr<HostFile>> HostFile::Create(int fd) {
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) return Errno(EBADF);
-  return Wrap(fd, st.st_mode & S_IFMT);
+  Identity id;
+  id.fd = fd;
+  id.dev = st.st_dev;
+  id.ino = st.st_ino;
+  id.file_type = st.st_mode & S_IFMT;
+  return Wrap(id);
 }
 
 HostFile::~HostFile() {
@@ -68,19 +84,29 @@ int HostFile::ReleaseFd() {
 
 std::size_t HostFile::WrappedFds() { return Wrapped::Instance().Count(); }
 
-Result<HostFile::Identity> HostFile::Identify() const {
+Result<HostFile::Identity> HostFile::Identify(bool open_state) const {
   Identity id;
   id.fd = fd();
-  struct stat st;
-  if (id.fd < 0 || fstat(id.fd, &st) != 0) return Errno(EBADF);
-  id.dev = st.st_dev;
-  id.ino = st.st_ino;
-  id.file_type = st.st_mode & S_IFMT;
+  if (id.fd < 0) return Errno(EBADF);
+  if (!known_.load(std::memory_order_acquire)) {
+    struct stat st;
+    if (fstat(id.fd, &st) != 0) return Errno(EBADF);
+    dev_.store(st.st_dev, std::memory_order_relaxed);
+    ino_.store(st.st_ino, std::memory_order_relaxed);
+    file_type_.store(st.st_mode & S_IFMT, std::memory_order_relaxed);
+    known_.store(true, std::memory_order_release);
+  }
+  id.dev = dev_.load(std::memory_order_relaxed);
+  id.ino = ino_.load(std::memory_order_relaxed);
+  id.file_type = file_type_.load(std::memory_order_relaxed);
+  if (!open_state) return id;
   const int flags = fcntl(id.fd, F_GETFL);
   if (flags < 0) return Errno(errno);
   id.open_flags = static_cast<std::uint32_t>(flags);
-  const off_t offset = lseek(id.fd, 0, SEEK_CUR);
-  id.offset = offset < 0 ? 0 : static_cast<std::uint64_t>(offset);  // ESPIPE: sockets, pipes, ...
+  if (id.file_type != S_IFSOCK && id.file_type != S_IFIFO) {  // those have no position (lseek: ESPIPE)
+    const off_t offset = lseek(id.fd, 0, SEEK_CUR);
+    id.offset = offset < 0 ? 0 : static_cast<std::uint64_t>(offset);
+  }
   return id;
 }
 

@@ -38,6 +38,41 @@ TEST(ImageCodecTest, CaptureRestoreKeepsEverything) {
   EXPECT_EQ(EncodeOrDie(CaptureOrDie(b)), EncodeOrDie(image));  // deterministic, and nothing lost
 }
 
+// SaveImage captures into an arena and encodes in place (SaveImageInto): the same bytes as framing Encode's output of
+// Capture's image, the two paths written separately.
+TEST(ImageCodecTest, SaveImageIsTheFramedEncodingOfTheCapture) {
+  World a;
+  BuildWorld(a);
+  Result<std::string> saved = SaveImage(a);
+  ASSERT_TRUE(saved.ok()) << saved.status().message;
+  EXPECT_EQ(saved.value(), Frame(EncodeOrDie(CaptureOrDie(a))));
+  // And a world whose ready lists and ranks the cut's own sort has to order: a bigger world, shuffled.
+  World b;
+  auto poll = EventPoll::Create();
+  b.roots["poll"] = poll;
+  std::vector<std::shared_ptr<EventFd>> files;
+  for (int i = 0; i < 300; ++i) files.push_back(EventFd::Create(i % 3 == 0 ? 1 : 0));
+  for (int k = 0; k < 900; ++k) {
+    const int i = (k * 7919) % 300;
+    const int fd = 1000 - k;
+    ASSERT_FALSE(b.fds.InstallAt(fd, files[static_cast<std::size_t>(i)]));
+    ASSERT_FALSE(poll->AddEntry({files[static_cast<std::size_t>(i)].get(), fd}, EntryFlags::kNone, kEventIn, k));
+  }
+  auto other = EventPoll::Create();  // a second poll on some of the same files: ranks above 0
+  b.roots["other"] = other;
+  for (int i = 0; i < 300; i += 5) {
+    ASSERT_FALSE(other->AddEntry({files[static_cast<std::size_t>(i)].get(), 7}, EntryFlags::kNone, kEventIn, i));
+  }
+  Event events[16];
+  ASSERT_TRUE(poll->Wait(events, 16, 0).ok());  // the ready list rotated, in part
+  saved = SaveImage(b);
+  ASSERT_TRUE(saved.ok()) << saved.status().message;
+  EXPECT_EQ(saved.value(), Frame(EncodeOrDie(CaptureOrDie(b))));
+  World c;
+  ASSERT_TRUE(LoadImage(saved.value(), &c).ok());
+  EXPECT_EQ(Describe(c), Describe(b));
+}
+
 TEST(ImageCodecTest, ProtoToBoostToProtoIsByteIdentical) {
   World a;
   BuildWorld(a);

@@ -136,7 +136,7 @@ TEST_F(ImageStringsTest, ValidateEncodeAndJsonRefuseWithTheLocation) {
   EXPECT_EQ(Validate(image.value()).message, expected);
   EXPECT_EQ(Encode(image.value()).status().message, "encode: " + expected);
   EXPECT_EQ(ToJson(image.value()).status().message, "json: " + expected);
-  EXPECT_FALSE(SaveImage(world).ok());
+  EXPECT_EQ(SaveImage(world).status().message, "encode: " + expected);  // its own check, the same answer
   image.value().mutable_roots(0)->set_name("fine");
   EXPECT_TRUE(Validate(image.value()).ok());
   image.value().mutable_header()->set_architecture("\xED\xA0\x80");

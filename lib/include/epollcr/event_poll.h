@@ -118,6 +118,7 @@ class EventPoll final : public File {
   // first ready one are moved off the ready list (__ep_eventpoll_poll).
   EventMask Readiness(EventMask mask) override;
   std::string_view TypeName() const override { return "eventpoll"; }
+  Builtin builtin() const override { return Builtin::kEventPoll; }
   EventPoll* AsEventPoll() override { return this; }
   int KernelFd() override;
 

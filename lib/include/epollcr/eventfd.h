@@ -24,6 +24,7 @@ class EventFd final : public File {
 
   EventMask Readiness(EventMask mask) override;
   std::string_view TypeName() const override { return "eventfd"; }
+  Builtin builtin() const override { return Builtin::kEventFd; }
   // Reads the counter (8 bytes, host order): EINVAL if the buffer is shorter, EAGAIN when it is 0.
   Result<std::size_t> Read(std::span<std::byte> buffer) override;
   // Adds an 8-byte value: EINVAL unless exactly 8 bytes, or 0xffffffffffffffff, EAGAIN if the counter would pass kMaxCounter.

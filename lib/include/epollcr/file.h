@@ -43,6 +43,10 @@ class File : public std::enable_shared_from_this<File> {
   virtual std::string_view TypeName() const = 0;
   // This file as an EventPoll, or null (cheaper than a dynamic_cast on hot paths: ADD, load).
   virtual EventPoll* AsEventPoll() { return nullptr; }
+  // Which of epollcr's own file types this is; kNone for every other File (an embedder's). The save path tests types
+  // with it: a failed dynamic_cast can cost a string comparison per base class.
+  enum class Builtin : std::uint8_t { kNone, kEventPoll, kEventFd, kPipeRead, kPipeWrite, kUnixStream, kHost };
+  virtual Builtin builtin() const { return Builtin::kNone; }
   // A kernel file whose readiness and wake-ups are this file's, or -1: a host file's fd; a poll's own kernel epoll once
   // it has kernel entries. An EventPoll registers such a file in its kernel epoll rather than waiting on the file's
   // queue, so the kernel does its wake-ups exactly (docs/engine.md, "Kernel entries").

@@ -42,11 +42,17 @@ class HostFile final : public File {
   static Result<std::shared_ptr<HostFile>> Create(int fd);
   // For restorers: Create for an fd whose file type the caller already knows (the S_IFMT bits, from its own fstat).
   static Result<std::shared_ptr<HostFile>> Wrap(int fd, std::uint32_t file_type);
+  // The same for an fd whose device and inode the caller knows too (`identity`: fd, dev, ino, file_type), so the
+  // file never needs an fstat of its own.
+  static Result<std::shared_ptr<HostFile>> Wrap(const Identity& identity);
   ~HostFile() override;
 
   int fd() const { return fd_.load(std::memory_order_acquire); }
-  // The identity of the file behind fd() now (fstat, F_GETFL, lseek).
-  Result<Identity> Identify() const;
+  // The identity of the file behind fd() now. The device, inode and type cannot change while the file owns its fd:
+  // they are learnt once (from Create's fstat, Wrap's caller, or the first Identify's fstat). The open flags
+  // (F_GETFL) and position (lseek, not for sockets and FIFOs, which have none) are read at each call, unless
+  // `open_state` is false (a live hand-off's successor shares the open file: its flags and position come with it).
+  Result<Identity> Identify(bool open_state = true) const;
   // "socket 8:0 ino 1234" style text for messages: type, device and inode.
   static std::string Describe(const Identity& identity);
 
@@ -60,6 +66,7 @@ class HostFile final : public File {
   bool Epollable() const override { return epollable_; }
   int KernelFd() override { return epollable_ ? fd() : -1; }
   std::string_view TypeName() const override { return "host"; }
+  Builtin builtin() const override { return Builtin::kHost; }
   // read(2), write(2) and shutdown(2) on the fd; they block if the fd is blocking (set O_NONBLOCK for an event loop).
   Result<std::size_t> Read(std::span<std::byte> buffer) override;
   Result<std::size_t> Write(std::span<const std::byte> buffer) override;
@@ -73,6 +80,11 @@ class HostFile final : public File {
  private:
   std::atomic<int> fd_;
   const bool epollable_;
+  // The fd's device, inode and file type once known (known_ is set after them, with release; racing first Identify
+  // calls store the same values).
+  mutable std::atomic<bool> known_{false};
+  mutable std::atomic<std::uint64_t> dev_{0}, ino_{0};
+  mutable std::atomic<std::uint32_t> file_type_{0};
 };
 
 }  // namespace epollcr

@@ -23,6 +23,7 @@ class PipeReadEnd final : public File {
   ~PipeReadEnd() override;
   EventMask Readiness(EventMask mask) override;
   std::string_view TypeName() const override { return "pipe-read"; }
+  Builtin builtin() const override { return Builtin::kPipeRead; }
   Result<std::size_t> Read(std::span<std::byte> buffer) override;
   Result<std::size_t> Write(std::span<const std::byte> buffer) override;  // EBADF, as for a read-only fd
   Mutex* MutationLock() const override;
@@ -46,6 +47,7 @@ class PipeWriteEnd final : public File {
   ~PipeWriteEnd() override;
   EventMask Readiness(EventMask mask) override;
   std::string_view TypeName() const override { return "pipe-write"; }
+  Builtin builtin() const override { return Builtin::kPipeWrite; }
   Result<std::size_t> Read(std::span<std::byte> buffer) override;  // EBADF, as for a write-only fd
   Result<std::size_t> Write(std::span<const std::byte> buffer) override;
   Mutex* MutationLock() const override;

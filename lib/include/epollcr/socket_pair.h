@@ -23,6 +23,7 @@ class UnixSocket final : public File {
   ~UnixSocket() override;
   EventMask Readiness(EventMask mask) override;
   std::string_view TypeName() const override { return "unix-stream"; }
+  Builtin builtin() const override { return Builtin::kUnixStream; }
   Result<std::size_t> Read(std::span<std::byte> buffer) override;
   Result<std::size_t> Write(std::span<const std::byte> buffer) override;
   // SHUT_RD (0), SHUT_WR (1) or SHUT_RDWR (2); EINVAL otherwise.

@@ -66,6 +66,11 @@ void CloseUnadopted(const std::vector<int>& released);
 // fds). Each fd that is open here is marked close-on-exec again and may be taken over as if this process had given
 // it up; CloseUnadopted(fds) closes the rest once the restore is done. Returns the fds that were not open.
 std::vector<int> AcceptInherited(const std::vector<int>& fds);
+// The same for a live hand-off's successor (restore/successor.h), whose predecessor sent these fds itself with an
+// image it took in the same consistent cut as it described them: a poll takes its kernel epoll over without reading
+// its registrations back from /proc (which costs about a microsecond per registration), as long as every fd of the
+// image is at the number the image gives it. The fds are marked close-on-exec if they are not already.
+std::vector<int> AcceptHandedOver(const std::vector<int>& fds);
 
 enum class ArchiveFormat : std::uint8_t { kBoostText, kBoostXml, kBoostBinary };
 const char* ArchiveFormatName(ArchiveFormat format);

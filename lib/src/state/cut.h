@@ -20,12 +20,15 @@
 namespace epollcr::state {
 
 inline std::string KindOf(const File& f) {
-  if (dynamic_cast<const EventPoll*>(&f)) return "eventpoll";
-  if (dynamic_cast<const EventFd*>(&f)) return "eventfd";
-  if (dynamic_cast<const PipeReadEnd*>(&f)) return "pipe-read";
-  if (dynamic_cast<const PipeWriteEnd*>(&f)) return "pipe-write";
-  if (dynamic_cast<const UnixSocket*>(&f)) return "unix-stream";
-  if (dynamic_cast<const HostFile*>(&f)) return "host";
+  switch (f.builtin()) {
+    case File::Builtin::kEventPoll: return "eventpoll";
+    case File::Builtin::kEventFd: return "eventfd";
+    case File::Builtin::kPipeRead: return "pipe-read";
+    case File::Builtin::kPipeWrite: return "pipe-write";
+    case File::Builtin::kUnixStream: return "unix-stream";
+    case File::Builtin::kHost: return "host";
+    case File::Builtin::kNone: break;
+  }
   if (auto* s = dynamic_cast<const SavableFile*>(&f)) return std::string(s->StateKind());
   return {};
 }
@@ -46,6 +49,9 @@ class Cut {
   Status Take() {
     frozen_ = world_.fds.Freeze();  // the fd table is part of the cut: held still until the save ends
     fds_ = world_.fds.SnapshotFrozen();
+    ids_.ids.reserve(fds_.size() + world_.roots.size());
+    files_.reserve(fds_.size() + world_.roots.size());
+    kinds_.reserve(fds_.size() + world_.roots.size());
     for (auto& [fd, file] : fds_) Own(file);
     for (const auto& [name, file] : world_.roots) {
       if (!file) return Status::Error(EINVAL, "root " + name + " is null");
@@ -57,9 +63,12 @@ class Cut {
         return Status::Error(EINVAL, "file#" + std::to_string(ids_.Of(f.get())) + " (" + std::string(f->TypeName()) +
                                          ") cannot be saved: make it a SavableFile and register its kind");
       }
-      if (auto* p = dynamic_cast<PipeReadEnd*>(f.get())) Share(p->pipe(), "pipe");
-      if (auto* p = dynamic_cast<PipeWriteEnd*>(f.get())) Share(p->pipe(), "pipe");
-      if (auto* s = dynamic_cast<UnixSocket*>(f.get())) Share(s->pair(), "socket-pair");
+      switch (f->builtin()) {
+        case File::Builtin::kPipeRead: Share(static_cast<PipeReadEnd*>(f.get())->pipe(), "pipe"); break;
+        case File::Builtin::kPipeWrite: Share(static_cast<PipeWriteEnd*>(f.get())->pipe(), "pipe"); break;
+        case File::Builtin::kUnixStream: Share(static_cast<UnixSocket*>(f.get())->pair(), "socket-pair"); break;
+        default: break;
+      }
     }
     return {};
   }
@@ -76,7 +85,7 @@ class Cut {
     for (Mutex* m : mutation) locks_.emplace_back(*m);
 
     for (std::size_t i = 0; i < files_.size(); ++i) {
-      if (auto* p = dynamic_cast<EventPoll*>(files_[i].get())) polls_.push_back({p, i + 1, 0, {}, {}, {}});
+      if (EventPoll* p = files_[i]->AsEventPoll()) polls_.push_back({p, i + 1, 0, {}, {}, {}});
     }
     for (PollCut& c : polls_) locks_.emplace_back(c.poll->impl()->mu_);
     std::unordered_map<const EventPoll*, PollCut*> by_poll;
@@ -86,11 +95,14 @@ class Cut {
     // of the cut's polls in that queue (0, 1, 2, ...; waiters of polls outside the world are not counted).
     // Registrations change only under their poll's mu_, held now; queue locks come after mu_ and before lists_mu_
     // (LOCKING 4 to 6).
+    // Only places after the first are kept (a missing one is 0): most files have one registration, and a map node
+    // per registration would cost an allocation each.
     for (const auto& f : files_) {
       std::uint32_t next = 0;
       f->queue().ForEach([&](WaiterEntry& w) {
         if (w.WatchingPoll() != nullptr && by_poll.count(w.WatchingPoll())) {
-          rank_[static_cast<const PollEntry*>(&w)] = next++;
+          if (next > 0) rank_[static_cast<const PollEntry*>(&w)] = next;
+          ++next;
         }
       });
     }
@@ -117,11 +129,6 @@ class Cut {
     std::stable_sort(order.begin(), order.end(), [](PollCut* a, PollCut* b) { return a->height > b->height; });
     for (PollCut* c : order) locks_.emplace_back(c->poll->impl()->lists_mu_);
 
-    struct Keyed {  // an entry with its sort key: (file id, fd)
-      std::uint64_t id;
-      int fd;
-      PollEntry* entry;
-    };
     std::vector<Keyed> keyed;
     for (PollCut& c : polls_) {
       const std::string name = "eventpoll#" + std::to_string(c.id);
@@ -138,22 +145,29 @@ class Cut {
         }
         keyed.push_back({ids_.Of(e.file), e.fd, &e});
       }
-      std::sort(keyed.begin(), keyed.end(), [](const Keyed& a, const Keyed& b) {
-        return a.id != b.id ? a.id < b.id : a.fd < b.fd;
-      });
-      std::unordered_map<const PollEntry*, std::uint32_t> index;
-      index.reserve(keyed.size());
+      SortByFileAndFd(keyed);
+      // The ready list's entries by their index: they are found among the sorted ones (usually few are ready).
+      std::unordered_map<const PollEntry*, std::uint32_t> ready_index;
+      for (const PollEntry& e : c.poll->impl()->ready_) ready_index.emplace(&e, 0);
       c.entries.reserve(keyed.size());
       c.ranks.reserve(keyed.size());
       for (const Keyed& k : keyed) {
-        index.emplace(k.entry, static_cast<std::uint32_t>(c.entries.size()));
+        if (!ready_index.empty()) {
+          if (auto it = ready_index.find(k.entry); it != ready_index.end()) {
+            it->second = static_cast<std::uint32_t>(c.entries.size());
+          }
+        }
         c.entries.push_back(k.entry);
-        auto rank = rank_.find(k.entry);
+        auto rank = rank_.empty() ? rank_.end() : rank_.find(k.entry);
         c.ranks.push_back(rank != rank_.end() ? rank->second : 0);
       }
       keyed.clear();
       for (const PollEntry& e : c.poll->impl()->ready_) {
-        if (auto it = index.find(&e); it != index.end()) c.ready.push_back(it->second);
+        // An entry of the ready list that is not among the sorted ones (its file is being released) is left out.
+        if (auto it = ready_index.find(&e); it != ready_index.end() && it->second < c.entries.size() &&
+                                            c.entries[it->second] == &e) {
+          c.ready.push_back(it->second);
+        }
       }
     }
     return {};
@@ -165,6 +179,7 @@ class Cut {
   Status SaveCustom() {
     custom_.resize(files_.size());
     for (std::size_t i = 0; i < files_.size(); ++i) {
+      if (files_[i]->builtin() != File::Builtin::kNone) continue;
       auto* s = dynamic_cast<SavableFile*>(files_[i].get());
       if (!s || IsBuiltIn(kinds_[i])) continue;
       Result<std::string> bytes = s->SaveState();
@@ -197,6 +212,29 @@ class Cut {
   const std::vector<Shared>& shared() const { return shared_; }
 
  private:
+  struct Keyed {  // an entry with its sort key: (file id, fd)
+    std::uint64_t id;
+    int fd;
+    PollEntry* entry;
+  };
+
+  // Sorts by (file id, fd) in linear time: file ids are 1..files_.size(), so a counting sort by id, then each file's few
+  // entries by fd.
+  void SortByFileAndFd(std::vector<Keyed>& keyed) const {
+    std::vector<std::uint32_t> start(files_.size() + 2, 0);
+    for (const Keyed& k : keyed) ++start[k.id + 1];
+    for (std::size_t i = 1; i < start.size(); ++i) start[i] += start[i - 1];
+    std::vector<Keyed> sorted(keyed.size());
+    for (const Keyed& k : keyed) sorted[start[k.id]++] = k;
+    for (std::size_t i = 0, j; i < sorted.size(); i = j) {
+      for (j = i + 1; j < sorted.size() && sorted[j].id == sorted[i].id;) ++j;
+      if (j - i > 1) {
+        std::sort(sorted.begin() + static_cast<std::ptrdiff_t>(i), sorted.begin() + static_cast<std::ptrdiff_t>(j),
+                  [](const Keyed& a, const Keyed& b) { return a.fd < b.fd; });
+      }
+    }
+    keyed.swap(sorted);
+  }
 
   void Own(const std::shared_ptr<File>& f) {
     if (ids_.ids.count(f.get())) return;

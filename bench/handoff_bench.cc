@@ -1,0 +1,139 @@
+// The live hand-off (restore/successor.h; BENCHMARKS.md "Hand-off"): its two in-process stages on a world of real
+// sockets, and the whole hand-off under traffic as clients see it.
+//   BM_HandOffSave/registrations:N     image::SaveImageInto with host_open_state = false, what the predecessor does in
+//                              the pause: N socket fds (N/2 socket pairs), each a host file registered level-triggered for
+//                              EPOLLIN in one EventPoll (kernel entries)
+//   BM_HandOffRestore/registrations:N  restore::RestoreBytes of that image with InheritedFdResolver::Trusted, the
+//                              world's kernel epoll given up as a hand-off gives it (ReleaseHostResources) and taken
+//                              over as it is: what the successor does in the pause
+//   BM_HandOffDemo/clients:N           `epollcr demo --clients N --messages M --rate R`: a server, its successor and N
+//                              paced clients; counters: the stall (max and p99 latency of the messages in flight
+//                              across the pause), the same outside the hand-off, the pause and its stages, lost
+// Per registration times are counters <stage>_ns; every figure is the median of the repetitions.
+#include <benchmark/benchmark.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "big_buffer.h"
+#include "checkpoint_world.h"
+#include "demo/demo.h"
+#include "epollcr/epollcr.h"
+#include "image/codec.h"
+#include "restore/resolvers.h"
+#include "restore/restorer.h"
+#include "worlds.h"
+
+namespace epollcr::bench {
+namespace {
+
+// N socket fds watched by one poll: the server side of a hand-off, without the traffic.
+struct SocketWorld {
+  std::vector<int> fds;
+  World world;
+  std::string error;
+
+  explicit SocketWorld(int n) {
+    for (int i = 0; i < n / 2; ++i) {
+      int pair[2];
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {
+        error = Failure("socketpair (a process may open 20,000 fds here)", errno);
+        return;
+      }
+      fds.push_back(pair[0]);
+      fds.push_back(pair[1]);
+    }
+    error = Build();
+  }
+  ~SocketWorld() {
+    Drop();
+    for (int fd : fds) close(fd);
+  }
+  SocketWorld(const SocketWorld&) = delete;
+  SocketWorld& operator=(const SocketWorld&) = delete;
+
+  // The world over the fds (which no host file owns).
+  std::string Build() {
+    auto poll = EventPoll::Create();
+    world.roots["poll"] = poll;
+    for (int fd : fds) {
+      Result<std::shared_ptr<HostFile>> file = HostFile::Create(fd);
+      if (!file.ok() || world.fds.InstallAt(fd, file.value()) ||
+          poll->AddEntry({file.value().get(), fd}, EntryFlags::kNone, kEventIn, static_cast<std::uint64_t>(fd))) {
+        return "building the socket world failed";
+      }
+    }
+    return "";
+  }
+
+  // Gives the world up as a predecessor does (the fds stay open, owned by nobody) and returns its kernel-side fds.
+  std::vector<int> GiveUp() {
+    std::vector<int> kernel = ReleaseHostResources(world);
+    world.roots.clear();
+    world.fds.Clear();
+    return kernel;
+  }
+  void Drop() { CloseUnadopted(GiveUp()); }
+};
+
+void BM_HandOffSave(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  SocketWorld w(n);
+  if (!w.error.empty()) return state.SkipWithError(w.error.c_str());
+  for (auto _ : state) {
+    BigBuffer image;
+    std::size_t size = 0;
+    if (Status s = image::SaveImageInto(w.world, {.host_open_state = false}, &image, &size); !s.ok()) {
+      return state.SkipWithError(StatusFailure("image::SaveImageInto", s).c_str());
+    }
+    benchmark::DoNotOptimize(image.data());
+  }
+  CountWork(state, "per_entry", n);
+}
+
+void BM_HandOffRestore(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  SocketWorld w(n);
+  if (!w.error.empty()) return state.SkipWithError(w.error.c_str());
+  w.Drop();  // each round builds its own
+  std::map<int, int> same;
+  for (int fd : w.fds) same.emplace(fd, fd);
+  restore::Report total;
+  for (auto _ : state) {
+    state.PauseTiming();
+    if (std::string e = w.Build(); !e.empty()) return state.SkipWithError(e.c_str());
+    Result<std::string> image = image::SaveImage(w.world, {.host_open_state = false});
+    if (!image.ok()) return state.SkipWithError(StatusFailure("image::SaveImage", image.status()).c_str());
+    const std::vector<int> kernel = w.GiveUp();
+    (void)AcceptHandedOver(kernel);  // as the successor accepts them
+    World restored;
+    restore::InheritedFdResolver trusted = restore::InheritedFdResolver::Trusted(same);
+    restore::Options options;
+    options.resolvers = {&trusted};
+    restore::Report report;
+    state.ResumeTiming();
+    Status s = restore::RestoreBytes(image.value(), &restored, options, &report);
+    state.PauseTiming();
+    CloseUnadopted(kernel);
+    if (!s.ok()) return state.SkipWithError(StatusFailure("restore::RestoreBytes", s).c_str());
+    AddStages(total, report);
+    CloseUnadopted(ReleaseHostResources(restored));  // the fds stay open for the next round
+    state.ResumeTiming();
+  }
+  CountWork(state, "per_entry", n);
+  CountStages(state, total, n);
+}
+
+BENCHMARK(BM_HandOffSave)->ArgName("registrations")->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_HandOffRestore)->ArgName("registrations")->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace epollcr::bench
