@@ -98,6 +98,7 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
     r->set_open_flags(id.value().open_flags);
     r->set_offset(id.value().offset);
     if (!options.host_open_state) r->set_open_state_shared(true);
+    if (options.on_host_file) options.on_host_file(id.value().fd, snap.files()[i]);
   } else {
     out->mutable_embedder()->set_kind(kind);
     out->mutable_embedder()->set_state(snap.custom_states()[i]);
@@ -700,7 +701,8 @@ Result<v1::Image> FromJson(std::string_view json) {
   return image;
 }
 
-Status SaveImageInto(const World& world, const SaveOptions& options, BigBuffer* out, std::size_t* size) {
+Status SaveImageWith(const World& world, const SaveOptions& options, const std::function<char*(std::size_t)>& place,
+                     std::size_t* size) {
   // The image is captured into an arena and encoded straight after the room left for the frame header, so a save
   // allocates a few large blocks, not a message per file: fresh memory costs a page fault per 4 KiB page (BigBuffer),
   // and huge-page blocks take one per 2 MiB. About 150 bytes of decoded image per fd.
@@ -731,8 +733,8 @@ Status SaveImageInto(const World& world, const SaveOptions& options, BigBuffer* 
   }
   const std::size_t payload = image->ByteSizeLong();
   if (payload > static_cast<std::size_t>(INT_MAX)) return Status::Error(EINVAL, "encode: the image is too large");
-  BigBuffer buffer(kHeaderSize + payload);
-  char* bytes = static_cast<char*>(buffer.data());
+  char* bytes = place(kHeaderSize + payload);
+  if (bytes == nullptr) return Status::Error(ENOSPC, "encode: no room for the image");
   {
     google::protobuf::io::ArrayOutputStream stream(bytes + kHeaderSize, static_cast<int>(payload));
     google::protobuf::io::CodedOutputStream coded(&stream);
@@ -742,9 +744,21 @@ Status SaveImageInto(const World& world, const SaveOptions& options, BigBuffer* 
   }
   const FrameHeaderBytes header = FrameHeader(std::string_view(bytes + kHeaderSize, payload));
   std::memcpy(bytes, header.data(), header.size());
-  *out = std::move(buffer);
   *size = kHeaderSize + payload;
   return {};
+}
+
+Status SaveImageInto(const World& world, const SaveOptions& options, BigBuffer* out, std::size_t* size) {
+  BigBuffer buffer;
+  Status s = SaveImageWith(
+      world, options,
+      [&](std::size_t bytes) {
+        buffer = BigBuffer(bytes);
+        return static_cast<char*>(buffer.data());
+      },
+      size);
+  if (s.ok()) *out = std::move(buffer);
+  return s;
 }
 
 Result<std::string> SaveImage(const World& world, const SaveOptions& options) {

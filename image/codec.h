@@ -34,6 +34,9 @@ struct SaveOptions {
   // hand-off (restore/successor.h), whose successor shares the open files, flags and position with them: the image
   // then says so (open_state_shared) and a save makes no system call per host fd.
   bool host_open_state = true;
+  // Called for each host file the image records, with its fd, while the cut is held (a live hand-off learns from it
+  // which fds the image names without a walk of its own). Must not call into epollcr.
+  std::function<void(int fd, const std::shared_ptr<File>& file)> on_host_file;
 };
 
 Result<v1::Image> Capture(const World& world, const SaveOptions& options = {});
@@ -71,6 +74,11 @@ Result<std::string> SaveImage(const World& world, const SaveOptions& options = {
 // The same into `out` (the framed image is its first *size bytes), in huge pages when large: for a caller that sends
 // the image on at once (a live hand-off) and should not fault in a fresh copy page by page.
 Status SaveImageInto(const World& world, const SaveOptions& options, BigBuffer* out, std::size_t* size);
+// The same into memory the caller places: `place(n)` returns room for the n-byte framed image, or null (the save then
+// fails with ENOSPC and nothing was written). A live hand-off encodes straight into memory it shares with the
+// successor.
+Status SaveImageWith(const World& world, const SaveOptions& options, const std::function<char*(std::size_t)>& place,
+                     std::size_t* size);
 Status LoadImage(std::string_view file_bytes, World* out, const ReadLimits& read_limits = {});
 // The same through an image file, written atomically and durably (image/file.h).
 Status WriteImage(const World& world, const std::string& path);

@@ -4,6 +4,7 @@
 #include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -42,7 +43,8 @@ using wire::PutU64;
 constexpr std::uint32_t kVersion = 1;
 constexpr char kStartMagic[8] = {'E', 'P', 'C', 'R', 'L', 'I', 'V', 'S'};
 constexpr char kPauseMagic[8] = {'E', 'P', 'C', 'R', 'L', 'I', 'V', 'E'};
-constexpr std::size_t kPauseHeaderBytes = 8 + 4 * 4 + 8;
+constexpr std::size_t kPauseHeaderBytes = 8 + 4 * 4 + 8 + 4;
+constexpr std::size_t kStartHeaderBytes = 8 + 4 + 4 + 8 + 4;
 constexpr std::uint32_t kMaxFds = 1u << 20;
 constexpr std::uint32_t kMaxReason = 64 * 1024;
 
@@ -208,9 +210,25 @@ Result<std::unique_ptr<Successor>> Successor::Start(World& world, SuccessorOptio
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The memory the image will travel in, shared with the successor and faulted in by both before the pause (about
+  // 44 bytes of image per fd at 10,000 connections; a larger image goes over the socket instead).
+  s->shared_size_ = std::max<std::size_t>(std::size_t{1} << 20, (256 << 10) + 96 * inherit.size());
+  s->shared_fd_ = ::memfd_create("epollcr-hand-off", MFD_CLOEXEC);
+  if (s->shared_fd_ >= 0) {
+    void* map = ::ftruncate(s->shared_fd_, static_cast<off_t>(s->shared_size_)) == 0
+                    ? ::mmap(nullptr, s->shared_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, s->shared_fd_, 0)
+                    : MAP_FAILED;
+    if (map == MAP_FAILED) {
+      ::close(s->shared_fd_);
+      s->shared_fd_ = -1;
+    } else {
+      s->shared_ = static_cast<char*>(map);
+    }
+  }
   std::vector<int> clear = inherit;
   clear.insert(clear.end(), s->options_.keep_fds.begin(), s->options_.keep_fds.end());
   clear.push_back(pair[1]);
+  if (s->shared_fd_ >= 0) clear.push_back(s->shared_fd_);
 
   const pid_t pid = ::fork();
   if (pid < 0) {
@@ -233,14 +251,16 @@ Result<std::unique_ptr<Successor>> Successor::Start(World& world, SuccessorOptio
   WarmHeap(s->options_.warm_heap_bytes_per_fd * inherit.size());
 
   // The fds it inherited, as runs: a few bytes, which the socket's buffer takes at once.
-  std::string start(16 + 8 * runs.size(), '\0');
+  std::string start(kStartHeaderBytes + 8 * runs.size(), '\0');
   auto* p = reinterpret_cast<unsigned char*>(start.data());
   std::memcpy(p, kStartMagic, 8);
   PutU32(p + 8, kVersion);
-  PutU32(p + 12, static_cast<std::uint32_t>(runs.size()));
+  PutU32(p + 12, static_cast<std::uint32_t>(s->shared_fd_));
+  PutU64(p + 16, s->shared_fd_ >= 0 ? s->shared_size_ : 0);
+  PutU32(p + 24, static_cast<std::uint32_t>(runs.size()));
   for (std::size_t i = 0; i < runs.size(); ++i) {
-    PutU32(p + 16 + 8 * i, static_cast<std::uint32_t>(runs[i].first));
-    PutU32(p + 20 + 8 * i, static_cast<std::uint32_t>(runs[i].second));
+    PutU32(p + kStartHeaderBytes + 8 * i, static_cast<std::uint32_t>(runs[i].first));
+    PutU32(p + kStartHeaderBytes + 4 + 8 * i, static_cast<std::uint32_t>(runs[i].second));
   }
   const ssize_t n = ::send(s->channel_, start.data(), start.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   if (n != static_cast<ssize_t>(start.size())) {
@@ -253,6 +273,8 @@ Result<std::unique_ptr<Successor>> Successor::Start(World& world, SuccessorOptio
 
 Successor::~Successor() {
   if (!done_) Abandon();
+  if (shared_ != nullptr) ::munmap(shared_, shared_size_);
+  if (shared_fd_ >= 0) ::close(shared_fd_);
 }
 
 void Successor::Abandon() {
@@ -342,49 +364,57 @@ Status Successor::HandOver(World& world, HandOverReport* report) {
   }
 
   // The image and what must travel with it.
-  BigBuffer image;
+  // Encoded straight into the shared memory when it fits, else into a buffer that goes over the socket.
+  BigBuffer spill;
+  const char* image = nullptr;
   std::size_t image_size = 0;
-  if (Status s = image::SaveImageInto(world, {.host_open_state = false}, &image, &image_size); !s.ok()) {
+  bool in_shared = false;
+  auto place = [&](std::size_t bytes) -> char* {
+    in_shared = shared_ != nullptr && bytes <= shared_size_;
+    if (!in_shared) spill = BigBuffer(bytes);
+    char* at = in_shared ? shared_ : static_cast<char*>(spill.data());
+    image = at;
+    return at;
+  };
+  // What the successor holds already: the same file under the same fd as at Start (a HostFile owns one fd for its
+  // whole life, so the same object means the same open file; the same control block, the same object). The save
+  // names the host files in fd order, as host_ is sorted; one out of order is looked up.
+  std::vector<int> send, kept, host_fds;
+  std::vector<bool> matched(host_.size(), false);
+  std::size_t cursor = 0;
+  image::SaveOptions save;
+  save.host_open_state = false;
+  save.on_host_file = [&](int fd, const std::shared_ptr<File>& file) {
+    host_fds.push_back(fd);
+    if (cursor >= host_.size() || host_[cursor].first > fd) {
+      cursor = static_cast<std::size_t>(
+          std::lower_bound(host_.begin(), host_.end(), fd, [](const auto& h, int n) { return h.first < n; }) -
+          host_.begin());
+    }
+    while (cursor < host_.size() && host_[cursor].first < fd) ++cursor;
+    const bool same = cursor < host_.size() && host_[cursor].first == fd && !host_[cursor].second.owner_before(file) &&
+                      !file.owner_before(host_[cursor].second);
+    if (same) {
+      kept.push_back(fd);
+      matched[cursor] = true;
+    } else {
+      send.push_back(fd);
+    }
+  };
+  if (Status s = image::SaveImageWith(world, save, place, &image_size); !s.ok()) {
     return fail(Status(s.code, "hand-off: save the image: " + s.message));
   }
   rep.saved = Clock::now();
   rep.image_bytes = image_size;
-  // What the successor holds already: the same file under the same fd as at Start (host_ and now are both sorted
-  // by fd; a HostFile owns one fd for its whole life, so the same object means the same open file).
-  std::vector<int> send, kept, stale;
-  const auto now = HostFdsWithFiles(world);
-  {
-    std::size_t i = 0;
-    for (const auto& [fd, file] : now) {
-      while (i < host_.size() && host_[i].first < fd) stale.push_back(host_[i++].first);
-      if (i < host_.size() && host_[i].first == fd) {
-        if (host_[i].second.lock() == file) {
-          kept.push_back(fd);
-        } else {
-          stale.push_back(fd);
-          send.push_back(fd);
-        }
-        ++i;
-      } else {
-        send.push_back(fd);
-      }
-    }
-    for (; i < host_.size(); ++i) stale.push_back(host_[i].first);
+  std::vector<int> stale;
+  for (std::size_t i = 0; i < host_.size(); ++i) {
+    if (!matched[i]) stale.push_back(host_[i].first);  // closed, or its number re-used, since Start
   }
   const std::size_t host_sent = send.size();
   const std::vector<int> kernel = KernelResources(world);
   send.insert(send.end(), kernel.begin(), kernel.end());
   stale.insert(stale.end(), kernel_.begin(), kernel_.end());  // every kernel-side fd is sent again
-  rep.entries = 0;
-  std::set<const File*> polls;
-  auto count = [&](const std::shared_ptr<File>& f) {
-    if (EventPoll* poll = f ? f->AsEventPoll() : nullptr; poll != nullptr && polls.insert(f.get()).second) {
-      rep.entries += poll->EntryCount();
-    }
-  };
-  for (const auto& [fd, file] : world.fds.Snapshot()) count(file);
-  for (const auto& [name, file] : world.roots) count(file);
-  rep.host_fds = now.size();
+  rep.host_fds = host_fds.size();
   rep.inherited = kept.size();
   rep.sent = send.size();
   rep.stale = stale.size();
@@ -397,9 +427,10 @@ Status Successor::HandOver(World& world, HandOverReport* report) {
   PutU32(p + 16, static_cast<std::uint32_t>(kernel.size()));
   PutU32(p + 20, static_cast<std::uint32_t>(stale.size()));
   PutU64(p + 24, image_size);
+  PutU32(p + 32, in_shared ? 1 : 0);
   for (std::size_t i = 0; i < stale.size(); ++i) PutU32(p + kPauseHeaderBytes + 4 * i, static_cast<std::uint32_t>(stale[i]));
   Status sent = wire::SendAll(channel_, head.data(), head.size(), "the pause's header");
-  if (sent.ok()) sent = wire::SendAll(channel_, image.data(), image_size, "image");
+  if (sent.ok() && !in_shared) sent = wire::SendAll(channel_, image, image_size, "image");
   if (sent.ok()) sent = wire::SendFds(channel_, send, send);
   if (!sent.ok()) return ClosedChannel(sent) ? fail_gone("while it received the world") : fail(sent);
   rep.sent_at = Clock::now();
@@ -439,13 +470,20 @@ Status Successor::HandOver(World& world, HandOverReport* report) {
     return fail(Status::Error(EBADMSG, "hand-off: the successor confirmed with something else"));
   }
   rep.serving = Clock::now();
+  // Counted once the successor serves: the pause is over.
+  rep.entries = 0;
+  std::set<const File*> polls;
+  auto count = [&](const std::shared_ptr<File>& f) {
+    if (EventPoll* poll = f ? f->AsEventPoll() : nullptr; poll != nullptr && polls.insert(f.get()).second) {
+      rep.entries += poll->EntryCount();
+    }
+  };
+  for (const auto& [fd, file] : world.fds.Snapshot()) count(file);
+  for (const auto& [name, file] : world.roots) count(file);
 
   // Committed: the successor serves. Give the world up without touching what is shared, and close this process's
   // copies of the fds (closing one process's fd changes nothing for another that holds the same open file).
   done_ = true;
-  std::vector<int> host_fds;
-  host_fds.reserve(now.size());
-  for (const auto& [fd, file] : now) host_fds.push_back(fd);
   const std::vector<int> released = ReleaseHostResources(world);
   CloseUnadopted(released);
   OverRuns(host_fds, 0);
@@ -462,6 +500,11 @@ class Acceptor {
  public:
   Acceptor(int channel, World* out, const AcceptOptions& options, AcceptReport* report)
       : channel_(channel), out_(out), options_(options), rep_(*report) {}
+  ~Acceptor() {
+    if (shared_ != nullptr) ::munmap(const_cast<char*>(shared_), shared_size_);
+  }
+  Acceptor(const Acceptor&) = delete;
+  Acceptor& operator=(const Acceptor&) = delete;
 
   Status Run() {
     if (out_->fds.Count() != 0 || !out_->roots.empty()) return Status::Error(EINVAL, "hand-off: the world is not empty");
@@ -495,12 +538,23 @@ class Acceptor {
   Status Stage(SuccessorStage stage) { return options_.at_stage ? options_.at_stage(stage) : Status{}; }
 
   Status ReceiveStart() {
-    unsigned char head[16];
+    unsigned char head[kStartHeaderBytes];
     if (Status s = wire::ReceiveAll(channel_, head, sizeof head, "the inherited fds"); !s.ok()) return s;
     if (std::memcmp(head, kStartMagic, 8) != 0 || GetU32(head + 8) != kVersion) {
       return Status::Error(EBADMSG, "hand-off: the predecessor did not start this build's hand-off");
     }
-    const std::uint32_t runs = GetU32(head + 12);
+    const int shared_fd = static_cast<int>(GetU32(head + 12));
+    const std::uint64_t shared_size = GetU64(head + 16);
+    const std::uint32_t runs = GetU32(head + 24);
+    if (shared_fd >= 0 && shared_size > 0 && shared_size <= options_.restore.read_limits.max_payload + image::kHeaderSize) {
+      // Mapped and faulted in now, before the pause; the fd itself is not needed once mapped.
+      void* map = ::mmap(nullptr, shared_size, PROT_READ, MAP_SHARED | MAP_POPULATE, shared_fd, 0);
+      if (map != MAP_FAILED) {
+        shared_ = static_cast<const char*>(map);
+        shared_size_ = shared_size;
+      }
+    }
+    if (shared_fd >= 0) ::close(shared_fd);
     if (runs > kMaxFds) return Status::Error(EFBIG, "hand-off: too many inherited fd ranges");
     std::vector<unsigned char> bytes(8 * std::size_t{runs});
     if (Status s = wire::ReceiveAll(channel_, bytes.data(), bytes.size(), "the inherited fds"); !s.ok()) return s;
@@ -536,11 +590,20 @@ class Acceptor {
       return Status::Error(EFBIG, "hand-off: an image of " + std::to_string(length) + " bytes is beyond the limit");
     }
     if (Status s = Stage(SuccessorStage::kReceiving); !s.ok()) return s;
+    const bool in_shared = GetU32(head + 32) == 1;
+    if (in_shared && (shared_ == nullptr || length > shared_size_)) {
+      return Status::Error(EBADMSG, "hand-off: the image is said to be in memory this process does not share");
+    }
     std::vector<unsigned char> list(4 * std::size_t{stale});
     if (Status s = wire::ReceiveAll(channel_, list.data(), list.size(), "stale fds"); !s.ok()) return s;
     for (std::uint32_t i = 0; i < stale; ++i) stale_.push_back(static_cast<int>(GetU32(&list[4 * i])));
-    image_.assign(length, '\0');
-    if (Status s = wire::ReceiveAll(channel_, image_.data(), image_.size(), "image"); !s.ok()) return s;
+    if (in_shared) {
+      image_ = std::string_view(shared_, length);  // the predecessor leaves it alone until this process answers
+    } else {
+      received_image_.assign(length, '\0');
+      if (Status s = wire::ReceiveAll(channel_, received_image_.data(), length, "image"); !s.ok()) return s;
+      image_ = received_image_;
+    }
     std::map<int, int> received;
     if (Status s = wire::ReceiveFds(channel_, host + kernel, &received, &opened_); !s.ok()) return s;
     // Sent host fds first, then the kernel-side ones, each batch in the order sent: opened_ follows it.
@@ -663,7 +726,10 @@ class Acceptor {
   AcceptReport& rep_;
   std::set<int> inherited_;          // inherited fds this call still owns
   std::vector<int> stale_;
-  std::string image_;
+  std::string_view image_;        // in shared_ or received_image_
+  std::string received_image_;
+  const char* shared_ = nullptr;  // the predecessor's shared memory, mapped (read only)
+  std::size_t shared_size_ = 0;
   std::map<int, int> received_;      // number -> fd here
   std::vector<int> opened_;          // received fds this call still owns
   std::vector<int> host_numbers_, kernel_numbers_;

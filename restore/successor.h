@@ -6,7 +6,8 @@
 //                     kernel epoll, bell and private duplicates (their numbers stay), and execs `argv` followed by
 //                     "--handoff-fd N". The predecessor tells it which fds it inherited and serves on. The successor
 //                     loads and sets itself up, and AcceptHandOff says HELLO.
-//   the pause         Successor::HandOver: the image (image::SaveImage, in memory) goes over the socket with, by
+//   the pause         Successor::HandOver: the image (image::SaveImageWith), encoded straight into memory the two
+//                     share (a memfd both mapped and faulted in before the pause; the socket if it does not fit), with, by
 //                     SCM_RIGHTS, only the fds the successor does not already hold as they are now (host fds opened
 //                     since Start, every kernel-side fd), each with the number it must take, and the numbers of the
 //                     inherited fds that went stale (closed or re-used since). The successor closes those, puts each
@@ -23,10 +24,13 @@
 //                     that does not get GO closes what it received and inherited, and its caller exits.
 //
 // Wire (little-endian; the framing of handoff_wire.h):
-//   P->S at Start  "EPCRLIVS" | u32 version | u32 n | n pairs of i32 [first, last]: the fd ranges it inherited
+//   P->S at Start  "EPCRLIVS" | u32 version | i32 memfd (-1: none) | u64 its size | u32 n | n pairs of i32
+//                  [first, last]: the fd ranges it inherited. The memfd, which the successor maps (and faults in)
+//                  before HELLO, is where the image will be: no copy through the socket in the pause.
 //   S->P           "HELO" | u32 version
-//   P->S the pause "EPCRLIVE" | u32 version | u32 host fds sent | u32 kernel fds sent | u32 stale | u64 image bytes,
-//                  then stale i32s, then the framed image, then the host fds and the kernel fds (handoff_wire.h)
+//   P->S the pause "EPCRLIVE" | u32 version | u32 host fds sent | u32 kernel fds sent | u32 stale | u64 image bytes
+//                  | u32 where (1: in the memfd, 0: next on the socket), then stale i32s, then the framed image if
+//                  on the socket, then the host fds and the kernel fds (handoff_wire.h)
 //   S->P           "DONE" | or "FAIL" u32 length, reason
 //   P->S           "GO!!"
 //   S->P           "SERV"
@@ -108,6 +112,10 @@ class Successor {
   // What the successor inherited: each host fd with its file then, and the kernel-side fds.
   std::vector<std::pair<int, std::weak_ptr<File>>> host_;
   std::vector<int> kernel_;
+  // Memory shared with the successor (a memfd it inherits), where the image is encoded in the pause.
+  int shared_fd_ = -1;
+  char* shared_ = nullptr;
+  std::size_t shared_size_ = 0;
 };
 
 // The successor's side.
