@@ -43,8 +43,20 @@ InheritedFdResolver::Stat ToStat(int fd, int error, const sys::FileIdentity& id)
 
 }  // namespace
 
+InheritedFdResolver::InheritedFdResolver(std::map<int, int> fds) : fds_(std::move(fds)), mapped_(true) {
+  // fd numbers are below the process's fd limit: an array is the quicker map for the thousands a hand-off names.
+  if (!fds_.empty() && fds_.begin()->first >= 0 && fds_.rbegin()->first < (1 << 22)) {
+    dense_.assign(static_cast<std::size_t>(fds_.rbegin()->first) + 1, -1);
+    for (const auto& [from, to] : fds_) dense_[static_cast<std::size_t>(from)] = to;
+  }
+}
+
 int InheritedFdResolver::Lookup(int image_fd) const {
   if (!mapped_) return image_fd;
+  if (!dense_.empty() || fds_.empty()) {
+    return image_fd >= 0 && static_cast<std::size_t>(image_fd) < dense_.size() ? dense_[static_cast<std::size_t>(image_fd)]
+                                                                               : -1;
+  }
   auto it = fds_.find(image_fd);
   return it == fds_.end() ? -1 : it->second;
 }
@@ -72,8 +84,8 @@ void InheritedFdResolver::Prepare(std::span<const FileReference> refs) {
 Resolution InheritedFdResolver::Resolve(const FileReference& ref) {
   if (ref.host == nullptr) return Resolution::NotMine();
   const int image_fd = ref.host->fd();
-  if (mapped_ && !fds_.count(image_fd)) return Resolution::NotMine();
   const int fd = Lookup(image_fd);
+  if (mapped_ && fd < 0) return Resolution::NotMine();
   if (trusted_) {
     HostFile::Identity recorded;
     recorded.fd = fd;

@@ -36,7 +36,7 @@ class InheritedFdResolver : public Resolver {
   // Each image fd is looked for under its own number.
   InheritedFdResolver() = default;
   // image fd -> fd in this process; an image fd that is not in the map is not this resolver's.
-  explicit InheritedFdResolver(std::map<int, int> fds) : fds_(std::move(fds)), mapped_(true) {}
+  explicit InheritedFdResolver(std::map<int, int> fds);
   // For fds the predecessor of a live hand-off (successor.h) kept open across the exec or sent along with the image:
   // it named them itself, so none is checked (no system call per fd) and the image's file type is taken as it is.
   // `fds`: image fd -> fd in this process, as for the constructor above.
@@ -60,6 +60,7 @@ class InheritedFdResolver : public Resolver {
   int Lookup(int image_fd) const;
 
   std::map<int, int> fds_;
+  std::vector<int> dense_;  // fds_ as an array by image fd (-1: not mapped), when the fds are not sparse
   bool mapped_ = false;
   bool trusted_ = false;
   // From Prepare, indexed by fd here (fd numbers are below the process's fd limit); error -1: not prepared.

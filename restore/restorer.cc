@@ -63,11 +63,10 @@ Status ResolveAll(const v1::Image& image, const Options& options, Resolved* out)
       if (r.outcome == Resolution::Outcome::kUnresolved) reasons += (reasons.empty() ? "" : "; ") + r.reason;
     }
     if (found) {
-      if (found->created) {
-        if (auto h = std::dynamic_pointer_cast<HostFile>(found->file)) out->created.push_back(std::move(h));
-      }
+      const bool host_file = found->file->builtin() == File::Builtin::kHost;
+      if (found->created && host_file) out->created.push_back(std::static_pointer_cast<HostFile>(found->file));
       if (ref.host != nullptr) {
-        if (!dynamic_cast<HostFile*>(found->file.get())) {
+        if (!host_file) {
           reasons = "the resolver gave a " + std::string(found->file->TypeName()) + " file, not a host file";
           found.reset();
         } else if (found->fd >= 0 && found->fd != ref.host->fd()) {
