@@ -12,9 +12,11 @@
 // Per registration times are counters <stage>_ns; every figure is the median of the repetitions.
 #include <benchmark/benchmark.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -34,6 +36,10 @@
 
 namespace epollcr::bench {
 namespace {
+
+using cli::DemoOptions;
+using cli::DemoResult;
+using cli::RunDemo;
 
 // N socket fds watched by one poll: the server side of a hand-off, without the traffic.
 struct SocketWorld {
@@ -132,8 +138,70 @@ void BM_HandOffRestore(benchmark::State& state) {
   CountStages(state, total, n);
 }
 
+// The demo's load for N clients: 10,000 messages a second over all of them, about 20,000 messages in all (at least
+// two per client), the hand-off when half of them are echoed.
+DemoOptions HandOffLoad(int clients) {
+  DemoOptions o;
+  o.clients = clients;
+  o.messages = std::max(2, 20000 / clients);
+  o.size = 64;
+  o.window = 8;
+  o.rate = 10000;
+  o.checkpoint_at = 0.5;
+  o.timeout_s = 120;
+  return o;
+}
+
+void BM_HandOffDemo(benchmark::State& state) {
+  const int clients = static_cast<int>(state.range(0));
+  DemoResult r;
+  for (auto _ : state) {
+    std::ostringstream out, err;
+    r = DemoResult{};
+    if (RunDemo(HandOffLoad(clients), out, err, &r) != 0) {
+      return state.SkipWithError(("epollcr demo: " + err.str() + out.str()).c_str());
+    }
+  }
+  state.counters["stall_max_ms"] = r.stall_max_ms;
+  state.counters["stall_p99_ms"] = r.stall_p99_ms;
+  state.counters["outside_max_ms"] = r.outside_max_ms;
+  state.counters["outside_p99_ms"] = r.outside_p99_ms;
+  state.counters["pause_ms"] = r.pause_ms;
+  state.counters["save_ms"] = r.save_ms;
+  state.counters["send_ms"] = r.send_ms;
+  state.counters["restore_ms"] = r.restore_ms;
+  state.counters["go_ms"] = r.go_ms;
+  state.counters["successor_ready_ms"] = r.successor_ready_ms;
+  state.counters["registrations"] = static_cast<double>(r.registrations);
+  state.counters["pause_ns_per_registration"] =
+      r.registrations == 0 ? -1 : r.pause_ms * 1e6 / static_cast<double>(r.registrations);
+  state.counters["in_flight"] = static_cast<double>(r.in_flight);
+  state.counters["messages"] = static_cast<double>(r.messages);
+  state.counters["lost"] = static_cast<double>(r.lost);
+  state.counters["corrupt"] = static_cast<double>(r.corrupt);
+}
+
 BENCHMARK(BM_HandOffSave)->ArgName("registrations")->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_HandOffRestore)->ArgName("registrations")->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_HandOffDemo)
+    ->ArgName("clients")
+    ->Arg(1000)
+    ->Arg(5000)
+    ->Arg(10000)
+    ->Arg(cli::MaxDemoClients())
+    ->Iterations(1)
+    ->Repetitions(5)
+    ->ComputeStatistics("max", [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); })
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace epollcr::bench
+
+// The demo's server (`epollcr demo-server`) when BM_HandOffDemo's RunDemo starts this binary as it (bench/main.cc).
+extern "C" int EpollcrBenchSubprogram(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == epollcr::cli::kDemoServerCommand) {
+    return epollcr::cli::RunDemoServer(argc, argv);
+  }
+  return -1;
+}

@@ -53,21 +53,24 @@ struct Latency {
   std::int64_t ns;
 };
 
+constexpr int kFdsBesideClients = 64;
+
 std::int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
 
-// The max and the 99th percentile of `ns`, in ms ("-" for none).
-std::string MaxP99(std::vector<std::int64_t> ns, const char* max_word, const char* p99_word) {
-  char text[128];
-  if (ns.empty()) {
-    std::snprintf(text, sizeof text, "%s -, %s -", max_word, p99_word);
-    return text;
-  }
+// The max and the 99th percentile of `ns`, in ms (-1 for none).
+std::pair<double, double> MaxP99(std::vector<std::int64_t> ns) {
+  if (ns.empty()) return {-1, -1};
   std::sort(ns.begin(), ns.end());
   const std::size_t at = std::min(ns.size() - 1, static_cast<std::size_t>(0.99 * static_cast<double>(ns.size())));
-  std::snprintf(text, sizeof text, "%s %.2f ms, %s %.2f ms", max_word, static_cast<double>(ns.back()) / 1e6, p99_word,
-                static_cast<double>(ns[at]) / 1e6);
+  return {static_cast<double>(ns.back()) / 1e6, static_cast<double>(ns[at]) / 1e6};
+}
+
+std::string MaxP99Text(std::pair<double, double> v) {
+  if (v.first < 0) return "max -, p99 -";
+  char text[96];
+  std::snprintf(text, sizeof text, "max %.2f ms, p99 %.2f ms", v.first, v.second);
   return text;
 }
 
@@ -85,6 +88,13 @@ int Error(std::ostream& err, const std::string& what, const std::string& why) {
 }
 
 }  // namespace
+
+int MaxDemoClients() {
+  rlimit limit{};
+  getrlimit(RLIMIT_NOFILE, &limit);
+  const rlim_t most = limit.rlim_max == RLIM_INFINITY ? rlim_t{1} << 20 : limit.rlim_max;
+  return static_cast<int>(std::min<rlim_t>(most, rlim_t{1} << 20) - kFdsBesideClients);
+}
 
 CLI::App* AddDemoCommand(CLI::App& app, DemoOptions* options) {
   CLI::App* demo = app.add_subcommand(
@@ -137,6 +147,16 @@ namespace {
 class Driver {
  public:
   Driver(const DemoOptions& o, int control, int status) : o_(o), control_(control), status_(status) {}
+  // Every fd the driver made or was given is closed, whatever happened (a benchmark runs the demo many times).
+  ~Driver() {
+    for (Client& c : clients_) {
+      if (c.fd >= 0) close(c.fd);
+    }
+    if (ep_ >= 0) close(ep_);
+    close(status_);
+  }
+  Driver(const Driver&) = delete;
+  Driver& operator=(const Driver&) = delete;
 
   std::string Connect(const sockaddr_in& addr) {
     ep_ = epoll_create1(EPOLL_CLOEXEC);
@@ -264,6 +284,12 @@ class Driver {
     return true;
   }
 
+  void CloseClients() {
+    for (Client& c : clients_) {
+      if (c.fd >= 0) close(c.fd);
+      c.fd = -1;
+    }
+  }
   const std::vector<Client>& clients() const { return clients_; }
   const std::vector<Latency>& latencies() const { return latencies_; }
   const std::vector<std::string>& lines() const { return lines_; }
@@ -347,15 +373,17 @@ std::string LineOf(const std::vector<std::string>& lines, const std::string& wor
 
 }  // namespace
 
-int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err) {
+int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err, DemoResult* result) {
+  // What else each process holds: this one's stdio, pipes and epoll, a benchmark's own files; the server's
+  // listener, control and status fds, its poll's kernel epoll and its successor's channel and memfd.
   const auto started = Clock::now();
   // Both server processes hold a socket per client, and this one does too: the fd limit bounds the clients.
   rlimit limit{};
   getrlimit(RLIMIT_NOFILE, &limit);
   limit.rlim_cur = limit.rlim_max;
   setrlimit(RLIMIT_NOFILE, &limit);
-  if (static_cast<rlim_t>(o.clients) + 32 > limit.rlim_cur) {
-    return Error(err, "clients", std::to_string(o.clients) + " clients need " + std::to_string(o.clients + 32) +
+  if (static_cast<rlim_t>(o.clients) + kFdsBesideClients > limit.rlim_cur) {
+    return Error(err, "clients", std::to_string(o.clients) + " clients need " + std::to_string(o.clients + kFdsBesideClients) +
                                      " fds per process; this process may open " + std::to_string(limit.rlim_cur));
   }
   // The server hands itself to a grandchild; as a subreaper this process still waits for it.
@@ -400,9 +428,7 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err) {
   const bool finished = driver.PrepareSuccessor(deadline) && driver.Run(deadline);
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
   close(control[1]);
-  for (const Client& c : driver.clients()) {
-    if (c.fd >= 0) close(c.fd);
-  }
+  driver.CloseClients();
   // Reap the first server and, as subreaper, its successor.
   for (int waited = 0; waited < 250; ++waited) {
     if (waitpid(-1, nullptr, WNOHANG) < 0 && errno == ECHILD) break;
@@ -456,11 +482,39 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err) {
     for (const Latency& l : driver.latencies()) {
       (l.sent_ns <= to && l.sent_ns + l.ns >= from ? inside : outside).push_back(l.ns);
     }
-    out << "  stall:      " << MaxP99(inside, "max", "p99") << " (outside the hand-off: "
-        << MaxP99(outside, "max", "p99") << "; " << inside.size() << " messages in flight across it)\n";
   } else {
     for (const Latency& l : driver.latencies()) outside.push_back(l.ns);
-    out << "  latency:    " << MaxP99(outside, "max", "p99") << "\n";
+  }
+  const auto stall = MaxP99(inside), rest = MaxP99(outside);
+  if (!handoff.empty()) {
+    out << "  stall:      " << MaxP99Text(stall) << " (outside the hand-off: " << MaxP99Text(rest) << "; "
+        << inside.size() << " messages in flight across it)\n";
+  } else {
+    out << "  latency:    " << MaxP99Text(rest) << "\n";
+  }
+  if (result != nullptr) {
+    auto ms = [](const std::string& line, const std::string& key) {
+      const std::string v = Field(line, key);
+      return v == "?" ? -1.0 : std::atof(v.c_str());
+    };
+    DemoResult& r = *result;
+    r.handed_over = !handoff.empty() && !restored.empty();
+    r.resumed = !resumed.empty();
+    r.messages = driver.total() * driver.clients().size() - lost;
+    r.lost = lost;
+    r.corrupt = corrupt;
+    r.in_flight = inside.size();
+    r.stall_max_ms = stall.first;
+    r.stall_p99_ms = stall.second;
+    r.outside_max_ms = rest.first;
+    r.outside_p99_ms = rest.second;
+    r.pause_ms = ms(handoff, "pause_ms");
+    r.save_ms = ms(handoff, "(save");
+    r.send_ms = ms(handoff, "send");
+    r.restore_ms = ms(handoff, "restore");
+    r.go_ms = ms(handoff, "go");
+    r.successor_ready_ms = ms(successor, "started_ms");
+    r.registrations = static_cast<std::uint64_t>(std::max(0.0, ms(handoff, "entries")));
   }
   std::snprintf(text, sizeof text,
                 "  traffic:    %llu messages, %llu bytes echoed and checked byte by byte, %llu lost, %llu corrupt\n",

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <ostream>
+#include <cstdint>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -25,8 +26,22 @@ struct DemoOptions {
   std::string fail_successor;  // a stage of FailSuccessorStages(), or empty
 };
 
+// What a run measured, for a benchmark (bench/handoff_bench.cc). Times in ms; -1 where there was none.
+// The most clients a process may run the demo with: its fd limit (raised to the hard limit) less what else the demo
+// and the server keep open.
+int MaxDemoClients();
+
+struct DemoResult {
+  bool handed_over = false;  // a new pid serves (or, with fail_successor, the old one resumed: resumed)
+  bool resumed = false;
+  std::uint64_t messages = 0, lost = 0, corrupt = 0, in_flight = 0;  // in_flight: messages across the pause
+  double stall_max_ms = -1, stall_p99_ms = -1, outside_max_ms = -1, outside_p99_ms = -1;
+  double pause_ms = -1, save_ms = -1, send_ms = -1, restore_ms = -1, go_ms = -1, successor_ready_ms = -1;
+  std::uint64_t registrations = 0;
+};
+
 CLI::App* AddDemoCommand(CLI::App& app, DemoOptions* options);
-int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err);
+int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err, DemoResult* result = nullptr);
 
 // The hidden `epollcr demo-server ...` the demo starts (and the server execs on hand-off).
 inline constexpr const char* kDemoServerCommand = "demo-server";
