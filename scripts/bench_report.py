@@ -1023,6 +1023,124 @@ def real_programs_section(real, command):
 
 
 # The numbered sections, in order: each is a function of the run that returns (title, Markdown lines).
+# ---- the live hand-off (issue 17) ------------------------------------------------------------------------------------
+
+HANDOFF_DEMO = "BM_HandOffDemo/clients:"
+HANDOFF_STALL_GOAL_MS = 20.0
+HANDOFF_GOAL_CLIENTS = 10000
+
+
+def handoff_clients(run):
+    """The client counts BM_HandOffDemo ran (or tried), ascending."""
+    ns = set()
+    for name in list(run.aggregates) + list(run.errors):
+        if name.startswith(HANDOFF_DEMO):
+            try:
+                ns.add(int(name[len(HANDOFF_DEMO):].split("/")[0]))
+            except ValueError:
+                pass
+    return sorted(ns)
+
+
+def handoff_name(n):
+    return f"{HANDOFF_DEMO}{n}"
+
+
+def handoff_marginal(run):
+    """[(from N, to N, ns per registration of the pause between them)]: the cost one more registration adds."""
+    out = []
+    ns = [n for n in handoff_clients(run) if run.value(handoff_name(n), "pause_ms") is not None]
+    for a, b in zip(ns, ns[1:]):
+        pa, pb = run.value(handoff_name(a), "pause_ms"), run.value(handoff_name(b), "pause_ms")
+        ra, rb = run.value(handoff_name(a), "registrations"), run.value(handoff_name(b), "registrations")
+        if None not in (pa, pb, ra, rb) and rb > ra:
+            out.append((a, b, (pb - pa) * 1e6 / (rb - ra)))
+    return out
+
+
+def handoff_section(run):
+    """The live hand-off under traffic, as clients see it: (title, Markdown lines)."""
+    out = []
+    say = out.append
+    say("`epollcr demo` (`BM_HandOffDemo`, bench/handoff_bench.cc; restore/successor.h, docs/restore.md \"Live "
+        "hand-off\"): the echo server of *Host fds* on an EventPoll, N TCP clients on loopback driven by the benchmark "
+        "process, 10,000 messages of 64 bytes a second over all of them, spread evenly (each client keeps up to 8 in "
+        "flight), about 20,000 messages in all (at least 2 per client). Once every client is connected the server "
+        "starts its successor (fork, exec of this binary as the demo's server, the world's fds inherited); once half "
+        "the messages are echoed it hands the world over: the pause. Every message is timed from the write of its "
+        "first byte to the read of its last echoed byte. **stall**: the latency of the messages in flight across the "
+        "pause (sent before it ended, echoed after it began), max and p99; **outside**: the same of every other "
+        "message. **pause**: from the predecessor's HandOver call to the successor's confirmation that it serves "
+        "(stages: save = the image encoded into the memory both share, send = the header and the fds opened since "
+        "the successor started, restore = until the successor says it restored, go = the confirmation). Each row: "
+        "the median of 5 runs; the worst of the 5 beside it. Lost and corrupt: the worst run.\n")
+    header = ["clients", "registrations", "stall max, ms (median / worst)", "stall p99, ms", "outside max, ms",
+              "outside p99, ms", "pause, ms (median / worst)", "save / send / restore / go, ms",
+              "pause ns per registration", "successor ready after, ms", "messages across the pause", "lost", "corrupt"]
+    rows = []
+
+    def v(name, field, aggregate=AGGREGATE, digits=2):
+        x = run.value(name, field, aggregate)
+        return "—" if x is None else f"{x:,.{digits}f}"
+
+    for n in handoff_clients(run):
+        name = handoff_name(n)
+        if run.value(name, "pause_ms") is None:
+            rows.append([f"{n:,}", "—", f"not run: {run.missing(name)}"] + ["—"] * (len(header) - 3))
+            continue
+        rows.append([f"{n:,}", v(name, "registrations", digits=0),
+                     f"{v(name, 'stall_max_ms')} / {v(name, 'stall_max_ms', 'max')}", v(name, "stall_p99_ms"),
+                     v(name, "outside_max_ms"), v(name, "outside_p99_ms"),
+                     f"{v(name, 'pause_ms')} / {v(name, 'pause_ms', 'max')}",
+                     " / ".join(v(name, f) for f in ("save_ms", "send_ms", "restore_ms", "go_ms")),
+                     v(name, "pause_ns_per_registration", digits=0), v(name, "successor_ready_ms", digits=1),
+                     v(name, "in_flight", digits=0), v(name, "lost", "max", 0), v(name, "corrupt", "max", 0)])
+    say(table(header, rows) + "\n")
+    marginal = handoff_marginal(run)
+    if marginal:
+        say("**Cost per registration.** The pause has a part that does not grow with N (the messages between the "
+            "processes, the successor's wake-up) and a part per registration. What one more registration adds, "
+            "between the client counts measured: " +
+            "; ".join(f"{a:,} → {b:,}: {c:,.0f} ns" for a, b, c in marginal) + ".\n")
+    say("**In-process stages** (ns per registration, CPU, median): `BM_HandOffSave` is `image::SaveImageInto` with "
+        "`host_open_state = false` (what the predecessor does in the pause) of a world of N socket fds in one poll; "
+        "`BM_HandOffRestore` is `restore::RestoreBytes` of that image with `InheritedFdResolver::Trusted`, the kernel "
+        "epoll taken over as a successor takes it (`AcceptHandedOver`), both in a warm process.\n")
+    rows = []
+    for n in (1000, 10000):
+        save, save_cv = run.per_unit(f"BM_HandOffSave/registrations:{n}", "cpu_time")
+        rest, rest_cv = run.per_unit(f"BM_HandOffRestore/registrations:{n}", "cpu_time")
+        rows.append([f"{n:,}", fmt_ns(save, save_cv), fmt_ns(rest, rest_cv)])
+    say(table(["registrations", "save ns/registration", "restore ns/registration"], rows) + "\n")
+    return "Hand-off under traffic: the stall clients see", out
+
+
+def handoff_goals(run):
+    """Issue 17's hand-off goals, which have no clock: [(label, threshold, measured, ok or None)]."""
+    out = []
+    name = handoff_name(HANDOFF_GOAL_CLIENTS)
+    stall, worst = run.value(name, "stall_max_ms"), run.value(name, "stall_max_ms", "max")
+    out.append((f"(o) hand-off of {HANDOFF_GOAL_CLIENTS:,} connections: max stall a client sees (median of 5 runs)",
+                f"≤ {HANDOFF_STALL_GOAL_MS:.0f} ms",
+                "—" if stall is None else f"{stall:.2f} ms (worst run {worst:.2f} ms)",
+                None if stall is None else stall <= HANDOFF_STALL_GOAL_MS))
+    ns = handoff_clients(run)
+    lost = [run.value(handoff_name(n), "lost", "max") for n in ns]
+    corrupt = [run.value(handoff_name(n), "corrupt", "max") for n in ns]
+    known = [x for x in lost + corrupt if x is not None]
+    out.append(("(p) hand-off: messages lost or corrupt, every client count, every run", "0",
+                "—" if not known else f"{sum(x for x in lost if x is not None):.0f} lost, "
+                f"{sum(x for x in corrupt if x is not None):.0f} corrupt",
+                None if len(known) != 2 * len(ns) or not ns else sum(known) == 0))
+    marginal = [c for a, b, c in handoff_marginal(run) if a >= 1000 and b <= HANDOFF_GOAL_CLIENTS]
+    flat = None
+    if len(marginal) >= 2:
+        flat = max(marginal) <= 1.25 * min(marginal)
+    out.append(("(q) hand-off: pause per added registration flat from 1,000 to 10,000 (±25 %)", "±25 %",
+                "—" if not marginal else " / ".join(f"{c:,.0f} ns" for c in marginal), flat))
+    return out
+
+
 SECTIONS = (
     notify_harvest_section,
     ready_batch_section,
@@ -1033,6 +1151,7 @@ SECTIONS = (
     image_section,
     restore_section,
     host_section,
+    handoff_section,
     lambda run: real_programs_section(run.real, run.real_command),
 )
 
@@ -1086,10 +1205,32 @@ def restore_cost_plot(run):
     }
 
 
+def handoff_stall_plot(run):
+    """The stall clients see and the pause against N connections, with the goal's line."""
+    ns = handoff_clients(run)
+
+    def points(field, aggregate=AGGREGATE):
+        return [(n, run.value(handoff_name(n), field, aggregate)) for n in ns]
+
+    return {
+        "name": "hand-off-stall",
+        "title": "Hand-off under traffic: stall against N connections (ms, median of 5 runs)",
+        "xlabel": "N connections", "ylabel": "ms", "log": ["x", "y"],
+        "series": [{"title": "max stall (median run)", "points": points("stall_max_ms")},
+                   {"title": "max stall (worst run)", "points": points("stall_max_ms", "max")},
+                   {"title": "p99 stall", "points": points("stall_p99_ms")},
+                   {"title": "pause", "points": points("pause_ms")},
+                   {"title": "max latency outside the hand-off", "points": points("outside_max_ms")},
+                   {"title": f"goal at {HANDOFF_GOAL_CLIENTS:,}: {HANDOFF_STALL_GOAL_MS:.0f} ms",
+                    "hline": HANDOFF_STALL_GOAL_MS}],
+    }
+
+
 # The plots, in order: each is a function of the run that returns a scripts/plot spec with a "name" (the file's stem).
 PLOTS = (
     event_cost_plot,
     restore_cost_plot,
+    handoff_stall_plot,
 )
 
 
@@ -1146,6 +1287,7 @@ GOALS = (
     (restore_goals_on, True),
     (host_goals_on, True),
     (lambda run, clock: real_programs_goals_on(run.real, clock), True),
+    (handoff_goals, False),
 )
 
 
