@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
   }
   const std::string write_fd = std::to_string(control_write);
   options.exec_argv.insert(options.exec_argv.end(), {"--control-write-fd", write_fd});
+  options.keep_fds = {control_write};  // the successor's signal handler writes to it too
   struct sigaction action {};
   action.sa_handler = OnSignal;
   sigaction(SIGUSR1, &action, nullptr);

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -185,6 +186,29 @@ std::string HandOverReport::ToString() const {
   return text;
 }
 
+namespace {
+
+// Whether a failed receive or send means the successor closed the channel (exited or was killed).
+bool ClosedChannel(const Status& s) {
+  return s.code == std::errc::broken_pipe || s.code == std::errc::connection_reset;
+}
+
+// The successor is gone or refused: why, with how it ended (it is reaped by then).
+Status Gone(pid_t pid, int* reaped, const std::string& what) {
+  int status = 0;
+  // It closed the channel: it is exiting. Wait a little for it to end, then kill it.
+  for (int i = 0; i < 200; ++i) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      *reaped = 1;
+      return Status::Error(ECHILD, "hand-off: the successor " + ExitText(status) + " " + what);
+    }
+    ::usleep(1000);
+  }
+  return Status::Error(ECHILD, "hand-off: the successor closed the channel " + what);
+}
+
+}  // namespace
+
 // ---- the predecessor ---------------------------------------------------------------------------------------------
 
 Result<std::unique_ptr<Successor>> Successor::Start(World& world, SuccessorOptions options) {
@@ -202,6 +226,22 @@ Result<std::unique_ptr<Successor>> Successor::Start(World& world, SuccessorOptio
 
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return Errno(errno);
+  // The successor's end goes high, near the fd limit: fds this process opens after Start take the lowest free
+  // numbers, which the successor must find free to put them at (one it holds for itself is re-keyed instead).
+  {
+    rlimit limit{};
+    int top = inherit.empty() ? 0 : *std::max_element(inherit.begin(), inherit.end());
+    int floor = top + 1;
+    if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur > 512 &&
+        static_cast<int>(limit.rlim_cur) - 256 > floor) {
+      floor = static_cast<int>(limit.rlim_cur) - 256;
+    }
+    const int high = ::fcntl(pair[1], F_DUPFD_CLOEXEC, floor);
+    if (high >= 0) {
+      ::close(pair[1]);
+      pair[1] = high;
+    }
+  }
   // Everything the child needs is made before the fork: between fork and exec it only calls fcntl, sigprocmask,
   // execv and _exit.
   std::vector<std::string> args = s->options_.argv;
@@ -238,6 +278,9 @@ Result<std::unique_ptr<Successor>> Successor::Start(World& world, SuccessorOptio
     return Errno(e);
   }
   if (pid == 0) {
+    // The successor inherits stdin, stdout, stderr, the world's fds and keep_fds, and nothing else: an fd it held for
+    // itself could sit on a number the predecessor gives an fd it opens after Start.
+    (void)::syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC);
     for (int fd : clear) ::fcntl(fd, F_SETFD, 0);
     sigset_t none;
     sigemptyset(&none);
@@ -265,8 +308,15 @@ Result<std::unique_ptr<Successor>> Successor::Start(World& world, SuccessorOptio
   const ssize_t n = ::send(s->channel_, start.data(), start.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   if (n != static_cast<ssize_t>(start.size())) {
     const int e = n < 0 ? errno : EMSGSIZE;
+    if (e == EPIPE || e == ECONNRESET) {  // it is gone already (its program could not be run, say)
+      int reaped = 0;
+      Status gone = Gone(s->pid_, &reaped, "as it started");
+      if (reaped) s->pid_ = -1;
+      s->Abandon();
+      return gone;
+    }
     s->Abandon();
-    return Errno(e);
+    return Status::Error(e, std::string("hand-off: tell the successor what it inherited: ") + std::strerror(e));
   }
   return s;
 }
@@ -290,28 +340,6 @@ void Successor::Abandon() {
   done_ = true;
 }
 
-namespace {
-
-// Whether a failed receive or send means the successor closed the channel (exited or was killed).
-bool ClosedChannel(const Status& s) {
-  return s.code == std::errc::broken_pipe || s.code == std::errc::connection_reset;
-}
-
-// The successor is gone or refused: why, with how it ended (it is reaped by then).
-Status Gone(pid_t pid, int* reaped, const std::string& what) {
-  int status = 0;
-  // It closed the channel: it is exiting. Wait a little for it to end, then kill it.
-  for (int i = 0; i < 200; ++i) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
-      *reaped = 1;
-      return Status::Error(ECHILD, "hand-off: the successor " + ExitText(status) + " " + what);
-    }
-    ::usleep(1000);
-  }
-  return Status::Error(ECHILD, "hand-off: the successor closed the channel " + what);
-}
-
-}  // namespace
 
 Result<bool> Successor::Ready() {
   if (hello_) return true;

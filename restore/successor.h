@@ -54,7 +54,7 @@ struct SuccessorOptions {
   // The successor's program and its arguments; "--handoff-fd N" is appended. argv[0] is a path (execv).
   std::vector<std::string> argv;
   // Other fds of the predecessor the successor is to inherit under their numbers (a log, a status pipe); the world's
-  // fds are inherited without being listed.
+  // fds are inherited without being listed. The successor inherits stdin, stdout and stderr too, and nothing else.
   std::vector<int> keep_fds;
   // How long HandOver waits for the successor's HELLO (if it has not come yet), for its answer to the image, and for
   // SERVING after GO.

@@ -287,6 +287,7 @@ class Server {
     if (options_.fail_successor == "exec") options.argv[0] = "/nonexistent/epollcr-successor";
     options.argv.insert(options.argv.end(), {"--status-fd", std::to_string(options_.status_fd)});
     if (!options_.fail_successor.empty()) options.argv.insert(options.argv.end(), {"--fail-successor", options_.fail_successor});
+    options.keep_fds = options_.keep_fds;
     if (options_.status_fd >= 0) options.keep_fds.push_back(options_.status_fd);
     options.confirm_timeout = std::chrono::milliseconds(options_.confirm_timeout_ms);
     requested_ = std::chrono::steady_clock::now();

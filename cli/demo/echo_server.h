@@ -39,6 +39,7 @@ struct EchoServerOptions {
   // to go, before it confirms it serves). Empty: no failure.
   std::string fail_successor;
   int confirm_timeout_ms = 2000;  // how long the predecessor waits for each answer of the successor
+  std::vector<int> keep_fds;      // fds outside the world the successor inherits too (the status fd is added)
   // Run the same loop on a kernel epoll (epoll_create1, epoll_ctl, epoll_wait) instead of an EventPoll, over the
   // same host files: the baseline a benchmark compares the server with (bench/echo_server_bench.cc). A kernel epoll
   // cannot be checkpointed, so 'c' is refused (the server says so on stderr and carries on), as is handoff_fd.

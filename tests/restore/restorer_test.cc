@@ -18,6 +18,7 @@
 #include "fault_injection.h"
 #include "host_scenario.h"
 #include "restore/handoff.h"
+#include "restore/successor.h"
 #include "image/codec.h"
 #include "restore/resolvers.h"
 #include "syscall_batch.h"
@@ -497,6 +498,110 @@ TEST(HandoffTest, ScmRightsGivesNewNumbersAndEntriesFollowThem) {
   w.roots.clear();
   w.fds.Clear();
   for (int* p : {f.a, f.b, f.c, f.d}) close(p[1]);
+}
+
+// A live hand-off (restore/successor.h) with the world changed between Start and HandOver: a host fd closed and its
+// number re-used by another socket, a new host fd, and both polls' kernel epolls made after Start. The successor
+// plays the rest of the scenario: what the kernel reports for it (KernelLines), and the report says which fds it
+// inherited, which came with the image and which went stale.
+TEST(SuccessorTest, ALiveHandOffCarriesOnAsTheKernelDoes) {
+  HostFds f;
+  ASSERT_TRUE(f.Open());
+  World w;
+  ASSERT_TRUE(testing::BuildHostWorld(&w, f));
+  int out[2];
+  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+  SuccessorOptions options;
+  options.argv = {ChildPath(), "live", "none"};
+  // The successor inherits stdout: the pipe, for the moment Start forks.
+  const int saved_stdout = dup(1);
+  ASSERT_EQ(dup2(out[1], 1), 1);
+  Result<std::unique_ptr<Successor>> started = Successor::Start(w, options);
+  ASSERT_EQ(dup2(saved_stdout, 1), 1);
+  close(saved_stdout);
+  ASSERT_TRUE(started.ok()) << started.status().message;
+  close(out[1]);
+  Successor& successor = *started.value();
+  // d is closed and its number re-used by a new socket; x is new.
+  int fresh[2], x[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fresh), 0);  // before d goes: other numbers
+  ASSERT_FALSE(w.fds.Close(f.d[0]));
+  close(f.d[1]);
+  ASSERT_EQ(dup2(fresh[0], f.d[0]), f.d[0]);
+  close(fresh[0]);
+  f.d[1] = fresh[1];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, x), 0);
+  for (int fd : {f.d[0], x[0]}) {
+    Result<std::shared_ptr<HostFile>> h = HostFile::Create(fd);
+    ASSERT_TRUE(h.ok()) << "fd " << fd << ": " << h.error().message();
+    ASSERT_FALSE(w.fds.InstallAt(fd, h.value()));
+  }
+  EpollcrSide side{&w};
+  ASSERT_EQ(testing::PlayBefore(side.Side(), f), "data=4 events=in");
+  const std::size_t kernel = KernelResources(w).size();  // the polls' kernel epolls and bells, made after Start
+  ASSERT_GE(kernel, 2u);
+  HandOverReport report;
+  Status s = successor.HandOver(w, &report);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_EQ(report.host_fds, 6u);
+  EXPECT_EQ(report.inherited, 4u);       // a, b, c and e; d's number holds another socket now
+  EXPECT_EQ(report.stale, 1u);           // the old d (no kernel epoll existed at Start)
+  EXPECT_EQ(report.sent, 2u + kernel);  // d, x and the kernel side
+  const pid_t pid = successor.pid();
+  ChildOutput r = Collect(pid, out[0]);
+  ASSERT_EQ(r.status, 0) << r.out;
+  std::vector<std::string> lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 6u) << r.out;
+  EXPECT_EQ(std::vector<std::string>(lines.begin(), lines.begin() + 4), KernelLines());
+  // Every received fd took its number (moved=0): the polls took their kernel epolls over as they were.
+  EXPECT_EQ(lines[5], "report host_files=6 inherited=5 received=" + std::to_string(2 + kernel) +
+                          " stale=1 moved=0 entries=6");
+  for (int* p : {f.a, f.b, f.c, f.d, x}) close(p[1]);
+  close(x[0]);
+}
+
+// The way back: the successor fails at each stage, and the predecessor's HandOver says so with its world untouched
+// (it plays the rest of the scenario as the kernel does), no fd leaked or closed, no process left behind.
+TEST(SuccessorTest, EveryFailureOfTheSuccessorLeavesThePredecessorServing) {
+  for (const char* stage : {"exec", "start", "receive", "restore", "confirm", "timeout", "go"}) {
+    SCOPED_TRACE(stage);
+    HostFds f;
+    ASSERT_TRUE(f.Open());
+    World w;
+    ASSERT_TRUE(testing::BuildHostWorld(&w, f));
+    EpollcrSide side{&w};
+    ASSERT_EQ(testing::PlayBefore(side.Side(), f), "data=4 events=in");
+    const int fds = OpenFds();
+    SuccessorOptions options;
+    options.argv = {std::string(stage) == "exec" ? "/nonexistent/successor" : ChildPath(), "live", stage};
+    options.confirm_timeout = std::chrono::milliseconds(500);
+    {
+      // A program that cannot be run may be found out by Start already (the child is gone when it is told what it
+      // inherited) or by HandOver: either way the error says how the successor ended.
+      Result<std::unique_ptr<Successor>> started = Successor::Start(w, options);
+      Status s = started.ok() ? started.value()->HandOver(w) : started.status();
+      EXPECT_FALSE(s.ok());
+      EXPECT_THAT(s.message, HasSubstr("hand-off: "));
+      const std::map<std::string, std::string> says = {{"exec", "exited with status 127"},
+                                                        {"restore", "refused by the test"},
+                                                        {"timeout", "timed out"},
+                                                        {"confirm", "SIGKILL"},
+                                                        {"go", "SIGKILL"}};
+      if (auto it = says.find(stage); it != says.end()) {
+        EXPECT_THAT(s.message, HasSubstr(it->second));
+      }
+    }
+    EXPECT_EQ(OpenFds(), fds) << "no fd closed, none leaked";
+    errno = 0;
+    EXPECT_EQ(waitpid(-1, nullptr, WNOHANG), -1);
+    EXPECT_EQ(errno, ECHILD) << "the successor was reaped";
+    std::vector<std::string> after;
+    for (const std::string& line : testing::PlayAfter(side.Side(), side.FdOfC())) after.push_back(line);
+    EXPECT_EQ(after, KernelLines());
+    w.roots.clear();
+    w.fds.Clear();
+    for (int* p : {f.a, f.b, f.c, f.d}) close(p[1]);
+  }
 }
 
 TEST(HandoffTest, AFailedReceiveClosesEveryFdItGot) {
