@@ -453,7 +453,7 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err, DemoResu
   out << "\n  server:     pid " << Field(listening, "pid") << ", an epollcr EventPoll over host files\n";
   if (!successor.empty()) {
     out << "  successor:  pid " << Field(successor, "pid") << " (a new process and program image), ready "
-        << Field(successor, "started_ms") << " ms after the hand-off was asked for\n";
+        << Field(successor, "started_ms") << " ms after it was started\n";
   }
   if (!handoff.empty()) {
     const std::size_t stages = handoff.find('(');
