@@ -68,10 +68,17 @@ int Main(int argc, char** argv) {
   replay
       ->add_option("--checkpoint-format", options.checkpoint_format,
                    "Format of the userspace engine's checkpoints (the checkpoint verb and --checkpoint-every). "
-                   "proto (default): the portable image, written to an image file, read back, validated and "
-                   "restored into a fresh world; boost-text, boost-xml, boost-binary: an in-memory Boost archive, "
-                   "saved and loaded (Boost archives are for trusted input only)")
+                   "proto (default): the portable image, encoded, decoded, validated and restored into a fresh "
+                   "world (through an image file with --checkpoint-store file); boost-text, boost-xml, "
+                   "boost-binary: an in-memory Boost archive, saved and loaded (Boost archives are for trusted "
+                   "input only)")
       ->check(CLI::IsMember({"proto", "boost-text", "boost-xml", "boost-binary"}));
+  replay
+      ->add_option("--checkpoint-store", options.checkpoint_store,
+                   "Where a proto checkpoint's image waits between save and restore in --checkpoint-mode memory. "
+                   "memory (default): in this process's memory; file: an image file in a scratch directory of its "
+                   "own, written atomically and durably (fsync) and read back, as a checkpoint to disk is")
+      ->check(CLI::IsMember({"memory", "file"}));
   replay
       ->add_option("--checkpoint-mode", options.checkpoint_mode,
                    "Where a checkpoint of the userspace engine restores its world. memory (default): into a fresh "

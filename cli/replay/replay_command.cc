@@ -1,5 +1,7 @@
 #include "replay/replay_command.h"
 
+#include <malloc.h>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -102,6 +104,12 @@ int RunReplay(const ReplayOptions& options, std::ostream& out, std::ostream& err
                               "--checkpoint-format " + options.checkpoint_format + " is for --checkpoint-mode memory"));
     return kExitUsage;
   }
+  if (options.checkpoint_store == "file" && (exec_mode || format != CheckpointFormat::kProto)) {
+    PrintError(err, CommandError("usage", "--checkpoint-store file is for proto checkpoints in --checkpoint-mode "
+                                          "memory (exec mode always goes through an image file; Boost archives "
+                                          "stay in memory)"));
+    return kExitUsage;
+  }
   const FileBacking files = ParseFileBacking(options.files).value_or(FileBacking::kMemory);
   if (files == FileBacking::kHost && format != CheckpointFormat::kProto) {
     PrintError(err, CommandError("usage", "--files host: a world of host files is checkpointed as a proto image "
@@ -120,6 +128,13 @@ int RunReplay(const ReplayOptions& options, std::ostream& out, std::ostream& err
     PrintErrorMessage(err, parsed.status().message);
     return kExitUsage;
   }
+  const ImageStore store = options.checkpoint_store == "file" ? ImageStore::kFile : ImageStore::kMemory;
+  if (options.checkpoint_every > 0) {
+    // A checkpoint frees a whole world and builds another one: malloc would give the freed top of its heap back to
+    // the system and fault it in again each time (a system call, and a page fault per 4 KiB page).
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    mallopt(M_TOP_PAD, 16 << 20);
+  }
   RunReport report;
   if (options.engine == "kernel") {
     KernelEngine kernel;  // nothing to checkpoint, in either mode
@@ -127,11 +142,11 @@ int RunReplay(const ReplayOptions& options, std::ostream& out, std::ostream& err
   } else if (exec_mode) {
     report = RunExec(parsed.value(), text, options, run_options, out);
   } else if (options.engine == "userspace") {
-    UserspaceEngine userspace(format, ImageStore::kFile, files);
+    UserspaceEngine userspace(format, store, files);
     report = RunTrace(parsed.value(), userspace, out, run_options);
   } else {
     KernelEngine kernel;
-    UserspaceEngine userspace(format, ImageStore::kFile, files);
+    UserspaceEngine userspace(format, store, files);
     report = RunLockstep(parsed.value(), kernel, userspace, out, run_options);
   }
   out.flush();

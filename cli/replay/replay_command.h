@@ -13,6 +13,7 @@ struct ReplayOptions {
   int checkpoint_every = 0;                // RunOptions::checkpoint_every
   std::string checkpoint_format = "proto";  // proto | boost-text | boost-xml | boost-binary
   std::string checkpoint_mode = "memory";   // memory | exec
+  std::string checkpoint_store = "memory";  // memory | file: where a proto checkpoint's image waits (memory mode)
   std::string files = "memory";             // memory | host (FileBacking)
 };
 

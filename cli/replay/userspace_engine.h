@@ -4,11 +4,10 @@
 //
 // A checkpoint saves the whole world, restores it into a fresh World and goes on there. A restore keeps fd numbers,
 // so the Runner's name -> fd map stays valid. The format decides the way:
-//   proto (the default)  the portable image (docs/image-format.md) through an image file: WriteImage (atomic and
-//                        durable) to a scratch directory of the engine's own, then ReadImage: read, unframe, decode,
-//                        validate, restore;
-//                        With ImageStore::kMemory, the same bytes stay in memory instead (image::SaveImage, then
-//                        image::LoadImage): every step but the file, for tests that checkpoint very often;
+//   proto (the default)  the portable image (docs/image-format.md): with ImageStore::kMemory (replay's default),
+//                        image::SaveImage then image::LoadImage: encode, frame, unframe, decode, validate, restore;
+//                        with ImageStore::kFile (--checkpoint-store file), through an image file: WriteImage (atomic
+//                        and durable) to a scratch directory of the engine's own, then ReadImage;
 //   boost-*              SaveWorld to an in-memory Boost archive (envelope included), then LoadWorld.
 //
 // --checkpoint-mode exec carries the world to another process instead (replay/exec_worker.h): SaveImageFile in the

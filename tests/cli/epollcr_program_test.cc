@@ -148,9 +148,17 @@ TEST(EpollcrProgramTest, CheckpointEveryPrintsTheSameAsWithout) {
     EXPECT_EQ(userspace.status, 0) << format << ": " << userspace.err;
     EXPECT_EQ(userspace.out, plain.out) << format;
   }
-  ProgramRun by_default = RunEpollcr({"replay", trace, "--checkpoint-every"});  // proto, through an image file
+  ProgramRun by_default = RunEpollcr({"replay", trace, "--checkpoint-every"});  // proto, in memory
   EXPECT_EQ(by_default.status, 0) << by_default.err;
   EXPECT_EQ(by_default.out, plain.out);
+  ProgramRun through_file = RunEpollcr(
+      {"replay", trace, "--checkpoint-every", "--checkpoint-store", "file", "--engine", "both"});  // an image file
+  EXPECT_EQ(through_file.status, 0) << through_file.err;
+  EXPECT_EQ(through_file.out, plain.out);
+  ProgramRun boost_file = RunEpollcr(
+      {"replay", trace, "--checkpoint-every", "--checkpoint-store", "file", "--checkpoint-format", "boost-text"});
+  EXPECT_EQ(boost_file.status, 2) << "a Boost archive has no file store";
+  EXPECT_THAT(boost_file.err, HasSubstr("--checkpoint-store file"));
   ProgramRun kernel = RunEpollcr({"replay", trace, "--engine", "kernel", "--checkpoint-every"});
   EXPECT_EQ(kernel.status, 0) << kernel.err;
   EXPECT_EQ(kernel.out, plain.out) << "the kernel has nothing to checkpoint";

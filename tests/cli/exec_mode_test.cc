@@ -319,7 +319,7 @@ TEST_F(ExecModeTest, AWorkerBlockedInAWaitEndsWhenTheReplayProcessIsKilled) {
 }
 
 // Whatever ends the replay process, its scratch directories go: the exec chain's (exec mode) and the checkpoint
-// images' (memory mode, proto), in the middle of a run with a checkpoint after every operation. SIGTERM and SIGHUP
+// images' (memory mode, proto, --checkpoint-store file), in the middle of a run with a checkpoint after every operation. SIGTERM and SIGHUP
 // go to the replay's whole process group (as a terminal's ^C or hang-up does), so its workers die with it and cannot
 // clean up; SIGKILL goes to the replay process alone (nothing of it runs). A guard process removes what is left once
 // the replay process is gone (cli/replay/scratch.h).
@@ -343,8 +343,11 @@ TEST_F(ExecModeTest, NoSignalLeavesAScratchDirectoryBehind) {
         const int null = ::open("/dev/null", O_RDWR);
         ::dup2(null, 1);
         ::dup2(null, 2);
+        // Memory mode keeps its images in a scratch directory only with --checkpoint-store file.
+        const bool memory = std::string(mode) == "memory";
         ::execl(bin.c_str(), bin.c_str(), "replay", trace.c_str(), "--engine", "userspace", "--checkpoint-mode", mode,
-                "--checkpoint-every", "1", static_cast<char*>(nullptr));
+                "--checkpoint-every", "1", memory ? "--checkpoint-store" : static_cast<char*>(nullptr), "file",
+                static_cast<char*>(nullptr));
         ::_exit(127);
       }
       ASSERT_GT(replay, 0);

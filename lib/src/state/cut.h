@@ -218,9 +218,15 @@ class Cut {
     PollEntry* entry;
   };
 
-  // Sorts by (file id, fd) in linear time: file ids are 1..files_.size(), so a counting sort by id, then each file's few
-  // entries by fd.
+  // Sorts by (file id, fd). A poll with many entries, in linear time: file ids are 1..files_.size(), so a counting
+  // sort by id, then each file's few entries by fd. A poll with few entries among many files (one of many small polls)
+  // is sorted as it is: a counting sort would cost the whole range of ids for each of them.
   void SortByFileAndFd(std::vector<Keyed>& keyed) const {
+    if (keyed.size() < 64 || keyed.size() * 4 < files_.size()) {
+      std::sort(keyed.begin(), keyed.end(),
+                [](const Keyed& a, const Keyed& b) { return a.id != b.id ? a.id < b.id : a.fd < b.fd; });
+      return;
+    }
     std::vector<std::uint32_t> start(files_.size() + 2, 0);
     for (const Keyed& k : keyed) ++start[k.id + 1];
     for (std::size_t i = 1; i < start.size(); ++i) start[i] += start[i - 1];
