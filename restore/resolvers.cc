@@ -41,6 +41,20 @@ InheritedFdResolver::Stat ToStat(int fd, int error, const sys::FileIdentity& id)
   return s;
 }
 
+// A new host file over `fd` here, whose device, inode and type are `identity`'s. EEXIST (unresolved) if a host file of
+// the program already owns this fd number.
+Resolution WrapAt(HostFile::Identity identity, int fd) {
+  identity.fd = fd;
+  Result<std::shared_ptr<HostFile>> file = HostFile::Wrap(identity);
+  if (!file.ok()) return Resolution::Unresolved("fd " + std::to_string(fd) + ": " + file.error().message());
+  Resolution r;
+  r.outcome = Resolution::Outcome::kResolved;
+  r.file = std::move(file).value();
+  r.fd = fd;
+  r.created = true;
+  return r;
+}
+
 }  // namespace
 
 InheritedFdResolver::InheritedFdResolver(std::map<int, int> fds) : fds_(std::move(fds)), mapped_(true) {
@@ -86,26 +100,12 @@ Resolution InheritedFdResolver::Resolve(const FileReference& ref) {
   const int image_fd = ref.host->fd();
   const int fd = Lookup(image_fd);
   if (mapped_ && fd < 0) return Resolution::NotMine();
-  if (trusted_) {
-    HostFile::Identity recorded;
-    recorded.fd = fd;
-    recorded.dev = ref.host->st_dev();
-    recorded.ino = ref.host->st_ino();
-    recorded.file_type = ref.host->file_type();
-    Result<std::shared_ptr<HostFile>> file = HostFile::Wrap(recorded);
-    if (!file.ok()) return Resolution::Unresolved("fd " + std::to_string(fd) + ": " + file.error().message());
-    Resolution r;
-    r.outcome = Resolution::Outcome::kResolved;
-    r.file = std::move(file).value();
-    r.fd = fd;
-    r.created = true;
-    return r;
-  }
   HostFile::Identity want;
   want.fd = image_fd;
   want.dev = ref.host->st_dev();
   want.ino = ref.host->st_ino();
   want.file_type = ref.host->file_type();
+  if (trusted_) return WrapAt(want, fd);
   Stat got;
   const auto slot = static_cast<std::size_t>(fd);
   if (fd >= 0 && slot < prepared_.size() && prepared_[slot].error >= 0) {
@@ -125,17 +125,7 @@ Resolution InheritedFdResolver::Resolve(const FileReference& ref) {
     return Resolution::Unresolved("fd " + std::to_string(fd) + " is " + HostFile::Describe(have) +
                                   " in this process, but the image recorded " + HostFile::Describe(want));
   }
-  // EEXIST if a host file of the program already owns this fd number.
-  HostFile::Identity known = have;
-  known.fd = fd;
-  Result<std::shared_ptr<HostFile>> file = HostFile::Wrap(known);
-  if (!file.ok()) return Resolution::Unresolved("fd " + std::to_string(fd) + ": " + file.error().message());
-  Resolution r;
-  r.outcome = Resolution::Outcome::kResolved;
-  r.file = std::move(file).value();
-  r.fd = fd;
-  r.created = true;
-  return r;
+  return WrapAt(have, fd);
 }
 
 }  // namespace epollcr::restore
