@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,7 +19,6 @@
 #include <vector>
 
 #include "epollcr/epollcr.h"
-#include "restore/handoff.h"
 #include "restore/successor.h"
 
 namespace epollcr::cli {
