@@ -711,8 +711,8 @@ class Server {
   pid_t group_ = -1;  // its process group, until killed
 };
 
-// What `epollcr run --log FILE` wrote: "create PID FD" per epoll instance made, "exit PID polls N waits W events E" per
-// process at its exit.
+// What `epollcr run --log FILE` wrote: "create PID FD" per epoll instance made, "exit PID polls N waits W events E raw
+// R" per process at its exit.
 struct RunLog {
   double polls = 0, waits = 0, events = 0;
   std::string text;

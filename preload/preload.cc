@@ -25,12 +25,15 @@
 // EPOLLCR_RUN_LOG=FILE: one line per epoll instance made ("create PID FD") and, at exit, one per process
 // ("exit PID polls N waits W events E"), appended with O_APPEND (epollcr run --log).
 #include <dlfcn.h>
+#include <linux/audit.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/ucontext.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,6 +57,7 @@
 #include "epollcr/syscalls.h"
 #include "image/codec.h"
 #include "inspect_server.h"
+#include "interposable.h"
 #include "restore/resolvers.h"
 #include "restore/restorer.h"
 
@@ -91,6 +95,41 @@ int Fail(std::error_code error) {
   return -1;
 }
 
+// ---- the epoll system calls the kernel answers ----
+
+// The library's own epoll calls, and a program's calls on an fd that is not one of its epolls, reach the kernel as
+// raw system calls tagged as the library's (epollcr::kOwnSyscallTag), not through libc's wrappers: under `epollcr
+// run` a seccomp filter traps every epoll system call without the tag, which is a program's own raw call
+// (OnRawSyscall). A wait that may block is a cancellation point, as libc's is.
+int Own(long result) { return static_cast<int>(result); }
+
+int OwnWait(long nr, int epfd, void* events, int max, long timeout, const sigset_t* mask, bool blocking) {
+  if (!blocking) return Own(::syscall(nr, epollcr::OwnSyscallArg(epfd), events, max, timeout, mask, _NSIG / 8));
+  int type = PTHREAD_CANCEL_DEFERRED;
+  ::pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &type);
+  const int n = Own(::syscall(nr, epollcr::OwnSyscallArg(epfd), events, max, timeout, mask, _NSIG / 8));
+  const int error = errno;
+  ::pthread_setcanceltype(type, nullptr);
+  errno = error;
+  return n;
+}
+
+int KernelCreate1(int flags) { return Own(::syscall(SYS_epoll_create1, epollcr::OwnSyscallArg(flags))); }
+int KernelCreate(int size) { return Own(::syscall(SYS_epoll_create, epollcr::OwnSyscallArg(size))); }
+int KernelCtl(int epfd, int op, int fd, epoll_event* event) {
+  return Own(::syscall(SYS_epoll_ctl, epollcr::OwnSyscallArg(epfd), op, fd, event));
+}
+int KernelWait(int epfd, epoll_event* events, int max, int timeout) {
+  return OwnWait(SYS_epoll_wait, epfd, events, max, timeout, nullptr, timeout != 0);
+}
+int KernelPwait(int epfd, epoll_event* events, int max, int timeout, const sigset_t* mask) {
+  return OwnWait(SYS_epoll_pwait, epfd, events, max, timeout, mask, timeout != 0);
+}
+int KernelPwait2(int epfd, epoll_event* events, int max, const timespec* timeout, const sigset_t* mask) {
+  const bool blocking = timeout == nullptr || timeout->tv_sec != 0 || timeout->tv_nsec != 0;
+  return OwnWait(SYS_epoll_pwait2, epfd, events, max, reinterpret_cast<long>(timeout), mask, blocking);
+}
+
 // ---- the process's state ----
 
 // Never destroyed: a thread (or an atexit handler of the program) may use it while the process exits, and a poll's
@@ -124,6 +163,7 @@ class State {
   std::atomic<long> polls{0};
   std::atomic<long> waits{0};
   std::atomic<long> events{0};
+  std::atomic<long> raw{0};  // a program's raw epoll system calls, answered by OnRawSyscall
   int log_fd = -1;
   int fd_floor = 64;  // the library's fds go at or above it (Init)
 };
@@ -223,13 +263,20 @@ void EnsureInspectServer(State& s) { epollcr::preload::StartInspectServer(s.fd_f
 
 void AtExit() {
   State& s = State::Get();
-  Log("exit %d polls %ld waits %ld events %ld\n", static_cast<int>(::getpid()), s.polls.load(), s.waits.load(),
-      s.events.load());
+  Log("exit %d polls %ld waits %ld events %ld raw %ld\n", static_cast<int>(::getpid()), s.polls.load(),
+      s.waits.load(), s.events.load(), s.raw.load());
 }
 
 // Polls across an exec: the environment variable that names what crossed it (below).
 constexpr const char* kExecEnv = "EPOLLCR_EXEC_IMAGE";
 void ExecRestore(State& s, const char* value);
+// Raw system calls under `epollcr run` (below): the environment variable it sets, and the SIGSYS handler.
+constexpr const char* kRawEnv = "EPOLLCR_RAW_SYSCALLS";
+bool Trapping() {
+  const char* mode = std::getenv(kRawEnv);
+  return mode != nullptr && std::strcmp(mode, "emulate") == 0;
+}
+void OnRawSyscall(int signal, siginfo_t* info, void* context);
 
 __attribute__((constructor)) void Init() {
   State& s = State::Get();
@@ -256,6 +303,13 @@ __attribute__((constructor)) void Init() {
     s.pending.store(true, std::memory_order_release);
   }
   ::pthread_atfork(AtForkPrepare, AtForkParent, AtForkChild);
+  if (Trapping()) {
+    struct sigaction action {};
+    action.sa_sigaction = OnRawSyscall;
+    action.sa_flags = SA_SIGINFO;
+    sigemptyset(&action.sa_mask);
+    (void)::sigaction(SIGSYS, &action, nullptr);
+  }
   std::atexit(AtExit);
 }
 
@@ -340,8 +394,7 @@ extern "C" {
 __attribute__((visibility("default"))) int epoll_create1(int flags) {
   if (depth == 0) EnsureRestored();
   if (depth > 0) {
-    EPOLLCR_REAL(epoll_create1);
-    return real_epoll_create1(flags);
+    return KernelCreate1(flags);
   }
   if ((flags & ~EPOLL_CLOEXEC) != 0) {
     errno = EINVAL;
@@ -353,8 +406,7 @@ __attribute__((visibility("default"))) int epoll_create1(int flags) {
 __attribute__((visibility("default"))) int epoll_create(int size) {
   if (depth == 0) EnsureRestored();
   if (depth > 0) {
-    EPOLLCR_REAL(epoll_create);
-    return real_epoll_create(size);
+    return KernelCreate(size);
   }
   if (size <= 0) {
     errno = EINVAL;
@@ -365,13 +417,12 @@ __attribute__((visibility("default"))) int epoll_create(int size) {
 
 __attribute__((visibility("default"))) int epoll_ctl(int epfd, int op, int fd, epoll_event* event) {
   if (depth == 0) EnsureRestored();
-  EPOLLCR_REAL(epoll_ctl);
-  if (depth > 0) return real_epoll_ctl(epfd, op, fd, event);
+  if (depth > 0) return KernelCtl(epfd, op, fd, event);
   State& s = State::Get();
   bool inherited = false;
   if (PollOf(s, epfd, &inherited) == nullptr) {
     if (inherited) return RefuseInherited(epfd, "epoll_ctl");
-    return real_epoll_ctl(epfd, op, fd, event);
+    return KernelCtl(epfd, op, fd, event);
   }
   Inside inside;
   // epoll_ctl(2) reads the event of every op but DEL (a bad op too) before it looks at either fd.
@@ -412,26 +463,23 @@ __attribute__((visibility("default"))) int epoll_ctl(int epfd, int op, int fd, e
 }
 
 __attribute__((visibility("default"))) int epoll_wait(int epfd, epoll_event* events, int max, int timeout) {
-  EPOLLCR_REAL(epoll_wait);
-  if (depth > 0) return real_epoll_wait(epfd, events, max, timeout);
+  if (depth > 0) return KernelWait(epfd, events, max, timeout);
   const int n = Wait(epfd, events, max, nullptr, timeout, nullptr, false);
-  return n != -2 ? n : real_epoll_wait(epfd, events, max, timeout);
+  return n != -2 ? n : KernelWait(epfd, events, max, timeout);
 }
 
 __attribute__((visibility("default"))) int epoll_pwait(int epfd, epoll_event* events, int max, int timeout,
                                                        const sigset_t* mask) {
-  EPOLLCR_REAL(epoll_pwait);
-  if (depth > 0) return real_epoll_pwait(epfd, events, max, timeout, mask);
+  if (depth > 0) return KernelPwait(epfd, events, max, timeout, mask);
   const int n = Wait(epfd, events, max, nullptr, timeout, mask, false);
-  return n != -2 ? n : real_epoll_pwait(epfd, events, max, timeout, mask);
+  return n != -2 ? n : KernelPwait(epfd, events, max, timeout, mask);
 }
 
 __attribute__((visibility("default"))) int epoll_pwait2(int epfd, epoll_event* events, int max,
                                                         const timespec* timeout, const sigset_t* mask) {
-  EPOLLCR_REAL(epoll_pwait2);
-  if (depth > 0) return real_epoll_pwait2(epfd, events, max, timeout, mask);
+  if (depth > 0) return KernelPwait2(epfd, events, max, timeout, mask);
   const int n = Wait(epfd, events, max, timeout, 0, mask, true);
-  return n != -2 ? n : real_epoll_pwait2(epfd, events, max, timeout, mask);
+  return n != -2 ? n : KernelPwait2(epfd, events, max, timeout, mask);
 }
 
 __attribute__((visibility("default"))) int close(int fd) {
@@ -661,6 +709,30 @@ void ExecRestore(State& s, const char* value) {
   Log("restore %d polls %zu\n", static_cast<int>(::getpid()), polls.size());
 }
 
+// Under the raw-syscall trap (OnRawSyscall), an exec of a program that the interposer will not reach is reported: an
+// epoll system call there raises SIGSYS with no handler to answer it, which ends the program. `path`: the program's
+// file (a name to look up in PATH when `search`); `fd`: fexecve's descriptor instead (or -1).
+void ReportUninterposedExec(const char* path, bool search, int fd, char* const* envp) {
+  if (!Trapping()) return;
+  bool preloaded = false;
+  for (char* const* e = envp != nullptr ? envp : environ; e != nullptr && *e != nullptr; ++e) {
+    preloaded = preloaded || (std::strncmp(*e, "LD_PRELOAD=", 11) == 0 && std::strstr(*e, "libepollcr-preload"));
+  }
+  std::string file = fd >= 0 ? "/proc/self/fd/" + std::to_string(fd)
+                     : path == nullptr ? ""
+                     : search ? epollcr::preload::FindProgram(path)
+                              : std::string(path);
+  const int opened = file.empty() ? -1 : ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (opened < 0) return;  // the exec fails too, and says why
+  std::string why = epollcr::preload::WhyNotInterposable(opened);
+  ::close(opened);
+  if (why.empty() && !preloaded) why = "its environment's LD_PRELOAD does not name libepollcr-preload.so";
+  if (why.empty()) return;
+  Report("epollcr: process %d execs %s, which epollcr cannot interpose (%s): under epollcr run an epoll system call "
+         "there ends it with SIGSYS (docs/interposer.md, \"Raw system calls\")\n",
+         static_cast<int>(::getpid()), path != nullptr ? path : file.c_str(), why.c_str());
+}
+
 // An exec through `call`, which gets the environment to use (null: the process's own, which then holds the
 // variable while the exec is tried).
 template <typename Call>
@@ -692,16 +764,19 @@ extern "C" {
 
 __attribute__((visibility("default"))) int execve(const char* path, char* const argv[], char* const envp[]) {
   EPOLLCR_REAL(execve);
+  ReportUninterposedExec(path, false, -1, envp);
   return Exec(envp, [&](char* const* env) { return real_execve(path, argv, env); });
 }
 
 __attribute__((visibility("default"))) int execv(const char* path, char* const argv[]) {
   EPOLLCR_REAL(execve);
+  ReportUninterposedExec(path, false, -1, nullptr);
   return Exec(nullptr, [&](char* const* env) { return real_execve(path, argv, env != nullptr ? env : environ); });
 }
 
 __attribute__((visibility("default"))) int execvpe(const char* file, char* const argv[], char* const envp[]) {
   EPOLLCR_REAL(execvpe);
+  ReportUninterposedExec(file, true, -1, envp);
   return Exec(envp, [&](char* const* env) { return real_execvpe(file, argv, env); });
 }
 
@@ -746,12 +821,91 @@ __attribute__((visibility("default"))) int execlp(const char* file, const char* 
 
 __attribute__((visibility("default"))) int fexecve(int fd, char* const argv[], char* const envp[]) {
   EPOLLCR_REAL(fexecve);
+  ReportUninterposedExec(nullptr, false, fd, envp);
   return Exec(envp, [&](char* const* env) { return real_fexecve(fd, argv, env); });
 }
 
 __attribute__((visibility("default"))) int execvp(const char* file, char* const argv[]) {
   EPOLLCR_REAL(execvpe);
+  ReportUninterposedExec(file, true, -1, nullptr);
   return Exec(nullptr, [&](char* const* env) { return real_execvpe(file, argv, env != nullptr ? env : environ); });
 }
 
 }  // extern "C"
+
+namespace {
+
+// ---- raw system calls (docs/interposer.md, "Raw system calls") ----
+
+// Under `epollcr run` (--raw-syscalls emulate, the default) a seccomp filter turns every epoll system call that lacks
+// the library's tag into a SIGSYS at the instruction that made it: a program's own raw call (syscall(2), or a
+// runtime's own system call instruction). This handler answers it with the interposed function, so the program gets
+// what its libc call would have given: the result in rax, -errno on failure (errno is the program's to set, as after
+// any system call). io_uring_setup is refused (ENOSYS): an io_uring's poll and epoll requests reach the kernel epoll
+// behind the program's fd, where nothing can interpose them. A SIGSYS that is not the filter's has its default action.
+void ReportOnce(std::atomic<bool>& done, const char* format, long number) {
+  if (!done.exchange(true)) Report(format, static_cast<int>(::getpid()), number);
+}
+
+long Answer(const siginfo_t& info, const greg_t* r) {
+  static std::atomic<bool> io_uring{false}, foreign{false}, inside{false};
+  if (info.si_arch != AUDIT_ARCH_X86_64) {
+    ReportOnce(foreign,
+               "epollcr: process %d made the 32-bit epoll system call %ld (int 0x80): epollcr answers 64-bit calls "
+               "only; refused (ENOSYS)\n",
+               info.si_syscall);
+    errno = ENOSYS;
+    return -1;
+  }
+  if (depth > 0) {  // the library's own calls are tagged: this one escaped the tag
+    ReportOnce(inside, "epollcr: process %d: an untagged system call %ld from inside the interposer; refused\n",
+               info.si_syscall);
+    errno = ENOSYS;
+    return -1;
+  }
+  State::Get().raw.fetch_add(1, std::memory_order_relaxed);
+  const auto arg = [&](int reg) { return static_cast<long>(r[reg]); };
+  const auto fd = [&](int reg) { return static_cast<int>(r[reg]); };  // an int argument: the lower half
+  auto* events = reinterpret_cast<epoll_event*>(arg(REG_RSI));
+  auto* mask = reinterpret_cast<const sigset_t*>(arg(REG_R8));
+  const bool bad_mask_size = mask != nullptr && static_cast<unsigned long>(arg(REG_R9)) != _NSIG / 8;
+  switch (info.si_syscall) {
+    case SYS_epoll_create: return epoll_create(fd(REG_RDI));
+    case SYS_epoll_create1: return epoll_create1(fd(REG_RDI));
+    case SYS_epoll_ctl:
+      return epoll_ctl(fd(REG_RDI), fd(REG_RSI), fd(REG_RDX), reinterpret_cast<epoll_event*>(arg(REG_R10)));
+    case SYS_epoll_wait: return epoll_wait(fd(REG_RDI), events, fd(REG_RDX), fd(REG_R10));
+    case SYS_epoll_pwait:
+      if (bad_mask_size) break;
+      return epoll_pwait(fd(REG_RDI), events, fd(REG_RDX), fd(REG_R10), mask);
+    case SYS_epoll_pwait2:
+      if (bad_mask_size) break;
+      return epoll_pwait2(fd(REG_RDI), events, fd(REG_RDX), reinterpret_cast<const timespec*>(arg(REG_R10)), mask);
+    case SYS_io_uring_setup:
+      ReportOnce(io_uring,
+                 "epollcr: process %d set up an io_uring (system call %ld): its poll and epoll requests would bypass "
+                 "epollcr, so it is refused (ENOSYS); epollcr run --raw-syscalls kernel lets it through\n",
+                 info.si_syscall);
+      errno = ENOSYS;
+      return -1;
+  }
+  errno = EINVAL;  // a signal mask of the wrong size, as the kernel says
+  return -1;
+}
+
+constexpr int kBySeccomp = 1;  // SYS_SECCOMP, the si_code of a filter's SIGSYS (glibc's headers lack it)
+
+void OnRawSyscall(int signal, siginfo_t* info, void* context) {
+  if (info->si_code != kBySeccomp) {  // not the filter's: what SIGSYS does without a handler
+    ::signal(signal, SIG_DFL);
+    ::raise(signal);
+    return;
+  }
+  greg_t* registers = static_cast<ucontext_t*>(context)->uc_mcontext.gregs;
+  const int saved = errno;
+  const long result = Answer(*info, registers);
+  registers[REG_RAX] = result < 0 ? -errno : result;
+  errno = saved;
+}
+
+}  // namespace

@@ -1,9 +1,13 @@
 #include "commands/run.h"
 
-#include <elf.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,7 +17,8 @@
 #include <vector>
 
 #include "command_status.h"
-#include "epollcr/unique_fd.h"
+#include "epollcr/event_poll.h"
+#include "preload/interposable.h"
 
 #ifndef EPOLLCR_PRELOAD_INSTALLED
 #define EPOLLCR_PRELOAD_INSTALLED ""
@@ -21,11 +26,6 @@
 
 namespace epollcr::cli {
 namespace {
-
-bool IsFile(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
 
 std::string SelfDirectory() {
   char self[PATH_MAX];
@@ -35,20 +35,55 @@ std::string SelfDirectory() {
   return path.substr(0, path.rfind('/'));
 }
 
-// PROG as execvp would find it: a name with a slash as is, else the first executable file of that name in $PATH.
-std::string FindProgram(const std::string& name) {
-  if (name.find('/') != std::string::npos) return name;
-  const char* path = std::getenv("PATH");
-  std::string dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
-  std::size_t start = 0;
-  while (start <= dirs.size()) {
-    const std::size_t end = std::min(dirs.find(':', start), dirs.size());
-    std::string dir = dirs.substr(start, end - start);
-    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
-    if (IsFile(candidate) && ::access(candidate.c_str(), X_OK) == 0) return candidate;
-    start = end + 1;
+// --raw-syscalls emulate (docs/interposer.md, "Raw system calls"): a seccomp filter, inherited by every process and
+// program image the program becomes, under which an epoll system call or io_uring_setup raises SIGSYS unless it
+// carries the library's tag (epollcr::kOwnSyscallTag in its first argument's upper half): the interposer's handler
+// answers a program's raw epoll calls as its libc calls are answered, and refuses io_uring. Every other system call,
+// and the 64-bit numbers a 32-bit one does not share, pass at the cost of the filter's few instructions.
+std::error_code InstallRawSyscallTrap() {
+  constexpr std::uint32_t kTrapped64[] = {SYS_epoll_create, SYS_epoll_create1, SYS_epoll_ctl,      SYS_epoll_wait,
+                                          SYS_epoll_pwait,  SYS_epoll_pwait2,  SYS_io_uring_setup};
+  // The same calls through the 32-bit entry (int 0x80, or a 32-bit program): trapped, tag or not.
+  constexpr std::uint32_t kTrapped32[] = {254, 329, 255, 256, 319, 441, 425};
+  constexpr std::uint32_t kN = std::size(kTrapped64);
+  std::vector<sock_filter> program;
+  auto at = [&] { return static_cast<std::uint32_t>(program.size()); };
+  auto load = [&](std::uint32_t offset) { program.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offset)); };
+  auto ret = [&](std::uint32_t action) { program.push_back(BPF_STMT(BPF_RET | BPF_K, action)); };
+  // 0: the architecture; 64-bit goes on at 2, anything else jumps to the 32-bit part.
+  load(offsetof(seccomp_data, arch));
+  // The index of the 32-bit part: after this jump, the number's load, kN tests, allow, the tag's load and test, allow
+  // and trap.
+  const std::uint32_t to_32 = 2 + 1 + kN + 5;
+  program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, static_cast<std::uint8_t>(to_32 - at() - 1)));
+  load(offsetof(seccomp_data, nr));
+  const std::uint32_t check_tag = at() + kN + 1;
+  for (std::uint32_t nr : kTrapped64) {
+    program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, static_cast<std::uint8_t>(check_tag - at() - 1), 0));
   }
-  return "";
+  ret(SECCOMP_RET_ALLOW);
+  load(offsetof(seccomp_data, args[0]) + 4);  // the upper half (little-endian)
+  program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<std::uint32_t>(kOwnSyscallTag >> 32), 0, 1));
+  ret(SECCOMP_RET_ALLOW);
+  ret(SECCOMP_RET_TRAP);
+  if (at() != to_32) return std::make_error_code(std::errc::state_not_recoverable);
+  load(offsetof(seccomp_data, nr));
+  for (std::uint32_t nr : kTrapped32) {
+    program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, static_cast<std::uint8_t>(kN - (at() - to_32 - 1)), 0));
+  }
+  ret(SECCOMP_RET_ALLOW);
+  ret(SECCOMP_RET_TRAP);
+  const sock_fprog fprog{.len = static_cast<unsigned short>(program.size()), .filter = program.data()};
+  // Speculative-store-bypass mitigation is the program's business, not the filter's (SPEC_ALLOW). Without
+  // CAP_SYS_ADMIN the kernel wants no_new_privs first (so a set-user-ID program it execs gains nothing).
+  auto install = [&] {
+    if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_SPEC_ALLOW, &fprog) == 0) return 0;
+    if (errno == EINVAL) return static_cast<int>(::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog));
+    return -1;
+  };
+  if (install() == 0) return {};
+  if (errno == EACCES && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && install() == 0) return {};
+  return std::error_code(errno, std::generic_category());
 }
 
 }  // namespace
@@ -61,7 +96,12 @@ CLI::App* AddRunCommand(CLI::App& app, RunOptions* options) {
       "cannot be interposed and are refused. See docs/interposer.md.");
   cmd->add_option("--log", options->log,
                   "Append one line per epoll instance made (create PID FD) and per process at exit (exit PID polls N "
-                  "waits W events E) to FILE");
+                  "waits W events E raw R) to FILE");
+  cmd->add_option("--raw-syscalls", options->raw_syscalls,
+                  "emulate (default): a seccomp filter traps the program's raw epoll system calls (not through libc) "
+                  "and the interposer answers them as it answers libc's; io_uring_setup is refused (ENOSYS) with a "
+                  "message. kernel: no filter; raw calls reach the kernel's epoll behind epollcr's (unsupported)")
+      ->check(CLI::IsMember({"emulate", "kernel"}));
   cmd->add_option("command", options->command, "PROG [ARGS...] (after --)")->required()->expected(-1);
   cmd->positionals_at_end();
   return cmd;
@@ -69,55 +109,29 @@ CLI::App* AddRunCommand(CLI::App& app, RunOptions* options) {
 
 std::string PreloadLibraryPath() {
   if (const char* env = std::getenv("EPOLLCR_PRELOAD"); env != nullptr && *env != '\0') {
-    return IsFile(env) ? env : "";
+    return preload::IsRegularFile(env) ? env : "";
   }
   const std::string self = SelfDirectory();
   if (!self.empty()) {
     std::string built = self + "/../preload/libepollcr-preload.so";
-    if (IsFile(built)) {
+    if (preload::IsRegularFile(built)) {
       char real[PATH_MAX];
       return ::realpath(built.c_str(), real) != nullptr ? std::string(real) : built;
     }
   }
   const std::string installed = EPOLLCR_PRELOAD_INSTALLED;
-  return !installed.empty() && IsFile(installed) ? installed : "";
-}
-
-std::string WhyNotInterposable(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return std::string("cannot open it: ") + std::strerror(errno);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return std::string("cannot stat it: ") + std::strerror(errno);
-  if (((st.st_mode & S_ISUID) != 0 && st.st_uid != ::geteuid()) ||
-      ((st.st_mode & S_ISGID) != 0 && st.st_gid != ::getegid())) {
-    return "it is set-user-ID or set-group-ID: the loader ignores LD_PRELOAD for it";
-  }
-  Elf64_Ehdr header{};
-  if (::pread(fd.get(), &header, sizeof header, 0) != static_cast<ssize_t>(sizeof header) ||
-      std::memcmp(header.e_ident, ELFMAG, SELFMAG) != 0) {
-    return "";  // a script: its interpreter is what runs, and it is checked when it is executed
-  }
-  if (header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_phentsize != sizeof(Elf64_Phdr)) {
-    return "it is not a 64-bit ELF program";
-  }
-  for (int i = 0; i < header.e_phnum; ++i) {
-    Elf64_Phdr program{};
-    const off_t at = static_cast<off_t>(header.e_phoff + static_cast<std::uint64_t>(i) * sizeof program);
-    if (::pread(fd.get(), &program, sizeof program, at) != static_cast<ssize_t>(sizeof program)) break;
-    if (program.p_type == PT_INTERP) return "";
-  }
-  return "it is statically linked (no ELF interpreter): LD_PRELOAD cannot reach its epoll calls";
+  return !installed.empty() && preload::IsRegularFile(installed) ? installed : "";
 }
 
 int RunRun(const RunOptions& options, const char* argv0, std::ostream& err) {
   (void)argv0;
   const std::string& name = options.command.front();
-  const std::string program = FindProgram(name);
+  const std::string program = preload::FindProgram(name);
   if (program.empty()) {
     PrintError(err, CommandError("run", name + ": not found in PATH"));
     return kExitUsage;
   }
-  if (std::string why = WhyNotInterposable(program); !why.empty()) {
+  if (std::string why = preload::WhyNotInterposable(program); !why.empty()) {
     PrintError(err, CommandError("run", program + " cannot run on epollcr: " + why));
     return kExitUsage;
   }
@@ -139,6 +153,16 @@ int RunRun(const RunOptions& options, const char* argv0, std::ostream& err) {
   std::vector<char*> argv;
   for (const std::string& arg : options.command) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
+  if (options.raw_syscalls == "emulate") {
+    if (std::error_code error = InstallRawSyscallTrap()) {
+      PrintError(err, CommandError("run", "cannot install the seccomp filter that traps raw epoll system calls (" +
+                                              error.message() + "); --raw-syscalls kernel runs without it"));
+      return kExitFailure;
+    }
+    ::setenv("EPOLLCR_RAW_SYSCALLS", "emulate", 1);
+  } else {
+    ::unsetenv("EPOLLCR_RAW_SYSCALLS");
+  }
   ::execv(program.c_str(), argv.data());
   PrintError(err, CommandError("run", program + ": " + std::strerror(errno)));
   return kExitFailure;

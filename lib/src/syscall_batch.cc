@@ -11,6 +11,7 @@
 #include <atomic>
 #include <vector>
 
+#include "epollcr/event_poll.h"
 #include "epollcr/unique_fd.h"
 #include "fault_injection.h"
 
@@ -43,7 +44,7 @@ class Ring {
                            unsigned{IORING_SETUP_SUBMIT_ALL}, 0u}) {
       params = {};
       params.flags = flags;
-      fd = static_cast<int>(syscall(__NR_io_uring_setup, kRingSize, &params));
+      fd = static_cast<int>(syscall(__NR_io_uring_setup, OwnSyscallArg(kRingSize), &params));
       if (fd >= 0 || errno != EINVAL) break;
     }
     if (fd < 0) return;

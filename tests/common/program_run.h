@@ -18,6 +18,7 @@ namespace epollcr::testing_support {
 
 struct ProgramRun {
   int status = -1;  // exit status, or -1 if the program did not exit normally (a crash)
+  int signal = 0;   // the signal that ended it, if one did
   std::string out;
   std::string err;
 };
@@ -65,6 +66,7 @@ inline ProgramRun RunProgram(const char* bin, const std::vector<std::string>& ar
   int wstatus = 0;
   EXPECT_EQ(::waitpid(pid, &wstatus, 0), pid);
   if (WIFEXITED(wstatus)) run.status = WEXITSTATUS(wstatus);
+  if (WIFSIGNALED(wstatus)) run.signal = WTERMSIG(wstatus);
   run.out = ReadWholeFile(setup.stdout_path);
   run.err = ReadWholeFile(setup.stderr_path);
   return run;

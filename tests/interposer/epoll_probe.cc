@@ -2,19 +2,23 @@
 // prints one line per step. tests/interposer/interposer_test.cc runs it twice, on the kernel's epoll and under
 // `epollcr run` (libepollcr-preload.so), and the two outputs must be the same: the kernel is the oracle.
 //
-// Usage: epoll_probe [SEED | fork | exec | hold [close-all]]. Without an argument it runs the fixed scenarios (errors,
+// Usage: epoll_probe [raw | mixed] [SEED | fork | exec | hold [close-all]], or epoll_probe io_uring | then PROG [ARGS].
+// `raw` makes the scenarios' epoll calls raw system calls, `mixed` each call either way (Create1 and its kind, below).
+// `io_uring` tries to set up an io_uring; `then` execs PROG. Without an argument it runs the fixed scenarios (errors,
 // dup and close, nesting, signals, the epoll fd under poll(2)); with a seed, a random sequence of operations on pipes,
 // socket pairs and eventfds; `fork`, an epoll shared by a parent and its child; `exec`, an epoll that crosses an exec;
 // `hold`, two epolls in a known state (a level-triggered ready entry, a taken edge, a fired one-shot, an idle entry,
 // one epoll in the other), kept until standard input ends: `epollcr ps` looks at them (`close-all`: after an epoll
 // and then every fd from 3 up were closed, as a daemon does).
 #include <fcntl.h>
+#include <linux/io_uring.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +37,33 @@ namespace {
 
 int step = 0;
 
+// How the scenarios call epoll: through libc, as most programs do (the default); as raw system calls ("raw": a
+// program with system call wrappers of its own, or a language runtime); or each call either way at random
+// ("mixed", the same choices in every run).
+enum class Calls { kLibc, kRaw, kMixed };
+Calls calls = Calls::kLibc;
+std::mt19937 mixer(11);
+bool Raw() { return calls == Calls::kRaw || (calls == Calls::kMixed && mixer() % 2 == 0); }
+
+int Create1(int flags) { return Raw() ? static_cast<int>(syscall(SYS_epoll_create1, long{flags})) : epoll_create1(flags); }
+int Create(int size) { return Raw() ? static_cast<int>(syscall(SYS_epoll_create, long{size})) : epoll_create(size); }
+int EpollCtl(int ep, int op, int fd, epoll_event* event) {
+  return Raw() ? static_cast<int>(syscall(SYS_epoll_ctl, long{ep}, long{op}, long{fd}, event))
+               : epoll_ctl(ep, op, fd, event);
+}
+int EpollWait(int ep, epoll_event* events, int max, int timeout) {
+  return Raw() ? static_cast<int>(syscall(SYS_epoll_wait, long{ep}, events, long{max}, long{timeout}))
+               : epoll_wait(ep, events, max, timeout);
+}
+int Pwait(int ep, epoll_event* events, int max, int timeout, const sigset_t* mask) {
+  return Raw() ? static_cast<int>(syscall(SYS_epoll_pwait, long{ep}, events, long{max}, long{timeout}, mask, _NSIG / 8))
+               : epoll_pwait(ep, events, max, timeout, mask);
+}
+int Pwait2(int ep, epoll_event* events, int max, const timespec* timeout, const sigset_t* mask) {
+  return Raw() ? static_cast<int>(syscall(SYS_epoll_pwait2, long{ep}, events, long{max}, timeout, mask, _NSIG / 8))
+               : epoll_pwait2(ep, events, max, timeout, mask);
+}
+
 // "N what: ok" or "N what: err ENAME".
 void Say(const char* what, int result) {
   ++step;
@@ -47,13 +78,13 @@ int Ctl(int ep, int op, int fd, std::uint32_t events, std::uint64_t data) {
   epoll_event ev{};
   ev.events = events;
   ev.data.u64 = data;
-  return epoll_ctl(ep, op, fd, &ev);
+  return EpollCtl(ep, op, fd, &ev);
 }
 
 // Prints what a wait returns: its count and each event as EVENTS@DATA (hex), in order.
 void Wait(const char* what, int ep, int max, int timeout) {
   std::vector<epoll_event> events(static_cast<std::size_t>(std::max(max, 1)));
-  const int n = epoll_wait(ep, events.data(), max, timeout);
+  const int n = EpollWait(ep, events.data(), max, timeout);
   ++step;
   if (n < 0) {
     std::printf("%d %s: err %s\n", step, what, strerrorname_np(errno));
@@ -77,11 +108,11 @@ void Readable(const char* what, int fd) {
 void OnSignal(int) {}
 
 void Errors() {
-  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  const int ep = Create1(EPOLL_CLOEXEC);
   int p[2];
   (void)pipe2(p, O_NONBLOCK | O_CLOEXEC);
-  Say("create1 with a bad flag", epoll_create1(1));
-  Say("create with size 0", epoll_create(0));
+  Say("create1 with a bad flag", Create1(1));
+  Say("create with size 0", Create(0));
   Say("ctl on a closed epfd", Ctl(1000, EPOLL_CTL_ADD, p[0], EPOLLIN, 1));
   Say("ctl of a closed fd", Ctl(ep, EPOLL_CTL_ADD, 1000, EPOLLIN, 1));
   Say("ctl of itself", Ctl(ep, EPOLL_CTL_ADD, ep, EPOLLIN, 1));
@@ -95,17 +126,17 @@ void Errors() {
   Say("mod of an unregistered fd", Ctl(ep, EPOLL_CTL_MOD, p[1], EPOLLOUT, 1));
   Say("del of an unregistered fd", Ctl(ep, EPOLL_CTL_DEL, p[1], 0, 0));
   Say("bad op", Ctl(ep, 99, p[0], EPOLLIN, 1));
-  Say("add with a null event", epoll_ctl(ep, EPOLL_CTL_ADD, p[1], nullptr));
+  Say("add with a null event", EpollCtl(ep, EPOLL_CTL_ADD, p[1], nullptr));
   Say("exclusive with mod", Ctl(ep, EPOLL_CTL_MOD, p[0], EPOLLIN | EPOLLEXCLUSIVE, 1));
   Say("exclusive with oneshot", Ctl(ep, EPOLL_CTL_ADD, p[1], EPOLLOUT | EPOLLEXCLUSIVE | EPOLLONESHOT, 1));
   epoll_event one{};
   ++step;
-  std::printf("%d wait with max 0: %s\n", step, epoll_wait(ep, &one, 0, 0) < 0 ? strerrorname_np(errno) : "ok");
+  std::printf("%d wait with max 0: %s\n", step, EpollWait(ep, &one, 0, 0) < 0 ? strerrorname_np(errno) : "ok");
   ++step;
-  std::printf("%d wait on a pipe: %s\n", step, epoll_wait(p[0], &one, 1, 0) < 0 ? strerrorname_np(errno) : "ok");
+  std::printf("%d wait on a pipe: %s\n", step, EpollWait(p[0], &one, 1, 0) < 0 ? strerrorname_np(errno) : "ok");
   // A loop of nested epolls.
-  const int a = epoll_create1(0);
-  const int b = epoll_create1(0);
+  const int a = Create1(0);
+  const int b = Create1(0);
   Say("nest b in a", Ctl(a, EPOLL_CTL_ADD, b, EPOLLIN, 2));
   Say("nest a in b", Ctl(b, EPOLL_CTL_ADD, a, EPOLLIN, 3));
   close(a);
@@ -117,7 +148,7 @@ void Errors() {
 }
 
 void Readiness() {
-  const int ep = epoll_create1(0);
+  const int ep = Create1(0);
   int s[2];
   (void)socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, s);
   const int ev = eventfd(0, EFD_NONBLOCK);
@@ -144,7 +175,7 @@ void Readiness() {
   Say("del of a closed fd", Ctl(ep, EPOLL_CTL_DEL, s[1], 0, 0));
   close(copy);
   // The epoll fd nested in a kernel-made epoll watcher and under poll.
-  const int outer = epoll_create1(0);
+  const int outer = Create1(0);
   Say("add the epoll to another", Ctl(outer, EPOLL_CTL_ADD, ep, EPOLLIN, 9));
   Wait("outer wait", outer, 8, 0);
   (void)!write(ev, &one, sizeof one);
@@ -173,7 +204,7 @@ void Signals() {
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;  // epoll_wait is never restarted
   sigaction(SIGUSR1, &action, nullptr);
-  const int ep = epoll_create1(0);
+  const int ep = Create1(0);
   timer_t timer;
   sigevent sev{};
   sev.sigev_notify = SIGEV_SIGNAL;
@@ -192,17 +223,17 @@ void Signals() {
   sigset_t during;
   sigemptyset(&during);
   epoll_event one{};
-  const int n = epoll_pwait(ep, &one, 1, 5000, &during);
+  const int n = Pwait(ep, &one, 1, 5000, &during);
   ++step;
   std::printf("%d pwait with the pending signal unblocked: %s\n", step, n < 0 ? strerrorname_np(errno) : "returned");
   sigprocmask(SIG_UNBLOCK, &block, nullptr);
   timespec zero{};
   ++step;
-  std::printf("%d pwait2 with a zero timeout: %d\n", step, epoll_pwait2(ep, &one, 1, &zero, nullptr));
+  std::printf("%d pwait2 with a zero timeout: %d\n", step, Pwait2(ep, &one, 1, &zero, nullptr));
   timespec bad{.tv_sec = 0, .tv_nsec = 2'000'000'000};
   ++step;
   std::printf("%d pwait2 with a bad timeout: %s\n", step,
-              epoll_pwait2(ep, &one, 1, &bad, nullptr) < 0 ? strerrorname_np(errno) : "ok");
+              Pwait2(ep, &one, 1, &bad, nullptr) < 0 ? strerrorname_np(errno) : "ok");
   timer_delete(timer);
   close(ep);
 }
@@ -222,7 +253,7 @@ void Random(unsigned seed) {
     fds.push_back(p[1]);
     fds.push_back(eventfd(0, EFD_NONBLOCK));
   }
-  const int eps[2] = {epoll_create1(0), epoll_create1(0)};
+  const int eps[2] = {Create1(0), Create1(0)};
   Say("nest", Ctl(eps[0], EPOLL_CTL_ADD, eps[1], EPOLLIN, 99));
   static constexpr std::uint32_t kMasks[] = {EPOLLIN, EPOLLOUT, EPOLLIN | EPOLLOUT, EPOLLIN | EPOLLET,
                                              EPOLLOUT | EPOLLET, EPOLLIN | EPOLLONESHOT, EPOLLIN | EPOLLRDHUP, 0};
@@ -350,6 +381,21 @@ void Hold(bool close_all) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && (std::string(argv[1]) == "raw" || std::string(argv[1]) == "mixed")) {
+    calls = std::string(argv[1]) == "raw" ? Calls::kRaw : Calls::kMixed;
+    --argc;
+    ++argv;
+  }
+  if (argc > 1 && std::string(argv[1]) == "io_uring") {
+    io_uring_params params{};
+    const long fd = syscall(SYS_io_uring_setup, 4L, &params);
+    std::printf("io_uring_setup: %s\n", fd >= 0 ? "ok" : strerrorname_np(errno));
+    return 0;
+  }
+  if (argc > 2 && std::string(argv[1]) == "then") {  // then PROGRAM [ARGS...]: exec it
+    execv(argv[2], argv + 2);
+    return 127;
+  }
   if (argc > 1 && std::string(argv[1]) == "exec") {
     setvbuf(stdout, nullptr, _IOLBF, 0);
     ExecFirst(argv[0]);

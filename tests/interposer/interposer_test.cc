@@ -48,9 +48,11 @@ class InterposerTest : public ::testing::Test {
   }
   // The probe on the kernel.
   ProgramRun Kernel(const std::vector<std::string>& args) { return Run(probe_, args); }
-  // The probe under `epollcr run --log LOG`.
-  ProgramRun Epollcr(const std::vector<std::string>& args) {
-    std::vector<std::string> all = {"run", "--log", log_, "--", probe_};
+  // The probe under `epollcr run --log LOG [OPTIONS]`.
+  ProgramRun Epollcr(const std::vector<std::string>& args, const std::vector<std::string>& options = {}) {
+    std::vector<std::string> all = {"run", "--log", log_};
+    all.insert(all.end(), options.begin(), options.end());
+    all.insert(all.end(), {"--", probe_});
     all.insert(all.end(), args.begin(), args.end());
     return Run(bin_, all);
   }
@@ -59,6 +61,18 @@ class InterposerTest : public ::testing::Test {
     std::istringstream lines(ReadAll(log_));
     int n = 0;
     for (std::string line; std::getline(lines, line);) n += line.starts_with("create ") ? 1 : 0;
+    return n;
+  }
+
+  // The raw epoll system calls the log says the processes made (each exit line's "raw R").
+  long RawCalls() {
+    std::istringstream lines(ReadAll(log_));
+    long n = 0;
+    for (std::string line; std::getline(lines, line);) {
+      if (std::size_t at = line.find(" raw "); line.starts_with("exit ") && at != std::string::npos) {
+        n += std::atol(line.c_str() + at + 5);
+      }
+    }
     return n;
   }
 
@@ -88,6 +102,73 @@ TEST_F(InterposerTest, RandomSequencesMatchTheKernel) {
     EXPECT_EQ(epollcr.out, kernel.out);
   }
   EXPECT_EQ(Creates(), 80);
+}
+
+// Raw epoll system calls (docs/interposer.md, "Raw system calls"): `epollcr run` traps them (seccomp) and the
+// interposer answers them as it answers libc's, so a program that makes them, alone or mixed with libc's calls on the
+// same epolls, prints what it prints on the kernel.
+TEST_F(InterposerTest, RawSystemCallsMatchTheKernel) {
+  std::vector<std::vector<std::string>> runs = {{"raw"}, {"mixed"}};
+  for (int seed = 1; seed <= 10; ++seed) runs.push_back({"raw", std::to_string(seed)});
+  for (int seed = 1; seed <= 20; ++seed) runs.push_back({"mixed", std::to_string(seed)});
+  for (const auto& args : runs) {
+    SCOPED_TRACE(::testing::PrintToString(args));
+    ProgramRun kernel = Kernel(args);
+    ASSERT_EQ(kernel.status, 0) << kernel.err;
+    ProgramRun epollcr = Epollcr(args);
+    EXPECT_EQ(epollcr.status, 0) << epollcr.err;
+    EXPECT_EQ(epollcr.out, kernel.out);
+    EXPECT_EQ(epollcr.err, "");
+  }
+  EXPECT_GE(Creates(), 64) << "the raw epoll_create1 calls made no epollcr poll";
+  EXPECT_GT(RawCalls(), 1000) << ReadAll(log_);
+}
+
+// Without the trap (--raw-syscalls kernel), a raw call on one of epollcr's epolls reaches the kernel epoll behind it,
+// whose registrations are the library's: calls mixed on the same epolls go wrong. (This is why the trap is on.)
+TEST_F(InterposerTest, WithoutTheTrapMixedCallsDiverge) {
+  int differ = 0;
+  for (int seed = 1; seed <= 5; ++seed) {
+    ProgramRun kernel = Kernel({"mixed", std::to_string(seed)});
+    ASSERT_EQ(kernel.status, 0) << kernel.err;
+    ProgramRun epollcr = Epollcr({"mixed", std::to_string(seed)}, {"--raw-syscalls", "kernel"});
+    differ += epollcr.out != kernel.out ? 1 : 0;
+  }
+  EXPECT_GE(differ, 3);
+  EXPECT_EQ(RawCalls(), 0);
+}
+
+// io_uring's poll and epoll requests cannot be interposed: under `epollcr run` io_uring_setup fails with ENOSYS and
+// says why; --raw-syscalls kernel lets it through.
+TEST_F(InterposerTest, IoUringIsRefusedWithAReason) {
+  ProgramRun kernel = Kernel({"io_uring"});
+  ASSERT_EQ(kernel.status, 0) << kernel.err;
+  ASSERT_EQ(kernel.out, "io_uring_setup: ok\n") << "this kernel has no io_uring";
+  ProgramRun epollcr = Epollcr({"io_uring"});
+  EXPECT_EQ(epollcr.status, 0) << epollcr.err;
+  EXPECT_EQ(epollcr.out, "io_uring_setup: ENOSYS\n");
+  EXPECT_THAT(epollcr.err, HasSubstr("set up an io_uring (system call 425): its poll and epoll requests would bypass "
+                                     "epollcr, so it is refused (ENOSYS)"));
+  ProgramRun through = Epollcr({"io_uring"}, {"--raw-syscalls", "kernel"});
+  EXPECT_EQ(through.out, "io_uring_setup: ok\n");
+  EXPECT_EQ(through.err, "");
+}
+
+// A program the interposer cannot reach (here a static one) exec'd under `epollcr run`: the exec is reported, and its
+// first epoll system call ends it with SIGSYS rather than run on the kernel's epoll unseen.
+TEST_F(InterposerTest, AnExecOfAStaticProgramIsReportedAndItsEpollCallsEndIt) {
+  const std::string static_program = Env("EPOLLCR_STATIC_PROBE");
+  ProgramRun kernel = Kernel({"then", static_program});
+  ASSERT_EQ(kernel.status, 0) << kernel.err;
+  ProgramRun epollcr = Epollcr({"then", static_program});
+  EXPECT_EQ(epollcr.signal, SIGSYS) << epollcr.status << " " << epollcr.err;
+  EXPECT_THAT(epollcr.err, HasSubstr("execs " + static_program + ", which epollcr cannot interpose (it is statically "
+                                     "linked"));
+  EXPECT_EQ(epollcr.out, "") << "the static program's first epoll call must end it";
+  ProgramRun dynamic = Epollcr({"then", probe_});
+  EXPECT_EQ(dynamic.status, 0) << dynamic.err;
+  EXPECT_EQ(dynamic.out, kernel.out);
+  EXPECT_EQ(dynamic.err, "");
 }
 
 // The kernel shares an epoll between a parent and its child. Under epollcr the child gets its own table: a use of

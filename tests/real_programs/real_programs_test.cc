@@ -230,7 +230,8 @@ std::string Exchange(int fd, const std::string& request, const std::string& end)
 // ---- the log of `epollcr run` ---------------------------------------------------------------------------------------
 
 // One line per epoll instance a process created ("create PID FD") and one per process at a clean exit ("exit PID
-// polls N waits W events E": the polls it created, its epoll_wait calls and the events they returned).
+// polls N waits W events E raw R": the polls it created, its epoll_wait calls, the events they returned and its raw
+// epoll system calls, which `epollcr run` traps and answers).
 struct LogCreate {
   long pid = 0;
   long fd = 0;
@@ -240,6 +241,7 @@ struct LogExit {
   long polls = 0;
   long waits = 0;
   long events = 0;
+  long raw = 0;
 };
 struct EpollcrLog {
   std::vector<LogCreate> creates;
@@ -260,7 +262,8 @@ EpollcrLog ParseEpollcrLog(const std::string& text) {
     if (verb == "create" && words >> c.pid >> c.fd && !(words >> rest)) {
       log.creates.push_back(c);
     } else if (verb == "exit" && words >> e.pid >> w1 >> e.polls >> w2 >> e.waits >> w3 >> e.events &&
-               w1 == "polls" && w2 == "waits" && w3 == "events" && !(words >> rest)) {
+               w1 == "polls" && w2 == "waits" && w3 == "events" &&
+               (!(words >> rest) || (rest == "raw" && words >> e.raw && !(words >> rest)))) {
       log.exits.push_back(e);
     } else {
       log.unparsed.push_back(line);
@@ -274,7 +277,7 @@ TEST(EpollcrRunLogTest, ParsesCreateAndExitLinesAndKeepsTheRest) {
   const EpollcrLog log = ParseEpollcrLog(
       "create 120 7\n"
       "create 121 5\n"
-      "exit 121 polls 1 waits 30 events 42\n"
+      "exit 121 polls 1 waits 30 events 42 raw 2\n"
       "create 122\n"
       "exit 120 polls 2 waits 3\n"
       "hello\n");
@@ -287,6 +290,7 @@ TEST(EpollcrRunLogTest, ParsesCreateAndExitLinesAndKeepsTheRest) {
   EXPECT_EQ(log.exits[0].polls, 1);
   EXPECT_EQ(log.exits[0].waits, 30);
   EXPECT_EQ(log.exits[0].events, 42);
+  EXPECT_EQ(log.exits[0].raw, 2);
   EXPECT_THAT(log.unparsed, ::testing::ElementsAre("create 122", "exit 120 polls 2 waits 3", "hello"));
 }
 

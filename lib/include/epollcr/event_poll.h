@@ -74,6 +74,15 @@ struct EntryInfo {
 // can be had, the fd stays where it was made.
 void SetInternalFdFloor(int floor);
 
+// The library's own epoll and io_uring_setup system calls carry this in the upper half of their first argument, an
+// int or u32 whose upper half the kernel drops. Under `epollcr run` a seccomp filter traps those system calls
+// without it: a program's raw ones (docs/interposer.md, "Raw system calls").
+inline constexpr std::uint64_t kOwnSyscallTag = std::uint64_t{0x45504352} << 32;  // "EPCR"
+// `arg` (an fd, flags or a count) tagged as the library's.
+inline long OwnSyscallArg(long arg) {
+  return static_cast<long>(kOwnSyscallTag | static_cast<std::uint32_t>(arg));
+}
+
 class EventPoll final : public File {
  public:
   // NewEventPoll: the only way to make one (it must be shared-owned to be watched and to be released).
