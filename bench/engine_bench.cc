@@ -2,7 +2,8 @@
 //   NotifyHarvest  - make 1 of n level-triggered entries ready, harvest it, consume it (round-robin over the n)
 //   ReadEvents1000 - harvest 1000 level-triggered entries that stay ready, in one call
 //   AddRemove      - add and remove one entry while 1000 others are registered
-//   NullSyscall    - context: the kernel's cost of entering and leaving it for nothing (getppid)
+//   NullSyscall    - context: the kernel's cost of entering and leaving it for nothing (getppid), and the same
+//                    under `epollcr run`'s seccomp filter (BM_NullSyscall_Filtered)
 // Each reports `per_event` (or `per_pair`, `per_call`): seconds per unit of work on the benchmark thread's CPU clock
 // (user + system time: Google Benchmark's default), items_per_second, and units_per_iteration so that a reader of the
 // JSON can turn its real_time (wall clock) and cpu_time per iteration into time per unit.
@@ -10,12 +11,15 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <vector>
 
+#include "preload/raw_syscall_trap.h"
 #include "worlds.h"
 
 namespace epollcr::bench {
@@ -34,6 +38,58 @@ void BM_NullSyscall_Kernel(benchmark::State& state) {
 }
 
 BENCHMARK(BM_NullSyscall_Kernel);
+
+// The same call under `epollcr run`'s seccomp filter (preload/raw_syscall_trap.h), which every system call of an
+// interposed program passes through. A filter cannot be removed, so each iteration forks a child that times
+// kFilterCalls calls, installs the filter, and times as many again, on its own CPU clock: per_call_plain and
+// per_call_filtered are those two figures (the iteration's time is the child's whole life, not reported).
+constexpr int kFilterCalls = 1'000'000;
+
+double ThreadCpuSeconds() {
+  timespec t{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+void BM_NullSyscall_Filtered(benchmark::State& state) {
+  double plain = 0, filtered = 0;
+  for (auto _ : state) {
+    int out[2];
+    if (::pipe(out) != 0) {
+      state.SkipWithError("pipe failed");
+      break;
+    }
+    const pid_t child = ::fork();
+    if (child == 0) {
+      auto loop = [] {
+        const double start = ThreadCpuSeconds();
+        for (int i = 0; i < kFilterCalls; ++i) benchmark::DoNotOptimize(::syscall(SYS_getppid));
+        return (ThreadCpuSeconds() - start) / kFilterCalls;
+      };
+      double per_call[2] = {loop(), 0};
+      per_call[1] = preload::InstallRawSyscallTrap() ? -1 : loop();
+      (void)!::write(out[1], per_call, sizeof per_call);
+      ::_exit(0);
+    }
+    ::close(out[1]);
+    double per_call[2] = {-1, -1};
+    const bool got = ::read(out[0], per_call, sizeof per_call) == static_cast<ssize_t>(sizeof per_call);
+    ::close(out[0]);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    if (!got || per_call[1] < 0) {
+      state.SkipWithError("the child could not install the filter");
+      break;
+    }
+    plain += per_call[0];
+    filtered += per_call[1];
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.counters["per_call_plain"] = benchmark::Counter(plain / n * 1e9);
+  state.counters["per_call_filtered"] = benchmark::Counter(filtered / n * 1e9);
+}
+
+BENCHMARK(BM_NullSyscall_Filtered)->Iterations(3)->Unit(benchmark::kMillisecond);
 
 // ---- 1. notify + harvest, 1 ready among n --------------------------------------------------------------------------
 

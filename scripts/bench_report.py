@@ -726,6 +726,13 @@ def preamble(run, build_dir, command):
     for clock, name in CLOCKS:
         rows.append((f"One trivial system call (getppid), measured, {name}",
                      f"{fmt_ns(*run.per_unit('BM_NullSyscall_Kernel', clock))} ns"))
+    plain = run.value("BM_NullSyscall_Filtered", "per_call_plain")
+    filtered = run.value("BM_NullSyscall_Filtered", "per_call_filtered")
+    if plain is not None and filtered is not None:
+        rows.append(("The same call under `epollcr run`'s seccomp filter (`BM_NullSyscall_Filtered`: one child "
+                     "process times it before and after installing the filter), CPU",
+                     f"{fmt_ns(filtered, None)} ns against {fmt_ns(plain, None)} ns "
+                     f"({filtered - plain:+.0f} ns per system call)"))
     for huge, idle, what in ((0, 0, "4 KiB pages"), (1, 0, "madvise(MADV_HUGEPAGE), memory freed just before"),
                              (1, 5, "madvise(MADV_HUGEPAGE), after 5 s idle (the host took the free memory back)")):
         rows.append((f"Touching fresh anonymous memory, {what} (`BM_PageFault`), CPU, per 4 KiB",
