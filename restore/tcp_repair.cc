@@ -1,0 +1,246 @@
+#include "restore/tcp_repair.h"
+
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+namespace epollcr::restore {
+namespace {
+
+Status Failed(const char* step) { return Status::Error(errno, std::string(step) + ": " + std::strerror(errno)); }
+
+bool Set(int fd, int level, int name, int value) {
+  return ::setsockopt(fd, level, name, &value, sizeof value) == 0;
+}
+
+bool Get(int fd, int level, int name, int* value) {
+  socklen_t size = sizeof *value;
+  return ::getsockopt(fd, level, name, value, &size) == 0;
+}
+
+bool SelectQueue(int fd, int queue) { return Set(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, queue); }
+
+// The bytes of the selected queue (repair mode: a peek reads the queue itself, the send queue included).
+bool PeekQueue(int fd, int queue, std::size_t size, std::string* out) {
+  out->assign(size, '\0');
+  if (size == 0) return SelectQueue(fd, queue);
+  if (!SelectQueue(fd, queue)) return false;
+  const ssize_t n = ::recv(fd, out->data(), size, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0) return false;
+  if (static_cast<std::size_t>(n) != size) {
+    errno = EAGAIN;  // the queue changed under the capture
+    return false;
+  }
+  return true;
+}
+
+// Writes `bytes` into the selected queue (repair mode: the receive queue as if they had arrived, the send queue as if
+// they had been sent).
+bool FillQueue(int fd, int queue, const std::string& bytes) {
+  if (!SelectQueue(fd, queue)) return false;
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::send(fd, bytes.data() + done, bytes.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n <= 0) {
+      if (n == 0) errno = ENOBUFS;
+      return false;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// TCP_INFO; EINVAL unless the connection is established (the kernel allows repair mode on an established or a closed
+// socket only, and only an established connection is worth moving).
+Status Established(int fd, tcp_info* info) {
+  socklen_t size = sizeof *info;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, &size) != 0) return Failed("TCP_INFO");
+  if (info->tcpi_state != TCP_ESTABLISHED) {
+    return Status::Error(EINVAL, "the connection is not established (TCP state " +
+                                     std::to_string(info->tcpi_state) + "): only established connections move by value");
+  }
+  return {};
+}
+
+Status ReadConnection(int fd, TcpConnection* c) {
+  tcp_info info{};
+  if (Status status = Established(fd, &info); !status.ok()) return status;  // again, in repair mode: nothing moves now
+  socklen_t size = 0;
+  c->sack = (info.tcpi_options & TCPI_OPT_SACK) != 0;
+  c->timestamps = (info.tcpi_options & TCPI_OPT_TIMESTAMPS) != 0;
+  c->window_scaling = (info.tcpi_options & TCPI_OPT_WSCALE) != 0;
+  c->send_window_scale = info.tcpi_snd_wscale;
+  c->receive_window_scale = info.tcpi_rcv_wscale;
+  c->local_size = sizeof c->local;
+  c->remote_size = sizeof c->remote;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&c->local), &c->local_size) != 0) return Failed("getsockname");
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&c->remote), &c->remote_size) != 0) return Failed("getpeername");
+  c->family = c->local.ss_family;
+  int mss = 0;
+  if (!Get(fd, IPPROTO_TCP, TCP_MAXSEG, &mss)) return Failed("TCP_MAXSEG");
+  c->mss = static_cast<std::uint32_t>(mss);
+  int in_queue = 0, out_queue = 0, not_sent = 0;
+  if (::ioctl(fd, SIOCINQ, &in_queue) != 0) return Failed("SIOCINQ");
+  if (::ioctl(fd, SIOCOUTQ, &out_queue) != 0) return Failed("SIOCOUTQ");
+  if (::ioctl(fd, SIOCOUTQNSD, &not_sent) != 0) return Failed("SIOCOUTQNSD");
+  int seq = 0;
+  if (!SelectQueue(fd, TCP_SEND_QUEUE) || !Get(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, &seq)) return Failed("send TCP_QUEUE_SEQ");
+  c->send_seq = static_cast<std::uint32_t>(seq);
+  if (!SelectQueue(fd, TCP_RECV_QUEUE) || !Get(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, &seq)) {
+    return Failed("receive TCP_QUEUE_SEQ");
+  }
+  c->receive_seq = static_cast<std::uint32_t>(seq);
+  std::string send_queue;
+  if (!PeekQueue(fd, TCP_SEND_QUEUE, static_cast<std::size_t>(out_queue), &send_queue)) {
+    return Failed("reading the send queue");
+  }
+  const std::size_t sent = static_cast<std::size_t>(out_queue - not_sent);
+  c->unacked = send_queue.substr(0, sent);
+  c->unsent = send_queue.substr(sent);
+  if (!PeekQueue(fd, TCP_RECV_QUEUE, static_cast<std::size_t>(in_queue), &c->unread)) {
+    return Failed("reading the receive queue");
+  }
+  (void)SelectQueue(fd, TCP_NO_QUEUE);
+  size = sizeof c->window;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, &c->window, &size) != 0) return Failed("TCP_REPAIR_WINDOW");
+  if (c->timestamps) {
+    int stamp = 0;
+    if (!Get(fd, IPPROTO_TCP, TCP_TIMESTAMP, &stamp)) return Failed("TCP_TIMESTAMP");
+    c->timestamp = static_cast<std::uint32_t>(stamp);
+  }
+  int value = 0;
+  if (!Get(fd, IPPROTO_TCP, TCP_NODELAY, &value)) return Failed("TCP_NODELAY");
+  c->nodelay = value != 0;
+  if (!Get(fd, SOL_SOCKET, SO_KEEPALIVE, &value)) return Failed("SO_KEEPALIVE");
+  c->keepalive = value != 0;
+  if (!Get(fd, IPPROTO_TCP, TCP_KEEPIDLE, &c->keepalive_idle) ||
+      !Get(fd, IPPROTO_TCP, TCP_KEEPINTVL, &c->keepalive_interval) ||
+      !Get(fd, IPPROTO_TCP, TCP_KEEPCNT, &c->keepalive_count)) {
+    return Failed("TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT");
+  }
+  if (!Get(fd, SOL_SOCKET, SO_SNDBUF, &c->send_buffer) || !Get(fd, SOL_SOCKET, SO_RCVBUF, &c->receive_buffer)) {
+    return Failed("SO_SNDBUF/SO_RCVBUF");
+  }
+  c->file_flags = ::fcntl(fd, F_GETFL);
+  if (c->file_flags < 0) return Failed("F_GETFL");
+  return {};
+}
+
+// Makes the socket of `c` on `fd` (new, in repair mode); every step that can fail says which it was.
+Status Build(int fd, const TcpConnection& c) {
+  // Buffers first: the queues must fit in them. getsockopt gave twice what was asked for.
+  if (!Set(fd, SOL_SOCKET, SO_SNDBUF, c.send_buffer / 2) || !Set(fd, SOL_SOCKET, SO_RCVBUF, c.receive_buffer / 2)) {
+    return Failed("SO_SNDBUF/SO_RCVBUF");
+  }
+  const std::uint32_t queued = static_cast<std::uint32_t>(c.unacked.size() + c.unsent.size());
+  if (!SelectQueue(fd, TCP_SEND_QUEUE) || !Set(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.send_seq - queued))) {
+    return Failed("send TCP_QUEUE_SEQ");
+  }
+  const std::uint32_t unread = static_cast<std::uint32_t>(c.unread.size());
+  if (!SelectQueue(fd, TCP_RECV_QUEUE) ||
+      !Set(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.receive_seq - unread))) {
+    return Failed("receive TCP_QUEUE_SEQ");
+  }
+  // In repair mode the bind may take the address of a listening socket, and the connect sends no SYN: the socket is
+  // established at once.
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&c.local), c.local_size) != 0) return Failed("bind");
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&c.remote), c.remote_size) != 0) return Failed("connect");
+  tcp_repair_opt options[4];
+  unsigned n = 0;
+  options[n++] = {TCPOPT_MAXSEG, c.mss};
+  if (c.window_scaling) {
+    options[n++] = {TCPOPT_WINDOW, c.send_window_scale | (static_cast<std::uint32_t>(c.receive_window_scale) << 16)};
+  }
+  if (c.sack) options[n++] = {TCPOPT_SACK_PERMITTED, 0};
+  if (c.timestamps) options[n++] = {TCPOPT_TIMESTAMP, 0};
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR_OPTIONS, options, n * sizeof options[0]) != 0) {
+    return Failed("TCP_REPAIR_OPTIONS");
+  }
+  if (c.timestamps && !Set(fd, IPPROTO_TCP, TCP_TIMESTAMP, static_cast<int>(c.timestamp))) return Failed("TCP_TIMESTAMP");
+  if (!FillQueue(fd, TCP_RECV_QUEUE, c.unread)) return Failed("filling the receive queue");
+  if (!FillQueue(fd, TCP_SEND_QUEUE, c.unacked)) return Failed("filling the send queue");
+  (void)SelectQueue(fd, TCP_NO_QUEUE);
+  // The window last: the kernel checks it against the receive sequence the queue has just advanced.
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, &c.window, sizeof c.window) != 0) {
+    return Failed("TCP_REPAIR_WINDOW");
+  }
+  if (!Set(fd, IPPROTO_TCP, TCP_NODELAY, c.nodelay ? 1 : 0) || !Set(fd, SOL_SOCKET, SO_KEEPALIVE, c.keepalive ? 1 : 0) ||
+      !Set(fd, IPPROTO_TCP, TCP_KEEPIDLE, c.keepalive_idle) ||
+      !Set(fd, IPPROTO_TCP, TCP_KEEPINTVL, c.keepalive_interval) ||
+      !Set(fd, IPPROTO_TCP, TCP_KEEPCNT, c.keepalive_count)) {
+    return Failed("socket options");
+  }
+  // Out of repair mode (with a window probe, which tells the peer the connection is alive), then the bytes that were
+  // queued but never sent go out as any write's would.
+  if (!Set(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF)) return Failed("leaving repair mode");
+  std::size_t done = 0;
+  while (done < c.unsent.size()) {
+    const ssize_t sent = ::send(fd, c.unsent.data() + done, c.unsent.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent <= 0) {
+      if (sent == 0) errno = ENOBUFS;
+      return Failed("queueing the unsent bytes");
+    }
+    done += static_cast<std::size_t>(sent);
+  }
+  if (::fcntl(fd, F_SETFL, c.file_flags) != 0) return Failed("F_SETFL");
+  return {};
+}
+
+}  // namespace
+
+Result<TcpConnection> CaptureTcp(int fd) {
+  int type = 0, protocol = 0;
+  if (!Get(fd, SOL_SOCKET, SO_TYPE, &type) || !Get(fd, SOL_SOCKET, SO_PROTOCOL, &protocol)) {
+    return Failed("not a socket");
+  }
+  if (type != SOCK_STREAM || protocol != IPPROTO_TCP) {
+    return Status::Error(EOPNOTSUPP, "not a TCP socket: only TCP connections move by value");
+  }
+  tcp_info info{};
+  if (Status status = Established(fd, &info); !status.ok()) return status;
+  if (!Set(fd, IPPROTO_TCP, TCP_REPAIR, 1)) {
+    return errno == EPERM ? Status::Error(EPERM, "TCP_REPAIR: needs CAP_NET_ADMIN") : Failed("TCP_REPAIR");
+  }
+  TcpConnection connection;
+  if (Status status = ReadConnection(fd, &connection); !status.ok()) {
+    (void)SelectQueue(fd, TCP_NO_QUEUE);
+    (void)ResumeTcp(fd);
+    return status;
+  }
+  return connection;
+}
+
+std::error_code ResumeTcp(int fd) {
+  return Set(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF) ? std::error_code{} : Errno(errno);
+}
+
+void CloseTcpSilently(int fd) {
+  (void)Set(fd, IPPROTO_TCP, TCP_REPAIR, 1);
+  ::close(fd);
+}
+
+Result<int> RebuildTcp(const TcpConnection& c) {
+  if (c.family != AF_INET && c.family != AF_INET6) {
+    return Status::Error(EAFNOSUPPORT, "address family " + std::to_string(c.family) + " is not TCP over IP");
+  }
+  const int fd = ::socket(c.family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+  if (fd < 0) return Failed("socket");
+  if (!Set(fd, IPPROTO_TCP, TCP_REPAIR, 1)) {
+    Status status = errno == EPERM ? Status::Error(EPERM, "TCP_REPAIR: needs CAP_NET_ADMIN") : Failed("TCP_REPAIR");
+    ::close(fd);
+    return status;
+  }
+  if (Status status = Build(fd, c); !status.ok()) {
+    CloseTcpSilently(fd);  // nothing of a half-made connection reaches the peer
+    return status;
+  }
+  return fd;
+}
+
+}  // namespace epollcr::restore

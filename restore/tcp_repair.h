@@ -1,0 +1,84 @@
+// An established TCP connection by value: what Linux's TCP repair mode (tcp(7), TCP_REPAIR; needs CAP_NET_ADMIN)
+// lets a process read out of a socket, and what a new socket needs to carry the connection on, in this process or
+// another, with nothing inherited. The peer sees no reset and no lost or repeated byte: the new socket starts with the
+// old one's sequence numbers, options, window and queues.
+//
+// The life of a connection moved by value:
+//   1. CaptureTcp(fd) puts the socket in repair mode (it sends nothing from then on) and reads its state;
+//   2. either the move goes ahead: CloseTcpSilently(fd) closes it while still in repair mode, so no FIN or RST goes
+//      out, and RebuildTcp(state) makes the new socket (after the close: both cannot hold the same address pair);
+//   3. or it is called off: ResumeTcp(fd) leaves repair mode and the socket carries on as if nothing happened.
+// Between 1 and the rebuild, segments the peer sends reach either the old socket in repair mode (which takes them in
+// after the capture: they are lost) or no socket (the kernel answers with a reset). The caller keeps the peer quiet
+// over that window, or drops its packets (what CRIU's network lock does).
+//
+// The order of operations and the kernel's checks follow Linux's tcp_repair code (net/ipv4/tcp.c: TCP_QUEUE_SEQ,
+// TCP_REPAIR_OPTIONS, TCP_REPAIR_WINDOW) and CRIU's description of it; the code is epollcr's.
+#pragma once
+
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+
+#include "epollcr/result.h"
+
+namespace epollcr::restore {
+
+struct TcpConnection {
+  int family = 0;  // AF_INET or AF_INET6
+  sockaddr_storage local{};
+  socklen_t local_size = 0;
+  sockaddr_storage remote{};
+  socklen_t remote_size = 0;
+
+  // Sequence numbers: the one after the last byte queued to send (the kernel's write_seq) and the next one expected
+  // from the peer (rcv_nxt).
+  std::uint32_t send_seq = 0;
+  std::uint32_t receive_seq = 0;
+  // The send queue: bytes sent and not yet acknowledged, then bytes not yet sent. The receive queue: bytes the
+  // program has not read yet (acknowledged to the peer).
+  std::string unacked;
+  std::string unsent;
+  std::string unread;
+
+  // Options agreed at the handshake (TCP_INFO, TCP_MAXSEG) and the timestamp clock (TCP_TIMESTAMP).
+  std::uint32_t mss = 0;
+  bool sack = false;
+  bool timestamps = false;
+  bool window_scaling = false;
+  std::uint8_t send_window_scale = 0;
+  std::uint8_t receive_window_scale = 0;
+  std::uint32_t timestamp = 0;
+  // The window state (TCP_REPAIR_WINDOW).
+  tcp_repair_window window{};
+
+  // Socket and file options the program set or relies on.
+  bool nodelay = false;
+  bool keepalive = false;
+  int keepalive_idle = 0;
+  int keepalive_interval = 0;
+  int keepalive_count = 0;
+  int send_buffer = 0;     // SO_SNDBUF as getsockopt gives it (twice what was asked)
+  int receive_buffer = 0;  // SO_RCVBUF
+  int file_flags = 0;      // F_GETFL (O_NONBLOCK)
+};
+
+// Puts `fd`, an established TCP socket, in repair mode and reads its connection. On failure the socket is left as it
+// was (out of repair mode) and the error says why: EPERM without CAP_NET_ADMIN, ENOTSOCK/EOPNOTSUPP for another kind
+// of socket, EINVAL for a connection that is not established (mid-handshake or mid-close).
+Result<TcpConnection> CaptureTcp(int fd);
+
+// Takes `fd` out of repair mode: the move was called off and the connection goes on here.
+std::error_code ResumeTcp(int fd);
+
+// Closes `fd` in repair mode: the kernel forgets the connection and sends the peer nothing.
+void CloseTcpSilently(int fd);
+
+// A new socket carrying `connection` on (close-on-exec; non-blocking if the old one was). Nothing is sent to the peer
+// but a window probe when the socket leaves repair mode and then the bytes that were never sent. On failure no socket
+// is left behind and the error says which step failed.
+Result<int> RebuildTcp(const TcpConnection& connection);
+
+}  // namespace epollcr::restore

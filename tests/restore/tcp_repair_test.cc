@@ -1,0 +1,296 @@
+// restore/tcp_repair.h: an established TCP connection moved by value over loopback. The oracle is the byte stream
+// itself: each side writes a known pattern, and after the move the peer must read every byte of it, in order, once,
+// with no reset, while the moved side reads every byte the peer had sent. Also: a move called off, what cannot move
+// (and why), and a rebuild that fails leaving nothing behind. Runs as root (CAP_NET_ADMIN), as CI does.
+#include "restore/tcp_repair.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "open_fds.h"
+
+namespace epollcr::restore {
+namespace {
+
+// Byte k of stream `tag`: a sequence no shift or repeat of itself matches.
+char PatternByte(char tag, std::uint64_t k) { return static_cast<char>(tag + (k * 131 + (k >> 8) * 7) % 251); }
+
+std::string Pattern(char tag, std::uint64_t from, std::size_t n) {
+  std::string bytes(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) bytes[i] = PatternByte(tag, from + i);
+  return bytes;
+}
+
+// A connected pair over loopback: `client` and the `server` side the listener accepted.
+struct Pair {
+  int client = -1;
+  int server = -1;
+  ~Pair() {
+    if (client >= 0) ::close(client);
+    if (server >= 0) ::close(server);
+  }
+};
+
+bool Connect(int family, Pair* pair) {
+  const int listener = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_storage address{};
+  socklen_t size = 0;
+  if (family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&address);
+    in->sin_family = AF_INET;
+    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    size = sizeof *in;
+  } else {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&address);
+    in6->sin6_family = AF_INET6;
+    in6->sin6_addr = in6addr_loopback;
+    size = sizeof *in6;
+  }
+  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(&address), size) != 0 ||
+      ::listen(listener, 1) != 0 || ::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &size) != 0) {
+    if (listener >= 0) ::close(listener);
+    return false;
+  }
+  pair->client = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const bool connected = ::connect(pair->client, reinterpret_cast<sockaddr*>(&address), size) == 0;
+  pair->server = connected ? ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC) : -1;
+  ::close(listener);  // the connection outlives it, and a rebuild must not need it
+  return pair->server >= 0;
+}
+
+// Writes stream `tag` from byte `*at` until the kernel takes no more (non-blocking); returns how many it took.
+std::size_t WriteUntilFull(int fd, char tag, std::uint64_t* at) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  std::size_t total = 0;
+  for (;;) {
+    const std::string chunk = Pattern(tag, *at, 16384);
+    const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+    if (n <= 0) break;
+    *at += static_cast<std::uint64_t>(n);
+    total += static_cast<std::size_t>(n);
+  }
+  ::fcntl(fd, F_SETFL, flags);
+  return total;
+}
+
+// Reads exactly `n` bytes within 10 s and checks them against stream `tag` from byte `from`. "" or what went wrong.
+std::string ReadExactly(int fd, char tag, std::uint64_t from, std::size_t n) {
+  std::string got;
+  char buffer[65536];
+  while (got.size() < n) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10000) <= 0) return "timed out after " + std::to_string(got.size()) + " of " + std::to_string(n);
+    const ssize_t r = ::recv(fd, buffer, std::min(sizeof buffer, n - got.size()), MSG_DONTWAIT);
+    if (r < 0 && errno == EAGAIN) continue;
+    if (r <= 0) return r == 0 ? "end of stream" : std::string("recv: ") + std::strerror(errno);
+    got.append(buffer, static_cast<std::size_t>(r));
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (got[i] != PatternByte(tag, from + i)) return "byte " + std::to_string(from + i) + " differs";
+  }
+  return "";
+}
+
+// Writes `n` bytes of stream `tag` from `*at` while the peer reads them on another thread.
+std::string Stream(int from_fd, int to_fd, char tag, std::uint64_t* at, std::size_t n) {
+  std::string reader_error;
+  std::thread reader([&] { reader_error = ReadExactly(to_fd, tag, *at, n); });
+  const std::string bytes = Pattern(tag, *at, n);
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t w = ::send(from_fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+    if (w <= 0) break;
+    done += static_cast<std::size_t>(w);
+  }
+  reader.join();
+  *at += n;
+  return done == n ? reader_error : "send stopped after " + std::to_string(done);
+}
+
+int TcpState(int fd) {
+  tcp_info info{};
+  socklen_t size = sizeof info;
+  return ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) == 0 ? info.tcpi_state : -1;
+}
+
+int IntOption(int fd, int level, int name) {
+  int value = -1;
+  socklen_t size = sizeof value;
+  return ::getsockopt(fd, level, name, &value, &size) == 0 ? value : -1;
+}
+
+class TcpRepairTest : public ::testing::TestWithParam<int> {};
+
+// The server side has unread bytes from the client and a full send queue the client has not read; it is captured,
+// closed in repair mode and rebuilt as a new socket. Every byte of both queues reaches its reader exactly once, the
+// options come back, and the connection then carries a MiB each way with no reset.
+TEST_P(TcpRepairTest, AConnectionMovesByValueWithEveryQueuedByte) {
+  Pair pair;
+  ASSERT_TRUE(Connect(GetParam(), &pair)) << std::strerror(errno);
+  int on = 1;
+  ASSERT_EQ(::setsockopt(pair.server, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on), 0);
+  ASSERT_EQ(::setsockopt(pair.server, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on), 0);
+  std::uint64_t client_at = 0, server_at = 0;
+  const std::string upstream = Pattern('c', 0, 50000);  // the client's bytes the server has not read
+  ASSERT_EQ(::send(pair.client, upstream.data(), upstream.size(), MSG_NOSIGNAL), 50000);
+  client_at = 50000;
+  const std::size_t downstream = WriteUntilFull(pair.server, 's', &server_at);  // the client reads none yet
+  ASSERT_GT(downstream, 0u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // nothing in flight on loopback after this
+
+  Result<TcpConnection> captured = CaptureTcp(pair.server);
+  ASSERT_TRUE(captured.ok()) << captured.status().message;
+  const TcpConnection& c = captured.value();
+  EXPECT_EQ(c.unread, upstream);
+  EXPECT_GT(c.unsent.size() + c.unacked.size(), 0u) << "the client's full window left nothing queued";
+  EXPECT_TRUE(c.nodelay);
+  EXPECT_TRUE(c.keepalive);
+  CloseTcpSilently(pair.server);
+  pair.server = -1;
+  Result<int> rebuilt = RebuildTcp(c);
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status().message;
+  pair.server = rebuilt.value();
+
+  EXPECT_EQ(ReadExactly(pair.client, 's', 0, downstream), "");
+  EXPECT_EQ(ReadExactly(pair.server, 'c', 0, upstream.size()), "");
+  EXPECT_EQ(Stream(pair.client, pair.server, 'c', &client_at, 1 << 20), "");
+  EXPECT_EQ(Stream(pair.server, pair.client, 's', &server_at, 1 << 20), "");
+  EXPECT_EQ(TcpState(pair.client), TCP_ESTABLISHED);
+  EXPECT_EQ(TcpState(pair.server), TCP_ESTABLISHED);
+  EXPECT_EQ(IntOption(pair.server, IPPROTO_TCP, TCP_NODELAY), 1);
+  EXPECT_EQ(IntOption(pair.server, SOL_SOCKET, SO_KEEPALIVE), 1);
+  // The options the rebuilt socket holds, as the kernel reports them to a second capture.
+  Result<TcpConnection> again = CaptureTcp(pair.server);
+  ASSERT_TRUE(again.ok()) << again.status().message;
+  ASSERT_FALSE(ResumeTcp(pair.server));
+  EXPECT_EQ(again.value().mss, c.mss);
+  EXPECT_EQ(again.value().sack, c.sack);
+  EXPECT_EQ(again.value().timestamps, c.timestamps);
+  EXPECT_EQ(again.value().window_scaling, c.window_scaling);
+  EXPECT_EQ(again.value().send_window_scale, c.send_window_scale);
+  EXPECT_EQ(again.value().receive_window_scale, c.receive_window_scale);
+  EXPECT_TRUE(c.sack && c.timestamps && c.window_scaling) << "loopback negotiates them all: none was tested";
+  // The end of the stream reaches the peer as an orderly close, not a reset.
+  ::shutdown(pair.server, SHUT_WR);
+  char byte;
+  pollfd p{pair.client, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 10000), 1);
+  EXPECT_EQ(::recv(pair.client, &byte, 1, 0), 0) << std::strerror(errno);
+}
+
+// A capture called off: the socket leaves repair mode and carries on, its queues untouched.
+TEST_P(TcpRepairTest, AMoveCalledOffLeavesTheConnectionAsItWas) {
+  Pair pair;
+  ASSERT_TRUE(Connect(GetParam(), &pair));
+  std::uint64_t client_at = 0, server_at = 0;
+  const std::string upstream = Pattern('c', 0, 1000);
+  ASSERT_EQ(::send(pair.client, upstream.data(), upstream.size(), MSG_NOSIGNAL), 1000);
+  client_at = 1000;
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  Result<TcpConnection> captured = CaptureTcp(pair.server);
+  ASSERT_TRUE(captured.ok()) << captured.status().message;
+  EXPECT_EQ(captured.value().unread, upstream);
+  ASSERT_FALSE(ResumeTcp(pair.server));
+  EXPECT_EQ(ReadExactly(pair.server, 'c', 0, 1000), "");
+  EXPECT_EQ(Stream(pair.client, pair.server, 'c', &client_at, 1 << 18), "");
+  EXPECT_EQ(Stream(pair.server, pair.client, 's', &server_at, 1 << 18), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, TcpRepairTest, ::testing::Values(AF_INET, AF_INET6),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == AF_INET ? std::string("IPv4") : std::string("IPv6");
+                         });
+
+// What cannot move by value is refused with the reason, and the socket is left as it was.
+TEST(TcpRepairRefusalTest, WhatCannotMoveSaysWhyAndIsLeftAsItWas) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(listener, 1), 0);
+  Result<TcpConnection> listening = CaptureTcp(listener);
+  ASSERT_FALSE(listening.ok());
+  EXPECT_EQ(listening.error(), std::errc::invalid_argument);
+  EXPECT_NE(listening.status().message.find("not established"), std::string::npos) << listening.status().message;
+  EXPECT_EQ(IntOption(listener, IPPROTO_TCP, TCP_REPAIR), 0) << "left in repair mode";
+  ::close(listener);
+
+  const int udp = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  Result<TcpConnection> datagram = CaptureTcp(udp);
+  ASSERT_FALSE(datagram.ok());
+  EXPECT_EQ(datagram.error(), std::errc::operation_not_supported);
+  ::close(udp);
+  int unix_pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, unix_pair), 0);
+  EXPECT_EQ(CaptureTcp(unix_pair[0]).error(), std::errc::operation_not_supported);
+  ::close(unix_pair[0]);
+  ::close(unix_pair[1]);
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  EXPECT_EQ(CaptureTcp(pipe_fds[0]).error(), std::errc::not_a_socket);
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
+}
+
+// Without CAP_NET_ADMIN (a child that became nobody): EPERM, saying so, and the connection still works.
+TEST(TcpRepairRefusalTest, WithoutCapNetAdminTheCaptureIsRefused) {
+  Pair pair;
+  ASSERT_TRUE(Connect(AF_INET, &pair));
+  const pid_t child = ::fork();
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
+    Result<TcpConnection> captured = CaptureTcp(pair.server);
+    if (captured.ok()) ::_exit(11);
+    if (captured.error() != std::errc::operation_not_permitted) ::_exit(12);
+    if (captured.status().message.find("CAP_NET_ADMIN") == std::string::npos) ::_exit(13);
+    if (::send(pair.server, "x", 1, MSG_NOSIGNAL) != 1) ::_exit(14);
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(ReadExactly(pair.client, 'x', 0, 1), "");
+}
+
+// A rebuild that cannot be done (an address this host does not have) fails at its step and leaves no socket.
+TEST(TcpRepairRefusalTest, AFailedRebuildLeavesNothingBehind) {
+  Pair pair;
+  ASSERT_TRUE(Connect(AF_INET, &pair));
+  Result<TcpConnection> captured = CaptureTcp(pair.server);
+  ASSERT_TRUE(captured.ok()) << captured.status().message;
+  TcpConnection elsewhere = captured.value();
+  ASSERT_FALSE(ResumeTcp(pair.server));
+  reinterpret_cast<sockaddr_in*>(&elsewhere.local)->sin_addr.s_addr = inet_addr("192.0.2.1");  // TEST-NET-1
+  const int before = epollcr::testing::OpenFds();
+  Result<int> rebuilt = RebuildTcp(elsewhere);
+  ASSERT_FALSE(rebuilt.ok());
+  EXPECT_NE(rebuilt.status().message.find("bind"), std::string::npos) << rebuilt.status().message;
+  EXPECT_EQ(epollcr::testing::OpenFds(), before);
+  elsewhere.family = AF_UNIX;
+  EXPECT_EQ(RebuildTcp(elsewhere).error(), std::errc::address_family_not_supported);
+  // The original is untouched by either.
+  std::uint64_t at = 0;
+  EXPECT_EQ(Stream(pair.server, pair.client, 's', &at, 4096), "");
+}
+
+}  // namespace
+}  // namespace epollcr::restore
