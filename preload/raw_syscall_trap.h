@@ -40,7 +40,8 @@ inline std::error_code InstallRawSyscallTrap() {
   // The index of the 32-bit part: after this jump, the number's load, kN tests, allow, the tag's load and test, allow
   // and trap.
   const std::uint32_t to_32 = 2 + 1 + kN + 5;
-  program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, static_cast<std::uint8_t>(to_32 - at() - 1)));
+  const auto past_64 = static_cast<std::uint8_t>(to_32 - at() - 1);
+  program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, past_64));
   load(offsetof(seccomp_data, nr));
   const std::uint32_t check_tag = at() + kN + 1;
   for (std::uint32_t nr : kTrapped64) {
@@ -54,7 +55,8 @@ inline std::error_code InstallRawSyscallTrap() {
   if (at() != to_32) return std::make_error_code(std::errc::state_not_recoverable);
   load(offsetof(seccomp_data, nr));
   for (std::uint32_t nr : kTrapped32) {
-    program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, static_cast<std::uint8_t>(kN - (at() - to_32 - 1)), 0));
+    const auto to_trap = static_cast<std::uint8_t>(kN - (at() - to_32 - 1));
+    program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, to_trap, 0));
   }
   ret(SECCOMP_RET_ALLOW);
   ret(SECCOMP_RET_TRAP);

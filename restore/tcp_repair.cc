@@ -62,8 +62,8 @@ Status Established(int fd, tcp_info* info) {
   socklen_t size = sizeof *info;
   if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, &size) != 0) return Failed("TCP_INFO");
   if (info->tcpi_state != TCP_ESTABLISHED) {
-    return Status::Error(EINVAL, "the connection is not established (TCP state " +
-                                     std::to_string(info->tcpi_state) + "): only established connections move by value");
+    return Status::Error(EINVAL, "the connection is not established (TCP state " + std::to_string(info->tcpi_state) +
+                                     "): only established connections move by value");
   }
   return {};
 }
@@ -90,7 +90,9 @@ Status ReadConnection(int fd, TcpConnection* c) {
   if (::ioctl(fd, SIOCOUTQ, &out_queue) != 0) return Failed("SIOCOUTQ");
   if (::ioctl(fd, SIOCOUTQNSD, &not_sent) != 0) return Failed("SIOCOUTQNSD");
   int seq = 0;
-  if (!SelectQueue(fd, TCP_SEND_QUEUE) || !Get(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, &seq)) return Failed("send TCP_QUEUE_SEQ");
+  if (!SelectQueue(fd, TCP_SEND_QUEUE) || !Get(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, &seq)) {
+    return Failed("send TCP_QUEUE_SEQ");
+  }
   c->send_seq = static_cast<std::uint32_t>(seq);
   if (!SelectQueue(fd, TCP_RECV_QUEUE) || !Get(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, &seq)) {
     return Failed("receive TCP_QUEUE_SEQ");
@@ -139,7 +141,8 @@ Status Build(int fd, const TcpConnection& c) {
     return Failed("SO_SNDBUF/SO_RCVBUF");
   }
   const std::uint32_t queued = static_cast<std::uint32_t>(c.unacked.size() + c.unsent.size());
-  if (!SelectQueue(fd, TCP_SEND_QUEUE) || !Set(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.send_seq - queued))) {
+  if (!SelectQueue(fd, TCP_SEND_QUEUE) ||
+      !Set(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.send_seq - queued))) {
     return Failed("send TCP_QUEUE_SEQ");
   }
   const std::uint32_t unread = static_cast<std::uint32_t>(c.unread.size());
@@ -162,7 +165,9 @@ Status Build(int fd, const TcpConnection& c) {
   if (::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR_OPTIONS, options, n * sizeof options[0]) != 0) {
     return Failed("TCP_REPAIR_OPTIONS");
   }
-  if (c.timestamps && !Set(fd, IPPROTO_TCP, TCP_TIMESTAMP, static_cast<int>(c.timestamp))) return Failed("TCP_TIMESTAMP");
+  if (c.timestamps && !Set(fd, IPPROTO_TCP, TCP_TIMESTAMP, static_cast<int>(c.timestamp))) {
+    return Failed("TCP_TIMESTAMP");
+  }
   if (!FillQueue(fd, TCP_RECV_QUEUE, c.unread)) return Failed("filling the receive queue");
   if (!FillQueue(fd, TCP_SEND_QUEUE, c.unacked)) return Failed("filling the send queue");
   (void)SelectQueue(fd, TCP_NO_QUEUE);
@@ -170,7 +175,8 @@ Status Build(int fd, const TcpConnection& c) {
   if (::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, &c.window, sizeof c.window) != 0) {
     return Failed("TCP_REPAIR_WINDOW");
   }
-  if (!Set(fd, IPPROTO_TCP, TCP_NODELAY, c.nodelay ? 1 : 0) || !Set(fd, SOL_SOCKET, SO_KEEPALIVE, c.keepalive ? 1 : 0) ||
+  if (!Set(fd, IPPROTO_TCP, TCP_NODELAY, c.nodelay ? 1 : 0) ||
+      !Set(fd, SOL_SOCKET, SO_KEEPALIVE, c.keepalive ? 1 : 0) ||
       !Set(fd, IPPROTO_TCP, TCP_KEEPIDLE, c.keepalive_idle) ||
       !Set(fd, IPPROTO_TCP, TCP_KEEPINTVL, c.keepalive_interval) ||
       !Set(fd, IPPROTO_TCP, TCP_KEEPCNT, c.keepalive_count)) {

@@ -45,7 +45,9 @@ Calls calls = Calls::kLibc;
 std::mt19937 mixer(11);
 bool Raw() { return calls == Calls::kRaw || (calls == Calls::kMixed && mixer() % 2 == 0); }
 
-int Create1(int flags) { return Raw() ? static_cast<int>(syscall(SYS_epoll_create1, long{flags})) : epoll_create1(flags); }
+int Create1(int flags) {
+  return Raw() ? static_cast<int>(syscall(SYS_epoll_create1, long{flags})) : epoll_create1(flags);
+}
 int Create(int size) { return Raw() ? static_cast<int>(syscall(SYS_epoll_create, long{size})) : epoll_create(size); }
 int EpollCtl(int ep, int op, int fd, epoll_event* event) {
   return Raw() ? static_cast<int>(syscall(SYS_epoll_ctl, long{ep}, long{op}, long{fd}, event))

@@ -2,10 +2,10 @@
 // service would. The test makes three network namespaces of its own (names with its pid, removed at the end whatever
 // happens): C holds the client, A and B are the two server machines, each linked to C by a veth pair. The service
 // address 10.77.0.1 lives in A, and C routes to it through A. The server side is captured in A after the bytes it
-// has just sent were dropped on their way to the client, so they were never acknowledged; then the address moves to B (C's route with it) and
-// the connection is rebuilt in B. The oracle is the byte stream: the client reads every byte the server side ever
-// wrote (the unacknowledged ones retransmitted by B), once and in order, and the rebuilt side every byte the client
-// wrote; then a MiB crosses each way. Needs root (namespaces, CAP_NET_ADMIN) and ip(8) (iproute2).
+// has just sent were dropped on their way to the client, so they were never acknowledged; then the address moves to
+// B (C's route with it) and the connection is rebuilt in B. The oracle is the byte stream: the client reads every
+// byte the server side ever wrote (the unacknowledged ones retransmitted by B), once and in order, and the rebuilt
+// side every byte the client wrote; then a MiB crosses each way. Needs root (namespaces, CAP_NET_ADMIN) and ip(8) (iproute2).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -28,18 +28,11 @@
 #include <thread>
 #include <vector>
 
+#include "byte_stream.h"
 #include "restore/tcp_repair.h"
 
 namespace epollcr::restore {
 namespace {
-
-char PatternByte(char tag, std::uint64_t k) { return static_cast<char>(tag + (k * 131 + (k >> 8) * 7) % 251); }
-
-std::string Pattern(char tag, std::uint64_t from, std::size_t n) {
-  std::string bytes(n, '\0');
-  for (std::size_t i = 0; i < n; ++i) bytes[i] = PatternByte(tag, from + i);
-  return bytes;
-}
 
 // Runs `ip ARGS...`; "" or its failure.
 std::string Ip(const std::vector<std::string>& args) {
@@ -73,8 +66,10 @@ class Machines {
     // Veth pairs C<->A and C<->B, addressed 10.77.1.0/24 and 10.77.2.0/24; the service address on A's loopback.
     if (!Run({"link", "add", "ca", "netns", Name("c"), "type", "veth", "peer", "name", "ac", "netns", Name("a")}) ||
         !Run({"link", "add", "cb", "netns", Name("c"), "type", "veth", "peer", "name", "bc", "netns", Name("b")}) ||
-        !In("c", {"addr", "add", "10.77.1.2/24", "dev", "ca"}) || !In("c", {"addr", "add", "10.77.2.2/24", "dev", "cb"}) ||
-        !In("a", {"addr", "add", "10.77.1.1/24", "dev", "ac"}) || !In("b", {"addr", "add", "10.77.2.1/24", "dev", "bc"}) ||
+        !In("c", {"addr", "add", "10.77.1.2/24", "dev", "ca"}) ||
+        !In("c", {"addr", "add", "10.77.2.2/24", "dev", "cb"}) ||
+        !In("a", {"addr", "add", "10.77.1.1/24", "dev", "ac"}) ||
+        !In("b", {"addr", "add", "10.77.2.1/24", "dev", "bc"}) ||
         !In("c", {"link", "set", "ca", "up"}) || !In("c", {"link", "set", "cb", "up"}) ||
         !In("a", {"link", "set", "ac", "up"}) || !In("b", {"link", "set", "bc", "up"}) ||
         !In("a", {"addr", "add", "10.77.0.1/32", "dev", "lo"}) ||
@@ -126,42 +121,6 @@ class Machines {
   bool ready_ = false;
   std::string error_;
 };
-
-std::string ReadExactly(int fd, char tag, std::uint64_t from, std::size_t n) {
-  std::string got;
-  char buffer[65536];
-  while (got.size() < n) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 20000) <= 0) return "timed out after " + std::to_string(got.size()) + " of " + std::to_string(n);
-    const ssize_t r = ::recv(fd, buffer, std::min(sizeof buffer, n - got.size()), MSG_DONTWAIT);
-    if (r < 0 && errno == EAGAIN) continue;
-    if (r <= 0) return r == 0 ? "end of stream" : std::string("recv: ") + std::strerror(errno);
-    got.append(buffer, static_cast<std::size_t>(r));
-  }
-  for (std::size_t i = 0; i < n; ++i) {
-    if (got[i] != PatternByte(tag, from + i)) return "byte " + std::to_string(from + i) + " differs";
-  }
-  return "";
-}
-
-std::string SendAll(int fd, const std::string& bytes) {
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-    if (w <= 0) return std::string("send: ") + std::strerror(errno);
-    done += static_cast<std::size_t>(w);
-  }
-  return "";
-}
-
-std::string Stream(int from_fd, int to_fd, char tag, std::uint64_t* at, std::size_t n) {
-  std::string reader_error;
-  std::thread reader([&] { reader_error = ReadExactly(to_fd, tag, *at, n); });
-  const std::string sent = SendAll(from_fd, Pattern(tag, *at, n));
-  reader.join();
-  *at += n;
-  return !sent.empty() ? sent : reader_error;
-}
 
 TEST(TcpRepairNetnsTest, AConnectionMovesToAnotherMachineWithItsUnacknowledgedBytes) {
   Machines machines;

@@ -23,19 +23,11 @@
 #include <string>
 #include <thread>
 
+#include "byte_stream.h"
 #include "open_fds.h"
 
 namespace epollcr::restore {
 namespace {
-
-// Byte k of stream `tag`: a sequence no shift or repeat of itself matches.
-char PatternByte(char tag, std::uint64_t k) { return static_cast<char>(tag + (k * 131 + (k >> 8) * 7) % 251); }
-
-std::string Pattern(char tag, std::uint64_t from, std::size_t n) {
-  std::string bytes(n, '\0');
-  for (std::size_t i = 0; i < n; ++i) bytes[i] = PatternByte(tag, from + i);
-  return bytes;
-}
 
 // A connected pair over loopback: `client` and the `server` side the listener accepted.
 struct Pair {
@@ -88,40 +80,6 @@ std::size_t WriteUntilFull(int fd, char tag, std::uint64_t* at) {
   }
   ::fcntl(fd, F_SETFL, flags);
   return total;
-}
-
-// Reads exactly `n` bytes within 10 s and checks them against stream `tag` from byte `from`. "" or what went wrong.
-std::string ReadExactly(int fd, char tag, std::uint64_t from, std::size_t n) {
-  std::string got;
-  char buffer[65536];
-  while (got.size() < n) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 10000) <= 0) return "timed out after " + std::to_string(got.size()) + " of " + std::to_string(n);
-    const ssize_t r = ::recv(fd, buffer, std::min(sizeof buffer, n - got.size()), MSG_DONTWAIT);
-    if (r < 0 && errno == EAGAIN) continue;
-    if (r <= 0) return r == 0 ? "end of stream" : std::string("recv: ") + std::strerror(errno);
-    got.append(buffer, static_cast<std::size_t>(r));
-  }
-  for (std::size_t i = 0; i < n; ++i) {
-    if (got[i] != PatternByte(tag, from + i)) return "byte " + std::to_string(from + i) + " differs";
-  }
-  return "";
-}
-
-// Writes `n` bytes of stream `tag` from `*at` while the peer reads them on another thread.
-std::string Stream(int from_fd, int to_fd, char tag, std::uint64_t* at, std::size_t n) {
-  std::string reader_error;
-  std::thread reader([&] { reader_error = ReadExactly(to_fd, tag, *at, n); });
-  const std::string bytes = Pattern(tag, *at, n);
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::send(from_fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-    if (w <= 0) break;
-    done += static_cast<std::size_t>(w);
-  }
-  reader.join();
-  *at += n;
-  return done == n ? reader_error : "send stopped after " + std::to_string(done);
 }
 
 int TcpState(int fd) {
