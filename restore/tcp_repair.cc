@@ -1,6 +1,7 @@
 #include "restore/tcp_repair.h"
 
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
@@ -198,6 +199,24 @@ Status Build(int fd, const TcpConnection& c) {
   return {};
 }
 
+// From the capture on, the socket drops every segment it receives before TCP sees it: a socket in repair mode would
+// otherwise take in and acknowledge the peer's bytes after its queues were read, and they would be lost. Dropped, they
+// are the peer's to send again, to the rebuilt socket (or to this one, if the move is called off). A classic BPF
+// program of one instruction: return 0 (keep nothing). A socket with a filter of its own is refused: the capture would
+// have to replace it.
+Status HoldIncoming(int fd) {
+  socklen_t existing = 0;
+  if (::getsockopt(fd, SOL_SOCKET, SO_GET_FILTER, nullptr, &existing) == 0 && existing > 0) {
+    return Status::Error(EBUSY, "the socket has a packet filter of its own (SO_ATTACH_FILTER): it cannot be held");
+  }
+  sock_filter drop_all = BPF_STMT(BPF_RET | BPF_K, 0);
+  const sock_fprog program{.len = 1, .filter = &drop_all};
+  if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof program) != 0) {
+    return Failed("attaching the filter that holds incoming segments");
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<TcpConnection> CaptureTcp(int fd) {
@@ -213,6 +232,11 @@ Result<TcpConnection> CaptureTcp(int fd) {
   if (!Set(fd, IPPROTO_TCP, TCP_REPAIR, 1)) {
     return errno == EPERM ? Status::Error(EPERM, "TCP_REPAIR: needs CAP_NET_ADMIN") : Failed("TCP_REPAIR");
   }
+  // What arrives before the filter is in place is in the queues read below; nothing after it gets in.
+  if (Status status = HoldIncoming(fd); !status.ok()) {
+    (void)Set(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF);
+    return status;
+  }
   TcpConnection connection;
   if (Status status = ReadConnection(fd, &connection); !status.ok()) {
     (void)SelectQueue(fd, TCP_NO_QUEUE);
@@ -223,7 +247,8 @@ Result<TcpConnection> CaptureTcp(int fd) {
 }
 
 std::error_code ResumeTcp(int fd) {
-  return Set(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF) ? std::error_code{} : Errno(errno);
+  if (!Set(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF)) return Errno(errno);
+  return Set(fd, SOL_SOCKET, SO_DETACH_FILTER, 0) ? std::error_code{} : Errno(errno);  // the value is not read
 }
 
 void CloseTcpSilently(int fd) {

@@ -4,13 +4,16 @@
 // old one's sequence numbers, options, window and queues.
 //
 // The life of a connection moved by value:
-//   1. CaptureTcp(fd) puts the socket in repair mode (it sends nothing from then on) and reads its state;
+//   1. CaptureTcp(fd) puts the socket in repair mode (it sends nothing from then on), makes it drop what it receives
+//      (a socket filter), and reads its state;
 //   2. either the move goes ahead: CloseTcpSilently(fd) closes it while still in repair mode, so no FIN or RST goes
 //      out, and RebuildTcp(state) makes the new socket (after the close: both cannot hold the same address pair);
-//   3. or it is called off: ResumeTcp(fd) leaves repair mode and the socket carries on as if nothing happened.
-// Between 1 and the rebuild, segments the peer sends reach either the old socket in repair mode (which takes them in
-// after the capture: they are lost) or no socket (the kernel answers with a reset). The caller keeps the peer quiet
-// over that window, or drops its packets (what CRIU's network lock does).
+//   3. or it is called off: ResumeTcp(fd) leaves repair mode, takes the filter off, and the socket carries on.
+// A segment the peer sends after the capture is dropped unacknowledged (a socket in repair mode would take it in after
+// its queues were read, and it would be lost): the peer sends it again, after its retransmission timeout (200 ms at
+// the least on Linux), to whichever socket then holds the connection. While no socket holds it (between the close and
+// the rebuild) the kernel would answer with a reset: the rebuild must come before the peer's retransmission, or the
+// address be guarded meanwhile (what CRIU's network lock does).
 //
 // The order of operations and the kernel's checks follow Linux's tcp_repair code (net/ipv4/tcp.c: TCP_QUEUE_SEQ,
 // TCP_REPAIR_OPTIONS, TCP_REPAIR_WINDOW) and CRIU's description of it; the code is epollcr's.
@@ -65,12 +68,14 @@ struct TcpConnection {
   int file_flags = 0;      // F_GETFL (O_NONBLOCK)
 };
 
-// Puts `fd`, an established TCP socket, in repair mode and reads its connection. On failure the socket is left as it
-// was (out of repair mode) and the error says why: EPERM without CAP_NET_ADMIN, ENOTSOCK/EOPNOTSUPP for another kind
-// of socket, EINVAL for a connection that is not established (mid-handshake or mid-close).
+// Holds `fd`'s incoming segments, puts it in repair mode and reads its connection. On failure the socket is left as
+// it was (out of repair mode, no filter) and the error says why: EPERM without CAP_NET_ADMIN, ENOTSOCK/EOPNOTSUPP for
+// another kind of socket, EINVAL for a connection that is not established (mid-handshake or mid-close), EBUSY for a
+// socket with a packet filter of its own.
 Result<TcpConnection> CaptureTcp(int fd);
 
-// Takes `fd` out of repair mode: the move was called off and the connection goes on here.
+// Takes `fd` out of repair mode and lets its segments in again: the move was called off and the connection goes on
+// here (what the peer sent meanwhile arrives with its retransmission).
 std::error_code ResumeTcp(int fd);
 
 // Closes `fd` in repair mode: the kernel forgets the connection and sends the peer nothing.

@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -120,6 +121,12 @@ TEST_P(TcpRepairTest, AConnectionMovesByValueWithEveryQueuedByte) {
   EXPECT_GT(c.unsent.size() + c.unacked.size(), 0u) << "the client's full window left nothing queued";
   EXPECT_TRUE(c.nodelay);
   EXPECT_TRUE(c.keepalive);
+  // The client does not stop for the move: these bytes reach the old socket after its queues were read. It must drop
+  // them unacknowledged, so that the client sends them again to the rebuilt socket.
+  const std::string during = Pattern('c', client_at, 3000);
+  ASSERT_EQ(::send(pair.client, during.data(), during.size(), MSG_NOSIGNAL), 3000);
+  client_at += 3000;
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
   CloseTcpSilently(pair.server);
   pair.server = -1;
   Result<int> rebuilt = RebuildTcp(c);
@@ -127,7 +134,7 @@ TEST_P(TcpRepairTest, AConnectionMovesByValueWithEveryQueuedByte) {
   pair.server = rebuilt.value();
 
   EXPECT_EQ(ReadExactly(pair.client, 's', 0, downstream), "");
-  EXPECT_EQ(ReadExactly(pair.server, 'c', 0, upstream.size()), "");
+  EXPECT_EQ(ReadExactly(pair.server, 'c', 0, upstream.size() + during.size()), "");
   EXPECT_EQ(Stream(pair.client, pair.server, 'c', &client_at, 1 << 20), "");
   EXPECT_EQ(Stream(pair.server, pair.client, 's', &server_at, 1 << 20), "");
   EXPECT_EQ(TcpState(pair.client), TCP_ESTABLISHED);
@@ -153,7 +160,8 @@ TEST_P(TcpRepairTest, AConnectionMovesByValueWithEveryQueuedByte) {
   EXPECT_EQ(::recv(pair.client, &byte, 1, 0), 0) << std::strerror(errno);
 }
 
-// A capture called off: the socket leaves repair mode and carries on, its queues untouched.
+// A capture called off: the socket leaves repair mode and carries on, its queues untouched, and the bytes the client
+// sent meanwhile arrive (sent again: the socket held them out while the move was on).
 TEST_P(TcpRepairTest, AMoveCalledOffLeavesTheConnectionAsItWas) {
   Pair pair;
   ASSERT_TRUE(Connect(GetParam(), &pair));
@@ -165,8 +173,11 @@ TEST_P(TcpRepairTest, AMoveCalledOffLeavesTheConnectionAsItWas) {
   Result<TcpConnection> captured = CaptureTcp(pair.server);
   ASSERT_TRUE(captured.ok()) << captured.status().message;
   EXPECT_EQ(captured.value().unread, upstream);
+  ASSERT_EQ(SendAll(pair.client, Pattern('c', client_at, 500)), "");  // held while the move is on, sent again after
+  client_at += 500;
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_FALSE(ResumeTcp(pair.server));
-  EXPECT_EQ(ReadExactly(pair.server, 'c', 0, 1000), "");
+  EXPECT_EQ(ReadExactly(pair.server, 'c', 0, 1500), "");
   EXPECT_EQ(Stream(pair.client, pair.server, 'c', &client_at, 1 << 18), "");
   EXPECT_EQ(Stream(pair.server, pair.client, 's', &server_at, 1 << 18), "");
 }
@@ -190,6 +201,20 @@ TEST(TcpRepairRefusalTest, WhatCannotMoveSaysWhyAndIsLeftAsItWas) {
   EXPECT_NE(listening.status().message.find("not established"), std::string::npos) << listening.status().message;
   EXPECT_EQ(IntOption(listener, IPPROTO_TCP, TCP_REPAIR), 0) << "left in repair mode";
   ::close(listener);
+
+  Pair filtered;
+  ASSERT_TRUE(Connect(AF_INET, &filtered));
+  sock_filter keep_all = BPF_STMT(BPF_RET | BPF_K, 0xffff);
+  const sock_fprog program{.len = 1, .filter = &keep_all};
+  ASSERT_EQ(::setsockopt(filtered.server, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof program), 0);
+  Result<TcpConnection> with_filter = CaptureTcp(filtered.server);
+  ASSERT_FALSE(with_filter.ok());
+  EXPECT_EQ(with_filter.error(), std::errc::device_or_resource_busy);
+  EXPECT_NE(with_filter.status().message.find("packet filter of its own"), std::string::npos);
+  socklen_t blocks = 0;
+  ASSERT_EQ(::getsockopt(filtered.server, SOL_SOCKET, SO_GET_FILTER, nullptr, &blocks), 0);
+  EXPECT_EQ(blocks, 1u) << "the program's own filter was replaced";
+  EXPECT_EQ(IntOption(filtered.server, IPPROTO_TCP, TCP_REPAIR), 0);
 
   const int udp = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   Result<TcpConnection> datagram = CaptureTcp(udp);
