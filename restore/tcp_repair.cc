@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -137,9 +138,17 @@ Status ReadConnection(int fd, TcpConnection* c) {
 
 // Makes the socket of `c` on `fd` (new, in repair mode); every step that can fail says which it was.
 Status Build(int fd, const TcpConnection& c) {
-  // Buffers first: the queues must fit in them. getsockopt gave twice what was asked for.
-  if (!Set(fd, SOL_SOCKET, SO_SNDBUF, c.send_buffer / 2) || !Set(fd, SOL_SOCKET, SO_RCVBUF, c.receive_buffer / 2)) {
-    return Failed("SO_SNDBUF/SO_RCVBUF");
+  // Buffers first, at least as large as the old socket's were, and large enough for the queues: the kernel counts a
+  // queue by its buffers' whole size (the rebuilt queue is cut into other, smaller pieces than the old one was: up
+  // to about twice the bytes). The old sizes may have grown past what SO_SNDBUF may ask for (the kernel's autotuning
+  // goes up to tcp_wmem's maximum, SO_SNDBUF stops at wmem_max), so they are forced (CAP_NET_ADMIN, which repair mode
+  // needs anyway). The kernel doubles what is asked for, as getsockopt shows.
+  const auto at_least = [](int old_size, std::size_t queued) {
+    return static_cast<int>(std::max<std::size_t>(static_cast<std::size_t>(std::max(old_size, 0)) / 2, 2 * queued));
+  };
+  if (!Set(fd, SOL_SOCKET, SO_SNDBUFFORCE, at_least(c.send_buffer, c.unacked.size() + c.unsent.size())) ||
+      !Set(fd, SOL_SOCKET, SO_RCVBUFFORCE, at_least(c.receive_buffer, c.unread.size()))) {
+    return Failed("SO_SNDBUFFORCE/SO_RCVBUFFORCE");
   }
   const std::uint32_t queued = static_cast<std::uint32_t>(c.unacked.size() + c.unsent.size());
   if (!SelectQueue(fd, TCP_SEND_QUEUE) ||

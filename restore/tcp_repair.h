@@ -63,8 +63,11 @@ struct TcpConnection {
   int keepalive_idle = 0;
   int keepalive_interval = 0;
   int keepalive_count = 0;
-  int send_buffer = 0;     // SO_SNDBUF as getsockopt gives it (twice what was asked)
-  int receive_buffer = 0;  // SO_RCVBUF
+  // SO_SNDBUF and SO_RCVBUF as getsockopt gives them (twice what is asked for). The rebuilt socket gets at least these
+  // sizes (more if its queues need it), fixed: the kernel's autotuning, which may have grown the old ones, no longer
+  // changes them.
+  int send_buffer = 0;
+  int receive_buffer = 0;
   int file_flags = 0;      // F_GETFL (O_NONBLOCK)
 };
 
