@@ -1,5 +1,7 @@
 #include "checkpoint_world.h"
 
+#include <sys/resource.h>
+
 #include <map>
 #include <utility>
 #include <vector>
@@ -82,6 +84,16 @@ void CountHeap(benchmark::State& state, const char* call, const HeapUse& use) {
   state.counters[prefix + "_peak_heap_bytes"] = static_cast<double>(use.peak);
   state.counters[prefix + "_net_heap_bytes"] = static_cast<double>(use.net);
   state.counters[prefix + "_net_heap_bytes_mallinfo"] = static_cast<double>(use.net_mallinfo);
+}
+
+std::int64_t ThreadFaults() {
+  rusage usage{};
+  return getrusage(RUSAGE_THREAD, &usage) == 0 ? usage.ru_minflt : 0;
+}
+
+void CountFaults(benchmark::State& state, std::int64_t faults, double registrations) {
+  state.counters["faults_per_entry"] =
+      static_cast<double>(faults) / (static_cast<double>(state.iterations()) * registrations);
 }
 
 void AddStages(restore::Report& total, const restore::Report& one) {

@@ -42,6 +42,13 @@ std::string StatusFailure(const char* what, const Status& s);
 void AddStages(restore::Report& total, const restore::Report& one);
 void CountStages(benchmark::State& state, const restore::Report& total, double registrations);
 
+// Minor page faults of the calling thread so far (getrusage, RUSAGE_THREAD). Over a restore, the fresh memory it
+// touched: reported per registration as the counter faults_per_entry (CountFaults), beside BENCHMARKS.md's "Machine"
+// cost of a fault, so that the restore's cost on a machine whose faults cost another figure can be worked out. A fault
+// that maps a whole huge page counts once.
+std::int64_t ThreadFaults();
+void CountFaults(benchmark::State& state, std::int64_t faults, double registrations);
+
 std::shared_ptr<EventPoll> PollAt(const World& world, int epfd);
 
 // Empties a world quickly: the entries go before their files (either order is correct; this one is quicker).

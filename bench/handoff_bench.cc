@@ -13,12 +13,9 @@
 #include <benchmark/benchmark.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -48,15 +45,8 @@ struct SocketWorld {
   std::string error;
 
   explicit SocketWorld(int n) {
-    for (int i = 0; i < n / 2; ++i) {
-      int pair[2];
-      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {
-        error = Failure("socketpair (a process may open 20,000 fds here)", errno);
-        return;
-      }
-      fds.push_back(pair[0]);
-      fds.push_back(pair[1]);
-    }
+    error = OpenSocketPairs(n, &fds);
+    if (!error.empty()) return;
     error = Build();
   }
   ~SocketWorld() {

@@ -138,18 +138,22 @@ void BM_ImageRestore(benchmark::State& state) {
   const std::string path = ImageFileFor(state, n);
   if (path.empty()) return;
   const int epfd = CheckpointFixtureFor(n).world.epfd;
+  std::int64_t faults = 0;
   for (auto _ : state) {
     auto restored = std::make_unique<World>();
+    const std::int64_t faults_before = ThreadFaults();
     if (Status s = image::ReadImage(path, restored.get()); !s.ok()) {
       state.SkipWithError(StatusFailure("image::ReadImage", s).c_str());
       break;
     }
+    faults += ThreadFaults() - faults_before;
     state.PauseTiming();
     ReleaseWorld(*restored, epfd);
     restored.reset();
     state.ResumeTiming();
   }
   CountWork(state, "per_entry", n);
+  CountFaults(state, faults, n);
 }
 
 // Peaks are deterministic (the same calls allocate the same blocks), so one run of each call is the measurement. The

@@ -2,6 +2,7 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +12,18 @@
 namespace epollcr::bench {
 
 std::string Failure(const std::string& what, int err) { return what + ": " + std::strerror(err); }
+
+std::string OpenSocketPairs(int n, std::vector<int>* fds) {
+  for (int i = 0; i < n / 2; ++i) {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {
+      return Failure("socketpair (a process may open 20,000 fds here)", errno);
+    }
+    fds->push_back(pair[0]);
+    fds->push_back(pair[1]);
+  }
+  return {};
+}
 
 void CountWork(benchmark::State& state, const char* name, double per_iteration) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(per_iteration));

@@ -47,6 +47,10 @@ struct KernelWorld {
 // "what: strerror(err)".
 std::string Failure(const std::string& what, int err);
 
+// Opens n / 2 non-blocking AF_UNIX stream socket pairs and appends both ends of each to *fds (the caller closes
+// them); an empty string, or what failed (a process may open 20,000 fds here).
+std::string OpenSocketPairs(int n, std::vector<int>* fds);
+
 // Reports `per_iteration` units of work per iteration: a rate of units (items_per_second), its inverse, seconds per
 // unit (the counter `name`), and units_per_iteration, with which scripts/bench_report.py turns the JSON's cpu_time and
 // real_time per iteration into time per unit.

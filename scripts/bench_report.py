@@ -51,9 +51,31 @@ SMALL_VALUES_N = 1000  # the world whose fds, object ids and data are all below 
 PEAK_GOAL = 3
 # The restorer (issue 5): (j) in-memory restore per registration <= the kernel's ADD / 5 (restore::RestoreBytes);
 # (k) restoring 10,000 host-fd registrations <= 1.5 x re-adding the same fds to the kernel's epoll.
-HOST_RESTORE = "BM_RestoreHostFds/registrations:10000"
+# (j) also: in-memory restore <= 150 ns per registration at every N (issue 17).
+# (k) is judged on the restore that checks every fd and rebuilds the kernel epoll, with the library's own choice of
+# path for its two batches of system calls (lib/src/syscall_batch.h), and on the restore a live hand-off's successor
+# makes (no system call per fd); the other paths are reported beside them.
+HOST_RESTORE = "BM_RestoreHostFds/auto/registrations:10000"
 HOST_REARM = "BM_KernelReAddHostFds/registrations:10000"
 HOST_RESTORE_GOAL = 1.5
+IN_MEMORY_RESTORE_MAX_NS = 150
+# The restores of 10,000 host fds, each a row of *Restore*: (label, benchmark).
+HOST_RESTORE_PATHS = (
+    ("checked, rebuilt (the library's choice of path)", HOST_RESTORE),
+    ("checked, rebuilt, every batch through io_uring", "BM_RestoreHostFds/ring/registrations:10000"),
+    ("checked, rebuilt, every call alone", "BM_RestoreHostFds/single/registrations:10000"),
+    ("checked, kernel epoll adopted (an exec hand-off)", "BM_RestoreHostFdsAdopted/inherited/registrations:10000"),
+    ("handed over (a live hand-off's successor)", "BM_RestoreHostFdsAdopted/handed_over/registrations:10000"),
+)
+HOST_RESTORE_SINGLE = HOST_RESTORE_PATHS[2][1]
+HOST_RESTORE_HANDED_OVER = HOST_RESTORE_PATHS[4][1]
+# The system calls each registration of a host-fd restore makes when every call goes alone: an fstat and an
+# epoll_ctl ADD (checked, rebuilt); and of the kernel's re-add: one epoll_ctl ADD.
+HOST_RESTORE_SINGLE_CALLS = 2
+# The other kind of machine of issue 17 (a fresh VM of the same kind as the development one): one system call
+# (getppid) 193 ns, one fault of a fresh 4 KiB page 2.2 us. The restore goals are projected there (restore_projection).
+OTHER_MACHINE_SYSCALL_NS = 193
+OTHER_MACHINE_FAULT_NS = 2200
 RESTORE_STAGES = ("read", "validate", "resolve", "build", "after_load")
 # Host fds (bench/host_roundtrip_bench.cc, bench/echo_server_bench.cc): (l) a one-byte round trip over a socket pair
 # through an EventPoll over a HostFile <= 1.2 x through the kernel's epoll, level- and edge-triggered; (m) the echo
@@ -334,6 +356,47 @@ def restore_ratio(run, n, clock):
     return ratio(run.per_unit(image_name("Restore", n), clock)[0], run.per_unit(kernel_add_name(n), clock)[0])
 
 
+def machine_costs(run):
+    """(one system call, one fault of a fresh 4 KiB page) on this machine, ns, CPU clock: the *Machine* rows."""
+    return run.per_unit("BM_NullSyscall_Kernel", "cpu_time")[0], run.per_unit("BM_PageFault/huge:0/idle_s:0",
+                                                                                 "cpu_time")[0]
+
+
+def machine_note(run):
+    """The machine's costs, cited beside a verdict that depends on them."""
+    syscall, fault = machine_costs(run)
+    return f"[this machine: system call {fmt_ns(syscall)} ns, 4 KiB fault {fmt_ns(fault)} ns]"
+
+
+def faults_per_entry(run, name):
+    value = run.value(name, "faults_per_entry")
+    return run.single(name, "faults_per_entry") if value is None else value
+
+
+def projected(run, name, clock, syscalls):
+    """ns per unit of `name` on the other machine (OTHER_MACHINE_*), from this run: less `syscalls` system calls per
+    unit and the benchmark's faults per unit (faults_per_entry) at this machine's cost, plus the same counts at that
+    machine's. The work inside the kernel and in userspace is taken to cost what it costs here. None if a figure is
+    missing."""
+    ns = run.per_unit(name, clock)[0]
+    syscall, fault = machine_costs(run)
+    faults = faults_per_entry(run, name)
+    if None in (ns, syscall, fault, faults):
+        return None
+    return (ns - syscalls * (syscall - OTHER_MACHINE_SYSCALL_NS) - faults * (fault - OTHER_MACHINE_FAULT_NS))
+
+
+def kernel_projected(run, name, clock):
+    """The kernel's ADD (one system call per registration) on the other machine: the same kernel work."""
+    ns = run.per_unit(name, clock)[0]
+    syscall = machine_costs(run)[0]
+    return None if ns is None or syscall is None else ns - (syscall - OTHER_MACHINE_SYSCALL_NS)
+
+
+def other_machine():
+    return f"{OTHER_MACHINE_SYSCALL_NS} ns a system call, {OTHER_MACHINE_FAULT_NS / 1000:.1f} µs a 4 KiB fault"
+
+
 def image_goals_on(run, clock):
     """Goal (g) on one clock: [(label, threshold, measured, ok or None)]."""
     ratios = {n: restore_ratio(run, n, clock) for n in CHECKPOINT_N}
@@ -341,9 +404,21 @@ def image_goals_on(run, clock):
     measured = "; ".join(f"N={n:,}: {r:.3f}" for n, r in ratios.items() if r is not None) or "—"
     if absent:
         measured += " (missing: " + ", ".join(f"N={n:,}" for n in absent) + ")"
+    other = {n: ratio(projected(run, image_name("Restore", n), clock, 0),
+                      kernel_projected(run, kernel_add_name(n), clock)) for n in CHECKPOINT_N}
+    measured += f" {machine_note(run)}; projected at {other_machine()}: " + projection_text(other, RESTORE_GOAL)
     return [("(g) image read+decode+validate+restore per entry ≤ 1/5 of the kernel's epoll_ctl ADD per entry",
              "≤ 0.200 at N = " + ", ".join(f"{n:,}" for n in CHECKPOINT_N), measured,
              None if absent else all(r <= RESTORE_GOAL for r in ratios.values()))]
+
+
+def projection_text(by_n, limit, unit=""):
+    """"N=1,000: 0.123; ... (MET)" for projected figures by N against an upper limit."""
+    if None in by_n.values():
+        return "— (a figure is missing)"
+    fmt = (lambda v: f"{v:.1f} ns") if unit == "ns" else (lambda v: f"{v:.3f}")
+    text = "; ".join(f"N={n:,}: {fmt(v)}" for n, v in by_n.items())
+    return text + f" ({'MET' if all(v <= limit for v in by_n.values()) else 'NOT MET'})"
 
 
 def image_memory_goals(run):
@@ -440,14 +515,56 @@ def restore_goals_on(run, clock):
     measured = "; ".join(f"N={n:,}: {r:.3f}" for n, r in ratios.items() if r is not None) or "—"
     if absent:
         measured += " (missing: " + ", ".join(f"N={n:,}" for n in absent) + ")"
+    other = {n: ratio(projected(run, in_memory_restore_name(n), clock, 0),
+                      kernel_projected(run, kernel_add_name(n), clock)) for n in CHECKPOINT_N}
+    measured += f" {machine_note(run)}; projected at {other_machine()}: " + projection_text(other, RESTORE_GOAL)
     goals = [("(j) in-memory restore (restore::RestoreBytes) per registration ≤ 1/5 of the kernel's epoll_ctl ADD",
               "≤ 0.200 at N = " + ", ".join(f"{n:,}" for n in CHECKPOINT_N), measured,
               None if absent else all(r <= RESTORE_GOAL for r in ratios.values()))]
+
+    per = {n: run.per_unit(in_memory_restore_name(n), clock)[0] for n in CHECKPOINT_N}
+    absent = [n for n, v in per.items() if v is None]
+    measured = "; ".join(f"N={n:,}: {v:.1f} ns" for n, v in per.items() if v is not None) or "—"
+    if absent:
+        measured += " (missing: " + ", ".join(f"N={n:,}" for n in absent) + ")"
+    other = {n: projected(run, in_memory_restore_name(n), clock, 0) for n in CHECKPOINT_N}
+    measured += (f" {machine_note(run)}; projected at {other_machine()}: "
+                 + projection_text(other, IN_MEMORY_RESTORE_MAX_NS, "ns"))
+    goals.append((f"(j) in-memory restore per registration ≤ {IN_MEMORY_RESTORE_MAX_NS} ns",
+                  f"≤ {IN_MEMORY_RESTORE_MAX_NS} ns at N = " + ", ".join(f"{n:,}" for n in CHECKPOINT_N), measured,
+                  None if absent else all(v <= IN_MEMORY_RESTORE_MAX_NS for v in per.values())))
+
     host = ratio(run.per_unit(HOST_RESTORE, clock)[0], run.per_unit(HOST_REARM, clock)[0])
+    # The library picks the cheaper path where it runs; every call alone is the path a machine with cheap system calls
+    # takes, so its projection bounds the choice's there.
+    other = ratio(projected(run, HOST_RESTORE_SINGLE, clock, HOST_RESTORE_SINGLE_CALLS),
+                  kernel_projected(run, HOST_REARM, clock))
+    measured = (f"{fmt_ratio(host)}, paths: {host_paths_text(run, HOST_RESTORE)} {machine_note(run)}; projected at "
+                f"{other_machine()}, every call alone: "
+                + ("—" if other is None else f"{other:.3f} ({'MET' if other <= HOST_RESTORE_GOAL else 'NOT MET'})"))
     goals.append(("(k) host-fd restore per registration ≤ 1.5 × re-adding the same fds to the kernel's epoll "
-                  "(10,000 sockets)", f"≤ {HOST_RESTORE_GOAL:.2f}", fmt_ratio(host),
-                  None if host is None else host <= HOST_RESTORE_GOAL))
+                  "(10,000 sockets, every fd checked, the kernel epoll rebuilt)", f"≤ {HOST_RESTORE_GOAL:.2f}",
+                  measured, None if host is None else host <= HOST_RESTORE_GOAL))
+    handed = ratio(run.per_unit(HOST_RESTORE_HANDED_OVER, clock)[0], run.per_unit(HOST_REARM, clock)[0])
+    other = ratio(projected(run, HOST_RESTORE_HANDED_OVER, clock, 0), kernel_projected(run, HOST_REARM, clock))
+    measured = (f"{fmt_ratio(handed)} {machine_note(run)}; projected at {other_machine()}: "
+                + ("—" if other is None else f"{other:.3f} ({'MET' if other <= HOST_RESTORE_GOAL else 'NOT MET'})"))
+    goals.append(("(k) the same, as a live hand-off restores them (fds named by the predecessor, its kernel epoll "
+                  "taken over: no system call per fd)", f"≤ {HOST_RESTORE_GOAL:.2f}", measured,
+                  None if handed is None else handed <= HOST_RESTORE_GOAL))
     return goals
+
+
+def host_paths_text(run, name):
+    """Which path the restore's two batches took ("statx ring, epoll_ctl alone"), from its counters."""
+    def path(counter):
+        share = run.value(name, counter)
+        if share is None:
+            share = run.single(name, counter)
+        if share is None:
+            return "?"
+        return "ring" if share >= 0.999 else "alone" if share <= 0.001 else f"ring in {share * 100:.0f} %"
+    return f"statx {path('stat_ring')}, epoll_ctl ADD {path('add_ring')}"
 
 
 def restore_section(run):
@@ -456,20 +573,29 @@ def restore_section(run):
     say = out.append
     say("`restore::RestoreBytes` (docs/restore.md) from a framed image in memory into an empty world; tearing the "
         "world down is outside the timed region. **host fds**: 10,000 real sockets (5,000 socket pairs, both ends), "
-        "each a host file registered once in one EventPoll (level-triggered, edge-triggered and one-shot by k % 3), "
-        "restored through an `InheritedFdResolver`: each fd verified (`statx`, through io_uring in batches), wrapped "
-        "in a host file, the entries built and registered in the poll's kernel epoll (kernel entries: the kernel's "
-        "`epoll_ctl(ADD)` re-checks readiness; docs/restore.md). The CPU clock counts the restoring "
-        "thread only, not the kernel's io-wq workers that run the `statx` requests: judge (k) by the wall clock. "
-        "Beside it, "
-        "`epoll_create1` and `epoll_ctl(ADD)` of the same 10,000 fds, what CRIU does at restore. **in-memory**: the "
-        "eventfd worlds of *Checkpoint save and load*, against the kernel's ADD of the same N registrations "
-        "(`BM_CheckpointKernelAdd/entries:N`, *Checkpoint save and load*).\n")
+        "each a host file registered once in one EventPoll (level-triggered, edge-triggered and one-shot by k % 3). "
+        "**checked, rebuilt** (goal (k)): through an `InheritedFdResolver`, each fd's identity checked (`statx`), "
+        "wrapped in a host file, the entries built and registered afresh in the poll's new kernel epoll (kernel "
+        "entries: the kernel's `epoll_ctl(ADD)` re-checks readiness; docs/restore.md), the two batches of system "
+        "calls on the path the library chose (*System-call paths*), and, beside it, on each path forced. **kernel "
+        "epoll adopted**: the poll's kernel epoll given up by the world that saved the image and taken over as it is "
+        "(no `epoll_ctl`): after an exec (`AcceptInherited`, each fd checked, the registrations read back from "
+        "/proc/self/fdinfo once), or from a live hand-off's predecessor (`AcceptHandedOver`, "
+        "`InheritedFdResolver::Trusted`: no system call per fd). The CPU clock counts the restoring thread only, "
+        "not the kernel's io-wq workers that run `statx` requests on a ring: judge the ring paths by the wall "
+        "clock. Beside them, `epoll_create1` and `epoll_ctl(ADD)` of the same 10,000 fds, what CRIU does at restore. "
+        "**in-memory**: the eventfd worlds of *Checkpoint save and load*, against the kernel's ADD of the same N "
+        "registrations (`BM_CheckpointKernelAdd/entries:N`, *Checkpoint save and load*). Every restore here runs "
+        "again and again in one process, so it finds the large buffers an earlier one freed, which epollcr keeps "
+        "for the next of the same size (lib/src/big_buffer.h; docs/restore.md, \"Speed\"): only a process's first "
+        "restore of a size faults them in. **faults**: minor page faults of the restoring thread per registration "
+        "(a fault that maps a huge page counts once).\n")
     header = ["restore", "registrations"]
     for _, clock in CLOCKS:
         header += [f"ns per registration, {clock}", f"kernel re-add, {clock}", f"ratio, {clock}"]
+    header += ["faults per registration", "path of the batches"]
     rows = []
-    cases = [("host fds", 10000, HOST_RESTORE, HOST_REARM)]
+    cases = [(f"host fds, {label}", 10000, name, HOST_REARM) for label, name in HOST_RESTORE_PATHS]
     cases += [("in-memory", n, in_memory_restore_name(n), kernel_add_name(n)) for n in CHECKPOINT_N]
     for label, n, name, kernel in cases:
         row = [label, f"{n:,}"]
@@ -477,12 +603,15 @@ def restore_section(run):
             user, cv = run.per_unit(name, clock)
             k, kcv = run.per_unit(kernel, clock)
             row += [fmt_ns(user, cv), fmt_ns(k, kcv), fmt_ratio(ratio(user, k))]
+        faults = faults_per_entry(run, name)
+        row.append("—" if faults is None else f"{faults:.3f}")
+        row.append(host_paths_text(run, name) if name.startswith("BM_RestoreHostFds/") else "—")
         rows.append(row)
     say(table(header, rows) + "\n")
     say("**Stages** (restore::Report, steady clock, ns per registration, median of the repetitions): read = "
         "unframe + decode; validate (twice when the image is rewritten); resolve (resolvers, and the re-key or "
         "prune rewrite); build; after_load (entries on their lists, waiters registered, kernel entries registered "
-        "in their polls' kernel epolls).\n")
+        "in their polls' kernel epolls, or their kernel epoll adopted).\n")
     rows = []
     for label, n, name, _ in cases:
         row = [label, f"{n:,}"]
@@ -493,7 +622,75 @@ def restore_section(run):
             row.append("—" if v is None else f"{v:,.0f}")
         rows.append(row)
     say(table(["restore", "registrations"] + list(RESTORE_STAGES), rows) + "\n")
+    syscall, fault = machine_costs(run)
+    fstat = run.per_unit("BM_StatPath/single", "cpu_time")[0]
+    fstat_extra = None if fstat is None or syscall is None else fstat - syscall
+    say(f"**On the other kind of machine** (issue 17: a fresh VM of the same kind, {other_machine()}; this machine: "
+        f"{fmt_ns(syscall)} ns and {fmt_ns(fault)} ns, *Machine*). Projected from this run, not measured: each "
+        "figure (CPU clock) less its system calls and page faults at this machine's cost, plus the same counts at "
+        "that machine's; the work inside the kernel and in userspace is taken to cost what it costs here. A restore "
+        "in memory makes no system call per registration; one that runs every call alone makes "
+        f"{HOST_RESTORE_SINGLE_CALLS} (`fstat`, `epoll_ctl(ADD)`); the kernel's re-add makes 1. The ring paths are "
+        "not projected: their cost is the kernel's work, and where a call is cheap the library measures the ring "
+        "against calls alone and keeps the cheaper, so the every-call-alone figure bounds its choice there. The "
+        "projection leans high: a call heavier than getppid keeps all of its cost above getppid's (an `fstat` of a "
+        f"socket: {fmt_ns(fstat_extra)} ns here, *System-call paths*; issue 17 measured a whole `fstat` at about "
+        "0.3 µs there), and a fault that maps a huge page is subtracted as one 4 KiB fault.\n")
+    rows = []
+    projections = [(f"host fds, {HOST_RESTORE_PATHS[2][0]}", 10000, HOST_RESTORE_SINGLE, HOST_RESTORE_SINGLE_CALLS,
+                    HOST_REARM, HOST_RESTORE_GOAL)]
+    projections += [(f"host fds, {label}", 10000, name, calls, HOST_REARM, HOST_RESTORE_GOAL)
+                    for (label, name), calls in zip(HOST_RESTORE_PATHS[3:], (1, 0))]
+    projections += [("in-memory", n, in_memory_restore_name(n), 0, kernel_add_name(n), RESTORE_GOAL)
+                    for n in CHECKPOINT_N]
+    projections += [("image file", n, image_name("Restore", n), 0, kernel_add_name(n), RESTORE_GOAL)
+                    for n in CHECKPOINT_N]
+    for label, n, name, calls, kernel, goal in projections:
+        user = projected(run, name, "cpu_time", calls)
+        k = kernel_projected(run, kernel, "cpu_time")
+        r = ratio(user, k)
+        rows.append([label, f"{n:,}", fmt_ns(user), fmt_ns(k), fmt_ratio(r), f"≤ {goal:.3f}",
+                     "—" if r is None else ("within" if r <= goal else "above")])
+    say(table(["restore", "registrations", "projected ns per registration", "projected kernel re-add",
+               "projected ratio", "goal", "projected against the goal"], rows) + "\n")
     return "Restore (the restorer, host fds and in-memory)", out
+
+
+def syscall_paths_section(run):
+    """The two paths of a restore's batches of system calls, each measured alone: (title, Markdown lines)."""
+    out = []
+    say = out.append
+    say("A host-fd restore makes two batches of system calls: the identity check of every fd (`statx`) and, when "
+        "the poll's kernel epoll is rebuilt, an `epoll_ctl(ADD)` per entry (lib/src/syscall_batch.h). Each batch "
+        "goes through one io_uring (a few kernel entries for the whole batch; a `statx` there is run by a kernel "
+        "worker thread) or one call at a time. In a process, the first batch of each kind runs its first items both "
+        "ways, timed (the quicker of two runs of each), and that kind keeps the cheaper path (docs/restore.md, "
+        "\"System calls in batches\"). Here each path is forced in turn over 10,000 sockets (`BM_StatPath`, "
+        "`BM_EpollAddPath`, bench/syscall_path_bench.cc); **auto** is the library's choice. The CPU clock is the "
+        "whole process's, so it counts the ring's kernel workers.\n")
+    header = ["batch", "path"]
+    for _, clock in CLOCKS:
+        header.append(f"ns per fd, {clock}")
+    header += ["took a ring", "the library's probe: ns per fd alone / on the ring"]
+    rows = []
+    for kind, bench in (("`statx` (identity check)", "BM_StatPath"), ("`epoll_ctl(ADD)`", "BM_EpollAddPath")):
+        for path in ("ring", "single", "auto"):
+            name = f"{bench}/{path}"
+            row = [kind, path]
+            for clock, _ in CLOCKS:
+                row.append(fmt_ns(*run.per_unit(name, clock)))
+            ring = run.value(name, "ring")
+            row.append("—" if ring is None else ("yes" if ring >= 0.999 else "no" if ring <= 0.001 else f"{ring:.2f}"))
+            alone, ringed = run.value(name, "probe_single_ns"), run.value(name, "probe_ring_ns")
+            row.append("—" if alone is None or ringed is None else f"{fmt_ns(alone)} / {fmt_ns(ringed)}")
+            rows.append(row)
+    say(table(header, rows) + "\n")
+    syscall, _ = machine_costs(run)
+    say(f"One trivial system call costs {fmt_ns(syscall)} ns here (*Machine*). On issue 17's other machine "
+        f"({OTHER_MACHINE_SYSCALL_NS} ns a system call) an `fstat` measured about 0.3 µs, and a restore's resolve "
+        "stage, its `statx` batch on the ring, 1,487 ns per fd: there the probe would keep the calls alone (not "
+        "measured here).\n")
+    return "System-call paths", out
 
 
 def echo_value(run, name, field, aggregate=AGGREGATE):
@@ -1157,6 +1354,7 @@ SECTIONS = (
     checkpoint_section,
     image_section,
     restore_section,
+    syscall_paths_section,
     host_section,
     handoff_section,
     lambda run: real_programs_section(run.real, run.real_command),

@@ -4,9 +4,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <new>
-#include <unordered_set>
+#include <unordered_map>
 #include <utility>
 
 #include "epollcr/memory.h"
@@ -38,22 +39,60 @@ std::size_t MappedSize(std::size_t bytes) { return (bytes + kHugePage - 1) / kHu
 
 std::atomic<std::size_t> heap_below{kHugePage};  // PreferHeapForLarge
 
-// The blocks AllocateLarge mapped (few: each is 2 MiB or more), so that FreeLarge knows them from heap blocks whatever
-// PreferHeapForLarge said since.
+// The blocks AllocateLarge mapped (few: each is 2 MiB or more), by address, with the size of their mapping, so that
+// FreeLarge knows them from heap blocks whatever PreferHeapForLarge said since; and the mappings freed and kept for
+// the next AllocateLarge. A process that restores again (a replay that checkpoints, a second hand-off, a restore
+// after a restore that failed) then finds its memory faulted in already, instead of paying a fault per 2 MiB (per
+// 4 KiB without transparent huge pages) again: BENCHMARKS.md, "Machine", the BM_PageFault rows. A kept mapping's
+// pages are the kernel's to take back whenever it needs memory (MADV_FREE: a page it took reads as zeros, and is
+// faulted in afresh when written), and at most kKeptBytes are kept; the rest are unmapped.
 class MappedBlocks {
  public:
-  void Add(void* p) {
+  static constexpr std::size_t kKeptBytes = std::size_t{512} << 20;
+
+  void Add(void* p, std::size_t size) {
     std::lock_guard<std::mutex> lock(mu_);
-    blocks_.insert(p);
+    blocks_.emplace(p, size);
   }
-  bool Take(void* p) {
+  // The mapping's size if `p` is a mapped block (it is no longer one), else 0.
+  std::size_t Take(void* p) {
     std::lock_guard<std::mutex> lock(mu_);
-    return blocks_.erase(p) != 0;
+    auto it = blocks_.find(p);
+    if (it == blocks_.end()) return 0;
+    const std::size_t size = it->second;
+    blocks_.erase(it);
+    return size;
+  }
+  // Keeps a freed mapping if there is room; false if the caller must unmap it.
+  bool Keep(void* p, std::size_t size) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (kept_bytes_ + size > kKeptBytes) return false;
+    kept_.emplace(size, p);
+    kept_bytes_ += size;
+    return true;
+  }
+  // A kept mapping of exactly `size` bytes (a restore like an earlier one asks for the same sizes), or null.
+  void* Reuse(std::size_t size) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = kept_.find(size);
+    if (it == kept_.end()) return nullptr;
+    void* p = it->second;
+    kept_bytes_ -= size;
+    kept_.erase(it);
+    return p;
+  }
+  // Takes every kept mapping out, for the caller to unmap.
+  std::multimap<std::size_t, void*> TakeKept() {
+    std::lock_guard<std::mutex> lock(mu_);
+    kept_bytes_ = 0;
+    return std::exchange(kept_, {});
   }
 
  private:
   std::mutex mu_;
-  std::unordered_set<void*> blocks_;
+  std::unordered_map<void*, std::size_t> blocks_;
+  std::multimap<std::size_t, void*> kept_;  // by size
+  std::size_t kept_bytes_ = 0;
 };
 
 MappedBlocks& Mapped() {
@@ -75,6 +114,11 @@ void* AllocateLarge(std::size_t bytes) {
   if (bytes < heap_below.load(std::memory_order_relaxed)) return ::operator new(bytes == 0 ? 1 : bytes);
   const std::size_t size = MappedSize(bytes);
   if (size < bytes || size + kHugePage < size) throw std::bad_alloc();
+  if (void* kept = Mapped().Reuse(size)) {
+    CountMapped(static_cast<std::ptrdiff_t>(size));
+    Mapped().Add(kept, size);
+    return kept;
+  }
   void* p = ::mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
@@ -88,18 +132,23 @@ void* AllocateLarge(std::size_t bytes) {
   // Only a request: without transparent huge pages (or with "never") the memory works the same in 4 KiB pages.
   (void)::madvise(reinterpret_cast<void*>(start), size, MADV_HUGEPAGE);
   CountMapped(static_cast<std::ptrdiff_t>(size));
-  Mapped().Add(reinterpret_cast<void*>(start));
+  Mapped().Add(reinterpret_cast<void*>(start), size);
   return reinterpret_cast<void*>(start);
 }
 
 void FreeLarge(void* p, std::size_t bytes) noexcept {
   if (p == nullptr) return;
-  if (bytes < kHugePage || !Mapped().Take(p)) {
+  const std::size_t size = bytes < kHugePage ? 0 : Mapped().Take(p);
+  if (size == 0) {
     ::operator delete(p);
     return;
   }
-  ::munmap(p, MappedSize(bytes));
-  CountMapped(-static_cast<std::ptrdiff_t>(MappedSize(bytes)));
+  CountMapped(-static_cast<std::ptrdiff_t>(size));
+  if (::madvise(p, size, MADV_FREE) != 0 || !Mapped().Keep(p, size)) ::munmap(p, size);
+}
+
+void ReleaseKeptLarge() noexcept {
+  for (const auto& [size, p] : Mapped().TakeKept()) ::munmap(p, size);
 }
 
 BigBuffer::BigBuffer(std::size_t bytes) {

@@ -20,6 +20,11 @@ namespace epollcr {
 // restore/successor.cc, WarmHeap), where a fresh mapping would be faulted in during a pause. Never below 2 MiB.
 void PreferHeapForLarge(std::size_t below);
 
+// FreeLarge (epollcr/memory.h) keeps up to 512 MiB of freed mappings for a later AllocateLarge of the same size, so
+// that a restore like an earlier one finds its memory faulted in already; their pages are the kernel's to take back
+// whenever it needs memory (MADV_FREE), and MappedBytesInUse does not count them. This unmaps them now.
+void ReleaseKeptLarge() noexcept;
+
 class BigBuffer {
  public:
   static constexpr std::size_t kHugePage = std::size_t{2} << 20;

@@ -1,18 +1,21 @@
 // Memory for large arrays (epollcr/memory.h, lib/src/big_buffer.h): from 2 MiB on, a mapping of whole huge pages at
-// a huge-page boundary, counted in MappedBytesInUse, nothing else left mapped; and, where the kernel grants
-// transparent huge pages, filling it is done in huge pages only (a mapping that starts or ends inside a huge page is
-// faulted in 4 KiB at a time there, each fault costing about 40 times a huge page's share on the development VM).
+// a huge-page boundary, counted in MappedBytesInUse, nothing else left mapped, freed mappings kept for reuse up to a
+// bound; and, where the kernel grants transparent huge pages, filling it is done in huge pages only (a mapping that
+// starts or ends inside a huge page is faulted in 4 KiB at a time there, each fault costing about 40 times a huge
+// page's share on the development VM).
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "big_buffer.h"
 #include "epollcr/memory.h"
@@ -80,6 +83,7 @@ std::uint64_t HugeFallbacks() {
 }
 
 TEST(AllocateLargeTest, WholeAlignedHugePagesAndNothingElse) {
+  ReleaseKeptLarge();  // what other tests left kept: each size below is then mapped afresh
   for (std::size_t bytes : {kHuge, kHuge + 1, 3 * kHuge - 4096, 4 * kHuge, 4 * kHuge + 12345}) {
     SCOPED_TRACE("bytes " + std::to_string(bytes));
     const std::size_t whole = (bytes + kHuge - 1) / kHuge * kHuge;
@@ -99,12 +103,46 @@ TEST(AllocateLargeTest, WholeAlignedHugePagesAndNothingElse) {
     if (HugePagesOffered() && HugeFallbacks() == fallbacks) {
       EXPECT_GE(m.anon_huge, whole) << "part of the buffer was faulted in 4 KiB pages";
     }
+    // Freed, the mapping is kept for the next buffer of its size: no longer in use, its pages the kernel's to take.
     const std::size_t full = MappedAddressSpace();
     FreeLarge(p, bytes);
+    EXPECT_EQ(MappedBytesInUse(), before);
+    EXPECT_EQ(MappedAddressSpace(), full);
+    void* again = AllocateLarge(bytes);
+    EXPECT_EQ(again, p) << "a kept mapping of the size asked for is given again";
+    EXPECT_EQ(MappedBytesInUse() - before, whole);
+    EXPECT_EQ(MappedAddressSpace(), full);
+    std::memset(again, 0x33, bytes);
+    FreeLarge(again, bytes);
+    ReleaseKeptLarge();
     EXPECT_EQ(full - MappedAddressSpace(), whole);
     EXPECT_EQ(MappedBytesInUse(), before);
-    EXPECT_FALSE(MappingOf(p).found) << "the buffer is still mapped after FreeLarge";
+    EXPECT_FALSE(MappingOf(p).found) << "the buffer is still mapped after ReleaseKeptLarge";
   }
+}
+
+// What FreeLarge keeps is bounded (512 MiB), whatever is freed: the rest is unmapped at once. Untouched pages of a
+// mapping cost no memory, so the test's gigabyte of buffers costs address space only.
+TEST(AllocateLargeTest, FreedMappingsAreKeptUpToABound) {
+  ReleaseKeptLarge();
+  constexpr std::size_t kBlock = std::size_t{128} << 20;
+  std::vector<void*> blocks;
+  for (int i = 0; i < 8; ++i) blocks.push_back(AllocateLarge(kBlock));
+  const std::size_t all = MappedAddressSpace();
+  for (void* p : blocks) FreeLarge(p, kBlock);
+  EXPECT_EQ(all - MappedAddressSpace(), 4 * kBlock) << "four blocks (512 MiB) kept, four unmapped";
+  // A size no kept mapping has is mapped afresh; the kept ones are reused before anything new is mapped.
+  void* other = AllocateLarge(kBlock + kHuge);
+  EXPECT_EQ(MappedAddressSpace() - (all - 4 * kBlock), kBlock + kHuge);
+  FreeLarge(other, kBlock + kHuge);  // no room left: unmapped
+  for (int i = 0; i < 4; ++i) {
+    void* p = AllocateLarge(kBlock);
+    EXPECT_NE(std::find(blocks.begin(), blocks.end(), p), blocks.end());
+    FreeLarge(p, kBlock);
+  }
+  EXPECT_EQ(all - MappedAddressSpace(), 4 * kBlock);
+  ReleaseKeptLarge();
+  EXPECT_EQ(all - MappedAddressSpace(), 8 * kBlock);
 }
 
 TEST(AllocateLargeTest, SmallSizesComeFromTheHeap) {

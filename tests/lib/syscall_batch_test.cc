@@ -76,25 +76,8 @@ struct Fds {
   }
 };
 
-class SyscallBatchTest : public ::testing::TestWithParam<bool> {
- protected:
-  void SetUp() override { SetRingEnabled(GetParam()); }
-  void TearDown() override { SetRingEnabled(true); }
-  // Whether this test's batches should have gone through a ring.
-  bool ExpectRing() const { return GetParam() && KernelHasRing(); }
-};
-
-TEST_P(SyscallBatchTest, StatManyGivesWhatFstatGives) {
-  Fds f;
-  ASSERT_GE(f.all.size(), 300u);
-  std::vector<FileIdentity> got(f.all.size());
-  std::vector<int> errors(f.all.size(), -1);
-  const BatchCounts before = Counts();
-  StatMany(f.all, got, errors);
-  const BatchCounts after = Counts();
-  EXPECT_EQ(after.ring_batches - before.ring_batches, ExpectRing() ? 1u : 0u);
-  EXPECT_EQ(after.single_calls - before.single_calls, ExpectRing() ? 0u : f.all.size());
-
+// Every item of a StatMany of f.all is what fstat says of that fd now.
+void ExpectWhatFstatGives(const Fds& f, const std::vector<FileIdentity>& got, const std::vector<int>& errors) {
   std::set<std::uint32_t> types;
   for (std::size_t i = 0; i < f.all.size(); ++i) {
     struct stat st;
@@ -110,6 +93,28 @@ TEST_P(SyscallBatchTest, StatManyGivesWhatFstatGives) {
   EXPECT_EQ(types.size(), 6u);
   EXPECT_EQ(errors[100], EBADF);
   EXPECT_EQ(errors[200], EBADF);
+}
+
+class SyscallBatchTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override { SetBatchMode(GetParam() ? BatchMode::kRing : BatchMode::kSingle); }
+  void TearDown() override { SetBatchMode(BatchMode::kAuto); }
+  // Whether this test's batches should have gone through a ring.
+  bool ExpectRing() const { return GetParam() && KernelHasRing(); }
+};
+
+TEST_P(SyscallBatchTest, StatManyGivesWhatFstatGives) {
+  Fds f;
+  ASSERT_GE(f.all.size(), 300u);
+  std::vector<FileIdentity> got(f.all.size());
+  std::vector<int> errors(f.all.size(), -1);
+  const BatchCounts before = Counts();
+  StatMany(f.all, got, errors);
+  const BatchCounts after = Counts();
+  EXPECT_EQ(after.ring_batches - before.ring_batches, ExpectRing() ? 1u : 0u);
+  EXPECT_EQ(after.single_calls - before.single_calls, ExpectRing() ? 0u : f.all.size());
+
+  ExpectWhatFstatGives(f, got, errors);
 }
 
 TEST_P(SyscallBatchTest, EpollAddManyGivesWhatEpollCtlGives) {
@@ -201,6 +206,45 @@ TEST_P(SyscallBatchTest, AnInjectedFaultIsThatItemsResultAndItsCallIsNotMade) {
     EXPECT_EQ(epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], nullptr) == 0 ? 0 : errno, i % 7 == 3 ? ENOENT : 0) << "item " << i;
   }
   close(ep);
+}
+
+// The default mode measures each kind of batch once, on the first items of its first batch, and keeps the cheaper
+// path: the results are fstat's whichever path each item took, and the next batch takes the kept path without
+// measuring again.
+TEST(SyscallBatchAutoTest, TheFirstBatchMeasuresBothPathsAndLaterBatchesKeepTheCheaperOne) {
+  ForgetChoices();
+  Fds f;
+  const std::size_t n = f.all.size();
+  std::vector<FileIdentity> got(n);
+  std::vector<int> errors(n, -1);
+  BatchCounts before = Counts();
+  StatMany(f.all, got, errors);
+  BatchCounts after = Counts();
+  ExpectWhatFstatGives(f, got, errors);
+  const PathChoice choice = ChoiceOf(BatchKind::kStat);
+  if (!KernelHasRing()) {
+    EXPECT_FALSE(choice.measured);
+    EXPECT_EQ(after.single_calls - before.single_calls, n);
+    return;
+  }
+  ASSERT_TRUE(choice.measured);
+  EXPECT_GT(choice.single_ns, 0.0);
+  EXPECT_GT(choice.ring_ns, 0.0);
+  EXPECT_EQ(choice.ring, choice.ring_ns < choice.single_ns);
+  EXPECT_EQ(after.ring_batches - before.ring_batches, 1u);
+  // Two rounds of min(32, n/16) items alone and min(256, n/4) on the ring; then the rest on the path kept.
+  const std::size_t alone = std::min<std::size_t>(32, n / 16), ringed = std::min<std::size_t>(256, n / 4);
+  EXPECT_EQ(after.single_calls - before.single_calls, choice.ring ? 2 * alone : n - 2 * ringed);
+  EXPECT_FALSE(ChoiceOf(BatchKind::kEpollAdd).measured) << "each kind is measured on its own";
+
+  std::fill(errors.begin(), errors.end(), -1);
+  before = Counts();
+  StatMany(f.all, got, errors);
+  after = Counts();
+  ExpectWhatFstatGives(f, got, errors);
+  EXPECT_EQ(after.ring_batches - before.ring_batches, choice.ring ? 1u : 0u);
+  EXPECT_EQ(after.single_calls - before.single_calls, choice.ring ? 0u : n);
+  EXPECT_EQ(ChoiceOf(BatchKind::kStat).ring_ns, choice.ring_ns) << "measured once";
 }
 
 INSTANTIATE_TEST_SUITE_P(RingAndSingle, SyscallBatchTest, ::testing::Bool(),

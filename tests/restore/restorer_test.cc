@@ -355,8 +355,15 @@ TEST_F(BatchedRestoreTest, EachFailedSystemCallFailsTheRestoreCleanly) {
   EXPECT_EQ(report.entries, static_cast<std::uint64_t>(kSockets));
   EXPECT_EQ(HostFile::WrappedFds(), static_cast<std::size_t>(kSockets));
   const sys::BatchCounts after = sys::Counts();
-  EXPECT_TRUE(after.ring_batches == before.ring_batches + 2 || after.single_calls == before.single_calls + 2 * kSockets)
-      << "either both batches went through io_uring or every call went alone";
+  // Each of the two batches (statx, epoll_ctl ADD) took a ring or went one call at a time (in auto mode a kind not
+  // measured yet runs some of its first items alone: syscall_batch.h); without a ring, every call went alone.
+  const std::uint64_t rings = after.ring_batches - before.ring_batches;
+  const std::uint64_t singles = after.single_calls - before.single_calls;
+  EXPECT_LE(rings, 2u);
+  EXPECT_LE(singles, 2u * kSockets);
+  if (rings == 0) {
+    EXPECT_EQ(singles, 2u * kSockets);
+  }
   // A write to one socket reaches the restored poll through its kernel epoll, like any wake-up.
   const char byte = 'x';
   ASSERT_EQ(write(fds_[1], &byte, 1), 1);
