@@ -283,4 +283,68 @@ Result<int> RebuildTcp(const TcpConnection& c) {
   return fd;
 }
 
+Result<TcpListener> CaptureListener(int fd) {
+  int type = 0, protocol = 0, listening = 0;
+  if (!Get(fd, SOL_SOCKET, SO_TYPE, &type) || !Get(fd, SOL_SOCKET, SO_PROTOCOL, &protocol)) {
+    return Failed("not a socket");
+  }
+  if (type != SOCK_STREAM || protocol != IPPROTO_TCP || !Get(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening) ||
+      listening == 0) {
+    return Status::Error(EINVAL, "not a listening TCP socket");
+  }
+  tcp_info info{};
+  socklen_t size = sizeof info;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) != 0) return Failed("TCP_INFO");
+  if (info.tcpi_unacked > 0) {  // for a listener: its accept queue's length
+    return Status::Error(EBUSY, std::to_string(info.tcpi_unacked) +
+                                    " connection(s) wait in the listener's accept queue: accept them first");
+  }
+  TcpListener l;
+  l.backlog = static_cast<int>(info.tcpi_sacked);  // for a listener: the backlog
+  l.local_size = sizeof l.local;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&l.local), &l.local_size) != 0) return Failed("getsockname");
+  l.family = l.local.ss_family;
+  int value = 0;
+  if (!Get(fd, SOL_SOCKET, SO_REUSEADDR, &value)) return Failed("SO_REUSEADDR");
+  l.reuse_address = value != 0;
+  if (!Get(fd, SOL_SOCKET, SO_REUSEPORT, &value)) return Failed("SO_REUSEPORT");
+  l.reuse_port = value != 0;
+  if (l.family == AF_INET6) {
+    if (!Get(fd, IPPROTO_IPV6, IPV6_V6ONLY, &value)) return Failed("IPV6_V6ONLY");
+    l.v6_only = value != 0;
+  }
+  if (!Get(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &l.defer_accept)) return Failed("TCP_DEFER_ACCEPT");
+  if (!Get(fd, IPPROTO_TCP, TCP_FASTOPEN, &l.fast_open)) return Failed("TCP_FASTOPEN");
+  l.file_flags = ::fcntl(fd, F_GETFL);
+  if (l.file_flags < 0) return Failed("F_GETFL");
+  return l;
+}
+
+Result<int> RebuildListener(const TcpListener& l) {
+  if (l.family != AF_INET && l.family != AF_INET6) {
+    return Status::Error(EAFNOSUPPORT, "address family " + std::to_string(l.family) + " is not TCP over IP");
+  }
+  const int fd = ::socket(l.family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+  if (fd < 0) return Failed("socket");
+  Status status;
+  if (!Set(fd, SOL_SOCKET, SO_REUSEADDR, l.reuse_address ? 1 : 0) ||
+      !Set(fd, SOL_SOCKET, SO_REUSEPORT, l.reuse_port ? 1 : 0) ||
+      (l.family == AF_INET6 && !Set(fd, IPPROTO_IPV6, IPV6_V6ONLY, l.v6_only ? 1 : 0)) ||
+      !Set(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, l.defer_accept) ||
+      (l.fast_open > 0 && !Set(fd, IPPROTO_TCP, TCP_FASTOPEN, l.fast_open))) {
+    status = Failed("socket options");
+  } else if (::bind(fd, reinterpret_cast<const sockaddr*>(&l.local), l.local_size) != 0) {
+    status = Failed("bind");
+  } else if (::listen(fd, l.backlog) != 0) {
+    status = Failed("listen");
+  } else if (::fcntl(fd, F_SETFL, l.file_flags) != 0) {
+    status = Failed("F_SETFL");
+  }
+  if (!status.ok()) {
+    ::close(fd);
+    return status;
+  }
+  return fd;
+}
+
 }  // namespace epollcr::restore

@@ -89,4 +89,27 @@ void CloseTcpSilently(int fd);
 // is left behind and the error says which step failed.
 Result<int> RebuildTcp(const TcpConnection& connection);
 
+// A listening TCP socket by value: its address and what a new one needs to accept as it did.
+struct TcpListener {
+  int family = 0;
+  sockaddr_storage local{};
+  socklen_t local_size = 0;
+  int backlog = 0;       // listen(2)'s backlog as the kernel holds it (TCP_INFO's tcpi_sacked for a listener)
+  bool reuse_address = false;
+  bool reuse_port = false;
+  bool v6_only = false;  // AF_INET6 only
+  int defer_accept = 0;  // TCP_DEFER_ACCEPT, seconds
+  int fast_open = 0;     // TCP_FASTOPEN's queue length
+  int file_flags = 0;    // F_GETFL (O_NONBLOCK)
+};
+
+// Reads the listener `fd` (nothing changes for it). EINVAL if it is not a listening TCP socket; EBUSY if connections
+// wait in its accept queue (established connections no program has accepted yet: accept them first, and they move
+// as connections).
+Result<TcpListener> CaptureListener(int fd);
+
+// A new listening socket (close-on-exec) as `listener` describes. Bound to the same address: the old one must be
+// closed first unless both allow SO_REUSEPORT. On failure no socket is left behind and the error names the step.
+Result<int> RebuildListener(const TcpListener& listener);
+
 }  // namespace epollcr::restore

@@ -275,5 +275,98 @@ TEST(TcpRepairRefusalTest, AFailedRebuildLeavesNothingBehind) {
   EXPECT_EQ(Stream(pair.server, pair.client, 's', &at, 4096), "");
 }
 
+// A listener by value: the same address, backlog and options, and it accepts; it moves beside a connection it had
+// accepted (the connection's rebuild shares the listener's port, as in the old process).
+TEST(TcpListenerTest, AListenerMovesByValueWithItsOptionsBesideItsConnection) {
+  const int listener = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int on = 1, defer = 5, fast_open = 16;
+  ASSERT_EQ(::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on), 0);
+  ASSERT_EQ(::setsockopt(listener, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on), 0);
+  ASSERT_EQ(::setsockopt(listener, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer), 0);
+  ASSERT_EQ(::setsockopt(listener, IPPROTO_TCP, TCP_FASTOPEN, &fast_open, sizeof fast_open), 0);
+  sockaddr_in6 address{};
+  address.sin6_family = AF_INET6;
+  address.sin6_addr = in6addr_loopback;
+  socklen_t size = sizeof address;
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(listener, 7), 0);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &size), 0);
+  const int client = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(SendAll(client, Pattern('c', 0, 100)), "");  // TCP_DEFER_ACCEPT: accepted once data came
+  pollfd p{listener, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 10000), 1);
+  const int server = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(server, 0);
+  const int before = IntOption(listener, IPPROTO_TCP, TCP_DEFER_ACCEPT);
+
+  Result<TcpListener> l = CaptureListener(listener);
+  ASSERT_TRUE(l.ok()) << l.status().message;
+  EXPECT_EQ(l.value().backlog, 7);
+  EXPECT_TRUE(l.value().reuse_address);
+  EXPECT_TRUE(l.value().v6_only);
+  EXPECT_EQ(l.value().fast_open, 16);
+  EXPECT_NE(l.value().file_flags & O_NONBLOCK, 0);
+  Result<TcpConnection> c = CaptureTcp(server);
+  ASSERT_TRUE(c.ok()) << c.status().message;
+  ::close(listener);
+  CloseTcpSilently(server);
+  Result<int> relistener = RebuildListener(l.value());
+  ASSERT_TRUE(relistener.ok()) << relistener.status().message;
+  Result<int> reserver = RebuildTcp(c.value());
+  ASSERT_TRUE(reserver.ok()) << reserver.status().message;
+
+  sockaddr_in6 now{};
+  size = sizeof now;
+  ASSERT_EQ(::getsockname(relistener.value(), reinterpret_cast<sockaddr*>(&now), &size), 0);
+  EXPECT_EQ(now.sin6_port, address.sin6_port);
+  EXPECT_EQ(IntOption(relistener.value(), SOL_SOCKET, SO_REUSEADDR), 1);
+  EXPECT_EQ(IntOption(relistener.value(), IPPROTO_IPV6, IPV6_V6ONLY), 1);
+  EXPECT_EQ(IntOption(relistener.value(), IPPROTO_TCP, TCP_DEFER_ACCEPT), before);
+  EXPECT_EQ(IntOption(relistener.value(), IPPROTO_TCP, TCP_FASTOPEN), 16);
+  EXPECT_NE(::fcntl(relistener.value(), F_GETFL) & O_NONBLOCK, 0);
+  tcp_info info{};
+  size = sizeof info;
+  ASSERT_EQ(::getsockopt(relistener.value(), IPPROTO_TCP, TCP_INFO, &info, &size), 0);
+  EXPECT_EQ(info.tcpi_sacked, 7u) << "the backlog";
+  // The moved connection carries on, and the rebuilt listener accepts a new one.
+  EXPECT_EQ(ReadExactly(reserver.value(), 'c', 0, 100), "");
+  std::uint64_t at = 100;
+  EXPECT_EQ(Stream(client, reserver.value(), 'c', &at, 1 << 16), "");
+  const int second = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(second, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(SendAll(second, "x"), "");
+  p = {relistener.value(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 10000), 1);
+  const int accepted = ::accept4(relistener.value(), nullptr, nullptr, SOCK_CLOEXEC);
+  EXPECT_GE(accepted, 0) << std::strerror(errno);
+  for (int fd : {accepted, second, reserver.value(), relistener.value(), client}) ::close(fd);
+}
+
+// A listener with a connection no one accepted yet cannot move (that connection is in no fd); nor can a connected
+// socket move as a listener.
+TEST(TcpListenerTest, WhatCannotMoveAsAListenerSaysWhy) {
+  Pair pair;
+  ASSERT_TRUE(Connect(AF_INET, &pair));
+  EXPECT_EQ(CaptureListener(pair.server).error(), std::errc::invalid_argument);
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t size = sizeof address;
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &size), 0);
+  const int waiting = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(waiting, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  Result<TcpListener> busy = CaptureListener(listener);
+  ASSERT_FALSE(busy.ok());
+  EXPECT_EQ(busy.error(), std::errc::device_or_resource_busy);
+  EXPECT_NE(busy.status().message.find("1 connection(s) wait"), std::string::npos) << busy.status().message;
+  ::close(waiting);
+  ::close(listener);
+}
+
 }  // namespace
 }  // namespace epollcr::restore
