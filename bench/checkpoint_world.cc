@@ -84,6 +84,12 @@ void CountHeap(benchmark::State& state, const char* call, const HeapUse& use) {
   state.counters[prefix + "_net_heap_bytes_mallinfo"] = static_cast<double>(use.net_mallinfo);
 }
 
+void CountLocksHeld(benchmark::State& state, std::chrono::nanoseconds total, double per_iteration) {
+  const double iterations = static_cast<double>(state.iterations());
+  state.counters["locks_held_ns"] =
+      iterations > 0 ? static_cast<double>(total.count()) / iterations / per_iteration : 0.0;
+}
+
 void AddStages(restore::Report& total, const restore::Report& one) {
   total.read += one.read;
   total.validate += one.validate;

@@ -56,12 +56,12 @@ std::uint64_t GetLe(std::string_view in, std::size_t at, int bytes) {
 }
 
 template <typename Oar>
-Status SaveAs(const World& world, std::string* payload) {
+Status SaveAs(const World& world, std::string* payload, SavePause* pause) {
   std::ostringstream os(std::ios::binary);
   Status s;
   {
     Oar ar(os);
-    s = archive::SaveWorldTo(ar, world);
+    s = archive::SaveWorldTo(ar, world, pause);
   }  // an xml archive closes its root element in its destructor
   *payload = std::move(os).str();
   return s;
@@ -99,13 +99,13 @@ Status LoadAs(std::string_view payload, World* out) {
 
 }  // namespace
 
-Result<std::string> SaveWorld(const World& world, ArchiveFormat format) {
+Result<std::string> SaveWorld(const World& world, ArchiveFormat format, SavePause* pause) {
   std::string payload;
   Status s;
   switch (format) {
-    case ArchiveFormat::kBoostText: s = SaveAs<boost::archive::text_oarchive>(world, &payload); break;
-    case ArchiveFormat::kBoostXml: s = SaveAs<boost::archive::xml_oarchive>(world, &payload); break;
-    case ArchiveFormat::kBoostBinary: s = SaveAs<boost::archive::binary_oarchive>(world, &payload); break;
+    case ArchiveFormat::kBoostText: s = SaveAs<boost::archive::text_oarchive>(world, &payload, pause); break;
+    case ArchiveFormat::kBoostXml: s = SaveAs<boost::archive::xml_oarchive>(world, &payload, pause); break;
+    case ArchiveFormat::kBoostBinary: s = SaveAs<boost::archive::binary_oarchive>(world, &payload, pause); break;
     default: return Status::Error(EINVAL, "save: unknown archive format");
   }
   if (!s.ok()) return s;

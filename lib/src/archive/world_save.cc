@@ -60,16 +60,16 @@ class Writer {
       std::vector<std::uint64_t> files;
       numbers.reserve(cut_.fds().size());
       files.reserve(cut_.fds().size());
-      for (const auto& [fd, file] : cut_.fds()) {
-        numbers.push_back(fd);
-        files.push_back(cut_.ids().Of(file.get()));
+      for (const state::Cut::Fd& fd : cut_.fds()) {
+        numbers.push_back(fd.fd);
+        files.push_back(fd.file);
       }
       ar << make_nvp("numbers", numbers) << make_nvp("files", files);
     } else {
       std::string numbers, files;
-      for (const auto& [fd, file] : cut_.fds()) {
-        AppendColumn(numbers, fd);
-        AppendColumn(files, cut_.ids().Of(file.get()));
+      for (const state::Cut::Fd& fd : cut_.fds()) {
+        AppendColumn(numbers, fd.fd);
+        AppendColumn(files, fd.file);
       }
       ar << make_nvp("numbers", numbers) << make_nvp("files", files);
     }
@@ -158,7 +158,7 @@ class Writer {
 }  // namespace
 
 template <typename Ar>
-Status SaveWorldTo(Ar& ar, const World& world) {
+Status SaveWorldTo(Ar& ar, const World& world, SavePause* pause) {
   try {
     Status refused;
     Status s = state::WithCut(world, [&](state::Cut& cut) {
@@ -171,15 +171,15 @@ Status SaveWorldTo(Ar& ar, const World& world) {
         }
       }
       Writer(cut).Write(ar);
-    });
+    }, pause);
     return s.ok() ? refused : s;
   } catch (const std::exception& e) {
     return Status::Error(EIO, std::string("save: ") + e.what());
   }
 }
 
-template Status SaveWorldTo(boost::archive::text_oarchive&, const World&);
-template Status SaveWorldTo(boost::archive::xml_oarchive&, const World&);
-template Status SaveWorldTo(boost::archive::binary_oarchive&, const World&);
+template Status SaveWorldTo(boost::archive::text_oarchive&, const World&, SavePause*);
+template Status SaveWorldTo(boost::archive::xml_oarchive&, const World&, SavePause*);
+template Status SaveWorldTo(boost::archive::binary_oarchive&, const World&, SavePause*);
 
 }  // namespace epollcr::archive
