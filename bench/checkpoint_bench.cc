@@ -71,7 +71,8 @@ void BM_CheckpointSave(benchmark::State& state, ArchiveFormat format) {
   std::chrono::nanoseconds held{0};
   for (auto _ : state) {
     SavePause pause;
-    Result<std::string> saved = SaveWorld(f.world.world, format, &pause);  // freeing the archive, at the end, is timed too
+    // Freeing the archive, at the end, is timed too.
+    Result<std::string> saved = SaveWorld(f.world.world, format, &pause);
     if (!saved.ok()) {
       state.SkipWithError(StatusFailure("SaveWorld", saved.status()).c_str());
       break;

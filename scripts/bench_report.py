@@ -744,8 +744,9 @@ def checkpoint_section(run):
     say("**Save**: `SaveWorld(world, format)`: the consistent cut, the Boost archive and its envelope (CRC32C); "
         "freeing the returned archive is in the timed region. **locks held** is how long each save held the consistent "
         "cut (`SavePause`: from freezing the fd table to releasing the last lock, wall clock), while no other thread "
-        "can use the world; a Boost archive is written inside the cut. **Load**: `LoadWorld(archive, &empty_world)`: every "
-        "file created, the fd table filled, then after_load: every entry back on its saved list and its waiter "
+        "can use the world: inside it a save writes the pipes' and sockets' bytes and copies every other field as a "
+        "number, and it formats the archive after it (docs/design.md, \"Saving, step by step\"). **Load**: "
+        "`LoadWorld(archive, &empty_world)`: every file created, the fd table filled, then after_load: every entry back on its saved list and its waiter "
         "registered with its file again. Tearing the loaded world down is outside the timed region. Time per entry = "
         "time per call / N. Runs: " + "; ".join(counts) + ". The 1,000,000-entry cases run one call per "
         "repetition, to keep `scripts/bench` to a few minutes.\n")

@@ -7,7 +7,8 @@
 
 namespace epollcr::state {
 
-Status WithCut(const World& world, const std::function<void(Cut&)>& read, SavePause* pause) {
+Status WithCut(const World& world, const std::function<void(Cut&)>& read, SavePause* pause,
+               const std::function<void(Cut&)>& after) {
   {
     // A file closed just before the cut may still be registered while its release waits for a poll's lock: take
     // the cut again once it is gone. A file that stays outside the world is the caller's error.
@@ -33,6 +34,7 @@ Status WithCut(const World& world, const std::function<void(Cut&)>& read, SavePa
       read(snap);
       snap.Unlock();
       if (pause != nullptr) pause->locks_held = std::chrono::steady_clock::now() - start;
+      if (after) after(snap);
       return {};
     }
   }

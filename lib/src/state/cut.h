@@ -114,9 +114,14 @@ class Cut {
     // (LOCKING 4 to 6).
     // The walk over the queues, file by file in id order, also collects each poll's entries with their sort key and
     // place: grouped by file id already, and without a map from entry to place.
+    // A queue of a poll of the cut also gives the polls that watch it (inner_of: each poll's watched polls).
     std::vector<std::vector<Keyed>> found(polls_.size());
+    std::vector<std::vector<std::size_t>> inner_of(polls_.size());
     for (std::size_t i = 0; i < polls_.size(); ++i) found[i].reserve(polls_[i].poll->impl()->entries_.size());
+    std::size_t next_poll = 0;  // polls_ is in file order
     for (std::size_t i = 0; i < files_.size(); ++i) {
+      std::optional<std::size_t> this_poll;
+      if (next_poll < polls_.size() && polls_[next_poll].id == i + 1) this_poll = next_poll++;
       std::uint32_t next = 0;
       const EventPoll* last = nullptr;
       std::size_t last_at = 0;
@@ -131,25 +136,36 @@ class Cut {
         }
         auto* e = static_cast<PollEntry*>(&w);
         found[last_at].push_back({i + 1, e->fd, next++, e});
+        if (this_poll) inner_of[last_at].push_back(*this_poll);
       });
+    }
+    // Whether the walk found every entry of every poll; else some poll's nesting is read from its map below.
+    bool all_found = true;
+    for (std::size_t i = 0; i < polls_.size(); ++i) {
+      all_found = all_found && found[i].size() == polls_[i].poll->impl()->entries_.size();
     }
     // Each poll's height is computed once: a graph of polls can hold very many paths to one poll (a loaded one is
     // not bound by ADD's path limits), and walking every path took seconds (fuzz regression
     // boost_text_loader/nested-polls-many-paths).
     for (PollCut& c : polls_) c.height = -1;  // not known yet
-    std::function<int(PollCut&, int)> height = [&](PollCut& c, int depth) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+    std::function<int(std::size_t, int)> height = [&](std::size_t at, int depth) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+      PollCut& c = polls_[at];
       if (c.height >= 0) return c.height;
       if (depth > kMaxNests + 1) return depth;  // cannot happen: nesting is limited on ADD and on load
       int h = 0;
-      for (PollEntry& e : c.poll->impl()->entries_) {
-        const EventPoll* inner = e.file->AsEventPoll();
-        if (inner == nullptr) continue;
-        if (const std::optional<std::size_t> at = poll_index(inner)) h = std::max(h, height(polls_[*at], depth + 1) + 1);
+      if (all_found) {
+        for (std::size_t inner : inner_of[at]) h = std::max(h, height(inner, depth + 1) + 1);
+      } else {
+        for (PollEntry& e : c.poll->impl()->entries_) {
+          const EventPoll* inner = e.file->AsEventPoll();
+          if (inner == nullptr) continue;
+          if (const std::optional<std::size_t> i = poll_index(inner)) h = std::max(h, height(*i, depth + 1) + 1);
+        }
       }
       c.height = h;
       return h;
     };
-    for (PollCut& c : polls_) height(c, 0);
+    for (std::size_t i = 0; i < polls_.size(); ++i) height(i, 0);
     std::vector<PollCut*> order;
     for (PollCut& c : polls_) order.push_back(&c);
     std::stable_sort(order.begin(), order.end(), [](PollCut* a, PollCut* b) { return a->height > b->height; });
@@ -163,9 +179,10 @@ class Cut {
       if (!zero.status.ok()) return zero.status;
       std::vector<Keyed>& keyed = found[pi];
       if (keyed.size() == c.poll->impl()->entries_.size()) {
-        // Every entry was in its file's queue: in (file id, queue) order, which is (file id, fd) order unless a file
-        // has several entries in this poll registered out of fd order.
-        if (!std::is_sorted(keyed.begin(), keyed.end(), KeyLess)) SortByFileAndFd(keyed);
+        // Every entry was in its file's queue: in file id order, and a file's entries in queue order (the latest
+        // registration first: Linux puts a non-exclusive waiter at the head of the queue, waiter_queue.cc), so
+        // mostly in falling fd order.
+        SortEachFileByFd(keyed);
       } else if (Status s = KeyedFromMap(c, name, keyed); !s.ok()) {
         return s;
       }
@@ -256,7 +273,8 @@ class Cut {
   // A poll some of whose entries the queue walk did not find (a waiter not registered, or a file outside the cut):
   // its entries from its map, each with the place the walk found for it (0 if none), sorted. A file outside the world
   // fails the save (retry() then says the caller may take the cut again).
-  Status KeyedFromMap(PollCut& c, const std::string& name, std::vector<Keyed>& keyed) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+  Status KeyedFromMap(PollCut& c, const std::string& name, std::vector<Keyed>& keyed)
+      EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
     std::unordered_map<const PollEntry*, std::uint32_t> ranks;
     for (const Keyed& k : keyed) {
       if (k.rank > 0) ranks.emplace(k.entry, k.rank);
@@ -300,6 +318,22 @@ class Cut {
     keyed.swap(sorted);
   }
 
+  // Entries grouped by file id, in increasing id order: each file's entries sorted by fd (reversed, when they were in
+  // falling order).
+  static void SortEachFileByFd(std::vector<Keyed>& keyed) {
+    auto fd_less = [](const Keyed& a, const Keyed& b) { return a.fd < b.fd; };
+    auto fd_greater = [](const Keyed& a, const Keyed& b) { return a.fd > b.fd; };
+    for (auto group = keyed.begin(), end = group; group != keyed.end(); group = end) {
+      end = std::find_if(group, keyed.end(), [&](const Keyed& k) { return k.id != group->id; });
+      if (end - group < 2 || std::is_sorted(group, end, fd_less)) continue;
+      if (std::is_sorted(group, end, fd_greater)) {
+        std::reverse(group, end);
+      } else {
+        std::sort(group, end, fd_less);
+      }
+    }
+  }
+
   // The file's id, given it if it has none yet: files take ids 1..n; shared objects follow.
   std::uint64_t Own(const std::shared_ptr<File>& f) {
     auto [it, added] = ids_.ids.try_emplace(f.get(), files_.size() + 1);
@@ -336,7 +370,10 @@ class Cut {
 
 // Takes a cut of `world` (retrying while a just-closed file is still being released), then calls `read` with every
 // lock held. Embedder SaveState() runs before the locks are taken. `pause`, if given, receives how long the cut that
-// `read` saw was held: from freezing the fd table to releasing the last lock.
-Status WithCut(const World& world, const std::function<void(Cut&)>& read, SavePause* pause = nullptr);
+// `read` saw was held: from freezing the fd table to releasing the last lock. `after`, if given, runs once the locks
+// are released, with what the cut copied (files, kinds, embedder states, fds, each poll's ranks and ready order), but
+// no longer the right to read the world's objects.
+Status WithCut(const World& world, const std::function<void(Cut&)>& read, SavePause* pause = nullptr,
+               const std::function<void(Cut&)>& after = {});
 
 }  // namespace epollcr::state
