@@ -105,7 +105,9 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   }
 }
 
-void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image) {
+// What the cut copied and the world's tables: the header, the fd table and the roots. Runs after the cut's locks are
+// released (state::WithCut's `after`): a million fds are a million messages to make, and none of them reads the world.
+void CaptureTables(state::Cut& snap, v1::Image* image) {
   v1::Header* h = image->mutable_header();
   h->set_format_major(kFormatMajor);
   h->set_format_minor(kFormatMinor);
@@ -130,6 +132,11 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image) 
     r->set_name(name);
     r->set_file(snap.ids().Of(file.get()));
   }
+}
+
+// Everything that reads the world: the shared objects and the files, polls included. Preconditions: the cut's locks
+// are held.
+void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image) {
   for (const state::Cut::Shared& s : snap.shared()) {
     if (s.pipe) {
       v1::PipeState* p = image->add_pipes();
@@ -153,7 +160,9 @@ Result<v1::Image> Capture(const World& world, const SaveOptions& options) {
   v1::Image image;
   Status s;
   try {
-    s = state::WithCut(world, [&](state::Cut& snap) { CaptureAll(snap, options, &image); }, options.pause);
+    s = state::WithCut(
+        world, [&](state::Cut& snap) { CaptureAll(snap, options, &image); }, options.pause,
+        [&](state::Cut& snap) { CaptureTables(snap, &image); });
   } catch (const std::exception& e) {
     s = Status::Error(EIO, std::string("capture: ") + e.what());
   }
@@ -716,7 +725,9 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
   Status s;
   try {
-    s = state::WithCut(world, [&](state::Cut& snap) { CaptureAll(snap, options, image); }, options.pause);
+    s = state::WithCut(
+        world, [&](state::Cut& snap) { CaptureAll(snap, options, image); }, options.pause,
+        [&](state::Cut& snap) { CaptureTables(snap, image); });
   } catch (const std::exception& e) {
     s = Status::Error(EIO, std::string("capture: ") + e.what());
   }
