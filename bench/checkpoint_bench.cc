@@ -1,6 +1,7 @@
 // Checkpoint save and load (issue 3; BENCHMARKS.md "Checkpoint save and load"), beside what a kernel-based restorer
 // pays per entry, in the same run:
-//   BM_CheckpointSave/<format>/entries:N   - SaveWorld of a world with N registered entries
+//   BM_CheckpointSave/<format>/entries:N   - SaveWorld of a world with N registered entries; the counter locks_held_ns
+//                                            is how long each save held the consistent cut, per entry (SavePause)
 //   BM_CheckpointLoad/<format>/entries:N   - LoadWorld of that world's archive into an empty world. Loading includes
 //                                            after_load: every entry back on its list and its waiter registered with
 //                                            its file again (docs/state-model.md "Loading")
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstdint>
 #include <map>
@@ -66,15 +68,20 @@ void BM_CheckpointSave(benchmark::State& state, ArchiveFormat format) {
   const int n = static_cast<int>(state.range(0));
   CheckpointFixture& f = CheckpointFixtureFor(n);
   if (!f.error.empty()) return state.SkipWithError(f.error.c_str());
+  std::chrono::nanoseconds held{0};
   for (auto _ : state) {
-    Result<std::string> saved = SaveWorld(f.world.world, format);  // freeing the archive, at the end, is timed too
+    SavePause pause;
+    // Freeing the archive, at the end, is timed too.
+    Result<std::string> saved = SaveWorld(f.world.world, format, &pause);
     if (!saved.ok()) {
       state.SkipWithError(StatusFailure("SaveWorld", saved.status()).c_str());
       break;
     }
     benchmark::DoNotOptimize(saved.value().data());
+    held += pause.locks_held;
   }
   CountWork(state, "per_entry", n);
+  CountLocksHeld(state, held, n);
 }
 
 void BM_CheckpointLoad(benchmark::State& state, ArchiveFormat format) {

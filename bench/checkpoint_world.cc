@@ -96,6 +96,12 @@ void CountFaults(benchmark::State& state, std::int64_t faults, double registrati
       static_cast<double>(faults) / (static_cast<double>(state.iterations()) * registrations);
 }
 
+void CountLocksHeld(benchmark::State& state, std::chrono::nanoseconds total, double per_iteration) {
+  const double iterations = static_cast<double>(state.iterations());
+  state.counters["locks_held_ns"] =
+      iterations > 0 ? static_cast<double>(total.count()) / iterations / per_iteration : 0.0;
+}
+
 void AddStages(restore::Report& total, const restore::Report& one) {
   total.read += one.read;
   total.validate += one.validate;

@@ -11,6 +11,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -90,6 +91,11 @@ struct HeapUse {
 template <typename Call>
 HeapUse Metered(Call call);
 void CountHeap(benchmark::State& state, const char* call, const HeapUse& use);
+
+// How long the saves of a benchmark's iterations held the consistent cut (SavePause), summed over its iterations:
+// reported per unit of work as the counter locks_held_ns (wall clock, as the cut's pause is), to set beside the save's
+// time per unit.
+void CountLocksHeld(benchmark::State& state, std::chrono::nanoseconds total, double per_iteration);
 
 }  // namespace epollcr::bench
 

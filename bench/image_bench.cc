@@ -2,7 +2,8 @@
 // restorer pays per entry (BM_CheckpointKernelAdd/entries:N at the same N, checkpoint_bench.cc), in the same run:
 //   BM_ImageSave/entries:N     encode+write: image::WriteImage - capture the world, encode, frame, write the file
 //                              atomically and durably (a temporary file, fsync, rename, fsync of the directory)
-//   BM_ImageEncode/entries:N   the same into memory (image::SaveImage), without the file and its two fsyncs
+//   BM_ImageEncode/entries:N   the same into memory (image::SaveImage), without the file and its two fsyncs; the
+//                              counter locks_held_ns is how long each save held the consistent cut, per entry
 //   BM_ImageRead/entries:N     read+decode+validate: ReadImageFile (read, check the framing and CRC32C), Decode,
 //                              Validate
 //   BM_ImageRestore/entries:N  read+decode+validate+restore: image::ReadImage into an empty world (restore includes
@@ -15,6 +16,7 @@
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -99,15 +101,21 @@ void BM_ImageEncode(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   CheckpointFixture& f = CheckpointFixtureFor(n);
   if (!f.error.empty()) return state.SkipWithError(f.error.c_str());
+  std::chrono::nanoseconds held{0};
   for (auto _ : state) {
-    Result<std::string> bytes = image::SaveImage(f.world.world);  // freeing them, at the end, is timed too
+    SavePause pause;
+    image::SaveOptions options;
+    options.pause = &pause;
+    Result<std::string> bytes = image::SaveImage(f.world.world, options);  // freeing them, at the end, is timed too
     if (!bytes.ok()) {
       state.SkipWithError(StatusFailure("image::SaveImage", bytes.status()).c_str());
       break;
     }
     benchmark::DoNotOptimize(bytes.value().data());
+    held += pause.locks_held;
   }
   CountWork(state, "per_entry", n);
+  CountLocksHeld(state, held, n);
 }
 
 void BM_ImageRead(benchmark::State& state) {

@@ -105,7 +105,9 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   }
 }
 
-void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image) {
+// What the cut copied and the world's tables: the header, the fd table and the roots. Runs after the cut's locks are
+// released (state::WithCut's `after`): a million fds are a million messages to make, and none of them reads the world.
+void CaptureTables(state::Cut& snap, v1::Image* image) {
   v1::Header* h = image->mutable_header();
   h->set_format_major(kFormatMajor);
   h->set_format_minor(kFormatMinor);
@@ -119,16 +121,22 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image) 
   h->set_architecture("unknown");
 #endif
   h->set_endianness(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? v1::ENDIANNESS_LITTLE : v1::ENDIANNESS_BIG);
-  for (const auto& [fd, file] : snap.fds()) {
+  image->mutable_fds()->Reserve(static_cast<int>(snap.fds().size()));
+  for (const state::Cut::Fd& fd : snap.fds()) {
     v1::FdEntry* e = image->add_fds();
-    e->set_fd(fd);
-    e->set_file(snap.ids().Of(file.get()));
+    e->set_fd(fd.fd);
+    e->set_file(fd.file);
   }
   for (const auto& [name, file] : snap.roots()) {
     v1::Root* r = image->add_roots();
     r->set_name(name);
     r->set_file(snap.ids().Of(file.get()));
   }
+}
+
+// Everything that reads the world: the shared objects and the files, polls included. Preconditions: the cut's locks
+// are held.
+void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image) {
   for (const state::Cut::Shared& s : snap.shared()) {
     if (s.pipe) {
       v1::PipeState* p = image->add_pipes();
@@ -152,7 +160,9 @@ Result<v1::Image> Capture(const World& world, const SaveOptions& options) {
   v1::Image image;
   Status s;
   try {
-    s = state::WithCut(world, [&](state::Cut& snap) { CaptureAll(snap, options, &image); });
+    s = state::WithCut(
+        world, [&](state::Cut& snap) { CaptureAll(snap, options, &image); }, options.pause,
+        [&](state::Cut& snap) { CaptureTables(snap, &image); });
   } catch (const std::exception& e) {
     s = Status::Error(EIO, std::string("capture: ") + e.what());
   }
@@ -715,7 +725,9 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
   Status s;
   try {
-    s = state::WithCut(world, [&](state::Cut& snap) { CaptureAll(snap, options, image); });
+    s = state::WithCut(
+        world, [&](state::Cut& snap) { CaptureAll(snap, options, image); }, options.pause,
+        [&](state::Cut& snap) { CaptureTables(snap, image); });
   } catch (const std::exception& e) {
     s = Status::Error(EIO, std::string("capture: ") + e.what());
   }
@@ -761,11 +773,20 @@ Status SaveImageInto(const World& world, const SaveOptions& options, BigBuffer* 
   return s;
 }
 
+// Encoded straight into the string it returns: a buffer of its own, then a copy, would touch twice the memory.
 Result<std::string> SaveImage(const World& world, const SaveOptions& options) {
-  BigBuffer buffer;
+  std::string bytes;
   std::size_t size = 0;
-  if (Status s = SaveImageInto(world, options, &buffer, &size); !s.ok()) return s;
-  return std::string(static_cast<const char*>(buffer.data()), size);
+  Status s = SaveImageWith(
+      world, options,
+      [&](std::size_t n) {
+        bytes.resize(n);
+        return bytes.data();
+      },
+      &size);
+  if (!s.ok()) return s;
+  bytes.resize(size);
+  return bytes;
 }
 
 namespace {

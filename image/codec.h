@@ -37,6 +37,9 @@ struct SaveOptions {
   // Called for each host file the image records, with its fd, while the cut is held (a live hand-off learns from it
   // which fds the image names without a walk of its own). Must not call into epollcr.
   std::function<void(int fd, const std::shared_ptr<File>& file)> on_host_file;
+  // If set, receives how long the save held the cut (epollcr/state.h SavePause): the capture; the encoding follows
+  // with the world free.
+  SavePause* pause = nullptr;
 };
 
 Result<v1::Image> Capture(const World& world, const SaveOptions& options = {});

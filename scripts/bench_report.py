@@ -49,6 +49,17 @@ RESTORE_GOAL = 1 / 5
 ENTRY_BYTES_GOAL = 12
 SMALL_VALUES_N = 1000  # the world whose fds, object ids and data are all below 2^14
 PEAK_GOAL = 3
+# Saves that do not stop the world for long (issue 17, item 4): (r) image::SaveImage (encode only) <= 100 ns per entry
+# and (s) SaveWorld in boost-binary <= 150 ns per entry, at every N; (t) the time a save holds the consistent cut's
+# locks (the counter locks_held_ns, wall clock: SavePause) <= half of the save's wall time, for both.
+# (u) Boost text and xml archives <= 10 ns per byte buffered in pipes and socket pairs, to save and to load
+# (bench/buffered_bench.cc, BM_Buffered{Save,Load}/<format>; proto and boost-binary are shown beside them).
+BUFFERED_FORMATS = ("boost-text", "boost-xml", "boost-binary", "proto")
+BUFFERED_GOAL_FORMATS = ("boost-text", "boost-xml")
+BUFFERED_GOAL_NS = 10
+IMAGE_SAVE_GOAL_NS = 100
+BINARY_SAVE_GOAL_NS = 150
+LOCKS_HELD_GOAL = 0.5
 # The restorer (issue 5): (j) in-memory restore per registration <= the kernel's ADD / 5 (restore::RestoreBytes);
 # (k) restoring 10,000 host-fd registrations <= 1.5 x re-adding the same fds to the kernel's epoll.
 # (j) also: in-memory restore <= 150 ns per registration at every N (issue 17).
@@ -330,6 +341,98 @@ def load_ratio(run, fmt, n, clock):
     return ratio(run.per_unit(checkpoint_name("Load", fmt, n), clock)[0], run.per_unit(kernel_add_name(n), clock)[0])
 
 
+def locks_held(run, name):
+    """(ns per entry the save held the cut's locks, that as a share of the save's wall time per entry), either None."""
+    held = run.value(name, "locks_held_ns")
+    if held is None:
+        held = run.single(name, "locks_held_ns")
+    wall = run.per_unit(name, "real_time")[0]
+    return held, ratio(held, wall)
+
+
+def fmt_share(value):
+    return "—" if value is None else f"{value * 100:.0f} %"
+
+
+def gathered(cases, text):
+    """Several cases of one goal: [(label, value or None)] -> (the values present, the measured cell), the cell listing
+    each value through `text` and then the cases that are missing."""
+    values = [v for _, v in cases if v is not None]
+    measured = "; ".join(f"{label}: {text(v)}" for label, v in cases if v is not None) or "—"
+    absent = [label for label, v in cases if v is None]
+    if absent:
+        measured += " (missing: " + ", ".join(absent) + ")"
+    return (None if absent else values), measured
+
+
+def save_goals_on(run, clock):
+    """Goals (r) and (s) on one clock: [(label, threshold, measured, ok or None)]."""
+    goals = []
+    for label, name_of, limit in (
+            ("(r) image::SaveImage (encode only) per entry", lambda n: image_name("Encode", n), IMAGE_SAVE_GOAL_NS),
+            ("(s) SaveWorld (boost-binary) per entry", lambda n: checkpoint_name("Save", "boost-binary", n),
+             BINARY_SAVE_GOAL_NS)):
+        values, measured = gathered([(f"N={n:,}", run.per_unit(name_of(n), clock)[0]) for n in CHECKPOINT_N],
+                                    lambda v: f"{v:,.0f} ns")
+        goals.append((f"{label} ≤ {limit} ns", f"≤ {limit} ns at N = " + ", ".join(f"{n:,}" for n in CHECKPOINT_N),
+                      measured, None if values is None else all(v <= limit for v in values)))
+    return goals
+
+
+def locks_held_goals(run):
+    """Goal (t), judged on the wall clock only (the cut's pause is wall time): [(label, threshold, measured, ok)]."""
+    values, measured = gathered(
+        [(f"{what} N={n:,}", locks_held(run, name_of(n))[1])
+         for what, name_of in (("image", lambda n: image_name("Encode", n)),
+                               ("boost-binary", lambda n: checkpoint_name("Save", "boost-binary", n)))
+         for n in CHECKPOINT_N], fmt_share)
+    return [("(t) a save holds the cut's locks ≤ 50 % of its wall time (image::SaveImage, SaveWorld boost-binary)",
+             "≤ 50 % at N = " + ", ".join(f"{n:,}" for n in CHECKPOINT_N), measured,
+             None if values is None else all(v <= LOCKS_HELD_GOAL for v in values))]
+
+
+def buffered_name(kind, fmt):
+    return f"BM_Buffered{kind}/{fmt}"
+
+
+def buffered_goals_on(run, clock):
+    """Goal (u) on one clock: [(label, threshold, measured, ok or None)]."""
+    values, measured = gathered([(f"{fmt} {kind.lower()}", run.per_unit(buffered_name(kind, fmt), clock)[0])
+                                 for fmt in BUFFERED_GOAL_FORMATS for kind in ("Save", "Load")],
+                                lambda v: f"{v:.1f} ns")
+    return [(f"(u) Boost text and xml archives ≤ {BUFFERED_GOAL_NS} ns per buffered byte, to save and to load",
+             f"≤ {BUFFERED_GOAL_NS} ns", measured,
+             None if values is None else all(v <= BUFFERED_GOAL_NS for v in values))]
+
+
+def buffered_lines(run):
+    """The buffered-bytes table of *Checkpoint save and load*: Markdown lines."""
+    total = None
+    for fmt in BUFFERED_FORMATS:
+        total = total or run.value(buffered_name("Save", fmt), "buffered_bytes")
+    say = []
+    say.append("### Bytes buffered in pipes and socket pairs\n")
+    say.append("A world whose weight is its buffered bytes (`bench/buffered_bench.cc`): 32 pipes and 8 AF_UNIX socket "
+               "pairs of the engine, each filled until a write fails with EAGAIN (both directions of a socket pair), "
+               "every read end and socket in one EventPoll" +
+               ("" if total is None else f"; {total:,.0f} bytes buffered in all") + ". **Save**: `SaveWorld` "
+               "(`image::SaveImage` for proto), freeing the result timed too; **load**: `LoadWorld` "
+               "(`image::LoadImage`) into an empty world, tearing it down outside the timed region. Nanoseconds per "
+               "buffered byte:\n")
+    header = ["format"]
+    for _, clock in CLOCKS:
+        header += [f"save, {clock}", f"load, {clock}"]
+    rows = []
+    for fmt in BUFFERED_FORMATS:
+        row = [fmt]
+        for clock, _ in CLOCKS:
+            row += [fmt_ns(*run.per_unit(buffered_name("Save", fmt), clock)),
+                    fmt_ns(*run.per_unit(buffered_name("Load", fmt), clock))]
+        rows.append(row)
+    say.append(table(header, rows) + "\n")
+    return say
+
+
 def loaded_world_share(run):
     """" (what the loaded world keeps, as a range of multiples of the world's heap)", from the measured net change."""
     shares = []
@@ -454,7 +557,9 @@ def image_section(run):
     say = out.append
     say("The same worlds as in *Checkpoint save and load*. **encode+write**: `image::WriteImage(world, path)`: the consistent cut, the "
         "`epollcr.v1.Image`, its encoding, the framing (CRC32C) and the atomic, durable write (temporary file, fsync, "
-        "rename, fsync of the directory). **encode only**: `image::SaveImage(world)`, the same into memory. "
+        "rename, fsync of the directory). **encode only**: `image::SaveImage(world)`, the same into memory; "
+        "**locks held** is how long it held the consistent cut (`SavePause`, wall clock): the capture of the files "
+        "and polls, while the fd table's records and the encoding follow with the world free. "
         "**read+decode+validate**: `ReadImageFile` (read, framing, CRC32C), `Decode`, `Validate`. "
         "**read+decode+validate+restore**: `image::ReadImage(path, &empty_world)`, which ends with after_load exactly as "
         "a Boost load does; tearing the world down is outside the timed region. The image file is in the page cache "
@@ -463,6 +568,7 @@ def image_section(run):
     for _, clock in CLOCKS:
         header += [f"encode+write, {clock}", f"encode only, {clock}", f"read+decode+validate, {clock}",
                    f"read+decode+validate+restore, {clock}"]
+    header += ["encode only: locks held, wall", "encode only: locks held / save, wall"]
     for _, clock in CLOCKS:
         header += [f"restore / kernel ADD, {clock}", f"verdict, {clock}"]
     rows = []
@@ -471,6 +577,8 @@ def image_section(run):
         for clock, _ in CLOCKS:
             for kind in ("Save", "Encode", "Read", "Restore"):
                 row.append(fmt_ns(*run.per_unit(image_name(kind, n), clock)))
+        held, share = locks_held(run, image_name("Encode", n))
+        row += [fmt_ns(held), fmt_share(share)]
         for clock, _ in CLOCKS:
             r = restore_ratio(run, n, clock)
             row += [fmt_ratio(r), verdict(None if r is None else r <= RESTORE_GOAL)]
@@ -831,8 +939,11 @@ def checkpoint_section(run):
         "all three lists (ready entries at save time: " +
         ", ".join(f"{v:,.0f} of {n:,}" for n, v in ready.items() if v is not None) + ").\n")
     say("**Save**: `SaveWorld(world, format)`: the consistent cut, the Boost archive and its envelope (CRC32C); "
-        "freeing the returned archive is in the timed region. **Load**: `LoadWorld(archive, &empty_world)`: every "
-        "file created, the fd table filled, then after_load: every entry back on its saved list and its waiter "
+        "freeing the returned archive is in the timed region. **locks held** is how long each save held the consistent "
+        "cut (`SavePause`: from freezing the fd table to releasing the last lock, wall clock), while no other thread "
+        "can use the world: inside it a save writes the pipes' and sockets' bytes and copies every other field as a "
+        "number, and it formats the archive after it (docs/design.md, \"Saving, step by step\"). **Load**: "
+        "`LoadWorld(archive, &empty_world)`: every file created, the fd table filled, then after_load: every entry back on its saved list and its waiter "
         "registered with its file again. Tearing the loaded world down is outside the timed region. Time per entry = "
         "time per call / N. Runs: " + "; ".join(counts) + ". The 1,000,000-entry cases run one call per "
         "repetition, to keep `scripts/bench` to a few minutes.\n")
@@ -877,6 +988,7 @@ def checkpoint_section(run):
         header = ["N"]
         for _, clock in CLOCKS:
             header += [f"save ns/entry, {clock}", f"load ns/entry, {clock}"]
+        header += ["save: locks held ns/entry, wall", "save: locks held / save, wall"]
         header += ["archive bytes/entry", "world heap bytes/entry", "peak during save (× world heap)",
                    "peak during load (× world heap)"]
         for _, clock in CLOCKS:
@@ -890,6 +1002,8 @@ def checkpoint_section(run):
             for clock, _ in CLOCKS:
                 row += [fmt_ns(*run.per_unit(checkpoint_name("Save", fmt, n), clock)),
                         fmt_ns(*run.per_unit(checkpoint_name("Load", fmt, n), clock))]
+            held, share = locks_held(run, checkpoint_name("Save", fmt, n))
+            row += [fmt_ns(held), fmt_share(share)]
             row += ["—" if archive is None else f"{archive / n:.1f}", "—" if heap is None else f"{heap / n:.1f}"]
             for call in ("save", "load"):
                 peak = run.single(mem, f"{call}_peak_heap_bytes")
@@ -899,6 +1013,7 @@ def checkpoint_section(run):
                 row += [fmt_ratio(r), verdict(None if r is None else r <= LOAD_GOAL)]
             rows.append(row)
         say(table(header, rows) + "\n")
+    out += buffered_lines(run)
     return "Checkpoint save and load", out
 
 
@@ -1493,6 +1608,9 @@ GOALS = (
     (host_goals_on, True),
     (lambda run, clock: real_programs_goals_on(run.real, clock), True),
     (handoff_goals, False),
+    (save_goals_on, True),
+    (locks_held_goals, False),
+    (buffered_goals_on, True),
 )
 
 

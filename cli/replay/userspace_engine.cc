@@ -221,11 +221,14 @@ Status UserspaceEngine::RestoreHost(const std::string& path, const std::string& 
   return Status::Ok();
 }
 
+// Asked before every checkpoint: the table is walked in place, without a copy of every fd's shared_ptr.
 bool UserspaceEngine::HasHostFiles() const {
-  for (const auto& [fd, file] : world_->fds.Snapshot()) {
-    if (dynamic_cast<const HostFile*>(file.get()) != nullptr) return true;
-  }
-  return false;
+  bool host = false;
+  const std::unique_lock<Mutex> frozen = world_->fds.Freeze();
+  world_->fds.ForEachFrozen([&](int, const std::shared_ptr<File>& file) {
+    host = host || file->builtin() == File::Builtin::kHost;
+  });
+  return host;
 }
 
 Status UserspaceEngine::SaveHostImageFile(const std::string& path, std::vector<int>* inherit,

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <boost/archive/text_oarchive.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -79,6 +80,40 @@ TEST(StateTest, RestoredWorldBehavesLikeTheOriginal) {
         EXPECT_EQ(ea[i].Data(), eb[i].Data());
       }
     }
+  }
+}
+
+TEST(StateTest, SaveReportsHowLongItHeldTheCut) {
+  for (ArchiveFormat format : kFormats) {
+    World a;
+    BuildWorld(a);
+    SavePause pause;
+    pause.locks_held = std::chrono::nanoseconds(-1);
+    const auto start = std::chrono::steady_clock::now();
+    Result<std::string> bytes = SaveWorld(a, format, &pause);
+    const auto took = std::chrono::steady_clock::now() - start;
+    ASSERT_TRUE(bytes.ok()) << bytes.status().message;
+    EXPECT_GT(pause.locks_held.count(), 0) << ArchiveFormatName(format);
+    EXPECT_LE(pause.locks_held, took) << ArchiveFormatName(format);
+  }
+}
+
+// The cut finds a poll's entries by walking its files' wait queues; a poll whose waiters are not in their queues
+// (UnregisterEpollWaiters) has its entries read from its map instead, and loses none.
+TEST(StateTest, APollWhoseWaitersAreUnregisteredIsSavedWhole) {
+  for (ArchiveFormat format : kFormats) {
+    World a;
+    BuildWorld(a);
+    const std::string before = Describe(a);
+    auto outer = std::dynamic_pointer_cast<EventPoll>(a.fds.Get(0));
+    ASSERT_NE(outer, nullptr);
+    outer->UnregisterEpollWaiters();
+    Result<std::string> bytes = SaveWorld(a, format);
+    outer->RegisterEpollWaiters();
+    ASSERT_TRUE(bytes.ok()) << bytes.status().message;
+    World b;
+    ASSERT_TRUE(LoadWorld(bytes.value(), &b).ok()) << ArchiveFormatName(format);
+    EXPECT_EQ(Describe(b), before) << ArchiveFormatName(format);
   }
 }
 

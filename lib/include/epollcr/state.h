@@ -11,6 +11,7 @@
 // see docs/state-model.md for the locks that make it one.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -77,10 +78,19 @@ const char* ArchiveFormatName(ArchiveFormat format);
 // "boost-text", "boost-xml", "boost-binary".
 Result<ArchiveFormat> ParseArchiveFormat(std::string_view name);
 
+// What a save cost the program's other threads: how long it held the consistent cut (docs/state-model.md, "A snapshot
+// is a consistent cut"), from freezing the fd table to releasing the last lock. Meanwhile no thread can open, close,
+// read or write a file of the world or use one of its polls. A protobuf image encodes after the cut (image/codec.h);
+// a Boost archive is written inside it.
+struct SavePause {
+  std::chrono::nanoseconds locks_held{0};
+};
+
 // A whole world as a standalone Boost archive inside a small envelope (magic, format, length, CRC32C), so a
 // truncated or corrupted archive is refused before Boost parses it. Boost archives are for trusted input, binary
 // ones only on the same architecture and Boost version; the portable, validated format is the protobuf image.
-Result<std::string> SaveWorld(const World& world, ArchiveFormat format);
+// `pause`, if given, receives how long the save held the cut (set whenever the cut was taken).
+Result<std::string> SaveWorld(const World& world, ArchiveFormat format, SavePause* pause = nullptr);
 // Loads into `out`, which must be empty. On failure `out` is untouched and nothing stays registered anywhere.
 Status LoadWorld(std::string_view bytes, World* out);
 

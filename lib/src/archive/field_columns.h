@@ -31,30 +31,57 @@ inline std::string FieldColumnName(std::string_view kind, std::string_view field
   return name;
 }
 
-// Save: visit each file of the kind in file order; each saved field is appended to its column.
+// Save: visit each file of the kind in file order; each saved field's value is appended to its column, as a number.
+// The text (ColumnText) is made later: a save collects the numbers while it holds the cut, and writes them as text
+// after releasing it (archive/world_save.cc).
 struct FieldColumnSave {
+  struct Column {
+    const char* field;
+    bool is_signed = false;              // the values are a signed type's, stored as their two's complement
+    std::vector<std::uint64_t> values;
+  };
   const SaveIds& ids;
-  std::vector<std::pair<const char*, std::string>> columns;  // (field name, column), in declaration order
-  std::size_t next = 0;                                       // the field being visited; reset for each file
+  std::vector<Column> columns;  // in declaration order
+  std::size_t next = 0;         // the field being visited; reset for each file
+  std::size_t rows = 0;         // how many objects will be visited, if known: each column is sized once
 
   template <typename T, FieldPolicy P>
   void Field(const char* name, T& value, PolicyTag<P>) {
     if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) {
-      if (next == columns.size()) columns.emplace_back(name, std::string());
-      std::string& column = columns[next++].second;
+      if (next == columns.size()) {
+        columns.push_back({name, false, {}});
+        columns.back().values.reserve(rows);
+      }
+      Column& column = columns[next++];
       if constexpr (P == FieldPolicy::kWait) {
-        AppendColumn(column, ids.Of(RawOf(value)));
+        column.values.push_back(ids.Of(RawOf(value)));
       } else if constexpr (std::is_same_v<T, bool>) {
-        AppendColumn(column, value ? 1u : 0u);
+        column.values.push_back(value ? 1u : 0u);
       } else if constexpr (std::is_enum_v<T>) {
-        AppendColumn(column, static_cast<unsigned>(value));
+        column.values.push_back(static_cast<unsigned>(value));
       } else {
         static_assert(std::is_integral_v<T>, "a field saved as a column is a number");
-        AppendColumn(column, value);
+        column.is_signed = std::is_signed_v<T>;
+        column.values.push_back(static_cast<std::uint64_t>(value));
       }
     }
   }
 };
+
+// A collected column as the text archives hold it (archive/columns.h): the same text AppendColumn makes from the
+// field's own type.
+inline std::string ColumnText(const FieldColumnSave::Column& column) {
+  std::string text;
+  text.reserve(column.values.size() * 4);
+  for (std::uint64_t v : column.values) {
+    if (column.is_signed) {
+      AppendColumn(text, static_cast<std::int64_t>(v));
+    } else {
+      AppendColumn(text, v);
+    }
+  }
+  return text;
+}
 
 // The names of the fields a kind saves, in declaration order (visit one file of the kind).
 struct SavedFieldNames {

@@ -55,15 +55,19 @@ std::uint64_t GetLe(std::string_view in, std::size_t at, int bytes) {
   return v;
 }
 
+// The envelope's header, then the archive, in one string: the archive is written after room left for the header,
+// which is filled in at the end (no second copy of the archive).
 template <typename Oar>
-Status SaveAs(const World& world, std::string* payload) {
+Status SaveAs(const World& world, std::string* enveloped, SavePause* pause) {
   std::ostringstream os(std::ios::binary);
+  const char room[kHeaderSize] = {};
+  os.write(room, static_cast<std::streamsize>(sizeof room));
   Status s;
   {
     Oar ar(os);
-    s = archive::SaveWorldTo(ar, world);
+    s = archive::SaveWorldTo(ar, world, pause);
   }  // an xml archive closes its root element in its destructor
-  *payload = std::move(os).str();
+  *enveloped = std::move(os).str();
   return s;
 }
 
@@ -99,23 +103,24 @@ Status LoadAs(std::string_view payload, World* out) {
 
 }  // namespace
 
-Result<std::string> SaveWorld(const World& world, ArchiveFormat format) {
-  std::string payload;
+Result<std::string> SaveWorld(const World& world, ArchiveFormat format, SavePause* pause) {
+  std::string out;
   Status s;
   switch (format) {
-    case ArchiveFormat::kBoostText: s = SaveAs<boost::archive::text_oarchive>(world, &payload); break;
-    case ArchiveFormat::kBoostXml: s = SaveAs<boost::archive::xml_oarchive>(world, &payload); break;
-    case ArchiveFormat::kBoostBinary: s = SaveAs<boost::archive::binary_oarchive>(world, &payload); break;
+    case ArchiveFormat::kBoostText: s = SaveAs<boost::archive::text_oarchive>(world, &out, pause); break;
+    case ArchiveFormat::kBoostXml: s = SaveAs<boost::archive::xml_oarchive>(world, &out, pause); break;
+    case ArchiveFormat::kBoostBinary: s = SaveAs<boost::archive::binary_oarchive>(world, &out, pause); break;
     default: return Status::Error(EINVAL, "save: unknown archive format");
   }
   if (!s.ok()) return s;
-  std::string out(kMagic, sizeof kMagic);
-  out.push_back(static_cast<char>(kEnvelopeVersion));
-  out.push_back(static_cast<char>(format));
-  PutLe(out, 0, 2);
-  PutLe(out, Crc32c(payload), 4);
-  PutLe(out, payload.size(), 8);
-  out += payload;
+  const std::string_view payload = std::string_view(out).substr(kHeaderSize);
+  std::string header(kMagic, sizeof kMagic);
+  header.push_back(static_cast<char>(kEnvelopeVersion));
+  header.push_back(static_cast<char>(format));
+  PutLe(header, 0, 2);
+  PutLe(header, Crc32c(payload), 4);
+  PutLe(header, payload.size(), 8);
+  out.replace(0, kHeaderSize, header);
   return out;
 }
 

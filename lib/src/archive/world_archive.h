@@ -12,8 +12,9 @@ namespace epollcr::archive {
 // a field declared tomorrow is saved without a codec change. Layouts 1 to 3 are read by code kept for them.
 inline constexpr std::uint32_t kLayoutVersion = 4;
 
+// `pause`, if given, receives how long the save held the cut (the archive is written inside it).
 template <typename Ar>
-Status SaveWorldTo(Ar& ar, const World& world);
+Status SaveWorldTo(Ar& ar, const World& world, SavePause* pause = nullptr);
 template <typename Ar>
 Status LoadWorldFrom(Ar& ar, World* out);
 

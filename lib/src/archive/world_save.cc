@@ -2,6 +2,7 @@
 // kLayoutVersion (archive/world_archive.h). See docs/state-model.md, "Formats".
 #include <algorithm>
 #include <mutex>
+#include <optional>
 
 #include "archive/columns.h"
 #include "archive/field_columns.h"
@@ -19,13 +20,17 @@ namespace {
 
 using boost::serialization::make_nvp;
 
-// Writes one cut; every lock of the cut is held meanwhile.
+// Writes one cut in two steps. Inside it (every lock held), Collect writes the shared objects (pipe and socket
+// buffers) and copies the saved fields of the files and of every poll's entries as numbers; after it, Write turns
+// those numbers into the archive's columns and writes the rest from what the cut copied (file headers, fd table,
+// ranks, ready order). Only reading the world needs the locks.
 class Writer {
  public:
   explicit Writer(state::Cut& cut) : cut_(cut) {}
 
+  // Preconditions: the cut's locks are held.
   template <typename Ar>
-  void Write(Ar& ar) {
+  void Collect(Ar& ar) {
     std::uint32_t layout = kLayoutVersion;
     ar << make_nvp("layout", layout);
     std::uint64_t shared = cut_.shared().size();
@@ -42,16 +47,34 @@ class Writer {
         s.pair->VisitState(v);
       }
     }
+    CollectFieldColumns<EventFd>(kinds_[0]);
+    CollectFieldColumns<PipeReadEnd>(kinds_[1]);
+    CollectFieldColumns<PipeWriteEnd>(kinds_[2]);
+    CollectFieldColumns<UnixSocket>(kinds_[3]);
+    polls_.reserve(cut_.polls().size());
+    for (state::PollCut& c : cut_.polls()) {
+      FieldColumnSave columns{cut_.ids(), {}, 0, c.entries.size()};
+      for (PollEntry* e : c.entries) {
+        columns.next = 0;
+        e->VisitState(columns);
+      }
+      polls_.push_back(std::move(columns.columns));
+    }
+  }
+
+  // After the cut: what Collect left for it, in archive order.
+  template <typename Ar>
+  void Write(Ar& ar) {
     std::uint64_t count = cut_.files().size();
     ar << make_nvp("files", count);
     WriteFileHeaders(ar);
-    WriteFieldColumns<EventFd>(ar, "eventfd");
-    WriteFieldColumns<PipeReadEnd>(ar, "pipe-read");
-    WriteFieldColumns<PipeWriteEnd>(ar, "pipe-write");
-    WriteFieldColumns<UnixSocket>(ar, "unix-stream");
+    for (const KindColumns& kind : kinds_) WriteColumns(ar, kind.name, kind.columns);
     std::size_t next_poll = 0;
     for (std::size_t i = 0; i < cut_.files().size(); ++i) {
-      if (cut_.kinds()[i] == "eventpoll") WritePoll(ar, cut_.polls()[next_poll++]);
+      if (cut_.kinds()[i] == "eventpoll") {
+        WritePoll(ar, cut_.polls()[next_poll], polls_[next_poll]);
+        ++next_poll;
+      }
     }
     std::uint64_t nfds = cut_.fds().size();
     ar << make_nvp("fds", nfds);
@@ -60,16 +83,16 @@ class Writer {
       std::vector<std::uint64_t> files;
       numbers.reserve(cut_.fds().size());
       files.reserve(cut_.fds().size());
-      for (const auto& [fd, file] : cut_.fds()) {
-        numbers.push_back(fd);
-        files.push_back(cut_.ids().Of(file.get()));
+      for (const state::Cut::Fd& fd : cut_.fds()) {
+        numbers.push_back(fd.fd);
+        files.push_back(fd.file);
       }
       ar << make_nvp("numbers", numbers) << make_nvp("files", files);
     } else {
       std::string numbers, files;
-      for (const auto& [fd, file] : cut_.fds()) {
-        AppendColumn(numbers, fd);
-        AppendColumn(files, cut_.ids().Of(file.get()));
+      for (const state::Cut::Fd& fd : cut_.fds()) {
+        AppendColumn(numbers, fd.fd);
+        AppendColumn(files, fd.file);
       }
       ar << make_nvp("numbers", numbers) << make_nvp("files", files);
     }
@@ -108,13 +131,20 @@ class Writer {
     }
   }
 
-  // Layout 3: the saved fields of every file of built-in kind `kind` (type F), one column per field
-  // (archive/field_columns.h), named "KIND.FIELD"; nothing if the world has no file of the kind.
-  template <typename F, typename Ar>
-  void WriteFieldColumns(Ar& ar, const char* kind) {
+  using Columns = std::vector<FieldColumnSave::Column>;
+  // The saved fields of every file of one built-in kind, one column per field.
+  struct KindColumns {
+    const char* name;
+    Columns columns;
+  };
+
+  // Layout 3: the saved fields of every file of built-in kind `kind.name` (type F), one column per field
+  // (archive/field_columns.h); nothing if the world has no file of the kind. Preconditions: the cut's locks are held.
+  template <typename F>
+  void CollectFieldColumns(KindColumns& kind) {
     FieldColumnSave columns{cut_.ids(), {}};
     for (std::size_t i = 0; i < cut_.files().size(); ++i) {
-      if (cut_.kinds()[i] != kind) continue;
+      if (cut_.kinds()[i] != kind.name) continue;
       auto* f = static_cast<F*>(cut_.files()[i].get());
       columns.next = 0;
       if constexpr (std::is_same_v<F, EventFd>) {
@@ -124,8 +154,15 @@ class Writer {
         f->VisitState(columns);
       }
     }
-    for (auto& [field, text] : columns.columns) {
-      const std::string name = FieldColumnName(kind, field);
+    kind.columns = std::move(columns.columns);
+  }
+
+  // Each column as an archive string named "KIND.FIELD".
+  template <typename Ar>
+  static void WriteColumns(Ar& ar, const char* kind, const Columns& columns) {
+    for (const FieldColumnSave::Column& column : columns) {
+      const std::string name = FieldColumnName(kind, column.field);
+      std::string text = ColumnText(column);
       ar << make_nvp(name.c_str(), text);
     }
   }
@@ -134,33 +171,28 @@ class Writer {
   // (archive/field_columns.h; the file as a wait reference by object id), named "entry.FIELD" (none if the poll has no
   // entries), then each entry's queue rank as a column (archive/columns.h) and the ready order.
   template <typename Ar>
-  void WritePoll(Ar& ar, state::PollCut& c) {
+  void WritePoll(Ar& ar, state::PollCut& c, const Columns& columns) {
     std::uint64_t n = c.entries.size();
     ar << make_nvp("entries", n);
-    FieldColumnSave columns{cut_.ids(), {}};
-    for (PollEntry* e : c.entries) {
-      columns.next = 0;
-      e->VisitState(columns);
-    }
-    for (auto& [field, text] : columns.columns) {
-      const std::string name = FieldColumnName("entry", field);
-      ar << make_nvp(name.c_str(), text);
-    }
+    WriteColumns(ar, "entry", columns);
     std::string ranks;
     for (std::uint32_t rank : c.ranks) AppendColumn(ranks, rank);
     ar << make_nvp("queue_ranks", ranks);
     ar << make_nvp("ready_order", c.ready);
   }
 
+  KindColumns kinds_[4] = {{"eventfd", {}}, {"pipe-read", {}}, {"pipe-write", {}}, {"unix-stream", {}}};
+  std::vector<Columns> polls_;  // each poll's entry columns, in the cut's order of polls
   state::Cut& cut_;
 };
 
 }  // namespace
 
 template <typename Ar>
-Status SaveWorldTo(Ar& ar, const World& world) {
+Status SaveWorldTo(Ar& ar, const World& world, SavePause* pause) {
   try {
     Status refused;
+    std::optional<Writer> writer;
     Status s = state::WithCut(world, [&](state::Cut& cut) {
       for (std::size_t i = 0; i < cut.files().size(); ++i) {
         if (auto* h = dynamic_cast<HostFile*>(cut.files()[i].get())) {
@@ -170,7 +202,10 @@ Status SaveWorldTo(Ar& ar, const World& world) {
           return;
         }
       }
-      Writer(cut).Write(ar);
+      writer.emplace(cut);
+      writer->Collect(ar);
+    }, pause, [&](state::Cut&) {
+      if (refused.ok()) writer->Write(ar);
     });
     return s.ok() ? refused : s;
   } catch (const std::exception& e) {
@@ -178,8 +213,8 @@ Status SaveWorldTo(Ar& ar, const World& world) {
   }
 }
 
-template Status SaveWorldTo(boost::archive::text_oarchive&, const World&);
-template Status SaveWorldTo(boost::archive::xml_oarchive&, const World&);
-template Status SaveWorldTo(boost::archive::binary_oarchive&, const World&);
+template Status SaveWorldTo(boost::archive::text_oarchive&, const World&, SavePause*);
+template Status SaveWorldTo(boost::archive::xml_oarchive&, const World&, SavePause*);
+template Status SaveWorldTo(boost::archive::binary_oarchive&, const World&, SavePause*);
 
 }  // namespace epollcr::archive

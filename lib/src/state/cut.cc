@@ -7,7 +7,8 @@
 
 namespace epollcr::state {
 
-Status WithCut(const World& world, const std::function<void(Cut&)>& read) {
+Status WithCut(const World& world, const std::function<void(Cut&)>& read, SavePause* pause,
+               const std::function<void(Cut&)>& after) {
   {
     // A file closed just before the cut may still be registered while its release waits for a poll's lock: take
     // the cut again once it is gone. A file that stays outside the world is the caller's error.
@@ -22,6 +23,7 @@ Status WithCut(const World& world, const std::function<void(Cut&)>& read) {
           std::this_thread::sleep_for(std::chrono::microseconds(100));
         }
       }
+      const auto start = std::chrono::steady_clock::now();
       Cut snap(world);
       if (Status s = snap.Take(); !s.ok()) return s;
       if (Status s = snap.SaveCustom(); !s.ok()) return s;  // before the cut: embedder code must not run under engine locks
@@ -30,6 +32,9 @@ Status WithCut(const World& world, const std::function<void(Cut&)>& read) {
         return s;
       }
       read(snap);
+      snap.Unlock();
+      if (pause != nullptr) pause->locks_held = std::chrono::steady_clock::now() - start;
+      if (after) after(snap);
       return {};
     }
   }

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -48,15 +49,23 @@ class Cut {
 
   Status Take() {
     frozen_ = world_.fds.Freeze();  // the fd table is part of the cut: held still until the save ends
-    fds_ = world_.fds.SnapshotFrozen();
-    ids_.ids.reserve(fds_.size() + world_.roots.size());
-    files_.reserve(fds_.size() + world_.roots.size());
-    kinds_.reserve(fds_.size() + world_.roots.size());
-    for (auto& [fd, file] : fds_) Own(file);
+    // The fds with their files' ids. The frozen table holds every file, so only each file is copied (once), not a
+    // shared_ptr per fd; consecutive fds of one file (dups) cost one id lookup between them.
+    fds_.reserve(static_cast<std::size_t>(world_.fds.CountFrozen()));
+    const File* last = nullptr;
+    std::uint64_t last_id = 0;
+    world_.fds.ForEachFrozen([&](int fd, const std::shared_ptr<File>& file) {
+      if (file.get() != last) {
+        last = file.get();
+        last_id = Own(file);
+      }
+      fds_.push_back({fd, last_id});
+    });
     for (const auto& [name, file] : world_.roots) {
       if (!file) return Status::Error(EINVAL, "root " + name + " is null");
       Own(file);
     }
+    kinds_.reserve(files_.size());
     for (const auto& f : files_) {
       kinds_.push_back(KindOf(*f));
       if (kinds_.back().empty()) {
@@ -88,64 +97,95 @@ class Cut {
       if (EventPoll* p = files_[i]->AsEventPoll()) polls_.push_back({p, i + 1, 0, {}, {}, {}});
     }
     for (PollCut& c : polls_) locks_.emplace_back(c.poll->impl()->mu_);
-    std::unordered_map<const EventPoll*, PollCut*> by_poll;
-    for (PollCut& c : polls_) by_poll[c.poll] = &c;
+    // Each poll's place in polls_, by its address, sorted for a binary search (no map node per poll).
+    std::vector<std::pair<const EventPoll*, std::size_t>> by_poll;
+    by_poll.reserve(polls_.size());
+    for (std::size_t i = 0; i < polls_.size(); ++i) by_poll.emplace_back(polls_[i].poll, i);
+    std::sort(by_poll.begin(), by_poll.end());
+    auto poll_index = [&](const EventPoll* p) -> std::optional<std::size_t> {
+      auto it = std::lower_bound(by_poll.begin(), by_poll.end(), std::pair<const EventPoll*, std::size_t>{p, 0});
+      if (it == by_poll.end() || it->first != p) return std::nullopt;
+      return it->second;
+    };
     // The order of each file's wait queue decides the order in which one wake-up queues entries of several polls
     // (or several entries of one poll), so it is part of the state: each entry records its place among the entries
     // of the cut's polls in that queue (0, 1, 2, ...; waiters of polls outside the world are not counted).
     // Registrations change only under their poll's mu_, held now; queue locks come after mu_ and before lists_mu_
     // (LOCKING 4 to 6).
-    // Only places after the first are kept (a missing one is 0): most files have one registration, and a map node
-    // per registration would cost an allocation each.
-    for (const auto& f : files_) {
+    // The walk over the queues, file by file in id order, also collects each poll's entries with their sort key and
+    // place: grouped by file id already, and without a map from entry to place.
+    // A queue of a poll of the cut also gives the polls that watch it (inner_of: each poll's watched polls).
+    std::vector<std::vector<Keyed>> found(polls_.size());
+    std::vector<std::vector<std::size_t>> inner_of(polls_.size());
+    for (std::size_t i = 0; i < polls_.size(); ++i) found[i].reserve(polls_[i].poll->impl()->entries_.size());
+    std::size_t next_poll = 0;  // polls_ is in file order
+    for (std::size_t i = 0; i < files_.size(); ++i) {
+      std::optional<std::size_t> this_poll;
+      if (next_poll < polls_.size() && polls_[next_poll].id == i + 1) this_poll = next_poll++;
       std::uint32_t next = 0;
-      f->queue().ForEach([&](WaiterEntry& w) {
-        if (w.WatchingPoll() != nullptr && by_poll.count(w.WatchingPoll())) {
-          if (next > 0) rank_[static_cast<const PollEntry*>(&w)] = next;
-          ++next;
+      const EventPoll* last = nullptr;
+      std::size_t last_at = 0;
+      files_[i]->queue().ForEach([&](WaiterEntry& w) {
+        const EventPoll* p = w.WatchingPoll();
+        if (p == nullptr) return;
+        if (p != last) {
+          const std::optional<std::size_t> at = poll_index(p);
+          if (!at) return;
+          last = p;
+          last_at = *at;
         }
+        auto* e = static_cast<PollEntry*>(&w);
+        found[last_at].push_back({i + 1, e->fd, next++, e});
+        if (this_poll) inner_of[last_at].push_back(*this_poll);
       });
+    }
+    // Whether the walk found every entry of every poll; else some poll's nesting is read from its map below.
+    bool all_found = true;
+    for (std::size_t i = 0; i < polls_.size(); ++i) {
+      all_found = all_found && found[i].size() == polls_[i].poll->impl()->entries_.size();
     }
     // Each poll's height is computed once: a graph of polls can hold very many paths to one poll (a loaded one is
     // not bound by ADD's path limits), and walking every path took seconds (fuzz regression
     // boost_text_loader/nested-polls-many-paths).
     for (PollCut& c : polls_) c.height = -1;  // not known yet
-    std::function<int(PollCut&, int)> height = [&](PollCut& c, int depth) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+    std::function<int(std::size_t, int)> height = [&](std::size_t at, int depth) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+      PollCut& c = polls_[at];
       if (c.height >= 0) return c.height;
       if (depth > kMaxNests + 1) return depth;  // cannot happen: nesting is limited on ADD and on load
       int h = 0;
-      for (PollEntry& e : c.poll->impl()->entries_) {
-        const EventPoll* inner = e.file->AsEventPoll();
-        if (inner == nullptr) continue;
-        auto it = by_poll.find(inner);
-        if (it != by_poll.end()) h = std::max(h, height(*it->second, depth + 1) + 1);
+      if (all_found) {
+        for (std::size_t inner : inner_of[at]) h = std::max(h, height(inner, depth + 1) + 1);
+      } else {
+        for (PollEntry& e : c.poll->impl()->entries_) {
+          const EventPoll* inner = e.file->AsEventPoll();
+          if (inner == nullptr) continue;
+          if (const std::optional<std::size_t> i = poll_index(inner)) h = std::max(h, height(*i, depth + 1) + 1);
+        }
       }
       c.height = h;
       return h;
     };
-    for (PollCut& c : polls_) height(c, 0);
+    for (std::size_t i = 0; i < polls_.size(); ++i) height(i, 0);
     std::vector<PollCut*> order;
     for (PollCut& c : polls_) order.push_back(&c);
     std::stable_sort(order.begin(), order.end(), [](PollCut* a, PollCut* b) { return a->height > b->height; });
     for (PollCut* c : order) locks_.emplace_back(c->poll->impl()->lists_mu_);
 
-    std::vector<Keyed> keyed;
-    for (PollCut& c : polls_) {
+    for (std::size_t pi = 0; pi < polls_.size(); ++pi) {
+      PollCut& c = polls_[pi];
       const std::string name = "eventpoll#" + std::to_string(c.id);
       ZeroValueCheck zero{name, {}};
       c.poll->impl()->VisitState(zero);
       if (!zero.status.ok()) return zero.status;
-      for (PollEntry& e : c.poll->impl()->entries_) {
-        if (e.file->weak_from_this().expired()) continue;  // its release is waiting for mu_: already gone
-        if (!ids_.ids.count(e.file)) {
-          retry_ = true;  // maybe closed an instant before the cut: the caller takes it again
-          return Status::Error(EINVAL, name + " entry fd " + std::to_string(e.fd) + ": its file (" +
-                                           std::string(e.file->TypeName()) +
-                                           ") is not in the world (not in the fd table or the roots)");
-        }
-        keyed.push_back({ids_.Of(e.file), e.fd, &e});
+      std::vector<Keyed>& keyed = found[pi];
+      if (keyed.size() == c.poll->impl()->entries_.size()) {
+        // Every entry was in its file's queue: in file id order, and a file's entries in queue order (the latest
+        // registration first: Linux puts a non-exclusive waiter at the head of the queue, waiter_queue.cc), so
+        // mostly in falling fd order.
+        SortEachFileByFd(keyed);
+      } else if (Status s = KeyedFromMap(c, name, keyed); !s.ok()) {
+        return s;
       }
-      SortByFileAndFd(keyed);
       // The ready list's entries by their index: they are found among the sorted ones (usually few are ready).
       std::unordered_map<const PollEntry*, std::uint32_t> ready_index;
       for (const PollEntry& e : c.poll->impl()->ready_) ready_index.emplace(&e, 0);
@@ -158,10 +198,9 @@ class Cut {
           }
         }
         c.entries.push_back(k.entry);
-        auto rank = rank_.empty() ? rank_.end() : rank_.find(k.entry);
-        c.ranks.push_back(rank != rank_.end() ? rank->second : 0);
+        c.ranks.push_back(k.rank);
       }
-      keyed.clear();
+      std::vector<Keyed>().swap(keyed);
       for (const PollEntry& e : c.poll->impl()->ready_) {
         // An entry of the ready list that is not among the sorted ones (its file is being released) is left out.
         if (auto it = ready_index.find(&e); it != ready_index.end() && it->second < c.entries.size() &&
@@ -175,6 +214,12 @@ class Cut {
 
   // The last failure was "not in the world", which a concurrent install can cause.
   bool retry() const { return retry_; }
+
+  // Releases every lock of the cut, the fd table last; what the cut copied stays (it is freed with the cut, after).
+  void Unlock() EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+    while (!locks_.empty()) locks_.pop_back();
+    if (frozen_.owns_lock()) frozen_.unlock();
+  }
 
   Status SaveCustom() {
     custom_.resize(files_.size());
@@ -195,7 +240,12 @@ class Cut {
   const std::vector<std::shared_ptr<File>>& files() const { return files_; }
   const std::vector<std::string>& kinds() const { return kinds_; }
   const std::vector<std::string>& custom_states() const { return custom_; }
-  const std::vector<std::pair<int, std::shared_ptr<File>>>& fds() const { return fds_; }
+  // The fd table, in fd order: each fd with its file's object id.
+  struct Fd {
+    int fd;
+    std::uint64_t file;
+  };
+  const std::vector<Fd>& fds() const { return fds_; }
   const std::map<std::string, std::shared_ptr<File>>& roots() const { return world_.roots; }
   std::vector<PollCut>& polls() { return polls_; }
   const SaveIds& ids() const { return ids_; }
@@ -212,19 +262,45 @@ class Cut {
   const std::vector<Shared>& shared() const { return shared_; }
 
  private:
-  struct Keyed {  // an entry with its sort key: (file id, fd)
+  struct Keyed {  // an entry with its sort key, (file id, fd), and its place in its file's queue
     std::uint64_t id;
     int fd;
+    std::uint32_t rank;
     PollEntry* entry;
   };
+  static bool KeyLess(const Keyed& a, const Keyed& b) { return a.id != b.id ? a.id < b.id : a.fd < b.fd; }
+
+  // A poll some of whose entries the queue walk did not find (a waiter not registered, or a file outside the cut):
+  // its entries from its map, each with the place the walk found for it (0 if none), sorted. A file outside the world
+  // fails the save (retry() then says the caller may take the cut again).
+  Status KeyedFromMap(PollCut& c, const std::string& name, std::vector<Keyed>& keyed)
+      EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+    std::unordered_map<const PollEntry*, std::uint32_t> ranks;
+    for (const Keyed& k : keyed) {
+      if (k.rank > 0) ranks.emplace(k.entry, k.rank);
+    }
+    keyed.clear();
+    for (PollEntry& e : c.poll->impl()->entries_) {
+      if (e.file->weak_from_this().expired()) continue;  // its release is waiting for mu_: already gone
+      if (!ids_.ids.count(e.file)) {
+        retry_ = true;  // maybe closed an instant before the cut: the caller takes it again
+        return Status::Error(EINVAL, name + " entry fd " + std::to_string(e.fd) + ": its file (" +
+                                         std::string(e.file->TypeName()) +
+                                         ") is not in the world (not in the fd table or the roots)");
+      }
+      auto rank = ranks.find(&e);
+      keyed.push_back({ids_.Of(e.file), e.fd, rank != ranks.end() ? rank->second : 0, &e});
+    }
+    SortByFileAndFd(keyed);
+    return {};
+  }
 
   // Sorts by (file id, fd). A poll with many entries, in linear time: file ids are 1..files_.size(), so a counting
   // sort by id, then each file's few entries by fd. A poll with few entries among many files (one of many small polls)
   // is sorted as it is: a counting sort would cost the whole range of ids for each of them.
   void SortByFileAndFd(std::vector<Keyed>& keyed) const {
     if (keyed.size() < 64 || keyed.size() * 4 < files_.size()) {
-      std::sort(keyed.begin(), keyed.end(),
-                [](const Keyed& a, const Keyed& b) { return a.id != b.id ? a.id < b.id : a.fd < b.fd; });
+      std::sort(keyed.begin(), keyed.end(), KeyLess);
       return;
     }
     std::vector<std::uint32_t> start(files_.size() + 2, 0);
@@ -242,10 +318,27 @@ class Cut {
     keyed.swap(sorted);
   }
 
-  void Own(const std::shared_ptr<File>& f) {
-    if (ids_.ids.count(f.get())) return;
-    files_.push_back(f);
-    ids_.ids[f.get()] = files_.size();  // files take ids 1..n; shared objects follow
+  // Entries grouped by file id, in increasing id order: each file's entries sorted by fd (reversed, when they were in
+  // falling order).
+  static void SortEachFileByFd(std::vector<Keyed>& keyed) {
+    auto fd_less = [](const Keyed& a, const Keyed& b) { return a.fd < b.fd; };
+    auto fd_greater = [](const Keyed& a, const Keyed& b) { return a.fd > b.fd; };
+    for (auto group = keyed.begin(), end = group; group != keyed.end(); group = end) {
+      end = std::find_if(group, keyed.end(), [&](const Keyed& k) { return k.id != group->id; });
+      if (end - group < 2 || std::is_sorted(group, end, fd_less)) continue;
+      if (std::is_sorted(group, end, fd_greater)) {
+        std::reverse(group, end);
+      } else {
+        std::sort(group, end, fd_less);
+      }
+    }
+  }
+
+  // The file's id, given it if it has none yet: files take ids 1..n; shared objects follow.
+  std::uint64_t Own(const std::shared_ptr<File>& f) {
+    auto [it, added] = ids_.ids.try_emplace(f.get(), files_.size() + 1);
+    if (added) files_.push_back(f);
+    return it->second;
   }
   template <typename T>
   void Share(const std::shared_ptr<T>& object, const char* kind) {
@@ -262,7 +355,7 @@ class Cut {
   }
 
   const World& world_;
-  std::vector<std::pair<int, std::shared_ptr<File>>> fds_;
+  std::vector<Fd> fds_;
   std::vector<std::shared_ptr<File>> files_;
   std::vector<std::string> kinds_;
   std::vector<std::string> custom_;
@@ -270,14 +363,17 @@ class Cut {
   std::vector<PollCut> polls_;
   SaveIds ids_;
   bool retry_ = false;
-  std::unordered_map<const PollEntry*, std::uint32_t> rank_;  // each registration's place in its file's queue
   std::unique_lock<Mutex> frozen_;               // taken first, released last
   std::vector<std::unique_lock<Mutex>> locks_;  // released in reverse order of taking
 };
 
 
 // Takes a cut of `world` (retrying while a just-closed file is still being released), then calls `read` with every
-// lock held. Embedder SaveState() runs before the locks are taken.
-Status WithCut(const World& world, const std::function<void(Cut&)>& read);
+// lock held. Embedder SaveState() runs before the locks are taken. `pause`, if given, receives how long the cut that
+// `read` saw was held: from freezing the fd table to releasing the last lock. `after`, if given, runs once the locks
+// are released, with what the cut copied (files, kinds, embedder states, fds, each poll's ranks and ready order), but
+// no longer the right to read the world's objects.
+Status WithCut(const World& world, const std::function<void(Cut&)>& read, SavePause* pause = nullptr,
+               const std::function<void(Cut&)>& after = {});
 
 }  // namespace epollcr::state

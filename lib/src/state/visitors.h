@@ -56,13 +56,22 @@ struct ZeroValueCheck {
 };
 
 // Object ids of a snapshot: files and the shared state behind pipes and socket pairs, one id space from 1.
+// A poll's entries are saved in (file id, fd) order, so consecutive lookups are mostly of one file: the last answer is
+// kept. Used by one saving thread at a time.
 struct SaveIds {
   std::unordered_map<const void*, std::uint64_t> ids;
   std::uint64_t Of(const void* object) const {
+    if (object == last_ && object != nullptr) return last_id_;
     auto it = ids.find(object);
     if (it == ids.end()) throw LoadError("internal: a referenced object has no id");
+    last_ = object;
+    last_id_ = it->second;
     return it->second;
   }
+
+ private:
+  mutable const void* last_ = nullptr;
+  mutable std::uint64_t last_id_ = 0;
 };
 
 // The object a wait field refers to.
