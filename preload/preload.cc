@@ -23,7 +23,7 @@
 // the calls made from inside, which go straight to the real function.
 //
 // EPOLLCR_RUN_LOG=FILE: one line per epoll instance made ("create PID FD") and, at exit, one per process
-// ("exit PID polls N waits W events E"), appended with O_APPEND (epollcr run --log).
+// ("exit PID polls N waits W events E raw R"), appended with O_APPEND (epollcr run --log).
 #include <dlfcn.h>
 #include <linux/audit.h>
 #include <fcntl.h>
@@ -104,12 +104,11 @@ int Fail(std::error_code error) {
 int Own(long result) { return static_cast<int>(result); }
 
 int OwnWait(long nr, int epfd, void* events, int max, long timeout, const sigset_t* mask, bool blocking) {
-  if (!blocking) return Own(::syscall(nr, epollcr::OwnSyscallArg(epfd), events, max, timeout, mask, _NSIG / 8));
   int type = PTHREAD_CANCEL_DEFERRED;
-  ::pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &type);
+  if (blocking) ::pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &type);
   const int n = Own(::syscall(nr, epollcr::OwnSyscallArg(epfd), events, max, timeout, mask, _NSIG / 8));
   const int error = errno;
-  ::pthread_setcanceltype(type, nullptr);
+  if (blocking) ::pthread_setcanceltype(type, nullptr);
   errno = error;
   return n;
 }
@@ -847,6 +846,20 @@ void ReportOnce(std::atomic<bool>& done, const char* format, long number) {
   if (!done.exchange(true)) Report(format, static_cast<int>(::getpid()), number);
 }
 
+// The system calls the filter traps (preload/raw_syscall_trap.h), by their 64-bit numbers.
+bool Trapped(long nr) {
+  switch (nr) {
+    case SYS_epoll_create:
+    case SYS_epoll_create1:
+    case SYS_epoll_ctl:
+    case SYS_epoll_wait:
+    case SYS_epoll_pwait:
+    case SYS_epoll_pwait2:
+    case SYS_io_uring_setup: return true;
+  }
+  return false;
+}
+
 long Answer(const siginfo_t& info, const greg_t* r) {
   static std::atomic<bool> io_uring{false}, foreign{false}, inside{false};
   if (info.si_arch != AUDIT_ARCH_X86_64) {
@@ -896,7 +909,8 @@ long Answer(const siginfo_t& info, const greg_t* r) {
 constexpr int kBySeccomp = 1;  // SYS_SECCOMP, the si_code of a filter's SIGSYS (glibc's headers lack it)
 
 void OnRawSyscall(int signal, siginfo_t* info, void* context) {
-  if (info->si_code != kBySeccomp) {  // not the filter's: what SIGSYS does without a handler
+  // Not the filter's (kill -SYS, or another filter's trap): what SIGSYS does without a handler.
+  if (info->si_code != kBySeccomp || (info->si_arch == AUDIT_ARCH_X86_64 && !Trapped(info->si_syscall))) {
     ::signal(signal, SIG_DFL);
     ::raise(signal);
     return;

@@ -40,26 +40,34 @@ struct Pair {
   }
 };
 
-bool Connect(int family, Pair* pair) {
+// A listener on the loopback address of `family`, port chosen by the kernel; its address in *address. -1 on failure.
+int Listen(int family, int backlog, sockaddr_storage* address, socklen_t* size) {
   const int listener = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_storage address{};
-  socklen_t size = 0;
+  *address = {};
   if (family == AF_INET) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&address);
+    auto* in = reinterpret_cast<sockaddr_in*>(address);
     in->sin_family = AF_INET;
     in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    size = sizeof *in;
+    *size = sizeof *in;
   } else {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&address);
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(address);
     in6->sin6_family = AF_INET6;
     in6->sin6_addr = in6addr_loopback;
-    size = sizeof *in6;
+    *size = sizeof *in6;
   }
-  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(&address), size) != 0 ||
-      ::listen(listener, 1) != 0 || ::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &size) != 0) {
+  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(address), *size) != 0 ||
+      ::listen(listener, backlog) != 0 || ::getsockname(listener, reinterpret_cast<sockaddr*>(address), size) != 0) {
     if (listener >= 0) ::close(listener);
-    return false;
+    return -1;
   }
+  return listener;
+}
+
+bool Connect(int family, Pair* pair) {
+  sockaddr_storage address{};
+  socklen_t size = 0;
+  const int listener = Listen(family, 1, &address, &size);
+  if (listener < 0) return false;
   pair->client = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   const bool connected = ::connect(pair->client, reinterpret_cast<sockaddr*>(&address), size) == 0;
   pair->server = connected ? ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC) : -1;
@@ -189,12 +197,10 @@ INSTANTIATE_TEST_SUITE_P(Families, TcpRepairTest, ::testing::Values(AF_INET, AF_
 
 // What cannot move by value is refused with the reason, and the socket is left as it was.
 TEST(TcpRepairRefusalTest, WhatCannotMoveSaysWhyAndIsLeftAsItWas) {
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  ASSERT_EQ(::listen(listener, 1), 0);
+  sockaddr_storage address{};
+  socklen_t size = 0;
+  const int listener = Listen(AF_INET, 1, &address, &size);
+  ASSERT_GE(listener, 0);
   Result<TcpConnection> listening = CaptureTcp(listener);
   ASSERT_FALSE(listening.ok());
   EXPECT_EQ(listening.error(), std::errc::invalid_argument);
@@ -349,16 +355,12 @@ TEST(TcpListenerTest, WhatCannotMoveAsAListenerSaysWhy) {
   Pair pair;
   ASSERT_TRUE(Connect(AF_INET, &pair));
   EXPECT_EQ(CaptureListener(pair.server).error(), std::errc::invalid_argument);
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t size = sizeof address;
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  ASSERT_EQ(::listen(listener, 4), 0);
-  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &size), 0);
+  sockaddr_storage address{};
+  socklen_t size = 0;
+  const int listener = Listen(AF_INET, 4, &address, &size);
+  ASSERT_GE(listener, 0);
   const int waiting = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_EQ(::connect(waiting, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::connect(waiting, reinterpret_cast<sockaddr*>(&address), size), 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   Result<TcpListener> busy = CaptureListener(listener);
   ASSERT_FALSE(busy.ok());
