@@ -86,11 +86,20 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   } else if (f->builtin() == File::Builtin::kHost) {
     auto* h = static_cast<HostFile*>(f);
     Result<HostFile::Identity> id = h->Identify(options.host_open_state);
+    std::optional<HostFile::Identity> last = h->detached() ? h->LastIdentity() : std::nullopt;
+    v1::HostFileReference* r = out->mutable_host();
+    if (last) {  // no fd names it; polls' entries keep it (HostFile::MarkDetached)
+      r->set_fd(last->fd);
+      r->set_st_dev(last->dev);
+      r->set_st_ino(last->ino);
+      r->set_file_type(last->file_type);
+      r->set_detached(true);
+      return;
+    }
     if (!id.ok()) {
       throw std::runtime_error("file " + std::to_string(i + 1) + " (host fd " + std::to_string(h->fd()) +
                                "): " + id.error().message());
     }
-    v1::HostFileReference* r = out->mutable_host();
     r->set_fd(id.value().fd);
     r->set_st_dev(id.value().dev);
     r->set_st_ino(id.value().ino);
@@ -216,7 +225,9 @@ class Validator {
       if (e.fd() < 0) return Fail(where() + ": negative");
       if (e.fd() <= last_fd) return Fail(where() + ": repeated or out of order (fds are listed in ascending order)");
       last_fd = e.fd();
-      if (!FileAt(e.file())) return Fail(where() + ": file " + std::to_string(e.file()) + " is not in the image");
+      const v1::File* file = FileAt(e.file());
+      if (file == nullptr) return Fail(where() + ": file " + std::to_string(e.file()) + " is not in the image");
+      if (file->has_host() && file->host().detached()) return Fail(where() + ": a detached host file has no fd");
     }
     std::set<std::string> names;
     for (const v1::Root& r : image_.roots()) {

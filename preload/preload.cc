@@ -26,6 +26,7 @@
 // ("exit PID polls N waits W events E raw R"), appended with O_APPEND (epollcr run --log).
 #include <dlfcn.h>
 #include <linux/audit.h>
+#include <linux/kcmp.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -45,8 +46,10 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -189,8 +192,64 @@ void Report(const char* format, ...) {
 
 bool IsPoll(const std::shared_ptr<File>& file) { return file != nullptr && file->AsEventPoll() != nullptr; }
 
-// The table forgets `fd` (under mu, exclusive). A host file gives the fd back first: the program closes it, not the
-// library; its entries leave their polls.
+// Orphans (docs/interposer.md, "A registration outlives its fd"): host files whose fd the program closed while their
+// open file description lived on elsewhere (a dup, a forked child's copy, an fd in flight), so that the kernel kept
+// their registrations. Their entries stay, reporting what the kernel reports, until the description closes
+// (PruneOrphansLocked) or the file comes back at its number (ReviveLocked). They are the world's roots named
+// "orphan fd N #K" (N the number they had), so an image (ps, an exec) carries them as detached host files.
+constexpr std::string_view kOrphanRoot = "orphan fd ";
+std::size_t orphan_count = 0;  // guarded by mu
+std::size_t prune_at = 16;     // guarded by mu: the count that prunes next
+std::uint64_t orphan_serial = 0;  // guarded by mu
+
+// The orphans' roots, in name order.
+auto OrphanRoots(State& s) {
+  auto first = s.world->roots.lower_bound(std::string(kOrphanRoot));
+  auto last = first;
+  while (last != s.world->roots.end() && last->first.starts_with(kOrphanRoot)) ++last;
+  return std::pair{first, last};
+}
+
+int OrphanFd(const File& file) {
+  std::optional<HostFile::Identity> was = static_cast<const HostFile&>(file).LastIdentity();
+  return was ? was->fd : -1;
+}
+
+// The program's polls, from the table (under mu).
+std::vector<std::shared_ptr<File>> PollsLocked(State& s) {
+  std::vector<std::shared_ptr<File>> polls;
+  for (auto& [fd, file] : s.world->fds.Snapshot()) {
+    if (IsPoll(file)) polls.push_back(std::move(file));
+  }
+  return polls;
+}
+
+// Whether a kernel epoll of the program's polls still holds a registration of `file` made under number `fd`.
+bool RegisteredLocked(State& s, File& file, int fd) {
+  for (const std::shared_ptr<File>& poll : PollsLocked(s)) {
+    const EventPoll& p = *poll->AsEventPoll();
+    if (auto registration = p.KernelRegistrationOf({&file, fd}); registration && p.KernelHolds(*registration)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Drops the orphans whose registrations the kernel no longer holds: their descriptions closed.
+void PruneOrphansLocked(State& s) {
+  auto [it, last] = OrphanRoots(s);
+  while (it != last) {
+    it = RegisteredLocked(s, *it->second, OrphanFd(*it->second)) ? std::next(it) : s.world->roots.erase(it);
+  }
+  auto [first, end] = OrphanRoots(s);
+  orphan_count = static_cast<std::size_t>(std::distance(first, end));
+  prune_at = 2 * orphan_count + 16;
+}
+
+// The table forgets `fd`, a number that no longer names the file the table holds there: the program closed it (close,
+// close_range, the name dup2 or dup3 replaced), or it was closed behind the interposer's back (under mu, exclusive).
+// A host file gives the fd number back (the library must not close it again); its entries leave their polls, unless
+// its registrations outlived the fd (an orphan, above).
 void ForgetLocked(State& s, int fd) {
   if (auto it = s.inherited.find(fd); it != s.inherited.end()) {
     s.kept.push_back(std::move(it->second));
@@ -201,9 +260,51 @@ void ForgetLocked(State& s, int fd) {
   std::shared_ptr<File> file = s.world->fds.Get(fd);
   if (file == nullptr) return;
   s.identity.erase(fd);
-  if (auto* host = dynamic_cast<HostFile*>(file.get())) (void)host->ReleaseFd();
+  if (auto* host = dynamic_cast<HostFile*>(file.get())) {
+    (void)host->ReleaseFd();
+    const int saved = errno;
+    if (RegisteredLocked(s, *host, fd)) {
+      host->MarkDetached();
+      s.world->roots.emplace(std::string(kOrphanRoot) + std::to_string(fd) + " #" + std::to_string(++orphan_serial),
+                             file);
+      if (++orphan_count >= prune_at) PruneOrphansLocked(s);
+    }
+    errno = saved;
+  }
   (void)s.world->fds.Close(fd);
   s.known.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// `fd` (open, of device and inode `st`, not in the table) is an orphan's file back at its number (dup2 of another
+// name of it, or an fd received again): the orphan takes the fd again, with all its entries. True if it was one.
+bool ReviveLocked(State& s, int fd, const struct stat& st) {
+  auto [it, last] = OrphanRoots(s);
+  for (; it != last; ++it) {
+    auto* host = static_cast<HostFile*>(it->second.get());
+    std::optional<HostFile::Identity> was = host->LastIdentity();
+    if (!was || was->fd != fd || was->dev != st.st_dev || was->ino != st.st_ino) continue;
+    // The same inode; the same open file description only if a kernel epoll holds this file under `fd`.
+    bool same = false;
+    for (const std::shared_ptr<File>& poll : PollsLocked(s)) {
+      const int kernel_fd = poll->KernelFd();
+      for (std::uint32_t at = 0; kernel_fd >= 0 && !same && at < 64; ++at) {
+        kcmp_epoll_slot slot{static_cast<std::uint32_t>(kernel_fd), static_cast<std::uint32_t>(fd), at};
+        const long order = ::syscall(SYS_kcmp, ::getpid(), ::getpid(), KCMP_EPOLL_TFD, fd, &slot);
+        if (order < 0) break;
+        same = order == 0;
+      }
+    }
+    if (!same || host->Reattach(fd)) continue;
+    if (s.world->fds.InstallAt(fd, it->second)) {
+      (void)host->ReleaseFd();
+      host->MarkDetached();
+      continue;
+    }
+    s.world->roots.erase(it);
+    --orphan_count;
+    return true;
+  }
+  return false;
 }
 
 // A new name `to` for what `from` is (dup and its kind), after the real call made it.
@@ -239,6 +340,7 @@ void AtForkChild() {
     if (auto* host = dynamic_cast<HostFile*>(file.get())) (void)host->ReleaseFd();
     s.inherited[fd] = file;
   }
+  orphan_count = 0;  // the parent's, in its world
   (void)s.world.release();  // leaked: its files are in `inherited`
   s.world = std::make_unique<epollcr::World>();
   s.known.store(s.inherited.size(), std::memory_order_relaxed);
@@ -253,7 +355,8 @@ void AtForkChild() {
 epollcr::Result<std::string> InspectImage() {
   State& s = State::Get();
   Inside inside;
-  std::shared_lock lock(*s.mu);
+  std::unique_lock lock(*s.mu);
+  PruneOrphansLocked(s);
   return epollcr::image::SaveImage(*s.world);
 }
 
@@ -441,8 +544,17 @@ __attribute__((visibility("default"))) int epoll_ctl(int epfd, int op, int fd, e
     auto it = s.identity.find(fd);
     if (it != s.identity.end() && it->second != std::make_pair(st.st_dev, st.st_ino)) ForgetLocked(s, fd);
   }
+  if (open && s.world->fds.Get(fd) == nullptr && ReviveLocked(s, fd, st)) {
+    s.identity[fd] = {st.st_dev, st.st_ino};
+    s.known.fetch_add(1, std::memory_order_relaxed);
+  }
   if (open && s.world->fds.Get(fd) == nullptr) {
-    epollcr::Result<std::shared_ptr<HostFile>> host = HostFile::Wrap(fd, st.st_mode & S_IFMT);
+    HostFile::Identity identity;
+    identity.fd = fd;
+    identity.dev = st.st_dev;
+    identity.ino = st.st_ino;
+    identity.file_type = st.st_mode & S_IFMT;
+    epollcr::Result<std::shared_ptr<HostFile>> host = HostFile::Wrap(identity);
     if (!host.ok()) return Fail(host.error());
     if (std::error_code error = s.world->fds.InstallAt(fd, std::move(host).value())) {
       return Fail(error);
@@ -487,12 +599,14 @@ __attribute__((visibility("default"))) int close(int fd) {
   if (depth == 0 && fd >= 0) epollcr::preload::StopInspectServerIfIn(fd, fd);
   State& s = State::Get();
   if (depth > 0 || s.known.load(std::memory_order_relaxed) == 0) return real_close(fd);
-  {
-    Inside inside;
-    std::unique_lock lock(*s.mu);
-    ForgetLocked(s, fd);
-  }
-  return real_close(fd);
+  Inside inside;
+  std::unique_lock lock(*s.mu);
+  // Closed first: whether the file's registrations outlive the fd is the kernel's answer after the close.
+  const int result = real_close(fd);
+  const int saved = errno;
+  ForgetLocked(s, fd);
+  errno = saved;
+  return result;
 }
 
 __attribute__((visibility("default"))) int close_range(unsigned first, unsigned last, int flags) {
@@ -620,6 +734,7 @@ struct Crossing {
 // Under mu (exclusive), before an exec. Nothing to carry unless one of the program's epoll fds lacks FD_CLOEXEC.
 Crossing PrepareExec(State& s) {
   Crossing crossing;
+  PruneOrphansLocked(s);
   std::vector<int> polls;
   for (const auto& [fd, file] : s.world->fds.Snapshot()) {
     const int flags = ::fcntl(fd, F_GETFD);
@@ -704,6 +819,7 @@ void ExecRestore(State& s, const char* value) {
   }
   s.world = std::move(world);
   s.known.store(known, std::memory_order_relaxed);
+  PruneOrphansLocked(s);  // the orphans that crossed the exec (detached host files), as roots
   EnsureInspectServer(s);
   Log("restore %d polls %zu\n", static_cast<int>(::getpid()), polls.size());
 }

@@ -42,6 +42,17 @@ Status ResolveAll(const v1::Image& image, const Options& options, Resolved* out)
   std::vector<FileReference> refs;
   for (const v1::File& f : image.files()) {
     if (!f.has_host() && !f.has_embedder()) continue;
+    if (f.has_host() && f.host().detached()) {  // no fd to find: made as it was, with none
+      HostFile::Identity identity;
+      identity.fd = f.host().fd();
+      identity.dev = f.host().st_dev();
+      identity.ino = f.host().st_ino();
+      identity.file_type = f.host().file_type();
+      Result<std::shared_ptr<HostFile>> detached = HostFile::Detached(identity);
+      if (!detached.ok()) return Fail("file " + std::to_string(f.id()) + ": " + detached.error().message());
+      out->files.emplace(f.id(), std::move(detached).value());
+      continue;
+    }
     FileReference& ref = refs.emplace_back();
     ref.id = f.id();
     if (auto it = names.find(f.id()); it != names.end()) ref.root_names = it->second;

@@ -150,6 +150,7 @@ void DiffFile(const v1::File& a, const v1::File& b, Lines& lines) {
       Change(lines, p, "file type", HexText(x.file_type()), HexText(y.file_type()));
       Change(lines, p, "flags", HexText(x.open_flags()), HexText(y.open_flags()));
       Change(lines, p, "offset", x.offset(), y.offset());
+      Change(lines, p, "detached", std::string(x.detached() ? "yes" : "no"), std::string(y.detached() ? "yes" : "no"));
       break;
     }
     case v1::File::kEmbedder:

@@ -103,8 +103,10 @@ std::string FileState(const ImageIndex& index, const v1::File& f) {
              std::to_string(f.unix_stream().side());
     case v1::File::kHost: {
       const v1::HostFileReference& h = f.host();
-      return "host fd " + std::to_string(h.fd()) + ", " + FileTypeName(h.file_type()) + ", dev " + HexText(h.st_dev()) +
-             ", ino " + std::to_string(h.st_ino()) + ", flags " + HexText(h.open_flags()) + ", offset " +
+      const std::string file = FileTypeName(h.file_type()) + ", dev " + HexText(h.st_dev()) + ", ino " +
+                               std::to_string(h.st_ino());
+      if (h.detached()) return "host, detached (its fd " + std::to_string(h.fd()) + " closed, the file open elsewhere), " + file;
+      return "host fd " + std::to_string(h.fd()) + ", " + file + ", flags " + HexText(h.open_flags()) + ", offset " +
              std::to_string(h.offset());
     }
     case v1::File::kEmbedder:

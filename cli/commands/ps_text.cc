@@ -120,7 +120,9 @@ std::string InterposedText(const Snapshot& s, const ps::Interposed& in) {
       std::string target = "object " + std::to_string(p.files(i));
       if (auto it = files.find(p.files(i)); it != files.end()) {
         const v1::File& t = *it->second;
-        if (t.has_host()) {
+        if (t.has_host() && t.host().detached()) {
+          target = "fd " + std::to_string(t.host().fd()) + " (closed; its file is open elsewhere, so it stays registered)";
+        } else if (t.has_host()) {
           const std::optional<std::size_t> fd = s.FindFd(t.host().fd());
           target = "fd " + std::to_string(t.host().fd()) + (fd ? ": " + s.fds[*fd].link : std::string(" (not open)"));
         } else if (t.has_eventpoll()) {

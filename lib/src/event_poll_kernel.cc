@@ -291,8 +291,11 @@ void EventPoll::Impl::UnlinkKernelLocked(PollEntry& e) {
   auto it = links_.find(&e);
   if (it == links_.end()) return;
   MutexLock lists(lists_mu_);
-  // Fails only if the fd was closed behind the file's back, and then the kernel dropped the registration itself.
-  if (it->second.linked) (void)::epoll_ctl(kernel_fd_.get(), EPOLL_CTL_DEL, it->second.fd, nullptr);
+  // Fails only if the fd was closed behind the file's back, and then the kernel dropped the registration itself. A
+  // file that gave its fd back (HostFile::ReleaseFd) no longer owns that number, which may name another file by now:
+  // no DEL by number then. Its registration goes when its open file description closes, as an epoll's does.
+  const bool owned = it->second.dup.valid() || e.file->KernelFd() == it->second.fd;
+  if (it->second.linked && owned) (void)::epoll_ctl(kernel_fd_.get(), EPOLL_CTL_DEL, it->second.fd, nullptr);
   by_key_.erase(it->second.key);
   links_.erase(it);
   e.kernel = false;
@@ -424,6 +427,11 @@ std::optional<std::vector<Registration>> RegistrationsOf(int fd) {
   return out;
 }
 
+// A host file whose fd the program closed while kernel epolls kept its registrations (HostFile::MarkDetached).
+bool Detached(File& file) {
+  return file.builtin() == File::Builtin::kHost && static_cast<HostFile&>(file).detached();
+}
+
 // Whether fds a and b of this process are the same open file description.
 bool SameFile(int a, int b) {
   if (a == b) return true;
@@ -456,6 +464,12 @@ bool EventPoll::Impl::AdoptKernelLocked(const KernelState& state, std::span<Poll
     if (state.keys[i] == 0) continue;
     if (state.keys[i] >= state.next_key) return false;
     own[i] = entries[i]->file->KernelFd();
+    if (Detached(*entries[i]->file)) {  // no fd to compare: the fdinfo shows whether the kernel epoll holds it
+      if (state.fds[i] >= 0 && !described) {
+        want.push_back({state.fds[i], entries[i]->events & ~std::uint32_t{EPOLLWAKEUP}, state.keys[i]});
+      }
+      continue;
+    }
     if (own[i] < 0) return false;  // not a kernel file here (a watched poll that was not adopted)
     if (state.fds[i] >= 0) {
       if (state.fds[i] != own[i] && !released.Contains(state.fds[i])) return false;  // a private duplicate
@@ -492,7 +506,7 @@ bool EventPoll::Impl::AdoptKernelLocked(const KernelState& state, std::span<Poll
     link.key = state.keys[i];
     link.linked = state.fds[i] >= 0;
     link.fd = link.linked ? state.fds[i] : own[i];
-    if (link.linked && state.fds[i] != own[i]) {  // a private duplicate of the file
+    if (link.linked && state.fds[i] != own[i] && !Detached(*entries[i]->file)) {  // a private duplicate
       link.dup.Reset(state.fds[i]);
       (void)released.Take(state.fds[i]);
     }
@@ -691,6 +705,37 @@ std::error_code EventPoll::Impl::PromoteParents(EventPoll& child) {
 }
 
 // ---- the poll as a kernel file ------------------------------------------------------------------------------------
+
+std::optional<EventPoll::KernelRegistration> EventPoll::KernelRegistrationOf(FileIdentifier id) const {
+  Impl& s = *impl_;
+  MutexLock lock(s.mu_);
+  PollEntry* e = s.FindLocked(id);
+  if (e == nullptr) return std::nullopt;
+  auto it = s.links_.find(e);
+  if (it == s.links_.end() || !it->second.linked) return std::nullopt;
+  return KernelRegistration{it->second.fd, it->second.key};
+}
+
+bool EventPoll::KernelHolds(KernelRegistration registration) const {
+  int kernel_fd;
+  {
+    MutexLock lists(impl_->lists_mu_);
+    kernel_fd = impl_->kernel_fd_.get();
+  }
+  if (kernel_fd < 0) return false;
+  // kcmp(KCMP_EPOLL_TFD) finds the first registration under that fd number, if any (it then compares its file with
+  // kernel_fd's; only ENOENT matters here): none is the usual answer, and a certain one. Otherwise the fdinfo says
+  // whether the one with this key is among them.
+  kcmp_epoll_slot slot{static_cast<std::uint32_t>(kernel_fd), static_cast<std::uint32_t>(registration.fd), 0};
+  if (::syscall(SYS_kcmp, ::getpid(), ::getpid(), KCMP_EPOLL_TFD, kernel_fd, &slot) < 0 && errno == ENOENT) {
+    return false;
+  }
+  std::optional<std::vector<Registration>> held = RegistrationsOf(kernel_fd);
+  if (!held) return true;  // unknown: kept, as the kernel keeps what it cannot prove gone
+  return std::any_of(held->begin(), held->end(), [&](const Registration& r) {
+    return r.fd == registration.fd && r.data == registration.key;
+  });
+}
 
 int EventPoll::KernelFd() {
   if (!impl_->kernel_active_.load(std::memory_order_acquire)) return -1;

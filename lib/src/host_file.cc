@@ -82,6 +82,41 @@ int HostFile::ReleaseFd() {
   return fd;
 }
 
+std::error_code HostFile::Reattach(int fd) {
+  if (fd < 0) return Errno(EBADF);
+  if (this->fd() >= 0) return Errno(EBUSY);
+  if (!Wrapped::Instance().Add(fd)) return Errno(EEXIST);
+  last_fd_.store(fd, std::memory_order_relaxed);
+  detached_.store(false, std::memory_order_relaxed);
+  fd_.store(fd, std::memory_order_release);
+  return {};
+}
+
+Result<std::shared_ptr<HostFile>> HostFile::Detached(const Identity& identity) {
+  if (identity.fd < 0) return Errno(EBADF);
+  const bool plain = identity.file_type == S_IFREG || identity.file_type == S_IFDIR;
+  Result<std::shared_ptr<HostFile>> file = MakeFile<HostFile>(-1, !plain);
+  if (!file.ok()) return file;
+  HostFile& h = *file.value();
+  h.last_fd_.store(identity.fd, std::memory_order_relaxed);
+  h.dev_.store(identity.dev, std::memory_order_relaxed);
+  h.ino_.store(identity.ino, std::memory_order_relaxed);
+  h.file_type_.store(identity.file_type, std::memory_order_relaxed);
+  h.known_.store(true, std::memory_order_release);
+  h.detached_.store(true, std::memory_order_release);
+  return file;
+}
+
+std::optional<HostFile::Identity> HostFile::LastIdentity() const {
+  if (!known_.load(std::memory_order_acquire)) return std::nullopt;
+  Identity id;
+  id.fd = last_fd_.load(std::memory_order_relaxed);
+  id.dev = dev_.load(std::memory_order_relaxed);
+  id.ino = ino_.load(std::memory_order_relaxed);
+  id.file_type = file_type_.load(std::memory_order_relaxed);
+  return id;
+}
+
 std::size_t HostFile::WrappedFds() { return Wrapped::Instance().Count(); }
 
 Result<HostFile::Identity> HostFile::Identify(bool open_state) const {

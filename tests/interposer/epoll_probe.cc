@@ -5,7 +5,7 @@
 // Usage: epoll_probe [raw | mixed] [SEED | fork | exec | hold [close-all]], or epoll_probe io_uring | then PROG [ARGS].
 // `raw` makes the scenarios' epoll calls raw system calls, `mixed` each call either way (Create1 and its kind, below).
 // `io_uring` tries to set up an io_uring; `then` execs PROG. Without an argument it runs the fixed scenarios (errors,
-// dup and close, nesting, signals, the epoll fd under poll(2)); with a seed, a random sequence of operations on pipes,
+// dup and close, registrations that outlive their fd, nesting, signals, the epoll fd under poll(2)); with a seed, a random sequence of operations on pipes,
 // socket pairs and eventfds; `fork`, an epoll shared by a parent and its child; `exec`, an epoll that crosses an exec;
 // `hold`, two epolls in a known state (a level-triggered ready entry, a taken edge, a fired one-shot, an idle entry,
 // one epoll in the other), kept until standard input ends: `epollcr ps` looks at them (`close-all`: after an epoll
@@ -200,6 +200,88 @@ void Readiness() {
   close(ev);
 }
 
+// A registration lives with the open file description, not the fd (epoll(7), questions 6 and 7): a registered fd
+// closed while another fd holds its file (a dup, a forked child's copy) stays registered and goes on reporting under
+// its data, until the file's last fd closes; the file back at that number (dup2) finds it registered again.
+void Orphans() {
+  const int ep = Create1(0);
+  int p[2];
+  (void)pipe2(p, O_NONBLOCK);
+  Say("add the pipe", Ctl(ep, EPOLL_CTL_ADD, p[0], EPOLLIN, 0x61));
+  const int copy = dup(p[0]);
+  Say("close the registered fd while a dup holds its file", close(p[0]));
+  (void)!write(p[1], "a", 1);
+  Wait("wait: the registration outlived its fd", ep, 8, 0);
+  Say("mod of the closed fd", Ctl(ep, EPOLL_CTL_MOD, p[0], EPOLLIN, 0x62));
+  Say("del of the closed fd", Ctl(ep, EPOLL_CTL_DEL, p[0], 0, 0));
+  int q[2];
+  (void)pipe2(q, O_NONBLOCK);
+  Say("another file takes the number", q[0] == p[0] ? 0 : -1);
+  Say("mod of the new file there", Ctl(ep, EPOLL_CTL_MOD, q[0], EPOLLIN, 0x63));
+  Say("add the new file there", Ctl(ep, EPOLL_CTL_ADD, q[0], EPOLLIN, 0x64));
+  (void)!write(q[1], "b", 1);
+  Wait("wait: both, each under its data", ep, 8, 0);
+  Say("dup2 the first file back to its number", dup2(copy, p[0]));
+  Wait("wait: the replaced file's registration went with it", ep, 8, 0);
+  Say("add it again", Ctl(ep, EPOLL_CTL_ADD, p[0], EPOLLIN, 0x65));
+  Say("mod it to edge-triggered", Ctl(ep, EPOLL_CTL_MOD, p[0], EPOLLIN | EPOLLET, 0x66));
+  Wait("wait: the edge under the new data", ep, 8, 0);
+  Wait("wait: the edge was taken", ep, 8, 0);
+  Say("del it", Ctl(ep, EPOLL_CTL_DEL, p[0], 0, 0));
+  Wait("wait: deleted", ep, 8, 0);
+  // The last fd closes: the registration goes.
+  Say("add the dup, level-triggered", Ctl(ep, EPOLL_CTL_ADD, copy, EPOLLIN, 0x67));
+  Say("close the dup while the other name holds the file", close(copy));
+  Wait("wait: still registered", ep, 8, 0);
+  Say("close the file's last fd", close(p[0]));
+  Wait("wait: gone with the file", ep, 8, 0);
+  // close_range and dup2 over a registered name, a copy kept far away.
+  int t[2];
+  (void)pipe2(t, O_NONBLOCK);
+  Say("add another pipe", Ctl(ep, EPOLL_CTL_ADD, t[0], EPOLLIN | EPOLLONESHOT, 0x68));
+  const int far = fcntl(t[0], F_DUPFD, 200);
+  Say("close_range over the registered fd", close_range(static_cast<unsigned>(t[0]), static_cast<unsigned>(t[0]), 0));
+  (void)!write(t[1], "c", 1);
+  Wait("wait: the one-shot fires", ep, 8, 0);
+  Say("dup2 it back", dup2(far, t[0]));
+  Say("re-arm it", Ctl(ep, EPOLL_CTL_MOD, t[0], EPOLLIN, 0x69));
+  const int ev = eventfd(1, EFD_NONBLOCK);
+  Say("dup2 an eventfd over the registered name", dup2(ev, t[0]));
+  Wait("wait: the pipe still reports", ep, 8, 0);
+  Say("add the eventfd under that name", Ctl(ep, EPOLL_CTL_ADD, t[0], EPOLLIN, 0x6a));
+  Wait("wait: both", ep, 8, 0);
+  // A forked child's copy keeps the registration until the child exits.
+  int s[2];
+  (void)socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, s);
+  int go[2];
+  (void)pipe(go);
+  Say("add a socket", Ctl(ep, EPOLL_CTL_ADD, s[0], EPOLLIN | EPOLLRDHUP, 0x6b));
+  std::fflush(stdout);
+  const pid_t child = fork();
+  if (child == 0) {
+    close(go[1]);
+    char byte;
+    (void)!read(go[0], &byte, 1);
+    _exit(0);
+  }
+  close(go[0]);
+  Say("close it while the child holds it", close(s[0]));
+  (void)!write(s[1], "d", 1);
+  Wait("wait: the child's copy keeps it registered", ep, 8, 0);
+  close(go[1]);
+  int status = 0;
+  Say("the child exits", waitpid(child, &status, 0) == child ? 0 : -1);
+  Wait("wait: gone with the child's copy", ep, 8, 0);
+  close(s[1]);
+  close(t[0]);
+  close(t[1]);
+  close(far);
+  close(ev);
+  close(q[1]);
+  close(p[1]);
+  close(ep);
+}
+
 void Signals() {
   struct sigaction action {};
   action.sa_handler = OnSignal;
@@ -323,13 +405,21 @@ void ExecFirst(const char* self) {
   Say("add the eventfd", Ctl(ep, EPOLL_CTL_ADD, ev, EPOLLIN, 0x52));
   Say("add a close-on-exec socket", Ctl(ep, EPOLL_CTL_ADD, s[0], EPOLLOUT, 0x53));
   Say("add the pipe's write end, one-shot", Ctl(ep, EPOLL_CTL_ADD, p[1], EPOLLOUT | EPOLLONESHOT, 0x54));
+  int o[2];
+  (void)pipe2(o, O_NONBLOCK);
+  Say("add another pipe", Ctl(ep, EPOLL_CTL_ADD, o[0], EPOLLIN, 0x56));
+  const int keep = dup(o[0]);
+  Say("close it while a dup holds its file", close(o[0]));
+  (void)!write(o[1], "o", 1);
   (void)!write(p[1], "abc", 3);
   Wait("wait before the exec", ep, 8, 0);
   const std::uint64_t one = 1;
   (void)!write(ev, &one, sizeof one);
   std::fflush(stdout);
-  const std::string args[] = {std::to_string(ep), std::to_string(p[0]), std::to_string(p[1]), std::to_string(ev)};
-  execl(self, self, "exec2", args[0].c_str(), args[1].c_str(), args[2].c_str(), args[3].c_str(), nullptr);
+  const std::string args[] = {std::to_string(ep), std::to_string(p[0]), std::to_string(p[1]), std::to_string(ev),
+                              std::to_string(keep)};
+  execl(self, self, "exec2", args[0].c_str(), args[1].c_str(), args[2].c_str(), args[3].c_str(), args[4].c_str(),
+        nullptr);
   std::printf("exec failed: %s\n", strerrorname_np(errno));
 }
 
@@ -338,13 +428,16 @@ void ExecSecond(char** argv) {
   const int p0 = std::atoi(argv[3]);
   const int p1 = std::atoi(argv[4]);
   const int ev = std::atoi(argv[5]);
+  const int keep = std::atoi(argv[6]);
   step = 100;
-  Wait("after the exec: the eventfd only (the edge was taken, the one-shot fired)", ep, 8, 0);
+  Wait("after the exec: the eventfd and the closed pipe (the edge was taken, the one-shot fired)", ep, 8, 0);
   (void)!write(p1, "d", 1);
   Wait("a new edge on the pipe", ep, 8, 0);
   Say("re-arm the one-shot", Ctl(ep, EPOLL_CTL_MOD, p1, EPOLLOUT | EPOLLONESHOT, 0x55));
   Wait("the re-armed one-shot", ep, 8, 0);
   Readable("the epoll fd under poll", ep);
+  Say("close the dup that kept the closed pipe registered", close(keep));
+  Wait("its registration is gone", ep, 8, 0);
   close(p0);
   close(p1);
   close(ev);
@@ -403,7 +496,7 @@ int main(int argc, char** argv) {
     ExecFirst(argv[0]);
     return 1;
   }
-  if (argc > 5 && std::string(argv[1]) == "exec2") {
+  if (argc > 6 && std::string(argv[1]) == "exec2") {
     setvbuf(stdout, nullptr, _IOLBF, 0);
     ExecSecond(argv);
     return 0;
@@ -423,6 +516,7 @@ int main(int argc, char** argv) {
   }
   Errors();
   Readiness();
+  Orphans();
   Signals();
   return 0;
 }

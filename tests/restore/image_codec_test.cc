@@ -239,6 +239,8 @@ TEST(ImageCodecTest, ValidationSaysWhere) {
        "repeated or out of order"},
       {"host file type", [](v1::Image& i) { i.mutable_files(0)->mutable_host()->set_file_type(0x3000); }, "host file type 12288 is not"},
       {"host fd", [](v1::Image& i) { i.mutable_files(0)->mutable_host()->set_fd(-1); }, "host fd -1 is negative"},
+      {"detached host file in the fd table", [](v1::Image& i) { i.mutable_files(0)->mutable_host()->set_detached(true); },
+       "a detached host file has no fd"},
       {"eventfd counter", [](v1::Image& i) {
          for (auto& f : *i.mutable_files()) {
            if (f.has_eventfd()) f.mutable_eventfd()->set_count(~0ull);

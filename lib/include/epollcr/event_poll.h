@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <ctime>
 #include <memory>
+#include <optional>
 #include <span>
 #include <system_error>
 #include <vector>
@@ -146,6 +147,19 @@ class EventPoll final : public File {
   void UnregisterEpollWaiters();
   // Registers every entry's waiter again and re-checks readiness of waiting entries (what after_load does).
   void RegisterEpollWaiters();
+
+  // A kernel entry's registration in the poll's kernel epoll (docs/engine.md, "Kernel entries"): the fd number it is
+  // registered under and the key its records carry.
+  struct KernelRegistration {
+    int fd = -1;
+    std::uint64_t key = 0;
+  };
+  // The registration of entry `id`, or nullopt if it is not a registered kernel entry.
+  std::optional<KernelRegistration> KernelRegistrationOf(FileIdentifier id) const;
+  // Whether the kernel epoll still holds `registration`. It lives with the open file description, not the fd: it
+  // outlives the closing of its fd while a dup, or a forked child's copy, keeps the description open (epoll(7)).
+  // One kcmp(KCMP_EPOLL_TFD) when no registration is left under that fd number; /proc/self/fdinfo otherwise.
+  bool KernelHolds(KernelRegistration registration) const;
 
   // Inspection.
   std::vector<EntryInfo> Entries() const;     // in key order (file address, then fd) - stable within a process

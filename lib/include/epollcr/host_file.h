@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -61,6 +62,20 @@ class HostFile final : public File {
   // file's destruction. The entries of EventPolls on it stay until they are removed (their kernel registrations go
   // when the open file description closes, as an epoll's do).
   int ReleaseFd();
+  // Gives a file that gave its fd back an fd again: `fd` must name the same open file description (an interposer's
+  // dup2 of it back to the number it had, so that its entries, keyed by that number, apply again). EBUSY if the file
+  // still owns an fd, EEXIST if another HostFile wraps `fd`, EBADF if `fd` is negative.
+  std::error_code Reattach(int fd);
+  // Says that the file gave its fd back because the program closed it while its open file description lived on
+  // elsewhere, with registrations in kernel epolls that outlive the fd (an interposer's orphan). An image records
+  // such a file as detached (HostFileReference.detached) instead of refusing it. Reattach clears it.
+  void MarkDetached() { detached_.store(true, std::memory_order_release); }
+  bool detached() const { return detached_.load(std::memory_order_acquire); }
+  // A detached file for a restore: the identity's fd is the number it had; the file has no fd (fd() is -1).
+  static Result<std::shared_ptr<HostFile>> Detached(const Identity& identity);
+  // What Identify() told last, without the open state: the fd the file had (before a ReleaseFd too), its device,
+  // inode and type; nullopt if they were never learnt.
+  std::optional<Identity> LastIdentity() const;
 
   EventMask Readiness(EventMask mask) override;
   bool Epollable() const override { return epollable_; }
@@ -75,10 +90,12 @@ class HostFile final : public File {
   // How many fds host files own now (tests check that a failed restore leaves none behind).
   static std::size_t WrappedFds();
 
-  HostFile(int fd, bool epollable) : fd_(fd), epollable_(epollable) {}
+  HostFile(int fd, bool epollable) : fd_(fd), last_fd_(fd), epollable_(epollable) {}
 
  private:
   std::atomic<int> fd_;
+  std::atomic<int> last_fd_{-1};  // the fd the file had, kept by ReleaseFd
+  std::atomic<bool> detached_{false};
   const bool epollable_;
   // The fd's device, inode and file type once known (known_ is set after them, with release; racing first Identify
   // calls store the same values).
