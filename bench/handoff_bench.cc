@@ -80,6 +80,13 @@ struct SocketWorld {
   void Drop() { CloseUnadopted(GiveUp()); }
 };
 
+// A hand-off's save options: the successor shares the open files, so their flags and positions are not read.
+image::SaveOptions Shared() {
+  image::SaveOptions options;
+  options.host_open_state = false;
+  return options;
+}
+
 void BM_HandOffSave(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   SocketWorld w(n);
@@ -87,7 +94,7 @@ void BM_HandOffSave(benchmark::State& state) {
   for (auto _ : state) {
     BigBuffer image;
     std::size_t size = 0;
-    if (Status s = image::SaveImageInto(w.world, {.host_open_state = false}, &image, &size); !s.ok()) {
+    if (Status s = image::SaveImageInto(w.world, Shared(), &image, &size); !s.ok()) {
       return state.SkipWithError(StatusFailure("image::SaveImageInto", s).c_str());
     }
     benchmark::DoNotOptimize(image.data());
@@ -106,7 +113,7 @@ void BM_HandOffRestore(benchmark::State& state) {
   for (auto _ : state) {
     state.PauseTiming();
     if (std::string e = w.Build(); !e.empty()) return state.SkipWithError(e.c_str());
-    Result<std::string> image = image::SaveImage(w.world, {.host_open_state = false});
+    Result<std::string> image = image::SaveImage(w.world, Shared());
     if (!image.ok()) return state.SkipWithError(StatusFailure("image::SaveImage", image.status()).c_str());
     const std::vector<int> kernel = w.GiveUp();
     (void)AcceptHandedOver(kernel);  // as the successor accepts them

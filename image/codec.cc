@@ -405,6 +405,15 @@ class Validator {
       }
       in_ready[i] = true;
     }
+    std::vector<bool> in_kernel_ready(static_cast<std::size_t>(n), false);
+    for (std::uint32_t i : p.kernel_ready_order()) {
+      if (i >= static_cast<std::uint32_t>(n) || in_kernel_ready[i] || i >= static_cast<std::uint32_t>(p.kernel_keys_size()) ||
+          p.kernel_keys(static_cast<int>(i)) == 0) {
+        return Fail(where + ": the kernel ready order lists entry " + std::to_string(i) +
+                    ", which is not a kernel entry or is listed twice");
+      }
+      in_kernel_ready[i] = true;
+    }
     for (int i = 0; i < n; ++i) {
       auto at = [&] { return where + ", entry " + std::to_string(i) + ": "; };
       const std::uint64_t file = p.files(i);

@@ -59,6 +59,7 @@
 #include "epollcr/host_file.h"
 #include "epollcr/syscalls.h"
 #include "image/codec.h"
+#include "image/file.h"
 #include "inspect_server.h"
 #include "interposable.h"
 #include "restore/resolvers.h"
@@ -357,7 +358,35 @@ epollcr::Result<std::string> InspectImage() {
   Inside inside;
   std::unique_lock lock(*s.mu);
   PruneOrphansLocked(s);
-  return epollcr::image::SaveImage(*s.world);
+  // Each poll's kernel ready list, read just before the capture (EventPoll::KernelReadyKeys): the program's threads
+  // cannot change a poll meanwhile (mu), only the files' readiness can.
+  std::unordered_map<const File*, std::vector<std::uint64_t>> ready;
+  for (const std::shared_ptr<File>& poll : PollsLocked(s)) {
+    epollcr::Result<std::vector<std::uint64_t>> keys = poll->AsEventPoll()->KernelReadyKeys();
+    if (keys.ok()) ready[poll.get()] = std::move(keys).value();
+  }
+  epollcr::Result<epollcr::v1::Image> image = epollcr::image::Capture(*s.world);
+  if (!image.ok()) return image.status();
+  // The capture numbers files in the order the table first reaches them: fd table ascending, then roots.
+  std::unordered_map<std::uint64_t, const File*> by_id;
+  for (const epollcr::v1::FdEntry& e : image.value().fds()) {
+    if (std::shared_ptr<File> f = s.world->fds.Get(e.fd()); IsPoll(f)) by_id.emplace(e.file(), f.get());
+  }
+  for (epollcr::v1::File& f : *image.value().mutable_files()) {
+    auto poll = by_id.find(f.id());
+    auto keys = poll == by_id.end() ? ready.end() : ready.find(poll->second);
+    if (!f.has_eventpoll() || keys == ready.end()) continue;
+    epollcr::v1::EventPollState& p = *f.mutable_eventpoll();
+    p.set_kernel_ready_read(true);
+    std::unordered_map<std::uint64_t, std::uint32_t> column;
+    for (int i = 0; i < p.kernel_keys_size(); ++i) column.emplace(p.kernel_keys(i), static_cast<std::uint32_t>(i));
+    for (std::uint64_t key : keys->second) {
+      if (auto at = column.find(key); at != column.end() && key != 0) p.add_kernel_ready_order(at->second);
+    }
+  }
+  epollcr::Result<std::string> payload = epollcr::image::Encode(image.value());
+  if (!payload.ok()) return payload.status();
+  return epollcr::image::Frame(payload.value());
 }
 
 // Under mu (exclusive): the first poll of a process starts its inspection server.

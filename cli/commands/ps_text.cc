@@ -87,8 +87,9 @@ std::string AlignedColumns(const std::vector<std::vector<std::string>>& rows, co
 }
 
 // The interposer's polls (ps_interposed.h): one table per poll, its entries in the image's order (by file, then fd),
-// with the program's events and data, the list each is on ("kernel" for an entry whose place the kernel holds), its
-// rank in its file's wait queue, and what it watches; then the ready list of in-memory entries, front first.
+// with the program's events and data, the list each is on (an entry whose place the kernel holds is "ready" or
+// "waiting" as the kernel epoll's ready list says, read by the interposer: EventPoll::KernelReadyKeys; "kernel" if
+// it could not be read), its rank in its file's wait queue, and what it watches; then the ready lists, front first.
 std::string InterposedText(const Snapshot& s, const ps::Interposed& in) {
   std::map<std::uint64_t, const v1::File*> files;
   for (const v1::File& f : in.image.files()) files[f.id()] = &f;
@@ -113,10 +114,13 @@ std::string InterposedText(const Snapshot& s, const ps::Interposed& in) {
     out << '\n';
     if (p.files_size() == 0) continue;
     std::vector<std::vector<std::string>> rows{{"tfd", "events", "data", "list", "rank", "target"}};
+    std::vector<bool> kernel_ready(static_cast<std::size_t>(p.files_size()), false);
+    for (std::uint32_t k : p.kernel_ready_order()) kernel_ready[k] = true;
     for (int i = 0; i < p.files_size(); ++i) {
       const bool kernel = i < p.kernel_keys_size() && p.kernel_keys(i) != 0;
       std::string list = ListText(p.lists(i));
-      if (kernel && p.lists(i) != v1::ENTRY_LIST_DISABLED) list = "kernel";
+      if (kernel && p.lists(i) != v1::ENTRY_LIST_DISABLED) list = p.kernel_ready_read() ? "waiting" : "kernel";
+      if (kernel_ready[static_cast<std::size_t>(i)]) list = "ready";
       std::string target = "object " + std::to_string(p.files(i));
       if (auto it = files.find(p.files(i)); it != files.end()) {
         const v1::File& t = *it->second;
@@ -141,6 +145,13 @@ std::string InterposedText(const Snapshot& s, const ps::Interposed& in) {
         out << (k == 0 ? " tfd " : ", tfd ") << p.fds(static_cast<int>(p.ready_order(k)));
       }
       out << '\n';
+    }
+    if (p.kernel_ready_read()) {
+      out << "  ready list (kernel entries, front first, as the kernel epoll holds it):";
+      for (int k = 0; k < p.kernel_ready_order_size(); ++k) {
+        out << (k == 0 ? " tfd " : ", tfd ") << p.fds(static_cast<int>(p.kernel_ready_order(k)));
+      }
+      out << (p.kernel_ready_order_size() == 0 ? " empty\n" : "\n");
     }
   }
   return out.str();

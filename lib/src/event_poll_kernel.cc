@@ -737,6 +737,78 @@ bool EventPoll::KernelHolds(KernelRegistration registration) const {
   });
 }
 
+// No system call reads a kernel epoll's ready list without consuming it, so this one takes it and puts it back:
+// harvest everything (epoll_wait, timeout 0), and again while level-triggered records were among the last ones (the
+// kernel queues those again at the tail: each is made one-shot first, so the next harvest takes it off and disarms
+// it), then EPOLL_CTL_MOD every harvested registration, front first, back to its own events word. ep_modify polls the
+// file and queues a ready registration at the tail, so the list is rebuilt in its order, each entry reported as its
+// file is ready now, as the kernel's delivery would report it.
+Result<std::vector<std::uint64_t>> EventPoll::KernelReadyKeys() {
+  Impl& s = *impl_;
+  MutexLock lock(s.mu_);
+  int kernel_fd;
+  int bell_fd;
+  std::uint32_t bell_events;
+  {
+    MutexLock lists(s.lists_mu_);
+    kernel_fd = s.kernel_fd_.get();
+    bell_fd = s.bell_fd_.get();
+    bell_events = EPOLLIN | (s.visible_.load(std::memory_order_relaxed) ? 0u : std::uint32_t{EPOLLET});
+  }
+  std::vector<std::uint64_t> order;
+  if (kernel_fd < 0) return order;
+  // A registration that EPOLL_CTL_MOD cannot put back: an exclusive one (EINVAL), a detached file's (no fd).
+  for (const auto& [e, link] : s.links_) {
+    if (link.linked && ((e->events & kEpollExclusive) != 0 || Detached(*e->file))) return Errno(ENOTSUP);
+  }
+  auto registration = [&](std::uint64_t key, int* fd, std::uint32_t* events) {
+    if (key == kBellKey) {
+      *fd = bell_fd;
+      *events = bell_events;
+      return bell_fd >= 0;
+    }
+    auto at = s.by_key_.find(key);
+    if (at == s.by_key_.end()) return false;
+    const Impl::KernelLink& link = s.links_.at(at->second);
+    *fd = link.fd;
+    *events = at->second->events;
+    return true;
+  };
+  std::unordered_set<std::uint64_t> seen;
+  std::unordered_set<std::uint64_t> made_one_shot;
+  std::vector<epoll_event> records(s.links_.size() + 2);
+  std::error_code failed;
+  for (bool again = true; again && !failed;) {
+    again = false;
+    const int n = ::epoll_wait(kernel_fd, records.data(), static_cast<int>(records.size()), 0);
+    if (n < 0) {
+      failed = Errno(errno);
+      break;
+    }
+    for (int i = 0; i < n; ++i) {
+      const std::uint64_t key = records[static_cast<std::size_t>(i)].data.u64;
+      int fd;
+      std::uint32_t events;
+      if (!registration(key, &fd, &events)) continue;
+      if (seen.insert(key).second) order.push_back(key);
+      if ((events & (EPOLLET | EPOLLONESHOT)) != 0 || !made_one_shot.insert(key).second) continue;
+      epoll_event ev = KernelEvent(events | EPOLLONESHOT, key);
+      if (::epoll_ctl(kernel_fd, EPOLL_CTL_MOD, fd, &ev) != 0) failed = Errno(errno);
+      again = true;
+    }
+  }
+  for (std::uint64_t key : order) {  // back, front first, even after a failure
+    int fd;
+    std::uint32_t events;
+    if (!registration(key, &fd, &events)) continue;
+    epoll_event ev = KernelEvent(events, key);
+    if (::epoll_ctl(kernel_fd, EPOLL_CTL_MOD, fd, &ev) != 0 && !failed) failed = Errno(errno);
+  }
+  if (failed) return failed;
+  std::erase(order, kBellKey);
+  return order;
+}
+
 int EventPoll::KernelFd() {
   if (!impl_->kernel_active_.load(std::memory_order_acquire)) return -1;
   MutexLock lists(impl_->lists_mu_);

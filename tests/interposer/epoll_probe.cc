@@ -2,7 +2,7 @@
 // prints one line per step. tests/interposer/interposer_test.cc runs it twice, on the kernel's epoll and under
 // `epollcr run` (libepollcr-preload.so), and the two outputs must be the same: the kernel is the oracle.
 //
-// Usage: epoll_probe [raw | mixed] [SEED | fork | exec | hold [close-all]], or epoll_probe io_uring | then PROG [ARGS].
+// Usage: epoll_probe [raw | mixed] [SEED | fork | exec | hold [close-all] | order FILE], or epoll_probe io_uring | then PROG [ARGS].
 // `raw` makes the scenarios' epoll calls raw system calls, `mixed` each call either way (Create1 and its kind, below).
 // `io_uring` tries to set up an io_uring; `then` execs PROG. Without an argument it runs the fixed scenarios (errors,
 // dup and close, registrations that outlive their fd, nesting, signals, the epoll fd under poll(2)); with a seed, a random sequence of operations on pipes,
@@ -444,6 +444,46 @@ void ExecSecond(char** argv) {
   close(ep);
 }
 
+// `order FILE`: an epoll whose ready list has a known order (a level-triggered pipe, an edge-triggered eventfd, a
+// one-shot eventfd and a level-triggered socket made ready in turn, the socket then moved to the tail by a wait of one
+// event; an idle pipe), each entry's data its fd. Prints "held PID", and when standard input ends writes to FILE the
+// data of what a wait then returns, in order.
+void Order(const char* path) {
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  int a[2];
+  (void)pipe2(a, O_NONBLOCK);
+  const int b = eventfd(0, EFD_NONBLOCK);
+  const int c = eventfd(0, EFD_NONBLOCK);
+  int d[2];
+  (void)socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, d);
+  int e[2];
+  (void)pipe2(e, O_NONBLOCK);
+  (void)Ctl(ep, EPOLL_CTL_ADD, a[0], EPOLLIN, static_cast<std::uint64_t>(a[0]));
+  (void)Ctl(ep, EPOLL_CTL_ADD, b, EPOLLIN | EPOLLET, static_cast<std::uint64_t>(b));
+  (void)Ctl(ep, EPOLL_CTL_ADD, c, EPOLLIN | EPOLLONESHOT, static_cast<std::uint64_t>(c));
+  (void)Ctl(ep, EPOLL_CTL_ADD, d[0], EPOLLIN, static_cast<std::uint64_t>(d[0]));
+  (void)Ctl(ep, EPOLL_CTL_ADD, e[0], EPOLLIN, static_cast<std::uint64_t>(e[0]));
+  const std::uint64_t one = 1;
+  (void)!write(d[1], "d", 1);
+  (void)!write(b, &one, sizeof one);
+  (void)!write(a[1], "a", 1);
+  (void)!write(c, &one, sizeof one);
+  epoll_event first;
+  (void)EpollWait(ep, &first, 1, 0);  // the socket, queued again at the tail
+  std::printf("held %d\n", static_cast<int>(getpid()));
+  std::fflush(stdout);
+  char byte;
+  while (read(0, &byte, 1) > 0) {
+  }
+  epoll_event events[8];
+  const int n = EpollWait(ep, events, 8, 0);
+  std::FILE* out = std::fopen(path, "w");
+  if (out == nullptr) return;
+  for (int i = 0; i < n; ++i) std::fprintf(out, "%s%llu", i == 0 ? "" : " ", static_cast<unsigned long long>(events[i].data.u64));
+  std::fprintf(out, "\n");
+  std::fclose(out);
+}
+
 // Two epolls in a known state; prints "held PID" and waits until standard input ends. With `close_all`, an epoll is
 // made and then every fd from 3 up is closed first (as a daemon does): fd numbers go on as in the kernel.
 void Hold(bool close_all) {
@@ -504,6 +544,10 @@ int main(int argc, char** argv) {
   setvbuf(stdout, nullptr, _IOLBF, 0);
   if (argc > 1 && std::string(argv[1]) == "fork") {
     Fork();
+    return 0;
+  }
+  if (argc > 2 && std::string(argv[1]) == "order") {
+    Order(argv[2]);
     return 0;
   }
   if (argc > 1 && std::string(argv[1]) == "hold") {

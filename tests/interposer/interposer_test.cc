@@ -14,6 +14,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -273,7 +274,7 @@ class Held {
 
 // Entry rows (tfd, events, data, armed or disabled) of each epoll table in ps's text whose heading starts with
 // `heading` ("epoll fd" for the kernel's, "epollcr poll fd" for the interposer's), by the heading's first fd. The
-// interposer's "kernel" list (the kernel holds the entry's place) is an armed entry.
+// interposer's "kernel", "waiting" and "ready" lists are an armed entry (the kernel's fdinfo does not say which).
 using Rows = std::map<int, std::set<std::tuple<std::string, std::string, std::string, std::string>>>;
 Rows Tables(const std::string& text, const std::string& heading) {
   Rows rows;
@@ -287,7 +288,7 @@ Rows Tables(const std::string& text, const std::string& heading) {
       header = true;
       continue;
     }
-    if (poll < 0 || line.empty() || !line.starts_with("  ")) {
+    if (poll < 0 || line.empty() || !line.starts_with("  ") || line.starts_with("  ready list")) {
       poll = -1;
       continue;
     }
@@ -389,6 +390,45 @@ TEST_F(PsTest, ShowsAnInterposedProgramsPollsAsTheKernelShowsItsEpolls) {
     if (*variant != '\0') args.push_back(variant);
     PsMatchesTheKernel(args);
   }
+}
+
+// The ready list of an interposed program's poll, which the kernel epoll holds and no system call reads without
+// taking: ps reads it and puts it back (EventPoll::KernelReadyKeys). The oracle is the kernel: the order ps shows is
+// the order the program's next wait returns, and that wait returns what the same program's wait returns on the
+// kernel's epoll, where no ps looked (so ps changed nothing the program can see). Asked twice: the second ps shows
+// what the first did.
+TEST_F(PsTest, ShowsTheKernelHeldReadyListInOrderAndLeavesItAsItWas) {
+  auto ready_list = [](const std::string& out) {
+    const std::string heading = "ready list (kernel entries, front first, as the kernel epoll holds it):";
+    const std::size_t at = out.find(heading);
+    if (at == std::string::npos) return std::string("no ready list");
+    std::istringstream words(out.substr(at + heading.size(), out.find('\n', at) - at - heading.size()));
+    std::string list;
+    for (std::string word; words >> word;) {
+      if (word != "tfd") list += (list.empty() ? "" : " ") + word.substr(0, word.find(','));
+    }
+    return list;
+  };
+  const std::string on_kernel = dir_.File("kernel.order");
+  { Held kernel({probe_, "order", on_kernel}, -1); ASSERT_GT(kernel.pid(), 0); }
+  const std::string expected = ReadAll(on_kernel);
+  ASSERT_EQ(std::count(expected.begin(), expected.end(), ' '), 3) << expected;  // four ready, the idle pipe not
+
+  const std::string interposed_file = dir_.File("interposed.order");
+  std::string shown[2];
+  {
+    Held interposed({bin_, "run", "--", probe_, "order", interposed_file}, -1);
+    ASSERT_GT(interposed.pid(), 0);
+    for (std::string& list : shown) {
+      ProgramRun ps = Run(bin_, {"ps", std::to_string(interposed.pid())});
+      ASSERT_EQ(ps.status, 0) << ps.err;
+      list = ready_list(ps.out);
+      EXPECT_THAT(ps.out, HasSubstr(" ready ")) << ps.out;
+    }
+  }
+  EXPECT_EQ(ReadAll(interposed_file), expected);
+  EXPECT_EQ(shown[0] + "\n", expected);
+  EXPECT_EQ(shown[1], shown[0]);
 }
 
 // The socket answers root and the process's own user, and refuses anyone else, as /proc refuses them its fds.

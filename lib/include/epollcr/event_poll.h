@@ -161,6 +161,15 @@ class EventPoll final : public File {
   // One kcmp(KCMP_EPOLL_TFD) when no registration is left under that fd number; /proc/self/fdinfo otherwise.
   bool KernelHolds(KernelRegistration registration) const;
 
+  // The keys (KernelRegistration::key) of the kernel entries on the kernel epoll's ready list, front first: what
+  // `epollcr ps` shows of an interposed program's ready list. The kernel has no call that reads the list without
+  // taking it, so this takes it (epoll_wait) and puts it back (EPOLL_CTL_MOD of each registration, in order: 2 to 3
+  // system calls per ready entry). Visible, rarely: a blocked Wait of another thread may wake, the poll's fd is
+  // readable again for its watchers (an edge-triggered watcher gets an edge), and a wake-up that lands while the list
+  // is put back is placed before the entries put back after it. ENOTSUP (nothing taken) if an entry is exclusive
+  // or a detached host file's, which EPOLL_CTL_MOD cannot put back.
+  Result<std::vector<std::uint64_t>> KernelReadyKeys();
+
   // Inspection.
   std::vector<EntryInfo> Entries() const;     // in key order (file address, then fd) - stable within a process
   std::vector<EntryInfo> ReadyList() const;   // in ready-list order
