@@ -761,22 +761,22 @@ Result<std::vector<std::uint64_t>> EventPoll::KernelReadyKeys() {
   for (const auto& [e, link] : s.links_) {
     if (link.linked && ((e->events & kEpollExclusive) != 0 || Detached(*e->file))) return Errno(ENOTSUP);
   }
+  // Each registration's fd and events word, by key (the bell's under kBellKey).
+  std::unordered_map<std::uint64_t, std::pair<int, std::uint32_t>> registrations;
+  if (bell_fd >= 0) registrations.emplace(kBellKey, std::pair{bell_fd, bell_events});
+  for (const auto& [e, link] : s.links_) {
+    if (link.linked) registrations.emplace(link.key, std::pair{link.fd, e->events});
+  }
   auto registration = [&](std::uint64_t key, int* fd, std::uint32_t* events) {
-    if (key == kBellKey) {
-      *fd = bell_fd;
-      *events = bell_events;
-      return bell_fd >= 0;
-    }
-    auto at = s.by_key_.find(key);
-    if (at == s.by_key_.end()) return false;
-    const Impl::KernelLink& link = s.links_.at(at->second);
-    *fd = link.fd;
-    *events = at->second->events;
+    auto at = registrations.find(key);
+    if (at == registrations.end()) return false;
+    *fd = at->second.first;
+    *events = at->second.second;
     return true;
   };
   std::unordered_set<std::uint64_t> seen;
   std::unordered_set<std::uint64_t> made_one_shot;
-  std::vector<epoll_event> records(s.links_.size() + 2);
+  std::vector<epoll_event> records(registrations.size() + 1);
   std::error_code failed;
   for (bool again = true; again && !failed;) {
     again = false;
