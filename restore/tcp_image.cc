@@ -128,6 +128,7 @@ void ToRecord(const TcpConnection& c, int fd, v1::TcpConnectionState* out) {
   w->set_rcv_wnd(c.window.rcv_wnd);
   w->set_rcv_wup(c.window.rcv_wup);
   out->set_nodelay(c.nodelay);
+  out->set_reuse_address(c.reuse_address);
   out->set_keepalive(c.keepalive);
   out->set_keepalive_idle(c.keepalive_idle);
   out->set_keepalive_interval(c.keepalive_interval);
@@ -171,6 +172,7 @@ TcpConnection FromRecord(const v1::TcpConnectionState& r) {
   c.window.rcv_wnd = r.window().rcv_wnd();
   c.window.rcv_wup = r.window().rcv_wup();
   c.nodelay = r.nodelay();
+  c.reuse_address = r.reuse_address();
   c.keepalive = r.keepalive();
   c.keepalive_idle = r.keepalive_idle();
   c.keepalive_interval = r.keepalive_interval();
@@ -216,7 +218,9 @@ Result<bool> TcpByValue::Record(HostFile& file, v1::File* out) {
       Result<TcpConnection> c = CaptureTcp(fd);
       if (c.ok()) {
         ToRecord(c.value(), fd, out->mutable_tcp_connection());
-        connections_.push_back(std::static_pointer_cast<HostFile>(file.shared_from_this()));
+        Held held{std::static_pointer_cast<HostFile>(file.shared_from_this()), {}};
+        held.captured.reuse_address = c.value().reuse_address;
+        connections_.push_back(std::move(held));
         return true;
       }
       failed = c.status();
@@ -241,8 +245,8 @@ Result<std::string> TcpByValue::Save(const World& world, image::SaveOptions opti
 }
 
 void TcpByValue::CloseAll() {
-  for (const auto& c : connections_) {
-    if (const int fd = c->ReleaseFd(); fd >= 0) CloseTcpSilently(fd);
+  for (const Held& c : connections_) {
+    if (const int fd = c.file->ReleaseFd(); fd >= 0) CloseTcpSilently(fd);
   }
   for (const auto& l : listeners_) {
     if (const int fd = l->ReleaseFd(); fd >= 0) ::close(fd);
@@ -253,8 +257,8 @@ void TcpByValue::CloseAll() {
 
 std::error_code TcpByValue::Resume() {
   std::error_code first;
-  for (const auto& c : connections_) {
-    if (std::error_code e = ResumeTcp(c->fd()); e && !first) first = e;
+  for (const Held& c : connections_) {
+    if (std::error_code e = ResumeTcp(c.file->fd(), c.captured); e && !first) first = e;
   }
   connections_.clear();
   listeners_.clear();

@@ -72,7 +72,11 @@ class TcpByValue {
   Result<bool> Record(HostFile& file, v1::File* out);
 
   const bool fallback_;
-  std::vector<std::shared_ptr<HostFile>> connections_;  // in repair mode from the save to CloseAll or Resume
+  struct Held {
+    std::shared_ptr<HostFile> file;
+    TcpConnection captured;  // for ResumeTcp (its SO_REUSEADDR)
+  };
+  std::vector<Held> connections_;  // in repair mode from the save to CloseAll or Resume
   std::vector<std::shared_ptr<HostFile>> listeners_;
   std::vector<Fallback> by_reference_;
 };

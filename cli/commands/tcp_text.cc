@@ -60,6 +60,7 @@ Fields TcpFields(const v1::File& f) {
                        " max_window " + std::to_string(w.max_window()) + " rcv_wnd " + std::to_string(w.rcv_wnd()) +
                        " rcv_wup " + std::to_string(w.rcv_wup())},
         {"nodelay", c.nodelay() ? "yes" : "no"},
+        {"reuseaddr", c.reuse_address() ? "yes" : "no"},
         {"keepalive", std::string(c.keepalive() ? "on" : "off") + " (idle " + std::to_string(c.keepalive_idle()) +
                           " s, interval " + std::to_string(c.keepalive_interval()) + " s, count " +
                           std::to_string(c.keepalive_count()) + ")"},

@@ -34,36 +34,16 @@
 #include "byte_stream.h"
 #include "epollcr/epollcr.h"
 #include "image/codec.h"
+#include "loopback.h"
 #include "open_fds.h"
+#include "tcp_records.h"
 
 namespace epollcr::restore {
 namespace {
 
 using epollcr::testing::OpenFds;
-
-int Listen(int family, sockaddr_storage* address, socklen_t* size) {
-  const int listener = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  int on = 1;  // as servers do: a rebuilt listener may bind while a connection it accepted still has the port
-  ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-  *address = {};
-  if (family == AF_INET) {
-    auto* in = reinterpret_cast<sockaddr_in*>(address);
-    in->sin_family = AF_INET;
-    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    *size = sizeof *in;
-  } else {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(address);
-    in6->sin6_family = AF_INET6;
-    in6->sin6_addr = in6addr_loopback;
-    *size = sizeof *in6;
-  }
-  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(address), *size) != 0 ||
-      ::listen(listener, 8) != 0 || ::getsockname(listener, reinterpret_cast<sockaddr*>(address), size) != 0) {
-    if (listener >= 0) ::close(listener);
-    return -1;
-  }
-  return listener;
-}
+using epollcr::testing::ValidConnection;
+using epollcr::testing::ValidListener;
 
 int IntOption(int fd, int level, int name) {
   int value = -1;
@@ -81,8 +61,11 @@ struct Service {
   std::shared_ptr<EventPoll> poll;
 
   bool Open(int family) {
-    listener = Listen(family, &address, &size);
+    listener = Listen(family, 8, &address, &size);
     if (listener < 0) return false;
+    int on = 1;  // as servers do: a rebuilt listener may bind while a connection it accepted still has the port
+    if (::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0) return false;
+    if (::fcntl(listener, F_SETFL, O_NONBLOCK) != 0) return false;
     client = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (::connect(client, reinterpret_cast<sockaddr*>(&address), size) != 0) return false;
     pollfd p{listener, POLLIN, 0};
@@ -290,6 +273,7 @@ INSTANTIATE_TEST_SUITE_P(Families, TcpImageTest, ::testing::Values(AF_INET, AF_I
 // The connection goes on after a failed or called-off save: out of repair mode, no filter, bytes flow both ways.
 std::string StillWorks(const Service& s) {
   if (IntOption(s.server, IPPROTO_TCP, TCP_REPAIR) != 0) return "left in repair mode";
+  if (IntOption(s.server, SOL_SOCKET, SO_REUSEADDR) != 1) return "SO_REUSEADDR lost";
   socklen_t blocks = 0;
   if (::getsockopt(s.server, SOL_SOCKET, SO_GET_FILTER, nullptr, &blocks) != 0 || blocks != 0) return "filter left on";
   std::uint64_t at = 0;
@@ -403,7 +387,6 @@ TEST(TcpImageRestoreTest, AFailedRebuildLeavesNothingAndSaysWhich) {
   EXPECT_EQ(world.fds.Count(), 0);
 
   ASSERT_FALSE(s.world.fds.Close(s.listener));  // its host file closes it
-  fprintf(stderr, "DEBUG listener fd %d open %d\n", s.listener, fcntl(s.listener, F_GETFD));
   fds = OpenFds();
   failed = restore(&world);
   ASSERT_FALSE(failed.ok());
@@ -412,6 +395,8 @@ TEST(TcpImageRestoreTest, AFailedRebuildLeavesNothingAndSaysWhich) {
   EXPECT_EQ(OpenFds(), fds);
   EXPECT_EQ(world.fds.Count(), 0);
   const int rebind = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int on = 1;  // the old connection keeps the port: only a listener there would refuse this bind
+  ::setsockopt(rebind, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
   EXPECT_EQ(::bind(rebind, reinterpret_cast<sockaddr*>(&s.address), s.size), 0) << "the rebuilt listener was left open";
   ::close(rebind);
 
@@ -447,36 +432,6 @@ TEST(TcpImageRestoreTest, AFailedRebuildLeavesNothingAndSaysWhich) {
   world.fds.Clear();
 }
 
-// A valid connection record, by hand.
-v1::TcpConnectionState ValidConnection() {
-  v1::TcpConnectionState c;
-  c.set_fd(5);
-  for (v1::SocketAddress* a : {c.mutable_local(), c.mutable_remote()}) {
-    a->set_family(v1::ADDRESS_FAMILY_IPV4);
-    a->set_address(std::string("\x7f\0\0\x01", 4));
-  }
-  c.mutable_local()->set_port(8080);
-  c.mutable_remote()->set_port(40000);
-  c.set_send_seq(1000);
-  c.set_receive_seq(5000);
-  c.set_unread("abc");
-  c.set_unsent("de");
-  c.set_mss(1460);
-  c.set_window_scaling(true);
-  c.set_send_window_scale(7);
-  c.set_receive_window_scale(7);
-  c.mutable_window()->set_rcv_wnd(65535);
-  c.mutable_window()->set_rcv_wup(4990);
-  c.mutable_window()->set_snd_wl1(4990);
-  c.set_keepalive_idle(7200);
-  c.set_keepalive_interval(75);
-  c.set_keepalive_count(9);
-  c.set_send_buffer(16384);
-  c.set_receive_buffer(131072);
-  c.set_file_flags(O_RDWR | O_NONBLOCK);
-  return c;
-}
-
 // Each bad value is refused by validation, with the file and what is wrong, and a restore creates nothing.
 TEST(TcpImageValidationTest, BadRecordsAreRefusedWithTheReason) {
   World empty;
@@ -487,14 +442,7 @@ TEST(TcpImageValidationTest, BadRecordsAreRefusedWithTheReason) {
   *connection->mutable_tcp_connection() = ValidConnection();
   v1::File* listener = base.value().add_files();
   listener->set_id(2);
-  v1::TcpListenerState* l = listener->mutable_tcp_listener();
-  l->set_fd(4);
-  l->mutable_local()->set_family(v1::ADDRESS_FAMILY_IPV6);
-  l->mutable_local()->set_address(std::string(16, '\0'));
-  l->mutable_local()->set_port(8080);
-  l->set_backlog(128);
-  l->set_v6_only(true);
-  l->set_file_flags(O_RDWR);
+  *listener->mutable_tcp_listener() = ValidListener();
   ASSERT_TRUE(image::Validate(base.value()).ok()) << image::Validate(base.value()).message;
 
   struct Case {
