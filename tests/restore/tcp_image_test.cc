@@ -330,6 +330,30 @@ TEST(TcpImageRefusalTest, UnixAndUdpSocketsFailTheSaveUnlessTheyMayStayReference
   ::close(unix_pair[1]);
 }
 
+// A connection mid-close (the peer sent its FIN: CLOSE_WAIT) cannot move: the save fails naming the fd, or with the
+// fallback leaves it a reference.
+TEST(TcpImageRefusalTest, AConnectionMidCloseFailsTheSaveUnlessItMayStayAReference) {
+  Service s;
+  ASSERT_TRUE(s.Open(AF_INET));
+  ASSERT_EQ(::shutdown(s.client, SHUT_WR), 0);
+  pollfd p{s.server, POLLRDHUP, 0};
+  ASSERT_EQ(::poll(&p, 1, 10000), 1);
+  TcpByValue strict;
+  Result<std::string> refused = strict.Save(s.world);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error(), std::errc::invalid_argument);
+  EXPECT_NE(refused.status().message.find("host fd " + std::to_string(s.server) +
+                                          "): cannot be recorded by value: the connection is not established"),
+            std::string::npos)
+      << refused.status().message;
+  TcpByValue lenient(true);
+  ASSERT_TRUE(lenient.Save(s.world).ok());
+  ASSERT_EQ(lenient.by_reference().size(), 1u);
+  EXPECT_EQ(lenient.by_reference()[0].fd, s.server);
+  EXPECT_EQ(lenient.listeners(), 1u);
+  EXPECT_FALSE(lenient.Resume());
+}
+
 // Without CAP_NET_ADMIN (a child that became nobody) the save fails with EPERM naming the fd, and the connection
 // still works; with the fallback the image holds it by reference.
 TEST(TcpImageRefusalTest, WithoutCapNetAdminTheSaveFailsUnlessItMayStayAReference) {
