@@ -286,7 +286,8 @@ void TcpResolver::Rebuild(const FileReference& ref) {
   m.error += " at fd " + std::to_string(fd) + ": " + made.status().message;
 }
 
-// Listeners first: a client's SYN finds its listener again as early as possible.
+// Listeners first: they bind whatever SO_REUSEADDR the connections have (tcp_image.h), and a client's SYN finds its
+// listener again as early as possible.
 void TcpResolver::Prepare(std::span<const FileReference> refs) {
   for (const FileReference& ref : refs) {
     if (ref.tcp_listener != nullptr) Rebuild(ref);

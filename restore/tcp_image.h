@@ -81,8 +81,9 @@ class TcpByValue {
   std::vector<Fallback> by_reference_;
 };
 
-// The restore side: a resolver for TCP records. Prepare rebuilds every record of the image, listeners first, each
-// at its recorded fd number (which must be free in this process); Resolve hands each out as a new HostFile. A record
+// The restore side: a resolver for TCP records. Prepare rebuilds every record of the image, listeners first (a
+// listener bound on the port of a rebuilt connection is refused unless both have SO_REUSEADDR, while a connection
+// rebuilt in repair mode may always share its listener's port), each at its recorded fd number (which must be free in this process; close-on-exec); Resolve hands each out as a new HostFile. A record
 // whose rebuild failed is unresolved with the connection's addresses, its fd and the failing step. When the restore
 // fails (Finished(false)), every socket it made is closed, connections in repair mode, so the peer hears nothing and
 // no fd is left. One restore per object.
