@@ -135,7 +135,8 @@ std::string Text(const std::set<std::string>& words) {
 
 // The new process's side: restores the image from `image_fd` alone, then serves the connection and compares its
 // poll with a kernel epoll over the same fds. "" or what went wrong.
-std::string RestoreAndServe(int image_fd, std::size_t unread, std::uint64_t client_at, std::uint64_t server_at) {
+std::string RestoreAndServe(int image_fd, int old_server, int old_listener, std::size_t unread, std::uint64_t client_at,
+                            std::uint64_t server_at) {
   std::string bytes(static_cast<std::size_t>(::lseek(image_fd, 0, SEEK_END)), '\0');
   if (::pread(image_fd, bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) return "reading the image";
   ::close(image_fd);
@@ -157,6 +158,16 @@ std::string RestoreAndServe(int image_fd, std::size_t unread, std::uint64_t clie
     if (f->builtin() == File::Builtin::kHost) (IntOption(fd, SOL_SOCKET, SO_ACCEPTCONN) == 1 ? listener : server) = fd;
   }
   if (!poll || server < 0 || listener < 0) return "the restored world lacks its poll or a socket";
+  if (server != old_server || listener != old_listener) return "the sockets are not at their old fd numbers";
+  // The registrations the old process made, under the sockets' own fd numbers.
+  std::set<std::string> registered;
+  for (const EntryInfo& e : poll->Entries()) {
+    registered.insert(std::to_string(e.fd) + ":" + std::to_string(e.events) + ":" + std::to_string(e.data));
+  }
+  const std::set<std::string> made = {
+      std::to_string(server) + ":" + std::to_string(EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLERR | EPOLLHUP) + ":1",
+      std::to_string(listener) + ":" + std::to_string(EPOLLIN | EPOLLERR | EPOLLHUP) + ":2"};
+  if (registered != made) return "registrations " + Text(registered) + "instead of " + Text(made);
   // The oracle: a kernel epoll with the same registrations as the restored poll's entries.
   const int kernel = ::epoll_create1(EPOLL_CLOEXEC);
   for (const EntryInfo& e : poll->Entries()) {
@@ -238,7 +249,7 @@ TEST_P(TcpImageTest, ConnectionsMoveByValueToAProcessThatInheritedNothing) {
     // Nothing inherited but the image (and the standard streams, for the report).
     ::close_range(3, static_cast<unsigned>(image_fd) - 1, 0);
     ::close_range(static_cast<unsigned>(image_fd) + 1, ~0u, 0);
-    const std::string error = RestoreAndServe(image_fd, 43000, client_at, server_at);
+    const std::string error = RestoreAndServe(image_fd, s.server, s.listener, 43000, client_at, server_at);
     if (!error.empty()) std::fprintf(stderr, "child: %s\n", error.c_str());
     ::_exit(error.empty() ? 0 : 1);
   }
