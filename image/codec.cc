@@ -18,6 +18,7 @@
 #include "epollcr/host_file.h"
 #include "epollcr/version.h"
 #include "image/fields.h"
+#include "image/tcp_records.h"
 #include "image/utf8.h"
 #include "state/after_load.h"
 #include "state/invariants.h"
@@ -28,6 +29,13 @@ namespace epollcr::image {
 namespace {
 
 using state::LoadError;
+
+// A capture that fails for a reason with its own error code (SaveOptions::host_by_value's), thrown out of the cut and
+// returned as that code.
+struct CaptureError : std::runtime_error {
+  CaptureError(std::error_code error, const std::string& what) : std::runtime_error(what), code(error) {}
+  std::error_code code;
+};
 
 // ---- capture ---------------------------------------------------------------------------------------------------------
 
@@ -85,6 +93,14 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
     CapturePoll(snap, snap.polls()[(*next_poll)++], out->mutable_eventpoll());
   } else if (f->builtin() == File::Builtin::kHost) {
     auto* h = static_cast<HostFile*>(f);
+    if (options.host_by_value) {
+      Result<bool> by_value = options.host_by_value(*h, out);
+      if (!by_value.ok()) {
+        throw CaptureError(by_value.error(), "file " + std::to_string(i + 1) + " (host fd " + std::to_string(h->fd()) +
+                                                 "): " + by_value.status().message);
+      }
+      if (by_value.value()) return;
+    }
     Result<HostFile::Identity> id = h->Identify(options.host_open_state);
     std::optional<HostFile::Identity> last = h->detached() ? h->LastIdentity() : std::nullopt;
     v1::HostFileReference* r = out->mutable_host();
@@ -172,6 +188,8 @@ Result<v1::Image> Capture(const World& world, const SaveOptions& options) {
     s = state::WithCut(
         world, [&](state::Cut& snap) { CaptureAll(snap, options, &image); }, options.pause,
         [&](state::Cut& snap) { CaptureTables(snap, &image); });
+  } catch (const CaptureError& e) {
+    s = Status(e.code, std::string("capture: ") + e.what());
   } catch (const std::exception& e) {
     s = Status::Error(EIO, std::string("capture: ") + e.what());
   }
@@ -351,6 +369,18 @@ class Validator {
             return Fail(where() + ": host file type " + std::to_string(h.file_type()) + " is not an S_IFMT value");
         }
       }
+      case v1::File::kTcpConnection:
+      case v1::File::kTcpListener: {
+        const bool connection = f.has_tcp_connection();
+        const std::string bad = connection ? CheckTcpConnection(f.tcp_connection()) : CheckTcpListener(f.tcp_listener());
+        const char* what = connection ? ": TCP connection: " : ": TCP listener: ";
+        if (!bad.empty()) return Fail(where() + what + bad);
+        const int fd = connection ? f.tcp_connection().fd() : f.tcp_listener().fd();
+        if (!by_value_fds_.insert(fd).second) {
+          return Fail(where() + what + "fd " + std::to_string(fd) + " is another by-value socket's too");
+        }
+        return {};
+      }
       case v1::File::kEmbedder:
         if (state::BuiltInFileKind(f.embedder().kind())) {
           return Fail(where() + ": embedder kind '" + f.embedder().kind() + "' is a built-in kind");
@@ -506,6 +536,7 @@ class Validator {
   state::IdIndex index_;                    // every object id -> position
   std::vector<const v1::File*> files_;      // by position; null for shared state
   std::set<std::uint64_t> pipes_, pairs_;   // ids of valid shared objects, by kind
+  std::set<int> by_value_fds_;              // the fds of the TCP records seen so far
   std::vector<std::uint8_t> ends_;          // by position of a shared object: a bit per end that has its file
   std::vector<std::uint32_t> rank_first_;   // by file position: its ranks' bits are rank_taken_[first[at] ..)
   std::vector<bool> rank_taken_;
@@ -513,6 +544,13 @@ class Validator {
 };
 
 // ---- restore ---------------------------------------------------------------------------------------------------------
+
+// "host fd 7", "TCP connection at fd 7", "TCP listener at fd 3": for messages.
+std::string HostKindText(const v1::File& f) {
+  if (f.has_tcp_connection()) return "TCP connection at fd " + std::to_string(f.tcp_connection().fd());
+  if (f.has_tcp_listener()) return "TCP listener at fd " + std::to_string(f.tcp_listener().fd());
+  return "host fd " + std::to_string(f.host().fd());
+}
 
 // Builds the world of a validated image: objects at the positions the Validator gave them, entries straight into
 // their pending polls (already checked), then after_load exactly as for a Boost archive.
@@ -585,12 +623,14 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
         file = std::move(made).value();
         break;
       }
-      case v1::File::kHost: {
+      case v1::File::kHost:
+      case v1::File::kTcpConnection:
+      case v1::File::kTcpListener: {
         at = objects.Add(f.id(), state::ObjectKind::kHost);
         auto it = resolved.find(f.id());
         if (it == resolved.end()) {
-          throw LoadError("file " + std::to_string(f.id()) + " (host fd " + std::to_string(f.host().fd()) +
-                          "): a host file reference needs a resolver (restore/restorer.h)");
+          throw LoadError("file " + std::to_string(f.id()) + " (" + HostKindText(f) +
+                          "): a host file or a TCP socket by value needs a resolver (restore/restorer.h)");
         }
         file = it->second;
         break;
@@ -748,6 +788,8 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
     s = state::WithCut(
         world, [&](state::Cut& snap) { CaptureAll(snap, options, image); }, options.pause,
         [&](state::Cut& snap) { CaptureTables(snap, image); });
+  } catch (const CaptureError& e) {
+    s = Status(e.code, std::string("capture: ") + e.what());
   } catch (const std::exception& e) {
     s = Status::Error(EIO, std::string("capture: ") + e.what());
   }

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "epollcr/host_file.h"
 #include "epollcr/state.h"
 #include "epollcr/v1/image.pb.h"
 #include "image/file.h"
@@ -37,6 +38,11 @@ struct SaveOptions {
   // Called for each host file the image records, with its fd, while the cut is held (a live hand-off learns from it
   // which fds the image names without a walk of its own). Must not call into epollcr.
   std::function<void(int fd, const std::shared_ptr<File>& file)> on_host_file;
+  // If set, called for each host file while the cut is held, before it is recorded by reference: it may record the
+  // file by value instead, filling `out`'s kind (restore/tcp_image.h records TCP sockets so), and returns true if it
+  // did; false leaves the file a reference; an error fails the save with its code, naming the file and its fd. Must
+  // not call into epollcr.
+  std::function<Result<bool>(HostFile& file, v1::File* out)> host_by_value;
   // If set, receives how long the save held the cut (epollcr/state.h SavePause): the capture; the encoding follows
   // with the world free.
   SavePause* pause = nullptr;

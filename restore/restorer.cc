@@ -41,7 +41,7 @@ Status ResolveAll(const v1::Image& image, const Options& options, Resolved* out)
   for (const v1::Root& r : image.roots()) names[r.file()].push_back(r.name());
   std::vector<FileReference> refs;
   for (const v1::File& f : image.files()) {
-    if (!f.has_host() && !f.has_embedder()) continue;
+    if (!f.has_host() && !f.has_embedder() && !f.has_tcp_connection() && !f.has_tcp_listener()) continue;
     if (f.has_host() && f.host().detached()) {  // no fd to find: made as it was, with none
       HostFile::Identity identity;
       identity.fd = f.host().fd();
@@ -58,6 +58,8 @@ Status ResolveAll(const v1::Image& image, const Options& options, Resolved* out)
     if (auto it = names.find(f.id()); it != names.end()) ref.root_names = it->second;
     ref.host = f.has_host() ? &f.host() : nullptr;
     ref.embedder = f.has_embedder() ? &f.embedder() : nullptr;
+    ref.tcp_connection = f.has_tcp_connection() ? &f.tcp_connection() : nullptr;
+    ref.tcp_listener = f.has_tcp_listener() ? &f.tcp_listener() : nullptr;
   }
   for (Resolver* resolver : options.resolvers) resolver->Prepare(refs);
   out->files.reserve(refs.size());
@@ -76,12 +78,19 @@ Status ResolveAll(const v1::Image& image, const Options& options, Resolved* out)
     if (found) {
       const bool host_file = found->file->builtin() == File::Builtin::kHost;
       if (found->created && host_file) out->created.push_back(std::static_pointer_cast<HostFile>(found->file));
-      if (ref.host != nullptr) {
+      const int recorded = ref.RecordedFd();
+      if (ref.embedder == nullptr) {
         if (!host_file) {
           reasons = "the resolver gave a " + std::string(found->file->TypeName()) + " file, not a host file";
           found.reset();
-        } else if (found->fd >= 0 && found->fd != ref.host->fd()) {
-          out->rekey[ref.id] = found->fd;
+        } else if (found->fd >= 0 && found->fd != recorded) {
+          if (ref.host != nullptr) {
+            out->rekey[ref.id] = found->fd;
+          } else {  // a socket by value is put back at its own number, under which its entries are
+            reasons = "the resolver put it at fd " + std::to_string(found->fd) + ", not at its fd " +
+                      std::to_string(recorded);
+            found.reset();
+          }
         }
       }
     }
@@ -214,7 +223,7 @@ Status Rewrite(v1::Image* image, Resolved* r) {
 void Count(const v1::Image& image, Report* report) {
   for (const v1::File& f : image.files()) {
     ++report->files;
-    if (f.has_host()) ++report->host_files;
+    if (f.has_host() || f.has_tcp_connection() || f.has_tcp_listener()) ++report->host_files;
     if (f.has_eventpoll()) {
       ++report->polls;
       report->entries += static_cast<std::uint64_t>(f.eventpoll().files_size());
@@ -234,8 +243,19 @@ std::string FileReference::Describe() const {
     s += " (host fd " + std::to_string(host->fd()) + ", " + HostFile::Describe(identity) + ")";
   } else if (embedder != nullptr) {
     s += " (embedder kind \"" + embedder->kind() + "\")";
+  } else if (tcp_connection != nullptr) {
+    s += " (TCP connection at fd " + std::to_string(tcp_connection->fd()) + ")";
+  } else if (tcp_listener != nullptr) {
+    s += " (TCP listener at fd " + std::to_string(tcp_listener->fd()) + ")";
   }
   return s;
+}
+
+int FileReference::RecordedFd() const {
+  if (host != nullptr) return host->fd();
+  if (tcp_connection != nullptr) return tcp_connection->fd();
+  if (tcp_listener != nullptr) return tcp_listener->fd();
+  return -1;
 }
 
 std::string Report::ToString() const {
@@ -259,6 +279,10 @@ std::string Report::ToString() const {
   return s;
 }
 
+namespace {
+Status ResolveAndBuild(const v1::Image& image, World* out, const Options& options, Report& rep);
+}  // namespace
+
 Status Restore(const v1::Image& image, World* out, const Options& options, Report* report) {
   Report local;
   Report& rep = report != nullptr ? *report : local;
@@ -271,7 +295,16 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
   if (Status s = image::Validate(image, options.limits); !s.ok()) return s;  // nothing is created before this
   rep.validate += Clock::now() - t;
 
-  t = Clock::now();
+  // Every resolver learns how the restore ended: one that made files for it takes them back on failure.
+  Status s = ResolveAndBuild(image, out, options, rep);
+  for (Resolver* resolver : options.resolvers) resolver->Finished(s.ok());
+  return s;
+}
+
+namespace {
+
+Status ResolveAndBuild(const v1::Image& image, World* out, const Options& options, Report& rep) {
+  auto t = Clock::now();
   Resolved resolved;
   if (Status s = ResolveAll(image, options, &resolved); !s.ok()) {
     resolved.GiveBack();
@@ -310,6 +343,8 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
   std::sort(rep.pruned.begin(), rep.pruned.end(), [](const auto& a, const auto& b) { return a.file < b.file; });
   return {};
 }
+
+}  // namespace
 
 Status RestoreBytes(std::string_view file_bytes, World* out, const Options& options, Report* report) {
   Report local;

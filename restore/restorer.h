@@ -40,10 +40,16 @@ struct FileReference {
   std::uint64_t id = 0;
   // The names the image's roots give this file (an embedder keeps program-created files there).
   std::vector<std::string> root_names;
-  const v1::HostFileReference* host = nullptr;          // exactly one of host and embedder is set
+  // Exactly one of these is set: a host file by reference, an embedder file, or a TCP socket by value (which a
+  // resolver rebuilds: restore/tcp_image.h).
+  const v1::HostFileReference* host = nullptr;
   const v1::EmbedderFileReference* embedder = nullptr;
+  const v1::TcpConnectionState* tcp_connection = nullptr;
+  const v1::TcpListenerState* tcp_listener = nullptr;
   // "file 12 (host fd 9, socket dev 0x8 ino 4242)" / "file 3 (embedder kind "myapp.timer")".
   std::string Describe() const;
+  // The fd number the image recorded for a host file or a TCP socket by value; -1 for an embedder file.
+  int RecordedFd() const;
 };
 
 // What one resolver says of one reference.
@@ -74,6 +80,9 @@ class Resolver {
   // them at once (InheritedFdResolver checks every fd's identity in one batch of system calls). Optional.
   virtual void Prepare(std::span<const FileReference> refs) { (void)refs; }
   virtual Resolution Resolve(const FileReference& ref) = 0;
+  // Called once when the restore is over, if Prepare was: `restored` false means it failed and the files this
+  // resolver made for it must go (a resolver that opened fds closes them). Optional.
+  virtual void Finished(bool restored) { (void)restored; }
 };
 
 enum class Policy : std::uint8_t {

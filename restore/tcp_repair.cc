@@ -195,6 +195,7 @@ Status Build(int fd, const TcpConnection& c) {
   // Out of repair mode (with a window probe, which tells the peer the connection is alive), then the bytes that were
   // queued but never sent go out as any write's would.
   if (!Set(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF)) return Failed("leaving repair mode");
+  if (!Set(fd, SOL_SOCKET, SO_REUSEADDR, c.reuse_address ? 1 : 0)) return Failed("SO_REUSEADDR");
   std::size_t done = 0;
   while (done < c.unsent.size()) {
     const ssize_t sent = ::send(fd, c.unsent.data() + done, c.unsent.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -238,18 +239,22 @@ Result<TcpConnection> CaptureTcp(int fd) {
   }
   tcp_info info{};
   if (Status status = Established(fd, &info); !status.ok()) return status;
+  int reuse = 0;
+  if (!Get(fd, SOL_SOCKET, SO_REUSEADDR, &reuse)) return Failed("SO_REUSEADDR");  // before repair mode changes it
   if (!Set(fd, IPPROTO_TCP, TCP_REPAIR, 1)) {
     return errno == EPERM ? Status::Error(EPERM, "TCP_REPAIR: needs CAP_NET_ADMIN") : Failed("TCP_REPAIR");
   }
   // What arrives before the filter is in place is in the queues read below; nothing after it gets in.
   if (Status status = HoldIncoming(fd); !status.ok()) {
     (void)Set(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF);
+    (void)Set(fd, SOL_SOCKET, SO_REUSEADDR, reuse);
     return status;
   }
   TcpConnection connection;
+  connection.reuse_address = reuse != 0;
   if (Status status = ReadConnection(fd, &connection); !status.ok()) {
     (void)SelectQueue(fd, TCP_NO_QUEUE);
-    (void)ResumeTcp(fd);
+    (void)ResumeTcp(fd, connection);
     return status;
   }
   return connection;
@@ -258,6 +263,11 @@ Result<TcpConnection> CaptureTcp(int fd) {
 std::error_code ResumeTcp(int fd) {
   if (!Set(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF)) return Errno(errno);
   return Set(fd, SOL_SOCKET, SO_DETACH_FILTER, 0) ? std::error_code{} : Errno(errno);  // the value is not read
+}
+
+std::error_code ResumeTcp(int fd, const TcpConnection& captured) {
+  if (std::error_code e = ResumeTcp(fd); e) return e;
+  return Set(fd, SOL_SOCKET, SO_REUSEADDR, captured.reuse_address ? 1 : 0) ? std::error_code{} : Errno(errno);
 }
 
 void CloseTcpSilently(int fd) {

@@ -59,6 +59,10 @@ struct TcpConnection {
 
   // Socket and file options the program set or relies on.
   bool nodelay = false;
+  // SO_REUSEADDR. Repair mode clears it (leaving repair mode sets the socket's sk_reuse to SK_NO_REUSE: net/ipv4/tcp.c,
+  // TCP_REPAIR), so it is read before and set again after: a listener rebound on the port of a connection that has
+  // none would be refused (EADDRINUSE).
+  bool reuse_address = false;
   bool keepalive = false;
   int keepalive_idle = 0;
   int keepalive_interval = 0;
@@ -80,6 +84,8 @@ Result<TcpConnection> CaptureTcp(int fd);
 // Takes `fd` out of repair mode and lets its segments in again: the move was called off and the connection goes on
 // here (what the peer sent meanwhile arrives with its retransmission).
 std::error_code ResumeTcp(int fd);
+// The same, and gives the socket back the SO_REUSEADDR that `captured` (its capture) found.
+std::error_code ResumeTcp(int fd, const TcpConnection& captured);
 
 // Closes `fd` in repair mode: the kernel forgets the connection and sends the peer nothing.
 void CloseTcpSilently(int fd);

@@ -11,6 +11,7 @@
 #include "commands/image_index.h"
 #include "commands/image_text.h"
 #include "commands/input.h"
+#include "commands/tcp_text.h"
 
 namespace epollcr::cli {
 namespace {
@@ -160,6 +161,12 @@ void DiffFile(const v1::File& a, const v1::File& b, Lines& lines) {
                         CountText(b.embedder().state().size(), "byte", "bytes") + " (contents differ)");
       }
       break;
+    case v1::File::kTcpConnection:
+    case v1::File::kTcpListener: {
+      const Fields x = TcpFields(a), y = TcpFields(b);  // the same names in the same order for one kind
+      for (std::size_t i = 0; i < x.size(); ++i) Change(lines, p, x[i].first, x[i].second, y[i].second);
+      break;
+    }
     case v1::File::KIND_NOT_SET: break;
   }
 }

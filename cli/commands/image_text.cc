@@ -84,6 +84,8 @@ std::string FileKindText(const v1::File& file) {
     case v1::File::kUnixStream: return "unix stream";
     case v1::File::kHost: return "host file";
     case v1::File::kEmbedder: return "embedder file";
+    case v1::File::kTcpConnection: return "TCP connection";
+    case v1::File::kTcpListener: return "TCP listener";
     case v1::File::KIND_NOT_SET: return "no kind";
   }
   return "no kind";

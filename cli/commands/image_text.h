@@ -27,8 +27,8 @@ std::string HexText(std::uint64_t value);
 // "waiting", "ready", "disabled"; a value outside the enum (an open proto3 enum keeps it) is "list 7".
 std::string ListText(int list);
 
-// "eventpoll", "eventfd", "pipe read end", "pipe write end", "unix stream", "host file", "embedder file", and
-// "no kind" for a File with none set.
+// "eventpoll", "eventfd", "pipe read end", "pipe write end", "unix stream", "host file", "embedder file", "TCP
+// connection", "TCP listener", and "no kind" for a File with none set.
 std::string FileKindText(const v1::File& file);
 
 // "little-endian", "big-endian", "unspecified", or "endianness 7".

@@ -13,6 +13,7 @@
 #include "commands/image_index.h"
 #include "commands/image_text.h"
 #include "commands/input.h"
+#include "commands/tcp_text.h"
 #include "image/codec.h"
 
 namespace epollcr::cli {
@@ -112,6 +113,8 @@ std::string FileState(const ImageIndex& index, const v1::File& f) {
     case v1::File::kEmbedder:
       return "kind " + QuotedText(f.embedder().kind()) + ", " +
              CountText(f.embedder().state().size(), "byte", "bytes") + " of state";
+    case v1::File::kTcpConnection:
+    case v1::File::kTcpListener: return TcpText(f);
     case v1::File::KIND_NOT_SET: return "-";
   }
   return "-";

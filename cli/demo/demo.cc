@@ -116,6 +116,11 @@ CLI::App* AddDemoCommand(CLI::App& app, DemoOptions* options) {
                    "Make the successor fail at this stage and check that the old server resumes: exec, start, receive, "
                    "restore, confirm, timeout or go")
       ->check(CLI::IsMember(FailSuccessorStages()));
+  demo->add_option("--handoff", options->handoff,
+                   "How the server moves: live (default: a successor takes the live sockets over) or repair (the "
+                   "server saves its TCP connections by value to an image file and exits; a fresh process that "
+                   "inherited no socket rebuilds them from the file; needs CAP_NET_ADMIN)")
+      ->check(CLI::IsMember({"live", "repair"}));
   demo->add_option("--timeout", options->timeout_s, "Give up after this many seconds (default 30)")
       ->check(CLI::Range(1, 3600));
   return demo;
@@ -132,6 +137,8 @@ int RunDemoServer(int argc, char** argv) {
     else if (flag == "--status-fd") options.status_fd = std::atoi(value);
     else if (flag == "--handoff-fd") options.handoff_fd = std::atoi(value);
     else if (flag == "--fail-successor") options.fail_successor = value;
+    else if (flag == "--repair-image") options.repair_image = value;
+    else if (flag == "--restore-image") options.restore_image = value;
     else {
       PrintError(std::cerr, CommandError("demo-server", "unknown option " + flag));
       return kExitUsage;
@@ -386,6 +393,25 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err, DemoResu
     return Error(err, "clients", std::to_string(o.clients) + " clients need " + std::to_string(o.clients + kFdsBesideClients) +
                                      " fds per process; this process may open " + std::to_string(limit.rlim_cur));
   }
+  const bool repair = o.handoff == "repair";
+  if (repair && !o.fail_successor.empty()) return Error(err, "--fail-successor", "only with --handoff live");
+  // --handoff repair: the image file the server writes and its fresh process reads, in a directory of its own.
+  std::string image_dir, image_path;
+  if (repair) {
+    char dir[] = "/tmp/epollcr-demo-XXXXXX";
+    if (mkdtemp(dir) == nullptr) return Error(err, "mkdtemp", std::strerror(errno));
+    image_dir = dir;
+    image_path = image_dir + "/world.epcr";
+  }
+  struct RemoveImage {
+    const std::string& dir;
+    const std::string& path;
+    ~RemoveImage() {
+      if (dir.empty()) return;
+      unlink(path.c_str());
+      rmdir(dir.c_str());
+    }
+  } remove_image{image_dir, image_path};
   // The server hands itself to a grandchild; as a subreaper this process still waits for it.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -409,6 +435,7 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err, DemoResu
     std::vector<const char*> args = {"epollcr", kDemoServerCommand, "--listen-fd", l.c_str(), "--control-fd",
                                      c.c_str(), "--status-fd", s.c_str()};
     if (!o.fail_successor.empty()) args.insert(args.end(), {"--fail-successor", o.fail_successor.c_str()});
+    if (repair) args.insert(args.end(), {"--repair-image", image_path.c_str()});
     args.push_back(nullptr);
     execv("/proc/self/exe", const_cast<char* const*>(args.data()));
     std::fprintf(stderr, "epollcr: demo: exec the server: %s\n", std::strerror(errno));
@@ -425,7 +452,7 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err, DemoResu
   }
   // The successor starts while the clients are connected and idle; the hand-off itself comes mid-traffic.
   const auto deadline = started + std::chrono::seconds(o.timeout_s);
-  const bool finished = driver.PrepareSuccessor(deadline) && driver.Run(deadline);
+  const bool finished = (repair || driver.PrepareSuccessor(deadline)) && driver.Run(deadline);
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
   close(control[1]);
   driver.CloseClients();
@@ -455,14 +482,26 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err, DemoResu
     out << "  successor:  pid " << Field(successor, "pid") << " (a new process and program image), ready "
         << Field(successor, "started_ms") << " ms after it was started\n";
   }
-  if (!handoff.empty()) {
+  if (!handoff.empty() && repair) {
+    out << "  hand-off:   by value (TCP_REPAIR): " << Field(handoff, "connections") << " connections and "
+        << Field(handoff, "listeners") << " listener in an image file of " << Field(handoff, "image_bytes")
+        << " bytes (save " << Field(handoff, "save_ms") << " ms, durable write " << Field(handoff, "write_ms")
+        << " ms, sockets closed silently " << Field(handoff, "hold_ms") << " ms after the capture); pid "
+        << Field(handoff, "pid") << " exits\n";
+  } else if (!handoff.empty()) {
     const std::size_t stages = handoff.find('(');
     out << "  hand-off:   pause " << Field(handoff, "pause_ms") << " ms "
         << (stages == std::string::npos ? "" : handoff.substr(stages)) << ", " << Field(handoff, "entries")
         << " registrations, image " << Field(handoff, "image_bytes") << " bytes, " << Field(handoff, "inherited")
         << " fds inherited, " << Field(handoff, "sent") << " sent\n";
   }
-  if (!restored.empty()) {
+  if (!restored.empty() && repair) {
+    const std::size_t stages = restored.find('(');
+    out << "  restore:    pid " << Field(restored, "pid") << ", a fresh process that inherited no socket: "
+        << Field(restored, "host_files") << " host files (the TCP sockets rebuilt from the image file, the demo's "
+        << "control pipe inherited), " << Field(restored, "registrations") << " registrations, " << Field(restored, "ms")
+        << " ms " << (stages == std::string::npos ? "" : restored.substr(stages)) << "\n";
+  } else if (!restored.empty()) {
     const std::size_t stages = restored.find('(');
     out << "  restore:    pid " << Field(restored, "pid") << ", " << Field(restored, "registrations")
         << " registrations restored (" << Field(restored, "host_files") << " host files), " << Field(restored, "ms")
@@ -478,7 +517,8 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err, DemoResu
   std::vector<std::int64_t> inside, outside;
   if (!handoff.empty()) {
     const long long from = std::atoll(Field(handoff, "pause_start_ns").c_str());
-    const long long to = std::atoll(Field(handoff, "pause_end_ns").c_str());
+    // A hand-off by value ends when the fresh process serves: its own line says when.
+    const long long to = std::atoll(Field(repair ? restored : handoff, "pause_end_ns").c_str());
     for (const Latency& l : driver.latencies()) {
       (l.sent_ns <= to && l.sent_ns + l.ns >= from ? inside : outside).push_back(l.ns);
     }
@@ -508,7 +548,7 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err, DemoResu
     r.stall_p99_ms = stall.second;
     r.outside_max_ms = rest.first;
     r.outside_p99_ms = rest.second;
-    r.pause_ms = ms(handoff, "pause_ms");
+    r.pause_ms = repair ? (ms(restored, "pause_end_ns") - ms(handoff, "pause_start_ns")) / 1e6 : ms(handoff, "pause_ms");
     r.save_ms = ms(handoff, "(save");
     r.send_ms = ms(handoff, "send");
     r.restore_ms = ms(handoff, "restore");

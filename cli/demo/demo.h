@@ -4,7 +4,9 @@
 // (restore/successor.h). Every client checks every echoed byte and times every message; the demo prints the stall
 // clients saw across the hand-off beside the latency outside it, and exits 0 only if no message was lost or corrupted
 // and the hand-off took place — or, with --fail-successor, if the successor failed at that stage and the old process
-// resumed serving every connection.
+// resumed serving every connection. With --handoff repair the server moves by value instead: its TCP sockets go
+// into an image file (TCP_REPAIR), it exits, and a fresh process that inherited no socket rebuilds them from the file
+// (demo/repair_handoff.h).
 #pragma once
 
 #include <ostream>
@@ -24,6 +26,9 @@ struct DemoOptions {
   int timeout_s = 30;
   double rate = 0;        // messages per second over all clients; 0: as fast as the window lets them
   std::string fail_successor;  // a stage of FailSuccessorStages(), or empty
+  // "live" (a successor takes the live sockets over) or "repair" (the TCP sockets by value through an image file, to
+  // a fresh process that inherited none: demo/repair_handoff.h).
+  std::string handoff = "live";
 };
 
 // What a run measured, for a benchmark (bench/handoff_bench.cc). Times in ms; -1 where there was none.

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "demo/repair_handoff.h"
 #include "epollcr/epollcr.h"
 #include "restore/successor.h"
 
@@ -112,7 +113,9 @@ class Server {
             return 0;
           }
           if (command == 's') StartSuccessor();
-          if (command == 'c') {
+          if (command == 'c' && !options_.repair_image.empty()) {
+            HandOverByValue();
+          } else if (command == 'c') {
             handover_asked_ = true;
             StartSuccessor();
           }
@@ -127,6 +130,7 @@ class Server {
   bool Start() {
     RegisterFileType(std::string(kOutboxKind), &Outbox::Load);  // EEXIST when run twice in one process: fine
     if (options_.handoff_fd >= 0) return TakeOver();
+    if (!options_.restore_image.empty()) return RestoreImage();
     listen_fd_ = options_.listen_fd;
     control_fd_ = options_.control_fd;
     if (options_.kernel_epoll) {
@@ -158,10 +162,7 @@ class Server {
     epollcr::Status s = restore::AcceptHandOff(options_.handoff_fd, &world_, accept, &report);
     close(options_.handoff_fd);
     if (!s.ok()) return Fail("take the world over", s.message) == 0;
-    poll_ = std::static_pointer_cast<EventPoll>(world_.roots.at("poll"));
-    outbox_ = std::static_pointer_cast<Outbox>(world_.roots.at("outbox"));
-    listen_fd_ = static_cast<HostFile*>(world_.roots.at("listener").get())->fd();
-    control_fd_ = static_cast<HostFile*>(world_.roots.at("control").get())->fd();
+    Adopt();
     const restore::Report& r = report.restore;
     char line[512];
     std::snprintf(line, sizeof line,
@@ -174,6 +175,67 @@ class Server {
                   Ms(r.after_load));
     Status(line);
     return true;
+  }
+
+  // Takes the world from the objects a restore put in its roots.
+  void Adopt() {
+    poll_ = std::static_pointer_cast<EventPoll>(world_.roots.at("poll"));
+    outbox_ = std::static_pointer_cast<Outbox>(world_.roots.at("outbox"));
+    listen_fd_ = static_cast<HostFile*>(world_.roots.at("listener").get())->fd();
+    control_fd_ = static_cast<HostFile*>(world_.roots.at("control").get())->fd();
+  }
+
+  // The fresh process of a hand-off by value: the world from the image file alone (its sockets rebuilt).
+  bool RestoreImage() {
+    const auto started = std::chrono::steady_clock::now();
+    restore::Report r;
+    epollcr::Status s = RestoreByValue(options_.restore_image, &world_, &r);
+    if (!s.ok()) return Fail("restore " + options_.restore_image, s.message) == 0;
+    Adopt();
+    const auto serving = std::chrono::steady_clock::now();
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "restored pid=%d pause_end_ns=%lld registrations=%" PRIu64 " host_files=%" PRIu64
+                  " ms=%.3f (read=%.3f validate=%.3f resolve=%.3f build=%.3f after_load=%.3f)",
+                  static_cast<int>(getpid()), Ns(serving), r.entries, r.host_files, Ms(serving - started), Ms(r.read),
+                  Ms(r.validate), Ms(r.resolve), Ms(r.build), Ms(r.after_load));
+    Status(line);
+    return true;
+  }
+
+  // 'c' with repair_image: the world by value into the image file, the sockets closed silently, a fresh process
+  // started on the file, and this one gone. On a failed save the server serves on.
+  void HandOverByValue() {
+    if (!poll_) {
+      Fail("hand-off", "the loop runs on a kernel epoll, which a checkpoint cannot carry");
+      return;
+    }
+    const auto paused = std::chrono::steady_clock::now();
+    RepairSave saved;
+    epollcr::Status s = SaveByValueAndClose(world_, options_.repair_image, std::chrono::milliseconds(25), &saved);
+    if (!s.ok()) {
+      Resumed("save", s.message);
+      return;
+    }
+    const pid_t fresh = fork();
+    if (fresh == 0) {
+      std::vector<std::string> args = options_.exec_argv;
+      args.insert(args.end(), {"--control-fd", std::to_string(control_fd_), "--status-fd",
+                               std::to_string(options_.status_fd), "--restore-image", options_.repair_image});
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "handoff pid=%d to=%d mode=repair pause_start_ns=%lld connections=%zu listeners=%zu image_bytes=%zu "
+                  "save_ms=%.3f write_ms=%.3f hold_ms=%.3f",
+                  static_cast<int>(getpid()), static_cast<int>(fresh), Ns(paused), saved.connections,
+                  saved.listeners, saved.image_bytes, Ms(saved.save), Ms(saved.write), Ms(saved.hold));
+    Status(line);
+    _exit(fresh > 0 ? 0 : 1);  // the sockets are closed; the fresh process rebuilds them from the file
   }
 
   bool Watch(int fd, EventMask mask) {

@@ -40,6 +40,15 @@ struct EchoServerOptions {
   std::string fail_successor;
   int confirm_timeout_ms = 2000;  // how long the predecessor waits for each answer of the successor
   std::vector<int> keep_fds;      // fds outside the world the successor inherits too (the status fd is added)
+  // Hand over by value instead (`epollcr demo --handoff repair`; demo/repair_handoff.h): on 'c' the server records
+  // its world with every TCP socket by value in this image file, closes the sockets in repair mode, starts a fresh
+  // process (exec_argv with --restore-image PATH) and exits. Status lines: "handoff pid=P mode=repair
+  // pause_start_ns=A connections=C listeners=L image_bytes=B save_ms=.. write_ms=.. hold_ms=..", then the fresh
+  // process's "restored pid=S pause_end_ns=B registrations=N host_files=H ms=T (read=.. validate=.. resolve=.. build=..
+  // after_load=..)". A failed save: "resumed pid=P stage=save reason=...", and the server serves on.
+  std::string repair_image;
+  // This process is the fresh one: restore the world from this image file.
+  std::string restore_image;
   // Run the same loop on a kernel epoll (epoll_create1, epoll_ctl, epoll_wait) instead of an EventPoll, over the
   // same host files: the baseline a benchmark compares the server with (bench/echo_server_bench.cc). A kernel epoll
   // cannot be checkpointed, so 'c' is refused (the server says so on stderr and carries on), as is handoff_fd.

@@ -30,6 +30,7 @@
 #include "image/codec.h"
 #include "image/file.h"
 #include "program_run.h"
+#include "tcp_records.h"
 #include "temp_dir.h"
 
 namespace {
@@ -332,6 +333,66 @@ TEST(CommandsTest, InspectShowsHostAndEmbedderFiles) {
   EXPECT_EQ(bad_run.err, "epollcr: host-bad.epcr: invalid image: file 12: host file type 12288 is not an S_IFMT value\n");
   ProgramRun dot = RunEpollcr({"inspect", "--dot", "host.epcr"}, dir.path());
   EXPECT_THAT(dot.out, HasSubstr("  f1 -> f12 [label=\"fd 9 IN|OUT 0xdeadbeef\\nwaiting\"];\n"));
+}
+
+// TCP sockets by value (image.proto TcpConnectionState, TcpListenerState): inspect shows each field, an invalid one
+// is refused with the reason, diff names each changed field, and convert keeps them through JSON (a Boost archive
+// cannot hold them, as it cannot hold host files: convert says so and writes nothing).
+TEST(CommandsTest, InspectDiffAndConvertShowTcpSocketsByValue) {
+  TempDir dir;
+  v1::Image a = TestImage();
+  v1::File* connection = a.add_files();
+  connection->set_id(21);
+  *connection->mutable_tcp_connection() = epollcr::testing::ValidConnection();
+  v1::File* listener = a.add_files();
+  listener->set_id(22);
+  *listener->mutable_tcp_listener() = epollcr::testing::ValidListener();
+  WriteImage(dir.File("a.epcr"), a);
+  ProgramRun run = RunEpollcr({"inspect", "a.epcr"}, dir.path());
+  EXPECT_EQ(run.status, 0) << run.err;
+  EXPECT_THAT(LineMatching(run.out, R"(^\s+21\s+TCP connection\s)"),
+              HasSubstr("fd 5, local 127.0.0.1:8080, remote 127.0.0.1:40000, send seq 1000, receive seq 5000, unacked 0 "
+                        "bytes, unsent 2 bytes (crc32c 0x"));
+  EXPECT_THAT(LineMatching(run.out, R"(^\s+21\s+TCP connection\s)"),
+              HasSubstr("mss 1460, options wscale 7/7, timestamp 0, window snd_wl1 4990 snd_wnd 0 max_window 0 rcv_wnd "
+                        "65535 rcv_wup 4990, nodelay no, reuseaddr no, keepalive off (idle 7200 s, interval 75 s, count "
+                        "9), sndbuf 16384, rcvbuf 131072, flags 0x802"));
+  EXPECT_THAT(LineMatching(run.out, R"(^\s+22\s+TCP listener\s)"),
+              HasSubstr("fd 4, local [::]:8080, backlog 128, reuseaddr no, reuseport no, v6only yes, defer accept 0, "
+                        "fastopen 0, flags 0x2"));
+
+  v1::Image b = a;
+  b.mutable_files(b.files_size() - 2)->mutable_tcp_connection()->set_unread("abd");
+  b.mutable_files(b.files_size() - 2)->mutable_tcp_connection()->set_send_seq(1001);
+  b.mutable_files(b.files_size() - 1)->mutable_tcp_listener()->set_backlog(64);
+  WriteImage(dir.File("b.epcr"), b);
+  ProgramRun diff = RunEpollcr({"diff", "a.epcr", "b.epcr"}, dir.path());
+  EXPECT_EQ(diff.status, 1) << diff.err;
+  EXPECT_THAT(diff.out, HasSubstr("file 21 (TCP connection): send seq 1000 -> 1001\n"));
+  char crcs[64];
+  std::snprintf(crcs, sizeof crcs, "(crc32c 0x%x) -> 3 bytes (crc32c 0x%x)", epollcr::image::Crc32c("abc"),
+                epollcr::image::Crc32c("abd"));
+  EXPECT_THAT(diff.out, HasSubstr("file 21 (TCP connection): unread 3 bytes " + std::string(crcs) + "\n"));
+  EXPECT_THAT(diff.out, HasSubstr("file 22 (TCP listener): backlog 128 -> 64\n"));
+  EXPECT_EQ(std::count(diff.out.begin(), diff.out.end(), '\n'), 3) << diff.out;
+
+  ProgramRun json = RunEpollcr({"convert", "a.epcr", "a.json"}, dir.path());
+  ASSERT_EQ(json.status, 0) << json.err;
+  EXPECT_THAT(ReadFile(dir.File("a.json")), HasSubstr("\"tcp_connection\""));
+  ProgramRun back = RunEpollcr({"convert", "a.json", "back.epcr"}, dir.path());
+  ASSERT_EQ(back.status, 0) << back.err;
+  EXPECT_EQ(ReadFile(dir.File("back.epcr")), ReadFile(dir.File("a.epcr")));
+  ProgramRun boost = RunEpollcr({"convert", "a.epcr", "a.txt"}, dir.path());
+  EXPECT_EQ(boost.status, 1);
+  EXPECT_THAT(boost.err, HasSubstr("file 21 (TCP connection at fd 5): a host file or a TCP socket by value needs a "
+                                   "resolver"));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("a.txt")));
+
+  b.mutable_files(b.files_size() - 2)->mutable_tcp_connection()->mutable_remote()->set_port(0);
+  WriteImage(dir.File("bad.epcr"), b);
+  ProgramRun bad = RunEpollcr({"inspect", "bad.epcr"}, dir.path());
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_EQ(bad.err, "epollcr: bad.epcr: invalid image: file 21: TCP connection: remote: port 0 is not 1..65535\n");
 }
 
 // ---- verify
