@@ -208,8 +208,9 @@ class Validator {
  public:
   Validator(const v1::Image& image, const Limits& limits) : image_(image), limits_(limits) {}
 
-  Status Run() {
-    if (std::string at = FindNonUtf8InMessage(image_); !at.empty()) return Fail(at + ": not valid UTF-8");
+  // `strings`: whether the strings are still to be checked for UTF-8 (not if the payload's were, before its parse).
+  Status Run(bool strings = true) {
+    if (std::string at = strings ? FindNonUtf8InMessage(image_) : ""; !at.empty()) return Fail(at + ": not valid UTF-8");
     if (!image_.has_header()) return Fail("header: missing");
     if (image_.header().format_major() != kFormatMajor) {
       return Fail("header: format " + std::to_string(image_.header().format_major()) + "." +
@@ -689,6 +690,7 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
 }  // namespace
 
 Status Validate(const v1::Image& image, const Limits& limits) { return Validator(image, limits).Run(); }
+Status ValidateDecoded(const v1::Image& image, const Limits& limits) { return Validator(image, limits).Run(false); }
 
 Status Restore(const v1::Image& image, World* out, const Limits& limits) {
   static const ResolvedFiles kNone;
@@ -854,7 +856,11 @@ Result<std::string> SaveImage(const World& world, const SaveOptions& options) {
 namespace {
 
 Status DecodeAndRestore(std::string_view payload, World* out) {
-  return WithDecoded(payload, [out](const v1::Image& image) { return Restore(image, out); });
+  return WithDecoded(payload, [out](const v1::Image& image) {
+    if (out->fds.Count() != 0 || !out->roots.empty()) return Status::Error(EINVAL, "restore: the world is not empty");
+    if (Status s = ValidateDecoded(image); !s.ok()) return s;  // nothing is created before the image is known whole
+    return RestoreValidated(image, out, {}, nullptr);
+  });
 }
 
 }  // namespace

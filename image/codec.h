@@ -50,6 +50,9 @@ struct SaveOptions {
 
 Result<v1::Image> Capture(const World& world, const SaveOptions& options = {});
 Status Validate(const v1::Image& image, const Limits& limits = {});
+// Validate for an image that WithDecoded (or Decode) parsed: the payload's strings were checked for UTF-8 before the
+// parse (CheckPayload), so they are not walked again.
+Status ValidateDecoded(const v1::Image& image, const Limits& limits = {});
 Status Restore(const v1::Image& image, World* out, const Limits& limits = {});
 
 // Files supplied from outside the image, by object id (restore/restorer.h resolves them): every host file reference

@@ -280,10 +280,11 @@ std::string Report::ToString() const {
 }
 
 namespace {
-Status ResolveAndBuild(const v1::Image& image, World* out, const Options& options, Report& rep);
-}  // namespace
 
-Status Restore(const v1::Image& image, World* out, const Options& options, Report* report) {
+Status ResolveAndBuild(const v1::Image& image, World* out, const Options& options, Report& rep);
+
+// Restore; `decoded`: the image was parsed from a payload whose strings were checked (image::ValidateDecoded).
+Status RestoreImage(const v1::Image& image, World* out, const Options& options, Report* report, bool decoded) {
   Report local;
   Report& rep = report != nullptr ? *report : local;
   const Report::Duration read = rep.read;
@@ -292,7 +293,11 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
   if (out->fds.Count() != 0 || !out->roots.empty()) return Fail("the world is not empty");
 
   auto t = Clock::now();
-  if (Status s = image::Validate(image, options.limits); !s.ok()) return s;  // nothing is created before this
+  // Nothing is created before this.
+  if (Status s = decoded ? image::ValidateDecoded(image, options.limits) : image::Validate(image, options.limits);
+      !s.ok()) {
+    return s;
+  }
   rep.validate += Clock::now() - t;
 
   // Every resolver learns how the restore ended: one that made files for it takes them back on failure.
@@ -300,8 +305,6 @@ Status Restore(const v1::Image& image, World* out, const Options& options, Repor
   for (Resolver* resolver : options.resolvers) resolver->Finished(s.ok());
   return s;
 }
-
-namespace {
 
 Status ResolveAndBuild(const v1::Image& image, World* out, const Options& options, Report& rep) {
   auto t = Clock::now();
@@ -346,6 +349,10 @@ Status ResolveAndBuild(const v1::Image& image, World* out, const Options& option
 
 }  // namespace
 
+Status Restore(const v1::Image& image, World* out, const Options& options, Report* report) {
+  return RestoreImage(image, out, options, report, false);
+}
+
 Status RestoreBytes(std::string_view file_bytes, World* out, const Options& options, Report* report) {
   Report local;
   Report& rep = report != nullptr ? *report : local;
@@ -354,7 +361,7 @@ Status RestoreBytes(std::string_view file_bytes, World* out, const Options& opti
   if (!framed.ok()) return framed.status();
   return image::WithDecoded(framed.value(), [&](const v1::Image& image) {
     rep.read = Clock::now() - t;
-    return Restore(image, out, options, &rep);
+    return RestoreImage(image, out, options, &rep, true);
   });
 }
 
@@ -372,7 +379,7 @@ Status RestoreFile(const std::string& path, World* out, const Options& options, 
     // The decoded image holds copies of everything: the file's pages go back now, and the world built next reuses
     // them instead of faulting in new memory (image/codec.h, WithDecoded).
     bytes = BigBuffer();
-    return Restore(image, out, options, &rep);
+    return RestoreImage(image, out, options, &rep, true);
   });
 }
 
