@@ -445,22 +445,29 @@ class Validator {
       }
       in_kernel_ready[i] = true;
     }
+    // The columns as arrays: RepeatedField's accessors are out-of-line calls into libprotobuf (an extern template),
+    // a few per entry otherwise.
+    const std::uint64_t* files = p.files().data();
+    const std::int32_t* fds = p.fds().data();
+    const std::uint32_t* events_of = p.events().data();
+    const int* lists = p.lists().data();
+    const std::uint32_t* ranks = p.queue_ranks().data();
     for (int i = 0; i < n; ++i) {
       auto at = [&] { return where + ", entry " + std::to_string(i) + ": "; };
-      const std::uint64_t file = p.files(i);
+      const std::uint64_t file = files[i];
       const std::uint32_t position = index_.Find(file);
       const v1::File* target = position == state::IdIndex::kNone ? nullptr : files_[position];
       if (!target) return Fail(at() + "file " + std::to_string(file) + " is not in the image");
       if (file == id) return Fail(at() + "a poll cannot watch itself");
-      if (p.fds(i) < 0) return Fail(at() + "negative fd");
-      if (i > 0 && (file < p.files(i - 1) || (file == p.files(i - 1) && p.fds(i) <= p.fds(i - 1)))) {
-        return Fail(at() + (file == p.files(i - 1) && p.fds(i) == p.fds(i - 1)
+      if (fds[i] < 0) return Fail(at() + "negative fd");
+      if (i > 0 && (file < files[i - 1] || (file == files[i - 1] && fds[i] <= fds[i - 1]))) {
+        return Fail(at() + (file == files[i - 1] && fds[i] == fds[i - 1]
                                 ? std::string("a second entry for the same (file, fd)")
                                 : "out of (file id, fd) order"));
       }
-      const std::uint32_t events = p.events(i);
+      const std::uint32_t events = events_of[i];
       const std::uint32_t armed = events & ~kEpollPrivateBits;
-      const int list = p.lists(i);
+      const int list = lists[i];
       if (list != v1::ENTRY_LIST_WAITING && list != v1::ENTRY_LIST_READY && list != v1::ENTRY_LIST_DISABLED) {
         return Fail(at() + "unknown list");
       }
@@ -475,7 +482,7 @@ class Validator {
         if (target->has_eventpoll()) return Fail(at() + "EPOLLEXCLUSIVE on a poll");
       }
       if (target->has_eventpoll()) children_[id].push_back(file);
-      const std::uint32_t rank = p.queue_ranks(i);
+      const std::uint32_t rank = ranks[i];
       const std::uint32_t entries_of_file = rank_first_[position + 1] - rank_first_[position];
       if (rank >= entries_of_file) {
         return Fail(at() + "queue rank " + std::to_string(rank) + " is out of range: file " + std::to_string(file) +
