@@ -26,6 +26,7 @@ namespace {
 
 using testing::BuildWorld;
 using testing::Describe;
+using testing::Envelope;
 
 constexpr ArchiveFormat kFormats[] = {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary};
 
@@ -256,18 +257,6 @@ TEST(StateTest, WriteXmlFixture) {
 constexpr std::string_view kLayout2Xml =
 #include "fixtures/world_layout2.xml.inc"
     ;
-
-// LoadWorld's envelope (archive/world_api.cc) around a Boost archive: magic, version 1, the format, CRC32C and length.
-std::string Envelope(std::string_view archive, ArchiveFormat format) {
-  std::string bytes = "EPCRWRLD";
-  bytes += static_cast<char>(1);
-  bytes += static_cast<char>(format);
-  bytes.append(2, '\0');
-  for (int i = 0; i < 4; ++i) bytes += static_cast<char>((Crc32c(archive) >> (8 * i)) & 0xff);
-  for (int i = 0; i < 8; ++i) bytes += static_cast<char>((std::uint64_t{archive.size()} >> (8 * i)) & 0xff);
-  bytes += archive;
-  return bytes;
-}
 
 // An archive written by the previous layout loads into the same world, through LoadWorld and through Boost's own
 // xml_iarchive; saved again it is what this build writes for that world.

@@ -17,12 +17,6 @@
 
 namespace epollcr::archive {
 
-// A binary archive holds a large column as a std::vector of numbers: one block of bytes (Boost's array
-// optimization), read without parsing. Text and xml archives hold it as a string of decimal numbers.
-template <typename Ar>
-inline constexpr bool kBinaryArchive = std::is_base_of_v<boost::archive::basic_binary_oarchive<Ar>, Ar> ||
-                                       std::is_base_of_v<boost::archive::basic_binary_iarchive<Ar>, Ar>;
-
 // The element of a kind's field column: "eventfd.count" ('.' and '-' are xml name characters).
 inline std::string FieldColumnName(std::string_view kind, std::string_view field) {
   std::string name(kind);

@@ -1,0 +1,36 @@
+// DirectXmlOArchive (direct_xml_oarchive.h), and the instantiations of Boost's archive templates for it: the members
+// Boost defines in its .ipp files are compiled here, once, as Boost compiles them for its own xml_oarchive.
+#include "archive/direct_xml_oarchive.h"
+
+#include <boost/archive/impl/archive_serializer_map.ipp>
+#include <boost/archive/impl/basic_xml_oarchive.ipp>
+#include <boost/archive/impl/xml_oarchive_impl.ipp>
+
+#include <algorithm>
+
+namespace epollcr::archive {
+
+namespace {
+bool Escaped(char c) { return c == '<' || c == '>' || c == '&' || c == '"' || c == '\''; }
+}  // namespace
+
+DirectXmlOArchive::DirectXmlOArchive(std::ostream& os, unsigned int flags) : Base(os, flags) {
+  if ((flags & boost::archive::no_header) == 0) init();
+}
+
+void DirectXmlOArchive::save(const std::string& s) {
+  if (std::any_of(s.begin(), s.end(), Escaped)) return Base::save(s);
+  os.write(s.data(), static_cast<std::streamsize>(s.size()));
+}
+
+}  // namespace epollcr::archive
+
+namespace boost::archive {
+
+using epollcr::archive::DirectXmlOArchive;
+
+template class detail::archive_serializer_map<DirectXmlOArchive>;
+template class basic_xml_oarchive<DirectXmlOArchive>;
+template class xml_oarchive_impl<DirectXmlOArchive>;
+
+}  // namespace boost::archive
