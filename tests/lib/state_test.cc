@@ -287,7 +287,7 @@ TEST(StateTest, BoostsXmlArchiveReadsWhatSaveWorldWrites) {
   World original;
   BuildFixtureWorld(original);
   const std::string saved = SaveWorld(original, ArchiveFormat::kBoostXml).value();
-  ASSERT_NE(saved.find("<layout>4</layout>"), std::string::npos);
+  ASSERT_NE(saved.find("<layout>5</layout>"), std::string::npos);
   World b;
   {
     std::istringstream is(saved.substr(24));

@@ -57,6 +57,10 @@ void SaveBytes(Ar& ar, std::span<const std::byte> bytes) {
 // Reads into `bytes` exactly; a LoadError naming `what` if the archive holds anything else.
 template <typename Ar>
 void LoadBytes(Ar& ar, unsigned version, std::span<std::byte> bytes, const char* what) {
+  if (version > kBytesAsBase64Version) {
+    throw LoadError(std::string(what) + ": class version " + std::to_string(version) + " is newer than this build reads (1.." +
+                    std::to_string(kBytesAsBase64Version) + ")");
+  }
   if (kBinaryArchive<Ar> || version < kBytesAsBase64Version) {
     auto object = boost::serialization::make_binary_object(bytes.data(), bytes.size());
     ar >> boost::serialization::make_nvp("bytes", object);
