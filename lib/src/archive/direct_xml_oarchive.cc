@@ -7,6 +7,7 @@
 #include <boost/archive/impl/xml_oarchive_impl.ipp>
 
 #include <algorithm>
+#include <cstring>
 
 namespace epollcr::archive {
 
@@ -20,7 +21,31 @@ DirectXmlOArchive::DirectXmlOArchive(std::ostream& os, unsigned int flags) : Bas
 
 void DirectXmlOArchive::save(const std::string& s) {
   if (std::any_of(s.begin(), s.end(), Escaped)) return Base::save(s);
-  os.write(s.data(), static_cast<std::streamsize>(s.size()));
+  Write(s.data(), s.size());
+}
+
+void DirectXmlOArchive::save(const char* s) {
+  const std::size_t n = std::strlen(s);
+  if (std::any_of(s, s + n, Escaped)) return Base::save(s);
+  Write(s, n);
+}
+
+void DirectXmlOArchive::put(char c) {
+  if (os.fail()) {  // as Boost's put
+    boost::serialization::throw_exception(
+        boost::archive::archive_exception(boost::archive::archive_exception::output_stream_error));
+  }
+  if (std::ostream::traits_type::eq_int_type(os.rdbuf()->sputc(c), std::ostream::traits_type::eof())) {
+    os.setstate(std::ios::badbit);
+  }
+}
+
+void DirectXmlOArchive::put(const char* s) { Write(s, std::strlen(s)); }
+
+void DirectXmlOArchive::Write(const char* s, std::size_t n) {
+  if (os.rdbuf()->sputn(s, static_cast<std::streamsize>(n)) != static_cast<std::streamsize>(n)) {
+    os.setstate(std::ios::badbit);
+  }
 }
 
 }  // namespace epollcr::archive
