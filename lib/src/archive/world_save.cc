@@ -1,6 +1,7 @@
 // Saving a World to a Boost archive: take a consistent cut (state/cut.h), then write it in layout
 // kLayoutVersion (archive/world_archive.h). See docs/state-model.md, "Formats".
 #include <algorithm>
+#include <deque>
 #include <mutex>
 #include <optional>
 
@@ -160,12 +161,21 @@ class Writer {
 
   // Each column as an archive string named "KIND.FIELD".
   template <typename Ar>
-  static void WriteColumns(Ar& ar, const char* kind, const Columns& columns) {
+  void WriteColumns(Ar& ar, const char* kind, const Columns& columns) {
     for (const FieldColumnSave::Column& column : columns) {
-      const std::string name = FieldColumnName(kind, column.field);
-      std::string text = ColumnText(column);
-      ar << make_nvp(name.c_str(), text);
+      ColumnText(column, &text_);
+      ar << make_nvp(ColumnName(kind, column.field), text_);
     }
+  }
+
+  // "KIND.FIELD", made once per kind and field: every poll writes the same entry columns. `kind` and `field` are the
+  // literals of the writer and of the declarations, so their addresses name them.
+  const char* ColumnName(const char* kind, const char* field) {
+    for (const ColumnNameOf& known : column_names_) {
+      if (known.kind == kind && known.field == field) return known.name.c_str();
+    }
+    column_names_.push_back({kind, field, FieldColumnName(kind, field)});
+    return column_names_.back().name.c_str();
   }
 
   // The poll's manual section (layout 4): the entry count, then one column per field PollEntry's VisitState saves
@@ -182,7 +192,15 @@ class Writer {
     ar << make_nvp("ready_order", c.ready);
   }
 
+  struct ColumnNameOf {
+    const char* kind;
+    const char* field;
+    std::string name;
+  };
+
   KindColumns kinds_[4] = {{"eventfd", {}}, {"pipe-read", {}}, {"pipe-write", {}}, {"unix-stream", {}}};
+  std::deque<ColumnNameOf> column_names_;  // ColumnName's; a deque, so that the names stay where they are
+  std::string text_;                       // the column being written
   std::vector<Columns> polls_;  // each poll's entry columns, in the cut's order of polls
   state::Cut& cut_;
 };
