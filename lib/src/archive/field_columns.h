@@ -6,6 +6,7 @@
 
 #include <charconv>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -63,13 +64,13 @@ struct FieldColumnSave {
   }
 };
 
-// A collected column as the text archives hold it (archive/columns.h): the same text AppendColumn makes from the
-// field's own type, in *text (its earlier contents dropped, its memory kept).
-inline void ColumnText(const FieldColumnSave::Column& column, std::string* out) {
+// The `count` values from `first` on of a collected column as the text archives hold them (archive/columns.h): the
+// same text AppendColumn makes from the field's own type, in *out (its earlier contents dropped, its memory kept).
+inline void ColumnText(const FieldColumnSave::Column& column, std::size_t first, std::size_t count, std::string* out) {
   std::string& text = *out;
   text.clear();
-  text.reserve(column.values.size() * 4);
-  for (std::uint64_t v : column.values) {
+  text.reserve(count * 4);
+  for (std::uint64_t v : std::span<const std::uint64_t>(column.values).subspan(first, count)) {
     if (column.is_signed) {
       AppendColumn(text, static_cast<std::int64_t>(v));
     } else {

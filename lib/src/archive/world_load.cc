@@ -248,7 +248,7 @@ class Loader {
   void ReadEntryColumns(std::uint32_t at, EventPoll* poll) {
     PendingPoll& p = polls_[at];
     const std::uint64_t n = Count("entries");
-    std::string text;
+    std::string& text = text_;
     if (n > 0) {
       if (entry_columns_.empty()) {  // the same for every poll
         SavedFieldNames fields;
@@ -364,7 +364,8 @@ class Loader {
   std::map<std::uint32_t, PendingPoll> polls_;  // by the poll's position
   std::uint32_t layout_ = 0;
   std::vector<std::string> entry_columns_;     // "entry.FIELD" for each field a PollEntry saves, once known
-  std::vector<std::string_view> tokens_;       // a column's numbers as text (SplitColumn), reused column to column
+  std::string text_;                           // a column as the archive holds it, reused column to column
+  std::vector<std::string_view> tokens_;       // its numbers as text (SplitColumn)
 };
 
 }  // namespace
