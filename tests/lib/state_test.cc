@@ -394,6 +394,40 @@ TEST(BoundedArchives, TextStringCannotBeLongerThanTheRest) {
             std::string::npos);
 }
 
+// A number in a text archive read from a ViewBuffer (as LoadWorld reads) is read in place (BoundedTextIArchive::load);
+// whatever the characters, the value or the failure is Boost's own text_iarchive's over an istringstream.
+template <typename T>
+void ExpectTextNumberAsBoostReadsIt(const std::string& number) {
+  const std::string bytes = "22 serialization::archive 18" + number;
+  T boosts{}, ours{};
+  const std::string boost_error = ReadOne<boost::archive::text_iarchive>(bytes, boosts);
+  std::string our_error;
+  try {
+    archive::ViewBuffer buffer(bytes);
+    std::istream is(&buffer);
+    archive::BoundedTextIArchive ar(is);
+    ar >> boost::serialization::make_nvp("v", ours);
+  } catch (const std::exception& e) {
+    our_error = e.what();
+  }
+  EXPECT_EQ(our_error, boost_error) << "'" << number << "' as " << sizeof(T) << " bytes";
+  if (boost_error.empty()) {
+    EXPECT_EQ(ours, boosts) << "'" << number << "'";
+  }
+}
+
+TEST(BoundedArchives, TextNumbersReadAsBoostReadsThem) {
+  for (const std::string number : {" 5", " 0", "\n\t\v\f\r 17", " 4294967295", " 4294967296", " 18446744073709551615",
+                                   " 18446744073709551616", " -1", " -2147483648", " -2147483649", " +5", " 12abc",
+                                   "", " ", " x", " -", " 007", " 1 2"}) {
+    ExpectTextNumberAsBoostReadsIt<std::uint32_t>(number);
+    ExpectTextNumberAsBoostReadsIt<std::int32_t>(number);
+    ExpectTextNumberAsBoostReadsIt<std::uint64_t>(number);
+    ExpectTextNumberAsBoostReadsIt<std::int64_t>(number);
+    ExpectTextNumberAsBoostReadsIt<std::uint16_t>(number);
+  }
+}
+
 // A collection's count is bounded the same way: no item takes less than a byte.
 TEST(BoundedArchives, TextCollectionCannotHaveMoreItemsThanBytesLeft) {
   const std::string header = "22 serialization::archive 18";

@@ -43,6 +43,7 @@
 #include <istream>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "state/visitors.h"
 
@@ -76,6 +77,14 @@ inline constexpr unsigned kMinLibraryVersion = 9;
 // bits) is within kMinLibraryVersion .. BOOST_ARCHIVE_VERSION().
 void CheckLibraryVersion(std::uint64_t version);
 
+// The number types BoundedTextIArchive reads itself (short to long long, signed and unsigned; Boost reads the
+// character types as a short).
+template <typename T>
+inline constexpr bool kDecimalNumber =
+    std::is_same_v<T, short> || std::is_same_v<T, unsigned short> || std::is_same_v<T, int> ||
+    std::is_same_v<T, unsigned int> || std::is_same_v<T, long> || std::is_same_v<T, unsigned long> ||
+    std::is_same_v<T, long long> || std::is_same_v<T, unsigned long long>;
+
 class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTextIArchive> {
  public:
   explicit BoundedTextIArchive(std::istream& is, unsigned int flags = 0);
@@ -96,6 +105,20 @@ class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTex
   void load(char*) = delete;
   void load(wchar_t*) = delete;
   void load(std::wstring&) = delete;
+
+  // A number. Boost reads it with `is >> t` (basic_text_iprimitive::load): a sentry and the locale's num_get for
+  // every count, id, version and length of the archive. From a ViewBuffer, leading whitespace and then plain decimal
+  // digits (a '-' first for a signed type) that fit T are read here, in place, as `is >> t` reads them; anything else
+  // (another buffer, a '+', a number out of T's range, no digits) goes to Boost's load, over the same characters.
+  template <typename T>
+    requires(kDecimalNumber<T>)
+  void load(T& t) {
+    if (!LoadDecimal(t)) Base::load(t);
+  }
+  template <typename T>
+  bool LoadDecimal(T& t);
+
+  ViewBuffer* view_ = nullptr;  // the stream's buffer, if it is a ViewBuffer
 };
 
 class BoundedXmlIArchive : public boost::archive::xml_iarchive_impl<BoundedXmlIArchive> {
