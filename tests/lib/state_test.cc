@@ -394,38 +394,48 @@ TEST(BoundedArchives, TextStringCannotBeLongerThanTheRest) {
             std::string::npos);
 }
 
-// A number in a text archive read from a ViewBuffer (as LoadWorld reads) is read in place (BoundedTextIArchive::load);
-// whatever the characters, the value or the failure is Boost's own text_iarchive's over an istringstream.
-template <typename T>
-void ExpectTextNumberAsBoostReadsIt(const std::string& number) {
-  const std::string bytes = "22 serialization::archive 18" + number;
+// A number in a text or xml archive read from a ViewBuffer (as LoadWorld reads) is read in place (ReadDecimal);
+// whatever the characters, the value or the failure is Boost's own archive's over an istringstream. The archive is
+// what Boost writes for the value 12345, with `number` in place of "12345".
+template <typename Oar, typename BoostIar, typename Iar, typename T>
+void ExpectNumberAsBoostReadsIt(const std::string& number) {
+  std::string bytes = WriteOne<Oar>(T{12345});
+  bytes.replace(bytes.rfind("12345"), 5, number);
   T boosts{}, ours{};
-  const std::string boost_error = ReadOne<boost::archive::text_iarchive>(bytes, boosts);
+  const std::string boost_error = ReadOne<BoostIar>(bytes, boosts);
   std::string our_error;
   try {
     archive::ViewBuffer buffer(bytes);
     std::istream is(&buffer);
-    archive::BoundedTextIArchive ar(is);
+    Iar ar(is);
     ar >> boost::serialization::make_nvp("v", ours);
   } catch (const std::exception& e) {
     our_error = e.what();
   }
-  EXPECT_EQ(our_error, boost_error) << "'" << number << "' as " << sizeof(T) << " bytes";
+  EXPECT_EQ(our_error, boost_error) << "'" << number << "' as " << sizeof(T) << " bytes in " << bytes;
   if (boost_error.empty()) {
-    EXPECT_EQ(ours, boosts) << "'" << number << "'";
+    EXPECT_EQ(ours, boosts) << "'" << number << "' in " << bytes;
   }
 }
 
-TEST(BoundedArchives, TextNumbersReadAsBoostReadsThem) {
-  for (const std::string number : {" 5", " 0", "\n\t\v\f\r 17", " 4294967295", " 4294967296", " 18446744073709551615",
-                                   " 18446744073709551616", " -1", " -2147483648", " -2147483649", " +5", " 12abc",
-                                   "", " ", " x", " -", " 007", " 1 2"}) {
-    ExpectTextNumberAsBoostReadsIt<std::uint32_t>(number);
-    ExpectTextNumberAsBoostReadsIt<std::int32_t>(number);
-    ExpectTextNumberAsBoostReadsIt<std::uint64_t>(number);
-    ExpectTextNumberAsBoostReadsIt<std::int64_t>(number);
-    ExpectTextNumberAsBoostReadsIt<std::uint16_t>(number);
+template <typename Oar, typename BoostIar, typename Iar>
+void ExpectNumbersAsBoostReadsThem() {
+  for (const std::string number : {"5", "0", "\n\t\v\f\r 17", "4294967295", "4294967296", "18446744073709551615",
+                                   "18446744073709551616", "-1", "-2147483648", "-2147483649", "+5", "12abc", "", " ",
+                                   "x", "-", "007", "1 2", "65535", "65536"}) {
+    ExpectNumberAsBoostReadsIt<Oar, BoostIar, Iar, std::uint32_t>(number);
+    ExpectNumberAsBoostReadsIt<Oar, BoostIar, Iar, std::int32_t>(number);
+    ExpectNumberAsBoostReadsIt<Oar, BoostIar, Iar, std::uint64_t>(number);
+    ExpectNumberAsBoostReadsIt<Oar, BoostIar, Iar, std::int64_t>(number);
+    ExpectNumberAsBoostReadsIt<Oar, BoostIar, Iar, std::uint16_t>(number);
   }
+}
+
+TEST(BoundedArchives, NumbersReadAsBoostReadsThem) {
+  ExpectNumbersAsBoostReadsThem<boost::archive::text_oarchive, boost::archive::text_iarchive,
+                                archive::BoundedTextIArchive>();
+  ExpectNumbersAsBoostReadsThem<boost::archive::xml_oarchive, boost::archive::xml_iarchive,
+                                archive::BoundedXmlIArchive>();
 }
 
 // A collection's count is bounded the same way: no item takes less than a byte.

@@ -40,42 +40,45 @@ void CheckLibraryVersion(std::uint64_t version) {
   }
 }
 
-// ---- text ---------------------------------------------------------------------------------------------------------
-
-BoundedTextIArchive::BoundedTextIArchive(std::istream& is, unsigned int flags)
-    : Base(is, flags), view_(dynamic_cast<ViewBuffer*>(is.rdbuf())) {
-  if ((flags & boost::archive::no_header) == 0) init();
-}
-
 namespace {
 bool IsCSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
 }  // namespace
 
 template <typename T>
-bool BoundedTextIArchive::LoadDecimal(T& t) {
-  if (view_ == nullptr || is.fail()) return false;
-  const std::string_view rest = view_->Rest();
+  requires(kDecimalNumber<T>)
+bool ReadDecimal(std::istream& is, ViewBuffer* view, T& t) {
+  if (view == nullptr || !is.good()) return false;
+  const std::string_view rest = view->Rest();
   std::size_t at = 0;
-  while (at < rest.size() && IsCSpace(rest[at])) ++at;  // skipws, as `is >> t` does in the C locale
+  if ((is.flags() & std::ios::skipws) != 0) {
+    while (at < rest.size() && IsCSpace(rest[at])) ++at;
+  }
   const char* const begin = rest.data() + at;
   const char* const end = rest.data() + rest.size();
   if (begin == end || !((*begin >= '0' && *begin <= '9') || (std::is_signed_v<T> && *begin == '-'))) return false;
   T value{};
   const auto [next, ec] = std::from_chars(begin, end, value);
   if (ec != std::errc()) return false;
-  view_->Skip(static_cast<std::size_t>(next - rest.data()));
+  view->Skip(static_cast<std::size_t>(next - rest.data()));
   t = value;
   return true;
 }
 
-template bool BoundedTextIArchive::LoadDecimal(short&);
-template bool BoundedTextIArchive::LoadDecimal(unsigned short&);
-template bool BoundedTextIArchive::LoadDecimal(int&);
-template bool BoundedTextIArchive::LoadDecimal(unsigned int&);
-template bool BoundedTextIArchive::LoadDecimal(long&);
-template bool BoundedTextIArchive::LoadDecimal(unsigned long&);
-template bool BoundedTextIArchive::LoadDecimal(long long&);
-template bool BoundedTextIArchive::LoadDecimal(unsigned long long&);
+template bool ReadDecimal(std::istream&, ViewBuffer*, short&);
+template bool ReadDecimal(std::istream&, ViewBuffer*, unsigned short&);
+template bool ReadDecimal(std::istream&, ViewBuffer*, int&);
+template bool ReadDecimal(std::istream&, ViewBuffer*, unsigned int&);
+template bool ReadDecimal(std::istream&, ViewBuffer*, long&);
+template bool ReadDecimal(std::istream&, ViewBuffer*, unsigned long&);
+template bool ReadDecimal(std::istream&, ViewBuffer*, long long&);
+template bool ReadDecimal(std::istream&, ViewBuffer*, unsigned long long&);
+
+// ---- text ---------------------------------------------------------------------------------------------------------
+
+BoundedTextIArchive::BoundedTextIArchive(std::istream& is, unsigned int flags)
+    : Base(is, flags), view_(dynamic_cast<ViewBuffer*>(is.rdbuf())) {
+  if ((flags & boost::archive::no_header) == 0) init();
+}
 
 // Boost reads the version as a 16-bit number (a larger one fails the stream) and refuses one newer than its own.
 void BoundedTextIArchive::init() {

@@ -77,13 +77,21 @@ inline constexpr unsigned kMinLibraryVersion = 9;
 // bits) is within kMinLibraryVersion .. BOOST_ARCHIVE_VERSION().
 void CheckLibraryVersion(std::uint64_t version);
 
-// The number types BoundedTextIArchive reads itself (short to long long, signed and unsigned; Boost reads the
+// A number of a text or xml archive. Boost reads it with `is >> t` (basic_text_iprimitive::load): a sentry and the
+// locale's num_get for every count, id, version and length of the archive. From a ViewBuffer, whitespace if the
+// stream skips it, then plain decimal digits (a '-' first for a signed type) that fit T are read here, in place, as
+// `is >> t` reads them (the archives' streams use the classic locale's digits); false, with nothing read, for
+// anything else (another buffer, a failed stream, a '+', a number out of T's range, no digits), which the caller
+// leaves to Boost's load over the same characters. The number types are those of kDecimalNumber (Boost reads the
 // character types as a short).
 template <typename T>
 inline constexpr bool kDecimalNumber =
     std::is_same_v<T, short> || std::is_same_v<T, unsigned short> || std::is_same_v<T, int> ||
     std::is_same_v<T, unsigned int> || std::is_same_v<T, long> || std::is_same_v<T, unsigned long> ||
     std::is_same_v<T, long long> || std::is_same_v<T, unsigned long long>;
+template <typename T>
+  requires(kDecimalNumber<T>)
+bool ReadDecimal(std::istream& is, ViewBuffer* view, T& t);
 
 class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTextIArchive> {
  public:
@@ -106,17 +114,12 @@ class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTex
   void load(wchar_t*) = delete;
   void load(std::wstring&) = delete;
 
-  // A number. Boost reads it with `is >> t` (basic_text_iprimitive::load): a sentry and the locale's num_get for
-  // every count, id, version and length of the archive. From a ViewBuffer, leading whitespace and then plain decimal
-  // digits (a '-' first for a signed type) that fit T are read here, in place, as `is >> t` reads them; anything else
-  // (another buffer, a '+', a number out of T's range, no digits) goes to Boost's load, over the same characters.
+  // A number: ReadDecimal, else Boost's load.
   template <typename T>
     requires(kDecimalNumber<T>)
   void load(T& t) {
-    if (!LoadDecimal(t)) Base::load(t);
+    if (!ReadDecimal(is, view_, t)) Base::load(t);
   }
-  template <typename T>
-  bool LoadDecimal(T& t);
 
   ViewBuffer* view_ = nullptr;  // the stream's buffer, if it is a ViewBuffer
 };
@@ -147,6 +150,12 @@ class BoundedXmlIArchive : public boost::archive::xml_iarchive_impl<BoundedXmlIA
   void load(char*) = delete;
   void load(wchar_t*) = delete;
   void load(std::wstring&) = delete;
+  // A number: ReadDecimal, else Boost's load.
+  template <typename T>
+    requires(kDecimalNumber<T>)
+  void load(T& t) {
+    if (!ReadDecimal(get_is(), view_, t)) Base::load(t);
+  }
 
   // Boost's checks, with the end tag compared safely. Like Boost, the end tag of a top-level element (depth 0 after
   // it) is not compared, and the no_xml_tag_checking flag turns the comparison off.
