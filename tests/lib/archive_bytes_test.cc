@@ -7,6 +7,8 @@
 #include <boost/archive/text_iarchive.hpp>
 #include <boost/archive/xml_iarchive.hpp>
 #include <boost/archive/xml_oarchive.hpp>
+#include <boost/serialization/string.hpp>
+#include <boost/serialization/vector.hpp>
 #include <cstdint>
 #include <random>
 #include <sstream>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "archive/base64.h"
+#include "archive/direct_xml_oarchive.h"
 #include "epollcr/boost_world.h"
 #include "epollcr/epollcr.h"
 #include "world_fixtures.h"
@@ -289,6 +292,55 @@ TEST(ArchiveBytes, BoostsOwnArchivesWriteAndReadTheSame) {
     EXPECT_EQ(Describe(loaded), Describe(original)) << ArchiveFormatName(format);
     EXPECT_EQ(ReadAll(loaded, 0), pipe_bytes) << ArchiveFormatName(format);
     EXPECT_EQ(ReadAll(loaded, 3), socket_bytes) << ArchiveFormatName(format);
+  }
+}
+
+// A tree of elements deeper than the tabs DirectXmlOArchive writes at once, with escaped strings and names of every
+// kind of character Boost takes: byte for byte what Boost's xml_oarchive writes; a name Boost refuses is refused too.
+struct Node {
+  std::string text;
+  std::vector<Node> children;
+  template <typename Ar>
+  void serialize(Ar& ar, unsigned) {
+    ar& boost::serialization::make_nvp("text_-.09AZaz", text) & boost::serialization::make_nvp("children", children);
+  }
+};
+
+template <typename Oar>
+std::string WriteXml(const Node& root, const char* name) {
+  std::ostringstream os;
+  {
+    Oar ar(os);
+    ar << boost::serialization::make_nvp(name, root);
+  }
+  return std::move(os).str();
+}
+
+TEST(DirectXmlOArchive, WritesWhatBoostWrites) {
+  Node root{"root <&>", {}};
+  Node* at = &root;
+  for (int depth = 0; depth < 40; ++depth) {
+    at->children.push_back({"level " + std::to_string(depth) + (depth % 3 == 0 ? " 'quoted' \"too\"" : ""), {}});
+    at->children.push_back({"", {}});
+    at = &at->children.front();
+  }
+  const std::string boosts = WriteXml<boost::archive::xml_oarchive>(root, "root");
+  EXPECT_EQ(WriteXml<archive::DirectXmlOArchive>(root, "root"), boosts);
+  EXPECT_NE(boosts.find(std::string(40, '\t')), std::string::npos);  // deeper than the tabs written at once
+  for (const char* bad : {"a b", "a<b", "a/b", "a:b"}) {
+    std::string boost_error, our_error;
+    try {
+      WriteXml<boost::archive::xml_oarchive>(root, bad);
+    } catch (const std::exception& e) {
+      boost_error = e.what();
+    }
+    try {
+      WriteXml<archive::DirectXmlOArchive>(root, bad);
+    } catch (const std::exception& e) {
+      our_error = e.what();
+    }
+    EXPECT_FALSE(boost_error.empty()) << bad;
+    EXPECT_EQ(our_error, boost_error) << bad;
   }
 }
 

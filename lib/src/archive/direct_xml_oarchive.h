@@ -44,6 +44,23 @@ class DirectXmlOArchive : public boost::archive::xml_oarchive_impl<DirectXmlOArc
  private:
   // The n characters at s, to the stream buffer.
   void Write(const char* s, std::size_t n);
+
+ public:
+  // `depth` tabs (basic_xml_oarchive::indent), written together.
+  void Indent(unsigned depth);
 };
 
 }  // namespace epollcr::archive
+
+// Boost's basic_xml_oarchive writes an element's start and end tags in save_start and save_end, after checking each
+// character of the name against a table that it builds anew on the stack for every character
+// (detail::XML_name, impl/basic_xml_oarchive.ipp), and indents with one put per tab. For this archive both members are
+// epollcr's own (direct_xml_oarchive.cc): the same checks (a name character below 128 must be a letter, a digit, '-',
+// '.' or '_', else xml_archive_tag_name_error) and the same characters, with the table built once and the tabs written
+// together. Declared here, before any use, as an explicit specialization must be.
+namespace boost::archive {
+template <>
+void basic_xml_oarchive<epollcr::archive::DirectXmlOArchive>::save_start(const char* name);
+template <>
+void basic_xml_oarchive<epollcr::archive::DirectXmlOArchive>::save_end(const char* name);
+}  // namespace boost::archive
