@@ -93,6 +93,23 @@ template <typename T>
   requires(kDecimalNumber<T>)
 bool ReadDecimal(std::istream& is, ViewBuffer* view, T& t);
 
+// The loads of the number types in an archive class with a ViewBuffer* view_ and a Base: ReadDecimal from STREAM,
+// else Boost's load. Overloads, not one constrained template: Boost's own load is a template of the same signature,
+// which a template in the derived class would hide (clang) or not (gcc).
+#define EPOLLCR_DECIMAL_LOAD(T, STREAM) \
+  void load(T& t) {                     \
+    if (!ReadDecimal(STREAM, view_, t)) Base::load(t); \
+  }
+#define EPOLLCR_DECIMAL_LOADS(STREAM)                 \
+  EPOLLCR_DECIMAL_LOAD(short, STREAM)                 \
+  EPOLLCR_DECIMAL_LOAD(unsigned short, STREAM)        \
+  EPOLLCR_DECIMAL_LOAD(int, STREAM)                   \
+  EPOLLCR_DECIMAL_LOAD(unsigned int, STREAM)          \
+  EPOLLCR_DECIMAL_LOAD(long, STREAM)                  \
+  EPOLLCR_DECIMAL_LOAD(unsigned long, STREAM)         \
+  EPOLLCR_DECIMAL_LOAD(long long, STREAM)             \
+  EPOLLCR_DECIMAL_LOAD(unsigned long long, STREAM)
+
 class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTextIArchive> {
  public:
   explicit BoundedTextIArchive(std::istream& is, unsigned int flags = 0);
@@ -114,12 +131,7 @@ class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTex
   void load(wchar_t*) = delete;
   void load(std::wstring&) = delete;
 
-  // A number: ReadDecimal, else Boost's load.
-  template <typename T>
-    requires(kDecimalNumber<T>)
-  void load(T& t) {
-    if (!ReadDecimal(is, view_, t)) Base::load(t);
-  }
+  EPOLLCR_DECIMAL_LOADS(is)
 
   ViewBuffer* view_ = nullptr;  // the stream's buffer, if it is a ViewBuffer
 };
@@ -150,12 +162,7 @@ class BoundedXmlIArchive : public boost::archive::xml_iarchive_impl<BoundedXmlIA
   void load(char*) = delete;
   void load(wchar_t*) = delete;
   void load(std::wstring&) = delete;
-  // A number: ReadDecimal, else Boost's load.
-  template <typename T>
-    requires(kDecimalNumber<T>)
-  void load(T& t) {
-    if (!ReadDecimal(get_is(), view_, t)) Base::load(t);
-  }
+  EPOLLCR_DECIMAL_LOADS(get_is())
 
   // Boost's checks, with the end tag compared safely. Like Boost, the end tag of a top-level element (depth 0 after
   // it) is not compared, and the no_xml_tag_checking flag turns the comparison off.
