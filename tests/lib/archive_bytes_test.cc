@@ -9,14 +9,16 @@
 #include <boost/archive/xml_oarchive.hpp>
 #include <boost/serialization/string.hpp>
 #include <boost/serialization/vector.hpp>
+#include <boost/archive/text_oarchive.hpp>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "archive/base64.h"
-#include "archive/direct_xml_oarchive.h"
+#include "archive/direct_oarchives.h"
 #include "epollcr/boost_world.h"
 #include "epollcr/epollcr.h"
 #include "world_fixtures.h"
@@ -261,7 +263,7 @@ TEST(ArchiveBytes, ArchivesOfTheEarlierClassVersionStillLoad) {
 }
 
 // An embedder's archives are Boost's own: Boost's xml_oarchive writes what SaveWorld writes (which saves through an
-// archive of its own, lib/src/archive/direct_xml_oarchive.h), byte for byte, strings that need escaping included
+// archive of its own, lib/src/archive/direct_oarchives.h), byte for byte, strings that need escaping included
 // (the root's name); Boost's text and xml input archives read what SaveWorld writes, bytes included.
 TEST(ArchiveBytes, BoostsOwnArchivesWriteAndReadTheSame) {
   const std::size_t pipe_writes[] = {4097, 4};
@@ -272,12 +274,18 @@ TEST(ArchiveBytes, BoostsOwnArchivesWriteAndReadTheSame) {
   original.roots["<a & \"b\" 'c'>"] = original.fds.Get(0);
   const std::string xml = SaveWorld(original, ArchiveFormat::kBoostXml).value().substr(kHeaderSize);
   ASSERT_NE(xml.find("&lt;a &amp; &quot;b&quot; &apos;c&apos;&gt;"), std::string::npos);
-  std::ostringstream boosts;
+  std::ostringstream boosts_xml;
   {
-    boost::archive::xml_oarchive ar(boosts);
+    boost::archive::xml_oarchive ar(boosts_xml);
     SaveWorldToArchive(ar, original);
   }
-  EXPECT_EQ(boosts.str(), xml);
+  EXPECT_EQ(boosts_xml.str(), xml);
+  std::ostringstream boosts_text;
+  {
+    boost::archive::text_oarchive ar(boosts_text);
+    SaveWorldToArchive(ar, original);
+  }
+  EXPECT_EQ(boosts_text.str(), SaveWorld(original, ArchiveFormat::kBoostText).value().substr(kHeaderSize));
 
   for (ArchiveFormat format : {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml}) {
     std::istringstream is(SaveWorld(original, format).value().substr(kHeaderSize));
@@ -295,14 +303,26 @@ TEST(ArchiveBytes, BoostsOwnArchivesWriteAndReadTheSame) {
   }
 }
 
-// A tree of elements deeper than the tabs DirectXmlOArchive writes at once, with escaped strings and names of every
-// kind of character Boost takes: byte for byte what Boost's xml_oarchive writes; a name Boost refuses is refused too.
+// A tree of elements deeper than the tabs DirectXmlOArchive writes at once, with escaped strings, numbers of every
+// type at their limits and names of every kind of character Boost takes: byte for byte what Boost's xml_oarchive and
+// text_oarchive write; a name Boost refuses is refused too.
 struct Node {
   std::string text;
+  std::int16_t i16 = std::numeric_limits<std::int16_t>::min();
+  std::uint16_t u16 = std::numeric_limits<std::uint16_t>::max();
+  std::int32_t i32 = std::numeric_limits<std::int32_t>::min();
+  std::uint32_t u32 = std::numeric_limits<std::uint32_t>::max();
+  std::int64_t i64 = std::numeric_limits<std::int64_t>::min();
+  std::uint64_t u64 = std::numeric_limits<std::uint64_t>::max();
+  long long ll = -1;
+  unsigned long long ull = 0;
   std::vector<Node> children;
   template <typename Ar>
   void serialize(Ar& ar, unsigned) {
-    ar& boost::serialization::make_nvp("text_-.09AZaz", text) & boost::serialization::make_nvp("children", children);
+    using boost::serialization::make_nvp;
+    ar& make_nvp("text_-.09AZaz", text) & make_nvp("i16", i16) & make_nvp("u16", u16) & make_nvp("i32", i32) &
+        make_nvp("u32", u32) & make_nvp("i64", i64) & make_nvp("u64", u64) & make_nvp("ll", ll) & make_nvp("ull", ull) &
+        make_nvp("children", children);
   }
 };
 
@@ -316,17 +336,20 @@ std::string WriteXml(const Node& root, const char* name) {
   return std::move(os).str();
 }
 
-TEST(DirectXmlOArchive, WritesWhatBoostWrites) {
-  Node root{"root <&>", {}};
+TEST(DirectOArchives, WriteWhatBoostWrites) {
+  Node root;
+  root.text = "root <&>";
   Node* at = &root;
   for (int depth = 0; depth < 40; ++depth) {
-    at->children.push_back({"level " + std::to_string(depth) + (depth % 3 == 0 ? " 'quoted' \"too\"" : ""), {}});
-    at->children.push_back({"", {}});
+    at->children.resize(2);  // the second with no text
+    at->children.front().text = "level " + std::to_string(depth) + (depth % 3 == 0 ? " 'quoted' \"too\"" : "");
     at = &at->children.front();
   }
   const std::string boosts = WriteXml<boost::archive::xml_oarchive>(root, "root");
   EXPECT_EQ(WriteXml<archive::DirectXmlOArchive>(root, "root"), boosts);
   EXPECT_NE(boosts.find(std::string(40, '\t')), std::string::npos);  // deeper than the tabs written at once
+  EXPECT_NE(boosts.find("<i64>-9223372036854775808</i64>"), std::string::npos);
+  EXPECT_EQ(WriteXml<archive::DirectTextOArchive>(root, "root"), WriteXml<boost::archive::text_oarchive>(root, "root"));
   for (const char* bad : {"a b", "a<b", "a/b", "a:b"}) {
     std::string boost_error, our_error;
     try {

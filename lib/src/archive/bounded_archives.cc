@@ -45,7 +45,6 @@ bool IsCSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' |
 }  // namespace
 
 template <typename T>
-  requires(kDecimalNumber<T>)
 bool ReadDecimal(std::istream& is, ViewBuffer* view, T& t) {
   if (view == nullptr || !is.good()) return false;
   const std::string_view rest = view->Rest();
@@ -64,14 +63,9 @@ bool ReadDecimal(std::istream& is, ViewBuffer* view, T& t) {
   return true;
 }
 
-template bool ReadDecimal(std::istream&, ViewBuffer*, short&);
-template bool ReadDecimal(std::istream&, ViewBuffer*, unsigned short&);
-template bool ReadDecimal(std::istream&, ViewBuffer*, int&);
-template bool ReadDecimal(std::istream&, ViewBuffer*, unsigned int&);
-template bool ReadDecimal(std::istream&, ViewBuffer*, long&);
-template bool ReadDecimal(std::istream&, ViewBuffer*, unsigned long&);
-template bool ReadDecimal(std::istream&, ViewBuffer*, long long&);
-template bool ReadDecimal(std::istream&, ViewBuffer*, unsigned long long&);
+#define EPOLLCR_INSTANTIATE_READ_DECIMAL(T, _) template bool ReadDecimal(std::istream&, ViewBuffer*, T&);
+EPOLLCR_FOR_EACH_DECIMAL_TYPE(EPOLLCR_INSTANTIATE_READ_DECIMAL, _)
+#undef EPOLLCR_INSTANTIATE_READ_DECIMAL
 
 // ---- text ---------------------------------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "archive/decimal_types.h"
 #include "state/visitors.h"
 
 namespace epollcr::archive {
@@ -82,33 +83,17 @@ void CheckLibraryVersion(std::uint64_t version);
 // stream skips it, then plain decimal digits (a '-' first for a signed type) that fit T are read here, in place, as
 // `is >> t` reads them (the archives' streams use the classic locale's digits); false, with nothing read, for
 // anything else (another buffer, a failed stream, a '+', a number out of T's range, no digits), which the caller
-// leaves to Boost's load over the same characters. The number types are those of kDecimalNumber (Boost reads the
-// character types as a short).
+// leaves to Boost's load over the same characters. T is one of EPOLLCR_FOR_EACH_DECIMAL_TYPE's.
 template <typename T>
-inline constexpr bool kDecimalNumber =
-    std::is_same_v<T, short> || std::is_same_v<T, unsigned short> || std::is_same_v<T, int> ||
-    std::is_same_v<T, unsigned int> || std::is_same_v<T, long> || std::is_same_v<T, unsigned long> ||
-    std::is_same_v<T, long long> || std::is_same_v<T, unsigned long long>;
-template <typename T>
-  requires(kDecimalNumber<T>)
 bool ReadDecimal(std::istream& is, ViewBuffer* view, T& t);
 
-// The loads of the number types in an archive class with a ViewBuffer* view_ and a Base: ReadDecimal from STREAM,
-// else Boost's load. Overloads, not one constrained template: Boost's own load is a template of the same signature,
-// which a template in the derived class would hide (clang) or not (gcc).
-#define EPOLLCR_DECIMAL_LOAD(T, STREAM) \
-  void load(T& t) {                     \
+// The loads of those number types in an archive class with a ViewBuffer* view_ and a Base: ReadDecimal from STREAM,
+// else Boost's load. Overloads, not one template: Boost's own load is a template of the same signature, which a
+// template in the derived class would hide (clang) or not (gcc).
+#define EPOLLCR_DECIMAL_LOAD(T, STREAM)                \
+  void load(T& t) {                                    \
     if (!ReadDecimal(STREAM, view_, t)) Base::load(t); \
   }
-#define EPOLLCR_DECIMAL_LOADS(STREAM)                 \
-  EPOLLCR_DECIMAL_LOAD(short, STREAM)                 \
-  EPOLLCR_DECIMAL_LOAD(unsigned short, STREAM)        \
-  EPOLLCR_DECIMAL_LOAD(int, STREAM)                   \
-  EPOLLCR_DECIMAL_LOAD(unsigned int, STREAM)          \
-  EPOLLCR_DECIMAL_LOAD(long, STREAM)                  \
-  EPOLLCR_DECIMAL_LOAD(unsigned long, STREAM)         \
-  EPOLLCR_DECIMAL_LOAD(long long, STREAM)             \
-  EPOLLCR_DECIMAL_LOAD(unsigned long long, STREAM)
 
 class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTextIArchive> {
  public:
@@ -131,7 +116,7 @@ class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTex
   void load(wchar_t*) = delete;
   void load(std::wstring&) = delete;
 
-  EPOLLCR_DECIMAL_LOADS(is)
+  EPOLLCR_FOR_EACH_DECIMAL_TYPE(EPOLLCR_DECIMAL_LOAD, is)
 
   ViewBuffer* view_ = nullptr;  // the stream's buffer, if it is a ViewBuffer
 };
@@ -162,7 +147,7 @@ class BoundedXmlIArchive : public boost::archive::xml_iarchive_impl<BoundedXmlIA
   void load(char*) = delete;
   void load(wchar_t*) = delete;
   void load(std::wstring&) = delete;
-  EPOLLCR_DECIMAL_LOADS(get_is())
+  EPOLLCR_FOR_EACH_DECIMAL_TYPE(EPOLLCR_DECIMAL_LOAD, get_is())
 
   // Boost's checks, with the end tag compared safely. Like Boost, the end tag of a top-level element (depth 0 after
   // it) is not compared, and the no_xml_tag_checking flag turns the comparison off.

@@ -6,7 +6,7 @@
 #include <optional>
 
 #include "archive/columns.h"
-#include "archive/direct_xml_oarchive.h"
+#include "archive/direct_oarchives.h"
 #include "archive/field_columns.h"
 #include "archive/fields.h"
 #include "archive/world_archive.h"
@@ -240,6 +240,7 @@ Status SaveWorldTo(Ar& ar, const World& world, SavePause* pause) {
 
 template Status SaveWorldTo(boost::archive::text_oarchive&, const World&, SavePause*);
 template Status SaveWorldTo(boost::archive::xml_oarchive&, const World&, SavePause*);
+template Status SaveWorldTo(DirectTextOArchive&, const World&, SavePause*);
 template Status SaveWorldTo(DirectXmlOArchive&, const World&, SavePause*);
 template Status SaveWorldTo(boost::archive::binary_oarchive&, const World&, SavePause*);
 
