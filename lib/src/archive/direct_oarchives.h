@@ -5,8 +5,7 @@
 // Boost 1.74 writes through the ostream one call at a time: every number with `os << t` (a sentry and the locale's
 // num_put), every character of the markup and the separators with ostream::put (a sentry each), and, in xml, every
 // string and element name through an escaping iterator into an ostream_iterator, one put per character
-// (xml_oarchive_impl::save of a std::string and of a const char*): about 8 ns per character on the development VM.
-// Here numbers are written with std::to_chars and characters straight to the stream buffer (DirectWriter), and an
+// (xml_oarchive_impl::save of a std::string and of a const char*). Here numbers are written with std::to_chars and characters straight to the stream buffer (DirectWriter), and an
 // xml string without a character Boost escapes ('<', '>', '&', '"', '\'': iterators/xml_escape.hpp) in one write;
 // anything else goes to Boost's own save. A failed write sets the stream's badbit, as the ostream's writes do.
 //
