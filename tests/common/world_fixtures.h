@@ -5,11 +5,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
+#include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "epollcr/crc32c.h"
 #include "epollcr/epollcr.h"
 
 namespace epollcr::testing {
@@ -55,6 +59,66 @@ inline void BuildWorld(World& w) {
   std::byte got[100];
   ASSERT_TRUE(sys::Read(w.fds, p[0], got).ok());
   ASSERT_FALSE(sys::Close(w.fds, efd));  // the eventfd lives on through `dup`
+}
+
+// n bytes from `random` (std::mt19937's output is the same on every platform), each value equally likely.
+inline std::vector<std::byte> RandomBytes(std::size_t n, std::mt19937& random) {
+  std::vector<std::byte> bytes(n);
+  for (std::byte& b : bytes) b = static_cast<std::byte>(random() & 0xff);
+  return bytes;
+}
+
+// A world whose files hold bytes: fds 0 and 1 are a pipe's read and write ends, 2 and 3 a socket pair's ends. Each of
+// `pipe_writes` is one write of that many random bytes to the pipe, each of `socket_writes` one to end 0 of the pair
+// (a segment each); then `pipe_read` bytes are read from the pipe (its first slot's bytes then start past its page's
+// start). `*pipe_bytes` and `*socket_bytes` get what is left to read at fds 0 and 3.
+inline void BuildBufferedWorld(World& w, std::span<const std::size_t> pipe_writes,
+                               std::span<const std::size_t> socket_writes, std::size_t pipe_read, std::uint32_t seed,
+                               std::vector<std::byte>* pipe_bytes, std::vector<std::byte>* socket_bytes) {
+  std::mt19937 random(seed);
+  int p[2], s[2];
+  ASSERT_FALSE(sys::Pipe(w.fds, p));
+  ASSERT_FALSE(sys::SocketPair(w.fds, s));
+  ASSERT_EQ(p[0], 0);
+  ASSERT_EQ(s[1], 3);
+  for (std::size_t n : pipe_writes) {
+    const std::vector<std::byte> bytes = RandomBytes(n, random);
+    ASSERT_EQ(sys::Write(w.fds, p[1], bytes).value(), n);
+    pipe_bytes->insert(pipe_bytes->end(), bytes.begin(), bytes.end());
+  }
+  for (std::size_t n : socket_writes) {
+    const std::vector<std::byte> bytes = RandomBytes(n, random);
+    ASSERT_EQ(sys::Write(w.fds, s[0], bytes).value(), n);
+    socket_bytes->insert(socket_bytes->end(), bytes.begin(), bytes.end());
+  }
+  std::vector<std::byte> read(pipe_read);
+  if (pipe_read > 0) {
+    ASSERT_EQ(sys::Read(w.fds, p[0], read).value(), pipe_read);
+  }
+  pipe_bytes->erase(pipe_bytes->begin(), pipe_bytes->begin() + static_cast<std::ptrdiff_t>(pipe_read));
+}
+
+// Everything there is to read at `fd` now (reads until EAGAIN).
+inline std::vector<std::byte> ReadAll(World& w, int fd) {
+  std::vector<std::byte> all, chunk(70000);
+  for (;;) {
+    Result<std::size_t> n = sys::Read(w.fds, fd, chunk);
+    if (!n.ok() || n.value() == 0) return all;
+    all.insert(all.end(), chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(n.value()));
+  }
+}
+
+// LoadWorld's envelope (lib/src/archive/world_api.cc) around a Boost archive: magic, version 1, the format, CRC32C
+// and length.
+inline std::string Envelope(std::string_view archive, ArchiveFormat format) {
+  std::string bytes = "EPCRWRLD";
+  bytes += static_cast<char>(1);
+  bytes += static_cast<char>(format);
+  bytes.append(2, '\0');
+  for (int i = 0; i < 4; ++i) bytes += static_cast<char>((Crc32c(archive) >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i) bytes += static_cast<char>((std::uint64_t{archive.size()} >> (8 * i)) & 0xff);
+  bytes += archive;
+  return bytes;
 }
 
 // Everything observable about a world, as text: fds and kinds, file states, every poll's entries and ready order.

@@ -26,6 +26,7 @@ namespace {
 
 using testing::BuildWorld;
 using testing::Describe;
+using testing::Envelope;
 
 constexpr ArchiveFormat kFormats[] = {ArchiveFormat::kBoostText, ArchiveFormat::kBoostXml, ArchiveFormat::kBoostBinary};
 
@@ -257,18 +258,6 @@ constexpr std::string_view kLayout2Xml =
 #include "fixtures/world_layout2.xml.inc"
     ;
 
-// LoadWorld's envelope (archive/world_api.cc) around a Boost archive: magic, version 1, the format, CRC32C and length.
-std::string Envelope(std::string_view archive, ArchiveFormat format) {
-  std::string bytes = "EPCRWRLD";
-  bytes += static_cast<char>(1);
-  bytes += static_cast<char>(format);
-  bytes.append(2, '\0');
-  for (int i = 0; i < 4; ++i) bytes += static_cast<char>((Crc32c(archive) >> (8 * i)) & 0xff);
-  for (int i = 0; i < 8; ++i) bytes += static_cast<char>((std::uint64_t{archive.size()} >> (8 * i)) & 0xff);
-  bytes += archive;
-  return bytes;
-}
-
 // An archive written by the previous layout loads into the same world, through LoadWorld and through Boost's own
 // xml_iarchive; saved again it is what this build writes for that world.
 TEST(StateTest, Layout2XmlArchiveStillLoads) {
@@ -298,7 +287,7 @@ TEST(StateTest, BoostsXmlArchiveReadsWhatSaveWorldWrites) {
   World original;
   BuildFixtureWorld(original);
   const std::string saved = SaveWorld(original, ArchiveFormat::kBoostXml).value();
-  ASSERT_NE(saved.find("<layout>4</layout>"), std::string::npos);
+  ASSERT_NE(saved.find("<layout>5</layout>"), std::string::npos);
   World b;
   {
     std::istringstream is(saved.substr(24));
@@ -403,6 +392,50 @@ TEST(BoundedArchives, TextStringCannotBeLongerThanTheRest) {
   EXPECT_NE(ReadOne<archive::BoundedTextIArchive>("4000000000 serialization::archive 18 5 hello", got)
                 .find("declares 4000000000 string bytes"),
             std::string::npos);
+}
+
+// A number in a text or xml archive read from a ViewBuffer (as LoadWorld reads) is read in place (ReadDecimal);
+// whatever the characters, the value or the failure is Boost's own archive's over an istringstream. The archive is
+// what Boost writes for the value 12345, with `number` in place of "12345".
+template <typename Oar, typename BoostIar, typename Iar, typename T>
+void ExpectNumberAsBoostReadsIt(const std::string& number) {
+  std::string bytes = WriteOne<Oar>(T{12345});
+  bytes.replace(bytes.rfind("12345"), 5, number);
+  T boosts{}, ours{};
+  const std::string boost_error = ReadOne<BoostIar>(bytes, boosts);
+  std::string our_error;
+  try {
+    archive::ViewBuffer buffer(bytes);
+    std::istream is(&buffer);
+    Iar ar(is);
+    ar >> boost::serialization::make_nvp("v", ours);
+  } catch (const std::exception& e) {
+    our_error = e.what();
+  }
+  EXPECT_EQ(our_error, boost_error) << "'" << number << "' as " << sizeof(T) << " bytes in " << bytes;
+  if (boost_error.empty()) {
+    EXPECT_EQ(ours, boosts) << "'" << number << "' in " << bytes;
+  }
+}
+
+template <typename Oar, typename BoostIar, typename Iar>
+void ExpectNumbersAsBoostReadsThem() {
+  for (const std::string number : {"5", "0", "\n\t\v\f\r 17", "4294967295", "4294967296", "18446744073709551615",
+                                   "18446744073709551616", "-1", "-2147483648", "-2147483649", "+5", "12abc", "", " ",
+                                   "x", "-", "007", "1 2", "65535", "65536"}) {
+    ExpectNumberAsBoostReadsIt<Oar, BoostIar, Iar, std::uint32_t>(number);
+    ExpectNumberAsBoostReadsIt<Oar, BoostIar, Iar, std::int32_t>(number);
+    ExpectNumberAsBoostReadsIt<Oar, BoostIar, Iar, std::uint64_t>(number);
+    ExpectNumberAsBoostReadsIt<Oar, BoostIar, Iar, std::int64_t>(number);
+    ExpectNumberAsBoostReadsIt<Oar, BoostIar, Iar, std::uint16_t>(number);
+  }
+}
+
+TEST(BoundedArchives, NumbersReadAsBoostReadsThem) {
+  ExpectNumbersAsBoostReadsThem<boost::archive::text_oarchive, boost::archive::text_iarchive,
+                                archive::BoundedTextIArchive>();
+  ExpectNumbersAsBoostReadsThem<boost::archive::xml_oarchive, boost::archive::xml_iarchive,
+                                archive::BoundedXmlIArchive>();
 }
 
 // A collection's count is bounded the same way: no item takes less than a byte.

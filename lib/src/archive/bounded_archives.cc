@@ -11,6 +11,7 @@
 #include <boost/archive/impl/text_iarchive_impl.ipp>
 #include <boost/archive/impl/xml_iarchive_impl.ipp>
 
+#include <charconv>
 #include <limits>
 #include <sstream>
 #include <string_view>
@@ -39,9 +40,37 @@ void CheckLibraryVersion(std::uint64_t version) {
   }
 }
 
+namespace {
+bool IsCSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
+}  // namespace
+
+template <typename T>
+bool ReadDecimal(std::istream& is, ViewBuffer* view, T& t) {
+  if (view == nullptr || !is.good()) return false;
+  const std::string_view rest = view->Rest();
+  std::size_t at = 0;
+  if ((is.flags() & std::ios::skipws) != 0) {
+    while (at < rest.size() && IsCSpace(rest[at])) ++at;
+  }
+  const char* const begin = rest.data() + at;
+  const char* const end = rest.data() + rest.size();
+  if (begin == end || !((*begin >= '0' && *begin <= '9') || (std::is_signed_v<T> && *begin == '-'))) return false;
+  T value{};
+  const auto [next, ec] = std::from_chars(begin, end, value);
+  if (ec != std::errc()) return false;
+  view->Skip(static_cast<std::size_t>(next - rest.data()));
+  t = value;
+  return true;
+}
+
+#define EPOLLCR_INSTANTIATE_READ_DECIMAL(T, _) template bool ReadDecimal(std::istream&, ViewBuffer*, T&);
+EPOLLCR_FOR_EACH_DECIMAL_TYPE(EPOLLCR_INSTANTIATE_READ_DECIMAL, _)
+#undef EPOLLCR_INSTANTIATE_READ_DECIMAL
+
 // ---- text ---------------------------------------------------------------------------------------------------------
 
-BoundedTextIArchive::BoundedTextIArchive(std::istream& is, unsigned int flags) : Base(is, flags) {
+BoundedTextIArchive::BoundedTextIArchive(std::istream& is, unsigned int flags)
+    : Base(is, flags), view_(dynamic_cast<ViewBuffer*>(is.rdbuf())) {
   if ((flags & boost::archive::no_header) == 0) init();
 }
 

@@ -43,7 +43,9 @@
 #include <istream>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
+#include "archive/decimal_types.h"
 #include "state/visitors.h"
 
 namespace epollcr::archive {
@@ -76,6 +78,23 @@ inline constexpr unsigned kMinLibraryVersion = 9;
 // bits) is within kMinLibraryVersion .. BOOST_ARCHIVE_VERSION().
 void CheckLibraryVersion(std::uint64_t version);
 
+// A number of a text or xml archive. Boost reads it with `is >> t` (basic_text_iprimitive::load): a sentry and the
+// locale's num_get for every count, id, version and length of the archive. From a ViewBuffer, whitespace if the
+// stream skips it, then plain decimal digits (a '-' first for a signed type) that fit T are read here, in place, as
+// `is >> t` reads them (the archives' streams use the classic locale's digits); false, with nothing read, for
+// anything else (another buffer, a failed stream, a '+', a number out of T's range, no digits), which the caller
+// leaves to Boost's load over the same characters. T is one of EPOLLCR_FOR_EACH_DECIMAL_TYPE's.
+template <typename T>
+bool ReadDecimal(std::istream& is, ViewBuffer* view, T& t);
+
+// The loads of those number types in an archive class with a ViewBuffer* view_ and a Base: ReadDecimal from STREAM,
+// else Boost's load. Overloads, not one template: Boost's own load is a template of the same signature, which a
+// template in the derived class would hide (clang) or not (gcc).
+#define EPOLLCR_DECIMAL_LOAD(T, STREAM)                \
+  void load(T& t) {                                    \
+    if (!ReadDecimal(STREAM, view_, t)) Base::load(t); \
+  }
+
 class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTextIArchive> {
  public:
   explicit BoundedTextIArchive(std::istream& is, unsigned int flags = 0);
@@ -96,6 +115,10 @@ class BoundedTextIArchive : public boost::archive::text_iarchive_impl<BoundedTex
   void load(char*) = delete;
   void load(wchar_t*) = delete;
   void load(std::wstring&) = delete;
+
+  EPOLLCR_FOR_EACH_DECIMAL_TYPE(EPOLLCR_DECIMAL_LOAD, is)
+
+  ViewBuffer* view_ = nullptr;  // the stream's buffer, if it is a ViewBuffer
 };
 
 class BoundedXmlIArchive : public boost::archive::xml_iarchive_impl<BoundedXmlIArchive> {
@@ -124,6 +147,7 @@ class BoundedXmlIArchive : public boost::archive::xml_iarchive_impl<BoundedXmlIA
   void load(char*) = delete;
   void load(wchar_t*) = delete;
   void load(std::wstring&) = delete;
+  EPOLLCR_FOR_EACH_DECIMAL_TYPE(EPOLLCR_DECIMAL_LOAD, get_is())
 
   // Boost's checks, with the end tag compared safely. Like Boost, the end tag of a top-level element (depth 0 after
   // it) is not compared, and the no_xml_tag_checking flag turns the comparison off.

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "epollcr/memory.h"
@@ -24,28 +25,41 @@ void AppendColumn(std::string& column, T value) {
   column.append(digits, end);
 }
 
-// Exactly n numbers of type T (each within T's range), or a LoadError naming the column.
-template <typename T>
-std::vector<T, LargeAllocator<T>> ParseColumn(std::string_view column, std::uint64_t n, const std::string& what) {
+// The name of a column in a load error: a string, or a callable that makes one (called only for an error, so that a
+// load that succeeds builds no names).
+template <typename What>
+std::string ColumnWhat(const What& what) {
+  if constexpr (std::is_invocable_v<const What&>) {
+    return what();
+  } else {
+    return std::string(what);
+  }
+}
+
+// Exactly n numbers of type T (each within T's range), or a LoadError naming the column (`what`, as ColumnWhat takes).
+template <typename T, typename What>
+std::vector<T, LargeAllocator<T>> ParseColumn(std::string_view column, std::uint64_t n, const What& what) {
   std::vector<T, LargeAllocator<T>> values;
   values.reserve(std::min<std::uint64_t>(n, column.size() / 2 + 1));  // a number takes at least a digit and a space
   const char* p = column.data();
   const char* const end = p + column.size();
   while (p < end) {
     if (!values.empty()) {
-      if (*p != ' ') throw LoadError(what + ": numbers must be separated by single spaces");
+      if (*p != ' ') throw LoadError(ColumnWhat(what) + ": numbers must be separated by single spaces");
       ++p;
     }
     T value{};
     const auto [next, ec] = std::from_chars(p, end, value);
-    if (ec != std::errc() || next == p) throw LoadError(what + ": not a number, or out of range, at entry " +
-                                                        std::to_string(values.size()));
-    if (values.size() == n) throw LoadError(what + ": more than " + std::to_string(n) + " numbers");
+    if (ec != std::errc() || next == p) {
+      throw LoadError(ColumnWhat(what) + ": not a number, or out of range, at entry " + std::to_string(values.size()));
+    }
+    if (values.size() == n) throw LoadError(ColumnWhat(what) + ": more than " + std::to_string(n) + " numbers");
     values.push_back(value);
     p = next;
   }
   if (values.size() != n) {
-    throw LoadError(what + ": " + std::to_string(values.size()) + " numbers for " + std::to_string(n) + " entries");
+    throw LoadError(ColumnWhat(what) + ": " + std::to_string(values.size()) + " numbers for " + std::to_string(n) +
+                    " entries");
   }
   return values;
 }

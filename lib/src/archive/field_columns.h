@@ -6,6 +6,7 @@
 
 #include <charconv>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -16,12 +17,6 @@
 #include "archive/fields.h"
 
 namespace epollcr::archive {
-
-// A binary archive holds a large column as a std::vector of numbers: one block of bytes (Boost's array
-// optimization), read without parsing. Text and xml archives hold it as a string of decimal numbers.
-template <typename Ar>
-inline constexpr bool kBinaryArchive = std::is_base_of_v<boost::archive::basic_binary_oarchive<Ar>, Ar> ||
-                                       std::is_base_of_v<boost::archive::basic_binary_iarchive<Ar>, Ar>;
 
 // The element of a kind's field column: "eventfd.count" ('.' and '-' are xml name characters).
 inline std::string FieldColumnName(std::string_view kind, std::string_view field) {
@@ -49,6 +44,7 @@ struct FieldColumnSave {
   void Field(const char* name, T& value, PolicyTag<P>) {
     if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) {
       if (next == columns.size()) {
+        if (columns.empty()) columns.reserve(8);  // a type saves a few fields: one allocation, not one per doubling
         columns.push_back({name, false, {}});
         columns.back().values.reserve(rows);
       }
@@ -68,19 +64,19 @@ struct FieldColumnSave {
   }
 };
 
-// A collected column as the text archives hold it (archive/columns.h): the same text AppendColumn makes from the
-// field's own type.
-inline std::string ColumnText(const FieldColumnSave::Column& column) {
-  std::string text;
-  text.reserve(column.values.size() * 4);
-  for (std::uint64_t v : column.values) {
+// The `count` values from `first` on of a collected column as the text archives hold them (archive/columns.h): the
+// same text AppendColumn makes from the field's own type, in *out (its earlier contents dropped, its memory kept).
+inline void ColumnText(const FieldColumnSave::Column& column, std::size_t first, std::size_t count, std::string* out) {
+  std::string& text = *out;
+  text.clear();
+  text.reserve(count * 4);
+  for (std::uint64_t v : std::span<const std::uint64_t>(column.values).subspan(first, count)) {
     if (column.is_signed) {
       AppendColumn(text, static_cast<std::int64_t>(v));
     } else {
       AppendColumn(text, v);
     }
   }
-  return text;
 }
 
 // The names of the fields a kind saves, in declaration order (visit one file of the kind).
@@ -92,27 +88,29 @@ struct SavedFieldNames {
   }
 };
 
-// Exactly n numbers separated by single spaces, each left as text for its field to parse, or a LoadError naming the
-// column.
-inline std::vector<std::string_view> SplitColumn(std::string_view column, std::uint64_t n, const std::string& what) {
-  std::vector<std::string_view> tokens;
+// Exactly n numbers separated by single spaces, each left as text for its field to parse (in *tokens, whose earlier
+// contents are dropped), or a LoadError naming the column (`what`, as ColumnWhat takes).
+template <typename What>
+void SplitColumn(std::string_view column, std::uint64_t n, const What& what, std::vector<std::string_view>* out) {
+  std::vector<std::string_view>& tokens = *out;
+  tokens.clear();
   tokens.reserve(std::min<std::uint64_t>(n, column.size() / 2 + 1));
   std::size_t at = 0;
   while (at < column.size()) {
     if (!tokens.empty()) {
-      if (column[at] != ' ') throw LoadError(what + ": numbers must be separated by single spaces");
+      if (column[at] != ' ') throw LoadError(ColumnWhat(what) + ": numbers must be separated by single spaces");
       ++at;
     }
     const std::size_t end = std::min(column.find(' ', at), column.size());
-    if (end == at) throw LoadError(what + ": not a number at entry " + std::to_string(tokens.size()));
-    if (tokens.size() == n) throw LoadError(what + ": more than " + std::to_string(n) + " numbers");
+    if (end == at) throw LoadError(ColumnWhat(what) + ": not a number at entry " + std::to_string(tokens.size()));
+    if (tokens.size() == n) throw LoadError(ColumnWhat(what) + ": more than " + std::to_string(n) + " numbers");
     tokens.push_back(column.substr(at, end - at));
     at = end;
   }
   if (tokens.size() != n) {
-    throw LoadError(what + ": " + std::to_string(tokens.size()) + " numbers for " + std::to_string(n) + " files");
+    throw LoadError(ColumnWhat(what) + ": " + std::to_string(tokens.size()) + " numbers for " + std::to_string(n) +
+                    " files");
   }
-  return tokens;
 }
 
 // Load: sets field number `want` (among the saved ones) of one file from its text; a wait field resolves the id to

@@ -8,6 +8,7 @@
 #include "epollcr/crc32c.h"
 #include "epollcr/mutex.h"
 #include "archive/bounded_archives.h"
+#include "archive/direct_oarchives.h"
 #include "archive/world_archive.h"
 #include "state/visitors.h"
 
@@ -107,8 +108,8 @@ Result<std::string> SaveWorld(const World& world, ArchiveFormat format, SavePaus
   std::string out;
   Status s;
   switch (format) {
-    case ArchiveFormat::kBoostText: s = SaveAs<boost::archive::text_oarchive>(world, &out, pause); break;
-    case ArchiveFormat::kBoostXml: s = SaveAs<boost::archive::xml_oarchive>(world, &out, pause); break;
+    case ArchiveFormat::kBoostText: s = SaveAs<archive::DirectTextOArchive>(world, &out, pause); break;
+    case ArchiveFormat::kBoostXml: s = SaveAs<archive::DirectXmlOArchive>(world, &out, pause); break;
     case ArchiveFormat::kBoostBinary: s = SaveAs<boost::archive::binary_oarchive>(world, &out, pause); break;
     default: return Status::Error(EINVAL, "save: unknown archive format");
   }

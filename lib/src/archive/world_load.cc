@@ -193,7 +193,8 @@ class Loader {
     for (std::size_t k = 0; k < fields.names.size(); ++k) {
       const std::string name = FieldColumnName(ObjectKindName(kind), fields.names[k]);
       ar_ >> make_nvp(name.c_str(), text);
-      const std::vector<std::string_view> values = SplitColumn(text, files.size(), "column " + name);
+      std::vector<std::string_view>& values = tokens_;
+      SplitColumn(text, files.size(), [&] { return "column " + name; }, &values);
       for (std::size_t i = 0; i < files.size(); ++i) {
         FieldColumnLoad v{objects_, positions[i], k, values[i], name};
         files[i]->VisitState(v);
@@ -247,15 +248,18 @@ class Loader {
   void ReadEntryColumns(std::uint32_t at, EventPoll* poll) {
     PendingPoll& p = polls_[at];
     const std::uint64_t n = Count("entries");
-    std::string text;
+    std::string& text = text_;
     if (n > 0) {
-      SavedFieldNames fields;
-      PollEntry(nullptr, FileIdentifier{}, 0, 0).VisitState(fields);
-      for (std::size_t k = 0; k < fields.names.size(); ++k) {
-        const std::string name = FieldColumnName("entry", fields.names[k]);
+      if (entry_columns_.empty()) {  // the same for every poll
+        SavedFieldNames fields;
+        PollEntry(nullptr, FileIdentifier{}, 0, 0).VisitState(fields);
+        for (const char* field : fields.names) entry_columns_.push_back(FieldColumnName("entry", field));
+      }
+      for (std::size_t k = 0; k < entry_columns_.size(); ++k) {
+        const std::string& name = entry_columns_[k];
         ar_ >> make_nvp(name.c_str(), text);
-        const std::string what = objects_.Name(at) + " column " + name;
-        const std::vector<std::string_view> values = SplitColumn(text, n, what);
+        std::vector<std::string_view>& values = tokens_;
+        SplitColumn(text, n, [&] { return objects_.Name(at) + " column " + name; }, &values);
         if (k == 0) {  // the column holds n numbers: the entries are made now, not for a count alone
           for (std::uint64_t i = 0; i < n; ++i) p.Make(n - i, poll, FileIdentifier{}, 0, 0);
         }
@@ -267,7 +271,7 @@ class Loader {
       for (PollEntry* e : p.entries) e->FieldsLoaded();
     }
     ar_ >> make_nvp("queue_ranks", text);
-    p.ranks = ParseColumn<std::uint32_t>(text, n, objects_.Name(at) + " column queue_ranks");
+    p.ranks = ParseColumn<std::uint32_t>(text, n, [&] { return objects_.Name(at) + " column queue_ranks"; });
     ar_ >> make_nvp("ready_order", p.ready);
   }
 
@@ -359,6 +363,9 @@ class Loader {
   LoadObjects objects_;
   std::map<std::uint32_t, PendingPoll> polls_;  // by the poll's position
   std::uint32_t layout_ = 0;
+  std::vector<std::string> entry_columns_;     // "entry.FIELD" for each field a PollEntry saves, once known
+  std::string text_;                           // a column as the archive holds it, reused column to column
+  std::vector<std::string_view> tokens_;       // its numbers as text (SplitColumn)
 };
 
 }  // namespace

@@ -1,10 +1,12 @@
 // Saving a World to a Boost archive: take a consistent cut (state/cut.h), then write it in layout
 // kLayoutVersion (archive/world_archive.h). See docs/state-model.md, "Formats".
 #include <algorithm>
+#include <deque>
 #include <mutex>
 #include <optional>
 
 #include "archive/columns.h"
+#include "archive/direct_oarchives.h"
 #include "archive/field_columns.h"
 #include "archive/fields.h"
 #include "archive/world_archive.h"
@@ -51,14 +53,15 @@ class Writer {
     CollectFieldColumns<PipeReadEnd>(kinds_[1]);
     CollectFieldColumns<PipeWriteEnd>(kinds_[2]);
     CollectFieldColumns<UnixSocket>(kinds_[3]);
-    polls_.reserve(cut_.polls().size());
-    for (state::PollCut& c : cut_.polls()) {
-      FieldColumnSave columns{cut_.ids(), {}, 0, c.entries.size()};
+    // Every poll's entries in one set of columns, poll after poll (each poll's are a range of them: WritePoll).
+    std::size_t entries = 0;
+    for (const state::PollCut& c : cut_.polls()) entries += c.entries.size();
+    entries_.rows = entries;
+    for (const state::PollCut& c : cut_.polls()) {
       for (PollEntry* e : c.entries) {
-        columns.next = 0;
-        e->VisitState(columns);
+        entries_.next = 0;
+        e->VisitState(entries_);
       }
-      polls_.push_back(std::move(columns.columns));
     }
   }
 
@@ -68,12 +71,16 @@ class Writer {
     std::uint64_t count = cut_.files().size();
     ar << make_nvp("files", count);
     WriteFileHeaders(ar);
-    for (const KindColumns& kind : kinds_) WriteColumns(ar, kind.name, kind.columns);
+    for (const KindColumns& kind : kinds_) {
+      WriteColumns(ar, kind.name, kind.columns, 0, kind.columns.empty() ? 0 : kind.columns[0].values.size());
+    }
     std::size_t next_poll = 0;
+    std::size_t first_entry = 0;
     for (std::size_t i = 0; i < cut_.files().size(); ++i) {
       if (cut_.kinds()[i] == "eventpoll") {
-        WritePoll(ar, cut_.polls()[next_poll], polls_[next_poll]);
-        ++next_poll;
+        const state::PollCut& c = cut_.polls()[next_poll++];
+        WritePoll(ar, c, first_entry);
+        first_entry += c.entries.size();
       }
     }
     std::uint64_t nfds = cut_.fds().size();
@@ -157,33 +164,51 @@ class Writer {
     kind.columns = std::move(columns.columns);
   }
 
-  // Each column as an archive string named "KIND.FIELD".
+  // Each column as an archive string named "KIND.FIELD": the `count` values from `first` on of each.
   template <typename Ar>
-  static void WriteColumns(Ar& ar, const char* kind, const Columns& columns) {
+  void WriteColumns(Ar& ar, const char* kind, const Columns& columns, std::size_t first, std::size_t count) {
     for (const FieldColumnSave::Column& column : columns) {
-      const std::string name = FieldColumnName(kind, column.field);
-      std::string text = ColumnText(column);
-      ar << make_nvp(name.c_str(), text);
+      ColumnText(column, first, count, &text_);
+      ar << make_nvp(ColumnName(kind, column.field), text_);
     }
+  }
+
+  // "KIND.FIELD", made once per kind and field: every poll writes the same entry columns. `kind` and `field` are the
+  // literals of the writer and of the declarations, so their addresses name them.
+  const char* ColumnName(const char* kind, const char* field) {
+    for (const ColumnNameOf& known : column_names_) {
+      if (known.kind == kind && known.field == field) return known.name.c_str();
+    }
+    column_names_.push_back({kind, field, FieldColumnName(kind, field)});
+    return column_names_.back().name.c_str();
   }
 
   // The poll's manual section (layout 4): the entry count, then one column per field PollEntry's VisitState saves
   // (archive/field_columns.h; the file as a wait reference by object id), named "entry.FIELD" (none if the poll has no
   // entries), then each entry's queue rank as a column (archive/columns.h) and the ready order.
+  // `first`: the poll's first entry in entries_.
   template <typename Ar>
-  void WritePoll(Ar& ar, state::PollCut& c, const Columns& columns) {
+  void WritePoll(Ar& ar, const state::PollCut& c, std::size_t first) {
     std::uint64_t n = c.entries.size();
     ar << make_nvp("entries", n);
-    WriteColumns(ar, "entry", columns);
-    std::string ranks;
-    for (std::uint32_t rank : c.ranks) AppendColumn(ranks, rank);
-    ar << make_nvp("queue_ranks", ranks);
+    if (n > 0) WriteColumns(ar, "entry", entries_.columns, first, n);
+    text_.clear();
+    for (std::uint32_t rank : c.ranks) AppendColumn(text_, rank);
+    ar << make_nvp("queue_ranks", text_);
     ar << make_nvp("ready_order", c.ready);
   }
 
-  KindColumns kinds_[4] = {{"eventfd", {}}, {"pipe-read", {}}, {"pipe-write", {}}, {"unix-stream", {}}};
-  std::vector<Columns> polls_;  // each poll's entry columns, in the cut's order of polls
+  struct ColumnNameOf {
+    const char* kind;
+    const char* field;
+    std::string name;
+  };
+
   state::Cut& cut_;
+  KindColumns kinds_[4] = {{"eventfd", {}}, {"pipe-read", {}}, {"pipe-write", {}}, {"unix-stream", {}}};
+  FieldColumnSave entries_{cut_.ids(), {}};  // the entries of every poll, in the cut's order of polls
+  std::deque<ColumnNameOf> column_names_;    // ColumnName's; a deque, so that the names stay where they are
+  std::string text_;                         // the column being written
 };
 
 }  // namespace
@@ -215,6 +240,8 @@ Status SaveWorldTo(Ar& ar, const World& world, SavePause* pause) {
 
 template Status SaveWorldTo(boost::archive::text_oarchive&, const World&, SavePause*);
 template Status SaveWorldTo(boost::archive::xml_oarchive&, const World&, SavePause*);
+template Status SaveWorldTo(DirectTextOArchive&, const World&, SavePause*);
+template Status SaveWorldTo(DirectXmlOArchive&, const World&, SavePause*);
 template Status SaveWorldTo(boost::archive::binary_oarchive&, const World&, SavePause*);
 
 }  // namespace epollcr::archive

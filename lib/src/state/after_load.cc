@@ -88,18 +88,20 @@ struct Registration {
 };
 
 // The checks of a poll's loaded entries that a validated image has passed already (a Boost archive has not).
-void CheckEntries(const std::string& name, const PendingPoll& p, const EventPoll* poll) {
-  if (p.ranks.size() != p.entries.size()) throw LoadError(name + ": a queue rank is missing");
+// `name` is the poll's (LoadObjects::Name), made only for an error.
+template <typename Name>
+void CheckEntries(const Name& name, const PendingPoll& p, const EventPoll* poll) {
+  if (p.ranks.size() != p.entries.size()) throw LoadError(name() + ": a queue rank is missing");
   std::vector<bool> in_ready(p.entries.size(), false);
   for (std::uint32_t i : p.ready) {
     if (i >= p.entries.size() || in_ready[i] || p.entries[i]->list != EntryList::kReady) {
-      throw LoadError(name + ": the ready order lists entry " + std::to_string(i) + " that is not a ready entry");
+      throw LoadError(name() + ": the ready order lists entry " + std::to_string(i) + " that is not a ready entry");
     }
     in_ready[i] = true;
   }
   for (std::size_t i = 0; i < p.entries.size(); ++i) {
     const PollEntry& e = *p.entries[i];
-    auto where = [&] { return name + ", entry " + std::to_string(i) + ": "; };
+    auto where = [&] { return name() + ", entry " + std::to_string(i) + ": "; };
     const EventMask armed = e.events & ~kEpollPrivateBits;
     if (e.list != EntryList::kReady && e.list != EntryList::kWaiting && e.list != EntryList::kDisabled) {
       throw LoadError(where() + "unknown list");
@@ -121,7 +123,8 @@ void CheckEntries(const std::string& name, const PendingPoll& p, const EventPoll
 // cut as the lists, so the lists are exact and are not re-derived (re-deriving would turn a consumed edge-triggered
 // event into a new one). The nesting limit of ADD holds for loaded graphs too: no chain of more than kMaxNests links
 // (inner polls ran their after_load first, so their heights are known).
-void RestorePoll(const std::string& name, PendingPoll& p, std::unordered_map<const EventPoll*, int>& heights,
+template <typename Name>
+void RestorePoll(const Name& name, PendingPoll& p, std::unordered_map<const EventPoll*, int>& heights,
                  EventPoll* poll) {
   if (!p.checked) CheckEntries(name, p, poll);  // everything is checked before the poll takes anything
   EventPoll::Impl& s = *poll->impl();
@@ -145,13 +148,13 @@ void RestorePoll(const std::string& name, PendingPoll& p, std::unordered_map<con
     PollEntry& e = *p.entries[i];
     if (!s.entries_.insert(e).second) {
       for (std::size_t j = 0; j < i; ++j) s.entries_.erase(s.entries_.iterator_to(*p.entries[j]));  // give them back
-      throw LoadError(name + ", entry " + std::to_string(i) + ": a second entry for the same (file, fd)");
+      throw LoadError(name() + ", entry " + std::to_string(i) + ": a second entry for the same (file, fd)");
     }
     if (EventPoll* inner = e.file->AsEventPoll()) height = std::max(height, heights[inner] + 1);
   }
   if (height > kMaxNests) {
     for (PollEntry* e : p.entries) s.entries_.erase(s.entries_.iterator_to(*e));
-    throw LoadError(name + ": polls nested deeper than " + std::to_string(kMaxNests));
+    throw LoadError(name() + ": polls nested deeper than " + std::to_string(kMaxNests));
   }
   heights[poll] = height;
   s.AdoptLocked(std::move(p.chunks), p.entries.size());
@@ -272,7 +275,7 @@ void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& po
       case ObjectKind::kEventPoll: {
         auto* poll = static_cast<EventPoll*>(file);
         PendingPoll& p = polls[at];
-        RestorePoll(objects.Name(at), p, heights, poll);
+        RestorePoll([&] { return objects.Name(at); }, p, heights, poll);
         restored.push_back(poll);
         entries.push_back(&p);
         break;

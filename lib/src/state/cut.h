@@ -51,7 +51,12 @@ class Cut {
     frozen_ = world_.fds.Freeze();  // the fd table is part of the cut: held still until the save ends
     // The fds with their files' ids. The frozen table holds every file, so only each file is copied (once), not a
     // shared_ptr per fd; consecutive fds of one file (dups) cost one id lookup between them.
-    fds_.reserve(static_cast<std::size_t>(world_.fds.CountFrozen()));
+    const auto nfds = static_cast<std::size_t>(world_.fds.CountFrozen());
+    fds_.reserve(nfds);
+    // At most one file per fd and per root, and a shared object per two files: each table is sized once, not rehashed
+    // and moved as it grows.
+    files_.reserve(nfds + world_.roots.size());
+    ids_.ids.reserve(nfds + world_.roots.size());
     const File* last = nullptr;
     std::uint64_t last_id = 0;
     world_.fds.ForEachFrozen([&](int fd, const std::shared_ptr<File>& file) {
@@ -93,6 +98,10 @@ class Cut {
     mutation.erase(std::unique(mutation.begin(), mutation.end()), mutation.end());
     for (Mutex* m : mutation) locks_.emplace_back(*m);
 
+    std::size_t npolls = 0;
+    for (const auto& f : files_) npolls += f->AsEventPoll() != nullptr ? 1 : 0;
+    polls_.reserve(npolls);
+    locks_.reserve(mutation.size() + 2 * npolls);
     for (std::size_t i = 0; i < files_.size(); ++i) {
       if (EventPoll* p = files_[i]->AsEventPoll()) polls_.push_back({p, i + 1, 0, {}, {}, {}});
     }
@@ -167,10 +176,14 @@ class Cut {
     };
     for (std::size_t i = 0; i < polls_.size(); ++i) height(i, 0);
     std::vector<PollCut*> order;
+    order.reserve(polls_.size());
     for (PollCut& c : polls_) order.push_back(&c);
     std::stable_sort(order.begin(), order.end(), [](PollCut* a, PollCut* b) { return a->height > b->height; });
     for (PollCut* c : order) locks_.emplace_back(c->poll->impl()->lists_mu_);
 
+    // The ready list's entries by their index: they are found among the sorted ones (usually few are ready). One map
+    // for every poll, emptied poll to poll (its buckets stay).
+    std::unordered_map<const PollEntry*, std::uint32_t> ready_index;
     for (std::size_t pi = 0; pi < polls_.size(); ++pi) {
       PollCut& c = polls_[pi];
       const std::string name = "eventpoll#" + std::to_string(c.id);
@@ -186,8 +199,7 @@ class Cut {
       } else if (Status s = KeyedFromMap(c, name, keyed); !s.ok()) {
         return s;
       }
-      // The ready list's entries by their index: they are found among the sorted ones (usually few are ready).
-      std::unordered_map<const PollEntry*, std::uint32_t> ready_index;
+      ready_index.clear();
       for (const PollEntry& e : c.poll->impl()->ready_) ready_index.emplace(&e, 0);
       c.entries.reserve(keyed.size());
       c.ranks.reserve(keyed.size());
