@@ -740,7 +740,11 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
   arena_options.block_alloc = &AllocateLarge;
   arena_options.block_dealloc = &FreeLarge;
   arena_options.max_block_size = std::size_t{4} << 20;
-  if (world.fds.Count() >= 4096) arena_options.start_block_size = BigBuffer::kHugePage;
+  // The first block is a whole huge page whatever the world's size: FreeLarge keeps it for the next save (big_buffer.h),
+  // which then finds it faulted in already. Smaller first blocks came from malloc, and freeing them let malloc give
+  // the top of its heap back to the kernel, to be faulted in again by the next save: a small world's save took a dozen
+  // page faults and two brk calls each time.
+  arena_options.start_block_size = BigBuffer::kHugePage;
   google::protobuf::Arena arena(arena_options);
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
   Status s;
@@ -794,12 +798,17 @@ Status SaveImageInto(const World& world, const SaveOptions& options, BigBuffer* 
 }
 
 // Encoded straight into the string it returns: a buffer of its own, then a copy, would touch twice the memory.
+// A large string is malloc's fresh mapping each time (it is freed by the caller, and malloc maps a block of that size
+// afresh): its room is given huge pages before anything touches it, so that a million entries' ~25 MiB of bytes take
+// a few dozen page faults rather than ~6,000 (BENCHMARKS.md, "Machine": what a fault costs).
 Result<std::string> SaveImage(const World& world, const SaveOptions& options) {
   std::string bytes;
   std::size_t size = 0;
   Status s = SaveImageWith(
       world, options,
       [&](std::size_t n) {
+        bytes.reserve(n);
+        AdviseHugePages(bytes.data(), n);
         bytes.resize(n);
         return bytes.data();
       },
