@@ -52,22 +52,63 @@ void CaptureKernel(state::PollCut& cut, v1::EventPollState* out) EPOLLCR_NO_THRE
   }
 }
 
-void CapturePoll(state::Cut& snap, state::PollCut& cut, v1::EventPollState* out) {
+// A poll's entries as the cut saw them, each entry's saved fields copied as bytes (image/fields.h SavedFieldsOut)
+// while the cut's locks are held; they become the poll's columns once the locks are released (FillPoll). Reading the
+// fields is all that needs the locks: converting and storing them into a million-row message does not.
+struct PollRows {
+  PollRows(state::PollCut& cut, v1::EventPollState* out, std::size_t row_bytes)
+      : cut(cut), out(out), bytes(cut.entries.size() * row_bytes) {}
+  state::PollCut& cut;  // its ranks and ready order are the cut's copies; its entries are not read after the locks
+  v1::EventPollState* out;
+  BigArray<std::byte> bytes;
+};
+
+// The captured state that waits for the cut's locks to be released: one PollRows per poll, in the cut's order.
+struct Deferred {
+  std::vector<PollRows> polls;
+};
+
+// Preconditions: the cut's locks are held.
+void CapturePoll(state::PollCut& cut, v1::EventPollState* out, Deferred* deferred) {
+  std::size_t row_bytes = 0;
+  if (!cut.entries.empty()) row_bytes = SavedBytes(*cut.entries.front());
+  PollRows& rows = deferred->polls.emplace_back(cut, out, row_bytes);
+  rows.bytes.resize_uninitialized(cut.entries.size() * row_bytes);
+  std::byte* at = rows.bytes.data();
+  for (PollEntry* e : cut.entries) {
+    SavedFieldsOut copy{at};
+    e->VisitState(copy);
+    at = copy.at;
+  }
+  CaptureKernel(cut, out);
+}
+
+// The poll's columns from its rows, after the cut's locks are released: each row is copied into a scratch entry that
+// no poll knows, and captured from there as the entry itself would be.
+void FillPoll(const state::SaveIds& ids, PollRows& rows) {
+  v1::EventPollState* out = rows.out;
   // Each column is sized once: growing them by doubling copies every column about twice and faults in fresh pages.
-  const int n = static_cast<int>(cut.entries.size());
+  const int n = static_cast<int>(rows.cut.entries.size());
   out->mutable_fds()->Reserve(n);
   out->mutable_files()->Reserve(n);
   out->mutable_events()->Reserve(n);
   out->mutable_data()->Reserve(n);
   out->mutable_lists()->Reserve(n);
   out->mutable_queue_ranks()->Reserve(n);
-  for (std::uint32_t rank : cut.ranks) out->add_queue_ranks(rank);
-  for (PollEntry* e : cut.entries) CaptureObject(*e, *out, snap.ids());
-  for (std::uint32_t i : cut.ready) out->add_ready_order(i);
-  CaptureKernel(cut, out);
+  for (std::uint32_t rank : rows.cut.ranks) out->add_queue_ranks(rank);
+  PollEntry scratch(nullptr, FileIdentifier{}, 0, 0);
+  const std::byte* at = rows.bytes.data();
+  for (int i = 0; i < n; ++i) {
+    SavedFieldsIn copy{at};
+    scratch.VisitState(copy);
+    at = copy.at;
+    CaptureObject(scratch, *out, ids);
+  }
+  for (std::uint32_t i : rows.cut.ready) out->add_ready_order(i);
 }
 
-void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const SaveOptions& options, v1::File* out) {
+void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const SaveOptions& options, v1::File* out,
+                 Deferred* deferred) {
   File* f = snap.files()[i].get();
   const std::string& kind = snap.kinds()[i];
   out->set_id(i + 1);
@@ -82,7 +123,7 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   } else if (f->builtin() == File::Builtin::kUnixStream) {
     CaptureObject(*static_cast<UnixSocket*>(f), *out->mutable_unix_stream(), snap.ids());
   } else if (f->builtin() == File::Builtin::kEventPoll) {
-    CapturePoll(snap, snap.polls()[(*next_poll)++], out->mutable_eventpoll());
+    CapturePoll(snap.polls()[(*next_poll)++], out->mutable_eventpoll(), deferred);
   } else if (f->builtin() == File::Builtin::kHost) {
     auto* h = static_cast<HostFile*>(f);
     Result<HostFile::Identity> id = h->Identify(options.host_open_state);
@@ -114,9 +155,11 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   }
 }
 
-// What the cut copied and the world's tables: the header, the fd table and the roots. Runs after the cut's locks are
-// released (state::WithCut's `after`): a million fds are a million messages to make, and none of them reads the world.
-void CaptureTables(state::Cut& snap, v1::Image* image) {
+// What the cut copied and the world's tables: the polls' columns, the header, the fd table and the roots. Runs after
+// the cut's locks are released (state::WithCut's `after`): a million fds are a million messages to make, and none of
+// them reads the world.
+void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image) {
+  for (PollRows& rows : deferred->polls) FillPoll(snap.ids(), rows);
   v1::Header* h = image->mutable_header();
   h->set_format_major(kFormatMajor);
   h->set_format_minor(kFormatMinor);
@@ -143,9 +186,9 @@ void CaptureTables(state::Cut& snap, v1::Image* image) {
   }
 }
 
-// Everything that reads the world: the shared objects and the files, polls included. Preconditions: the cut's locks
-// are held.
-void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image) {
+// Everything that reads the world: the shared objects and the files, polls included (their entries as rows, for
+// CaptureTables). Preconditions: the cut's locks are held.
+void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, Deferred* deferred) {
   for (const state::Cut::Shared& s : snap.shared()) {
     if (s.pipe) {
       v1::PipeState* p = image->add_pipes();
@@ -160,22 +203,30 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image) 
     }
   }
   std::size_t next_poll = 0;
-  for (std::size_t i = 0; i < snap.files().size(); ++i) CaptureFile(snap, i, &next_poll, options, image->add_files());
+  deferred->polls.reserve(snap.polls().size());
+  for (std::size_t i = 0; i < snap.files().size(); ++i) {
+    CaptureFile(snap, i, &next_poll, options, image->add_files(), deferred);
+  }
+}
+
+// The world into `image` (empty): a consistent cut, read with its locks held, then finished without them.
+Status CaptureInto(const World& world, const SaveOptions& options, v1::Image* image) {
+  try {
+    Deferred deferred;
+    return state::WithCut(
+        world,
+        [&](state::Cut& snap) { CaptureAll(snap, options, image, &deferred); },
+        options.pause, [&](state::Cut& snap) { CaptureTables(snap, &deferred, image); });
+  } catch (const std::exception& e) {
+    return Status::Error(EIO, std::string("capture: ") + e.what());
+  }
 }
 
 }  // namespace
 
 Result<v1::Image> Capture(const World& world, const SaveOptions& options) {
   v1::Image image;
-  Status s;
-  try {
-    s = state::WithCut(
-        world, [&](state::Cut& snap) { CaptureAll(snap, options, &image); }, options.pause,
-        [&](state::Cut& snap) { CaptureTables(snap, &image); });
-  } catch (const std::exception& e) {
-    s = Status::Error(EIO, std::string("capture: ") + e.what());
-  }
-  if (!s.ok()) return s;
+  if (Status s = CaptureInto(world, options, &image); !s.ok()) return s;
   return image;
 }
 
@@ -747,15 +798,7 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
   arena_options.start_block_size = BigBuffer::kHugePage;
   google::protobuf::Arena arena(arena_options);
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
-  Status s;
-  try {
-    s = state::WithCut(
-        world, [&](state::Cut& snap) { CaptureAll(snap, options, image); }, options.pause,
-        [&](state::Cut& snap) { CaptureTables(snap, image); });
-  } catch (const std::exception& e) {
-    s = Status::Error(EIO, std::string("capture: ") + e.what());
-  }
-  if (!s.ok()) return s;
+  if (Status s = CaptureInto(world, options, image); !s.ok()) return s;
   // The strings a capture writes that are not epollcr's own: root names and embedder kinds (image.proto has no
   // other string field; image_strings_test holds Encode's general check to the same answer).
   for (int i = 0; i < image->roots_size(); ++i) {
