@@ -63,9 +63,13 @@ struct PollRows {
   BigArray<std::byte> bytes;
 };
 
-// The captured state that waits for the cut's locks to be released: one PollRows per poll, in the cut's order.
+// The captured state that waits for the cut's locks to be released: one PollRows per poll, in the cut's order; and
+// each eventfd's File record with its saved fields as bytes (a small world of many eventfds spent most of its locked
+// time making their records).
 struct Deferred {
   std::vector<PollRows> polls;
+  std::vector<v1::File*> eventfds;
+  std::vector<std::byte> eventfd_bytes;
 };
 
 // Preconditions: the cut's locks are held.
@@ -75,11 +79,7 @@ void CapturePoll(state::PollCut& cut, v1::EventPollState* out, Deferred* deferre
   PollRows& rows = deferred->polls.emplace_back(cut, out, row_bytes);
   rows.bytes.resize_uninitialized(cut.entries.size() * row_bytes);
   std::byte* at = rows.bytes.data();
-  for (PollEntry* e : cut.entries) {
-    SavedFieldsOut copy{at};
-    e->VisitState(copy);
-    at = copy.at;
-  }
+  for (PollEntry* e : cut.entries) at = CopySaved(*e, at);
   CaptureKernel(cut, out);
 }
 
@@ -98,12 +98,7 @@ void FillPoll(const state::SaveIds& ids, PollRows& rows) {
   for (std::uint32_t rank : rows.cut.ranks) out->add_queue_ranks(rank);
   PollEntry scratch(nullptr, FileIdentifier{}, 0, 0);
   const std::byte* at = rows.bytes.data();
-  for (int i = 0; i < n; ++i) {
-    SavedFieldsIn copy{at};
-    scratch.VisitState(copy);
-    at = copy.at;
-    CaptureObject(scratch, *out, ids);
-  }
+  for (int i = 0; i < n; ++i) at = CaptureCopy(scratch, at, *out, ids);
   for (std::uint32_t i : rows.cut.ready) out->add_ready_order(i);
 }
 
@@ -114,8 +109,12 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   out->set_id(i + 1);
   if (f->builtin() == File::Builtin::kEventFd) {
     auto* e = static_cast<EventFd*>(f);
+    std::vector<std::byte>& bytes = deferred->eventfd_bytes;
+    const std::size_t at = bytes.size();
+    bytes.resize(at + SavedBytes(*e));
     MutexLock lock(e->state_mutex());
-    CaptureObject(*e, *out->mutable_eventfd(), snap.ids());
+    CopySaved(*e, bytes.data() + at);
+    deferred->eventfds.push_back(out);
   } else if (f->builtin() == File::Builtin::kPipeRead) {
     CaptureObject(*static_cast<PipeReadEnd*>(f), *out->mutable_pipe_read(), snap.ids());
   } else if (f->builtin() == File::Builtin::kPipeWrite) {
@@ -159,6 +158,11 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
 // the cut's locks are released (state::WithCut's `after`): a million fds are a million messages to make, and none of
 // them reads the world.
 void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image) {
+  if (!deferred->eventfds.empty()) {
+    EventFd scratch(0, false);
+    const std::byte* at = deferred->eventfd_bytes.data();
+    for (v1::File* out : deferred->eventfds) at = CaptureCopy(scratch, at, *out->mutable_eventfd(), snap.ids());
+  }
   for (PollRows& rows : deferred->polls) FillPoll(snap.ids(), rows);
   v1::Header* h = image->mutable_header();
   h->set_format_major(kFormatMajor);

@@ -212,6 +212,26 @@ std::size_t SavedBytes(Object& any) {
   return bytes;
 }
 
+// The saved fields of `object` as bytes at `at` (SavedBytes of them); returns where they end. Preconditions: the
+// locks that guard the fields are held.
+template <typename Object>
+std::byte* CopySaved(Object& object, std::byte* at) {
+  SavedFieldsOut copy{at};
+  object.VisitState(copy);
+  return copy.at;
+}
+
+// Captures the saved fields copied at `at` (CopySaved) into `msg` through `scratch`, an object of the type that no one
+// else sees, whose saved fields are overwritten by the copy; returns where the copy ends.
+template <typename Object>
+const std::byte* CaptureCopy(Object& scratch, const std::byte* at, typename ImageOf<Object>::Message& msg,
+                             const state::SaveIds& ids) {
+  SavedFieldsIn copy{at};
+  scratch.VisitState(copy);
+  CaptureObject(scratch, msg, ids);
+  return copy.at;
+}
+
 // Every saved field of `object` from `msg` (row `row` of a columnar message); wait references resolve to objects of
 // `objects` and record the wait edge from `owner`. Throws state::LoadError.
 template <typename Object>

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -100,7 +101,10 @@ class Cut {
     for (const auto& f : files_) {
       if (Mutex* m = f->MutationLock()) mutation.push_back(m);
     }
-    std::sort(mutation.begin(), mutation.end(), std::less<Mutex*>());
+    // Files made one after another mostly have their locks in address order already: no sort then.
+    if (!std::is_sorted(mutation.begin(), mutation.end(), std::less<Mutex*>())) {
+      std::sort(mutation.begin(), mutation.end(), std::less<Mutex*>());
+    }
     mutation.erase(std::unique(mutation.begin(), mutation.end()), mutation.end());
     for (Mutex* m : mutation) locks_.emplace_back(*m);
 
@@ -371,7 +375,8 @@ class Cut {
   std::vector<std::string> custom_;
   std::vector<Shared> shared_;
   std::vector<PollCut> polls_;
-  SaveIds ids_;
+  std::pmr::monotonic_buffer_resource memory_;  // ids_'s nodes: one file each, so a small world's most allocations
+  SaveIds ids_{&memory_};
   bool retry_ = false;
   std::unique_lock<Mutex> frozen_;               // taken first, released last
   std::vector<std::unique_lock<Mutex>> locks_;  // released in reverse order of taking
