@@ -208,6 +208,7 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, 
   }
   std::size_t next_poll = 0;
   deferred->polls.reserve(snap.polls().size());
+  image->mutable_files()->Reserve(static_cast<int>(snap.files().size()));
   for (std::size_t i = 0; i < snap.files().size(); ++i) {
     CaptureFile(snap, i, &next_poll, options, image->add_files(), deferred);
   }

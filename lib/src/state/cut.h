@@ -101,16 +101,16 @@ class Cut {
     for (const auto& f : files_) {
       if (Mutex* m = f->MutationLock()) mutation.push_back(m);
     }
-    // Files made one after another mostly have their locks in address order already: no sort then.
+    // Locks already in address order (files made one after another often are) need no sort.
     if (!std::is_sorted(mutation.begin(), mutation.end(), std::less<Mutex*>())) {
       std::sort(mutation.begin(), mutation.end(), std::less<Mutex*>());
     }
     mutation.erase(std::unique(mutation.begin(), mutation.end()), mutation.end());
-    for (Mutex* m : mutation) locks_.emplace_back(*m);
-
     for (std::size_t i = 0; i < files_.size(); ++i) {
       if (EventPoll* p = files_[i]->AsEventPoll()) polls_.push_back({p, i + 1, 0, {}, {}, {}});
     }
+    locks_.reserve(mutation.size() + 2 * polls_.size());  // every lock the cut takes: no regrowth on the way
+    for (Mutex* m : mutation) locks_.emplace_back(*m);
     for (PollCut& c : polls_) locks_.emplace_back(c.poll->impl()->mu_);
     // Each poll's place in polls_, by its address, sorted for a binary search (no map node per poll).
     std::vector<std::pair<const EventPoll*, std::size_t>> by_poll;
