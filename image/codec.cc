@@ -846,17 +846,12 @@ Status SaveImageInto(const World& world, const SaveOptions& options, BigBuffer* 
 }
 
 // Encoded straight into the string it returns: a buffer of its own, then a copy, would touch twice the memory.
-// A large string is malloc's fresh mapping each time (it is freed by the caller, and malloc maps a block of that size
-// afresh): its room is given huge pages before anything touches it, so that a million entries' ~25 MiB of bytes take
-// a few dozen page faults rather than ~6,000 (BENCHMARKS.md, "Machine": what a fault costs).
 Result<std::string> SaveImage(const World& world, const SaveOptions& options) {
   std::string bytes;
   std::size_t size = 0;
   Status s = SaveImageWith(
       world, options,
       [&](std::size_t n) {
-        bytes.reserve(n);
-        AdviseHugePages(bytes.data(), n);
         bytes.resize(n);
         return bytes.data();
       },

@@ -151,14 +151,6 @@ void ReleaseKeptLarge() noexcept {
   for (const auto& [size, p] : Mapped().TakeKept()) ::munmap(p, size);
 }
 
-void AdviseHugePages(void* p, std::size_t bytes) noexcept {
-  if (bytes < 2 * kHugePage) return;
-  const auto at = reinterpret_cast<std::uintptr_t>(p);
-  const std::uintptr_t start = (at + kHugePage - 1) & ~(std::uintptr_t{kHugePage} - 1);
-  const std::uintptr_t end = (at + bytes) & ~(std::uintptr_t{kHugePage} - 1);
-  if (end > start) (void)::madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
-}
-
 BigBuffer::BigBuffer(std::size_t bytes) {
   if (bytes < kHugePage) {
     data_ = ::operator new(bytes == 0 ? 1 : bytes);

@@ -25,12 +25,6 @@ void PreferHeapForLarge(std::size_t below);
 // whenever it needs memory (MADV_FREE), and MappedBytesInUse does not count them. This unmaps them now.
 void ReleaseKeptLarge() noexcept;
 
-// Requests transparent huge pages (madvise MADV_HUGEPAGE) for the whole huge pages inside [p, p + bytes), memory the
-// caller owns that came from elsewhere (a large std::string's buffer from malloc) and is not touched yet: its first
-// touch then takes one fault per 2 MiB instead of 512, and the pages at either end, outside a whole huge page, one
-// per 4 KiB as before. Only a request, as for AllocateLarge; nothing for less than two huge pages.
-void AdviseHugePages(void* p, std::size_t bytes) noexcept;
-
 class BigBuffer {
  public:
   static constexpr std::size_t kHugePage = std::size_t{2} << 20;
