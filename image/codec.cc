@@ -8,9 +8,11 @@
 
 #include <chrono>
 #include <climits>
+#include <cstddef>
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory_resource>
 #include <set>
 #include <stdexcept>
 
@@ -56,29 +58,31 @@ void CaptureKernel(state::PollCut& cut, v1::EventPollState* out) EPOLLCR_NO_THRE
 // while the cut's locks are held; they become the poll's columns once the locks are released (FillPoll). Reading the
 // fields is all that needs the locks: converting and storing them into a million-row message does not.
 struct PollRows {
-  PollRows(state::PollCut& cut, v1::EventPollState* out, std::size_t row_bytes)
-      : cut(cut), out(out), bytes(cut.entries.size() * row_bytes) {}
   state::PollCut& cut;  // its ranks and ready order are the cut's copies; its entries are not read after the locks
   v1::EventPollState* out;
-  BigArray<std::byte> bytes;
+  std::byte* bytes;  // from the cut's memory (Cut::memory()), released with it
 };
 
 // The captured state that waits for the cut's locks to be released: one PollRows per poll, in the cut's order; and
 // each eventfd's File record with its saved fields as bytes (a small world of many eventfds spent most of its locked
-// time making their records).
+// time making their records), in arrays from the cut's memory, room for every file.
 struct Deferred {
   std::vector<PollRows> polls;
-  std::vector<v1::File*> eventfds;
-  std::vector<std::byte> eventfd_bytes;
+  v1::File** eventfds = nullptr;
+  std::size_t eventfd_count = 0;
+  std::byte* eventfd_bytes = nullptr;
+  std::size_t eventfd_used = 0;
 };
 
 // Preconditions: the cut's locks are held.
-void CapturePoll(state::PollCut& cut, v1::EventPollState* out, Deferred* deferred) {
+void CapturePoll(state::PollCut& cut, v1::EventPollState* out, std::pmr::memory_resource* memory, Deferred* deferred) {
   std::size_t row_bytes = 0;
   if (!cut.entries.empty()) row_bytes = SavedBytes(*cut.entries.front());
-  PollRows& rows = deferred->polls.emplace_back(cut, out, row_bytes);
-  rows.bytes.resize_uninitialized(cut.entries.size() * row_bytes);
-  std::byte* at = rows.bytes.data();
+  std::byte* at = nullptr;
+  if (row_bytes != 0) {
+    at = static_cast<std::byte*>(memory->allocate(cut.entries.size() * row_bytes, alignof(std::max_align_t)));
+  }
+  deferred->polls.push_back({cut, out, at});
   for (PollEntry* e : cut.entries) at = CopySaved(*e, at);
   CaptureKernel(cut, out);
 }
@@ -97,7 +101,7 @@ void FillPoll(const state::SaveIds& ids, PollRows& rows) {
   out->mutable_queue_ranks()->Reserve(n);
   for (std::uint32_t rank : rows.cut.ranks) out->add_queue_ranks(rank);
   PollEntry scratch(nullptr, FileIdentifier{}, 0, 0);
-  const std::byte* at = rows.bytes.data();
+  const std::byte* at = rows.bytes;
   for (int i = 0; i < n; ++i) at = CaptureCopy(scratch, at, *out, ids);
   for (std::uint32_t i : rows.cut.ready) out->add_ready_order(i);
 }
@@ -109,12 +113,17 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   out->set_id(i + 1);
   if (f->builtin() == File::Builtin::kEventFd) {
     auto* e = static_cast<EventFd*>(f);
-    std::vector<std::byte>& bytes = deferred->eventfd_bytes;
-    const std::size_t at = bytes.size();
-    bytes.resize(at + SavedBytes(*e));
+    const std::size_t bytes = SavedBytes(*e);
+    if (deferred->eventfds == nullptr) {
+      const std::size_t files = snap.files().size();
+      std::pmr::memory_resource* memory = snap.memory();
+      deferred->eventfds = static_cast<v1::File**>(memory->allocate(files * sizeof(v1::File*), alignof(v1::File*)));
+      deferred->eventfd_bytes = static_cast<std::byte*>(memory->allocate(files * bytes, alignof(std::max_align_t)));
+    }
     MutexLock lock(e->state_mutex());
-    CopySaved(*e, bytes.data() + at);
-    deferred->eventfds.push_back(out);
+    CopySaved(*e, deferred->eventfd_bytes + deferred->eventfd_used);
+    deferred->eventfd_used += bytes;
+    deferred->eventfds[deferred->eventfd_count++] = out;
   } else if (f->builtin() == File::Builtin::kPipeRead) {
     CaptureObject(*static_cast<PipeReadEnd*>(f), *out->mutable_pipe_read(), snap.ids());
   } else if (f->builtin() == File::Builtin::kPipeWrite) {
@@ -122,7 +131,7 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   } else if (f->builtin() == File::Builtin::kUnixStream) {
     CaptureObject(*static_cast<UnixSocket*>(f), *out->mutable_unix_stream(), snap.ids());
   } else if (f->builtin() == File::Builtin::kEventPoll) {
-    CapturePoll(snap.polls()[(*next_poll)++], out->mutable_eventpoll(), deferred);
+    CapturePoll(snap.polls()[(*next_poll)++], out->mutable_eventpoll(), snap.memory(), deferred);
   } else if (f->builtin() == File::Builtin::kHost) {
     auto* h = static_cast<HostFile*>(f);
     Result<HostFile::Identity> id = h->Identify(options.host_open_state);
@@ -158,10 +167,12 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
 // the cut's locks are released (state::WithCut's `after`): a million fds are a million messages to make, and none of
 // them reads the world.
 void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image) {
-  if (!deferred->eventfds.empty()) {
+  if (deferred->eventfd_count > 0) {
     EventFd scratch(0, false);
-    const std::byte* at = deferred->eventfd_bytes.data();
-    for (v1::File* out : deferred->eventfds) at = CaptureCopy(scratch, at, *out->mutable_eventfd(), snap.ids());
+    const std::byte* at = deferred->eventfd_bytes;
+    for (std::size_t i = 0; i < deferred->eventfd_count; ++i) {
+      at = CaptureCopy(scratch, at, *deferred->eventfds[i]->mutable_eventfd(), snap.ids());
+    }
   }
   for (PollRows& rows : deferred->polls) FillPoll(snap.ids(), rows);
   v1::Header* h = image->mutable_header();

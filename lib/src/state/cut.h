@@ -16,6 +16,7 @@
 #include "epollcr/event_poll.h"
 #include "epollcr/eventfd.h"
 #include "epollcr/host_file.h"
+#include "big_buffer.h"
 #include "epollcr/memory.h"
 #include "event_poll_internal.h"
 #include "state/visitors.h"
@@ -36,12 +37,22 @@ inline std::string KindOf(const File& f) {
   return {};
 }
 
-// The cut's arrays that grow with the number of fds or entries: from 2 MiB on they are huge-page mappings, which a
-// later save of a world of the same size finds faulted in already (FreeLarge keeps them, big_buffer.h). A million
-// entries fill about 40 MiB of them; in 4 KiB pages that was ~10,000 page faults per save, each taken with the cut's
-// locks held.
+// Memory from AllocateLarge (epollcr/memory.h): from 2 MiB on, huge-page mappings that FreeLarge keeps for a later
+// request of the same size (big_buffer.h).
+class LargeMemory final : public std::pmr::memory_resource {
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t) override { return AllocateLarge(bytes); }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t) override { FreeLarge(p, bytes); }
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+};
+
+// The cut's arrays that grow with the number of fds or entries, from the cut's memory (Cut::memory()): a huge page
+// kept between saves, then AllocateLarge's mappings, which a later save of a world of the same size finds faulted in
+// already. A million entries fill about 40 MiB of them; in 4 KiB pages that was ~10,000 page faults per save, each
+// taken with the cut's locks held; and a small world's arrays, from malloc, were given back to the kernel at the end of
+// each save and faulted in again by the next.
 template <typename T>
-using CutVector = std::vector<T, LargeAllocator<T>>;
+using CutVector = std::pmr::vector<T>;
 
 struct PollCut {
   EventPoll* poll = nullptr;
@@ -107,7 +118,9 @@ class Cut {
     }
     mutation.erase(std::unique(mutation.begin(), mutation.end()), mutation.end());
     for (std::size_t i = 0; i < files_.size(); ++i) {
-      if (EventPoll* p = files_[i]->AsEventPoll()) polls_.push_back({p, i + 1, 0, {}, {}, {}});
+      if (EventPoll* p = files_[i]->AsEventPoll()) {
+        polls_.push_back({p, i + 1, 0, CutVector<PollEntry*>(&memory_), {}, CutVector<std::uint32_t>(&memory_)});
+      }
     }
     locks_.reserve(mutation.size() + 2 * polls_.size());  // every lock the cut takes: no regrowth on the way
     for (Mutex* m : mutation) locks_.emplace_back(*m);
@@ -130,7 +143,9 @@ class Cut {
     // The walk over the queues, file by file in id order, also collects each poll's entries with their sort key and
     // place: grouped by file id already, and without a map from entry to place.
     // A queue of a poll of the cut also gives the polls that watch it (inner_of: each poll's watched polls).
-    std::vector<CutVector<Keyed>> found(polls_.size());
+    std::vector<CutVector<Keyed>> found;
+    found.reserve(polls_.size());
+    for (std::size_t i = 0; i < polls_.size(); ++i) found.emplace_back(&memory_);
     std::vector<std::vector<std::size_t>> inner_of(polls_.size());
     for (std::size_t i = 0; i < polls_.size(); ++i) found[i].reserve(polls_[i].poll->impl()->entries_.size());
     std::size_t next_poll = 0;  // polls_ is in file order
@@ -212,7 +227,7 @@ class Cut {
         c.entries.push_back(k.entry);
         c.ranks.push_back(k.rank);
       }
-      CutVector<Keyed>().swap(keyed);
+      CutVector<Keyed>(&memory_).swap(keyed);
       std::sort(on_ready.begin(), on_ready.end());
       c.ready.reserve(on_ready.size());
       for (const PollEntry& e : c.poll->impl()->ready_) {
@@ -258,6 +273,9 @@ class Cut {
     std::uint64_t file;
   };
   const CutVector<Fd>& fds() const { return fds_; }
+  // The cut's memory, for a codec's scratch during the save: monotonic (what is taken from it need not be given back)
+  // and released with the cut.
+  std::pmr::memory_resource* memory() { return &memory_; }
   const std::map<std::string, std::shared_ptr<File>>& roots() const { return world_.roots; }
   std::vector<PollCut>& polls() { return polls_; }
   const SaveIds& ids() const { return ids_; }
@@ -317,10 +335,10 @@ class Cut {
       std::sort(keyed.begin(), keyed.end(), KeyLess);
       return;
     }
-    CutVector<std::uint32_t> start(files_.size() + 2, 0);
+    CutVector<std::uint32_t> start(files_.size() + 2, 0, keyed.get_allocator());
     for (const Keyed& k : keyed) ++start[k.id + 1];
     for (std::size_t i = 1; i < start.size(); ++i) start[i] += start[i - 1];
-    CutVector<Keyed> sorted(keyed.size());
+    CutVector<Keyed> sorted(keyed.size(), keyed.get_allocator());
     for (const Keyed& k : keyed) sorted[start[k.id]++] = k;
     for (std::size_t i = 0, j; i < sorted.size(); i = j) {
       for (j = i + 1; j < sorted.size() && sorted[j].id == sorted[i].id;) ++j;
@@ -369,13 +387,16 @@ class Cut {
   }
 
   const World& world_;
-  CutVector<Fd> fds_;
+  // Every array of the cut that grows with the world but files_, kinds_ and the locks, and the ids map's nodes.
+  LargeMemory large_;
+  BigBuffer first_{BigBuffer::kHugePage};
+  std::pmr::monotonic_buffer_resource memory_{first_.data(), first_.size(), &large_};
+  CutVector<Fd> fds_{&memory_};
   std::vector<std::shared_ptr<File>> files_;
   std::vector<std::string> kinds_;
   std::vector<std::string> custom_;
   std::vector<Shared> shared_;
   std::vector<PollCut> polls_;
-  std::pmr::monotonic_buffer_resource memory_;  // ids_'s nodes: one file each, so a small world's most allocations
   SaveIds ids_{&memory_};
   bool retry_ = false;
   std::unique_lock<Mutex> frozen_;               // taken first, released last
