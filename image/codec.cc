@@ -68,6 +68,9 @@ struct PollRows {
 // time making their records), in arrays from the cut's memory, room for every file.
 struct Deferred {
   std::vector<PollRows> polls;
+  // With an arena: every file's record but an eventfd's, made under the locks and added to the image after them in
+  // file order (an eventfd's, null here, is made then); else null, and every record is in the image already.
+  v1::File** files = nullptr;
   v1::File** eventfds = nullptr;
   std::size_t eventfd_count = 0;
   std::byte* eventfd_bytes = nullptr;
@@ -106,24 +109,28 @@ void FillPoll(const state::SaveIds& ids, PollRows& rows) {
   for (std::uint32_t i : rows.cut.ready) out->add_ready_order(i);
 }
 
+// Copies an eventfd's saved fields for CaptureTables, which makes its record (`out`, or a new one if null).
+void CopyEventFd(state::Cut& snap, EventFd* e, v1::File* out, Deferred* deferred) {
+  const std::size_t bytes = SavedBytes(*e);
+  if (deferred->eventfds == nullptr) {
+    const std::size_t files = snap.files().size();
+    std::pmr::memory_resource* memory = snap.memory();
+    deferred->eventfds = static_cast<v1::File**>(memory->allocate(files * sizeof(v1::File*), alignof(v1::File*)));
+    deferred->eventfd_bytes = static_cast<std::byte*>(memory->allocate(files * bytes, alignof(std::max_align_t)));
+  }
+  MutexLock lock(e->state_mutex());
+  CopySaved(*e, deferred->eventfd_bytes + deferred->eventfd_used);
+  deferred->eventfd_used += bytes;
+  deferred->eventfds[deferred->eventfd_count++] = out;
+}
+
 void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const SaveOptions& options, v1::File* out,
                  Deferred* deferred) {
   File* f = snap.files()[i].get();
   const std::string& kind = snap.kinds()[i];
   out->set_id(i + 1);
   if (f->builtin() == File::Builtin::kEventFd) {
-    auto* e = static_cast<EventFd*>(f);
-    const std::size_t bytes = SavedBytes(*e);
-    if (deferred->eventfds == nullptr) {
-      const std::size_t files = snap.files().size();
-      std::pmr::memory_resource* memory = snap.memory();
-      deferred->eventfds = static_cast<v1::File**>(memory->allocate(files * sizeof(v1::File*), alignof(v1::File*)));
-      deferred->eventfd_bytes = static_cast<std::byte*>(memory->allocate(files * bytes, alignof(std::max_align_t)));
-    }
-    MutexLock lock(e->state_mutex());
-    CopySaved(*e, deferred->eventfd_bytes + deferred->eventfd_used);
-    deferred->eventfd_used += bytes;
-    deferred->eventfds[deferred->eventfd_count++] = out;
+    CopyEventFd(snap, static_cast<EventFd*>(f), out, deferred);
   } else if (f->builtin() == File::Builtin::kPipeRead) {
     CaptureObject(*static_cast<PipeReadEnd*>(f), *out->mutable_pipe_read(), snap.ids());
   } else if (f->builtin() == File::Builtin::kPipeWrite) {
@@ -167,6 +174,20 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
 // the cut's locks are released (state::WithCut's `after`): a million fds are a million messages to make, and none of
 // them reads the world.
 void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image) {
+  if (deferred->files != nullptr) {
+    const std::size_t n = snap.files().size();
+    image->mutable_files()->Reserve(static_cast<int>(n));
+    std::size_t next_eventfd = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (v1::File* made = deferred->files[i]) {
+        image->mutable_files()->AddAllocated(made);  // on the image's arena: added as it is
+        continue;
+      }
+      v1::File* out = image->add_files();
+      out->set_id(i + 1);
+      deferred->eventfds[next_eventfd++] = out;  // eventfds were copied in file order
+    }
+  }
   if (deferred->eventfd_count > 0) {
     EventFd scratch(0, false);
     const std::byte* at = deferred->eventfd_bytes;
@@ -219,10 +240,24 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, 
   }
   std::size_t next_poll = 0;
   deferred->polls.reserve(snap.polls().size());
-  image->mutable_files()->Reserve(static_cast<int>(snap.files().size()));
-  for (std::size_t i = 0; i < snap.files().size(); ++i) {
-    CaptureFile(snap, i, &next_poll, options, image->add_files(), deferred);
+  const std::size_t n = snap.files().size();
+  if (google::protobuf::Arena* arena = image->GetArena()) {
+    // A small world of many eventfds spent most of its locked time making their records: they are made after the
+    // locks, and the other files' records now, on the arena (nothing to free if the save fails), kept in file order.
+    deferred->files = static_cast<v1::File**>(snap.memory()->allocate(n * sizeof(v1::File*), alignof(v1::File*)));
+    for (std::size_t i = 0; i < n; ++i) {
+      if (snap.files()[i]->builtin() == File::Builtin::kEventFd) {
+        deferred->files[i] = nullptr;
+        CopyEventFd(snap, static_cast<EventFd*>(snap.files()[i].get()), nullptr, deferred);
+        continue;
+      }
+      deferred->files[i] = google::protobuf::Arena::CreateMessage<v1::File>(arena);
+      CaptureFile(snap, i, &next_poll, options, deferred->files[i], deferred);
+    }
+    return;
   }
+  image->mutable_files()->Reserve(static_cast<int>(n));
+  for (std::size_t i = 0; i < n; ++i) CaptureFile(snap, i, &next_poll, options, image->add_files(), deferred);
 }
 
 // The world into `image` (empty): a consistent cut, read with its locks held, then finished without them.
