@@ -46,6 +46,45 @@ class LargeMemory final : public std::pmr::memory_resource {
   bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
 };
 
+// A cut's memory: blocks of 2 MiB or more straight from AllocateLarge, each its own mapping of the size asked for
+// (kept, when freed, for the next save's array of that size), and smaller ones from a monotonic buffer that starts in
+// a huge page kept between saves (so a small world's save takes nothing from malloc). A monotonic buffer alone would
+// put large arrays in ever larger chunks (it grows them geometrically): a million entries took twice the mapped
+// memory, beyond what FreeLarge keeps, and each save faulted part of it in afresh.
+// What is taken from it need not be given back: it is all freed with it.
+class CutMemory final : public std::pmr::memory_resource {
+ public:
+  CutMemory() = default;
+  CutMemory(const CutMemory&) = delete;
+  CutMemory& operator=(const CutMemory&) = delete;
+  ~CutMemory() override {
+    for (const auto& [p, bytes] : large_blocks_) large_.deallocate(p, bytes);
+  }
+
+ private:
+  static bool Large(std::size_t bytes) { return bytes >= BigBuffer::kHugePage; }
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    if (!Large(bytes)) return small_.allocate(bytes, alignment);
+    large_blocks_.reserve(large_blocks_.size() + 1);  // before taking the block: nothing to undo if this throws
+    void* p = large_.allocate(bytes, alignment);
+    large_blocks_.emplace_back(p, bytes);
+    return p;
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    if (!Large(bytes)) return;  // the monotonic buffer frees all at its end
+    auto it = std::find(large_blocks_.begin(), large_blocks_.end(), std::pair<void*, std::size_t>{p, bytes});
+    if (it == large_blocks_.end()) return;  // not ours: cannot happen
+    large_blocks_.erase(it);
+    large_.deallocate(p, bytes, alignment);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+
+  LargeMemory large_;
+  std::vector<std::pair<void*, std::size_t>> large_blocks_;  // handed out and not given back yet (few: 2 MiB or more)
+  BigBuffer first_{BigBuffer::kHugePage};
+  std::pmr::monotonic_buffer_resource small_{first_.data(), first_.size(), &large_};
+};
+
 // The cut's arrays that grow with the number of fds or entries, from the cut's memory (Cut::memory()): a huge page
 // kept between saves, then AllocateLarge's mappings, which a later save of a world of the same size finds faulted in
 // already. A million entries fill about 40 MiB of them; in 4 KiB pages that was ~10,000 page faults per save, each
@@ -273,8 +312,8 @@ class Cut {
     std::uint64_t file;
   };
   const CutVector<Fd>& fds() const { return fds_; }
-  // The cut's memory, for a codec's scratch during the save: monotonic (what is taken from it need not be given back)
-  // and released with the cut.
+  // The cut's memory, for a codec's scratch during the save: what is taken from it need not be given back, it is
+  // released with the cut.
   std::pmr::memory_resource* memory() { return &memory_; }
   const std::map<std::string, std::shared_ptr<File>>& roots() const { return world_.roots; }
   std::vector<PollCut>& polls() { return polls_; }
@@ -388,9 +427,7 @@ class Cut {
 
   const World& world_;
   // Every array of the cut that grows with the world but files_, kinds_ and the locks, and the ids map's nodes.
-  LargeMemory large_;
-  BigBuffer first_{BigBuffer::kHugePage};
-  std::pmr::monotonic_buffer_resource memory_{first_.data(), first_.size(), &large_};
+  CutMemory memory_;
   CutVector<Fd> fds_{&memory_};
   std::vector<std::shared_ptr<File>> files_;
   std::vector<std::string> kinds_;
