@@ -104,8 +104,7 @@ void FillPoll(const state::SaveIds& ids, PollRows& rows) {
   out->mutable_queue_ranks()->Reserve(n);
   for (std::uint32_t rank : rows.cut.ranks) out->add_queue_ranks(rank);
   PollEntry scratch(nullptr, FileIdentifier{}, 0, 0);
-  const std::byte* at = rows.bytes;
-  for (int i = 0; i < n; ++i) at = CaptureCopy(scratch, at, *out, ids);
+  if (n > 0) CaptureCopies(scratch, rows.bytes, static_cast<std::size_t>(n), *out, ids);
   for (std::uint32_t i : rows.cut.ready) out->add_ready_order(i);
 }
 
@@ -192,7 +191,7 @@ void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image) {
     EventFd scratch(0, false);
     const std::byte* at = deferred->eventfd_bytes;
     for (std::size_t i = 0; i < deferred->eventfd_count; ++i) {
-      at = CaptureCopy(scratch, at, *deferred->eventfds[i]->mutable_eventfd(), snap.ids());
+      at = CaptureCopies(scratch, at, 1, *deferred->eventfds[i]->mutable_eventfd(), snap.ids());
     }
   }
   for (PollRows& rows : deferred->polls) FillPoll(snap.ids(), rows);

@@ -221,15 +221,23 @@ std::byte* CopySaved(Object& object, std::byte* at) {
   return copy.at;
 }
 
-// Captures the saved fields copied at `at` (CopySaved) into `msg` through `scratch`, an object of the type that no one
-// else sees, whose saved fields are overwritten by the copy; returns where the copy ends.
+// Captures `count` objects' saved fields copied one after another from `at` (CopySaved) into `msg` (a columnar
+// message: a row each) through `scratch`, an object of the type that no one else sees, whose saved fields are
+// overwritten by each copy in turn; returns where the copies end. Throws state::LoadError on a mapping error.
 template <typename Object>
-const std::byte* CaptureCopy(Object& scratch, const std::byte* at, typename ImageOf<Object>::Message& msg,
-                             const state::SaveIds& ids) {
-  SavedFieldsIn copy{at};
-  scratch.VisitState(copy);
-  CaptureObject(scratch, msg, ids);
-  return copy.at;
+const std::byte* CaptureCopies(Object& scratch, const std::byte* at, std::size_t count,
+                               typename ImageOf<Object>::Message& msg, const state::SaveIds& ids) {
+  const auto& bound = Bound(scratch);
+  if (!bound.error.empty()) throw state::LoadError("image mapping: " + bound.error);
+  const CaptureContext context{ids, &scratch};
+  for (std::size_t i = 0; i < count; ++i) {
+    SavedFieldsIn copy{at};
+    scratch.VisitState(copy);
+    at = copy.at;
+    CaptureFields<typename ImageOf<Object>::Message> v{bound, msg, context};
+    scratch.VisitState(v);
+  }
+  return at;
 }
 
 // Every saved field of `object` from `msg` (row `row` of a columnar message); wait references resolve to objects of
