@@ -3,7 +3,8 @@
 //   BM_ImageSave/entries:N     encode+write: image::WriteImage - capture the world, encode, frame, write the file
 //                              atomically and durably (a temporary file, fsync, rename, fsync of the directory)
 //   BM_ImageEncode/entries:N   the same into memory (image::SaveImage), without the file and its two fsyncs; the
-//                              counter locks_held_ns is how long each save held the consistent cut, per entry
+//                              counter locks_held_ns is how long each save held the consistent cut, per entry, and
+//                              faults_per_entry the page faults the save took (freeing its bytes included)
 //   BM_ImageRead/entries:N     read+decode+validate: ReadImageFile (read, check the framing and CRC32C), Decode,
 //                              Validate
 //   BM_ImageRestore/entries:N  read+decode+validate+restore: image::ReadImage into an empty world (restore includes
@@ -102,20 +103,26 @@ void BM_ImageEncode(benchmark::State& state) {
   CheckpointFixture& f = CheckpointFixtureFor(n);
   if (!f.error.empty()) return state.SkipWithError(f.error.c_str());
   std::chrono::nanoseconds held{0};
+  std::int64_t faults = 0;
   for (auto _ : state) {
     SavePause pause;
     image::SaveOptions options;
     options.pause = &pause;
-    Result<std::string> bytes = image::SaveImage(f.world.world, options);  // freeing them, at the end, is timed too
-    if (!bytes.ok()) {
-      state.SkipWithError(StatusFailure("image::SaveImage", bytes.status()).c_str());
-      break;
+    const std::int64_t faults_before = ThreadFaults();
+    {
+      Result<std::string> bytes = image::SaveImage(f.world.world, options);  // freeing them, at the end, is timed too
+      if (!bytes.ok()) {
+        state.SkipWithError(StatusFailure("image::SaveImage", bytes.status()).c_str());
+        break;
+      }
+      benchmark::DoNotOptimize(bytes.value().data());
     }
-    benchmark::DoNotOptimize(bytes.value().data());
+    faults += ThreadFaults() - faults_before;
     held += pause.locks_held;
   }
   CountWork(state, "per_entry", n);
   CountLocksHeld(state, held, n);
+  CountFaults(state, faults, n);
 }
 
 void BM_ImageRead(benchmark::State& state) {

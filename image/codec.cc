@@ -8,9 +8,11 @@
 
 #include <chrono>
 #include <climits>
+#include <cstddef>
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory_resource>
 #include <set>
 #include <stdexcept>
 
@@ -60,29 +62,82 @@ void CaptureKernel(state::PollCut& cut, v1::EventPollState* out) EPOLLCR_NO_THRE
   }
 }
 
-void CapturePoll(state::Cut& snap, state::PollCut& cut, v1::EventPollState* out) {
+// A poll's entries as the cut saw them, each entry's saved fields copied as bytes (image/fields.h SavedFieldsOut)
+// while the cut's locks are held; they become the poll's columns once the locks are released (FillPoll). Reading the
+// fields is all that needs the locks: converting and storing them into a million-row message does not.
+struct PollRows {
+  state::PollCut& cut;  // its ranks and ready order are the cut's copies; its entries are not read after the locks
+  v1::EventPollState* out;
+  std::byte* bytes;  // from the cut's memory (Cut::memory()), released with it
+};
+
+// The captured state that waits for the cut's locks to be released: one PollRows per poll, in the cut's order; and
+// each eventfd's File record with its saved fields as bytes (a small world of many eventfds spent most of its locked
+// time making their records), in arrays from the cut's memory, room for every file.
+struct Deferred {
+  std::vector<PollRows> polls;
+  // With an arena: every file's record but an eventfd's, made under the locks and added to the image after them in
+  // file order (an eventfd's, null here, is made then); else null, and every record is in the image already.
+  v1::File** files = nullptr;
+  v1::File** eventfds = nullptr;
+  std::size_t eventfd_count = 0;
+  std::byte* eventfd_bytes = nullptr;
+  std::size_t eventfd_used = 0;
+};
+
+// Preconditions: the cut's locks are held.
+void CapturePoll(state::PollCut& cut, v1::EventPollState* out, std::pmr::memory_resource* memory, Deferred* deferred) {
+  std::size_t row_bytes = 0;
+  if (!cut.entries.empty()) row_bytes = SavedBytes(*cut.entries.front());
+  std::byte* at = nullptr;
+  if (row_bytes != 0) {
+    at = static_cast<std::byte*>(memory->allocate(cut.entries.size() * row_bytes, alignof(std::max_align_t)));
+  }
+  deferred->polls.push_back({cut, out, at});
+  for (PollEntry* e : cut.entries) at = CopySaved(*e, at);
+  CaptureKernel(cut, out);
+}
+
+// The poll's columns from its rows, after the cut's locks are released: each row is copied into a scratch entry that
+// no poll knows, and captured from there as the entry itself would be.
+void FillPoll(const state::SaveIds& ids, PollRows& rows) {
+  v1::EventPollState* out = rows.out;
   // Each column is sized once: growing them by doubling copies every column about twice and faults in fresh pages.
-  const int n = static_cast<int>(cut.entries.size());
+  const int n = static_cast<int>(rows.cut.entries.size());
   out->mutable_fds()->Reserve(n);
   out->mutable_files()->Reserve(n);
   out->mutable_events()->Reserve(n);
   out->mutable_data()->Reserve(n);
   out->mutable_lists()->Reserve(n);
   out->mutable_queue_ranks()->Reserve(n);
-  for (std::uint32_t rank : cut.ranks) out->add_queue_ranks(rank);
-  for (PollEntry* e : cut.entries) CaptureObject(*e, *out, snap.ids());
-  for (std::uint32_t i : cut.ready) out->add_ready_order(i);
-  CaptureKernel(cut, out);
+  for (std::uint32_t rank : rows.cut.ranks) out->add_queue_ranks(rank);
+  PollEntry scratch(nullptr, FileIdentifier{}, 0, 0);
+  if (n > 0) CaptureCopies(scratch, rows.bytes, static_cast<std::size_t>(n), *out, ids);
+  for (std::uint32_t i : rows.cut.ready) out->add_ready_order(i);
 }
 
-void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const SaveOptions& options, v1::File* out) {
+// Copies an eventfd's saved fields for CaptureTables, which makes its record (`out`, or a new one if null).
+void CopyEventFd(state::Cut& snap, EventFd* e, v1::File* out, Deferred* deferred) {
+  const std::size_t bytes = SavedBytes(*e);
+  if (deferred->eventfds == nullptr) {
+    const std::size_t files = snap.files().size();
+    std::pmr::memory_resource* memory = snap.memory();
+    deferred->eventfds = static_cast<v1::File**>(memory->allocate(files * sizeof(v1::File*), alignof(v1::File*)));
+    deferred->eventfd_bytes = static_cast<std::byte*>(memory->allocate(files * bytes, alignof(std::max_align_t)));
+  }
+  MutexLock lock(e->state_mutex());
+  CopySaved(*e, deferred->eventfd_bytes + deferred->eventfd_used);
+  deferred->eventfd_used += bytes;
+  deferred->eventfds[deferred->eventfd_count++] = out;
+}
+
+void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const SaveOptions& options, v1::File* out,
+                 Deferred* deferred) {
   File* f = snap.files()[i].get();
   const std::string& kind = snap.kinds()[i];
   out->set_id(i + 1);
   if (f->builtin() == File::Builtin::kEventFd) {
-    auto* e = static_cast<EventFd*>(f);
-    MutexLock lock(e->state_mutex());
-    CaptureObject(*e, *out->mutable_eventfd(), snap.ids());
+    CopyEventFd(snap, static_cast<EventFd*>(f), out, deferred);
   } else if (f->builtin() == File::Builtin::kPipeRead) {
     CaptureObject(*static_cast<PipeReadEnd*>(f), *out->mutable_pipe_read(), snap.ids());
   } else if (f->builtin() == File::Builtin::kPipeWrite) {
@@ -90,7 +145,7 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   } else if (f->builtin() == File::Builtin::kUnixStream) {
     CaptureObject(*static_cast<UnixSocket*>(f), *out->mutable_unix_stream(), snap.ids());
   } else if (f->builtin() == File::Builtin::kEventPoll) {
-    CapturePoll(snap, snap.polls()[(*next_poll)++], out->mutable_eventpoll());
+    CapturePoll(snap.polls()[(*next_poll)++], out->mutable_eventpoll(), snap.memory(), deferred);
   } else if (f->builtin() == File::Builtin::kHost) {
     auto* h = static_cast<HostFile*>(f);
     if (options.host_by_value) {
@@ -130,9 +185,32 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   }
 }
 
-// What the cut copied and the world's tables: the header, the fd table and the roots. Runs after the cut's locks are
-// released (state::WithCut's `after`): a million fds are a million messages to make, and none of them reads the world.
-void CaptureTables(state::Cut& snap, v1::Image* image) {
+// What the cut copied and the world's tables: the polls' columns, the header, the fd table and the roots. Runs after
+// the cut's locks are released (state::WithCut's `after`): a million fds are a million messages to make, and none of
+// them reads the world.
+void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image) {
+  if (deferred->files != nullptr) {
+    const std::size_t n = snap.files().size();
+    image->mutable_files()->Reserve(static_cast<int>(n));
+    std::size_t next_eventfd = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (v1::File* made = deferred->files[i]) {
+        image->mutable_files()->AddAllocated(made);  // on the image's arena: added as it is
+        continue;
+      }
+      v1::File* out = image->add_files();
+      out->set_id(i + 1);
+      deferred->eventfds[next_eventfd++] = out;  // eventfds were copied in file order
+    }
+  }
+  if (deferred->eventfd_count > 0) {
+    EventFd scratch(0, false);
+    const std::byte* at = deferred->eventfd_bytes;
+    for (std::size_t i = 0; i < deferred->eventfd_count; ++i) {
+      at = CaptureCopies(scratch, at, 1, *deferred->eventfds[i]->mutable_eventfd(), snap.ids());
+    }
+  }
+  for (PollRows& rows : deferred->polls) FillPoll(snap.ids(), rows);
   v1::Header* h = image->mutable_header();
   h->set_format_major(kFormatMajor);
   h->set_format_minor(kFormatMinor);
@@ -159,9 +237,9 @@ void CaptureTables(state::Cut& snap, v1::Image* image) {
   }
 }
 
-// Everything that reads the world: the shared objects and the files, polls included. Preconditions: the cut's locks
-// are held.
-void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image) {
+// Everything that reads the world: the shared objects and the files, polls included (their entries as rows, for
+// CaptureTables). Preconditions: the cut's locks are held.
+void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, Deferred* deferred) {
   for (const state::Cut::Shared& s : snap.shared()) {
     if (s.pipe) {
       v1::PipeState* p = image->add_pipes();
@@ -176,24 +254,47 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image) 
     }
   }
   std::size_t next_poll = 0;
-  for (std::size_t i = 0; i < snap.files().size(); ++i) CaptureFile(snap, i, &next_poll, options, image->add_files());
+  deferred->polls.reserve(snap.polls().size());
+  const std::size_t n = snap.files().size();
+  if (google::protobuf::Arena* arena = image->GetArena()) {
+    // A small world of many eventfds spent most of its locked time making their records: they are made after the
+    // locks, and the other files' records now, on the arena (nothing to free if the save fails), kept in file order.
+    deferred->files = static_cast<v1::File**>(snap.memory()->allocate(n * sizeof(v1::File*), alignof(v1::File*)));
+    for (std::size_t i = 0; i < n; ++i) {
+      if (snap.files()[i]->builtin() == File::Builtin::kEventFd) {
+        deferred->files[i] = nullptr;
+        CopyEventFd(snap, static_cast<EventFd*>(snap.files()[i].get()), nullptr, deferred);
+        continue;
+      }
+      deferred->files[i] = google::protobuf::Arena::CreateMessage<v1::File>(arena);
+      CaptureFile(snap, i, &next_poll, options, deferred->files[i], deferred);
+    }
+    return;
+  }
+  image->mutable_files()->Reserve(static_cast<int>(n));
+  for (std::size_t i = 0; i < n; ++i) CaptureFile(snap, i, &next_poll, options, image->add_files(), deferred);
+}
+
+// The world into `image` (empty): a consistent cut, read with its locks held, then finished without them.
+Status CaptureInto(const World& world, const SaveOptions& options, v1::Image* image) {
+  try {
+    Deferred deferred;
+    return state::WithCut(
+        world,
+        [&](state::Cut& snap) { CaptureAll(snap, options, image, &deferred); },
+        options.pause, [&](state::Cut& snap) { CaptureTables(snap, &deferred, image); });
+  } catch (const CaptureError& e) {  // a hook's error keeps its own errno (SaveOptions::host_by_value)
+    return Status(e.code, std::string("capture: ") + e.what());
+  } catch (const std::exception& e) {
+    return Status::Error(EIO, std::string("capture: ") + e.what());
+  }
 }
 
 }  // namespace
 
 Result<v1::Image> Capture(const World& world, const SaveOptions& options) {
   v1::Image image;
-  Status s;
-  try {
-    s = state::WithCut(
-        world, [&](state::Cut& snap) { CaptureAll(snap, options, &image); }, options.pause,
-        [&](state::Cut& snap) { CaptureTables(snap, &image); });
-  } catch (const CaptureError& e) {
-    s = Status(e.code, std::string("capture: ") + e.what());
-  } catch (const std::exception& e) {
-    s = Status::Error(EIO, std::string("capture: ") + e.what());
-  }
-  if (!s.ok()) return s;
+  if (Status s = CaptureInto(world, options, &image); !s.ok()) return s;
   return image;
 }
 
@@ -789,20 +890,14 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
   arena_options.block_alloc = &AllocateLarge;
   arena_options.block_dealloc = &FreeLarge;
   arena_options.max_block_size = std::size_t{4} << 20;
-  if (world.fds.Count() >= 4096) arena_options.start_block_size = BigBuffer::kHugePage;
+  // The first block is a whole huge page whatever the world's size: FreeLarge keeps it for the next save (big_buffer.h),
+  // which then finds it faulted in already. Smaller first blocks came from malloc, and freeing them let malloc give
+  // the top of its heap back to the kernel, to be faulted in again by the next save: a small world's save took a dozen
+  // page faults and two brk calls each time.
+  arena_options.start_block_size = BigBuffer::kHugePage;
   google::protobuf::Arena arena(arena_options);
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
-  Status s;
-  try {
-    s = state::WithCut(
-        world, [&](state::Cut& snap) { CaptureAll(snap, options, image); }, options.pause,
-        [&](state::Cut& snap) { CaptureTables(snap, image); });
-  } catch (const CaptureError& e) {
-    s = Status(e.code, std::string("capture: ") + e.what());
-  } catch (const std::exception& e) {
-    s = Status::Error(EIO, std::string("capture: ") + e.what());
-  }
-  if (!s.ok()) return s;
+  if (Status s = CaptureInto(world, options, image); !s.ok()) return s;
   // The strings a capture writes that are not epollcr's own: root names and embedder kinds (image.proto has no
   // other string field; image_strings_test holds Encode's general check to the same answer).
   for (int i = 0; i < image->roots_size(); ++i) {

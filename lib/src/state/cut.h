@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -15,6 +16,8 @@
 #include "epollcr/event_poll.h"
 #include "epollcr/eventfd.h"
 #include "epollcr/host_file.h"
+#include "big_buffer.h"
+#include "epollcr/memory.h"
 #include "event_poll_internal.h"
 #include "state/visitors.h"
 
@@ -34,13 +37,69 @@ inline std::string KindOf(const File& f) {
   return {};
 }
 
+// Memory from AllocateLarge (epollcr/memory.h): from 2 MiB on, huge-page mappings that FreeLarge keeps for a later
+// request of the same size (big_buffer.h).
+class LargeMemory final : public std::pmr::memory_resource {
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t) override { return AllocateLarge(bytes); }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t) override { FreeLarge(p, bytes); }
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+};
+
+// A cut's memory: blocks of 2 MiB or more straight from AllocateLarge, each its own mapping of the size asked for
+// (kept, when freed, for the next save's array of that size), and smaller ones from a monotonic buffer that starts in
+// a huge page kept between saves (so a small world's save takes nothing from malloc). A monotonic buffer alone would
+// put large arrays in ever larger chunks (it grows them geometrically): a million entries took twice the mapped
+// memory, beyond what FreeLarge keeps, and each save faulted part of it in afresh.
+// What is taken from it need not be given back: it is all freed with it.
+class CutMemory final : public std::pmr::memory_resource {
+ public:
+  CutMemory() = default;
+  CutMemory(const CutMemory&) = delete;
+  CutMemory& operator=(const CutMemory&) = delete;
+  ~CutMemory() override {
+    for (const auto& [p, bytes] : large_blocks_) large_.deallocate(p, bytes);
+  }
+
+ private:
+  static bool Large(std::size_t bytes) { return bytes >= BigBuffer::kHugePage; }
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    if (!Large(bytes)) return small_.allocate(bytes, alignment);
+    large_blocks_.reserve(large_blocks_.size() + 1);  // before taking the block: nothing to undo if this throws
+    void* p = large_.allocate(bytes, alignment);
+    large_blocks_.emplace_back(p, bytes);
+    return p;
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    if (!Large(bytes)) return;  // the monotonic buffer frees all at its end
+    auto it = std::find(large_blocks_.begin(), large_blocks_.end(), std::pair<void*, std::size_t>{p, bytes});
+    if (it == large_blocks_.end()) return;  // not ours: cannot happen
+    large_blocks_.erase(it);
+    large_.deallocate(p, bytes, alignment);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+
+  LargeMemory large_;
+  std::vector<std::pair<void*, std::size_t>> large_blocks_;  // handed out and not given back yet (few: 2 MiB or more)
+  BigBuffer first_{BigBuffer::kHugePage};
+  std::pmr::monotonic_buffer_resource small_{first_.data(), first_.size(), &large_};
+};
+
+// The cut's arrays that grow with the number of fds or entries, from the cut's memory (Cut::memory()): a huge page
+// kept between saves, then AllocateLarge's mappings, which a later save of a world of the same size finds faulted in
+// already. A million entries fill about 40 MiB of them; in 4 KiB pages that was ~10,000 page faults per save, each
+// taken with the cut's locks held; and a small world's arrays, from malloc, were given back to the kernel at the end of
+// each save and faulted in again by the next.
+template <typename T>
+using CutVector = std::pmr::vector<T>;
+
 struct PollCut {
   EventPoll* poll = nullptr;
   std::uint64_t id = 0;
   int height = 0;  // poll levels below it: outer polls have larger heights than the polls they watch
-  std::vector<PollEntry*> entries;       // sorted by (file id, fd)
+  CutVector<PollEntry*> entries;         // sorted by (file id, fd)
   std::vector<std::uint32_t> ready;      // ready order, as indexes into entries
-  std::vector<std::uint32_t> ranks;      // each entry's place among the epoll waiters of its file's queue
+  CutVector<std::uint32_t> ranks;        // each entry's place among the epoll waiters of its file's queue
 };
 
 class Cut {
@@ -51,12 +110,10 @@ class Cut {
     frozen_ = world_.fds.Freeze();  // the fd table is part of the cut: held still until the save ends
     // The fds with their files' ids. The frozen table holds every file, so only each file is copied (once), not a
     // shared_ptr per fd; consecutive fds of one file (dups) cost one id lookup between them.
-    const auto nfds = static_cast<std::size_t>(world_.fds.CountFrozen());
-    fds_.reserve(nfds);
-    // At most one file per fd and per root, and a shared object per two files: each table is sized once, not rehashed
-    // and moved as it grows.
-    files_.reserve(nfds + world_.roots.size());
-    ids_.ids.reserve(nfds + world_.roots.size());
+    fds_.reserve(static_cast<std::size_t>(world_.fds.CountFrozen()));
+    // Room for as many files as fds, up to a bound (a million fds are usually dups of far fewer files): no rehash on
+    // the way for the common sizes.
+    ids_.ids.reserve(std::min<std::size_t>(fds_.capacity() + world_.roots.size(), 4096));
     const File* last = nullptr;
     std::uint64_t last_id = 0;
     world_.fds.ForEachFrozen([&](int fd, const std::shared_ptr<File>& file) {
@@ -94,17 +151,18 @@ class Cut {
     for (const auto& f : files_) {
       if (Mutex* m = f->MutationLock()) mutation.push_back(m);
     }
-    std::sort(mutation.begin(), mutation.end(), std::less<Mutex*>());
-    mutation.erase(std::unique(mutation.begin(), mutation.end()), mutation.end());
-    for (Mutex* m : mutation) locks_.emplace_back(*m);
-
-    std::size_t npolls = 0;
-    for (const auto& f : files_) npolls += f->AsEventPoll() != nullptr ? 1 : 0;
-    polls_.reserve(npolls);
-    locks_.reserve(mutation.size() + 2 * npolls);
-    for (std::size_t i = 0; i < files_.size(); ++i) {
-      if (EventPoll* p = files_[i]->AsEventPoll()) polls_.push_back({p, i + 1, 0, {}, {}, {}});
+    // Locks already in address order (files made one after another often are) need no sort.
+    if (!std::is_sorted(mutation.begin(), mutation.end(), std::less<Mutex*>())) {
+      std::sort(mutation.begin(), mutation.end(), std::less<Mutex*>());
     }
+    mutation.erase(std::unique(mutation.begin(), mutation.end()), mutation.end());
+    for (std::size_t i = 0; i < files_.size(); ++i) {
+      if (EventPoll* p = files_[i]->AsEventPoll()) {
+        polls_.push_back({p, i + 1, 0, CutVector<PollEntry*>(&memory_), {}, CutVector<std::uint32_t>(&memory_)});
+      }
+    }
+    locks_.reserve(mutation.size() + 2 * polls_.size());  // every lock the cut takes: no regrowth on the way
+    for (Mutex* m : mutation) locks_.emplace_back(*m);
     for (PollCut& c : polls_) locks_.emplace_back(c.poll->impl()->mu_);
     // Each poll's place in polls_, by its address, sorted for a binary search (no map node per poll).
     std::vector<std::pair<const EventPoll*, std::size_t>> by_poll;
@@ -124,7 +182,9 @@ class Cut {
     // The walk over the queues, file by file in id order, also collects each poll's entries with their sort key and
     // place: grouped by file id already, and without a map from entry to place.
     // A queue of a poll of the cut also gives the polls that watch it (inner_of: each poll's watched polls).
-    std::vector<std::vector<Keyed>> found(polls_.size());
+    std::vector<CutVector<Keyed>> found;
+    found.reserve(polls_.size());
+    for (std::size_t i = 0; i < polls_.size(); ++i) found.emplace_back(&memory_);
     std::vector<std::vector<std::size_t>> inner_of(polls_.size());
     for (std::size_t i = 0; i < polls_.size(); ++i) found[i].reserve(polls_[i].poll->impl()->entries_.size());
     std::size_t next_poll = 0;  // polls_ is in file order
@@ -144,7 +204,7 @@ class Cut {
           last_at = *at;
         }
         auto* e = static_cast<PollEntry*>(&w);
-        found[last_at].push_back({i + 1, e->fd, next++, e});
+        found[last_at].push_back({static_cast<std::uint32_t>(i + 1), e->fd, next++, e->list == EntryList::kReady, e});
         if (this_poll) inner_of[last_at].push_back(*this_poll);
       });
     }
@@ -181,16 +241,13 @@ class Cut {
     std::stable_sort(order.begin(), order.end(), [](PollCut* a, PollCut* b) { return a->height > b->height; });
     for (PollCut* c : order) locks_.emplace_back(c->poll->impl()->lists_mu_);
 
-    // The ready list's entries by their index: they are found among the sorted ones (usually few are ready). One map
-    // for every poll, emptied poll to poll (its buckets stay).
-    std::unordered_map<const PollEntry*, std::uint32_t> ready_index;
     for (std::size_t pi = 0; pi < polls_.size(); ++pi) {
       PollCut& c = polls_[pi];
       const std::string name = "eventpoll#" + std::to_string(c.id);
       ZeroValueCheck zero{name, {}};
       c.poll->impl()->VisitState(zero);
       if (!zero.status.ok()) return zero.status;
-      std::vector<Keyed>& keyed = found[pi];
+      CutVector<Keyed>& keyed = found[pi];
       if (keyed.size() == c.poll->impl()->entries_.size()) {
         // Every entry was in its file's queue: in file id order, and a file's entries in queue order (the latest
         // registration first: Linux puts a non-exclusive waiter at the head of the queue, waiter_queue.cc), so
@@ -199,26 +256,24 @@ class Cut {
       } else if (Status s = KeyedFromMap(c, name, keyed); !s.ok()) {
         return s;
       }
-      ready_index.clear();
-      for (const PollEntry& e : c.poll->impl()->ready_) ready_index.emplace(&e, 0);
+      // The ready list's entries by their index among the sorted ones: the sorted entries that are on the ready list
+      // (an entry's list is kReady exactly while it is on ready_), by address, each found from ready_ by a binary
+      // search (usually few are ready; a hash map of them cost a node per ready entry and a lookup per entry).
+      std::vector<std::pair<const PollEntry*, std::uint32_t>> on_ready;
       c.entries.reserve(keyed.size());
       c.ranks.reserve(keyed.size());
       for (const Keyed& k : keyed) {
-        if (!ready_index.empty()) {
-          if (auto it = ready_index.find(k.entry); it != ready_index.end()) {
-            it->second = static_cast<std::uint32_t>(c.entries.size());
-          }
-        }
+        if (k.ready) on_ready.emplace_back(k.entry, static_cast<std::uint32_t>(c.entries.size()));
         c.entries.push_back(k.entry);
         c.ranks.push_back(k.rank);
       }
-      std::vector<Keyed>().swap(keyed);
+      CutVector<Keyed>(&memory_).swap(keyed);
+      std::sort(on_ready.begin(), on_ready.end());
+      c.ready.reserve(on_ready.size());
       for (const PollEntry& e : c.poll->impl()->ready_) {
         // An entry of the ready list that is not among the sorted ones (its file is being released) is left out.
-        if (auto it = ready_index.find(&e); it != ready_index.end() && it->second < c.entries.size() &&
-                                            c.entries[it->second] == &e) {
-          c.ready.push_back(it->second);
-        }
+        auto it = std::lower_bound(on_ready.begin(), on_ready.end(), std::pair<const PollEntry*, std::uint32_t>{&e, 0});
+        if (it != on_ready.end() && it->first == &e) c.ready.push_back(it->second);
       }
     }
     return {};
@@ -257,7 +312,10 @@ class Cut {
     int fd;
     std::uint64_t file;
   };
-  const std::vector<Fd>& fds() const { return fds_; }
+  const CutVector<Fd>& fds() const { return fds_; }
+  // The cut's memory, for a codec's scratch during the save: what is taken from it need not be given back, it is
+  // released with the cut.
+  std::pmr::memory_resource* memory() { return &memory_; }
   const std::map<std::string, std::shared_ptr<File>>& roots() const { return world_.roots; }
   std::vector<PollCut>& polls() { return polls_; }
   const SaveIds& ids() const { return ids_; }
@@ -274,10 +332,11 @@ class Cut {
   const std::vector<Shared>& shared() const { return shared_; }
 
  private:
-  struct Keyed {  // an entry with its sort key, (file id, fd), and its place in its file's queue
-    std::uint64_t id;
+  struct Keyed {  // an entry with its sort key, (file id, fd), its place in its file's queue, and whether it is ready
+    std::uint32_t id;  // file ids are 1..files_.size(), and a world has fewer than 2^32 files (they take fds)
     int fd;
     std::uint32_t rank;
+    bool ready;  // on the poll's ready list (read while the walk has the entry at hand)
     PollEntry* entry;
   };
   static bool KeyLess(const Keyed& a, const Keyed& b) { return a.id != b.id ? a.id < b.id : a.fd < b.fd; }
@@ -285,7 +344,7 @@ class Cut {
   // A poll some of whose entries the queue walk did not find (a waiter not registered, or a file outside the cut):
   // its entries from its map, each with the place the walk found for it (0 if none), sorted. A file outside the world
   // fails the save (retry() then says the caller may take the cut again).
-  Status KeyedFromMap(PollCut& c, const std::string& name, std::vector<Keyed>& keyed)
+  Status KeyedFromMap(PollCut& c, const std::string& name, CutVector<Keyed>& keyed)
       EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
     std::unordered_map<const PollEntry*, std::uint32_t> ranks;
     for (const Keyed& k : keyed) {
@@ -301,7 +360,8 @@ class Cut {
                                          ") is not in the world (not in the fd table or the roots)");
       }
       auto rank = ranks.find(&e);
-      keyed.push_back({ids_.Of(e.file), e.fd, rank != ranks.end() ? rank->second : 0, &e});
+      keyed.push_back({static_cast<std::uint32_t>(ids_.Of(e.file)), e.fd, rank != ranks.end() ? rank->second : 0,
+                       e.list == EntryList::kReady, &e});
     }
     SortByFileAndFd(keyed);
     return {};
@@ -310,15 +370,15 @@ class Cut {
   // Sorts by (file id, fd). A poll with many entries, in linear time: file ids are 1..files_.size(), so a counting
   // sort by id, then each file's few entries by fd. A poll with few entries among many files (one of many small polls)
   // is sorted as it is: a counting sort would cost the whole range of ids for each of them.
-  void SortByFileAndFd(std::vector<Keyed>& keyed) const {
+  void SortByFileAndFd(CutVector<Keyed>& keyed) const {
     if (keyed.size() < 64 || keyed.size() * 4 < files_.size()) {
       std::sort(keyed.begin(), keyed.end(), KeyLess);
       return;
     }
-    std::vector<std::uint32_t> start(files_.size() + 2, 0);
+    CutVector<std::uint32_t> start(files_.size() + 2, 0, keyed.get_allocator());
     for (const Keyed& k : keyed) ++start[k.id + 1];
     for (std::size_t i = 1; i < start.size(); ++i) start[i] += start[i - 1];
-    std::vector<Keyed> sorted(keyed.size());
+    CutVector<Keyed> sorted(keyed.size(), keyed.get_allocator());
     for (const Keyed& k : keyed) sorted[start[k.id]++] = k;
     for (std::size_t i = 0, j; i < sorted.size(); i = j) {
       for (j = i + 1; j < sorted.size() && sorted[j].id == sorted[i].id;) ++j;
@@ -332,7 +392,7 @@ class Cut {
 
   // Entries grouped by file id, in increasing id order: each file's entries sorted by fd (reversed, when they were in
   // falling order).
-  static void SortEachFileByFd(std::vector<Keyed>& keyed) {
+  static void SortEachFileByFd(CutVector<Keyed>& keyed) {
     auto fd_less = [](const Keyed& a, const Keyed& b) { return a.fd < b.fd; };
     auto fd_greater = [](const Keyed& a, const Keyed& b) { return a.fd > b.fd; };
     for (auto group = keyed.begin(), end = group; group != keyed.end(); group = end) {
@@ -367,13 +427,15 @@ class Cut {
   }
 
   const World& world_;
-  std::vector<Fd> fds_;
+  // Every array of the cut that grows with the world but files_, kinds_ and the locks, and the ids map's nodes.
+  CutMemory memory_;
+  CutVector<Fd> fds_{&memory_};
   std::vector<std::shared_ptr<File>> files_;
   std::vector<std::string> kinds_;
   std::vector<std::string> custom_;
   std::vector<Shared> shared_;
   std::vector<PollCut> polls_;
-  SaveIds ids_;
+  SaveIds ids_{&memory_};
   bool retry_ = false;
   std::unique_lock<Mutex> frozen_;               // taken first, released last
   std::vector<std::unique_lock<Mutex>> locks_;  // released in reverse order of taking

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <memory_resource>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -59,7 +60,10 @@ struct ZeroValueCheck {
 // A poll's entries are saved in (file id, fd) order, so consecutive lookups are mostly of one file: the last answer is
 // kept. Used by one saving thread at a time.
 struct SaveIds {
-  std::unordered_map<const void*, std::uint64_t> ids;
+  SaveIds() = default;
+  // The map's nodes from `memory` (a cut's, freed all at once with it, rather than a heap block per object).
+  explicit SaveIds(std::pmr::memory_resource* memory) : ids(memory) {}
+  std::pmr::unordered_map<const void*, std::uint64_t> ids;
   std::uint64_t Of(const void* object) const {
     if (object == last_ && object != nullptr) return last_id_;
     auto it = ids.find(object);
