@@ -194,6 +194,9 @@ Result<v1::Image> Capture(const World& world, const SaveOptions& options) {
     s = Status::Error(EIO, std::string("capture: ") + e.what());
   }
   if (!s.ok()) return s;
+  if (options.after_capture) {
+    if (s = options.after_capture(image); !s.ok()) return s;
+  }
   return image;
 }
 
@@ -219,6 +222,9 @@ class Validator {
     const std::uint64_t objects = static_cast<std::uint64_t>(image_.pipes_size()) + image_.socket_pairs_size() +
                                   image_.files_size() + image_.fds_size() + image_.roots_size();
     if (objects > limits_.max_objects) return Fail("the image has " + std::to_string(objects) + " objects, beyond the limit");
+    if (image_.has_network_lock()) {
+      if (std::string bad = CheckNetworkLock(image_.network_lock()); !bad.empty()) return Fail("network lock: " + bad);
+    }
     for (const v1::PipeState& p : image_.pipes()) {
       if (Status s = NewId(p.id(), "pipe", nullptr); !s.ok()) return s;
       if (Status s = CheckPipe(p); !s.ok()) return s;
@@ -794,6 +800,9 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
     s = Status::Error(EIO, std::string("capture: ") + e.what());
   }
   if (!s.ok()) return s;
+  if (options.after_capture) {
+    if (s = options.after_capture(*image); !s.ok()) return s;
+  }
   // The strings a capture writes that are not epollcr's own: root names and embedder kinds (image.proto has no
   // other string field; image_strings_test holds Encode's general check to the same answer).
   for (int i = 0; i < image->roots_size(); ++i) {
