@@ -249,6 +249,7 @@ Status TcpByValue::Lock(v1::Image& image) {
     const std::string name = NewNetworkLockName();
     if (Status s = LockNetwork(name, connections, listeners); !s.ok()) return s;
     lock_ = name;
+    lock_owned_ = true;
     image.mutable_network_lock()->set_nftables_table(lock_);
   }
   // A connection that completed its handshake between the listener's capture and the lock is in no fd and in no
@@ -293,7 +294,8 @@ void TcpByValue::CloseAll() {
   }
   connections_.clear();
   listeners_.clear();
-  pending_ = false;  // the lock is the restore's to remove now
+  pending_ = false;
+  lock_owned_ = false;  // the restore's to remove now
 }
 
 std::error_code TcpByValue::Resume() {
@@ -301,9 +303,10 @@ std::error_code TcpByValue::Resume() {
   for (const Held& c : connections_) {
     if (std::error_code e = ResumeTcp(c.file->fd(), c.captured); e && !first) first = e;
   }
-  if (!lock_.empty()) {
+  if (lock_owned_) {
     if (Status s = UnlockNetwork(lock_); !s.ok() && !first) first = s.code;
     lock_.clear();
+    lock_owned_ = false;
   }
   connections_.clear();
   listeners_.clear();

@@ -104,8 +104,9 @@ class TcpByValue {
   std::vector<Held> connections_;  // in repair mode from the save to CloseAll or Resume
   std::vector<HeldListener> listeners_;
   std::vector<Fallback> by_reference_;
-  std::string lock_;  // installed by Save, removed by Resume, left to the restore by CloseAll
-  bool pending_ = false;  // a save succeeded and neither CloseAll nor Resume followed
+  std::string lock_;          // the lock Save installed; after CloseAll only its name
+  bool lock_owned_ = false;   // installed by Save and not yet given to the restore by CloseAll: Resume removes it
+  bool pending_ = false;      // a save succeeded and neither CloseAll nor Resume followed
 };
 
 // The restore side: a resolver for TCP records. Prepare rebuilds every record of the image, listeners first (a
