@@ -17,6 +17,7 @@
 #include <memory>
 #include <string_view>
 
+#include "fault_injection.h"
 #include "image/tcp_records.h"
 
 namespace epollcr::restore {
@@ -67,7 +68,9 @@ Status Available() {
   if (::syscall(SYS_capget, &header, data) == 0 && (data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32))) == 0) {
     return Status::Error(EPERM, "network lock: nftables needs CAP_NET_ADMIN, which this process lacks");
   }
-  const int probe = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  const int probe = testing::Faulted(testing::FaultPoint::kNetworkLockNetlink)
+                        ? -1
+                        : ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
   if (probe < 0) {
     const int error = errno;
     return Status::Error(EPROTONOSUPPORT, std::string("network lock: nftables is unavailable (no netfilter netlink: ") +

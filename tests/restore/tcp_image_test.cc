@@ -35,6 +35,7 @@
 
 #include "byte_stream.h"
 #include "epollcr/epollcr.h"
+#include "fault_injection.h"
 #include "image/codec.h"
 #include "loopback.h"
 #include "open_fds.h"
@@ -584,6 +585,26 @@ TEST(TcpImageLockTest, LockRefusalsAreClearAndChangeNothing) {
   Status gone = UnlockNetwork(name);
   EXPECT_EQ(gone.code, std::errc::no_such_file_or_directory) << gone.message;
   EXPECT_EQ(NetworkLocks().value(), before);
+}
+
+// A kernel without nf_tables (its netlink socket refused, by the fault seam): the save says so and changes nothing.
+TEST(TcpImageLockTest, WithoutNftablesTheSaveFailsAndChangesNothing) {
+  Service s;
+  ASSERT_TRUE(s.Open(AF_INET));
+  const int fds = OpenFds();
+  testing::SetFaultHook([](const testing::FaultCall& call) {
+    return call.point == testing::FaultPoint::kNetworkLockNetlink ? testing::Fault{EPROTONOSUPPORT} : testing::Fault{};
+  });
+  TcpByValue saver;
+  Result<std::string> refused = saver.Save(s.world);
+  testing::SetFaultHook(nullptr);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error(), std::errc::protocol_not_supported);
+  EXPECT_NE(refused.status().message.find("network lock: nftables is unavailable"), std::string::npos)
+      << refused.status().message;
+  EXPECT_EQ(OpenFds(), fds);
+  EXPECT_EQ(NetworkLocks().value(), std::vector<std::string>{});
+  EXPECT_EQ(StillWorks(s), "");
 }
 
 // A save that fails after its lock was installed (here a later after_capture step refuses), and a save that is called
