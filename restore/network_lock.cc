@@ -5,7 +5,10 @@
 #include <linux/netlink.h>
 #include <netinet/in.h>
 #include <nftables/libnftables.h>
+#include <fcntl.h>
 #include <sys/random.h>
+#include <sys/select.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -13,6 +16,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string_view>
@@ -25,27 +29,74 @@ namespace {
 
 constexpr std::string_view kPrefix = "epollcr_lock_";
 
-// One libnftables context, its output and errors kept in buffers (the library never prints). A context's netlink
-// socket belongs to the network namespace of the thread that made it, so each call makes its own.
-struct Nft {
+// What nftables answered: "" or the error's first line, and what it printed (a listing).
+struct Answer {
+  std::string error;
+  std::string output;
+};
+
+// Runs `commands` as one transaction in this process, through a libnftables context of its own whose output and
+// errors are kept in buffers (the library never prints). A context's netlink socket belongs to the network namespace
+// of the thread that made it, so each call makes its own.
+Answer RunHere(const std::string& commands) {
   struct Free {
     void operator()(nft_ctx* ctx) const { nft_ctx_free(ctx); }
   };
-  std::unique_ptr<nft_ctx, Free> ctx{nft_ctx_new(NFT_CTX_DEFAULT)};
+  const std::unique_ptr<nft_ctx, Free> ctx{nft_ctx_new(NFT_CTX_DEFAULT)};
+  if (!ctx) return {"libnftables could not make a context", ""};
+  nft_ctx_buffer_output(ctx.get());
+  nft_ctx_buffer_error(ctx.get());
+  if (nft_run_cmd_from_buffer(ctx.get(), commands.c_str()) == 0) return {"", nft_ctx_get_output_buffer(ctx.get())};
+  std::string error = nft_ctx_get_error_buffer(ctx.get());
+  error = error.substr(0, error.find('\n'));  // the rest repeats the command, which may be long
+  if (error.rfind("Error: ", 0) == 0) error.erase(0, 7);
+  return {error.empty() ? "nftables refused the command" : error, ""};
+}
 
-  // Runs `commands` as one transaction. "" or the error's first line.
-  std::string Run(const std::string& commands) {
-    if (!ctx) return "libnftables could not make a context";
-    nft_ctx_buffer_output(ctx.get());
-    nft_ctx_buffer_error(ctx.get());
-    if (nft_run_cmd_from_buffer(ctx.get(), commands.c_str()) == 0) return "";
-    std::string error = nft_ctx_get_error_buffer(ctx.get());
-    error = error.substr(0, error.find('\n'));  // the rest repeats the command, which may be long
-    if (error.rfind("Error: ", 0) == 0) error.erase(0, 7);
-    return error.empty() ? "nftables refused the command" : error;
+// libnftables waits for the kernel's answers with select(2) (nftables' src/mnl.c), which cannot watch an fd numbered
+// FD_SETSIZE (1024) or above: glibc's fortified FD_SET aborts the process. Its netlink socket takes the lowest free
+// number, so a process with that many fds open runs the commands in a forked child (same network namespace: the
+// forking thread's) that has closed every fd but its standard streams and the pipe of its answer.
+Answer RunInChild(const std::string& commands) {
+  int answer[2];
+  if (::pipe2(answer, O_CLOEXEC) != 0) return {std::string("pipe: ") + std::strerror(errno), ""};
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const int out = ::dup2(answer[1], 3) == 3 ? 3 : -1;
+    ::close_range(4, ~0u, 0);
+    const Answer a = out < 0 ? Answer{"dup2 in the child", ""} : RunHere(commands);
+    const std::string bytes = std::to_string(a.error.size()) + "\n" + a.error + a.output;
+    for (std::size_t done = 0; out >= 0 && done < bytes.size();) {
+      const ssize_t n = ::write(out, bytes.data() + done, bytes.size() - done);
+      if (n <= 0 && errno != EINTR) break;
+      if (n > 0) done += static_cast<std::size_t>(n);
+    }
+    ::_exit(0);
   }
-  std::string Output() const { return nft_ctx_get_output_buffer(ctx.get()); }
-};
+  const int fork_error = errno;
+  ::close(answer[1]);
+  std::string bytes;
+  char buffer[4096];
+  for (ssize_t n; child > 0 && ((n = ::read(answer[0], buffer, sizeof buffer)) > 0 || (n < 0 && errno == EINTR));) {
+    if (n > 0) bytes.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(answer[0]);
+  if (child < 0) return {std::string("fork: ") + std::strerror(fork_error), ""};
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  const std::size_t newline = bytes.find('\n');
+  const std::size_t size = newline == std::string::npos ? 0 : std::strtoull(bytes.c_str(), nullptr, 10);
+  if (newline == std::string::npos || bytes.size() < newline + 1 + size) {
+    return {"the child that ran nftables gave no answer (status " + std::to_string(status) + ")", ""};
+  }
+  return {bytes.substr(newline + 1, size), bytes.substr(newline + 1 + size)};
+}
+
+// Runs `commands` here, or in a child when this process's lowest free fd is too high for libnftables.
+Answer Run(const std::string& commands, int lowest_free_fd) {
+  return lowest_free_fd >= FD_SETSIZE - 16 ? RunInChild(commands) : RunHere(commands);
+}
 
 // nftables' error text names the kernel's errno by its strerror words; the lock gives the errno back with a reason.
 Status Refused(const std::string& what, const std::string& error) {
@@ -62,7 +113,8 @@ Status Refused(const std::string& what, const std::string& error) {
 // nf_tables speaks over NETLINK_NETFILTER: a kernel without it cannot hold a lock. Both it and CAP_NET_ADMIN are
 // checked before libnftables is called, so that the error says so plainly (libnftables reports a refused cache fetch
 // on stderr itself).
-Status Available() {
+// *lowest_free_fd: the probe's fd number.
+Status Available(int* lowest_free_fd) {
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
   if (::syscall(SYS_capget, &header, data) == 0 && (data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32))) == 0) {
@@ -76,6 +128,7 @@ Status Available() {
     return Status::Error(EPROTONOSUPPORT, std::string("network lock: nftables is unavailable (no netfilter netlink: ") +
                                               std::strerror(error) + ")");
   }
+  *lowest_free_fd = probe;
   ::close(probe);
   return {};
 }
@@ -143,7 +196,8 @@ std::string NewNetworkLockName() {
 Status LockNetwork(const std::string& table, std::span<const TcpConnection> connections,
                    std::span<const TcpListener> listeners) {
   if (!image::IsNetworkLockName(table)) return Status::Error(EINVAL, "network lock: '" + table + "' is not a lock's name");
-  if (Status s = Available(); !s.ok()) return s;
+  int lowest_free_fd = 0;
+  if (Status s = Available(&lowest_free_fd); !s.ok()) return s;
   // `add table` would accept an existing table silently; `create` refuses it, so a lock never takes over another's.
   std::string commands = "create table inet " + table + "\n" +
                          "add chain inet " + table + " guard { type filter hook prerouting priority -300 ; policy accept ; }\n" +
@@ -161,8 +215,7 @@ Status LockNetwork(const std::string& table, std::span<const TcpConnection> conn
   if (!v4.empty()) commands += "add element inet " + table + " v4 { " + v4 + " }\n";
   if (!v6.empty()) commands += "add element inet " + table + " v6 { " + v6 + " }\n";
   for (const TcpListener& l : listeners) commands += ListenerRule(table, l);
-  Nft nft;
-  if (std::string error = nft.Run(commands); !error.empty()) {
+  if (std::string error = Run(commands, lowest_free_fd).error; !error.empty()) {
     return Refused("network lock: installing table inet " + table, error);
   }
   return {};
@@ -170,20 +223,21 @@ Status LockNetwork(const std::string& table, std::span<const TcpConnection> conn
 
 Status UnlockNetwork(const std::string& table) {
   if (!image::IsNetworkLockName(table)) return Status::Error(EINVAL, "network lock: '" + table + "' is not a lock's name");
-  if (Status s = Available(); !s.ok()) return s;
-  Nft nft;
-  if (std::string error = nft.Run("delete table inet " + table + "\n"); !error.empty()) {
+  int lowest_free_fd = 0;
+  if (Status s = Available(&lowest_free_fd); !s.ok()) return s;
+  if (std::string error = Run("delete table inet " + table + "\n", lowest_free_fd).error; !error.empty()) {
     return Refused("network lock: removing table inet " + table, error);
   }
   return {};
 }
 
 Result<std::vector<std::string>> NetworkLocks() {
-  if (Status s = Available(); !s.ok()) return s;
-  Nft nft;
-  if (std::string error = nft.Run("list tables inet\n"); !error.empty()) return Refused("network lock: listing", error);
+  int lowest_free_fd = 0;
+  if (Status s = Available(&lowest_free_fd); !s.ok()) return s;
+  const Answer answer = Run("list tables inet\n", lowest_free_fd);
+  if (!answer.error.empty()) return Refused("network lock: listing", answer.error);
   std::vector<std::string> names;
-  const std::string output = nft.Output();
+  const std::string& output = answer.output;
   const std::string marker = "table inet " + std::string(kPrefix);
   for (std::size_t at = output.find(marker); at != std::string::npos; at = output.find(marker, at + 1)) {
     const std::size_t start = at + marker.size() - kPrefix.size();

@@ -18,6 +18,8 @@
 #include <sys/ioctl.h>
 #include <linux/sockios.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -585,6 +587,32 @@ TEST(TcpImageLockTest, LockRefusalsAreClearAndChangeNothing) {
   Status gone = UnlockNetwork(name);
   EXPECT_EQ(gone.code, std::errc::no_such_file_or_directory) << gone.message;
   EXPECT_EQ(NetworkLocks().value(), before);
+}
+
+// libnftables waits with select(2), which cannot watch an fd numbered 1024 or more: with that many fds open the lock
+// runs nftables in a child, and works as ever (a process with more connections than that is what it is for).
+TEST(TcpImageLockTest, TheLockWorksWithMoreThanFdSetSizeFdsOpen) {
+  rlimit limit{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &limit), 0);
+  const rlimit before_limit = limit;
+  limit.rlim_cur = std::max<rlim_t>(limit.rlim_cur, 4096);
+  limit.rlim_max = std::max(limit.rlim_max, limit.rlim_cur);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &limit), 0) << std::strerror(errno);
+  const int fds = OpenFds();
+  std::vector<int> filler;
+  while (OpenFds() < FD_SETSIZE + 64) filler.push_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  ASSERT_GT(filler.back(), FD_SETSIZE);
+  const std::string name = NewNetworkLockName();
+  Status locked = LockNetwork(name, {}, {});
+  EXPECT_TRUE(locked.ok()) << locked.message;
+  EXPECT_TRUE(LockInstalled(name));
+  Status unlocked = UnlockNetwork(name);
+  EXPECT_TRUE(unlocked.ok()) << unlocked.message;
+  EXPECT_FALSE(LockInstalled(name));
+  EXPECT_EQ(UnlockNetwork(name).code, std::errc::no_such_file_or_directory);
+  for (int fd : filler) ::close(fd);
+  EXPECT_EQ(OpenFds(), fds);
+  ::setrlimit(RLIMIT_NOFILE, &before_limit);
 }
 
 // A kernel without nf_tables (its netlink socket refused, by the fault seam): the save says so and changes nothing.
