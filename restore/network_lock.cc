@@ -112,12 +112,12 @@ Status Refused(const std::string& what, const std::string& error) {
 
 // nf_tables speaks over NETLINK_NETFILTER: a kernel without it cannot hold a lock. Both it and CAP_NET_ADMIN are
 // checked before libnftables is called, so that the error says so plainly (libnftables reports a refused cache fetch
-// on stderr itself).
-// *lowest_free_fd: the probe's fd number.
+// on stderr itself). *lowest_free_fd: the probe's fd number, the lowest free one.
 Status Available(int* lowest_free_fd) {
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
-  if (::syscall(SYS_capget, &header, data) == 0 && (data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32))) == 0) {
+  const std::uint32_t net_admin = 1u << (CAP_NET_ADMIN % 32);
+  if (::syscall(SYS_capget, &header, data) == 0 && (data[CAP_NET_ADMIN / 32].effective & net_admin) == 0) {
     return Status::Error(EPERM, "network lock: nftables needs CAP_NET_ADMIN, which this process lacks");
   }
   const int probe = testing::Faulted(testing::FaultPoint::kNetworkLockNetlink)
