@@ -242,7 +242,7 @@ std::string RestoreAndServe(int image_fd, int old_server, int old_listener, std:
 // the client's retransmissions, window updates and new bytes certainly arrive in it). The client does not stop for
 // the move: from the close on it reads what the old side had queued and streams a MiB each way at once.
 struct MoveResult {
-  std::string client;    // "" or the first thing the client saw go wrong (a reset shows here)
+  std::string client;    // "" or what the client's reader and writer saw go wrong (a reset shows here)
   bool child_ok = false;  // the restored side served every byte and saw its lock go (its stderr says why not)
   std::string lock;       // the network lock the save installed ("" without)
   bool lock_was_installed = false;  // the lock's table was in the namespace between the save and the close
@@ -306,7 +306,8 @@ MoveResult MoveUnderTraffic(int family, bool lock, std::chrono::milliseconds gap
   if (out.client.empty()) out.client = ReadExactly(s.client, 's', server_at, 1 << 20);
   if (!out.client.empty()) ::shutdown(s.client, SHUT_RDWR);  // the writer stops too
   writer.join();
-  if (out.client.empty()) out.client = up;
+  // A reset is reported once, to whichever of the reader and the writer calls first: both are kept.
+  if (!up.empty()) out.client += (out.client.empty() ? "" : "; writer: ") + up;
   if (out.client.empty()) {  // the rebuilt listener accepts, and the end reaches the client as an orderly close
     const int second = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (::connect(second, reinterpret_cast<sockaddr*>(&s.address), s.size) != 0) {
