@@ -277,9 +277,10 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, 
 
 // The world into `image` (empty): a consistent cut, read with its locks held, then finished without them.
 Status CaptureInto(const World& world, const SaveOptions& options, v1::Image* image) {
+  Status s;
   try {
     Deferred deferred;
-    return state::WithCut(
+    s = state::WithCut(
         world,
         [&](state::Cut& snap) { CaptureAll(snap, options, image, &deferred); },
         options.pause, [&](state::Cut& snap) { CaptureTables(snap, &deferred, image); });
@@ -288,6 +289,8 @@ Status CaptureInto(const World& world, const SaveOptions& options, v1::Image* im
   } catch (const std::exception& e) {
     return Status::Error(EIO, std::string("capture: ") + e.what());
   }
+  if (!s.ok() || !options.after_capture) return s;
+  return options.after_capture(*image);
 }
 
 }  // namespace
@@ -321,6 +324,9 @@ class Validator {
     const std::uint64_t objects = static_cast<std::uint64_t>(image_.pipes_size()) + image_.socket_pairs_size() +
                                   image_.files_size() + image_.fds_size() + image_.roots_size();
     if (objects > limits_.max_objects) return Fail("the image has " + std::to_string(objects) + " objects, beyond the limit");
+    if (image_.has_network_lock()) {
+      if (std::string bad = CheckNetworkLock(image_.network_lock()); !bad.empty()) return Fail("network lock: " + bad);
+    }
     for (const v1::PipeState& p : image_.pipes()) {
       if (Status s = NewId(p.id(), "pipe", nullptr); !s.ok()) return s;
       if (Status s = CheckPipe(p); !s.ok()) return s;

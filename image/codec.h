@@ -43,6 +43,9 @@ struct SaveOptions {
   // did; false leaves the file a reference; an error fails the save with its code, naming the file and its fd. Must
   // not call into epollcr.
   std::function<Result<bool>(HostFile& file, v1::File* out)> host_by_value;
+  // If set, called once the cut is released and before the image is encoded, with the captured image: it may add to
+  // it (restore/tcp_image.h installs its network lock then and records the lock's name); an error fails the save.
+  std::function<Status(v1::Image& image)> after_capture;
   // If set, receives how long the save held the cut (epollcr/state.h SavePause): the capture; the encoding follows
   // with the world free.
   SavePause* pause = nullptr;

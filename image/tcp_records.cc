@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <string_view>
 
 namespace epollcr::image {
 namespace {
@@ -88,6 +89,17 @@ std::string CheckTcpListener(const v1::TcpListenerState& l) {
   }
   if (l.v6_only() && l.local().family() != v1::ADDRESS_FAMILY_IPV6) return "IPV6_V6ONLY on an IPv4 listener";
   return CheckFileFlags(l.file_flags());
+}
+
+bool IsNetworkLockName(std::string_view table) {
+  constexpr std::string_view kPrefix = "epollcr_lock_";
+  return table.size() == kPrefix.size() + 16 && table.substr(0, kPrefix.size()) == kPrefix &&
+         table.find_first_not_of("0123456789abcdef", kPrefix.size()) == std::string_view::npos;
+}
+
+std::string CheckNetworkLock(const v1::NetworkLock& lock) {
+  if (IsNetworkLockName(lock.nftables_table())) return "";
+  return "nftables table '" + lock.nftables_table() + "' is not a network lock's name (epollcr_lock_ and 16 hex digits)";
 }
 
 }  // namespace epollcr::image

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "epollcr/v1/image.pb.h"
 
@@ -12,5 +13,9 @@ namespace epollcr::image {
 // "" if the record is one a capture could have made, else what is wrong with it ("remote: port 0 is not 1..65535").
 std::string CheckTcpConnection(const v1::TcpConnectionState& c);
 std::string CheckTcpListener(const v1::TcpListenerState& l);
+// The same for the image's network lock: only a name the lock could have made ("epollcr_lock_" and 16 hex digits), so
+// that an image never makes a restore remove a table of another's.
+std::string CheckNetworkLock(const v1::NetworkLock& lock);
+bool IsNetworkLockName(std::string_view table);
 
 }  // namespace epollcr::image

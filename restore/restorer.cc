@@ -60,6 +60,9 @@ Status ResolveAll(const v1::Image& image, const Options& options, Resolved* out)
     ref.embedder = f.has_embedder() ? &f.embedder() : nullptr;
     ref.tcp_connection = f.has_tcp_connection() ? &f.tcp_connection() : nullptr;
     ref.tcp_listener = f.has_tcp_listener() ? &f.tcp_listener() : nullptr;
+    if ((ref.tcp_connection != nullptr || ref.tcp_listener != nullptr) && image.has_network_lock()) {
+      ref.network_lock = &image.network_lock();
+    }
   }
   for (Resolver* resolver : options.resolvers) resolver->Prepare(refs);
   out->files.reserve(refs.size());

@@ -46,6 +46,8 @@ struct FileReference {
   const v1::EmbedderFileReference* embedder = nullptr;
   const v1::TcpConnectionState* tcp_connection = nullptr;
   const v1::TcpListenerState* tcp_listener = nullptr;
+  // For a TCP socket by value: the image's network lock, if it has one.
+  const v1::NetworkLock* network_lock = nullptr;
   // "file 12 (host fd 9, socket dev 0x8 ino 4242)" / "file 3 (embedder kind "myapp.timer")".
   std::string Describe() const;
   // The fd number the image recorded for a host file or a TCP socket by value; -1 for an embedder file.

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+
+#include "restore/network_lock.h"
 
 namespace epollcr::restore {
 namespace {
@@ -210,7 +213,7 @@ Result<bool> TcpByValue::Record(HostFile& file, v1::File* out) {
       Result<TcpListener> l = CaptureListener(fd);
       if (l.ok()) {
         ToRecord(l.value(), fd, out->mutable_tcp_listener());
-        listeners_.push_back(std::static_pointer_cast<HostFile>(file.shared_from_this()));
+        listeners_.push_back({std::static_pointer_cast<HostFile>(file.shared_from_this()), l.value()});
         return true;
       }
       failed = l.status();
@@ -218,8 +221,10 @@ Result<bool> TcpByValue::Record(HostFile& file, v1::File* out) {
       Result<TcpConnection> c = CaptureTcp(fd);
       if (c.ok()) {
         ToRecord(c.value(), fd, out->mutable_tcp_connection());
-        Held held{std::static_pointer_cast<HostFile>(file.shared_from_this()), {}};
-        held.captured.reuse_address = c.value().reuse_address;
+        Held held{std::static_pointer_cast<HostFile>(file.shared_from_this()), std::move(c).value()};
+        held.captured.unacked.clear();  // the image has the queues; only the addresses and options are kept
+        held.captured.unsent.clear();
+        held.captured.unread.clear();
         connections_.push_back(std::move(held));
         return true;
       }
@@ -228,18 +233,54 @@ Result<bool> TcpByValue::Record(HostFile& file, v1::File* out) {
   } else {
     failed = Status::Error(EOPNOTSUPP, why);
   }
-  if (!fallback_) return Status(failed.code, "cannot be recorded by value: " + failed.message);
+  if (!options_.fallback_to_reference) return Status(failed.code, "cannot be recorded by value: " + failed.message);
   by_reference_.push_back({fd, failed.message});
   return false;
 }
 
+Status TcpByValue::Lock(v1::Image& image) {
+  if (options_.lock_network && (!connections_.empty() || !listeners_.empty())) {
+    std::vector<TcpConnection> connections;
+    std::vector<TcpListener> listeners;
+    connections.reserve(connections_.size());
+    listeners.reserve(listeners_.size());
+    for (const Held& c : connections_) connections.push_back(c.captured);
+    for (const HeldListener& l : listeners_) listeners.push_back(l.captured);
+    const std::string name = NewNetworkLockName();
+    if (Status s = LockNetwork(name, connections, listeners); !s.ok()) return s;
+    lock_ = name;
+    lock_owned_ = true;
+    image.mutable_network_lock()->set_nftables_table(lock_);
+  }
+  // A connection that completed its handshake between the listener's capture and the lock is in no fd and in no
+  // record: closing the listener would reset it.
+  for (const HeldListener& l : listeners_) {
+    tcp_info info{};
+    socklen_t size = sizeof info;
+    if (::getsockopt(l.file->fd(), IPPROTO_TCP, TCP_INFO, &info, &size) == 0 && info.tcpi_unacked > 0) {
+      return Status::Error(EBUSY, "listener at fd " + std::to_string(l.file->fd()) + ": " +
+                                      std::to_string(info.tcpi_unacked) +
+                                      " connection(s) arrived during the save: accept them and save again");
+    }
+  }
+  return {};
+}
+
+TcpByValue::~TcpByValue() {
+  if (pending_) (void)Resume();
+}
+
 Result<std::string> TcpByValue::Save(const World& world, image::SaveOptions options) {
   options.host_by_value = [this](HostFile& file, v1::File* out) { return Record(file, out); };
+  options.after_capture = [this, next = std::move(options.after_capture)](v1::Image& image) {
+    Status s = Lock(image);
+    return s.ok() && next ? next(image) : s;
+  };
   Result<std::string> bytes = image::SaveImage(world, options);
   if (!bytes.ok()) {
-    (void)Resume();  // a failed save leaves every socket as it was
-    connections_.clear();
-    listeners_.clear();
+    (void)Resume();  // a failed save leaves every socket as it was, and no lock
+  } else {
+    pending_ = true;
   }
   return bytes;
 }
@@ -248,11 +289,13 @@ void TcpByValue::CloseAll() {
   for (const Held& c : connections_) {
     if (const int fd = c.file->ReleaseFd(); fd >= 0) CloseTcpSilently(fd);
   }
-  for (const auto& l : listeners_) {
-    if (const int fd = l->ReleaseFd(); fd >= 0) ::close(fd);
+  for (const HeldListener& l : listeners_) {
+    if (const int fd = l.file->ReleaseFd(); fd >= 0) ::close(fd);
   }
   connections_.clear();
   listeners_.clear();
+  pending_ = false;
+  lock_owned_ = false;  // the restore's to remove now
 }
 
 std::error_code TcpByValue::Resume() {
@@ -260,8 +303,14 @@ std::error_code TcpByValue::Resume() {
   for (const Held& c : connections_) {
     if (std::error_code e = ResumeTcp(c.file->fd(), c.captured); e && !first) first = e;
   }
+  if (lock_owned_) {
+    if (Status s = UnlockNetwork(lock_); !s.ok() && !first) first = s.code;
+    lock_.clear();
+    lock_owned_ = false;
+  }
   connections_.clear();
   listeners_.clear();
+  pending_ = false;
   return first;
 }
 
@@ -290,6 +339,7 @@ void TcpResolver::Rebuild(const FileReference& ref) {
 // listener again as early as possible.
 void TcpResolver::Prepare(std::span<const FileReference> refs) {
   for (const FileReference& ref : refs) {
+    if (ref.network_lock != nullptr && lock_.empty()) lock_ = ref.network_lock->nftables_table();
     if (ref.tcp_listener != nullptr) Rebuild(ref);
   }
   for (const FileReference& ref : refs) {
@@ -313,7 +363,20 @@ Resolution TcpResolver::Resolve(const FileReference& ref) {
   return r;
 }
 
-void TcpResolver::Finished(bool restored) { CloseMade(!restored); }
+void TcpResolver::Finished(bool restored) {
+  CloseMade(!restored);
+  Unlock();
+}
+
+// The lock goes once the sockets it guarded are rebuilt, or once they are closed again after a failure.
+void TcpResolver::Unlock() {
+  if (lock_.empty()) return;
+  if (Status s = UnlockNetwork(lock_); s.code == std::errc::no_such_file_or_directory) {
+    lock_elsewhere_ = true;
+  } else if (!s.ok()) {
+    unlock_error_ = std::move(s);
+  }
+}
 
 // Closes the sockets this resolver made and no host file owns: all of them after a failed restore (the restorer gave
 // the fds back), else those no host file took. Connections close in repair mode: the peer hears nothing.

@@ -12,8 +12,7 @@
 // A segment the peer sends after the capture is dropped unacknowledged (a socket in repair mode would take it in after
 // its queues were read, and it would be lost): the peer sends it again, after its retransmission timeout (200 ms at
 // the least on Linux), to whichever socket then holds the connection. While no socket holds it (between the close and
-// the rebuild) the kernel would answer with a reset: the rebuild must come before the peer's retransmission, or the
-// address be guarded meanwhile (what CRIU's network lock does).
+// the rebuild) the kernel would answer with a reset: restore/network_lock.h guards the connection meanwhile.
 //
 // The order of operations and the kernel's checks follow Linux's tcp_repair code (net/ipv4/tcp.c: TCP_QUEUE_SEQ,
 // TCP_REPAIR_OPTIONS, TCP_REPAIR_WINDOW) and CRIU's description of it; the code is epollcr's.

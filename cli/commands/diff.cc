@@ -43,6 +43,10 @@ void DiffHeader(const v1::Image& a, const v1::Image& b, Lines& lines) {
   Change(lines, p, "producer version", QuotedText(x.producer_version()), QuotedText(y.producer_version()));
   Change(lines, p, "architecture", QuotedText(x.architecture()), QuotedText(y.architecture()));
   Change(lines, p, "endianness", EndiannessText(x.endianness()), EndiannessText(y.endianness()));
+  const auto lock = [](const v1::Image& i) -> std::string {
+    return i.has_network_lock() ? i.network_lock().nftables_table() : "none";
+  };
+  Change(lines, "network lock", "nftables table", lock(a), lock(b));
 }
 
 std::string FileAndKind(const ImageIndex& index, std::uint64_t id) {

@@ -205,6 +205,9 @@ std::string InspectText(const v1::Image& image) {
     roots.Print(out);
   }
 
+  if (image.has_network_lock()) {
+    out << "network lock: nftables table inet " << image.network_lock().nftables_table() << '\n';
+  }
   out << "files: " << image.files_size() << '\n';
   if (image.files_size() > 0) {
     Table files({"file", "kind", "fds", "state"}, {true, false, false, false});

@@ -486,8 +486,8 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err, DemoResu
     out << "  hand-off:   by value (TCP_REPAIR): " << Field(handoff, "connections") << " connections and "
         << Field(handoff, "listeners") << " listener in an image file of " << Field(handoff, "image_bytes")
         << " bytes (save " << Field(handoff, "save_ms") << " ms, durable write " << Field(handoff, "write_ms")
-        << " ms, sockets closed silently " << Field(handoff, "hold_ms") << " ms after the capture); pid "
-        << Field(handoff, "pid") << " exits\n";
+        << " ms, sockets closed silently " << Field(handoff, "hold_ms") << " ms after the capture, network lock "
+        << Field(handoff, "lock") << "); pid " << Field(handoff, "pid") << " exits\n";
   } else if (!handoff.empty()) {
     const std::size_t stages = handoff.find('(');
     out << "  hand-off:   pause " << Field(handoff, "pause_ms") << " ms "
@@ -500,7 +500,8 @@ int RunDemo(const DemoOptions& o, std::ostream& out, std::ostream& err, DemoResu
     out << "  restore:    pid " << Field(restored, "pid") << ", a fresh process that inherited no socket: "
         << Field(restored, "host_files") << " host files (the TCP sockets rebuilt from the image file, the demo's "
         << "control pipe inherited), " << Field(restored, "registrations") << " registrations, " << Field(restored, "ms")
-        << " ms " << (stages == std::string::npos ? "" : restored.substr(stages)) << "\n";
+        << " ms " << (stages == std::string::npos ? "" : restored.substr(stages)) << ", network lock "
+        << Field(restored, "unlocked") << " removed\n";
   } else if (!restored.empty()) {
     const std::size_t stages = restored.find('(');
     out << "  restore:    pid " << Field(restored, "pid") << ", " << Field(restored, "registrations")

@@ -189,15 +189,17 @@ class Server {
   bool RestoreImage() {
     const auto started = std::chrono::steady_clock::now();
     restore::Report r;
-    epollcr::Status s = RestoreByValue(options_.restore_image, &world_, &r);
+    std::string lock;
+    epollcr::Status s = RestoreByValue(options_.restore_image, &world_, &r, &lock);
     if (!s.ok()) return Fail("restore " + options_.restore_image, s.message) == 0;
     Adopt();
     const auto serving = std::chrono::steady_clock::now();
     char line[512];
     std::snprintf(line, sizeof line,
                   "restored pid=%d pause_end_ns=%lld registrations=%" PRIu64 " host_files=%" PRIu64
-                  " ms=%.3f (read=%.3f validate=%.3f resolve=%.3f build=%.3f after_load=%.3f)",
-                  static_cast<int>(getpid()), Ns(serving), r.entries, r.host_files, Ms(serving - started), Ms(r.read),
+                  " unlocked=%s ms=%.3f (read=%.3f validate=%.3f resolve=%.3f build=%.3f after_load=%.3f)",
+                  static_cast<int>(getpid()), Ns(serving), r.entries, r.host_files,
+                  lock.empty() ? "none" : lock.c_str(), Ms(serving - started), Ms(r.read),
                   Ms(r.validate), Ms(r.resolve), Ms(r.build), Ms(r.after_load));
     Status(line);
     return true;
@@ -212,7 +214,7 @@ class Server {
     }
     const auto paused = std::chrono::steady_clock::now();
     RepairSave saved;
-    epollcr::Status s = SaveByValueAndClose(world_, options_.repair_image, std::chrono::milliseconds(25), &saved);
+    epollcr::Status s = SaveByValueAndClose(world_, options_.repair_image, &saved);
     if (!s.ok()) {
       Resumed("save", s.message);
       return;
@@ -231,9 +233,10 @@ class Server {
     char line[512];
     std::snprintf(line, sizeof line,
                   "handoff pid=%d to=%d mode=repair pause_start_ns=%lld connections=%zu listeners=%zu image_bytes=%zu "
-                  "save_ms=%.3f write_ms=%.3f hold_ms=%.3f",
+                  "lock=%s save_ms=%.3f write_ms=%.3f hold_ms=%.3f",
                   static_cast<int>(getpid()), static_cast<int>(fresh), Ns(paused), saved.connections,
-                  saved.listeners, saved.image_bytes, Ms(saved.save), Ms(saved.write), Ms(saved.hold));
+                  saved.listeners, saved.image_bytes, saved.lock.empty() ? "none" : saved.lock.c_str(),
+                  Ms(saved.save), Ms(saved.write), Ms(saved.hold));
     Status(line);
     _exit(fresh > 0 ? 0 : 1);  // the sockets are closed; the fresh process rebuilds them from the file
   }

@@ -1,6 +1,6 @@
 #include "demo/repair_handoff.h"
 
-#include <thread>
+#include <cerrno>
 
 #include "image/file.h"
 #include "restore/resolvers.h"
@@ -8,7 +8,7 @@
 
 namespace epollcr::cli {
 
-Status SaveByValueAndClose(World& world, const std::string& path, std::chrono::milliseconds hold, RepairSave* out) {
+Status SaveByValueAndClose(World& world, const std::string& path, RepairSave* out) {
   using Clock = std::chrono::steady_clock;
   const auto captured = Clock::now();
   restore::TcpByValue saver;
@@ -23,7 +23,7 @@ Status SaveByValueAndClose(World& world, const std::string& path, std::chrono::m
   const auto wrote = Clock::now();
   out->connections = saver.connections();
   out->listeners = saver.listeners();
-  std::this_thread::sleep_until(captured + hold);
+  out->lock = saver.network_lock();
   saver.CloseAll();
   out->image_bytes = bytes.value().size();
   out->save = saved - captured;
@@ -32,12 +32,19 @@ Status SaveByValueAndClose(World& world, const std::string& path, std::chrono::m
   return {};
 }
 
-Status RestoreByValue(const std::string& path, World* world, restore::Report* report) {
+Status RestoreByValue(const std::string& path, World* world, restore::Report* report, std::string* lock) {
   restore::TcpResolver tcp;
   restore::InheritedFdResolver inherited;
   restore::Options options;
   options.resolvers = {&tcp, &inherited};
-  return restore::RestoreFile(path, world, options, report);
+  Status s = restore::RestoreFile(path, world, options, report);
+  *lock = tcp.network_lock();
+  if (!s.ok()) return s;
+  if (!tcp.unlock_error().ok()) return tcp.unlock_error();
+  if (tcp.network_lock_elsewhere()) {
+    return Status::Error(ENOENT, "network lock " + tcp.network_lock() + ": not in this network namespace");
+  }
+  return {};
 }
 
 }  // namespace epollcr::cli

@@ -54,6 +54,7 @@ std::string_view FaultPointName(FaultPoint point) {
     case FaultPoint::kHandoffReceiveMessage: return "HandoffReceiveMessage";
     case FaultPoint::kHandoffClose: return "HandoffClose";
     case FaultPoint::kHandoffReceivedMessage: return "HandoffReceivedMessage";
+    case FaultPoint::kNetworkLockNetlink: return "NetworkLockNetlink";
   }
   return "?";
 }

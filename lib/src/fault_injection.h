@@ -53,6 +53,9 @@ enum class FaultPoint : std::uint8_t {
   // hook may change (a peer that sends fds in other pieces than the data, or a wrong number of them). Its Fault is
   // not used.
   kHandoffReceivedMessage,
+  // restore/network_lock.cc: the NETLINK_NETFILTER socket that shows nf_tables is there (failed with
+  // EPROTONOSUPPORT: a kernel without it).
+  kNetworkLockNetlink,
 };
 
 // The name of a point without its k ("ImageWrite"), for messages.

@@ -347,9 +347,11 @@ TEST(CommandsTest, InspectDiffAndConvertShowTcpSocketsByValue) {
   v1::File* listener = a.add_files();
   listener->set_id(22);
   *listener->mutable_tcp_listener() = epollcr::testing::ValidListener();
+  a.mutable_network_lock()->set_nftables_table("epollcr_lock_0123456789abcdef");
   WriteImage(dir.File("a.epcr"), a);
   ProgramRun run = RunEpollcr({"inspect", "a.epcr"}, dir.path());
   EXPECT_EQ(run.status, 0) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("\nnetwork lock: nftables table inet epollcr_lock_0123456789abcdef\nfiles: "));
   EXPECT_THAT(LineMatching(run.out, R"(^\s+21\s+TCP connection\s)"),
               HasSubstr("fd 5, local 127.0.0.1:8080, remote 127.0.0.1:40000, send seq 1000, receive seq 5000, unacked 0 "
                         "bytes, unsent 2 bytes (crc32c 0x"));
@@ -365,6 +367,7 @@ TEST(CommandsTest, InspectDiffAndConvertShowTcpSocketsByValue) {
   b.mutable_files(b.files_size() - 2)->mutable_tcp_connection()->set_unread("abd");
   b.mutable_files(b.files_size() - 2)->mutable_tcp_connection()->set_send_seq(1001);
   b.mutable_files(b.files_size() - 1)->mutable_tcp_listener()->set_backlog(64);
+  b.clear_network_lock();
   WriteImage(dir.File("b.epcr"), b);
   ProgramRun diff = RunEpollcr({"diff", "a.epcr", "b.epcr"}, dir.path());
   EXPECT_EQ(diff.status, 1) << diff.err;
@@ -374,11 +377,13 @@ TEST(CommandsTest, InspectDiffAndConvertShowTcpSocketsByValue) {
                 epollcr::image::Crc32c("abd"));
   EXPECT_THAT(diff.out, HasSubstr("file 21 (TCP connection): unread 3 bytes " + std::string(crcs) + "\n"));
   EXPECT_THAT(diff.out, HasSubstr("file 22 (TCP listener): backlog 128 -> 64\n"));
-  EXPECT_EQ(std::count(diff.out.begin(), diff.out.end(), '\n'), 3) << diff.out;
+  EXPECT_THAT(diff.out, HasSubstr("network lock: nftables table epollcr_lock_0123456789abcdef -> none\n"));
+  EXPECT_EQ(std::count(diff.out.begin(), diff.out.end(), '\n'), 4) << diff.out;
 
   ProgramRun json = RunEpollcr({"convert", "a.epcr", "a.json"}, dir.path());
   ASSERT_EQ(json.status, 0) << json.err;
   EXPECT_THAT(ReadFile(dir.File("a.json")), HasSubstr("\"tcp_connection\""));
+  EXPECT_THAT(ReadFile(dir.File("a.json")), HasSubstr("\"nftables_table\": \"epollcr_lock_0123456789abcdef\""));
   ProgramRun back = RunEpollcr({"convert", "a.json", "back.epcr"}, dir.path());
   ASSERT_EQ(back.status, 0) << back.err;
   EXPECT_EQ(ReadFile(dir.File("back.epcr")), ReadFile(dir.File("a.epcr")));
