@@ -2,9 +2,10 @@
 // TCP connections, each a host file registered level-triggered for EPOLLIN in one EventPoll, moved by value round
 // after round in one process. The peers' ends live in a child process, so that N = 10,000 stays under the fd limit.
 //   BM_TcpByValue/connections:N  one round: TcpByValue::Save (each connection captured with TCP_REPAIR into the
-//                                image), CloseAll (each closed in repair mode: the peer hears nothing), then
-//                                restore::RestoreBytes with a TcpResolver into a new world (each connection rebuilt
-//                                at its fd number, its registration made again); the next round moves that world.
+//                                image, and the network lock installed: restore/network_lock.h), CloseAll (each
+//                                closed in repair mode: the peer hears nothing), then restore::RestoreBytes with a
+//                                TcpResolver into a new world (each connection rebuilt at its fd number, its
+//                                registration made again, the lock removed); the next round moves that world.
 //                                Counters per connection: save_ns, close_ns, restore_ns (wall, median of rounds).
 // The by-reference hand-off of as many registrations is BM_HandOffSave / BM_HandOffRestore (handoff_bench.cc), in
 // the same run. Needs CAP_NET_ADMIN (TCP_REPAIR); without it the benchmark says so and is skipped.

@@ -1489,9 +1489,10 @@ def tcp_by_value_section(run):
     say("`BM_TcpByValue` (bench/tcp_by_value_bench.cc; restore/tcp_image.h, docs/restore.md \"TCP connections by "
         "value\"): N established loopback TCP connections, each a host file registered for EPOLLIN in one EventPoll "
         "(the peers' ends in a child process), moved by value round after round in one process: **save** is "
-        "`TcpByValue::Save` (each connection captured with TCP_REPAIR into the image), **close** is `CloseAll` (each "
+        "`TcpByValue::Save` (each connection captured with TCP_REPAIR into the image, and the network lock that drops "
+        "the peers' segments until the rebuild installed: restore/network_lock.h), **close** is `CloseAll` (each "
         "closed in repair mode), **restore** is `restore::RestoreBytes` with a `TcpResolver` into a new world (each "
-        "connection rebuilt at its fd number and registered again). Wall clock per connection, the median of the "
+        "connection rebuilt at its fd number and registered again, the lock removed). Wall clock per connection, the median of the "
         "rounds, then of the repetitions. Beside it, the by-reference hand-off of as many registrations in the same "
         "run (`BM_HandOffSave`, `BM_HandOffRestore`, wall clock per registration: the socket itself is handed over, "
         "no system call per fd).\n")
