@@ -13,6 +13,7 @@
 #include <array>
 #include <charconv>
 #include <cstring>
+#include <exception>
 #include <locale>
 
 namespace epollcr::archive {
@@ -67,8 +68,15 @@ DirectTextOArchive::DirectTextOArchive(std::ostream& os, unsigned int flags) : B
 
 // ---- xml ----------------------------------------------------------------------------------------------------------
 
-DirectXmlOArchive::DirectXmlOArchive(std::ostream& os, unsigned int flags) : Base(os, flags), out_(os) {
-  if ((flags & boost::archive::no_header) == 0) init();
+// The base is told no_header, so that its destructor writes no trailer; the header and trailer are written here, as
+// Boost writes them, when `flags` asks for them.
+DirectXmlOArchive::DirectXmlOArchive(std::ostream& os, unsigned int flags)
+    : Base(os, flags | boost::archive::no_header), out_(os), trailer_((flags & boost::archive::no_header) == 0) {
+  if (trailer_) init();
+}
+
+DirectXmlOArchive::~DirectXmlOArchive() {
+  if (trailer_ && std::uncaught_exceptions() == 0) windup();
 }
 
 void DirectXmlOArchive::save(const std::string& s) {

@@ -74,7 +74,9 @@ class DirectTextOArchive : public boost::archive::text_oarchive_impl<DirectTextO
 class DirectXmlOArchive : public boost::archive::xml_oarchive_impl<DirectXmlOArchive> {
  public:
   explicit DirectXmlOArchive(std::ostream& os, unsigned int flags = 0);
-  ~DirectXmlOArchive() override = default;
+  // Writes the trailer itself, while out_ is alive: Boost's base destructor would write it through put() after this
+  // object's members are gone (and reach this class from a base destructor: undefined behaviour, which UBSan reports).
+  ~DirectXmlOArchive() override;
 
   // As Boost's (basic_text_oprimitive::put), through the stream buffer.
   void put(char c) { out_.Put(c); }
@@ -94,6 +96,7 @@ class DirectXmlOArchive : public boost::archive::xml_oarchive_impl<DirectXmlOArc
   EPOLLCR_FOR_EACH_DECIMAL_TYPE(EPOLLCR_DIRECT_DECIMAL_SAVE, (void)0)
 
   DirectWriter out_;
+  bool trailer_;  // the header was written (no no_header flag): the trailer is due at the end
 };
 
 }  // namespace epollcr::archive
