@@ -79,16 +79,28 @@ DirectXmlOArchive::~DirectXmlOArchive() {
   if (trailer_ && std::uncaught_exceptions() == 0) windup();
 }
 
-void DirectXmlOArchive::save(const std::string& s) {
-  if (std::any_of(s.begin(), s.end(), Escaped)) return Base::save(s);
-  out_.Write(s.data(), s.size());
+// Boost's xml_oarchive_impl::save of a string: each character through iterators::xml_escape, which writes '<', '>',
+// '&', '"' and '\'' as these entities. Written here (Boost's iterator, instantiated in this file, forms a null
+// pointer plus one between characters: UBSan reports it).
+void DirectXmlOArchive::WriteEscaped(const char* s, std::size_t n) {
+  for (const char* end = s + n; s != end;) {
+    const char* plain = std::find_if(s, end, Escaped);
+    out_.Write(s, static_cast<std::size_t>(plain - s));
+    if (plain == end) return;
+    switch (*plain) {
+      case '<': out_.Write("&lt;", 4); break;
+      case '>': out_.Write("&gt;", 4); break;
+      case '&': out_.Write("&amp;", 5); break;
+      case '"': out_.Write("&quot;", 6); break;
+      default: out_.Write("&apos;", 6); break;
+    }
+    s = plain + 1;
+  }
 }
 
-void DirectXmlOArchive::save(const char* s) {
-  const std::size_t n = std::strlen(s);
-  if (std::any_of(s, s + n, Escaped)) return Base::save(s);
-  out_.Write(s, n);
-}
+void DirectXmlOArchive::save(const std::string& s) { WriteEscaped(s.data(), s.size()); }
+
+void DirectXmlOArchive::save(const char* s) { WriteEscaped(s, std::strlen(s)); }
 
 void DirectXmlOArchive::Indent(unsigned depth) {
   static constexpr char kTabs[] = "\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t";

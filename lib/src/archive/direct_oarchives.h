@@ -93,6 +93,7 @@ class DirectXmlOArchive : public boost::archive::xml_oarchive_impl<DirectXmlOArc
   using Base::save;
   void save(const std::string& s);
   void save(const char* s);
+  void WriteEscaped(const char* s, std::size_t n);
   EPOLLCR_FOR_EACH_DECIMAL_TYPE(EPOLLCR_DIRECT_DECIMAL_SAVE, (void)0)
 
   DirectWriter out_;
