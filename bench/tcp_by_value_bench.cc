@@ -7,12 +7,17 @@
 //                                TcpResolver into a new world (each connection rebuilt at its fd number, its
 //                                registration made again, the lock removed); the next round moves that world.
 //                                Counters per connection: save_ns, close_ns, restore_ns (wall, median of rounds).
+//   BM_TcpRebuildFloor/steps:S    what the kernel itself takes to make N sockets, per socket, with no epollcr code:
+//                                S = 1: socket(2) alone, the first step of any rebuild; S = 4: socket, TCP_REPAIR,
+//                                bind and connect (in repair mode: no SYN), the least that puts a connection back
+//                                under its addresses. The closes are not timed.
 // The by-reference hand-off of as many registrations is BM_HandOffSave / BM_HandOffRestore (handoff_bench.cc), in
 // the same run. Needs CAP_NET_ADMIN (TCP_REPAIR); without it the benchmark says so and is skipped.
 #include <arpa/inet.h>
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -153,6 +158,42 @@ void BM_TcpByValue(benchmark::State& state) {
   CountWork(state, "per_connection", n);
 }
 
+void BM_TcpRebuildFloor(benchmark::State& state) {
+  constexpr int kSockets = 10000;
+  const bool whole = state.range(0) == 4;
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  local.sin_port = htons(40999);
+  std::vector<int> fds(kSockets, -1);
+  const int on = 1;
+  for (auto _ : state) {
+    for (int i = 0; i < kSockets; ++i) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP);
+      fds[i] = fd;
+      if (fd < 0) return state.SkipWithError("socket failed");
+      if (!whole) continue;
+      sockaddr_in remote = local;
+      remote.sin_port = htons(static_cast<std::uint16_t>(20000 + i));
+      if (::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &on, sizeof on) != 0) {
+        return state.SkipWithError("TCP_REPAIR failed (needs CAP_NET_ADMIN)");
+      }
+      if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0 ||
+          ::connect(fd, reinterpret_cast<sockaddr*>(&remote), sizeof remote) != 0) {
+        return state.SkipWithError("bind or connect in repair mode failed");
+      }
+    }
+    state.PauseTiming();
+    for (int& fd : fds) {
+      ::close(fd);  // in repair mode: silently
+      fd = -1;
+    }
+    state.ResumeTiming();
+  }
+  CountWork(state, "per_socket", kSockets);
+}
+
+BENCHMARK(BM_TcpRebuildFloor)->ArgName("steps")->Arg(1)->Arg(4)->Iterations(10)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TcpByValue)->ArgName("connections")->Arg(1000)->Iterations(5)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TcpByValue)->ArgName("connections")->Arg(10000)->Iterations(3)->Unit(benchmark::kMillisecond);
 

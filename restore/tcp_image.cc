@@ -84,8 +84,10 @@ std::string NotTcp(int fd) {
 }
 
 // Puts the socket `made` at fd number `fd` (close-on-exec) if that number is free here; the socket is then only
-// there. On failure it closes `made` (silently: `connection`) and says why.
-Result<int> PlaceAt(int made, int fd, bool connection) {
+// there, or also under `made` if that was a free number below `fd`: that one goes into `plugs` instead of being closed,
+// so that the next socket, made for a higher number, does not take it again (the caller closes the plugs once every
+// socket is made). On failure it closes `made` (silently: `connection`) and says why.
+Result<int> PlaceAt(int made, int fd, bool connection, std::vector<int>* plugs) {
   const auto give_up = [&](int also) {
     if (also >= 0) ::close(also);  // a second fd of the same socket: the socket itself stays open
     if (connection) {
@@ -102,7 +104,11 @@ Result<int> PlaceAt(int made, int fd, bool connection) {
     return Status::Error(error, "fd " + std::to_string(fd) + (error == EBUSY ? " is in use in this process"
                                                                               : std::string(": ") + std::strerror(error)));
   }
-  ::close(made);  // the socket stays open under `fd`
+  if (made < fd) {
+    plugs->push_back(made);
+  } else {
+    ::close(made);  // the socket stays open under `fd`
+  }
   return fd;
 }
 
@@ -322,9 +328,9 @@ void TcpResolver::Rebuild(const FileReference& ref) {
   Made& m = made_[ref.id];
   m.connection = ref.tcp_connection != nullptr;
   const int fd = ref.RecordedFd();
-  Result<int> made = m.connection ? RebuildTcp(FromRecord(*ref.tcp_connection))
+  Result<int> made = m.connection ? RebuildTcp(FromRecord(*ref.tcp_connection), &defaults_)
                                   : RebuildListener(FromRecord(*ref.tcp_listener));
-  if (made.ok()) made = PlaceAt(made.value(), fd, m.connection);
+  if (made.ok()) made = PlaceAt(made.value(), fd, m.connection, &plugs_);
   if (made.ok()) {
     m.fd = made.value();
     return;
@@ -336,15 +342,23 @@ void TcpResolver::Rebuild(const FileReference& ref) {
 }
 
 // Listeners first: they bind whatever SO_REUSEADDR the connections have (tcp_image.h), and a client's SYN finds its
-// listener again as early as possible.
+// listener again as early as possible. Each kind in the order of its fd numbers: a new socket takes the lowest free
+// number, so where the recorded numbers are free (a process restoring what another gave up) each socket is made at
+// its own number and needs no second fd to put it there, once the free numbers below them are plugged (PlaceAt).
 void TcpResolver::Prepare(std::span<const FileReference> refs) {
+  std::vector<const FileReference*> listeners, connections;
   for (const FileReference& ref : refs) {
     if (ref.network_lock != nullptr && lock_.empty()) lock_ = ref.network_lock->nftables_table();
-    if (ref.tcp_listener != nullptr) Rebuild(ref);
+    if (ref.tcp_listener != nullptr) listeners.push_back(&ref);
+    if (ref.tcp_connection != nullptr) connections.push_back(&ref);
   }
-  for (const FileReference& ref : refs) {
-    if (ref.tcp_connection != nullptr) Rebuild(ref);
+  for (auto* kind : {&listeners, &connections}) {
+    std::sort(kind->begin(), kind->end(),
+              [](const FileReference* a, const FileReference* b) { return a->RecordedFd() < b->RecordedFd(); });
+    for (const FileReference* ref : *kind) Rebuild(*ref);
   }
+  for (int plug : plugs_) ::close(plug);  // second fds of sockets that stay open at their own numbers
+  plugs_.clear();
 }
 
 Resolution TcpResolver::Resolve(const FileReference& ref) {

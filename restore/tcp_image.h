@@ -149,6 +149,8 @@ class TcpResolver : public Resolver {
   void Unlock();
 
   std::map<std::uint64_t, Made> made_;  // by object id
+  TcpDefaults defaults_;      // what a new socket here has, read by the first rebuild
+  std::vector<int> plugs_;    // during Prepare: free numbers below the sockets' own, kept taken (PlaceAt)
   std::string lock_;          // the image's network lock, "" if none or once removed
   bool lock_elsewhere_ = false;
   Status unlock_error_;

@@ -29,10 +29,9 @@ bool Get(int fd, int level, int name, int* value) {
 bool SelectQueue(int fd, int queue) { return Set(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, queue); }
 
 // The bytes of the selected queue (repair mode: a peek reads the queue itself, the send queue included).
-bool PeekQueue(int fd, int queue, std::size_t size, std::string* out) {
+bool PeekQueue(int fd, std::size_t size, std::string* out) {
   out->assign(size, '\0');
-  if (size == 0) return SelectQueue(fd, queue);
-  if (!SelectQueue(fd, queue)) return false;
+  if (size == 0) return true;
   const ssize_t n = ::recv(fd, out->data(), size, MSG_PEEK | MSG_DONTWAIT);
   if (n < 0) return false;
   if (static_cast<std::size_t>(n) != size) {
@@ -44,8 +43,7 @@ bool PeekQueue(int fd, int queue, std::size_t size, std::string* out) {
 
 // Writes `bytes` into the selected queue (repair mode: the receive queue as if they had arrived, the send queue as if
 // they had been sent).
-bool FillQueue(int fd, int queue, const std::string& bytes) {
-  if (!SelectQueue(fd, queue)) return false;
+bool FillQueue(int fd, const std::string& bytes) {
   std::size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::send(fd, bytes.data() + done, bytes.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -91,26 +89,23 @@ Status ReadConnection(int fd, TcpConnection* c) {
   if (::ioctl(fd, SIOCINQ, &in_queue) != 0) return Failed("SIOCINQ");
   if (::ioctl(fd, SIOCOUTQ, &out_queue) != 0) return Failed("SIOCOUTQ");
   if (::ioctl(fd, SIOCOUTQNSD, &not_sent) != 0) return Failed("SIOCOUTQNSD");
+  // Each queue is selected once, for its sequence number and then its bytes. The send queue stays selected: in repair
+  // mode it means nothing until a queue is read or written again.
   int seq = 0;
-  if (!SelectQueue(fd, TCP_SEND_QUEUE) || !Get(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, &seq)) {
-    return Failed("send TCP_QUEUE_SEQ");
-  }
-  c->send_seq = static_cast<std::uint32_t>(seq);
   if (!SelectQueue(fd, TCP_RECV_QUEUE) || !Get(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, &seq)) {
     return Failed("receive TCP_QUEUE_SEQ");
   }
   c->receive_seq = static_cast<std::uint32_t>(seq);
-  std::string send_queue;
-  if (!PeekQueue(fd, TCP_SEND_QUEUE, static_cast<std::size_t>(out_queue), &send_queue)) {
-    return Failed("reading the send queue");
+  if (!PeekQueue(fd, static_cast<std::size_t>(in_queue), &c->unread)) return Failed("reading the receive queue");
+  if (!SelectQueue(fd, TCP_SEND_QUEUE) || !Get(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, &seq)) {
+    return Failed("send TCP_QUEUE_SEQ");
   }
+  c->send_seq = static_cast<std::uint32_t>(seq);
+  std::string send_queue;
+  if (!PeekQueue(fd, static_cast<std::size_t>(out_queue), &send_queue)) return Failed("reading the send queue");
   const std::size_t sent = static_cast<std::size_t>(out_queue - not_sent);
   c->unacked = send_queue.substr(0, sent);
   c->unsent = send_queue.substr(sent);
-  if (!PeekQueue(fd, TCP_RECV_QUEUE, static_cast<std::size_t>(in_queue), &c->unread)) {
-    return Failed("reading the receive queue");
-  }
-  (void)SelectQueue(fd, TCP_NO_QUEUE);
   size = sizeof c->window;
   if (::getsockopt(fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, &c->window, &size) != 0) return Failed("TCP_REPAIR_WINDOW");
   if (c->timestamps) {
@@ -136,20 +131,37 @@ Status ReadConnection(int fd, TcpConnection* c) {
   return {};
 }
 
-// Makes the socket of `c` on `fd` (new, in repair mode); every step that can fail says which it was.
-Status Build(int fd, const TcpConnection& c) {
+// Reads what the new socket `fd` has before anything is set on it.
+Status ReadDefaults(int fd, TcpDefaults* d) {
+  if (!Get(fd, SOL_SOCKET, SO_RCVBUF, &d->receive_buffer) || !Get(fd, IPPROTO_TCP, TCP_KEEPIDLE, &d->keepalive_idle) ||
+      !Get(fd, IPPROTO_TCP, TCP_KEEPINTVL, &d->keepalive_interval) ||
+      !Get(fd, IPPROTO_TCP, TCP_KEEPCNT, &d->keepalive_count)) {
+    return Failed("reading a new socket's options");
+  }
+  d->known = true;
+  return {};
+}
+
+// Makes the socket of `c` on `fd` (new, in repair mode, made with O_NONBLOCK if `c` had it); every step that can fail
+// says which it was. An option whose value a new socket has already (`d`, read from it) is not set again.
+Status Build(int fd, const TcpConnection& c, const TcpDefaults& d) {
   // Buffers first, at least as large as the old socket's were, and large enough for the queues: the kernel counts a
   // queue by its buffers' whole size (the rebuilt queue is cut into other, smaller pieces than the old one was: up
   // to about twice the bytes). The old sizes may have grown past what SO_SNDBUF may ask for (the kernel's autotuning
   // goes up to tcp_wmem's maximum, SO_SNDBUF stops at wmem_max), so they are forced (CAP_NET_ADMIN, which repair mode
-  // needs anyway). The kernel doubles what is asked for, as getsockopt shows.
+  // needs anyway). The kernel doubles what is asked for, as getsockopt shows. The send buffer is always set: an
+  // established connection's has grown with its MSS, which a socket made in repair mode never learns in time. The
+  // receive buffer usually is what a new socket has.
   const auto at_least = [](int old_size, std::size_t queued) {
     return static_cast<int>(std::max<std::size_t>(static_cast<std::size_t>(std::max(old_size, 0)) / 2, 2 * queued));
   };
+  const int receive_buffer = at_least(c.receive_buffer, c.unread.size());
   if (!Set(fd, SOL_SOCKET, SO_SNDBUFFORCE, at_least(c.send_buffer, c.unacked.size() + c.unsent.size())) ||
-      !Set(fd, SOL_SOCKET, SO_RCVBUFFORCE, at_least(c.receive_buffer, c.unread.size()))) {
+      (2 * receive_buffer != d.receive_buffer && !Set(fd, SOL_SOCKET, SO_RCVBUFFORCE, receive_buffer))) {
     return Failed("SO_SNDBUFFORCE/SO_RCVBUFFORCE");
   }
+  // The sequence numbers must be set while the socket is still closed; each names its queue. The receive queue stays
+  // selected for its bytes below.
   const std::uint32_t queued = static_cast<std::uint32_t>(c.unacked.size() + c.unsent.size());
   if (!SelectQueue(fd, TCP_SEND_QUEUE) ||
       !Set(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.send_seq - queued))) {
@@ -178,24 +190,26 @@ Status Build(int fd, const TcpConnection& c) {
   if (c.timestamps && !Set(fd, IPPROTO_TCP, TCP_TIMESTAMP, static_cast<int>(c.timestamp))) {
     return Failed("TCP_TIMESTAMP");
   }
-  if (!FillQueue(fd, TCP_RECV_QUEUE, c.unread)) return Failed("filling the receive queue");
-  if (!FillQueue(fd, TCP_SEND_QUEUE, c.unacked)) return Failed("filling the send queue");
-  (void)SelectQueue(fd, TCP_NO_QUEUE);
+  if (!c.unread.empty() && !FillQueue(fd, c.unread)) return Failed("filling the receive queue");
+  if (!c.unacked.empty() && (!SelectQueue(fd, TCP_SEND_QUEUE) || !FillQueue(fd, c.unacked))) {
+    return Failed("filling the send queue");
+  }
   // The window last: the kernel checks it against the receive sequence the queue has just advanced.
   if (::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, &c.window, sizeof c.window) != 0) {
     return Failed("TCP_REPAIR_WINDOW");
   }
-  if (!Set(fd, IPPROTO_TCP, TCP_NODELAY, c.nodelay ? 1 : 0) ||
-      !Set(fd, SOL_SOCKET, SO_KEEPALIVE, c.keepalive ? 1 : 0) ||
-      !Set(fd, IPPROTO_TCP, TCP_KEEPIDLE, c.keepalive_idle) ||
-      !Set(fd, IPPROTO_TCP, TCP_KEEPINTVL, c.keepalive_interval) ||
-      !Set(fd, IPPROTO_TCP, TCP_KEEPCNT, c.keepalive_count)) {
+  // A new socket has TCP_NODELAY and SO_KEEPALIVE off and the namespace's keepalive timers: those need no call.
+  if ((c.nodelay && !Set(fd, IPPROTO_TCP, TCP_NODELAY, 1)) || (c.keepalive && !Set(fd, SOL_SOCKET, SO_KEEPALIVE, 1)) ||
+      (c.keepalive_idle != d.keepalive_idle && !Set(fd, IPPROTO_TCP, TCP_KEEPIDLE, c.keepalive_idle)) ||
+      (c.keepalive_interval != d.keepalive_interval && !Set(fd, IPPROTO_TCP, TCP_KEEPINTVL, c.keepalive_interval)) ||
+      (c.keepalive_count != d.keepalive_count && !Set(fd, IPPROTO_TCP, TCP_KEEPCNT, c.keepalive_count))) {
     return Failed("socket options");
   }
-  // Out of repair mode (with a window probe, which tells the peer the connection is alive), then the bytes that were
-  // queued but never sent go out as any write's would.
+  // Out of repair mode (with a window probe, which tells the peer the connection is alive; the queue selected for
+  // repair means nothing from then on), then the bytes that were queued but never sent go out as any write's would.
+  // Leaving repair mode turns SO_REUSEADDR off, as a new socket has it.
   if (!Set(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF)) return Failed("leaving repair mode");
-  if (!Set(fd, SOL_SOCKET, SO_REUSEADDR, c.reuse_address ? 1 : 0)) return Failed("SO_REUSEADDR");
+  if (c.reuse_address && !Set(fd, SOL_SOCKET, SO_REUSEADDR, 1)) return Failed("SO_REUSEADDR");
   std::size_t done = 0;
   while (done < c.unsent.size()) {
     const ssize_t sent = ::send(fd, c.unsent.data() + done, c.unsent.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -205,7 +219,6 @@ Status Build(int fd, const TcpConnection& c) {
     }
     done += static_cast<std::size_t>(sent);
   }
-  if (::fcntl(fd, F_SETFL, c.file_flags) != 0) return Failed("F_SETFL");
   return {};
 }
 
@@ -275,18 +288,33 @@ void CloseTcpSilently(int fd) {
   ::close(fd);
 }
 
-Result<int> RebuildTcp(const TcpConnection& c) {
+Result<int> RebuildTcp(const TcpConnection& c, TcpDefaults* defaults) {
   if (c.family != AF_INET && c.family != AF_INET6) {
     return Status::Error(EAFNOSUPPORT, "address family " + std::to_string(c.family) + " is not TCP over IP");
   }
-  const int fd = ::socket(c.family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+  // F_SETFL changes only these flags of a socket; made with O_NONBLOCK (or without), it needs no F_SETFL after.
+  constexpr int kSettable = O_APPEND | O_ASYNC | O_DIRECT | O_NOATIME | O_NONBLOCK;
+  const bool nonblocking = (c.file_flags & O_NONBLOCK) != 0;
+  const int fd = ::socket(c.family, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), IPPROTO_TCP);
   if (fd < 0) return Failed("socket");
+  TcpDefaults own;
+  TcpDefaults& d = defaults != nullptr ? *defaults : own;
+  if (!d.known) {
+    if (Status status = ReadDefaults(fd, &d); !status.ok()) {
+      ::close(fd);
+      return status;
+    }
+  }
   if (!Set(fd, IPPROTO_TCP, TCP_REPAIR, 1)) {
     Status status = errno == EPERM ? Status::Error(EPERM, "TCP_REPAIR: needs CAP_NET_ADMIN") : Failed("TCP_REPAIR");
     ::close(fd);
     return status;
   }
-  if (Status status = Build(fd, c); !status.ok()) {
+  Status status = Build(fd, c, d);
+  if (status.ok() && (c.file_flags & kSettable & ~O_NONBLOCK) != 0 && ::fcntl(fd, F_SETFL, c.file_flags) != 0) {
+    status = Failed("F_SETFL");
+  }
+  if (!status.ok()) {
     CloseTcpSilently(fd);  // nothing of a half-made connection reaches the peer
     return status;
   }

@@ -146,6 +146,53 @@ TEST_P(TcpRepairTest, AConnectionMovesByValueWithEveryQueuedByte) {
   EXPECT_EQ(::recv(pair.client, &byte, 1, 0), 0) << std::strerror(errno);
 }
 
+// A rebuild sets only the options a new socket would not have anyway (TcpDefaults). Two connections rebuilt with one
+// TcpDefaults: one with every option as a new socket has it, one with each changed (keepalive timers, buffers,
+// SO_REUSEADDR, TCP_NODELAY, blocking). A second capture of each rebuilt socket reads back what the first captured.
+TEST_P(TcpRepairTest, ARebuildGivesBackEveryOptionWhetherItSetsItOrNot) {
+  Pair plain, tuned;
+  ASSERT_TRUE(Connect(GetParam(), &plain)) << std::strerror(errno);
+  ASSERT_TRUE(Connect(GetParam(), &tuned)) << std::strerror(errno);
+  const auto set = [](int fd, int level, int name, int value) {
+    return ::setsockopt(fd, level, name, &value, sizeof value) == 0;
+  };
+  ASSERT_TRUE(set(tuned.server, IPPROTO_TCP, TCP_KEEPIDLE, 77) && set(tuned.server, IPPROTO_TCP, TCP_KEEPINTVL, 13) &&
+              set(tuned.server, IPPROTO_TCP, TCP_KEEPCNT, 4) && set(tuned.server, SOL_SOCKET, SO_RCVBUF, 40000) &&
+              set(tuned.server, SOL_SOCKET, SO_REUSEADDR, 1) && set(tuned.server, IPPROTO_TCP, TCP_NODELAY, 1))
+      << std::strerror(errno);
+  ASSERT_EQ(::fcntl(tuned.server, F_SETFL, ::fcntl(tuned.server, F_GETFL) & ~O_NONBLOCK), 0);
+  TcpDefaults defaults;
+  for (Pair* pair : {&plain, &tuned}) {
+    Result<TcpConnection> captured = CaptureTcp(pair->server);
+    ASSERT_TRUE(captured.ok()) << captured.status().message;
+    const TcpConnection& c = captured.value();
+    CloseTcpSilently(pair->server);
+    pair->server = -1;
+    Result<int> rebuilt = RebuildTcp(c, &defaults);
+    ASSERT_TRUE(rebuilt.ok()) << rebuilt.status().message;
+    pair->server = rebuilt.value();
+    ASSERT_TRUE(defaults.known);
+    Result<TcpConnection> again = CaptureTcp(pair->server);
+    ASSERT_TRUE(again.ok()) << again.status().message;
+    ASSERT_FALSE(ResumeTcp(pair->server, again.value()));
+    const TcpConnection& a = again.value();
+    EXPECT_EQ(a.keepalive_idle, c.keepalive_idle);
+    EXPECT_EQ(a.keepalive_interval, c.keepalive_interval);
+    EXPECT_EQ(a.keepalive_count, c.keepalive_count);
+    EXPECT_EQ(a.nodelay, c.nodelay);
+    EXPECT_EQ(a.reuse_address, c.reuse_address);
+    EXPECT_EQ(a.file_flags & O_NONBLOCK, c.file_flags & O_NONBLOCK);
+    EXPECT_EQ(a.receive_buffer, c.receive_buffer);
+    EXPECT_GE(a.send_buffer, c.send_buffer);
+    std::uint64_t at = 0;
+    EXPECT_EQ(Stream(pair->server, pair->client, 's', &at, 65536), "");
+  }
+  EXPECT_EQ(defaults.keepalive_idle, IntOption(plain.server, IPPROTO_TCP, TCP_KEEPIDLE));
+  EXPECT_NE(IntOption(tuned.server, IPPROTO_TCP, TCP_KEEPIDLE), IntOption(plain.server, IPPROTO_TCP, TCP_KEEPIDLE));
+  EXPECT_EQ(IntOption(tuned.server, SOL_SOCKET, SO_REUSEADDR), 1);
+  EXPECT_EQ(IntOption(plain.server, SOL_SOCKET, SO_REUSEADDR), 0);
+}
+
 // A capture called off: the socket leaves repair mode and carries on, its queues untouched, and the bytes the client
 // sent meanwhile arrive (sent again: the socket held them out while the move was on).
 TEST_P(TcpRepairTest, AMoveCalledOffLeavesTheConnectionAsItWas) {
