@@ -224,7 +224,7 @@ Result<bool> TcpByValue::Record(HostFile& file, v1::File* out) {
       }
       failed = l.status();
     } else {
-      Result<TcpConnection> c = CaptureTcp(fd);
+      Result<TcpConnection> c = CaptureTcp(fd, filter_);
       if (c.ok()) {
         ToRecord(c.value(), fd, out->mutable_tcp_connection());
         Held held{std::static_pointer_cast<HostFile>(file.shared_from_this()), std::move(c).value()};
@@ -282,7 +282,10 @@ Result<std::string> TcpByValue::Save(const World& world, image::SaveOptions opti
     Status s = Lock(image);
     return s.ok() && next ? next(image) : s;
   };
+  const DropFilter filter;  // one program that every captured connection holds its segments with
+  filter_ = &filter;
   Result<std::string> bytes = image::SaveImage(world, options);
+  filter_ = nullptr;
   if (!bytes.ok()) {
     (void)Resume();  // a failed save leaves every socket as it was, and no lock
   } else {

@@ -93,6 +93,7 @@ class TcpByValue {
   Status Lock(v1::Image& image);
 
   const TcpByValueOptions options_;
+  const DropFilter* filter_ = nullptr;  // during Save
   struct Held {
     std::shared_ptr<HostFile> file;
     TcpConnection captured;  // for ResumeTcp (its SO_REUSEADDR) and the lock (its addresses); no queues

@@ -1,10 +1,12 @@
 #include "restore/tcp_repair.h"
 
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/filter.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -227,10 +229,14 @@ Status Build(int fd, const TcpConnection& c, const TcpDefaults& d) {
 // are the peer's to send again, to the rebuilt socket (or to this one, if the move is called off). A classic BPF
 // program of one instruction: return 0 (keep nothing). A socket with a filter of its own is refused: the capture would
 // have to replace it.
-Status HoldIncoming(int fd) {
+Status HoldIncoming(int fd, const DropFilter* filter) {
   socklen_t existing = 0;
   if (::getsockopt(fd, SOL_SOCKET, SO_GET_FILTER, nullptr, &existing) == 0 && existing > 0) {
     return Status::Error(EBUSY, "the socket has a packet filter of its own (SO_ATTACH_FILTER): it cannot be held");
+  }
+  if (filter != nullptr && filter->fd() >= 0) {
+    const int program = filter->fd();
+    if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &program, sizeof program) == 0) return {};
   }
   sock_filter drop_all = BPF_STMT(BPF_RET | BPF_K, 0);
   const sock_fprog program{.len = 1, .filter = &drop_all};
@@ -242,7 +248,28 @@ Status HoldIncoming(int fd) {
 
 }  // namespace
 
-Result<TcpConnection> CaptureTcp(int fd) {
+DropFilter::DropFilter() {
+  // r0 = 0; exit: a socket filter's result is how many bytes of the packet to keep.
+  const bpf_insn keep_nothing[] = {
+      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .src_reg = 0, .off = 0, .imm = 0},
+      {.code = BPF_JMP | BPF_EXIT, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},
+  };
+  static constexpr char kLicense[] = "GPL";
+  bpf_attr attr{};
+  attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+  attr.insn_cnt = sizeof keep_nothing / sizeof keep_nothing[0];
+  attr.insns = reinterpret_cast<std::uint64_t>(keep_nothing);
+  attr.license = reinterpret_cast<std::uint64_t>(kLicense);
+  attr.prog_flags = 0;
+  const long fd = ::syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+  fd_ = fd < 0 ? -1 : static_cast<int>(fd);  // the kernel makes a program's fd close-on-exec
+}
+
+DropFilter::~DropFilter() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<TcpConnection> CaptureTcp(int fd, const DropFilter* filter) {
   int type = 0, protocol = 0;
   if (!Get(fd, SOL_SOCKET, SO_TYPE, &type) || !Get(fd, SOL_SOCKET, SO_PROTOCOL, &protocol)) {
     return Failed("not a socket");
@@ -258,7 +285,7 @@ Result<TcpConnection> CaptureTcp(int fd) {
     return errno == EPERM ? Status::Error(EPERM, "TCP_REPAIR: needs CAP_NET_ADMIN") : Failed("TCP_REPAIR");
   }
   // What arrives before the filter is in place is in the queues read below; nothing after it gets in.
-  if (Status status = HoldIncoming(fd); !status.ok()) {
+  if (Status status = HoldIncoming(fd, filter); !status.ok()) {
     (void)Set(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF);
     (void)Set(fd, SOL_SOCKET, SO_REUSEADDR, reuse);
     return status;

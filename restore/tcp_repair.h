@@ -74,11 +74,29 @@ struct TcpConnection {
   int file_flags = 0;      // F_GETFL (O_NONBLOCK)
 };
 
-// Holds `fd`'s incoming segments, puts it in repair mode and reads its connection. On failure the socket is left as
-// it was (out of repair mode, no filter) and the error says why: EPERM without CAP_NET_ADMIN, ENOTSOCK/EOPNOTSUPP for
-// another kind of socket, EINVAL for a connection that is not established (mid-handshake or mid-close), EBUSY for a
-// socket with a packet filter of its own.
-Result<TcpConnection> CaptureTcp(int fd);
+// The socket filter that holds a captured socket's incoming segments (it keeps nothing), loaded once for many captures.
+// A classic filter (SO_ATTACH_FILTER) is a program the kernel allocates and checks for each socket; this is one eBPF
+// program (BPF_PROG_TYPE_SOCKET_FILTER) that every socket of a save attaches by reference (SO_ATTACH_BPF), which
+// makes the hold about as cheap as any setsockopt. Where the program cannot be loaded (no CAP_BPF or CAP_SYS_ADMIN, a
+// kernel without eBPF) fd() is -1 and each capture attaches a classic filter instead. It holds one fd, close-on-exec,
+// until it goes; the sockets keep the program as long as they hold it.
+class DropFilter {
+ public:
+  DropFilter();
+  ~DropFilter();
+  DropFilter(const DropFilter&) = delete;
+  DropFilter& operator=(const DropFilter&) = delete;
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+// Holds `fd`'s incoming segments (with `filter`'s program if it has one), puts it in repair mode and reads its
+// connection. On failure the socket is left as it was (out of repair mode, no filter) and the error says why: EPERM
+// without CAP_NET_ADMIN, ENOTSOCK/EOPNOTSUPP for another kind of socket, EINVAL for a connection that is not
+// established (mid-handshake or mid-close), EBUSY for a socket with a packet filter of its own.
+Result<TcpConnection> CaptureTcp(int fd, const DropFilter* filter = nullptr);
 
 // Takes `fd` out of repair mode and lets its segments in again: the move was called off and the connection goes on
 // here (what the peer sent meanwhile arrives with its retransmission).

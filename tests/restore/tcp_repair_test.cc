@@ -10,6 +10,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -195,24 +197,36 @@ TEST_P(TcpRepairTest, ARebuildGivesBackEveryOptionWhetherItSetsItOrNot) {
 
 // A capture called off: the socket leaves repair mode and carries on, its queues untouched, and the bytes the client
 // sent meanwhile arrive (sent again: the socket held them out while the move was on).
-TEST_P(TcpRepairTest, AMoveCalledOffLeavesTheConnectionAsItWas) {
+// Both ways of holding: a classic filter of each socket's own, and the eBPF program a DropFilter shares.
+void CallOffAMove(int family, const DropFilter* filter) {
   Pair pair;
-  ASSERT_TRUE(Connect(GetParam(), &pair));
+  ASSERT_TRUE(Connect(family, &pair));
   std::uint64_t client_at = 0, server_at = 0;
   const std::string upstream = Pattern('c', 0, 1000);
   ASSERT_EQ(::send(pair.client, upstream.data(), upstream.size(), MSG_NOSIGNAL), 1000);
   client_at = 1000;
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  Result<TcpConnection> captured = CaptureTcp(pair.server);
+  Result<TcpConnection> captured = CaptureTcp(pair.server, filter);
   ASSERT_TRUE(captured.ok()) << captured.status().message;
   EXPECT_EQ(captured.value().unread, upstream);
   ASSERT_EQ(SendAll(pair.client, Pattern('c', client_at, 500)), "");  // held while the move is on, sent again after
   client_at += 500;
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  int queued = -1;
+  ASSERT_EQ(::ioctl(pair.server, SIOCINQ, &queued), 0);
+  EXPECT_EQ(queued, 1000) << "the socket took in what arrived while it was held";
   ASSERT_FALSE(ResumeTcp(pair.server));
   EXPECT_EQ(ReadExactly(pair.server, 'c', 0, 1500), "");
   EXPECT_EQ(Stream(pair.client, pair.server, 'c', &client_at, 1 << 18), "");
   EXPECT_EQ(Stream(pair.server, pair.client, 's', &server_at, 1 << 18), "");
+}
+
+TEST_P(TcpRepairTest, AMoveCalledOffLeavesTheConnectionAsItWas) { CallOffAMove(GetParam(), nullptr); }
+
+TEST_P(TcpRepairTest, AMoveCalledOffLeavesTheConnectionAsItWasWithASharedFilter) {
+  const DropFilter filter;
+  ASSERT_GE(filter.fd(), 0) << "the eBPF program did not load (the tests run as root): " << std::strerror(errno);
+  CallOffAMove(GetParam(), &filter);
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, TcpRepairTest, ::testing::Values(AF_INET, AF_INET6),
