@@ -26,7 +26,6 @@
 // ("exit PID polls N waits W events E raw R"), appended with O_APPEND (epollcr run --log).
 #include <dlfcn.h>
 #include <linux/audit.h>
-#include <linux/kcmp.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -286,15 +285,7 @@ bool ReviveLocked(State& s, int fd, const struct stat& st) {
     if (!was || was->fd != fd || was->dev != st.st_dev || was->ino != st.st_ino) continue;
     // The same inode; the same open file description only if a kernel epoll holds this file under `fd`.
     bool same = false;
-    for (const std::shared_ptr<File>& poll : PollsLocked(s)) {
-      const int kernel_fd = poll->KernelFd();
-      for (std::uint32_t at = 0; kernel_fd >= 0 && !same && at < 64; ++at) {
-        kcmp_epoll_slot slot{static_cast<std::uint32_t>(kernel_fd), static_cast<std::uint32_t>(fd), at};
-        const long order = ::syscall(SYS_kcmp, ::getpid(), ::getpid(), KCMP_EPOLL_TFD, fd, &slot);
-        if (order < 0) break;
-        same = order == 0;
-      }
-    }
+    for (const std::shared_ptr<File>& poll : PollsLocked(s)) same = same || poll->AsEventPoll()->KernelHoldsFileAt(fd);
     if (!same || host->Reattach(fd)) continue;
     if (s.world->fds.InstallAt(fd, it->second)) {
       (void)host->ReleaseFd();

@@ -737,6 +737,23 @@ bool EventPoll::KernelHolds(KernelRegistration registration) const {
   });
 }
 
+bool EventPoll::KernelHoldsFileAt(int fd) const {
+  int kernel_fd;
+  {
+    MutexLock lists(impl_->lists_mu_);
+    kernel_fd = impl_->kernel_fd_.get();
+  }
+  // Registrations under one number are told apart by their position among them (kcmp_epoll_slot.toff); ENOENT past
+  // the last. One file is registered at most once per epoll, and a number rarely names many.
+  for (std::uint32_t at = 0; kernel_fd >= 0 && at < 64; ++at) {
+    kcmp_epoll_slot slot{static_cast<std::uint32_t>(kernel_fd), static_cast<std::uint32_t>(fd), at};
+    const long order = ::syscall(SYS_kcmp, ::getpid(), ::getpid(), KCMP_EPOLL_TFD, fd, &slot);
+    if (order < 0) return false;
+    if (order == 0) return true;
+  }
+  return false;
+}
+
 // No system call reads a kernel epoll's ready list without consuming it, so this one takes it and puts it back:
 // harvest everything (epoll_wait, timeout 0), and again while level-triggered records were among the last ones (the
 // kernel queues those again at the tail: each is made one-shot first, so the next harvest takes it off and disarms

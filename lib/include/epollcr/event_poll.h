@@ -160,6 +160,10 @@ class EventPoll final : public File {
   // outlives the closing of its fd while a dup, or a forked child's copy, keeps the description open (epoll(7)).
   // One kcmp(KCMP_EPOLL_TFD) when no registration is left under that fd number; /proc/self/fdinfo otherwise.
   bool KernelHolds(KernelRegistration registration) const;
+  // Whether the kernel epoll holds a registration made under fd number `fd` of the open file description that `fd`
+  // names now (kcmp(KCMP_EPOLL_TFD) over the registrations under that number): the same description, not merely the
+  // same inode, as a dup of a closed registered fd brought back at its number is.
+  bool KernelHoldsFileAt(int fd) const;
 
   // The keys (KernelRegistration::key) of the kernel entries on the kernel epoll's ready list, front first: what
   // `epollcr ps` shows of an interposed program's ready list. The kernel has no call that reads the list without
