@@ -3,6 +3,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/json_util.h>
+#include <google/protobuf/wire_format_lite.h>
 
 #include <sys/stat.h>
 
@@ -185,10 +186,46 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   }
 }
 
-// What the cut copied and the world's tables: the polls' columns, the header, the fd table and the roots. Runs after
-// the cut's locks are released (state::WithCut's `after`): a million fds are a million messages to make, and none of
-// them reads the world.
-void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image) {
+// The fd table encoded as Image.fds' records (FdEntry messages, each with its field's tag and length), as protobuf
+// writes them: for a save that writes them straight from the cut rather than making a message per fd (SaveImageWith).
+struct FdRecords {
+  BigBuffer bytes;
+  std::size_t size = 0;
+};
+
+// The longest record: a tag and a length, then two fields of a tag and a varint of at most 10 bytes each.
+constexpr std::size_t kMaxFdRecord = 2 + 2 * 11;
+
+// One FdEntry record at `at`, the bytes Image.fds' serialization makes of FdEntry{fd, file} (protobuf's encoding: a
+// length-delimited field; a proto3 field equal to zero is left out; an int32 is written sign-extended to 64 bits);
+// returns where it ends.
+std::uint8_t* PutFdRecord(std::uint8_t* at, int fd, std::uint64_t file) {
+  using google::protobuf::internal::WireFormatLite;
+  using Coded = google::protobuf::io::CodedOutputStream;
+  const auto fd_bits = static_cast<std::uint64_t>(static_cast<std::int64_t>(fd));
+  std::uint32_t size = 0;
+  if (fd != 0) size += 1 + static_cast<std::uint32_t>(Coded::VarintSize64(fd_bits));
+  if (file != 0) size += 1 + static_cast<std::uint32_t>(Coded::VarintSize64(file));
+  at = Coded::WriteTagToArray(
+      WireFormatLite::MakeTag(v1::Image::kFdsFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED), at);
+  at = Coded::WriteVarint32ToArray(size, at);
+  if (fd != 0) {
+    at = Coded::WriteTagToArray(WireFormatLite::MakeTag(v1::FdEntry::kFdFieldNumber, WireFormatLite::WIRETYPE_VARINT),
+                                at);
+    at = Coded::WriteVarint64ToArray(fd_bits, at);
+  }
+  if (file != 0) {
+    at = Coded::WriteTagToArray(WireFormatLite::MakeTag(v1::FdEntry::kFileFieldNumber, WireFormatLite::WIRETYPE_VARINT),
+                                at);
+    at = Coded::WriteVarint64ToArray(file, at);
+  }
+  return at;
+}
+
+// What the cut copied and the world's tables: the polls' columns, the header, the fd table (into `fds` if given, else
+// into the image) and the roots. Runs after the cut's locks are released (state::WithCut's `after`): a million fds are
+// a million records to make, and none of them reads the world.
+void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image, FdRecords* fds) {
   if (deferred->files != nullptr) {
     const std::size_t n = snap.files().size();
     image->mutable_files()->Reserve(static_cast<int>(n));
@@ -224,11 +261,19 @@ void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image) {
   h->set_architecture("unknown");
 #endif
   h->set_endianness(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? v1::ENDIANNESS_LITTLE : v1::ENDIANNESS_BIG);
-  image->mutable_fds()->Reserve(static_cast<int>(snap.fds().size()));
-  for (const state::Cut::Fd& fd : snap.fds()) {
-    v1::FdEntry* e = image->add_fds();
-    e->set_fd(fd.fd);
-    e->set_file(fd.file);
+  if (fds != nullptr) {
+    fds->bytes = BigBuffer(snap.fds().size() * kMaxFdRecord);
+    auto* const start = static_cast<std::uint8_t*>(fds->bytes.data());
+    std::uint8_t* at = start;
+    for (const state::Cut::Fd& fd : snap.fds()) at = PutFdRecord(at, fd.fd, fd.file);
+    fds->size = static_cast<std::size_t>(at - start);
+  } else {
+    image->mutable_fds()->Reserve(static_cast<int>(snap.fds().size()));
+    for (const state::Cut::Fd& fd : snap.fds()) {
+      v1::FdEntry* e = image->add_fds();
+      e->set_fd(fd.fd);
+      e->set_file(fd.file);
+    }
   }
   for (const auto& [name, file] : snap.roots()) {
     v1::Root* r = image->add_roots();
@@ -275,15 +320,16 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, 
   for (std::size_t i = 0; i < n; ++i) CaptureFile(snap, i, &next_poll, options, image->add_files(), deferred);
 }
 
-// The world into `image` (empty): a consistent cut, read with its locks held, then finished without them.
-Status CaptureInto(const World& world, const SaveOptions& options, v1::Image* image) {
+// The world into `image` (empty): a consistent cut, read with its locks held, then finished without them. With `fds`,
+// the fd table is encoded there instead of added to the image.
+Status CaptureInto(const World& world, const SaveOptions& options, v1::Image* image, FdRecords* fds = nullptr) {
   Status s;
   try {
     Deferred deferred;
     s = state::WithCut(
         world,
         [&](state::Cut& snap) { CaptureAll(snap, options, image, &deferred); },
-        options.pause, [&](state::Cut& snap) { CaptureTables(snap, &deferred, image); });
+        options.pause, [&](state::Cut& snap) { CaptureTables(snap, &deferred, image, fds); });
   } catch (const CaptureError& e) {  // a hook's error keeps its own errno (SaveOptions::host_by_value)
     return Status(e.code, std::string("capture: ") + e.what());
   } catch (const std::exception& e) {
@@ -903,7 +949,8 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
   arena_options.start_block_size = BigBuffer::kHugePage;
   google::protobuf::Arena arena(arena_options);
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
-  if (Status s = CaptureInto(world, options, image); !s.ok()) return s;
+  FdRecords fds;
+  if (Status s = CaptureInto(world, options, image, &fds); !s.ok()) return s;
   // The strings a capture writes that are not epollcr's own: root names and embedder kinds (image.proto has no
   // other string field; image_strings_test holds Encode's general check to the same answer).
   for (int i = 0; i < image->roots_size(); ++i) {
@@ -915,15 +962,32 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
       return NonUtf8("encode", "files[" + std::to_string(i) + "].embedder.kind");
     }
   }
-  const std::size_t payload = image->ByteSizeLong();
+  // The payload is the image's fields in number order, as Encode writes them: the header (1), then the fd table (2)
+  // from `fds`, then the rest (3 on), which the image serializes once its header is taken out of it.
+  using google::protobuf::internal::WireFormatLite;
+  using Coded = google::protobuf::io::CodedOutputStream;
+  const v1::Header* image_header = image->unsafe_arena_release_header();
+  const std::size_t header_bytes = image_header->ByteSizeLong();
+  const std::uint32_t header_tag = WireFormatLite::MakeTag(v1::Image::kHeaderFieldNumber,
+                                                           WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+  const std::size_t header_field =
+      Coded::VarintSize32(header_tag) + Coded::VarintSize32(static_cast<std::uint32_t>(header_bytes)) + header_bytes;
+  const std::size_t rest = image->ByteSizeLong();
+  const std::size_t payload = header_field + fds.size + rest;
   if (payload > static_cast<std::size_t>(INT_MAX)) return Status::Error(EINVAL, "encode: the image is too large");
   char* bytes = place(kHeaderSize + payload);
   if (bytes == nullptr) return Status::Error(ENOSPC, "encode: no room for the image");
   {
-    google::protobuf::io::ArrayOutputStream stream(bytes + kHeaderSize, static_cast<int>(payload));
+    auto* at = reinterpret_cast<std::uint8_t*>(bytes + kHeaderSize);
+    at = Coded::WriteTagToArray(header_tag, at);
+    at = Coded::WriteVarint32ToArray(static_cast<std::uint32_t>(header_bytes), at);
+    at = image_header->SerializeWithCachedSizesToArray(at);
+    if (fds.size != 0) std::memcpy(at, fds.bytes.data(), fds.size);
+    at += fds.size;
+    google::protobuf::io::ArrayOutputStream stream(at, static_cast<int>(rest));
     google::protobuf::io::CodedOutputStream coded(&stream);
     coded.SetSerializationDeterministic(true);
-    image->SerializeWithCachedSizes(&coded);  // the same bytes as Encode's
+    image->SerializeWithCachedSizes(&coded);  // with the two fields above, the same bytes as Encode's
     if (coded.HadError()) return Status::Error(EINVAL, "encode: the image changed size while it was encoded");
   }
   const FrameHeaderBytes header = FrameHeader(std::string_view(bytes + kHeaderSize, payload));
