@@ -3,6 +3,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/json_util.h>
+#include <google/protobuf/wire_format_lite.h>
 
 #include <sys/stat.h>
 
@@ -13,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory_resource>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -185,11 +187,116 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   }
 }
 
-// What the cut copied and the world's tables: the polls' columns, the header, the fd table and the roots. Runs after
-// the cut's locks are released (state::WithCut's `after`): a million fds are a million messages to make, and none of
-// them reads the world.
-void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image) {
-  if (deferred->files != nullptr) {
+// The fd table and the files encoded as Image.fds' and Image.files' records (each message with its field's tag and
+// length), as protobuf writes them: a save (SaveImageWith) writes them from the cut rather than adding a message per
+// fd and per eventfd to the image, which is most of a small world's save. The bytes are on the image's arena, whose
+// blocks a later save finds faulted in already (heap blocks freed after each save were faulted in again by the next).
+struct Records {
+  const std::uint8_t* fds = nullptr;
+  std::size_t fds_size = 0;
+  const std::uint8_t* files = nullptr;
+  std::size_t files_size = 0;
+  // The first file whose embedder kind is not valid UTF-8 (encoding refuses it), if any.
+  std::optional<std::size_t> non_utf8_kind;
+};
+
+using google::protobuf::internal::WireFormatLite;
+using Coded = google::protobuf::io::CodedOutputStream;
+
+constexpr std::uint32_t LengthDelimited(int field) {
+  return WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+}
+
+// A message as a length-delimited field at `at`: its tag, its size, then its bytes. Preconditions: its size is cached
+// (ByteSizeLong). Returns where it ends.
+std::uint8_t* PutMessageField(std::uint8_t* at, int field, const google::protobuf::MessageLite& message) {
+  at = Coded::WriteTagToArray(LengthDelimited(field), at);
+  at = Coded::WriteVarint32ToArray(static_cast<std::uint32_t>(message.GetCachedSize()), at);
+  return message.SerializeWithCachedSizesToArray(at);
+}
+std::size_t MessageFieldSize(std::size_t message_bytes) {
+  return 1 + Coded::VarintSize64(message_bytes) + message_bytes;  // every field number here fits a one-byte tag
+}
+
+// The longest eventfd record: the files field's tag and length, the id's tag and varint, the eventfd field's tag and
+// length, and an EventFdState (a count's tag and varint, the semaphore's tag and byte).
+constexpr std::size_t kMaxEventFdRecord = 1 + 2 + 1 + 10 + 1 + 1 + (1 + 10 + 2);
+
+// One Image.files record of an eventfd file: File{id, eventfd = state}, the bytes protobuf makes of that message.
+std::uint8_t* PutEventFdRecord(std::uint8_t* at, std::uint64_t id, const v1::EventFdState& state) {
+  const std::size_t state_bytes = state.ByteSizeLong();
+  const std::size_t file_bytes = 1 + Coded::VarintSize64(id) + MessageFieldSize(state_bytes);
+  at = Coded::WriteTagToArray(LengthDelimited(v1::Image::kFilesFieldNumber), at);
+  at = Coded::WriteVarint32ToArray(static_cast<std::uint32_t>(file_bytes), at);
+  at = Coded::WriteTagToArray(WireFormatLite::MakeTag(v1::File::kIdFieldNumber, WireFormatLite::WIRETYPE_VARINT), at);
+  at = Coded::WriteVarint64ToArray(id, at);
+  return PutMessageField(at, v1::File::kEventfdFieldNumber, state);
+}
+
+// The files of an arena capture (Deferred::files, the eventfds' copied fields) as Image.files' records, in file order.
+// Preconditions: every poll's columns are filled (FillPoll).
+void EncodeFiles(state::Cut& snap, const Deferred& deferred, google::protobuf::Arena* arena, Records* records) {
+  const std::size_t n = snap.files().size();
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const v1::File* made = deferred.files[i];
+    bytes += made != nullptr ? MessageFieldSize(made->ByteSizeLong()) : kMaxEventFdRecord;
+    if (made != nullptr && made->has_embedder() && !records->non_utf8_kind && !IsUtf8(made->embedder().kind())) {
+      records->non_utf8_kind = i;
+    }
+  }
+  auto* const start = google::protobuf::Arena::CreateArray<std::uint8_t>(arena, bytes);
+  std::uint8_t* at = start;
+  EventFd scratch(0, false);
+  v1::EventFdState state;
+  const std::byte* copied = deferred.eventfd_bytes;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (const v1::File* made = deferred.files[i]) {
+      at = PutMessageField(at, v1::Image::kFilesFieldNumber, *made);
+      continue;
+    }
+    state.Clear();
+    copied = CaptureCopies(scratch, copied, 1, state, snap.ids());  // eventfds were copied in file order
+    at = PutEventFdRecord(at, i + 1, state);
+  }
+  records->files = start;
+  records->files_size = static_cast<std::size_t>(at - start);
+}
+
+// The longest fd record: a tag and a length, then two fields of a tag and a varint of at most 10 bytes each.
+constexpr std::size_t kMaxFdRecord = 2 + 2 * 11;
+
+// One FdEntry record at `at`, the bytes Image.fds' serialization makes of FdEntry{fd, file} (protobuf's encoding: a
+// length-delimited field; a proto3 field equal to zero is left out; an int32 is written sign-extended to 64 bits);
+// returns where it ends.
+std::uint8_t* PutFdRecord(std::uint8_t* at, int fd, std::uint64_t file) {
+  const auto fd_bits = static_cast<std::uint64_t>(static_cast<std::int64_t>(fd));
+  std::uint32_t size = 0;
+  if (fd != 0) size += 1 + static_cast<std::uint32_t>(Coded::VarintSize64(fd_bits));
+  if (file != 0) size += 1 + static_cast<std::uint32_t>(Coded::VarintSize64(file));
+  at = Coded::WriteTagToArray(LengthDelimited(v1::Image::kFdsFieldNumber), at);
+  at = Coded::WriteVarint32ToArray(size, at);
+  if (fd != 0) {
+    at = Coded::WriteTagToArray(WireFormatLite::MakeTag(v1::FdEntry::kFdFieldNumber, WireFormatLite::WIRETYPE_VARINT),
+                                at);
+    at = Coded::WriteVarint64ToArray(fd_bits, at);
+  }
+  if (file != 0) {
+    at = Coded::WriteTagToArray(WireFormatLite::MakeTag(v1::FdEntry::kFileFieldNumber, WireFormatLite::WIRETYPE_VARINT),
+                                at);
+    at = Coded::WriteVarint64ToArray(file, at);
+  }
+  return at;
+}
+
+// What the cut copied and the world's tables: the polls' columns, the header, the files and the fd table (into
+// `records` if given, else into the image) and the roots. Runs after the cut's locks are released (state::WithCut's
+// `after`): a million fds are a million records to make, and none of them reads the world.
+void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image, Records* records) {
+  if (records != nullptr) {
+    for (PollRows& rows : deferred->polls) FillPoll(snap.ids(), rows);
+    EncodeFiles(snap, *deferred, image->GetArena(), records);
+  } else if (deferred->files != nullptr) {
     const std::size_t n = snap.files().size();
     image->mutable_files()->Reserve(static_cast<int>(n));
     std::size_t next_eventfd = 0;
@@ -203,14 +310,16 @@ void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image) {
       deferred->eventfds[next_eventfd++] = out;  // eventfds were copied in file order
     }
   }
-  if (deferred->eventfd_count > 0) {
+  if (records == nullptr && deferred->eventfd_count > 0) {  // with records, EncodeFiles wrote them
     EventFd scratch(0, false);
     const std::byte* at = deferred->eventfd_bytes;
     for (std::size_t i = 0; i < deferred->eventfd_count; ++i) {
       at = CaptureCopies(scratch, at, 1, *deferred->eventfds[i]->mutable_eventfd(), snap.ids());
     }
   }
-  for (PollRows& rows : deferred->polls) FillPoll(snap.ids(), rows);
+  if (records == nullptr) {
+    for (PollRows& rows : deferred->polls) FillPoll(snap.ids(), rows);
+  }
   v1::Header* h = image->mutable_header();
   h->set_format_major(kFormatMajor);
   h->set_format_minor(kFormatMinor);
@@ -224,11 +333,20 @@ void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image) {
   h->set_architecture("unknown");
 #endif
   h->set_endianness(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? v1::ENDIANNESS_LITTLE : v1::ENDIANNESS_BIG);
-  image->mutable_fds()->Reserve(static_cast<int>(snap.fds().size()));
-  for (const state::Cut::Fd& fd : snap.fds()) {
-    v1::FdEntry* e = image->add_fds();
-    e->set_fd(fd.fd);
-    e->set_file(fd.file);
+  if (records != nullptr) {
+    auto* const start =
+        google::protobuf::Arena::CreateArray<std::uint8_t>(image->GetArena(), snap.fds().size() * kMaxFdRecord);
+    std::uint8_t* at = start;
+    for (const state::Cut::Fd& fd : snap.fds()) at = PutFdRecord(at, fd.fd, fd.file);
+    records->fds = start;
+    records->fds_size = static_cast<std::size_t>(at - start);
+  } else {
+    image->mutable_fds()->Reserve(static_cast<int>(snap.fds().size()));
+    for (const state::Cut::Fd& fd : snap.fds()) {
+      v1::FdEntry* e = image->add_fds();
+      e->set_fd(fd.fd);
+      e->set_file(fd.file);
+    }
   }
   for (const auto& [name, file] : snap.roots()) {
     v1::Root* r = image->add_roots();
@@ -275,15 +393,16 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, 
   for (std::size_t i = 0; i < n; ++i) CaptureFile(snap, i, &next_poll, options, image->add_files(), deferred);
 }
 
-// The world into `image` (empty): a consistent cut, read with its locks held, then finished without them.
-Status CaptureInto(const World& world, const SaveOptions& options, v1::Image* image) {
+// The world into `image` (empty): a consistent cut, read with its locks held, then finished without them. With
+// `records` (and `image` on an arena), the files and the fd table are encoded there instead of added to the image.
+Status CaptureInto(const World& world, const SaveOptions& options, v1::Image* image, Records* records = nullptr) {
   Status s;
   try {
     Deferred deferred;
     s = state::WithCut(
         world,
         [&](state::Cut& snap) { CaptureAll(snap, options, image, &deferred); },
-        options.pause, [&](state::Cut& snap) { CaptureTables(snap, &deferred, image); });
+        options.pause, [&](state::Cut& snap) { CaptureTables(snap, &deferred, image, records); });
   } catch (const CaptureError& e) {  // a hook's error keeps its own errno (SaveOptions::host_by_value)
     return Status(e.code, std::string("capture: ") + e.what());
   } catch (const std::exception& e) {
@@ -903,28 +1022,44 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
   arena_options.start_block_size = BigBuffer::kHugePage;
   google::protobuf::Arena arena(arena_options);
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
-  if (Status s = CaptureInto(world, options, image); !s.ok()) return s;
+  Records records;
+  if (Status s = CaptureInto(world, options, image, &records); !s.ok()) return s;
   // The strings a capture writes that are not epollcr's own: root names and embedder kinds (image.proto has no
   // other string field; image_strings_test holds Encode's general check to the same answer).
   for (int i = 0; i < image->roots_size(); ++i) {
     if (!IsUtf8(image->roots(i).name())) return NonUtf8("encode", "roots[" + std::to_string(i) + "].name");
   }
-  for (int i = 0; i < image->files_size(); ++i) {
-    const v1::File& f = image->files(i);
-    if (f.has_embedder() && !IsUtf8(f.embedder().kind())) {
-      return NonUtf8("encode", "files[" + std::to_string(i) + "].embedder.kind");
-    }
+  if (records.non_utf8_kind) {
+    return NonUtf8("encode", "files[" + std::to_string(*records.non_utf8_kind) + "].embedder.kind");
   }
-  const std::size_t payload = image->ByteSizeLong();
+  // The payload is the image's fields in number order, as Encode writes them: the header (1), the fd table (2) from
+  // `records`, the roots, pipes and socket pairs (3 to 5) as the image serializes them once the header and the network
+  // lock are taken out of it, the files (6) from `records`, and the network lock (7).
+  const v1::Header* image_header = image->unsafe_arena_release_header();
+  const std::size_t header_bytes = image_header->ByteSizeLong();
+  const v1::NetworkLock* lock = image->has_network_lock() ? image->unsafe_arena_release_network_lock() : nullptr;
+  const std::size_t lock_bytes = lock != nullptr ? MessageFieldSize(lock->ByteSizeLong()) : 0;
+  const std::size_t rest = image->ByteSizeLong();
+  const std::size_t payload = MessageFieldSize(header_bytes) + records.fds_size + rest + records.files_size + lock_bytes;
   if (payload > static_cast<std::size_t>(INT_MAX)) return Status::Error(EINVAL, "encode: the image is too large");
   char* bytes = place(kHeaderSize + payload);
   if (bytes == nullptr) return Status::Error(ENOSPC, "encode: no room for the image");
   {
-    google::protobuf::io::ArrayOutputStream stream(bytes + kHeaderSize, static_cast<int>(payload));
-    google::protobuf::io::CodedOutputStream coded(&stream);
-    coded.SetSerializationDeterministic(true);
-    image->SerializeWithCachedSizes(&coded);  // the same bytes as Encode's
-    if (coded.HadError()) return Status::Error(EINVAL, "encode: the image changed size while it was encoded");
+    auto* at = reinterpret_cast<std::uint8_t*>(bytes + kHeaderSize);
+    at = PutMessageField(at, v1::Image::kHeaderFieldNumber, *image_header);
+    if (records.fds_size != 0) std::memcpy(at, records.fds, records.fds_size);
+    at += records.fds_size;
+    {
+      google::protobuf::io::ArrayOutputStream stream(at, static_cast<int>(rest));
+      google::protobuf::io::CodedOutputStream coded(&stream);
+      coded.SetSerializationDeterministic(true);
+      image->SerializeWithCachedSizes(&coded);
+      if (coded.HadError()) return Status::Error(EINVAL, "encode: the image changed size while it was encoded");
+    }
+    at += rest;
+    if (records.files_size != 0) std::memcpy(at, records.files, records.files_size);
+    at += records.files_size;
+    if (lock != nullptr) PutMessageField(at, v1::Image::kNetworkLockFieldNumber, *lock);
   }
   const FrameHeaderBytes header = FrameHeader(std::string_view(bytes + kHeaderSize, payload));
   std::memcpy(bytes, header.data(), header.size());

@@ -44,7 +44,9 @@ struct SaveOptions {
   // not call into epollcr.
   std::function<Result<bool>(HostFile& file, v1::File* out)> host_by_value;
   // If set, called once the cut is released and before the image is encoded, with the captured image: it may add to
-  // it (restore/tcp_image.h installs its network lock then and records the lock's name); an error fails the save.
+  // it (restore/tcp_image.h installs its network lock then and records the lock's name); an error fails the save. In
+  // a save (SaveImage and the like; not Capture) the image it sees has neither fd table nor files: the save encodes
+  // those from the cut.
   std::function<Status(v1::Image& image)> after_capture;
   // If set, receives how long the save held the cut (epollcr/state.h SavePause): the capture; the encoding follows
   // with the world free.

@@ -169,57 +169,10 @@ void CaptureObject(Object& object, typename ImageOf<Object>::Message& msg, const
   object.VisitState(v);
 }
 
-// An object's saved fields (kSave and kWait) as bytes, each field's value in declaration order: a capture copies them
-// out while the locks that guard them are held (SavedFieldsOut) and converts the copy once the locks are released, by
-// copying it into a scratch object of the type (SavedFieldsIn) and capturing that (CaptureObject). The copy is plain
-// memory, so the declaration stays the only list of what is saved. Every saved field must be trivially copyable.
-struct SavedFieldsOut {
-  std::byte* at;
-  template <typename T, FieldPolicy P>
-  void Field(const char*, const T& value, PolicyTag<P>) {
-    if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) {
-      static_assert(std::is_trivially_copyable_v<T>, "a saved field copied as bytes must be trivially copyable");
-      std::memcpy(at, &value, sizeof(T));
-      at += sizeof(T);
-    }
-  }
-};
-struct SavedFieldsIn {
-  const std::byte* at;
-  template <typename T, FieldPolicy P>
-  void Field(const char*, T& value, PolicyTag<P>) {
-    if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) {
-      std::memcpy(&value, at, sizeof(T));
-      at += sizeof(T);
-    }
-  }
-};
-struct SavedFieldsSize {
-  std::size_t bytes = 0;
-  template <typename T, FieldPolicy P>
-  void Field(const char*, const T&, PolicyTag<P>) {
-    if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) bytes += sizeof(T);
-  }
-};
-// The bytes of one object's saved fields (the same for every object of the type: counted once).
-template <typename Object>
-std::size_t SavedBytes(Object& any) {
-  static const std::size_t bytes = [&] {
-    SavedFieldsSize size;
-    any.VisitState(size);
-    return size.bytes;
-  }();
-  return bytes;
-}
-
-// The saved fields of `object` as bytes at `at` (SavedBytes of them); returns where they end. Preconditions: the
-// locks that guard the fields are held.
-template <typename Object>
-std::byte* CopySaved(Object& object, std::byte* at) {
-  SavedFieldsOut copy{at};
-  object.VisitState(copy);
-  return copy.at;
-}
+// An object's saved fields as bytes, copied under the locks and captured after them: state/visitors.h (CopySaved).
+using state::CopySaved;
+using state::SavedBytes;
+using state::SavedFieldsIn;
 
 // Captures `count` objects' saved fields copied one after another from `at` (CopySaved) into `msg` (a columnar
 // message: a row each) through `scratch`, an object of the type that no one else sees, whose saved fields are

@@ -10,6 +10,7 @@
 #include <boost/serialization/string.hpp>
 #include <boost/serialization/vector.hpp>
 #include <boost/archive/text_oarchive.hpp>
+#include <charconv>
 #include <cstdint>
 #include <limits>
 #include <random>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "archive/base64.h"
+#include "archive/columns.h"
 #include "archive/direct_oarchives.h"
 #include "epollcr/boost_world.h"
 #include "epollcr/epollcr.h"
@@ -89,6 +91,48 @@ TEST(Base64, MatchesTheRfcAndRoundTripsEveryLength) {
   std::string text = "x";
   AppendBase64(ascii("fo"), text);
   EXPECT_EQ(text, "xZm8=");
+}
+
+// A column's text (archive/columns.h ColumnWriter) is std::to_chars' decimal numbers joined by single spaces: every
+// number of digits, both ends of the signed and unsigned 64-bit ranges, and enough numbers to fill its buffer several
+// times over.
+TEST(ColumnText, IsToCharsJoinedBySpaces) {
+  std::vector<std::uint64_t> unsigned_values = {0, 9, 10, 99, 100, 101, 999, 1000,
+                                                std::numeric_limits<std::uint64_t>::max()};
+  std::vector<std::int64_t> signed_values = {0, -1, -9, -10, -99, -100, 1, std::numeric_limits<std::int64_t>::min(),
+                                             std::numeric_limits<std::int64_t>::max()};
+  std::uint64_t power = 1;
+  for (int digits = 1; digits <= 19; ++digits, power *= 10) {
+    unsigned_values.insert(unsigned_values.end(), {power - 1, power, power + 1, power * 9});
+    signed_values.insert(signed_values.end(), {-static_cast<std::int64_t>(power), static_cast<std::int64_t>(power) - 1});
+  }
+  std::mt19937_64 random(3);
+  for (int i = 0; i < 5000; ++i) {
+    unsigned_values.push_back(random() >> (random() % 64));
+    signed_values.push_back(static_cast<std::int64_t>(random()) >> (random() % 64));
+  }
+  auto expected = [](const auto& values) {
+    std::string text;
+    for (auto v : values) {
+      char digits[24];
+      if (!text.empty()) text += ' ';
+      text.append(digits, std::to_chars(digits, digits + sizeof digits, v).ptr);
+    }
+    return text;
+  };
+  std::string text = "earlier contents";
+  {
+    archive::ColumnWriter column(&text);
+    for (std::uint64_t v : unsigned_values) column.Add(v);
+  }
+  EXPECT_EQ(text, expected(unsigned_values));
+  {
+    archive::ColumnWriter column(&text);
+    for (std::int64_t v : signed_values) column.Add(v);
+  }
+  EXPECT_EQ(text, expected(signed_values));
+  { archive::ColumnWriter column(&text); }
+  EXPECT_EQ(text, "");
 }
 
 // Every character position of the encodings of 0 to 12 bytes, replaced by a character outside the alphabet or by a

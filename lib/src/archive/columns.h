@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -17,13 +18,73 @@
 
 namespace epollcr::archive {
 
-template <typename T>
-void AppendColumn(std::string& column, T value) {
-  char digits[24];
-  const auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), value);
-  if (!column.empty()) column += ' ';
-  column.append(digits, end);
-}
+// Writes one column's text into a string (its earlier contents dropped, its memory kept): numbers go through a small
+// buffer that is appended to the string when full, so a number costs a conversion and a few stores, not the two
+// out-of-line string calls (a space, then the digits) that appending each one made. The text is complete once the
+// writer is gone (or after Flush()).
+class ColumnWriter {
+ public:
+  explicit ColumnWriter(std::string* out) : out_(*out) { out_.clear(); }
+  ColumnWriter(const ColumnWriter&) = delete;
+  ColumnWriter& operator=(const ColumnWriter&) = delete;
+  ~ColumnWriter() { Flush(); }
+
+  template <typename T>
+  void Add(T value) {
+    static_assert(std::is_integral_v<T>);
+    char* at = at_;  // a local: the stores below are of chars, which the compiler must assume alias the members
+    if (end_ - at < kRoom) {
+      Flush();
+      at = at_;
+    }
+    if (at != chunk_ || !out_.empty()) *at++ = ' ';
+    std::uint64_t magnitude = static_cast<std::uint64_t>(value);
+    if constexpr (std::is_signed_v<T>) {
+      if (value < 0) {
+        *at++ = '-';
+        magnitude = 0 - magnitude;
+      }
+    }
+    at_ = PutDigits(at, magnitude);
+  }
+  void Flush() {
+    out_.append(chunk_, at_);
+    at_ = chunk_;
+  }
+
+ private:
+  // The decimal digits of v at `at` (as std::to_chars writes them); returns their end. The digits are counted, then
+  // written from the last, two at a time.
+  static char* PutDigits(char* at, std::uint64_t v) {
+    static constexpr char kPairs[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+    int n = 1;
+    for (std::uint64_t rest = v; rest >= 10; rest /= 10) ++n;
+    char* const end = at + n;
+    char* p = end;
+    while (v >= 100) {
+      const std::size_t pair = static_cast<std::size_t>(v % 100) * 2;
+      v /= 100;
+      *--p = kPairs[pair + 1];
+      *--p = kPairs[pair];
+    }
+    if (v >= 10) {
+      *--p = kPairs[v * 2 + 1];
+      *--p = kPairs[v * 2];
+    } else {
+      *--p = static_cast<char>('0' + v);
+    }
+    return end;
+  }
+
+  static constexpr std::ptrdiff_t kRoom = 24;  // a space and the longest 64-bit number, with its sign (21 characters)
+  std::string& out_;
+  char chunk_[4096];
+  char* at_ = chunk_;
+  char* const end_ = chunk_ + sizeof chunk_;
+};
 
 // The name of a column in a load error: a string, or a callable that makes one (called only for an error, so that a
 // load that succeeds builds no names).

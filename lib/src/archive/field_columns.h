@@ -6,6 +6,7 @@
 
 #include <charconv>
 #include <cstdint>
+#include <memory_resource>
 #include <span>
 #include <string>
 #include <string_view>
@@ -28,15 +29,21 @@ inline std::string FieldColumnName(std::string_view kind, std::string_view field
 
 // Save: visit each file of the kind in file order; each saved field's value is appended to its column, as a number.
 // The text (ColumnText) is made later: a save collects the numbers while it holds the cut, and writes them as text
-// after releasing it (archive/world_save.cc).
+// after releasing it (archive/world_save.cc). A wait field is collected as the referenced object's address and turned
+// into its id by ResolveIds(), after the cut too: only reading the fields needs the locks.
 struct FieldColumnSave {
   struct Column {
     const char* field;
-    bool is_signed = false;              // the values are a signed type's, stored as their two's complement
-    std::vector<std::uint64_t> values;
+    bool is_signed = false;  // the values are a signed type's, stored as their two's complement
+    bool wait = false;       // a wait field's: addresses until ResolveIds(), then object ids
+    std::pmr::vector<std::uint64_t> values;
   };
+  using Columns = std::vector<Column>;
   const SaveIds& ids;
-  std::vector<Column> columns;  // in declaration order
+  // The columns' arrays: memory such as a cut's (state/cut.h CutMemory), whose large blocks a later save of the same
+  // world finds faulted in already.
+  std::pmr::memory_resource* memory;
+  Columns columns;              // in declaration order
   std::size_t next = 0;         // the field being visited; reset for each file
   std::size_t rows = 0;         // how many objects will be visited, if known: each column is sized once
 
@@ -45,12 +52,12 @@ struct FieldColumnSave {
     if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) {
       if (next == columns.size()) {
         if (columns.empty()) columns.reserve(8);  // a type saves a few fields: one allocation, not one per doubling
-        columns.push_back({name, false, {}});
+        columns.push_back({name, false, P == FieldPolicy::kWait, std::pmr::vector<std::uint64_t>(memory)});
         columns.back().values.reserve(rows);
       }
       Column& column = columns[next++];
       if constexpr (P == FieldPolicy::kWait) {
-        column.values.push_back(ids.Of(RawOf(value)));
+        column.values.push_back(reinterpret_cast<std::uintptr_t>(RawOf(value)));
       } else if constexpr (std::is_same_v<T, bool>) {
         column.values.push_back(value ? 1u : 0u);
       } else if constexpr (std::is_enum_v<T>) {
@@ -62,19 +69,27 @@ struct FieldColumnSave {
       }
     }
   }
+
+  // The wait columns' addresses as object ids. Throws LoadError for an object without an id.
+  void ResolveIds() {
+    for (Column& column : columns) {
+      if (!column.wait) continue;
+      for (std::uint64_t& v : column.values) v = ids.Of(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(v)));
+      column.wait = false;
+    }
+  }
 };
 
-// The `count` values from `first` on of a collected column as the text archives hold them (archive/columns.h): the
-// same text AppendColumn makes from the field's own type, in *out (its earlier contents dropped, its memory kept).
+// The `count` values from `first` on of a collected column (ids resolved) as the text archives hold them
+// (archive/columns.h): the same text the field's own type would make, in *out (its earlier contents dropped, its memory
+// kept).
 inline void ColumnText(const FieldColumnSave::Column& column, std::size_t first, std::size_t count, std::string* out) {
-  std::string& text = *out;
-  text.clear();
-  text.reserve(count * 4);
+  ColumnWriter text(out);
   for (std::uint64_t v : std::span<const std::uint64_t>(column.values).subspan(first, count)) {
     if (column.is_signed) {
-      AppendColumn(text, static_cast<std::int64_t>(v));
+      text.Add(static_cast<std::int64_t>(v));
     } else {
-      AppendColumn(text, v);
+      text.Add(v);
     }
   }
 }

@@ -1,7 +1,9 @@
 // Saving a World to a Boost archive: take a consistent cut (state/cut.h), then write it in layout
 // kLayoutVersion (archive/world_archive.h). See docs/state-model.md, "Formats".
 #include <algorithm>
+#include <cstddef>
 #include <deque>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
 
@@ -49,30 +51,49 @@ class Writer {
         s.pair->VisitState(v);
       }
     }
-    CollectFieldColumns<EventFd>(kinds_[0]);
-    CollectFieldColumns<PipeReadEnd>(kinds_[1]);
-    CollectFieldColumns<PipeWriteEnd>(kinds_[2]);
-    CollectFieldColumns<UnixSocket>(kinds_[3]);
-    // Every poll's entries in one set of columns, poll after poll (each poll's are a range of them: WritePoll).
+    // The files of the built-in kinds, each into its kind's columns, in file order (each column sized once).
+    for (const std::shared_ptr<File>& file : cut_.files()) {
+      if (const int k = KindIndex(file->builtin()); k >= 0) ++kinds_[k].columns.rows;
+    }
+    for (const std::shared_ptr<File>& file : cut_.files()) {
+      File* f = file.get();
+      switch (f->builtin()) {
+        case File::Builtin::kEventFd: {
+          auto* e = static_cast<EventFd*>(f);
+          MutexLock lock(e->state_mutex());
+          eventfds_.Copy(*e, kinds_[0].columns.rows, memory_);
+          break;
+        }
+        case File::Builtin::kPipeRead: CollectFile(kinds_[1], *static_cast<PipeReadEnd*>(f)); break;
+        case File::Builtin::kPipeWrite: CollectFile(kinds_[2], *static_cast<PipeWriteEnd*>(f)); break;
+        case File::Builtin::kUnixStream: CollectFile(kinds_[3], *static_cast<UnixSocket*>(f)); break;
+        default: break;
+      }
+    }
+    // Every poll's entries, poll after poll: they become one set of columns (each poll's are a range of them:
+    // WritePoll).
     std::size_t entries = 0;
     for (const state::PollCut& c : cut_.polls()) entries += c.entries.size();
-    entries_.rows = entries;
     for (const state::PollCut& c : cut_.polls()) {
-      for (PollEntry* e : c.entries) {
-        entries_.next = 0;
-        e->VisitState(entries_);
-      }
+      for (PollEntry* e : c.entries) entry_copies_.Copy(*e, entries, memory_);
     }
   }
 
   // After the cut: what Collect left for it, in archive order.
   template <typename Ar>
   void Write(Ar& ar) {
+    EventFd eventfd(0, false);
+    eventfds_.Into(eventfd, kinds_[0].columns);
+    PollEntry entry(nullptr, FileIdentifier{}, 0, 0);
+    entry_copies_.Into(entry, entries_);
+    for (KindColumns& kind : kinds_) kind.columns.ResolveIds();
+    entries_.ResolveIds();
     std::uint64_t count = cut_.files().size();
     ar << make_nvp("files", count);
     WriteFileHeaders(ar);
     for (const KindColumns& kind : kinds_) {
-      WriteColumns(ar, kind.name, kind.columns, 0, kind.columns.empty() ? 0 : kind.columns[0].values.size());
+      const FieldColumnSave::Columns& columns = kind.columns.columns;
+      WriteColumns(ar, kind.name, columns, 0, columns.empty() ? 0 : columns[0].values.size());
     }
     std::size_t next_poll = 0;
     std::size_t first_entry = 0;
@@ -97,9 +118,12 @@ class Writer {
       ar << make_nvp("numbers", numbers) << make_nvp("files", files);
     } else {
       std::string numbers, files;
-      for (const state::Cut::Fd& fd : cut_.fds()) {
-        AppendColumn(numbers, fd.fd);
-        AppendColumn(files, fd.file);
+      {
+        ColumnWriter number_text(&numbers), file_text(&files);
+        for (const state::Cut::Fd& fd : cut_.fds()) {
+          number_text.Add(fd.fd);
+          file_text.Add(fd.file);
+        }
       }
       ar << make_nvp("numbers", numbers) << make_nvp("files", files);
     }
@@ -119,11 +143,18 @@ class Writer {
   void WriteFileHeaders(Ar& ar) {
     std::string ids, kinds;
     std::vector<std::string> names;
-    for (std::size_t i = 0; i < cut_.files().size(); ++i) {
-      AppendColumn(ids, i + 1);
-      const auto known = std::find(names.begin(), names.end(), cut_.kinds()[i]);
-      AppendColumn(kinds, static_cast<std::size_t>(known - names.begin()));
-      if (known == names.end()) names.push_back(cut_.kinds()[i]);
+    {
+      ColumnWriter id_text(&ids), kind_text(&kinds);
+      std::size_t last = 0;  // the index of the last file's kind: files of one kind often come together
+      for (std::size_t i = 0; i < cut_.files().size(); ++i) {
+        id_text.Add(i + 1);
+        const std::string& kind = cut_.kinds()[i];
+        if (last >= names.size() || names[last] != kind) {
+          last = static_cast<std::size_t>(std::find(names.begin(), names.end(), kind) - names.begin());
+          if (last == names.size()) names.push_back(kind);
+        }
+        kind_text.Add(last);
+      }
     }
     ar << make_nvp("ids", ids);
     std::uint64_t nnames = names.size();
@@ -131,37 +162,70 @@ class Writer {
     for (std::string& name : names) ar << make_nvp("kind", name);
     ar << make_nvp("kinds", kinds);
     for (std::size_t i = 0; i < cut_.files().size(); ++i) {
-      if (dynamic_cast<SavableFile*>(cut_.files()[i].get()) && !state::Cut::IsBuiltIn(cut_.kinds()[i])) {
+      // A built-in file has a built-in kind: only the others are asked whether they are embedder files.
+      File* f = cut_.files()[i].get();
+      if (f->builtin() == File::Builtin::kNone && dynamic_cast<SavableFile*>(f) &&
+          !state::Cut::IsBuiltIn(cut_.kinds()[i])) {
         std::string bytes = cut_.custom_states()[i];
         ar << make_nvp("state", bytes);
       }
     }
   }
 
-  using Columns = std::vector<FieldColumnSave::Column>;
-  // The saved fields of every file of one built-in kind, one column per field.
+  using Columns = FieldColumnSave::Columns;
+  // Layout 3: the saved fields of every file of one built-in kind, one column per field (archive/field_columns.h);
+  // none if the world has no file of the kind.
   struct KindColumns {
     const char* name;
-    Columns columns;
+    FieldColumnSave columns;
   };
 
-  // Layout 3: the saved fields of every file of built-in kind `kind.name` (type F), one column per field
-  // (archive/field_columns.h); nothing if the world has no file of the kind. Preconditions: the cut's locks are held.
-  template <typename F>
-  void CollectFieldColumns(KindColumns& kind) {
-    FieldColumnSave columns{cut_.ids(), {}};
-    for (std::size_t i = 0; i < cut_.files().size(); ++i) {
-      if (cut_.kinds()[i] != kind.name) continue;
-      auto* f = static_cast<F*>(cut_.files()[i].get());
-      columns.next = 0;
-      if constexpr (std::is_same_v<F, EventFd>) {
-        MutexLock lock(f->state_mutex());
-        f->VisitState(columns);
-      } else {
-        f->VisitState(columns);
+  // The place in kinds_ of a built-in kind, or -1 for the others (polls, host and embedder files).
+  static int KindIndex(File::Builtin builtin) {
+    switch (builtin) {
+      case File::Builtin::kEventFd: return 0;
+      case File::Builtin::kPipeRead: return 1;
+      case File::Builtin::kPipeWrite: return 2;
+      case File::Builtin::kUnixStream: return 3;
+      default: return -1;
+    }
+  }
+
+  // Objects' saved fields copied as bytes while the cut's locks are held (state/visitors.h CopySaved), to become
+  // columns after them: reading the fields is all that needs the locks.
+  struct Copies {
+    std::byte* bytes = nullptr;
+    std::size_t bytes_each = 0;
+    std::size_t count = 0;
+
+    // Copies `object`'s saved fields, the first of at most `capacity` objects of its type taking the room for all.
+    template <typename Object>
+    void Copy(Object& object, std::size_t capacity, std::pmr::memory_resource& memory) {
+      if (bytes == nullptr) {
+        bytes_each = state::SavedBytes(object);
+        bytes = static_cast<std::byte*>(memory.allocate(capacity * bytes_each, alignof(std::max_align_t)));
+      }
+      state::CopySaved(object, bytes + count++ * bytes_each);
+    }
+    // Each copy into `columns` in turn, through `scratch`, an object of the type that no one else sees.
+    template <typename Object>
+    void Into(Object& scratch, FieldColumnSave& columns) const {
+      columns.rows = count;
+      for (std::size_t i = 0; i < count; ++i) {
+        state::SavedFieldsIn in{bytes + i * bytes_each};
+        scratch.VisitState(in);
+        columns.next = 0;
+        scratch.VisitState(columns);
       }
     }
-    kind.columns = std::move(columns.columns);
+  };
+
+  // One file's saved fields into its kind's columns. Preconditions: the cut's locks are held, and the file's state
+  // lock if it has one.
+  template <typename F>
+  static void CollectFile(KindColumns& kind, F& file) {
+    kind.columns.next = 0;
+    file.VisitState(kind.columns);
   }
 
   // Each column as an archive string named "KIND.FIELD": the `count` values from `first` on of each.
@@ -192,8 +256,10 @@ class Writer {
     std::uint64_t n = c.entries.size();
     ar << make_nvp("entries", n);
     if (n > 0) WriteColumns(ar, "entry", entries_.columns, first, n);
-    text_.clear();
-    for (std::uint32_t rank : c.ranks) AppendColumn(text_, rank);
+    {
+      ColumnWriter ranks(&text_);
+      for (std::uint32_t rank : c.ranks) ranks.Add(rank);
+    }
     ar << make_nvp("queue_ranks", text_);
     ar << make_nvp("ready_order", c.ready);
   }
@@ -205,8 +271,16 @@ class Writer {
   };
 
   state::Cut& cut_;
-  KindColumns kinds_[4] = {{"eventfd", {}}, {"pipe-read", {}}, {"pipe-write", {}}, {"unix-stream", {}}};
-  FieldColumnSave entries_{cut_.ids(), {}};  // the entries of every poll, in the cut's order of polls
+  // The columns' arrays (FieldColumnSave::memory). The writer's own, not the cut's: it outlives the cut when a save
+  // fails.
+  state::CutMemory memory_;
+  KindColumns kinds_[4] = {{"eventfd", {cut_.ids(), &memory_, {}}},
+                           {"pipe-read", {cut_.ids(), &memory_, {}}},
+                           {"pipe-write", {cut_.ids(), &memory_, {}}},
+                           {"unix-stream", {cut_.ids(), &memory_, {}}}};
+  Copies eventfds_;       // every eventfd's saved fields, in file order
+  Copies entry_copies_;   // every poll's entries' saved fields, in the cut's order of polls
+  FieldColumnSave entries_{cut_.ids(), &memory_, {}};  // entry_copies_ as columns
   std::deque<ColumnNameOf> column_names_;    // ColumnName's; a deque, so that the names stay where they are
   std::string text_;                         // the column being written
 };
@@ -220,7 +294,8 @@ Status SaveWorldTo(Ar& ar, const World& world, SavePause* pause) {
     std::optional<Writer> writer;
     Status s = state::WithCut(world, [&](state::Cut& cut) {
       for (std::size_t i = 0; i < cut.files().size(); ++i) {
-        if (auto* h = dynamic_cast<HostFile*>(cut.files()[i].get())) {
+        if (cut.files()[i]->builtin() == File::Builtin::kHost) {
+          auto* h = static_cast<HostFile*>(cut.files()[i].get());
           refused = Status::Error(EINVAL, "file#" + std::to_string(i + 1) + " (host fd " + std::to_string(h->fd()) +
                                               "): host files are saved only in protobuf images (image/codec.h), "
                                               "which a restorer resolves; a Boost archive cannot hold them");

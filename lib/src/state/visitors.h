@@ -3,12 +3,15 @@
 // visitors are in archive/fields.h, the image's in image/fields.h. Internal to lib/ and image/.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <memory_resource>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -55,6 +58,59 @@ struct ZeroValueCheck {
     }
   }
 };
+
+// An object's saved fields (kSave and kWait) as bytes, each field's value in declaration order: a save copies them out
+// while the locks that guard them are held (SavedFieldsOut) and converts the copy once the locks are released, by
+// copying it into a scratch object of the type (SavedFieldsIn) and saving that as the object itself would be (the
+// image: image/fields.h CaptureCopies; the Boost backend: archive/world_save.cc). The copy is plain memory, so the
+// declaration stays the only list of what is saved. Every saved field must be trivially copyable.
+struct SavedFieldsOut {
+  std::byte* at;
+  template <typename T, FieldPolicy P>
+  void Field(const char*, const T& value, PolicyTag<P>) {
+    if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) {
+      static_assert(std::is_trivially_copyable_v<T>, "a saved field copied as bytes must be trivially copyable");
+      std::memcpy(at, &value, sizeof(T));
+      at += sizeof(T);
+    }
+  }
+};
+struct SavedFieldsIn {
+  const std::byte* at;
+  template <typename T, FieldPolicy P>
+  void Field(const char*, T& value, PolicyTag<P>) {
+    if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) {
+      std::memcpy(&value, at, sizeof(T));
+      at += sizeof(T);
+    }
+  }
+};
+struct SavedFieldsSize {
+  std::size_t bytes = 0;
+  template <typename T, FieldPolicy P>
+  void Field(const char*, const T&, PolicyTag<P>) {
+    if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) bytes += sizeof(T);
+  }
+};
+// The bytes of one object's saved fields (the same for every object of the type: counted once).
+template <typename Object>
+std::size_t SavedBytes(Object& any) {
+  static const std::size_t bytes = [&] {
+    SavedFieldsSize size;
+    any.VisitState(size);
+    return size.bytes;
+  }();
+  return bytes;
+}
+
+// The saved fields of `object` as bytes at `at` (SavedBytes of them); returns where they end. Preconditions: the
+// locks that guard the fields are held.
+template <typename Object>
+std::byte* CopySaved(Object& object, std::byte* at) {
+  SavedFieldsOut copy{at};
+  object.VisitState(copy);
+  return copy.at;
+}
 
 // Object ids of a snapshot: files and the shared state behind pipes and socket pairs, one id space from 1.
 // A poll's entries are saved in (file id, fd) order, so consecutive lookups are mostly of one file: the last answer is
