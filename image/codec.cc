@@ -791,6 +791,8 @@ std::string HostKindText(const v1::File& f) {
 void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, BuildTimes* times) {
   const auto started = std::chrono::steady_clock::now();
   state::LoadObjects objects;
+  objects.Reserve(static_cast<std::size_t>(image.pipes_size()) + static_cast<std::size_t>(image.socket_pairs_size()) +
+                  static_cast<std::size_t>(image.files_size()));
   std::map<std::uint32_t, state::PendingPoll> polls;  // by the poll's position
   for (const v1::PipeState& p : image.pipes()) {
     auto pipe = std::make_shared<PipeBuffer>();

@@ -111,6 +111,36 @@ TEST(EventPollApiTest, ReleaseEmptiesThePollAndKeepsItUsable) {
   EXPECT_EQ(DataOf(*poll, 4), (std::vector<std::uint64_t>{4}));
 }
 
+// A file that records, in its own destructor, how many entries its poll still has.
+class CountsAtDestruction final : public File {
+ public:
+  CountsAtDestruction(const EventPoll* poll, std::size_t* seen) : poll_(poll), seen_(seen) {}
+  ~CountsAtDestruction() override { *seen_ = poll_->EntryCount(); }
+  EventMask Readiness(EventMask) override { return 0; }
+  std::string_view TypeName() const override { return "counts-at-destruction"; }
+
+ private:
+  const EventPoll* poll_;
+  std::size_t* seen_;
+};
+
+// file.h: the last reference removes the file from its polls before the file's own destructor runs (Linux:
+// eventpoll_release() in __fput()), also for a final type, and while a weak reference keeps its memory.
+TEST(EventPollApiTest, TheLastReferenceLeavesThePollsBeforeTheDestructor) {
+  auto poll = EventPoll::Create();
+  std::size_t seen = ~std::size_t{0};
+  auto file = MakeFile<CountsAtDestruction>(poll.get(), &seen);
+  ASSERT_FALSE(poll->AddEntry({file.get(), 3}, EntryFlags::kNone, kEventIn, 0));
+  ASSERT_FALSE(poll->AddEntry({file.get(), 4}, EntryFlags::kNone, kEventIn, 0));
+  std::weak_ptr<File> weak = file;
+  const long live = File::LiveFiles();
+  file.reset();
+  EXPECT_EQ(seen, 0u);
+  EXPECT_EQ(poll->EntryCount(), 0u);
+  EXPECT_TRUE(weak.expired());
+  EXPECT_EQ(File::LiveFiles(), live - 1);
+}
+
 TEST(EventPollApiTest, DroppingAnInnerPollRemovesItFromTheOuter) {
   auto outer = EventPoll::Create();
   auto inner = EventPoll::Create();

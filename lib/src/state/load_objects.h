@@ -61,6 +61,12 @@ struct LoadObjects {
   std::vector<std::pair<std::uint32_t, std::uint32_t>> waits;
   IdIndex index;
 
+  // Room for `n` objects, so that adding them moves nothing.
+  void Reserve(std::size_t n) {
+    ids.reserve(n);
+    kinds.reserve(n);
+    files.reserve(n);
+  }
   // A new object; throws LoadError if the id is 0 or repeated.
   std::uint32_t Add(std::uint64_t id, ObjectKind kind, std::string_view custom_kind = {});
   // The position of an id, or IdIndex::kNone.
