@@ -26,6 +26,11 @@ namespace epollcr {
 
 class EventPoll;
 
+namespace file_internal {
+template <typename T>
+struct ReleasingAllocator;
+}  // namespace file_internal
+
 class File : public std::enable_shared_from_this<File> {
  public:
   File(const File&) = delete;
@@ -84,6 +89,8 @@ class File : public std::enable_shared_from_this<File> {
  private:
   template <typename T, typename... Args>
   friend std::shared_ptr<T> MakeFile(Args&&... args);
+  template <typename T>
+  friend struct file_internal::ReleasingAllocator;
   // Removes every EventPoll entry that watches this file. Runs when the last reference is dropped.
   void ReleaseFromPolls();
 
@@ -92,15 +99,35 @@ class File : public std::enable_shared_from_this<File> {
   bool managed_ = false;  // Written once by MakeFile before the file is shared.
 };
 
-// Creates a file owned by a std::shared_ptr whose deleter removes it from every EventPoll before destroying it.
+namespace file_internal {
+// MakeFile's allocator. std::allocate_shared puts a file and its reference counts in one heap block (a shared_ptr
+// with a deleter takes two), and destroys the file through destroy(), which removes it from every EventPoll first.
+template <typename T>
+struct ReleasingAllocator {
+  using value_type = T;
+  ReleasingAllocator() = default;
+  template <typename U>
+  ReleasingAllocator(const ReleasingAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return std::allocator<T>().allocate(n); }
+  void deallocate(T* p, std::size_t n) noexcept { std::allocator<T>().deallocate(p, n); }
+  template <typename U>
+  void destroy(U* file) {
+    static_cast<File*>(file)->ReleaseFromPolls();
+    file->~U();
+  }
+  template <typename U>
+  bool operator==(const ReleasingAllocator<U>&) const noexcept {
+    return true;
+  }
+};
+}  // namespace file_internal
+
+// Creates a file owned by a std::shared_ptr that removes it from every EventPoll before destroying it.
 template <typename T, typename... Args>
 std::shared_ptr<T> MakeFile(Args&&... args) {
-  T* raw = new T(std::forward<Args>(args)...);
-  static_cast<File*>(raw)->managed_ = true;
-  return std::shared_ptr<T>(raw, [](T* file) {
-    static_cast<File*>(file)->ReleaseFromPolls();
-    delete file;
-  });
+  std::shared_ptr<T> file = std::allocate_shared<T>(file_internal::ReleasingAllocator<T>(), std::forward<Args>(args)...);
+  static_cast<File*>(file.get())->managed_ = true;
+  return file;
 }
 
 }  // namespace epollcr
