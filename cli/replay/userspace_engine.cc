@@ -9,8 +9,10 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <utility>
 
+#include "epollcr/event_poll.h"
 #include "epollcr/host_file.h"
 #include "epollcr/syscalls.h"
 #include "image/codec.h"
@@ -22,9 +24,18 @@
 namespace epollcr::replay {
 namespace {
 
-// Closes every fd and drops every root: the world's files are released (and leave every poll) here.
+// Closes every fd and drops every root: the world's files are released (and leave every poll) here. Each poll of the
+// table first removes its own entries, all at once (EventPoll::Release): a file released later has no poll left to
+// leave, where one released while watched leaves each poll that watches it separately (file.h), a lookup and a
+// removal per entry. The world is dropped whole, so the order changes nothing else.
 void Release(World& world) {
   world.roots.clear();
+  {
+    const std::unique_lock<Mutex> frozen = world.fds.Freeze();
+    world.fds.ForEachFrozen([](int, const std::shared_ptr<File>& file) {
+      if (EventPoll* poll = file->AsEventPoll()) poll->Release();
+    });
+  }
   world.fds.Clear();
 }
 
@@ -173,9 +184,18 @@ Status UserspaceEngine::SaveAndRestore(World* out) {
     return LoadWorld(archive.value(), out);
   }
   if (store_ == ImageStore::kMemory) {
-    Result<std::string> bytes = image::SaveImage(*world_);
-    if (!bytes.ok()) return bytes.status();
-    return image::LoadImage(bytes.value(), out);
+    // Into the engine's image buffer, which grows geometrically and is kept: a checkpoint after every operation of
+    // a growing world would otherwise take, fill with zeros and free a buffer of the image's size each time.
+    std::size_t size = 0;
+    const Status saved = image::SaveImageWith(
+        *world_, {},
+        [this](std::size_t n) {
+          if (image_.size() < n) image_.resize(std::max(n, 2 * image_.size()));
+          return image_.data();
+        },
+        &size);
+    if (!saved.ok()) return saved;
+    return image::LoadImage(std::string_view(image_.data(), size), out);
   }
   if (Status status = EnsureScratchDir(); !status.ok()) return status;
   if (Status status = image::WriteImage(*world_, image_path_); !status.ok()) return status;

@@ -117,6 +117,7 @@ class UserspaceEngine final : public Engine {
   std::unique_ptr<World> world_;  // never null
   std::string scratch_dir_;       // made by the first proto checkpoint ($TMPDIR or /tmp)
   std::string image_path_;
+  std::string image_;             // ImageStore::kMemory: the last image is its first bytes
 
   // ==== Kernel-only kinds (docs/trace-format.md, "Kernel-only kinds"): timerfds, signalfds, TCP and UDP sockets on
   // loopback, FIFOs. Real kernel objects made by host_ (replay/host_objects.h, as in the kernel engine), installed as

@@ -20,8 +20,6 @@ namespace epollcr {
 
 namespace {
 
-constexpr std::size_t kInitialBuckets = 8;
-
 // An entry's armed event bits: none once a one-shot entry has fired (its events keep only flag bits).
 EventMask Armed(const PollEntry& e) { return e.events & ~kEpollPrivateBits; }
 
@@ -62,9 +60,8 @@ bool PollEntry::NotifyEvent(EventMask mask) {
 // ---- Impl ---------------------------------------------------------------------------------------------------------
 
 EventPoll::Impl::Impl(EventPoll* self)
-    : buckets_(kInitialBuckets),
-      bucket_count_(kInitialBuckets),
-      entries_(EntryMap::bucket_traits(buckets_.get(), kInitialBuckets)),
+    : bucket_count_(kInitialBuckets),
+      entries_(EntryMap::bucket_traits(initial_buckets_, kInitialBuckets)),
       self_(self) {}
 
 EventPoll::Impl::~Impl() {
@@ -548,10 +545,11 @@ void EventPoll::Release() {
   // RemoveLocked for every entry, in bulk: every waiter leaves its file's queue first (each waits for a running
   // callback of its entry, as one removal does), then the lists and the map are emptied at once rather than entry by
   // entry, and the entries are destroyed. The lists hold every entry once, in the order they were made, which walks
-  // memory in order (the map's order is random).
+  // memory in order (the map's order is random). A poll of a few entries (most are) collects them without a heap
+  // block.
   Impl& s = *impl_;
   MutexLock lock(s.mu_);
-  std::vector<PollEntry*> all;
+  boost::container::small_vector<PollEntry*, 16> all;
   all.reserve(s.entries_.size());
   {
     MutexLock lists(s.lists_mu_);  // not held below: EventUnregister takes queue locks (LOCKING 5, before 6)

@@ -45,6 +45,7 @@
 // a lock-free read), the narrowest function says why and is marked EPOLLCR_NO_THREAD_SAFETY_ANALYSIS.
 #pragma once
 
+#include <boost/container/small_vector.hpp>
 #include <boost/intrusive/list.hpp>
 #include <boost/intrusive/unordered_set.hpp>
 #include <atomic>
@@ -132,7 +133,7 @@ class EntryChunks {
  private:
   // Untouched pages cost nothing (big_buffer.h), so a block may be sized for all the entries still expected.
   static constexpr std::size_t kMaxBlockEntries = std::size_t{1} << 20;
-  std::vector<BigBuffer> blocks_;
+  boost::container::small_vector<BigBuffer, 1> blocks_;  // a load of a poll's entries takes one block
   std::byte* next_ = nullptr;
   std::size_t room_ = 0;  // entries that still fit in the current block
 };
@@ -204,6 +205,7 @@ struct EventPoll::Impl {
     v.Field("waiters", blocked_, kZeroValue);
     v.Field("mu", mu_, kNoSave);
     v.Field("lists_mu", lists_mu_, kNoSave);
+    v.Field("initial_buckets", initial_buckets_, kNoSave);
     v.Field("buckets", buckets_, kNoSave);
     v.Field("kernel_fd", kernel_fd_, kNoSave);
     v.Field("bell_fd", bell_fd_, kNoSave);
@@ -216,9 +218,18 @@ struct EventPoll::Impl {
 
   // Lock order: LOCKING, above (4 and 6).
   mutable Mutex mu_ EPOLLCR_ACQUIRED_BEFORE(lists_mu_);  // The entries map; every entry's events and data.
+  // The map's first buckets are part of the poll, so that making a poll (or loading one of a few entries) takes no
+  // block of its own for them; buckets_ holds the array once the map outgrows them (ReserveLocked), and stays empty
+  // until then. Declared before entries_, which uses them until it is destroyed.
+  static constexpr std::size_t kInitialBuckets = 8;
+  EntryMap::bucket_type initial_buckets_[kInitialBuckets] EPOLLCR_GUARDED_BY(mu_);
   BucketArray buckets_ EPOLLCR_GUARDED_BY(mu_);
   std::size_t bucket_count_ EPOLLCR_GUARDED_BY(mu_) = 0;
   EntryMap entries_ EPOLLCR_GUARDED_BY(mu_);
+  // The map's bucket array in use: initial_buckets_ or buckets_.
+  EntryMap::bucket_type* BucketsLocked() EPOLLCR_REQUIRES(mu_) {
+    return bucket_count_ > kInitialBuckets ? buckets_.get() : initial_buckets_;
+  }
 
   mutable Mutex lists_mu_;                           // The three lists, every entry's list tag, blocked_.
   EntryList_t ready_ EPOLLCR_GUARDED_BY(lists_mu_);
@@ -342,8 +353,9 @@ struct EventPoll::Impl {
 
   EventPoll* const self_;  // Immutable: the EventPoll this is the state of.
 
-  // Blocks of entries a load gave this poll (EntryChunks), freed when the last pooled entry goes.
-  std::vector<EntryChunks> pooled_ EPOLLCR_GUARDED_BY(mu_);
+  // Blocks of entries a load gave this poll (EntryChunks), freed when the last pooled entry goes. One load gives
+  // a poll all its entries at once: room for one EntryChunks inside the poll.
+  boost::container::small_vector<EntryChunks, 1> pooled_ EPOLLCR_GUARDED_BY(mu_);
   std::size_t pooled_live_ EPOLLCR_GUARDED_BY(mu_) = 0;
   // Takes the blocks of `n` pooled entries that are now this poll's.
   void AdoptLocked(EntryChunks chunks, std::size_t n) EPOLLCR_REQUIRES(mu_);

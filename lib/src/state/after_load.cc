@@ -8,6 +8,7 @@
 #include "big_buffer.h"
 
 #include <algorithm>
+#include <memory_resource>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -124,7 +125,7 @@ void CheckEntries(const Name& name, const PendingPoll& p, const EventPoll* poll)
 // event into a new one). The nesting limit of ADD holds for loaded graphs too: no chain of more than kMaxNests links
 // (inner polls ran their after_load first, so their heights are known).
 template <typename Name>
-void RestorePoll(const Name& name, PendingPoll& p, std::unordered_map<const EventPoll*, int>& heights,
+void RestorePoll(const Name& name, PendingPoll& p, std::pmr::unordered_map<const EventPoll*, int>& heights,
                  EventPoll* poll) {
   if (!p.checked) CheckEntries(name, p, poll);  // everything is checked before the poll takes anything
   EventPoll::Impl& s = *poll->impl();
@@ -140,7 +141,7 @@ void RestorePoll(const Name& name, PendingPoll& p, std::unordered_map<const Even
     return s.entries_.bucket(FileIdentifier{p.entries[i]->file, p.entries[i]->fd});
   };
   for (std::size_t i = 0; i < n; ++i) {
-    if (i + 2 * kAhead < n) __builtin_prefetch(&s.buckets_.get()[bucket_of(i + 2 * kAhead)]);
+    if (i + 2 * kAhead < n) __builtin_prefetch(&s.BucketsLocked()[bucket_of(i + 2 * kAhead)]);
     if (i + kAhead < n) {
       const std::size_t b = bucket_of(i + kAhead);
       if (auto first = s.entries_.begin(b); first != s.entries_.end(b)) __builtin_prefetch(&*first);
@@ -248,7 +249,11 @@ void LinkKernelEntries(EventPoll& poll, const PendingPoll& pending) {
 }  // namespace
 
 void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& polls) {
-  std::unordered_map<const EventPoll*, int> heights;
+  // Every poll's height, in nodes taken from one growing buffer and freed together: a load of many small polls would
+  // otherwise allocate and free a node per poll.
+  std::pmr::monotonic_buffer_resource height_nodes;
+  std::pmr::unordered_map<const EventPoll*, int> heights(&height_nodes);
+  heights.reserve(polls.size());
   std::size_t total = 0;
   for (const auto& [at, p] : polls) total += p.entries.size();
   std::vector<EventPoll*> restored;         // in after_load order: inner polls first
