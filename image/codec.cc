@@ -1017,11 +1017,14 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
   arena_options.block_alloc = &AllocateLarge;
   arena_options.block_dealloc = &FreeLarge;
   arena_options.max_block_size = std::size_t{4} << 20;
-  // The first block is a whole huge page whatever the world's size: FreeLarge keeps it for the next save (big_buffer.h),
-  // which then finds it faulted in already. Smaller first blocks came from malloc, and freeing them let malloc give
-  // the top of its heap back to the kernel, to be faulted in again by the next save: a small world's save took a dozen
-  // page faults and two brk calls each time.
-  arena_options.start_block_size = BigBuffer::kHugePage;
+  // The first block is a whole huge page for a world that fills most of one: FreeLarge keeps it for the next save
+  // (big_buffer.h), which then finds it faulted in already. A smaller world's first block is its own size, from
+  // malloc: a huge page would be several times its heap (BENCHMARKS.md goal (i): a save's peak ≤ 3 × the world's
+  // heap; 2 MiB was 7 × a 1,000-fd world's), and malloc giving the top of its heap back between saves costs such a
+  // save a dozen page faults, not a share of its memory.
+  const std::size_t estimate = std::size_t{192} * static_cast<std::size_t>(std::max(world.fds.Count(), 1));
+  arena_options.start_block_size =
+      estimate >= BigBuffer::kHugePage / 2 ? BigBuffer::kHugePage : (estimate + 4095) & ~std::size_t{4095};
   google::protobuf::Arena arena(arena_options);
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
   Records records;

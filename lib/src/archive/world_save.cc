@@ -30,7 +30,8 @@ using boost::serialization::make_nvp;
 // ranks, ready order). Only reading the world needs the locks.
 class Writer {
  public:
-  explicit Writer(state::Cut& cut) : cut_(cut) {}
+  explicit Writer(state::Cut& cut)
+      : cut_(cut), memory_(state::CutMemory::FirstBlockFor(static_cast<int>(cut.fds().size()))) {}
 
   // Preconditions: the cut's locks are held.
   template <typename Ar>

@@ -54,7 +54,16 @@ class LargeMemory final : public std::pmr::memory_resource {
 // What is taken from it need not be given back: it is all freed with it.
 class CutMemory final : public std::pmr::memory_resource {
  public:
-  CutMemory() = default;
+  // `first`: the size of the first block, which the small arrays share; more comes from AllocateLarge as needed.
+  explicit CutMemory(std::size_t first = BigBuffer::kHugePage) : first_(first) {}
+  // A first block for a world of `fds` fds: a whole huge page for one that fills most of it (FreeLarge keeps it for the
+  // next save, faulted in already), else about what its arrays take, from malloc. A huge page whatever the size was
+  // several times a small world's heap (BENCHMARKS.md goal (i): a save's peak ≤ 3 × the world's heap; 2 MiB was
+  // 7 × a 1,000-fd world's).
+  static std::size_t FirstBlockFor(int fds) {
+    const std::size_t estimate = std::size_t{128} * static_cast<std::size_t>(std::max(fds, 1));
+    return estimate >= BigBuffer::kHugePage / 2 ? BigBuffer::kHugePage : (estimate + 4095) & ~std::size_t{4095};
+  }
   CutMemory(const CutMemory&) = delete;
   CutMemory& operator=(const CutMemory&) = delete;
   ~CutMemory() override {
@@ -81,7 +90,7 @@ class CutMemory final : public std::pmr::memory_resource {
 
   LargeMemory large_;
   std::vector<std::pair<void*, std::size_t>> large_blocks_;  // handed out and not given back yet (few: 2 MiB or more)
-  BigBuffer first_{BigBuffer::kHugePage};
+  BigBuffer first_;
   std::pmr::monotonic_buffer_resource small_{first_.data(), first_.size(), &large_};
 };
 
@@ -104,7 +113,7 @@ struct PollCut {
 
 class Cut {
  public:
-  explicit Cut(const World& world) : world_(world) {}
+  explicit Cut(const World& world) : world_(world), memory_(CutMemory::FirstBlockFor(world.fds.Count())) {}
 
   Status Take() {
     frozen_ = world_.fds.Freeze();  // the fd table is part of the cut: held still until the save ends
