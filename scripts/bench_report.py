@@ -1556,17 +1556,19 @@ def tcp_by_value_section(run):
             "registration. Options a new socket has already are not set again (`TcpDefaults`), and a socket is made at "
             "its own fd number where that number is free (no second fd). The by-reference hand-off makes no system "
             "call per fd at all.")
-    if floor_socket is not None and ref_restores:
+    if floor_whole is not None and ref_restores:
         budget = TCP_BY_VALUE_GOAL * min(ref_restores)
         text += (f" The goal allows {fmt_ns(budget)} ns per connection (2 × the by-reference restore, its lower of the "
-                 f"two N); the kernel's socket(2) alone takes {fmt_ns(floor_socket)} ns (CPU clock, which is never "
-                 f"more than the wall clock the restore is measured on)")
-        if floor_socket > budget:
-            text += (", above it: no rebuild of a kernel socket can meet the goal on this machine, whatever it does "
+                 f"two N). The least that puts a connection back under its addresses, socket, TCP_REPAIR, bind and "
+                 f"connect, takes the kernel {fmt_ns(floor_whole)} ns" +
+                 ("" if floor_socket is None else f" (socket(2) alone: {fmt_ns(floor_socket)} ns)") +
+                 ", on the CPU clock, which is never more than the wall clock the restore is measured on")
+        if floor_whole > budget:
+            text += (": above the goal, so no rebuild of a kernel socket can meet it on this machine, whatever it does "
                      "around the kernel's own work. That work is not a system call's entry, which is a small part of "
                      "it (*Machine*: the null system call), so a machine with dearer system calls is further from it.")
         else:
-            text += ", below it."
+            text += ": below the goal."
     say(text + "\n")
     return "TCP connections by value", out
 
