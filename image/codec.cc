@@ -1022,9 +1022,8 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
   // malloc: a huge page would be several times its heap (BENCHMARKS.md goal (i): a save's peak ≤ 3 × the world's
   // heap; 2 MiB was 7 × a 1,000-fd world's), and malloc giving the top of its heap back between saves costs such a
   // save a dozen page faults, not a share of its memory.
-  const std::size_t estimate = std::size_t{192} * static_cast<std::size_t>(std::max(world.fds.Count(), 1));
   arena_options.start_block_size =
-      estimate >= BigBuffer::kHugePage / 2 ? BigBuffer::kHugePage : (estimate + 4095) & ~std::size_t{4095};
+      BigBuffer::FirstBlockFor(std::size_t{192} * static_cast<std::size_t>(std::max(world.fds.Count(), 1)));
   google::protobuf::Arena arena(arena_options);
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
   Records records;

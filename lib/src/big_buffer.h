@@ -28,6 +28,12 @@ void ReleaseKeptLarge() noexcept;
 class BigBuffer {
  public:
   static constexpr std::size_t kHugePage = std::size_t{2} << 20;
+  // The first block of memory that will hold about `estimate` bytes: a whole huge page from half of one on (kept
+  // between uses, faulted in already), else `estimate` in 4 KiB pages, from malloc, so that a small world's block is
+  // not several times its size.
+  static std::size_t FirstBlockFor(std::size_t estimate) {
+    return estimate >= kHugePage / 2 ? kHugePage : (estimate + 4095) & ~std::size_t{4095};
+  }
 
   BigBuffer() = default;
   // At least `bytes` bytes, aligned for any type (and to 2 MiB when mapped). Throws std::bad_alloc.

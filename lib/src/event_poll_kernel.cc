@@ -716,12 +716,14 @@ std::optional<EventPoll::KernelRegistration> EventPoll::KernelRegistrationOf(Fil
   return KernelRegistration{it->second.fd, it->second.key};
 }
 
+// The poll's kernel epoll, -1 if it has none (the lists lock guards it).
+static int KernelEpollOf(EventPoll::Impl& s) {
+  MutexLock lists(s.lists_mu_);
+  return s.kernel_fd_.get();
+}
+
 bool EventPoll::KernelHolds(KernelRegistration registration) const {
-  int kernel_fd;
-  {
-    MutexLock lists(impl_->lists_mu_);
-    kernel_fd = impl_->kernel_fd_.get();
-  }
+  const int kernel_fd = KernelEpollOf(*impl_);
   if (kernel_fd < 0) return false;
   // kcmp(KCMP_EPOLL_TFD) finds the first registration under that fd number, if any (it then compares its file with
   // kernel_fd's; only ENOENT matters here): none is the usual answer, and a certain one. Otherwise the fdinfo says
@@ -738,11 +740,7 @@ bool EventPoll::KernelHolds(KernelRegistration registration) const {
 }
 
 bool EventPoll::KernelHoldsFileAt(int fd) const {
-  int kernel_fd;
-  {
-    MutexLock lists(impl_->lists_mu_);
-    kernel_fd = impl_->kernel_fd_.get();
-  }
+  const int kernel_fd = KernelEpollOf(*impl_);
   // Registrations under one number are told apart by their position among them (kcmp_epoll_slot.toff); ENOENT past
   // the last. One file is registered at most once per epoll, and a number rarely names many.
   for (std::uint32_t at = 0; kernel_fd >= 0 && at < 64; ++at) {

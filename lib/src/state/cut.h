@@ -61,8 +61,7 @@ class CutMemory final : public std::pmr::memory_resource {
   // several times a small world's heap (BENCHMARKS.md goal (i): a save's peak ≤ 3 × the world's heap; 2 MiB was
   // 7 × a 1,000-fd world's).
   static std::size_t FirstBlockFor(int fds) {
-    const std::size_t estimate = std::size_t{128} * static_cast<std::size_t>(std::max(fds, 1));
-    return estimate >= BigBuffer::kHugePage / 2 ? BigBuffer::kHugePage : (estimate + 4095) & ~std::size_t{4095};
+    return BigBuffer::FirstBlockFor(std::size_t{128} * static_cast<std::size_t>(std::max(fds, 1)));
   }
   CutMemory(const CutMemory&) = delete;
   CutMemory& operator=(const CutMemory&) = delete;
