@@ -253,6 +253,35 @@ TEST(StateTest, WriteXmlFixture) {
   ASSERT_TRUE(out.good()) << path;
 }
 
+// Writes the Boost binary archive (without LoadWorld's envelope) of the fixture world, as this build writes it, to the
+// file EPOLLCR_WRITE_BINARY_FIXTURE names, as a C++ string literal of hex digits (a binary archive is for the same
+// architecture and Boost version only: x86_64, Boost 1.74, as this project's machines). How
+// tests/lib/fixtures/world_layout5.bin.inc was made: layout 5 at commit 26b9770, with this test added, with
+//   EPOLLCR_WRITE_BINARY_FIXTURE=tests/lib/fixtures/world_layout5.bin.inc build/tests/test_lib_state
+//   --gtest_filter=StateTest.WriteBinaryFixture
+TEST(StateTest, WriteBinaryFixture) {
+  const char* path = std::getenv("EPOLLCR_WRITE_BINARY_FIXTURE");
+  if (path == nullptr) GTEST_SKIP() << "EPOLLCR_WRITE_BINARY_FIXTURE is not set";
+  World w;
+  BuildFixtureWorld(w);
+  Result<std::string> bytes = SaveWorld(w, ArchiveFormat::kBoostBinary);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message;
+  std::ofstream out(path, std::ios::binary);
+  out << "\"";
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::size_t column = 0;
+  for (unsigned char c : bytes.value().substr(24)) {
+    if (column == 112) {
+      out << "\"\n\"";
+      column = 0;
+    }
+    out << kHex[c >> 4] << kHex[c & 15];
+    column += 2;
+  }
+  out << "\"\n";
+  ASSERT_TRUE(out.good()) << path;
+}
+
 // The xml archive of the fixture world as layout 2 wrote it (commit 720e905, before layout 3).
 constexpr std::string_view kLayout2Xml =
 #include "fixtures/world_layout2.xml.inc"
@@ -282,12 +311,36 @@ TEST(StateTest, Layout2XmlArchiveStillLoads) {
   EXPECT_EQ(Describe(b), expected);
 }
 
+// The binary archive of the fixture world as layout 5 wrote it (commit 26b9770, before layout 6), in hex.
+constexpr std::string_view kLayout5BinaryHex =
+#include "fixtures/world_layout5.bin.inc"
+    ;
+
+// Layout 6 writes a binary archive's columns as arrays of numbers; a layout-5 binary archive, whose columns are text,
+// still loads into the same world, and saved again it is what this build writes for that world.
+TEST(StateTest, Layout5BinaryArchiveStillLoads) {
+  std::string archive;
+  for (std::size_t i = 0; i + 1 < kLayout5BinaryHex.size(); i += 2) {
+    archive.push_back(static_cast<char>(std::stoi(std::string(kLayout5BinaryHex.substr(i, 2)), nullptr, 16)));
+  }
+  World original;
+  BuildFixtureWorld(original);
+  World a;
+  const Status s = LoadWorld(Envelope(archive, ArchiveFormat::kBoostBinary), &a);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_EQ(Describe(a), Describe(original));
+  EXPECT_EQ(a.roots.at("inner poll"), a.fds.Get(1));
+  const std::string resaved = SaveWorld(a, ArchiveFormat::kBoostBinary).value();
+  EXPECT_EQ(resaved, SaveWorld(original, ArchiveFormat::kBoostBinary).value());
+  EXPECT_NE(resaved.substr(24), archive);  // the layouts differ: this build wrote layout 6
+}
+
 // What LoadWorld writes in xml, Boost's own xml_iarchive reads, to the same world.
 TEST(StateTest, BoostsXmlArchiveReadsWhatSaveWorldWrites) {
   World original;
   BuildFixtureWorld(original);
   const std::string saved = SaveWorld(original, ArchiveFormat::kBoostXml).value();
-  ASSERT_NE(saved.find("<layout>5</layout>"), std::string::npos);
+  ASSERT_NE(saved.find("<layout>6</layout>"), std::string::npos);
   World b;
   {
     std::istringstream is(saved.substr(24));

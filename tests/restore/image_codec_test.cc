@@ -51,7 +51,11 @@ TEST(ImageCodecTest, SaveImageIsTheFramedEncodingOfTheCapture) {
   auto poll = EventPoll::Create();
   b.roots["poll"] = poll;
   std::vector<std::shared_ptr<EventFd>> files;
-  for (int i = 0; i < 300; ++i) files.push_back(EventFd::Create(i % 3 == 0 ? 1 : 0));
+  // Counters of one and of several varint bytes, and semaphores: SaveImage writes eventfd records itself.
+  for (int i = 0; i < 300; ++i) {
+    const std::uint64_t count = i % 3 == 0 ? 1 : i % 7 == 0 ? (std::uint64_t{1} << 40) + static_cast<std::uint64_t>(i) : 0;
+    files.push_back(EventFd::Create(count, i % 4 == 0));
+  }
   for (int k = 0; k < 900; ++k) {
     const int i = (k * 7919) % 300;
     const int fd = 1000 - k;

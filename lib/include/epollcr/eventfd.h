@@ -37,8 +37,9 @@ class EventFd final : public File {
   std::uint64_t Value() const;
   bool semaphore() const { return semaphore_; }
 
-  // Checkpoint policy (state.h). Preconditions: mu_ is held, or the file is not shared yet (load): not analysed, as the
-  // analysis cannot tell the second.
+  // Checkpoint policy (state.h). Preconditions: mu_ or op_mu_ is held (every change of the counter holds both, so a
+  // consistent cut, which holds every file's MutationLock, reads it without mu_), or the file is not shared yet
+  // (load): not analysed, as the analysis can tell neither the second nor the third.
   template <typename V>
   void VisitState(V& v) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
     v.Field("count", count_, kSave);

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <optional>
 
+#include <boost/serialization/array_wrapper.hpp>
+
 #include "epollcr/event_poll.h"
 #include "epollcr/eventfd.h"
 #include "event_poll_internal.h"
@@ -59,6 +61,31 @@ class Loader {
     ar_ >> make_nvp(name, n);
     if (n > kMaxObjects) throw LoadError(std::string(name) + ": count " + std::to_string(n) + " is beyond the limit");
     return n;
+  }
+
+  // Layout 6 in a binary archive: a column is its values as an array of T (world_save.cc), not text.
+  bool RawColumns() const { return kBinaryArchive<Ar> && layout_ >= 6; }
+
+  // A raw column of `n` values of T. Read in blocks, so that a hostile count in a short archive fails at the archive's
+  // end rather than allocating for the count first.
+  template <typename T>
+  std::vector<T, LargeAllocator<T>> ReadRaw(const char* name, std::uint64_t n) {
+    constexpr std::uint64_t kBlock = 1 << 16;
+    std::vector<T, LargeAllocator<T>> values;
+    values.reserve(std::min(n, kBlock));
+    if (n <= kBlock) {
+      values.resize(n);
+      ar_ >> make_nvp(name, boost::serialization::make_array(values.data(), values.size()));
+      return values;
+    }
+    // Boost's binary array is its bytes one after another: blocks read in turn are the same bytes.
+    for (std::uint64_t done = 0; done < n;) {
+      const std::uint64_t block = std::min(kBlock, n - done);
+      values.resize(done + block);
+      ar_ >> make_nvp(name, boost::serialization::make_array(values.data() + done, block));
+      done += block;
+    }
+    return values;
   }
 
   std::uint64_t ReadId() {
@@ -140,16 +167,26 @@ class Loader {
   void ReadFileColumns() {
     const std::uint64_t n = Count("files");
     std::string text;
-    ar_ >> make_nvp("ids", text);
-    const auto ids = ParseColumn<std::uint64_t>(text, n, "files column ids");
+    std::vector<std::uint64_t, LargeAllocator<std::uint64_t>> ids;
+    if (RawColumns()) {
+      ids = ReadRaw<std::uint64_t>("ids", n);
+    } else {
+      ar_ >> make_nvp("ids", text);
+      ids = ParseColumn<std::uint64_t>(text, n, "files column ids");
+    }
     const std::uint64_t nnames = Count("kind_names");
     if (nnames > n) {
       throw LoadError("kind_names: " + std::to_string(nnames) + " kinds for " + std::to_string(n) + " files");
     }
     std::vector<std::string> names(nnames);
     for (std::string& name : names) ar_ >> make_nvp("kind", name);
-    ar_ >> make_nvp("kinds", text);
-    const auto kinds = ParseColumn<std::uint32_t>(text, n, "files column kinds");
+    std::vector<std::uint32_t, LargeAllocator<std::uint32_t>> kinds;
+    if (RawColumns()) {
+      kinds = ReadRaw<std::uint32_t>("kinds", n);
+    } else {
+      ar_ >> make_nvp("kinds", text);
+      kinds = ParseColumn<std::uint32_t>(text, n, "files column kinds");
+    }
     std::vector<std::uint32_t> order;
     order.reserve(n);
     for (std::uint64_t i = 0; i < n; ++i) {
@@ -192,6 +229,14 @@ class Loader {
     std::string text;
     for (std::size_t k = 0; k < fields.names.size(); ++k) {
       const std::string name = FieldColumnName(ObjectKindName(kind), fields.names[k]);
+      if (RawColumns()) {
+        const auto numbers = ReadRaw<std::uint64_t>(name.c_str(), files.size());
+        for (std::size_t i = 0; i < files.size(); ++i) {
+          FieldColumnLoad v{objects_, positions[i], k, {}, name, &numbers[i]};
+          files[i]->VisitState(v);
+        }
+        continue;
+      }
       ar_ >> make_nvp(name.c_str(), text);
       std::vector<std::string_view>& values = tokens_;
       SplitColumn(text, files.size(), [&] { return "column " + name; }, &values);
@@ -257,21 +302,31 @@ class Loader {
       }
       for (std::size_t k = 0; k < entry_columns_.size(); ++k) {
         const std::string& name = entry_columns_[k];
-        ar_ >> make_nvp(name.c_str(), text);
+        std::vector<std::uint64_t, LargeAllocator<std::uint64_t>> numbers;
         std::vector<std::string_view>& values = tokens_;
-        SplitColumn(text, n, [&] { return objects_.Name(at) + " column " + name; }, &values);
+        if (RawColumns()) {
+          numbers = ReadRaw<std::uint64_t>(name.c_str(), n);
+        } else {
+          ar_ >> make_nvp(name.c_str(), text);
+          SplitColumn(text, n, [&] { return objects_.Name(at) + " column " + name; }, &values);
+        }
         if (k == 0) {  // the column holds n numbers: the entries are made now, not for a count alone
           for (std::uint64_t i = 0; i < n; ++i) p.Make(n - i, poll, FileIdentifier{}, 0, 0);
         }
         for (std::uint64_t i = 0; i < n; ++i) {
-          FieldColumnLoad v{objects_, at, k, values[i], name};
+          FieldColumnLoad v = RawColumns() ? FieldColumnLoad{objects_, at, k, {}, name, &numbers[i]}
+                                           : FieldColumnLoad{objects_, at, k, values[i], name};
           p.entries[i]->VisitState(v);
         }
       }
       for (PollEntry* e : p.entries) e->FieldsLoaded();
     }
-    ar_ >> make_nvp("queue_ranks", text);
-    p.ranks = ParseColumn<std::uint32_t>(text, n, [&] { return objects_.Name(at) + " column queue_ranks"; });
+    if (RawColumns()) {
+      p.ranks = ReadRaw<std::uint32_t>("queue_ranks", n);
+    } else {
+      ar_ >> make_nvp("queue_ranks", text);
+      p.ranks = ParseColumn<std::uint32_t>(text, n, [&] { return objects_.Name(at) + " column queue_ranks"; });
+    }
     ar_ >> make_nvp("ready_order", p.ready);
   }
 

@@ -6,6 +6,9 @@
 #include <memory_resource>
 #include <mutex>
 #include <optional>
+#include <vector>
+
+#include <boost/serialization/array_wrapper.hpp>
 
 #include "archive/columns.h"
 #include "archive/direct_oarchives.h"
@@ -60,9 +63,8 @@ class Writer {
       File* f = file.get();
       switch (f->builtin()) {
         case File::Builtin::kEventFd: {
-          auto* e = static_cast<EventFd*>(f);
-          MutexLock lock(e->state_mutex());
-          eventfds_.Copy(*e, kinds_[0].columns.rows, memory_);
+          // The cut holds its op_mu_, so its counter cannot change: copied without mu_ (eventfd.h VisitState).
+          eventfds_.Copy(*static_cast<EventFd*>(f), kinds_[0].columns.rows, memory_);
           break;
         }
         case File::Builtin::kPipeRead: CollectFile(kinds_[1], *static_cast<PipeReadEnd*>(f)); break;
@@ -139,22 +141,63 @@ class Writer {
 
  private:
   // Layout 3: the files' ids as a column; the kind names, each once, and each file's kind as an index into them; then
-  // the state bytes of each embedder file, in file order.
+  // the state bytes of each embedder file, in file order. Layout 6: in a binary archive the two columns are arrays.
   template <typename Ar>
   void WriteFileHeaders(Ar& ar) {
-    std::string ids, kinds;
+    if constexpr (kBinaryArchive<Ar>) {
+      WriteFileHeadersRaw(ar);
+    } else {
+      WriteFileHeadersText(ar);
+    }
+    WriteEmbedderStates(ar);
+  }
+
+  // The index of each file's kind among `names`, which gets each kind once, in order of first use.
+  std::vector<std::uint32_t> KindIndexes(std::vector<std::string>& names) const {
+    std::vector<std::uint32_t> kinds;
+    kinds.reserve(cut_.files().size());
+    std::size_t last = 0;  // the index of the last file's kind: files of one kind often come together
+    for (std::size_t i = 0; i < cut_.files().size(); ++i) {
+      const File::Builtin builtin = cut_.files()[i]->builtin();
+      if (i > 0 && builtin != File::Builtin::kNone && builtin == cut_.files()[i - 1]->builtin()) {
+        kinds.push_back(static_cast<std::uint32_t>(last));  // a built-in kind is its own name: the last file's
+        continue;
+      }
+      const std::string& kind = cut_.kinds()[i];
+      if (last >= names.size() || names[last] != kind) {
+        last = static_cast<std::size_t>(std::find(names.begin(), names.end(), kind) - names.begin());
+        if (last == names.size()) names.push_back(kind);
+      }
+      kinds.push_back(static_cast<std::uint32_t>(last));
+    }
+    return kinds;
+  }
+
+  // Layout 6, binary archives: the ids and the kind indexes as arrays of numbers (Boost's array optimization: one copy
+  // each), not as text.
+  template <typename Ar>
+  void WriteFileHeadersRaw(Ar& ar) {
     std::vector<std::string> names;
+    const std::vector<std::uint32_t> kinds = KindIndexes(names);
+    std::vector<std::uint64_t> ids(cut_.files().size());
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = i + 1;
+    ar << make_nvp("ids", boost::serialization::make_array(ids.data(), ids.size()));
+    std::uint64_t nnames = names.size();
+    ar << make_nvp("kind_names", nnames);
+    for (std::string& name : names) ar << make_nvp("kind", name);
+    ar << make_nvp("kinds", boost::serialization::make_array(kinds.data(), kinds.size()));
+  }
+
+  template <typename Ar>
+  void WriteFileHeadersText(Ar& ar) {
+    std::vector<std::string> names;
+    const std::vector<std::uint32_t> kind_indexes = KindIndexes(names);
+    std::string ids, kinds;
     {
       ColumnWriter id_text(&ids), kind_text(&kinds);
-      std::size_t last = 0;  // the index of the last file's kind: files of one kind often come together
-      for (std::size_t i = 0; i < cut_.files().size(); ++i) {
+      for (std::size_t i = 0; i < kind_indexes.size(); ++i) {
         id_text.Add(i + 1);
-        const std::string& kind = cut_.kinds()[i];
-        if (last >= names.size() || names[last] != kind) {
-          last = static_cast<std::size_t>(std::find(names.begin(), names.end(), kind) - names.begin());
-          if (last == names.size()) names.push_back(kind);
-        }
-        kind_text.Add(last);
+        kind_text.Add(kind_indexes[i]);
       }
     }
     ar << make_nvp("ids", ids);
@@ -162,12 +205,17 @@ class Writer {
     ar << make_nvp("kind_names", nnames);
     for (std::string& name : names) ar << make_nvp("kind", name);
     ar << make_nvp("kinds", kinds);
+  }
+
+  // The state bytes of each embedder file, in file order.
+  template <typename Ar>
+  void WriteEmbedderStates(Ar& ar) {
     for (std::size_t i = 0; i < cut_.files().size(); ++i) {
       // A built-in file has a built-in kind: only the others are asked whether they are embedder files.
       File* f = cut_.files()[i].get();
       if (f->builtin() == File::Builtin::kNone && dynamic_cast<SavableFile*>(f) &&
           !state::Cut::IsBuiltIn(cut_.kinds()[i])) {
-        std::string bytes = cut_.custom_states()[i];
+        std::string bytes = cut_.custom_state(i);
         ar << make_nvp("state", bytes);
       }
     }
@@ -233,8 +281,12 @@ class Writer {
   template <typename Ar>
   void WriteColumns(Ar& ar, const char* kind, const Columns& columns, std::size_t first, std::size_t count) {
     for (const FieldColumnSave::Column& column : columns) {
-      ColumnText(column, first, count, &text_);
-      ar << make_nvp(ColumnName(kind, column.field), text_);
+      if constexpr (kBinaryArchive<Ar>) {  // layout 6: the 64-bit words themselves (signed ones two's complement)
+        ar << make_nvp(ColumnName(kind, column.field), boost::serialization::make_array(column.values.data() + first, count));
+      } else {
+        ColumnText(column, first, count, &text_);
+        ar << make_nvp(ColumnName(kind, column.field), text_);
+      }
     }
   }
 
@@ -257,11 +309,15 @@ class Writer {
     std::uint64_t n = c.entries.size();
     ar << make_nvp("entries", n);
     if (n > 0) WriteColumns(ar, "entry", entries_.columns, first, n);
-    {
-      ColumnWriter ranks(&text_);
-      for (std::uint32_t rank : c.ranks) ranks.Add(rank);
+    if constexpr (kBinaryArchive<Ar>) {  // layout 6
+      ar << make_nvp("queue_ranks", boost::serialization::make_array(c.ranks.data(), c.ranks.size()));
+    } else {
+      {
+        ColumnWriter ranks(&text_);
+        for (std::uint32_t rank : c.ranks) ranks.Add(rank);
+      }
+      ar << make_nvp("queue_ranks", text_);
     }
-    ar << make_nvp("queue_ranks", text_);
     ar << make_nvp("ready_order", c.ready);
   }
 

@@ -119,9 +119,11 @@ class Cut {
     // The fds with their files' ids. The frozen table holds every file, so only each file is copied (once), not a
     // shared_ptr per fd; consecutive fds of one file (dups) cost one id lookup between them.
     fds_.reserve(static_cast<std::size_t>(world_.fds.CountFrozen()));
-    // Room for as many files as fds, up to a bound (a million fds are usually dups of far fewer files): no rehash on
-    // the way for the common sizes.
-    ids_.ids.reserve(std::min<std::size_t>(fds_.capacity() + world_.roots.size(), 4096));
+    // Room for as many files as fds, up to a bound (a million fds are usually dups of far fewer files): no rehash or
+    // regrowth on the way for the common sizes.
+    const std::size_t files_expected = std::min<std::size_t>(fds_.capacity() + world_.roots.size(), 4096);
+    ids_.ids.reserve(files_expected);
+    files_.reserve(files_expected);
     const File* last = nullptr;
     std::uint64_t last_id = 0;
     world_.fds.ForEachFrozen([&](int fd, const std::shared_ptr<File>& file) {
@@ -297,11 +299,11 @@ class Cut {
   }
 
   Status SaveCustom() {
-    custom_.resize(files_.size());
     for (std::size_t i = 0; i < files_.size(); ++i) {
       if (files_[i]->builtin() != File::Builtin::kNone) continue;
       auto* s = dynamic_cast<SavableFile*>(files_[i].get());
       if (!s || IsBuiltIn(kinds_[i])) continue;
+      if (custom_.empty()) custom_.resize(files_.size());  // only a world with embedder files needs the column
       Result<std::string> bytes = s->SaveState();
       if (!bytes.ok()) {
         return {bytes.error(), kinds_[i] + "#" + std::to_string(i + 1) + ": SaveState failed: " + bytes.error().message()};
@@ -314,7 +316,11 @@ class Cut {
   // What the cut holds, for codecs (valid between Lock() and the end of the snapshot). File i has object id i + 1.
   const std::vector<std::shared_ptr<File>>& files() const { return files_; }
   const std::vector<std::string>& kinds() const { return kinds_; }
-  const std::vector<std::string>& custom_states() const { return custom_; }
+  // File i's SaveState bytes: empty unless it is an embedder file (the column is made only if the world has one).
+  const std::string& custom_state(std::size_t i) const {
+    static const std::string kNone;
+    return i < custom_.size() ? custom_[i] : kNone;
+  }
   // The fd table, in fd order: each fd with its file's object id.
   struct Fd {
     int fd;
