@@ -151,10 +151,46 @@ void ReleaseKeptLarge() noexcept {
   for (const auto& [size, p] : Mapped().TakeKept()) ::munmap(p, size);
 }
 
+namespace {
+
+// A block below a huge page from kMappedFrom on: whole 4 KiB pages of a mapping of its own, which FreeSmall keeps (as
+// FreeLarge keeps huge pages) for the next block of the same size. From malloc, such a block was given back to the
+// kernel when freed (above glibc's mmap threshold, or trimmed off the top of the heap) and faulted in again by the
+// next save of a small world: about 60 faults a save of 1,000 entries in a Boost archive, as long as the rest of it.
+constexpr std::size_t kMappedFrom = std::size_t{64} << 10;
+
+std::size_t PageRounded(std::size_t bytes) { return (bytes + 4095) & ~std::size_t{4095}; }
+
+void* AllocateSmall(std::size_t size) {
+  void* p = Mapped().Reuse(size);
+  if (p == nullptr) {
+    p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+  }
+  CountMapped(static_cast<std::ptrdiff_t>(size));
+  Mapped().Add(p, size);
+  return p;
+}
+
+void FreeSmall(void* p, std::size_t size) noexcept {
+  (void)Mapped().Take(p);
+  CountMapped(-static_cast<std::ptrdiff_t>(size));
+  if (::madvise(p, size, MADV_FREE) != 0 || !Mapped().Keep(p, size)) ::munmap(p, size);
+}
+
+}  // namespace
+
 BigBuffer::BigBuffer(std::size_t bytes) {
-  if (bytes < kHugePage) {
+  // A process that warmed its heap for large blocks (PreferHeapForLarge) gets small ones from it too.
+  if (bytes < kMappedFrom || heap_below.load(std::memory_order_relaxed) > kHugePage) {
     data_ = ::operator new(bytes == 0 ? 1 : bytes);
     size_ = bytes;
+    return;
+  }
+  if (bytes < kHugePage) {
+    size_ = PageRounded(bytes);
+    data_ = AllocateSmall(size_);
+    mapped_ = true;
     return;
   }
   data_ = AllocateLarge(bytes);
@@ -180,7 +216,9 @@ BigBuffer& BigBuffer::operator=(BigBuffer&& other) noexcept {
 BigBuffer::~BigBuffer() { Free(); }
 
 void BigBuffer::Free() noexcept {
-  if (mapped_) {
+  if (mapped_ && size_ < kHugePage) {
+    FreeSmall(data_, size_);
+  } else if (mapped_) {
     FreeLarge(data_, size_);
   } else if (data_ != nullptr) {
     ::operator delete(data_);

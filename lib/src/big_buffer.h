@@ -29,8 +29,8 @@ class BigBuffer {
  public:
   static constexpr std::size_t kHugePage = std::size_t{2} << 20;
   // The first block of memory that will hold about `estimate` bytes: a whole huge page from half of one on (kept
-  // between uses, faulted in already), else `estimate` in 4 KiB pages, from malloc, so that a small world's block is
-  // not several times its size.
+  // between uses, faulted in already), else `estimate` in 4 KiB pages (from 64 KiB on a mapping, also kept between
+  // uses; below, from malloc), so that a small world's block is not several times its size.
   static std::size_t FirstBlockFor(std::size_t estimate) {
     return estimate >= kHugePage / 2 ? kHugePage : (estimate + 4095) & ~std::size_t{4095};
   }
@@ -52,7 +52,7 @@ class BigBuffer {
 
   void* data_ = nullptr;
   std::size_t size_ = 0;
-  bool mapped_ = false;  // from AllocateLarge (whole huge pages), else from operator new
+  bool mapped_ = false;  // a mapping (whole huge pages from AllocateLarge, or 4 KiB pages from 64 KiB on), else heap
 };
 
 // A fixed-capacity array of trivially copyable T in a BigBuffer, for a load's large temporary arrays.

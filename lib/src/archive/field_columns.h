@@ -28,6 +28,26 @@ inline std::string FieldColumnName(std::string_view kind, std::string_view field
   return name;
 }
 
+// How a saved field's value is held in a layout-6 binary archive's column (world_save.cc WriteColumns): `bytes` wide
+// (the field's own type: a bool or an enum as its underlying type, a wait reference as a 64-bit object id), a signed
+// type's value as its two's complement of that width.
+struct RawWidth {
+  std::uint8_t bytes = 8;
+  bool is_signed = false;
+};
+template <typename T, FieldPolicy P>
+constexpr RawWidth RawWidthOf() {
+  if constexpr (P == FieldPolicy::kWait) {
+    return {8, false};
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return {1, false};
+  } else if constexpr (std::is_enum_v<T>) {
+    return {sizeof(std::underlying_type_t<T>), std::is_signed_v<std::underlying_type_t<T>>};
+  } else {
+    return {sizeof(T), std::is_signed_v<T>};
+  }
+}
+
 // Save: visit each file of the kind in file order; each saved field's value is appended to its column, as a number.
 // The text (ColumnText) is made later: a save collects the numbers while it holds the cut, and writes them as text
 // after releasing it (archive/world_save.cc). A wait field is collected as the referenced object's address and turned
@@ -37,6 +57,7 @@ struct FieldColumnSave {
     const char* field;
     bool is_signed = false;  // the values are a signed type's, stored as their two's complement
     bool wait = false;       // a wait field's: addresses until ResolveIds(), then object ids
+    RawWidth raw;            // how a binary archive holds the values
     std::pmr::vector<std::uint64_t> values;  // sized for `rows` up front; the first `filled` are values
     std::size_t filled = 0;
 
@@ -65,7 +86,8 @@ struct FieldColumnSave {
     if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) {
       if (next == columns.size()) {
         if (columns.empty()) columns.reserve(8);  // a type saves a few fields: one allocation, not one per doubling
-        columns.push_back({name, false, P == FieldPolicy::kWait, std::pmr::vector<std::uint64_t>(memory)});
+        columns.push_back(
+            {name, false, P == FieldPolicy::kWait, RawWidthOf<T, P>(), std::pmr::vector<std::uint64_t>(memory)});
         columns.back().values.resize(rows);
       }
       Column& column = columns[next++];
@@ -109,12 +131,17 @@ inline void ColumnText(const FieldColumnSave::Column& column, std::size_t first,
   }
 }
 
-// The names of the fields a kind saves, in declaration order (visit one file of the kind).
+// The names of the fields a kind saves, in declaration order (visit one file of the kind), and how a binary archive
+// holds each.
 struct SavedFieldNames {
   std::vector<const char*> names;
+  std::vector<RawWidth> widths;
   template <typename T, FieldPolicy P>
   void Field(const char* name, T&, PolicyTag<P>) {
-    if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) names.push_back(name);
+    if constexpr (P == FieldPolicy::kSave || P == FieldPolicy::kWait) {
+      names.push_back(name);
+      widths.push_back(RawWidthOf<T, P>());
+    }
   }
 };
 

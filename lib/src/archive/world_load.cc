@@ -88,6 +88,27 @@ class Loader {
     return values;
   }
 
+  // A raw field column of `n` values at its field's width (field_columns.h RawWidth), as the 64-bit words the field
+  // columns load from (a signed value sign-extended).
+  std::vector<std::uint64_t, LargeAllocator<std::uint64_t>> ReadFieldColumn(const char* name, std::uint64_t n,
+                                                                            RawWidth width) {
+    if (width.bytes == 8) return ReadRaw<std::uint64_t>(name, n);
+    auto widen = [&]<typename U>(U) {
+      const auto narrow = ReadRaw<U>(name, n);
+      std::vector<std::uint64_t, LargeAllocator<std::uint64_t>> values(narrow.size());
+      for (std::size_t i = 0; i < narrow.size(); ++i) {
+        values[i] = width.is_signed ? static_cast<std::uint64_t>(static_cast<std::int64_t>(static_cast<std::make_signed_t<U>>(narrow[i])))
+                                    : narrow[i];
+      }
+      return values;
+    };
+    switch (width.bytes) {
+      case 1: return widen(std::uint8_t{});
+      case 2: return widen(std::uint16_t{});
+      default: return widen(std::uint32_t{});
+    }
+  }
+
   std::uint64_t ReadId() {
     std::uint64_t id = 0;
     ar_ >> make_nvp("id", id);
@@ -230,7 +251,7 @@ class Loader {
     for (std::size_t k = 0; k < fields.names.size(); ++k) {
       const std::string name = FieldColumnName(ObjectKindName(kind), fields.names[k]);
       if (RawColumns()) {
-        const auto numbers = ReadRaw<std::uint64_t>(name.c_str(), files.size());
+        const auto numbers = ReadFieldColumn(name.c_str(), files.size(), fields.widths[k]);
         for (std::size_t i = 0; i < files.size(); ++i) {
           FieldColumnLoad v{objects_, positions[i], k, {}, name, &numbers[i]};
           files[i]->VisitState(v);
@@ -299,13 +320,14 @@ class Loader {
         SavedFieldNames fields;
         PollEntry(nullptr, FileIdentifier{}, 0, 0).VisitState(fields);
         for (const char* field : fields.names) entry_columns_.push_back(FieldColumnName("entry", field));
+        entry_widths_ = fields.widths;
       }
       for (std::size_t k = 0; k < entry_columns_.size(); ++k) {
         const std::string& name = entry_columns_[k];
         std::vector<std::uint64_t, LargeAllocator<std::uint64_t>> numbers;
         std::vector<std::string_view>& values = tokens_;
         if (RawColumns()) {
-          numbers = ReadRaw<std::uint64_t>(name.c_str(), n);
+          numbers = ReadFieldColumn(name.c_str(), n, entry_widths_[k]);
         } else {
           ar_ >> make_nvp(name.c_str(), text);
           SplitColumn(text, n, [&] { return objects_.Name(at) + " column " + name; }, &values);
@@ -419,6 +441,7 @@ class Loader {
   std::map<std::uint32_t, PendingPoll> polls_;  // by the poll's position
   std::uint32_t layout_ = 0;
   std::vector<std::string> entry_columns_;     // "entry.FIELD" for each field a PollEntry saves, once known
+  std::vector<RawWidth> entry_widths_;         // how a binary archive holds each of them (layout 6)
   std::string text_;                           // a column as the archive holds it, reused column to column
   std::vector<std::string_view> tokens_;       // its numbers as text (SplitColumn)
 };

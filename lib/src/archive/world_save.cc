@@ -281,13 +281,41 @@ class Writer {
   template <typename Ar>
   void WriteColumns(Ar& ar, const char* kind, const Columns& columns, std::size_t first, std::size_t count) {
     for (const FieldColumnSave::Column& column : columns) {
-      if constexpr (kBinaryArchive<Ar>) {  // layout 6: the 64-bit words themselves (signed ones two's complement)
-        ar << make_nvp(ColumnName(kind, column.field), boost::serialization::make_array(column.values.data() + first, count));
+      if constexpr (kBinaryArchive<Ar>) {  // layout 6: the values at their field's width (RawWidth)
+        WriteRaw(ar, ColumnName(kind, column.field), column, first, count);
       } else {
         ColumnText(column, first, count, &text_);
         ar << make_nvp(ColumnName(kind, column.field), text_);
       }
     }
+  }
+
+  // A column's values from `first` on as an array of its field's width (a signed value's two's complement keeps its
+  // low bytes).
+  template <typename Ar>
+  void WriteRaw(Ar& ar, const char* name, const FieldColumnSave::Column& column, std::size_t first, std::size_t count) {
+    const std::uint64_t* values = column.values.data() + first;
+    if (column.raw.bytes == 8) {
+      ar << make_nvp(name, boost::serialization::make_array(values, count));
+      return;
+    }
+    auto narrow = [&]<typename U>(U) {
+      std::vector<U>& out = Narrowed<U>();
+      out.resize(count);
+      for (std::size_t i = 0; i < count; ++i) out[i] = static_cast<U>(values[i]);
+      ar << make_nvp(name, boost::serialization::make_array(out.data(), count));
+    };
+    switch (column.raw.bytes) {
+      case 1: narrow(std::uint8_t{}); break;
+      case 2: narrow(std::uint16_t{}); break;
+      default: narrow(std::uint32_t{}); break;
+    }
+  }
+  template <typename U>
+  std::vector<U>& Narrowed() {
+    if constexpr (sizeof(U) == 1) return narrow8_;
+    if constexpr (sizeof(U) == 2) return narrow16_;
+    if constexpr (sizeof(U) == 4) return narrow32_;
   }
 
   // "KIND.FIELD", made once per kind and field: every poll writes the same entry columns. `kind` and `field` are the
@@ -340,6 +368,9 @@ class Writer {
   FieldColumnSave entries_{cut_.ids(), &memory_, {}};  // entry_copies_ as columns
   std::deque<ColumnNameOf> column_names_;    // ColumnName's; a deque, so that the names stay where they are
   std::string text_;                         // the column being written
+  std::vector<std::uint8_t> narrow8_;        // the binary column being written, at its width (WriteRaw)
+  std::vector<std::uint16_t> narrow16_;
+  std::vector<std::uint32_t> narrow32_;
 };
 
 }  // namespace
