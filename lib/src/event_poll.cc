@@ -10,6 +10,7 @@
 #include <chrono>
 #include <csignal>
 #include <new>
+#include <utility>
 #include <type_traits>
 #include <thread>
 
@@ -64,8 +65,9 @@ EventPoll::Impl::Impl(EventPoll* self)
       entries_(EntryMap::bucket_traits(initial_buckets_, kInitialBuckets)),
       self_(self) {}
 
-EventPoll::Impl::~Impl() {
+EventPoll::Impl::~Impl() EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {  // no one else can reach a poll being destroyed
   assert(entries_.empty());
+  ::operator delete(spare_entry_);
   if (visible_.load(std::memory_order_relaxed)) VisiblePollGone();
 }
 
@@ -148,6 +150,11 @@ void EventPoll::Impl::RemoveLocked(PollEntry* e) {
   }
   entries_.erase(entries_.iterator_to(*e));
   if (!e->pooled) {
+    if (spare_entry_ == nullptr) {  // kept for the next Insert; delete would free it (operator delete(void*))
+      e->~PollEntry();
+      spare_entry_ = e;
+      return;
+    }
     delete e;
     return;
   }
@@ -271,7 +278,12 @@ std::error_code EventPoll::Impl::Insert(FileIdentifier id, std::uint32_t events,
   MutexLock lock(mu_);
   if (FindLocked(id) != nullptr) return Errno(EEXIST);
   // The entry starts with no armed bits, so a wake-up racing with the path check below cannot queue it.
-  auto* e = new PollEntry(self_, id, events & kEpollPrivateBits, data);
+  PollEntry* e = nullptr;
+  if (spare_entry_ != nullptr) {  // the block `new PollEntry` gave an entry removed before (RemoveLocked)
+    e = new (std::exchange(spare_entry_, nullptr)) PollEntry(self_, id, events & kEpollPrivateBits, data);
+  } else {
+    e = new PollEntry(self_, id, events & kEpollPrivateBits, data);
+  }
   entries_.insert(*e);
   MaybeGrowLocked();
   {

@@ -357,6 +357,10 @@ struct EventPoll::Impl {
   // a poll all its entries at once: room for one EntryChunks inside the poll.
   boost::container::small_vector<EntryChunks, 1> pooled_ EPOLLCR_GUARDED_BY(mu_);
   std::size_t pooled_live_ EPOLLCR_GUARDED_BY(mu_) = 0;
+  // The heap block of the last entry removed (destroyed, not freed), for the next entry added: a server whose
+  // connections come and go adds and removes entries all the time, and malloc and free were an eighth of an ADD+DEL
+  // pair (BENCHMARKS.md section 3). Freed with the poll.
+  void* spare_entry_ EPOLLCR_GUARDED_BY(mu_) = nullptr;
   // Takes the blocks of `n` pooled entries that are now this poll's.
   void AdoptLocked(EntryChunks chunks, std::size_t n) EPOLLCR_REQUIRES(mu_);
 
