@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <limits>
 #include <new>
 #include <utility>
 #include <type_traits>
@@ -477,6 +479,29 @@ class SignalsHeld {
   sigset_t saved_{};
 };
 
+// epoll_pwait2, or, where the kernel has none (Linux before 5.11; valgrind 3.19 does not know it either: ENOSYS),
+// epoll_pwait with the timeout rounded up to a whole millisecond, never a shorter sleep than asked (the kernel rounds
+// epoll_wait's up too). A timeout longer than epoll_pwait's int of milliseconds sleeps that long and sets
+// *cut_short, so that a 0 from it is not taken for the end of the caller's timeout.
+int SleepIn(int epfd, epoll_event* events, int max, const timespec* timeout, const sigset_t* mask, bool* cut_short) {
+  static std::atomic<bool> no_pwait2{false};
+  *cut_short = false;
+  if (!no_pwait2.load(std::memory_order_relaxed)) {
+    const int got = ::epoll_pwait2(epfd, events, max, timeout, mask);
+    if (got >= 0 || errno != ENOSYS) return got;
+    no_pwait2.store(true, std::memory_order_relaxed);
+  }
+  int ms = -1;
+  if (timeout != nullptr) {
+    constexpr long long kMaxMs = std::numeric_limits<int>::max();
+    const long long whole = timeout->tv_sec > kMaxMs / 1000 ? kMaxMs : timeout->tv_sec * 1000LL;
+    const long long total = std::min(kMaxMs, whole + (timeout->tv_nsec + 999'999) / 1'000'000);
+    *cut_short = total == kMaxMs;
+    ms = static_cast<int>(total);
+  }
+  return ::epoll_pwait(epfd, events, max, ms, mask);
+}
+
 }  // namespace
 
 Result<int> EventPoll::Wait(Event* events, int max, int timeout_ms) { return PWait(events, max, timeout_ms, nullptr); }
@@ -532,8 +557,9 @@ Result<int> EventPoll::WaitUntil(Event* events, int max, const WaitLimit& limit,
       left.tv_nsec = static_cast<long>(ns % 1'000'000'000);
       timeout = &left;
     }
-    const int got =
-        ::epoll_pwait2(kernel_fd, reinterpret_cast<epoll_event*>(events), max, timeout, held.SleepMask(mask));
+    bool cut_short = false;
+    const int got = SleepIn(kernel_fd, reinterpret_cast<epoll_event*>(events), max, timeout, held.SleepMask(mask),
+                            &cut_short);
     const int error = errno;
     {
       MutexLock lock(s.mu_);
@@ -542,7 +568,7 @@ Result<int> EventPoll::WaitUntil(Event* events, int max, const WaitLimit& limit,
       if (got < 0) return Errno(error);  // EINTR: a signal handler ran
       const int n = s.TranslateLocked(events, got, max, true);
       // Timed out: what is ready in memory now, if anything (ep_poll looks once more; the kernel looked at its own).
-      if (n > 0 || got == 0) return n > 0 ? n : s.HarvestListLocked(events, max);
+      if (n > 0 || (got == 0 && !cut_short)) return n > 0 ? n : s.HarvestListLocked(events, max);
     }
     woken = true;
   }

@@ -2,7 +2,13 @@
 // kernel epoll (epoll_wait, epoll_pwait, epoll_pwait2) and once on an EventPoll, with real signals, handlers and
 // threads, and both must end the same way (the same count or the same errno, the same signals left pending).
 #include <gtest/gtest.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -11,6 +17,7 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstddef>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -407,6 +414,57 @@ TEST(WaitErrorsTest, EveryBadArgumentGivesTheKernelsErrnoInTheKernelsOrder) {
     }
   }
   EXPECT_EQ(cases, 24);  // 3 fds x 4 counts x 2 timeouts
+}
+
+// Where the kernel has no epoll_pwait2 (before Linux 5.11, or under valgrind 3.19), a blocking Wait sleeps in
+// epoll_pwait instead, never for less than its timeout. A child process makes epoll_pwait2 fail with ENOSYS (a seccomp
+// filter) and waits there: a timeout of 30 ms, a timespec of 1.5 ms, and a wake-up from another thread.
+TEST(EventPollSignalTest, WaitsWhereTheKernelHasNoEpollPwait2) {
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_epoll_pwait2, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog program{static_cast<unsigned short>(std::size(filter)), filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) {
+      ::_exit(10);
+    }
+    const int probe = ::epoll_create1(EPOLL_CLOEXEC);
+    epoll_event one{};
+    const timespec zero{0, 0};
+    if (::epoll_pwait2(probe, &one, 1, &zero, nullptr) != -1 || errno != ENOSYS) ::_exit(11);  // the filter works
+    ::close(probe);
+    auto poll = EventPoll::Create();
+    auto efd = EventFd::Create(0, false);
+    if (poll->AddEntry({efd.get(), 3}, EntryFlags::kNone, kEventIn, 3)) ::_exit(12);
+    Event events[4];
+    auto start = steady_clock::now();
+    Result<int> n = poll->Wait(events, 4, 30);
+    if (!n.ok() || n.value() != 0 || steady_clock::now() - start < milliseconds(30)) ::_exit(13);
+    const timespec short_wait{0, 1'500'000};
+    start = steady_clock::now();
+    n = poll->PWait2(events, 4, &short_wait, nullptr);
+    if (!n.ok() || n.value() != 0 || steady_clock::now() - start < std::chrono::microseconds(1'500)) ::_exit(14);
+    std::thread writer([&] {
+      std::this_thread::sleep_for(milliseconds(20));
+      (void)efd->WriteValue(1);
+    });
+    n = poll->Wait(events, 4, -1);
+    writer.join();
+    if (!n.ok() || n.value() != 1 || events[0].events != kEventIn) ::_exit(15);
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10: seccomp refused; 11: epoll_pwait2 not refused; 12: AddEntry; 13: the "
+                                       "30 ms Wait; 14: the 1.5 ms PWait2; 15: the wake-up";
 }
 
 }  // namespace
