@@ -171,5 +171,35 @@ TEST(BigBufferTest, MappedBuffersAreWholeAlignedHugePages) {
   EXPECT_EQ(MappedBytesInUse(), before);
 }
 
+// A buffer from 64 KiB to below a huge page is a mapping of its own in 4 KiB pages, counted in MappedBytesInUse while
+// it is in use; freed, it is kept (not unmapped, not given to malloc) and the next buffer of its size gets it, pages
+// already faulted in: a small world's save or restore, run again and again, no longer faults its blocks in each time.
+TEST(BigBufferTest, MidSizedBuffersAreMappingsKeptForTheNextOfTheirSize) {
+  ReleaseKeptLarge();
+  const std::size_t before = MappedBytesInUse();
+  constexpr std::size_t kMid = (std::size_t{128} << 10) + 100;  // rounds up to 33 pages
+  void* first = nullptr;
+  {
+    BigBuffer buffer(kMid);
+    EXPECT_EQ(buffer.size(), std::size_t{33} * 4096);
+    EXPECT_EQ(MappedBytesInUse() - before, buffer.size());
+    const Mapping m = MappingOf(buffer.data());
+    ASSERT_TRUE(m.found);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(buffer.data()) % 4096, 0u);
+    std::memset(buffer.data(), 1, buffer.size());
+    first = buffer.data();
+  }
+  EXPECT_EQ(MappedBytesInUse(), before);
+  EXPECT_TRUE(MappingOf(first).found) << "a freed mid-sized buffer is kept mapped";
+  {
+    BigBuffer again(kMid);
+    EXPECT_EQ(again.data(), first) << "the next buffer of the size reuses the kept one";
+  }
+  ReleaseKeptLarge();
+  EXPECT_FALSE(MappingOf(first).found) << "ReleaseKeptLarge unmaps it";
+  BigBuffer below((std::size_t{64} << 10) - 1);  // from the heap
+  EXPECT_EQ(MappedBytesInUse(), before);
+}
+
 }  // namespace
 }  // namespace epollcr
