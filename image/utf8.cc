@@ -23,6 +23,10 @@ struct WireReader {
   const char* end;
 
   bool Varint(std::uint64_t* v) {
+    if (p != end && (static_cast<std::uint8_t>(*p) & 0x80) == 0) {  // one byte: most tags, lengths and numbers
+      *v = static_cast<std::uint8_t>(*p++);
+      return true;
+    }
     std::uint64_t result = 0;
     for (int shift = 0; shift < 64; shift += 7) {
       if (p == end) return false;
@@ -50,7 +54,7 @@ struct WireField {
   std::string_view bytes;
 };
 enum class Next { kField, kGroupEnd, kMalformed };
-Next ReadField(WireReader& in, WireField* f) {
+inline Next ReadField(WireReader& in, WireField* f) {
   std::uint64_t tag = 0;
   if (!in.Varint(&tag) || tag > UINT32_MAX || (tag >> 3) == 0) return Next::kMalformed;
   f->number = static_cast<std::uint32_t>(tag >> 3);
