@@ -62,6 +62,17 @@ bool KeyFds(std::string_view line, std::string_view key, int min, std::vector<in
   return line.empty();  // nothing beyond the count
 }
 
+// Sends all of `bytes` (MSG_NOSIGNAL: a vanished peer is an error, not a signal).
+bool SendAll(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
 void PutFds(std::ostream& out, std::string_view key, const std::vector<int>& fds) {
   out << '\n' << key << ' ' << fds.size();
   for (int fd : fds) out << ' ' << fd;
@@ -163,16 +174,6 @@ SpawnedWorker SpawnWorker(const std::string& program, const std::string& dir, Wo
 
 namespace {
 
-bool SendAll(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
 bool ReceiveAll(int fd, char* data, std::size_t size) {
   while (size > 0) {
     const ssize_t n = ::read(fd, data, size);
@@ -184,6 +185,23 @@ bool ReceiveAll(int fd, char* data, std::size_t size) {
   return true;
 }
 
+// The turn's byte, with room for one fd (SCM_RIGHTS).
+struct TurnMessage {
+  char byte = 0;
+  iovec data{.iov_base = &byte, .iov_len = 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr header{};
+
+  TurnMessage() {
+    header.msg_iov = &data;
+    header.msg_iovlen = 1;
+    header.msg_control = control;
+    header.msg_controllen = sizeof(control);
+  }
+  TurnMessage(const TurnMessage&) = delete;  // it points into itself
+  TurnMessage& operator=(const TurnMessage&) = delete;
+};
+
 // The sizes of the state and the image, after the turn's byte: two 64-bit numbers in this machine's byte order (both
 // ends are the same program on the same machine).
 struct TurnSizes {
@@ -194,22 +212,16 @@ struct TurnSizes {
 }  // namespace
 
 bool SendTurn(int handoff, int socket_fd, std::string_view state, std::string_view image) {
-  char byte = 'g';
-  iovec data{.iov_base = &byte, .iov_len = 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr message{};
-  message.msg_iov = &data;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof(control);
-  cmsghdr* rights = CMSG_FIRSTHDR(&message);
+  TurnMessage message;
+  message.byte = 'g';
+  cmsghdr* rights = CMSG_FIRSTHDR(&message.header);
   rights->cmsg_level = SOL_SOCKET;
   rights->cmsg_type = SCM_RIGHTS;
   rights->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(rights), &socket_fd, sizeof(int));
   ssize_t n;
   do {
-    n = ::sendmsg(handoff, &message, MSG_NOSIGNAL);
+    n = ::sendmsg(handoff, &message.header, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
   const TurnSizes sizes{.state = state.size(), .image = image.size()};
   return n == 1 && SendAll(handoff, std::string_view(reinterpret_cast<const char*>(&sizes), sizeof sizes)) &&
@@ -217,26 +229,19 @@ bool SendTurn(int handoff, int socket_fd, std::string_view state, std::string_vi
 }
 
 int AwaitTurn(int handoff, std::string* state, std::string* image) {
-  char byte = 0;
-  iovec data{.iov_base = &byte, .iov_len = 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr message{};
-  message.msg_iov = &data;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof(control);
+  TurnMessage message;
   ssize_t n;
   do {
-    n = ::recvmsg(handoff, &message, MSG_CMSG_CLOEXEC);
+    n = ::recvmsg(handoff, &message.header, MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
   int fd = -1;
-  const cmsghdr* rights = n == 1 ? CMSG_FIRSTHDR(&message) : nullptr;
+  const cmsghdr* rights = n == 1 ? CMSG_FIRSTHDR(&message.header) : nullptr;
   if (rights != nullptr && rights->cmsg_level == SOL_SOCKET && rights->cmsg_type == SCM_RIGHTS &&
       rights->cmsg_len == CMSG_LEN(sizeof(int))) {
     std::memcpy(&fd, CMSG_DATA(rights), sizeof(int));
   }
   TurnSizes sizes;
-  bool whole = fd >= 0 && byte == 'g' && ReceiveAll(handoff, reinterpret_cast<char*>(&sizes), sizeof sizes);
+  bool whole = fd >= 0 && message.byte == 'g' && ReceiveAll(handoff, reinterpret_cast<char*>(&sizes), sizeof sizes);
   // Bounded as an image file is (image::ReadLimits' 1 GiB payload): a size beyond is not a turn.
   constexpr std::uint64_t kLargest = (std::uint64_t{1} << 30) + 4096;
   if (whole && (sizes.state > kLargest || sizes.image > kLargest)) whole = false;
@@ -293,15 +298,7 @@ bool WriteFileAtomically(const std::string& path, std::string_view text, std::st
   return ok;
 }
 
-bool Channel::Send(std::string_view bytes) const {
-  while (!bytes.empty()) {
-    const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
+bool Channel::Send(std::string_view bytes) const { return SendAll(fd_, bytes); }
 
 bool Channel::ReadByte(char* byte) const {
   while (true) {
