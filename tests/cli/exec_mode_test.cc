@@ -251,10 +251,16 @@ TEST_F(ExecModeTest, CorpusTracesMatchTheKernelWithACheckpointAfterEveryOperatio
         ProgramRun plain = Run({"replay", trace.string()});
         expected = plain.out;
       }
+      const char* every = files == std::string("host") ? kCorpusHostCheckpointEvery : kCorpusCheckpointEvery;
       ProgramRun exec = Run({"replay", trace.string(), "--files", files, "--checkpoint-mode", "exec",
-                             "--checkpoint-every",
-                             files == std::string("host") ? kCorpusHostCheckpointEvery : kCorpusCheckpointEvery});
-      if (not_carried) {
+                             "--checkpoint-every", every});
+      // A trace shorter than the interval (under a sanitizer: 16) and without a `checkpoint` line has no checkpoint.
+      const auto& ops = parsed.value().ops;
+      const bool checkpointed =
+          ops.size() >= std::stoul(every) || std::any_of(ops.begin(), ops.end(), [](const auto& op) {
+            return op.verb == epollcr::replay::Verb::kCheckpoint;
+          });
+      if (not_carried && checkpointed) {
         // A signalfd or a FIFO stops the run at the first checkpoint, which says why; without checkpoints the
         // worker runs the whole trace.
         EXPECT_EQ(exec.status, 1) << trace;
