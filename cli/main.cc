@@ -82,9 +82,10 @@ int Main(int argc, char** argv) {
   replay
       ->add_option("--checkpoint-mode", options.checkpoint_mode,
                    "Where a checkpoint of the userspace engine restores its world. memory (default): into a fresh "
-                   "world in this process; exec: in a new process (fork, then exec of this program: a new pid and "
-                   "a new program image), through the proto image file, which carries on with the rest of the trace; "
-                   "this process keeps the output (and, with --engine both, the kernel engine)")
+                   "world in this process; exec: in a new process (an exec of this program: a new pid and a new "
+                   "program image, started ahead of the checkpoint), handed the proto image, which carries on with "
+                   "the rest of the trace; this process keeps the output (and, with --engine both, the kernel "
+                   "engine)")
       ->check(CLI::IsMember({"memory", "exec"}));
   replay
       ->add_option("--files", options.files,

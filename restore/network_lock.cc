@@ -1,6 +1,7 @@
 #include "restore/network_lock.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <linux/capability.h>
 #include <linux/netlink.h>
 #include <netinet/in.h>
@@ -28,6 +29,8 @@ namespace epollcr::restore {
 namespace {
 
 constexpr std::string_view kPrefix = "epollcr_lock_";
+// The soname of libnftables 0.9.3 and later.
+constexpr const char* kNftablesLibrary = "libnftables.so.1";
 
 // What nftables answered: "" or the error's first line, and what it printed (a listing).
 struct Answer {
@@ -35,19 +38,62 @@ struct Answer {
   std::string output;
 };
 
+// libnftables, loaded at the first lock (dlopen) rather than linked: with its own libraries (nftnl, mnl, xtables,
+// jansson, gmp) it would cost every start of a program that links the restorer, and most never lock a network (the
+// worker processes of `epollcr replay --checkpoint-mode exec` start by the thousand).
+struct Nftables {
+  decltype(&nft_ctx_new) ctx_new = nullptr;
+  decltype(&nft_ctx_free) ctx_free = nullptr;
+  decltype(&nft_ctx_buffer_output) buffer_output = nullptr;
+  decltype(&nft_ctx_buffer_error) buffer_error = nullptr;
+  decltype(&nft_run_cmd_from_buffer) run_cmd_from_buffer = nullptr;
+  decltype(&nft_ctx_get_output_buffer) get_output_buffer = nullptr;
+  decltype(&nft_ctx_get_error_buffer) get_error_buffer = nullptr;
+  std::string error;  // why it could not be loaded, or empty
+};
+
+template <typename F>
+bool Resolve(void* library, const char* name, F* function) {
+  *function = reinterpret_cast<F>(::dlsym(library, name));
+  return *function != nullptr;
+}
+
+// Loaded once, and never unloaded. Called before RunInChild forks: a child of a threaded process must not dlopen.
+const Nftables& LoadNftables() {
+  static const Nftables nftables = [] {
+    Nftables n;
+    void* library = ::dlopen(kNftablesLibrary, RTLD_NOW | RTLD_LOCAL);
+    if (library == nullptr) {
+      const char* why = ::dlerror();
+      n.error = std::string("cannot load ") + kNftablesLibrary + (why != nullptr ? std::string(": ") + why : "");
+      return n;
+    }
+    if (!Resolve(library, "nft_ctx_new", &n.ctx_new) || !Resolve(library, "nft_ctx_free", &n.ctx_free) ||
+        !Resolve(library, "nft_ctx_buffer_output", &n.buffer_output) ||
+        !Resolve(library, "nft_ctx_buffer_error", &n.buffer_error) ||
+        !Resolve(library, "nft_run_cmd_from_buffer", &n.run_cmd_from_buffer) ||
+        !Resolve(library, "nft_ctx_get_output_buffer", &n.get_output_buffer) ||
+        !Resolve(library, "nft_ctx_get_error_buffer", &n.get_error_buffer)) {
+      n.error = std::string(kNftablesLibrary) + " lacks a function of libnftables' API";
+    }
+    return n;
+  }();
+  return nftables;
+}
+
 // Runs `commands` as one transaction in this process, through a libnftables context of its own whose output and
 // errors are kept in buffers (the library never prints). A context's netlink socket belongs to the network namespace
 // of the thread that made it, so each call makes its own.
 Answer RunHere(const std::string& commands) {
-  struct Free {
-    void operator()(nft_ctx* ctx) const { nft_ctx_free(ctx); }
-  };
-  const std::unique_ptr<nft_ctx, Free> ctx{nft_ctx_new(NFT_CTX_DEFAULT)};
+  const Nftables& nft = LoadNftables();
+  if (!nft.error.empty()) return {nft.error, ""};
+  const auto free = [&nft](nft_ctx* ctx) { nft.ctx_free(ctx); };
+  const std::unique_ptr<nft_ctx, decltype(free)> ctx{nft.ctx_new(NFT_CTX_DEFAULT), free};
   if (!ctx) return {"libnftables could not make a context", ""};
-  nft_ctx_buffer_output(ctx.get());
-  nft_ctx_buffer_error(ctx.get());
-  if (nft_run_cmd_from_buffer(ctx.get(), commands.c_str()) == 0) return {"", nft_ctx_get_output_buffer(ctx.get())};
-  std::string error = nft_ctx_get_error_buffer(ctx.get());
+  nft.buffer_output(ctx.get());
+  nft.buffer_error(ctx.get());
+  if (nft.run_cmd_from_buffer(ctx.get(), commands.c_str()) == 0) return {"", nft.get_output_buffer(ctx.get())};
+  std::string error = nft.get_error_buffer(ctx.get());
   error = error.substr(0, error.find('\n'));  // the rest repeats the command, which may be long
   if (error.rfind("Error: ", 0) == 0) error.erase(0, 7);
   return {error.empty() ? "nftables refused the command" : error, ""};
@@ -95,6 +141,7 @@ Answer RunInChild(const std::string& commands) {
 
 // Runs `commands` here, or in a child when this process's lowest free fd is too high for libnftables.
 Answer Run(const std::string& commands, int lowest_free_fd) {
+  if (const Nftables& nft = LoadNftables(); !nft.error.empty()) return {nft.error, ""};
   return lowest_free_fd >= FD_SETSIZE - 16 ? RunInChild(commands) : RunHere(commands);
 }
 

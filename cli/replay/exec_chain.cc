@@ -66,9 +66,8 @@ Status ExecChain::Start() {
   // they exit), only their exit statuses are not known.
   (void)::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 
-  // An exec that fails is reported as the first worker's first record.
-  const pid_t child = SpawnWorker(kSelfProgram, dir_, theirs.get(), -1, theirs.get(), "F ", "\n");
-  if (child < 0) return Status::Error(errno, std::string("fork: ") + std::strerror(errno));
+  const SpawnedWorker first = SpawnWorker(kSelfProgram, dir_, WorkerRole::kFirst, theirs.get());
+  if (first.pid < 0) return Halt(first.failure);
   theirs.Reset();
   // The first record of a worker that started is its P record.
   std::string record;

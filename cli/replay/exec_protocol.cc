@@ -1,6 +1,7 @@
 #include "replay/exec_protocol.h"
 
 #include <fcntl.h>
+#include <spawn.h>
 #include <sys/auxv.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -59,6 +60,17 @@ bool KeyFds(std::string_view line, std::string_view key, int min, std::vector<in
     line = next == std::string_view::npos ? std::string_view() : line.substr(next + 1);
   }
   return line.empty();  // nothing beyond the count
+}
+
+// Sends all of `bytes` (MSG_NOSIGNAL: a vanished peer is an error, not a signal).
+bool SendAll(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
 }
 
 void PutFds(std::ostream& out, std::string_view key, const std::vector<int>& fds) {
@@ -127,26 +139,122 @@ std::string ExecId() {
   return id;
 }
 
-pid_t SpawnWorker(const std::string& program, const std::string& dir, int socket_fd, int takeover_fd, int report_fd,
-                  std::string_view report_prefix, std::string_view report_suffix, const std::vector<int>& inherit) {
-  // Everything the child needs is made before the fork: after it, the child only calls fcntl, execv, write, _exit.
-  const std::string socket_arg = std::to_string(socket_fd);
-  const std::string takeover_arg = std::to_string(takeover_fd);
-  const std::string exec_failed = std::string(report_prefix) + "exec " + program + ": ";
+SpawnedWorker SpawnWorker(const std::string& program, const std::string& dir, WorkerRole role, int fd,
+                          const std::vector<int>& inherit) {
+  // posix_spawn (a vfork, in glibc): the child borrows this process's memory until its exec instead of copying its
+  // page tables, which for a large world cost more than the exec. A dup2 of an fd onto itself clears its FD_CLOEXEC
+  // in the child only (POSIX.1-2024; glibc since 2.29), so exactly these fds cross the exec.
+  const std::string fd_arg = std::to_string(fd);
   std::vector<char*> argv = {const_cast<char*>("epollcr"), const_cast<char*>(kWorkerCommand.data()),
-                             const_cast<char*>(dir.c_str()), const_cast<char*>(socket_arg.c_str()),
-                             const_cast<char*>(takeover_arg.c_str()), nullptr};
-  const pid_t child = ::fork();
-  if (child != 0) return child;
-  ::fcntl(socket_fd, F_SETFD, 0);
-  if (takeover_fd >= 0) ::fcntl(takeover_fd, F_SETFD, 0);
-  for (int fd : inherit) ::fcntl(fd, F_SETFD, 0);
-  ::execv(program.c_str(), argv.data());
-  const char* reason = ::strerror(errno);
-  (void)!::write(report_fd, exec_failed.data(), exec_failed.size());
-  (void)!::write(report_fd, reason, std::strlen(reason));
-  (void)!::write(report_fd, report_suffix.data(), report_suffix.size());
-  ::_exit(127);
+                             const_cast<char*>(dir.c_str()),
+                             const_cast<char*>(role == WorkerRole::kFirst ? "socket" : "handoff"),
+                             const_cast<char*>(fd_arg.c_str()), nullptr};
+  SpawnedWorker spawned;
+  posix_spawn_file_actions_t actions;
+  int error = ::posix_spawn_file_actions_init(&actions);
+  if (error != 0) {
+    spawned.failure = std::string("posix_spawn: ") + std::strerror(error);
+    return spawned;
+  }
+  error = ::posix_spawn_file_actions_adddup2(&actions, fd, fd);
+  for (std::size_t i = 0; error == 0 && i < inherit.size(); ++i) {
+    error = ::posix_spawn_file_actions_adddup2(&actions, inherit[i], inherit[i]);
+  }
+  if (error == 0) error = ::posix_spawn(&spawned.pid, program.c_str(), &actions, nullptr, argv.data(), environ);
+  ::posix_spawn_file_actions_destroy(&actions);
+  if (error != 0) {
+    // ENOMEM and EAGAIN come from the clone; anything else from the child, whose exec failed (glibc has waited for
+    // it already).
+    spawned.pid = -1;
+    spawned.failure = (error == ENOMEM || error == EAGAIN ? std::string("fork") : "exec " + program) + ": " +
+                      std::strerror(error);
+  }
+  return spawned;
+}
+
+namespace {
+
+bool ReceiveAll(int fd, char* data, std::size_t size) {
+  while (size > 0) {
+    const ssize_t n = ::read(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// The turn's byte, with room for one fd (SCM_RIGHTS).
+struct TurnMessage {
+  char byte = 0;
+  iovec data{.iov_base = &byte, .iov_len = 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr header{};
+
+  TurnMessage() {
+    header.msg_iov = &data;
+    header.msg_iovlen = 1;
+    header.msg_control = control;
+    header.msg_controllen = sizeof(control);
+  }
+  TurnMessage(const TurnMessage&) = delete;  // it points into itself
+  TurnMessage& operator=(const TurnMessage&) = delete;
+};
+
+// The sizes of the state and the image, after the turn's byte: two 64-bit numbers in this machine's byte order (both
+// ends are the same program on the same machine).
+struct TurnSizes {
+  std::uint64_t state = 0;
+  std::uint64_t image = 0;
+};
+
+}  // namespace
+
+bool SendTurn(int handoff, int socket_fd, std::string_view state, std::string_view image) {
+  TurnMessage message;
+  message.byte = 'g';
+  cmsghdr* rights = CMSG_FIRSTHDR(&message.header);
+  rights->cmsg_level = SOL_SOCKET;
+  rights->cmsg_type = SCM_RIGHTS;
+  rights->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(rights), &socket_fd, sizeof(int));
+  ssize_t n;
+  do {
+    n = ::sendmsg(handoff, &message.header, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  const TurnSizes sizes{.state = state.size(), .image = image.size()};
+  return n == 1 && SendAll(handoff, std::string_view(reinterpret_cast<const char*>(&sizes), sizeof sizes)) &&
+         SendAll(handoff, state) && SendAll(handoff, image);
+}
+
+int AwaitTurn(int handoff, std::string* state, std::string* image) {
+  TurnMessage message;
+  ssize_t n;
+  do {
+    n = ::recvmsg(handoff, &message.header, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  int fd = -1;
+  const cmsghdr* rights = n == 1 ? CMSG_FIRSTHDR(&message.header) : nullptr;
+  if (rights != nullptr && rights->cmsg_level == SOL_SOCKET && rights->cmsg_type == SCM_RIGHTS &&
+      rights->cmsg_len == CMSG_LEN(sizeof(int))) {
+    std::memcpy(&fd, CMSG_DATA(rights), sizeof(int));
+  }
+  TurnSizes sizes;
+  bool whole = fd >= 0 && message.byte == 'g' && ReceiveAll(handoff, reinterpret_cast<char*>(&sizes), sizeof sizes);
+  // Bounded as an image file is (image::ReadLimits' 1 GiB payload): a size beyond is not a turn.
+  constexpr std::uint64_t kLargest = (std::uint64_t{1} << 30) + 4096;
+  if (whole && (sizes.state > kLargest || sizes.image > kLargest)) whole = false;
+  if (whole) {
+    state->resize(sizes.state);
+    image->resize(sizes.image);
+  }
+  if (!whole || !ReceiveAll(handoff, state->data(), state->size()) ||
+      !ReceiveAll(handoff, image->data(), image->size())) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 bool ReadFile(const std::string& path, std::string* text, std::string* reason) {
@@ -190,15 +298,7 @@ bool WriteFileAtomically(const std::string& path, std::string_view text, std::st
   return ok;
 }
 
-bool Channel::Send(std::string_view bytes) const {
-  while (!bytes.empty()) {
-    const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
+bool Channel::Send(std::string_view bytes) const { return SendAll(fd_, bytes); }
 
 bool Channel::ReadByte(char* byte) const {
   while (true) {

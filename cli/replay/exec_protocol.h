@@ -2,22 +2,31 @@
 // "Checkpoint modes").
 //
 // The replay process (replay/exec_chain.h) makes a private scratch directory and one AF_UNIX stream socket pair. The
-// workers (replay/exec_worker.h) run the userspace engine, one process after the other; each new one is started by
-// the one before at a checkpoint: fork, then exec of /proc/self/exe as
+// workers (replay/exec_worker.h) run the userspace engine, one process after the other. Each is a fork, then an exec
+// of /proc/self/exe, as
 //
-//   epollcr __replay-worker DIR SOCKET_FD TAKEOVER_FD
+//   epollcr __replay-worker DIR socket SOCKET_FD     the first worker, started by the replay process
+//   epollcr __replay-worker DIR handoff HANDOFF_FD   every later one, started by the worker before it
 //
-// DIR holds what a worker needs to carry on: `trace` (the trace's text), `state` (WorkerState below) and, after the
-// first checkpoint, `checkpoint.epcr` (the world, an image file: image::WriteImage / image::ReadImage). SOCKET_FD is
-// the workers' end of the socket pair; TAKEOVER_FD (-1 for the first worker) is the write end of a pipe on which the
-// new worker tells the old one that it has taken over: one byte '+', or the reason it could not start.
+// DIR holds `trace` (the trace's text) and `state` (WorkerState below: the first worker's). SOCKET_FD is the workers'
+// end of the socket pair.
+//
+// A later worker (the successor) is started ahead of its turn, as soon as the worker before it runs (in a world of
+// host files, whose fds must cross the exec, only at the checkpoint): it loads, reads the trace and waits. HANDOFF_FD
+// is its end of an AF_UNIX stream socket pair with the worker that started it. At the checkpoint that worker saves
+// the world and sends its turn (SendTurn): one byte 'g' with the socket to the replay process attached (SCM_RIGHTS),
+// then its state and the world as the bytes of an image file (image::SaveImage; the successor loads them with
+// image::LoadImage: unframe, decode, validate, restore). The successor answers one byte '+' once it has taken over;
+// the old worker then exits. A successor that sees the end of the stream instead of its turn (the run ended or its
+// starter died) exits 0 without having done anything; until its turn it holds nothing of the run.
 //
 // On the socket, the replay process sends one byte per request, and the current worker answers with one record per
 // line:
 //   request 'g'            run the next operation of the trace
 //   end of stream          stop: the worker exits 0
-//   P <pid> <exec id>      a worker has started (the first thing every worker sends); the exec id is the 16 bytes
-//                          the kernel gives each new program image (AT_RANDOM), in hex: a fork alone keeps them
+//   P <pid> <exec id>      a worker has started (the first thing every worker sends when its turn comes); the exec
+//                          id is the 16 bytes the kernel gives each new program image (AT_RANDOM), in hex: a fork alone
+//                          keeps them
 //   L <line>               the output line of the operation asked for
 //   K                      the implicit checkpoint after that operation (--checkpoint-every) succeeded
 //   F <message>            the run cannot go on ("checkpoint: <why>"); the worker exits 1
@@ -38,12 +47,12 @@ inline constexpr std::string_view kWorkerCommand = "__replay-worker";
 // The files in the scratch directory.
 inline constexpr std::string_view kTraceFile = "trace";
 inline constexpr std::string_view kStateFile = "state";
-inline constexpr std::string_view kImageFile = "checkpoint.epcr";
 
 // A hidden switch for the tests of failures, read by the workers: "exec" (the next program cannot be executed),
-// "image" (the image file is damaged after it is written), "die" (a new worker is killed before it takes over),
-// "die-later" (a new worker is killed at its first request), "lie" (a new worker misreports the first operation it
-// runs, so that --engine both has a difference to find).
+// "image" (the image file is damaged after it is written), "die" (a new worker is killed when its turn comes, before
+// it takes over), "die-waiting" (a successor started ahead of its turn is killed while it waits), "die-later" (a new
+// worker is killed at its first request), "lie" (a new worker misreports the first operation it runs, so that
+// --engine both has a difference to find).
 inline constexpr const char* kFaultEnv = "EPOLLCR_REPLAY_EXEC_FAULT";
 // A hidden diagnostic: the replay process appends "replay PID EXEC_ID" and one "worker PID EXEC_ID" line per worker
 // process to this file when the run ends.
@@ -82,13 +91,26 @@ std::string ExecId();
 // The program every worker executes: this one.
 inline constexpr const char* kSelfProgram = "/proc/self/exe";
 
-// Forks; the child executes `program` as `epollcr __replay-worker DIR SOCKET_FD TAKEOVER_FD` (-1: none), and these
-// two fds and `inherit` are the only ones of the caller's that cross the exec. If the exec fails, the child writes
-// `report_prefix`, "exec PROGRAM: <strerror>" and `report_suffix` to `report_fd`, and exits 127. Returns the child's
-// pid, or -1 (errno says why).
-pid_t SpawnWorker(const std::string& program, const std::string& dir, int socket_fd, int takeover_fd, int report_fd,
-                  std::string_view report_prefix, std::string_view report_suffix,
-                  const std::vector<int>& inherit = {});
+// How a worker gets the socket to the replay process: at once (the first), or when its turn comes (a successor).
+enum class WorkerRole { kFirst, kSuccessor };
+
+// Starts a worker: the child executes `program` as `epollcr __replay-worker DIR socket FD` (kFirst: `fd` is the
+// socket) or `... DIR handoff FD` (kSuccessor: `fd` is its end of the hand-off socket pair), and `fd` and `inherit`
+// are the only fds of the caller's that cross the exec.
+struct SpawnedWorker {
+  pid_t pid = -1;
+  std::string failure;  // when pid is -1: "fork: <strerror>" or "exec PROGRAM: <strerror>"
+};
+SpawnedWorker SpawnWorker(const std::string& program, const std::string& dir, WorkerRole role, int fd,
+                          const std::vector<int>& inherit = {});
+
+// The successor's turn: one byte 'g' on `handoff` with `socket_fd` attached, then the sizes of `state` (its
+// EncodeState text) and `image` (the world, as the bytes of an image file) and their bytes. False if it could not all
+// be sent (the successor is gone).
+bool SendTurn(int handoff, int socket_fd, std::string_view state, std::string_view image);
+// Waits on `handoff` for the turn and reads it: returns the socket to the replay process, with `*state` and `*image`;
+// or an invalid fd at the end of the stream (the turn never came) or on a turn that is not whole.
+int AwaitTurn(int handoff, std::string* state, std::string* image);
 
 // Reads a whole file; false with strerror's reason.
 bool ReadFile(const std::string& path, std::string* text, std::string* reason);

@@ -3,7 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -47,17 +47,9 @@ bool ParseFd(const char* text, int* fd) {
   return ec == std::errc() && ptr == word.data() + word.size() && !word.empty();
 }
 
-// Damages the image file's payload (the "image" fault): the next ReadImage must refuse it.
-void DamageImage(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-  struct stat st {};
-  if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || st.st_size < 40) return;
-  char byte = 0;
-  const off_t at = st.st_size - 1;
-  if (::pread(fd.get(), &byte, 1, at) == 1) {
-    byte = static_cast<char>(byte ^ 0x5a);
-    (void)!::pwrite(fd.get(), &byte, 1, at);
-  }
+// Damages the image's payload (the "image" fault): the next LoadImage must refuse it.
+void DamageImage(std::string* image) {
+  if (image->size() >= 40) image->back() = static_cast<char>(image->back() ^ 0x5a);
 }
 
 // The replay process may die while a worker is inside an operation that never returns (`wait E MAX -1` with nothing
@@ -115,15 +107,52 @@ class Watchdog {
   }
 };
 
+// Reads the trace from the scratch directory, named as the state says (the name never changes along the chain).
+bool LoadTrace(const std::string& dir, Trace* trace, std::string* reason) {
+  std::string text;
+  WorkerState state;
+  if (!ReadFile(dir + "/" + std::string(kStateFile), &text, reason) || !DecodeState(text, &state, reason)) return false;
+  if (!ReadFile(dir + "/" + std::string(kTraceFile), &text, reason)) return false;
+  Result<Trace> parsed = ParseTrace(text, state.trace_name);
+  if (!parsed.ok()) {
+    *reason = "trace: " + parsed.status().message;
+    return false;
+  }
+  *trace = std::move(parsed).value();
+  return true;
+}
+
+// The next worker, started by this one: the hand-off socket pair's end of ours, or why it could not start.
+struct Successor {
+  pid_t pid = -1;
+  UniqueFd handoff;
+  std::string failure;
+};
+
+Successor StartSuccessor(const std::string& dir, const std::vector<int>& inherit) {
+  Successor successor;
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    successor.failure = std::string("socketpair: ") + std::strerror(errno);
+    return successor;
+  }
+  successor.handoff.Reset(pair[0]);
+  const UniqueFd theirs(pair[1]);
+  const std::string program = Fault() == "exec" ? "/nonexistent/epollcr-exec-fault" : kSelfProgram;
+  SpawnedWorker spawned = SpawnWorker(program, dir, WorkerRole::kSuccessor, theirs.get(), inherit);
+  successor.pid = spawned.pid;
+  successor.failure = std::move(spawned.failure);
+  return successor;
+}
+
 class Worker {
  public:
-  Worker(std::string dir, int socket_fd) : dir_(std::move(dir)), channel_(socket_fd) {}
+  Worker(std::string dir, int socket_fd, Trace trace)
+      : dir_(std::move(dir)), channel_(socket_fd), trace_(std::move(trace)) {}
 
-  // The whole life of the worker; returns its exit status.
-  int Run(int takeover_fd);
-
- private:
-  std::string Path(std::string_view file) const { return dir_ + "/" + std::string(file); }
+  // The whole life of the worker; returns its exit status. `state` is the text of a WorkerState. `takeover` is a
+  // successor's hand-off socket (its turn has come, and `image` is the world), invalid for the first worker.
+  int Run(std::string_view state, UniqueFd takeover, std::string image);
   // Reports that the run cannot go on; returns the exit status for it.
   int Fail(const std::string& message) {
     std::string record = "F " + message;
@@ -131,7 +160,15 @@ class Worker {
     (void)channel_.Send(record + "\n");
     return 1;
   }
-  // Saves the world and the state, starts the next worker and waits until it has taken over: then this process
+
+ private:
+  // Whether a checkpoint is due after the operation at index `from` or later (a `checkpoint` line, or
+  // --checkpoint-every with an operation left after it).
+  bool CheckpointAhead(std::size_t from) const;
+  // Starts the successor ahead of its turn, so that its process start overlaps this worker's work: when a checkpoint
+  // is ahead, and the world has no host fds (those cross the exec, so that successor is started at the checkpoint).
+  void StartSpare(std::size_t from);
+  // Saves the world and the state, gives the successor its turn and waits until it has taken over: then this process
   // exits 0 (and this never returns). Returns the exit status of a failure, after reporting it.
   int HandOver(long long at, bool verb);
 
@@ -141,19 +178,13 @@ class Worker {
   Trace trace_;
   std::unique_ptr<UserspaceEngine> engine_;  // once the state says which files the trace has
   std::unique_ptr<Execution> execution_;  // over trace_ and engine_, once both are there
+  Successor spare_;  // started ahead of its turn, if any
 };
 
-int Worker::Run(int takeover_fd) {
-  UniqueFd takeover(takeover_fd);
+int Worker::Run(std::string_view state, UniqueFd takeover, std::string image) {
   const std::string fault = Fault();
   const bool restored = takeover.valid();
-  std::string text;
-  std::string reason;
-  if (!ReadFile(Path(kStateFile), &text, &reason) || !DecodeState(text, &state_, &reason)) return Fail(reason);
-  if (!ReadFile(Path(kTraceFile), &text, &reason)) return Fail(reason);
-  Result<Trace> parsed = ParseTrace(text, state_.trace_name);
-  if (!parsed.ok()) return Fail("trace: " + parsed.status().message);
-  trace_ = std::move(parsed).value();
+  if (std::string reason; !DecodeState(state, &state_, &reason)) return Fail(reason);
   const Trace& trace = trace_;
   if (state_.fds.size() != trace.names.size() || state_.at >= static_cast<long long>(trace.ops.size()) ||
       restored != (state_.at >= 0)) {
@@ -162,14 +193,17 @@ int Worker::Run(int takeover_fd) {
   if (!channel_.Send("P " + std::to_string(::getpid()) + " " + ExecId() + "\n")) return 1;
   if (restored && fault == "die") ::raise(SIGKILL);
   Watchdog::Start(channel_.fd(), dir_);
+  const std::size_t resume = restored ? static_cast<std::size_t>(state_.at) : 0;
+  StartSpare(resume);
 
   engine_ = std::make_unique<UserspaceEngine>(CheckpointFormat::kProto, ImageStore::kFile,
                                               state_.host_files ? FileBacking::kHost : FileBacking::kMemory);
   if (restored) {
     // Host files (the backing, or kernel-only objects) crossed the exec: the restorer resolves them.
     Status status = state_.host_files || !state_.inherited.empty()
-                        ? engine_->RestoreHostImageFile(Path(kImageFile), state_.inherited, state_.released)
-                        : engine_->RestoreImageFile(Path(kImageFile));
+                        ? engine_->RestoreHostImage(image, state_.inherited, state_.released)
+                        : engine_->RestoreImage(image);
+    image = std::string();  // the world holds what it needs
     if (!status.ok()) return Fail("checkpoint: " + Reason(status));
   }
   execution_ = std::make_unique<Execution>(trace, *engine_);
@@ -180,7 +214,7 @@ int Worker::Run(int takeover_fd) {
   if (takeover.valid()) {
     const bool shares_kernel_objects = state_.host_files || !state_.inherited.empty();
     UniqueFd old(shares_kernel_objects ? static_cast<int>(::syscall(SYS_pidfd_open, ::getppid(), 0)) : -1);
-    (void)!::write(takeover.get(), "+", 1);
+    (void)::send(takeover.get(), "+", 1, MSG_NOSIGNAL);
     takeover.Reset();
     if (old.valid()) {
       pollfd exited{.fd = old.get(), .events = POLLIN, .revents = 0};
@@ -238,58 +272,90 @@ int Worker::HandOver(long long at, bool verb) {
   state_.inherited.clear();
   state_.released.clear();
   const bool host = state_.host_files || trace_.host_objects;
-  const Status saved = host ? engine_->SaveHostImageFile(Path(kImageFile), &state_.inherited, &state_.released)
-                            : engine_->SaveImageFile(Path(kImageFile));
+  std::string image;
+  Status saved = Status::Ok();
+  if (host) {
+    saved = engine_->SaveHostImage(&image, &state_.inherited, &state_.released);
+  } else if (Result<std::string> bytes = engine_->SaveImage(); bytes.ok()) {
+    image = std::move(bytes).value();
+  } else {
+    saved = bytes.status();
+  }
   if (!saved.ok()) return Fail("checkpoint: " + Reason(saved));
-  std::string reason;
-  if (!WriteFileAtomically(Path(kStateFile), EncodeState(state_), &reason)) return Fail("checkpoint: " + reason);
-  if (fault == "image") DamageImage(Path(kImageFile));
+  if (fault == "image") DamageImage(&image);
 
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return Fail(std::string("checkpoint: pipe: ") + std::strerror(errno));
-  UniqueFd takeover_read(pipe_fds[0]);
-  UniqueFd takeover_write(pipe_fds[1]);
-  const std::string program = fault == "exec" ? "/nonexistent/epollcr-exec-fault" : kSelfProgram;
-  // An exec that fails is reported on the takeover pipe.
-  const pid_t child =
-      SpawnWorker(program, dir_, channel_.fd(), takeover_write.get(), takeover_write.get(), "", "", state_.inherited);
-  if (child < 0) return Fail(std::string("checkpoint: fork: ") + std::strerror(errno));
-  takeover_write.Reset();
-  std::string answer;
-  char buffer[512];
-  while (true) {
-    const ssize_t n = ::read(takeover_read.get(), buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    answer.append(buffer, static_cast<std::size_t>(n));
-    if (answer == "+") break;
-  }
+  // The successor started ahead of its turn, or, in a world of host files, one started now: the fds the world gave
+  // up cross its exec.
+  Successor successor = spare_.pid > 0 || !spare_.failure.empty() ? std::move(spare_)
+                                                                   : StartSuccessor(dir_, state_.inherited);
+  if (successor.pid < 0) return Fail("checkpoint: " + successor.failure);
+  // The image goes to the successor over the hand-off socket, not through a file: it crosses to a process on this
+  // machine, which reads it at once. A successor that is gone already cannot take the turn; what became of it is
+  // the answer.
+  (void)SendTurn(successor.handoff.get(), channel_.fd(), EncodeState(state_), image);
+  char answer = 0;
+  ssize_t n;
+  do {
+    n = ::read(successor.handoff.get(), &answer, 1);
+  } while (n < 0 && errno == EINTR);
   // The new process has taken over: this one is done. _exit: nothing of this process is needed any more.
-  if (answer == "+") ::_exit(0);
+  if (n == 1 && answer == '+') ::_exit(0);
   int status = 0;
-  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  while (::waitpid(successor.pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (!answer.empty()) return Fail("checkpoint: " + answer);
-  return Fail("checkpoint: the new process (pid " + std::to_string(child) + ") " + DescribeWaitStatus(status) +
-              " before it took over");
+  return Fail("checkpoint: the new process (pid " + std::to_string(successor.pid) + ") " +
+              DescribeWaitStatus(status) + " before it took over");
+}
+
+bool Worker::CheckpointAhead(std::size_t from) const {
+  const RunOptions options{.checkpoint_every = state_.checkpoint_every};
+  for (std::size_t i = from; i < trace_.ops.size(); ++i) {
+    if (trace_.ops[i].verb == Verb::kCheckpoint || CheckpointDue(options, i)) return true;
+  }
+  return false;
+}
+
+void Worker::StartSpare(std::size_t from) {
+  if (state_.host_files || trace_.host_objects || !CheckpointAhead(from)) return;
+  // A trace that exec mode cannot carry stops at its first checkpoint (HandOver): no successor will be needed.
+  for (const Op& op : trace_.ops) {
+    if (op.verb == Verb::kSignalFd || op.verb == Verb::kFifo) return;
+  }
+  spare_ = StartSuccessor(dir_, {});
 }
 
 }  // namespace
 
 int RunWorker(int argc, char** argv) {
-  int socket_fd = -1;
-  int takeover_fd = -1;
-  if (argc != 5 || !ParseFd(argv[3], &socket_fd) || !ParseFd(argv[4], &takeover_fd) || socket_fd < 3 ||
-      takeover_fd < -1 || ::fcntl(socket_fd, F_GETFD) < 0 || (takeover_fd >= 0 && ::fcntl(takeover_fd, F_GETFD) < 0)) {
+  const std::string_view role = argc == 5 ? argv[3] : "";
+  int fd = -1;
+  if ((role != "socket" && role != "handoff") || !ParseFd(argv[4], &fd) || fd < 3 || ::fcntl(fd, F_GETFD) < 0) {
     std::cerr << "epollcr: usage: " << kWorkerCommand
               << " is the worker process of 'epollcr replay --checkpoint-mode exec', not a command\n";
     return 2;
   }
-  // Neither fd may leak into anything this process starts but the next worker (which gets them explicitly).
-  ::fcntl(socket_fd, F_SETFD, FD_CLOEXEC);
-  if (takeover_fd >= 0) ::fcntl(takeover_fd, F_SETFD, FD_CLOEXEC);
-  Worker worker(argv[2], socket_fd);
-  return worker.Run(takeover_fd);
+  // The fd must not leak into anything this process starts (the next worker gets what it needs explicitly).
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  const std::string dir = argv[2];
+  // Everything that does not depend on the world is done before the turn comes: loading this program, reading the
+  // trace. A failure is reported once the worker has the socket to report it on.
+  Trace trace;
+  std::string reason;
+  const bool loaded = LoadTrace(dir, &trace, &reason);
+  std::string state;
+  if (role == "socket") {
+    Worker worker(dir, fd, std::move(trace));
+    if (!loaded || !ReadFile(dir + "/" + std::string(kStateFile), &state, &reason)) return worker.Fail(reason);
+    return worker.Run(state, UniqueFd(), "");
+  }
+  UniqueFd handoff(fd);
+  if (Fault() == "die-waiting") ::raise(SIGKILL);
+  std::string image;
+  const int socket_fd = AwaitTurn(handoff.get(), &state, &image);
+  // Not needed: the run ended, or the worker that started this one did, before its checkpoint.
+  if (socket_fd < 0) return 0;
+  Worker worker(dir, socket_fd, std::move(trace));
+  return loaded ? worker.Run(state, std::move(handoff), std::move(image)) : worker.Fail(reason);
 }
 
 }  // namespace epollcr::replay::exec

@@ -6,7 +6,7 @@
 // directory made and removed over a pipe, and when the pipe closes (the replay process has ended, however it ended)
 // it removes what is left and exits. It ignores the signals a terminal or `kill` sends to the process group, so that
 // it outlives the replay process; it holds no other fd, and runs nothing but system calls that are safe after fork in
-// a threaded process. A directory that a worker of the exec chain still writes into while it is removed is retried
+// a threaded process. A directory that a worker of the exec chain still uses while it is removed is retried
 // for a few seconds (the worker sees the replay process's socket close and exits). Only SIGKILL sent to the whole
 // process group (which kills the guard as well) can leave one.
 #pragma once

@@ -251,9 +251,10 @@ bool UserspaceEngine::HasHostFiles() const {
   return host;
 }
 
-Status UserspaceEngine::SaveHostImageFile(const std::string& path, std::vector<int>* inherit,
-                                          std::vector<int>* released) {
-  if (Status status = image::WriteImage(*world_, path); !status.ok()) return status;
+Status UserspaceEngine::SaveHostImage(std::string* image, std::vector<int>* inherit, std::vector<int>* released) {
+  Result<std::string> saved = SaveImage();
+  if (!saved.ok()) return saved.status();
+  *image = std::move(saved).value();
   std::vector<int> fds = KernelFds();
   std::sort(fds.begin(), fds.end());
   fds.erase(std::unique(fds.begin(), fds.end()), fds.end());  // dup'd names share one host file
@@ -263,15 +264,15 @@ Status UserspaceEngine::SaveHostImageFile(const std::string& path, std::vector<i
   return Status::Ok();
 }
 
-Status UserspaceEngine::RestoreHostImageFile(const std::string& path, const std::vector<int>& inherited,
-                                             const std::vector<int>& released) {
+Status UserspaceEngine::RestoreHostImage(const std::string& image, const std::vector<int>& inherited,
+                                         const std::vector<int>& released) {
   for (int fd : inherited) (void)::fcntl(fd, F_SETFD, FD_CLOEXEC);  // none may leak into a later worker
   const std::vector<int> missing = AcceptInherited(released);
   if (!missing.empty()) {
     CloseUnadopted(released);
     return Status::Error(EBADF, "the kernel fd " + std::to_string(missing.front()) + " did not cross the exec");
   }
-  return RestoreHost(path, "", released);
+  return RestoreHost("", image, released);
 }
 
 Status UserspaceEngine::Checkpoint() {
@@ -293,9 +294,18 @@ void UserspaceEngine::Replace(std::unique_ptr<World> loaded) {
 
 Status UserspaceEngine::SaveImageFile(const std::string& path) const { return image::WriteImage(*world_, path); }
 
+Result<std::string> UserspaceEngine::SaveImage() const { return image::SaveImage(*world_); }
+
 Status UserspaceEngine::RestoreImageFile(const std::string& path) {
   auto loaded = std::make_unique<World>();
   if (Status status = image::ReadImage(path, loaded.get()); !status.ok()) return status;
+  Replace(std::move(loaded));
+  return {};
+}
+
+Status UserspaceEngine::RestoreImage(std::string_view image) {
+  auto loaded = std::make_unique<World>();
+  if (Status status = image::LoadImage(image, loaded.get()); !status.ok()) return status;
   Replace(std::move(loaded));
   return {};
 }

@@ -67,20 +67,25 @@ class UserspaceEngine final : public Engine {
 
   // The world as an image file at `path` (image::WriteImage: atomic and durable, mode 0600).
   Status SaveImageFile(const std::string& path) const;
+  // The world as the bytes of an image file (image::SaveImage: captured, encoded and framed), for a caller that
+  // writes them where it chooses.
+  Result<std::string> SaveImage() const;
   // Replaces the world with the one in the image file at `path` (image::ReadImage: unframe, decode, validate,
   // restore). On a failure the engine keeps its world. Counts as a checkpoint.
   Status RestoreImageFile(const std::string& path);
+  // The same from the bytes of an image file (image::LoadImage).
+  Status RestoreImage(std::string_view image);
 
-  // --checkpoint-mode exec over host files (and kernel-only objects), the old process's side: the world as an image
-  // file at `path`, then the world gives up its host fds and kernel epolls (ReleaseHostResources). `*inherit` gets
-  // every kernel fd the next process needs (the host files' and `*released`, which are the kernel epolls, bells and
-  // private duplicates given up). The engine is then only fit to be dropped.
-  Status SaveHostImageFile(const std::string& path, std::vector<int>* inherit, std::vector<int>* released);
+  // --checkpoint-mode exec over host files (and kernel-only objects), the old process's side: the world as the bytes
+  // of an image file (`*image`), then the world gives up its host fds and kernel epolls (ReleaseHostResources).
+  // `*inherit` gets every kernel fd the next process needs (the host files' and `*released`, which are the kernel
+  // epolls, bells and private duplicates given up). The engine is then only fit to be dropped.
+  Status SaveHostImage(std::string* image, std::vector<int>* inherit, std::vector<int>* released);
   // The new process's side: `inherited` crossed the exec, `released` among them may be taken over
-  // (AcceptInherited); the image at `path` is restored through the restorer (host files by their inherited fds), and
-  // what it did not take over is closed. Counts as a checkpoint.
-  Status RestoreHostImageFile(const std::string& path, const std::vector<int>& inherited,
-                              const std::vector<int>& released);
+  // (AcceptInherited); the image (the bytes of an image file) is restored through the restorer (host files by their
+  // inherited fds), and what it did not take over is closed. Counts as a checkpoint.
+  Status RestoreHostImage(const std::string& image, const std::vector<int>& inherited,
+                          const std::vector<int>& released);
 
   CheckpointFormat format() const { return format_; }
   // Checkpoints that succeeded so far.

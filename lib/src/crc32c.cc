@@ -3,6 +3,10 @@
 #include <boost/crc.hpp>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 namespace epollcr {
 
 namespace {
@@ -33,7 +37,13 @@ __attribute__((target("sse4.2"))) std::uint32_t Crc32cSse42(std::string_view byt
 
 std::uint32_t Crc32c(std::string_view bytes) {
 #if defined(__x86_64__)
-  static const bool kHardware = __builtin_cpu_supports("sse4.2");
+  // One cpuid leaf, asked at the first checksum. Not __builtin_cpu_supports: it links libgcc's __cpu_indicator_init,
+  // a constructor that asks the CPU for every feature at every start of a program, and a cpuid instruction traps
+  // to the hypervisor in a virtual machine.
+  static const bool kHardware = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_SSE4_2) != 0;
+  }();
   if (kHardware) return Crc32cSse42(bytes);
 #endif
   return Crc32cPortable(bytes);
