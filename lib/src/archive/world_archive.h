@@ -15,7 +15,9 @@ namespace epollcr::archive {
 // a build that reads only up to 4 refuses the archive: Boost itself does not refuse a class version newer than the
 // build's (its check is compiled out in 1.74, detail/iserializer.hpp), and would read the base64 strings as
 // binary_objects, into the wrong bytes.
-inline constexpr std::uint32_t kLayoutVersion = 5;
+// Layout 6 is layout 5 with every poll's section (entry columns, queue ranks, ready order) as columns over all the
+// world's polls, after the files' columns, instead of a section per poll (archive/world_save.cc WritePolls).
+inline constexpr std::uint32_t kLayoutVersion = 6;
 
 // `pause`, if given, receives how long the save held the cut (the archive is written inside it).
 template <typename Ar>

@@ -172,7 +172,83 @@ class Loader {
         const int side = static_cast<UnixSocket*>(objects_.files[at].get())->side();
         if (side != 0 && side != 1) throw LoadError(objects_.Name(at) + ": side is not 0 or 1");
       }
-      if (objects_.kinds[at] == ObjectKind::kEventPoll) ReadPoll(at, static_cast<EventPoll*>(objects_.files[at].get()));
+      if (layout_ < 6 && objects_.kinds[at] == ObjectKind::kEventPoll) {
+        ReadPoll(at, static_cast<EventPoll*>(objects_.files[at].get()));
+      }
+    }
+    if (layout_ >= 6) ReadPolls(order);
+  }
+
+  // Layout 6: every poll's section as world-wide columns, the polls in file order (archive/world_save.cc WritePolls).
+  // Entries are made once the first entry column holds as many numbers as the counts add up to, not for the counts
+  // alone.
+  void ReadPolls(const std::vector<std::uint32_t>& order) {
+    std::vector<std::uint32_t> at;  // each poll's position
+    for (std::uint32_t i : order) {
+      if (objects_.kinds[i] == ObjectKind::kEventPoll) at.push_back(i);
+    }
+    std::vector<PendingPoll*> pending;
+    pending.reserve(at.size());
+    for (std::uint32_t i : at) pending.push_back(&polls_[i]);
+    std::string& text = text_;
+    ar_ >> make_nvp("poll_entries", text);
+    const auto counts = ParseColumn<std::uint64_t>(text, at.size(), "column poll_entries");
+    std::uint64_t total = 0;
+    for (std::size_t j = 0; j < at.size(); ++j) {
+      total += std::min<std::uint64_t>(counts[j], kMaxObjects + 1);  // cannot overflow: fewer polls than 2^32
+      if (total > kMaxObjects) {
+        throw LoadError(objects_.Name(at[j]) + ": " + std::to_string(total) + " entries up to it, beyond the limit");
+      }
+    }
+    if (total > 0) {
+      for (std::size_t k = 0; k < EntryColumns().size(); ++k) {
+        const std::string& name = entry_columns_[k];
+        ar_ >> make_nvp(name.c_str(), text);
+        std::vector<std::string_view>& values = tokens_;
+        SplitColumn(text, total, [&] { return "column " + name; }, &values);
+        if (k == 0) {  // the column holds `total` numbers: the entries are made now
+          for (std::size_t j = 0; j < at.size(); ++j) {
+            auto* poll = static_cast<EventPoll*>(objects_.files[at[j]].get());
+            for (std::uint64_t i = 0; i < counts[j]; ++i) pending[j]->Make(counts[j] - i, poll, FileIdentifier{}, 0, 0);
+          }
+        }
+        std::size_t row = 0;
+        for (std::size_t j = 0; j < at.size(); ++j) {
+          for (PollEntry* e : pending[j]->entries) {
+            FieldColumnLoad v{objects_, at[j], k, values[row++], name};
+            e->VisitState(v);
+          }
+        }
+      }
+      for (PendingPoll* p : pending) {
+        for (PollEntry* e : p->entries) e->FieldsLoaded();
+      }
+    }
+    ar_ >> make_nvp("queue_ranks", text);
+    const auto ranks = ParseColumn<std::uint32_t>(text, total, "column queue_ranks");
+    std::size_t next = 0;
+    for (PendingPoll* p : pending) {
+      p->ranks.assign(ranks.begin() + static_cast<std::ptrdiff_t>(next),
+                      ranks.begin() + static_cast<std::ptrdiff_t>(next + p->entries.size()));
+      next += p->entries.size();
+    }
+    ar_ >> make_nvp("ready_counts", text);
+    const auto ready_counts = ParseColumn<std::uint64_t>(text, at.size(), "column ready_counts");
+    std::uint64_t ready_total = 0;
+    for (std::size_t j = 0; j < at.size(); ++j) {
+      if (ready_counts[j] > counts[j]) {  // also keeps the sum below the entries' total
+        throw LoadError(objects_.Name(at[j]) + ": a ready order of " + std::to_string(ready_counts[j]) + " for " +
+                        std::to_string(counts[j]) + " entries");
+      }
+      ready_total += ready_counts[j];
+    }
+    ar_ >> make_nvp("ready_order", text);
+    const auto ready = ParseColumn<std::uint32_t>(text, ready_total, "column ready_order");
+    next = 0;
+    for (std::size_t j = 0; j < at.size(); ++j) {
+      pending[j]->ready.assign(ready.begin() + static_cast<std::ptrdiff_t>(next),
+                               ready.begin() + static_cast<std::ptrdiff_t>(next + ready_counts[j]));
+      next += ready_counts[j];
     }
   }
 
@@ -250,12 +326,7 @@ class Loader {
     const std::uint64_t n = Count("entries");
     std::string& text = text_;
     if (n > 0) {
-      if (entry_columns_.empty()) {  // the same for every poll
-        SavedFieldNames fields;
-        PollEntry(nullptr, FileIdentifier{}, 0, 0).VisitState(fields);
-        for (const char* field : fields.names) entry_columns_.push_back(FieldColumnName("entry", field));
-      }
-      for (std::size_t k = 0; k < entry_columns_.size(); ++k) {
+      for (std::size_t k = 0; k < EntryColumns().size(); ++k) {
         const std::string& name = entry_columns_[k];
         ar_ >> make_nvp(name.c_str(), text);
         std::vector<std::string_view>& values = tokens_;
@@ -273,6 +344,16 @@ class Loader {
     ar_ >> make_nvp("queue_ranks", text);
     p.ranks = ParseColumn<std::uint32_t>(text, n, [&] { return objects_.Name(at) + " column queue_ranks"; });
     ar_ >> make_nvp("ready_order", p.ready);
+  }
+
+  // "entry.FIELD" for each field a PollEntry saves (layouts 4 and on), made once.
+  const std::vector<std::string>& EntryColumns() {
+    if (entry_columns_.empty()) {
+      SavedFieldNames fields;
+      PollEntry(nullptr, FileIdentifier{}, 0, 0).VisitState(fields);
+      for (const char* field : fields.names) entry_columns_.push_back(FieldColumnName("entry", field));
+    }
+    return entry_columns_;
   }
 
   // Layouts 2 and 3: the entries' fields as columns of fixed names.
