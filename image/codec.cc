@@ -1,5 +1,6 @@
 #include "image/codec.h"
 
+#include <boost/container/small_vector.hpp>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/json_util.h>
@@ -655,14 +656,16 @@ class Validator {
     }
     if (static_cast<std::uint64_t>(n) > limits_.max_entries) return Fail(where + ": too many entries");
     if (Status s = CheckKernel(where, p); !s.ok()) return s;
-    std::vector<bool> in_ready(static_cast<std::size_t>(n), false);
+    // Marks per entry, inside the validator for the usual few entries (a world of many small polls took two heap
+    // blocks a poll here).
+    boost::container::small_vector<bool, 64> in_ready(static_cast<std::size_t>(n), false);
     for (std::uint32_t i : p.ready_order()) {
       if (i >= static_cast<std::uint32_t>(n) || in_ready[i] || p.lists(static_cast<int>(i)) != v1::ENTRY_LIST_READY) {
         return Fail(where + ": the ready order lists entry " + std::to_string(i) + ", which is not a ready entry");
       }
       in_ready[i] = true;
     }
-    std::vector<bool> in_kernel_ready(static_cast<std::size_t>(n), false);
+    boost::container::small_vector<bool, 64> in_kernel_ready(static_cast<std::size_t>(n), false);
     for (std::uint32_t i : p.kernel_ready_order()) {
       if (i >= static_cast<std::uint32_t>(n) || in_kernel_ready[i] || i >= static_cast<std::uint32_t>(p.kernel_keys_size()) ||
           p.kernel_keys(static_cast<int>(i)) == 0) {

@@ -317,7 +317,7 @@ class Loader {
       e->list = loaded.list;
       p.ranks.push_back(rank);
     }
-    ar_ >> make_nvp("ready_order", p.ready);
+    ReadReadyOrder(p);
   }
 
   // Layout 4: the columns PollEntry's declaration saves (archive/world_save.cc WritePoll), then the queue ranks and ready order.
@@ -342,8 +342,16 @@ class Loader {
       for (PollEntry* e : p.entries) e->FieldsLoaded();
     }
     ar_ >> make_nvp("queue_ranks", text);
-    p.ranks = ParseColumn<std::uint32_t>(text, n, [&] { return objects_.Name(at) + " column queue_ranks"; });
-    ar_ >> make_nvp("ready_order", p.ready);
+    const auto ranks = ParseColumn<std::uint32_t>(text, n, [&] { return objects_.Name(at) + " column queue_ranks"; });
+    p.ranks.assign(ranks.begin(), ranks.end());
+    ReadReadyOrder(p);
+  }
+
+  // Layouts 1 to 5: a poll's ready order as a vector of numbers.
+  void ReadReadyOrder(PendingPoll& p) {
+    std::vector<std::uint32_t> ready;
+    ar_ >> make_nvp("ready_order", ready);
+    p.ready.assign(ready.begin(), ready.end());
   }
 
   // "entry.FIELD" for each field a PollEntry saves (layouts 4 and on), made once.
@@ -371,7 +379,8 @@ class Loader {
     const auto events = column("events", std::uint32_t{});
     const auto data = column("data", std::uint64_t{});
     const auto lists = column("lists", std::uint8_t{});
-    p.ranks = column("queue_ranks", std::uint32_t{});
+    const auto ranks = column("queue_ranks", std::uint32_t{});
+    p.ranks.assign(ranks.begin(), ranks.end());
     for (std::uint64_t i = 0; i < n; ++i) {
       const std::uint32_t target = objects_.Find(files[i]);
       if (target == IdIndex::kNone || !objects_.files[target]) {
@@ -385,7 +394,7 @@ class Loader {
       e->list = static_cast<EntryList>(lists[i]);
       objects_.Wait(at, target);
     }
-    ar_ >> make_nvp("ready_order", p.ready);
+    ReadReadyOrder(p);
   }
 
   void ReadTables(World* out) {

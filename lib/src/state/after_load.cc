@@ -93,7 +93,7 @@ struct Registration {
 template <typename Name>
 void CheckEntries(const Name& name, const PendingPoll& p, const EventPoll* poll) {
   if (p.ranks.size() != p.entries.size()) throw LoadError(name() + ": a queue rank is missing");
-  std::vector<bool> in_ready(p.entries.size(), false);
+  boost::container::small_vector<bool, 64> in_ready(p.entries.size(), false);  // no heap block for a small poll
   for (std::uint32_t i : p.ready) {
     if (i >= p.entries.size() || in_ready[i] || p.entries[i]->list != EntryList::kReady) {
       throw LoadError(name() + ": the ready order lists entry " + std::to_string(i) + " that is not a ready entry");
@@ -228,7 +228,8 @@ void RegisterInQueueOrder(const std::vector<const PendingPoll*>& polls, std::siz
 void LinkKernelEntries(EventPoll& poll, const PendingPoll& pending) {
   EventPoll::Impl& s = *poll.impl();
   MutexLock lock(s.mu_);
-  if (pending.kernel && s.AdoptKernelLocked(*pending.kernel, pending.entries)) return;
+  const std::span<PollEntry* const> entries(pending.entries.data(), pending.entries.size());
+  if (pending.kernel && s.AdoptKernelLocked(*pending.kernel, entries)) return;
   std::vector<std::pair<PollEntry*, int>> kernel;
   {
     MutexLock lists(s.lists_mu_);

@@ -1,6 +1,8 @@
 // after_load for a loaded world, whatever it was loaded from (a Boost archive or a protobuf image). Internal.
 #pragma once
 
+#include <boost/container/small_vector.hpp>
+
 #include <algorithm>
 #include <cstdint>
 #include <map>
@@ -38,11 +40,13 @@ struct PendingPoll {
   }
 
   EntryChunks chunks;
-  // As large as the entries: from AllocateLarge (epollcr/memory.h), like the entries' own blocks.
+  // As large as the entries. Most polls have a few (a world of many small polls is restored poll by poll, and each of
+  // its checkpoints made three heap blocks a poll here): those stay inside the PendingPoll; more come from
+  // AllocateLarge (epollcr/memory.h), like the entries' own blocks.
   template <typename T>
-  using Column = std::vector<T, LargeAllocator<T>>;
+  using Column = boost::container::small_vector<T, 4, LargeAllocator<T>>;
   Column<PollEntry*> entries;
-  std::vector<std::uint32_t> ready;
+  Column<std::uint32_t> ready;
   Column<std::uint32_t> ranks;  // per entry: its place among the epoll waiters of its file's queue
   std::optional<EventPoll::Impl::KernelState> kernel;  // the kernel epoll the image recorded (image.proto)
   bool checked = false;              // the entries were validated already (a protobuf image): skip the re-check

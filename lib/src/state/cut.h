@@ -106,7 +106,7 @@ struct PollCut {
   std::uint64_t id = 0;
   int height = 0;  // poll levels below it: outer polls have larger heights than the polls they watch
   CutVector<PollEntry*> entries;         // sorted by (file id, fd)
-  std::vector<std::uint32_t> ready;      // ready order, as indexes into entries
+  CutVector<std::uint32_t> ready;        // ready order, as indexes into entries
   CutVector<std::uint32_t> ranks;        // each entry's place among the epoll waiters of its file's queue
 };
 
@@ -166,7 +166,8 @@ class Cut {
     mutation.erase(std::unique(mutation.begin(), mutation.end()), mutation.end());
     for (std::size_t i = 0; i < files_.size(); ++i) {
       if (EventPoll* p = files_[i]->AsEventPoll()) {
-        polls_.push_back({p, i + 1, 0, CutVector<PollEntry*>(&memory_), {}, CutVector<std::uint32_t>(&memory_)});
+        polls_.push_back({p, i + 1, 0, CutVector<PollEntry*>(&memory_), CutVector<std::uint32_t>(&memory_),
+                          CutVector<std::uint32_t>(&memory_)});
       }
     }
     locks_.reserve(mutation.size() + 2 * polls_.size());  // every lock the cut takes: no regrowth on the way
@@ -266,8 +267,9 @@ class Cut {
       }
       // The ready list's entries by their index among the sorted ones: the sorted entries that are on the ready list
       // (an entry's list is kReady exactly while it is on ready_), by address, each found from ready_ by a binary
-      // search (usually few are ready; a hash map of them cost a node per ready entry and a lookup per entry).
-      std::vector<std::pair<const PollEntry*, std::uint32_t>> on_ready;
+      // search (usually few are ready; a hash map of them cost a node per ready entry and a lookup per entry). From
+      // the cut's memory, as the ready order is: a world of many small polls took two heap blocks a poll here.
+      CutVector<std::pair<const PollEntry*, std::uint32_t>> on_ready(&memory_);
       c.entries.reserve(keyed.size());
       c.ranks.reserve(keyed.size());
       for (const Keyed& k : keyed) {
