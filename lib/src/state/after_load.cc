@@ -226,6 +226,12 @@ void RegisterInQueueOrder(const std::vector<const PendingPoll*>& polls, std::siz
 // registers them: the kernel's ADD polls each file, and a ready one is queued, in the order of the saved ready list
 // first, then of the waiting entries; a disarmed one-shot entry is registered by the UpdateEntry that re-arms it.
 void LinkKernelEntries(EventPoll& poll, const PendingPoll& pending) {
+  // Most polls have no kernel entry (no entry of a host file or of a kernel-active poll): they take no lock here. The
+  // loaded world is not shared yet, and the entries are the poll's lists' (RestorePoll put them there).
+  if (!pending.kernel && std::none_of(pending.entries.begin(), pending.entries.end(),
+                                      [](PollEntry* e) { return e->file->KernelFd() >= 0; })) {
+    return;
+  }
   EventPoll::Impl& s = *poll.impl();
   MutexLock lock(s.mu_);
   const std::span<PollEntry* const> entries(pending.entries.data(), pending.entries.size());

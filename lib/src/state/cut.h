@@ -252,17 +252,18 @@ class Cut {
 
     for (std::size_t pi = 0; pi < polls_.size(); ++pi) {
       PollCut& c = polls_[pi];
-      const std::string name = "eventpoll#" + std::to_string(c.id);
-      ZeroValueCheck zero{name, {}};
+      // The poll's name is made only for a message: a world of many small polls made one per poll per save.
+      auto name = [&] { return "eventpoll#" + std::to_string(c.id); };
+      ZeroValueCheck zero;
       c.poll->impl()->VisitState(zero);
-      if (!zero.status.ok()) return zero.status;
+      if (!zero.status.ok()) return Status(zero.status.code, name() + zero.status.message);
       CutVector<Keyed>& keyed = found[pi];
       if (keyed.size() == c.poll->impl()->entries_.size()) {
         // Every entry was in its file's queue: in file id order, and a file's entries in queue order (the latest
         // registration first: Linux puts a non-exclusive waiter at the head of the queue, waiter_queue.cc), so
         // mostly in falling fd order.
         SortEachFileByFd(keyed);
-      } else if (Status s = KeyedFromMap(c, name, keyed); !s.ok()) {
+      } else if (Status s = KeyedFromMap(c, name(), keyed); !s.ok()) {
         return s;
       }
       // The ready list's entries by their index among the sorted ones: the sorted entries that are on the ready list
