@@ -796,7 +796,12 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
   state::LoadObjects objects;
   objects.Reserve(static_cast<std::size_t>(image.pipes_size()) + static_cast<std::size_t>(image.socket_pairs_size()) +
                   static_cast<std::size_t>(image.files_size()));
-  std::map<std::uint32_t, state::PendingPoll> polls;  // by the poll's position
+  state::PendingPolls polls;  // by the poll's position
+  {
+    std::size_t n = 0;
+    for (const v1::File& f : image.files()) n += f.has_eventpoll() ? 1 : 0;
+    polls.Reserve(n);
+  }
   for (const v1::PipeState& p : image.pipes()) {
     auto pipe = std::make_shared<PipeBuffer>();
     const std::uint32_t at = objects.Add(p.id(), state::ObjectKind::kPipe);

@@ -189,6 +189,7 @@ class Loader {
     }
     std::vector<PendingPoll*> pending;
     pending.reserve(at.size());
+    polls_.Reserve(at.size());  // the pointers below stay valid
     for (std::uint32_t i : at) pending.push_back(&polls_[i]);
     std::string& text = text_;
     ar_ >> make_nvp("poll_entries", text);
@@ -451,7 +452,7 @@ class Loader {
 
   Ar& ar_;
   LoadObjects objects_;
-  std::map<std::uint32_t, PendingPoll> polls_;  // by the poll's position
+  state::PendingPolls polls_;  // by the poll's position
   std::uint32_t layout_ = 0;
   std::vector<std::string> entry_columns_;     // "entry.FIELD" for each field a PollEntry saves, once known
   std::string text_;                           // a column as the archive holds it, reused column to column

@@ -255,7 +255,14 @@ void LinkKernelEntries(EventPoll& poll, const PendingPoll& pending) {
 
 }  // namespace
 
-void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& polls) {
+void RunAfterLoad(LoadObjects& objects, PendingPolls& polls) {
+  // Every poll has its pending poll (a load makes one for each) before any is pointed to below: making one could move
+  // the others.
+  const auto poll_objects =
+      static_cast<std::size_t>(std::count(objects.kinds.begin(), objects.kinds.end(), ObjectKind::kEventPoll));
+  for (std::uint32_t at = 0; polls.size() != poll_objects && at < objects.size(); ++at) {
+    if (objects.kinds[at] == ObjectKind::kEventPoll) polls[at];
+  }
   // Every poll's height, in nodes taken from one growing buffer and freed together: a load of many small polls would
   // otherwise allocate and free a node per poll.
   std::pmr::monotonic_buffer_resource height_nodes;

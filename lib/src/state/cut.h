@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory_resource>
 #include <mutex>
@@ -279,7 +280,7 @@ class Cut {
         c.ranks.push_back(k.rank);
       }
       CutVector<Keyed>(&memory_).swap(keyed);
-      std::sort(on_ready.begin(), on_ready.end());
+      SortByAddress(on_ready);
       c.ready.reserve(on_ready.size());
       for (const PollEntry& e : c.poll->impl()->ready_) {
         // An entry of the ready list that is not among the sorted ones (its file is being released) is left out.
@@ -351,6 +352,31 @@ class Cut {
     PollEntry* entry;
   };
   static bool KeyLess(const Keyed& a, const Keyed& b) { return a.id != b.id ? a.id < b.id : a.fd < b.fd; }
+
+  // Sorts (entry, index) pairs by address. A restored poll's entries lie in one block in their index order, so its
+  // pairs come sorted but for the entries added since the restore: a few ascending runs, merged in linear time (a
+  // replay that checkpoints after every operation sorted a large poll's pairs at every save). Many runs are sorted.
+  void SortByAddress(CutVector<std::pair<const PollEntry*, std::uint32_t>>& pairs) {
+    constexpr std::size_t kMaxRuns = 4;
+    std::size_t runs = 0;
+    for (auto it = pairs.begin(); it != pairs.end() && runs <= kMaxRuns; it = std::is_sorted_until(it, pairs.end())) {
+      ++runs;
+    }
+    if (runs <= 1) return;
+    if (runs > kMaxRuns) {
+      std::sort(pairs.begin(), pairs.end());
+      return;
+    }
+    CutVector<std::pair<const PollEntry*, std::uint32_t>> merged(&memory_);
+    merged.reserve(pairs.size());
+    for (auto sorted = std::is_sorted_until(pairs.begin(), pairs.end()); sorted != pairs.end();) {
+      const auto next = std::is_sorted_until(sorted, pairs.end());
+      merged.clear();
+      std::merge(pairs.begin(), sorted, sorted, next, std::back_inserter(merged));
+      std::copy(merged.begin(), merged.end(), pairs.begin());
+      sorted = next;
+    }
+  }
 
   // A poll some of whose entries the queue walk did not find (a waiter not registered, or a file outside the cut):
   // its entries from its map, each with the place the walk found for it (0 if none), sorted. A file outside the world
