@@ -624,23 +624,32 @@ class Validator {
   // The kernel epoll's columns: one per entry when the poll records its kernel epoll, none otherwise; distinct keys
   // below next_key (0 for an in-memory entry, which has no registration). Whether the process holds that kernel epoll
   // is the restore's question (it adopts it only if /proc/self/fdinfo agrees, and registers afresh otherwise).
-  Status CheckKernel(const std::string& where, const v1::EventPollState& p) {
+  Status CheckKernel(std::uint64_t id, const v1::EventPollState& p) {
+    auto where = [&] { return "poll " + std::to_string(id); };  // only for a failure
     const int n = p.files_size();
     if (!p.has_kernel()) {
-      if (p.kernel_keys_size() != 0 || p.kernel_fds_size() != 0) return Fail(where + ": kernel columns without a kernel epoll");
+      if (p.kernel_keys_size() != 0 || p.kernel_fds_size() != 0) {
+        return Fail(where() + ": kernel columns without a kernel epoll");
+      }
       return {};
     }
-    if (p.kernel_keys_size() != n || p.kernel_fds_size() != n) return Fail(where + ": kernel columns of a different length");
-    if (p.kernel().fd() < 0 || p.kernel().bell_fd() < -1) return Fail(where + ": a negative kernel epoll fd");
-    if (p.kernel().bell_set() && !p.kernel().bell_level()) return Fail(where + ": a set bell that is not level-triggered");
+    if (p.kernel_keys_size() != n || p.kernel_fds_size() != n) {
+      return Fail(where() + ": kernel columns of a different length");
+    }
+    if (p.kernel().fd() < 0 || p.kernel().bell_fd() < -1) return Fail(where() + ": a negative kernel epoll fd");
+    if (p.kernel().bell_set() && !p.kernel().bell_level()) {
+      return Fail(where() + ": a set bell that is not level-triggered");
+    }
     std::set<std::uint64_t> keys;
     for (int i = 0; i < n; ++i) {
       const std::uint64_t key = p.kernel_keys(i);
       const int fd = p.kernel_fds(i);
-      if (fd < -1 || (key == 0 && fd != -1)) return Fail(where + ", entry " + std::to_string(i) + ": a bad kernel fd");
+      if (fd < -1 || (key == 0 && fd != -1)) {
+        return Fail(where() + ", entry " + std::to_string(i) + ": a bad kernel fd");
+      }
       if (key == 0) continue;
       if (key >= p.kernel().next_key() || !keys.insert(key).second) {
-        return Fail(where + ", entry " + std::to_string(i) + ": kernel key " + std::to_string(key) +
+        return Fail(where() + ", entry " + std::to_string(i) + ": kernel key " + std::to_string(key) +
                     " is taken or not below next_key");
       }
     }
@@ -648,20 +657,20 @@ class Validator {
   }
 
   Status CheckPoll(std::uint64_t id, const v1::EventPollState& p) {
-    const std::string where = "poll " + std::to_string(id);
+    auto where = [&] { return "poll " + std::to_string(id); };  // only for a failure: a world may have many polls
     const int n = p.files_size();
     if (p.fds_size() != n || p.events_size() != n || p.data_size() != n || p.lists_size() != n ||
         p.queue_ranks_size() != n) {
-      return Fail(where + ": entry columns of different lengths");
+      return Fail(where() + ": entry columns of different lengths");
     }
-    if (static_cast<std::uint64_t>(n) > limits_.max_entries) return Fail(where + ": too many entries");
-    if (Status s = CheckKernel(where, p); !s.ok()) return s;
+    if (static_cast<std::uint64_t>(n) > limits_.max_entries) return Fail(where() + ": too many entries");
+    if (Status s = CheckKernel(id, p); !s.ok()) return s;
     // Marks per entry, inside the validator for the usual few entries (a world of many small polls took two heap
     // blocks a poll here).
     boost::container::small_vector<bool, 64> in_ready(static_cast<std::size_t>(n), false);
     for (std::uint32_t i : p.ready_order()) {
       if (i >= static_cast<std::uint32_t>(n) || in_ready[i] || p.lists(static_cast<int>(i)) != v1::ENTRY_LIST_READY) {
-        return Fail(where + ": the ready order lists entry " + std::to_string(i) + ", which is not a ready entry");
+        return Fail(where() + ": the ready order lists entry " + std::to_string(i) + ", which is not a ready entry");
       }
       in_ready[i] = true;
     }
@@ -669,7 +678,7 @@ class Validator {
     for (std::uint32_t i : p.kernel_ready_order()) {
       if (i >= static_cast<std::uint32_t>(n) || in_kernel_ready[i] || i >= static_cast<std::uint32_t>(p.kernel_keys_size()) ||
           p.kernel_keys(static_cast<int>(i)) == 0) {
-        return Fail(where + ": the kernel ready order lists entry " + std::to_string(i) +
+        return Fail(where() + ": the kernel ready order lists entry " + std::to_string(i) +
                     ", which is not a kernel entry or is listed twice");
       }
       in_kernel_ready[i] = true;
@@ -682,7 +691,7 @@ class Validator {
     const int* lists = p.lists().data();
     const std::uint32_t* ranks = p.queue_ranks().data();
     for (int i = 0; i < n; ++i) {
-      auto at = [&] { return where + ", entry " + std::to_string(i) + ": "; };
+      auto at = [&] { return where() + ", entry " + std::to_string(i) + ": "; };
       const std::uint64_t file = files[i];
       const std::uint32_t position = index_.Find(file);
       const v1::File* target = position == state::IdIndex::kNone ? nullptr : files_[position];
