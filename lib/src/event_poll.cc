@@ -155,7 +155,7 @@ void EventPoll::Impl::RemoveLocked(PollEntry* e) {
   if (--pooled_live_ == 0) pooled_.clear();
 }
 
-void EventPoll::Impl::AdoptLocked(EntryChunks chunks, std::size_t n) {
+void EventPoll::Impl::AdoptLocked(EntryChunks&& chunks, std::size_t n) {
   if (n == 0) return;
   pooled_.push_back(std::move(chunks));
   pooled_live_ += n;

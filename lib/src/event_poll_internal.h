@@ -358,7 +358,7 @@ struct EventPoll::Impl {
   boost::container::small_vector<EntryChunks, 1> pooled_ EPOLLCR_GUARDED_BY(mu_);
   std::size_t pooled_live_ EPOLLCR_GUARDED_BY(mu_) = 0;
   // Takes the blocks of `n` pooled entries that are now this poll's.
-  void AdoptLocked(EntryChunks chunks, std::size_t n) EPOLLCR_REQUIRES(mu_);
+  void AdoptLocked(EntryChunks&& chunks, std::size_t n) EPOLLCR_REQUIRES(mu_);
 
   EntryList_t& ListOf(EntryList which) EPOLLCR_REQUIRES(lists_mu_);
   // Moves `e` to the back of list `to` (from wherever it is).

@@ -263,6 +263,8 @@ void RunAfterLoad(LoadObjects& objects, PendingPolls& polls) {
   for (std::uint32_t at = 0; polls.size() != poll_objects && at < objects.size(); ++at) {
     if (objects.kinds[at] == ObjectKind::kEventPoll) polls[at];
   }
+  std::vector<PendingPoll*> pending_at(objects.size(), nullptr);  // by position: no search per poll below
+  for (auto& [at, p] : polls) pending_at[at] = &p;
   // Every poll's height, in nodes taken from one growing buffer and freed together: a load of many small polls would
   // otherwise allocate and free a node per poll.
   std::pmr::monotonic_buffer_resource height_nodes;
@@ -293,7 +295,7 @@ void RunAfterLoad(LoadObjects& objects, PendingPolls& polls) {
       }
       case ObjectKind::kEventPoll: {
         auto* poll = static_cast<EventPoll*>(file);
-        PendingPoll& p = polls[at];
+        PendingPoll& p = *pending_at[at];
         RestorePoll([&] { return objects.Name(at); }, p, heights, poll);
         restored.push_back(poll);
         entries.push_back(&p);

@@ -91,6 +91,8 @@ class PendingPolls {
     return it->second;
   }
   std::size_t size() const { return polls_.size(); }
+  auto begin() { return polls_.begin(); }
+  auto end() { return polls_.end(); }
   auto begin() const { return polls_.begin(); }
   auto end() const { return polls_.end(); }
 
