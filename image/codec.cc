@@ -755,20 +755,25 @@ class Validator {
 
   // Polls watching polls: no cycle, no chain of more than kMaxNests links.
   Status CheckNesting() {
-    std::map<std::uint64_t, int> height;  // -1 while being visited
+    // Each poll's height by its position (every id here is an object's: CheckPoll found each child), -1 while being
+    // visited: an array, not a tree node per poll visited (an image is validated at each of a replay's checkpoints).
+    constexpr int kUnknown = -2;
+    std::vector<int> height(files_.size(), kUnknown);
     std::function<Status(std::uint64_t)> visit = [&](std::uint64_t id) -> Status {
-      auto it = height.find(id);
-      if (it != height.end()) {
-        return it->second < 0 ? Fail("poll " + std::to_string(id) + ": polls watch each other in a cycle") : Status{};
+      int& mine = height[index_.Find(id)];  // the array is not resized: the reference stays valid
+      if (mine != kUnknown) {
+        return mine < 0 ? Fail("poll " + std::to_string(id) + ": polls watch each other in a cycle") : Status{};
       }
-      height[id] = -1;
+      mine = -1;
       int h = 0;
-      for (std::uint64_t child : children_[id]) {
-        if (Status s = visit(child); !s.ok()) return s;
-        h = std::max(h, height[child] + 1);
+      if (auto kids = children_.find(id); kids != children_.end()) {
+        for (std::uint64_t child : kids->second) {
+          if (Status s = visit(child); !s.ok()) return s;
+          h = std::max(h, height[index_.Find(child)] + 1);
+        }
       }
       if (h > kMaxNests) return Fail("poll " + std::to_string(id) + ": polls nested deeper than " + std::to_string(kMaxNests));
-      height[id] = h;
+      mine = h;
       return {};
     };
     for (const auto& [id, kids] : children_) {
