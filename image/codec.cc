@@ -1,5 +1,6 @@
 #include "image/codec.h"
 
+#include <boost/container/small_vector.hpp>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/json_util.h>
@@ -639,23 +640,32 @@ class Validator {
   // The kernel epoll's columns: one per entry when the poll records its kernel epoll, none otherwise; distinct keys
   // below next_key (0 for an in-memory entry, which has no registration). Whether the process holds that kernel epoll
   // is the restore's question (it adopts it only if /proc/self/fdinfo agrees, and registers afresh otherwise).
-  Status CheckKernel(const std::string& where, const v1::EventPollState& p) {
+  Status CheckKernel(std::uint64_t id, const v1::EventPollState& p) {
+    auto where = [&] { return "poll " + std::to_string(id); };  // only for a failure
     const int n = p.files_size();
     if (!p.has_kernel()) {
-      if (p.kernel_keys_size() != 0 || p.kernel_fds_size() != 0) return Fail(where + ": kernel columns without a kernel epoll");
+      if (p.kernel_keys_size() != 0 || p.kernel_fds_size() != 0) {
+        return Fail(where() + ": kernel columns without a kernel epoll");
+      }
       return {};
     }
-    if (p.kernel_keys_size() != n || p.kernel_fds_size() != n) return Fail(where + ": kernel columns of a different length");
-    if (p.kernel().fd() < 0 || p.kernel().bell_fd() < -1) return Fail(where + ": a negative kernel epoll fd");
-    if (p.kernel().bell_set() && !p.kernel().bell_level()) return Fail(where + ": a set bell that is not level-triggered");
+    if (p.kernel_keys_size() != n || p.kernel_fds_size() != n) {
+      return Fail(where() + ": kernel columns of a different length");
+    }
+    if (p.kernel().fd() < 0 || p.kernel().bell_fd() < -1) return Fail(where() + ": a negative kernel epoll fd");
+    if (p.kernel().bell_set() && !p.kernel().bell_level()) {
+      return Fail(where() + ": a set bell that is not level-triggered");
+    }
     std::set<std::uint64_t> keys;
     for (int i = 0; i < n; ++i) {
       const std::uint64_t key = p.kernel_keys(i);
       const int fd = p.kernel_fds(i);
-      if (fd < -1 || (key == 0 && fd != -1)) return Fail(where + ", entry " + std::to_string(i) + ": a bad kernel fd");
+      if (fd < -1 || (key == 0 && fd != -1)) {
+        return Fail(where() + ", entry " + std::to_string(i) + ": a bad kernel fd");
+      }
       if (key == 0) continue;
       if (key >= p.kernel().next_key() || !keys.insert(key).second) {
-        return Fail(where + ", entry " + std::to_string(i) + ": kernel key " + std::to_string(key) +
+        return Fail(where() + ", entry " + std::to_string(i) + ": kernel key " + std::to_string(key) +
                     " is taken or not below next_key");
       }
     }
@@ -663,26 +673,28 @@ class Validator {
   }
 
   Status CheckPoll(std::uint64_t id, const v1::EventPollState& p) {
-    const std::string where = "poll " + std::to_string(id);
+    auto where = [&] { return "poll " + std::to_string(id); };  // only for a failure: a world may have many polls
     const int n = p.files_size();
     if (p.fds_size() != n || p.events_size() != n || p.data_size() != n || p.lists_size() != n ||
         p.queue_ranks_size() != n) {
-      return Fail(where + ": entry columns of different lengths");
+      return Fail(where() + ": entry columns of different lengths");
     }
-    if (static_cast<std::uint64_t>(n) > limits_.max_entries) return Fail(where + ": too many entries");
-    if (Status s = CheckKernel(where, p); !s.ok()) return s;
-    std::vector<bool> in_ready(static_cast<std::size_t>(n), false);
+    if (static_cast<std::uint64_t>(n) > limits_.max_entries) return Fail(where() + ": too many entries");
+    if (Status s = CheckKernel(id, p); !s.ok()) return s;
+    // Marks per entry, inside the validator for the usual few entries (a world of many small polls took two heap
+    // blocks a poll here).
+    boost::container::small_vector<bool, 64> in_ready(static_cast<std::size_t>(n), false);
     for (std::uint32_t i : p.ready_order()) {
       if (i >= static_cast<std::uint32_t>(n) || in_ready[i] || p.lists(static_cast<int>(i)) != v1::ENTRY_LIST_READY) {
-        return Fail(where + ": the ready order lists entry " + std::to_string(i) + ", which is not a ready entry");
+        return Fail(where() + ": the ready order lists entry " + std::to_string(i) + ", which is not a ready entry");
       }
       in_ready[i] = true;
     }
-    std::vector<bool> in_kernel_ready(static_cast<std::size_t>(n), false);
+    boost::container::small_vector<bool, 64> in_kernel_ready(static_cast<std::size_t>(n), false);
     for (std::uint32_t i : p.kernel_ready_order()) {
       if (i >= static_cast<std::uint32_t>(n) || in_kernel_ready[i] || i >= static_cast<std::uint32_t>(p.kernel_keys_size()) ||
           p.kernel_keys(static_cast<int>(i)) == 0) {
-        return Fail(where + ": the kernel ready order lists entry " + std::to_string(i) +
+        return Fail(where() + ": the kernel ready order lists entry " + std::to_string(i) +
                     ", which is not a kernel entry or is listed twice");
       }
       in_kernel_ready[i] = true;
@@ -695,7 +707,7 @@ class Validator {
     const int* lists = p.lists().data();
     const std::uint32_t* ranks = p.queue_ranks().data();
     for (int i = 0; i < n; ++i) {
-      auto at = [&] { return where + ", entry " + std::to_string(i) + ": "; };
+      auto at = [&] { return where() + ", entry " + std::to_string(i) + ": "; };
       const std::uint64_t file = files[i];
       const std::uint32_t position = index_.Find(file);
       const v1::File* target = position == state::IdIndex::kNone ? nullptr : files_[position];
@@ -759,20 +771,25 @@ class Validator {
 
   // Polls watching polls: no cycle, no chain of more than kMaxNests links.
   Status CheckNesting() {
-    std::map<std::uint64_t, int> height;  // -1 while being visited
+    // Each poll's height by its position (every id here is an object's: CheckPoll found each child), -1 while being
+    // visited: an array, not a tree node per poll visited (an image is validated at each of a replay's checkpoints).
+    constexpr int kUnknown = -2;
+    std::vector<int> height(files_.size(), kUnknown);
     std::function<Status(std::uint64_t)> visit = [&](std::uint64_t id) -> Status {
-      auto it = height.find(id);
-      if (it != height.end()) {
-        return it->second < 0 ? Fail("poll " + std::to_string(id) + ": polls watch each other in a cycle") : Status{};
+      int& mine = height[index_.Find(id)];  // the array is not resized: the reference stays valid
+      if (mine != kUnknown) {
+        return mine < 0 ? Fail("poll " + std::to_string(id) + ": polls watch each other in a cycle") : Status{};
       }
-      height[id] = -1;
+      mine = -1;
       int h = 0;
-      for (std::uint64_t child : children_[id]) {
-        if (Status s = visit(child); !s.ok()) return s;
-        h = std::max(h, height[child] + 1);
+      if (auto kids = children_.find(id); kids != children_.end()) {
+        for (std::uint64_t child : kids->second) {
+          if (Status s = visit(child); !s.ok()) return s;
+          h = std::max(h, height[index_.Find(child)] + 1);
+        }
       }
       if (h > kMaxNests) return Fail("poll " + std::to_string(id) + ": polls nested deeper than " + std::to_string(kMaxNests));
-      height[id] = h;
+      mine = h;
       return {};
     };
     for (const auto& [id, kids] : children_) {
@@ -809,7 +826,12 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
   state::LoadObjects objects;
   objects.Reserve(static_cast<std::size_t>(image.pipes_size()) + static_cast<std::size_t>(image.socket_pairs_size()) +
                   static_cast<std::size_t>(image.files_size()));
-  std::map<std::uint32_t, state::PendingPoll> polls;  // by the poll's position
+  state::PendingPolls polls;  // by the poll's position
+  {
+    std::size_t n = 0;
+    for (const v1::File& f : image.files()) n += f.has_eventpoll() ? 1 : 0;
+    polls.Reserve(n);
+  }
   for (const v1::PipeState& p : image.pipes()) {
     auto pipe = std::make_shared<PipeBuffer>();
     const std::uint32_t at = objects.Add(p.id(), state::ObjectKind::kPipe);

@@ -362,7 +362,7 @@ struct EventPoll::Impl {
   // pair (BENCHMARKS.md section 3). Freed with the poll.
   void* spare_entry_ EPOLLCR_GUARDED_BY(mu_) = nullptr;
   // Takes the blocks of `n` pooled entries that are now this poll's.
-  void AdoptLocked(EntryChunks chunks, std::size_t n) EPOLLCR_REQUIRES(mu_);
+  void AdoptLocked(EntryChunks&& chunks, std::size_t n) EPOLLCR_REQUIRES(mu_);
 
   EntryList_t& ListOf(EntryList which) EPOLLCR_REQUIRES(lists_mu_);
   // Moves `e` to the back of list `to` (from wherever it is).

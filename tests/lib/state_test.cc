@@ -192,6 +192,53 @@ TEST(StateTest, BadEntryColumnsAreLoadErrors) {
   }
 }
 
+// Layout 6 keeps every poll's section as world-wide columns: a hand-made archive whose counts do not fit its columns
+// is refused naming the column or the poll, and leaves nothing behind; a good one loads.
+TEST(StateTest, BadLayout6PollColumnsAreLoadErrors) {
+  struct Case {
+    const char* counts;
+    const char* fds;
+    const char* ready_counts;
+    const char* ready_order;
+    const char* message;  // empty: the archive loads
+  };
+  for (const Case& c : {Case{"2", "3 4", "1", "0", ""},
+                        Case{"2 0", "3 4", "1", "0", "column poll_entries: more than 1 numbers"},
+                        Case{"3", "3 4", "1", "0", "column entry.fd: 2 numbers for 3"},
+                        Case{"1", "3 4", "1", "0", "column entry.fd: more than 1 numbers"},
+                        Case{"2", "3 4", "3", "0 1 1", "eventpoll#1: a ready order of 3 for 2 entries"},
+                        Case{"2", "3 4", "1", "0 1", "column ready_order: more than 1 numbers"},
+                        Case{"2", "3 4", "1", "1", "the ready order lists entry 1 that is not a ready entry"},
+                        Case{"99999999999", "3 4", "1", "0", "beyond the limit"}}) {
+    std::ostringstream os;
+    {
+      boost::archive::text_oarchive ar(os);
+      std::uint32_t layout = 6;
+      std::uint64_t zero = 0, two = 2;
+      ar << layout << zero << two;  // no shared objects; two files: a poll and an eventfd
+      std::string ids = "1 2", poll = "eventpoll", efd = "eventfd", kinds = "0 1";
+      ar << ids << two << poll << efd << kinds;
+      ar << std::string("0") << std::string("0");  // the eventfd's columns: count, semaphore
+      ar << std::string(c.counts) << std::string(c.fds) << std::string("2 2") << std::string("25 25")
+         << std::string("7 8") << std::string("0 1") << std::string("0 1");  // entry columns (lists: 0 ready), ranks
+      ar << std::string(c.ready_counts) << std::string(c.ready_order);
+      ar << zero << std::string() << std::string() << zero;  // no fds, no roots
+    }
+    const long live_before = File::LiveFiles();
+    std::istringstream is(os.str());
+    boost::archive::text_iarchive ar(is);
+    World w;
+    Status s = archive::LoadWorldFrom(ar, &w);
+    if (std::string(c.message).empty()) {
+      EXPECT_TRUE(s.ok()) << s.message;
+      continue;
+    }
+    ASSERT_FALSE(s.ok()) << c.counts << " / " << c.ready_counts;
+    EXPECT_NE(s.message.find(c.message), std::string::npos) << s.message;
+    EXPECT_EQ(File::LiveFiles(), live_before);
+  }
+}
+
 // Two polls each watching the other cannot be built through the API (ELOOP); written by hand, the load refuses it.
 TEST(StateTest, HandMadeWaitCycleIsALoadError) {
   std::ostringstream os;

@@ -14,10 +14,12 @@ namespace epollcr::archive {
 // SocketPairState::Segment, archive/fields.h). Layouts 1 to 3 are read by code kept for them. Layout 5 exists so that
 // a build that reads only up to 4 refuses the archive: Boost itself does not refuse a class version newer than the
 // build's (its check is compiled out in 1.74, detail/iserializer.hpp), and would read the base64 strings as
-// binary_objects, into the wrong bytes. Layout 6 is layout 5 with every column of a binary archive (the files' ids and
-// kinds, each built-in kind's field columns, the entries' field columns and queue ranks) held as an array of numbers
-// (Boost's array optimization, one copy) instead of text, which a save spent a sixth of its time writing and a load
-// more parsing; text and xml archives are as in layout 5.
+// binary_objects, into the wrong bytes. Layout 6 is layout 5 with every poll's section (entry columns, queue ranks,
+// ready order) as columns over all the world's polls, after the files' columns, instead of a section per poll
+// (archive/world_save.cc WritePolls), and, in a binary archive, every column (the files' ids and kinds, each built-in
+// kind's field columns, the entries' field columns, the polls' counts, queue ranks and ready order) held as an array
+// of numbers (Boost's array optimization, one copy) instead of text, which a save spent a sixth of its time writing
+// and a load more parsing; text and xml archives hold them as text.
 inline constexpr std::uint32_t kLayoutVersion = 6;
 
 // `pause`, if given, receives how long the save held the cut (the archive is written inside it).

@@ -230,8 +230,96 @@ class Loader {
         const int side = static_cast<UnixSocket*>(objects_.files[at].get())->side();
         if (side != 0 && side != 1) throw LoadError(objects_.Name(at) + ": side is not 0 or 1");
       }
-      if (objects_.kinds[at] == ObjectKind::kEventPoll) ReadPoll(at, static_cast<EventPoll*>(objects_.files[at].get()));
+      if (layout_ < 6 && objects_.kinds[at] == ObjectKind::kEventPoll) {
+        ReadPoll(at, static_cast<EventPoll*>(objects_.files[at].get()));
+      }
     }
+    if (layout_ >= 6) ReadPolls(order);
+  }
+
+  // Layout 6: every poll's section as world-wide columns, the polls in file order (archive/world_save.cc WritePolls).
+  // Entries are made once the first entry column holds as many numbers as the counts add up to, not for the counts
+  // alone.
+  void ReadPolls(const std::vector<std::uint32_t>& order) {
+    std::vector<std::uint32_t> at;  // each poll's position
+    for (std::uint32_t i : order) {
+      if (objects_.kinds[i] == ObjectKind::kEventPoll) at.push_back(i);
+    }
+    std::vector<PendingPoll*> pending;
+    pending.reserve(at.size());
+    polls_.Reserve(at.size());  // the pointers below stay valid
+    for (std::uint32_t i : at) pending.push_back(&polls_[i]);
+    std::string& text = text_;
+    const auto counts = ReadNumbers<std::uint64_t>("poll_entries", at.size());
+    std::uint64_t total = 0;
+    for (std::size_t j = 0; j < at.size(); ++j) {
+      total += std::min<std::uint64_t>(counts[j], kMaxObjects + 1);  // cannot overflow: fewer polls than 2^32
+      if (total > kMaxObjects) {
+        throw LoadError(objects_.Name(at[j]) + ": " + std::to_string(total) + " entries up to it, beyond the limit");
+      }
+    }
+    if (total > 0) {
+      for (std::size_t k = 0; k < EntryColumns().size(); ++k) {
+        const std::string& name = entry_columns_[k];
+        std::vector<std::uint64_t, LargeAllocator<std::uint64_t>> numbers;
+        std::vector<std::string_view>& values = tokens_;
+        if (RawColumns()) {
+          numbers = ReadFieldColumn(name.c_str(), total, entry_widths_[k]);
+        } else {
+          ar_ >> make_nvp(name.c_str(), text);
+          SplitColumn(text, total, [&] { return "column " + name; }, &values);
+        }
+        if (k == 0) {  // the column holds `total` numbers: the entries are made now
+          for (std::size_t j = 0; j < at.size(); ++j) {
+            auto* poll = static_cast<EventPoll*>(objects_.files[at[j]].get());
+            for (std::uint64_t i = 0; i < counts[j]; ++i) pending[j]->Make(counts[j] - i, poll, FileIdentifier{}, 0, 0);
+          }
+        }
+        std::size_t row = 0;
+        for (std::size_t j = 0; j < at.size(); ++j) {
+          for (PollEntry* e : pending[j]->entries) {
+            FieldColumnLoad v = RawColumns() ? FieldColumnLoad{objects_, at[j], k, {}, name, &numbers[row]}
+                                             : FieldColumnLoad{objects_, at[j], k, values[row], name};
+            ++row;
+            e->VisitState(v);
+          }
+        }
+      }
+      for (PendingPoll* p : pending) {
+        for (PollEntry* e : p->entries) e->FieldsLoaded();
+      }
+    }
+    const auto ranks = ReadNumbers<std::uint32_t>("queue_ranks", total);
+    std::size_t next = 0;
+    for (PendingPoll* p : pending) {
+      p->ranks.assign(ranks.begin() + static_cast<std::ptrdiff_t>(next),
+                      ranks.begin() + static_cast<std::ptrdiff_t>(next + p->entries.size()));
+      next += p->entries.size();
+    }
+    const auto ready_counts = ReadNumbers<std::uint64_t>("ready_counts", at.size());
+    std::uint64_t ready_total = 0;
+    for (std::size_t j = 0; j < at.size(); ++j) {
+      if (ready_counts[j] > counts[j]) {  // also keeps the sum below the entries' total
+        throw LoadError(objects_.Name(at[j]) + ": a ready order of " + std::to_string(ready_counts[j]) + " for " +
+                        std::to_string(counts[j]) + " entries");
+      }
+      ready_total += ready_counts[j];
+    }
+    const auto ready = ReadNumbers<std::uint32_t>("ready_order", ready_total);
+    next = 0;
+    for (std::size_t j = 0; j < at.size(); ++j) {
+      pending[j]->ready.assign(ready.begin() + static_cast<std::ptrdiff_t>(next),
+                               ready.begin() + static_cast<std::ptrdiff_t>(next + ready_counts[j]));
+      next += ready_counts[j];
+    }
+  }
+
+  // A column of `n` numbers (layout 6): an array in a binary archive, else text.
+  template <typename T>
+  std::vector<T, LargeAllocator<T>> ReadNumbers(const char* name, std::uint64_t n) {
+    if (RawColumns()) return ReadRaw<T>(name, n);
+    ar_ >> make_nvp(name, text_);
+    return ParseColumn<T>(text_, n, std::string("column ") + name);
   }
 
   // The field columns of the files of one built-in kind (archive/field_columns.h), if the archive has such files.
@@ -307,7 +395,7 @@ class Loader {
       e->list = loaded.list;
       p.ranks.push_back(rank);
     }
-    ar_ >> make_nvp("ready_order", p.ready);
+    ReadReadyOrder(p);
   }
 
   // Layout 4: the columns PollEntry's declaration saves (archive/world_save.cc WritePoll), then the queue ranks and ready order.
@@ -316,40 +404,43 @@ class Loader {
     const std::uint64_t n = Count("entries");
     std::string& text = text_;
     if (n > 0) {
-      if (entry_columns_.empty()) {  // the same for every poll
-        SavedFieldNames fields;
-        PollEntry(nullptr, FileIdentifier{}, 0, 0).VisitState(fields);
-        for (const char* field : fields.names) entry_columns_.push_back(FieldColumnName("entry", field));
-        entry_widths_ = fields.widths;
-      }
-      for (std::size_t k = 0; k < entry_columns_.size(); ++k) {
+      for (std::size_t k = 0; k < EntryColumns().size(); ++k) {
         const std::string& name = entry_columns_[k];
-        std::vector<std::uint64_t, LargeAllocator<std::uint64_t>> numbers;
+        ar_ >> make_nvp(name.c_str(), text);
         std::vector<std::string_view>& values = tokens_;
-        if (RawColumns()) {
-          numbers = ReadFieldColumn(name.c_str(), n, entry_widths_[k]);
-        } else {
-          ar_ >> make_nvp(name.c_str(), text);
-          SplitColumn(text, n, [&] { return objects_.Name(at) + " column " + name; }, &values);
-        }
+        SplitColumn(text, n, [&] { return objects_.Name(at) + " column " + name; }, &values);
         if (k == 0) {  // the column holds n numbers: the entries are made now, not for a count alone
           for (std::uint64_t i = 0; i < n; ++i) p.Make(n - i, poll, FileIdentifier{}, 0, 0);
         }
         for (std::uint64_t i = 0; i < n; ++i) {
-          FieldColumnLoad v = RawColumns() ? FieldColumnLoad{objects_, at, k, {}, name, &numbers[i]}
-                                           : FieldColumnLoad{objects_, at, k, values[i], name};
+          FieldColumnLoad v{objects_, at, k, values[i], name};
           p.entries[i]->VisitState(v);
         }
       }
       for (PollEntry* e : p.entries) e->FieldsLoaded();
     }
-    if (RawColumns()) {
-      p.ranks = ReadRaw<std::uint32_t>("queue_ranks", n);
-    } else {
-      ar_ >> make_nvp("queue_ranks", text);
-      p.ranks = ParseColumn<std::uint32_t>(text, n, [&] { return objects_.Name(at) + " column queue_ranks"; });
+    ar_ >> make_nvp("queue_ranks", text);
+    const auto ranks = ParseColumn<std::uint32_t>(text, n, [&] { return objects_.Name(at) + " column queue_ranks"; });
+    p.ranks.assign(ranks.begin(), ranks.end());
+    ReadReadyOrder(p);
+  }
+
+  // Layouts 1 to 5: a poll's ready order as a vector of numbers.
+  void ReadReadyOrder(PendingPoll& p) {
+    std::vector<std::uint32_t> ready;
+    ar_ >> make_nvp("ready_order", ready);
+    p.ready.assign(ready.begin(), ready.end());
+  }
+
+  // "entry.FIELD" for each field a PollEntry saves (layouts 4 and on), made once.
+  const std::vector<std::string>& EntryColumns() {
+    if (entry_columns_.empty()) {
+      SavedFieldNames fields;
+      PollEntry(nullptr, FileIdentifier{}, 0, 0).VisitState(fields);
+      for (const char* field : fields.names) entry_columns_.push_back(FieldColumnName("entry", field));
+      entry_widths_ = fields.widths;
     }
-    ar_ >> make_nvp("ready_order", p.ready);
+    return entry_columns_;
   }
 
   // Layouts 2 and 3: the entries' fields as columns of fixed names.
@@ -367,7 +458,8 @@ class Loader {
     const auto events = column("events", std::uint32_t{});
     const auto data = column("data", std::uint64_t{});
     const auto lists = column("lists", std::uint8_t{});
-    p.ranks = column("queue_ranks", std::uint32_t{});
+    const auto ranks = column("queue_ranks", std::uint32_t{});
+    p.ranks.assign(ranks.begin(), ranks.end());
     for (std::uint64_t i = 0; i < n; ++i) {
       const std::uint32_t target = objects_.Find(files[i]);
       if (target == IdIndex::kNone || !objects_.files[target]) {
@@ -381,7 +473,7 @@ class Loader {
       e->list = static_cast<EntryList>(lists[i]);
       objects_.Wait(at, target);
     }
-    ar_ >> make_nvp("ready_order", p.ready);
+    ReadReadyOrder(p);
   }
 
   void ReadTables(World* out) {
@@ -438,7 +530,7 @@ class Loader {
 
   Ar& ar_;
   LoadObjects objects_;
-  std::map<std::uint32_t, PendingPoll> polls_;  // by the poll's position
+  state::PendingPolls polls_;  // by the poll's position
   std::uint32_t layout_ = 0;
   std::vector<std::string> entry_columns_;     // "entry.FIELD" for each field a PollEntry saves, once known
   std::vector<RawWidth> entry_widths_;         // how a binary archive holds each of them (layout 6)

@@ -98,15 +98,7 @@ class Writer {
       const FieldColumnSave::Columns& columns = kind.columns.columns;
       WriteColumns(ar, kind.name, columns, 0, columns.empty() ? 0 : columns[0].values.size());
     }
-    std::size_t next_poll = 0;
-    std::size_t first_entry = 0;
-    for (std::size_t i = 0; i < cut_.files().size(); ++i) {
-      if (cut_.kinds()[i] == "eventpoll") {
-        const state::PollCut& c = cut_.polls()[next_poll++];
-        WritePoll(ar, c, first_entry);
-        first_entry += c.entries.size();
-      }
-    }
+    WritePolls(ar);
     std::uint64_t nfds = cut_.fds().size();
     ar << make_nvp("fds", nfds);
     if constexpr (kBinaryArchive<Ar>) {
@@ -328,25 +320,47 @@ class Writer {
     return column_names_.back().name.c_str();
   }
 
-  // The poll's manual section (layout 4): the entry count, then one column per field PollEntry's VisitState saves
-  // (archive/field_columns.h; the file as a wait reference by object id), named "entry.FIELD" (none if the poll has no
-  // entries), then each entry's queue rank as a column (archive/columns.h) and the ready order.
-  // `first`: the poll's first entry in entries_.
+  // Every poll's section (layout 6), the polls in file order (the cut's order): how many entries each has, as a
+  // column; then the columns PollEntry's VisitState saves (archive/field_columns.h; the file as a wait reference by
+  // object id), named "entry.FIELD", over every poll's entries, poll after poll (none if no poll has an entry); then
+  // each entry's queue rank as one column, and the ready orders as a column of their lengths and one of their indexes
+  // (each into its own poll's entries). A world of many small polls was about ten archive items per poll in layout 5
+  // (a count, five columns, the ranks and a vector of three items); in xml each is two tags to write and parse, most
+  // of such a world's archive time. Now it is seven items whatever the number of polls.
   template <typename Ar>
-  void WritePoll(Ar& ar, const state::PollCut& c, std::size_t first) {
-    std::uint64_t n = c.entries.size();
-    ar << make_nvp("entries", n);
-    if (n > 0) WriteColumns(ar, "entry", entries_.columns, first, n);
-    if constexpr (kBinaryArchive<Ar>) {  // layout 6
-      ar << make_nvp("queue_ranks", boost::serialization::make_array(c.ranks.data(), c.ranks.size()));
+  void WritePolls(Ar& ar) {
+    std::vector<std::uint64_t> counts, ready_counts;
+    std::vector<std::uint32_t> ranks, ready;
+    counts.reserve(cut_.polls().size());
+    ready_counts.reserve(cut_.polls().size());
+    std::size_t total = 0;
+    for (const state::PollCut& c : cut_.polls()) {
+      counts.push_back(c.entries.size());
+      total += c.entries.size();
+      ready_counts.push_back(c.ready.size());
+    }
+    ranks.reserve(total);
+    for (const state::PollCut& c : cut_.polls()) ranks.insert(ranks.end(), c.ranks.begin(), c.ranks.end());
+    for (const state::PollCut& c : cut_.polls()) ready.insert(ready.end(), c.ready.begin(), c.ready.end());
+    WriteNumbers(ar, "poll_entries", counts);
+    if (total > 0) WriteColumns(ar, "entry", entries_.columns, 0, total);
+    WriteNumbers(ar, "queue_ranks", ranks);
+    WriteNumbers(ar, "ready_counts", ready_counts);
+    WriteNumbers(ar, "ready_order", ready);
+  }
+
+  // A column of numbers: an array in a binary archive (layout 6), else text (archive/columns.h).
+  template <typename Ar, typename T>
+  void WriteNumbers(Ar& ar, const char* name, const std::vector<T>& values) {
+    if constexpr (kBinaryArchive<Ar>) {
+      ar << make_nvp(name, boost::serialization::make_array(values.data(), values.size()));
     } else {
       {
-        ColumnWriter ranks(&text_);
-        for (std::uint32_t rank : c.ranks) ranks.Add(rank);
+        ColumnWriter text(&text_);
+        for (T v : values) text.Add(v);
       }
-      ar << make_nvp("queue_ranks", text_);
+      ar << make_nvp(name, text_);
     }
-    ar << make_nvp("ready_order", c.ready);
   }
 
   struct ColumnNameOf {

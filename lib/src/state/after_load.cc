@@ -93,7 +93,7 @@ struct Registration {
 template <typename Name>
 void CheckEntries(const Name& name, const PendingPoll& p, const EventPoll* poll) {
   if (p.ranks.size() != p.entries.size()) throw LoadError(name() + ": a queue rank is missing");
-  std::vector<bool> in_ready(p.entries.size(), false);
+  boost::container::small_vector<bool, 64> in_ready(p.entries.size(), false);  // no heap block for a small poll
   for (std::uint32_t i : p.ready) {
     if (i >= p.entries.size() || in_ready[i] || p.entries[i]->list != EntryList::kReady) {
       throw LoadError(name() + ": the ready order lists entry " + std::to_string(i) + " that is not a ready entry");
@@ -226,9 +226,16 @@ void RegisterInQueueOrder(const std::vector<const PendingPoll*>& polls, std::siz
 // registers them: the kernel's ADD polls each file, and a ready one is queued, in the order of the saved ready list
 // first, then of the waiting entries; a disarmed one-shot entry is registered by the UpdateEntry that re-arms it.
 void LinkKernelEntries(EventPoll& poll, const PendingPoll& pending) {
+  // Most polls have no kernel entry (no entry of a host file or of a kernel-active poll): they take no lock here. The
+  // loaded world is not shared yet, and the entries are the poll's lists' (RestorePoll put them there).
+  if (!pending.kernel && std::none_of(pending.entries.begin(), pending.entries.end(),
+                                      [](PollEntry* e) { return e->file->KernelFd() >= 0; })) {
+    return;
+  }
   EventPoll::Impl& s = *poll.impl();
   MutexLock lock(s.mu_);
-  if (pending.kernel && s.AdoptKernelLocked(*pending.kernel, pending.entries)) return;
+  const std::span<PollEntry* const> entries(pending.entries.data(), pending.entries.size());
+  if (pending.kernel && s.AdoptKernelLocked(*pending.kernel, entries)) return;
   std::vector<std::pair<PollEntry*, int>> kernel;
   {
     MutexLock lists(s.lists_mu_);
@@ -248,7 +255,16 @@ void LinkKernelEntries(EventPoll& poll, const PendingPoll& pending) {
 
 }  // namespace
 
-void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& polls) {
+void RunAfterLoad(LoadObjects& objects, PendingPolls& polls) {
+  // Every poll has its pending poll (a load makes one for each) before any is pointed to below: making one could move
+  // the others.
+  const auto poll_objects =
+      static_cast<std::size_t>(std::count(objects.kinds.begin(), objects.kinds.end(), ObjectKind::kEventPoll));
+  for (std::uint32_t at = 0; polls.size() != poll_objects && at < objects.size(); ++at) {
+    if (objects.kinds[at] == ObjectKind::kEventPoll) polls[at];
+  }
+  std::vector<PendingPoll*> pending_at(objects.size(), nullptr);  // by position: no search per poll below
+  for (auto& [at, p] : polls) pending_at[at] = &p;
   // Every poll's height, in nodes taken from one growing buffer and freed together: a load of many small polls would
   // otherwise allocate and free a node per poll.
   std::pmr::monotonic_buffer_resource height_nodes;
@@ -279,7 +295,7 @@ void RunAfterLoad(LoadObjects& objects, std::map<std::uint32_t, PendingPoll>& po
       }
       case ObjectKind::kEventPoll: {
         auto* poll = static_cast<EventPoll*>(file);
-        PendingPoll& p = polls[at];
+        PendingPoll& p = *pending_at[at];
         RestorePoll([&] { return objects.Name(at); }, p, heights, poll);
         restored.push_back(poll);
         entries.push_back(&p);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory_resource>
 #include <mutex>
@@ -106,7 +107,7 @@ struct PollCut {
   std::uint64_t id = 0;
   int height = 0;  // poll levels below it: outer polls have larger heights than the polls they watch
   CutVector<PollEntry*> entries;         // sorted by (file id, fd)
-  std::vector<std::uint32_t> ready;      // ready order, as indexes into entries
+  CutVector<std::uint32_t> ready;        // ready order, as indexes into entries
   CutVector<std::uint32_t> ranks;        // each entry's place among the epoll waiters of its file's queue
 };
 
@@ -168,7 +169,8 @@ class Cut {
     mutation.erase(std::unique(mutation.begin(), mutation.end()), mutation.end());
     for (std::size_t i = 0; i < files_.size(); ++i) {
       if (EventPoll* p = files_[i]->AsEventPoll()) {
-        polls_.push_back({p, i + 1, 0, CutVector<PollEntry*>(&memory_), {}, CutVector<std::uint32_t>(&memory_)});
+        polls_.push_back({p, i + 1, 0, CutVector<PollEntry*>(&memory_), CutVector<std::uint32_t>(&memory_),
+                          CutVector<std::uint32_t>(&memory_)});
       }
     }
     locks_.reserve(mutation.size() + 2 * polls_.size());  // every lock the cut takes: no regrowth on the way
@@ -253,23 +255,25 @@ class Cut {
 
     for (std::size_t pi = 0; pi < polls_.size(); ++pi) {
       PollCut& c = polls_[pi];
-      const std::string name = "eventpoll#" + std::to_string(c.id);
-      ZeroValueCheck zero{name, {}};
+      // The poll's name is made only for a message: a world of many small polls made one per poll per save.
+      auto name = [&] { return "eventpoll#" + std::to_string(c.id); };
+      ZeroValueCheck zero;
       c.poll->impl()->VisitState(zero);
-      if (!zero.status.ok()) return zero.status;
+      if (!zero.status.ok()) return Status(zero.status.code, name() + zero.status.message);
       CutVector<Keyed>& keyed = found[pi];
       if (keyed.size() == c.poll->impl()->entries_.size()) {
         // Every entry was in its file's queue: in file id order, and a file's entries in queue order (the latest
         // registration first: Linux puts a non-exclusive waiter at the head of the queue, waiter_queue.cc), so
         // mostly in falling fd order.
         SortEachFileByFd(keyed);
-      } else if (Status s = KeyedFromMap(c, name, keyed); !s.ok()) {
+      } else if (Status s = KeyedFromMap(c, name(), keyed); !s.ok()) {
         return s;
       }
       // The ready list's entries by their index among the sorted ones: the sorted entries that are on the ready list
       // (an entry's list is kReady exactly while it is on ready_), by address, each found from ready_ by a binary
-      // search (usually few are ready; a hash map of them cost a node per ready entry and a lookup per entry).
-      std::vector<std::pair<const PollEntry*, std::uint32_t>> on_ready;
+      // search (usually few are ready; a hash map of them cost a node per ready entry and a lookup per entry). From
+      // the cut's memory, as the ready order is: a world of many small polls took two heap blocks a poll here.
+      CutVector<std::pair<const PollEntry*, std::uint32_t>> on_ready(&memory_);
       c.entries.reserve(keyed.size());
       c.ranks.reserve(keyed.size());
       for (const Keyed& k : keyed) {
@@ -278,7 +282,7 @@ class Cut {
         c.ranks.push_back(k.rank);
       }
       CutVector<Keyed>(&memory_).swap(keyed);
-      std::sort(on_ready.begin(), on_ready.end());
+      SortByAddress(on_ready);
       c.ready.reserve(on_ready.size());
       for (const PollEntry& e : c.poll->impl()->ready_) {
         // An entry of the ready list that is not among the sorted ones (its file is being released) is left out.
@@ -354,6 +358,31 @@ class Cut {
     PollEntry* entry;
   };
   static bool KeyLess(const Keyed& a, const Keyed& b) { return a.id != b.id ? a.id < b.id : a.fd < b.fd; }
+
+  // Sorts (entry, index) pairs by address. A restored poll's entries lie in one block in their index order, so its
+  // pairs come sorted but for the entries added since the restore: a few ascending runs, merged in linear time (a
+  // replay that checkpoints after every operation sorted a large poll's pairs at every save). Many runs are sorted.
+  void SortByAddress(CutVector<std::pair<const PollEntry*, std::uint32_t>>& pairs) {
+    constexpr std::size_t kMaxRuns = 4;
+    std::size_t runs = 0;
+    for (auto it = pairs.begin(); it != pairs.end() && runs <= kMaxRuns; it = std::is_sorted_until(it, pairs.end())) {
+      ++runs;
+    }
+    if (runs <= 1) return;
+    if (runs > kMaxRuns) {
+      std::sort(pairs.begin(), pairs.end());
+      return;
+    }
+    CutVector<std::pair<const PollEntry*, std::uint32_t>> merged(&memory_);
+    merged.reserve(pairs.size());
+    for (auto sorted = std::is_sorted_until(pairs.begin(), pairs.end()); sorted != pairs.end();) {
+      const auto next = std::is_sorted_until(sorted, pairs.end());
+      merged.clear();
+      std::merge(pairs.begin(), sorted, sorted, next, std::back_inserter(merged));
+      std::copy(merged.begin(), merged.end(), pairs.begin());
+      sorted = next;
+    }
+  }
 
   // A poll some of whose entries the queue walk did not find (a waiter not registered, or a file outside the cut):
   // its entries from its map, each with the place the walk found for it (0 if none), sorted. A file outside the world

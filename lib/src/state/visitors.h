@@ -46,7 +46,7 @@ inline bool IsZero(std::uint64_t v) { return v == 0; }
 
 // The zerovalue rule: every kZeroValue field must be zero at save time.
 struct ZeroValueCheck {
-  std::string object;  // "eventpoll#3"
+  std::string object;  // "eventpoll#3"; or empty, and the caller puts the name in front of the message
   Status status;
   template <typename T, FieldPolicy P>
   void Field(const char* name, const T& value, PolicyTag<P>) {
