@@ -100,6 +100,20 @@ MappedBlocks& Mapped() {
   return *blocks;
 }
 
+// A mapping of `size` bytes handed out: counted in use and known to FreeLarge and FreeSmall.
+void* InUse(void* p, std::size_t size) {
+  CountMapped(static_cast<std::ptrdiff_t>(size));
+  Mapped().Add(p, size);
+  return p;
+}
+
+// A mapping of `size` bytes given back (no longer known as in use): kept for a later block of its size, its pages the
+// kernel's to take back (MADV_FREE), or unmapped if there is no room.
+void KeepOrUnmap(void* p, std::size_t size) noexcept {
+  CountMapped(-static_cast<std::ptrdiff_t>(size));
+  if (::madvise(p, size, MADV_FREE) != 0 || !Mapped().Keep(p, size)) ::munmap(p, size);
+}
+
 }  // namespace
 
 void PreferHeapForLarge(std::size_t below) {
@@ -114,11 +128,7 @@ void* AllocateLarge(std::size_t bytes) {
   if (bytes < heap_below.load(std::memory_order_relaxed)) return ::operator new(bytes == 0 ? 1 : bytes);
   const std::size_t size = MappedSize(bytes);
   if (size < bytes || size + kHugePage < size) throw std::bad_alloc();
-  if (void* kept = Mapped().Reuse(size)) {
-    CountMapped(static_cast<std::ptrdiff_t>(size));
-    Mapped().Add(kept, size);
-    return kept;
-  }
+  if (void* kept = Mapped().Reuse(size)) return InUse(kept, size);
   void* p = ::mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
@@ -131,9 +141,7 @@ void* AllocateLarge(std::size_t bytes) {
   (void)::munmap(reinterpret_cast<void*>(start + size), kHugePage - head);
   // Only a request: without transparent huge pages (or with "never") the memory works the same in 4 KiB pages.
   (void)::madvise(reinterpret_cast<void*>(start), size, MADV_HUGEPAGE);
-  CountMapped(static_cast<std::ptrdiff_t>(size));
-  Mapped().Add(reinterpret_cast<void*>(start), size);
-  return reinterpret_cast<void*>(start);
+  return InUse(reinterpret_cast<void*>(start), size);
 }
 
 void FreeLarge(void* p, std::size_t bytes) noexcept {
@@ -143,8 +151,7 @@ void FreeLarge(void* p, std::size_t bytes) noexcept {
     ::operator delete(p);
     return;
   }
-  CountMapped(-static_cast<std::ptrdiff_t>(size));
-  if (::madvise(p, size, MADV_FREE) != 0 || !Mapped().Keep(p, size)) ::munmap(p, size);
+  KeepOrUnmap(p, size);
 }
 
 void ReleaseKeptLarge() noexcept {
@@ -167,15 +174,12 @@ void* AllocateSmall(std::size_t size) {
     p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw std::bad_alloc();
   }
-  CountMapped(static_cast<std::ptrdiff_t>(size));
-  Mapped().Add(p, size);
-  return p;
+  return InUse(p, size);
 }
 
 void FreeSmall(void* p, std::size_t size) noexcept {
   (void)Mapped().Take(p);
-  CountMapped(-static_cast<std::ptrdiff_t>(size));
-  if (::madvise(p, size, MADV_FREE) != 0 || !Mapped().Keep(p, size)) ::munmap(p, size);
+  KeepOrUnmap(p, size);
 }
 
 }  // namespace

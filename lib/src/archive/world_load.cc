@@ -187,27 +187,14 @@ class Loader {
   // the built-in kinds' fields as columns, then the polls' entries.
   void ReadFileColumns() {
     const std::uint64_t n = Count("files");
-    std::string text;
-    std::vector<std::uint64_t, LargeAllocator<std::uint64_t>> ids;
-    if (RawColumns()) {
-      ids = ReadRaw<std::uint64_t>("ids", n);
-    } else {
-      ar_ >> make_nvp("ids", text);
-      ids = ParseColumn<std::uint64_t>(text, n, "files column ids");
-    }
+    const auto ids = ReadNumbers<std::uint64_t>("ids", n, "files column ids");
     const std::uint64_t nnames = Count("kind_names");
     if (nnames > n) {
       throw LoadError("kind_names: " + std::to_string(nnames) + " kinds for " + std::to_string(n) + " files");
     }
     std::vector<std::string> names(nnames);
     for (std::string& name : names) ar_ >> make_nvp("kind", name);
-    std::vector<std::uint32_t, LargeAllocator<std::uint32_t>> kinds;
-    if (RawColumns()) {
-      kinds = ReadRaw<std::uint32_t>("kinds", n);
-    } else {
-      ar_ >> make_nvp("kinds", text);
-      kinds = ParseColumn<std::uint32_t>(text, n, "files column kinds");
-    }
+    const auto kinds = ReadNumbers<std::uint32_t>("kinds", n, "files column kinds");
     std::vector<std::uint32_t> order;
     order.reserve(n);
     for (std::uint64_t i = 0; i < n; ++i) {
@@ -314,12 +301,13 @@ class Loader {
     }
   }
 
-  // A column of `n` numbers (layout 6): an array in a binary archive, else text.
+  // A column of `n` numbers (layout 3 on): an array in a layout-6 binary archive, else text (a failure to parse it
+  // names `what`, by default "column NAME").
   template <typename T>
-  std::vector<T, LargeAllocator<T>> ReadNumbers(const char* name, std::uint64_t n) {
+  std::vector<T, LargeAllocator<T>> ReadNumbers(const char* name, std::uint64_t n, std::string what = {}) {
     if (RawColumns()) return ReadRaw<T>(name, n);
     ar_ >> make_nvp(name, text_);
-    return ParseColumn<T>(text_, n, std::string("column ") + name);
+    return ParseColumn<T>(text_, n, what.empty() ? std::string("column ") + name : what);
   }
 
   // The field columns of the files of one built-in kind (archive/field_columns.h), if the archive has such files.

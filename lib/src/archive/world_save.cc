@@ -136,11 +136,15 @@ class Writer {
   // the state bytes of each embedder file, in file order. Layout 6: in a binary archive the two columns are arrays.
   template <typename Ar>
   void WriteFileHeaders(Ar& ar) {
-    if constexpr (kBinaryArchive<Ar>) {
-      WriteFileHeadersRaw(ar);
-    } else {
-      WriteFileHeadersText(ar);
-    }
+    std::vector<std::string> names;
+    const std::vector<std::uint32_t> kinds = KindIndexes(names);
+    std::vector<std::uint64_t> ids(kinds.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = i + 1;
+    WriteNumbers(ar, "ids", ids);
+    std::uint64_t nnames = names.size();
+    ar << make_nvp("kind_names", nnames);
+    for (std::string& name : names) ar << make_nvp("kind", name);
+    WriteNumbers(ar, "kinds", kinds);
     WriteEmbedderStates(ar);
   }
 
@@ -163,40 +167,6 @@ class Writer {
       kinds.push_back(static_cast<std::uint32_t>(last));
     }
     return kinds;
-  }
-
-  // Layout 6, binary archives: the ids and the kind indexes as arrays of numbers (Boost's array optimization: one copy
-  // each), not as text.
-  template <typename Ar>
-  void WriteFileHeadersRaw(Ar& ar) {
-    std::vector<std::string> names;
-    const std::vector<std::uint32_t> kinds = KindIndexes(names);
-    std::vector<std::uint64_t> ids(cut_.files().size());
-    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = i + 1;
-    ar << make_nvp("ids", boost::serialization::make_array(ids.data(), ids.size()));
-    std::uint64_t nnames = names.size();
-    ar << make_nvp("kind_names", nnames);
-    for (std::string& name : names) ar << make_nvp("kind", name);
-    ar << make_nvp("kinds", boost::serialization::make_array(kinds.data(), kinds.size()));
-  }
-
-  template <typename Ar>
-  void WriteFileHeadersText(Ar& ar) {
-    std::vector<std::string> names;
-    const std::vector<std::uint32_t> kind_indexes = KindIndexes(names);
-    std::string ids, kinds;
-    {
-      ColumnWriter id_text(&ids), kind_text(&kinds);
-      for (std::size_t i = 0; i < kind_indexes.size(); ++i) {
-        id_text.Add(i + 1);
-        kind_text.Add(kind_indexes[i]);
-      }
-    }
-    ar << make_nvp("ids", ids);
-    std::uint64_t nnames = names.size();
-    ar << make_nvp("kind_names", nnames);
-    for (std::string& name : names) ar << make_nvp("kind", name);
-    ar << make_nvp("kinds", kinds);
   }
 
   // The state bytes of each embedder file, in file order.
