@@ -14,6 +14,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <memory_resource>
 #include <optional>
 #include <set>
@@ -48,9 +49,16 @@ struct CaptureError : std::runtime_error {
 // hooks (a poll's queue ranks and ready order) is written here.
 // The poll's kernel epoll, if it has kernel entries (image.proto KernelEpollState). Not analysed: it reads fields
 // guarded by the poll's locks, which the cut holds (in a vector).
-void CaptureKernel(state::PollCut& cut, v1::EventPollState* out) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+void CaptureKernel(state::PollCut& cut, v1::EventPollState* out, const SaveOptions& options)
+    EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
   std::optional<EventPoll::Impl::KernelState> k = cut.poll->impl()->DescribeKernel(cut.entries);
   if (!k) return;
+  if (options.on_kernel_fds) {
+    std::vector<int> fds{k->fd};
+    if (k->bell_fd >= 0) fds.push_back(k->bell_fd);
+    fds.insert(fds.end(), k->dups.begin(), k->dups.end());
+    options.on_kernel_fds(fds);
+  }
   v1::KernelEpollState* kernel = out->mutable_kernel();
   kernel->set_fd(k->fd);
   kernel->set_bell_fd(k->bell_fd);
@@ -77,8 +85,19 @@ struct PollRows {
 // The captured state that waits for the cut's locks to be released: one PollRows per poll, in the cut's order; and
 // each eventfd's File record with its saved fields as bytes (a small world of many eventfds spent most of its locked
 // time making their records), in arrays from the cut's memory, room for every file.
+// A host file's record, as a save copies it under the cut's locks (HostFileReference's fields).
+struct HostRecord {
+  HostFile::Identity identity;
+  bool open_state_shared = false;
+  bool detached = false;  // only fd, dev, ino and file_type are recorded
+};
+
 struct Deferred {
   std::vector<PollRows> polls;
+  // With records (SaveImageWith): the host files' records, copied in file order, made after the locks as eventfds'
+  // are (a hand-off of 10,000 connections spent a third of its save making a message and a sub-message per socket).
+  HostRecord* hosts = nullptr;
+  std::size_t host_count = 0;
   // With an arena: every file's record but an eventfd's, made under the locks and added to the image after them in
   // file order (an eventfd's, null here, is made then); else null, and every record is in the image already.
   v1::File** files = nullptr;
@@ -89,7 +108,8 @@ struct Deferred {
 };
 
 // Preconditions: the cut's locks are held.
-void CapturePoll(state::PollCut& cut, v1::EventPollState* out, std::pmr::memory_resource* memory, Deferred* deferred) {
+void CapturePoll(state::PollCut& cut, v1::EventPollState* out, std::pmr::memory_resource* memory, Deferred* deferred,
+                 const SaveOptions& options) {
   std::size_t row_bytes = 0;
   if (!cut.entries.empty()) row_bytes = SavedBytes(*cut.entries.front());
   std::byte* at = nullptr;
@@ -98,7 +118,7 @@ void CapturePoll(state::PollCut& cut, v1::EventPollState* out, std::pmr::memory_
   }
   deferred->polls.push_back({cut, out, at});
   for (PollEntry* e : cut.entries) at = CopySaved(*e, at);
-  CaptureKernel(cut, out);
+  CaptureKernel(cut, out, options);
 }
 
 // The poll's columns from its rows, after the cut's locks are released: each row is copied into a scratch entry that
@@ -133,6 +153,28 @@ void CopyEventFd(state::Cut& snap, EventFd* e, v1::File* out, Deferred* deferred
   deferred->eventfds[deferred->eventfd_count++] = out;
 }
 
+// File i's host file reference (a host file's record but for a by-value one, SaveOptions::host_by_value), and
+// options.on_host_file told of it. Preconditions: the cut's locks are held.
+HostRecord CopyHost(state::Cut& snap, std::size_t i, const SaveOptions& options) {
+  const auto* h = static_cast<const HostFile*>(snap.files()[i].get());
+  HostRecord record;
+  Result<HostFile::Identity> id = h->Identify(options.host_open_state);
+  if (std::optional<HostFile::Identity> last = h->detached() ? h->LastIdentity() : std::nullopt) {
+    // No fd names it; polls' entries keep it (HostFile::MarkDetached).
+    record.identity = HostFile::Identity{last->fd, last->dev, last->ino, last->file_type, 0, 0};
+    record.detached = true;
+    return record;
+  }
+  if (!id.ok()) {
+    throw std::runtime_error("file " + std::to_string(i + 1) + " (host fd " + std::to_string(h->fd()) +
+                             "): " + id.error().message());
+  }
+  record.identity = id.value();
+  record.open_state_shared = !options.host_open_state;
+  if (options.on_host_file) options.on_host_file(id.value().fd, snap.files()[i]);
+  return record;
+}
+
 void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const SaveOptions& options, v1::File* out,
                  Deferred* deferred) {
   File* f = snap.files()[i].get();
@@ -147,7 +189,7 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   } else if (f->builtin() == File::Builtin::kUnixStream) {
     CaptureObject(*static_cast<UnixSocket*>(f), *out->mutable_unix_stream(), snap.ids());
   } else if (f->builtin() == File::Builtin::kEventPoll) {
-    CapturePoll(snap.polls()[(*next_poll)++], out->mutable_eventpoll(), snap.memory(), deferred);
+    CapturePoll(snap.polls()[(*next_poll)++], out->mutable_eventpoll(), snap.memory(), deferred, options);
   } else if (f->builtin() == File::Builtin::kHost) {
     auto* h = static_cast<HostFile*>(f);
     if (options.host_by_value) {
@@ -158,29 +200,16 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
       }
       if (by_value.value()) return;
     }
-    Result<HostFile::Identity> id = h->Identify(options.host_open_state);
-    std::optional<HostFile::Identity> last = h->detached() ? h->LastIdentity() : std::nullopt;
+    const HostRecord record = CopyHost(snap, i, options);
     v1::HostFileReference* r = out->mutable_host();
-    if (last) {  // no fd names it; polls' entries keep it (HostFile::MarkDetached)
-      r->set_fd(last->fd);
-      r->set_st_dev(last->dev);
-      r->set_st_ino(last->ino);
-      r->set_file_type(last->file_type);
-      r->set_detached(true);
-      return;
-    }
-    if (!id.ok()) {
-      throw std::runtime_error("file " + std::to_string(i + 1) + " (host fd " + std::to_string(h->fd()) +
-                               "): " + id.error().message());
-    }
-    r->set_fd(id.value().fd);
-    r->set_st_dev(id.value().dev);
-    r->set_st_ino(id.value().ino);
-    r->set_file_type(id.value().file_type);
-    r->set_open_flags(id.value().open_flags);
-    r->set_offset(id.value().offset);
-    if (!options.host_open_state) r->set_open_state_shared(true);
-    if (options.on_host_file) options.on_host_file(id.value().fd, snap.files()[i]);
+    r->set_fd(record.identity.fd);
+    r->set_st_dev(record.identity.dev);
+    r->set_st_ino(record.identity.ino);
+    r->set_file_type(record.identity.file_type);
+    r->set_open_flags(record.identity.open_flags);
+    r->set_offset(record.identity.offset);
+    r->set_open_state_shared(record.open_state_shared);
+    r->set_detached(record.detached);
   } else {
     out->mutable_embedder()->set_kind(kind);
     out->mutable_embedder()->set_state(snap.custom_state(i));
@@ -250,14 +279,50 @@ std::uint8_t* PutEventFdRecord(std::uint8_t* at, std::uint64_t id, std::uint64_t
   return at;
 }
 
-// The files of an arena capture (Deferred::files, the eventfds' copied fields) as Image.files' records, in file order.
+// The longest host file record: the files field's tag and length, the id's tag and varint, the host field's tag and
+// length, and a HostFileReference (fd sign-extended, device, inode, type, flags, offset: a tag and at most 10 bytes
+// each; two booleans: a tag and a byte each).
+constexpr std::size_t kMaxHostRecord = 1 + 2 + 1 + 10 + 1 + 2 + (6 * 11 + 2 * 2);
+
+// One Image.files record of a host file by reference: File{id, host = HostFileReference{...}}, the bytes protobuf
+// makes of that message (fields in number order, a proto3 field equal to zero or false left out, an int32 sign-
+// extended to 64 bits). ImageCodecTest.SaveImageIsTheFramedEncodingOfTheCapture compares the two.
+std::uint8_t* PutHostRecord(std::uint8_t* at, std::uint64_t id, const HostRecord& r) {
+  const HostFile::Identity& h = r.identity;
+  const auto fd_bits = static_cast<std::uint64_t>(static_cast<std::int64_t>(h.fd));
+  const std::uint64_t numbers[] = {fd_bits, h.dev, h.ino, h.file_type, h.open_flags, h.offset, r.open_state_shared,
+                                   r.detached};  // fields 1 to 8
+  std::uint32_t host_bytes = 0;
+  for (std::uint64_t v : numbers) {
+    if (v != 0) host_bytes += 1 + static_cast<std::uint32_t>(Coded::VarintSize64(v));
+  }
+  const std::size_t file_bytes = 1 + Coded::VarintSize64(id) + MessageFieldSize(host_bytes);
+  at = Coded::WriteTagToArray(LengthDelimited(v1::Image::kFilesFieldNumber), at);
+  at = Coded::WriteVarint32ToArray(static_cast<std::uint32_t>(file_bytes), at);
+  at = Coded::WriteTagToArray(WireFormatLite::MakeTag(v1::File::kIdFieldNumber, WireFormatLite::WIRETYPE_VARINT), at);
+  at = Coded::WriteVarint64ToArray(id, at);
+  at = Coded::WriteTagToArray(LengthDelimited(v1::File::kHostFieldNumber), at);
+  at = Coded::WriteVarint32ToArray(host_bytes, at);
+  for (int field = 1; field <= 8; ++field) {
+    const std::uint64_t v = numbers[field - 1];
+    if (v == 0) continue;
+    at = Coded::WriteTagToArray(WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_VARINT), at);
+    at = Coded::WriteVarint64ToArray(v, at);
+  }
+  return at;
+}
+
+// The files of an arena capture (Deferred::files, the eventfds' and host files' copied fields) as Image.files'
+// records, in file order.
 // Preconditions: every poll's columns are filled (FillPoll).
 void EncodeFiles(state::Cut& snap, const Deferred& deferred, google::protobuf::Arena* arena, Records* records) {
   const std::size_t n = snap.files().size();
   std::size_t bytes = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const v1::File* made = deferred.files[i];
-    bytes += made != nullptr ? MessageFieldSize(made->ByteSizeLong()) : kMaxEventFdRecord;
+    bytes += made != nullptr                                           ? MessageFieldSize(made->ByteSizeLong())
+             : snap.files()[i]->builtin() == File::Builtin::kHost ? kMaxHostRecord
+                                                                     : kMaxEventFdRecord;
     if (made != nullptr && made->has_embedder() && !records->non_utf8_kind && !IsUtf8(made->embedder().kind())) {
       records->non_utf8_kind = i;
     }
@@ -266,9 +331,14 @@ void EncodeFiles(state::Cut& snap, const Deferred& deferred, google::protobuf::A
   std::uint8_t* at = start;
   EventFd scratch(0, false);
   const std::byte* copied = deferred.eventfd_bytes;
+  const HostRecord* host = deferred.hosts;
   for (std::size_t i = 0; i < n; ++i) {
     if (const v1::File* made = deferred.files[i]) {
       at = PutMessageField(at, v1::Image::kFilesFieldNumber, *made);
+      continue;
+    }
+    if (snap.files()[i]->builtin() == File::Builtin::kHost) {  // host files were copied in file order
+      at = PutHostRecord(at, i + 1, *host++);
       continue;
     }
     state::SavedFieldsIn copy{copied};  // eventfds were copied in file order
@@ -374,7 +444,7 @@ void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image, Recor
 
 // Everything that reads the world: the shared objects and the files, polls included (their entries as rows, for
 // CaptureTables). Preconditions: the cut's locks are held.
-void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, Deferred* deferred) {
+void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, Deferred* deferred, bool records) {
   for (const state::Cut::Shared& s : snap.shared()) {
     if (s.pipe) {
       v1::PipeState* p = image->add_pipes();
@@ -401,6 +471,14 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, 
         CopyEventFd(snap, static_cast<EventFd*>(snap.files()[i].get()), nullptr, deferred);
         continue;
       }
+      if (records && snap.files()[i]->builtin() == File::Builtin::kHost && !options.host_by_value) {
+        if (deferred->hosts == nullptr) {
+          deferred->hosts = static_cast<HostRecord*>(snap.memory()->allocate(n * sizeof(HostRecord), alignof(HostRecord)));
+        }
+        deferred->files[i] = nullptr;
+        std::construct_at(&deferred->hosts[deferred->host_count++], CopyHost(snap, i, options));
+        continue;
+      }
       deferred->files[i] = google::protobuf::Arena::CreateMessage<v1::File>(arena);
       CaptureFile(snap, i, &next_poll, options, deferred->files[i], deferred);
     }
@@ -418,7 +496,7 @@ Status CaptureInto(const World& world, const SaveOptions& options, v1::Image* im
     Deferred deferred;
     s = state::WithCut(
         world,
-        [&](state::Cut& snap) { CaptureAll(snap, options, image, &deferred); },
+        [&](state::Cut& snap) { CaptureAll(snap, options, image, &deferred, records != nullptr); },
         options.pause, [&](state::Cut& snap) { CaptureTables(snap, &deferred, image, records); });
   } catch (const CaptureError& e) {  // a hook's error keeps its own errno (SaveOptions::host_by_value)
     return Status(e.code, std::string("capture: ") + e.what());

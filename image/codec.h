@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <unordered_map>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -38,6 +39,10 @@ struct SaveOptions {
   // Called for each host file the image records, with its fd, while the cut is held (a live hand-off learns from it
   // which fds the image names without a walk of its own). Must not call into epollcr.
   std::function<void(int fd, const std::shared_ptr<File>& file)> on_host_file;
+  // Called for each poll the image records with a kernel side, with the fds of that side (its kernel epoll, its bell,
+  // the private duplicates its entries are registered under: KernelResources' fds of that poll), while the cut is
+  // held: a live hand-off sends them along without a walk of the world of its own. Must not call into epollcr.
+  std::function<void(std::span<const int> fds)> on_kernel_fds;
   // If set, called for each host file while the cut is held, before it is recorded by reference: it may record the
   // file by value instead, filling `out`'s kind (restore/tcp_image.h records TCP sockets so), and returns true if it
   // did; false leaves the file a reference; an error fails the save with its code, naming the file and its fd. Must

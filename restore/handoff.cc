@@ -94,13 +94,19 @@ class NotingResolver final : public Resolver {
 }  // namespace
 
 std::vector<int> HostFds(const World& world) {
-  std::set<int> fds;
+  // The fd table's fds come in increasing order and a host file mostly sits at its own number: usually sorted as found.
+  std::vector<int> fds;
+  fds.reserve(static_cast<std::size_t>(world.fds.Count()) + world.roots.size());
   auto note = [&](const std::shared_ptr<File>& f) {
-    if (auto* h = dynamic_cast<const HostFile*>(f.get()); h != nullptr && h->fd() >= 0) fds.insert(h->fd());
+    if (f && f->builtin() == File::Builtin::kHost) {
+      if (const int fd = static_cast<const HostFile*>(f.get())->fd(); fd >= 0) fds.push_back(fd);
+    }
   };
-  for (const auto& [fd, file] : world.fds.Snapshot()) note(file);
+  world.fds.ForEach([&](int, const std::shared_ptr<File>& file) { note(file); });
   for (const auto& [name, file] : world.roots) note(file);
-  return {fds.begin(), fds.end()};
+  if (!std::is_sorted(fds.begin(), fds.end())) std::sort(fds.begin(), fds.end());
+  fds.erase(std::unique(fds.begin(), fds.end()), fds.end());
+  return fds;
 }
 
 Result<std::vector<int>> PrepareExec(const World& world, const std::string& image_path) {

@@ -45,6 +45,15 @@ class InheritedFdResolver : public Resolver {
     r.trusted_ = true;
     return r;
   }
+  // The same, as an array by image fd: `to[image_fd]` is the fd in this process, -1 where the image fd is not this
+  // resolver's (a hand-off of thousands of fds builds it without a map node per fd).
+  static InheritedFdResolver TrustedByNumber(std::vector<int> to) {
+    InheritedFdResolver r;
+    r.mapped_ = true;
+    r.trusted_ = true;
+    r.dense_ = std::move(to);
+    return r;
+  }
   // Takes the identity of every fd the references name in one batch (lib/src/syscall_batch.h), for Resolve to check.
   void Prepare(std::span<const FileReference> refs) override;
   Resolution Resolve(const FileReference& ref) override;

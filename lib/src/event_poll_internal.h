@@ -328,6 +328,7 @@ struct EventPoll::Impl {
     std::uint64_t next_key = 1;
     std::vector<std::uint64_t> keys;  // per entry, in the order given: 0 for an in-memory entry
     std::vector<int> fds;             // per entry: the fd it is registered under, -1 if it is not registered
+    std::vector<int> dups;            // the private duplicates among them (KernelFdsLocked's), in entry order
   };
   // For a snapshot (which holds mu_ and lists_mu_): the kernel side of `entries`, or nothing if it has no kernel
   // entry.

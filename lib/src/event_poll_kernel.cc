@@ -349,6 +349,7 @@ std::optional<EventPoll::Impl::KernelState> EventPoll::Impl::DescribeKernel(std:
     auto it = links_.find(e);
     k.keys.push_back(it == links_.end() ? 0 : it->second.key);
     k.fds.push_back(it == links_.end() || !it->second.linked ? -1 : it->second.fd);
+    if (it != links_.end() && it->second.dup.valid()) k.dups.push_back(it->second.dup.get());
   }
   return k;
 }

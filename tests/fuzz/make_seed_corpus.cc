@@ -23,6 +23,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -264,8 +265,14 @@ bool WriteHostSeeds(const fs::path& corpus, const std::vector<std::string>& fram
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: make_seed_corpus CORPUS_DIR TRACE...\n");
+  constexpr const char* kUsage = "usage: make_seed_corpus CORPUS_DIR TRACE...\n";
+  if (argc >= 2 && (std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "-h")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  // An option is not a directory: `make_seed_corpus --help` once wrote the seeds into ./--help.
+  if (argc < 2 || argv[1][0] == '-') {
+    std::fputs(kUsage, stderr);
     return 2;
   }
   const fs::path corpus = argv[1];

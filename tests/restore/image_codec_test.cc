@@ -1,6 +1,9 @@
 // The portable image: lossless with the live world and with the Boost backend, JSON both ways, every validation
 // rule with a message that says where, every corruption of a framed image refused, nothing left behind on failure.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <sstream>
 
@@ -76,6 +79,66 @@ TEST(ImageCodecTest, SaveImageIsTheFramedEncodingOfTheCapture) {
   World c;
   ASSERT_TRUE(LoadImage(saved.value(), &c).ok());
   EXPECT_EQ(Describe(c), Describe(b));
+}
+
+// SaveImage writes host files' records itself too: the same bytes as protobuf's, with the open state and without,
+// for a detached host file, an fd whose number needs a multi-byte varint, a position and open flags; and options'
+// on_host_file is told of the same fds in the same order by both paths.
+TEST(ImageCodecTest, SaveImageWritesHostRecordsAsProtobufDoes) {
+  World w;
+  auto poll = EventPoll::Create();
+  w.roots["poll"] = poll;
+  int pipe_fds[2];
+  ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK), 0);
+  int pair[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  char path[] = "/tmp/epollcr-image-host-XXXXXX";
+  const int file = mkostemp(path, O_CLOEXEC | O_APPEND);
+  ASSERT_GE(file, 0);
+  unlink(path);
+  ASSERT_EQ(write(file, "0123456789", 10), 10);
+  const int high = fcntl(file, F_DUPFD_CLOEXEC, 300);  // an fd of a two-byte varint, at a position of 10
+  ASSERT_GE(high, 300);
+  std::vector<std::shared_ptr<HostFile>> hosts;
+  for (int fd : {pipe_fds[0], pipe_fds[1], pair[0], pair[1], file, high}) {
+    Result<std::shared_ptr<HostFile>> h = HostFile::Create(fd);
+    ASSERT_TRUE(h.ok()) << h.status().message;
+    hosts.push_back(h.value());
+  }
+  for (std::size_t i = 0; i < hosts.size(); ++i) ASSERT_FALSE(w.fds.InstallAt(static_cast<int>(i) + 3, hosts[i]));
+  for (std::size_t i = 0; i < 4; ++i) {
+    ASSERT_FALSE(poll->AddEntry({hosts[i].get(), static_cast<int>(i) + 3}, EntryFlags::kNone, kEventIn, i));
+  }
+  // A detached host file: its fd given back (an interposer's orphan, HostFile::MarkDetached), its entry kept.
+  ASSERT_TRUE(hosts[3]->Identify().ok());
+  const int given_back = hosts[3]->ReleaseFd();
+  hosts[3]->MarkDetached();
+  for (bool open_state : {true, false}) {
+    SCOPED_TRACE(open_state ? "with the open state" : "open state shared");
+    SaveOptions options;
+    options.host_open_state = open_state;
+    std::vector<int> told_save, told_capture;
+    options.on_host_file = [&](int fd, const std::shared_ptr<File>&) { told_save.push_back(fd); };
+    Result<std::string> saved = SaveImage(w, options);
+    ASSERT_TRUE(saved.ok()) << saved.status().message;
+    options.on_host_file = [&](int fd, const std::shared_ptr<File>&) { told_capture.push_back(fd); };
+    Result<v1::Image> image = Capture(w, options);
+    ASSERT_TRUE(image.ok()) << image.status().message;
+    EXPECT_EQ(saved.value(), Frame(EncodeOrDie(image.value())));
+    EXPECT_EQ(told_save, told_capture);
+    EXPECT_EQ(told_save.size(), 5u);  // not the detached file
+    // The fields the test set up are there: a position and flags only with the open state, the detached file marked.
+    int with_offset = 0, detached = 0;
+    for (const v1::File& f : image.value().files()) {
+      if (!f.has_host()) continue;
+      with_offset += f.host().offset() == 10 ? 1 : 0;
+      detached += f.host().detached() ? 1 : 0;
+      EXPECT_EQ(f.host().open_state_shared(), !open_state && !f.host().detached());
+    }
+    EXPECT_EQ(with_offset, open_state ? 2 : 0);
+    EXPECT_EQ(detached, 1);
+  }
+  close(given_back);
 }
 
 TEST(ImageCodecTest, ProtoToBoostToProtoIsByteIdentical) {

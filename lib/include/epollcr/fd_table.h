@@ -61,6 +61,15 @@ class FdTable {
   void Clear();
   // The open fds in increasing order with their files.
   std::vector<std::pair<int, std::shared_ptr<File>>> Snapshot() const;
+  // fn(fd, file) for each open fd in increasing order, under the table's lock, without copying the table: `fn` must
+  // not call into the table.
+  template <typename Fn>
+  void ForEach(Fn&& fn) const {
+    MutexLock lock(mu_);
+    for (std::size_t fd = 0; fd < files_.size(); ++fd) {
+      if (files_[fd]) fn(static_cast<int>(fd), static_cast<const std::shared_ptr<File>&>(files_[fd]));
+    }
+  }
 
   // For a consistent checkpoint: no install, dup or close happens while the returned lock is held. The table's lock
   // comes first in the engine's lock order (LOCKING 1, lib/src/event_poll_internal.h): a saver may take it before
