@@ -734,7 +734,14 @@ class Validator {
     if (p.kernel().bell_set() && !p.kernel().bell_level()) {
       return Fail(where() + ": a set bell that is not level-triggered");
     }
-    std::set<std::uint64_t> keys;
+    auto taken = [&](int i) {
+      return Fail(where() + ", entry " + std::to_string(i) + ": kernel key " + std::to_string(p.kernel_keys(i)) +
+                  " is taken or not below next_key");
+    };
+    // Each key once: the keys sorted (a poll hands them out in increasing order, so they mostly come sorted), then
+    // neighbours compared; a tree of them took a heap block per kernel entry.
+    std::vector<std::uint64_t> keys;
+    keys.reserve(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) {
       const std::uint64_t key = p.kernel_keys(i);
       const int fd = p.kernel_fds(i);
@@ -742,9 +749,17 @@ class Validator {
         return Fail(where() + ", entry " + std::to_string(i) + ": a bad kernel fd");
       }
       if (key == 0) continue;
-      if (key >= p.kernel().next_key() || !keys.insert(key).second) {
-        return Fail(where() + ", entry " + std::to_string(i) + ": kernel key " + std::to_string(key) +
-                    " is taken or not below next_key");
+      if (key >= p.kernel().next_key()) return taken(i);
+      keys.push_back(key);
+    }
+    if (!std::is_sorted(keys.begin(), keys.end())) std::sort(keys.begin(), keys.end());
+    if (auto twice = std::adjacent_find(keys.begin(), keys.end()); twice != keys.end()) {
+      // The message names the second entry that has the key, as a walk in entry order finds it.
+      bool seen = false;
+      for (int i = 0; i < n; ++i) {
+        if (p.kernel_keys(i) != *twice) continue;
+        if (seen) return taken(i);
+        seen = true;
       }
     }
     return {};
@@ -962,8 +977,8 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
       case v1::File::kEmbedder: {
         const std::string& kind = f.embedder().kind();
         at = objects.Add(f.id(), state::ObjectKind::kEmbedder, kind);
-        if (auto it = resolved.find(f.id()); it != resolved.end()) {
-          file = it->second;
+        if (const std::shared_ptr<File>* made = resolved.Find(f.id())) {
+          file = *made;
           break;
         }
         FileFactory factory = state::FindFileType(kind);
@@ -979,12 +994,12 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
       case v1::File::kTcpConnection:
       case v1::File::kTcpListener: {
         at = objects.Add(f.id(), state::ObjectKind::kHost);
-        auto it = resolved.find(f.id());
-        if (it == resolved.end()) {
+        const std::shared_ptr<File>* made = resolved.Find(f.id());
+        if (made == nullptr) {
           throw LoadError("file " + std::to_string(f.id()) + " (" + HostKindText(f) +
                           "): a host file or a TCP socket by value needs a resolver (restore/restorer.h)");
         }
-        file = it->second;
+        file = *made;
         break;
       }
       default:

@@ -5,6 +5,7 @@
 // the world and runs after_load exactly as a Boost archive load does. A failure leaves the target world empty.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -13,6 +14,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "epollcr/host_file.h"
 #include "epollcr/state.h"
@@ -67,7 +70,41 @@ Status Restore(const v1::Image& image, World* out, const Limits& limits = {});
 
 // Files supplied from outside the image, by object id (restore/restorer.h resolves them): every host file reference
 // needs one; an embedder reference may have one, else the factory registered for its kind makes it.
-using ResolvedFiles = std::unordered_map<std::uint64_t, std::shared_ptr<File>>;
+// An array of (id, file) sorted by id, not a hash map: a hand-off resolves thousands of files, a heap block each in a
+// map; a restorer adds them in image order, which is id order in every image a save wrote.
+class ResolvedFiles {
+ public:
+  void reserve(std::size_t n) { files_.reserve(n); }
+  // Adds file `id`. Preconditions: no file of that id was added (the image's ids are unique: Validate).
+  void emplace(std::uint64_t id, std::shared_ptr<File> file) {
+    sorted_ = sorted_ && (files_.empty() || files_.back().first < id);
+    files_.emplace_back(id, std::move(file));
+  }
+  // The file of `id`, or null if none was added.
+  const std::shared_ptr<File>* Find(std::uint64_t id) const {
+    if (!sorted_) {
+      std::sort(files_.begin(), files_.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+      sorted_ = true;
+    }
+    // A restore looks its files up in image order, as they were added: the one after the last found first.
+    if (next_ < files_.size() && files_[next_].first == id) return &files_[next_++].second;
+    auto it = std::lower_bound(files_.begin(), files_.end(), id, [](const auto& f, std::uint64_t v) { return f.first < v; });
+    if (it == files_.end() || it->first != id) return nullptr;
+    next_ = static_cast<std::size_t>(it - files_.begin()) + 1;
+    return &it->second;
+  }
+  std::size_t size() const { return files_.size(); }
+  void clear() {
+    files_.clear();
+    sorted_ = true;
+    next_ = 0;
+  }
+
+ private:
+  mutable std::vector<std::pair<std::uint64_t, std::shared_ptr<File>>> files_;
+  mutable bool sorted_ = true;
+  mutable std::size_t next_ = 0;
+};
 // How long Restore spent building objects and entries, and in after_load (waiter re-registration and readiness).
 struct BuildTimes {
   std::chrono::steady_clock::duration build{};

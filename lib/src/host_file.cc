@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <unordered_set>
+#include <vector>
 
 #include "epollcr/mutex.h"
 
@@ -15,7 +17,9 @@ namespace epollcr {
 
 namespace {
 
-// The fd numbers host files own: one HostFile per number.
+// The fd numbers host files own: one HostFile per number. A bit per fd number below 2^20 (Linux's default bound on
+// fd numbers, fs.nr_open), not a set: a hand-off that wraps 10,000 inherited fds took a heap block and a hash per fd,
+// in the pause. Numbers above it (a raised fs.nr_open) are kept in a set.
 class Wrapped {
  public:
   static Wrapped& Instance() {
@@ -23,21 +27,42 @@ class Wrapped {
     return wrapped;
   }
   bool Add(int fd) {
+    const auto at = static_cast<std::size_t>(fd);
     MutexLock lock(mu_);
-    return fds_.insert(fd).second;
+    bool added = false;
+    if (at >= kDense) {
+      added = high_.insert(fd).second;
+    } else {
+      if (at >= low_.size()) low_.resize(std::min(kDense, std::max(at + 1, 2 * low_.size())));
+      added = !low_[at];
+      low_[at] = true;
+    }
+    count_ += added ? 1 : 0;
+    return added;
   }
   void Remove(int fd) {
+    const auto at = static_cast<std::size_t>(fd);
     MutexLock lock(mu_);
-    fds_.erase(fd);
+    bool removed = false;
+    if (at >= kDense) {
+      removed = high_.erase(fd) > 0;
+    } else if (at < low_.size()) {
+      removed = low_[at];
+      low_[at] = false;
+    }
+    count_ -= removed ? 1 : 0;
   }
   std::size_t Count() {
     MutexLock lock(mu_);
-    return fds_.size();
+    return count_;
   }
 
  private:
+  static constexpr std::size_t kDense = std::size_t{1} << 20;
   Mutex mu_;
-  std::unordered_set<int> fds_ EPOLLCR_GUARDED_BY(mu_);
+  std::vector<bool> low_ EPOLLCR_GUARDED_BY(mu_);  // by fd number, below kDense
+  std::unordered_set<int> high_ EPOLLCR_GUARDED_BY(mu_);
+  std::size_t count_ EPOLLCR_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace

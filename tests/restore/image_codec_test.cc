@@ -327,6 +327,55 @@ TEST(ImageCodecTest, ValidationSaysWhere) {
   }
 }
 
+// A poll's kernel keys (KernelEpollState) are each below next_key and each used once, in whatever order the entries
+// list them; the message names the entry where a walk in entry order first finds the fault.
+TEST(ImageCodecTest, KernelKeysAreCheckedInAnyOrder) {
+  World w;
+  auto poll = EventPoll::Create();
+  w.roots["poll"] = poll;
+  std::vector<std::shared_ptr<HostFile>> hosts;
+  for (int k = 0; k < 3; ++k) {
+    int pair[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    close(pair[1]);
+    Result<std::shared_ptr<HostFile>> h = HostFile::Create(pair[0]);
+    ASSERT_TRUE(h.ok()) << h.status().message;
+    hosts.push_back(h.value());
+    ASSERT_FALSE(w.fds.InstallAt(pair[0], h.value()));
+    ASSERT_FALSE(poll->AddEntry({h.value().get(), pair[0]}, EntryFlags::kNone, kEventIn, k));
+  }
+  const v1::Image good = CaptureOrDie(w);
+  int at = -1;
+  for (int i = 0; i < good.files_size(); ++i) {
+    if (good.files(i).has_eventpoll()) at = i;
+  }
+  ASSERT_GE(at, 0);
+  ASSERT_TRUE(good.files(at).eventpoll().has_kernel());
+  const std::uint64_t next = good.files(at).eventpoll().kernel().next_key();
+  ASSERT_GE(next, 4u);
+  auto with_keys = [&](std::vector<std::uint64_t> keys) {
+    v1::Image image = good;
+    auto* p = image.mutable_files(at)->mutable_eventpoll();
+    for (int i = 0; i < 3; ++i) p->set_kernel_keys(i, keys[static_cast<std::size_t>(i)]);
+    return Validate(image);
+  };
+  EXPECT_TRUE(with_keys({3, 2, 1}).ok());  // unsorted, each once
+  EXPECT_TRUE(with_keys({next - 1, 1, 2}).ok());
+  struct Bad {
+    std::vector<std::uint64_t> keys;
+    std::string message;
+  };
+  for (const Bad& b : std::vector<Bad>{
+           {{1, 1, 3}, ", entry 1: kernel key 1 is taken"},
+           {{3, 1, 3}, ", entry 2: kernel key 3 is taken"},
+           {{2, next, 1}, ", entry 1: kernel key " + std::to_string(next) + " is taken or not below next_key"},
+       }) {
+    Status s = with_keys(b.keys);
+    EXPECT_FALSE(s.ok()) << b.message;
+    EXPECT_NE(s.message.find(b.message), std::string::npos) << s.message;
+  }
+}
+
 TEST(ImageCodecTest, CyclesAndDepthAreRefused) {
   // Two polls watching each other, and a chain of six polls: neither can be built through the API.
   v1::Image cycle;
