@@ -4,6 +4,7 @@
 // restore leaves no file, no waiter and no fd behind.
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -586,6 +587,13 @@ TEST(SuccessorTest, EveryFailureOfTheSuccessorLeavesThePredecessorServing) {
       // A program that cannot be run may be found out by Start already (the child is gone when it is told what it
       // inherited) or by HandOver: either way the error says how the successor ended.
       Result<std::unique_ptr<Successor>> started = Successor::Start(w, options);
+      if (started.ok()) {
+        // The successor's set-up before HELLO (it faults in heap and rehearses a restore) takes a while under a
+        // sanitizer: the test waits for its hello, or for its end, before the pause, so that the pause's 500 ms time
+        // what the stage does. Nothing is read here: HandOver reads what came.
+        pollfd news{started.value()->channel(), POLLIN, 0};
+        (void)poll(&news, 1, 60000);
+      }
       Status s = started.ok() ? started.value()->HandOver(w) : started.status();
       EXPECT_FALSE(s.ok());
       EXPECT_THAT(s.message, HasSubstr("hand-off: "));
