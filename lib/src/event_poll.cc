@@ -166,7 +166,12 @@ void EventPoll::Impl::RemoveLocked(PollEntry* e) {
 
 void EventPoll::Impl::AdoptLocked(EntryChunks&& chunks, std::size_t n) {
   if (n == 0) return;
-  pooled_.push_back(std::move(chunks));
+  EntryChunks::Blocks&& blocks = std::move(chunks).TakeBlocks();
+  if (pooled_.empty()) {
+    pooled_ = std::move(blocks);
+  } else {
+    for (EntryBlock::Ref& block : blocks) pooled_.push_back(std::move(block));
+  }
   pooled_live_ += n;
 }
 

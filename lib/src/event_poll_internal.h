@@ -177,6 +177,9 @@ class EntryChunks {
   PollEntry* Make(std::size_t expected_more, EventPoll* poll, FileIdentifier id, std::uint32_t events,
                   std::uint64_t data);
   bool empty() const { return blocks_.empty(); }
+  // The blocks the entries were made in, for the poll that takes them (no entry may be made afterwards).
+  using Blocks = boost::container::small_vector<EntryBlock::Ref, 1>;
+  Blocks&& TakeBlocks() && { return std::move(blocks_); }
 
  private:
   // Untouched pages cost nothing (big_buffer.h), so a block may be sized for all the entries still expected.
@@ -185,7 +188,7 @@ class EntryChunks {
   // that a poll kept after the others of its load are gone keeps little memory that is not its own.
   static constexpr std::size_t kShareBelow = 64;
   static constexpr std::size_t kSharedBlockEntries = 128;
-  boost::container::small_vector<EntryBlock::Ref, 1> blocks_;  // a load of a poll's entries takes one block
+  Blocks blocks_;  // a load of a poll's entries takes one block
   EntryCursor own_;
   EntryCursor* shared_ = nullptr;
 };
@@ -406,9 +409,9 @@ struct EventPoll::Impl {
 
   EventPoll* const self_;  // Immutable: the EventPoll this is the state of.
 
-  // Blocks of entries a load gave this poll (EntryChunks), freed when the last pooled entry goes. One load gives
-  // a poll all its entries at once: room for one EntryChunks inside the poll.
-  boost::container::small_vector<EntryChunks, 1> pooled_ EPOLLCR_GUARDED_BY(mu_);
+  // The blocks of the entries a load gave this poll (EntryChunks), let go when the last pooled entry goes. One load
+  // gives a poll all its entries at once, in one block: room for one inside the poll.
+  EntryChunks::Blocks pooled_ EPOLLCR_GUARDED_BY(mu_);
   std::size_t pooled_live_ EPOLLCR_GUARDED_BY(mu_) = 0;
   // The heap block of the last entry removed (destroyed, not freed), for the next entry added: a server whose
   // connections come and go adds and removes entries all the time, and malloc and free were an eighth of an ADD+DEL
