@@ -124,12 +124,15 @@ void CheckEntries(const Name& name, const PendingPoll& p, const EventPoll* poll)
 // cut as the lists, so the lists are exact and are not re-derived (re-deriving would turn a consumed edge-triggered
 // event into a new one). The nesting limit of ADD holds for loaded graphs too: no chain of more than kMaxNests links
 // (inner polls ran their after_load first, so their heights are known).
+// Not analysed: the poll's locks are not taken. It is the load's alone (the world being loaded is the caller's, and
+// not in use until the load returns: state.h LoadWorld), no queue holds its entries yet (RegisterInQueueOrder comes
+// later), and only polls of the same load watch it; the two lock pairs were a tenth of this function in a world of
+// many small polls.
 template <typename Name>
 void RestorePoll(const Name& name, PendingPoll& p, std::pmr::unordered_map<const EventPoll*, int>& heights,
-                 EventPoll* poll) {
+                 EventPoll* poll) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
   if (!p.checked) CheckEntries(name, p, poll);  // everything is checked before the poll takes anything
   EventPoll::Impl& s = *poll->impl();
-  MutexLock lock(s.mu_);
   s.ReserveLocked(p.entries.size());
   int height = 0;
   // A map of a million entries is far larger than the caches, so every insert would wait for its bucket and then for
@@ -160,15 +163,12 @@ void RestorePoll(const Name& name, PendingPoll& p, std::pmr::unordered_map<const
   heights[poll] = height;
   s.AdoptLocked(std::move(p.chunks), p.entries.size());
   p.taken = true;  // from here on the poll owns the entries (nothing below throws but bad_alloc)
-  {
-    MutexLock lists(s.lists_mu_);
-    for (std::size_t i = 0; i < p.entries.size(); ++i) {
-      PollEntry* e = p.entries[i];
-      if (e->list == EntryList::kWaiting) s.waiting_.push_back(*e);
-      if (e->list == EntryList::kDisabled) s.disabled_.push_back(*e);
-    }
-    for (std::uint32_t i : p.ready) s.ready_.push_back(*p.entries[i]);
+  for (std::size_t i = 0; i < p.entries.size(); ++i) {
+    PollEntry* e = p.entries[i];
+    if (e->list == EntryList::kWaiting) s.waiting_.push_back(*e);
+    if (e->list == EntryList::kDisabled) s.disabled_.push_back(*e);
   }
+  for (std::uint32_t i : p.ready) s.ready_.push_back(*p.entries[i]);
 }
 
 // Every waiter goes back into its file's queue at its saved place: non-exclusive waiters are pushed to the front
