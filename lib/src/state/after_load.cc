@@ -154,13 +154,16 @@ void RestorePoll(const Name& name, PendingPoll& p, std::pmr::unordered_map<const
       for (std::size_t j = 0; j < i; ++j) s.entries_.erase(s.entries_.iterator_to(*p.entries[j]));  // give them back
       throw LoadError(name() + ", entry " + std::to_string(i) + ": a second entry for the same (file, fd)");
     }
-    if (EventPoll* inner = e.file->AsEventPoll()) height = std::max(height, heights[inner] + 1);
+    if (EventPoll* inner = e.file->AsEventPoll()) {
+      const auto it = heights.find(inner);
+      height = std::max(height, (it == heights.end() ? 0 : it->second) + 1);
+    }
   }
   if (height > kMaxNests) {
     for (PollEntry* e : p.entries) s.entries_.erase(s.entries_.iterator_to(*e));
     throw LoadError(name() + ": polls nested deeper than " + std::to_string(kMaxNests));
   }
-  heights[poll] = height;
+  if (height > 0) heights.emplace(poll, height);  // a poll of no poll (most are) is of height 0, and not stored
   s.AdoptLocked(std::move(p.chunks), p.entries.size());
   p.taken = true;  // from here on the poll owns the entries (nothing below throws but bad_alloc)
   for (std::size_t i = 0; i < p.entries.size(); ++i) {
@@ -265,8 +268,8 @@ void RunAfterLoad(LoadObjects& objects, PendingPolls& polls) {
   }
   std::vector<PendingPoll*> pending_at(objects.size(), nullptr);  // by position: no search per poll below
   for (auto& [at, p] : polls) pending_at[at] = &p;
-  // Every poll's height, in nodes taken from one growing buffer and freed together: a load of many small polls would
-  // otherwise allocate and free a node per poll.
+  // The heights of the polls that watch a poll (any other's is 0), in nodes taken from one growing buffer and freed
+  // together: a load of many small polls would otherwise allocate and free a node per poll.
   std::pmr::monotonic_buffer_resource height_nodes;
   std::pmr::unordered_map<const EventPoll*, int> heights(&height_nodes);
   heights.reserve(polls.size());
