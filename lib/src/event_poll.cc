@@ -166,21 +166,30 @@ void EventPoll::Impl::RemoveLocked(PollEntry* e) {
 
 void EventPoll::Impl::AdoptLocked(EntryChunks&& chunks, std::size_t n) {
   if (n == 0) return;
-  pooled_.push_back(std::move(chunks));
+  EntryChunks::Blocks&& blocks = std::move(chunks).TakeBlocks();
+  if (pooled_.empty()) {
+    pooled_ = std::move(blocks);
+  } else {
+    for (EntryBlock::Ref& block : blocks) pooled_.push_back(std::move(block));
+  }
   pooled_live_ += n;
 }
 
 PollEntry* EntryChunks::Make(std::size_t expected_more, EventPoll* poll, FileIdentifier id, std::uint32_t events,
                              std::uint64_t data) {
-  if (room_ == 0) {
-    room_ = std::clamp<std::size_t>(expected_more, 1, kMaxBlockEntries);
-    blocks_.emplace_back(room_ * sizeof(PollEntry));
-    next_ = static_cast<std::byte*>(blocks_.back().data());
+  // The poll's first entry says how many it has: a small poll takes all of them at the shared cursor.
+  if (blocks_.empty() && expected_more >= kShareBelow) shared_ = nullptr;
+  EntryCursor& at = shared_ != nullptr ? *shared_ : own_;
+  if (at.room == 0) {
+    at.room = shared_ != nullptr ? kSharedBlockEntries : std::clamp<std::size_t>(expected_more, 1, kMaxBlockEntries);
+    at.block = EntryBlock::Ref(new EntryBlock(at.room));
+    at.next = at.block.get()->data();
   }
-  auto* e = new (next_) PollEntry(poll, id, events, data);
+  if (blocks_.empty() || blocks_.back().get() != at.block.get()) blocks_.emplace_back(at.block.get());
+  auto* e = new (at.next) PollEntry(poll, id, events, data);
   e->pooled = true;
-  next_ += sizeof(PollEntry);
-  --room_;
+  at.next += sizeof(PollEntry);
+  --at.room;
   return e;
 }
 

@@ -115,27 +115,82 @@ struct PollEntry final : WaiterEntry {
   std::uint64_t data;                        // Guarded by mu_ (ReadEvents reads it holding both locks).
 };
 
-// Storage for the entries a load makes together: a few large blocks instead of one heap block per entry, so that
-// restoring a million entries costs a few allocations, not a million (and frees as few). Entries made here are
-// `pooled`: their poll destroys them in place, and frees the blocks when the last of them goes (Impl::pooled_).
+// A block of entries a load made, shared by the polls whose entries it holds and freed when the last of them lets
+// it go (a poll lets its blocks go when its last pooled entry goes: Impl::pooled_).
+class EntryBlock {
+ public:
+  explicit EntryBlock(std::size_t entries) : buffer_(entries * sizeof(PollEntry)) {}
+  std::byte* data() const { return static_cast<std::byte*>(buffer_.data()); }
+
+  // An owning reference (the block starts with none).
+  class Ref {
+   public:
+    Ref() = default;
+    explicit Ref(EntryBlock* block) : block_(block) { block_->users_.fetch_add(1, std::memory_order_relaxed); }
+    Ref(Ref&& other) noexcept : block_(std::exchange(other.block_, nullptr)) {}
+    Ref& operator=(Ref&& other) noexcept {
+      if (this != &other) {
+        Drop();
+        block_ = std::exchange(other.block_, nullptr);
+      }
+      return *this;
+    }
+    ~Ref() { Drop(); }
+    EntryBlock* get() const { return block_; }
+
+   private:
+    void Drop() noexcept {
+      if (block_ != nullptr && block_->users_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete block_;
+      block_ = nullptr;
+    }
+    EntryBlock* block_ = nullptr;
+  };
+
+ private:
+  BigBuffer buffer_;
+  std::atomic<std::size_t> users_{0};
+};
+
+// Where a load makes its next entries: the current block and what is left of it. A load's polls share one
+// (PendingPolls): a world of many small polls puts their entries in a few blocks, not one heap block per poll, which
+// was a tenth of a replay's checkpoint of such a world (an allocation in the load, a free in the teardown).
+struct EntryCursor {
+  EntryBlock::Ref block;
+  std::byte* next = nullptr;
+  std::size_t room = 0;  // entries that still fit in the current block
+};
+
+// The entries a load makes for one poll: a few large blocks instead of one heap block per entry, so that restoring a
+// million entries costs a few allocations, not a million (and frees as few). Entries made here are `pooled`: their
+// poll destroys them in place, and lets the blocks go when the last of them goes (Impl::pooled_).
 class EntryChunks {
  public:
-  EntryChunks() = default;
+  // With `shared`, the entries of a small poll (kShareBelow) are made at that cursor, in blocks that the load's other
+  // polls share; a larger poll's entries take blocks of their own, sized for them.
+  explicit EntryChunks(EntryCursor* shared = nullptr) : shared_(shared) {}
   EntryChunks(EntryChunks&&) noexcept = default;
   EntryChunks& operator=(EntryChunks&&) noexcept = default;
 
   // Constructs an entry in the current block; a new block, sized for up to `expected_more` entries (at least 1, at
-  // most kMaxBlockEntries), when it is full. The caller owns the entry's lifetime (not its storage).
+  // most kMaxBlockEntries; kSharedBlockEntries for a shared one), when it is full. The caller owns the entry's
+  // lifetime (not its storage).
   PollEntry* Make(std::size_t expected_more, EventPoll* poll, FileIdentifier id, std::uint32_t events,
                   std::uint64_t data);
   bool empty() const { return blocks_.empty(); }
+  // The blocks the entries were made in, for the poll that takes them (no entry may be made afterwards).
+  using Blocks = boost::container::small_vector<EntryBlock::Ref, 1>;
+  Blocks&& TakeBlocks() && { return std::move(blocks_); }
 
  private:
   // Untouched pages cost nothing (big_buffer.h), so a block may be sized for all the entries still expected.
   static constexpr std::size_t kMaxBlockEntries = std::size_t{1} << 20;
-  boost::container::small_vector<BigBuffer, 1> blocks_;  // a load of a poll's entries takes one block
-  std::byte* next_ = nullptr;
-  std::size_t room_ = 0;  // entries that still fit in the current block
+  // A poll of fewer entries shares blocks; a shared block is small (from the heap, below BigBuffer's mappings), so
+  // that a poll kept after the others of its load are gone keeps little memory that is not its own.
+  static constexpr std::size_t kShareBelow = 64;
+  static constexpr std::size_t kSharedBlockEntries = 128;
+  Blocks blocks_;  // a load of a poll's entries takes one block
+  EntryCursor own_;
+  EntryCursor* shared_ = nullptr;
 };
 
 struct EntryKeyOf {
@@ -354,9 +409,9 @@ struct EventPoll::Impl {
 
   EventPoll* const self_;  // Immutable: the EventPoll this is the state of.
 
-  // Blocks of entries a load gave this poll (EntryChunks), freed when the last pooled entry goes. One load gives
-  // a poll all its entries at once: room for one EntryChunks inside the poll.
-  boost::container::small_vector<EntryChunks, 1> pooled_ EPOLLCR_GUARDED_BY(mu_);
+  // The blocks of the entries a load gave this poll (EntryChunks), let go when the last pooled entry goes. One load
+  // gives a poll all its entries at once, in one block: room for one inside the poll.
+  EntryChunks::Blocks pooled_ EPOLLCR_GUARDED_BY(mu_);
   std::size_t pooled_live_ EPOLLCR_GUARDED_BY(mu_) = 0;
   // The heap block of the last entry removed (destroyed, not freed), for the next entry added: a server whose
   // connections come and go adds and removes entries all the time, and malloc and free were an eighth of an ADD+DEL

@@ -303,15 +303,21 @@ class Writer {
     std::vector<std::uint32_t> ranks, ready;
     counts.reserve(cut_.polls().size());
     ready_counts.reserve(cut_.polls().size());
-    std::size_t total = 0;
+    std::size_t total = 0, ready_total = 0;
     for (const state::PollCut& c : cut_.polls()) {
       counts.push_back(c.entries.size());
       total += c.entries.size();
       ready_counts.push_back(c.ready.size());
+      ready_total += c.ready.size();
     }
+    // Appended number by number into the room reserved: a range insert per poll cost more than the copy for a
+    // poll of an entry or two (most are, in a world of many small polls).
     ranks.reserve(total);
-    for (const state::PollCut& c : cut_.polls()) ranks.insert(ranks.end(), c.ranks.begin(), c.ranks.end());
-    for (const state::PollCut& c : cut_.polls()) ready.insert(ready.end(), c.ready.begin(), c.ready.end());
+    ready.reserve(ready_total);
+    for (const state::PollCut& c : cut_.polls()) {
+      for (std::uint32_t rank : c.ranks) ranks.push_back(rank);
+      for (std::uint32_t index : c.ready) ready.push_back(index);
+    }
     WriteNumbers(ar, "poll_entries", counts);
     if (total > 0) WriteColumns(ar, "entry", entries_.columns, 0, total);
     WriteNumbers(ar, "queue_ranks", ranks);

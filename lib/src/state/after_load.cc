@@ -124,12 +124,15 @@ void CheckEntries(const Name& name, const PendingPoll& p, const EventPoll* poll)
 // cut as the lists, so the lists are exact and are not re-derived (re-deriving would turn a consumed edge-triggered
 // event into a new one). The nesting limit of ADD holds for loaded graphs too: no chain of more than kMaxNests links
 // (inner polls ran their after_load first, so their heights are known).
+// Not analysed: the poll's locks are not taken. It is the load's alone (the world being loaded is the caller's, and
+// not in use until the load returns: state.h LoadWorld), no queue holds its entries yet (RegisterInQueueOrder comes
+// later), and only polls of the same load watch it; the two lock pairs were a tenth of this function in a world of
+// many small polls.
 template <typename Name>
 void RestorePoll(const Name& name, PendingPoll& p, std::pmr::unordered_map<const EventPoll*, int>& heights,
-                 EventPoll* poll) {
+                 EventPoll* poll) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
   if (!p.checked) CheckEntries(name, p, poll);  // everything is checked before the poll takes anything
   EventPoll::Impl& s = *poll->impl();
-  MutexLock lock(s.mu_);
   s.ReserveLocked(p.entries.size());
   int height = 0;
   // A map of a million entries is far larger than the caches, so every insert would wait for its bucket and then for
@@ -151,24 +154,24 @@ void RestorePoll(const Name& name, PendingPoll& p, std::pmr::unordered_map<const
       for (std::size_t j = 0; j < i; ++j) s.entries_.erase(s.entries_.iterator_to(*p.entries[j]));  // give them back
       throw LoadError(name() + ", entry " + std::to_string(i) + ": a second entry for the same (file, fd)");
     }
-    if (EventPoll* inner = e.file->AsEventPoll()) height = std::max(height, heights[inner] + 1);
+    if (EventPoll* inner = e.file->AsEventPoll()) {
+      const auto it = heights.find(inner);
+      height = std::max(height, (it == heights.end() ? 0 : it->second) + 1);
+    }
   }
   if (height > kMaxNests) {
     for (PollEntry* e : p.entries) s.entries_.erase(s.entries_.iterator_to(*e));
     throw LoadError(name() + ": polls nested deeper than " + std::to_string(kMaxNests));
   }
-  heights[poll] = height;
+  if (height > 0) heights.emplace(poll, height);  // a poll of no poll (most are) is of height 0, and not stored
   s.AdoptLocked(std::move(p.chunks), p.entries.size());
   p.taken = true;  // from here on the poll owns the entries (nothing below throws but bad_alloc)
-  {
-    MutexLock lists(s.lists_mu_);
-    for (std::size_t i = 0; i < p.entries.size(); ++i) {
-      PollEntry* e = p.entries[i];
-      if (e->list == EntryList::kWaiting) s.waiting_.push_back(*e);
-      if (e->list == EntryList::kDisabled) s.disabled_.push_back(*e);
-    }
-    for (std::uint32_t i : p.ready) s.ready_.push_back(*p.entries[i]);
+  for (std::size_t i = 0; i < p.entries.size(); ++i) {
+    PollEntry* e = p.entries[i];
+    if (e->list == EntryList::kWaiting) s.waiting_.push_back(*e);
+    if (e->list == EntryList::kDisabled) s.disabled_.push_back(*e);
   }
+  for (std::uint32_t i : p.ready) s.ready_.push_back(*p.entries[i]);
 }
 
 // Every waiter goes back into its file's queue at its saved place: non-exclusive waiters are pushed to the front
@@ -265,8 +268,8 @@ void RunAfterLoad(LoadObjects& objects, PendingPolls& polls) {
   }
   std::vector<PendingPoll*> pending_at(objects.size(), nullptr);  // by position: no search per poll below
   for (auto& [at, p] : polls) pending_at[at] = &p;
-  // Every poll's height, in nodes taken from one growing buffer and freed together: a load of many small polls would
-  // otherwise allocate and free a node per poll.
+  // The heights of the polls that watch a poll (any other's is 0), in nodes taken from one growing buffer and freed
+  // together: a load of many small polls would otherwise allocate and free a node per poll.
   std::pmr::monotonic_buffer_resource height_nodes;
   std::pmr::unordered_map<const EventPoll*, int> heights(&height_nodes);
   heights.reserve(polls.size());

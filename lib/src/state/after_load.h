@@ -22,7 +22,8 @@ namespace epollcr::state {
 // An EventPoll's entries as loaded, before after_load puts them in the poll. Until then the entries are this
 // object's: it destroys them if the load fails first.
 struct PendingPoll {
-  PendingPoll() = default;
+  // `shared`: the cursor of the load's shared entry blocks (EntryChunks).
+  explicit PendingPoll(EntryCursor* shared = nullptr) : chunks(shared) {}
   PendingPoll(const PendingPoll&) = delete;
   PendingPoll& operator=(const PendingPoll&) = delete;
   // Moved as PendingPolls grows: the entries stay where they are (in the blocks of `chunks`, which move with it), and
@@ -79,15 +80,19 @@ struct PendingPoll {
 // A reference to a PendingPoll stays valid until the next one is made (Reserve first to keep them all valid).
 class PendingPolls {
  public:
+  PendingPolls() = default;
+  PendingPolls(const PendingPolls&) = delete;  // its polls point to its cursor
+  PendingPolls& operator=(const PendingPolls&) = delete;
   void Reserve(std::size_t n) { polls_.reserve(n); }
   // The pending poll of position `at`, made if there is none.
   PendingPoll& operator[](std::uint32_t at) {
     if (polls_.empty() || polls_.back().first < at) {
-      return polls_.emplace_back(std::piecewise_construct, std::forward_as_tuple(at), std::forward_as_tuple()).second;
+      return polls_.emplace_back(std::piecewise_construct, std::forward_as_tuple(at), std::forward_as_tuple(&cursor_))
+          .second;
     }
     auto it = std::lower_bound(polls_.begin(), polls_.end(), at,
                                [](const std::pair<std::uint32_t, PendingPoll>& p, std::uint32_t a) { return p.first < a; });
-    if (it == polls_.end() || it->first != at) it = polls_.emplace(it, at, PendingPoll());
+    if (it == polls_.end() || it->first != at) it = polls_.emplace(it, at, PendingPoll(&cursor_));
     return it->second;
   }
   std::size_t size() const { return polls_.size(); }
@@ -97,6 +102,7 @@ class PendingPolls {
   auto end() const { return polls_.end(); }
 
  private:
+  EntryCursor cursor_;  // where the small polls' entries are made (EntryChunks)
   std::vector<std::pair<std::uint32_t, PendingPoll>> polls_;  // by increasing position
 };
 
