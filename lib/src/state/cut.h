@@ -10,6 +10,7 @@
 #include <memory_resource>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -106,9 +107,10 @@ struct PollCut {
   EventPoll* poll = nullptr;
   std::uint64_t id = 0;
   int height = 0;  // poll levels below it: outer polls have larger heights than the polls they watch
-  CutVector<PollEntry*> entries;         // sorted by (file id, fd)
-  CutVector<std::uint32_t> ready;        // ready order, as indexes into entries
-  CutVector<std::uint32_t> ranks;        // each entry's place among the epoll waiters of its file's queue
+  // Slices of arrays the cut holds for all its polls (a world of many small polls took blocks per poll per save).
+  std::span<PollEntry* const> entries;     // sorted by (file id, fd)
+  std::span<const std::uint32_t> ready;    // ready order, as indexes into entries
+  std::span<const std::uint32_t> ranks;    // each entry's place among the epoll waiters of its file's queue
 };
 
 class Cut {
@@ -168,8 +170,7 @@ class Cut {
     polls_.reserve(poll_count);
     for (std::size_t i = 0; i < files_.size(); ++i) {
       if (EventPoll* p = files_[i]->AsEventPoll()) {
-        polls_.push_back({p, i + 1, 0, CutVector<PollEntry*>(&memory_), CutVector<std::uint32_t>(&memory_),
-                          CutVector<std::uint32_t>(&memory_)});
+        polls_.push_back({p, i + 1, 0, {}, {}, {}});
       }
     }
     locks_.reserve(mutation.size() + 2 * polls_.size());  // every lock the cut takes: no regrowth on the way
@@ -193,11 +194,13 @@ class Cut {
     // The walk over the queues, file by file in id order, also collects each poll's entries with their sort key and
     // place: grouped by file id already, and without a map from entry to place.
     // A queue of a poll of the cut also gives the polls that watch it (inner_of: each poll's watched polls).
-    std::vector<CutVector<Keyed>> found;
-    found.reserve(polls_.size());
-    for (std::size_t i = 0; i < polls_.size(); ++i) found.emplace_back(&memory_);
+    // Every poll's entries in one array, each poll a slice sized for its entries (start[i]..start[i + 1]), of which
+    // the walk fills found[i].
+    std::vector<std::size_t> start(polls_.size() + 1, 0);
+    for (std::size_t i = 0; i < polls_.size(); ++i) start[i + 1] = start[i] + polls_[i].poll->impl()->entries_.size();
+    CutVector<Keyed> keyed_all(start.back(), Keyed{}, &memory_);
+    std::vector<std::size_t> found(polls_.size(), 0);
     std::vector<std::vector<std::size_t>> inner_of(polls_.size());
-    for (std::size_t i = 0; i < polls_.size(); ++i) found[i].reserve(polls_[i].poll->impl()->entries_.size());
     std::size_t next_poll = 0;  // polls_ is in file order
     for (std::size_t i = 0; i < files_.size(); ++i) {
       std::optional<std::size_t> this_poll;
@@ -215,14 +218,18 @@ class Cut {
           last_at = *at;
         }
         auto* e = static_cast<PollEntry*>(&w);
-        found[last_at].push_back({static_cast<std::uint32_t>(i + 1), e->fd, next++, e->list == EntryList::kReady, e});
+        const std::uint32_t rank = next++;
+        // More waiters than the poll has entries cannot be (each entry waits in one queue once): its map decides.
+        if (start[last_at] + found[last_at] == start[last_at + 1]) return;
+        keyed_all[start[last_at] + found[last_at]++] = {static_cast<std::uint32_t>(i + 1), e->fd, rank,
+                                                        e->list == EntryList::kReady, e};
         if (this_poll) inner_of[last_at].push_back(*this_poll);
       });
     }
     // Whether the walk found every entry of every poll; else some poll's nesting is read from its map below.
     bool all_found = true;
     for (std::size_t i = 0; i < polls_.size(); ++i) {
-      all_found = all_found && found[i].size() == polls_[i].poll->impl()->entries_.size();
+      all_found = all_found && found[i] == polls_[i].poll->impl()->entries_.size();
     }
     // Each poll's height is computed once: a graph of polls can hold very many paths to one poll (a loaded one is
     // not bound by ADD's path limits), and walking every path took seconds (fuzz regression
@@ -252,6 +259,11 @@ class Cut {
     std::stable_sort(order.begin(), order.end(), [](PollCut* a, PollCut* b) { return a->height > b->height; });
     for (PollCut* c : order) locks_.emplace_back(c->poll->impl()->lists_mu_);
 
+    entries_.resize(start.back());
+    ranks_.resize(start.back());
+    std::vector<std::size_t> ready_start(polls_.size() + 1, 0);
+    CutVector<Keyed> from_map(&memory_);  // a poll's entries read from its map, when the walk missed some
+    CutVector<std::pair<const PollEntry*, std::uint32_t>> on_ready(&memory_);
     for (std::size_t pi = 0; pi < polls_.size(); ++pi) {
       PollCut& c = polls_[pi];
       // The poll's name is made only for a message: a world of many small polls made one per poll per save.
@@ -259,35 +271,41 @@ class Cut {
       ZeroValueCheck zero;
       c.poll->impl()->VisitState(zero);
       if (!zero.status.ok()) return Status(zero.status.code, name() + zero.status.message);
-      CutVector<Keyed>& keyed = found[pi];
+      std::span<Keyed> keyed(keyed_all.data() + start[pi], found[pi]);
       if (keyed.size() == c.poll->impl()->entries_.size()) {
         // Every entry was in its file's queue: in file id order, and a file's entries in queue order (the latest
         // registration first: Linux puts a non-exclusive waiter at the head of the queue, waiter_queue.cc), so
         // mostly in falling fd order.
         SortEachFileByFd(keyed);
-      } else if (Status s = KeyedFromMap(c, name(), keyed); !s.ok()) {
+      } else if (Status s = KeyedFromMap(c, name(), keyed, from_map); !s.ok()) {
         return s;
+      } else {
+        keyed = from_map;  // no more entries than the poll's slice has room for
       }
       // The ready list's entries by their index among the sorted ones: the sorted entries that are on the ready list
       // (an entry's list is kReady exactly while it is on ready_), by address, each found from ready_ by a binary
-      // search (usually few are ready; a hash map of them cost a node per ready entry and a lookup per entry). From
-      // the cut's memory, as the ready order is: a world of many small polls took two heap blocks a poll here.
-      CutVector<std::pair<const PollEntry*, std::uint32_t>> on_ready(&memory_);
-      c.entries.reserve(keyed.size());
-      c.ranks.reserve(keyed.size());
-      for (const Keyed& k : keyed) {
-        if (k.ready) on_ready.emplace_back(k.entry, static_cast<std::uint32_t>(c.entries.size()));
-        c.entries.push_back(k.entry);
-        c.ranks.push_back(k.rank);
+      // search (usually few are ready; a hash map of them cost a node per ready entry and a lookup per entry).
+      on_ready.clear();
+      PollEntry** entries = entries_.data() + start[pi];
+      std::uint32_t* ranks = ranks_.data() + start[pi];
+      for (std::size_t k = 0; k < keyed.size(); ++k) {
+        if (keyed[k].ready) on_ready.emplace_back(keyed[k].entry, static_cast<std::uint32_t>(k));
+        entries[k] = keyed[k].entry;
+        ranks[k] = keyed[k].rank;
       }
-      CutVector<Keyed>(&memory_).swap(keyed);
+      c.entries = std::span<PollEntry* const>(entries, keyed.size());
+      c.ranks = std::span<const std::uint32_t>(ranks, keyed.size());
       SortByAddress(on_ready);
-      c.ready.reserve(on_ready.size());
       for (const PollEntry& e : c.poll->impl()->ready_) {
         // An entry of the ready list that is not among the sorted ones (its file is being released) is left out.
         auto it = std::lower_bound(on_ready.begin(), on_ready.end(), std::pair<const PollEntry*, std::uint32_t>{&e, 0});
-        if (it != on_ready.end() && it->first == &e) c.ready.push_back(it->second);
+        if (it != on_ready.end() && it->first == &e) ready_.push_back(it->second);
       }
+      ready_start[pi + 1] = ready_.size();
+    }
+    // The ready orders' slices once their array has stopped growing.
+    for (std::size_t pi = 0; pi < polls_.size(); ++pi) {
+      polls_[pi].ready = std::span<const std::uint32_t>(ready_.data() + ready_start[pi], ready_start[pi + 1] - ready_start[pi]);
     }
     return {};
   }
@@ -408,10 +426,10 @@ class Cut {
   // A poll some of whose entries the queue walk did not find (a waiter not registered, or a file outside the cut):
   // its entries from its map, each with the place the walk found for it (0 if none), sorted. A file outside the world
   // fails the save (retry() then says the caller may take the cut again).
-  Status KeyedFromMap(PollCut& c, const std::string& name, CutVector<Keyed>& keyed)
+  Status KeyedFromMap(PollCut& c, const std::string& name, std::span<const Keyed> walked, CutVector<Keyed>& keyed)
       EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
     std::unordered_map<const PollEntry*, std::uint32_t> ranks;
-    for (const Keyed& k : keyed) {
+    for (const Keyed& k : walked) {
       if (k.rank > 0) ranks.emplace(k.entry, k.rank);
     }
     keyed.clear();
@@ -456,7 +474,7 @@ class Cut {
 
   // Entries grouped by file id, in increasing id order: each file's entries sorted by fd (reversed, when they were in
   // falling order).
-  static void SortEachFileByFd(CutVector<Keyed>& keyed) {
+  static void SortEachFileByFd(std::span<Keyed> keyed) {
     auto fd_less = [](const Keyed& a, const Keyed& b) { return a.fd < b.fd; };
     auto fd_greater = [](const Keyed& a, const Keyed& b) { return a.fd > b.fd; };
     for (auto group = keyed.begin(), end = group; group != keyed.end(); group = end) {
@@ -499,6 +517,9 @@ class Cut {
   std::vector<std::string> custom_;
   std::vector<Shared> shared_;
   std::vector<PollCut> polls_;
+  CutVector<PollEntry*> entries_{&memory_};      // every poll's sorted entries, a slice each (PollCut::entries)
+  CutVector<std::uint32_t> ranks_{&memory_};     // every poll's queue ranks, a slice each
+  CutVector<std::uint32_t> ready_{&memory_};     // every poll's ready order, a slice each
   SaveIds ids_{&memory_};
   bool retry_ = false;
   std::unique_lock<Mutex> frozen_;               // taken first, released last
