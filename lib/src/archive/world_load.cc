@@ -475,20 +475,25 @@ class Loader {
         throw LoadError("fd table: columns of " + std::to_string(numbers.size()) + " and " +
                         std::to_string(ids.size()) + " values for " + std::to_string(nfds) + " fds");
       }
-      for (std::uint64_t i = 0; i < nfds; ++i) Install(out, numbers[i], ids[i]);
+      FdTable::Filler fill(out->fds);  // one lock for every fd, not one each
+      for (std::uint64_t i = 0; i < nfds; ++i) Install(fill, numbers[i], ids[i]);
     } else if (layout_ >= 3) {
       std::string text;
       ar_ >> make_nvp("numbers", text);
       const auto numbers = ParseColumn<std::int32_t>(text, nfds, "fd table column numbers");
       ar_ >> make_nvp("files", text);
       const auto ids = ParseColumn<std::uint64_t>(text, nfds, "fd table column files");
-      for (std::uint64_t i = 0; i < nfds; ++i) Install(out, numbers[i], ids[i]);
+      FdTable::Filler fill(out->fds);
+      for (std::uint64_t i = 0; i < nfds; ++i) Install(fill, numbers[i], ids[i]);
     }
-    for (std::uint64_t i = 0; layout_ < 3 && i < nfds; ++i) {
-      std::int32_t fd = -1;
-      std::uint64_t id = 0;
-      ar_ >> make_nvp("fd", fd) >> make_nvp("file", id);
-      Install(out, fd, id);
+    if (layout_ < 3) {
+      FdTable::Filler fill(out->fds);
+      for (std::uint64_t i = 0; i < nfds; ++i) {
+        std::int32_t fd = -1;
+        std::uint64_t id = 0;
+        ar_ >> make_nvp("fd", fd) >> make_nvp("file", id);
+        Install(fill, fd, id);
+      }
     }
     const std::uint64_t nroots = Count("roots");
     for (std::uint64_t i = 0; i < nroots; ++i) {
@@ -501,10 +506,10 @@ class Loader {
     }
   }
 
-  void Install(World* out, std::int32_t fd, std::uint64_t id) {
+  void Install(FdTable::Filler& fill, std::int32_t fd, std::uint64_t id) {
     const std::shared_ptr<File>& file = FileOf(id);
     if (!file) throw LoadError("fd " + std::to_string(fd) + ": file " + std::to_string(id) + " is not in the archive");
-    if (std::error_code ec = out->fds.InstallAt(fd, file)) {
+    if (std::error_code ec = fill.InstallAt(fd, file)) {
       throw LoadError("fd " + std::to_string(fd) + ": " + (ec == Errno(EBUSY) ? "repeated" : "out of range"));
     }
   }
