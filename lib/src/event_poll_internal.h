@@ -7,10 +7,11 @@
 //     nothing is taken under it (a closed fd's file is released after it is dropped), so a snapshot may take it
 //     first and hold it for the whole cut (docs/state-model.md).
 //  2. File mutation locks (File::MutationLock, file.h): a pipe's or socket pair's op_mu_, an eventfd's op_mu_. Held
-//     across a file's state change *and* the wake-up it sends, so a snapshot, which holds all of them (in address
-//     order: a pipe's two ends share one), never sees a change whose wake-up has not arrived. Under one: the file's
-//     state lock (8), released before the wake-up takes its queue lock (5). Host files have none: the kernel carries
-//     their wake-ups (kernel entries), and nothing of them is in flight in epollcr.
+//     across a file's state change *and* the wake-up it sends, so a snapshot, which holds all of them (tried
+//     without waiting, else taken in address order; a pipe's two ends share one), never sees a change whose wake-up
+//     has not arrived. Under one: the file's state lock (8), released before the wake-up takes its queue lock (5).
+//     Host files have none: the kernel carries their wake-ups (kernel entries), and nothing of them is in flight in
+//     epollcr.
 //  3. nest_mu (NestMutex(), the one global; Linux's epnested_mutex). Serializes the ADDs that may change the nesting
 //     graph (a poll into a poll, or anything into a watched poll), so the loop, depth and path checks see a graph no
 //     other ADD changes. Held across the whole ADD: the checks take polls' mu_ (one at a time) and queue locks.
