@@ -251,32 +251,37 @@ std::size_t MessageFieldSize(std::size_t message_bytes) {
 // length, and an EventFdState (a count's tag and varint, the semaphore's tag and byte).
 constexpr std::size_t kMaxEventFdRecord = 1 + 2 + 1 + 10 + 1 + 1 + (1 + 10 + 2);
 
+// A varint field of a record, as protobuf writes it: left out when it is zero (proto3), else its tag (one byte: every
+// field number here is below 16) and its value. Its size, and writing it at `at` (returns where it ends).
+std::uint32_t VarintFieldSize(std::uint64_t value) {
+  return value == 0 ? 0 : 1 + static_cast<std::uint32_t>(Coded::VarintSize64(value));
+}
+std::uint8_t* PutVarintField(std::uint8_t* at, int field, std::uint64_t value) {
+  if (value == 0) return at;
+  at = Coded::WriteTagToArray(WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_VARINT), at);
+  return Coded::WriteVarint64ToArray(value, at);
+}
+
+// The start of one Image.files record: the files field's tag and length, the file's id, and the tag and length of its
+// kind's message (`kind_field`, of `kind_bytes`), which the caller writes next. Returns where the kind's fields go.
+std::uint8_t* PutFileRecordHead(std::uint8_t* at, std::uint64_t id, int kind_field, std::uint32_t kind_bytes) {
+  const std::size_t file_bytes = VarintFieldSize(id) + MessageFieldSize(kind_bytes);
+  at = Coded::WriteTagToArray(LengthDelimited(v1::Image::kFilesFieldNumber), at);
+  at = Coded::WriteVarint32ToArray(static_cast<std::uint32_t>(file_bytes), at);
+  at = PutVarintField(at, v1::File::kIdFieldNumber, id);
+  at = Coded::WriteTagToArray(LengthDelimited(kind_field), at);
+  return Coded::WriteVarint32ToArray(kind_bytes, at);
+}
+
 // One Image.files record of an eventfd file: File{id, eventfd = EventFdState{count, semaphore}}, the bytes protobuf
 // makes of that message (a proto3 field equal to zero or false is left out; the eventfd field, one of a oneof, is
 // written even when empty). Written directly rather than through an EventFdState message, which took about twice as
 // long as the rest of the record; ImageCodecTest.SaveImageIsTheFramedEncodingOfTheCapture compares the two.
 std::uint8_t* PutEventFdRecord(std::uint8_t* at, std::uint64_t id, std::uint64_t count, bool semaphore) {
-  std::uint32_t state_bytes = 0;
-  if (count != 0) state_bytes += 1 + static_cast<std::uint32_t>(Coded::VarintSize64(count));
-  if (semaphore) state_bytes += 2;
-  const std::size_t file_bytes = 1 + Coded::VarintSize64(id) + MessageFieldSize(state_bytes);
-  at = Coded::WriteTagToArray(LengthDelimited(v1::Image::kFilesFieldNumber), at);
-  at = Coded::WriteVarint32ToArray(static_cast<std::uint32_t>(file_bytes), at);
-  at = Coded::WriteTagToArray(WireFormatLite::MakeTag(v1::File::kIdFieldNumber, WireFormatLite::WIRETYPE_VARINT), at);
-  at = Coded::WriteVarint64ToArray(id, at);
-  at = Coded::WriteTagToArray(LengthDelimited(v1::File::kEventfdFieldNumber), at);
-  at = Coded::WriteVarint32ToArray(state_bytes, at);
-  if (count != 0) {
-    at = Coded::WriteTagToArray(
-        WireFormatLite::MakeTag(v1::EventFdState::kCountFieldNumber, WireFormatLite::WIRETYPE_VARINT), at);
-    at = Coded::WriteVarint64ToArray(count, at);
-  }
-  if (semaphore) {
-    at = Coded::WriteTagToArray(
-        WireFormatLite::MakeTag(v1::EventFdState::kSemaphoreFieldNumber, WireFormatLite::WIRETYPE_VARINT), at);
-    *at++ = 1;
-  }
-  return at;
+  const std::uint32_t state_bytes = VarintFieldSize(count) + VarintFieldSize(semaphore ? 1 : 0);
+  at = PutFileRecordHead(at, id, v1::File::kEventfdFieldNumber, state_bytes);
+  at = PutVarintField(at, v1::EventFdState::kCountFieldNumber, count);
+  return PutVarintField(at, v1::EventFdState::kSemaphoreFieldNumber, semaphore ? 1 : 0);
 }
 
 // The longest host file record: the files field's tag and length, the id's tag and varint, the host field's tag and
@@ -293,22 +298,9 @@ std::uint8_t* PutHostRecord(std::uint8_t* at, std::uint64_t id, const HostRecord
   const std::uint64_t numbers[] = {fd_bits, h.dev, h.ino, h.file_type, h.open_flags, h.offset, r.open_state_shared,
                                    r.detached};  // fields 1 to 8
   std::uint32_t host_bytes = 0;
-  for (std::uint64_t v : numbers) {
-    if (v != 0) host_bytes += 1 + static_cast<std::uint32_t>(Coded::VarintSize64(v));
-  }
-  const std::size_t file_bytes = 1 + Coded::VarintSize64(id) + MessageFieldSize(host_bytes);
-  at = Coded::WriteTagToArray(LengthDelimited(v1::Image::kFilesFieldNumber), at);
-  at = Coded::WriteVarint32ToArray(static_cast<std::uint32_t>(file_bytes), at);
-  at = Coded::WriteTagToArray(WireFormatLite::MakeTag(v1::File::kIdFieldNumber, WireFormatLite::WIRETYPE_VARINT), at);
-  at = Coded::WriteVarint64ToArray(id, at);
-  at = Coded::WriteTagToArray(LengthDelimited(v1::File::kHostFieldNumber), at);
-  at = Coded::WriteVarint32ToArray(host_bytes, at);
-  for (int field = 1; field <= 8; ++field) {
-    const std::uint64_t v = numbers[field - 1];
-    if (v == 0) continue;
-    at = Coded::WriteTagToArray(WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_VARINT), at);
-    at = Coded::WriteVarint64ToArray(v, at);
-  }
+  for (std::uint64_t v : numbers) host_bytes += VarintFieldSize(v);
+  at = PutFileRecordHead(at, id, v1::File::kHostFieldNumber, host_bytes);
+  for (int field = 1; field <= 8; ++field) at = PutVarintField(at, field, numbers[field - 1]);
   return at;
 }
 
@@ -358,22 +350,10 @@ constexpr std::size_t kMaxFdRecord = 2 + 2 * 11;
 // returns where it ends.
 std::uint8_t* PutFdRecord(std::uint8_t* at, int fd, std::uint64_t file) {
   const auto fd_bits = static_cast<std::uint64_t>(static_cast<std::int64_t>(fd));
-  std::uint32_t size = 0;
-  if (fd != 0) size += 1 + static_cast<std::uint32_t>(Coded::VarintSize64(fd_bits));
-  if (file != 0) size += 1 + static_cast<std::uint32_t>(Coded::VarintSize64(file));
   at = Coded::WriteTagToArray(LengthDelimited(v1::Image::kFdsFieldNumber), at);
-  at = Coded::WriteVarint32ToArray(size, at);
-  if (fd != 0) {
-    at = Coded::WriteTagToArray(WireFormatLite::MakeTag(v1::FdEntry::kFdFieldNumber, WireFormatLite::WIRETYPE_VARINT),
-                                at);
-    at = Coded::WriteVarint64ToArray(fd_bits, at);
-  }
-  if (file != 0) {
-    at = Coded::WriteTagToArray(WireFormatLite::MakeTag(v1::FdEntry::kFileFieldNumber, WireFormatLite::WIRETYPE_VARINT),
-                                at);
-    at = Coded::WriteVarint64ToArray(file, at);
-  }
-  return at;
+  at = Coded::WriteVarint32ToArray(VarintFieldSize(fd_bits) + VarintFieldSize(file), at);
+  at = PutVarintField(at, v1::FdEntry::kFdFieldNumber, fd_bits);
+  return PutVarintField(at, v1::FdEntry::kFileFieldNumber, file);
 }
 
 // What the cut copied and the world's tables: the polls' columns, the header, the files and the fd table (into
