@@ -82,9 +82,6 @@ struct PollRows {
   std::byte* bytes;  // from the cut's memory (Cut::memory()), released with it
 };
 
-// The captured state that waits for the cut's locks to be released: one PollRows per poll, in the cut's order; and
-// each eventfd's File record with its saved fields as bytes (a small world of many eventfds spent most of its locked
-// time making their records), in arrays from the cut's memory, room for every file.
 // A host file's record, as a save copies it under the cut's locks (HostFileReference's fields).
 struct HostRecord {
   HostFile::Identity identity;
@@ -92,6 +89,9 @@ struct HostRecord {
   bool detached = false;  // only fd, dev, ino and file_type are recorded
 };
 
+// The captured state that waits for the cut's locks to be released: one PollRows per poll, in the cut's order; and
+// each eventfd's File record with its saved fields as bytes (a small world of many eventfds spent most of its locked
+// time making their records), in arrays from the cut's memory, room for every file.
 struct Deferred {
   std::vector<PollRows> polls;
   // With records (SaveImageWith): the host files' records, copied in file order, made after the locks as eventfds'
@@ -158,13 +158,13 @@ void CopyEventFd(state::Cut& snap, EventFd* e, v1::File* out, Deferred* deferred
 HostRecord CopyHost(state::Cut& snap, std::size_t i, const SaveOptions& options) {
   const auto* h = static_cast<const HostFile*>(snap.files()[i].get());
   HostRecord record;
-  Result<HostFile::Identity> id = h->Identify(options.host_open_state);
   if (std::optional<HostFile::Identity> last = h->detached() ? h->LastIdentity() : std::nullopt) {
     // No fd names it; polls' entries keep it (HostFile::MarkDetached).
     record.identity = HostFile::Identity{last->fd, last->dev, last->ino, last->file_type, 0, 0};
     record.detached = true;
     return record;
   }
+  Result<HostFile::Identity> id = h->Identify(options.host_open_state);
   if (!id.ok()) {
     throw std::runtime_error("file " + std::to_string(i + 1) + " (host fd " + std::to_string(h->fd()) +
                              "): " + id.error().message());

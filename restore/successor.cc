@@ -744,18 +744,14 @@ class Acceptor {
     if (!s.ok()) return s;
     restored_ = true;
     // Fds that nothing in the world took (a pruned reference's) are closed; the kernel-side ones are the polls' now.
-    // (A mark per fd number: every one of them is below the process's fd limit.)
-    const std::vector<int> host = HostFds(*out_);  // sorted
-    std::vector<bool> kept(host.empty() ? 0 : static_cast<std::size_t>(host.back()) + 1);
-    for (int fd : host) kept[static_cast<std::size_t>(fd)] = true;
-    auto is_kept = [&](int fd) { return static_cast<std::size_t>(fd) < kept.size() && kept[static_cast<std::size_t>(fd)]; };
+    const std::vector<int> kept = HostFds(*out_);  // sorted
     std::vector<int> unused;
     for (int fd : inherited_) {
-      if (!is_kept(fd)) unused.push_back(fd);
+      if (!std::binary_search(kept.begin(), kept.end(), fd)) unused.push_back(fd);
     }
     for (int number : host_numbers_) {
       const int fd = received_.at(number);
-      if (!is_kept(fd)) unused.push_back(fd);
+      if (!std::binary_search(kept.begin(), kept.end(), fd)) unused.push_back(fd);
     }
     for (int number : kernel_numbers_) {
       if (received_.at(number) != number) unused.push_back(received_.at(number));  // not taken over: rebuilt

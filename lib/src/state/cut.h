@@ -164,7 +164,8 @@ class Cut {
     std::size_t poll_count = 0;
     for (const auto& f : files_) {
       // The two ends of a pipe or socket pair share one lock, and usually sit side by side.
-      if (Mutex* m = f->MutationLock(); m != nullptr && (mutation.empty() || mutation.back() != m)) mutation.push_back(m);
+      Mutex* m = f->MutationLock();
+      if (m != nullptr && (mutation.empty() || mutation.back() != m)) mutation.push_back(m);
       if (f->builtin() == File::Builtin::kEventPoll) ++poll_count;
     }
     polls_.reserve(poll_count);
@@ -218,11 +219,14 @@ class Cut {
           last_at = *at;
         }
         auto* e = static_cast<PollEntry*>(&w);
-        const std::uint32_t rank = next++;
-        // More waiters than the poll has entries cannot be (each entry waits in one queue once): its map decides.
-        if (start[last_at] + found[last_at] == start[last_at + 1]) return;
-        keyed_all[start[last_at] + found[last_at]++] = {static_cast<std::uint32_t>(i + 1), e->fd, rank,
+        // More waiters than the poll has entries cannot be (each entry waits in one queue once); if it were so, the
+        // count says it and the poll's map decides, as for one whose walk missed some.
+        if (start[last_at] + found[last_at] < start[last_at + 1]) {
+          keyed_all[start[last_at] + found[last_at]] = {static_cast<std::uint32_t>(i + 1), e->fd, next,
                                                         e->list == EntryList::kReady, e};
+        }
+        ++found[last_at];
+        ++next;
         if (this_poll) inner_of[last_at].push_back(*this_poll);
       });
     }
@@ -271,8 +275,8 @@ class Cut {
       ZeroValueCheck zero;
       c.poll->impl()->VisitState(zero);
       if (!zero.status.ok()) return Status(zero.status.code, name() + zero.status.message);
-      std::span<Keyed> keyed(keyed_all.data() + start[pi], found[pi]);
-      if (keyed.size() == c.poll->impl()->entries_.size()) {
+      std::span<Keyed> keyed(keyed_all.data() + start[pi], std::min(found[pi], start[pi + 1] - start[pi]));
+      if (found[pi] == c.poll->impl()->entries_.size()) {
         // Every entry was in its file's queue: in file id order, and a file's entries in queue order (the latest
         // registration first: Linux puts a non-exclusive waiter at the head of the queue, waiter_queue.cc), so
         // mostly in falling fd order.
@@ -305,7 +309,8 @@ class Cut {
     }
     // The ready orders' slices once their array has stopped growing.
     for (std::size_t pi = 0; pi < polls_.size(); ++pi) {
-      polls_[pi].ready = std::span<const std::uint32_t>(ready_.data() + ready_start[pi], ready_start[pi + 1] - ready_start[pi]);
+      polls_[pi].ready =
+          std::span<const std::uint32_t>(ready_.data() + ready_start[pi], ready_start[pi + 1] - ready_start[pi]);
     }
     return {};
   }
