@@ -76,10 +76,17 @@ void CaptureKernel(state::PollCut& cut, v1::EventPollState* out, const SaveOptio
 // A poll's entries as the cut saw them, each entry's saved fields copied as bytes (image/fields.h SavedFieldsOut)
 // while the cut's locks are held; they become the poll's columns once the locks are released (FillPoll). Reading the
 // fields is all that needs the locks: converting and storing them into a million-row message does not.
+struct EntryRow;
 struct PollRows {
   state::PollCut& cut;  // its ranks and ready order are the cut's copies; its entries are not read after the locks
   v1::EventPollState* out;
   std::byte* bytes;  // from the cut's memory (Cut::memory()), released with it
+  // With records (SaveImageWith), a poll without kernel entries is written by PutPollRecord from its rows decoded
+  // here (DecodeRows) rather than through `out`: the sizes of its columns (EventPollState fields 1 to 7, in number
+  // order) and of the message they make.
+  const EntryRow* rows = nullptr;
+  std::uint32_t column_bytes[7] = {};
+  std::uint32_t message_bytes = 0;
 };
 
 // A host file's record, as a save copies it under the cut's locks (HostFileReference's fields).
@@ -304,14 +311,107 @@ std::uint8_t* PutHostRecord(std::uint8_t* at, std::uint64_t id, const HostRecord
   return at;
 }
 
+// One entry of a poll as its record's columns hold it: the conversions of image/fields.cc's kPollEntry mappings.
+struct EntryRow {
+  std::uint64_t file;
+  std::uint64_t data;
+  std::uint64_t fd_bits;  // the fd sign-extended to 64 bits, as protobuf writes an int32
+  std::uint32_t events;
+  std::uint32_t list;  // a v1::EntryList
+};
+
+// Decodes a poll's copied rows (CapturePoll) and sizes its record's columns, for PutPollRecord, which then writes
+// the bytes FillPoll and protobuf's encoding of the columns would make (a world of hundreds of small polls spent a
+// fifth of each save making, sizing and encoding their messages). False, with nothing decoded, for a poll with kernel
+// entries (its KernelEpollState is a message of its own) or if the entry's declaration no longer saves exactly the
+// five fields kPollEntry maps: FillPoll then makes its columns (and reports a mapping error).
+// ImageCodecTest.SaveImageIsTheFramedEncodingOfTheCapture compares the two.
+bool DecodeRows(const state::SaveIds& ids, PollRows& rows, std::pmr::memory_resource* memory) {
+  const v1::EventPollState& out = *rows.out;
+  if (out.has_kernel() || out.kernel_keys_size() != 0 || out.kernel_fds_size() != 0) return false;
+  PollEntry scratch(nullptr, FileIdentifier{}, 0, 0);
+  if (const auto& bound = Bound(scratch); !bound.error.empty() || bound.saved.size() != 5) return false;
+  const std::size_t n = rows.cut.entries.size();
+  auto* decoded = static_cast<EntryRow*>(memory->allocate(std::max<std::size_t>(n, 1) * sizeof(EntryRow), alignof(EntryRow)));
+  std::uint64_t bytes[7] = {};
+  const std::byte* at = rows.bytes;
+  for (std::size_t k = 0; k < n; ++k) {
+    state::SavedFieldsIn copy{at};
+    scratch.VisitState(copy);
+    at = copy.at;
+    EntryRow& r = decoded[k];
+    r.file = ids.Of(state::RawOf(scratch.file));
+    r.data = scratch.data;
+    r.fd_bits = static_cast<std::uint64_t>(static_cast<std::int64_t>(scratch.fd));
+    r.events = scratch.list == EntryList::kDisabled ? scratch.events : scratch.events & ~kAlwaysReported;
+    r.list = scratch.list == EntryList::kReady      ? v1::ENTRY_LIST_READY
+             : scratch.list == EntryList::kDisabled ? v1::ENTRY_LIST_DISABLED
+                                                    : v1::ENTRY_LIST_WAITING;
+    bytes[0] += Coded::VarintSize64(r.file);
+    bytes[1] += Coded::VarintSize64(r.fd_bits);
+    bytes[2] += Coded::VarintSize32(r.events);
+    bytes[3] += Coded::VarintSize64(r.data);
+    bytes[4] += Coded::VarintSize32(r.list);
+  }
+  for (std::uint32_t i : rows.cut.ready) bytes[5] += Coded::VarintSize32(i);
+  for (std::uint32_t i : rows.cut.ranks) bytes[6] += Coded::VarintSize32(i);
+  std::uint64_t message = 0;
+  for (std::uint64_t b : bytes) message += b == 0 ? 0 : MessageFieldSize(b);  // an empty column is left out
+  if (message > static_cast<std::uint64_t>(INT_MAX)) return false;  // FillPoll's message then fails to encode
+  for (int i = 0; i < 7; ++i) rows.column_bytes[i] = static_cast<std::uint32_t>(bytes[i]);
+  rows.message_bytes = static_cast<std::uint32_t>(message);
+  rows.rows = decoded;
+  return true;
+}
+
+// A packed column's head: its tag and length, or nothing for an empty column. Returns where its values go.
+std::uint8_t* PutColumnHead(std::uint8_t* at, int field, std::uint32_t bytes) {
+  if (bytes == 0) return at;
+  at = Coded::WriteTagToArray(LengthDelimited(field), at);
+  return Coded::WriteVarint32ToArray(bytes, at);
+}
+
+// The longest poll record beside its columns: the files field's tag and length, the id's tag and varint, the
+// eventpoll field's tag and length.
+constexpr std::size_t kMaxPollRecordHead = 1 + 5 + 1 + 10 + 1 + 5;
+
+// One Image.files record of a poll decoded by DecodeRows: File{id, eventpoll = EventPollState{columns 1 to 7}}, the
+// bytes protobuf makes of that message (packed columns in field number order, an empty one left out).
+std::uint8_t* PutPollRecord(std::uint8_t* at, std::uint64_t id, const PollRows& p) {
+  using S = v1::EventPollState;
+  const std::size_t n = p.cut.entries.size();
+  const EntryRow* rows = p.rows;
+  at = PutFileRecordHead(at, id, v1::File::kEventpollFieldNumber, p.message_bytes);
+  at = PutColumnHead(at, S::kFilesFieldNumber, p.column_bytes[0]);
+  for (std::size_t k = 0; k < n; ++k) at = Coded::WriteVarint64ToArray(rows[k].file, at);
+  at = PutColumnHead(at, S::kFdsFieldNumber, p.column_bytes[1]);
+  for (std::size_t k = 0; k < n; ++k) at = Coded::WriteVarint64ToArray(rows[k].fd_bits, at);
+  at = PutColumnHead(at, S::kEventsFieldNumber, p.column_bytes[2]);
+  for (std::size_t k = 0; k < n; ++k) at = Coded::WriteVarint32ToArray(rows[k].events, at);
+  at = PutColumnHead(at, S::kDataFieldNumber, p.column_bytes[3]);
+  for (std::size_t k = 0; k < n; ++k) at = Coded::WriteVarint64ToArray(rows[k].data, at);
+  at = PutColumnHead(at, S::kListsFieldNumber, p.column_bytes[4]);
+  for (std::size_t k = 0; k < n; ++k) at = Coded::WriteVarint32ToArray(rows[k].list, at);
+  at = PutColumnHead(at, S::kReadyOrderFieldNumber, p.column_bytes[5]);
+  for (std::uint32_t i : p.cut.ready) at = Coded::WriteVarint32ToArray(i, at);
+  at = PutColumnHead(at, S::kQueueRanksFieldNumber, p.column_bytes[6]);
+  for (std::uint32_t i : p.cut.ranks) at = Coded::WriteVarint32ToArray(i, at);
+  return at;
+}
+
 // The files of an arena capture (Deferred::files, the eventfds' and host files' copied fields) as Image.files'
 // records, in file order.
 // Preconditions: every poll's columns are filled (FillPoll).
 void EncodeFiles(state::Cut& snap, const Deferred& deferred, google::protobuf::Arena* arena, Records* records) {
   const std::size_t n = snap.files().size();
   std::size_t bytes = 0;
+  std::size_t next_poll = 0;  // deferred.polls is in file order
   for (std::size_t i = 0; i < n; ++i) {
     const v1::File* made = deferred.files[i];
+    if (made != nullptr && made->has_eventpoll() && deferred.polls[next_poll++].rows != nullptr) {
+      bytes += kMaxPollRecordHead + deferred.polls[next_poll - 1].message_bytes;
+      continue;
+    }
     bytes += made != nullptr                                           ? MessageFieldSize(made->ByteSizeLong())
              : snap.files()[i]->builtin() == File::Builtin::kHost ? kMaxHostRecord
                                                                      : kMaxEventFdRecord;
@@ -324,9 +424,14 @@ void EncodeFiles(state::Cut& snap, const Deferred& deferred, google::protobuf::A
   EventFd scratch(0, false);
   const std::byte* copied = deferred.eventfd_bytes;
   const HostRecord* host = deferred.hosts;
+  next_poll = 0;
   for (std::size_t i = 0; i < n; ++i) {
     if (const v1::File* made = deferred.files[i]) {
-      at = PutMessageField(at, v1::Image::kFilesFieldNumber, *made);
+      if (made->has_eventpoll() && deferred.polls[next_poll++].rows != nullptr) {
+        at = PutPollRecord(at, i + 1, deferred.polls[next_poll - 1]);
+      } else {
+        at = PutMessageField(at, v1::Image::kFilesFieldNumber, *made);
+      }
       continue;
     }
     if (snap.files()[i]->builtin() == File::Builtin::kHost) {  // host files were copied in file order
@@ -361,7 +466,9 @@ std::uint8_t* PutFdRecord(std::uint8_t* at, int fd, std::uint64_t file) {
 // `after`): a million fds are a million records to make, and none of them reads the world.
 void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image, Records* records) {
   if (records != nullptr) {
-    for (PollRows& rows : deferred->polls) FillPoll(snap.ids(), rows);
+    for (PollRows& rows : deferred->polls) {
+      if (!DecodeRows(snap.ids(), rows, snap.memory())) FillPoll(snap.ids(), rows);
+    }
     EncodeFiles(snap, *deferred, image->GetArena(), records);
   } else if (deferred->files != nullptr) {
     const std::size_t n = snap.files().size();

@@ -69,10 +69,23 @@ TEST(ImageCodecTest, SaveImageIsTheFramedEncodingOfTheCapture) {
   b.roots["other"] = other;
   ASSERT_FALSE(b.fds.InstallAt(0, other));  // fd 0: a record without its fd field (proto3 leaves zero out)
   for (int i = 0; i < 300; i += 5) {
-    ASSERT_FALSE(other->AddEntry({files[static_cast<std::size_t>(i)].get(), 7}, EntryFlags::kNone, kEventIn, i));
+    // Data of several varint bytes, as a pointer is: SaveImage writes polls' columns itself too.
+    const std::uint64_t data = (std::uint64_t{0x7f3a5c} << 24) + 48 * static_cast<std::uint64_t>(i);
+    ASSERT_FALSE(other->AddEntry({files[static_cast<std::size_t>(i)].get(), 7}, EntryFlags::kNone, kEventIn, data));
   }
+  // One-shot entries, edge-triggered ones and an exclusive one: once harvested, a one-shot entry is disabled, and its
+  // events keep EPOLLERR and EPOLLHUP in the image.
+  for (int i = 3; i < 300; i += 30) {
+    ASSERT_FALSE(other->AddEntry({files[static_cast<std::size_t>(i)].get(), 8}, EntryFlags::kOneShot, kEventIn, i));
+    ASSERT_FALSE(other->AddEntry({files[static_cast<std::size_t>(i)].get(), 9}, EntryFlags::kEdgeTriggered,
+                                 kEventIn | kEventOut, i));
+  }
+  ASSERT_FALSE(other->AddEntry({files[1].get(), 10}, EntryFlags::kExclusive, kEventIn, 1));
+  auto empty = EventPoll::Create();  // a poll without entries: a record without columns
+  b.roots["empty"] = empty;
   Event events[16];
   ASSERT_TRUE(poll->Wait(events, 16, 0).ok());  // the ready list rotated, in part
+  ASSERT_TRUE(other->Wait(events, 16, 0).ok());
   saved = SaveImage(b);
   ASSERT_TRUE(saved.ok()) << saved.status().message;
   EXPECT_EQ(saved.value(), Frame(EncodeOrDie(CaptureOrDie(b))));
