@@ -246,14 +246,17 @@ void ReleaseFileFromPolls(File& file) {
 
 std::shared_ptr<EventPoll> EventPoll::Create() { return MakeFile<EventPoll>(PrivateTag{}); }
 
-EventPoll::EventPoll(PrivateTag) : impl_(std::make_unique<Impl>(this)) {}
+EventPoll::EventPoll(PrivateTag) : impl_(new (impl_storage_) Impl(this)) {
+  static_assert(sizeof(Impl) <= kImplBytes && alignof(Impl) <= alignof(std::max_align_t),
+                "EventPoll::Impl outgrew the room EventPoll keeps for it: raise kImplBytes");
+}
 
 // Not analysed: the last reference is gone, so no method of the poll runs and nothing but this destructor changes its
 // map; a wake-up callback touches only an entry that is in it. A poll with no entry left (a world's teardown releases
 // every poll first: cli/replay's Release) has nothing to remove, and takes no lock for it.
 EventPoll::~EventPoll() EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
-  if (impl_->entries_.empty()) return;
-  Release();
+  if (!impl_->entries_.empty()) Release();
+  impl_->~Impl();
 }
 
 std::error_code EventPoll::AddEntry(FileIdentifier id, EntryFlags flags, EventMask mask, std::uint64_t data) {

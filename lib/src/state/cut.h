@@ -113,6 +113,44 @@ struct PollCut {
   std::span<const std::uint32_t> ranks;    // each entry's place among the epoll waiters of its file's queue
 };
 
+
+// Each poll of a cut's place in its polls, found by the poll's address: an open-addressed table of twice as many
+// slots as polls, in the cut's memory. The cut's walk looks up the poll of every waiter of every queue; a sorted array
+// and a binary search per waiter were a fifth of the cut of a world of hundreds of small polls.
+class PollPlaces {
+ public:
+  PollPlaces(const std::vector<PollCut>& polls, std::pmr::memory_resource* memory) : slots_(memory) {
+    std::size_t size = 2;
+    while (size < 2 * polls.size()) size *= 2;
+    slots_.assign(size, Slot{});
+    mask_ = size - 1;
+    for (std::size_t i = 0; i < polls.size(); ++i) {
+      std::size_t at = Hash(polls[i].poll) & mask_;
+      while (slots_[at].poll != nullptr && slots_[at].poll != polls[i].poll) at = (at + 1) & mask_;
+      slots_[at] = {polls[i].poll, i};
+    }
+  }
+  std::optional<std::size_t> Find(const EventPoll* p) const {
+    if (p == nullptr) return std::nullopt;
+    for (std::size_t at = Hash(p) & mask_;; at = (at + 1) & mask_) {
+      if (slots_[at].poll == p) return slots_[at].index;
+      if (slots_[at].poll == nullptr) return std::nullopt;  // at most half the slots are taken: the probe ends
+    }
+  }
+
+ private:
+  struct Slot {
+    const EventPoll* poll = nullptr;
+    std::size_t index = 0;
+  };
+  // Fibonacci hashing of the address (its low bits are the allocator's alignment, the same for every poll).
+  static std::size_t Hash(const EventPoll* p) {
+    return static_cast<std::size_t>((reinterpret_cast<std::uintptr_t>(p) * 0x9E3779B97F4A7C15ull) >> 32);
+  }
+  CutVector<Slot> slots_;
+  std::size_t mask_ = 0;
+};
+
 class Cut {
  public:
   explicit Cut(const World& world) : world_(world), memory_(CutMemory::FirstBlockFor(world.fds.Count())) {}
@@ -177,16 +215,9 @@ class Cut {
     locks_.reserve(mutation.size() + 2 * polls_.size());  // every lock the cut takes: no regrowth on the way
     TakeMutationLocks(mutation);
     for (PollCut& c : polls_) locks_.emplace_back(c.poll->impl()->mu_);
-    // Each poll's place in polls_, by its address, sorted for a binary search (no map node per poll).
-    std::vector<std::pair<const EventPoll*, std::size_t>> by_poll;
-    by_poll.reserve(polls_.size());
-    for (std::size_t i = 0; i < polls_.size(); ++i) by_poll.emplace_back(polls_[i].poll, i);
-    std::sort(by_poll.begin(), by_poll.end());
-    auto poll_index = [&](const EventPoll* p) -> std::optional<std::size_t> {
-      auto it = std::lower_bound(by_poll.begin(), by_poll.end(), std::pair<const EventPoll*, std::size_t>{p, 0});
-      if (it == by_poll.end() || it->first != p) return std::nullopt;
-      return it->second;
-    };
+    // Each poll's place in polls_, by its address (PollPlaces: a lookup per waiter of every queue, in constant time).
+    const PollPlaces places(polls_, &memory_);
+    auto poll_index = [&](const EventPoll* p) { return places.Find(p); };
     // The order of each file's wait queue decides the order in which one wake-up queues entries of several polls
     // (or several entries of one poll), so it is part of the state: each entry records its place among the entries
     // of the cut's polls in that queue (0, 1, 2, ...; waiters of polls outside the world are not counted).
@@ -239,24 +270,24 @@ class Cut {
     // not bound by ADD's path limits), and walking every path took seconds (fuzz regression
     // boost_text_loader/nested-polls-many-paths).
     for (PollCut& c : polls_) c.height = -1;  // not known yet
-    std::function<int(std::size_t, int)> height = [&](std::size_t at, int depth) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+    auto height = [&](auto& self, std::size_t at, int depth) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS -> int {
       PollCut& c = polls_[at];
       if (c.height >= 0) return c.height;
       if (depth > kMaxNests + 1) return depth;  // cannot happen: nesting is limited on ADD and on load
       int h = 0;
       if (all_found) {
-        for (std::size_t inner : inner_of[at]) h = std::max(h, height(inner, depth + 1) + 1);
+        for (std::size_t inner : inner_of[at]) h = std::max(h, self(self, inner, depth + 1) + 1);
       } else {
         for (PollEntry& e : c.poll->impl()->entries_) {
           const EventPoll* inner = e.file->AsEventPoll();
           if (inner == nullptr) continue;
-          if (const std::optional<std::size_t> i = poll_index(inner)) h = std::max(h, height(*i, depth + 1) + 1);
+          if (const std::optional<std::size_t> i = poll_index(inner)) h = std::max(h, self(self, *i, depth + 1) + 1);
         }
       }
       c.height = h;
       return h;
     };
-    for (std::size_t i = 0; i < polls_.size(); ++i) height(i, 0);
+    for (std::size_t i = 0; i < polls_.size(); ++i) height(height, i, 0);
     std::vector<PollCut*> order;
     order.reserve(polls_.size());
     for (PollCut& c : polls_) order.push_back(&c);
@@ -407,6 +438,7 @@ class Cut {
   // pairs come sorted but for the entries added since the restore: a few ascending runs, merged in linear time (a
   // replay that checkpoints after every operation sorted a large poll's pairs at every save). Many runs are sorted.
   void SortByAddress(CutVector<std::pair<const PollEntry*, std::uint32_t>>& pairs) {
+    if (pairs.size() < 2) return;
     constexpr std::size_t kMaxRuns = 4;
     std::size_t runs = 0;
     for (auto it = pairs.begin(); it != pairs.end() && runs <= kMaxRuns; it = std::is_sorted_until(it, pairs.end())) {
@@ -480,6 +512,7 @@ class Cut {
   // Entries grouped by file id, in increasing id order: each file's entries sorted by fd (reversed, when they were in
   // falling order).
   static void SortEachFileByFd(std::span<Keyed> keyed) {
+    if (keyed.size() < 2) return;  // most polls of a world of many have one entry
     auto fd_less = [](const Keyed& a, const Keyed& b) { return a.fd < b.fd; };
     auto fd_greater = [](const Keyed& a, const Keyed& b) { return a.fd > b.fd; };
     for (auto group = keyed.begin(), end = group; group != keyed.end(); group = end) {
