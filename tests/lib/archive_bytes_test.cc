@@ -16,6 +16,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "archive/base64.h"
@@ -133,6 +134,62 @@ TEST(ColumnText, IsToCharsJoinedBySpaces) {
   EXPECT_EQ(text, expected(signed_values));
   { archive::ColumnWriter column(&text); }
   EXPECT_EQ(text, "");
+}
+
+// FromDecimal gives std::from_chars' answer (value, end and error) for every type a column or a Boost archive reads,
+// on the edges (limits, one past them, "-", "-0", leading zeros, a '+', trailing text) and on random text.
+template <typename T>
+void ExpectFromDecimalIsFromChars(const std::vector<std::string>& inputs) {
+  for (const std::string& in : inputs) {
+    SCOPED_TRACE("\"" + in + "\" as " + std::to_string(sizeof(T)) + (std::is_signed_v<T> ? "-byte signed" : "-byte unsigned"));
+    T want = 42, got = 42;  // unchanged on an error
+    const auto a = std::from_chars(in.data(), in.data() + in.size(), want);
+    const auto b = archive::FromDecimal(in.data(), in.data() + in.size(), got);
+    EXPECT_EQ(b.ec, a.ec);
+    EXPECT_EQ(b.ptr - in.data(), a.ptr - in.data());
+    EXPECT_EQ(got, want);
+  }
+}
+
+TEST(ColumnText, FromDecimalIsFromChars) {
+  std::vector<std::string> inputs = {"", "-", "+1", "-0", "0", "00", "007", "1 2", "12x", " 1", "--1", "-x", "9", "10"};
+  for (const std::string& edge : {std::to_string(std::numeric_limits<std::uint64_t>::max()),
+                                  std::to_string(std::numeric_limits<std::int64_t>::min()),
+                                  std::to_string(std::numeric_limits<std::int64_t>::max())}) {
+    inputs.push_back(edge);
+    inputs.push_back(edge + "0");
+    inputs.push_back(edge + " 1");
+  }
+  for (std::uint64_t power = 1, n = 0; n < 20; ++n, power *= 10) {
+    for (std::uint64_t v : {power - 1, power, power + 1}) {
+      inputs.push_back(std::to_string(v));
+      inputs.push_back("-" + std::to_string(v));
+    }
+  }
+  for (long long limit : {255LL, 256LL, 127LL, 128LL, 32767LL, 32768LL, 65535LL, 65536LL, 2147483647LL, 2147483648LL,
+                          4294967295LL, 4294967296LL}) {
+    inputs.push_back(std::to_string(limit));
+    inputs.push_back(std::to_string(-limit));
+    inputs.push_back(std::to_string(-limit - 1));
+  }
+  std::mt19937_64 random(7);
+  const std::string alphabet = "0123456789-+ x";
+  for (int i = 0; i < 20000; ++i) {
+    std::string text;
+    const std::size_t length = random() % 24;
+    for (std::size_t k = 0; k < length; ++k) text += alphabet[random() % (k == 0 ? alphabet.size() : 10 + (random() % 8 == 0 ? 4 : 0))];
+    inputs.push_back(text);
+  }
+  ExpectFromDecimalIsFromChars<signed char>(inputs);
+  ExpectFromDecimalIsFromChars<unsigned char>(inputs);
+  ExpectFromDecimalIsFromChars<short>(inputs);
+  ExpectFromDecimalIsFromChars<unsigned short>(inputs);
+  ExpectFromDecimalIsFromChars<int>(inputs);
+  ExpectFromDecimalIsFromChars<unsigned int>(inputs);
+  ExpectFromDecimalIsFromChars<long>(inputs);
+  ExpectFromDecimalIsFromChars<unsigned long>(inputs);
+  ExpectFromDecimalIsFromChars<long long>(inputs);
+  ExpectFromDecimalIsFromChars<unsigned long long>(inputs);
 }
 
 // Every character position of the encodings of 0 to 12 bytes, replaced by a character outside the alphabet or by a

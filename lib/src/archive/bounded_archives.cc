@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string_view>
 
+#include "archive/columns.h"
 #include "state/visitors.h"
 
 namespace epollcr::archive {
@@ -56,7 +57,7 @@ bool ReadDecimal(std::istream& is, ViewBuffer* view, T& t) {
   const char* const end = rest.data() + rest.size();
   if (begin == end || !((*begin >= '0' && *begin <= '9') || (std::is_signed_v<T> && *begin == '-'))) return false;
   T value{};
-  const auto [next, ec] = std::from_chars(begin, end, value);
+  const auto [next, ec] = FromDecimal(begin, end, value);
   if (ec != std::errc()) return false;
   view->Skip(static_cast<std::size_t>(next - rest.data()));
   t = value;

@@ -19,7 +19,13 @@
 namespace epollcr::archive {
 
 namespace {
-bool Escaped(char c) { return c == '<' || c == '>' || c == '&' || c == '"' || c == '\''; }
+// A lookup rather than five comparisons, and a lambda rather than a function pointer, so that the scan inlines: a
+// checkpoint's number columns are long runs of digits and spaces, all plain.
+constexpr std::array<bool, 256> kEscaped = [] {
+  std::array<bool, 256> e{};
+  for (char c : {'<', '>', '&', '"', '\''}) e[static_cast<unsigned char>(c)] = true;
+  return e;
+}();
 }  // namespace
 
 // ---- DirectWriter -------------------------------------------------------------------------------------------------
@@ -84,7 +90,7 @@ DirectXmlOArchive::~DirectXmlOArchive() {
 // pointer plus one between characters: UBSan reports it).
 void DirectXmlOArchive::WriteEscaped(const char* s, std::size_t n) {
   for (const char* end = s + n; s != end;) {
-    const char* plain = std::find_if(s, end, Escaped);
+    const char* plain = std::find_if(s, end, [](char c) { return kEscaped[static_cast<unsigned char>(c)]; });
     out_.Write(s, static_cast<std::size_t>(plain - s));
     if (plain == end) return;
     switch (*plain) {

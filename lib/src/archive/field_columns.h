@@ -219,7 +219,7 @@ struct FieldColumnLoad {
       }
     }
     T value{};
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    const auto [end, ec] = FromDecimal(text.data(), text.data() + text.size(), value);
     if (ec != std::errc() || end != text.data() + text.size()) Bad();
     return value;
   }
