@@ -322,13 +322,12 @@ struct EntryRow {
 
 // Decodes a poll's copied rows (CapturePoll) and sizes its record's columns, for PutPollRecord, which then writes
 // the bytes FillPoll and protobuf's encoding of the columns would make (a world of hundreds of small polls spent a
-// fifth of each save making, sizing and encoding their messages). False, with nothing decoded, for a poll with kernel
-// entries (its KernelEpollState is a message of its own) or if the entry's declaration no longer saves exactly the
-// five fields kPollEntry maps: FillPoll then makes its columns (and reports a mapping error).
-// ImageCodecTest.SaveImageIsTheFramedEncodingOfTheCapture compares the two.
+// fifth of each save making, sizing and encoding their messages). A poll's kernel fields (8 to 12), which
+// CaptureKernel set in `out` under the locks, are `out`'s whole encoding, since its columns stay empty. False, with
+// nothing decoded, if the entry's declaration no longer saves exactly the five fields kPollEntry maps: FillPoll then
+// makes the columns (and reports a mapping error). ImageCodecTest's SaveImageIsTheFramedEncodingOfTheCapture and
+// SaveImageWritesHostRecordsAsProtobufDoes (a poll with kernel entries) compare the two.
 bool DecodeRows(const state::SaveIds& ids, PollRows& rows, std::pmr::memory_resource* memory) {
-  const v1::EventPollState& out = *rows.out;
-  if (out.has_kernel() || out.kernel_keys_size() != 0 || out.kernel_fds_size() != 0) return false;
   PollEntry scratch(nullptr, FileIdentifier{}, 0, 0);
   if (const auto& bound = Bound(scratch); !bound.error.empty() || bound.saved.size() != 5) return false;
   const std::size_t n = rows.cut.entries.size();
@@ -355,7 +354,7 @@ bool DecodeRows(const state::SaveIds& ids, PollRows& rows, std::pmr::memory_reso
   }
   for (std::uint32_t i : rows.cut.ready) bytes[5] += Coded::VarintSize32(i);
   for (std::uint32_t i : rows.cut.ranks) bytes[6] += Coded::VarintSize32(i);
-  std::uint64_t message = 0;
+  std::uint64_t message = rows.out->ByteSizeLong();  // the kernel fields, if any (and caches their sizes)
   for (std::uint64_t b : bytes) message += b == 0 ? 0 : MessageFieldSize(b);  // an empty column is left out
   if (message > static_cast<std::uint64_t>(INT_MAX)) return false;  // FillPoll's message then fails to encode
   for (int i = 0; i < 7; ++i) rows.column_bytes[i] = static_cast<std::uint32_t>(bytes[i]);
@@ -375,8 +374,9 @@ std::uint8_t* PutColumnHead(std::uint8_t* at, int field, std::uint32_t bytes) {
 // eventpoll field's tag and length.
 constexpr std::size_t kMaxPollRecordHead = 1 + 5 + 1 + 10 + 1 + 5;
 
-// One Image.files record of a poll decoded by DecodeRows: File{id, eventpoll = EventPollState{columns 1 to 7}}, the
-// bytes protobuf makes of that message (packed columns in field number order, an empty one left out).
+// One Image.files record of a poll decoded by DecodeRows: File{id, eventpoll = EventPollState{...}}, the bytes
+// protobuf makes of that message (fields in number order: the packed columns 1 to 7, an empty one left out, then the
+// kernel fields).
 std::uint8_t* PutPollRecord(std::uint8_t* at, std::uint64_t id, const PollRows& p) {
   using S = v1::EventPollState;
   const std::size_t n = p.cut.entries.size();
@@ -396,7 +396,7 @@ std::uint8_t* PutPollRecord(std::uint8_t* at, std::uint64_t id, const PollRows& 
   for (std::uint32_t i : p.cut.ready) at = Coded::WriteVarint32ToArray(i, at);
   at = PutColumnHead(at, S::kQueueRanksFieldNumber, p.column_bytes[6]);
   for (std::uint32_t i : p.cut.ranks) at = Coded::WriteVarint32ToArray(i, at);
-  return at;
+  return p.out->SerializeWithCachedSizesToArray(at);  // fields 8 to 12: the kernel epoll's, if it has one
 }
 
 // The files of an arena capture (Deferred::files, the eventfds' and host files' copied fields) as Image.files'

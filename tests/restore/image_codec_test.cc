@@ -150,6 +150,12 @@ TEST(ImageCodecTest, SaveImageWritesHostRecordsAsProtobufDoes) {
     }
     EXPECT_EQ(with_offset, open_state ? 2 : 0);
     EXPECT_EQ(detached, 1);
+    // The poll's host entries are kernel entries: SaveImage writes its kernel fields after the columns it writes.
+    int kernel_polls = 0;
+    for (const v1::File& f : image.value().files()) {
+      if (f.has_eventpoll() && f.eventpoll().has_kernel() && f.eventpoll().kernel_keys_size() > 0) ++kernel_polls;
+    }
+    EXPECT_EQ(kernel_polls, 1);
   }
   close(given_back);
 }
