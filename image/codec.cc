@@ -354,7 +354,8 @@ bool DecodeRows(const state::SaveIds& ids, PollRows& rows, std::pmr::memory_reso
   }
   for (std::uint32_t i : rows.cut.ready) bytes[5] += Coded::VarintSize32(i);
   for (std::uint32_t i : rows.cut.ranks) bytes[6] += Coded::VarintSize32(i);
-  std::uint64_t message = rows.out->ByteSizeLong();  // the kernel fields, if any (and caches their sizes)
+  // The kernel fields, if any (sizing them caches their sizes for PutPollRecord); capture sets none without `kernel`.
+  std::uint64_t message = rows.out->has_kernel() ? rows.out->ByteSizeLong() : 0;
   for (std::uint64_t b : bytes) message += b == 0 ? 0 : MessageFieldSize(b);  // an empty column is left out
   if (message > static_cast<std::uint64_t>(INT_MAX)) return false;  // FillPoll's message then fails to encode
   for (int i = 0; i < 7; ++i) rows.column_bytes[i] = static_cast<std::uint32_t>(bytes[i]);
@@ -396,7 +397,8 @@ std::uint8_t* PutPollRecord(std::uint8_t* at, std::uint64_t id, const PollRows& 
   for (std::uint32_t i : p.cut.ready) at = Coded::WriteVarint32ToArray(i, at);
   at = PutColumnHead(at, S::kQueueRanksFieldNumber, p.column_bytes[6]);
   for (std::uint32_t i : p.cut.ranks) at = Coded::WriteVarint32ToArray(i, at);
-  return p.out->SerializeWithCachedSizesToArray(at);  // fields 8 to 12: the kernel epoll's, if it has one
+  if (!p.out->has_kernel()) return at;
+  return p.out->SerializeWithCachedSizesToArray(at);  // fields 8 to 12: the kernel epoll's
 }
 
 // The files of an arena capture (Deferred::files, the eventfds' and host files' copied fields) as Image.files'
