@@ -49,10 +49,13 @@ struct CaptureError : std::runtime_error {
 // hooks (a poll's queue ranks and ready order) is written here.
 // The poll's kernel epoll, if it has kernel entries (image.proto KernelEpollState). Not analysed: it reads fields
 // guarded by the poll's locks, which the cut holds (in a vector).
-void CaptureKernel(state::PollCut& cut, v1::EventPollState* out, const SaveOptions& options)
-    EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
+// With `out` null (a poll whose record SaveImageWith writes itself), the message is made on `arena` if the poll has a
+// kernel epoll; returns the message holding the kernel fields, or `out`.
+v1::EventPollState* CaptureKernel(state::PollCut& cut, v1::EventPollState* out, const SaveOptions& options,
+                                  google::protobuf::Arena* arena = nullptr) EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
   std::optional<EventPoll::Impl::KernelState> k = cut.poll->impl()->DescribeKernel(cut.entries);
-  if (!k) return;
+  if (!k) return out;
+  if (out == nullptr) out = google::protobuf::Arena::CreateMessage<v1::EventPollState>(arena);
   if (options.on_kernel_fds) {
     std::vector<int> fds{k->fd};
     if (k->bell_fd >= 0) fds.push_back(k->bell_fd);
@@ -71,6 +74,7 @@ void CaptureKernel(state::PollCut& cut, v1::EventPollState* out, const SaveOptio
     out->add_kernel_keys(k->keys[i]);
     out->add_kernel_fds(k->fds[i]);
   }
+  return out;
 }
 
 // A poll's entries as the cut saw them, each entry's saved fields copied as bytes (image/fields.h SavedFieldsOut)
@@ -79,7 +83,7 @@ void CaptureKernel(state::PollCut& cut, v1::EventPollState* out, const SaveOptio
 struct EntryRow;
 struct PollRows {
   state::PollCut& cut;  // its ranks and ready order are the cut's copies; its entries are not read after the locks
-  v1::EventPollState* out;
+  v1::EventPollState* out;  // with records, only the kernel fields, and null if the poll has no kernel epoll
   std::byte* bytes;  // from the cut's memory (Cut::memory()), released with it
   // With records (SaveImageWith), a poll without kernel entries is written by PutPollRecord from its rows decoded
   // here (DecodeRows) rather than through `out`: the sizes of its columns (EventPollState fields 1 to 7, in number
@@ -106,7 +110,8 @@ struct Deferred {
   HostRecord* hosts = nullptr;
   std::size_t host_count = 0;
   // With an arena: every file's record but an eventfd's, made under the locks and added to the image after them in
-  // file order (an eventfd's, null here, is made then); else null, and every record is in the image already.
+  // file order (an eventfd's, null here, is made then; with records, a host file's and a poll's are null too, and
+  // written by EncodeFiles); else null, and every record is in the image already.
   v1::File** files = nullptr;
   v1::File** eventfds = nullptr;
   std::size_t eventfd_count = 0;
@@ -114,18 +119,19 @@ struct Deferred {
   std::size_t eventfd_used = 0;
 };
 
-// Preconditions: the cut's locks are held.
+// With records, `out` is null: the poll's record is written by PutPollRecord, and a message is made (on `arena`) only
+// for its kernel fields. Preconditions: the cut's locks are held.
 void CapturePoll(state::PollCut& cut, v1::EventPollState* out, std::pmr::memory_resource* memory, Deferred* deferred,
-                 const SaveOptions& options) {
+                 const SaveOptions& options, google::protobuf::Arena* arena = nullptr) {
   std::size_t row_bytes = 0;
   if (!cut.entries.empty()) row_bytes = SavedBytes(*cut.entries.front());
   std::byte* at = nullptr;
   if (row_bytes != 0) {
     at = static_cast<std::byte*>(memory->allocate(cut.entries.size() * row_bytes, alignof(std::max_align_t)));
   }
-  deferred->polls.push_back({cut, out, at});
+  PollRows& rows = deferred->polls.emplace_back(PollRows{cut, out, at});
   for (PollEntry* e : cut.entries) at = CopySaved(*e, at);
-  CaptureKernel(cut, out, options);
+  rows.out = CaptureKernel(cut, out, options, arena);
 }
 
 // The poll's columns from its rows, after the cut's locks are released: each row is copied into a scratch entry that
@@ -323,13 +329,16 @@ struct EntryRow {
 // Decodes a poll's copied rows (CapturePoll) and sizes its record's columns, for PutPollRecord, which then writes
 // the bytes FillPoll and protobuf's encoding of the columns would make (a world of hundreds of small polls spent a
 // fifth of each save making, sizing and encoding their messages). A poll's kernel fields (8 to 12), which
-// CaptureKernel set in `out` under the locks, are `out`'s whole encoding, since its columns stay empty. False, with
-// nothing decoded, if the entry's declaration no longer saves exactly the five fields kPollEntry maps: FillPoll then
-// makes the columns (and reports a mapping error). ImageCodecTest's SaveImageIsTheFramedEncodingOfTheCapture and
-// SaveImageWritesHostRecordsAsProtobufDoes (a poll with kernel entries) compare the two.
-bool DecodeRows(const state::SaveIds& ids, PollRows& rows, std::pmr::memory_resource* memory) {
+// CaptureKernel set in `out` under the locks, are `out`'s whole encoding, since its columns stay empty. Throws
+// state::LoadError, as CaptureCopies does, if the entry's declaration and its mappings disagree, or if it saves other
+// fields than the five kPollEntry maps (written here by name). ImageCodecTest's
+// SaveImageIsTheFramedEncodingOfTheCapture and SaveImageWritesHostRecordsAsProtobufDoes (a poll with kernel entries)
+// compare the two.
+void DecodeRows(const state::SaveIds& ids, PollRows& rows, std::pmr::memory_resource* memory) {
   PollEntry scratch(nullptr, FileIdentifier{}, 0, 0);
-  if (const auto& bound = Bound(scratch); !bound.error.empty() || bound.saved.size() != 5) return false;
+  const auto& bound = Bound(scratch);
+  if (!bound.error.empty()) throw state::LoadError("image mapping: " + bound.error);
+  if (bound.saved.size() != 5) throw state::LoadError("image mapping: poll-entry saves other fields than PutPollRecord writes");
   const std::size_t n = rows.cut.entries.size();
   auto* decoded = static_cast<EntryRow*>(memory->allocate(std::max<std::size_t>(n, 1) * sizeof(EntryRow), alignof(EntryRow)));
   std::uint64_t bytes[7] = {};
@@ -354,14 +363,13 @@ bool DecodeRows(const state::SaveIds& ids, PollRows& rows, std::pmr::memory_reso
   }
   for (std::uint32_t i : rows.cut.ready) bytes[5] += Coded::VarintSize32(i);
   for (std::uint32_t i : rows.cut.ranks) bytes[6] += Coded::VarintSize32(i);
-  // The kernel fields, if any (sizing them caches their sizes for PutPollRecord); capture sets none without `kernel`.
-  std::uint64_t message = rows.out->has_kernel() ? rows.out->ByteSizeLong() : 0;
+  // The kernel fields, if any (sizing them caches their sizes for PutPollRecord).
+  std::uint64_t message = rows.out != nullptr ? rows.out->ByteSizeLong() : 0;
   for (std::uint64_t b : bytes) message += b == 0 ? 0 : MessageFieldSize(b);  // an empty column is left out
-  if (message > static_cast<std::uint64_t>(INT_MAX)) return false;  // FillPoll's message then fails to encode
+  if (message > static_cast<std::uint64_t>(INT_MAX)) throw state::LoadError("a poll's record is too large to encode");
   for (int i = 0; i < 7; ++i) rows.column_bytes[i] = static_cast<std::uint32_t>(bytes[i]);
   rows.message_bytes = static_cast<std::uint32_t>(message);
   rows.rows = decoded;
-  return true;
 }
 
 // A packed column's head: its tag and length, or nothing for an empty column. Returns where its values go.
@@ -397,26 +405,24 @@ std::uint8_t* PutPollRecord(std::uint8_t* at, std::uint64_t id, const PollRows& 
   for (std::uint32_t i : p.cut.ready) at = Coded::WriteVarint32ToArray(i, at);
   at = PutColumnHead(at, S::kQueueRanksFieldNumber, p.column_bytes[6]);
   for (std::uint32_t i : p.cut.ranks) at = Coded::WriteVarint32ToArray(i, at);
-  if (!p.out->has_kernel()) return at;
+  if (p.out == nullptr) return at;
   return p.out->SerializeWithCachedSizesToArray(at);  // fields 8 to 12: the kernel epoll's
 }
 
-// The files of an arena capture (Deferred::files, the eventfds' and host files' copied fields) as Image.files'
+// The files of an arena capture (Deferred::files, the eventfds', host files' and polls' copied fields) as Image.files'
 // records, in file order.
-// Preconditions: every poll's columns are filled (FillPoll).
+// Preconditions: every poll's rows are decoded (DecodeRows).
 void EncodeFiles(state::Cut& snap, const Deferred& deferred, google::protobuf::Arena* arena, Records* records) {
   const std::size_t n = snap.files().size();
   std::size_t bytes = 0;
   std::size_t next_poll = 0;  // deferred.polls is in file order
   for (std::size_t i = 0; i < n; ++i) {
     const v1::File* made = deferred.files[i];
-    if (made != nullptr && made->has_eventpoll() && deferred.polls[next_poll++].rows != nullptr) {
-      bytes += kMaxPollRecordHead + deferred.polls[next_poll - 1].message_bytes;
-      continue;
-    }
-    bytes += made != nullptr                                           ? MessageFieldSize(made->ByteSizeLong())
-             : snap.files()[i]->builtin() == File::Builtin::kHost ? kMaxHostRecord
-                                                                     : kMaxEventFdRecord;
+    const File::Builtin type = snap.files()[i]->builtin();
+    bytes += made != nullptr                      ? MessageFieldSize(made->ByteSizeLong())
+             : type == File::Builtin::kHost      ? kMaxHostRecord
+             : type == File::Builtin::kEventPoll ? kMaxPollRecordHead + deferred.polls[next_poll++].message_bytes
+                                                 : kMaxEventFdRecord;
     if (made != nullptr && made->has_embedder() && !records->non_utf8_kind && !IsUtf8(made->embedder().kind())) {
       records->non_utf8_kind = i;
     }
@@ -429,15 +435,15 @@ void EncodeFiles(state::Cut& snap, const Deferred& deferred, google::protobuf::A
   next_poll = 0;
   for (std::size_t i = 0; i < n; ++i) {
     if (const v1::File* made = deferred.files[i]) {
-      if (made->has_eventpoll() && deferred.polls[next_poll++].rows != nullptr) {
-        at = PutPollRecord(at, i + 1, deferred.polls[next_poll - 1]);
-      } else {
-        at = PutMessageField(at, v1::Image::kFilesFieldNumber, *made);
-      }
+      at = PutMessageField(at, v1::Image::kFilesFieldNumber, *made);
       continue;
     }
     if (snap.files()[i]->builtin() == File::Builtin::kHost) {  // host files were copied in file order
       at = PutHostRecord(at, i + 1, *host++);
+      continue;
+    }
+    if (snap.files()[i]->builtin() == File::Builtin::kEventPoll) {  // so were polls
+      at = PutPollRecord(at, i + 1, deferred.polls[next_poll++]);
       continue;
     }
     state::SavedFieldsIn copy{copied};  // eventfds were copied in file order
@@ -468,9 +474,7 @@ std::uint8_t* PutFdRecord(std::uint8_t* at, int fd, std::uint64_t file) {
 // `after`): a million fds are a million records to make, and none of them reads the world.
 void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image, Records* records) {
   if (records != nullptr) {
-    for (PollRows& rows : deferred->polls) {
-      if (!DecodeRows(snap.ids(), rows, snap.memory())) FillPoll(snap.ids(), rows);
-    }
+    for (PollRows& rows : deferred->polls) DecodeRows(snap.ids(), rows, snap.memory());
     EncodeFiles(snap, *deferred, image->GetArena(), records);
   } else if (deferred->files != nullptr) {
     const std::size_t n = snap.files().size();
@@ -558,6 +562,11 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, 
       if (snap.files()[i]->builtin() == File::Builtin::kEventFd) {
         deferred->files[i] = nullptr;
         CopyEventFd(snap, static_cast<EventFd*>(snap.files()[i].get()), nullptr, deferred);
+        continue;
+      }
+      if (records && snap.files()[i]->builtin() == File::Builtin::kEventPoll) {  // PutPollRecord writes its record
+        deferred->files[i] = nullptr;
+        CapturePoll(snap.polls()[next_poll++], nullptr, snap.memory(), deferred, options, arena);
         continue;
       }
       if (records && snap.files()[i]->builtin() == File::Builtin::kHost && !options.host_by_value) {
@@ -864,15 +873,17 @@ class Validator {
     if (static_cast<std::uint64_t>(n) > limits_.max_entries) return Fail(where() + ": too many entries");
     if (Status s = CheckKernel(id, p); !s.ok()) return s;
     // Marks per entry, inside the validator for the usual few entries (a world of many small polls took two heap
-    // blocks a poll here).
-    boost::container::small_vector<bool, 64> in_ready(static_cast<std::size_t>(n), false);
+    // blocks a poll here), and only for a poll whose ready order lists any.
+    boost::container::small_vector<bool, 64> in_ready;
+    if (p.ready_order_size() > 0) in_ready.resize(static_cast<std::size_t>(n), false);
     for (std::uint32_t i : p.ready_order()) {
       if (i >= static_cast<std::uint32_t>(n) || in_ready[i] || p.lists(static_cast<int>(i)) != v1::ENTRY_LIST_READY) {
         return Fail(where() + ": the ready order lists entry " + std::to_string(i) + ", which is not a ready entry");
       }
       in_ready[i] = true;
     }
-    boost::container::small_vector<bool, 64> in_kernel_ready(static_cast<std::size_t>(n), false);
+    boost::container::small_vector<bool, 64> in_kernel_ready;
+    if (p.kernel_ready_order_size() > 0) in_kernel_ready.resize(static_cast<std::size_t>(n), false);
     for (std::uint32_t i : p.kernel_ready_order()) {
       if (i >= static_cast<std::uint32_t>(n) || in_kernel_ready[i] || i >= static_cast<std::uint32_t>(p.kernel_keys_size()) ||
           p.kernel_keys(static_cast<int>(i)) == 0) {
@@ -907,7 +918,7 @@ class Validator {
       if (list != v1::ENTRY_LIST_WAITING && list != v1::ENTRY_LIST_READY && list != v1::ENTRY_LIST_DISABLED) {
         return Fail(at() + "unknown list");
       }
-      if ((list == v1::ENTRY_LIST_READY) != in_ready[static_cast<std::size_t>(i)]) {
+      if ((list == v1::ENTRY_LIST_READY) != (!in_ready.empty() && in_ready[static_cast<std::size_t>(i)])) {
         return Fail(at() + "ready, but not in the ready order");
       }
       if (list == v1::ENTRY_LIST_DISABLED && (armed != 0 || (events & kEpollOneShot) == 0)) {
