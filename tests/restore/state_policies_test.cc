@@ -17,6 +17,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "epollcr/epollcr.h"
@@ -474,6 +475,46 @@ TEST(WaitOrder, TheImageRefusesTheSameChainWhenValidating) {
   const Status s = image::LoadImage(bytes.value(), &loaded);
   EXPECT_FALSE(s.ok());
   EXPECT_EQ(loaded.fds.Count(), 0);
+}
+
+// The save's id table (state::IdMap) against std::unordered_map: objects added from empty through many growths,
+// each keeping the first id it was given; every lookup of an added and of a never-added address answers as the
+// oracle does, with addresses as an allocator gives them (16 apart) and scattered ones.
+TEST(SaveIds, IdMapAnswersAsAHashMapDoes) {
+  state::IdMap ids;
+  std::unordered_map<const void*, std::uint64_t> oracle;
+  std::vector<const void*> objects;
+  std::uint64_t scatter = 0x9e3779b97f4a7c15ull;
+  for (std::uint64_t i = 0; i < 50000; ++i) {
+    scatter = scatter * 6364136223846793005ull + 1442695040888963407ull;
+    const std::uintptr_t address = i % 2 == 0 ? 0x7f0000000000 + 16 * i : (scatter >> 8) | 16;
+    objects.push_back(reinterpret_cast<const void*>(address));
+  }
+  for (std::size_t i = 0; i < objects.size(); ++i) {
+    const auto [id, added] = ids.try_emplace(objects[i], i + 1);
+    const auto [it, oracle_added] = oracle.try_emplace(objects[i], i + 1);
+    ASSERT_EQ(added, oracle_added) << i;
+    ASSERT_EQ(id, it->second) << i;
+    if (i % 3 == 0) {  // a second add keeps the first id
+      const auto [again, added_again] = ids.try_emplace(objects[i], 999999999);
+      ASSERT_FALSE(added_again);
+      ASSERT_EQ(again, it->second);
+    }
+  }
+  EXPECT_EQ(ids.size(), oracle.size());
+  for (const void* object : objects) {
+    const std::uint64_t* id = ids.find(object);
+    ASSERT_NE(id, nullptr);
+    EXPECT_EQ(*id, oracle.at(object));
+  }
+  for (std::uintptr_t i = 0; i < 50000; ++i) {  // addresses never added: between the allocator-like ones, and others
+    const void* absent = reinterpret_cast<const void*>(0x7f0000000000 + 16 * i + 8);
+    EXPECT_FALSE(ids.contains(absent));
+    EXPECT_EQ(ids.contains(reinterpret_cast<const void*>(0x1000 + 16 * i)), oracle.count(reinterpret_cast<const void*>(0x1000 + 16 * i)) > 0);
+  }
+  EXPECT_FALSE(ids.contains(nullptr));
+  state::SaveIds none;
+  EXPECT_THROW(none.Of(objects[0]), state::LoadError);  // an empty table answers too
 }
 
 }  // namespace

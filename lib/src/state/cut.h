@@ -472,7 +472,7 @@ class Cut {
     keyed.clear();
     for (PollEntry& e : c.poll->impl()->entries_) {
       if (e.file->weak_from_this().expired()) continue;  // its release is waiting for mu_: already gone
-      if (!ids_.ids.count(e.file)) {
+      if (!ids_.ids.contains(e.file)) {
         retry_ = true;  // maybe closed an instant before the cut: the caller takes it again
         return Status::Error(EINVAL, name + " entry fd " + std::to_string(e.fd) + ": its file (" +
                                          std::string(e.file->TypeName()) +
@@ -528,13 +528,13 @@ class Cut {
 
   // The file's id, given it if it has none yet: files take ids 1..n; shared objects follow.
   std::uint64_t Own(const std::shared_ptr<File>& f) {
-    auto [it, added] = ids_.ids.try_emplace(f.get(), files_.size() + 1);
+    const auto [id, added] = ids_.ids.try_emplace(f.get(), files_.size() + 1);
     if (added) files_.push_back(f);
-    return it->second;
+    return id;
   }
   template <typename T>
   void Share(const std::shared_ptr<T>& object, const char* kind) {
-    if (!object || ids_.ids.count(object.get())) return;
+    if (!object || ids_.ids.contains(object.get())) return;
     Shared s{0, kind};
     if constexpr (std::is_same_v<T, PipeBuffer>) {
       s.pipe = object.get();
@@ -542,7 +542,7 @@ class Cut {
       s.pair = object.get();
     }
     s.id = files_.size() + shared_.size() + 1;  // every file is owned before the first Share
-    ids_.ids[object.get()] = s.id;
+    ids_.ids.try_emplace(object.get(), s.id);
     shared_.push_back(s);
   }
 

@@ -112,21 +112,78 @@ std::byte* CopySaved(Object& object, std::byte* at) {
   return copy.at;
 }
 
+// Object ids by address: an open-addressed table (linear probing, at most half full), its slots from `memory`. A
+// save adds every file of the world once and looks up every entry's file, with the cut's locks held; a
+// std::unordered_map took a node per file (a hand-off of 10,000 host files made 10,000 of them in its pause).
+class IdMap {
+ public:
+  explicit IdMap(std::pmr::memory_resource* memory = std::pmr::get_default_resource()) : slots_(memory) {}
+  // Room for `n` objects without growing.
+  void reserve(std::size_t n) {
+    if (2 * n > slots_.size()) Rehash(2 * n);
+  }
+  // Adds `object` (not null) with `id` unless it has one; returns its id and whether it was added.
+  std::pair<std::uint64_t, bool> try_emplace(const void* object, std::uint64_t id) {
+    if (2 * (size_ + 1) > slots_.size()) Rehash(2 * (size_ + 1));
+    Slot& s = SlotOf(object);
+    if (s.object != nullptr) return {s.id, false};
+    s = {object, id};
+    ++size_;
+    return {id, true};
+  }
+  // The id of `object`, or null if it has none.
+  const std::uint64_t* find(const void* object) const {
+    if (slots_.empty() || object == nullptr) return nullptr;
+    const Slot& s = const_cast<IdMap*>(this)->SlotOf(object);
+    return s.object != nullptr ? &s.id : nullptr;
+  }
+  bool contains(const void* object) const { return find(object) != nullptr; }
+  std::size_t size() const { return size_; }
+
+ private:
+  struct Slot {
+    const void* object = nullptr;
+    std::uint64_t id = 0;
+  };
+  // Fibonacci hashing of the address (its low bits are the allocator's alignment, the same for most objects).
+  std::size_t Home(const void* object) const {
+    return static_cast<std::size_t>((reinterpret_cast<std::uintptr_t>(object) * 0x9E3779B97F4A7C15ull) >> 32) &
+           (slots_.size() - 1);
+  }
+  // The slot holding `object`, or the empty one where it would go. Preconditions: a slot is empty.
+  Slot& SlotOf(const void* object) {
+    std::size_t at = Home(object);
+    while (slots_[at].object != nullptr && slots_[at].object != object) at = (at + 1) & (slots_.size() - 1);
+    return slots_[at];
+  }
+  void Rehash(std::size_t at_least) {
+    std::size_t n = 16;
+    while (n < at_least) n *= 2;
+    std::pmr::vector<Slot> old(n, Slot{}, slots_.get_allocator());
+    old.swap(slots_);
+    for (const Slot& s : old) {
+      if (s.object != nullptr) SlotOf(s.object) = s;
+    }
+  }
+  std::pmr::vector<Slot> slots_;
+  std::size_t size_ = 0;
+};
+
 // Object ids of a snapshot: files and the shared state behind pipes and socket pairs, one id space from 1.
 // A poll's entries are saved in (file id, fd) order, so consecutive lookups are mostly of one file: the last answer is
 // kept. Used by one saving thread at a time.
 struct SaveIds {
   SaveIds() = default;
-  // The map's nodes from `memory` (a cut's, freed all at once with it, rather than a heap block per object).
+  // The table's slots from `memory` (a cut's, freed all at once with it).
   explicit SaveIds(std::pmr::memory_resource* memory) : ids(memory) {}
-  std::pmr::unordered_map<const void*, std::uint64_t> ids;
+  IdMap ids;
   std::uint64_t Of(const void* object) const {
     if (object == last_ && object != nullptr) return last_id_;
-    auto it = ids.find(object);
-    if (it == ids.end()) throw LoadError("internal: a referenced object has no id");
+    const std::uint64_t* id = ids.find(object);
+    if (id == nullptr) throw LoadError("internal: a referenced object has no id");
     last_ = object;
-    last_id_ = it->second;
-    return it->second;
+    last_id_ = *id;
+    return *id;
   }
 
  private:
