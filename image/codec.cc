@@ -78,16 +78,17 @@ v1::EventPollState* CaptureKernel(state::PollCut& cut, v1::EventPollState* out, 
 }
 
 // A poll's entries as the cut saw them, each entry's saved fields copied as bytes (image/fields.h SavedFieldsOut)
-// while the cut's locks are held; they become the poll's columns once the locks are released (FillPoll). Reading the
-// fields is all that needs the locks: converting and storing them into a million-row message does not.
+// while the cut's locks are held; they become the poll's columns once the locks are released (FillPoll, or with
+// records DecodeRows and PutPollRecord). Reading the fields is all that needs the locks: converting and storing them
+// into a million-row message does not.
 struct EntryRow;
 struct PollRows {
   state::PollCut& cut;  // its ranks and ready order are the cut's copies; its entries are not read after the locks
   v1::EventPollState* out;  // with records, only the kernel fields, and null if the poll has no kernel epoll
   std::byte* bytes;  // from the cut's memory (Cut::memory()), released with it
-  // With records (SaveImageWith), a poll without kernel entries is written by PutPollRecord from its rows decoded
-  // here (DecodeRows) rather than through `out`: the sizes of its columns (EventPollState fields 1 to 7, in number
-  // order) and of the message they make.
+  // With records (SaveImageWith), the poll's record is written by PutPollRecord from its rows decoded here
+  // (DecodeRows): the sizes of its columns (EventPollState fields 1 to 7, in number order) and of the message they
+  // make with the kernel fields.
   const EntryRow* rows = nullptr;
   std::uint32_t column_bytes[7] = {};
   std::uint32_t message_bytes = 0;
@@ -331,16 +332,19 @@ struct EntryRow {
 // fifth of each save making, sizing and encoding their messages). A poll's kernel fields (8 to 12), which
 // CaptureKernel set in `out` under the locks, are `out`'s whole encoding, since its columns stay empty. Throws
 // state::LoadError, as CaptureCopies does, if the entry's declaration and its mappings disagree, or if it saves other
-// fields than the five kPollEntry maps (written here by name). ImageCodecTest's
+// fields than the five kPollEntry maps (this function reads them by name). ImageCodecTest's
 // SaveImageIsTheFramedEncodingOfTheCapture and SaveImageWritesHostRecordsAsProtobufDoes (a poll with kernel entries)
 // compare the two.
 void DecodeRows(const state::SaveIds& ids, PollRows& rows, std::pmr::memory_resource* memory) {
   PollEntry scratch(nullptr, FileIdentifier{}, 0, 0);
   const auto& bound = Bound(scratch);
   if (!bound.error.empty()) throw state::LoadError("image mapping: " + bound.error);
-  if (bound.saved.size() != 5) throw state::LoadError("image mapping: poll-entry saves other fields than PutPollRecord writes");
+  if (bound.saved.size() != 5) {
+    throw state::LoadError("image mapping: poll-entry saves other fields than PutPollRecord writes");
+  }
   const std::size_t n = rows.cut.entries.size();
-  auto* decoded = static_cast<EntryRow*>(memory->allocate(std::max<std::size_t>(n, 1) * sizeof(EntryRow), alignof(EntryRow)));
+  auto* decoded =
+      static_cast<EntryRow*>(memory->allocate(std::max<std::size_t>(n, 1) * sizeof(EntryRow), alignof(EntryRow)));
   std::uint64_t bytes[7] = {};
   const std::byte* at = rows.bytes;
   for (std::size_t k = 0; k < n; ++k) {

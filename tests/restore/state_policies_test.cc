@@ -510,7 +510,8 @@ TEST(SaveIds, IdMapAnswersAsAHashMapDoes) {
   for (std::uintptr_t i = 0; i < 50000; ++i) {  // addresses never added: between the allocator-like ones, and others
     const void* absent = reinterpret_cast<const void*>(0x7f0000000000 + 16 * i + 8);
     EXPECT_FALSE(ids.contains(absent));
-    EXPECT_EQ(ids.contains(reinterpret_cast<const void*>(0x1000 + 16 * i)), oracle.count(reinterpret_cast<const void*>(0x1000 + 16 * i)) > 0);
+    const void* other = reinterpret_cast<const void*>(0x1000 + 16 * i);
+    EXPECT_EQ(ids.contains(other), oracle.count(other) > 0);
   }
   EXPECT_FALSE(ids.contains(nullptr));
   state::SaveIds none;
