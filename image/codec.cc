@@ -250,11 +250,16 @@ constexpr std::uint32_t LengthDelimited(int field) {
   return WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
 }
 
+// The head of a length-delimited field at `at`: its tag and the length of what follows. Returns where that goes.
+std::uint8_t* PutLengthHead(std::uint8_t* at, int field, std::uint32_t bytes) {
+  at = Coded::WriteTagToArray(LengthDelimited(field), at);
+  return Coded::WriteVarint32ToArray(bytes, at);
+}
+
 // A message as a length-delimited field at `at`: its tag, its size, then its bytes. Preconditions: its size is cached
 // (ByteSizeLong). Returns where it ends.
 std::uint8_t* PutMessageField(std::uint8_t* at, int field, const google::protobuf::MessageLite& message) {
-  at = Coded::WriteTagToArray(LengthDelimited(field), at);
-  at = Coded::WriteVarint32ToArray(static_cast<std::uint32_t>(message.GetCachedSize()), at);
+  at = PutLengthHead(at, field, static_cast<std::uint32_t>(message.GetCachedSize()));
   return message.SerializeWithCachedSizesToArray(at);
 }
 std::size_t MessageFieldSize(std::size_t message_bytes) {
@@ -280,11 +285,9 @@ std::uint8_t* PutVarintField(std::uint8_t* at, int field, std::uint64_t value) {
 // kind's message (`kind_field`, of `kind_bytes`), which the caller writes next. Returns where the kind's fields go.
 std::uint8_t* PutFileRecordHead(std::uint8_t* at, std::uint64_t id, int kind_field, std::uint32_t kind_bytes) {
   const std::size_t file_bytes = VarintFieldSize(id) + MessageFieldSize(kind_bytes);
-  at = Coded::WriteTagToArray(LengthDelimited(v1::Image::kFilesFieldNumber), at);
-  at = Coded::WriteVarint32ToArray(static_cast<std::uint32_t>(file_bytes), at);
+  at = PutLengthHead(at, v1::Image::kFilesFieldNumber, static_cast<std::uint32_t>(file_bytes));
   at = PutVarintField(at, v1::File::kIdFieldNumber, id);
-  at = Coded::WriteTagToArray(LengthDelimited(kind_field), at);
-  return Coded::WriteVarint32ToArray(kind_bytes, at);
+  return PutLengthHead(at, kind_field, kind_bytes);
 }
 
 // One Image.files record of an eventfd file: File{id, eventfd = EventFdState{count, semaphore}}, the bytes protobuf
@@ -378,9 +381,7 @@ void DecodeRows(const state::SaveIds& ids, PollRows& rows, std::pmr::memory_reso
 
 // A packed column's head: its tag and length, or nothing for an empty column. Returns where its values go.
 std::uint8_t* PutColumnHead(std::uint8_t* at, int field, std::uint32_t bytes) {
-  if (bytes == 0) return at;
-  at = Coded::WriteTagToArray(LengthDelimited(field), at);
-  return Coded::WriteVarint32ToArray(bytes, at);
+  return bytes == 0 ? at : PutLengthHead(at, field, bytes);
 }
 
 // The longest poll record beside its columns: the files field's tag and length, the id's tag and varint, the
@@ -467,8 +468,7 @@ constexpr std::size_t kMaxFdRecord = 2 + 2 * 11;
 // returns where it ends.
 std::uint8_t* PutFdRecord(std::uint8_t* at, int fd, std::uint64_t file) {
   const auto fd_bits = static_cast<std::uint64_t>(static_cast<std::int64_t>(fd));
-  at = Coded::WriteTagToArray(LengthDelimited(v1::Image::kFdsFieldNumber), at);
-  at = Coded::WriteVarint32ToArray(VarintFieldSize(fd_bits) + VarintFieldSize(file), at);
+  at = PutLengthHead(at, v1::Image::kFdsFieldNumber, VarintFieldSize(fd_bits) + VarintFieldSize(file));
   at = PutVarintField(at, v1::FdEntry::kFdFieldNumber, fd_bits);
   return PutVarintField(at, v1::FdEntry::kFileFieldNumber, file);
 }

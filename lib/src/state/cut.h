@@ -113,7 +113,6 @@ struct PollCut {
   std::span<const std::uint32_t> ranks;    // each entry's place among the epoll waiters of its file's queue
 };
 
-
 class Cut {
  public:
   explicit Cut(const World& world) : world_(world), memory_(CutMemory::FirstBlockFor(world.fds.Count())) {}

@@ -12,7 +12,6 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
-#include <unordered_map>
 #include <vector>
 
 #include "epollcr/state.h"
@@ -125,7 +124,7 @@ class IdMap {
   // Adds `object` (not null) with `id` unless it has one; returns its id and whether it was added.
   std::pair<std::uint64_t, bool> try_emplace(const void* object, std::uint64_t id) {
     if (2 * (size_ + 1) > slots_.size()) Rehash(2 * (size_ + 1));
-    Slot& s = SlotOf(object);
+    Slot& s = slots_[IndexOf(object)];
     if (s.object != nullptr) return {s.id, false};
     s = {object, id};
     ++size_;
@@ -134,7 +133,7 @@ class IdMap {
   // The id of `object`, or null if it has none.
   const std::uint64_t* find(const void* object) const {
     if (slots_.empty() || object == nullptr) return nullptr;
-    const Slot& s = const_cast<IdMap*>(this)->SlotOf(object);
+    const Slot& s = slots_[IndexOf(object)];
     return s.object != nullptr ? &s.id : nullptr;
   }
   bool contains(const void* object) const { return find(object) != nullptr; }
@@ -151,10 +150,10 @@ class IdMap {
            (slots_.size() - 1);
   }
   // The slot holding `object`, or the empty one where it would go. Preconditions: a slot is empty.
-  Slot& SlotOf(const void* object) {
+  std::size_t IndexOf(const void* object) const {
     std::size_t at = Home(object);
     while (slots_[at].object != nullptr && slots_[at].object != object) at = (at + 1) & (slots_.size() - 1);
-    return slots_[at];
+    return at;
   }
   void Rehash(std::size_t at_least) {
     std::size_t n = 16;
@@ -162,7 +161,7 @@ class IdMap {
     std::pmr::vector<Slot> old(n, Slot{}, slots_.get_allocator());
     old.swap(slots_);
     for (const Slot& s : old) {
-      if (s.object != nullptr) SlotOf(s.object) = s;
+      if (s.object != nullptr) slots_[IndexOf(s.object)] = s;
     }
   }
   std::pmr::vector<Slot> slots_;
