@@ -1249,14 +1249,14 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
   // allocates a few large blocks, not a message per file: fresh memory costs a page fault per 4 KiB page (BigBuffer),
   // and huge-page blocks take one per 2 MiB. About 150 bytes of decoded image per fd.
   google::protobuf::ArenaOptions arena_options;
-  arena_options.block_alloc = &AllocateLarge;
-  arena_options.block_dealloc = &FreeLarge;
+  arena_options.block_alloc = &AllocateBlock;
+  arena_options.block_dealloc = &FreeBlock;
   arena_options.max_block_size = std::size_t{4} << 20;
-  // The first block is a whole huge page for a world that fills most of one: FreeLarge keeps it for the next save
-  // (big_buffer.h), which then finds it faulted in already. A smaller world's first block is its own size, from
-  // malloc: a huge page would be several times its heap (BENCHMARKS.md goal (i): a save's peak ≤ 3 × the world's
-  // heap; 2 MiB was 7 × a 1,000-fd world's), and malloc giving the top of its heap back between saves costs such a
-  // save a dozen page faults, not a share of its memory.
+  // The first block is a whole huge page for a world that fills most of one, else its own size (a huge page would be
+  // several times a small world's heap: BENCHMARKS.md goal (i), a save's peak ≤ 3 × the world's heap; 2 MiB was 7 × a
+  // 1,000-fd world's). Either is kept when freed for the next save of its size (AllocateBlock, big_buffer.h), which
+  // then finds it faulted in already: from malloc, such a block was given back to the kernel at the end of each save
+  // and faulted in again by the next (26 faults a save of 1,000 fds).
   arena_options.start_block_size =
       BigBuffer::FirstBlockFor(std::size_t{192} * static_cast<std::size_t>(std::max(world.fds.Count(), 1)));
   google::protobuf::Arena arena(arena_options);
@@ -1347,16 +1347,17 @@ Status DecodeAndRestore(std::string_view payload, World* out) {
 
 }  // namespace
 
-// The decoded image lives in an arena whose blocks come from AllocateLarge (epollcr/memory.h): a column of a million
-// entries lands in huge pages instead of being faulted in 4 KiB at a time.
+// The decoded image lives in an arena whose blocks come from AllocateBlock (big_buffer.h): a column of a million
+// entries lands in huge pages instead of being faulted in 4 KiB at a time, and a smaller block is kept for the next
+// decode of its size.
 Status WithDecoded(std::string_view payload, const std::function<Status(const v1::Image&)>& use) {
   if (payload.size() > static_cast<std::size_t>(INT_MAX)) {
     return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
   }
   if (Status s = CheckPayload(payload); !s.ok()) return s;
   google::protobuf::ArenaOptions options;
-  options.block_alloc = &AllocateLarge;
-  options.block_dealloc = &FreeLarge;
+  options.block_alloc = &AllocateBlock;
+  options.block_dealloc = &FreeBlock;
   // Blocks double up to this size (protobuf's default stops at 8 KiB): a million fd records then take a few huge-page
   // blocks instead of thousands of 8 KiB heap blocks faulted in page by page.
   options.max_block_size = std::size_t{4} << 20;

@@ -45,10 +45,14 @@ std::atomic<std::size_t> heap_below{kHugePage};  // PreferHeapForLarge
 // after a restore that failed) then finds its memory faulted in already, instead of paying a fault per 2 MiB (per
 // 4 KiB without transparent huge pages) again: BENCHMARKS.md, "Machine", the BM_PageFault rows. A kept mapping's
 // pages are the kernel's to take back whenever it needs memory (MADV_FREE: a page it took reads as zeros, and is
-// faulted in afresh when written), and at most kKeptBytes are kept; the rest are unmapped.
+// faulted in afresh when written), and at most kKeptBytes are kept; the rest are unmapped. Blocks below a huge page
+// (BigBuffer's, AllocateBlock's) are kept as they are, up to kKeptSmallBytes: telling the kernel it may take their
+// pages back (a system call and a flush of the TLB per block) was a twentieth of a 1,000-fd world's image save, which
+// frees two of them.
 class MappedBlocks {
  public:
   static constexpr std::size_t kKeptBytes = std::size_t{512} << 20;
+  static constexpr std::size_t kKeptSmallBytes = std::size_t{16} << 20;
 
   void Add(void* p, std::size_t size) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -66,9 +70,10 @@ class MappedBlocks {
   // Keeps a freed mapping if there is room; false if the caller must unmap it.
   bool Keep(void* p, std::size_t size) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (kept_bytes_ + size > kKeptBytes) return false;
+    std::size_t& kept = KeptBytes(size);
+    if (kept + size > (size < kHugePage ? kKeptSmallBytes : kKeptBytes)) return false;
     kept_.emplace(size, p);
-    kept_bytes_ += size;
+    kept += size;
     return true;
   }
   // A kept mapping of exactly `size` bytes (a restore like an earlier one asks for the same sizes), or null.
@@ -77,7 +82,7 @@ class MappedBlocks {
     auto it = kept_.find(size);
     if (it == kept_.end()) return nullptr;
     void* p = it->second;
-    kept_bytes_ -= size;
+    KeptBytes(size) -= size;
     kept_.erase(it);
     return p;
   }
@@ -85,14 +90,18 @@ class MappedBlocks {
   std::multimap<std::size_t, void*> TakeKept() {
     std::lock_guard<std::mutex> lock(mu_);
     kept_bytes_ = 0;
+    kept_small_bytes_ = 0;
     return std::exchange(kept_, {});
   }
 
  private:
+  std::size_t& KeptBytes(std::size_t size) { return size < kHugePage ? kept_small_bytes_ : kept_bytes_; }
+
   std::mutex mu_;
   std::unordered_map<void*, std::size_t> blocks_;
   std::multimap<std::size_t, void*> kept_;  // by size
-  std::size_t kept_bytes_ = 0;
+  std::size_t kept_bytes_ = 0;        // huge-page mappings, MADV_FREE
+  std::size_t kept_small_bytes_ = 0;  // smaller mappings, as they were
 };
 
 MappedBlocks& Mapped() {
@@ -100,18 +109,22 @@ MappedBlocks& Mapped() {
   return *blocks;
 }
 
-// A mapping of `size` bytes handed out: counted in use and known to FreeLarge and FreeSmall.
+// A mapping of `size` bytes handed out: counted in use and known to FreeLarge and FreeBlock.
 void* InUse(void* p, std::size_t size) {
   CountMapped(static_cast<std::ptrdiff_t>(size));
   Mapped().Add(p, size);
   return p;
 }
 
-// A mapping of `size` bytes given back (no longer known as in use): kept for a later block of its size, its pages the
-// kernel's to take back (MADV_FREE), or unmapped if there is no room.
+// A mapping of `size` bytes given back (no longer known as in use): kept for a later block of its size (from a huge
+// page on, its pages the kernel's to take back: MADV_FREE), or unmapped if there is no room.
 void KeepOrUnmap(void* p, std::size_t size) noexcept {
   CountMapped(-static_cast<std::ptrdiff_t>(size));
-  if (::madvise(p, size, MADV_FREE) != 0 || !Mapped().Keep(p, size)) ::munmap(p, size);
+  if (size >= kHugePage && ::madvise(p, size, MADV_FREE) != 0) {
+    ::munmap(p, size);
+  } else if (!Mapped().Keep(p, size)) {
+    ::munmap(p, size);
+  }
 }
 
 }  // namespace
@@ -160,7 +173,7 @@ void ReleaseKeptLarge() noexcept {
 
 namespace {
 
-// A block below a huge page from kMappedFrom on: whole 4 KiB pages of a mapping of its own, which FreeSmall keeps (as
+// A block below a huge page from kMappedFrom on: whole 4 KiB pages of a mapping of its own, which FreeBlock keeps (as
 // FreeLarge keeps huge pages) for the next block of the same size. From malloc, such a block was given back to the
 // kernel when freed (above glibc's mmap threshold, or trimmed off the top of the heap) and faulted in again by the
 // next save of a small world: about 60 faults a save of 1,000 entries in a Boost archive, as long as the rest of it.
@@ -177,42 +190,53 @@ void* AllocateSmall(std::size_t size) {
   return InUse(p, size);
 }
 
-void FreeSmall(void* p, std::size_t size) noexcept {
-  (void)Mapped().Take(p);
-  KeepOrUnmap(p, size);
+}  // namespace
+
+namespace {
+
+// A block of at least `bytes` (AllocateBlock), and in `*usable` all it holds.
+void* AllocateBlockOf(std::size_t bytes, std::size_t* usable) {
+  // A process that warmed its heap for large blocks (PreferHeapForLarge) gets small ones from it too.
+  if (bytes < kMappedFrom || heap_below.load(std::memory_order_relaxed) > kHugePage) {
+    *usable = bytes;
+    return ::operator new(bytes == 0 ? 1 : bytes);
+  }
+  if (bytes < kHugePage) {
+    *usable = PageRounded(bytes);
+    return AllocateSmall(*usable);
+  }
+  *usable = MappedSize(bytes);
+  return AllocateLarge(bytes);
 }
 
 }  // namespace
 
-BigBuffer::BigBuffer(std::size_t bytes) {
-  // A process that warmed its heap for large blocks (PreferHeapForLarge) gets small ones from it too.
-  if (bytes < kMappedFrom || heap_below.load(std::memory_order_relaxed) > kHugePage) {
-    data_ = ::operator new(bytes == 0 ? 1 : bytes);
-    size_ = bytes;
-    return;
-  }
-  if (bytes < kHugePage) {
-    size_ = PageRounded(bytes);
-    data_ = AllocateSmall(size_);
-    mapped_ = true;
-    return;
-  }
-  data_ = AllocateLarge(bytes);
-  size_ = MappedSize(bytes);
-  mapped_ = true;
+void* AllocateBlock(std::size_t bytes) {
+  std::size_t usable = 0;
+  return AllocateBlockOf(bytes, &usable);
 }
+
+void FreeBlock(void* p, std::size_t bytes) noexcept {
+  if (p == nullptr) return;
+  if (bytes >= kHugePage) return FreeLarge(p, bytes);
+  // Whether it is a mapping is asked of the blocks handed out: PreferHeapForLarge may have been called since.
+  if (bytes >= kMappedFrom) {
+    if (const std::size_t size = Mapped().Take(p); size != 0) return KeepOrUnmap(p, size);
+  }
+  ::operator delete(p);
+}
+
+BigBuffer::BigBuffer(std::size_t bytes) { data_ = AllocateBlockOf(bytes, &size_); }
 
 BigBuffer::BigBuffer(BigBuffer&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
-      size_(std::exchange(other.size_, 0)),
-      mapped_(std::exchange(other.mapped_, false)) {}
+      size_(std::exchange(other.size_, 0)) {}
 
 BigBuffer& BigBuffer::operator=(BigBuffer&& other) noexcept {
   if (this != &other) {
     Free();
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
-    mapped_ = std::exchange(other.mapped_, false);
   }
   return *this;
 }
@@ -220,16 +244,9 @@ BigBuffer& BigBuffer::operator=(BigBuffer&& other) noexcept {
 BigBuffer::~BigBuffer() { Free(); }
 
 void BigBuffer::Free() noexcept {
-  if (mapped_ && size_ < kHugePage) {
-    FreeSmall(data_, size_);
-  } else if (mapped_) {
-    FreeLarge(data_, size_);
-  } else if (data_ != nullptr) {
-    ::operator delete(data_);
-  }
+  FreeBlock(data_, size_);
   data_ = nullptr;
   size_ = 0;
-  mapped_ = false;
 }
 
 }  // namespace epollcr
