@@ -192,19 +192,19 @@ HostRecord CopyHost(state::Cut& snap, std::size_t i, const SaveOptions& options)
 void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const SaveOptions& options, v1::File* out,
                  Deferred* deferred) {
   File* f = snap.files()[i].get();
-  const std::string& kind = snap.kinds()[i];
+  const File::Builtin type = snap.type(i);
   out->set_id(i + 1);
-  if (f->builtin() == File::Builtin::kEventFd) {
+  if (type == File::Builtin::kEventFd) {
     CopyEventFd(snap, static_cast<EventFd*>(f), out, deferred);
-  } else if (f->builtin() == File::Builtin::kPipeRead) {
+  } else if (type == File::Builtin::kPipeRead) {
     CaptureObject(*static_cast<PipeReadEnd*>(f), *out->mutable_pipe_read(), snap.ids());
-  } else if (f->builtin() == File::Builtin::kPipeWrite) {
+  } else if (type == File::Builtin::kPipeWrite) {
     CaptureObject(*static_cast<PipeWriteEnd*>(f), *out->mutable_pipe_write(), snap.ids());
-  } else if (f->builtin() == File::Builtin::kUnixStream) {
+  } else if (type == File::Builtin::kUnixStream) {
     CaptureObject(*static_cast<UnixSocket*>(f), *out->mutable_unix_stream(), snap.ids());
-  } else if (f->builtin() == File::Builtin::kEventPoll) {
+  } else if (type == File::Builtin::kEventPoll) {
     CapturePoll(snap.polls()[(*next_poll)++], out->mutable_eventpoll(), snap.memory(), deferred, options);
-  } else if (f->builtin() == File::Builtin::kHost) {
+  } else if (type == File::Builtin::kHost) {
     auto* h = static_cast<HostFile*>(f);
     if (options.host_by_value) {
       Result<bool> by_value = options.host_by_value(*h, out);
@@ -225,7 +225,7 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
     r->set_open_state_shared(record.open_state_shared);
     r->set_detached(record.detached);
   } else {
-    out->mutable_embedder()->set_kind(kind);
+    out->mutable_embedder()->set_kind(std::string(snap.kinds()[i]));
     out->mutable_embedder()->set_state(snap.custom_state(i));
   }
 }
@@ -423,7 +423,7 @@ void EncodeFiles(state::Cut& snap, const Deferred& deferred, google::protobuf::A
   std::size_t next_poll = 0;  // deferred.polls is in file order
   for (std::size_t i = 0; i < n; ++i) {
     const v1::File* made = deferred.files[i];
-    const File::Builtin type = snap.files()[i]->builtin();
+    const File::Builtin type = snap.type(i);
     bytes += made != nullptr                      ? MessageFieldSize(made->ByteSizeLong())
              : type == File::Builtin::kHost      ? kMaxHostRecord
              : type == File::Builtin::kEventPoll ? kMaxPollRecordHead + deferred.polls[next_poll++].message_bytes
@@ -443,11 +443,11 @@ void EncodeFiles(state::Cut& snap, const Deferred& deferred, google::protobuf::A
       at = PutMessageField(at, v1::Image::kFilesFieldNumber, *made);
       continue;
     }
-    if (snap.files()[i]->builtin() == File::Builtin::kHost) {  // host files were copied in file order
+    if (snap.type(i) == File::Builtin::kHost) {  // host files were copied in file order
       at = PutHostRecord(at, i + 1, *host++);
       continue;
     }
-    if (snap.files()[i]->builtin() == File::Builtin::kEventPoll) {  // so were polls
+    if (snap.type(i) == File::Builtin::kEventPoll) {  // so were polls
       at = PutPollRecord(at, i + 1, deferred.polls[next_poll++]);
       continue;
     }
@@ -563,17 +563,17 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, 
     // locks, and the other files' records now, on the arena (nothing to free if the save fails), kept in file order.
     deferred->files = static_cast<v1::File**>(snap.memory()->allocate(n * sizeof(v1::File*), alignof(v1::File*)));
     for (std::size_t i = 0; i < n; ++i) {
-      if (snap.files()[i]->builtin() == File::Builtin::kEventFd) {
+      if (snap.type(i) == File::Builtin::kEventFd) {
         deferred->files[i] = nullptr;
         CopyEventFd(snap, static_cast<EventFd*>(snap.files()[i].get()), nullptr, deferred);
         continue;
       }
-      if (records && snap.files()[i]->builtin() == File::Builtin::kEventPoll) {  // PutPollRecord writes its record
+      if (records && snap.type(i) == File::Builtin::kEventPoll) {  // PutPollRecord writes its record
         deferred->files[i] = nullptr;
         CapturePoll(snap.polls()[next_poll++], nullptr, snap.memory(), deferred, options, arena);
         continue;
       }
-      if (records && snap.files()[i]->builtin() == File::Builtin::kHost && !options.host_by_value) {
+      if (records && snap.type(i) == File::Builtin::kHost && !options.host_by_value) {
         if (deferred->hosts == nullptr) {
           deferred->hosts = static_cast<HostRecord*>(snap.memory()->allocate(n * sizeof(HostRecord), alignof(HostRecord)));
         }

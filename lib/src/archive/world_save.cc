@@ -56,12 +56,12 @@ class Writer {
       }
     }
     // The files of the built-in kinds, each into its kind's columns, in file order (each column sized once).
-    for (const std::shared_ptr<File>& file : cut_.files()) {
-      if (const int k = KindIndex(file->builtin()); k >= 0) ++kinds_[k].columns.rows;
+    for (std::size_t i = 0; i < cut_.files().size(); ++i) {
+      if (const int k = KindIndex(cut_.type(i)); k >= 0) ++kinds_[k].columns.rows;
     }
-    for (const std::shared_ptr<File>& file : cut_.files()) {
-      File* f = file.get();
-      switch (f->builtin()) {
+    for (std::size_t i = 0; i < cut_.files().size(); ++i) {
+      File* f = cut_.files()[i].get();
+      switch (cut_.type(i)) {
         case File::Builtin::kEventFd: {
           // The cut holds its op_mu_, so its counter cannot change: copied without mu_ (eventfd.h VisitState).
           eventfds_.Copy(*static_cast<EventFd*>(f), kinds_[0].columns.rows, memory_);
@@ -154,15 +154,15 @@ class Writer {
     kinds.reserve(cut_.files().size());
     std::size_t last = 0;  // the index of the last file's kind: files of one kind often come together
     for (std::size_t i = 0; i < cut_.files().size(); ++i) {
-      const File::Builtin builtin = cut_.files()[i]->builtin();
-      if (i > 0 && builtin != File::Builtin::kNone && builtin == cut_.files()[i - 1]->builtin()) {
+      const File::Builtin builtin = cut_.type(i);
+      if (i > 0 && builtin != File::Builtin::kNone && builtin == cut_.type(i - 1)) {
         kinds.push_back(static_cast<std::uint32_t>(last));  // a built-in kind is its own name: the last file's
         continue;
       }
-      const std::string& kind = cut_.kinds()[i];
+      const std::string_view kind = cut_.kinds()[i];
       if (last >= names.size() || names[last] != kind) {
         last = static_cast<std::size_t>(std::find(names.begin(), names.end(), kind) - names.begin());
-        if (last == names.size()) names.push_back(kind);
+        if (last == names.size()) names.emplace_back(kind);
       }
       kinds.push_back(static_cast<std::uint32_t>(last));
     }
@@ -175,7 +175,7 @@ class Writer {
     for (std::size_t i = 0; i < cut_.files().size(); ++i) {
       // A built-in file has a built-in kind: only the others are asked whether they are embedder files.
       File* f = cut_.files()[i].get();
-      if (f->builtin() == File::Builtin::kNone && dynamic_cast<SavableFile*>(f) &&
+      if (cut_.type(i) == File::Builtin::kNone && dynamic_cast<SavableFile*>(f) &&
           !state::Cut::IsBuiltIn(cut_.kinds()[i])) {
         std::string bytes = cut_.custom_state(i);
         ar << make_nvp("state", bytes);
@@ -372,7 +372,7 @@ Status SaveWorldTo(Ar& ar, const World& world, SavePause* pause) {
     std::optional<Writer> writer;
     Status s = state::WithCut(world, [&](state::Cut& cut) {
       for (std::size_t i = 0; i < cut.files().size(); ++i) {
-        if (cut.files()[i]->builtin() == File::Builtin::kHost) {
+        if (cut.type(i) == File::Builtin::kHost) {
           auto* h = static_cast<HostFile*>(cut.files()[i].get());
           refused = Status::Error(EINVAL, "file#" + std::to_string(i + 1) + " (host fd " + std::to_string(h->fd()) +
                                               "): host files are saved only in protobuf images (image/codec.h), "

@@ -25,8 +25,10 @@
 
 namespace epollcr::state {
 
-inline std::string KindOf(const File& f) {
-  switch (f.builtin()) {
+// The kind a file is saved as: a built-in kind's name, an embedder file's StateKind (valid while the file lives), or
+// empty if it cannot be saved.
+inline std::string_view KindOf(const File& f, File::Builtin type) {
+  switch (type) {
     case File::Builtin::kEventPoll: return "eventpoll";
     case File::Builtin::kEventFd: return "eventfd";
     case File::Builtin::kPipeRead: return "pipe-read";
@@ -35,7 +37,7 @@ inline std::string KindOf(const File& f) {
     case File::Builtin::kHost: return "host";
     case File::Builtin::kNone: break;
   }
-  if (auto* s = dynamic_cast<const SavableFile*>(&f)) return std::string(s->StateKind());
+  if (auto* s = dynamic_cast<const SavableFile*>(&f)) return s->StateKind();
   return {};
 }
 
@@ -141,13 +143,15 @@ class Cut {
       Own(file);
     }
     kinds_.reserve(files_.size());
+    types_.reserve(files_.size());
     for (const auto& f : files_) {
-      kinds_.push_back(KindOf(*f));
+      types_.push_back(f->builtin());
+      kinds_.push_back(KindOf(*f, types_.back()));
       if (kinds_.back().empty()) {
         return Status::Error(EINVAL, "file#" + std::to_string(ids_.Of(f.get())) + " (" + std::string(f->TypeName()) +
                                          ") cannot be saved: make it a SavableFile and register its kind");
       }
-      switch (f->builtin()) {
+      switch (types_.back()) {
         case File::Builtin::kPipeRead: Share(static_cast<PipeReadEnd*>(f.get())->pipe(), "pipe"); break;
         case File::Builtin::kPipeWrite: Share(static_cast<PipeWriteEnd*>(f.get())->pipe(), "pipe"); break;
         case File::Builtin::kUnixStream: Share(static_cast<UnixSocket*>(f.get())->pair(), "socket-pair"); break;
@@ -162,17 +166,15 @@ class Cut {
   Status Lock() EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
     std::vector<Mutex*> mutation;
     std::size_t poll_count = 0;
-    for (const auto& f : files_) {
+    for (std::size_t i = 0; i < files_.size(); ++i) {
       // The two ends of a pipe or socket pair share one lock, and usually sit side by side.
-      Mutex* m = f->MutationLock();
+      Mutex* m = files_[i]->MutationLock();
       if (m != nullptr && (mutation.empty() || mutation.back() != m)) mutation.push_back(m);
-      if (f->builtin() == File::Builtin::kEventPoll) ++poll_count;
+      if (types_[i] == File::Builtin::kEventPoll) ++poll_count;
     }
     polls_.reserve(poll_count);
     for (std::size_t i = 0; i < files_.size(); ++i) {
-      if (EventPoll* p = files_[i]->AsEventPoll()) {
-        polls_.push_back({p, i + 1, 0, {}, {}, {}});
-      }
+      if (types_[i] == File::Builtin::kEventPoll) polls_.push_back({files_[i]->AsEventPoll(), i + 1, 0, {}, {}, {}});
     }
     locks_.reserve(mutation.size() + 2 * polls_.size());  // every lock the cut takes: no regrowth on the way
     TakeMutationLocks(mutation);
@@ -348,13 +350,14 @@ class Cut {
 
   Status SaveCustom() {
     for (std::size_t i = 0; i < files_.size(); ++i) {
-      if (files_[i]->builtin() != File::Builtin::kNone) continue;
+      if (types_[i] != File::Builtin::kNone) continue;
       auto* s = dynamic_cast<SavableFile*>(files_[i].get());
       if (!s || IsBuiltIn(kinds_[i])) continue;
       if (custom_.empty()) custom_.resize(files_.size());  // only a world with embedder files needs the column
       Result<std::string> bytes = s->SaveState();
       if (!bytes.ok()) {
-        return {bytes.error(), kinds_[i] + "#" + std::to_string(i + 1) + ": SaveState failed: " + bytes.error().message()};
+        return {bytes.error(),
+                std::string(kinds_[i]) + "#" + std::to_string(i + 1) + ": SaveState failed: " + bytes.error().message()};
       }
       custom_[i] = std::move(bytes).value();
     }
@@ -363,7 +366,9 @@ class Cut {
 
   // What the cut holds, for codecs (valid between Lock() and the end of the snapshot). File i has object id i + 1.
   const std::vector<std::shared_ptr<File>>& files() const { return files_; }
-  const std::vector<std::string>& kinds() const { return kinds_; }
+  // File i's kind (a built-in kind's name, or its StateKind) and type, for codecs (no virtual call per file).
+  const std::vector<std::string_view>& kinds() const { return kinds_; }
+  File::Builtin type(std::size_t i) const { return types_[i]; }
   // File i's SaveState bytes: empty unless it is an embedder file (the column is made only if the world has one).
   const std::string& custom_state(std::size_t i) const {
     static const std::string kNone;
@@ -382,7 +387,7 @@ class Cut {
   std::vector<PollCut>& polls() { return polls_; }
   const SaveIds& ids() const { return ids_; }
 
-  static bool IsBuiltIn(const std::string& kind) { return BuiltInFileKind(kind).has_value(); }
+  static bool IsBuiltIn(std::string_view kind) { return BuiltInFileKind(kind).has_value(); }
 
   // A pipe buffer or socket pair state, shared by two files; ids follow the files'.
   struct Shared {
@@ -516,11 +521,12 @@ class Cut {
   }
 
   const World& world_;
-  // Every array of the cut that grows with the world but files_, kinds_ and the locks, and the ids map's nodes.
+  // Every array of the cut that grows with the world but files_, kinds_, types_ and the locks, and the ids map's nodes.
   CutMemory memory_;
   CutVector<Fd> fds_{&memory_};
   std::vector<std::shared_ptr<File>> files_;
-  std::vector<std::string> kinds_;
+  std::vector<std::string_view> kinds_;  // each valid while its file is held in files_
+  std::vector<File::Builtin> types_;
   std::vector<std::string> custom_;
   std::vector<Shared> shared_;
   std::vector<PollCut> polls_;
