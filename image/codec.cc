@@ -170,7 +170,7 @@ void CopyEventFd(state::Cut& snap, EventFd* e, v1::File* out, Deferred* deferred
 // File i's host file reference (a host file's record but for a by-value one, SaveOptions::host_by_value), and
 // options.on_host_file told of it. Preconditions: the cut's locks are held.
 HostRecord CopyHost(state::Cut& snap, std::size_t i, const SaveOptions& options) {
-  const auto* h = static_cast<const HostFile*>(snap.files()[i].get());
+  const auto* h = static_cast<const HostFile*>(snap.files()[i]);
   HostRecord record;
   if (std::optional<HostFile::Identity> last = h->detached() ? h->LastIdentity() : std::nullopt) {
     // No fd names it; polls' entries keep it (HostFile::MarkDetached).
@@ -185,13 +185,13 @@ HostRecord CopyHost(state::Cut& snap, std::size_t i, const SaveOptions& options)
   }
   record.identity = id.value();
   record.open_state_shared = !options.host_open_state;
-  if (options.on_host_file) options.on_host_file(id.value().fd, snap.files()[i]);
+  if (options.on_host_file) options.on_host_file(id.value().fd, snap.files()[i]->shared_from_this());
   return record;
 }
 
 void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const SaveOptions& options, v1::File* out,
                  Deferred* deferred) {
-  File* f = snap.files()[i].get();
+  File* f = snap.files()[i];
   const File::Builtin type = snap.type(i);
   out->set_id(i + 1);
   if (type == File::Builtin::kEventFd) {
@@ -565,7 +565,7 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, 
     for (std::size_t i = 0; i < n; ++i) {
       if (snap.type(i) == File::Builtin::kEventFd) {
         deferred->files[i] = nullptr;
-        CopyEventFd(snap, static_cast<EventFd*>(snap.files()[i].get()), nullptr, deferred);
+        CopyEventFd(snap, static_cast<EventFd*>(snap.files()[i]), nullptr, deferred);
         continue;
       }
       if (records && snap.type(i) == File::Builtin::kEventPoll) {  // PutPollRecord writes its record

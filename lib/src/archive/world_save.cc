@@ -60,7 +60,7 @@ class Writer {
       if (const int k = KindIndex(cut_.type(i)); k >= 0) ++kinds_[k].columns.rows;
     }
     for (std::size_t i = 0; i < cut_.files().size(); ++i) {
-      File* f = cut_.files()[i].get();
+      File* f = cut_.files()[i];
       switch (cut_.type(i)) {
         case File::Builtin::kEventFd: {
           // The cut holds its op_mu_, so its counter cannot change: copied without mu_ (eventfd.h VisitState).
@@ -173,10 +173,9 @@ class Writer {
   template <typename Ar>
   void WriteEmbedderStates(Ar& ar) {
     for (std::size_t i = 0; i < cut_.files().size(); ++i) {
-      // A built-in file has a built-in kind: only the others are asked whether they are embedder files.
-      File* f = cut_.files()[i].get();
-      if (cut_.type(i) == File::Builtin::kNone && dynamic_cast<SavableFile*>(f) &&
-          !state::Cut::IsBuiltIn(cut_.kinds()[i])) {
+      // Runs after the cut's locks: the files are not read (one may be gone). A file of no built-in type in a cut is
+      // a SavableFile (Cut::Take refuses others); it is an embedder file unless its kind is a built-in one.
+      if (cut_.type(i) == File::Builtin::kNone && !state::Cut::IsBuiltIn(cut_.kinds()[i])) {
         std::string bytes = cut_.custom_state(i);
         ar << make_nvp("state", bytes);
       }
@@ -373,7 +372,7 @@ Status SaveWorldTo(Ar& ar, const World& world, SavePause* pause) {
     Status s = state::WithCut(world, [&](state::Cut& cut) {
       for (std::size_t i = 0; i < cut.files().size(); ++i) {
         if (cut.type(i) == File::Builtin::kHost) {
-          auto* h = static_cast<HostFile*>(cut.files()[i].get());
+          auto* h = static_cast<HostFile*>(cut.files()[i]);
           refused = Status::Error(EINVAL, "file#" + std::to_string(i + 1) + " (host fd " + std::to_string(h->fd()) +
                                               "): host files are saved only in protobuf images (image/codec.h), "
                                               "which a restorer resolves; a Boost archive cannot hold them");

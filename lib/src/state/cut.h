@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <deque>
 #include <functional>
 #include <iterator>
 #include <map>
@@ -135,27 +136,30 @@ class Cut {
     world_.fds.ForEachFrozen([&](int fd, const std::shared_ptr<File>& file) {
       if (file.get() != last) {
         last = file.get();
-        last_id = Own(file);
+        last_id = Own(file.get());
       }
       fds_.push_back({fd, last_id});
     });
     for (const auto& [name, file] : world_.roots) {
       if (!file) return Status::Error(EINVAL, "root " + name + " is null");
-      Own(file);
+      Own(file.get());
     }
     kinds_.reserve(files_.size());
     types_.reserve(files_.size());
-    for (const auto& f : files_) {
+    for (File* f : files_) {
       types_.push_back(f->builtin());
       kinds_.push_back(KindOf(*f, types_.back()));
       if (kinds_.back().empty()) {
-        return Status::Error(EINVAL, "file#" + std::to_string(ids_.Of(f.get())) + " (" + std::string(f->TypeName()) +
+        return Status::Error(EINVAL, "file#" + std::to_string(ids_.Of(f)) + " (" + std::string(f->TypeName()) +
                                          ") cannot be saved: make it a SavableFile and register its kind");
       }
+      if (types_.back() == File::Builtin::kNone) {
+        kinds_.back() = embedder_kinds_.emplace_back(kinds_.back());  // the file's own string may go with the file
+      }
       switch (types_.back()) {
-        case File::Builtin::kPipeRead: Share(static_cast<PipeReadEnd*>(f.get())->pipe(), "pipe"); break;
-        case File::Builtin::kPipeWrite: Share(static_cast<PipeWriteEnd*>(f.get())->pipe(), "pipe"); break;
-        case File::Builtin::kUnixStream: Share(static_cast<UnixSocket*>(f.get())->pair(), "socket-pair"); break;
+        case File::Builtin::kPipeRead: Share(static_cast<PipeReadEnd*>(f)->pipe(), "pipe"); break;
+        case File::Builtin::kPipeWrite: Share(static_cast<PipeWriteEnd*>(f)->pipe(), "pipe"); break;
+        case File::Builtin::kUnixStream: Share(static_cast<UnixSocket*>(f)->pair(), "socket-pair"); break;
         default: break;
       }
     }
@@ -360,7 +364,7 @@ class Cut {
   Status SaveCustom() {
     for (std::size_t i = 0; i < files_.size(); ++i) {
       if (types_[i] != File::Builtin::kNone) continue;
-      auto* s = dynamic_cast<SavableFile*>(files_[i].get());
+      auto* s = dynamic_cast<SavableFile*>(files_[i]);
       if (!s || IsBuiltIn(kinds_[i])) continue;
       if (custom_.empty()) custom_.resize(files_.size());  // only a world with embedder files needs the column
       Result<std::string> bytes = s->SaveState();
@@ -373,8 +377,9 @@ class Cut {
     return {};
   }
 
-  // What the cut holds, for codecs (valid between Lock() and the end of the snapshot). File i has object id i + 1.
-  const std::vector<std::shared_ptr<File>>& files() const { return files_; }
+  // What the cut holds, for codecs. File i has object id i + 1; the files themselves may be read only while the cut's
+  // locks are held (between Take() and Unlock()), their types and kinds until the end of the snapshot.
+  const std::vector<File*>& files() const { return files_; }
   // File i's kind (a built-in kind's name, or its StateKind) and type, for codecs (no virtual call per file).
   const std::vector<std::string_view>& kinds() const { return kinds_; }
   File::Builtin type(std::size_t i) const { return types_[i]; }
@@ -492,8 +497,8 @@ class Cut {
   }
 
   // The file's id, given it if it has none yet: files take ids 1..n; shared objects follow.
-  std::uint64_t Own(const std::shared_ptr<File>& f) {
-    const auto [id, added] = ids_.ids.try_emplace(f.get(), files_.size() + 1);
+  std::uint64_t Own(File* f) {
+    const auto [id, added] = ids_.ids.try_emplace(f, files_.size() + 1);
     if (added) files_.push_back(f);
     return id;
   }
@@ -515,8 +520,12 @@ class Cut {
   // Every array of the cut that grows with the world but files_, kinds_, types_ and the locks, and the ids map's nodes.
   CutMemory memory_;
   CutVector<Fd> fds_{&memory_};
-  std::vector<std::shared_ptr<File>> files_;
-  std::vector<std::string_view> kinds_;  // each valid while its file is held in files_
+  // The files, not owned: the fd table, frozen, and the roots hold them while the locks are held. After Unlock a file
+  // may be closed and freed at any time, so nothing of the cut reads them then (what a codec needs later is copied
+  // under the locks: their types and kinds, their saved fields); their addresses stay keys of ids_.
+  std::vector<File*> files_;
+  std::vector<std::string_view> kinds_;    // a built-in kind's name, or one of embedder_kinds_
+  std::deque<std::string> embedder_kinds_;  // the embedder files' kinds, copied (a deque: views of them stay valid)
   std::vector<File::Builtin> types_;
   std::vector<std::string> custom_;
   std::vector<Shared> shared_;
