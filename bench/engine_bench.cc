@@ -4,6 +4,8 @@
 //   AddRemove      - add and remove one entry while 1000 others are registered
 //   NullSyscall    - context: the kernel's cost of entering and leaving it for nothing (getppid), and the same
 //                    under `epollcr run`'s seccomp filter (BM_NullSyscall_Filtered)
+//   AtomicAdd, MutexCycle - context: one atomic read-modify-write, and a try_lock and unlock of each of 1000 mutexes
+//                    in objects of their own (as a save's cut takes every file's lock: docs/state-model.md)
 // Each reports `per_event` (or `per_pair`, `per_call`): seconds per unit of work on the benchmark thread's CPU clock
 // (user + system time: Google Benchmark's default), items_per_second, and units_per_iteration so that a reader of the
 // JSON can turn its real_time (wall clock) and cpu_time per iteration into time per unit.
@@ -15,9 +17,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <memory>
 #include <vector>
+
+#include "epollcr/mutex.h"
 
 #include "preload/raw_syscall_trap.h"
 #include "worlds.h"
@@ -38,6 +44,46 @@ void BM_NullSyscall_Kernel(benchmark::State& state) {
 }
 
 BENCHMARK(BM_NullSyscall_Kernel);
+
+// ---- context: atomic instructions -------------------------------------------------------------------------------
+
+// One atomic read-modify-write (a lock-prefixed add) on a line in the cache: what each mutex operation and each
+// shared_ptr copy costs at least.
+void BM_AtomicAdd(benchmark::State& state) {
+  std::atomic<std::uint64_t> counter{0};
+  for (auto _ : state) counter.fetch_add(1, std::memory_order_relaxed);
+  benchmark::DoNotOptimize(counter.load());
+  CountWork(state, "per_op", 1);
+}
+
+BENCHMARK(BM_AtomicAdd);
+
+// A try_lock and an unlock of each of kMutexes Mutexes, each in a heap object of an eventfd's size: what a save's cut
+// pays per file for its mutation lock (the walk of its wait queue pays as much again for the queue's lock).
+constexpr int kMutexes = 1000;
+
+void BM_MutexCycle(benchmark::State& state) {
+  struct Holder {
+    char before[96];
+    Mutex mu;
+    char after[64];
+  };
+  std::vector<std::unique_ptr<Holder>> holders;
+  holders.reserve(kMutexes);
+  for (int i = 0; i < kMutexes; ++i) holders.push_back(std::make_unique<Holder>());
+  for (auto _ : state) {
+    for (auto& h : holders) {
+      if (!h->mu.try_lock()) {
+        state.SkipWithError("an uncontended try_lock failed");
+        return;
+      }
+    }
+    for (auto& h : holders) h->mu.unlock();
+  }
+  CountWork(state, "per_mutex", kMutexes);
+}
+
+BENCHMARK(BM_MutexCycle);
 
 // The same call under `epollcr run`'s seccomp filter (preload/raw_syscall_trap.h), which every system call of an
 // interposed program passes through. A filter cannot be removed, so each iteration forks a child that times

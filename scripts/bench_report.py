@@ -1074,6 +1074,11 @@ def preamble(run, build_dir, command):
     for clock, name in CLOCKS:
         rows.append((f"One trivial system call (getppid), measured, {name}",
                      f"{fmt_ns(*run.per_unit('BM_NullSyscall_Kernel', clock))} ns"))
+    rows.append(("One atomic read-modify-write, in the cache (`BM_AtomicAdd`), CPU",
+                 f"{fmt_ns(*run.per_unit('BM_AtomicAdd', 'cpu_time'))} ns"))
+    rows.append(("A try_lock and unlock of a mutex, each of 1,000 in objects of their own, as a save's cut takes every "
+                 "file's lock (`BM_MutexCycle`), CPU",
+                 f"{fmt_ns(*run.per_unit('BM_MutexCycle', 'cpu_time'))} ns"))
     plain = run.value("BM_NullSyscall_Filtered", "per_call_plain")
     filtered = run.value("BM_NullSyscall_Filtered", "per_call_filtered")
     if plain is not None and filtered is not None:
