@@ -185,7 +185,7 @@ HostRecord CopyHost(state::Cut& snap, std::size_t i, const SaveOptions& options)
   }
   record.identity = id.value();
   record.open_state_shared = !options.host_open_state;
-  if (options.on_host_file) options.on_host_file(id.value().fd, snap.files()[i]->shared_from_this());
+  if (options.on_host_file) options.on_host_file(id.value().fd, *snap.files()[i]);
   return record;
 }
 

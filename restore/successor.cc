@@ -226,7 +226,7 @@ Result<std::unique_ptr<Successor>> Successor::Start(World& world, SuccessorOptio
   s->options_ = std::move(options);
   std::vector<int> inherit;
   for (auto& [fd, file] : HostFdsWithFiles(world)) {
-    s->host_.emplace_back(fd, file);
+    s->host_.push_back({fd, file, file.get()});
     inherit.push_back(fd);
   }
   s->kernel_ = KernelResources(world);
@@ -414,23 +414,24 @@ Status Successor::HandOver(World& world, HandOverReport* report) {
     return at;
   };
   // What the successor holds already: the same file under the same fd as at Start (a HostFile owns one fd for its
-  // whole life, so the same object means the same open file; the same control block, the same object). The save
+  // whole life, so the same object means the same open file). The same object: its weak reference has not expired
+  // and it is at the file's address (two live objects never share one; `file` is alive, the cut holds it). The save
   // names the host files in fd order, as host_ is sorted; one out of order is looked up.
   std::vector<int> send, kept, host_fds;
   std::vector<bool> matched(host_.size(), false);
   std::size_t cursor = 0;
   image::SaveOptions save;
   save.host_open_state = false;
-  save.on_host_file = [&](int fd, const std::shared_ptr<File>& file) {
+  save.on_host_file = [&](int fd, const File& file) {
     host_fds.push_back(fd);
-    if (cursor >= host_.size() || host_[cursor].first > fd) {
+    if (cursor >= host_.size() || host_[cursor].fd > fd) {
       cursor = static_cast<std::size_t>(
-          std::lower_bound(host_.begin(), host_.end(), fd, [](const auto& h, int n) { return h.first < n; }) -
+          std::lower_bound(host_.begin(), host_.end(), fd, [](const Inherited& h, int n) { return h.fd < n; }) -
           host_.begin());
     }
-    while (cursor < host_.size() && host_[cursor].first < fd) ++cursor;
-    const bool same = cursor < host_.size() && host_[cursor].first == fd && !host_[cursor].second.owner_before(file) &&
-                      !file.owner_before(host_[cursor].second);
+    while (cursor < host_.size() && host_[cursor].fd < fd) ++cursor;
+    const bool same = cursor < host_.size() && host_[cursor].fd == fd && !host_[cursor].file.expired() &&
+                      host_[cursor].address == &file;
     if (same) {
       kept.push_back(fd);
       matched[cursor] = true;
@@ -448,7 +449,7 @@ Status Successor::HandOver(World& world, HandOverReport* report) {
   rep.image_bytes = image_size;
   std::vector<int> stale;
   for (std::size_t i = 0; i < host_.size(); ++i) {
-    if (!matched[i]) stale.push_back(host_[i].first);  // closed, or its number re-used, since Start
+    if (!matched[i]) stale.push_back(host_[i].fd);  // closed, or its number re-used, since Start
   }
   const std::size_t host_sent = send.size();
   send.insert(send.end(), kernel.begin(), kernel.end());

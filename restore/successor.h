@@ -109,8 +109,14 @@ class Successor {
   bool hello_ = false;
   bool done_ = false;  // handed over (or abandoned)
   std::string hello_bytes_;
-  // What the successor inherited: each host fd with its file then, and the kernel-side fds.
-  std::vector<std::pair<int, std::weak_ptr<File>>> host_;
+  // What the successor inherited: each host fd with its file then (and that file's address, which names it while the
+  // weak reference has not expired), and the kernel-side fds.
+  struct Inherited {
+    int fd;
+    std::weak_ptr<File> file;
+    const File* address;
+  };
+  std::vector<Inherited> host_;
   std::vector<int> kernel_;
   // Memory shared with the successor (a memfd it inherits), where the image is encoded in the pause.
   int shared_fd_ = -1;

@@ -131,10 +131,10 @@ TEST(ImageCodecTest, SaveImageWritesHostRecordsAsProtobufDoes) {
     SaveOptions options;
     options.host_open_state = open_state;
     std::vector<int> told_save, told_capture;
-    options.on_host_file = [&](int fd, const std::shared_ptr<File>&) { told_save.push_back(fd); };
+    options.on_host_file = [&](int fd, const File&) { told_save.push_back(fd); };
     Result<std::string> saved = SaveImage(w, options);
     ASSERT_TRUE(saved.ok()) << saved.status().message;
-    options.on_host_file = [&](int fd, const std::shared_ptr<File>&) { told_capture.push_back(fd); };
+    options.on_host_file = [&](int fd, const File&) { told_capture.push_back(fd); };
     Result<v1::Image> image = Capture(w, options);
     ASSERT_TRUE(image.ok()) << image.status().message;
     EXPECT_EQ(saved.value(), Frame(EncodeOrDie(image.value())));
