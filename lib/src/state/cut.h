@@ -147,8 +147,14 @@ class Cut {
     }
     kinds_.reserve(files_.size());
     types_.reserve(files_.size());
+    mutation_.reserve(files_.size());
     for (File* f : files_) {
       types_.push_back(f->builtin());
+      // Each file's mutation lock, asked while the file is at hand (Lock takes them). The two ends of a pipe or
+      // socket pair share one lock, and usually sit side by side.
+      Mutex* m = f->MutationLock();
+      if (m != nullptr && (mutation_.empty() || mutation_.back() != m)) mutation_.push_back(m);
+      if (types_.back() == File::Builtin::kEventPoll) ++poll_count_;
       kinds_.push_back(KindOf(*f, types_.back()));
       if (kinds_.back().empty()) {
         return Status::Error(EINVAL, "file#" + std::to_string(ids_.Of(f)) + " (" + std::string(f->TypeName()) +
@@ -170,21 +176,12 @@ class Cut {
   // Takes every lock of the cut, in the engine's lock order (LOCKING, event_poll_internal.h), and records the polls'
   // entries. Not analysed: the locks are held in locks_, a vector, which the analysis cannot follow.
   Status Lock() EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
-    std::vector<Mutex*> mutation;
-    mutation.reserve(files_.size());
-    std::size_t poll_count = 0;
-    for (std::size_t i = 0; i < files_.size(); ++i) {
-      // The two ends of a pipe or socket pair share one lock, and usually sit side by side.
-      Mutex* m = files_[i]->MutationLock();
-      if (m != nullptr && (mutation.empty() || mutation.back() != m)) mutation.push_back(m);
-      if (types_[i] == File::Builtin::kEventPoll) ++poll_count;
-    }
-    polls_.reserve(poll_count);
+    polls_.reserve(poll_count_);
     for (std::size_t i = 0; i < files_.size(); ++i) {
       if (types_[i] == File::Builtin::kEventPoll) polls_.push_back({files_[i]->AsEventPoll(), i + 1, 0, {}, {}, {}});
     }
-    locks_.reserve(mutation.size() + 2 * polls_.size());  // every lock the cut takes: no regrowth on the way
-    TakeMutationLocks(mutation);
+    locks_.reserve(mutation_.size() + 2 * polls_.size());  // every lock the cut takes: no regrowth on the way
+    TakeMutationLocks(mutation_);
     for (PollCut& c : polls_) locks_.emplace_back(c.poll->impl()->mu_);
     // Each poll's place in polls_, by its address: a lookup per waiter of every queue, in constant time (a binary
     // search in a sorted copy was a fifth of the cut of a world of hundreds of small polls).
@@ -528,6 +525,8 @@ class Cut {
   std::vector<std::string_view> kinds_;    // a built-in kind's name, or one of embedder_kinds_
   std::deque<std::string> embedder_kinds_;  // the embedder files' kinds, copied (a deque: views of them stay valid)
   std::vector<File::Builtin> types_;
+  std::vector<Mutex*> mutation_;  // the files' mutation locks, in file order (Take), for Lock
+  std::size_t poll_count_ = 0;
   std::vector<std::string> custom_;
   std::vector<Shared> shared_;
   std::vector<PollCut> polls_;
