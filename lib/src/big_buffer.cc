@@ -120,11 +120,7 @@ void* InUse(void* p, std::size_t size) {
 // page on, its pages the kernel's to take back: MADV_FREE), or unmapped if there is no room.
 void KeepOrUnmap(void* p, std::size_t size) noexcept {
   CountMapped(-static_cast<std::ptrdiff_t>(size));
-  if (size >= kHugePage && ::madvise(p, size, MADV_FREE) != 0) {
-    ::munmap(p, size);
-  } else if (!Mapped().Keep(p, size)) {
-    ::munmap(p, size);
-  }
+  if ((size >= kHugePage && ::madvise(p, size, MADV_FREE) != 0) || !Mapped().Keep(p, size)) ::munmap(p, size);
 }
 
 }  // namespace
@@ -189,10 +185,6 @@ void* AllocateSmall(std::size_t size) {
   }
   return InUse(p, size);
 }
-
-}  // namespace
-
-namespace {
 
 // A block of at least `bytes` (AllocateBlock), and in `*usable` all it holds.
 void* AllocateBlockOf(std::size_t bytes, std::size_t* usable) {

@@ -154,7 +154,6 @@ class Cut {
       // socket pair share one lock, and usually sit side by side.
       Mutex* m = f->MutationLock();
       if (m != nullptr && (mutation_.empty() || mutation_.back() != m)) mutation_.push_back(m);
-      if (types_.back() == File::Builtin::kEventPoll) ++poll_count_;
       kinds_.push_back(KindOf(*f, types_.back()));
       if (kinds_.back().empty()) {
         return Status::Error(EINVAL, "file#" + std::to_string(ids_.Of(f)) + " (" + std::string(f->TypeName()) +
@@ -176,7 +175,7 @@ class Cut {
   // Takes every lock of the cut, in the engine's lock order (LOCKING, event_poll_internal.h), and records the polls'
   // entries. Not analysed: the locks are held in locks_, a vector, which the analysis cannot follow.
   Status Lock() EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
-    polls_.reserve(poll_count_);
+    polls_.reserve(static_cast<std::size_t>(std::count(types_.begin(), types_.end(), File::Builtin::kEventPoll)));
     for (std::size_t i = 0; i < files_.size(); ++i) {
       if (types_[i] == File::Builtin::kEventPoll) polls_.push_back({files_[i]->AsEventPoll(), i + 1, 0, {}, {}, {}});
     }
@@ -515,7 +514,8 @@ class Cut {
   }
 
   const World& world_;
-  // Every array of the cut that grows with the world but files_, kinds_, types_ and the locks, and the ids map's nodes.
+  // Every array of the cut that grows with the world but files_, kinds_, types_, mutation_ and the locks, and the ids
+  // table's slots.
   CutMemory memory_;
   CutVector<Fd> fds_{&memory_};
   // The files, not owned: the fd table, frozen, and the roots hold them while the locks are held. After Unlock a file
@@ -526,7 +526,6 @@ class Cut {
   std::deque<std::string> embedder_kinds_;  // the embedder files' kinds, copied (a deque: views of them stay valid)
   std::vector<File::Builtin> types_;
   std::vector<Mutex*> mutation_;  // the files' mutation locks, in file order (Take), for Lock
-  std::size_t poll_count_ = 0;
   std::vector<std::string> custom_;
   std::vector<Shared> shared_;
   std::vector<PollCut> polls_;
