@@ -626,7 +626,8 @@ namespace {
 // (file, fd) order, and a bit in a per-file range for the queue rank.
 class Validator {
  public:
-  Validator(const v1::Image& image, const Limits& limits) : image_(image), limits_(limits) {}
+  Validator(const v1::Image& image, const Limits& limits, FdRecords fds = {})
+      : image_(image), limits_(limits), fds_(fds) {}
 
   // `strings`: whether the strings are still to be checked for UTF-8 (not if the payload's were, before its parse).
   Status Run(bool strings = true) {
@@ -638,7 +639,7 @@ class Validator {
                   std::to_string(kFormatMajor) + ".x)");
     }
     const std::uint64_t objects = static_cast<std::uint64_t>(image_.pipes_size()) + image_.socket_pairs_size() +
-                                  image_.files_size() + image_.fds_size() + image_.roots_size();
+                                  image_.files_size() + image_.fds_size() + fds_.size() + image_.roots_size();
     if (objects > limits_.max_objects) return Fail("the image has " + std::to_string(objects) + " objects, beyond the limit");
     if (image_.has_network_lock()) {
       if (std::string bad = CheckNetworkLock(image_.network_lock()); !bad.empty()) return Fail("network lock: " + bad);
@@ -661,15 +662,23 @@ class Validator {
     }
     if (Status s = CheckEnds(); !s.ok()) return s;
     if (Status s = CheckNesting(); !s.ok()) return s;
+    if (!fds_.empty() && image_.fds_size() != 0) return Fail("fd table: given twice (records and messages)");
     std::int64_t last_fd = -1;
-    for (const v1::FdEntry& e : image_.fds()) {
-      auto where = [&] { return "fd " + std::to_string(e.fd()); };  // only for a failure: an image may have 10^6 fds
-      if (e.fd() < 0) return Fail(where() + ": negative");
-      if (e.fd() <= last_fd) return Fail(where() + ": repeated or out of order (fds are listed in ascending order)");
-      last_fd = e.fd();
-      const v1::File* file = FileAt(e.file());
-      if (file == nullptr) return Fail(where() + ": file " + std::to_string(e.file()) + " is not in the image");
+    auto check_fd = [&](std::int32_t fd, std::uint64_t file_id) {
+      auto where = [&] { return "fd " + std::to_string(fd); };  // only for a failure: an image may have 10^6 fds
+      if (fd < 0) return Fail(where() + ": negative");
+      if (fd <= last_fd) return Fail(where() + ": repeated or out of order (fds are listed in ascending order)");
+      last_fd = fd;
+      const v1::File* file = FileAt(file_id);
+      if (file == nullptr) return Fail(where() + ": file " + std::to_string(file_id) + " is not in the image");
       if (file->has_host() && file->host().detached()) return Fail(where() + ": a detached host file has no fd");
+      return Status{};
+    };
+    for (const FdRecord& r : fds_) {
+      if (Status s = check_fd(r.fd, r.file); !s.ok()) return s;
+    }
+    for (const v1::FdEntry& e : image_.fds()) {
+      if (Status s = check_fd(e.fd(), e.file()); !s.ok()) return s;
     }
     std::set<std::string> names;
     for (const v1::Root& r : image_.roots()) {
@@ -997,6 +1006,7 @@ class Validator {
 
   const v1::Image& image_;
   const Limits& limits_;
+  const FdRecords fds_;  // the fd table, if the image's was read apart (WithDecodedFds)
   state::IdIndex index_;                    // every object id -> position
   std::vector<const v1::File*> files_;      // by position; null for shared state
   std::set<std::uint64_t> pipes_, pairs_;   // ids of valid shared objects, by kind
@@ -1018,7 +1028,7 @@ std::string HostKindText(const v1::File& f) {
 
 // Builds the world of a validated image: objects at the positions the Validator gave them, entries straight into
 // their pending polls (already checked), then after_load exactly as for a Boost archive.
-void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, BuildTimes* times) {
+void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, BuildTimes* times, FdRecords fd_records) {
   const auto started = std::chrono::steady_clock::now();
   state::LoadObjects objects;
   objects.Reserve(static_cast<std::size_t>(image.pipes_size()) + static_cast<std::size_t>(image.socket_pairs_size()) +
@@ -1137,16 +1147,20 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
       k.fds.assign(p.kernel_fds().begin(), p.kernel_fds().end());
     }
   }
-  if (image.fds_size() > 0) {  // fds are ascending: the last is the highest
-    out->fds.Reserve(static_cast<int>(std::min<std::int64_t>(image.fds(image.fds_size() - 1).fd() + 1LL, INT_MAX)));
-  }
+  // fds are ascending (Validate): the last is the highest
+  const std::int64_t highest = !fd_records.empty() ? fd_records.back().fd
+                               : image.fds_size() > 0 ? image.fds(image.fds_size() - 1).fd()
+                                                      : -1;
+  if (highest >= 0) out->fds.Reserve(static_cast<int>(std::min<std::int64_t>(highest + 1, INT_MAX)));
   {
     FdTable::Filler fds(out->fds);
-    for (const v1::FdEntry& e : image.fds()) {
-      if (fds.InstallAt(e.fd(), objects.files[objects.Find(e.file())])) {
-        throw LoadError("fd " + std::to_string(e.fd()) + ": cannot be installed");
+    auto install = [&](std::int32_t fd, std::uint64_t file) {
+      if (fds.InstallAt(fd, objects.files[objects.Find(file)])) {
+        throw LoadError("fd " + std::to_string(fd) + ": cannot be installed");
       }
-    }
+    };
+    for (const FdRecord& r : fd_records) install(r.fd, r.file);
+    for (const v1::FdEntry& e : image.fds()) install(e.fd(), e.file());
   }
   for (const v1::Root& r : image.roots()) out->roots.emplace(r.name(), objects.files[objects.Find(r.file())]);
   const auto built = std::chrono::steady_clock::now();
@@ -1160,7 +1174,9 @@ void Build(const v1::Image& image, World* out, const ResolvedFiles& resolved, Bu
 }  // namespace
 
 Status Validate(const v1::Image& image, const Limits& limits) { return Validator(image, limits).Run(); }
-Status ValidateDecoded(const v1::Image& image, const Limits& limits) { return Validator(image, limits).Run(false); }
+Status ValidateDecoded(const v1::Image& image, const Limits& limits, FdRecords fds) {
+  return Validator(image, limits, fds).Run(false);
+}
 
 Status Restore(const v1::Image& image, World* out, const Limits& limits) {
   static const ResolvedFiles kNone;
@@ -1174,10 +1190,11 @@ Status Restore(const v1::Image& image, World* out, const Limits& limits, const R
   return RestoreValidated(image, out, resolved, times);
 }
 
-Status RestoreValidated(const v1::Image& image, World* out, const ResolvedFiles& resolved, BuildTimes* times) {
+Status RestoreValidated(const v1::Image& image, World* out, const ResolvedFiles& resolved, BuildTimes* times,
+                        FdRecords fds) {
   if (out->fds.Count() != 0 || !out->roots.empty()) return Status::Error(EINVAL, "restore: the world is not empty");
   try {
-    Build(image, out, resolved, times);
+    Build(image, out, resolved, times, fds);
     return {};
   } catch (const std::exception& e) {
     out->roots.clear();
@@ -1338,23 +1355,21 @@ Result<std::string> SaveImage(const World& world, const SaveOptions& options) {
 namespace {
 
 Status DecodeAndRestore(std::string_view payload, World* out) {
-  return WithDecoded(payload, [out](const v1::Image& image) {
+  return WithDecodedFds(payload, [out](const v1::Image& image, FdRecords fds) {
     if (out->fds.Count() != 0 || !out->roots.empty()) return Status::Error(EINVAL, "restore: the world is not empty");
-    if (Status s = ValidateDecoded(image); !s.ok()) return s;  // nothing is created before the image is known whole
-    return RestoreValidated(image, out, {}, nullptr);
+    if (Status s = ValidateDecoded(image, {}, fds); !s.ok()) return s;  // nothing is created before it is known whole
+    return RestoreValidated(image, out, {}, nullptr, fds);
   });
 }
 
 }  // namespace
 
-// The decoded image lives in an arena whose blocks come from AllocateBlock (big_buffer.h): a column of a million
+namespace {
+
+// The arena a decoded image lives in: its blocks come from AllocateBlock (big_buffer.h), so a column of a million
 // entries lands in huge pages instead of being faulted in 4 KiB at a time, and a smaller block is kept for the next
 // decode of its size.
-Status WithDecoded(std::string_view payload, const std::function<Status(const v1::Image&)>& use) {
-  if (payload.size() > static_cast<std::size_t>(INT_MAX)) {
-    return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
-  }
-  if (Status s = CheckPayload(payload); !s.ok()) return s;
+google::protobuf::ArenaOptions DecodeArenaOptions(std::string_view payload) {
   google::protobuf::ArenaOptions options;
   options.block_alloc = &AllocateBlock;
   options.block_dealloc = &FreeBlock;
@@ -1366,12 +1381,141 @@ Status WithDecoded(std::string_view payload, const std::function<Status(const v1
   // would be faulted in page by page. A decoded image takes about three times its payload, so from 256 KiB on the
   // first 2 MiB block is mostly used.
   if (payload.size() >= (std::size_t{256} << 10)) options.start_block_size = BigBuffer::kHugePage;
-  google::protobuf::Arena arena(options);
-  auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
-  if (!image->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-    return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image");
+  return options;
+}
+
+Status NotAnImage() { return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image"); }
+
+// A varint of at most `max_bytes` bytes at `p` (advanced past it); false if it is longer or cut short.
+inline bool ReadVarint(const char*& p, const char* end, std::uint64_t* value, int max_bytes) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < max_bytes && p != end; ++i) {
+    const auto byte = static_cast<std::uint8_t>(*p++);
+    v |= std::uint64_t{byte & 0x7fu} << (7 * i);
+    if ((byte & 0x80) == 0) {
+      *value = v;
+      return true;
+    }
   }
+  return false;
+}
+
+// One top-level field of an Image payload at `p` (advanced past it): its number and wire type, and for a
+// length-delimited one its bytes. False if malformed, or a group (no writer makes one): protobuf then decides.
+inline bool NextField(const char*& p, const char* end, std::uint32_t* number, int* wire_type, std::string_view* bytes) {
+  std::uint64_t tag = 0, v = 0;
+  if (!ReadVarint(p, end, &tag, 5) || (tag >> 3) == 0 || tag > UINT32_MAX) return false;
+  *number = static_cast<std::uint32_t>(tag >> 3);
+  *wire_type = static_cast<int>(tag & 7);
+  switch (*wire_type) {
+    case 0: return ReadVarint(p, end, &v, 10);
+    case 1:
+    case 5: {
+      const std::size_t n = *wire_type == 1 ? 8 : 4;
+      if (static_cast<std::size_t>(end - p) < n) return false;
+      p += n;
+      return true;
+    }
+    case 2:
+      if (!ReadVarint(p, end, &v, 5) || v > static_cast<std::uint64_t>(end - p)) return false;
+      *bytes = std::string_view(p, v);
+      p += v;
+      return true;
+    default: return false;
+  }
+}
+
+// An FdEntry's bytes as every writer makes them: fd (field 1, 0 to INT32_MAX) and file (field 2, below 2^63), each a
+// varint, in any order, either absent (0, as protobuf reads it) or repeated (the last one counts, as for protobuf).
+// Anything else (another field, a negative fd, a longer varint) is left to protobuf: false.
+inline bool ReadFdEntry(std::string_view bytes, FdRecord* out) {
+  const char* p = bytes.data();
+  const char* const end = p + bytes.size();
+  std::uint64_t fd = 0, file = 0;
+  while (p != end) {
+    const auto tag = static_cast<std::uint8_t>(*p++);
+    if (tag == ((v1::FdEntry::kFdFieldNumber << 3) | 0)) {
+      if (!ReadVarint(p, end, &fd, 5) || fd > static_cast<std::uint64_t>(INT32_MAX)) return false;
+    } else if (tag == ((v1::FdEntry::kFileFieldNumber << 3) | 0)) {
+      if (!ReadVarint(p, end, &file, 9)) return false;
+    } else {
+      return false;
+    }
+  }
+  *out = {static_cast<std::int32_t>(fd), file};
+  return true;
+}
+
+// `payload` parsed into `image` but for its fd table, which goes into `records` (on the arena, *count of them): the
+// runs of other fields between fd records are merged into the image in order, which is what parsing the whole
+// payload does with them. False, with nothing decoded that matters, where the payload holds something ReadFdEntry or
+// NextField leaves to protobuf: the caller parses all of it with protobuf then.
+bool ParseFdsApart(std::string_view payload, google::protobuf::Arena* arena, v1::Image* image, FdRecord** records,
+                   std::size_t* count) {
+  constexpr std::uint32_t kFds = v1::Image::kFdsFieldNumber;
+  const char* const begin = payload.data();
+  const char* const end = begin + payload.size();
+  std::size_t n = 0;
+  for (const char* p = begin; p != end;) {
+    std::uint32_t number = 0;
+    int wire_type = 0;
+    std::string_view bytes;
+    if (!NextField(p, end, &number, &wire_type, &bytes)) return false;
+    n += number == kFds && wire_type == 2;
+  }
+  if (n == 0) return false;
+  FdRecord* const out = google::protobuf::Arena::CreateArray<FdRecord>(arena, n);
+  // The runs of other fields, merged once every record has been read (a failed record leaves the image untouched).
+  boost::container::small_vector<std::string_view, 4> runs;
+  const char* run = begin;
+  std::size_t at = 0;
+  for (const char* p = begin; p != end;) {
+    const char* const field = p;
+    std::uint32_t number = 0;
+    int wire_type = 0;
+    std::string_view bytes;
+    NextField(p, end, &number, &wire_type, &bytes);  // read once already
+    if (number != kFds || wire_type != 2) continue;
+    if (!ReadFdEntry(bytes, &out[at++])) return false;
+    if (field != run) runs.emplace_back(run, static_cast<std::size_t>(field - run));
+    run = p;
+  }
+  if (run != end) runs.emplace_back(run, static_cast<std::size_t>(end - run));
+  for (std::string_view r : runs) {
+    google::protobuf::io::CodedInputStream in(reinterpret_cast<const std::uint8_t*>(r.data()), static_cast<int>(r.size()));
+    if (!image->MergePartialFromCodedStream(&in) || !in.ConsumedEntireMessage()) {
+      image->Clear();
+      return false;
+    }
+  }
+  *records = out;
+  *count = n;
+  return true;
+}
+
+}  // namespace
+
+Status WithDecoded(std::string_view payload, const std::function<Status(const v1::Image&)>& use) {
+  if (payload.size() > static_cast<std::size_t>(INT_MAX)) return NotAnImage();
+  if (Status s = CheckPayload(payload); !s.ok()) return s;
+  google::protobuf::Arena arena(DecodeArenaOptions(payload));
+  auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
+  if (!image->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) return NotAnImage();
   return use(*image);
+}
+
+Status WithDecodedFds(std::string_view payload, const std::function<Status(const v1::Image&, FdRecords)>& use) {
+  if (payload.size() > static_cast<std::size_t>(INT_MAX)) return NotAnImage();
+  if (Status s = CheckPayload(payload); !s.ok()) return s;
+  google::protobuf::Arena arena(DecodeArenaOptions(payload));
+  auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
+  FdRecord* records = nullptr;
+  std::size_t count = 0;
+  if (!ParseFdsApart(payload, &arena, image, &records, &count) &&
+      !image->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return NotAnImage();
+  }
+  return use(*image, FdRecords(records, count));
 }
 
 Status LoadImage(std::string_view file_bytes, World* out, const ReadLimits& read_limits) {
@@ -1393,9 +1537,11 @@ Status ReadImage(const std::string& path, World* out, const ReadLimits& read_lim
   BigBuffer bytes;
   std::string_view payload;
   if (Status e = ReadImageFileBytes(path, &bytes, &payload, read_limits); !e.ok()) return {e.code, e.message};
-  return WithDecoded(payload, [&](const v1::Image& image) {
+  return WithDecodedFds(payload, [&](const v1::Image& image, FdRecords fds) {
     bytes = BigBuffer();  // the decoded image holds copies: the world built next reuses the file's pages
-    return Restore(image, out);
+    if (out->fds.Count() != 0 || !out->roots.empty()) return Status::Error(EINVAL, "restore: the world is not empty");
+    if (Status s = ValidateDecoded(image, {}, fds); !s.ok()) return s;
+    return RestoreValidated(image, out, {}, nullptr, fds);
   });
 }
 

@@ -10,10 +10,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <unordered_map>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -64,9 +64,19 @@ struct SaveOptions {
 
 Result<v1::Image> Capture(const World& world, const SaveOptions& options = {});
 Status Validate(const v1::Image& image, const Limits& limits = {});
+// An image's fd table as WithDecodedFds reads it: each Image.fds record (FdEntry) as protobuf would have read it, in
+// order, kept apart from the message (whose fds() is then empty): a million fds were a million messages to allocate,
+// construct and reach through a pointer each, a fifth of a restore's time.
+struct FdRecord {
+  std::int32_t fd;
+  std::uint64_t file;
+};
+using FdRecords = std::span<const FdRecord>;
+
 // Validate for an image that WithDecoded (or Decode) parsed: the payload's strings were checked for UTF-8 before the
-// parse (CheckPayload), so they are not walked again.
-Status ValidateDecoded(const v1::Image& image, const Limits& limits = {});
+// parse (CheckPayload), so they are not walked again. `fds`: the image's fd table, if WithDecodedFds kept it apart
+// (an image with an fd table of its own and records besides is refused).
+Status ValidateDecoded(const v1::Image& image, const Limits& limits = {}, FdRecords fds = {});
 Status Restore(const v1::Image& image, World* out, const Limits& limits = {});
 
 // Files supplied from outside the image, by object id (restore/restorer.h resolves them): every host file reference
@@ -115,7 +125,9 @@ Status Restore(const v1::Image& image, World* out, const Limits& limits, const R
                BuildTimes* times);
 // The same without validating first. Preconditions: Validate(image, limits) succeeded on this very image (the
 // restorer validates once, before it resolves, and again only an image it rewrote).
-Status RestoreValidated(const v1::Image& image, World* out, const ResolvedFiles& resolved, BuildTimes* times);
+// `fds` as for ValidateDecoded.
+Status RestoreValidated(const v1::Image& image, World* out, const ResolvedFiles& resolved, BuildTimes* times,
+                        FdRecords fds = {});
 
 // Deterministic bytes of an image, and parsing them back (the payload inside the framing).
 Result<std::string> Encode(const v1::Image& image);
@@ -124,6 +136,9 @@ Result<v1::Image> Decode(std::string_view payload);
 // Decodes a payload into a short-lived image (arena-allocated, for speed) and hands it to `use`. The image holds copies
 // of everything it read: `use` may free the payload's memory first.
 Status WithDecoded(std::string_view payload, const std::function<Status(const v1::Image&)>& use);
+// The same, but the fd table, when its records are as every writer makes them (an fd and a file, nothing else), is
+// read by hand into `fds` (valid during `use`) instead of into the image; else it is in the image, and `fds` is empty.
+Status WithDecodedFds(std::string_view payload, const std::function<Status(const v1::Image&, FdRecords fds)>& use);
 
 // Protobuf's JSON mapping, both ways, without loss.
 Result<std::string> ToJson(const v1::Image& image);

@@ -284,10 +284,13 @@ std::string Report::ToString() const {
 
 namespace {
 
-Status ResolveAndBuild(const v1::Image& image, World* out, const Options& options, Report& rep);
+Status ResolveAndBuild(const v1::Image& image, image::FdRecords fds, World* out, const Options& options,
+                       Report& rep);
 
-// Restore; `decoded`: the image was parsed from a payload whose strings were checked (image::ValidateDecoded).
-Status RestoreImage(const v1::Image& image, World* out, const Options& options, Report* report, bool decoded) {
+// Restore; `decoded`: the image was parsed from a payload whose strings were checked (image::ValidateDecoded), and
+// its fd table may be `fds`, read apart (image::WithDecodedFds).
+Status RestoreImage(const v1::Image& image, World* out, const Options& options, Report* report, bool decoded,
+                    image::FdRecords fds = {}) {
   Report local;
   Report& rep = report != nullptr ? *report : local;
   const Report::Duration read = rep.read;
@@ -297,19 +300,20 @@ Status RestoreImage(const v1::Image& image, World* out, const Options& options, 
 
   auto t = Clock::now();
   // Nothing is created before this.
-  if (Status s = decoded ? image::ValidateDecoded(image, options.limits) : image::Validate(image, options.limits);
+  if (Status s = decoded ? image::ValidateDecoded(image, options.limits, fds) : image::Validate(image, options.limits);
       !s.ok()) {
     return s;
   }
   rep.validate += Clock::now() - t;
 
   // Every resolver learns how the restore ended: one that made files for it takes them back on failure.
-  Status s = ResolveAndBuild(image, out, options, rep);
+  Status s = ResolveAndBuild(image, fds, out, options, rep);
   for (Resolver* resolver : options.resolvers) resolver->Finished(s.ok());
   return s;
 }
 
-Status ResolveAndBuild(const v1::Image& image, World* out, const Options& options, Report& rep) {
+Status ResolveAndBuild(const v1::Image& image, image::FdRecords fds, World* out, const Options& options,
+                       Report& rep) {
   auto t = Clock::now();
   Resolved resolved;
   if (Status s = ResolveAll(image, options, &resolved); !s.ok()) {
@@ -323,6 +327,11 @@ Status ResolveAndBuild(const v1::Image& image, World* out, const Options& option
   if (!resolved.pruned.empty() || !resolved.rekey.empty()) {
     t = Clock::now();
     rewritten = image;
+    for (const image::FdRecord& r : fds) {  // a rewrite works on the image alone: its fd table goes back into it
+      v1::FdEntry* e = rewritten.add_fds();
+      e->set_fd(r.fd);
+      e->set_file(r.file);
+    }
     if (Status s = Rewrite(&rewritten, &resolved); !s.ok()) {
       resolved.GiveBack();
       return s;
@@ -334,7 +343,7 @@ Status ResolveAndBuild(const v1::Image& image, World* out, const Options& option
   image::BuildTimes times;
   // A rewritten image is validated again, as strictly as a read one; the image as read was validated above.
   t = Clock::now();
-  if (Status s = use == &image ? image::RestoreValidated(image, out, resolved.files, &times)
+  if (Status s = use == &image ? image::RestoreValidated(image, out, resolved.files, &times, fds)
                                : image::Restore(*use, out, options.limits, resolved.files, &times); !s.ok()) {
     resolved.GiveBack();
     return s;
@@ -362,9 +371,9 @@ Status RestoreBytes(std::string_view file_bytes, World* out, const Options& opti
   const auto t = Clock::now();
   Result<std::string_view> framed = image::Unframe(file_bytes, options.read_limits);
   if (!framed.ok()) return framed.status();
-  return image::WithDecoded(framed.value(), [&](const v1::Image& image) {
+  return image::WithDecodedFds(framed.value(), [&](const v1::Image& image, image::FdRecords fds) {
     rep.read = Clock::now() - t;
-    return RestoreImage(image, out, options, &rep, true);
+    return RestoreImage(image, out, options, &rep, true, fds);
   });
 }
 
@@ -377,12 +386,12 @@ Status RestoreFile(const std::string& path, World* out, const Options& options, 
   if (Status e = image::ReadImageFileBytes(path, &bytes, &payload, options.read_limits); !e.ok()) {
     return {e.code, e.message};
   }
-  return image::WithDecoded(payload, [&](const v1::Image& image) {
+  return image::WithDecodedFds(payload, [&](const v1::Image& image, image::FdRecords fds) {
     rep.read = Clock::now() - t;
     // The decoded image holds copies of everything: the file's pages go back now, and the world built next reuses
     // them instead of faulting in new memory (image/codec.h, WithDecoded).
     bytes = BigBuffer();
-    return RestoreImage(image, out, options, &rep, true);
+    return RestoreImage(image, out, options, &rep, true, fds);
   });
 }
 

@@ -29,6 +29,17 @@ v1::Image CaptureOrDie(const World& w) {
   return image.value();
 }
 
+// A varint as protobuf's wire format writes it, for payloads made by hand.
+std::string Varint(std::uint64_t v) {
+  std::string out;
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+  return out;
+}
+
 TEST(ImageCodecTest, CaptureRestoreKeepsEverything) {
   World a;
   BuildWorld(a);
@@ -461,23 +472,85 @@ TEST(ImageCodecTest, EveryTruncationAndByteFlipOfAFramedImageIsRefused) {
   EXPECT_EQ(File::LiveFiles(), live);
 }
 
+// WithDecodedFds reads the fd table by hand (image/codec.h): what it gives, the image and the records together, is
+// exactly what protobuf's parse of the same payload gives (protobuf is the oracle here), for a saved world and for fd
+// tables no writer makes but protobuf reads: fields in another order or repeated (the last counts), a record with a
+// field more or a negative fd (left to protobuf: no records), a field 2 of another wire type (an unknown field to
+// protobuf), other fields between the fd records.
+TEST(ImageCodecTest, FdTableReadApartIsWhatProtobufReads) {
+  auto field = [&](int number, int wire_type, const std::string& value) {
+    std::string out = Varint((static_cast<std::uint64_t>(number) << 3) | static_cast<std::uint64_t>(wire_type));
+    if (wire_type == 2) out += Varint(value.size());
+    return out + value;
+  };
+  auto fd_record = [&](const std::string& fields) { return field(v1::Image::kFdsFieldNumber, 2, fields); };
+  World world;
+  BuildWorld(world);
+  const std::string saved = EncodeOrDie(CaptureOrDie(world));
+  v1::Root extra_root;
+  extra_root.set_name("between");
+  extra_root.set_file(1);
+  struct Case {
+    const char* name;
+    std::string payload;
+    bool apart;  // whether the fd table is read apart
+  };
+  const std::vector<Case> cases = {
+      {"as saved", saved, true},
+      {"file first, fd repeated", saved + fd_record(field(2, 0, Varint(1)) + field(1, 0, Varint(7)) +
+                                                    field(1, 0, Varint(900))), true},
+      {"a root between fd records", fd_record(field(1, 0, Varint(3))) + field(v1::Image::kRootsFieldNumber, 2,
+                                                                             extra_root.SerializeAsString()) + saved,
+       true},
+      {"a record with an unknown field", saved + fd_record(field(1, 0, Varint(901)) + field(3, 0, Varint(5))), false},
+      {"a negative fd", saved + fd_record(field(1, 0, Varint(static_cast<std::uint64_t>(-4)))), false},
+      {"field 2 as a varint", saved + field(v1::Image::kFdsFieldNumber, 0, Varint(8)), true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::string expected;
+    ASSERT_TRUE(WithDecoded(c.payload, [&](const v1::Image& image) {
+                  expected = EncodeOrDie(image);
+                  return Status{};
+                }).ok());
+    std::size_t records = 0;
+    ASSERT_TRUE(WithDecodedFds(c.payload, [&](const v1::Image& image, FdRecords fds) {
+                  records = fds.size();
+                  if (!fds.empty()) {
+                    EXPECT_EQ(image.fds_size(), 0);
+                  }
+                  v1::Image joined = image;
+                  for (const FdRecord& r : fds) {
+                    v1::FdEntry* e = joined.add_fds();
+                    e->set_fd(r.fd);
+                    e->set_file(r.file);
+                  }
+                  EXPECT_EQ(EncodeOrDie(joined), expected);
+                  return Status{};
+                }).ok());
+    EXPECT_EQ(records != 0, c.apart);
+  }
+  // A payload protobuf refuses is refused either way.
+  const std::string cut = saved.substr(0, saved.size() - 1);
+  EXPECT_FALSE(WithDecoded(cut, [](const v1::Image&) { return Status{}; }).ok());
+  EXPECT_FALSE(WithDecodedFds(cut, [](const v1::Image&, FdRecords) { return Status{}; }).ok());
+  // And a restore through the records is the world (LoadImage reads them apart).
+  Result<std::string> framed = SaveImage(world);
+  ASSERT_TRUE(framed.ok());
+  World restored;
+  Status s = LoadImage(framed.value(), &restored);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_EQ(Describe(restored), Describe(world));
+}
+
 // Claims of huge counts in a small payload fail at once: a length-delimited field can never claim more bytes than
 // the payload holds, so nothing is allocated for the claim.
 TEST(ImageCodecTest, HugeClaimsInASmallPayloadFailFast) {
-  auto varint = [](std::uint64_t v) {
-    std::string out;
-    while (v >= 0x80) {
-      out.push_back(static_cast<char>((v & 0x7f) | 0x80));
-      v >>= 7;
-    }
-    out.push_back(static_cast<char>(v));
-    return out;
-  };
   // files (field 6): one File claiming 2^31 bytes; and a File whose poll claims a packed column of 2^31 entries.
-  const std::string huge_file = "\x32" + varint(std::uint64_t{1} << 31) + std::string(16, '\0');
-  std::string column = "\x0a" + varint(std::uint64_t{1} << 31) + std::string(8, '\x01');  // EventPollState.files
-  std::string poll = "\x32" + varint(column.size()) + column;                             // File.eventpoll
-  const std::string huge_column = "\x32" + varint(poll.size()) + poll;
+  const std::string huge_file = "\x32" + Varint(std::uint64_t{1} << 31) + std::string(16, '\0');
+  std::string column = "\x0a" + Varint(std::uint64_t{1} << 31) + std::string(8, '\x01');  // EventPollState.files
+  std::string poll = "\x32" + Varint(column.size()) + column;                             // File.eventpoll
+  const std::string huge_column = "\x32" + Varint(poll.size()) + poll;
   for (const std::string& payload : {huge_file, huge_column}) {
     Result<v1::Image> image = Decode(payload);
     EXPECT_FALSE(image.ok());
