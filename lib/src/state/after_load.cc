@@ -207,18 +207,29 @@ void RegisterInQueueOrder(const std::vector<const PendingPoll*>& polls, std::siz
                      [](const Registration& a, const Registration& b) { return a.rank > b.rank; });
     for (const Registration& r : registrations) sorted.push_back(r.entry);
   }
-  for (PollEntry* e : sorted) {
-    if ((e->events & kEpollExclusive) == 0) {
-      e->file->EventRegister(e);
-      e->registered = true;
+  // The entries are reached in queue order, not in memory order: in a large world each one was a cache miss, and
+  // reading every entry's events twice (once per pass) two of them, most of after_load's time at a million entries.
+  // Each entry is prefetched a few registrations ahead (both lines an 88-byte entry may straddle), and the exclusive
+  // ones (rare) are kept aside when first met, so the second pass reads only them.
+  constexpr std::size_t kAhead = 8;
+  std::vector<PollEntry*> exclusive;
+  for (std::size_t i = 0; i < sorted.size(); ++i) {
+    if (i + kAhead < sorted.size()) {
+      const auto* ahead = reinterpret_cast<const char*>(sorted[i + kAhead]);
+      __builtin_prefetch(ahead);
+      __builtin_prefetch(ahead + sizeof(PollEntry) - 1);
     }
-  }
-  for (std::size_t i = sorted.size(); i-- > 0;) {
     PollEntry* e = sorted[i];
     if ((e->events & kEpollExclusive) != 0) {
-      e->file->EventRegister(e);
-      e->registered = true;
+      exclusive.push_back(e);
+      continue;
     }
+    e->file->EventRegister(e);
+    e->registered = true;
+  }
+  for (auto it = exclusive.rbegin(); it != exclusive.rend(); ++it) {
+    (*it)->file->EventRegister(*it);
+    (*it)->registered = true;
   }
 }
 
