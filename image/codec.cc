@@ -77,15 +77,14 @@ v1::EventPollState* CaptureKernel(state::PollCut& cut, v1::EventPollState* out, 
   return out;
 }
 
-// A poll's entries as the cut saw them, each entry's saved fields copied as bytes (image/fields.h SavedFieldsOut)
-// while the cut's locks are held; they become the poll's columns once the locks are released (FillPoll, or with
-// records DecodeRows and PutPollRecord). Reading the fields is all that needs the locks: converting and storing them
-// into a million-row message does not.
+// A poll's entries as the cut saw them: the cut copied each entry's saved fields as bytes (PollCut::rows) while its
+// locks were held; they become the poll's columns once the locks are released (FillPoll, or with records DecodeRows
+// and PutPollRecord). Reading the fields is all that needs the locks: converting and storing them into a million-row
+// message does not.
 struct EntryRow;
 struct PollRows {
-  state::PollCut& cut;  // its ranks and ready order are the cut's copies; its entries are not read after the locks
+  state::PollCut& cut;  // its rows, ranks and ready order are the cut's copies; its entries are not read after the locks
   v1::EventPollState* out;  // with records, only the kernel fields, and null if the poll has no kernel epoll
-  std::byte* bytes;  // from the cut's memory (Cut::memory()), released with it
   // With records (SaveImageWith), the poll's record is written by PutPollRecord from its rows decoded here
   // (DecodeRows): the sizes of its columns (EventPollState fields 1 to 7, in number order) and of the message they
   // make with the kernel fields.
@@ -122,16 +121,9 @@ struct Deferred {
 
 // With records, `out` is null: the poll's record is written by PutPollRecord, and a message is made (on `arena`) only
 // for its kernel fields. Preconditions: the cut's locks are held.
-void CapturePoll(state::PollCut& cut, v1::EventPollState* out, std::pmr::memory_resource* memory, Deferred* deferred,
-                 const SaveOptions& options, google::protobuf::Arena* arena = nullptr) {
-  std::size_t row_bytes = 0;
-  if (!cut.entries.empty()) row_bytes = SavedBytes(*cut.entries.front());
-  std::byte* at = nullptr;
-  if (row_bytes != 0) {
-    at = static_cast<std::byte*>(memory->allocate(cut.entries.size() * row_bytes, alignof(std::max_align_t)));
-  }
-  PollRows& rows = deferred->polls.emplace_back(PollRows{cut, out, at});
-  for (PollEntry* e : cut.entries) at = CopySaved(*e, at);
+void CapturePoll(state::PollCut& cut, v1::EventPollState* out, Deferred* deferred, const SaveOptions& options,
+                 google::protobuf::Arena* arena = nullptr) {
+  PollRows& rows = deferred->polls.emplace_back(PollRows{cut, out});
   rows.out = CaptureKernel(cut, out, options, arena);
 }
 
@@ -149,7 +141,7 @@ void FillPoll(const state::SaveIds& ids, PollRows& rows) {
   out->mutable_queue_ranks()->Reserve(n);
   for (std::uint32_t rank : rows.cut.ranks) out->add_queue_ranks(rank);
   PollEntry scratch(nullptr, FileIdentifier{}, 0, 0);
-  if (n > 0) CaptureCopies(scratch, rows.bytes, static_cast<std::size_t>(n), *out, ids);
+  for (std::size_t k = 0; k < static_cast<std::size_t>(n); ++k) CaptureCopies(scratch, rows.cut.Row(k), 1, *out, ids);
   for (std::uint32_t i : rows.cut.ready) out->add_ready_order(i);
 }
 
@@ -203,7 +195,7 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   } else if (type == File::Builtin::kUnixStream) {
     CaptureObject(*static_cast<UnixSocket*>(f), *out->mutable_unix_stream(), snap.ids());
   } else if (type == File::Builtin::kEventPoll) {
-    CapturePoll(snap.polls()[(*next_poll)++], out->mutable_eventpoll(), snap.memory(), deferred, options);
+    CapturePoll(snap.polls()[(*next_poll)++], out->mutable_eventpoll(), deferred, options);
   } else if (type == File::Builtin::kHost) {
     auto* h = static_cast<HostFile*>(f);
     if (options.host_by_value) {
@@ -349,11 +341,9 @@ void DecodeRows(const state::SaveIds& ids, PollRows& rows, std::pmr::memory_reso
   auto* decoded =
       static_cast<EntryRow*>(memory->allocate(std::max<std::size_t>(n, 1) * sizeof(EntryRow), alignof(EntryRow)));
   std::uint64_t bytes[7] = {};
-  const std::byte* at = rows.bytes;
   for (std::size_t k = 0; k < n; ++k) {
-    state::SavedFieldsIn copy{at};
+    state::SavedFieldsIn copy{rows.cut.Row(k)};
     scratch.VisitState(copy);
-    at = copy.at;
     EntryRow& r = decoded[k];
     r.file = ids.Of(state::RawOf(scratch.file));
     r.data = scratch.data;
@@ -570,7 +560,7 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, 
       }
       if (records && snap.type(i) == File::Builtin::kEventPoll) {  // PutPollRecord writes its record
         deferred->files[i] = nullptr;
-        CapturePoll(snap.polls()[next_poll++], nullptr, snap.memory(), deferred, options, arena);
+        CapturePoll(snap.polls()[next_poll++], nullptr, deferred, options, arena);
         continue;
       }
       if (records && snap.type(i) == File::Builtin::kHost && !options.host_by_value) {

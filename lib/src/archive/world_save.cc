@@ -73,13 +73,8 @@ class Writer {
         default: break;
       }
     }
-    // Every poll's entries, poll after poll: they become one set of columns (each poll's are a range of them:
-    // WritePoll).
-    std::size_t entries = 0;
-    for (const state::PollCut& c : cut_.polls()) entries += c.entries.size();
-    for (const state::PollCut& c : cut_.polls()) {
-      for (PollEntry* e : c.entries) entry_copies_.Copy(*e, entries, memory_);
-    }
+    // Every poll's entries: the cut copied their saved fields as it took them (PollCut::rows), and Write makes them
+    // one set of columns, poll after poll (each poll's are a range of them: WritePoll).
   }
 
   // After the cut: what Collect left for it, in archive order.
@@ -88,7 +83,16 @@ class Writer {
     EventFd eventfd(0, false);
     eventfds_.Into(eventfd, kinds_[0].columns);
     PollEntry entry(nullptr, FileIdentifier{}, 0, 0);
-    entry_copies_.Into(entry, entries_);
+    entries_.rows = 0;
+    for (const state::PollCut& c : cut_.polls()) entries_.rows += c.entries.size();
+    for (const state::PollCut& c : cut_.polls()) {
+      for (std::size_t k = 0; k < c.entries.size(); ++k) {
+        state::SavedFieldsIn in{c.Row(k)};
+        entry.VisitState(in);
+        entries_.next = 0;
+        entry.VisitState(entries_);
+      }
+    }
     for (KindColumns& kind : kinds_) kind.columns.ResolveIds();
     entries_.ResolveIds();
     std::uint64_t count = cut_.files().size();
@@ -353,8 +357,7 @@ class Writer {
                            {"pipe-write", {cut_.ids(), &memory_, {}}},
                            {"unix-stream", {cut_.ids(), &memory_, {}}}};
   Copies eventfds_;       // every eventfd's saved fields, in file order
-  Copies entry_copies_;   // every poll's entries' saved fields, in the cut's order of polls
-  FieldColumnSave entries_{cut_.ids(), &memory_, {}};  // entry_copies_ as columns
+  FieldColumnSave entries_{cut_.ids(), &memory_, {}};  // the cut's entry rows as columns
   std::deque<ColumnNameOf> column_names_;    // ColumnName's; a deque, so that the names stay where they are
   std::string text_;                         // the column being written
   std::vector<std::uint8_t> narrow8_;        // the binary column being written, at its width (WriteRaw)

@@ -34,6 +34,7 @@ Status WithCut(const World& world, const std::function<void(Cut&)>& read, SavePa
       read(snap);
       snap.Unlock();
       if (pause != nullptr) pause->locks_held = std::chrono::steady_clock::now() - start;
+      snap.Finish();
       if (after) after(snap);
       return {};
     }

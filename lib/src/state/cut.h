@@ -112,9 +112,18 @@ struct PollCut {
   std::uint64_t id = 0;
   int height = 0;  // poll levels below it: outer polls have larger heights than the polls they watch
   // Slices of arrays the cut holds for all its polls (a world of many small polls took blocks per poll per save).
-  std::span<PollEntry* const> entries;     // sorted by (file id, fd)
-  std::span<const std::uint32_t> ready;    // ready order, as indexes into entries
-  std::span<const std::uint32_t> ranks;    // each entry's place among the epoll waiters of its file's queue
+  // Entries are sorted by (file id, fd) once the cut is finished (Cut::Finish, after the locks); with the locks held
+  // only a kernel-active poll's are (its kernel epoll is described from them under the locks), and only the entries
+  // themselves, which may be read only then.
+  std::span<PollEntry* const> entries;
+  std::span<const std::uint32_t> ready;    // ready order, as indexes into entries (once finished)
+  std::span<const std::uint32_t> ranks;    // each entry's place among the epoll waiters of its file's queue (same)
+  // Every entry's saved fields (state::CopySaved), copied by the cut while it held the entry, row_bytes each: entry k
+  // (in sorted order) is row order[k]. For codecs, once the cut is finished.
+  const std::byte* rows = nullptr;
+  std::size_t row_bytes = 0;
+  std::span<const std::uint32_t> order;
+  const std::byte* Row(std::size_t k) const { return rows + static_cast<std::size_t>(order[k]) * row_bytes; }
 };
 
 class Cut {
@@ -177,7 +186,7 @@ class Cut {
   Status Lock() EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
     polls_.reserve(static_cast<std::size_t>(std::count(types_.begin(), types_.end(), File::Builtin::kEventPoll)));
     for (std::size_t i = 0; i < files_.size(); ++i) {
-      if (types_[i] == File::Builtin::kEventPoll) polls_.push_back({files_[i]->AsEventPoll(), i + 1, 0, {}, {}, {}});
+      if (types_[i] == File::Builtin::kEventPoll) polls_.push_back({files_[i]->AsEventPoll(), i + 1, 0, {}, {}, {}, nullptr, 0, {}});
     }
     locks_.reserve(mutation_.size() + 2 * polls_.size());  // every lock the cut takes: no regrowth on the way
     TakeMutationLocks(mutation_);
@@ -206,6 +215,14 @@ class Cut {
     for (std::size_t i = 0; i < polls_.size(); ++i) start[i + 1] = start[i] + polls_[i].poll->impl()->entries_.size();
     // Not initialized: the walk writes each poll's first found[i] slots, and only those are read.
     Keyed* const keyed_all = Uninitialized<Keyed>(start.back());
+    // Each entry's saved fields are copied as the walk meets it, in the slot its Keyed takes: the entry is at hand
+    // then, and sorting the entries and copying them in sorted order (a second pass over a million entries, mostly
+    // cache misses) waits for the locks to be released (Finish).
+    {
+      PollEntry scratch(nullptr, FileIdentifier{}, 0, 0);
+      row_bytes_ = SavedBytes(scratch);
+    }
+    rows_ = Uninitialized<std::byte>(start.back() * row_bytes_);
     std::vector<std::size_t> found(polls_.size(), 0);
     std::vector<std::vector<std::size_t>> inner_of(polls_.size());
     std::size_t next_poll = 0;  // polls_ is in file order
@@ -228,9 +245,10 @@ class Cut {
         auto* e = static_cast<PollEntry*>(&w);
         // More waiters than the poll has entries cannot be (each entry waits in one queue once); if it were so, the
         // count says it and the poll's map decides, as for one whose walk missed some.
-        if (start[last_at] + found[last_at] < start[last_at + 1]) {
-          keyed_all[start[last_at] + found[last_at]] = {static_cast<std::uint32_t>(i + 1), e->fd, next,
-                                                        e->list == EntryList::kReady, e};
+        if (const std::size_t slot = start[last_at] + found[last_at]; slot < start[last_at + 1]) {
+          keyed_all[slot] = {static_cast<std::uint32_t>(i + 1), e->fd, next,
+                             static_cast<std::uint32_t>(found[last_at]), e, e->list == EntryList::kReady};
+          CopySaved(*e, rows_ + slot * row_bytes_);
         }
         ++found[last_at];
         ++next;
@@ -273,7 +291,11 @@ class Cut {
     // Not initialized either: each poll's slice is written as far as its span reaches.
     entries_ = Uninitialized<PollEntry*>(start.back());
     ranks_ = Uninitialized<std::uint32_t>(start.back());
-    std::vector<std::size_t> ready_start(polls_.size() + 1, 0);
+    order_ = Uninitialized<std::uint32_t>(start.back());
+    keyed_ = keyed_all;
+    start_ = std::move(start);
+    sorted_.assign(polls_.size(), false);
+    ready_start_.assign(polls_.size() + 1, 0);
     CutVector<Keyed> from_map(&memory_);  // a poll's entries read from its map, when the walk missed some
     CutVector<std::pair<const PollEntry*, std::uint32_t>> on_ready(&memory_);
     for (std::size_t pi = 0; pi < polls_.size(); ++pi) {
@@ -283,48 +305,83 @@ class Cut {
       ZeroValueCheck zero;
       c.poll->impl()->VisitState(zero);
       if (!zero.status.ok()) return Status(zero.status.code, name() + zero.status.message);
-      std::span<Keyed> keyed(keyed_all + start[pi], std::min(found[pi], start[pi + 1] - start[pi]));
+      std::span<Keyed> keyed(keyed_all + start_[pi], std::min(found[pi], start_[pi + 1] - start_[pi]));
       if (found[pi] == c.poll->impl()->entries_.size()) {
         // Every entry was in its file's queue: in file id order, and a file's entries in queue order (the latest
         // registration first: Linux puts a non-exclusive waiter at the head of the queue, waiter_queue.cc), so
-        // mostly in falling fd order.
-        SortEachFileByFd(keyed);
+        // mostly in falling fd order. Sorted by Finish, after the locks; a kernel-active poll's now, since its kernel
+        // epoll is described from its sorted entries under the locks.
+        if (c.poll->impl()->kernel_active_.load(std::memory_order_acquire)) {
+          SortEachFileByFd(keyed);
+          sorted_[pi] = true;
+        }
       } else if (Status s = KeyedFromMap(c, name(), keyed, from_map); !s.ok()) {
         return s;
       } else {
-        keyed = from_map;  // no more entries than the poll's slice has room for
+        // Sorted already, and no more entries than the poll's slice has room for: they take the slice, each with its
+        // fields copied again in this order.
+        std::copy(from_map.begin(), from_map.end(), keyed_all + start_[pi]);
+        keyed = std::span<Keyed>(keyed_all + start_[pi], from_map.size());
+        for (std::size_t k = 0; k < keyed.size(); ++k) {
+          keyed[k].row = static_cast<std::uint32_t>(k);
+          CopySaved(*keyed[k].entry, rows_ + (start_[pi] + k) * row_bytes_);
+        }
+        sorted_[pi] = true;
       }
-      // The ready list's entries by their index among the sorted ones: the sorted entries that are on the ready list
-      // (an entry's list is kReady exactly while it is on ready_), each with its index in an open-addressed table by
-      // address, in which each entry of ready_ is looked up (a sort of them and a binary search per entry of ready_,
-      // each a cache miss, were a fifth of the locked time of a poll of 100,000 entries, 10,000 of them ready).
+      // The ready list's entries by their rows: the entries that are on the ready list (an entry's list is kReady
+      // exactly while it is on ready_), each with its row in an open-addressed table by address, in which each entry
+      // of ready_ is looked up (a sort of them and a binary search per entry of ready_, each a cache miss, were a
+      // fifth of the locked time of a poll of 100,000 entries, 10,000 of them ready). Finish turns rows into places.
       on_ready.clear();
-      PollEntry** entries = entries_ + start[pi];
-      std::uint32_t* ranks = ranks_ + start[pi];
+      PollEntry** entries = entries_ + start_[pi];
       for (std::size_t k = 0; k < keyed.size(); ++k) {
-        if (keyed[k].ready) on_ready.emplace_back(keyed[k].entry, static_cast<std::uint32_t>(k));
+        if (keyed[k].ready) on_ready.emplace_back(keyed[k].entry, keyed[k].row);
         entries[k] = keyed[k].entry;
-        ranks[k] = keyed[k].rank;
       }
       c.entries = std::span<PollEntry* const>(entries, keyed.size());
-      c.ranks = std::span<const std::uint32_t>(ranks, keyed.size());
       if (!on_ready.empty()) {
-        IdMap index_of(&memory_);
-        index_of.reserve(on_ready.size());
-        for (const auto& [entry, k] : on_ready) index_of.try_emplace(entry, k);
+        IdMap row_of(&memory_);
+        row_of.reserve(on_ready.size());
+        for (const auto& [entry, row] : on_ready) row_of.try_emplace(entry, row);
         for (const PollEntry& e : c.poll->impl()->ready_) {
-          // An entry of the ready list that is not among the sorted ones (its file is being released) is left out.
-          if (const std::uint64_t* k = index_of.find(&e)) ready_.push_back(static_cast<std::uint32_t>(*k));
+          // An entry of the ready list that is not among the cut's (its file is being released) is left out.
+          if (const std::uint64_t* row = row_of.find(&e)) ready_.push_back(static_cast<std::uint32_t>(*row));
         }
       }
-      ready_start[pi + 1] = ready_.size();
-    }
-    // The ready orders' slices once their array has stopped growing.
-    for (std::size_t pi = 0; pi < polls_.size(); ++pi) {
-      polls_[pi].ready =
-          std::span<const std::uint32_t>(ready_.data() + ready_start[pi], ready_start[pi + 1] - ready_start[pi]);
+      ready_start_[pi + 1] = ready_.size();
     }
     return {};
+  }
+
+  // What the cut copied under the locks, put in the order codecs write it, once the locks are released: each poll's
+  // entries sorted by (file id, fd) (the walk met them file by file, a file's mostly in falling fd order), their
+  // ranks and rows in that order, and its ready order as places among them. Reads no object of the world.
+  void Finish() {
+    std::vector<std::uint32_t> place_of_row;
+    for (std::size_t pi = 0; pi < polls_.size(); ++pi) {
+      PollCut& c = polls_[pi];
+      const std::size_t n = c.entries.size();
+      std::span<Keyed> keyed(keyed_ + start_[pi], n);
+      if (!sorted_[pi]) SortEachFileByFd(keyed);
+      PollEntry** entries = entries_ + start_[pi];
+      std::uint32_t* ranks = ranks_ + start_[pi];
+      std::uint32_t* order = order_ + start_[pi];
+      place_of_row.resize(n);
+      for (std::size_t k = 0; k < n; ++k) {
+        entries[k] = keyed[k].entry;
+        ranks[k] = keyed[k].rank;
+        order[k] = keyed[k].row;
+        place_of_row[keyed[k].row] = static_cast<std::uint32_t>(k);
+      }
+      std::uint32_t* ready = ready_.data() + ready_start_[pi];
+      const std::size_t ready_count = ready_start_[pi + 1] - ready_start_[pi];
+      for (std::size_t j = 0; j < ready_count; ++j) ready[j] = place_of_row[ready[j]];
+      c.ranks = std::span<const std::uint32_t>(ranks, n);
+      c.ready = std::span<const std::uint32_t>(ready, ready_count);
+      c.rows = rows_ + start_[pi] * row_bytes_;
+      c.row_bytes = row_bytes_;
+      c.order = std::span<const std::uint32_t>(order, n);
+    }
   }
 
   // The files' mutation locks (LOCKING 2), into locks_. They are tried in file order, without waiting: a snapshot
@@ -410,12 +467,13 @@ class Cut {
   const std::vector<Shared>& shared() const { return shared_; }
 
  private:
-  struct Keyed {  // an entry with its sort key, (file id, fd), its place in its file's queue, and whether it is ready
+  struct Keyed {  // an entry with its sort key, (file id, fd), its place in its file's queue, its row, whether ready
     std::uint32_t id;  // file ids are 1..files_.size(), and a world has fewer than 2^32 files (they take fds)
     int fd;
     std::uint32_t rank;
-    bool ready;  // on the poll's ready list (read while the walk has the entry at hand)
+    std::uint32_t row;  // where its saved fields were copied, among its poll's rows
     PollEntry* entry;
+    bool ready;  // on the poll's ready list (read while the walk has the entry at hand)
   };
   static bool KeyLess(const Keyed& a, const Keyed& b) { return a.id != b.id ? a.id < b.id : a.fd < b.fd; }
 
@@ -438,8 +496,8 @@ class Cut {
                                          ") is not in the world (not in the fd table or the roots)");
       }
       auto rank = ranks.find(&e);
-      keyed.push_back({static_cast<std::uint32_t>(ids_.Of(e.file)), e.fd, rank != ranks.end() ? rank->second : 0,
-                       e.list == EntryList::kReady, &e});
+      keyed.push_back({static_cast<std::uint32_t>(ids_.Of(e.file)), e.fd, rank != ranks.end() ? rank->second : 0, 0,
+                       &e, e.list == EntryList::kReady});
     }
     SortByFileAndFd(keyed);
     return {};
@@ -531,7 +589,14 @@ class Cut {
   std::vector<PollCut> polls_;
   PollEntry** entries_ = nullptr;                // every poll's sorted entries, a slice each (PollCut::entries)
   std::uint32_t* ranks_ = nullptr;               // every poll's queue ranks, a slice each
-  CutVector<std::uint32_t> ready_{&memory_};     // every poll's ready order, a slice each
+  std::uint32_t* order_ = nullptr;               // every poll's rows in entry order, a slice each (PollCut::order)
+  CutVector<std::uint32_t> ready_{&memory_};     // every poll's ready order, a slice each (rows until Finish)
+  std::vector<std::size_t> ready_start_;         // poll i's ready order is ready_[ready_start_[i], ready_start_[i+1])
+  Keyed* keyed_ = nullptr;                       // every poll's entries with their keys, a slice each (start_)
+  std::vector<std::size_t> start_;               // poll i's slices start at start_[i]
+  std::vector<bool> sorted_;                     // whether poll i's slice is sorted already
+  std::byte* rows_ = nullptr;                    // every entry's saved fields, row_bytes_ each, poll after poll
+  std::size_t row_bytes_ = 0;
   SaveIds ids_{&memory_};
   bool retry_ = false;
   std::unique_lock<Mutex> frozen_;               // taken first, released last
@@ -542,8 +607,8 @@ class Cut {
 // Takes a cut of `world` (retrying while a just-closed file is still being released), then calls `read` with every
 // lock held. Embedder SaveState() runs before the locks are taken. `pause`, if given, receives how long the cut that
 // `read` saw was held: from freezing the fd table to releasing the last lock. `after`, if given, runs once the locks
-// are released, with what the cut copied (files, kinds, embedder states, fds, each poll's ranks and ready order), but
-// no longer the right to read the world's objects.
+// are released and the cut is finished (Cut::Finish), with what the cut copied (files, kinds, embedder states, fds,
+// each poll's entry rows, ranks and ready order), but no longer the right to read the world's objects.
 Status WithCut(const World& world, const std::function<void(Cut&)>& read, SavePause* pause = nullptr,
                const std::function<void(Cut&)>& after = {});
 
