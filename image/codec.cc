@@ -101,8 +101,8 @@ struct HostRecord {
 };
 
 // The captured state that waits for the cut's locks to be released: one PollRows per poll, in the cut's order; and
-// each eventfd's File record with its saved fields as bytes (a small world of many eventfds spent most of its locked
-// time making their records), in arrays from the cut's memory, room for every file.
+// where each eventfd's File record goes (a small world of many eventfds spent most of its locked time making their
+// records; the cut copies their saved fields: state::Cut::eventfd_rows), in arrays from the cut's memory.
 struct Deferred {
   std::vector<PollRows> polls;
   // With records (SaveImageWith): the host files' records, copied in file order, made after the locks as eventfds'
@@ -115,8 +115,6 @@ struct Deferred {
   v1::File** files = nullptr;
   v1::File** eventfds = nullptr;
   std::size_t eventfd_count = 0;
-  std::byte* eventfd_bytes = nullptr;
-  std::size_t eventfd_used = 0;
 };
 
 // With records, `out` is null: the poll's record is written by PutPollRecord, and a message is made (on `arena`) only
@@ -145,17 +143,13 @@ void FillPoll(const state::SaveIds& ids, PollRows& rows) {
   for (std::uint32_t i : rows.cut.ready) out->add_ready_order(i);
 }
 
-// Copies an eventfd's saved fields for CaptureTables, which makes its record (`out`, or a new one if null).
-void CopyEventFd(state::Cut& snap, EventFd* e, v1::File* out, Deferred* deferred) {
-  const std::size_t bytes = SavedBytes(*e);
+// Notes where an eventfd's record goes for CaptureTables, which makes it from the eventfd's row (the cut copied its
+// saved fields: state::Cut::eventfd_rows) in `out`, or in a new record if null.
+void NoteEventFd(state::Cut& snap, v1::File* out, Deferred* deferred) {
   if (deferred->eventfds == nullptr) {
-    const std::size_t files = snap.files().size();
-    std::pmr::memory_resource* memory = snap.memory();
-    deferred->eventfds = static_cast<v1::File**>(memory->allocate(files * sizeof(v1::File*), alignof(v1::File*)));
-    deferred->eventfd_bytes = static_cast<std::byte*>(memory->allocate(files * bytes, alignof(std::max_align_t)));
+    deferred->eventfds = static_cast<v1::File**>(
+        snap.memory()->allocate(snap.files().size() * sizeof(v1::File*), alignof(v1::File*)));
   }
-  CopySaved(*e, deferred->eventfd_bytes + deferred->eventfd_used);  // the cut holds its op_mu_: no mu_ (eventfd.h)
-  deferred->eventfd_used += bytes;
   deferred->eventfds[deferred->eventfd_count++] = out;
 }
 
@@ -187,7 +181,7 @@ void CaptureFile(state::Cut& snap, std::size_t i, std::size_t* next_poll, const 
   const File::Builtin type = snap.type(i);
   out->set_id(i + 1);
   if (type == File::Builtin::kEventFd) {
-    CopyEventFd(snap, static_cast<EventFd*>(f), out, deferred);
+    NoteEventFd(snap, out, deferred);
   } else if (type == File::Builtin::kPipeRead) {
     CaptureObject(*static_cast<PipeReadEnd*>(f), *out->mutable_pipe_read(), snap.ids());
   } else if (type == File::Builtin::kPipeWrite) {
@@ -425,7 +419,7 @@ void EncodeFiles(state::Cut& snap, const Deferred& deferred, google::protobuf::A
   auto* const start = google::protobuf::Arena::CreateArray<std::uint8_t>(arena, bytes);
   std::uint8_t* at = start;
   EventFd scratch(0, false);
-  const std::byte* copied = deferred.eventfd_bytes;
+  const std::byte* copied = snap.eventfd_rows();
   const HostRecord* host = deferred.hosts;
   next_poll = 0;
   for (std::size_t i = 0; i < n; ++i) {
@@ -486,7 +480,7 @@ void CaptureTables(state::Cut& snap, Deferred* deferred, v1::Image* image, Recor
   }
   if (records == nullptr && deferred->eventfd_count > 0) {  // with records, EncodeFiles wrote them
     EventFd scratch(0, false);
-    const std::byte* at = deferred->eventfd_bytes;
+    const std::byte* at = snap.eventfd_rows();
     for (std::size_t i = 0; i < deferred->eventfd_count; ++i) {
       at = CaptureCopies(scratch, at, 1, *deferred->eventfds[i]->mutable_eventfd(), snap.ids());
     }
@@ -555,7 +549,7 @@ void CaptureAll(state::Cut& snap, const SaveOptions& options, v1::Image* image, 
     for (std::size_t i = 0; i < n; ++i) {
       if (snap.type(i) == File::Builtin::kEventFd) {
         deferred->files[i] = nullptr;
-        CopyEventFd(snap, static_cast<EventFd*>(snap.files()[i]), nullptr, deferred);
+        NoteEventFd(snap, nullptr, deferred);
         continue;
       }
       if (records && snap.type(i) == File::Builtin::kEventPoll) {  // PutPollRecord writes its record

@@ -62,11 +62,7 @@ class Writer {
     for (std::size_t i = 0; i < cut_.files().size(); ++i) {
       File* f = cut_.files()[i];
       switch (cut_.type(i)) {
-        case File::Builtin::kEventFd: {
-          // The cut holds its op_mu_, so its counter cannot change: copied without mu_ (eventfd.h VisitState).
-          eventfds_.Copy(*static_cast<EventFd*>(f), kinds_[0].columns.rows, memory_);
-          break;
-        }
+        case File::Builtin::kEventFd: break;  // the cut copied its saved fields (Cut::eventfd_rows)
         case File::Builtin::kPipeRead: CollectFile(kinds_[1], *static_cast<PipeReadEnd*>(f)); break;
         case File::Builtin::kPipeWrite: CollectFile(kinds_[2], *static_cast<PipeWriteEnd*>(f)); break;
         case File::Builtin::kUnixStream: CollectFile(kinds_[3], *static_cast<UnixSocket*>(f)); break;
@@ -81,17 +77,15 @@ class Writer {
   template <typename Ar>
   void Write(Ar& ar) {
     EventFd eventfd(0, false);
-    eventfds_.Into(eventfd, kinds_[0].columns);
+    const std::size_t eventfds = kinds_[0].columns.rows;
+    for (std::size_t i = 0; i < eventfds; ++i) {
+      RowInto(eventfd, cut_.eventfd_rows() + i * cut_.eventfd_row_bytes(), kinds_[0].columns);
+    }
     PollEntry entry(nullptr, FileIdentifier{}, 0, 0);
     entries_.rows = 0;
     for (const state::PollCut& c : cut_.polls()) entries_.rows += c.entries.size();
     for (const state::PollCut& c : cut_.polls()) {
-      for (std::size_t k = 0; k < c.entries.size(); ++k) {
-        state::SavedFieldsIn in{c.Row(k)};
-        entry.VisitState(in);
-        entries_.next = 0;
-        entry.VisitState(entries_);
-      }
+      for (std::size_t k = 0; k < c.entries.size(); ++k) RowInto(entry, c.Row(k), entries_);
     }
     for (KindColumns& kind : kinds_) kind.columns.ResolveIds();
     entries_.ResolveIds();
@@ -205,34 +199,15 @@ class Writer {
     }
   }
 
-  // Objects' saved fields copied as bytes while the cut's locks are held (state/visitors.h CopySaved), to become
-  // columns after them: reading the fields is all that needs the locks.
-  struct Copies {
-    std::byte* bytes = nullptr;
-    std::size_t bytes_each = 0;
-    std::size_t count = 0;
-
-    // Copies `object`'s saved fields, the first of at most `capacity` objects of its type taking the room for all.
-    template <typename Object>
-    void Copy(Object& object, std::size_t capacity, std::pmr::memory_resource& memory) {
-      if (bytes == nullptr) {
-        bytes_each = state::SavedBytes(object);
-        bytes = static_cast<std::byte*>(memory.allocate(capacity * bytes_each, alignof(std::max_align_t)));
-      }
-      state::CopySaved(object, bytes + count++ * bytes_each);
-    }
-    // Each copy into `columns` in turn, through `scratch`, an object of the type that no one else sees.
-    template <typename Object>
-    void Into(Object& scratch, FieldColumnSave& columns) const {
-      columns.rows = count;
-      for (std::size_t i = 0; i < count; ++i) {
-        state::SavedFieldsIn in{bytes + i * bytes_each};
-        scratch.VisitState(in);
-        columns.next = 0;
-        scratch.VisitState(columns);
-      }
-    }
-  };
+  // One object's saved fields, as the cut copied them while its locks were held (state/visitors.h CopySaved), into
+  // the next row of `columns`, through `scratch`, an object of the type that no one else sees.
+  template <typename Object>
+  static void RowInto(Object& scratch, const std::byte* row, FieldColumnSave& columns) {
+    state::SavedFieldsIn in{row};
+    scratch.VisitState(in);
+    columns.next = 0;
+    scratch.VisitState(columns);
+  }
 
   // One file's saved fields into its kind's columns. Preconditions: the cut's locks are held, and the file's state
   // lock if it has one.
@@ -356,7 +331,6 @@ class Writer {
                            {"pipe-read", {cut_.ids(), &memory_, {}}},
                            {"pipe-write", {cut_.ids(), &memory_, {}}},
                            {"unix-stream", {cut_.ids(), &memory_, {}}}};
-  Copies eventfds_;       // every eventfd's saved fields, in file order
   FieldColumnSave entries_{cut_.ids(), &memory_, {}};  // the cut's entry rows as columns
   std::deque<ColumnNameOf> column_names_;    // ColumnName's; a deque, so that the names stay where they are
   std::string text_;                         // the column being written

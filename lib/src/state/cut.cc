@@ -23,7 +23,6 @@ Status WithCut(const World& world, const std::function<void(Cut&)>& read, SavePa
           std::this_thread::sleep_for(std::chrono::microseconds(100));
         }
       }
-      const auto start = std::chrono::steady_clock::now();
       Cut snap(world);
       if (Status s = snap.Take(); !s.ok()) return s;
       if (Status s = snap.SaveCustom(); !s.ok()) return s;  // before the cut: embedder code must not run under engine locks
@@ -33,7 +32,7 @@ Status WithCut(const World& world, const std::function<void(Cut&)>& read, SavePa
       }
       read(snap);
       snap.Unlock();
-      if (pause != nullptr) pause->locks_held = std::chrono::steady_clock::now() - start;
+      if (pause != nullptr) pause->locks_held = std::chrono::steady_clock::now() - snap.locked_at();
       snap.Finish();
       if (after) after(snap);
       return {};

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <iterator>
@@ -131,16 +132,22 @@ class Cut {
   explicit Cut(const World& world) : world_(world), memory_(CutMemory::FirstBlockFor(world.fds.Count())) {}
 
   Status Take() {
-    frozen_ = world_.fds.Freeze();  // the fd table is part of the cut: held still until the save ends
-    // The fds with their files' ids. The frozen table holds every file, so only each file is copied (once), not a
-    // shared_ptr per fd; consecutive fds of one file (dups) cost one id lookup between them.
-    fds_.reserve(static_cast<std::size_t>(world_.fds.CountFrozen()));
-    // Room for as many files as fds, up to a bound (a million fds are usually dups of far fewer files): no rehash or
-    // regrowth on the way for the common sizes, a hand-off of 10,000 connections (a file per fd) among them, which
-    // spent a tenth of its save growing the ids table from a bound of 4,096.
+    // The cut's arrays are sized before the fd table is frozen (the pause starts there): for as many fds as it has now
+    // (more only if some are opened meanwhile: the arrays grow then), and room for as many files as fds, up to a
+    // bound (a million fds are usually dups of far fewer files): no rehash or regrowth on the way for the common
+    // sizes, a hand-off of 10,000 connections (a file per fd) among them, which spent a tenth of its save growing the
+    // ids table from a bound of 4,096.
+    fds_.reserve(static_cast<std::size_t>(world_.fds.Count()));
     const std::size_t files_expected = std::min<std::size_t>(fds_.capacity() + world_.roots.size(), 16384);
     ids_.ids.reserve(files_expected);
     files_.reserve(files_expected);
+    kinds_.reserve(files_expected);
+    types_.reserve(files_expected);
+    mutation_.reserve(files_expected);
+    locked_at_ = std::chrono::steady_clock::now();
+    frozen_ = world_.fds.Freeze();  // the fd table is part of the cut: held still until the save ends
+    // The fds with their files' ids. The frozen table holds every file, so only each file is copied (once), not a
+    // shared_ptr per fd; consecutive fds of one file (dups) cost one id lookup between them.
     const File* last = nullptr;
     std::uint64_t last_id = 0;
     world_.fds.ForEachFrozen([&](int fd, const std::shared_ptr<File>& file) {
@@ -154,9 +161,6 @@ class Cut {
       if (!file) return Status::Error(EINVAL, "root " + name + " is null");
       Own(file.get());
     }
-    kinds_.reserve(files_.size());
-    types_.reserve(files_.size());
-    mutation_.reserve(files_.size());
     for (File* f : files_) {
       types_.push_back(f->builtin());
       // Each file's mutation lock, asked while the file is at hand (Lock takes them). The two ends of a pipe or
@@ -170,6 +174,7 @@ class Cut {
       }
       if (types_.back() == File::Builtin::kNone) {
         kinds_.back() = embedder_kinds_.emplace_back(kinds_.back());  // the file's own string may go with the file
+        embedder_files_ = true;
       }
       switch (types_.back()) {
         case File::Builtin::kPipeRead: Share(static_cast<PipeReadEnd*>(f)->pipe(), "pipe"); break;
@@ -223,13 +228,26 @@ class Cut {
       row_bytes_ = SavedBytes(scratch);
     }
     rows_ = Uninitialized<std::byte>(start.back() * row_bytes_);
+    // So are the eventfds' (their counters), as the walk meets each file: the cut holds their mutation locks, which
+    // guard the counter (eventfd.h), and they are at hand.
+    {
+      EventFd scratch(0, false);
+      eventfd_row_bytes_ = SavedBytes(scratch);
+    }
+    eventfd_rows_ = Uninitialized<std::byte>(
+        static_cast<std::size_t>(std::count(types_.begin(), types_.end(), File::Builtin::kEventFd)) *
+        eventfd_row_bytes_);
     std::vector<std::size_t> found(polls_.size(), 0);
     std::vector<std::vector<std::size_t>> inner_of(polls_.size());
     std::size_t next_poll = 0;  // polls_ is in file order
     // The last waiter's poll and its place, kept from file to file: most files are watched by the same few polls.
     const EventPoll* last = nullptr;
     std::size_t last_at = 0;
+    std::size_t eventfds = 0;
     for (std::size_t i = 0; i < files_.size(); ++i) {
+      if (types_[i] == File::Builtin::kEventFd) {
+        CopySaved(*static_cast<EventFd*>(files_[i]), eventfd_rows_ + eventfds++ * eventfd_row_bytes_);
+      }
       std::optional<std::size_t> this_poll;
       if (next_poll < polls_.size() && polls_[next_poll].id == i + 1) this_poll = next_poll++;
       std::uint32_t next = 0;
@@ -408,6 +426,8 @@ class Cut {
 
   // The last failure was "not in the world", which a concurrent install can cause.
   bool retry() const { return retry_; }
+  // When Take froze the fd table, the first of the cut's locks: the pause starts there.
+  std::chrono::steady_clock::time_point locked_at() const { return locked_at_; }
 
   // Releases every lock of the cut, the fd table last; what the cut copied stays (it is freed with the cut, after).
   void Unlock() EPOLLCR_NO_THREAD_SAFETY_ANALYSIS {
@@ -416,6 +436,7 @@ class Cut {
   }
 
   Status SaveCustom() {
+    if (!embedder_files_) return {};  // the fd table is frozen already: a world of built-in files does not walk it
     for (std::size_t i = 0; i < files_.size(); ++i) {
       if (types_[i] != File::Builtin::kNone) continue;
       auto* s = dynamic_cast<SavableFile*>(files_[i]);
@@ -448,6 +469,10 @@ class Cut {
     std::uint64_t file;
   };
   const CutVector<Fd>& fds() const { return fds_; }
+  // Every eventfd's saved fields (state::CopySaved), in file order, eventfd_row_bytes() each: copied under the locks,
+  // for codecs after them.
+  const std::byte* eventfd_rows() const { return eventfd_rows_; }
+  std::size_t eventfd_row_bytes() const { return eventfd_row_bytes_; }
   // The cut's memory, for a codec's scratch during the save: what is taken from it need not be given back, it is
   // released with the cut.
   std::pmr::memory_resource* memory() { return &memory_; }
@@ -597,8 +622,12 @@ class Cut {
   std::vector<bool> sorted_;                     // whether poll i's slice is sorted already
   std::byte* rows_ = nullptr;                    // every entry's saved fields, row_bytes_ each, poll after poll
   std::size_t row_bytes_ = 0;
+  std::byte* eventfd_rows_ = nullptr;            // every eventfd's saved fields, in file order
+  std::size_t eventfd_row_bytes_ = 0;
   SaveIds ids_{&memory_};
   bool retry_ = false;
+  bool embedder_files_ = false;                  // whether a file is an embedder's (SaveCustom has work)
+  std::chrono::steady_clock::time_point locked_at_;
   std::unique_lock<Mutex> frozen_;               // taken first, released last
   std::vector<std::unique_lock<Mutex>> locks_;  // released in reverse order of taking
 };
