@@ -4,11 +4,15 @@
 
 #include <atomic>
 #include <cstdint>
+#include <array>
+#include <iterator>
+#include <list>
 #include <map>
 #include <mutex>
 #include <new>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "epollcr/memory.h"
 
@@ -48,7 +52,10 @@ std::atomic<std::size_t> heap_below{kHugePage};  // PreferHeapForLarge
 // faulted in afresh when written), and at most kKeptBytes are kept; the rest are unmapped. Blocks below a huge page
 // (BigBuffer's, AllocateBlock's) are kept as they are, up to kKeptSmallBytes: telling the kernel it may take their
 // pages back (a system call and a flush of the TLB per block) was a twentieth of a 1,000-fd world's image save, which
-// frees two of them.
+// frees two of them. When a freed mapping does not fit beside those kept, the ones kept longest go to make room: the
+// sizes a program uses now are the ones it will ask for again (a save repeated every so often), and keeping the first
+// sizes ever freed instead left a process that had once restored a large world faulting in a small save's blocks at
+// every save.
 class MappedBlocks {
  public:
   static constexpr std::size_t kKeptBytes = std::size_t{512} << 20;
@@ -67,41 +74,71 @@ class MappedBlocks {
     blocks_.erase(it);
     return size;
   }
-  // Keeps a freed mapping if there is room; false if the caller must unmap it.
-  bool Keep(void* p, std::size_t size) {
+  struct Kept {
+    std::size_t size;
+    void* p;
+  };
+  // Keeps a freed mapping, giving back (in `unmap`, for the caller to unmap) the mappings of its class kept longest
+  // if it does not fit beside them; false if it is larger than the class's room (the caller unmaps it).
+  bool Keep(void* p, std::size_t size, std::vector<Kept>& unmap) {
     std::lock_guard<std::mutex> lock(mu_);
-    std::size_t& kept = KeptBytes(size);
-    if (kept + size > (size < kHugePage ? kKeptSmallBytes : kKeptBytes)) return false;
-    kept_.emplace(size, p);
-    kept += size;
+    const bool small = size < kHugePage;
+    const std::size_t room = small ? kKeptSmallBytes : kKeptBytes;
+    if (size > room) return false;
+    std::list<Kept>& kept = kept_[small];
+    std::size_t& bytes = kept_bytes_[small];
+    while (bytes + size > room) {  // the class holds more than `size` bytes: never empty here
+      unmap.push_back(kept.front());  // first, so that a failure to note it leaves it kept
+      auto [first, last] = by_size_.equal_range(kept.front().size);
+      for (auto it = first; it != last; ++it) {
+        if (it->second == kept.begin()) {
+          by_size_.erase(it);
+          break;
+        }
+      }
+      bytes -= kept.front().size;
+      kept.pop_front();
+    }
+    const auto at = kept.insert(kept.end(), Kept{size, p});
+    try {
+      by_size_.emplace(size, at);
+    } catch (...) {
+      kept.erase(at);
+      throw;
+    }
+    bytes += size;
     return true;
   }
-  // A kept mapping of exactly `size` bytes (a restore like an earlier one asks for the same sizes), or null.
+  // A kept mapping of exactly `size` bytes (a restore like an earlier one asks for the same sizes), or null: the one
+  // kept last, whose pages were touched last.
   void* Reuse(std::size_t size) {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = kept_.find(size);
-    if (it == kept_.end()) return nullptr;
-    void* p = it->second;
-    KeptBytes(size) -= size;
-    kept_.erase(it);
+    auto [first, last] = by_size_.equal_range(size);
+    if (first == last) return nullptr;
+    const auto it = std::prev(last);
+    void* p = it->second->p;
+    const bool small = size < kHugePage;
+    kept_[small].erase(it->second);
+    kept_bytes_[small] -= size;
+    by_size_.erase(it);
     return p;
   }
   // Takes every kept mapping out, for the caller to unmap.
-  std::multimap<std::size_t, void*> TakeKept() {
+  std::array<std::list<Kept>, 2> TakeKept() noexcept {
     std::lock_guard<std::mutex> lock(mu_);
-    kept_bytes_ = 0;
-    kept_small_bytes_ = 0;
-    return std::exchange(kept_, {});
+    by_size_.clear();
+    kept_bytes_[0] = kept_bytes_[1] = 0;
+    return {std::exchange(kept_[0], {}), std::exchange(kept_[1], {})};
   }
 
  private:
-  std::size_t& KeptBytes(std::size_t size) { return size < kHugePage ? kept_small_bytes_ : kept_bytes_; }
-
   std::mutex mu_;
   std::unordered_map<void*, std::size_t> blocks_;
-  std::multimap<std::size_t, void*> kept_;  // by size
-  std::size_t kept_bytes_ = 0;        // huge-page mappings, MADV_FREE
-  std::size_t kept_small_bytes_ = 0;  // smaller mappings, as they were
+  // Kept mappings in the order they were kept, oldest first: [0] huge-page ones (MADV_FREE), [1] smaller ones, as
+  // they were; and each by its size.
+  std::list<Kept> kept_[2];
+  std::multimap<std::size_t, std::list<Kept>::iterator> by_size_;
+  std::size_t kept_bytes_[2] = {0, 0};
 };
 
 MappedBlocks& Mapped() {
@@ -120,7 +157,14 @@ void* InUse(void* p, std::size_t size) {
 // page on, its pages the kernel's to take back: MADV_FREE), or unmapped if there is no room.
 void KeepOrUnmap(void* p, std::size_t size) noexcept {
   CountMapped(-static_cast<std::ptrdiff_t>(size));
-  if ((size >= kHugePage && ::madvise(p, size, MADV_FREE) != 0) || !Mapped().Keep(p, size)) ::munmap(p, size);
+  std::vector<MappedBlocks::Kept> unmap;
+  bool kept = false;
+  try {
+    kept = !(size >= kHugePage && ::madvise(p, size, MADV_FREE) != 0) && Mapped().Keep(p, size, unmap);
+  } catch (const std::bad_alloc&) {  // no room to note it: it goes
+  }
+  if (!kept) ::munmap(p, size);
+  for (const MappedBlocks::Kept& old : unmap) ::munmap(old.p, old.size);
 }
 
 }  // namespace
@@ -164,7 +208,9 @@ void FreeLarge(void* p, std::size_t bytes) noexcept {
 }
 
 void ReleaseKeptLarge() noexcept {
-  for (const auto& [size, p] : Mapped().TakeKept()) ::munmap(p, size);
+  for (const auto& kept : Mapped().TakeKept()) {
+    for (const MappedBlocks::Kept& k : kept) ::munmap(k.p, k.size);
+  }
 }
 
 namespace {

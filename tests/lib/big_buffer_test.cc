@@ -125,8 +125,9 @@ TEST(AllocateLargeTest, WholeAlignedHugePagesAndNothingElse) {
   }
 }
 
-// What FreeLarge keeps is bounded (512 MiB), whatever is freed: the rest is unmapped at once. Untouched pages of a
-// mapping cost no memory, so the test's gigabyte of buffers costs address space only.
+// What FreeLarge keeps is bounded (512 MiB), whatever is freed: the rest is unmapped at once, the mappings kept
+// longest first. Untouched pages of a mapping cost no memory, so the test's gigabyte of buffers costs address space
+// only.
 TEST(AllocateLargeTest, FreedMappingsAreKeptUpToABound) {
   ReleaseKeptLarge();
   constexpr std::size_t kBlock = std::size_t{128} << 20;
@@ -135,16 +136,24 @@ TEST(AllocateLargeTest, FreedMappingsAreKeptUpToABound) {
   const std::size_t all = MappedAddressSpace();
   for (void* p : blocks) FreeLarge(p, kBlock);
   EXPECT_EQ(all - MappedAddressSpace(), 4 * kBlock) << "four blocks (512 MiB) kept, four unmapped";
-  // A size no kept mapping has is mapped afresh; the kept ones are reused before anything new is mapped.
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(MappingOf(blocks[i]).found, i >= 4) << "the last four freed are kept: " << i;
+  // A size no kept mapping has is mapped afresh; freed, it is kept, and the two blocks kept longest are unmapped to
+  // make room for it.
   void* other = AllocateLarge(kBlock + kHuge);
   EXPECT_EQ(MappedAddressSpace() - (all - 4 * kBlock), kBlock + kHuge);
-  FreeLarge(other, kBlock + kHuge);  // no room left: unmapped
-  for (int i = 0; i < 4; ++i) {
+  FreeLarge(other, kBlock + kHuge);
+  EXPECT_EQ(all - MappedAddressSpace(), 5 * kBlock - kHuge);
+  EXPECT_FALSE(MappingOf(blocks[4]).found);
+  EXPECT_FALSE(MappingOf(blocks[5]).found);
+  // The kept ones are reused before anything new is mapped.
+  EXPECT_EQ(AllocateLarge(kBlock + kHuge), other);
+  FreeLarge(other, kBlock + kHuge);
+  for (int i = 0; i < 2; ++i) {
     void* p = AllocateLarge(kBlock);
-    EXPECT_NE(std::find(blocks.begin(), blocks.end(), p), blocks.end());
+    EXPECT_NE(std::find(blocks.begin() + 6, blocks.end(), p), blocks.end());
     FreeLarge(p, kBlock);
   }
-  EXPECT_EQ(all - MappedAddressSpace(), 4 * kBlock);
+  EXPECT_EQ(all - MappedAddressSpace(), 5 * kBlock - kHuge);
   ReleaseKeptLarge();
   EXPECT_EQ(all - MappedAddressSpace(), 8 * kBlock);
 }
@@ -233,14 +242,26 @@ TEST(AllocateBlockTest, MidSizedBlocksAreKeptAsTheyAreUpToABound) {
   ReleaseKeptLarge();
   EXPECT_FALSE(MappingOf(first).found) << "ReleaseKeptLarge unmaps the kept blocks";
 
-  // Many at once: up to 16 MiB of them are kept, the rest unmapped.
+  // Many at once: up to 16 MiB of them are kept, the rest unmapped; the ones freed last are kept (the sizes a program
+  // uses now are the ones it will ask for again).
   constexpr std::size_t kBig = kHuge - 4096;
   std::vector<void*> blocks;
   for (int i = 0; i < 12; ++i) blocks.push_back(AllocateBlock(kBig));
   for (void* b : blocks) FreeBlock(b, kBig);
   const auto kept_now = std::count_if(blocks.begin(), blocks.end(), [](void* b) { return MappingOf(b).found; });
-  EXPECT_EQ(static_cast<std::size_t>(kept_now), (std::size_t{16} << 20) / kBig) << "kept beyond (or below) 16 MiB";
+  const std::size_t room = (std::size_t{16} << 20) / kBig;
+  EXPECT_EQ(static_cast<std::size_t>(kept_now), room) << "kept beyond (or below) 16 MiB";
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
+    EXPECT_EQ(MappingOf(blocks[i]).found, i >= blocks.size() - room) << "block " << i << " of " << blocks.size();
+  }
+  // A block of another size freed now is kept, and the one kept longest goes to make room for it.
+  void* other = AllocateBlock(kMid);
+  FreeBlock(other, kMid);
+  EXPECT_TRUE(MappingOf(other).found) << "the block freed last is kept";
+  EXPECT_FALSE(MappingOf(blocks[blocks.size() - room]).found) << "the one kept longest made room for it";
+  EXPECT_TRUE(MappingOf(blocks.back()).found);
   ReleaseKeptLarge();
+  EXPECT_FALSE(MappingOf(other).found);
   for (void* b : blocks) EXPECT_FALSE(MappingOf(b).found);
   EXPECT_EQ(MappedBytesInUse(), before);
 }
