@@ -1195,6 +1195,19 @@ namespace {
 Status NonUtf8(const char* stage, const std::string& at) {
   return Status::Error(EINVAL, std::string(stage) + ": " + at + ": not valid UTF-8");
 }
+// The options of an arena an image lives in, a save's or a decode's: its blocks come from AllocateBlock (big_buffer.h),
+// so a column of a million entries lands in huge pages instead of being faulted in 4 KiB at a time, and a smaller
+// block is kept for the next save or decode of its size; they double up to 4 MiB (protobuf's default stops at 8 KiB:
+// a million fd records then take a few huge-page blocks instead of thousands of 8 KiB heap blocks faulted in page by
+// page). The first is `first_block` bytes (0: protobuf's default).
+google::protobuf::ArenaOptions ImageArenaOptions(std::size_t first_block) {
+  google::protobuf::ArenaOptions options;
+  options.block_alloc = &AllocateBlock;
+  options.block_dealloc = &FreeBlock;
+  options.max_block_size = std::size_t{4} << 20;
+  if (first_block != 0) options.start_block_size = first_block;
+  return options;
+}
 // Refuses a payload whose strings or wire format protobuf would refuse, before protobuf sees it.
 Status CheckPayload(std::string_view payload) {
   const PayloadStrings strings = CheckPayloadStrings(payload, *v1::Image::descriptor());
@@ -1249,18 +1262,13 @@ Status SaveImageWith(const World& world, const SaveOptions& options, const std::
   // The image is captured into an arena and encoded straight after the room left for the frame header, so a save
   // allocates a few large blocks, not a message per file: fresh memory costs a page fault per 4 KiB page (BigBuffer),
   // and huge-page blocks take one per 2 MiB. About 150 bytes of decoded image per fd.
-  google::protobuf::ArenaOptions arena_options;
-  arena_options.block_alloc = &AllocateBlock;
-  arena_options.block_dealloc = &FreeBlock;
-  arena_options.max_block_size = std::size_t{4} << 20;
   // The first block is a whole huge page for a world that fills most of one, else its own size (a huge page would be
   // several times a small world's heap: BENCHMARKS.md goal (i), a save's peak ≤ 3 × the world's heap; 2 MiB was 7 × a
   // 1,000-fd world's). Either is kept when freed for the next save of its size (AllocateBlock, big_buffer.h), which
   // then finds it faulted in already: from malloc, such a block was given back to the kernel at the end of each save
   // and faulted in again by the next (26 faults a save of 1,000 fds).
-  arena_options.start_block_size =
-      BigBuffer::FirstBlockFor(std::size_t{192} * static_cast<std::size_t>(std::max(world.fds.Count(), 1)));
-  google::protobuf::Arena arena(arena_options);
+  google::protobuf::Arena arena(ImageArenaOptions(
+      BigBuffer::FirstBlockFor(std::size_t{192} * static_cast<std::size_t>(std::max(world.fds.Count(), 1)))));
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
   Records records;
   if (Status s = CaptureInto(world, options, image, &records); !s.ok()) return s;
@@ -1350,22 +1358,12 @@ Status DecodeAndRestore(std::string_view payload, World* out) {
 
 namespace {
 
-// The arena a decoded image lives in: its blocks come from AllocateBlock (big_buffer.h), so a column of a million
-// entries lands in huge pages instead of being faulted in 4 KiB at a time, and a smaller block is kept for the next
-// decode of its size.
+// The arena a decoded image lives in. A large payload starts at a huge page, so that no block of its image is in 4 KiB
+// pages, each a fault of its own (what a fault costs: BENCHMARKS.md, "Machine", the BM_PageFault rows); otherwise
+// every block below 2 MiB would be faulted in page by page. A decoded image takes about three times its payload, so
+// from 256 KiB on the first 2 MiB block is mostly used.
 google::protobuf::ArenaOptions DecodeArenaOptions(std::string_view payload) {
-  google::protobuf::ArenaOptions options;
-  options.block_alloc = &AllocateBlock;
-  options.block_dealloc = &FreeBlock;
-  // Blocks double up to this size (protobuf's default stops at 8 KiB): a million fd records then take a few huge-page
-  // blocks instead of thousands of 8 KiB heap blocks faulted in page by page.
-  options.max_block_size = std::size_t{4} << 20;
-  // A large payload starts at a huge page too, so that no block of its image is in 4 KiB pages, each a fault of its
-  // own (what a fault costs: BENCHMARKS.md, "Machine", the BM_PageFault rows); otherwise every block below 2 MiB
-  // would be faulted in page by page. A decoded image takes about three times its payload, so from 256 KiB on the
-  // first 2 MiB block is mostly used.
-  if (payload.size() >= (std::size_t{256} << 10)) options.start_block_size = BigBuffer::kHugePage;
-  return options;
+  return ImageArenaOptions(payload.size() >= (std::size_t{256} << 10) ? BigBuffer::kHugePage : 0);
 }
 
 Status NotAnImage() { return Status::Error(EINVAL, "decode: the payload is not a valid epollcr.v1.Image"); }
