@@ -1428,27 +1428,80 @@ inline bool ReadFdEntry(std::string_view bytes, FdRecord* out) {
   return true;
 }
 
+// An eventfd's File record as every writer makes it (PutEventFdRecord, or protobuf's encoding of the message):
+// File{id = 1, eventfd = 2: EventFdState{count = 1, semaphore = 2}}, each field at most once and in that order, a
+// zero field left out (the eventfd field never is), the id and the count below 2^63 (varints of at most 9 bytes), the
+// semaphore 0 or 1. Anything else is left to protobuf: false.
+struct EventFdRecord {
+  std::uint64_t id = 0;
+  std::uint64_t count = 0;
+  bool semaphore = false;
+};
+inline bool ReadEventFdFile(std::string_view bytes, EventFdRecord* out) {
+  const char* p = bytes.data();
+  const char* const end = p + bytes.size();
+  EventFdRecord r;
+  if (p != end && *p == ((v1::File::kIdFieldNumber << 3) | 0)) {
+    ++p;
+    if (!ReadVarint(p, end, &r.id, 9)) return false;
+  }
+  if (p == end || *p != ((v1::File::kEventfdFieldNumber << 3) | 2)) return false;
+  ++p;
+  std::uint64_t length = 0;
+  if (!ReadVarint(p, end, &length, 1) || length != static_cast<std::uint64_t>(end - p)) return false;
+  if (p != end && *p == ((v1::EventFdState::kCountFieldNumber << 3) | 0)) {
+    ++p;
+    if (!ReadVarint(p, end, &r.count, 9)) return false;
+  }
+  if (p != end && *p == ((v1::EventFdState::kSemaphoreFieldNumber << 3) | 0)) {
+    ++p;
+    if (p == end || (*p != 0 && *p != 1)) return false;
+    r.semaphore = *p++ == 1;
+  }
+  if (p != end) return false;
+  *out = r;
+  return true;
+}
+
 // `payload` parsed into `image` but for its fd table, which goes into `records` (on the arena, *count of them): the
 // runs of other fields between fd records are merged into the image in order, which is what parsing the whole
-// payload does with them. False, with nothing decoded that matters, where the payload holds something ReadFdEntry or
-// NextField leaves to protobuf: the caller parses all of it with protobuf then.
+// payload does with them. Eventfds' File records (ReadEventFdFile) are read here too, and their messages made
+// directly, in their places among the files: a small world has a file per entry, and protobuf's parse of each took a
+// quarter of its restore. Every string is checked first, as CheckPayload does (its walk over the top level is this
+// one's: a second pass over a small world's image was a twentieth of its restore; an fd record has no string, nor has
+// an eventfd's).
+// False, with nothing decoded that matters, where the payload holds something ReadFdEntry or NextField leaves to
+// protobuf, or that CheckPayload would refuse: the caller checks and parses all of it as protobuf then.
 bool ParseFdsApart(std::string_view payload, google::protobuf::Arena* arena, v1::Image* image, FdRecord** records,
                    std::size_t* count) {
   constexpr std::uint32_t kFds = v1::Image::kFdsFieldNumber;
+  constexpr std::uint32_t kFiles = v1::Image::kFilesFieldNumber;
+  static const TopLevelStrings strings(*v1::Image::descriptor());
   const char* const begin = payload.data();
   const char* const end = begin + payload.size();
-  std::size_t n = 0;
+  std::size_t n = 0, files = 0;
   for (const char* p = begin; p != end;) {
     std::uint32_t number = 0;
     int wire_type = 0;
     std::string_view bytes;
     if (!NextField(p, end, &number, &wire_type, &bytes)) return false;
-    n += number == kFds && wire_type == 2;
+    if (wire_type != 2) continue;
+    if (number == kFds) {
+      ++n;
+    } else if (!strings.Clean(number, bytes)) {
+      return false;
+    }
+    files += number == kFiles;
   }
   if (n == 0) return false;
   FdRecord* const out = google::protobuf::Arena::CreateArray<FdRecord>(arena, n);
-  // The runs of other fields, merged once every record has been read (a failed record leaves the image untouched).
-  boost::container::small_vector<std::string_view, 4> runs;
+  // What goes into the image, in payload order: runs of fields protobuf merges, and eventfds' records read here
+  // (run empty). Merged once every record has been read (a failed record leaves the image untouched).
+  struct Piece {
+    std::string_view run;
+    EventFdRecord eventfd;
+  };
+  std::vector<Piece> pieces;
   const char* run = begin;
   std::size_t at = 0;
   for (const char* p = begin; p != end;) {
@@ -1457,14 +1510,31 @@ bool ParseFdsApart(std::string_view payload, google::protobuf::Arena* arena, v1:
     int wire_type = 0;
     std::string_view bytes;
     NextField(p, end, &number, &wire_type, &bytes);  // read once already
-    if (number != kFds || wire_type != 2) continue;
-    if (!ReadFdEntry(bytes, &out[at++])) return false;
-    if (field != run) runs.emplace_back(run, static_cast<std::size_t>(field - run));
+    if (wire_type != 2) continue;
+    EventFdRecord eventfd;
+    if (number == kFds) {
+      if (!ReadFdEntry(bytes, &out[at++])) return false;
+    } else if (number != kFiles || !ReadEventFdFile(bytes, &eventfd)) {
+      continue;
+    }
+    if (field != run) pieces.push_back({std::string_view(run, static_cast<std::size_t>(field - run)), {}});
+    if (number == kFiles) pieces.push_back({{}, eventfd});
     run = p;
   }
-  if (run != end) runs.emplace_back(run, static_cast<std::size_t>(end - run));
-  for (std::string_view r : runs) {
-    google::protobuf::io::CodedInputStream in(reinterpret_cast<const std::uint8_t*>(r.data()), static_cast<int>(r.size()));
+  if (run != end) pieces.push_back({std::string_view(run, static_cast<std::size_t>(end - run)), {}});
+  image->mutable_files()->Reserve(static_cast<int>(files));
+  for (const Piece& piece : pieces) {
+    if (piece.run.empty()) {
+      auto* f = google::protobuf::Arena::CreateMessage<v1::File>(arena);
+      f->set_id(piece.eventfd.id);
+      v1::EventFdState* state = f->mutable_eventfd();
+      state->set_count(piece.eventfd.count);
+      state->set_semaphore(piece.eventfd.semaphore);
+      image->mutable_files()->AddAllocated(f);
+      continue;
+    }
+    google::protobuf::io::CodedInputStream in(reinterpret_cast<const std::uint8_t*>(piece.run.data()),
+                                              static_cast<int>(piece.run.size()));
     if (!image->MergePartialFromCodedStream(&in) || !in.ConsumedEntireMessage()) {
       image->Clear();
       return false;
@@ -1488,14 +1558,13 @@ Status WithDecoded(std::string_view payload, const std::function<Status(const v1
 
 Status WithDecodedFds(std::string_view payload, const std::function<Status(const v1::Image&, FdRecords)>& use) {
   if (payload.size() > static_cast<std::size_t>(INT_MAX)) return NotAnImage();
-  if (Status s = CheckPayload(payload); !s.ok()) return s;
   google::protobuf::Arena arena(DecodeArenaOptions(payload));
   auto* image = google::protobuf::Arena::CreateMessage<v1::Image>(&arena);
   FdRecord* records = nullptr;
   std::size_t count = 0;
-  if (!ParseFdsApart(payload, &arena, image, &records, &count) &&
-      !image->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-    return NotAnImage();
+  if (!ParseFdsApart(payload, &arena, image, &records, &count)) {  // it checked the strings if it read the payload
+    if (Status s = CheckPayload(payload); !s.ok()) return s;
+    if (!image->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) return NotAnImage();
   }
   return use(*image, FdRecords(records, count));
 }

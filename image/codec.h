@@ -138,6 +138,8 @@ Result<v1::Image> Decode(std::string_view payload);
 Status WithDecoded(std::string_view payload, const std::function<Status(const v1::Image&)>& use);
 // The same, but the fd table, when its records are as every writer makes them (an fd and a file, nothing else), is
 // read by hand into `fds` (valid during `use`) instead of into the image; else it is in the image, and `fds` is empty.
+// Eventfds' file records written as every writer writes them are read by hand as well, into the image's files (in
+// their places: the image is what protobuf's parse of the payload makes of it either way).
 Status WithDecodedFds(std::string_view payload, const std::function<Status(const v1::Image&, FdRecords fds)>& use);
 
 // Protobuf's JSON mapping, both ways, without loss.

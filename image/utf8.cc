@@ -9,6 +9,20 @@
 
 namespace epollcr::image {
 
+// What each field number of one message type holds, as far as the walk cares: nothing to look at (numbers, bytes,
+// packed columns, unknown fields, messages without strings), a string, or a message that holds strings (with its own
+// table). Built once per schema and never changed after: a walk does no lookup but an array index per field.
+struct FieldKind {
+  enum : std::uint8_t { kSkip, kString, kMessage } kind = kSkip;
+  const FieldTable* table = nullptr;  // kMessage: the table of the message type
+};
+struct FieldTable {
+  std::vector<FieldKind> by_number;  // indexed by field number; numbers past the end are kSkip
+  bool sparse = false;               // numbers too large for an array (never in epollcr's schema): Walk alone decides
+  // The fields a message in memory is checked through (Check): strings (table null) and messages that hold strings.
+  std::vector<std::pair<const google::protobuf::FieldDescriptor*, const FieldTable*>> checked;
+};
+
 namespace {
 
 using google::protobuf::Descriptor;
@@ -144,21 +158,7 @@ bool Walk(WireReader& in, const Descriptor* type, const std::string& path, int d
   return ForEachField(in, depth, group, on_group, on_field);
 }
 
-// What each field number of one message type holds, as far as the walk cares: nothing to look at (numbers, bytes,
-// packed columns, unknown fields, messages without strings), a string, or a message that holds strings (with its own
-// table). Built once per schema and never changed after: a walk does no lookup but an array index per field.
-struct FieldTable;
-struct FieldKind {
-  enum : std::uint8_t { kSkip, kString, kMessage } kind = kSkip;
-  const FieldTable* table = nullptr;  // kMessage: the table of the message type
-};
-struct FieldTable {
-  std::vector<FieldKind> by_number;  // indexed by field number; numbers past the end are kSkip
-  bool sparse = false;               // numbers too large for an array (never in epollcr's schema): Walk alone decides
-  // The fields a message in memory is checked through (Check): strings (table null) and messages that hold strings.
-  std::vector<std::pair<const FieldDescriptor*, const FieldTable*>> checked;
-};
-
+// The tables of a schema (FieldKinds::For).
 class FieldKinds {
  public:
   explicit FieldKinds(const Descriptor& root) { root_ = Build(&root); }
@@ -305,6 +305,18 @@ std::string FindNonUtf8InMessage(const google::protobuf::Message& message) {
   const CheckFrame root{nullptr, nullptr, -1};
   Check(message, *FieldKinds::For(*message.GetDescriptor()).root(), &root, &found);
   return found;
+}
+
+TopLevelStrings::TopLevelStrings(const Descriptor& type) : table_(FieldKinds::For(type).root()) {}
+
+bool TopLevelStrings::Clean(std::uint32_t number, std::string_view bytes) const {
+  if (table_->sparse) return false;  // CheckPayloadStrings decides
+  if (number >= table_->by_number.size()) return true;
+  const FieldKind& k = table_->by_number[number];
+  if (k.kind == FieldKind::kString) return IsUtf8(bytes);
+  if (k.kind != FieldKind::kMessage) return true;
+  WireReader sub{bytes.data(), bytes.data() + bytes.size()};
+  return image::Clean(sub, k.table, 1, 0);
 }
 
 }  // namespace epollcr::image

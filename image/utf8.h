@@ -7,6 +7,7 @@
 
 #include <google/protobuf/message.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -29,6 +30,21 @@ struct PayloadStrings {
 };
 // Walks a payload holding a message of type `type`, up to the first malformation or bad string.
 PayloadStrings CheckPayloadStrings(std::string_view payload, const google::protobuf::Descriptor& type);
+
+// CheckPayloadStrings, one top-level field at a time, for a reader that walks a payload's top level itself (and has
+// found it well formed there: tags, varints, lengths; no group): Clean(number, bytes) is true if the length-delimited
+// field `number` with these bytes is well formed and every string in it UTF-8 (a scalar field always is). True for
+// every field of a payload is CheckPayloadStrings' ok() for it; where one is false, CheckPayloadStrings says what and
+// where. Made once per payload (it looks up the schema's tables).
+struct FieldTable;
+class TopLevelStrings {
+ public:
+  explicit TopLevelStrings(const google::protobuf::Descriptor& type);
+  bool Clean(std::uint32_t number, std::string_view bytes) const;
+
+ private:
+  const FieldTable* table_;
+};
 
 // The same for a message in memory (before it is serialized, which would log as well).
 std::string FindNonUtf8InMessage(const google::protobuf::Message& message);

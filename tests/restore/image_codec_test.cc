@@ -472,18 +472,22 @@ TEST(ImageCodecTest, EveryTruncationAndByteFlipOfAFramedImageIsRefused) {
   EXPECT_EQ(File::LiveFiles(), live);
 }
 
-// WithDecodedFds reads the fd table by hand (image/codec.h): what it gives, the image and the records together, is
-// exactly what protobuf's parse of the same payload gives (protobuf is the oracle here), for a saved world and for fd
-// tables no writer makes but protobuf reads: fields in another order or repeated (the last counts), a record with a
-// field more or a negative fd (left to protobuf: no records), a field 2 of another wire type (an unknown field to
-// protobuf), other fields between the fd records.
-TEST(ImageCodecTest, FdTableReadApartIsWhatProtobufReads) {
+// WithDecodedFds reads the fd table and eventfds' file records by hand (image/codec.h): what it gives, the image and
+// the records together, is exactly what protobuf's parse of the same payload gives (protobuf is the oracle here), for
+// a saved world and for records no writer makes but protobuf reads: fields in another order or repeated (the last
+// counts), a record with a field more or a negative fd (left to protobuf: no records), a field 2 of another wire type
+// (an unknown field to protobuf), other fields between the fd records; eventfd records with fields reversed, repeated,
+// zero, a semaphore of 2, a count of ten bytes, a field more, among other files (their order is the image's); and a
+// string that is not UTF-8 is refused either way, with the same message.
+TEST(ImageCodecTest, FdTableAndEventFdsReadApartAreWhatProtobufReads) {
   auto field = [&](int number, int wire_type, const std::string& value) {
     std::string out = Varint((static_cast<std::uint64_t>(number) << 3) | static_cast<std::uint64_t>(wire_type));
     if (wire_type == 2) out += Varint(value.size());
     return out + value;
   };
   auto fd_record = [&](const std::string& fields) { return field(v1::Image::kFdsFieldNumber, 2, fields); };
+  auto eventfd_record = [&](const std::string& fields) { return field(v1::Image::kFilesFieldNumber, 2, fields); };
+  auto eventfd = [&](const std::string& fields) { return field(v1::File::kEventfdFieldNumber, 2, fields); };
   World world;
   BuildWorld(world);
   const std::string saved = EncodeOrDie(CaptureOrDie(world));
@@ -505,6 +509,28 @@ TEST(ImageCodecTest, FdTableReadApartIsWhatProtobufReads) {
       {"a record with an unknown field", saved + fd_record(field(1, 0, Varint(901)) + field(3, 0, Varint(5))), false},
       {"a negative fd", saved + fd_record(field(1, 0, Varint(static_cast<std::uint64_t>(-4)))), false},
       {"field 2 as a varint", saved + field(v1::Image::kFdsFieldNumber, 0, Varint(8)), true},
+      {"eventfds as written, among other files",
+       eventfd_record(field(1, 0, Varint(91)) + eventfd(field(1, 0, Varint(5)) + field(2, 0, Varint(1)))) + saved +
+           eventfd_record(field(1, 0, Varint(92)) + eventfd("")),
+       true},
+      {"eventfd fields reversed", saved + eventfd_record(eventfd(field(1, 0, Varint(3))) + field(1, 0, Varint(93))),
+       true},
+      {"eventfd id repeated", saved + eventfd_record(field(1, 0, Varint(94)) + field(1, 0, Varint(95)) + eventfd("")),
+       true},
+      {"eventfd count and semaphore written as zero",
+       saved + eventfd_record(field(1, 0, Varint(96)) + eventfd(field(1, 0, Varint(0)) + field(2, 0, Varint(0)))), true},
+      {"eventfd semaphore 2", saved + eventfd_record(field(1, 0, Varint(97)) + eventfd(field(2, 0, Varint(2)))), true},
+      {"eventfd count of ten bytes",
+       saved + eventfd_record(field(1, 0, Varint(98)) + eventfd(field(1, 0, Varint(~std::uint64_t{0} - 1)))), true},
+      {"eventfd semaphore before count",
+       saved + eventfd_record(field(1, 0, Varint(99)) + eventfd(field(2, 0, Varint(1)) + field(1, 0, Varint(4)))),
+       true},
+      {"eventfd record with a field more",
+       saved + eventfd_record(field(1, 0, Varint(100)) + eventfd("") + field(15, 0, Varint(1))), true},
+      {"eventfd state with a field more",
+       saved + eventfd_record(field(1, 0, Varint(101)) + eventfd(field(1, 0, Varint(2)) + field(3, 0, Varint(1)))),
+       true},
+      {"an eventfd with no id", eventfd_record(eventfd(field(1, 0, Varint(6)))) + saved, true},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -534,6 +560,20 @@ TEST(ImageCodecTest, FdTableReadApartIsWhatProtobufReads) {
   const std::string cut = saved.substr(0, saved.size() - 1);
   EXPECT_FALSE(WithDecoded(cut, [](const v1::Image&) { return Status{}; }).ok());
   EXPECT_FALSE(WithDecodedFds(cut, [](const v1::Image&, FdRecords) { return Status{}; }).ok());
+  // A root's name that is not UTF-8, beside fd records and eventfds read apart: refused either way, with the same
+  // message and nothing logged (the strings are checked in the walk that finds the records, before protobuf reads
+  // any).
+  const std::string bad_name = field(v1::Image::kRootsFieldNumber, 2, field(1, 2, "\xc3\x28") + field(2, 0, Varint(1)));
+  for (const std::string& payload : {saved + bad_name, bad_name + saved}) {
+    Status whole = WithDecoded(payload, [](const v1::Image&) { return Status{}; });
+    ::testing::internal::CaptureStderr();
+    Status apart = WithDecodedFds(payload, [](const v1::Image&, FdRecords) { return Status{}; });
+    EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // protobuf, given the string, would have logged it
+    EXPECT_FALSE(whole.ok());
+    EXPECT_EQ(apart.code, whole.code);
+    EXPECT_EQ(apart.message, whole.message);
+    EXPECT_NE(apart.message.find("roots"), std::string::npos) << apart.message;
+  }
   // And a restore through the records is the world (LoadImage reads them apart).
   Result<std::string> framed = SaveImage(world);
   ASSERT_TRUE(framed.ok());
