@@ -1,7 +1,9 @@
 // Checkpoint save and load (issue 3; BENCHMARKS.md "Checkpoint save and load"), beside what a kernel-based restorer
 // pays per entry, in the same run:
 //   BM_CheckpointSave/<format>/entries:N   - SaveWorld of a world with N registered entries; the counter locks_held_ns
-//                                            is how long each save held the consistent cut, per entry (SavePause)
+//                                            is how long each save held the consistent cut, per entry (SavePause), and
+//                                            faults_per_entry the page faults each took (freeing the archive
+//                                            included); after two untimed saves (checkpoint_world.h WarmUpSaves)
 //   BM_CheckpointLoad/<format>/entries:N   - LoadWorld of that world's archive into an empty world. Loading includes
 //                                            after_load: every entry back on its list and its waiter registered with
 //                                            its file again (docs/state-model.md "Loading")
@@ -26,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -68,20 +71,28 @@ void BM_CheckpointSave(benchmark::State& state, ArchiveFormat format) {
   const int n = static_cast<int>(state.range(0));
   CheckpointFixture& f = CheckpointFixtureFor(n);
   if (!f.error.empty()) return state.SkipWithError(f.error.c_str());
+  static std::map<ArchiveFormat, std::set<int>> warmed;
+  WarmUpSaves(warmed[format], n, [&] { benchmark::DoNotOptimize(SaveWorld(f.world.world, format).ok()); });
   std::chrono::nanoseconds held{0};
+  std::int64_t faults = 0;
   for (auto _ : state) {
     SavePause pause;
-    // Freeing the archive, at the end, is timed too.
-    Result<std::string> saved = SaveWorld(f.world.world, format, &pause);
-    if (!saved.ok()) {
-      state.SkipWithError(StatusFailure("SaveWorld", saved.status()).c_str());
-      break;
+    const std::int64_t faults_before = ThreadFaults();
+    {
+      // Freeing the archive, at the end, is timed too.
+      Result<std::string> saved = SaveWorld(f.world.world, format, &pause);
+      if (!saved.ok()) {
+        state.SkipWithError(StatusFailure("SaveWorld", saved.status()).c_str());
+        break;
+      }
+      benchmark::DoNotOptimize(saved.value().data());
     }
-    benchmark::DoNotOptimize(saved.value().data());
+    faults += ThreadFaults() - faults_before;
     held += pause.locks_held;
   }
   CountWork(state, "per_entry", n);
   CountLocksHeld(state, held, n);
+  CountFaults(state, faults, n);
 }
 
 void BM_CheckpointLoad(benchmark::State& state, ArchiveFormat format) {

@@ -86,6 +86,12 @@ void CountHeap(benchmark::State& state, const char* call, const HeapUse& use) {
   state.counters[prefix + "_net_heap_bytes_mallinfo"] = static_cast<double>(use.net_mallinfo);
 }
 
+void WarmUpSaves(std::set<int>& warmed, int n, const std::function<void()>& save) {
+  if (!warmed.insert(n).second) return;
+  save();
+  save();
+}
+
 std::int64_t ThreadFaults() {
   rusage usage{};
   return getrusage(RUSAGE_THREAD, &usage) == 0 ? usage.ru_minflt : 0;

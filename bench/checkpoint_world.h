@@ -13,7 +13,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "epollcr/event_poll.h"
@@ -49,6 +51,15 @@ void CountStages(benchmark::State& state, const restore::Report& total, double r
 // that maps a whole huge page counts once.
 std::int64_t ThreadFaults();
 void CountFaults(benchmark::State& state, std::int64_t faults, double registrations);
+
+// Before a save benchmark's first timed save of a world of n entries in this process: `save`, twice, untimed. A
+// process's first saves of a size fault in memory that its later ones reuse: the cut's arrays (kept mappings,
+// lib/src/big_buffer.h) at the first, and at the second the heap that malloc grows to the output's size (glibc serves
+// a large block with a mapping of its own and, once it is freed, raises its threshold to that size, so the next one
+// comes from the heap, which grows then and keeps it). Each fresh 4 KiB page is a fault (BENCHMARKS.md "Machine": up
+// to 16 µs each on some VMs), and a million entries' output is ~6,000 pages. The timed saves are then a program's
+// from its third on: one that checkpoints every so often. `warmed`: the sizes warmed up so far (the caller's static).
+void WarmUpSaves(std::set<int>& warmed, int n, const std::function<void()>& save);
 
 std::shared_ptr<EventPoll> PollAt(const World& world, int epfd);
 

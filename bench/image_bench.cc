@@ -4,7 +4,8 @@
 //                              atomically and durably (a temporary file, fsync, rename, fsync of the directory)
 //   BM_ImageEncode/entries:N   the same into memory (image::SaveImage), without the file and its two fsyncs; the
 //                              counter locks_held_ns is how long each save held the consistent cut, per entry, and
-//                              faults_per_entry the page faults the save took (freeing its bytes included)
+//                              faults_per_entry the page faults the save took (freeing its bytes included); after
+//                              two untimed saves (checkpoint_world.h WarmUpSaves)
 //   BM_ImageRead/entries:N     read+decode+validate: ReadImageFile (read, check the framing and CRC32C), Decode,
 //                              Validate
 //   BM_ImageRestore/entries:N  read+decode+validate+restore: image::ReadImage into an empty world (restore includes
@@ -20,6 +21,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 
@@ -102,6 +104,8 @@ void BM_ImageEncode(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   CheckpointFixture& f = CheckpointFixtureFor(n);
   if (!f.error.empty()) return state.SkipWithError(f.error.c_str());
+  static std::set<int> warmed;
+  WarmUpSaves(warmed, n, [&] { benchmark::DoNotOptimize(image::SaveImage(f.world.world).ok()); });
   std::chrono::nanoseconds held{0};
   std::int64_t faults = 0;
   for (auto _ : state) {

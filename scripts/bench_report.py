@@ -982,7 +982,11 @@ def checkpoint_section(run):
         "`LoadWorld(archive, &empty_world)`: every file created, the fd table filled, then after_load: every entry back on its saved list and its waiter "
         "registered with its file again. Tearing the loaded world down is outside the timed region. Time per entry = "
         "time per call / N. Runs: " + "; ".join(counts) + ". The 1,000,000-entry cases run one call per "
-        "repetition, to keep `scripts/bench` to a few minutes.\n")
+        "repetition, to keep `scripts/bench` to a few minutes. Each save benchmark (here and in *Checkpoint image*) "
+        "first saves its world twice untimed (`WarmUpSaves`, bench/checkpoint_world.h): a process's first saves of a "
+        "size fault in the memory its later ones reuse (the cut's kept arrays at the first; at the second, the heap "
+        "malloc grows to the output's size), and the figures are those of a program that checkpoints every so often, "
+        "from its third save on.\n")
     say("**Kernel baseline**, same run, at the same N: `epoll_ctl(EPOLL_CTL_ADD)` of N registrations of the same "
         "shape into one fresh epoll instance: 1,000 eventfds (one in 10 with counter 1), each registered under N / 1,000 "
         "fd numbers, LT/ET/one-shot by k % 3. This host allows 20,000 fds per process, so above 10,000 the fd numbers "
