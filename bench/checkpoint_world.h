@@ -57,8 +57,10 @@ void CountFaults(benchmark::State& state, std::int64_t faults, double registrati
 // lib/src/big_buffer.h) at the first, and at the second the heap that malloc grows to the output's size (glibc serves
 // a large block with a mapping of its own and, once it is freed, raises its threshold to that size, so the next one
 // comes from the heap, which grows then and keeps it). Each fresh 4 KiB page is a fault (BENCHMARKS.md "Machine": up
-// to 16 µs each on some VMs), and a million entries' output is ~6,000 pages. The timed saves are then a program's
-// from its third on: one that checkpoints every so often. `warmed`: the sizes warmed up so far (the caller's static).
+// to 16 µs each on some VMs). An output above glibc's largest threshold (32 MiB: a Boost binary archive of a million
+// entries, ~41 MB) is a mapping of its own at every save, so those saves keep faulting it in (faults_per_entry says
+// how much). The timed saves are then a program's from its third on: one that checkpoints every so often. `warmed`:
+// the sizes warmed up so far (the caller's static).
 void WarmUpSaves(std::set<int>& warmed, int n, const std::function<void()>& save);
 
 std::shared_ptr<EventPoll> PollAt(const World& world, int epfd);
